@@ -1,0 +1,3 @@
+from zsq_probe.cli import main
+
+raise SystemExit(main())

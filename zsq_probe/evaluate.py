@@ -1,0 +1,81 @@
+"""Accuracy of a classifier on a labelled loader, and the `eval` job (FP vs quantised top-1)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def top1_and_ce(model, loader, device="cpu", max_batches: int = 0) -> tuple[float, float]:
+    """(top-1 accuracy in [0, 1], mean cross-entropy against the hard labels) over the loader.
+
+    The model is evaluated in eval mode and put back in the mode it was found in."""
+    was_training = model.training
+    model.eval()
+    correct, total, ce_sum = 0, 0, 0.0
+    try:
+        for i, (x, y) in enumerate(loader):
+            if max_batches and i >= max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            ce_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            total += y.numel()
+    finally:
+        model.train(was_training)
+    if total == 0:
+        return float("nan"), float("nan")
+    return correct / total, ce_sum / total
+
+
+def sha256_of(path) -> str | None:
+    if not path or not Path(path).is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def evaluate_quantized(teacher: str, weights=None, weights_root=None, data=None, data_root=None,
+                       w_bits=4, a_bits=4, calib_batches=4, batch_size=200, max_batches=0,
+                       device="cpu", download=False, seed=0) -> dict:
+    """FP and quantised top-1 of a teacher; activation ranges calibrated on `calib_batches` train batches."""
+    from zsq_probe.data import dataset_for_teacher, load_dataset, make_loader
+    from zsq_probe.models import check_published_accuracy, load_teacher
+    from zsq_probe.quant import calibrate_activation_ranges, quantization_spec, quantize_model
+
+    model, info = load_teacher(teacher, weights=weights, root=weights_root, download=download)
+    data = data or dataset_for_teacher(teacher)
+    test = make_loader(load_dataset(data, data_root, split="test", download=download), batch_size,
+                       shuffle=False, seed=seed)
+    calib = make_loader(load_dataset(data, data_root, split="train", download=download), batch_size,
+                        shuffle=True, seed=seed)
+    model = model.to(device).eval()
+    fp_top1, fp_ce = top1_and_ce(model, test, device, max_batches)
+    qmodel = quantize_model(model, w_bits, a_bits).to(device).eval()
+    batches = []
+    for i, (x, _) in enumerate(calib):
+        if i >= calib_batches:
+            break
+        batches.append(x.to(device))
+    calibrate_activation_ranges(qmodel, batches)
+    q_top1, q_ce = top1_and_ce(qmodel, test, device, max_batches)
+    result = {
+        "teacher": teacher, "data": data, "w_bits": w_bits, "a_bits": a_bits,
+        "fp_top1": fp_top1, "quant_top1": q_top1, "fp_ce": fp_ce, "quant_ce": q_ce,
+        "calib_batches": calib_batches, "calib_batch_size": batch_size,
+        "weights_path": str(info.weights_path) if info.weights_path else None,
+        "weights_sha256": info.weights_sha256 or sha256_of(info.weights_path),
+        "weights_source": info.source, "published_top1": info.published_top1,
+        "quantization": quantization_spec(qmodel),
+    }
+    warning = check_published_accuracy(info, fp_top1 * 100.0) if not max_batches else None
+    result["warning"] = warning
+    return result

@@ -1,0 +1,27 @@
+"""The student's loss terms (DESIGN.md "GDFQ generator and loop"; paper Eq. 5-6)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kl_to_teacher(student_logits, teacher_logits, temperature: float):
+    """KL(softmax(t/T) || softmax(s/T)) averaged over batch x classes.
+
+    This is PyTorch's `KLDivLoss(reduction='mean')` scale that GDFQ/AIT train with (it divides by the
+    number of classes too, unlike 'batchmean'); the trainer multiplies it by T^2 as they do."""
+    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
+    p_teacher = F.softmax(teacher_logits / temperature, dim=1)
+    pointwise = torch.special.xlogy(p_teacher, p_teacher) - p_teacher * log_p_student
+    return pointwise.mean()
+
+
+def ce_to_labels(student_logits, labels, label_smoothing: float = 0.0):
+    """Cross-entropy against hard labels (class indices) or soft labels (rows summing to 1, Qimera)."""
+    return F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
+
+
+def hard_labels(labels):
+    """Class indices of hard or soft labels."""
+    return labels.argmax(1) if labels.dim() == 2 else labels
