@@ -9,7 +9,7 @@ import sys
 
 from zsq_probe.errors import UserError
 
-_COMMAND_MODULES = ("zsq_probe.cli_train",)
+_COMMAND_MODULES = ("zsq_probe.cli_train", "zsq_probe.cli_figures")
 COMMANDS: dict[str, tuple] = {}  # name -> (add_arguments, run, help)
 
 
@@ -75,8 +75,10 @@ def cmd_eval(args) -> int:
     print(f"{'full precision':<22}{100 * r['fp_top1']:>7.2f}%{r['fp_ce']:>9.4f}")
     label = "quantised {}w{}a".format(r["w_bits"], r["a_bits"])
     print(f"{label:<22}{100 * r['quant_top1']:>7.2f}%{r['quant_ce']:>9.4f}")
-    print(f"quantisation: {spec['scheme']}; {spec['num_quantized_layers']} Conv/Linear layers "
-          f"(first {spec['first_layer']}, last {spec['last_layer']}); not quantised: {', '.join(spec['not_quantized'])}")
+    not_q = [k.replace("_", " ") for k, v in spec["not_quantized"].items() if v and not k.startswith("other_")]
+    print(f"quantisation: {spec['scheme']}; {spec['quantized_layer_count']} Conv/Linear layers "
+          f"(first {spec['first_quantized_layer']}, last {spec['last_quantized_layer']}); "
+          f"not quantised: {', '.join(not_q)}")
     return 0
 
 

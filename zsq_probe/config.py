@@ -94,15 +94,17 @@ class RunConfig:
 
     # probes (issue: probes); names of probes switched on, cadence and probe-batch size
     probes: list[str] = field(default_factory=list)
-    probe_every_steps: int = 1
-    hessian_every_epochs: int = 1
-    hessian_batch_size: int = 200
-    hessian_vectors: int = 20
+    probe_every_steps: int = 10  # cosine / inter-epoch gradients every N student steps
+    hessian_every_epochs: int = 10  # hessian and slice probes every N epochs (and at the last epoch)
+    hessian_batch_size: int = 200  # the probe batch (fixed size, drawn from the probe's own stream)
+    hessian_vectors: int = 16  # Hutchinson probe vectors
     hessian_top_k: int = 5
     slq_runs: int = 2
-    slq_steps: int = 30
+    slq_steps: int = 24
     slice_points: int = 21
-    cosine_per_layer: bool = False
+    slice_directions: list[str] = field(default_factory=lambda: ["eigenvector"])  # + random, filter
+    slice_scalings: list[str] = field(default_factory=lambda: ["gradient"])  # + unit
+    probe_scopes: list[str] = field(default_factory=lambda: ["model"])  # + block, layer (cosine, trace)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,7 +127,8 @@ DATASET_SCALES: dict[str, dict] = {
                      lr=1e-4, val_batch_size=100, hessian_batch_size=64),
     "digits": dict(epochs=12, iters_per_epoch=25, batch_size=64, warmup_epochs=2, act_range_epochs=2,
                    lr_milestones=[6, 9], gi_p=1e-2, gi_p_milestones=[6, 9], lr=1e-3,
-                   val_batch_size=300, hessian_batch_size=128, w_bits=3, a_bits=3),
+                   val_batch_size=300, hessian_batch_size=200, hessian_every_epochs=3, probe_every_steps=5,
+                   hessian_vectors=8, slq_runs=1, slq_steps=16, hessian_top_k=3, w_bits=3, a_bits=3),
 }
 
 
@@ -310,6 +313,15 @@ def validate(cfg: RunConfig) -> None:
         bad(f"label_smoothing={cfg.label_smoothing} (in [0, 1))")
     if not 0.0 <= cfg.qimera_mix_prob <= 1.0:
         bad(f"qimera_mix_prob={cfg.qimera_mix_prob} (a probability)")
+    for name in cfg.slice_directions:
+        if name not in ("eigenvector", "random", "filter"):
+            bad(f"slice direction {name!r} (eigenvector, random or filter)")
+    for name in cfg.slice_scalings:
+        if name not in ("gradient", "unit"):
+            bad(f"slice scaling {name!r} (gradient or unit)")
+    for name in cfg.probe_scopes:
+        if name not in ("model", "block", "layer"):
+            bad(f"probe scope {name!r} (model, block or layer)")
     for name in cfg.probes:
         if name not in PROBE_NAMES:
             bad(f"unknown probe {name!r}{_close(name, PROBE_NAMES)} (probes: {', '.join(PROBE_NAMES)})")

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets as _tvd
 
 from zsq_probe.errors import UserError
 
@@ -221,36 +222,40 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _cifar_classes(name: str):
-    """torchvision's CIFAR class, with its md5 checks replaced by a presence check.
+class _PresenceCheckMixin:
+    """Replaces torchvision's md5 checks on CIFAR files by a presence check.
 
     torchvision verifies every file's md5 (180 MB hashed on every construction) and answers a
-    mismatch with a generic 'not found or corrupted'. We check that the files of the
-    requested split exist, then read them through torchvision's own reader; a file that
-    cannot be read becomes a UserError naming the folder.
+    mismatch with a generic 'not found or corrupted'. We check that the files of the requested
+    split exist, then read them through torchvision's own reader; a file that cannot be read
+    becomes a UserError naming the folder (see :func:`_load_cifar`).
     """
-    from torchvision import datasets as tvd
 
-    base = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    def _check_integrity(self) -> bool:
+        files = self.train_list if self.train else self.test_list
+        folder = os.path.join(self.root, self.base_folder)
+        return all(os.path.isfile(os.path.join(folder, f)) for f, _ in files)
 
-    class _OnDiskCIFAR(base):  # type: ignore[misc, valid-type]
-        def _check_integrity(self) -> bool:
-            files = self.train_list if self.train else self.test_list
-            folder = os.path.join(self.root, self.base_folder)
-            return all(os.path.isfile(os.path.join(folder, f)) for f, _ in files)
+    def _load_meta(self) -> None:
+        import pickle
 
-        def _load_meta(self) -> None:
-            import pickle
+        path = os.path.join(self.root, self.base_folder, self.meta["filename"])
+        with open(path, "rb") as infile:
+            data = pickle.load(infile, encoding="latin1")
+        self.classes = list(data[self.meta["key"]])
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
-            path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-            with open(path, "rb") as infile:
-                data = pickle.load(infile, encoding="latin1")
-            self.classes = list(data[self.meta["key"]])
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
-    _OnDiskCIFAR.__name__ = base.__name__
-    _OnDiskCIFAR.__qualname__ = base.__qualname__
-    return _OnDiskCIFAR
+class OnDiskCIFAR10(_PresenceCheckMixin, _tvd.CIFAR10):
+    """torchvision's CIFAR10 reader without the md5 checks (module level: picklable for workers)."""
+
+
+class OnDiskCIFAR100(_PresenceCheckMixin, _tvd.CIFAR100):
+    """torchvision's CIFAR100 reader without the md5 checks (module level: picklable for workers)."""
+
+
+def _cifar_classes(name: str):
+    return OnDiskCIFAR10 if name == "cifar10" else OnDiskCIFAR100
 
 
 def _load_cifar(name: str, root, split: str, download: bool, augment: bool) -> Dataset:
@@ -269,9 +274,7 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool) -> D
     if download and not all((data_dir / f).is_file() for f in needed):
         from torchvision.datasets.utils import download_and_extract_archive
 
-        from torchvision import datasets as tvd
-
-        base = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100  # torchvision's URL and archive md5
+        base = _tvd.CIFAR10 if name == "cifar10" else _tvd.CIFAR100  # torchvision's URL and archive md5
         try:
             parent.mkdir(parents=True, exist_ok=True)
             download_and_extract_archive(base.url, str(parent), filename=base.filename, md5=base.tgz_md5)

@@ -81,15 +81,29 @@ def weight_quant_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch
         raise UserError(f"cannot quantise an empty weight of shape {tuple(w.shape)}")
     with torch.no_grad():
         flat = w.detach().reshape(w.shape[0], -1)
-        wmin, wmax = torch.aminmax(flat, dim=1)
-        scale = (2**bits - 1) / torch.clamp(wmax - wmin, min=RANGE_EPS)
-        zero_point = torch.round(scale * wmin) + 2 ** (bits - 1)
+        # amin/amax rather than torch.aminmax: same values, ~10x faster on CPU (torch 2.x)
+        wmin, wmax = flat.amin(dim=1), flat.amax(dim=1)
+        scale, zero_point = scale_and_zero_point(wmin, wmax, 2**bits - 1, 2 ** (bits - 1))
         shape = (w.shape[0],) + (1,) * (w.dim() - 1)
         return scale.reshape(shape), zero_point.reshape(shape)
 
 
+def scale_and_zero_point(lo: torch.Tensor, hi: torch.Tensor, levels, half) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scale = (2^k-1)/max(hi-lo, 1e-8)``, ``zp = round(scale*lo) + 2^(k-1)`` (DESIGN.md).
+
+    ``levels`` = 2^k-1 and ``half`` = 2^(k-1), numbers or tensors broadcasting against ``lo``.
+    Written as reciprocal-times-levels, which is what torch does for ``number / tensor`` (so
+    the reference code's ``(2**k-1)/torch.clamp(...)`` gives the same bits); gradient
+    inundation evaluates codes with this same function, so its counts match
+    :func:`integer_codes_of` bit for bit.
+    """
+    scale = torch.reciprocal(torch.clamp(hi - lo, min=RANGE_EPS)) * levels
+    return scale, torch.round(scale * lo) + half
+
+
 def _codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int) -> torch.Tensor:
-    # q = clamp(round(scale*x - zp), -2^(k-1), 2^(k-1)-1), still floating point
+    # q = clamp(round(scale*x - zp), -2^(k-1), 2^(k-1)-1), still floating point.
+    # Two separate ops (no fused multiply-add) so every caller gets the same bits.
     return torch.clamp(torch.round(scale * x - zero_point), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
 
 
@@ -257,7 +271,8 @@ class ActivationQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update_range(self, x: torch.Tensor) -> None:
-        bmin, bmax = torch.aminmax(x.detach())
+        xd = x.detach()
+        bmin, bmax = xd.amin(), xd.amax()
         if not self._initialized:
             self.range_min.copy_(bmin)
             self.range_max.copy_(bmax)
@@ -269,9 +284,7 @@ class ActivationQuantizer(nn.Module):
 
     def quant_params(self) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.a_bits
-        scale = (2**k - 1) / torch.clamp(self.range_max - self.range_min, min=RANGE_EPS)
-        zero_point = torch.round(scale * self.range_min) + 2 ** (k - 1)
-        return scale, zero_point
+        return scale_and_zero_point(self.range_min, self.range_max, 2**k - 1, 2 ** (k - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._frozen:
@@ -331,7 +344,7 @@ def quantize_model(model: nn.Module, w_bits: int, a_bits: int) -> nn.Module:
         if isinstance(m, nn.Linear):
             return QuantLinear.from_float(m, w_bits)
         if isinstance(m, (nn.ReLU, nn.ReLU6)):
-            return QuantizedActivation(m, ActivationQuantizer(a_bits))
+            return QuantizedActivation(m, ActivationQuantizer(a_bits)).train(m.training)
         return None
 
     def visit(parent: nn.Module) -> None:

@@ -97,7 +97,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
-        from zsq_probe.data import dataset_spec, load_dataset, make_loader
+        from zsq_probe.data import get_spec, load_dataset, make_loader
         from zsq_probe.models import build_architecture, load_teacher
         from zsq_probe.quant import quantize_model, quantized_layers
 
@@ -108,7 +108,7 @@ class Trainer:
         self.teacher = teacher.to(self.device).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.spec = dataset_spec(cfg.data)
+        self.spec = get_spec(cfg.data)
         self.num_classes = self.spec.num_classes
 
         if cfg.student_init == "random":
@@ -272,10 +272,7 @@ class Trainer:
         term_grads = None
         if want_terms:
             # per-term gradients from one forward: the probes' cosine needs both, the step needs their sum
-            g_kl = torch.autograd.grad(kl, self.params, retain_graph=True, allow_unused=True)
-            g_ce = torch.autograd.grad(ce, self.params, allow_unused=True)
-            term_grads = {"kl": [_zeros_if_none(g, p) for g, p in zip(g_kl, self.params)],
-                          "ce": [_zeros_if_none(g, p) for g, p in zip(g_ce, self.params)]}
+            term_grads = term_gradients(kl, ce, self.params)
             w_kl, w_ce = cfg.kd_weight * cfg.temperature ** 2, cfg.ce_weight
             for p, gk, gc in zip(self.params, term_grads["kl"], term_grads["ce"]):
                 p.grad = w_kl * gk + w_ce * gc
@@ -497,8 +494,12 @@ class Trainer:
                 o.load_state_dict(saved[o.name])
 
 
-def _zeros_if_none(g, p):
-    return torch.zeros_like(p) if g is None else g
+def term_gradients(kl, ce, params) -> dict[str, list[torch.Tensor]]:
+    """Gradients of the unweighted KL and CE terms w.r.t. `params` from one forward graph."""
+    g_kl = torch.autograd.grad(kl, params, retain_graph=True, allow_unused=True)
+    g_ce = torch.autograd.grad(ce, params, allow_unused=True)
+    return {"kl": [torch.zeros_like(p) if g is None else g for g, p in zip(g_kl, params)],
+            "ce": [torch.zeros_like(p) if g is None else g for g, p in zip(g_ce, params)]}
 
 
 def _cycle(loader):
@@ -555,10 +556,6 @@ def train(cfg: RunConfig, out, resume: bool = False, force: bool = False, observ
 
         spec = None if cfg.full_precision_student else quantization_spec(trainer.student)
         run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec,
-                                               "teacher": _teacher_record(trainer.teacher_info)})
+                                               "teacher": trainer.teacher_info.to_dict()})
     return trainer.fit()
 
-
-def _teacher_record(info) -> dict:
-    return {k: (str(v) if v is not None and not isinstance(v, (int, float, bool, str)) else v)
-            for k, v in vars(info).items()}

@@ -1,0 +1,222 @@
+"""Pure functions on probe tables (pandas DataFrames in, DataFrames or plain dicts out).
+
+The figure scripts and `zsq-probe compare` shape the parquet through these, so a number printed by
+`compare` and a curve drawn by a figure always come from the same rows.  Every function checks the
+columns it reads with `schema.require_columns` (a missing column is a UserError naming it).
+
+Row selection rules (written once, here):
+* cosine: model-scope rows (`scope == 'model'`).  Online rows are used when a run has any; a run
+  with only post-hoc rows uses its `checkpoint` rows (one per checkpoint epoch).  Epoch values are the
+  `epoch_mean` rows when present, else the mean of the epoch's `step` rows.
+* hessian_trace: model-scope rows; several rows for the same (epoch, loss, estimator) (online and
+  post hoc, or repeated post-hoc runs) are averaged, their standard errors combined as the standard
+  error of that mean (sqrt(sum stderr^2) / n).
+* crossings: per-layer `epoch_total` rows when present, else the epoch's `step` rows summed, else
+  `checkpoint_diff` rows (post hoc; the net change between two checkpoints).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from zsq_probe.errors import UserError
+from zsq_probe.schema import require_columns
+
+PROBES = ("cosine", "hessian", "inter_epoch")
+PROBE_TABLE = {"cosine": "cosine", "hessian": "hessian_trace", "inter_epoch": "inter_epoch"}
+
+
+def _finite(x) -> float | None:
+    """A float for JSON: NaN / inf / None -> None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ------------------------------------------------------------------------------------------- cosine
+COSINE_COLUMNS = ("epoch", "step", "statistic", "origin", "scope", "cosine", "angle_deg",
+                  "grad_norm_ce", "grad_norm_kl")
+
+
+def model_cosine(df: pd.DataFrame, where: str = "cosine") -> pd.DataFrame:
+    """Model-scope cosine rows of one run; online rows preferred over post-hoc ones."""
+    require_columns(df, "cosine", COSINE_COLUMNS, where)
+    d = df[df["scope"] == "model"]
+    if d.empty:
+        raise UserError(f"{where}: table 'cosine' has no model-scope rows (scope == 'model')")
+    online = d[d["origin"] == "online"]
+    return (online if not online.empty else d).copy()
+
+
+def cosine_steps(df: pd.DataFrame, where: str = "cosine") -> pd.DataFrame:
+    """The per-step rows (statistic 'step'); for a post-hoc-only run its per-checkpoint rows."""
+    d = model_cosine(df, where)
+    steps = d[d["statistic"] == "step"]
+    if steps.empty:
+        steps = d[d["statistic"] == "checkpoint"]
+    return steps.sort_values(["epoch", "step"]).reset_index(drop=True)
+
+
+def cosine_epochs(df: pd.DataFrame, where: str = "cosine") -> pd.DataFrame:
+    """One row per epoch: epoch, cosine, angle_deg, grad_norm_ce, grad_norm_kl, n (rows averaged)."""
+    d = model_cosine(df, where)
+    cols = ["cosine", "angle_deg", "grad_norm_ce", "grad_norm_kl"]
+    means = d[d["statistic"] == "epoch_mean"]
+    if not means.empty:
+        out = means.groupby("epoch", as_index=False)[cols].mean()
+        n = d[d["statistic"] == "step"].groupby("epoch").size()
+        out["n"] = out["epoch"].map(n).fillna(1).astype(int)
+    else:
+        rows = d[d["statistic"] == "step"]
+        if rows.empty:
+            rows = d[d["statistic"] == "checkpoint"]
+        if rows.empty:
+            raise UserError(f"{where}: table 'cosine' has no 'step', 'epoch_mean' or 'checkpoint' rows")
+        g = rows.groupby("epoch")
+        out = g[cols].mean().reset_index()
+        out["n"] = g.size().values
+    return out.sort_values("epoch").reset_index(drop=True)
+
+
+def summarize_cosine(df: pd.DataFrame, where: str = "cosine") -> dict:
+    steps = cosine_steps(df, where)
+    epochs = cosine_epochs(df, where)
+    cos = steps["cosine"].to_numpy(dtype=float)
+    cos = cos[np.isfinite(cos)]
+    basis = "step" if (steps["statistic"] == "step").any() else "checkpoint"
+    return {
+        "steps": int(cos.size),
+        "basis": basis,
+        "share_negative": _finite(np.mean(cos < 0)) if cos.size else None,
+        "epochs": int(len(epochs)),
+        "mean_epoch_cosine": _finite(epochs["cosine"].mean()),
+        "median_epoch_cosine": _finite(epochs["cosine"].median()),
+        "last_epoch_cosine": _finite(epochs["cosine"].iloc[-1]) if len(epochs) else None,
+    }
+
+
+# ------------------------------------------------------------------------------------------ hessian
+TRACE_COLUMNS = ("epoch", "loss", "scope", "estimator", "trace", "stderr")
+
+
+def trace_curves(df: pd.DataFrame, where: str = "hessian_trace") -> pd.DataFrame:
+    """Model-scope traces, one row per (estimator, loss, epoch): trace, stderr, n (rows averaged)."""
+    require_columns(df, "hessian_trace", TRACE_COLUMNS, where)
+    d = df[df["scope"] == "model"]
+    if d.empty:
+        raise UserError(f"{where}: table 'hessian_trace' has no model-scope rows (scope == 'model')")
+    rows = []
+    for (est, loss, epoch), g in d.groupby(["estimator", "loss", "epoch"], sort=True):
+        n = len(g)
+        se = g["stderr"].to_numpy(dtype=float)
+        rows.append({"estimator": est, "loss": loss, "epoch": int(epoch), "trace": float(g["trace"].mean()),
+                     "stderr": float(np.sqrt(np.nansum(se ** 2)) / n), "n": n})
+    return pd.DataFrame(rows, columns=["estimator", "loss", "epoch", "trace", "stderr", "n"])
+
+
+def summarize_hessian(df: pd.DataFrame, where: str = "hessian_trace") -> dict:
+    """Median (over epochs) trace per loss; Hutchinson when the run has it, else SLQ."""
+    curves = trace_curves(df, where)
+    est = "hutchinson" if (curves["estimator"] == "hutchinson").any() else str(curves["estimator"].iloc[0])
+    c = curves[curves["estimator"] == est]
+    out = {"estimator": est, "epochs": int(c["epoch"].nunique())}
+    for loss in ("ce", "kl"):
+        v = c.loc[c["loss"] == loss, "trace"]
+        out[f"median_trace_{loss}"] = _finite(v.median()) if len(v) else None
+    ce, kl = out["median_trace_ce"], out["median_trace_kl"]
+    out["kl_over_ce"] = _finite(kl / ce) if ce not in (None, 0) and kl is not None else None
+    return out
+
+
+# -------------------------------------------------------------------------------------- inter-epoch
+def inter_epoch_curve(df: pd.DataFrame, where: str = "inter_epoch") -> pd.DataFrame:
+    require_columns(df, "inter_epoch", ("epoch", "cosine"), where)
+    return df.groupby("epoch", as_index=False)["cosine"].mean().sort_values("epoch").reset_index(drop=True)
+
+
+def summarize_inter_epoch(df: pd.DataFrame, where: str = "inter_epoch") -> dict:
+    c = inter_epoch_curve(df, where)
+    return {"epochs": int(len(c)), "mean_inter_epoch_cosine": _finite(c["cosine"].mean()),
+            "median_inter_epoch_cosine": _finite(c["cosine"].median()),
+            "last_inter_epoch_cosine": _finite(c["cosine"].iloc[-1]) if len(c) else None}
+
+
+SUMMARIZERS = {"cosine": summarize_cosine, "hessian": summarize_hessian, "inter_epoch": summarize_inter_epoch}
+
+
+def _ratio(a, b):
+    return _finite(a / b) if a is not None and b not in (None, 0) else None
+
+
+def compare_tables(kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str = "kd",
+                   zq_name: str = "zq") -> dict:
+    """Summaries of the same probe for a KD run and a ZQ run, and their ZQ/KD ratios."""
+    if probe not in SUMMARIZERS:
+        raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
+    table = PROBE_TABLE[probe]
+    s_kd = SUMMARIZERS[probe](kd, f"{kd_name} probes/{table}")
+    s_zq = SUMMARIZERS[probe](zq, f"{zq_name} probes/{table}")
+    out = {"probe": probe, "kd": s_kd, "zq": s_zq}
+    if probe == "cosine":
+        out["zq_minus_kd"] = {k: (None if s_kd[k] is None or s_zq[k] is None else s_zq[k] - s_kd[k])
+                              for k in ("share_negative", "mean_epoch_cosine", "median_epoch_cosine")}
+    elif probe == "hessian":
+        out["zq_over_kd"] = {k: _ratio(s_zq[k], s_kd[k]) for k in ("median_trace_ce", "median_trace_kl", "kl_over_ce")}
+    else:
+        out["zq_minus_kd"] = {"mean_inter_epoch_cosine": None if s_kd["mean_inter_epoch_cosine"] is None
+                              or s_zq["mean_inter_epoch_cosine"] is None
+                              else s_zq["mean_inter_epoch_cosine"] - s_kd["mean_inter_epoch_cosine"]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------- crossings
+CROSSING_COLUMNS = ("epoch", "statistic", "layer", "changed", "layer_size", "steps", "kappa", "gi_p")
+
+
+def crossings_epochs(df: pd.DataFrame, where: str = "crossings") -> list[int]:
+    require_columns(df, "crossings", CROSSING_COLUMNS, where)
+    return sorted(int(e) for e in df["epoch"].unique())
+
+
+def crossings_per_layer(df: pd.DataFrame, epoch: int, where: str = "crossings") -> tuple[pd.DataFrame, str]:
+    """Per layer (in model order) at `epoch`: changed_per_step, share_per_step, layer_size, kappa, gi_p.
+
+    Returns (frame, basis) with basis 'epoch_total', 'step' or 'checkpoint_diff'.
+    """
+    require_columns(df, "crossings", CROSSING_COLUMNS, where)
+    d = df[df["epoch"] == epoch]
+    if d.empty:
+        raise UserError(f"{where}: no crossings rows for epoch {epoch} (epochs with data: "
+                        f"{_epoch_list(crossings_epochs(df, where))})")
+    order = list(dict.fromkeys(df["layer"]))  # first appearance = module order
+    for basis in ("epoch_total", "step", "checkpoint_diff"):
+        rows = d[d["statistic"] == basis]
+        if not rows.empty:
+            break
+    else:
+        raise UserError(f"{where}: epoch {epoch} has no 'epoch_total', 'step' or 'checkpoint_diff' rows")
+    g = rows.groupby("layer", sort=False)
+    out = pd.DataFrame({
+        "changed": g["changed"].sum().astype(float),
+        "steps": g["steps"].sum().astype(float),
+        "layer_size": g["layer_size"].max().astype(float),
+        "kappa": g["kappa"].mean(),
+        "gi_p": g["gi_p"].mean(),
+    })
+    out["steps"] = out["steps"].where(out["steps"] > 0, 1.0)
+    out["changed_per_step"] = out["changed"] / out["steps"]
+    out["share_per_step"] = out["changed_per_step"] / out["layer_size"]
+    out = out.reindex([layer for layer in order if layer in out.index])
+    out.index.name = "layer"
+    return out.reset_index(), basis
+
+
+def _epoch_list(epochs) -> str:
+    epochs = list(epochs)
+    if len(epochs) > 8:
+        return f"{epochs[0]}..{epochs[-1]} ({len(epochs)} epochs)"
+    return ", ".join(str(e) for e in epochs) or "none"

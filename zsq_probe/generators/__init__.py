@@ -1,0 +1,55 @@
+"""Synthetic-data sources for zero-shot quantisation: GDFQ, Qimera and ARC generators; ZeroQ distilled data.
+
+Every generator is an ``nn.Module`` with ``num_classes``, ``image_shape`` (C, H, W), ``latent_dim``,
+``label_kind`` ("hard" or "soft"), ``forward(z, labels) -> (B, C, H, W)`` and
+``sample(batch_size, generator, device) -> (z, labels)`` that draws only from the given
+``torch.Generator``.  GDFQ and ARC sample hard labels ``(B,)``; Qimera samples soft labels
+``(B, num_classes)`` (see :mod:`zsq_probe.generators.qimera`).
+
+``BNStatisticsLoss`` is GDFQ's BN-statistics loss (also used for Qimera and ARC);
+``distill_zeroq`` makes ZeroQ's distilled images.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import torch.nn as nn
+
+from zsq_probe.errors import UserError
+from zsq_probe.generators.arc import ARC_GENOTYPES, ARCGenerator
+from zsq_probe.generators.bns import BNStatisticsLoss
+from zsq_probe.generators.common import CategoricalConditionalBatchNorm2d
+from zsq_probe.generators.gdfq import GDFQGenerator
+from zsq_probe.generators.qimera import QIMERA_DEFAULTS, QimeraGenerator, teacher_class_weights
+from zsq_probe.generators.zeroq import ZeroQStatisticsLoss, distill_zeroq
+
+GENERATORS = {"gdfq": GDFQGenerator, "qimera": QimeraGenerator, "arc": ARCGenerator}
+
+__all__ = ["ARC_GENOTYPES", "ARCGenerator", "BNStatisticsLoss", "CategoricalConditionalBatchNorm2d", "GENERATORS",
+           "GDFQGenerator", "QIMERA_DEFAULTS", "QimeraGenerator", "ZeroQStatisticsLoss", "build_generator",
+           "distill_zeroq", "teacher_class_weights"]
+
+
+def build_generator(kind: str, num_classes: int, image_shape: Sequence[int], teacher: nn.Module | None = None,
+                    **options) -> nn.Module:
+    """Build a generator: ``kind`` in {"gdfq", "qimera", "arc"}; ``options`` go to its constructor.
+
+    gdfq: latent_dim=100, variant="auto"|"cifar"|"imagenet".
+    qimera: mix_prob, mix_k, preset (a key of QIMERA_DEFAULTS), preset_bits, embedding_init, embedding_dim,
+    freeze_embedding, noise_scale, variant; uses ``teacher`` for the class embedding.
+    arc: latent_dim=100, genotype, model_name (teacher name selecting ARC_GENOTYPES), channels=64.
+    """
+    if kind not in GENERATORS:
+        raise UserError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")
+    cls = GENERATORS[kind]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters
+                if p not in ("self", "num_classes", "image_shape", "teacher")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"generator {kind!r} does not take option(s) {', '.join(unknown)}; "
+                        f"it takes: {', '.join(accepted)}")
+    if kind == "qimera":
+        return cls(num_classes, image_shape, teacher=teacher, **options)
+    return cls(num_classes, image_shape, **options)

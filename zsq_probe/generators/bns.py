@@ -1,0 +1,86 @@
+"""GDFQ's BN-statistics (BNS) loss over a teacher's BatchNorm2d layers.
+
+Fact (DESIGN.md "GDFQ generator and loop"): forward hooks on every BatchNorm2d of the teacher take
+the BN *input*'s per-channel batch mean and biased variance; ``BNS = mean over BN layers of
+MSE(batch_mean, running_mean) + MSE(batch_var, running_var)``.  The teacher stays in eval mode
+(running statistics frozen); gradients flow through it to the generator.
+
+Usage::
+
+    with BNStatisticsLoss(teacher) as bns:
+        logits = teacher(generator(z, y))
+    loss = ce + 0.1 * bns.loss()     # works inside or after the block; hooks are gone after it
+
+Each teacher forward inside the block overwrites the recorded statistics (the last forward wins).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zsq_probe.errors import UserError
+
+
+class BNStatisticsLoss:
+    """Context manager recording BN-input statistics of ``teacher``; :meth:`loss` gives GDFQ's BNS."""
+
+    def __init__(self, teacher: nn.Module):
+        if not isinstance(teacher, nn.Module):
+            raise UserError(f"BNStatisticsLoss: the teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+        self.layers = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not self.layers:
+            raise UserError("BNStatisticsLoss: the teacher has no BatchNorm2d layer, so there are no BN "
+                            "statistics to match (GDFQ-style generators need a teacher with BatchNorm)")
+        for m in self.layers:
+            if m.running_mean is None or m.running_var is None:
+                raise UserError(f"BNStatisticsLoss: a BatchNorm2d of the teacher ({m}) tracks no running statistics")
+        self._stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._handles: list = []
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def _hook(self, index: int):
+        def hook(module, inputs, output):
+            x = inputs[0]
+            self._stats[index] = (x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False))
+        return hook
+
+    def attach(self) -> "BNStatisticsLoss":
+        if not self._handles:
+            self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "BNStatisticsLoss":
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def clear(self) -> None:
+        self._stats.clear()
+
+    def batch_stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Recorded (mean, biased var) per BN layer that ran, in module order."""
+        return [self._stats[i] for i in sorted(self._stats)]
+
+    def loss(self) -> torch.Tensor:
+        if not self._stats:
+            raise UserError("BNStatisticsLoss: no teacher forward pass was recorded; run the teacher inside "
+                            "the `with BNStatisticsLoss(teacher)` block before asking for the loss")
+        terms = []
+        for i in sorted(self._stats):
+            mean, var = self._stats[i]
+            bn = self.layers[i]
+            rm = bn.running_mean.to(mean.dtype)
+            rv = bn.running_var.to(var.dtype)
+            terms.append(F.mse_loss(mean, rm) + F.mse_loss(var, rv))
+        return torch.stack(terms).mean()

@@ -1,0 +1,111 @@
+"""Pieces shared by the generators: input checks, RNG-safe sampling, class-conditional BN.
+
+Facts (DESIGN.md "GDFQ generator and loop"): the trainer samples ``z ~ N(0, 1)`` and uniform
+labels every iteration; every random number a generator draws comes from the
+``torch.Generator`` the trainer passes in, never from the global RNG.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zsq_probe.errors import UserError
+
+
+def check_image_shape(image_shape: Sequence[int], multiple: int, who: str) -> tuple[int, int, int]:
+    """Validate ``(C, H, W)``; H and W must be divisible by ``multiple`` (the generator's total upsampling)."""
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except (TypeError, ValueError):
+        raise UserError(f"{who}: image_shape must be (channels, height, width), got {image_shape!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"{who}: image_shape must be three positive ints (channels, height, width), got {image_shape!r}")
+    c, h, w = shape
+    if h % multiple or w % multiple:
+        raise UserError(f"{who}: height and width must be multiples of {multiple} (the generator upsamples "
+                        f"x{multiple} from a {multiple}-times smaller grid), got {h}x{w}")
+    return c, h, w
+
+
+def check_num_classes(num_classes, who: str) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"{who}: num_classes must be a positive int, got {num_classes!r}")
+    return num_classes
+
+
+def check_batch_size(batch_size, who: str) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"{who}: batch_size must be a positive int, got {batch_size!r}")
+    return batch_size
+
+
+def check_rng(generator, who: str) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise UserError(f"{who}: pass a torch.Generator (the trainer owns the random streams), got {type(generator).__name__}")
+    return generator
+
+
+def randn(shape: Sequence[int], rng: torch.Generator, device) -> torch.Tensor:
+    """N(0,1) drawn on the generator's own device (so a CPU stream works for a CUDA run), then moved."""
+    return torch.randn(tuple(shape), generator=rng, device=rng.device).to(device)
+
+
+def randint(high: int, shape: Sequence[int], rng: torch.Generator, device) -> torch.Tensor:
+    return torch.randint(0, high, tuple(shape), generator=rng, device=rng.device).to(device)
+
+
+def rand(shape: Sequence[int], rng: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(tuple(shape), generator=rng, device=rng.device).to(device)
+
+
+def check_hard_labels(labels, batch: int, num_classes: int, who: str) -> torch.Tensor:
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
+        raise UserError(f"{who}: labels must be an integer tensor of shape ({batch},)")
+    if labels.shape[0] != batch:
+        raise UserError(f"{who}: {labels.shape[0]} labels for a batch of {batch} latent vectors")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise UserError(f"{who}: labels must lie in [0, {num_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]")
+    return labels.long()
+
+
+def check_latent(z, latent_dim: int, who: str, allow_slots: bool = False) -> torch.Tensor:
+    ok_dims = (2, 3) if allow_slots else (2,)
+    if not isinstance(z, torch.Tensor) or z.dim() not in ok_dims or z.shape[-1] != latent_dim:
+        want = f"(batch, {latent_dim})" + (f" or (batch, K, {latent_dim})" if allow_slots else "")
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise UserError(f"{who}: z must have shape {want}, got {got}")
+    return z
+
+
+class CategoricalConditionalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d without its own affine, followed by a per-class scale and shift (GDFQ ImageNet generator).
+
+    ``forward(x, labels)``: ``labels`` is either a LongTensor ``(B,)`` (each sample uses its class's
+    gamma/beta) or a float tensor ``(B, num_classes)`` of mixing weights (gamma = weights @ Gamma,
+    used by Qimera's superposed labels).  Gamma starts at 1 and beta at 0.
+    """
+
+    def __init__(self, num_classes: int, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=False, track_running_stats=True)
+        self.num_classes = num_classes
+        self.gamma = nn.Embedding(num_classes, num_features)
+        self.beta = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = super().forward(x)
+        if labels.dim() == 1:
+            g, b = self.gamma(labels), self.beta(labels)
+        else:
+            w = labels.to(out.dtype)
+            g, b = w @ self.gamma.weight, w @ self.beta.weight
+        return g[:, :, None, None] * out + b[:, :, None, None]
+
+
+def upsample2(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode=mode)

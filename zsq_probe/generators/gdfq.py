@@ -1,0 +1,117 @@
+"""GDFQ generator (Xu et al., ECCV 2020), as used by GDFQ, AIT and (its body) Qimera.
+
+Facts (DESIGN.md "GDFQ generator and loop"):
+
+* CIFAR variant: ``z ~ N(0,1)^100`` multiplied elementwise by a learned ``Embedding(C, 100)`` of
+  the label; Linear -> 128 x H/4 x W/4; BN(128); up x2 (nearest); conv3x3 128->128;
+  BN(128, eps=0.8); LeakyReLU(0.2); up x2; conv3x3 128->64; BN(64, eps=0.8); LeakyReLU(0.2);
+  conv3x3 64->C; Tanh; BN(C, affine=False).
+* ImageNet variant: no embedding (the Linear sees z alone), Linear -> 128 x H/4 x W/4 (56 x 56 for
+  224), and the three BNs before the output are class-conditional (per-class gamma/beta; the first
+  with eps=1e-5, the other two with eps=0.8).  The last BN(C, affine=False) stays plain.
+
+``variant="auto"`` picks the ImageNet variant for images larger than 64 pixels a side.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from zsq_probe.errors import UserError
+from zsq_probe.generators.common import (CategoricalConditionalBatchNorm2d, check_batch_size, check_hard_labels,
+                                         check_image_shape, check_latent, check_num_classes, check_rng, randint,
+                                         randn, upsample2)
+
+VARIANTS = ("auto", "cifar", "imagenet")
+
+
+def resolve_variant(variant: str, image_shape: Sequence[int], who: str) -> str:
+    if variant not in VARIANTS:
+        raise UserError(f"{who}: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if variant == "auto":
+        return "imagenet" if max(int(image_shape[1]), int(image_shape[2])) > 64 else "cifar"
+    return variant
+
+
+class GDFQBody(nn.Module):
+    """Linear -> 128 x H/4 x W/4 -> BN -> up -> conv/BN/LReLU -> up -> conv/BN/LReLU -> conv -> Tanh -> BN.
+
+    ``conditional=True`` swaps the three BNs before the output conv for class-conditional ones
+    (GDFQ's ImageNet generator).  Shared with Qimera, which feeds it a different input vector.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, image_shape: tuple[int, int, int], conditional: bool):
+        super().__init__()
+        c, h, w = image_shape
+        self.init_hw = (h // 4, w // 4)
+        self.conditional = conditional
+        self.l1 = nn.Linear(in_dim, 128 * self.init_hw[0] * self.init_hw[1])
+        if conditional:
+            self.bn0 = CategoricalConditionalBatchNorm2d(num_classes, 128)
+            self.bn1 = CategoricalConditionalBatchNorm2d(num_classes, 128, eps=0.8)
+            self.bn2 = CategoricalConditionalBatchNorm2d(num_classes, 64, eps=0.8)
+        else:
+            self.bn0 = nn.BatchNorm2d(128)
+            self.bn1 = nn.BatchNorm2d(128, eps=0.8)
+            self.bn2 = nn.BatchNorm2d(64, eps=0.8)
+        self.conv1 = nn.Conv2d(128, 128, 3, stride=1, padding=1)
+        self.conv2 = nn.Conv2d(128, 64, 3, stride=1, padding=1)
+        self.conv3 = nn.Conv2d(64, c, 3, stride=1, padding=1)
+        self.act = nn.LeakyReLU(0.2)
+        self.out_bn = nn.BatchNorm2d(c, affine=False)
+
+    def _bn(self, bn: nn.Module, x: torch.Tensor, cond) -> torch.Tensor:
+        return bn(x, cond) if self.conditional else bn(x)
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        out = self.l1(x).view(x.shape[0], 128, *self.init_hw)
+        out = self._bn(self.bn0, out, cond)
+        out = self.conv1(upsample2(out))
+        out = self.act(self._bn(self.bn1, out, cond))
+        out = self.conv2(upsample2(out))
+        out = self.act(self._bn(self.bn2, out, cond))
+        return self.out_bn(torch.tanh(self.conv3(out)))
+
+
+class GDFQGenerator(nn.Module):
+    """GDFQ's conditional generator.  ``forward(z, labels)`` -> images ``(B, C, H, W)``.
+
+    ``z``: ``(B, latent_dim)``; ``labels``: LongTensor ``(B,)`` of hard class labels.
+    ``sample(batch_size, generator, device)`` draws ``z ~ N(0,1)`` then uniform labels, both from
+    the given ``torch.Generator`` only.
+    """
+
+    label_kind = "hard"
+
+    def __init__(self, num_classes: int, image_shape: Sequence[int], latent_dim: int = 100, variant: str = "auto"):
+        super().__init__()
+        who = "GDFQ generator"
+        self.num_classes = check_num_classes(num_classes, who)
+        self.image_shape = check_image_shape(image_shape, 4, who)
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+            raise UserError(f"{who}: latent_dim must be a positive int, got {latent_dim!r}")
+        self.latent_dim = latent_dim
+        self.variant = resolve_variant(variant, self.image_shape, who)
+        conditional = self.variant == "imagenet"
+        # CIFAR: z * Embedding(label); ImageNet: z alone, labels enter through the conditional BNs.
+        self.label_emb = None if conditional else nn.Embedding(self.num_classes, latent_dim)
+        self.body = GDFQBody(latent_dim, self.num_classes, self.image_shape, conditional=conditional)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        who = "GDFQ generator"
+        z = check_latent(z, self.latent_dim, who)
+        labels = check_hard_labels(labels, z.shape[0], self.num_classes, who)
+        if self.label_emb is not None:
+            return self.body(z * self.label_emb(labels))
+        return self.body(z, labels)
+
+    def sample(self, batch_size: int, generator: torch.Generator, device=None):
+        check_batch_size(batch_size, "GDFQ sample")
+        rng = check_rng(generator, "GDFQ sample")
+        device = device if device is not None else rng.device
+        z = randn((batch_size, self.latent_dim), rng, device)
+        labels = randint(self.num_classes, (batch_size,), rng, device)
+        return z, labels

@@ -1,0 +1,201 @@
+"""Qimera generator (Choi et al., NeurIPS 2021): superposed class embeddings -> boundary samples.
+
+Facts (DESIGN.md "Qimera"; Qimera's published code and run scripts):
+
+* class embedding ``Embedding(C, D)`` with D = in_features of the teacher's last layer,
+  initialised from that layer's weight matrix (rows = classes), trainable (the scripts never pass
+  ``--freeze``).  Some of the published scripts start from a random embedding instead
+  (``--randemb``); :data:`QIMERA_DEFAULTS` records which.
+* generator input ``norm(embedding + noise)`` with noise ``~ N(0,1)^D`` (noise scale 1): an
+  affine-free BatchNorm1d without running statistics applied to the *transposed* matrix, i.e. each
+  sample's ``D`` features are standardised (biased variance, eps 1e-5).  The default "DM" variant of
+  the scripts has no extra linear layer: the normalised vector goes straight into GDFQ's body
+  (CIFAR body, or the class-conditional ImageNet body for ImageNet).
+* with probability ``mix_prob`` a whole batch is superposed: every sample draws K classes (with
+  replacement) and K noise vectors, ``w = softmax(randn(K))``; the input is ``sum_k w_k norm(e_k + z_k)``
+  where, in the reference, ``norm`` then standardises each of the K slots over batch and features
+  (BatchNorm1d over the transposed (B, K, D) tensor).  Soft labels are ``w`` scattered onto the
+  chosen classes (scatter-add, so duplicates merge and rows sum to 1).  In the ImageNet generator the
+  conditional BN's gamma/beta of the K slots are weighted by ``w`` and *averaged* over K (the
+  reference divides by K; kept).
+* one uniform draw per batch decides mixing; draws follow the reference order: mix flag, z, labels,
+  weights.
+
+Labels convention here: :meth:`QimeraGenerator.sample` returns ``(z, soft_labels)`` where
+``soft_labels`` is a float tensor ``(B, num_classes)`` (one-hot for plain batches).  ``z`` has shape
+``(B, D)`` for a plain batch and ``(B, K, D)`` for a superposed batch.  ``forward(z, labels)`` accepts
+hard LongTensor labels ``(B,)`` or soft labels ``(B, num_classes)``:
+
+* ``z (B, K, D)`` + soft labels: noise slot k goes with the k-th largest label weight of each row (the
+  pairing of i.i.d. noise to classes is arbitrary; the per-slot standardisation then pools the k-th
+  largest components, where the reference pools slots in draw order; a class drawn twice was merged by the scatter-add, so it occupies one slot and a zero-weight slot pads the
+  row: an approximation of the reference, which keeps two noise draws for the duplicate);
+* ``z (B, D)`` + soft labels: every class with non-zero weight shares the sample's noise and is
+  standardised per sample (for one-hot labels this is exactly the plain path).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zsq_probe.errors import UserError
+from zsq_probe.generators.common import (check_batch_size, check_hard_labels, check_image_shape, check_latent,
+                                         check_num_classes, check_rng, rand, randint, randn)
+from zsq_probe.generators.gdfq import GDFQBody, resolve_variant
+
+# Per teacher (pytorchcv name) and bit width: the settings of Qimera's published run scripts
+# (run_*_4bit.sh and other_train_scripts/run_*_5bit.sh): --multi_label_prob, --multi_label_num,
+# and whether --randemb (random embedding instead of the teacher's last-layer weights) is passed.
+QIMERA_DEFAULTS: dict[str, dict[int, dict]] = {
+    "resnet20_cifar10": {4: dict(mix_prob=0.4, mix_k=2, embedding_init="random"),
+                         5: dict(mix_prob=0.4, mix_k=2, embedding_init="random")},
+    "resnet20_cifar100": {4: dict(mix_prob=0.4, mix_k=10, embedding_init="teacher"),
+                          5: dict(mix_prob=0.4, mix_k=50, embedding_init="teacher")},
+    "resnet18": {4: dict(mix_prob=0.4, mix_k=500, embedding_init="random"),
+                 5: dict(mix_prob=0.4, mix_k=100, embedding_init="random")},
+    "resnet50": {4: dict(mix_prob=0.7, mix_k=500, embedding_init="teacher"),
+                 5: dict(mix_prob=0.7, mix_k=100, embedding_init="teacher")},
+    "mobilenetv2_w1": {4: dict(mix_prob=0.4, mix_k=100, embedding_init="random"),
+                       5: dict(mix_prob=0.4, mix_k=100, embedding_init="random")},
+}
+NORM_EPS = 1e-5  # BatchNorm1d's default eps, as in the reference's embedding normaliser
+
+
+def teacher_class_weights(teacher: nn.Module) -> torch.Tensor:
+    """Weight matrix (num_classes, features) of the teacher's last classifier layer.
+
+    The last ``nn.Linear`` in module order; teachers without one (pytorchcv's MobileNetV2 ends in a
+    1x1 conv) fall back to the last 1x1 ``nn.Conv2d`` (its weight squeezed, as Qimera's code does).
+    """
+    linears = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
+    convs = [m for m in teacher.modules() if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)]
+    last = linears[-1] if linears else (convs[-1] if convs else None)
+    if last is None:
+        raise UserError("Qimera: the teacher has no nn.Linear (nor 1x1 conv) classifier to take class embeddings "
+                        "from; pass embedding_init='random' and embedding_dim")
+    w = last.weight.detach()
+    return w.reshape(w.shape[0], w.shape[1]).clone().float()
+
+
+class QimeraGenerator(nn.Module):
+    """Qimera's generator; see the module docstring for the label/latent conventions."""
+
+    label_kind = "soft"
+
+    def __init__(self, num_classes: int, image_shape: Sequence[int], teacher: nn.Module | None = None,
+                 mix_prob: float | None = None, mix_k: int | None = None, preset: str | None = None,
+                 preset_bits: int = 4, embedding_init: str | None = None, embedding_dim: int | None = None,
+                 freeze_embedding: bool = False, noise_scale: float = 1.0, variant: str = "auto"):
+        super().__init__()
+        who = "Qimera generator"
+        self.num_classes = check_num_classes(num_classes, who)
+        self.image_shape = check_image_shape(image_shape, 4, who)
+        settings = dict(mix_prob=0.4, mix_k=2, embedding_init="teacher" if teacher is not None else "random")
+        if preset is not None:
+            if preset not in QIMERA_DEFAULTS:
+                raise UserError(f"{who}: unknown preset {preset!r}; known: {', '.join(sorted(QIMERA_DEFAULTS))}")
+            if preset_bits not in QIMERA_DEFAULTS[preset]:
+                raise UserError(f"{who}: preset {preset!r} has settings for {sorted(QIMERA_DEFAULTS[preset])} bits, "
+                                f"not {preset_bits!r}")
+            settings.update(QIMERA_DEFAULTS[preset][preset_bits])
+        for key, value in (("mix_prob", mix_prob), ("mix_k", mix_k), ("embedding_init", embedding_init)):
+            if value is not None:
+                settings[key] = value
+        self.mix_prob = float(settings["mix_prob"])
+        self.mix_k = settings["mix_k"]
+        if not 0.0 <= self.mix_prob <= 1.0:
+            raise UserError(f"{who}: mix_prob must be a probability, got {self.mix_prob}")
+        if isinstance(self.mix_k, bool) or not isinstance(self.mix_k, int) or self.mix_k < 1:
+            raise UserError(f"{who}: mix_k must be a positive int, got {self.mix_k!r}")
+        init = settings["embedding_init"]
+        if init not in ("teacher", "random"):
+            raise UserError(f"{who}: embedding_init must be 'teacher' or 'random', got {init!r}")
+
+        weights = teacher_class_weights(teacher) if teacher is not None else None
+        if weights is not None and weights.shape[0] != self.num_classes:
+            raise UserError(f"{who}: the teacher's last layer has {weights.shape[0]} outputs, not "
+                            f"num_classes={self.num_classes}")
+        if init == "teacher" and weights is None:
+            raise UserError(f"{who}: embedding_init='teacher' needs the teacher; pass teacher=... or "
+                            f"embedding_init='random' with embedding_dim")
+        dim = weights.shape[1] if weights is not None else embedding_dim
+        if embedding_dim is not None and dim != embedding_dim:
+            raise UserError(f"{who}: embedding_dim={embedding_dim} but the teacher's last layer has {dim} inputs")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise UserError(f"{who}: embedding_dim must be a positive int (or pass the teacher), got {dim!r}")
+        self.latent_dim = dim
+        self.embedding_init = init
+        self.noise_scale = float(noise_scale)
+        self.label_emb = nn.Embedding(self.num_classes, dim)  # random init: N(0, 1), as nn.Embedding
+        if init == "teacher":
+            with torch.no_grad():
+                self.label_emb.weight.copy_(weights)
+        self.label_emb.weight.requires_grad_(not freeze_embedding)
+        self.variant = resolve_variant(variant, self.image_shape, who)
+        self.body = GDFQBody(dim, self.num_classes, self.image_shape, conditional=self.variant == "imagenet")
+
+    # ------------------------------------------------------------------ forward
+    def _slots(self, z: torch.Tensor, labels: torch.Tensor):
+        """-> (class indices (B,K), weights (B,K), noise (B,K,D), per-slot normalisation?, BN condition)."""
+        who = "Qimera generator"
+        b = z.shape[0]
+        if labels.dim() == 1:
+            if z.dim() != 2:
+                raise UserError(f"{who}: hard labels go with z of shape (batch, {self.latent_dim})")
+            labels = check_hard_labels(labels, b, self.num_classes, who)
+            ones = torch.ones(b, 1, device=z.device, dtype=z.dtype)
+            return labels[:, None], ones, z[:, None, :], False, labels
+        if labels.dim() != 2 or labels.shape != (b, self.num_classes) or not labels.is_floating_point():
+            raise UserError(f"{who}: labels must be hard (batch,) ints or soft (batch, {self.num_classes}) floats, "
+                            f"got {tuple(labels.shape)} {labels.dtype} for a batch of {b}")
+        nnz = int((labels != 0).sum(1).max())
+        if z.dim() == 3:
+            k = z.shape[1]
+            if nnz > k:
+                raise UserError(f"{who}: soft labels with {nnz} classes in a row do not fit z's {k} slots")
+            w, idx = labels.topk(k, dim=1)
+            # Reference ImageNet generator: per-slot gamma/beta weighted by w, then averaged over K slots.
+            return idx, w, z, True, labels / k
+        k = max(nnz, 1)
+        w, idx = labels.topk(k, dim=1)
+        return idx, w, z[:, None, :].expand(b, k, z.shape[1]), False, labels
+
+    def generator_input(self, z: torch.Tensor, labels: torch.Tensor):
+        """The vector fed to the GDFQ body, and the condition for the conditional BNs."""
+        z = check_latent(z, self.latent_dim, "Qimera generator", allow_slots=True)
+        idx, w, noise, per_slot, cond = self._slots(z, labels)
+        x = self.label_emb(idx) + self.noise_scale * noise  # (B, K, D)
+        dims = (0, 2) if per_slot else (2,)
+        mean = x.mean(dim=dims, keepdim=True)
+        var = x.var(dim=dims, unbiased=False, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + NORM_EPS)
+        return (w.to(x.dtype)[:, :, None] * x).sum(1), cond
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(z, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            raise UserError("Qimera generator: z and labels must be tensors")
+        gen_input, cond = self.generator_input(z, labels)
+        return self.body(gen_input, cond)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, batch_size: int, generator: torch.Generator, device=None):
+        """``(z, soft_labels)``: z ``(B, D)`` (plain batch) or ``(B, K, D)`` (superposed, probability mix_prob)."""
+        check_batch_size(batch_size, "Qimera sample")
+        rng = check_rng(generator, "Qimera sample")
+        device = device if device is not None else rng.device
+        b, c, d, k = batch_size, self.num_classes, self.latent_dim, self.mix_k
+        mixed = bool(rand((1,), rng, "cpu").item() < self.mix_prob)
+        if mixed:
+            z = randn((b, k, d), rng, device)
+            classes = randint(c, (b, k), rng, device)
+            w = F.softmax(randn((b, k), rng, device), dim=1)
+            soft = torch.zeros(b, c, device=device).scatter_add_(1, classes, w)
+        else:
+            z = randn((b, d), rng, device)
+            classes = randint(c, (b,), rng, device)
+            soft = F.one_hot(classes, c).float()
+        return z, soft

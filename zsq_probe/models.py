@@ -1,0 +1,565 @@
+"""Teachers: any pytorchcv classification model, or the embedded ``digits`` ResNet.
+
+Weights are never downloaded unless ``download=True`` (the CLI's ``--download``):
+
+* pytorchcv models: the weight file is looked up exactly where pytorchcv looks,
+  ``{root}/{name}-{error}-{sha1[:8]}.pth`` with the suffix from pytorchcv's own
+  ``get_model_name_suffix_data(name)``; ``root`` defaults to ``~/.torch/models``
+  (pytorchcv's default -- it does not read ``$TORCH_HOME``, though its docstrings say so).
+  A file whose sha1 differs from pytorchcv's record is loaded with a warning (older
+  releases, e.g. the resnet18 file the AIT paper used); its sha256 is recorded.
+* explicit weights (``weights=PATH``): a state dict, or a dict holding one under
+  ``"state_dict"`` or ``"model"``; loaded with ``torch.load(weights_only=True)``, strictly.
+* ``digits``: a small pytorchcv ``CIFARResNet`` trained on first use on the digits train
+  split and cached under :func:`cache_dir` ``/teachers/``.
+
+Accuracies are in percent throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import hashlib
+import json
+import os
+import pickle
+import re
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from zsq_probe.data import DATASETS, dataset_for_teacher, load_dataset, make_loader
+from zsq_probe.errors import UserError
+
+__all__ = [
+    "TeacherInfo",
+    "PAPER_TEACHER_TOP1",
+    "PYTORCHCV_IN1K_TOP1",
+    "TEACHER_NAMES_HINT",
+    "DIGITS_ARCH",
+    "DIGITS_TRAIN",
+    "DIGITS_MIN_TOP1",
+    "cache_dir",
+    "pytorchcv_root",
+    "pytorchcv_weight_file",
+    "published_accuracy",
+    "build_architecture",
+    "load_teacher",
+    "check_published_accuracy",
+    "evaluate_top1",
+]
+
+# Teacher top-1 (%) reported in the AIT paper.
+PAPER_TEACHER_TOP1: dict[str, float] = {
+    "resnet20_cifar10": 93.89,
+    "resnet20_cifar100": 70.33,
+    "resnet18": 71.47,
+    "resnet50": 77.73,
+    "mobilenetv2_w1": 73.03,
+}
+
+# pytorchcv's ImageNet-1k weight files carry the top-5 error in their name (resnet18-0896-...
+# = 8.96 % top-5 error); their top-1 comes from pytorchcv's README table (top-1 error
+# 26.94 / 22.28 / 26.97 %). CIFAR weight files carry the top-1 error.
+PYTORCHCV_IN1K_TOP1: dict[str, float] = {
+    "resnet18": 73.06,
+    "resnet50": 77.72,
+    "mobilenetv2_w1": 73.03,
+}
+
+_DEFAULT_PYTORCHCV_ROOT = os.path.join("~", ".torch", "models")
+
+
+@dataclass
+class TeacherInfo:
+    """Where a teacher's weights came from and what accuracy they should reach (percent)."""
+
+    name: str
+    dataset: str
+    num_classes: int
+    weights_path: str | None
+    weights_sha256: str | None
+    published_top1: float | None
+    source: str  # "pytorchcv-cache" | "explicit" | "embedded"
+    published_top5: float | None = None
+    paper_top1: float | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _hashes(path: Path) -> tuple[str, str]:
+    """(sha1, sha256) of a file's content, in one pass."""
+    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha1.update(chunk)
+            sha256.update(chunk)
+    return sha1.hexdigest(), sha256.hexdigest()
+
+
+def cache_dir() -> Path:
+    """zsq-probe's cache: ``$ZSQ_PROBE_CACHE``, else ``$XDG_CACHE_HOME/zsq-probe``, else ``~/.cache/zsq-probe``."""
+    env = os.environ.get("ZSQ_PROBE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "zsq-probe"
+    return Path("~").expanduser() / ".cache" / "zsq-probe"
+
+
+def pytorchcv_root(root=None) -> Path:
+    """The folder pytorchcv keeps weight files in: ``root`` or ``~/.torch/models``."""
+    return Path(root if root is not None else _DEFAULT_PYTORCHCV_ROOT).expanduser()
+
+
+def _pytorchcv_models() -> dict:
+    from pytorchcv.model_provider import _models
+
+    return _models
+
+
+@functools.lru_cache(maxsize=1)
+def _metainfo() -> dict[str, tuple[str, str, str, str, str]]:
+    """pytorchcv's model_metainfos.csv: name -> (weights, error, sha1, release tag, test data set)."""
+    from pytorchcv.models.common import model_store
+
+    rows = model_store.load_csv(model_store.get_model_metainfos_file_path())
+    return {r[0]: (r[1], r[2], r[3], r[4], r[7]) for r in rows[1:] if len(r) >= 8}
+
+
+def _check_name(name: str) -> str:
+    """Normalise and validate a teacher name; unknown names -> UserError with close matches."""
+    key = str(name).strip().lower()
+    if key == "digits":
+        return key
+    models = _pytorchcv_models()
+    if key not in models:
+        close = difflib.get_close_matches(key, list(models) + ["digits"], n=5, cutoff=0.6)
+        hint = f"close matches: {', '.join(close)}" if close else "see pytorchcv's model list"
+        raise UserError(f"unknown teacher {name!r}: not a pytorchcv model name ({hint}); "
+                        f"or use the embedded teacher 'digits'")
+    dataset_for_teacher(key)  # SVHN / segmentation / detection names -> UserError
+    info = _metainfo().get(key)
+    if info is not None and info[4] not in ("in1k", "cf"):
+        raise UserError(f"teacher {name!r} is a pytorchcv model for {info[4]!r}, not an ImageNet or CIFAR "
+                        f"classifier: zsq-probe needs a CIFAR-10/100 or ImageNet classification model")
+    return key
+
+
+def pytorchcv_weight_file(name: str) -> str:
+    """pytorchcv's file name for a model's pretrained weights, e.g. ``resnet20_cifar10-0597-9b0024ac.pth``."""
+    from pytorchcv.models.common.model_store import get_model_name_suffix_data
+
+    key = _check_name(name)
+    try:
+        error, sha1, _tag = get_model_name_suffix_data(key)
+    except ValueError:
+        raise UserError(f"pytorchcv publishes no pretrained weights for {key!r}: pass --weights FILE") from None
+    return f"{key}-{error}-{sha1[:8]}.pth"
+
+
+def published_accuracy(name: str) -> tuple[float | None, float | None]:
+    """(top-1, top-5) in percent that pytorchcv publishes for its current weight file of ``name``.
+
+    CIFAR files carry the top-1 error in their name (resnet20_cifar10-0597 -> 94.03 % top-1);
+    ImageNet files carry the top-5 error (resnet18-0896 -> 91.04 % top-5), their top-1 comes
+    from :data:`PYTORCHCV_IN1K_TOP1` where known.
+    """
+    key = str(name).strip().lower()
+    info = _metainfo().get(key)
+    if info is None or not re.fullmatch(r"\d{4}", info[1]):
+        return None, None
+    acc = round(100.0 - int(info[1]) / 100.0, 2)
+    if info[4] == "cf":
+        return acc, None
+    return PYTORCHCV_IN1K_TOP1.get(key), acc
+
+
+# --------------------------------------------------------------------------- architectures
+
+# The embedded teacher: pytorchcv's CIFARResNet, one basic unit per stage (a ResNet-8), on 1x16x16.
+DIGITS_ARCH: dict = {
+    "class": "pytorchcv.models.resnet_cifar.CIFARResNet",
+    "channels": [[16], [32], [64]],
+    "init_block_channels": 16,
+    "bottleneck": False,
+    "in_channels": 1,
+    "in_size": [16, 16],
+    "num_classes": 10,
+    "final_pool_kernel": 4,  # 16 -> 8 -> 4 after two stride-2 stages
+}
+
+DIGITS_TRAIN: dict = {
+    "optimizer": "adam",
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "epochs": 10,
+    "batch_size": 64,
+    "augment": True,  # random shifts up to 2 px
+    "seed": 0,
+    "threads": 1,  # torch CPU threads while training (see _train_digits_teacher)
+}
+
+DIGITS_MIN_TOP1 = 95.0  # the embedded teacher must reach this test top-1 (%)
+
+_DIGITS_FORMAT = 1  # bump when the cache file layout changes
+
+
+def _digits_arch() -> nn.Module:
+    from pytorchcv.models.resnet_cifar import CIFARResNet
+
+    a = DIGITS_ARCH
+    net = CIFARResNet(channels=[list(c) for c in a["channels"]], init_block_channels=a["init_block_channels"],
+                      bottleneck=a["bottleneck"], in_channels=a["in_channels"], in_size=tuple(a["in_size"]),
+                      num_classes=a["num_classes"])
+    # pytorchcv's final pool is AvgPool2d(8) for 32x32 inputs; ours ends at 4x4 (same module name)
+    net.features.final_pool = nn.AvgPool2d(kernel_size=a["final_pool_kernel"], stride=1)
+    return net
+
+
+def build_architecture(name: str) -> nn.Module:
+    """A randomly initialised model of the teacher's architecture (train mode).
+
+    Initialisation draws from torch's global RNG: call ``torch.manual_seed`` first for a
+    reproducible model. No weights are loaded or downloaded.
+    """
+    key = _check_name(name)
+    if key == "digits":
+        return _digits_arch()
+    from pytorchcv.model_provider import get_model
+
+    return get_model(key, pretrained=False)
+
+
+# --------------------------------------------------------------------------- weight files
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found: check the path given to --weights")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if re.search(r"global", str(exc), re.IGNORECASE):
+            raise UserError(
+                f"weights file {path} holds Python objects besides tensors and was refused (loaded with "
+                f"weights_only=True, which never runs code from a file): re-save it as "
+                f"torch.save(model.state_dict(), path)") from None
+        raise UserError(f"weights file {path} is corrupt or not a PyTorch file ({_one_line(exc)}): "
+                        f"save it with torch.save(model.state_dict(), path)") from None
+    except Exception as exc:
+        raise UserError(f"weights file {path} is corrupt or not a PyTorch file ({_one_line(exc)}): "
+                        f"save it with torch.save(model.state_dict(), path)") from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        kind = f"a dict with keys {', '.join(map(str, list(obj)[:5]))}" if isinstance(obj, dict) else type(obj).__name__
+        raise UserError(f"weights file {path} holds {kind}, not a state dict (parameter name -> tensor): "
+                        f"save torch.save(model.state_dict(), path), or a dict with it under 'state_dict'")
+    if all(str(k).startswith("module.") for k in obj):  # saved from DataParallel
+        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _load_into(net: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str,
+               ignore_extra: bool) -> None:
+    """Strict load with a one-line UserError naming the first mismatching key."""
+    own = net.state_dict()
+    if ignore_extra:  # pytorchcv's own loader drops entries the model does not have
+        state = {k: v for k, v in state.items() if k in own}
+    problems = []
+    for key, ref in own.items():
+        if key not in state:
+            if not key.endswith("num_batches_tracked"):  # absent from pre-0.4.1 files; BN fills it
+                problems.append(f"{key} missing from the file")
+        elif tuple(state[key].shape) != tuple(ref.shape):
+            problems.append(f"{key} has shape {tuple(state[key].shape)} in the file, "
+                            f"{tuple(ref.shape)} in the model")
+    problems += [f"{key} is not in the model" for key in state if key not in own]
+    if problems:
+        more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
+        raise UserError(f"weights file {path} does not fit teacher {name}: {problems[0]}{more}; "
+                        f"is the file for another model or data set?")
+    try:
+        net.load_state_dict(state, strict=False)
+    except Exception as exc:
+        raise UserError(f"weights file {path} could not be loaded into {name} ({_one_line(exc)})") from None
+
+
+def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[Path, str]:
+    """Load pytorchcv's weight file for ``key`` into ``net``; (path, sha256)."""
+    from pytorchcv.models.common.model_store import get_model_name_suffix_data
+
+    fname = pytorchcv_weight_file(key)
+    _error, sha1_expected, _tag = get_model_name_suffix_data(key)
+    folder = pytorchcv_root(root)
+    path = folder / fname
+    if not path.is_file():
+        if not download:
+            raise UserError(
+                f"pretrained weights for {key} not found: expected {fname} in {folder}; place the file there "
+                f"(or pass --weights FILE); no download is attempted unless --download is given")
+        from pytorchcv.models.common.model_store import get_model_file
+
+        try:
+            path = Path(get_model_file(key, local_model_store_dir_path=str(folder)))
+        except Exception as exc:
+            raise UserError(f"downloading pytorchcv weights {fname} into {folder} failed ({_one_line(exc)}); "
+                            f"place the file there yourself") from None
+    sha1, sha256 = _hashes(path)
+    if sha1 != sha1_expected:
+        warnings.warn(f"{path}: content differs from pytorchcv's record (sha1 {sha1[:8]}, expected "
+                      f"{sha1_expected[:8]}); loading it anyway (an older weight release?), sha256 {sha256[:12]}",
+                      stacklevel=3)
+    _load_into(net, _read_state_dict(path), path, key, ignore_extra=True)
+    return path, sha256
+
+
+# --------------------------------------------------------------------------- digits teacher
+
+
+def _digits_key() -> str:
+    spec = DATASETS["digits"]
+    blob = json.dumps({"format": _DIGITS_FORMAT, "arch": DIGITS_ARCH, "train": DIGITS_TRAIN,
+                       "data": {"mean": spec.mean, "std": spec.std, "shape": spec.image_shape}},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def digits_teacher_path() -> Path:
+    """Where the embedded teacher is cached: ``cache_dir()/teachers/digits-<config hash>.pt``."""
+    return cache_dir() / "teachers" / f"digits-{_digits_key()}.pt"
+
+
+@torch.no_grad()
+def evaluate_top1(model: nn.Module, loader) -> float:
+    """Top-1 accuracy in percent of ``model`` (eval mode) over a loader of (image, label)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += y.numel()
+    model.train(was_training)
+    return 100.0 * correct / max(total, 1)
+
+
+def _fit_digits(cfg: dict) -> tuple[nn.Module, float, int]:
+    """Train the digits architecture with ``cfg``: (model in eval mode, test top-1 %, test size).
+
+    Runs on ``cfg["threads"]`` CPU threads: this net is too small to gain from more, multi-threaded
+    CPU kernels were ~10x slower on a busy 2-core machine, and a fixed thread count keeps the result
+    repeatable. Leaves torch's global RNG and thread count as they were.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg["threads"])
+    try:
+        return _fit_digits_inner(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_digits_inner(cfg: dict) -> tuple[nn.Module, float, int]:
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's global RNG untouched
+        torch.manual_seed(cfg["seed"])
+        net = _digits_arch()
+        train = load_dataset("digits", split="train", augment=cfg["augment"])
+        test = load_dataset("digits", split="test")
+        loader = make_loader(train, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
+        opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * len(loader))
+        loss_fn = nn.CrossEntropyLoss()
+        net.train()
+        for _epoch in range(cfg["epochs"]):
+            for x, y in loader:
+                opt.zero_grad(set_to_none=True)
+                loss_fn(net(x), y).backward()
+                opt.step()
+                sched.step()
+        net.eval()
+        top1 = evaluate_top1(net, make_loader(test, 256, shuffle=False, seed=0))
+    return net, top1, len(test)
+
+
+def _train_digits_teacher() -> tuple[nn.Module, dict]:
+    """Train the embedded teacher (deterministic, leaves torch's global RNG untouched)."""
+    cfg = DIGITS_TRAIN
+    start = time.perf_counter()
+    net, top1, n_test = _fit_digits(cfg)
+    seconds = time.perf_counter() - start
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ptcv_version = version("pytorchcv")
+    except PackageNotFoundError:
+        ptcv_version = None
+    meta = {
+        "format": _DIGITS_FORMAT,
+        "key": _digits_key(),
+        "test_top1": round(top1, 4),
+        "test_images": n_test,
+        "train_seconds": round(seconds, 2),
+        "arch": DIGITS_ARCH,
+        "train": DIGITS_TRAIN,
+        "torch_version": str(torch.__version__),
+        "pytorchcv_version": ptcv_version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if top1 < DIGITS_MIN_TOP1:
+        warnings.warn(f"embedded digits teacher reached only {top1:.2f}% test top-1 "
+                      f"(expected >= {DIGITS_MIN_TOP1}%)", stacklevel=2)
+    return net, meta
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_digits_cache(path: Path) -> tuple[nn.Module, dict] | None:
+    """The cached teacher, or None when absent or unusable (then it is retrained)."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
+        meta = dict(blob["meta"])
+        if meta.get("key") != _digits_key():
+            raise ValueError("config hash differs")
+        net = _digits_arch()
+        net.load_state_dict(blob["state_dict"], strict=True)
+        float(meta["test_top1"])
+    except Exception as exc:
+        warnings.warn(f"cached digits teacher {path} is unusable ({_one_line(exc)}); retraining it", stacklevel=3)
+        return None
+    return net, meta
+
+
+def _digits_teacher() -> tuple[nn.Module, dict, Path]:
+    path = digits_teacher_path()
+    cached = _read_digits_cache(path)
+    if cached is None:
+        net, meta = _train_digits_teacher()
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        _atomic_write(path, lambda f: torch.save({"state_dict": state, "meta": meta}, f))
+        cached = (net, meta)
+    net, meta = cached
+    json_path = path.with_suffix(".json")
+    if not json_path.is_file():
+        _atomic_write(json_path, lambda f: f.write((json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()))
+    return net, meta, path
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_teacher(name: str, weights=None, root=None, download: bool = False) -> tuple[nn.Module, TeacherInfo]:
+    """A pretrained teacher in eval mode and where it came from.
+
+    ``name``: ``"digits"`` (embedded, trained on first use and cached) or any pytorchcv
+    classification model name. ``weights``: an explicit state-dict file (strict load).
+    ``root``: pytorchcv's weight folder (default ``~/.torch/models``; unused for digits).
+    ``download``: let pytorchcv fetch a missing weight file (never otherwise).
+    """
+    key = _check_name(name)
+    dataset = dataset_for_teacher(key)
+    num_classes = DATASETS[dataset].num_classes
+    paper = PAPER_TEACHER_TOP1.get(key)
+    top5 = None
+
+    if weights is not None:
+        path = Path(weights).expanduser()
+        net = build_architecture(key)
+        _load_into(net, _read_state_dict(path), path, key, ignore_extra=False)
+        sha256 = _hashes(path)[1]
+        top1 = None
+        if key != "digits":
+            try:
+                if path.name == pytorchcv_weight_file(key):
+                    top1, top5 = published_accuracy(key)
+            except UserError:
+                pass
+        info = TeacherInfo(key, dataset, num_classes, str(path), sha256, top1, "explicit", top5, paper)
+    elif key == "digits":
+        net, meta, path = _digits_teacher()
+        info = TeacherInfo(key, dataset, num_classes, str(path), _hashes(path)[1], float(meta["test_top1"]),
+                           "embedded", None, paper)
+    else:
+        net = build_architecture(key)
+        path, sha256 = _pytorchcv_cached(net, key, root, download)
+        top1, top5 = published_accuracy(key)
+        info = TeacherInfo(key, dataset, num_classes, str(path), sha256, top1, "pytorchcv-cache", top5, paper)
+
+    out = getattr(net, "num_classes", num_classes)
+    if out != num_classes:
+        raise UserError(f"teacher {key} predicts {out} classes but its data set {dataset} has {num_classes}")
+    net.eval()
+    return net, info
+
+
+def check_published_accuracy(info: TeacherInfo, measured_top1: float, tolerance: float = 1.0) -> str | None:
+    """A one-line warning when the measured top-1 (percent) is more than ``tolerance`` points
+    away from the published one (pytorchcv's, else the AIT paper's); None when close or unknown."""
+    if info.published_top1 is not None:
+        ref, what = info.published_top1, ("at training time" if info.source == "embedded" else "published")
+    elif info.paper_top1 is not None:
+        ref, what = info.paper_top1, "in the AIT paper"
+    else:
+        return None
+    gap = float(measured_top1) - ref
+    if abs(gap) <= tolerance:
+        return None
+    note = ""
+    if info.paper_top1 is not None and ref != info.paper_top1:
+        note = f" (the AIT paper reports {info.paper_top1:.2f}%)"
+    return (f"teacher {info.name}: measured top-1 {float(measured_top1):.2f}% on {info.dataset} differs from "
+            f"{ref:.2f}% {what}{note} by {gap:+.2f} points: check the data folder, normalisation and weights "
+            f"file {info.weights_path}")
+
+
+def _teacher_names_hint() -> str:
+    examples = ["digits", "resnet20_cifar10", "resnet20_cifar100", "resnet18", "resnet50", "mobilenetv2_w1"]
+    listed = ", ".join(f"{n} ({dataset_for_teacher(n)})" for n in examples)
+    return (f"teachers and the data set each expects: {listed}; any pytorchcv classification model works: "
+            f"*_cifar10 -> cifar10, *_cifar100 -> cifar100, other names -> imagenet (SVHN models unsupported); "
+            f"digits is embedded and needs no download")
+
+
+TEACHER_NAMES_HINT = _teacher_names_hint()

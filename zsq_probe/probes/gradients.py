@@ -1,0 +1,128 @@
+"""Gradient probes: cos(grad CE, grad KL) (paper §3.1, Fig. 1, 5b, 7, 8) and the inter-epoch cosine of
+the epoch-mean grad KL (paper §3.2, Fig. 3a).  Both use the per-term gradients the trainer already
+computed for the step; neither runs a forward of its own during training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from zsq_probe.probes.base import Probe, draw_probe_batch, grouped_indices, observing
+from zsq_probe.train import term_gradients
+
+
+def gradient_products(g_ce, g_kl) -> torch.Tensor:
+    """Per-parameter-tensor [<g_ce, g_kl>, |g_ce|^2, |g_kl|^2] as a (3, P) float64 CPU tensor (one sync)."""
+    rows = torch.stack([torch.stack([(a * b).sum(), (a * a).sum(), (b * b).sum()]) for a, b in zip(g_ce, g_kl)])
+    return rows.t().double().cpu()
+
+
+def cosine_rows(products: torch.Tensor, names: list[str], scopes) -> list[dict]:
+    """Cosine, norms and angle for the whole model and for each requested block/layer group."""
+    out = []
+    for scope in scopes:
+        for group, idx in grouped_indices(names, scope).items():
+            dot, nce2, nkl2 = (float(products[r, idx].sum()) for r in range(3))
+            nce, nkl = math.sqrt(nce2), math.sqrt(nkl2)
+            cos = dot / (nce * nkl) if nce > 0 and nkl > 0 else float("nan")
+            angle = math.degrees(math.acos(max(-1.0, min(1.0, cos)))) if cos == cos else float("nan")
+            out.append({"scope": scope, "group": group, "cosine": cos, "grad_norm_ce": nce,
+                        "grad_norm_kl": nkl, "angle_deg": angle})
+    return out
+
+
+def checkpoint_cosine(trainer, epoch: int) -> tuple[list[dict], int]:
+    """cos(grad CE, grad KL) of the current student on the epoch's probe batch (the same batch a post-hoc
+    probe of this checkpoint draws); modes and buffers are put back."""
+    batch = draw_probe_batch(trainer, epoch, trainer.cfg.hessian_batch_size)
+    with observing(trainer.student), torch.enable_grad():
+        _, kl, ce = trainer.student_losses(batch.inputs, batch.labels, batch.teacher_logits)
+        grads = term_gradients(kl, ce, trainer.params)
+    return cosine_rows(gradient_products(grads["ce"], grads["kl"]), trainer.param_names,
+                       trainer.cfg.probe_scopes), batch.size
+
+
+class CosineProbe(Probe):
+    name = "cosine"
+    tables = ("cosine",)
+
+    def wants_term_gradients(self, epoch, step):
+        return self.every_step(step)
+
+    def on_epoch_start(self, trainer, epoch):
+        self.step_rows = []
+
+    def on_step(self, trainer, event):
+        if event.term_grads is None:
+            return
+        products = gradient_products(event.term_grads["ce"], event.term_grads["kl"])
+        for r in cosine_rows(products, trainer.param_names, self.cfg.probe_scopes):
+            row = dict(epoch=event.epoch, step=event.step, global_step=event.global_step, statistic="step",
+                       origin=self.origin, batch_size=int(event.inputs.shape[0]), **r)
+            self.step_rows.append(row)
+            self.emit("cosine", **row)
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        by_group: dict[tuple, list[dict]] = {}
+        for r in self.step_rows:
+            by_group.setdefault((r["scope"], r["group"]), []).append(r)
+        for (scope, group), rows in by_group.items():
+            mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+            self.emit("cosine", epoch=epoch, step=-1, global_step=-1, statistic="epoch_mean", origin=self.origin,
+                      scope=scope, group=group, cosine=mean("cosine"), grad_norm_ce=mean("grad_norm_ce"),
+                      grad_norm_kl=mean("grad_norm_kl"), angle_deg=mean("angle_deg"),
+                      batch_size=rows[0]["batch_size"])
+        if metrics.get("student_stepped"):
+            rows, size = checkpoint_cosine(trainer, epoch)
+            for r in rows:
+                self.emit("cosine", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint",
+                          origin=self.origin, batch_size=size, **r)
+        self.flush(trainer.run, epoch)
+
+
+class InterEpochProbe(Probe):
+    """Cosine between this epoch's mean grad KL and the previous epoch's.  The running sum lives on the
+    training device during the epoch; the epoch means are kept on the CPU (float64)."""
+
+    name = "inter_epoch"
+    tables = ("inter_epoch",)
+
+    def __init__(self, cfg, origin="online"):
+        super().__init__(cfg, origin)
+        self.previous: torch.Tensor | None = None
+        self.previous_epoch: int | None = None
+
+    def wants_term_gradients(self, epoch, step):
+        return self.every_step(step)
+
+    def on_epoch_start(self, trainer, epoch):
+        self.sum, self.count = None, 0
+
+    def on_step(self, trainer, event):
+        if event.term_grads is None:
+            return
+        flat = torch.cat([g.reshape(-1) for g in event.term_grads["kl"]]).detach()
+        self.sum = flat.clone() if self.sum is None else self.sum.add_(flat)
+        self.count += 1
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if self.count:
+            mean = (self.sum / self.count).double().cpu()
+            norm = float(mean.norm())
+            if self.previous is not None:
+                prev_norm = float(self.previous.norm())
+                denom = norm * prev_norm
+                cos = float(mean @ self.previous) / denom if denom > 0 else float("nan")
+                self.emit("inter_epoch", epoch=epoch, cosine=cos, grad_norm=norm, previous_grad_norm=prev_norm,
+                          steps_averaged=self.count)
+            self.previous, self.previous_epoch = mean, epoch
+        self.sum = None
+        self.flush(trainer.run, epoch)
+
+    def state_dict(self):
+        return {} if self.previous is None else {"previous": self.previous, "previous_epoch": self.previous_epoch}
+
+    def load_state_dict(self, state):
+        self.previous = state.get("previous")
+        self.previous_epoch = state.get("previous_epoch")

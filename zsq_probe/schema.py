@@ -1,0 +1,146 @@
+"""The parquet tables a run writes: names, columns and their meaning (units included).
+
+One source of truth: probes write these columns, figure scripts check them (`require_columns`), and the
+README's schema section is printed from here (`python -m zsq_probe.schema`).  Every table also carries
+`schema_version` (an int per row, and in the parquet metadata).  Epochs count from 1; `step` is the
+iteration within the epoch, from 0; `global_step` counts iterations since the start of the run.
+"""
+
+from __future__ import annotations
+
+from zsq_probe.errors import UserError
+
+COMMON = {
+    "run": "run folder name",
+    "method": "training method label (gdfq, kl-only, ait, kd, ...)",
+    "epoch": "epoch, from 1 (0 = before training)",
+}
+
+TABLES: dict[str, dict[str, str]] = {
+    "metrics": {
+        **COMMON,
+        "preset": "preset name",
+        "iterations": "iterations in the epoch",
+        "student_stepped": "whether the student took optimiser steps (false during the generator warm-up)",
+        "act_ranges_frozen": "whether activation ranges were frozen in this epoch",
+        "loss_kl": "mean KL(teacher || student) at temperature T, PyTorch reduction='mean' (over batch x classes)",
+        "loss_kl_scaled": "loss_kl * T^2, the KL term as trained",
+        "loss_ce": "mean cross-entropy of the student against the hard (or Qimera soft) labels",
+        "loss_student": "mean training loss of the student: kd_weight*loss_kl_scaled + ce_weight*loss_ce",
+        "loss_generator_ce": "mean CE of the teacher on generated samples (generator loss term)",
+        "loss_bns": "mean BN-statistics loss of the generator (MSE of batch vs running mean and variance)",
+        "loss_generator": "mean generator loss: loss_generator_ce + bns_weight*loss_bns",
+        "lr": "student learning rate in this epoch",
+        "gen_lr": "generator learning rate in this epoch (NaN without a generator)",
+        "gi_p": "gradient-inundation share p in this epoch (NaN without GI)",
+        "skipped_steps": "steps skipped for a non-finite gradient (on_nonfinite=skip)",
+        "val_top1": "top-1 accuracy on the real test split, in [0, 1] (NaN when no test data)",
+        "val_ce": "cross-entropy on the real test split against the hard labels (nats)",
+        "wall_time_s": "wall-clock seconds of the epoch (training + validation)",
+    },
+    "cosine": {
+        **COMMON,
+        "step": "iteration within the epoch (-1 for an epoch mean or a post-hoc checkpoint row)",
+        "global_step": "iteration since the start of the run (-1 for an epoch mean)",
+        "statistic": "'step' (one training batch), 'epoch_mean' (mean of the epoch's step rows) or 'checkpoint'",
+        "origin": "'online' (recorded during training) or 'posthoc' (from a checkpoint)",
+        "scope": "'model' (all parameters), 'block' or 'layer'",
+        "group": "parameter group the row covers ('all', or a block / layer name)",
+        "cosine": "cos(grad CE, grad KL) of the student's loss terms on the batch",
+        "grad_norm_ce": "L2 norm of the gradient of the CE term (unweighted)",
+        "grad_norm_kl": "L2 norm of the gradient of the KL term (KLDiv mean, unweighted by T^2)",
+        "angle_deg": "angle between the two gradients in degrees (the paper's 2-D snapshot: grad CE on the x-axis)",
+        "batch_size": "samples in the batch",
+    },
+    "inter_epoch": {
+        **COMMON,
+        "cosine": "cos(mean grad KL of this epoch, mean grad KL of the previous epoch)",
+        "grad_norm": "L2 norm of this epoch's mean grad KL",
+        "previous_grad_norm": "L2 norm of the previous epoch's mean grad KL",
+        "steps_averaged": "number of steps whose gradient entered this epoch's mean",
+    },
+    "crossings": {
+        **COMMON,
+        "step": "iteration within the epoch (-1 for epoch totals and post-hoc rows)",
+        "global_step": "iteration since the start of the run (-1 for totals)",
+        "statistic": "'step', 'epoch_total' or 'checkpoint_diff' (net change between consecutive checkpoints)",
+        "origin": "'online' or 'posthoc'",
+        "layer": "quantised layer (module name)",
+        "changed": "integer codes that changed (count)",
+        "layer_size": "number of weights (integer codes) in the layer",
+        "share": "changed / layer_size (for epoch totals: per step on average, changed / (layer_size*steps))",
+        "kappa": "gradient-inundation step multiplier of the layer (NaN without GI; epoch totals: mean)",
+        "gi_flag": "'' or why GI stopped at its cap ('cap', 'nonfinite')",
+        "gi_p": "gradient-inundation share p (NaN without GI)",
+        "steps": "student steps covered by the row",
+    },
+    "hessian_trace": {
+        **COMMON,
+        "origin": "'online' or 'posthoc'",
+        "loss": "'ce' or 'kl' (the KL term as trained: KLDiv mean * T^2)",
+        "scope": "'model', 'block' or 'layer'",
+        "group": "parameter group ('all' or a block / layer name)",
+        "estimator": "'hutchinson' (Rademacher) or 'slq' (stochastic Lanczos quadrature)",
+        "trace": "estimated trace of the Hessian of the loss w.r.t. the group's parameters",
+        "stderr": "standard error of the estimate",
+        "num_vectors": "probe vectors (Hutchinson) or Lanczos runs (SLQ)",
+        "num_hvps": "Hessian-vector products spent",
+        "num_params": "parameters in the group",
+        "probe_batch_size": "samples in the probe batch",
+        "probe_batch_source": "'generator' (synthetic from the run's generator), 'real' or 'zeroq'",
+        "seed": "seed of the probe batch and probe vectors",
+    },
+    "hessian_eigenvalues": {
+        **COMMON,
+        "origin": "'online' or 'posthoc'",
+        "loss": "'ce' or 'kl'",
+        "rank": "1 = largest algebraic (signed) eigenvalue",
+        "eigenvalue": "eigenvalue (signed)",
+        "num_hvps": "Hessian-vector products spent (ARPACK Lanczos)",
+        "probe_batch_size": "samples in the probe batch",
+        "probe_batch_source": "'generator', 'real' or 'zeroq'",
+        "seed": "seed of the probe batch",
+    },
+    "hessian_density": {
+        **COMMON,
+        "origin": "'online' or 'posthoc'",
+        "loss": "'ce' or 'kl'",
+        "slq_run": "SLQ run index",
+        "node": "Ritz value (eigenvalue location)",
+        "weight": "quadrature weight; weights of a run sum to 1/num_runs so all rows of an epoch and loss sum to 1",
+        "probe_batch_size": "samples in the probe batch",
+        "seed": "seed of the probe batch and start vectors",
+    },
+    "slice": {
+        **COMMON,
+        "origin": "'online' or 'posthoc'",
+        "loss": "'ce' or 'kl' (the loss evaluated along the line)",
+        "direction": "'eigenvector' (top Hessian eigenvector of that loss), 'random' or 'filter' (filter-normalised)",
+        "scaling": "'gradient' (delta = gradient along the direction, the paper's Fig. 2c) or 'unit' (delta = 1)",
+        "delta": "the step scale delta",
+        "k": "position along the line, theta + k * direction * delta, k in [-0.5, 0.5]",
+        "loss_value": "loss at that point",
+        "probe_batch_size": "samples in the probe batch",
+        "seed": "seed of the probe batch (and random direction)",
+    },
+}
+
+
+def require_columns(df, table: str, columns=None, where: str = "") -> None:
+    """Fail loudly (UserError) when a table lacks columns a reader needs."""
+    needed = list(columns if columns is not None else TABLES[table])
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise UserError(f"{where or table}: table {table!r} lacks column(s) {', '.join(missing)}")
+
+
+def markdown() -> str:
+    lines = []
+    for table, cols in TABLES.items():
+        lines.append(f"\n**`probes/{table}/`**\n\n| column | meaning |\n| --- | --- |")
+        lines += [f"| `{c}` | {d} |" for c, d in cols.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())
