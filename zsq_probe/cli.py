@@ -9,7 +9,7 @@ import sys
 
 from zsq_probe.errors import UserError
 
-_COMMAND_MODULES = ("zsq_probe.cli_train", "zsq_probe.cli_figures")
+_COMMAND_MODULES = ("zsq_probe.cli_train", "zsq_probe.cli_analysis", "zsq_probe.cli_figures")
 COMMANDS: dict[str, tuple] = {}  # name -> (add_arguments, run, help)
 
 

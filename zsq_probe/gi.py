@@ -17,6 +17,11 @@ Per quantised layer l (DESIGN.md, "AIT = KL-only + gradient inundation"):
 
 BN parameters, biases and every other parameter take the plain base step.
 
+Where we differ from the AIT reference code, on purpose: ``d`` is whatever the base
+optimiser did (weight decay included; the reference re-derives a Nesterov direction without
+it), the result is the smallest κ *found* with ``frac >= p`` (the reference keeps the last
+midpoint, which may fall short of p), and a layer at the cap is not bisected further.
+
 The search runs for all layers at once on a copy of the GI weights grouped by channel
 length (one dense (channels, length) matrix per group, per-channel scale/zero point and
 per-layer κ broadcast along rows): κ, the bounds and the counts are device tensors, with
@@ -48,7 +53,7 @@ class _Bucket:
     zero point broadcast along the row: no per-element index arrays, few kernels.
     """
 
-    def __init__(self, layer_ids: list[int], weights: list[torch.Tensor], bits: list[int], n_layers: int) -> None:
+    def __init__(self, layer_ids: list[int], weights: list[torch.Tensor], bits: list[int]) -> None:
         self.layer_ids = layer_ids
         self.weights = weights
         self.rows = [w.shape[0] for w in weights]
@@ -74,7 +79,6 @@ class _Bucket:
         self.t = torch.empty(shape, device=dev, dtype=dtype)  # codes of w
         self.q0 = torch.empty(shape, device=dev, dtype=dtype)  # codes before the step
         self.ne = torch.empty(shape, device=dev, dtype=torch.bool)
-        self.n_layers = n_layers
 
     def snapshot(self, out: torch.Tensor) -> None:
         torch.cat([w.detach().view(r, self.length) for w, r in zip(self.weights, self.rows)], dim=0, out=out)
@@ -129,11 +133,12 @@ class _Layout:
         for i, w in enumerate(weights):
             by_length.setdefault(w.numel() // w.shape[0], []).append(i)
         self.buckets = [
-            _Bucket(ids, [weights[i] for i in ids], [bits[i] for i in ids], len(names))
+            _Bucket(ids, [weights[i] for i in ids], [bits[i] for i in ids])
             for _, ids in sorted(by_length.items())
         ]
         self.numel_t = torch.tensor(self.numels, dtype=torch.float64, device=self.device)
         self.bits = list(bits)
+        self._masks: dict[tuple[bool, ...], torch.Tensor] = {}
 
     def matches(self, weights: list[torch.Tensor], bits: list[int]) -> bool:
         return (len(weights) == len(self.weights)
@@ -141,6 +146,13 @@ class _Layout:
                         for a, b, s in zip(weights, self.weights, self.shapes))
                 and all(a.dtype == self.buckets[0].d.dtype for a in weights)
                 and bits == self.bits)
+
+    def mask(self, values: list[bool]) -> torch.Tensor:
+        """A device bool tensor of ``values``, cached: no host-to-device copy when unchanged."""
+        key = tuple(values)
+        if key not in self._masks:
+            self._masks[key] = torch.tensor(values, dtype=torch.bool, device=self.device)
+        return self._masks[key]
 
     def new_counts(self) -> torch.Tensor:
         return torch.zeros(len(self.names), dtype=torch.int64, device=self.device)
@@ -320,7 +332,7 @@ class GradientInundation:
             b.count_changed(count1)
             b.d.sub_(b.old)  # d = w_base - w_old, the proposed step
         nonfinite = bad > 0
-        nograd = torch.tensor([self.layers[n].weight.grad is None for n in names], device=dev)
+        nograd = layout.mask([self.layers[n].weight.grad is None for n in names])
 
         # per-layer search state: device tensors, float64 for κ and fractions
         done = (count1 / layout.numel_t >= p) | nonfinite | nograd

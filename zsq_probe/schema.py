@@ -123,6 +123,12 @@ TABLES: dict[str, dict[str, str]] = {
         "probe_batch_size": "samples in the probe batch",
         "seed": "seed of the probe batch (and random direction)",
     },
+    "zeroq_distillation": {
+        "batch": "distilled batch index",
+        "iteration": "Adam iteration on that batch's images",
+        "loss": "ZeroQ's BN-statistics loss (sum over BN layers of squared distances of per-channel mean and std)",
+        "lr": "learning rate of the image optimiser",
+    },
 }
 
 

@@ -427,9 +427,9 @@ class Trainer:
         row = {"run": self.run.name, "method": self.cfg.method, "preset": self.cfg.preset, "epoch": 0,
                "iterations": 0, "student_stepped": False, "act_ranges_frozen": True,
                **{f"loss_{k}": float("nan") for k in self.METRIC_TERMS},
-               "loss_zeroq_bns_first": float(self.zeroq_history[0]), "loss_zeroq_bns_last": float(self.zeroq_history[-1]),
                "lr": float("nan"), "gen_lr": float("nan"), "gi_p": float("nan"), "skipped_steps": 0,
                "val_top1": val_top1, "val_ce": val_ce, "wall_time_s": 0.0}
+        self.run.write_part("zeroq_distillation", self.zeroq_history, epoch_key(0))
         self.run.write_part("metrics", [row], epoch_key(0))
         self.save_checkpoint(0)
         self.log(_epoch_line(row))

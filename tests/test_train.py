@@ -1,0 +1,149 @@
+"""The trainer on the embedded digits default: every preset runs, resume is exact, schedules follow the paper."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from zsq_probe.cli import main
+from zsq_probe.config import PRESETS, resolve_config
+from zsq_probe.errors import UserError
+from zsq_probe.store import RunDir, load_checkpoint_file
+from zsq_probe.train import Observer, Trainer, scheduled, train
+
+TINY = dict(epochs=2, iters_per_epoch=2, batch_size=16, warmup_epochs=0, act_range_epochs=1, val_max_batches=1,
+            val_batch_size=64, zeroq_images=32, zeroq_iterations=5, hessian_batch_size=32)
+
+
+def tiny(preset, **extra):
+    flags = dict(TINY)
+    flags.update(extra)
+    return resolve_config(preset, teacher="digits", flags=flags)
+
+
+def metrics_without_time(run):
+    return RunDir(run).read_table("metrics").drop(columns=["wall_time_s"])
+
+
+def student_weights(run):
+    rd = RunDir(run)
+    return load_checkpoint_file(rd.checkpoints()[max(rd.checkpoints())])["student"]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_runs_a_short_epoch(preset, tmp_path, digits_teacher):
+    cfg = tiny(preset, epochs=0 if preset == "zeroq" else 1)  # ZeroQ: calibration only, no fine-tuning
+    summary = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    m = RunDir(tmp_path / "run").read_table("metrics")
+    assert list(m["epoch"]) == ([0] if preset == "zeroq" else [1])
+    assert 0.0 <= summary["final_val_top1"] <= 1.0
+    if preset != "zeroq":
+        assert bool(m["student_stepped"].iloc[0])
+        assert m["loss_student"].notna().all()
+    doc = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert doc["config"]["preset"] == preset and doc["seed"] == 0
+    if not cfg.full_precision_student:
+        assert doc["quantization"]["w_bits"] == cfg.w_bits  # the spec travels with every run
+
+
+def test_training_changes_the_student_and_gi_moves_codes(tmp_path, digits_teacher):
+    from zsq_probe.quant import integer_codes
+
+    cfg = tiny("ait", epochs=1, iters_per_epoch=1)
+    cfg.gi_p = 0.05
+    trainer = Trainer(cfg, RunDir(tmp_path / "r"), progress=False, log=lambda *a: None)
+    before = {k: v.clone() for k, v in integer_codes(trainer.student).items()}
+    trainer.run_epoch(1)
+    after = integer_codes(trainer.student)
+    for name, q in before.items():
+        share = (after[name] != q).float().mean().item()
+        assert share >= cfg.gi_p or trainer.opt.last_flags.get(name), (name, share)
+
+
+class StopAt(Observer):
+    """Simulates a crash: raises when epoch `at` starts (after epoch at-1 was checkpointed)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("preset", ["ait", "gdfq", "kd"])
+def test_resume_equals_uninterrupted_run(preset, tmp_path, digits_teacher):
+    cfg = tiny(preset, epochs=3, warmup_epochs=1)
+    train(cfg, tmp_path / "full", progress=False, log=lambda *a: None)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", observers=[StopAt(3)], progress=False, log=lambda *a: None)
+    # a crash may leave a part past the checkpoint: resume must drop it, not duplicate it
+    RunDir(tmp_path / "cut").write_part("metrics", [{"epoch": 3, "run": "junk"}], "e00003")
+    train(cfg, tmp_path / "cut", resume=True, progress=False, log=lambda *a: None)
+    a, b = metrics_without_time(tmp_path / "full"), metrics_without_time(tmp_path / "cut")
+    assert list(b["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(a.drop(columns=["run"]), b.drop(columns=["run"]))
+    wa, wb = student_weights(tmp_path / "full"), student_weights(tmp_path / "cut")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_resume_with_changed_config_is_refused_unless_forced(tmp_path, digits_teacher):
+    cfg = tiny("gdfq", epochs=1)
+    train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
+    cfg2 = tiny("gdfq", epochs=2, lr=0.5)
+    with pytest.raises(UserError, match="changed config"):
+        train(cfg2, tmp_path / "r", resume=True, progress=False, log=lambda *a: None)
+    train(cfg2, tmp_path / "r", resume=True, force=True, progress=False, log=lambda *a: None)
+    doc = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert doc["config"]["epochs"] == 2 and doc["config_changes"][0]["lr"][1] == 0.5
+
+
+def test_non_empty_out_is_refused_and_left_alone(tmp_path, digits_teacher, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    rc = main(["train", "--preset", "gdfq", "--out", str(out), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not empty" in err and len(err.strip().splitlines()) == 1
+    assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_schedules_follow_milestones():
+    # MultiStepLR semantics: the decay applies after `m` epochs, i.e. from epoch m+1 (epochs count from 1)
+    assert scheduled(1e-4, [100, 200, 300], 0.1, 100) == 1e-4
+    assert scheduled(1e-4, [100, 200, 300], 0.1, 101) == pytest.approx(1e-5)
+    assert scheduled(1e-3, [100, 200, 300], 0.1, 400) == pytest.approx(1e-6)
+
+
+def test_paper_settings_per_dataset():
+    c = resolve_config("ait", teacher="resnet20_cifar10")
+    assert (c.batch_size, c.warmup_epochs, c.lr, c.gi_p, c.weight_decay, c.kd_weight, c.ce_weight, c.gi) == \
+        (200, 4, 1e-4, 1e-3, 0.0, 1.0, 0.0, True)
+    g = resolve_config("gdfq", teacher="resnet18")
+    assert (g.batch_size, g.warmup_epochs, g.lr, g.weight_decay, g.gi) == (16, 50, 1e-6, 1e-4, False)
+    assert resolve_config("ait", teacher="resnet18").gi_p == 1e-4
+    assert resolve_config("kl-only-high-lr", teacher="resnet20_cifar10").lr == pytest.approx(1e-2)
+    assert resolve_config("ait-adam", teacher="resnet20_cifar10").optimizer == "adam"
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("nope=1", "unknown config key 'nope'"),
+    ("lr=fast", "expects float"),
+    ("w_bits=9", "bits must be 2..8"),
+    ("gi=maybe", "expects bool"),
+])
+def test_set_errors_are_one_line(assignment, message, tmp_path, capsys):
+    rc = main(["train", "--preset", "ait", "--out", str(tmp_path / "r"), "--set", assignment])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_kd_baseline_uses_a_random_full_precision_student(tmp_path, digits_teacher):
+    cfg = tiny("kd", epochs=1)
+    trainer = Trainer(cfg, RunDir(tmp_path / "r"), progress=False, log=lambda *a: None)
+    assert not trainer.quant_layers and trainer.student_train_mode
+    t = dict(trainer.teacher.named_parameters())
+    assert any(not torch.equal(p, t[n]) for n, p in trainer.student.named_parameters())
