@@ -235,13 +235,13 @@ def test_from_float_layers():
 
 def test_activation_range_ema_and_freezing():
     aq = ActivationQuantizer(4)
-    x1 = torch.tensor([0.0, 1.0, 3.0])
+    x1 = torch.tensor([0.5, 1.0, 3.0])
     x2 = torch.tensor([-1.0, 2.0, 5.0])
     aq.eval()  # ranges move regardless of train/eval mode
     aq(x1)
-    assert aq.range_min.item() == 0.0 and aq.range_max.item() == 3.0 and bool(aq.initialized)
+    assert aq.range_min.item() == 0.5 and aq.range_max.item() == 3.0 and bool(aq.initialized)
     aq(x2)  # EMA 0.9
-    assert aq.range_min.item() == pytest.approx(0.9 * 0.0 + 0.1 * -1.0)
+    assert aq.range_min.item() == pytest.approx(0.9 * 0.5 + 0.1 * -1.0)
     assert aq.range_max.item() == pytest.approx(0.9 * 3.0 + 0.1 * 5.0)
     aq.set_frozen(True)
     before = (aq.range_min.clone(), aq.range_max.clone())

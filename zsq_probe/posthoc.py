@@ -33,6 +33,12 @@ class _Rows(Probe):
         self.run_name = run_name
 
 
+def ranges_set(model) -> bool:
+    from zsq_probe.quant import activation_quantizers
+
+    return all(q.is_initialized for q in activation_quantizers(model).values())
+
+
 def open_trainer(run_path, device: str = "cpu"):
     """A Trainer rebuilt from a run's config (teacher, student, generator, data), without observers."""
     from zsq_probe.train import Trainer
@@ -80,6 +86,12 @@ def probe_run(run_path, probe: str, epochs=None, device: str = "cpu", overwrite:
             out.append(run.read_table(tables[0]).query("epoch == @epoch and origin == 'posthoc'"))
             continue
         rows = _Rows(cfg, tables, run.name)
+        if probe != "crossings":
+            trainer.load_state_dict(run.load_checkpoint(epoch, map_location=trainer.device)[1])
+            if not ranges_set(trainer.student):
+                log(f"epoch {epoch}: skipped, the student's activation ranges are not set yet (they are learned "
+                    f"from the first training batches)")
+                continue
         if probe == "crossings":
             before = max((e for e in checkpoints if e < epoch), default=None)
             if before is None:
@@ -89,12 +101,10 @@ def probe_run(run_path, probe: str, epochs=None, device: str = "cpu", overwrite:
                           origin="posthoc", kappa=float("nan"), gi_flag="", gi_p=float("nan"),
                           steps=(epoch - before) * trainer.iterations(), **r)
         elif probe == "cosine":
-            trainer.load_state_dict(run.load_checkpoint(epoch, map_location=trainer.device)[1])
             for r in checkpoint_cosine(trainer, epoch)[0]:
                 rows.emit("cosine", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint", origin="posthoc",
                           batch_size=cfg.hessian_batch_size, **r)
         else:
-            trainer.load_state_dict(run.load_checkpoint(epoch, map_location=trainer.device)[1])
             batch = draw_probe_batch(trainer, epoch, cfg.hessian_batch_size)
             warn_small_batch(batch.size)
             seed = curvature_seed(cfg, epoch)

@@ -109,7 +109,8 @@ def random_direction(params, generator: torch.Generator, filter_normalized: bool
             else:
                 w = p.detach().double().cpu()
                 dims = tuple(range(1, p.dim()))
-                d = d * (w.norm(dim=dims, keepdim=True) / d.norm(dim=dims, keepdim=True).clamp_min(1e-12))
+                norm = lambda t: torch.linalg.vector_norm(t, dim=dims, keepdim=True)  # noqa: E731
+                d = d * (norm(w) / norm(d).clamp_min(1e-12))
         parts.append(d.reshape(-1))
     flat = torch.cat(parts)
     if not filter_normalized:

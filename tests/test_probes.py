@@ -1,0 +1,235 @@
+"""Probes observe without changing training, agree with direct computation, and post-hoc equals online."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from zsq_probe.cli import main
+from zsq_probe.config import resolve_config
+from zsq_probe.losses import ce_to_labels, kl_to_teacher
+from zsq_probe.posthoc import probe_run
+from zsq_probe.probes import build_probes
+from zsq_probe.probes.base import observing
+from zsq_probe.store import RunDir, load_checkpoint_file
+from zsq_probe.train import Observer, Trainer, train
+
+QUIET = dict(progress=False, log=lambda *a: None)
+SMALL = dict(epochs=2, iters_per_epoch=3, batch_size=16, warmup_epochs=0, act_range_epochs=1, val_max_batches=1,
+             val_batch_size=64, hessian_batch_size=48, hessian_every_epochs=1, probe_every_steps=1,
+             hessian_vectors=4, slq_runs=1, slq_steps=6, hessian_top_k=2, slice_points=5)
+
+
+def cfg_for(preset, probes=(), **extra):
+    flags = dict(SMALL, probes=list(probes))
+    flags.update(extra)
+    return resolve_config(preset, teacher="digits", flags=flags)
+
+
+@pytest.fixture(scope="module")
+def probed_run(tmp_path_factory, digits_teacher):
+    """A short GDFQ run with every probe on (warnings about the small probe batch expected)."""
+    out = tmp_path_factory.mktemp("probed") / "run"
+    cfg = cfg_for("gdfq", probes=["cosine", "inter_epoch", "crossings", "hessian", "slice"],
+                  slice_directions=["eigenvector", "random", "filter"], slice_scalings=["gradient", "unit"],
+                  probe_scopes=["model", "block", "layer"])
+    with pytest.warns(UserWarning, match="probe batch"):
+        train(cfg, out, observers=build_probes(cfg), **QUIET)
+    return out, cfg
+
+
+def final_weights(out):
+    rd = RunDir(out)
+    return load_checkpoint_file(rd.checkpoints()[max(rd.checkpoints())])["student"]
+
+
+@pytest.mark.parametrize("preset", ["gdfq", "ait", "kd"])
+def test_probes_on_or_off_give_the_same_weights(preset, tmp_path, digits_teacher):
+    names = ["cosine", "inter_epoch", "crossings", "hessian", "slice"]
+    off = cfg_for(preset)
+    on = cfg_for(preset, probes=names)
+    train(off, tmp_path / "off", **QUIET)
+    with pytest.warns(UserWarning):
+        train(on, tmp_path / "on", observers=build_probes(on), **QUIET)
+    a, b = final_weights(tmp_path / "off"), final_weights(tmp_path / "on")
+    for k in a:
+        # per-term gradients summed vs one backward: equal to float round-off, not bit for bit
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+    ma = RunDir(tmp_path / "off").read_table("metrics")
+    mb = RunDir(tmp_path / "on").read_table("metrics")
+    np.testing.assert_allclose(ma["val_top1"], mb["val_top1"], atol=1e-2)
+
+
+def test_every_probe_table_is_written_with_its_columns(probed_run):
+    from zsq_probe.schema import TABLES, require_columns
+
+    out, cfg = probed_run
+    rd = RunDir(out)
+    for table in ["cosine", "inter_epoch", "crossings", "hessian_trace", "hessian_eigenvalues", "hessian_density",
+                  "slice", "metrics"]:
+        df = pd.read_parquet(out / "probes" / table)  # readable whole without our code
+        require_columns(df, table)
+        assert set(df.columns) - {"schema_version"} <= set(TABLES[table]), table
+        assert (df["run"] == rd.name).all()
+
+
+def test_cosine_rows_match_the_definition(probed_run):
+    out, cfg = probed_run
+    df = pd.read_parquet(out / "probes" / "cosine")
+    steps = df[(df.statistic == "step") & (df.scope == "model")]
+    assert len(steps) == cfg.epochs * cfg.iters_per_epoch
+    assert ((steps.cosine >= -1) & (steps.cosine <= 1)).all()
+    np.testing.assert_allclose(np.cos(np.radians(steps.angle_deg)), steps.cosine, atol=1e-9)
+    mean = df[(df.statistic == "epoch_mean") & (df.scope == "model")].set_index("epoch").cosine
+    np.testing.assert_allclose(mean.values, steps.groupby("epoch").cosine.mean().values)
+    # per-layer dot products add up to the model's: check via norms (sum of squares)
+    layer = df[(df.statistic == "step") & (df.scope == "layer")]
+    sq = layer.groupby(["epoch", "step"]).grad_norm_ce.apply(lambda s: math.sqrt((s ** 2).sum()))
+    np.testing.assert_allclose(sq.values, steps.set_index(["epoch", "step"]).grad_norm_ce.loc[sq.index].values,
+                               rtol=1e-6)
+    assert set(df[df.scope == "block"].group) >= {"features.init_block", "features.stage1.unit1", "output"}
+
+
+def test_checkpoint_cosine_equals_a_direct_computation(probed_run, digits_teacher):
+    out, cfg = probed_run
+    from zsq_probe.posthoc import open_trainer
+    from zsq_probe.probes.base import draw_probe_batch
+
+    run, trainer = open_trainer(out)
+    trainer.load_state_dict(run.load_checkpoint(2)[1])
+    batch = draw_probe_batch(trainer, 2, cfg.hessian_batch_size)
+    student = trainer.student
+    logits = student(batch.inputs)
+    g_ce = torch.autograd.grad(ce_to_labels(logits, batch.labels), trainer.params, retain_graph=True)
+    g_kl = torch.autograd.grad(kl_to_teacher(logits, batch.teacher_logits, cfg.temperature), trainer.params)
+    a = torch.cat([g.reshape(-1) for g in g_ce]).double()
+    b = torch.cat([g.reshape(-1) for g in g_kl]).double()
+    expected = float(a @ b / (a.norm() * b.norm()))
+    df = pd.read_parquet(out / "probes" / "cosine")
+    online = df[(df.statistic == "checkpoint") & (df.scope == "model") & (df.epoch == 2)].cosine.item()
+    assert online == pytest.approx(expected, rel=1e-5)
+
+
+def test_posthoc_equals_online_for_the_same_checkpoint(probed_run, tmp_path):
+    import shutil
+
+    out, cfg = probed_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for probe, table, keys, value in [
+        ("hessian", "hessian_trace", ["epoch", "loss", "scope", "group", "estimator"], "trace"),
+        ("hessian", "hessian_eigenvalues", ["epoch", "loss", "rank"], "eigenvalue"),
+        ("slice", "slice", ["epoch", "loss", "direction", "scaling", "k"], "loss_value"),
+        ("cosine", "cosine", ["epoch", "scope", "group"], "cosine"),
+    ]:
+        with pytest.warns(UserWarning) if probe != "cosine" else _nothing():
+            probe_run(copy, probe, epochs=[2], overwrite=True, log=lambda *a: None)
+        df = pd.read_parquet(copy / "probes" / table)
+        if table == "cosine":
+            df = df[df.statistic == "checkpoint"]
+        online = df[(df.origin == "online") & (df.epoch == 2)].set_index(keys)[value].sort_index()
+        post = df[(df.origin == "posthoc") & (df.epoch == 2)].set_index(keys)[value].sort_index()
+        assert len(online) and online.index.equals(post.index), table
+        np.testing.assert_allclose(post.values, online.values, rtol=1e-4, atol=1e-6, err_msg=table)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_crossings_count_code_changes(probed_run):
+    out, cfg = probed_run
+    df = pd.read_parquet(out / "probes" / "crossings")
+    steps = df[df.statistic == "step"]
+    totals = df[df.statistic == "epoch_total"].set_index(["epoch", "layer"])
+    summed = steps.groupby(["epoch", "layer"]).changed.sum()
+    assert (summed == totals.changed.loc[summed.index]).all()
+    assert (totals.steps == cfg.iters_per_epoch).all()
+    np.testing.assert_allclose(totals.share, totals.changed / (totals.layer_size * totals.steps))
+    # the net change between checkpoints is at most the sum of per-step changes
+    rd = RunDir(out)
+    from zsq_probe.quant import integer_codes_of
+
+    s1, s2 = (load_checkpoint_file(rd.checkpoints()[e])["student"] for e in (1, 2))
+    layer = "features.init_block.conv"
+    net = (integer_codes_of(s1[layer + ".weight"], cfg.w_bits) != integer_codes_of(s2[layer + ".weight"], cfg.w_bits)).sum()
+    assert int(net) <= int(summed.loc[(2, layer)])
+
+
+def test_posthoc_crossings_between_checkpoints(probed_run, tmp_path):
+    import shutil
+
+    from zsq_probe.quant import integer_codes_of
+
+    out, cfg = probed_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    df = probe_run(copy, "crossings", log=lambda *a: None)
+    rd = RunDir(copy)
+    s1, s2 = (load_checkpoint_file(rd.checkpoints()[e])["student"] for e in (1, 2))
+    row = df[(df.epoch == 2) & (df.layer == "output")].iloc[0]
+    expected = (integer_codes_of(s1["output.weight"], cfg.w_bits) != integer_codes_of(s2["output.weight"], cfg.w_bits))
+    assert row.changed == int(expected.sum()) and row.statistic == "checkpoint_diff"
+
+
+def test_inter_epoch_cosine_is_between_epoch_means(tmp_path, digits_teacher):
+    cfg = cfg_for("kl-only", probes=["inter_epoch"], epochs=3)
+    grads = {}
+
+    class Record(Observer):
+        name = "record"
+
+        def wants_term_gradients(self, epoch, step):
+            return True
+
+        def on_step(self, trainer, event):
+            flat = torch.cat([g.reshape(-1) for g in event.term_grads["kl"]]).double()
+            grads.setdefault(event.epoch, []).append(flat)
+
+    train(cfg, tmp_path / "r", observers=build_probes(cfg) + [Record()], **QUIET)
+    df = pd.read_parquet(tmp_path / "r" / "probes" / "inter_epoch").set_index("epoch")
+    means = {e: torch.stack(g).mean(0) for e, g in grads.items()}
+    for e in (2, 3):
+        expected = float(means[e] @ means[e - 1] / (means[e].norm() * means[e - 1].norm()))
+        assert df.loc[e, "cosine"] == pytest.approx(expected, rel=1e-6)
+    assert 1 not in df.index  # no previous epoch to compare with
+
+
+def test_observing_restores_modes_buffers_and_ranges(digits_teacher, tmp_path):
+    cfg = cfg_for("kd")
+    trainer = Trainer(cfg, RunDir(tmp_path / "r"), **QUIET)
+    student = trainer.student.train()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    with observing(student, mode="eval"):
+        student.train()
+        student(torch.randn(8, 1, 16, 16))  # moves BN running statistics
+    assert student.training
+    after = student.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_posthoc_cli_prints_and_writes(tmp_path, digits_teacher, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--preset", "gdfq", "--out", str(out), "--epochs", "2", "--iters-per-epoch", "2",
+                 "--batch-size", "16", "--set", "warmup_epochs=0", "--set", "val_max_batches=1",
+                 "--set", "hessian_batch_size=32", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["cosine", "--run", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "cosine" in text and (out / "probes" / "cosine").is_dir()
+    df = pd.read_parquet(out / "probes" / "cosine")
+    assert sorted(df.epoch.unique()) == [1, 2] and (df.origin == "posthoc").all()  # epoch 0: no ranges yet
+    assert main(["cosine", "--run", str(out), "--json"]) == 0
+    import json
+
+    records = json.loads(capsys.readouterr().out)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert main(["crossings", "--run", str(out), "--epochs", "2"]) == 0
+    assert main(["cosine", "--run", str(tmp_path)]) == 2  # not a run: one-line error
+    assert "not a zsq-probe run" in capsys.readouterr().err
