@@ -49,35 +49,42 @@ def _only(text: str | None, valid) -> list[str]:
     p.add_argument("--epochs", help="two comma-separated epochs for fig3bc/fig4 (default: an early and the last)"),
 ))
 def cmd_figures(args) -> int:
+    written, failed = write_figures(args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch,
+                                    epochs=args.epochs)
+    if failed:
+        raise UserError(f"{failed} figure(s) failed (see above); {len(written)} file(s) written to {args.out}")
+    if not written:
+        raise UserError(f"no figure written: the runs ({', '.join(args.runs)}) hold none of the data "
+                        f"the chosen figures need (see the skips above)")
+    return 0
+
+
+def write_figures(run_paths, out, only=None, fmt="png", epoch=None, epochs=None, log=print) -> tuple[list, int]:
+    """Draw every chosen figure the runs have data for; returns (paths written, number failed)."""
     figures = _figures_package()
     from figures._common import SkipFigure, open_runs, parse_epochs
 
-    names = _only(args.only, list(figures.SCRIPTS))
-    runs = open_runs(args.runs)
-    options = {"epoch": args.epoch, "epochs": parse_epochs(args.epochs)}
-    written, failed = 0, 0
+    names = _only(only, list(figures.SCRIPTS))
+    runs = open_runs(run_paths)
+    options = {"epoch": epoch, "epochs": parse_epochs(epochs)}
+    written, failed = [], 0
     for name in names:
         module = figures.load(name)
         params = inspect.signature(module.plot).parameters
         kw = {k: v for k, v in options.items() if k in params}
         try:
-            paths = module.plot(runs, args.out, fmt=args.format, **kw)
+            paths = module.plot(runs, out, fmt=fmt, **kw)
         except SkipFigure as e:
-            print(f"skipped {name}: {e.reason}")
+            log(f"skipped {name}: {e.reason}")
             continue
         except UserError as e:
             print(f"failed {name}: {e}", file=sys.stderr)
             failed += 1
             continue
         for path in paths:
-            print(f"wrote {name}: {path}")
-        written += len(paths)
-    if failed:
-        raise UserError(f"{failed} figure(s) failed (see above); {written} file(s) written to {args.out}")
-    if not written:
-        raise UserError(f"no figure written: the runs ({', '.join(r.name for r in runs)}) hold none of the data "
-                        f"the chosen figures need (see the skips above)")
-    return 0
+            log(f"wrote {name}: {path}")
+        written += list(paths)
+    return written, failed
 
 
 # ---------------------------------------------------------------- compare

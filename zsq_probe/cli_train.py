@@ -75,3 +75,22 @@ def make_observers(cfg):
     from zsq_probe.probes import build_probes
 
     return build_probes(cfg)
+
+
+@command("demo", "the whole story on the embedded digits default: teacher, KD/GDFQ/KL-only/AIT runs with every "
+                 "probe, every figure, the four findings as measured")
+@arguments(lambda p: (
+    p.add_argument("--out", default="zsq-probe-demo", help="output folder (runs/, figures/, FINDINGS.md); "
+                                                           "an interrupted demo resumes there"),
+    p.add_argument("--device", default="cpu"),
+    p.add_argument("--seed", type=int, default=0),
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of every demo run"),
+    p.add_argument("--no-progress", action="store_true"),
+))
+def cmd_demo(args) -> int:
+    from zsq_probe.demo import check_out, run_demo
+
+    check_out(args.out)
+    run_demo(args.out, device=args.device, seed=args.seed, overrides=args.set, progress=not args.no_progress)
+    return 0
