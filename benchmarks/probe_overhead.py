@@ -1,0 +1,72 @@
+"""Wall time of a short ZQ run with the default probe suite vs none, side by side in one process.
+
+Target (issue "probes"): ratio <= 1.10 at the default cadence.  The paper-scale cadence (RunConfig defaults:
+gradient probes every 10 steps, curvature probes every 10 epochs of 200 iterations) is emulated on the
+embedded digits teacher by keeping its ratio of probed to unprobed work: one curvature measurement per
+`--epochs` epochs of `--iters` iterations.
+
+    python benchmarks/probe_overhead.py [--epochs 10] [--iters 200] [--device cpu] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from zsq_probe.config import PROBE_NAMES, RunConfig, resolve_config
+from zsq_probe.probes import build_probes
+from zsq_probe.train import train
+
+
+def timed_run(cfg, out: Path) -> float:
+    observers = build_probes(cfg)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(cfg, out, observers=observers, progress=False, log=lambda *a: None)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--preset", default="gdfq")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    defaults = RunConfig()  # the paper-scale probe cadence and sizes
+    common = dict(epochs=args.epochs, iters_per_epoch=args.iters, warmup_epochs=1, act_range_epochs=1,
+                  device=args.device, val_max_batches=1, checkpoint_every=args.epochs)
+    cadence = dict(probe_every_steps=defaults.probe_every_steps, hessian_every_epochs=args.epochs,
+                   hessian_vectors=defaults.hessian_vectors, slq_runs=defaults.slq_runs, slq_steps=defaults.slq_steps,
+                   hessian_top_k=defaults.hessian_top_k, hessian_batch_size=defaults.hessian_batch_size)
+    resolve_config(args.preset, flags=common)  # trains / loads the digits teacher before timing
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        base, probed = [], []
+        for r in range(args.repeats):
+            base.append(timed_run(resolve_config(args.preset, flags=dict(common, **cadence)), tmp / f"none{r}"))
+            cfg = resolve_config(args.preset, flags=dict(common, **cadence, probes=list(PROBE_NAMES)))
+            probed.append(timed_run(cfg, tmp / f"all{r}"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    b, p = min(base), min(probed)
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {args.device}")
+    print(f"{args.preset} on digits, {args.epochs} epochs x {args.iters} iterations; probes: {', '.join(PROBE_NAMES)} "
+          f"(gradients every {defaults.probe_every_steps} steps, curvature once, batch {defaults.hessian_batch_size})")
+    print(f"{'no probes':<22}{b:8.1f} s")
+    print(f"{'default probe suite':<22}{p:8.1f} s")
+    print(f"ratio {p / b:.3f} (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
