@@ -72,8 +72,11 @@ class RunConfig:
     gen_beta1: float = 0.5
     gen_beta2: float = 0.999
     bns_weight: float = 0.1
-    qimera_mix_prob: float = 0.4
-    qimera_mix_k: int = 2
+    # Qimera: None = the official scripts' value for the teacher and bits (generators.QIMERA_DEFAULTS),
+    # else mix probability 0.4, K = 2, embedding from the teacher's last layer (DESIGN.md)
+    qimera_mix_prob: float | None = None
+    qimera_mix_k: int | None = None
+    qimera_embedding_init: str | None = None  # teacher | random
     zeroq_images: int = 0  # size of the ZeroQ distilled set (source="zeroq"); 0 = batch_size * 10
     zeroq_iterations: int = 500
 
@@ -301,7 +304,7 @@ def validate(cfg: RunConfig) -> None:
             bad(f"{k}={getattr(cfg, k)} (must be >= 0)")
     for k in ("batch_size", "val_batch_size", "checkpoint_every", "val_every", "probe_every_steps",
               "hessian_every_epochs", "hessian_batch_size", "hessian_vectors", "slq_runs", "slq_steps",
-              "slice_points", "qimera_mix_k"):
+              "slice_points"):
         if getattr(cfg, k) < 1:
             bad(f"{k}={getattr(cfg, k)} (must be >= 1)")
     for k in ("lr", "gen_lr", "temperature"):
@@ -311,8 +314,12 @@ def validate(cfg: RunConfig) -> None:
         bad(f"kd_weight={cfg.kd_weight}, ce_weight={cfg.ce_weight} (non-negative, not both zero)")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         bad(f"label_smoothing={cfg.label_smoothing} (in [0, 1))")
-    if not 0.0 <= cfg.qimera_mix_prob <= 1.0:
+    if cfg.qimera_mix_prob is not None and not 0.0 <= cfg.qimera_mix_prob <= 1.0:
         bad(f"qimera_mix_prob={cfg.qimera_mix_prob} (a probability)")
+    if cfg.qimera_mix_k is not None and cfg.qimera_mix_k < 1:
+        bad(f"qimera_mix_k={cfg.qimera_mix_k} (must be >= 1)")
+    if cfg.qimera_embedding_init not in (None, "teacher", "random"):
+        bad(f"qimera_embedding_init={cfg.qimera_embedding_init!r} (teacher or random)")
     for name in cfg.slice_directions:
         if name not in ("eigenvector", "random", "filter"):
             bad(f"slice direction {name!r} (eigenvector, random or filter)")

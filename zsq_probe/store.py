@@ -5,16 +5,25 @@
     RUN/probes/<table>/part-e0007.parquet   one part per epoch (per flush); rewriting an epoch replaces
                                        its part, so a resumed run never duplicates rows
 
-Every file is written to a temporary name in the same folder and renamed into place: a reader (or a
-resumed run after kill -9) never sees a half-written file.
+Every file is written to a temporary name in the same folder (`.NAME.XXXX.tmp`) and renamed into place:
+a reader (or a resumed run after kill -9) never sees a half-written file.  Readers never look at the
+hidden temporary names (pandas/pyarrow skip names starting with '.'); a resumed run deletes leftovers.
+
+Test-only fault injection: with ZSQ_PROBE_FAULT=PATTERN in the environment, the process kills itself
+with SIGKILL at the first site whose name matches the fnmatch PATTERN (`fault_point`).  Sites:
+`checkpoint:<epoch>` and `part:<table>:<key>` (after the temporary file is written, before the rename),
+`write:<file name>` (other files, e.g. config.json) and `step:<epoch>:<step>` (the trainer, after an
+iteration).  Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import platform
 import re
+import signal
 import tempfile
 from pathlib import Path
 
@@ -29,30 +38,59 @@ RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
 TABLE_SCHEMA_VERSION = 1
 _PART = re.compile(r"^part-(?P<key>[A-Za-z0-9_.-]+)\.parquet$")
+# what atomic_write_bytes leaves behind when killed: .NAME.PID-RANDOM.tmp (PID: the writing process)
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+FAULT_ENV = "ZSQ_PROBE_FAULT"
+CHECKPOINT_KEYS = ("epoch", "global_step", "student", "optimizer", "rng")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def fault_point(site: str) -> None:
+    """Test-only fault injection (see the module docstring): SIGKILL this process when $ZSQ_PROBE_FAULT
+    matches `site`.  A no-op unless that variable is set."""
+    pattern = os.environ.get(FAULT_ENV)
+    if pattern and fnmatch.fnmatchcase(site, pattern):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable across a power cut (best effort; not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, site: str | None = None) -> None:
+    """Write `data` to a hidden temporary file next to `path`, fsync it, rename it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point(site or f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
 
 
-def atomic_torch_save(obj, path: Path) -> None:
+def atomic_torch_save(obj, path: Path, site: str | None = None) -> None:
     import io
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), site)
 
 
 def package_versions() -> dict:
@@ -101,7 +139,13 @@ class RunDir:
     def ensure_new(path) -> None:
         """Refuse a folder that already holds anything (nothing a user has is overwritten)."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not path.exists():
+            return
+        if not path.is_dir():
+            raise UserError(f"{path} is not a folder; choose another --out")
+        # a run killed while it wrote its first file (config.json) left only that file's temporary copy
+        left = [p for p in path.iterdir() if not (p.name.startswith(".config.json.") and _TEMP.match(p.name))]
+        if left:
             raise UserError(f"{path} is not empty; pass --resume to continue that run, or choose another --out")
 
     def write_config(self, config: dict, extra: dict | None = None) -> None:
@@ -121,12 +165,30 @@ class RunDir:
             raise UserError(f"{run.path} is not a zsq-probe run (config.json has no format {RUN_FORMAT!r})")
         v = doc.get("run_schema_version")
         if v != RUN_SCHEMA_VERSION:
-            raise UserError(f"{run.path} has run schema version {v}; this zsq-probe reads version "
-                            f"{RUN_SCHEMA_VERSION} (use the zsq-probe release that wrote it)")
+            wrote = (doc.get("versions") or {}).get("zsq_probe")
+            raise UserError(f"{run.path} has run schema version {v}; this zsq-probe "
+                            f"({_own_version()}) reads version {RUN_SCHEMA_VERSION}: use "
+                            f"{'zsq-probe ' + str(wrote) if wrote else 'the zsq-probe release that wrote it'}")
         return run
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete the hidden temporary files killed writers left (harmless, but a checkpoint's takes space).
+        A file whose writer is still running on this machine (e.g. a post-hoc probe) is left alone."""
+        gone = []
+        for folder in [self.path, self.checkpoint_dir, *((self.path / "probes").glob("*"))]:
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    m = _TEMP.match(p.name)
+                    if m and p.is_file() and not _process_alive(int(m.group("pid"))):
+                        p.unlink(missing_ok=True)
+                        gone.append(p)
+        return gone
 
     def read_config_doc(self) -> dict:
         if not self.config_path.is_file():
+            if any(_TEMP.match(p.name) and p.name.startswith(".config.json.") for p in self.path.glob(".config.json.*")):
+                raise UserError(f"{self.path} is not a zsq-probe run yet (it was stopped before it wrote config.json):"
+                                f" start it again without --resume")
             raise UserError(f"{self.path} is not a zsq-probe run (no config.json)")
         try:
             return json.loads(self.config_path.read_text())
@@ -149,7 +211,7 @@ class RunDir:
 
     def save_checkpoint(self, epoch: int, state: dict, keep_all: bool = True) -> Path:
         path = self.checkpoint_path(epoch)
-        atomic_torch_save(state, path)
+        atomic_torch_save(state, path, site=f"checkpoint:{epoch}")
         if not keep_all:
             for e, p in self.checkpoints().items():
                 if e != epoch:
@@ -164,7 +226,11 @@ class RunDir:
             epoch = max(cps)
         if epoch not in cps:
             raise UserError(f"{self.path} has no checkpoint for epoch {epoch} (has {sorted(cps)})")
-        return epoch, load_checkpoint_file(cps[epoch], map_location)
+        state = load_checkpoint_file(cps[epoch], map_location)
+        missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
+        if missing:
+            raise UserError(f"{cps[epoch]} is not a zsq-probe checkpoint (no {', '.join(missing)})")
+        return epoch, state
 
     # --- parquet tables
     def write_part(self, table: str, rows, key: str) -> Path | None:
@@ -182,7 +248,7 @@ class RunDir:
         sink = pa.BufferOutputStream()
         pq.write_table(tbl, sink)
         path = self.table_dir(table) / f"part-{key}.parquet"
-        atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        atomic_write_bytes(path, sink.getvalue().to_pybytes(), site=f"part:{table}:{key}")
         return path
 
     def part_keys(self, table: str) -> list[str]:
@@ -205,20 +271,71 @@ class RunDir:
         return read_table(self.table_dir(table))
 
 
+def part_schema_version(path) -> int:
+    """The table schema version of one part: its parquet metadata, else its `schema_version` column,
+    else the current version (parts written before versions were recorded)."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as e:
+        raise UserError(f"{path} is not a readable parquet file ({_first_line(e)}); delete it, or resume the "
+                        f"run to rewrite it") from None
+    meta = schema.metadata or {}
+    if b"zsq_probe.schema_version" in meta:
+        try:
+            return int(meta[b"zsq_probe.schema_version"])
+        except ValueError:
+            pass
+    if "schema_version" in schema.names:
+        col = pq.read_table(path, columns=["schema_version"]).column(0)
+        if len(col):
+            return int(pa.compute.max(col).as_py())
+    return TABLE_SCHEMA_VERSION
+
+
 def read_table(folder) -> pd.DataFrame:
-    """Every part of a table, in key order; refuses parts of a newer schema than this code reads."""
+    """Every part of a table, in key order; refuses (one line, naming the version it reads) parts of a newer
+    schema than this code reads.  Parts of older versions are read as they are (none exist yet: version 1 is
+    the first; a future version 2 reader converts version-1 parts here)."""
     folder = Path(folder)
     parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not parts:
         raise UserError(f"no parquet parts under {folder}")
     frames = []
     for p in parts:
-        df = pd.read_parquet(p)
-        v = int(df["schema_version"].iloc[0]) if "schema_version" in df and len(df) else TABLE_SCHEMA_VERSION
+        v = part_schema_version(p)
         if v > TABLE_SCHEMA_VERSION:
-            raise UserError(f"{p} has table schema version {v}; this zsq-probe reads up to {TABLE_SCHEMA_VERSION}")
+            raise UserError(f"{p} has table schema version {v}; this zsq-probe ({_own_version()}) reads versions "
+                            f"up to {TABLE_SCHEMA_VERSION}: upgrade zsq-probe to read this run")
+        try:
+            df = pd.read_parquet(p)
+        except (OSError, pa.ArrowException) as e:
+            raise UserError(f"{p} is not a readable parquet file ({_first_line(e)}); delete it, or resume the "
+                            f"run to rewrite it") from None
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split())
+    return (text[:limit - 3] + "...") if len(text) > limit else (text or e.__class__.__name__)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) is not a probe: keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _own_version() -> str:
+    import zsq_probe
+
+    return f"version {zsq_probe.__version__}"
 
 
 def epoch_key(epoch: int, suffix: str = "") -> str:
@@ -232,10 +349,19 @@ def key_epoch(key: str) -> int | None:
 
 def load_checkpoint_file(path, map_location="cpu") -> dict:
     """Load a checkpoint with weights_only=True: no pickled code from a file someone sent you runs."""
+    import pickle
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
-    except Exception as e:  # pickle.UnpicklingError for callables, RuntimeError for truncated zips
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise UserError(f"cannot load checkpoint {path} safely (weights_only): {first[:160]}") from None
+    except pickle.UnpicklingError as e:  # weights_only refuses any pickled global that is not a tensor type
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({m.group(1)})" if m else ""
+        if m or "weights only" in str(e).lower():
+            raise UserError(f"checkpoint {path} holds pickled Python objects{what} besides tensors and was refused "
+                            f"(loaded with weights_only=True, which never runs code from a file)") from None
+        raise UserError(f"checkpoint {path} is corrupt ({_first_line(e)})") from None
+    except Exception as e:  # RuntimeError for truncated zips, EOFError for an empty file
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({_first_line(e)}); delete it to resume "
+                        f"from the one before") from None

@@ -163,7 +163,17 @@ class Trainer:
 
     def _generator_options(self) -> dict:
         if self.cfg.generator == "qimera":
-            return {"mix_prob": self.cfg.qimera_mix_prob, "mix_k": self.cfg.qimera_mix_k}
+            from zsq_probe.generators import QIMERA_DEFAULTS
+
+            cfg = self.cfg
+            options = {}
+            if cfg.w_bits in QIMERA_DEFAULTS.get(cfg.teacher, {}):
+                options.update(preset=cfg.teacher, preset_bits=cfg.w_bits)  # the official per-model settings
+            for key, value in (("mix_prob", cfg.qimera_mix_prob), ("mix_k", cfg.qimera_mix_k),
+                               ("embedding_init", cfg.qimera_embedding_init)):
+                if value is not None:
+                    options[key] = value
+            return options
         if self.cfg.generator == "arc":
             return {"model_name": self.cfg.teacher}
         return {}
