@@ -349,3 +349,20 @@ def test_early_stop_when_fraction_hits_p():
         assert gi.last_kappa["0"] == kappa
         hits += gi.last_changed_codes["0"] == 10
     assert hits >= 1
+
+
+def test_resnet20_all_layers_reach_p():
+    from pytorchcv.model_provider import get_model
+
+    torch.manual_seed(0)
+    model = quantize_model(get_model("resnet20_cifar10", pretrained=False), 4, 4)
+    gi = gi_sgd(model, 1e-3, lr=1e-6, warmup=False)
+    fixed_grads(model, 11, scale=1e-2)
+    before = integer_codes(model)
+    gi.step()
+    counts = changed(before, integer_codes(model))
+    assert gi.last_changed_codes == counts
+    assert not gi.last_flags
+    for name, m in quantized_layers(model).items():
+        assert counts[name] / m.weight.numel() >= 1e-3
+    assert len(set(gi.last_kappa.values())) > 3  # layers sharing a bucket get their own κ

@@ -537,6 +537,7 @@ def test_cuda_matches_cpu():
 # --------------------------------------------------------------------------- PyHessian 0.1 cross-check
 
 
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
 def test_agrees_with_pyhessian_trace_and_top_eigenvalue():
     pyhessian = pytest.importorskip("pyhessian")
     torch.manual_seed(13)

@@ -233,3 +233,23 @@ def test_posthoc_cli_prints_and_writes(tmp_path, digits_teacher, capsys):
     assert main(["crossings", "--run", str(out), "--epochs", "2"]) == 0
     assert main(["cosine", "--run", str(tmp_path)]) == 2  # not a run: one-line error
     assert "not a zsq-probe run" in capsys.readouterr().err
+
+
+def test_crossings_agree_with_gi_counts_and_levels(tmp_path, digits_teacher):
+    cfg = cfg_for("ait", probes=["crossings"], epochs=1)
+    seen = []
+
+    class Record(Observer):
+        name = "record"
+
+        def on_step(self, trainer, event):
+            seen.append((event.step, dict(event.gi["changed"]), dict(event.gi["kappa"])))
+
+    train(cfg, tmp_path / "r", observers=build_probes(cfg) + [Record()], **QUIET)
+    df = pd.read_parquet(tmp_path / "r" / "probes" / "crossings")
+    steps = df[df.statistic == "step"].set_index(["step", "layer"])
+    for step, changed, kappa in seen:
+        for layer, n in changed.items():
+            assert steps.loc[(step, layer), "changed"] == n  # the probe's own count equals GI's
+            assert steps.loc[(step, layer), "kappa"] == kappa[layer]
+    assert (steps.changed_level <= steps.layer_size).all() and (steps.changed_level >= 0).all()

@@ -129,7 +129,7 @@ DATASET_SCALES: dict[str, dict] = {
                      lr_milestones=[100, 200, 300], gi_p=1e-4, gi_p_milestones=[100, 200, 300],
                      lr=1e-4, val_batch_size=100, hessian_batch_size=64),
     "digits": dict(epochs=12, iters_per_epoch=25, batch_size=64, warmup_epochs=2, act_range_epochs=2,
-                   lr_milestones=[6, 9], gi_p=1e-2, gi_p_milestones=[6, 9], lr=1e-3,
+                   lr_milestones=[6, 9], gi_p=1e-3, gi_p_milestones=[6, 9], lr=1e-3,
                    val_batch_size=300, hessian_batch_size=200, hessian_every_epochs=3, probe_every_steps=5,
                    hessian_vectors=8, slq_runs=1, slq_steps=16, hessian_top_k=3, w_bits=3, a_bits=3),
 }

@@ -14,7 +14,7 @@ import pandas as pd
 from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.probes.base import Probe, draw_probe_batch, observing
-from zsq_probe.probes.crossings import checkpoint_diff_rows, compact_codes
+from zsq_probe.probes.crossings import checkpoint_diff_rows, codes_and_levels
 from zsq_probe.probes.curvature import curvature, curvature_seed, slice_rows, warn_small_batch
 from zsq_probe.probes.gradients import checkpoint_cosine
 from zsq_probe.store import RunDir, epoch_key
@@ -66,14 +66,14 @@ def probe_run(run_path, probe: str, epochs=None, device: str = "cpu", overwrite:
     tables = POSTHOC_TABLES[probe]
     done = set(run.part_keys(tables[0]))
     out = []
-    codes: dict[int, dict] = {}  # integer codes per checkpoint epoch (crossings)
+    codes: dict[int, tuple] = {}  # (codes, levels) per checkpoint epoch (crossings)
 
     def codes_at(e):
         if e not in codes:
             trainer.load_state_dict(run.load_checkpoint(e, map_location=trainer.device)[1])
             if len(codes) > 1:
                 codes.clear()  # only consecutive pairs are needed
-            codes[e] = compact_codes(trainer.student)
+            codes[e] = codes_and_levels(trainer.student)
         return codes[e]
 
     if probe == "crossings" and not trainer.quant_layers:

@@ -42,6 +42,8 @@ _PART = re.compile(r"^part-(?P<key>[A-Za-z0-9_.-]+)\.parquet$")
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
 FAULT_ENV = "ZSQ_PROBE_FAULT"
 CHECKPOINT_KEYS = ("epoch", "global_step", "student", "optimizer", "rng")
+_UMASK = os.umask(0o022)  # read the process umask once (at import) ...
+os.umask(_UMASK)  # ... and put it back
 
 
 def fault_point(site: str) -> None:
@@ -73,6 +75,8 @@ def atomic_write_bytes(path: Path, data: bytes, site: str | None = None) -> None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600 files: give the usual umask-based mode instead
+                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -19,11 +19,12 @@ import torch.nn as nn
 from zsq_probe.config import RunConfig, config_diff, config_from_dict, validate
 from zsq_probe.errors import UserError
 from zsq_probe.losses import ce_to_labels, hard_labels, kl_to_teacher
-from zsq_probe.store import RunDir, epoch_key, key_epoch
+from zsq_probe.store import RunDir, epoch_key, fault_point, key_epoch
 
 
 class NonFiniteError(UserError):
-    """A loss or gradient became NaN/inf; the message names the epoch, step and term."""
+    """A loss or gradient became NaN/inf; the message names the epoch, step and term, and the last good
+    checkpoint (nothing of the failed epoch is written).  `on_nonfinite=skip` skips such updates instead."""
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Trainer:
             raise UserError(f"--device {cfg.device}: CUDA is not available on this machine")
         self.epoch = 0  # epochs completed
         self.global_step = 0
+        self._at, self._skipped_now = (0, 0), False  # (epoch, step) now; whether this step skipped an update
         self._build()
 
     # ------------------------------------------------------------------ set-up
@@ -101,7 +103,13 @@ class Trainer:
         from zsq_probe.models import build_architecture, load_teacher
         from zsq_probe.quant import quantize_model, quantized_layers
 
+        from zsq_probe.data import dataset_for_teacher
+
         cfg = self.cfg
+        expected = dataset_for_teacher(cfg.teacher)
+        if cfg.data and get_spec(cfg.data).name != expected:
+            raise UserError(f"teacher {cfg.teacher} was trained on {expected}, not on --data {cfg.data}: drop --data "
+                            f"or pick a teacher for {cfg.data}")
         torch.manual_seed(cfg.seed)
         teacher, self.teacher_info = load_teacher(cfg.teacher, weights=cfg.weights, root=cfg.weights_root,
                                                   download=cfg.download)
@@ -137,7 +145,7 @@ class Trainer:
             val = load_dataset(cfg.data, cfg.data_root, split="test", download=cfg.download)
             self.val_loader = make_loader(val, cfg.val_batch_size, shuffle=False, seed=cfg.seed)
         except UserError as e:
-            if cfg.source == "real":
+            if cfg.source == "real" or cfg.data_root is not None:  # a --data-root given is meant to be used
                 raise
             self.log(f"note: no validation ({e})")
         self.train_set = None
@@ -243,8 +251,17 @@ class Trainer:
         gen_loss = gen_ce + cfg.bns_weight * bns_loss
         if train_generator:
             self.gen_opt.zero_grad(set_to_none=True)
-            gen_loss.backward()
-            self.gen_opt.step()
+            bad = self._nonfinite_term(gen_loss, {"generator CE term": gen_ce, "generator BNS term": bns_loss},
+                                       "generator loss")
+            if bad is None:
+                gen_loss.backward()
+                if not self._grads_finite(self.generator.parameters()):
+                    bad = "gradient of the generator loss"
+            if bad is None:
+                self.gen_opt.step()
+            else:
+                self.gen_opt.zero_grad(set_to_none=True)
+                self._on_nonfinite(bad, gen_loss, {"generator_ce": gen_ce, "bns": bns_loss})
         terms = {"generator_ce": gen_ce.detach(), "bns": bns_loss.detach(), "generator": gen_loss.detach()}
         return x.detach(), labels.detach(), t_logits.detach(), terms
 
@@ -277,8 +294,12 @@ class Trainer:
         kl_scaled = kl * cfg.temperature ** 2
         loss = cfg.kd_weight * kl_scaled + cfg.ce_weight * ce
         terms = {"kl": kl.detach(), "kl_scaled": kl_scaled.detach(), "ce": ce.detach(), "student": loss.detach()}
-        self._check_finite(epoch, step, {"student loss": loss})
         self.opt.zero_grad(set_to_none=True)
+        weighted = {name: t for name, t, w in (("KL term", kl, cfg.kd_weight), ("CE term", ce, cfg.ce_weight)) if w}
+        bad = self._nonfinite_term(loss, weighted, "student loss")
+        if bad is not None:  # no backward through a NaN/inf loss
+            self._on_nonfinite(bad, loss, {"kl": kl, "ce": ce})
+            return s_logits.detach(), terms, None, None
         term_grads = None
         if want_terms:
             # per-term gradients from one forward: the probes' cosine needs both, the step needs their sum
@@ -288,13 +309,10 @@ class Trainer:
                 p.grad = w_kl * gk + w_ce * gc
         else:
             loss.backward()
-        if not self._grads_finite():
-            if cfg.on_nonfinite == "skip":
-                self.opt.zero_grad(set_to_none=True)
-                self.skipped_steps += 1
-                return s_logits.detach(), terms, term_grads, None
-            raise NonFiniteError(f"non-finite gradient of the student loss at epoch {epoch}, step {step} "
-                                 f"(kl={kl.item():.4g}, ce={ce.item():.4g}); last good checkpoint kept")
+        if not self._grads_finite(self.params):
+            self.opt.zero_grad(set_to_none=True)
+            self._on_nonfinite("gradient of the student loss", loss, {"kl": kl, "ce": ce})
+            return s_logits.detach(), terms, None, None
         self.opt.step()
         gi = None
         if cfg.gi:
@@ -302,19 +320,36 @@ class Trainer:
                   "flags": dict(getattr(self.opt, "last_flags", {}))}
         return s_logits.detach(), terms, term_grads, gi
 
-    def _grads_finite(self) -> bool:
-        grads = [p.grad for p in self.params if p.grad is not None]
+    # ------------------------------------------------------------------ non-finite losses and gradients
+    @staticmethod
+    def _grads_finite(params) -> bool:
+        grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return True
-        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())  # one host sync
 
-    def _check_finite(self, epoch, step, named: dict) -> None:
-        for name, value in named.items():
-            if not torch.isfinite(value).all():
-                if self.cfg.on_nonfinite == "skip":
-                    continue
-                raise NonFiniteError(f"non-finite {name} ({value.item()}) at epoch {epoch}, step {step}; "
-                                     f"last good checkpoint kept (set on_nonfinite=skip to skip such steps)")
+    @staticmethod
+    def _nonfinite_term(total: torch.Tensor, terms: dict, total_name: str) -> str | None:
+        """None when `total` is finite; else the name of the first non-finite term (or of the total)."""
+        if bool(torch.isfinite(total).all()):
+            return None
+        for name, value in terms.items():
+            if not bool(torch.isfinite(value).all()):
+                return name
+        return total_name
+
+    def _on_nonfinite(self, what: str, loss: torch.Tensor, terms: dict) -> None:
+        """Skip this update (on_nonfinite=skip: counted in the metrics' skipped_steps) or stop the run."""
+        epoch, step = self._at
+        if self.cfg.on_nonfinite == "skip":
+            self._skipped_now = True
+            return
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        cps = self.run.checkpoints()
+        kept = (f"the last good checkpoint {cps[max(cps)]} is kept" if cps else "no checkpoint was written")
+        raise NonFiniteError(f"non-finite {what} at epoch {epoch}, step {step} (global step {self.global_step + 1};"
+                             f" loss={float(loss.detach()):.4g}, {values}); stopped, {kept}; to skip such steps resume "
+                             f"with --set on_nonfinite=skip --force")
 
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, epoch: int) -> dict:
@@ -336,7 +371,8 @@ class Trainer:
         if self.quant_layers:
             set_activation_ranges_frozen(self.student, ranges_frozen)
         self.student.train(self.student_train_mode)
-        self.skipped_steps = 0
+        self.skipped_steps = 0  # iterations with an update skipped for a NaN/inf loss or gradient
+        self._at = (epoch, 0)
         for o in self.observers:
             o.on_epoch_start(self, epoch)
 
@@ -351,6 +387,7 @@ class Trainer:
         iters = self.iterations()
         bar = _progress(iters, f"epoch {epoch}/{cfg.epochs} {cfg.method}", self.progress)
         for step in range(iters):
+            self._at, self._skipped_now = (epoch, step), False
             if cfg.source == "generator":
                 x, labels, t_logits, terms = self.generator_step(rng, train_generator=True)
             elif cfg.source == "real":
@@ -368,15 +405,19 @@ class Trainer:
                 sterms = {"kl": kl, "kl_scaled": kl * cfg.temperature ** 2, "ce": ce}
             terms.update(sterms)
             values = {k: float(v) for k, v in terms.items()}  # one host sync per iteration, for the metrics
+            skipped = self._skipped_now
+            self.skipped_steps += skipped
             for k, v in values.items():
-                sums[k] += v
-                counts[k] += 1
+                if math.isfinite(v):  # a skipped step's NaN/inf does not enter the epoch means
+                    sums[k] += v
+                    counts[k] += 1
             self.global_step += 1
             if self.observers:
                 event = StepEvent(epoch, step, self.global_step, x, labels, t_logits, s_logits, values,
-                                  stepping, term_grads, gi)
+                                  stepping and not skipped, None if skipped else term_grads, gi)
                 for o in self.observers:
                     o.on_step(self, event)
+            fault_point(f"step:{epoch}:{step}")  # test-only fault injection (zsq_probe.store)
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0 or step == iters - 1:
@@ -489,13 +530,18 @@ class Trainer:
         self.run.save_checkpoint(epoch, self.state_dict(), keep_all=self.cfg.keep_checkpoints)
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-        self.student.load_state_dict(state["student"])
-        self.opt.load_state_dict(state["optimizer"])
-        if self.generator is not None:
-            self.generator.load_state_dict(state["generator"])
-            self.gen_opt.load_state_dict(state["generator_optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
+        try:
+            self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+            self.student.load_state_dict(state["student"])
+            self.opt.load_state_dict(state["optimizer"])
+            if self.generator is not None:
+                self.generator.load_state_dict(state["generator"])
+                self.gen_opt.load_state_dict(state["generator_optimizer"])
+            torch.set_rng_state(state["rng"]["torch"])
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+            text = " ".join(str(e).split())
+            text = text[:157] + "..." if len(text) > 160 else text
+            raise UserError(f"the checkpoint does not fit this run's models ({e.__class__.__name__}: {text})") from None
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         saved = state.get("observers", {})
@@ -544,17 +590,21 @@ def train(cfg: RunConfig, out, resume: bool = False, force: bool = False, observ
         changed = config_diff(old, cfg)
         if changed and not force:
             first = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
-            raise UserError(f"--resume with a changed config ({first}); pass --force to resume anyway "
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            raise UserError(f"--resume with a changed config ({first}{more}); pass --force to resume anyway "
                             f"(the change is recorded in config.json)")
-        if changed:
-            history = doc.get("config_changes", []) + [{k: [a, b] for k, (a, b) in changed.items()}]
-            run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "config_changes": history,
-                                                   "quantization": doc.get("quantization")})
         trainer = Trainer(cfg, run, observers, progress, log)
         if run.checkpoints():
             epoch, state = run.load_checkpoint()
             trainer.load_state_dict(state)
             log(f"resuming {run.path} after epoch {epoch}")
+        # only now that set-up and checkpoint succeeded is anything in the run changed
+        if changed:
+            history = doc.get("config_changes", []) + [{k: [a, b] for k, (a, b) in changed.items()}]
+            extra = {k: v for k, v in doc.items() if k not in ("format", "run_schema_version", "config", "versions")}
+            extra.update(seed=cfg.seed, config_changes=history)
+            run.write_config(cfg.to_dict(), extra=extra)
+        run.remove_temp_files()  # what writers killed mid-write left
         # what a crash left past the checkpoint is dropped: resumed epochs rewrite their parts
         for table in run.tables():
             run.remove_parts(table, lambda key: (key_epoch(key) or 0) <= trainer.epoch)
