@@ -251,17 +251,15 @@ class Trainer:
         gen_loss = gen_ce + cfg.bns_weight * bns_loss
         if train_generator:
             self.gen_opt.zero_grad(set_to_none=True)
-            bad = self._nonfinite_term(gen_loss, {"generator CE term": gen_ce, "generator BNS term": bns_loss},
-                                       "generator loss")
-            if bad is None:
-                gen_loss.backward()
-                if not self._grads_finite(self.generator.parameters()):
-                    bad = "gradient of the generator loss"
-            if bad is None:
+            gen_loss.backward()
+            if self._all_finite(gen_loss, self.generator.parameters()):
                 self.gen_opt.step()
             else:
                 self.gen_opt.zero_grad(set_to_none=True)
-                self._on_nonfinite(bad, gen_loss, {"generator_ce": gen_ce, "bns": bns_loss})
+                bad = self._nonfinite_term(gen_loss, {"generator CE term": gen_ce, "generator BNS term": bns_loss},
+                                           "generator loss")
+                self._on_nonfinite(bad or "gradient of the generator loss", gen_loss,
+                                   {"generator_ce": gen_ce, "bns": bns_loss})
         terms = {"generator_ce": gen_ce.detach(), "bns": bns_loss.detach(), "generator": gen_loss.detach()}
         return x.detach(), labels.detach(), t_logits.detach(), terms
 
@@ -295,11 +293,6 @@ class Trainer:
         loss = cfg.kd_weight * kl_scaled + cfg.ce_weight * ce
         terms = {"kl": kl.detach(), "kl_scaled": kl_scaled.detach(), "ce": ce.detach(), "student": loss.detach()}
         self.opt.zero_grad(set_to_none=True)
-        weighted = {name: t for name, t, w in (("KL term", kl, cfg.kd_weight), ("CE term", ce, cfg.ce_weight)) if w}
-        bad = self._nonfinite_term(loss, weighted, "student loss")
-        if bad is not None:  # no backward through a NaN/inf loss
-            self._on_nonfinite(bad, loss, {"kl": kl, "ce": ce})
-            return s_logits.detach(), terms, None, None
         term_grads = None
         if want_terms:
             # per-term gradients from one forward: the probes' cosine needs both, the step needs their sum
@@ -309,9 +302,11 @@ class Trainer:
                 p.grad = w_kl * gk + w_ce * gc
         else:
             loss.backward()
-        if not self._grads_finite(self.params):
+        if not self._all_finite(loss, self.params):  # one host sync for the loss and every gradient
             self.opt.zero_grad(set_to_none=True)
-            self._on_nonfinite("gradient of the student loss", loss, {"kl": kl, "ce": ce})
+            weighted = {n: t for n, t, w in (("KL term", kl, cfg.kd_weight), ("CE term", ce, cfg.ce_weight)) if w}
+            bad = self._nonfinite_term(loss, weighted, "student loss")
+            self._on_nonfinite(bad or "gradient of the student loss", loss, {"kl": kl, "ce": ce})
             return s_logits.detach(), terms, None, None
         self.opt.step()
         gi = None
@@ -322,11 +317,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ non-finite losses and gradients
     @staticmethod
-    def _grads_finite(params) -> bool:
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return True
-        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())  # one host sync
+    def _all_finite(loss: torch.Tensor, params) -> bool:
+        """Whether the loss and every gradient are finite, with one host sync."""
+        flags = [torch.isfinite(loss).all()] + [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+        return bool(torch.stack(flags).all())
 
     @staticmethod
     def _nonfinite_term(total: torch.Tensor, terms: dict, total_name: str) -> str | None:
