@@ -315,21 +315,45 @@ def unique_jobs(jobs: list[Job]) -> list[Job]:
 _IGNORED = ("device", "data_root", "weights_root", "download", "weights")
 
 
+def config_conflict(job: Job, cfg=None) -> str | None:
+    """Why the run already in the job's folder cannot serve it (another config), or None."""
+    from zsq_probe.config import config_diff, config_from_dict
+
+    if job.status() == "new":
+        return None
+    cfg = cfg or job.config()
+    try:
+        doc = json.loads((job.path / "config.json").read_text())
+        old = config_from_dict(doc["config"])
+    except (OSError, ValueError, KeyError, UserError) as e:
+        return f"{job.path}/config.json is unreadable ({e.__class__.__name__})"
+    changed = config_diff(old, cfg, ignore=_IGNORED)
+    if not changed:
+        return None
+    first = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
+    return f"{job.path} holds a run with another config ({first})"
+
+
+def check_existing(jobs: list[Job]) -> None:
+    """Refuse, before anything runs, folders that hold runs of another config (another --set, an edited
+    recipe): their results would be reported as this recipe's."""
+    bad = [m for m in (config_conflict(j) for j in unique_jobs(jobs)) if m]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UserError(f"{bad[0]}{more}; use another --out, the same --set options as before, or remove "
+                        f"those folders")
+
+
 def train_job(job: Job, progress: bool = False, log=print) -> dict:
     """Train one job: skip it when finished (its config must match), resume it when partial."""
-    from zsq_probe.config import config_diff, config_from_dict
     from zsq_probe.probes import build_probes
     from zsq_probe.train import train
 
     cfg = job.config()
     status = job.status()
-    if status != "new":
-        doc = json.loads((job.path / "config.json").read_text())
-        changed = config_diff(config_from_dict(doc["config"]), cfg, ignore=_IGNORED)
-        if changed:
-            first = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
-            raise UserError(f"{job.path} holds a run with another config ({first}); use another --out "
-                            f"or remove that folder")
+    conflict = config_conflict(job, cfg)
+    if conflict:
+        raise UserError(conflict)
     if status == "done":
         return job.summary()
     observers = build_probes(cfg) if cfg.probes else []
@@ -516,12 +540,13 @@ def _delta(a, b) -> str:
 
 
 def render_table(table: dict, values: dict, teacher: dict | None = None, expected_n: int | None = None,
-                 header_note: str = "") -> str:
+                 header_note: str = "", standins: dict | None = None) -> str:
     """The paper's table layout, each of our cells ('mean ± std' over seeds) beside the paper's value.
 
     Blocks and rows none of whose runs were planned are left out; '·' marks a cell whose run was not
     planned (--only, tiny scale), 'not run' a cell the paper has but zsq-probe cannot run, '—' a planned
-    run without a finished seed."""
+    run without a finished seed.  `standins`: paper run id -> the label of the run trained for it (tiny
+    scale), named in the block title."""
     cols = _columns(table)
     cells = {(c["block"], c["row"], c["column"]): c for c in table_cells(table, values, expected_n)}
     lines = [table["title"]]
@@ -529,11 +554,19 @@ def render_table(table: dict, values: dict, teacher: dict | None = None, expecte
         lines.append(header_note)
     row_head = table.get("row_header", "")
     for b in table["blocks"]:
-        rows = [r for r in b["rows"] if any(cells.get((b["title"], r["label"], c["name"]), {}).get("planned")
-                                            for c in cols)]
-        if not rows:
+        def planned(r):
+            return any(cells.get((b["title"], r["label"], c["name"]), {}).get("planned") for c in cols)
+
+        if not any(planned(r) for r in b["rows"]):
             continue
+        # rows with a planned run, and the paper-only rows (every cell 'not run', e.g. Tab. 3's LARS)
+        rows = [r for r in b["rows"] if planned(r) or all(cl["run"] is None for cl in r["cells"].values())]
         title = b["title"]
+        if standins:
+            labels = sorted({standins[cl["run"]] for r in rows for cl in r["cells"].values()
+                             if cl["run"] in standins})
+            if labels:
+                title += f"  [ours: {', '.join(labels)}]"
         if teacher is not None and b.get("fp32") is not None:
             t_vals = [v for r in rows for c in cols
                       for v in teacher.get((r["cells"].get(c["name"]) or {}).get("run"), [])]
@@ -604,7 +637,12 @@ def report_table(recipe: dict, jobs: list[Job], out, scale: str, metric: str = "
     if scale == TINY_SCALE:
         note += ("\n" + "tiny scale: every run is its digits stand-in (" + recipe["tiny"]["summary"] +
                  "); the paper's values are those of the setting named in each block, shown for layout only")
-    text = render_table(table, values, teacher, expected_n=n_seeds, header_note=note)
+    standins = None
+    if scale == TINY_SCALE:
+        standins = {j.paper_id: f"{j.spec['teacher']} " + ("fp" if j.spec["w_bits"] is None else
+                                                           bits_label(j.spec["w_bits"], j.spec["a_bits"]))
+                    for j in jobs}
+    text = render_table(table, values, teacher, expected_n=n_seeds, header_note=note, standins=standins)
     out = Path(out) / "tables"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{recipe['name']}.txt").write_text(text + "\n")
@@ -724,6 +762,7 @@ def _main(args) -> int:
                 args.download)
     for j in unique_jobs(jobs):
         j.config()  # every config resolves and validates before anything runs
+    check_existing(jobs)
     if args.dry_run:
         print(dry_run_text(recipe, jobs, args, out))
         return 0
@@ -736,7 +775,7 @@ def _main(args) -> int:
     if failures:
         print(f"\n{len(failures)} run(s) failed:", file=sys.stderr)
         for j, msg in failures:
-            print(f"  {j.path}: {msg}", file=sys.stderr)
+            print(f"  {j.id} seed {j.seed}: {msg}", file=sys.stderr)
     if failures or failed_figures:
         return 1
     return 0

@@ -7,8 +7,8 @@ Paper scale (a GPU box with CIFAR/ImageNet under --data-root and the pytorchcv w
     python -m analyses tab1 --data-root ~/data --device cuda --out runs/tab1 --only 'resnet20_*'   # CIFAR part
 
 70 runs x 3 seeds.  Expected time (rough single-GPU estimate, A100/H100 class): ~1.2 h per CIFAR run,
-~5 h per ResNet-18 / MobileNetV2 run, ~9 h per ResNet-50 run, minutes for ZeroQ: about 560 GPU-hours
-in all, ~55 of them for the CIFAR part.  Runs are independent: start several processes with disjoint
+~5 h per ResNet-18 / MobileNetV2 run, ~9 h per ResNet-50 run, minutes for ZeroQ: about 770 GPU-hours
+in all, ~90 of them for the CIFAR part.  Runs are independent: start several processes with disjoint
 --only patterns on several GPUs and the same --out; a finished run is skipped, a killed one resumes.
 
 Tiny scale (2 CPU cores, embedded digits teacher; measured ~35 min per seed on a busy 2-core box):

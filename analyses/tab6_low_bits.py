@@ -5,7 +5,7 @@ Paper scale:
 
     python -m analyses tab6 --data-root ~/data --device cuda --out runs/tab6
 
-56 runs x 3 seeds; rough single-GPU estimate (A100/H100 class): ~550 GPU-hours (~77 of them for the
+56 runs x 3 seeds; rough single-GPU estimate (A100/H100 class): ~570 GPU-hours (~115 of them for the
 CIFAR part: --only 'resnet20_*').
 
 The paper's values come from an OCR of the appendix table whose decimal points were lost: they were

@@ -5,7 +5,7 @@ Paper scale:
 
     python -m analyses tab8 --data-root ~/data --device cuda --out runs/tab8
 
-20 runs x 5 seeds; rough single-GPU estimate (A100/H100 class): ~620 GPU-hours (~60 for the CIFAR-100
+20 runs x 5 seeds; rough single-GPU estimate (A100/H100 class): ~310 GPU-hours (~60 for the CIFAR-100
 half: --only 'resnet20_*').  Shares its p=5e-4, 1e-4 and 5e-5 runs (seeds 0-2) with Tab. 4 when --out
 is the same.
 

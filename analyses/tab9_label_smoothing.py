@@ -6,7 +6,7 @@ Paper scale:
 
     python -m analyses tab9 --data-root ~/data --device cuda --out runs/tab9
 
-27 runs x 3 seeds; rough single-GPU estimate (A100/H100 class): ~220 GPU-hours (~62 for CIFAR:
+27 runs x 3 seeds; rough single-GPU estimate (A100/H100 class): ~200 GPU-hours (~65 for CIFAR:
 --only 'resnet20_*').  The c=0 GDFQ run and the AIT run are the plain runs of Tab. 1 (shared when --out
 is the same).  CE-only is the gdfq preset with kd_weight=0 (zsq-probe has no 'ce-only' preset without
 GI; the method label is set to 'ce-only').

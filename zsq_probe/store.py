@@ -5,7 +5,7 @@
     RUN/probes/<table>/part-e0007.parquet   one part per epoch (per flush); rewriting an epoch replaces
                                        its part, so a resumed run never duplicates rows
 
-Every file is written to a temporary name in the same folder (`.NAME.XXXX.tmp`) and renamed into place:
+Every file is written to a temporary name in the same folder (`.NAME.PID-XXXX.tmp`) and renamed into place:
 a reader (or a resumed run after kill -9) never sees a half-written file.  Readers never look at the
 hidden temporary names (pandas/pyarrow skip names starting with '.'); a resumed run deletes leftovers.
 
@@ -170,9 +170,11 @@ class RunDir:
         v = doc.get("run_schema_version")
         if v != RUN_SCHEMA_VERSION:
             wrote = (doc.get("versions") or {}).get("zsq_probe")
-            raise UserError(f"{run.path} has run schema version {v}; this zsq-probe "
-                            f"({_own_version()}) reads version {RUN_SCHEMA_VERSION}: use "
-                            f"{'zsq-probe ' + str(wrote) if wrote else 'the zsq-probe release that wrote it'}")
+            by = f" (written by zsq-probe {wrote})" if wrote else ""
+            raise UserError(f"{run.path} has run schema version {v}{by}; this zsq-probe ({_own_version()}) reads "
+                            f"version {RUN_SCHEMA_VERSION}: open it with the zsq-probe release that wrote it")
+        if not isinstance(doc.get("config"), dict):
+            raise UserError(f"{run.config_path} has no run config (key 'config'): the file is damaged")
         return run
 
     def remove_temp_files(self) -> list[Path]:
@@ -190,14 +192,17 @@ class RunDir:
 
     def read_config_doc(self) -> dict:
         if not self.config_path.is_file():
-            if any(_TEMP.match(p.name) and p.name.startswith(".config.json.") for p in self.path.glob(".config.json.*")):
+            if any(_TEMP.match(p.name) for p in self.path.glob(".config.json.*")):
                 raise UserError(f"{self.path} is not a zsq-probe run yet (it was stopped before it wrote config.json):"
                                 f" start it again without --resume")
             raise UserError(f"{self.path} is not a zsq-probe run (no config.json)")
         try:
-            return json.loads(self.config_path.read_text())
+            doc = json.loads(self.config_path.read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"{self.config_path} is not readable JSON ({e.__class__.__name__})") from None
+        if not isinstance(doc, dict):
+            raise UserError(f"{self.path} is not a zsq-probe run (config.json holds no object)")
+        return doc
 
     # --- checkpoints
     def checkpoint_path(self, epoch: int) -> Path:

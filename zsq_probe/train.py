@@ -611,5 +611,6 @@ def train(cfg: RunConfig, out, resume: bool = False, force: bool = False, observ
         spec = None if cfg.full_precision_student else quantization_spec(trainer.student)
         run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec,
                                                "teacher": trainer.teacher_info.to_dict()})
+        run.remove_temp_files()  # a first attempt killed while writing config.json left its temporary copy
     return trainer.fit()
 
