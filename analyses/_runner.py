@@ -127,9 +127,9 @@ TINY_KEEPS = ("the same presets, losses, generators, gradient inundation, probes
               "paper's schedule (generator warm-up, frozen activation ranges, lr/p decay milestones) at "
               "config.py's digits scale: 12 epochs x 25 iterations, batch 64, warm-up 2 epochs, milestones "
               "6/9, lr 1e-3, p 1e-2")
-TINY_LOSES = ("the real teachers and data sets (a 10-class 16x16 digits task and a small CNN teacher instead of "
-              "CIFAR/ImageNet ResNets), the 400-epoch schedule and hence the absolute accuracies: the paper's "
-              "values are printed for layout, not for comparison")
+TINY_LOSES = ("the real teachers and data sets (a 10-class 16x16 digits task and a small CIFAR-style ResNet "
+              "teacher instead of CIFAR/ImageNet models), the 400-epoch schedule and hence the absolute "
+              "accuracies: the paper's values are printed for layout, not for comparison")
 TINY_BITS = "bit widths one lower (4w4a -> 3w3a, 5w5a -> 4w4a), since digits at 4w4a barely loses accuracy"
 
 
@@ -386,7 +386,8 @@ def train_all(jobs: list[Job], progress: bool = False, quiet: bool = False) -> l
             print(f"{head}: error: {e}", file=sys.stderr)
             continue
         top1 = s.get("best_val_top1")
-        acc = "no validation" if top1 is None else f"best top-1 {100 * top1:.2f}%, final {100 * s['final_val_top1']:.2f}%"
+        acc = ("no validation" if top1 is None
+               else f"best top-1 {100 * top1:.2f}%, final {100 * s['final_val_top1']:.2f}%")
         print(f"{head}: finished in {time.time() - t0:.1f}s ({acc})", flush=True)
     return failures
 
@@ -545,10 +546,15 @@ def render_table(table: dict, values: dict, teacher: dict | None = None, expecte
 
     Blocks and rows none of whose runs were planned are left out; '·' marks a cell whose run was not
     planned (--only, tiny scale), 'not run' a cell the paper has but zsq-probe cannot run, '—' a planned
-    run without a finished seed.  `standins`: paper run id -> the label of the run trained for it (tiny
-    scale), named in the block title."""
+    run without a finished seed; columns without a planned run are left out too.  `standins`: paper
+    run id -> the label of the run trained for it (tiny scale), named in the block title."""
     cols = _columns(table)
     cells = {(c["block"], c["row"], c["column"]): c for c in table_cells(table, values, expected_n)}
+    shown = [c for c in cols if any(v["planned"] for k, v in cells.items() if k[2] == c["name"])]
+    if shown:  # columns none of whose runs were planned (--only, tiny scale) are left out
+        cols = list(shown)
+        names = {c["name"] for c in cols}
+        cols = [dict(c, delta_from=None) if c.get("delta_from") not in names else c for c in cols]
     lines = [table["title"]]
     if header_note:
         lines.append(header_note)

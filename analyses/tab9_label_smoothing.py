@@ -53,7 +53,8 @@ for t, (base, ce, ait) in PAPER.items():
     rows = [{"label": "Baseline (GDFQ)", "cells": {**{f"c={c:.2f}": cell(RUNS[t, "baseline", c], v)
                                                       for c, v in zip(SMOOTHING, base)},
                                                    "AIT": cell(RUNS[t, "ait"], ait)}},
-            {"label": "CE-only", "cells": {f"c={c:.2f}": cell(RUNS[t, "ce-only", c], v) for c, v in zip(SMOOTHING, ce)}}]
+            {"label": "CE-only", "cells": {f"c={c:.2f}": cell(RUNS[t, "ce-only", c], v)
+                                           for c, v in zip(SMOOTHING, ce)}}]
     BLOCKS.append({"title": f"{MODEL_NAMES[t]}, 4w4a", "rows": rows})
 
 RECIPE = {

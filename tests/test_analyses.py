@@ -347,6 +347,7 @@ def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
     # only the selected run shows in the table: one row with our value, others left out
     table = text[text.index("Table 2."):]
     assert "Baseline (GDFQ)" in table and "KL-only" not in table.split("note:")[0]
+    assert "CIFAR-10 RN-20" in table and "CIFAR-100 RN-20" not in table  # unplanned columns left out
 
 
 def test_figure_recipe_end_to_end_tiny(tmp_path, capsys, digits_teacher):

@@ -16,14 +16,15 @@ def _train_args(p):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--w-bits", type=int)
     p.add_argument("--a-bits", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--probes", help="comma-separated probes to switch on (cosine,inter_epoch,crossings,hessian,slice)"
                                     " or 'all'")
     p.add_argument("--out", required=True, help="run folder (must be new or empty unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="with --resume: accept a changed config (recorded)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
-    p.add_argument("--config", help="a config JSON file (a run's config.json works) used instead of the preset")
+    p.add_argument("--config", help="a config JSON file (a run's config.json works) used instead of the preset; "
+                                    "with --resume the run's own config.json is the default")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -38,6 +39,11 @@ def build_config(args):
              "device": args.device, "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch,
              "batch_size": args.batch_size, "w_bits": args.w_bits, "a_bits": args.a_bits, "seed": args.seed,
              "probes": probes}
+    if args.resume and not args.config:
+        from pathlib import Path
+
+        if (Path(args.out) / "config.json").is_file():
+            args.config = str(Path(args.out) / "config.json")  # resume what was started; flags given still apply
     if args.config:
         try:
             with open(args.config) as f:

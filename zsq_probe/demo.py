@@ -43,7 +43,7 @@ def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bo
         log(f"[2/4] run {i}/{len(configs)}: {preset} ({cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} "
             f"iterations, probes: {', '.join(cfg.probes)}){' - already done' if done else ''}")
         if not done:
-            resume = path.exists() and any(path.iterdir())
+            resume = (path / "config.json").is_file()  # a run killed before its config starts afresh
             import warnings
 
             with warnings.catch_warnings():
