@@ -81,3 +81,22 @@ def test_presets_lists_the_paper_rows(capsys):
     assert rc == 0 and {"gdfq", "kl-only", "ait", "baseline+gi", "ce-only+gi", "kl-only-high-lr", "ait-adam",
                         "ait-rmsprop", "gdfq-adam", "gdfq-rmsprop", "kd"} <= set(table)
     assert table["ait"]["gi"] is True and table["ait"]["ce_weight"] == 0.0
+
+
+def test_readme_schema_section_matches_the_code():
+    from pathlib import Path
+
+    from zsq_probe.schema import markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert markdown().strip() in readme, "regenerate the README's table section with `python -m zsq_probe.schema`"
+
+
+def test_resume_uses_the_runs_own_config(tmp_path, digits_teacher, capsys):
+    out = str(tmp_path / "r")
+    common = ["--no-progress", "--set", "val_max_batches=1"]
+    assert main(["train", "--preset", "gdfq", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "16",
+                 "--seed", "3", "--out", out] + common) == 0
+    assert main(["train", "--out", out, "--resume", "--no-progress"]) == 0  # no preset, no seed: the run's own
+    assert main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 2
+    assert "changed config (epochs: 1 -> 2)" in capsys.readouterr().err
