@@ -398,7 +398,8 @@ class Trainer:
                     s_logits, kl, ce = self.student_losses(x, labels, t_logits)
                 sterms = {"kl": kl, "kl_scaled": kl * cfg.temperature ** 2, "ce": ce}
             terms.update(sterms)
-            values = {k: float(v) for k, v in terms.items()}  # one host sync per iteration, for the metrics
+            # one host sync per iteration for all metric terms
+            values = dict(zip(terms, torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()))
             skipped = self._skipped_now
             self.skipped_steps += skipped
             for k, v in values.items():
