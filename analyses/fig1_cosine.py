@@ -10,7 +10,7 @@ Paper scale:
 CE + KL; ZQ: GDFQ at 4w4a), one seed, the cosine probe every 10 student steps.  Rough single-GPU
 estimate (A100/H100 class): ~2 GPU-hours.  Writes OUT/figures/fig1/fig1_cosine.png.
 
-Tiny scale (2 CPU cores; ~1.5 min on a busy 2-core box):
+Tiny scale (2 CPU cores; ~1.5 min on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses fig1 --scale tiny
 

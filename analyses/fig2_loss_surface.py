@@ -10,7 +10,7 @@ Paper scale:
 SLQ density) and the slice probe every 10 epochs on a fixed batch of 200.  Rough single-GPU estimate
 (A100/H100 class): ~3 GPU-hours.  Writes OUT/figures/fig2/fig2b_*.png, fig2c_*.png, fig2d_*.png.
 
-Tiny scale (2 CPU cores; ~4 min on a busy 2-core box):
+Tiny scale (2 CPU cores; ~4 min on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses fig2 --scale tiny
 

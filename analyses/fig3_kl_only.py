@@ -10,7 +10,7 @@ Paper scale:
 ResNet-18/ImageNet with the crossings probe.  Rough single-GPU estimate (A100/H100 class): ~9 GPU-hours
 (the ImageNet run dominates).  Writes OUT/figures/fig3/fig3a_*.png and fig3bc_*.png.
 
-Tiny scale (2 CPU cores; ~4 min on a busy 2-core box):
+Tiny scale (2 CPU cores; ~4 min on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses fig3 --scale tiny
 

@@ -12,7 +12,7 @@ Paper scale:
 3 runs, one seed, the cosine probe.  Rough single-GPU estimate (A100/H100 class): ~4 GPU-hours.
 Writes OUT/figures/fig5/fig5_*.png.
 
-Tiny scale (2 CPU cores; ~4 min on a busy 2-core box):
+Tiny scale (2 CPU cores; ~4 min on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses fig5 --scale tiny
 

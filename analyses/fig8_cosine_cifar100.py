@@ -8,7 +8,7 @@ Paper scale:
 10 runs, one seed, the cosine probe.  Rough single-GPU estimate (A100/H100 class): ~32 GPU-hours
 (WRN and ResNeXt dominate).  Writes OUT/figures/fig8/fig7_8_*.png.
 
-Tiny scale (2 CPU cores; ~1.5 min on a busy 2-core box):
+Tiny scale (2 CPU cores; ~1.5 min on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses fig8 --scale tiny
 

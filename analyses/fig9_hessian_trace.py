@@ -9,7 +9,7 @@ Paper scale:
 batch of 200).  Rough single-GPU estimate (A100/H100 class): ~61 GPU-hours.  Writes
 OUT/figures/fig9/fig9_*.png.
 
-Tiny scale (2 CPU cores; ~3 min on a busy 2-core box):
+Tiny scale (2 CPU cores; ~4 min on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses fig9 --scale tiny
 

@@ -11,7 +11,8 @@ Paper scale (a GPU box with CIFAR/ImageNet under --data-root and the pytorchcv w
 in all, ~90 of them for the CIFAR part.  Runs are independent: start several processes with disjoint
 --only patterns on several GPUs and the same --out; a finished run is skipped, a killed one resumes.
 
-Tiny scale (2 CPU cores, embedded digits teacher; measured ~35 min per seed on a busy 2-core box):
+Tiny scale (2 CPU cores, embedded digits teacher; ~35 min per seed on a busy 2-core box, summed from
+measured per-run times):
 
     python -m analyses tab1 --scale tiny --seeds 1
 

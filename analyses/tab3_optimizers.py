@@ -9,7 +9,7 @@ Paper scale:
 folder of Tab. 1 to reuse its GDFQ (Baseline-SGD) and AIT (GI-SGD) 4w4a runs.  The Baseline-LARS row is
 the paper's only: zsq-probe has no LARS optimiser (config `optimizer` is sgd | adam | rmsprop).
 
-Tiny scale (2 CPU cores; ~8 min per seed on a busy 2-core box):
+Tiny scale (2 CPU cores; ~8 min per seed on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses tab3 --scale tiny --seeds 1
 

@@ -10,7 +10,7 @@ Paper scale:
 ResNet-18 ~5 h).  p is set explicitly in every run, also at the data set's default (1e-3 CIFAR, 1e-4
 ImageNet), so those two repeat the plain AIT run of Tab. 1 under their own id.
 
-Tiny scale (2 CPU cores; ~7 min per seed on a busy 2-core box):
+Tiny scale (2 CPU cores; ~7 min per seed on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses tab4 --scale tiny --seeds 1
 

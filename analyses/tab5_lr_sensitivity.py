@@ -9,7 +9,7 @@ Paper scale:
 explicitly in every run, so the runs at a preset's default (1e-4; GDFQ on ImageNet 1e-6) repeat Tab. 1's
 plain GDFQ/AIT runs under their own id.
 
-Tiny scale (2 CPU cores; ~14 min per seed on a busy 2-core box):
+Tiny scale (2 CPU cores; ~14 min per seed on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses tab5 --scale tiny --seeds 1
 

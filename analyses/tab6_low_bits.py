@@ -11,7 +11,7 @@ CIFAR part: --only 'resnet20_*').
 The paper's values come from an OCR of the appendix table whose decimal points were lost: they were
 restored by magnitude (e.g. '4962' -> 49.62).  Two are uncertain and flagged in the table notes.
 
-Tiny scale (2 CPU cores; ~30 min per seed on a busy 2-core box):
+Tiny scale (2 CPU cores; ~40 min per seed on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses tab6 --scale tiny --seeds 1
 

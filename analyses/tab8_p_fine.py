@@ -9,7 +9,7 @@ Paper scale:
 half: --only 'resnet20_*').  Shares its p=5e-4, 1e-4 and 5e-5 runs (seeds 0-2) with Tab. 4 when --out
 is the same.
 
-Tiny scale (2 CPU cores; ~14 min per seed on a busy 2-core box):
+Tiny scale (2 CPU cores; ~14 min per seed on a busy 2-core box, summed from measured per-run times):
 
     python -m analyses tab8 --scale tiny --seeds 2
 

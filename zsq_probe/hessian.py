@@ -183,6 +183,11 @@ class HessianOperator:
     when the first batch's graph times the number of batches fits in ``memory_fraction`` of the
     free memory. ``freeze_activation_ranges``: run activation quantisers (zsq_probe.quant) with
     their ranges frozen, so the loss is the one the current ranges give.
+    ``affine_eval_batchnorm``: while the graph is recorded, a BatchNorm module in eval mode runs
+    as the per-channel affine map it is, ``x * s + t`` with ``s = weight / sqrt(running_var + eps)``
+    and ``t = bias - running_mean * s``: the same function (equal up to rounding), so the same
+    Hessian, but the double backward of two multiplications is much cheaper than that of
+    ``native_batch_norm`` (about a fifth of a resnet20 product on CPU).
 
     Vectors are flat torch tensors of length ``dim`` (parameters concatenated in order) on
     ``device`` with ``dtype``. The operator holds the graph (and references to the parameters):
@@ -194,7 +199,7 @@ class HessianOperator:
                  batches: Iterable[tuple[Any, Any]], params: str | Iterable[str] | None = None,
                  device: torch.device | str | None = None, mode: str = "eval",
                  keep_graphs: bool | None = None, memory_fraction: float = 0.5,
-                 freeze_activation_ranges: bool = True) -> None:
+                 freeze_activation_ranges: bool = True, affine_eval_batchnorm: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise UserError(f"HessianOperator needs a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -209,6 +214,7 @@ class HessianOperator:
         self.loss_fn = loss_fn
         self.mode = mode
         self.freeze_activation_ranges = bool(freeze_activation_ranges)
+        self.affine_eval_batchnorm = bool(affine_eval_batchnorm)
 
         selected = _select_params(model, params)
         self.param_names: list[str] = [n for n, _ in selected]
@@ -276,6 +282,8 @@ class HessianOperator:
             with contextlib.ExitStack() as stack:
                 if self.freeze_activation_ranges:
                     stack.enter_context(_frozen_quantizers(self.model))
+                if self.affine_eval_batchnorm:
+                    stack.enter_context(_affine_eval_batchnorm(modules))
                 yield
         finally:
             for m, flag, bufs in zip(modules, flags, saved):
@@ -429,6 +437,39 @@ class HessianOperator:
         return (f"HessianOperator(dim={self.dim}, params={len(self.param_names)}, batches={len(self._batches)}, "
                 f"mode={self.mode!r}, keep_graphs={self.keep_graphs}, dtype={self.dtype}, device={self.device}, "
                 f"num_products={self.num_products}{', closed' if self._closed else ''})")
+
+
+def _affine_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    self._check_input_dim(x)
+    scale = torch.rsqrt(self.running_var + self.eps)
+    if self.weight is not None:
+        scale = self.weight * scale
+    shift = -self.running_mean * scale
+    if self.bias is not None:
+        shift = shift + self.bias
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return x * scale.reshape(shape).to(x.dtype) + shift.reshape(shape).to(x.dtype)
+
+
+@contextlib.contextmanager
+def _affine_eval_batchnorm(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Give every stock BatchNorm in eval mode with running statistics the affine forward."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    patched: list[tuple[nn.Module, Any]] = []
+    try:
+        for m in modules:
+            if (isinstance(m, _BatchNorm) and type(m).forward is _BatchNorm.forward and not m.training
+                    and m.running_mean is not None and m.running_var is not None):
+                patched.append((m, m.__dict__.get("forward")))
+                m.forward = _affine_bn_forward.__get__(m)
+        yield
+    finally:
+        for m, own in patched:
+            if own is None:
+                del m.__dict__["forward"]
+            else:
+                m.__dict__["forward"] = own
 
 
 @contextlib.contextmanager
@@ -675,8 +716,8 @@ def top_eigenpairs(op: HessianOperator, k: int = 1, tol: float = 1e-6, seed: int
     Lanczos (ARPACK ``eigsh``, ``which="LA"``); ``which="SA"`` gives the smallest, ``"LM"``
     the largest magnitude. ``v0`` is a Gaussian vector from ``seed``; ``tol`` is ARPACK's
     relative accuracy of the eigenvalues (0 for machine precision). ``ncv`` (Lanczos vectors per
-    restart; ARPACK checks convergence only at restarts) defaults to ``max(2k+1, 4k+4)``: small
-    for k=1, where network Hessians usually have a well-separated top eigenvalue (resnet20:
+    restart; ARPACK checks convergence only at restarts) defaults to ``max(2k+1, min(20, 4k+4))``
+    (SciPy's default is ``max(2k+1, 20)``): small for k=1, where network Hessians usually have a well-separated top eigenvalue (resnet20:
     about 9 products instead of 21 with SciPy's default of 20)."""
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
@@ -693,7 +734,7 @@ def top_eigenpairs(op: HessianOperator, k: int = 1, tol: float = 1e-6, seed: int
     if ncv is not None:
         ncv = _check_int(ncv, "ncv", k + 1)
     else:
-        ncv = max(2 * k + 1, 4 * k + 4)
+        ncv = max(2 * k + 1, min(20, 4 * k + 4))
     ncv = min(ncv, op.dim)
     v0 = torch.randn(op.dim, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64).numpy()
     linop = op.as_linear_operator() if hasattr(op, "as_linear_operator") else _linop(op)
