@@ -464,6 +464,13 @@ def test_top_eigenpairs_are_signed_largest_algebraic():
     np.testing.assert_allclose(sa.eigenvalues, [-100.0, -80.0], rtol=1e-10)
     with pytest.raises(UserError):
         top_eigenpairs(op, k=len(eigs))
+    # k = 1 takes the plain-Lanczos path: signed, and stopped by a residual bound
+    for tol in (1e-3, 1e-8):
+        one = top_eigenpairs(op, k=1, tol=tol, seed=1)
+        e = one.eigenvectors[0]
+        residual = (a @ e - one.eigenvalues[0] * e).norm().item()
+        assert residual <= 1.01 * tol * abs(one.eigenvalues[0]) and one.converged
+        assert one.eigenvalues[0] == pytest.approx(7.0, rel=tol)
 
 
 def test_top_eigenpairs_of_a_network_match_eigvalsh():

@@ -183,11 +183,6 @@ class HessianOperator:
     when the first batch's graph times the number of batches fits in ``memory_fraction`` of the
     free memory. ``freeze_activation_ranges``: run activation quantisers (zsq_probe.quant) with
     their ranges frozen, so the loss is the one the current ranges give.
-    ``affine_eval_batchnorm``: while the graph is recorded, a BatchNorm module in eval mode runs
-    as the per-channel affine map it is, ``x * s + t`` with ``s = weight / sqrt(running_var + eps)``
-    and ``t = bias - running_mean * s``: the same function (equal up to rounding), so the same
-    Hessian, but the double backward of two multiplications is much cheaper than that of
-    ``native_batch_norm`` (about a fifth of a resnet20 product on CPU).
 
     Vectors are flat torch tensors of length ``dim`` (parameters concatenated in order) on
     ``device`` with ``dtype``. The operator holds the graph (and references to the parameters):
@@ -199,7 +194,7 @@ class HessianOperator:
                  batches: Iterable[tuple[Any, Any]], params: str | Iterable[str] | None = None,
                  device: torch.device | str | None = None, mode: str = "eval",
                  keep_graphs: bool | None = None, memory_fraction: float = 0.5,
-                 freeze_activation_ranges: bool = True, affine_eval_batchnorm: bool = True) -> None:
+                 freeze_activation_ranges: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise UserError(f"HessianOperator needs a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -214,7 +209,6 @@ class HessianOperator:
         self.loss_fn = loss_fn
         self.mode = mode
         self.freeze_activation_ranges = bool(freeze_activation_ranges)
-        self.affine_eval_batchnorm = bool(affine_eval_batchnorm)
 
         selected = _select_params(model, params)
         self.param_names: list[str] = [n for n, _ in selected]
@@ -282,8 +276,6 @@ class HessianOperator:
             with contextlib.ExitStack() as stack:
                 if self.freeze_activation_ranges:
                     stack.enter_context(_frozen_quantizers(self.model))
-                if self.affine_eval_batchnorm:
-                    stack.enter_context(_affine_eval_batchnorm(modules))
                 yield
         finally:
             for m, flag, bufs in zip(modules, flags, saved):
@@ -439,39 +431,6 @@ class HessianOperator:
                 f"num_products={self.num_products}{', closed' if self._closed else ''})")
 
 
-def _affine_bn_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    self._check_input_dim(x)
-    scale = torch.rsqrt(self.running_var + self.eps)
-    if self.weight is not None:
-        scale = self.weight * scale
-    shift = -self.running_mean * scale
-    if self.bias is not None:
-        shift = shift + self.bias
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    return x * scale.reshape(shape).to(x.dtype) + shift.reshape(shape).to(x.dtype)
-
-
-@contextlib.contextmanager
-def _affine_eval_batchnorm(modules: Sequence[nn.Module]) -> Iterator[None]:
-    """Give every stock BatchNorm in eval mode with running statistics the affine forward."""
-    from torch.nn.modules.batchnorm import _BatchNorm
-
-    patched: list[tuple[nn.Module, Any]] = []
-    try:
-        for m in modules:
-            if (isinstance(m, _BatchNorm) and type(m).forward is _BatchNorm.forward and not m.training
-                    and m.running_mean is not None and m.running_var is not None):
-                patched.append((m, m.__dict__.get("forward")))
-                m.forward = _affine_bn_forward.__get__(m)
-        yield
-    finally:
-        for m, own in patched:
-            if own is None:
-                del m.__dict__["forward"]
-            else:
-                m.__dict__["forward"] = own
-
-
 @contextlib.contextmanager
 def _frozen_quantizers(model: nn.Module) -> Iterator[None]:
     try:
@@ -580,10 +539,12 @@ class LanczosResult:
 
 
 def lanczos(op: HessianOperator, num_steps: int, v0: torch.Tensor | None = None, seed: int = 0,
-            reorthogonalize: bool = True, return_basis: bool = False) -> LanczosResult:
+            reorthogonalize: bool = True, return_basis: bool = False,
+            until: Callable[[list, list, float], bool] | None = None) -> LanczosResult:
     """``num_steps`` steps of Lanczos on ``op`` from ``v0`` (default: a Rademacher vector from
     ``seed``), with full reorthogonalisation (classical Gram-Schmidt, twice) unless told not to.
-    ``num_steps`` is capped at ``op.dim``; the run stops early at an invariant subspace."""
+    ``num_steps`` is capped at ``op.dim``; the run stops early at an invariant subspace, or when
+    ``until(alphas, betas, next_beta)`` says so after a step."""
     _check_op(op)
     num_steps = min(_check_int(num_steps, "num_steps"), op.dim)
     if v0 is None:
@@ -617,7 +578,7 @@ def lanczos(op: HessianOperator, num_steps: int, v0: torch.Tensor | None = None,
                 w = w - Q.T @ (Q @ w)
         b = float(torch.linalg.vector_norm(w))
         anorm = max(anorm, abs(a) + b + (betas[-1] if betas else 0.0))
-        if j == num_steps - 1 or b <= math.sqrt(eps) * max(anorm, 1e-300):
+        if j == num_steps - 1 or b <= math.sqrt(eps) * max(anorm, 1e-300) or (until and until(alphas, betas, b)):
             break
         betas.append(b)
         q_prev, q = q, w / b
@@ -723,6 +684,8 @@ def top_eigenpairs(op: HessianOperator, k: int = 1, tol: float = 1e-6, seed: int
 
     _check_op(op)
     k = _check_int(k, "k")
+    if k == 1 and which == "LA" and ncv is None:
+        return top_eigenpair(op, tol=tol, seed=seed, max_steps=maxiter or min(op.dim, 300))
     if k >= op.dim:
         raise UserError(f"k must be smaller than the dimension ({op.dim}), got {k}")
     if which not in ("LA", "SA", "LM"):
@@ -761,6 +724,38 @@ def top_eigenpairs(op: HessianOperator, k: int = 1, tol: float = 1e-6, seed: int
         vecs = vecs * np.where(signs == 0, 1.0, signs)
     tvecs = torch.from_numpy(np.ascontiguousarray(vecs.T)).to(device=op.device, dtype=op.dtype)
     return Eigenpairs(vals.astype(np.float64), tvecs, used, converged, which)
+
+
+def top_eigenpair(op: HessianOperator, tol: float = 1e-6, seed: int = 0, max_steps: int = 300) -> Eigenpairs:
+    """The largest algebraic eigenpair by plain Lanczos, stopped as soon as the Ritz pair's residual
+    ``|beta_m * s_m| = ||H y - theta y||`` is at most ``tol * |theta|`` (a residual bound, stricter
+    than power iteration's relative change of the estimate).  One product per step, no restarts:
+    for a well separated top eigenvalue this needs a handful of products."""
+    tol = max(float(tol), 1e-12)
+
+    def converged(alphas, betas, next_beta):
+        theta, s = _top_ritz(alphas, betas)
+        return abs(next_beta * s[-1]) <= tol * max(abs(theta), 1e-300)
+
+    v0 = torch.randn(op.dim, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    res = lanczos(op, max_steps, v0=v0, return_basis=True, until=converged)
+    theta, s = _top_ritz(list(res.alphas), list(res.betas))
+    vec = torch.as_tensor(s, dtype=res.basis.dtype, device=res.basis.device) @ res.basis
+    vec = vec / torch.linalg.vector_norm(vec)
+    if vec[torch.argmax(vec.abs())] < 0:
+        vec = -vec
+    ok = res.num_steps < max_steps or res.num_steps == op.dim
+    if not ok:
+        warnings.warn(f"Lanczos did not reach tol={tol} in {max_steps} steps", stacklevel=2)
+    return Eigenpairs(np.asarray([theta], dtype=np.float64), vec.reshape(1, -1), res.num_products, ok, "LA")
+
+
+def _top_ritz(alphas, betas) -> tuple[float, np.ndarray]:
+    from scipy.linalg import eigh_tridiagonal
+
+    n = len(alphas)
+    vals, vecs = eigh_tridiagonal(np.asarray(alphas, dtype=np.float64), np.asarray(betas[: n - 1], dtype=np.float64))
+    return float(vals[-1]), vecs[:, -1]
 
 
 def _linop(op: Any):
