@@ -100,10 +100,11 @@ class RunConfig:
     probe_every_steps: int = 10  # cosine / inter-epoch gradients every N student steps
     hessian_every_epochs: int = 10  # hessian and slice probes every N epochs (and at the last epoch)
     hessian_batch_size: int = 200  # the probe batch (fixed size, drawn from the probe's own stream)
-    hessian_vectors: int = 16  # Hutchinson probe vectors
-    hessian_top_k: int = 5
+    # sized so the whole probe suite at this cadence stays near 10 % of training (benchmarks/probe_overhead.py)
+    hessian_vectors: int = 10  # Hutchinson probe vectors
+    hessian_top_k: int = 3
     slq_runs: int = 2
-    slq_steps: int = 24
+    slq_steps: int = 16
     slice_points: int = 21
     slice_directions: list[str] = field(default_factory=lambda: ["eigenvector"])  # + random, filter
     slice_scalings: list[str] = field(default_factory=lambda: ["gradient"])  # + unit
