@@ -98,7 +98,7 @@ class RunConfig:
     # probes (issue: probes); names of probes switched on, cadence and probe-batch size
     probes: list[str] = field(default_factory=list)
     probe_every_steps: int = 10  # cosine / inter-epoch gradients every N student steps
-    hessian_every_epochs: int = 10  # hessian and slice probes every N epochs (and at the last epoch)
+    hessian_every_epochs: int = 20  # hessian and slice probes every N epochs (and at the last epoch): 20 points in 400
     hessian_batch_size: int = 200  # the probe batch (fixed size, drawn from the probe's own stream)
     # sized so the whole probe suite at this cadence stays near 10 % of training (benchmarks/probe_overhead.py)
     hessian_vectors: int = 10  # Hutchinson probe vectors
