@@ -69,14 +69,15 @@ def draw_bars(ax, run, df, epoch, value="changed_per_step", p_line=False, where=
     return layers
 
 
-def plot(runs, out_dir, fmt="png", epochs=None):
+def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: str = "changed_per_step",
+                   p_line=lambda run: False):
+    """One row of per-layer bar charts per run, one column per chosen epoch (shared by Fig. 3b/c and 4)."""
     import matplotlib.pyplot as plt
 
-    runs = C.runs_with(runs, "crossings", FIGURE)
     plan = []
     for r in runs:
-        where = f"{FIGURE}: {r.name} probes/crossings"
-        df = C.read(r, "crossings", compare.CROSSING_COLUMNS, FIGURE)
+        where = f"{figure}: {r.name} probes/crossings"
+        df = C.read(r, "crossings", compare.CROSSING_COLUMNS, figure)
         plan.append((r, df, choose_epochs(df, epochs, where), where))
     cols = max(len(e) for _, _, e, _ in plan)
     fig, axes = plt.subplots(len(plan), cols, figsize=(5.2 * cols, 3.9 * len(plan)), squeeze=False)
@@ -86,13 +87,19 @@ def plot(runs, out_dir, fmt="png", epochs=None):
             if col >= len(eps):
                 ax.set_visible(False)
                 continue
-            draw_bars(ax, r, df, eps[col], where=where)
+            draw_bars(ax, r, df, eps[col], value=value, p_line=p_line(r), where=where)
             if col == 0:
-                ax.set_ylabel("codes changed per step")
-    fig.suptitle("Quantised weights crossing a rounding threshold, per layer")
+                ax.set_ylabel(ylabel)
+    fig.suptitle(title)
     fig.tight_layout()
-    return [C.save(fig, out_dir, "fig3bc_crossings", fmt)]
+    return fig
 
+
+def plot(runs, out_dir, fmt="png", epochs=None):
+    runs = C.runs_with(runs, "crossings", FIGURE)
+    fig = crossings_grid(runs, epochs, FIGURE, "codes changed per step",
+                         "Quantised weights crossing a rounding threshold, per layer")
+    return [C.save(fig, out_dir, "fig3bc_crossings", fmt)]
 
 if __name__ == "__main__":
     sys.exit(C.script_main(sys.modules[__name__]))

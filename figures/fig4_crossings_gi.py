@@ -14,8 +14,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from figures import _common as C  # noqa: E402
-from figures.fig3bc_crossings import choose_epochs, draw_bars  # noqa: E402
-from zsq_probe import compare  # noqa: E402
+from figures.fig3bc_crossings import crossings_grid  # noqa: E402
 
 FIGURE = "fig4"
 TABLES_NEEDED = ["crossings"]
@@ -29,31 +28,14 @@ def uses_gi(run) -> bool:
 
 
 def plot(runs, out_dir, fmt="png", epochs=None):
-    import matplotlib.pyplot as plt
-
     runs = C.runs_with(runs, "crossings", FIGURE)
     chosen = [r for r in runs if C.method(r) == HIGH_LR] + [r for r in runs if uses_gi(r) and C.method(r) != HIGH_LR]
     if not chosen:
         raise C.SkipFigure(f"no run with crossings is a high-lr run (method {HIGH_LR}) or uses GI (ait); "
                            f"runs: {', '.join(f'{r.name} ({C.method(r)})' for r in runs)}")
-    plan = []
-    for r in chosen:
-        where = f"{FIGURE}: {r.name} probes/crossings"
-        df = C.read(r, "crossings", compare.CROSSING_COLUMNS, FIGURE)
-        plan.append((r, df, choose_epochs(df, epochs, where), where))
-    cols = max(len(e) for _, _, e, _ in plan)
-    fig, axes = plt.subplots(len(plan), cols, figsize=(5.2 * cols, 3.9 * len(plan)), squeeze=False)
-    for row, (r, df, eps, where) in enumerate(plan):
-        for col in range(cols):
-            ax = axes[row][col]
-            if col >= len(eps):
-                ax.set_visible(False)
-                continue
-            draw_bars(ax, r, df, eps[col], value="share_per_step", p_line=uses_gi(r), where=where)
-            if col == 0:
-                ax.set_ylabel("share of layer's codes\nchanged per step")
-    fig.suptitle("Code changes per layer: high learning rate vs gradient inundation (p dotted red)")
-    fig.tight_layout()
+    fig = crossings_grid(chosen, epochs, FIGURE, "share of layer's codes\nchanged per step",
+                         "Code changes per layer: high learning rate vs gradient inundation (p dotted red)",
+                         value="share_per_step", p_line=uses_gi)
     return [C.save(fig, out_dir, "fig4_crossings_gi", fmt)]
 
 
