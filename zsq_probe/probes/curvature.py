@@ -68,14 +68,19 @@ def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, li
                         for x, w in zip(nodes, weights):
                             rows["hessian_density"].append(dict(loss=loss, slq_run=r, node=float(x),
                                                                 weight=float(w) / density.num_runs, **common))
-                    k = min(cfg.hessian_top_k, op.dim - 1)
-                    eig = top_eigenpairs(op, k=k, tol=1e-3, seed=seed)
+                    eig = top_pairs(op, cfg, seed)
                     for rank, value in enumerate(eig.eigenvalues, start=1):
                         rows["hessian_eigenvalues"].append(dict(loss=loss, rank=rank, eigenvalue=float(value),
                                                                 num_hvps=eig.num_products,
                                                                 probe_batch_source=batch.source, **common))
                     top[loss] = eig.eigenvectors[0].clone()
     return rows, top
+
+
+def top_pairs(op, cfg, seed: int):
+    """The signed top-k eigenpairs the probes report; one call shared by the Hessian and slice probes so an
+    online slice (reusing the Hessian probe's vector) and a post-hoc one (computing it) agree."""
+    return top_eigenpairs(op, k=min(cfg.hessian_top_k, op.dim - 1), tol=1e-3, seed=seed)
 
 
 @torch.no_grad()
@@ -128,8 +133,7 @@ def slice_rows(student, params, batch, cfg, seed: int, top: dict | None) -> list
         with HessianOperator(student, fn, [(batch.inputs, target)], mode="eval") as op:
             gradient = op.gradient()
             if "eigenvector" in cfg.slice_directions and (top is None or loss not in top):
-                eig = top_eigenpairs(op, k=1, tol=1e-3, seed=seed)
-                vector = eig.eigenvectors[0]
+                vector = top_pairs(op, cfg, seed).eigenvectors[0]  # what the Hessian probe would find
             elif top is not None and loss in top:
                 vector = top[loss]
             else:
