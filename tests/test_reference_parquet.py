@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 
 from zsq_probe.config import resolve_config
-from zsq_probe.probes import build_probes
 from zsq_probe.store import RunDir
-from zsq_probe.train import train
+from zsq_probe.training import train
 
 REFERENCE = Path(__file__).parent / "reference" / "prerefactor"
 SMALL = dict(epochs=2, iters_per_epoch=3, batch_size=16, warmup_epochs=0, act_range_epochs=1, val_max_batches=1,
@@ -32,7 +31,7 @@ def test_same_seed_gives_the_reference_parquet(preset, tmp_path, digits_teacher)
     cfg = resolve_config(preset, teacher="digits", flags=dict(SMALL))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the small probe batch warns
-        train(cfg, tmp_path / preset, observers=build_probes(cfg), progress=False)
+        train(cfg, tmp_path / preset, progress=False)
     run = RunDir(tmp_path / preset)
     expected = sorted(p.stem for p in (REFERENCE / preset).glob("*.parquet"))
     assert sorted(run.tables()) == expected

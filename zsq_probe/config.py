@@ -17,7 +17,7 @@ from zsq_probe.errors import UserError
 
 CONFIG_SCHEMA_VERSION = 1
 
-# Probes that can observe a run (zsq_probe.probes implements one class per name).
+# The built-in probes (zsq_probe.probes; probes of your own join them with register_probe).
 PROBE_NAMES = ("cosine", "inter_epoch", "crossings", "hessian", "slice")
 
 
@@ -332,9 +332,12 @@ def validate(cfg: RunConfig) -> None:
     for name in cfg.probe_scopes:
         if name not in ("model", "block", "layer"):
             bad(f"probe scope {name!r} (model, block or layer)")
+    from zsq_probe.probes import probe_names  # built-in and user-registered probes
+
+    known = probe_names()
     for name in cfg.probes:
-        if name not in PROBE_NAMES:
-            bad(f"unknown probe {name!r}{_close(name, PROBE_NAMES)} (probes: {', '.join(PROBE_NAMES)})")
+        if name not in known:
+            bad(f"unknown probe {name!r}{_close(name, known)} (probes: {', '.join(known)})")
 
 
 def config_from_dict(d: dict) -> RunConfig:

@@ -1,5 +1,27 @@
-"""The one exception type the CLI turns into a one-line message and exit status 2."""
+"""The library's exception for bad input, and the one helper that shortens an error to one line.
+
+Library code raises `UserError` (a `ValueError`) for input a user can fix: a file, a name, a value.
+Only the command line (`zsq_probe.cli`) turns it into a one-line message and a non-zero exit status.
+"""
+
+from __future__ import annotations
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """Bad input from the user (a file, a name, a value): the message says what is wrong and how to fix it."""
+
+
+def one_line(exc_or_text: BaseException | str, limit: int | None = 200, *, with_type: bool = True) -> str:
+    """`exc_or_text` as one line: whitespace (newlines included) collapsed, cut to `limit` characters
+    ("..." marks a cut; None: no limit).  An exception is prefixed by its class name unless
+    `with_type=False`; an exception with an empty message gives its class name alone."""
+    is_exc = isinstance(exc_or_text, BaseException)
+    text = " ".join(str(exc_or_text).split())
+    if limit is not None and len(text) > limit:
+        text = text[:max(limit - 3, 0)] + "..."
+    if not is_exc:
+        return text
+    name = type(exc_or_text).__name__
+    if not text:
+        return name
+    return f"{name}: {text}" if with_type else text

@@ -25,3 +25,18 @@ def ce_to_labels(student_logits, labels, label_smoothing: float = 0.0):
 def hard_labels(labels):
     """Class indices of hard or soft labels."""
     return labels.argmax(1) if labels.dim() == 2 else labels
+
+
+def student_terms(student, inputs, labels, teacher_logits, temperature: float, label_smoothing: float = 0.0):
+    """The student's logits and its two unweighted loss terms (KL to the teacher at temperature T, CE to the
+    labels); the trainer weights them as kd_weight * KL * T^2 + ce_weight * CE."""
+    logits = student(inputs)
+    return logits, kl_to_teacher(logits, teacher_logits, temperature), ce_to_labels(logits, labels, label_smoothing)
+
+
+def term_gradients(kl, ce, params) -> dict[str, list[torch.Tensor]]:
+    """Gradients of the unweighted KL and CE terms w.r.t. `params` from one forward graph."""
+    g_kl = torch.autograd.grad(kl, params, retain_graph=True, allow_unused=True)
+    g_ce = torch.autograd.grad(ce, params, allow_unused=True)
+    return {"kl": [torch.zeros_like(p) if g is None else g for g, p in zip(g_kl, params)],
+            "ce": [torch.zeros_like(p) if g is None else g for g, p in zip(g_ce, params)]}

@@ -1,36 +1,25 @@
 """Post-hoc probes: measure a saved run from its checkpoints, for runs trained without that probe.
 
-Each checkpoint epoch-N is the state at the end of epoch N; the probe batch of epoch N is drawn from the
-same stream the online probe uses, so an online probe and a post-hoc probe of the same checkpoint give the
-same numbers.  Rows are written as parts `part-e<N>-posthoc.parquet` next to the online ones (column
-origin='posthoc'); epochs already probed post hoc are skipped unless `overwrite` is set."""
+Each checkpoint epoch-N is the state at the end of epoch N; a probe measures it with the same
+`measure_checkpoint` it runs online, on the probe batch of epoch N drawn from the same stream, so an online
+and a post-hoc measurement of the same checkpoint give the same numbers.  Rows are written as parts
+`part-e<N>-posthoc.parquet` next to the online ones (column origin='posthoc'); epochs already probed post
+hoc are skipped unless `overwrite` is set."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pandas as pd
 
 from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
-from zsq_probe.probes.base import Probe, draw_probe_batch, observing
-from zsq_probe.probes.crossings import checkpoint_diff_rows, codes_and_levels
-from zsq_probe.probes.curvature import curvature, curvature_seed, slice_rows, warn_small_batch
-from zsq_probe.probes.gradients import checkpoint_cosine
+from zsq_probe.events import ProbeContext
 from zsq_probe.store import RunDir, epoch_key
 
-POSTHOC_TABLES = {"cosine": ("cosine",), "hessian": ("hessian_trace", "hessian_eigenvalues", "hessian_density"),
-                  "slice": ("slice",), "crossings": ("crossings",)}
+log = logging.getLogger(__name__)
 SUFFIX = "-posthoc"
-
-
-class _Rows(Probe):
-    """A row collector with the probes' emit/flush (no observing of a live run)."""
-
-    def __init__(self, cfg, tables, run_name):
-        self.tables = tables
-        super().__init__(cfg, origin="posthoc")
-        self.run_name = run_name
 
 
 def ranges_set(model) -> bool:
@@ -39,87 +28,74 @@ def ranges_set(model) -> bool:
     return all(q.is_initialized for q in activation_quantizers(model).values())
 
 
-def open_trainer(run_path, device: str = "cpu"):
-    """A Trainer rebuilt from a run's config (teacher, student, generator, data), without observers."""
-    from zsq_probe.train import Trainer
+def posthoc_probes() -> dict:
+    """name -> probe class, for the registered probes that can measure a checkpoint."""
+    from zsq_probe.probes import PROBES
+
+    return {name: cls for name, cls in PROBES.items() if cls.posthoc_tables}
+
+
+def open_run(run_path, device: str = "cpu", teacher=None, data_spec=None) -> tuple[RunDir, ProbeContext]:
+    """A run's store and a probe context over the models its config builds (no optimiser, no validation
+    data); the context's `load_checkpoint(epoch)` puts a checkpoint's student (and generator) in place."""
+    from zsq_probe.training.build import build_run
+    from zsq_probe.training.checkpoint import restore_models
+    from zsq_probe.training.sources import check_iterations
 
     run = RunDir.open(run_path)
     cfg = config_from_dict(run.read_config_doc()["config"])
     cfg.device, cfg.probes = device, []
-    return run, Trainer(cfg, run, observers=[], progress=False, log=lambda *a: None)
+    parts = build_run(cfg, teacher=teacher, data_spec=data_spec, for_training=False)
+
+    def load_checkpoint(epoch: int) -> None:
+        restore_models(parts, run.load_checkpoint(epoch, map_location=parts.device)[1])
+
+    ctx = ProbeContext(cfg=cfg, run=run, student=parts.student, teacher=parts.teacher,
+                       param_names=parts.param_names, params=parts.params, quant_layers=parts.quant_layers,
+                       device=parts.device, iterations_per_epoch=check_iterations(cfg, parts.source),
+                       draw_probe_batch=parts.source.draw, origin="posthoc", load_checkpoint=load_checkpoint,
+                       checkpoint_epochs=sorted(run.checkpoints()))
+    return run, ctx
 
 
 def probe_run(run_path, probe: str, epochs=None, device: str = "cpu", overwrite: bool = False,
-              log=print) -> pd.DataFrame:
-    """Run one post-hoc probe over the run's checkpoints; returns the rows written (all epochs asked)."""
-    if probe not in POSTHOC_TABLES:
-        raise UserError(f"unknown post-hoc probe {probe!r} (cosine, hessian, slice or crossings)")
-    run, trainer = open_trainer(run_path, device)
-    cfg = trainer.cfg
-    checkpoints = run.checkpoints()
-    if not checkpoints:
+              teacher=None, data_spec=None) -> pd.DataFrame:
+    """Run one post-hoc probe over the run's checkpoints; returns the rows of its first table for the epochs
+    asked (those written now and those probed before)."""
+    available = posthoc_probes()
+    if probe not in available:
+        raise UserError(f"unknown post-hoc probe {probe!r} ({', '.join(available)})")
+    run, ctx = open_run(run_path, device, teacher, data_spec)
+    if not ctx.checkpoint_epochs:
         raise UserError(f"{run.path} has no checkpoints to probe")
-    wanted = sorted(checkpoints) if epochs is None else sorted(set(epochs))
-    missing = [e for e in wanted if e not in checkpoints]
+    wanted = ctx.checkpoint_epochs if epochs is None else sorted(set(epochs))
+    missing = [e for e in wanted if e not in ctx.checkpoint_epochs]
     if missing:
-        raise UserError(f"{run.path} has no checkpoint for epoch(s) {missing} (has {sorted(checkpoints)})")
-    tables = POSTHOC_TABLES[probe]
-    done = set(run.part_keys(tables[0]))
+        raise UserError(f"{run.path} has no checkpoint for epoch(s) {missing} (has {ctx.checkpoint_epochs})")
+    cls = available[probe]
+    instance = cls(ctx.cfg, origin="posthoc")
+    instance.check_posthoc(ctx)
+    instance.run_name = run.name
+    first = cls.posthoc_tables[0]
+    done = set(run.part_keys(first))
     out = []
-    codes: dict[int, tuple] = {}  # (codes, levels) per checkpoint epoch (crossings)
-
-    def codes_at(e):
-        if e not in codes:
-            trainer.load_state_dict(run.load_checkpoint(e, map_location=trainer.device)[1])
-            if len(codes) > 1:
-                codes.clear()  # only consecutive pairs are needed
-            codes[e] = codes_and_levels(trainer.student)
-        return codes[e]
-
-    if probe == "crossings" and not trainer.quant_layers:
-        raise UserError(f"{run.path}: the student is not quantised, it has no integer codes")
     for epoch in wanted:
         key = epoch_key(epoch, SUFFIX)
         if key in done and not overwrite:
-            log(f"epoch {epoch}: already probed post hoc ({run.table_dir(tables[0])}/part-{key}.parquet); "
-                f"--overwrite to redo")
-            out.append(run.read_table(tables[0]).query("epoch == @epoch and origin == 'posthoc'"))
+            log.info(f"epoch {epoch}: already probed post hoc ({run.table_dir(first)}/part-{key}.parquet); "
+                     f"--overwrite to redo")
+            out.append(run.read_table(first).query("epoch == @epoch and origin == 'posthoc'"))
             continue
-        rows = _Rows(cfg, tables, run.name)
-        if probe != "crossings":
-            trainer.load_state_dict(run.load_checkpoint(epoch, map_location=trainer.device)[1])
-            if not ranges_set(trainer.student):
-                log(f"epoch {epoch}: skipped, the student's activation ranges are not set yet (they are learned "
-                    f"from the first training batches)")
-                continue
-        if probe == "crossings":
-            before = max((e for e in checkpoints if e < epoch), default=None)
-            if before is None:
-                continue  # nothing to compare the first checkpoint with
-            for r in checkpoint_diff_rows(codes_at(before), codes_at(epoch)):
-                rows.emit("crossings", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint_diff",
-                          origin="posthoc", kappa=float("nan"), gi_flag="", gi_p=float("nan"),
-                          steps=(epoch - before) * trainer.iterations(), **r)
-        elif probe == "cosine":
-            for r in checkpoint_cosine(trainer, epoch)[0]:
-                rows.emit("cosine", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint", origin="posthoc",
-                          batch_size=cfg.hessian_batch_size, **r)
-        else:
-            batch = draw_probe_batch(trainer, epoch, cfg.hessian_batch_size)
-            warn_small_batch(batch.size)
-            seed = curvature_seed(cfg, epoch)
-            with observing(trainer.student):
-                if probe == "hessian":
-                    tables_rows, _ = curvature(trainer.student, trainer.param_names, batch, cfg, seed)
-                else:
-                    tables_rows = {"slice": slice_rows(trainer.student, trainer.params, batch, cfg, seed, None)}
-            for table, rs in tables_rows.items():
-                for r in rs:
-                    rows.emit(table, epoch=epoch, origin="posthoc", **r)
-        frame = pd.DataFrame(rows.rows[tables[0]])
-        rows.flush(run, epoch, SUFFIX)
+        ctx.load_checkpoint(epoch)
+        if instance.needs_activation_ranges and not ranges_set(ctx.student):
+            log.info(f"epoch {epoch}: skipped, the student's activation ranges are not set yet (they are learned "
+                     f"from the first training batches)")
+            continue
+        instance.measure_checkpoint(ctx, epoch)
+        frame = pd.DataFrame(instance.rows[first])
+        instance.flush(run, epoch, SUFFIX)
         out.append(frame)
-        log(f"epoch {epoch}: {len(frame)} {tables[0]} rows")
+        log.info(f"epoch {epoch}: {len(frame)} {first} rows")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # concat of empty frames
         return pd.concat(out, ignore_index=True) if out else pd.DataFrame()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from zsq_probe.errors import UserError
 from zsq_probe.probes.base import Probe
 from zsq_probe.quant import _codes, quantized_layers, weight_quant_params
 
@@ -33,22 +34,26 @@ def codes_and_levels(model) -> tuple[dict[str, torch.Tensor], dict[str, torch.Te
 
 
 class CrossingsProbe(Probe):
+    """Online: integer codes that changed at every student step (and per epoch).  Post hoc: net changes
+    between a checkpoint and the one before it."""
+
     name = "crossings"
-    tables = ("crossings",)
+    tables = posthoc_tables = ("crossings",)
+    needs_activation_ranges = False  # weight codes do not depend on activation ranges
 
-    def on_train_start(self, trainer):
-        super().on_train_start(trainer)
-        self.layers = list(trainer.quant_layers)
-        self.sizes = [trainer.quant_layers[k].weight.numel() for k in self.layers]
-        self.codes, self.levels = codes_and_levels(trainer.student) if self.layers else ({}, {})
+    def on_train_start(self, ctx):
+        super().on_train_start(ctx)
+        self.layers = list(ctx.quant_layers)
+        self.sizes = [ctx.quant_layers[k].weight.numel() for k in self.layers]
+        self.codes, self.levels = codes_and_levels(ctx.student) if self.layers else ({}, {})
 
-    def on_epoch_start(self, trainer, epoch):
+    def on_epoch_start(self, ctx, epoch):
         self.steps, self.counts, self.level_counts, self.kappas, self.flags = [], [], [], [], []
 
-    def on_step(self, trainer, event):
+    def on_step(self, ctx, event):
         if not self.layers or not event.student_stepped:
             return
-        codes, levels = codes_and_levels(trainer.student)
+        codes, levels = codes_and_levels(ctx.student)
         self.counts.append(changed_codes(self.codes, codes))
         self.level_counts.append(changed_codes(self.levels, levels))
         self.codes, self.levels = codes, levels
@@ -57,7 +62,7 @@ class CrossingsProbe(Probe):
             self.flags.append([event.gi["flags"].get(k, "") or "" for k in self.layers])
         self.steps.append((event.step, event.global_step))
 
-    def on_epoch_end(self, trainer, epoch, metrics):
+    def on_epoch_end(self, ctx, epoch, metrics):
         if self.steps:
             counts = torch.stack(self.counts).cpu().tolist()  # one read-back per epoch
             level_counts = torch.stack(self.level_counts).cpu().tolist()
@@ -80,7 +85,28 @@ class CrossingsProbe(Probe):
                           origin=self.origin, layer=layer, changed=int(total), changed_level=int(total_level),
                           layer_size=self.sizes[j],
                           share=total / (self.sizes[j] * n), kappa=kappa, gi_flag=",".join(flagged), gi_p=p, steps=n)
-        self.flush(trainer.run, epoch)
+        self.flush(ctx.run, epoch)
+
+    def check_posthoc(self, ctx):
+        if not ctx.quant_layers:
+            raise UserError(f"{ctx.run.path}: the student is not quantised, it has no integer codes")
+
+    def measure_checkpoint(self, ctx, epoch):
+        """Net code changes since the previous checkpoint (a flip and flip back counts 0)."""
+        before = max((e for e in ctx.checkpoint_epochs if e < epoch), default=None)
+        if before is None:
+            return  # nothing to compare the first checkpoint with
+        cache = getattr(self, "_checkpoint_codes", {})
+        after = cache.get(epoch) or codes_and_levels(ctx.student)
+        if before not in cache:
+            ctx.load_checkpoint(before)
+            cache[before] = codes_and_levels(ctx.student)
+            ctx.load_checkpoint(epoch)
+        self._checkpoint_codes = {epoch: after}  # consecutive checkpoints: the next call's "before"
+        for r in checkpoint_diff_rows(cache[before], after):
+            self.emit("crossings", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint_diff",
+                      origin=self.origin, kappa=float("nan"), gi_flag="", gi_p=float("nan"),
+                      steps=(epoch - before) * ctx.iterations_per_epoch, **r)
 
 
 def checkpoint_diff_rows(before, after) -> list[dict]:

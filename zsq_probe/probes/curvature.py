@@ -3,7 +3,7 @@ eigenvalues, SLQ eigenvalue density (Fig. 2d), and 1-D loss slices L(theta + k*e
 eigenvector (Fig. 2c).
 
 Both run every `hessian_every_epochs` epochs on a fixed-size probe batch drawn from the probe's own
-stream (draw_probe_batch).  The student is evaluated in eval mode (BN running statistics) with its
+stream (ProbeContext.probe_batch).  The student is evaluated in eval mode (BN running statistics) with its
 activation ranges frozen; every mode, buffer and parameter is put back afterwards."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import torch
 
 from zsq_probe.hessian import HessianOperator, hutchinson_trace, slq_density, slq_trace, top_eigenpairs
 from zsq_probe.losses import ce_to_labels, kl_to_teacher
-from zsq_probe.probes.base import PROBE_VECTOR_STREAM, Probe, draw_probe_batch, grouped_indices, observing
-from zsq_probe.train import epoch_seed
+from zsq_probe.module_state import preserved_state
+from zsq_probe.probes.base import Probe, grouped_indices
+from zsq_probe.seeds import PROBE_VECTOR_STREAM, epoch_seed
 
 SMALL_PROBE_BATCH = 200  # top eigenvalues from 128 samples are known to vary 10x between draws
 
@@ -161,23 +162,23 @@ def curvature_seed(cfg, epoch: int) -> int:
 
 class HessianProbe(Probe):
     name = "hessian"
-    tables = ("hessian_trace", "hessian_eigenvalues", "hessian_density")
+    tables = posthoc_tables = ("hessian_trace", "hessian_eigenvalues", "hessian_density")
 
     def __init__(self, cfg, origin="online"):
         super().__init__(cfg, origin)
         self.last = None  # (epoch, batch, top eigenvectors) for the slice probe
 
-    def on_epoch_end(self, trainer, epoch, metrics):
+    def on_epoch_end(self, ctx, epoch, metrics):
         if self.every_epoch(epoch):
-            self.measure(trainer, epoch)
-        self.flush(trainer.run, epoch)
+            self.measure_checkpoint(ctx, epoch)
+        self.flush(ctx.run, epoch)
 
-    def measure(self, trainer, epoch):
-        batch = draw_probe_batch(trainer, epoch, self.cfg.hessian_batch_size)
+    def measure_checkpoint(self, ctx, epoch):
+        batch = ctx.probe_batch(epoch, self.cfg.hessian_batch_size)
         warn_small_batch(batch.size)
         seed = curvature_seed(self.cfg, epoch)
-        with observing(trainer.student):
-            rows, top = curvature(trainer.student, trainer.param_names, batch, self.cfg, seed)
+        with preserved_state(ctx.student):
+            rows, top = curvature(ctx.student, ctx.param_names, batch, self.cfg, seed)
         for table, rs in rows.items():
             for r in rs:
                 self.emit(table, epoch=epoch, origin=self.origin, **r)
@@ -186,24 +187,24 @@ class HessianProbe(Probe):
 
 class SliceProbe(Probe):
     name = "slice"
-    tables = ("slice",)
+    tables = posthoc_tables = ("slice",)
 
     def __init__(self, cfg, origin="online", hessian: HessianProbe | None = None):
         super().__init__(cfg, origin)
         self.hessian = hessian
 
-    def on_epoch_end(self, trainer, epoch, metrics):
+    def on_epoch_end(self, ctx, epoch, metrics):
         if self.every_epoch(epoch):
-            self.measure(trainer, epoch)
-        self.flush(trainer.run, epoch)
+            self.measure_checkpoint(ctx, epoch)
+        self.flush(ctx.run, epoch)
 
-    def measure(self, trainer, epoch):
+    def measure_checkpoint(self, ctx, epoch):
         shared = self.hessian.last if self.hessian is not None and self.hessian.last is not None else None
         if shared is not None and shared[0] == epoch:
             _, batch, top = shared  # same batch and eigenvectors the Hessian probe just computed
         else:
-            batch, top = draw_probe_batch(trainer, epoch, self.cfg.hessian_batch_size), None
-        with observing(trainer.student):
-            rows = slice_rows(trainer.student, trainer.params, batch, self.cfg, curvature_seed(self.cfg, epoch), top)
+            batch, top = ctx.probe_batch(epoch, self.cfg.hessian_batch_size), None
+        with preserved_state(ctx.student):
+            rows = slice_rows(ctx.student, ctx.params, batch, self.cfg, curvature_seed(self.cfg, epoch), top)
         for r in rows:
             self.emit("slice", epoch=epoch, origin=self.origin, **r)

@@ -8,8 +8,9 @@ import math
 
 import torch
 
-from zsq_probe.probes.base import Probe, draw_probe_batch, grouped_indices, observing
-from zsq_probe.train import term_gradients
+from zsq_probe.losses import term_gradients
+from zsq_probe.module_state import preserved_state
+from zsq_probe.probes.base import Probe, grouped_indices
 
 
 def gradient_products(g_ce, g_kl) -> torch.Tensor:
@@ -32,38 +33,38 @@ def cosine_rows(products: torch.Tensor, names: list[str], scopes) -> list[dict]:
     return out
 
 
-def checkpoint_cosine(trainer, epoch: int) -> tuple[list[dict], int]:
+def checkpoint_cosine(ctx, epoch: int) -> tuple[list[dict], int]:
     """cos(grad CE, grad KL) of the current student on the epoch's probe batch (the same batch a post-hoc
     probe of this checkpoint draws); modes and buffers are put back."""
-    batch = draw_probe_batch(trainer, epoch, trainer.cfg.hessian_batch_size)
-    with observing(trainer.student), torch.enable_grad():
-        _, kl, ce = trainer.student_losses(batch.inputs, batch.labels, batch.teacher_logits)
-        grads = term_gradients(kl, ce, trainer.params)
-    return cosine_rows(gradient_products(grads["ce"], grads["kl"]), trainer.param_names,
-                       trainer.cfg.probe_scopes), batch.size
+    batch = ctx.probe_batch(epoch, ctx.cfg.hessian_batch_size)
+    with preserved_state(ctx.student), torch.enable_grad():
+        _, kl, ce = ctx.loss_terms(batch.inputs, batch.labels, batch.teacher_logits)
+        grads = term_gradients(kl, ce, ctx.params)
+    return cosine_rows(gradient_products(grads["ce"], grads["kl"]), ctx.param_names, ctx.cfg.probe_scopes), batch.size
 
 
 class CosineProbe(Probe):
     name = "cosine"
     tables = ("cosine",)
+    posthoc_tables = ("cosine",)
 
     def wants_term_gradients(self, epoch, step):
         return self.every_step(step)
 
-    def on_epoch_start(self, trainer, epoch):
+    def on_epoch_start(self, ctx, epoch):
         self.step_rows = []
 
-    def on_step(self, trainer, event):
+    def on_step(self, ctx, event):
         if event.term_grads is None:
             return
         products = gradient_products(event.term_grads["ce"], event.term_grads["kl"])
-        for r in cosine_rows(products, trainer.param_names, self.cfg.probe_scopes):
+        for r in cosine_rows(products, ctx.param_names, self.cfg.probe_scopes):
             row = dict(epoch=event.epoch, step=event.step, global_step=event.global_step, statistic="step",
                        origin=self.origin, batch_size=int(event.inputs.shape[0]), **r)
             self.step_rows.append(row)
             self.emit("cosine", **row)
 
-    def on_epoch_end(self, trainer, epoch, metrics):
+    def on_epoch_end(self, ctx, epoch, metrics):
         by_group: dict[tuple, list[dict]] = {}
         for r in self.step_rows:
             by_group.setdefault((r["scope"], r["group"]), []).append(r)
@@ -74,11 +75,14 @@ class CosineProbe(Probe):
                       grad_norm_kl=mean("grad_norm_kl"), angle_deg=mean("angle_deg"),
                       batch_size=rows[0]["batch_size"])
         if metrics.get("student_stepped"):
-            rows, size = checkpoint_cosine(trainer, epoch)
-            for r in rows:
-                self.emit("cosine", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint",
-                          origin=self.origin, batch_size=size, **r)
-        self.flush(trainer.run, epoch)
+            self.measure_checkpoint(ctx, epoch)
+        self.flush(ctx.run, epoch)
+
+    def measure_checkpoint(self, ctx, epoch):
+        rows, size = checkpoint_cosine(ctx, epoch)
+        for r in rows:
+            self.emit("cosine", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint", origin=self.origin,
+                      batch_size=size, **r)
 
 
 class InterEpochProbe(Probe):
@@ -96,17 +100,17 @@ class InterEpochProbe(Probe):
     def wants_term_gradients(self, epoch, step):
         return self.every_step(step)
 
-    def on_epoch_start(self, trainer, epoch):
+    def on_epoch_start(self, ctx, epoch):
         self.sum, self.count = None, 0
 
-    def on_step(self, trainer, event):
+    def on_step(self, ctx, event):
         if event.term_grads is None:
             return
         flat = torch.cat([g.reshape(-1) for g in event.term_grads["kl"]]).detach()
         self.sum = flat.clone() if self.sum is None else self.sum.add_(flat)
         self.count += 1
 
-    def on_epoch_end(self, trainer, epoch, metrics):
+    def on_epoch_end(self, ctx, epoch, metrics):
         if self.count:
             mean = (self.sum / self.count).double().cpu()
             norm = float(mean.norm())
@@ -118,7 +122,7 @@ class InterEpochProbe(Probe):
                           steps_averaged=self.count)
             self.previous, self.previous_epoch = mean, epoch
         self.sum = None
-        self.flush(trainer.run, epoch)
+        self.flush(ctx.run, epoch)
 
     def state_dict(self):
         return {} if self.previous is None else {"previous": self.previous, "previous_epoch": self.previous_epoch}

@@ -1,0 +1,9 @@
+"""Training: build a run from its config (`build`), feed it batches (`sources`), loop (`loop`), checkpoint
+(`checkpoint`) and start or resume it in a folder (`run.train`)."""
+
+from zsq_probe.training.build import RunParts, build_run
+from zsq_probe.training.loop import METRIC_TERMS, NonFiniteError, Trainer
+from zsq_probe.training.run import train
+from zsq_probe.training.schedule import scheduled
+
+__all__ = ["METRIC_TERMS", "NonFiniteError", "RunParts", "Trainer", "build_run", "scheduled", "train"]

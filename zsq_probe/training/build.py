@@ -1,0 +1,182 @@
+"""Building a run from its config: teacher, student, batch source, optimiser, validation data.
+
+`build_run` returns `RunParts`; the loop (`training.loop`) and the post-hoc probes (`posthoc`) both start
+from it.  The order of construction is fixed: each step that draws from torch's global RNG re-seeds it
+first, so the same config builds the same models.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from zsq_probe.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunParts:
+    cfg: object
+    device: torch.device
+    teacher: nn.Module
+    teacher_info: object  # zsq_probe.models.TeacherInfo
+    spec: object  # zsq_probe.data.DatasetSpec
+    student: nn.Module
+    student_train_mode: bool  # ZQ students keep BN statistics frozen (eval); a random KD student learns them
+    param_names: list[str]
+    params: list[nn.Parameter]
+    quant_layers: dict
+    source: object  # GeneratorSource | RealDataSource | DistilledSource
+    optimizer: object | None  # the student's (GI-wrapped when cfg.gi); None when built for probing only
+    val_loader: object | None
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def module_fingerprint(model: nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes, dtypes, bytes): identifies a custom teacher."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _custom_teacher(model: nn.Module, cfg, spec):
+    from zsq_probe.models import TeacherInfo
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"teacher must be a torch.nn.Module, got {type(model).__name__}")
+    if spec is None:
+        raise UserError("a teacher passed as a module needs its data spec: pass data_spec=DatasetSpec(...) or "
+                        "name a data set in the config (data=cifar10, ...)")
+    info = TeacherInfo(name=cfg.teacher, dataset=spec.name, num_classes=spec.num_classes, weights_path=None,
+                       weights_sha256=module_fingerprint(model), published_top1=None, source="module")
+    return copy.deepcopy(model), info
+
+
+def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_training: bool = True) -> RunParts:
+    """Everything a run needs.  `teacher`: a module to use instead of loading `cfg.teacher` (which then only
+    labels the run); `data_spec`: its DatasetSpec when `cfg.data` names none.  `for_training=False` builds
+    what probes need (no student optimiser, no validation data)."""
+    from zsq_probe.config import validate
+    from zsq_probe.data import dataset_for_teacher, get_spec, load_dataset, make_loader
+    from zsq_probe.models import build_architecture, load_teacher
+    from zsq_probe.quant import quantize_model, quantized_layers
+    from zsq_probe.training.sources import DistilledSource, GeneratorSource, RealDataSource
+
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    if teacher is None:
+        expected = dataset_for_teacher(cfg.teacher)
+        if cfg.data and get_spec(cfg.data).name != expected:
+            raise UserError(f"teacher {cfg.teacher} was trained on {expected}, not on --data {cfg.data}: drop "
+                            f"--data or pick a teacher for {cfg.data}")
+    spec = data_spec if data_spec is not None else (get_spec(cfg.data) if cfg.data else None)
+    torch.manual_seed(cfg.seed)
+    if teacher is None:
+        teacher, teacher_info = load_teacher(cfg.teacher, weights=cfg.weights, root=cfg.weights_root,
+                                             download=cfg.download)
+        spec = spec or get_spec(teacher_info.dataset)
+    else:
+        teacher, teacher_info = _custom_teacher(teacher, cfg, spec)
+    teacher = teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    if cfg.student_init == "random":
+        if teacher_info.source == "module":
+            raise UserError("student_init=random builds the teacher's architecture by its pytorchcv name; with a "
+                            "teacher module, use student_init=teacher")
+        torch.manual_seed(cfg.seed)
+        base = build_architecture(cfg.teacher)
+    else:
+        base = teacher
+    student = base if cfg.full_precision_student else quantize_model(base, cfg.w_bits, cfg.a_bits)
+    if student is teacher:
+        student = copy.deepcopy(teacher)
+    student = student.to(device)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    student_train_mode = cfg.student_init == "random"
+    student.train(student_train_mode)
+    param_names = [n for n, p in student.named_parameters() if p.requires_grad]
+    params = [p for p in student.parameters() if p.requires_grad]
+    layers = {} if cfg.full_precision_student else quantized_layers(student)
+
+    # real data: validation whenever the test split is there, training data for the KD baseline
+    val_loader = None
+    known_data = cfg.data is not None and spec is not None and spec.name == str(cfg.data).lower()
+    if for_training and known_data:
+        try:
+            val = load_dataset(cfg.data, cfg.data_root, split="test", download=cfg.download)
+            val_loader = make_loader(val, cfg.val_batch_size, shuffle=False, seed=cfg.seed)
+        except UserError as e:
+            if cfg.source == "real" or cfg.data_root is not None:  # a --data-root given is meant to be used
+                raise
+            log.info(f"note: no validation ({e})")
+
+    if cfg.source == "real":
+        if not known_data:
+            raise UserError(f"source=real needs a named data set (data=...), not a custom spec {spec.name!r}")
+        train_set = load_dataset(cfg.data, cfg.data_root, split="train", download=cfg.download)
+        source = RealDataSource(train_set, teacher, cfg, device)
+    elif cfg.source == "generator":
+        from zsq_probe.generators import build_generator
+
+        torch.manual_seed(cfg.seed)
+        generator = build_generator(cfg.generator, spec.num_classes, tuple(spec.image_shape), teacher=teacher,
+                                    **generator_options(cfg)).to(device)
+        source = GeneratorSource(generator, teacher, cfg, device)
+    else:
+        source = DistilledSource(teacher, spec, cfg, device)
+
+    optimizer = build_optimizer(cfg, params, layers) if for_training else None
+    return RunParts(cfg, device, teacher, teacher_info, spec, student, student_train_mode, param_names, params,
+                    layers, source, optimizer, val_loader)
+
+
+def generator_options(cfg) -> dict:
+    """Generator keyword arguments the config implies (Qimera's official per-model settings, ARC's model)."""
+    if cfg.generator == "qimera":
+        from zsq_probe.generators import QIMERA_DEFAULTS
+
+        options = {}
+        if cfg.w_bits in QIMERA_DEFAULTS.get(cfg.teacher, {}):
+            options.update(preset=cfg.teacher, preset_bits=cfg.w_bits)  # the official per-model settings
+        for key, value in (("mix_prob", cfg.qimera_mix_prob), ("mix_k", cfg.qimera_mix_k),
+                           ("embedding_init", cfg.qimera_embedding_init)):
+            if value is not None:
+                options[key] = value
+        return options
+    if cfg.generator == "arc":
+        return {"model_name": cfg.teacher}
+    return {}
+
+
+def build_optimizer(cfg, params, quant_layers):
+    """The student's optimiser; wrapped in gradient inundation (paper §4.2) when cfg.gi."""
+    if cfg.optimizer == "sgd":
+        base = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        base = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        base = torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if not cfg.gi:
+        return base
+    from zsq_probe.gi import GradientInundation
+
+    return GradientInundation(base, quant_layers, p=cfg.gi_p, kappa_cap_warmup=cfg.gi_warmup_cap)

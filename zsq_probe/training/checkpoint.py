@@ -1,0 +1,79 @@
+"""What a checkpoint holds and how it is put back; the run summary.
+
+A checkpoint (RUN/checkpoints/epoch-NNNN.pt, docs/run-directory.md) holds the student, its optimiser, the
+batch source's state (generator and its optimiser), torch's RNG state and each observer's state, so a
+resumed run continues bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from zsq_probe.errors import UserError, one_line
+
+
+def training_state(parts, epoch: int, global_step: int, observers=()) -> dict:
+    state = {"epoch": epoch, "global_step": global_step,
+             "student": parts.student.state_dict(), "optimizer": parts.optimizer.state_dict(),
+             "config": parts.cfg.to_dict(),
+             "rng": {"torch": torch.get_rng_state()},
+             "observers": {o.name: o.state_dict() for o in observers}}
+    if torch.cuda.is_available() and parts.device.type == "cuda":
+        state["rng"]["cuda"] = torch.cuda.get_rng_state(parts.device)
+    state.update(parts.source.state_dict())
+    return state
+
+
+def restore_models(parts, state: dict) -> None:
+    """Put the student and the batch source (generator) back to a checkpoint's state — what probes need."""
+    try:
+        parts.student.load_state_dict(state["student"])
+        parts.source.load_state_dict(state, optimizer=parts.optimizer is not None)
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"the checkpoint does not fit this run's models ({one_line(e)})") from None
+
+
+def restore_training_state(parts, state: dict, observers=()) -> tuple[int, int]:
+    """Everything training needs to continue; returns (epochs completed, global step)."""
+    restore_models(parts, state)
+    try:
+        epoch, global_step = int(state["epoch"]), int(state["global_step"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"the checkpoint does not fit this run's models ({one_line(e)})") from None
+    if "cuda" in state["rng"] and parts.device.type == "cuda":
+        torch.cuda.set_rng_state(state["rng"]["cuda"], parts.device)
+    saved = state.get("observers", {})
+    for o in observers:
+        if o.name in saved:
+            o.load_state_dict(saved[o.name])
+    return epoch, global_step
+
+
+def write_summary(run, parts, epochs_completed: int) -> dict:
+    """RUN/summary.json: what was trained and the final and best validation top-1."""
+    from zsq_probe.store import atomic_write_bytes
+
+    cfg = parts.cfg
+    m = run.read_table("metrics")
+    val = m["val_top1"].dropna()
+    summary = {"run": run.name, "method": cfg.method, "preset": cfg.preset, "teacher": cfg.teacher,
+               "data": cfg.data, "w_bits": cfg.w_bits, "a_bits": cfg.a_bits,
+               "full_precision_student": cfg.full_precision_student, "epochs_completed": epochs_completed,
+               "seed": cfg.seed,
+               "final_val_top1": float(val.iloc[-1]) if len(val) else None,
+               "best_val_top1": float(val.max()) if len(val) else None,
+               "teacher_top1": teacher_top1(parts)}
+    atomic_write_bytes(run.path / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def teacher_top1(parts) -> float | None:
+    if parts.val_loader is None:
+        return None
+    from zsq_probe.evaluate import top1_and_ce
+
+    return top1_and_ce(parts.teacher, parts.val_loader, parts.device, parts.cfg.val_max_batches)[0]

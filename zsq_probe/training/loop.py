@@ -1,0 +1,241 @@
+"""The training loop: zero-shot quantisation (GDFQ / KL-only / AIT and the other generators) and the
+real-data KD baseline, with four hook points for observers (probes).
+
+One epoch = `iters_per_epoch` iterations.  Per iteration the batch source hands over a batch (a generator
+takes its own step on CE + BNS first), then — after the warm-up epochs — the student takes a step on
+kd_weight * KL * T^2 + ce_weight * CE (paper Eq. 5-6; docs/reference.md).  Epochs count from 1;
+checkpoint epoch-0000 is the state before training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+
+from zsq_probe.errors import UserError
+from zsq_probe.events import ProbeContext, StepEvent
+from zsq_probe.losses import student_terms, term_gradients
+from zsq_probe.store import epoch_key, fault_point
+from zsq_probe.training import checkpoint
+from zsq_probe.training.schedule import gi_share, student_lr
+from zsq_probe.training.sources import all_finite, check_iterations, first_nonfinite
+
+log = logging.getLogger(__name__)
+
+METRIC_TERMS = ("kl", "kl_scaled", "ce", "student", "generator_ce", "bns", "generator")
+
+
+class NonFiniteError(UserError):
+    """A loss or gradient became NaN/inf; the message names the epoch, step and term, and the last good
+    checkpoint (nothing of the failed epoch is written).  `on_nonfinite=skip` skips such updates instead."""
+
+
+class Trainer:
+    def __init__(self, parts, run, observers=(), progress: bool = True):
+        self.parts, self.cfg, self.run = parts, parts.cfg, run
+        self.observers = list(observers)
+        self.progress = progress
+        self.epoch, self.global_step = 0, 0  # epochs completed, iterations done
+        self.iterations = check_iterations(self.cfg, parts.source)
+        self.context = ProbeContext(cfg=self.cfg, run=run, student=parts.student, teacher=parts.teacher,
+                                    param_names=parts.param_names, params=parts.params,
+                                    quant_layers=parts.quant_layers, device=parts.device,
+                                    iterations_per_epoch=self.iterations, draw_probe_batch=parts.source.draw)
+
+    # ------------------------------------------------------------------ the run
+    def fit(self) -> dict:
+        for o in self.observers:
+            o.on_train_start(self.context)
+        if self.epoch == 0 and not self.run.checkpoints():
+            self.save_checkpoint(0)
+        if self.cfg.source == "zeroq" and self.cfg.epochs == 0:
+            return self.calibrate_only()
+        for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
+            row = self.run_epoch(epoch)
+            for o in self.observers:
+                o.on_epoch_end(self.context, epoch, row)
+            self.run.write_part("metrics", [row], epoch_key(epoch))
+            self.epoch = epoch
+            log.info(epoch_line(row))
+            if epoch % self.cfg.checkpoint_every == 0 or epoch == self.cfg.epochs:
+                self.save_checkpoint(epoch)
+        return self.write_summary()
+
+    # ------------------------------------------------------------------ one epoch
+    def start_epoch(self, epoch: int) -> dict:
+        """Set the epoch's schedules and modes; return the values the metrics row records."""
+        from zsq_probe.quant import set_activation_ranges_frozen
+
+        cfg, parts = self.cfg, self.parts
+        lr, p = student_lr(cfg, epoch), gi_share(cfg, epoch)
+        for g in parts.optimizer.param_groups:
+            g["lr"] = lr
+        if cfg.gi:
+            parts.optimizer.p = p
+            parts.optimizer.warmup = epoch == cfg.warmup_epochs + 1  # κ capped in the first student epoch
+        frozen = epoch > cfg.act_range_epochs
+        if parts.quant_layers:
+            set_activation_ranges_frozen(parts.student, frozen)
+        parts.student.train(parts.student_train_mode)
+        parts.source.start_epoch(epoch)
+        gen_lr = parts.source.lr(epoch) if hasattr(parts.source, "lr") else float("nan")
+        return dict(lr=lr, gen_lr=gen_lr, gi_p=p if cfg.gi else float("nan"), act_ranges_frozen=frozen)
+
+    def run_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        schedule = self.start_epoch(epoch)
+        stepping = epoch > cfg.warmup_epochs  # warm-up epochs train the generator only (GDFQ)
+        for o in self.observers:
+            o.on_epoch_start(self.context, epoch)
+        sums, counts = dict.fromkeys(METRIC_TERMS, 0.0), dict.fromkeys(METRIC_TERMS, 0)
+        skipped_steps = 0
+        bar = progress_bar(self.iterations, f"epoch {epoch}/{cfg.epochs} {cfg.method}", self.progress)
+        for step in range(self.iterations):
+            batch = self.parts.source.next_batch()
+            skipped = batch.nonfinite is not None and self.on_nonfinite(epoch, step, batch.nonfinite)
+            want_terms = stepping and any(o.wants_term_gradients(epoch, step) for o in self.observers)
+            gi = term_grads = None
+            if stepping:
+                s_logits, terms, term_grads, gi, nonfinite = self.student_step(batch, want_terms)
+                skipped = (nonfinite is not None and self.on_nonfinite(epoch, step, nonfinite)) or skipped
+            else:  # the student only runs forward (its activation ranges follow the EMA)
+                with torch.no_grad():
+                    s_logits, kl, ce = self.loss_terms(batch)
+                terms = {"kl": kl, "kl_scaled": kl * cfg.temperature ** 2, "ce": ce}
+            terms = {**batch.terms, **terms}
+            # one host sync per iteration for all metric terms
+            values = dict(zip(terms, torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()))
+            skipped_steps += skipped
+            for k, v in values.items():
+                if math.isfinite(v):  # a skipped step's NaN/inf does not enter the epoch means
+                    sums[k] += v
+                    counts[k] += 1
+            self.global_step += 1
+            if self.observers:
+                event = StepEvent(epoch, step, self.global_step, batch.inputs, batch.labels, batch.teacher_logits,
+                                  s_logits, values, stepping and not skipped, None if skipped else term_grads, gi)
+                for o in self.observers:
+                    o.on_step(self.context, event)
+            fault_point(f"step:{epoch}:{step}")  # test-only fault injection (zsq_probe.store)
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0 or step == self.iterations - 1:
+                    bar.set_postfix({k: f"{values[k]:.3g}" for k in ("kl_scaled", "ce") if k in values})
+        if bar is not None:
+            bar.close()
+
+        row = {"run": self.run.name, "method": cfg.method, "preset": cfg.preset, "epoch": epoch,
+               "iterations": self.iterations, "student_stepped": stepping,
+               "act_ranges_frozen": schedule["act_ranges_frozen"]}
+        row.update({f"loss_{k}": sums[k] / counts[k] if counts[k] else float("nan") for k in METRIC_TERMS})
+        row.update(lr=schedule["lr"], gen_lr=schedule["gen_lr"], gi_p=schedule["gi_p"], skipped_steps=skipped_steps)
+        validate_now = self.parts.val_loader is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs)
+        row["val_top1"], row["val_ce"] = self.validate() if validate_now else (float("nan"), float("nan"))
+        row["wall_time_s"] = time.perf_counter() - t0
+        return row
+
+    # ------------------------------------------------------------------ one student step
+    def loss_terms(self, batch):
+        return student_terms(self.parts.student, batch.inputs, batch.labels, batch.teacher_logits,
+                             self.cfg.temperature, self.cfg.label_smoothing)
+
+    def student_step(self, batch, want_terms: bool):
+        """One optimiser step; returns (logits, loss terms, per-term grads, GI info, non-finite or None)."""
+        from zsq_probe.training.sources import NonFinite
+
+        cfg, opt, params = self.cfg, self.parts.optimizer, self.parts.params
+        s_logits, kl, ce = self.loss_terms(batch)
+        kl_scaled = kl * cfg.temperature ** 2
+        loss = cfg.kd_weight * kl_scaled + cfg.ce_weight * ce
+        terms = {"kl": kl.detach(), "kl_scaled": kl_scaled.detach(), "ce": ce.detach(), "student": loss.detach()}
+        opt.zero_grad(set_to_none=True)
+        term_grads = None
+        if want_terms:
+            # per-term gradients from one forward: the cosine probes need both, the step needs their sum
+            term_grads = term_gradients(kl, ce, params)
+            w_kl, w_ce = cfg.kd_weight * cfg.temperature ** 2, cfg.ce_weight
+            for p, gk, gc in zip(params, term_grads["kl"], term_grads["ce"]):
+                p.grad = w_kl * gk + w_ce * gc
+        else:
+            loss.backward()
+        if not all_finite(loss, params):  # one host sync for the loss and every gradient
+            opt.zero_grad(set_to_none=True)
+            weighted = {n: t for n, t, w in (("KL term", kl, cfg.kd_weight), ("CE term", ce, cfg.ce_weight)) if w}
+            what = first_nonfinite(loss, weighted, "student loss") or "gradient of the student loss"
+            return s_logits.detach(), terms, None, None, NonFinite(what, loss, {"kl": kl, "ce": ce})
+        opt.step()
+        gi = None
+        if cfg.gi:
+            gi = {"kappa": dict(opt.last_kappa), "changed": dict(opt.last_changed_codes),
+                  "flags": dict(getattr(opt, "last_flags", {}))}
+        return s_logits.detach(), terms, term_grads, gi, None
+
+    def on_nonfinite(self, epoch: int, step: int, bad) -> bool:
+        """on_nonfinite=skip: True (the update was skipped; counted in skipped_steps).  Else stop the run."""
+        if self.cfg.on_nonfinite == "skip":
+            return True
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in bad.terms.items())
+        cps = self.run.checkpoints()
+        kept = f"the last good checkpoint {cps[max(cps)]} is kept" if cps else "no checkpoint was written"
+        raise NonFiniteError(f"non-finite {bad.what} at epoch {epoch}, step {step} (global step "
+                             f"{self.global_step + 1}; loss={float(bad.loss.detach()):.4g}, {values}); stopped, "
+                             f"{kept}; to skip such steps resume with --set on_nonfinite=skip --force")
+
+    # ------------------------------------------------------------------ evaluation and the end of a run
+    def validate(self) -> tuple[float, float]:
+        from zsq_probe.evaluate import top1_and_ce
+        from zsq_probe.quant import activation_ranges_frozen
+
+        parts = self.parts
+        if parts.quant_layers:
+            with activation_ranges_frozen(parts.student):  # test data must not move the ranges
+                return top1_and_ce(parts.student, parts.val_loader, parts.device, self.cfg.val_max_batches)
+        return top1_and_ce(parts.student, parts.val_loader, parts.device, self.cfg.val_max_batches)
+
+    def calibrate_only(self) -> dict:
+        """ZeroQ's own baseline: activation ranges calibrated on the distilled data, no fine-tuning."""
+        from zsq_probe.quant import calibrate_activation_ranges
+
+        parts = self.parts
+        if parts.quant_layers:
+            calibrate_activation_ranges(parts.student, parts.source.calibration_batches())
+        val_top1, val_ce = self.validate() if parts.val_loader is not None else (float("nan"), float("nan"))
+        nan = float("nan")
+        row = {"run": self.run.name, "method": self.cfg.method, "preset": self.cfg.preset, "epoch": 0,
+               "iterations": 0, "student_stepped": False, "act_ranges_frozen": True,
+               **{f"loss_{k}": nan for k in METRIC_TERMS}, "lr": nan, "gen_lr": nan, "gi_p": nan,
+               "skipped_steps": 0, "val_top1": val_top1, "val_ce": val_ce, "wall_time_s": 0.0}
+        self.run.write_part("zeroq_distillation", parts.source.history, epoch_key(0))
+        self.run.write_part("metrics", [row], epoch_key(0))
+        self.save_checkpoint(0)
+        log.info(epoch_line(row))
+        return self.write_summary()
+
+    def write_summary(self) -> dict:
+        return checkpoint.write_summary(self.run, self.parts, self.epoch)
+
+    def save_checkpoint(self, epoch: int) -> None:
+        state = checkpoint.training_state(self.parts, self.epoch, self.global_step, self.observers)
+        self.run.save_checkpoint(epoch, state, keep_all=self.cfg.keep_checkpoints)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.global_step = checkpoint.restore_training_state(self.parts, state, self.observers)
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def epoch_line(row: dict) -> str:
+    val = row.get("val_top1")
+    val_s = f"val top-1 {100 * val:6.2f}%  val CE {row['val_ce']:.4f}" if val == val else "no validation"
+    return (f"[{row['method']}] epoch {row['epoch']:>4}  KL*T^2 {row['loss_kl_scaled']:.4g}  CE {row['loss_ce']:.4g}  "
+            f"{val_s}  ({row['wall_time_s']:.1f}s)")

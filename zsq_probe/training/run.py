@@ -1,0 +1,66 @@
+"""`train()`: start or resume a run in a folder.  Nothing is written until the run's set-up succeeded; a
+resume drops whatever a crash left past the last checkpoint, so resumed epochs rewrite, never duplicate."""
+
+from __future__ import annotations
+
+import logging
+
+from zsq_probe.config import config_diff, config_from_dict
+from zsq_probe.errors import UserError
+from zsq_probe.store import RunDir, key_epoch
+from zsq_probe.training.build import build_run
+from zsq_probe.training.loop import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg, out, *, resume: bool = False, force: bool = False, observers=None, progress: bool = True,
+          teacher=None, data_spec=None) -> dict:
+    """Run (or resume) a training job into the folder `out`; returns the run summary (summary.json).
+
+    `observers`: None builds the probes `cfg.probes` names; a list is used as given (add
+    `zsq_probe.probes.build_probes(cfg)` to it to keep the configured probes).  `teacher` / `data_spec`: a
+    teacher module of your own and its zsq_probe.data.DatasetSpec (see `build_run`)."""
+    if observers is None:
+        from zsq_probe.probes import build_probes
+
+        observers = build_probes(cfg)
+    if resume:
+        return _resume(cfg, out, force, observers, progress, teacher, data_spec)
+    RunDir.ensure_new(out)  # refuse before any work; nothing is written until the set-up succeeded
+    run = RunDir(out)
+    parts = build_run(cfg, teacher=teacher, data_spec=data_spec)
+    trainer = Trainer(parts, run, observers, progress)
+    from zsq_probe.quant import quantization_spec
+
+    spec = None if cfg.full_precision_student else quantization_spec(parts.student)
+    run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec,
+                                           "teacher": parts.teacher_info.to_dict()})
+    run.remove_temp_files()  # a first attempt killed while writing config.json left its temporary copy
+    return trainer.fit()
+
+
+def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
+    run = RunDir.open(out)
+    doc = run.read_config_doc()
+    changed = config_diff(config_from_dict(doc["config"]), cfg)
+    if changed and not force:
+        first = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(f"--resume with a changed config ({first}{more}); pass --force to resume anyway "
+                        f"(the change is recorded in config.json)")
+    trainer = Trainer(build_run(cfg, teacher=teacher, data_spec=data_spec), run, observers, progress)
+    if run.checkpoints():
+        epoch, state = run.load_checkpoint()
+        trainer.load_state_dict(state)
+        log.info(f"resuming {run.path} after epoch {epoch}")
+    # only now that set-up and checkpoint succeeded is anything in the run changed
+    if changed:
+        history = doc.get("config_changes", []) + [{k: [a, b] for k, (a, b) in changed.items()}]
+        extra = {k: v for k, v in doc.items() if k not in ("format", "run_schema_version", "config", "versions")}
+        extra.update(seed=cfg.seed, config_changes=history)
+        run.write_config(cfg.to_dict(), extra=extra)
+    run.remove_temp_files()  # what writers killed mid-write left
+    for table in run.tables():  # what a crash left past the checkpoint is dropped
+        run.remove_parts(table, lambda key: (key_epoch(key) or 0) <= trainer.epoch)
+    return trainer.fit()

@@ -1,0 +1,229 @@
+"""Where the student's batches come from: one protocol, three sources.
+
+* `GeneratorSource` (zero-shot: GDFQ / Qimera / ARC).  Each iteration the generator takes its own step on
+  CE(teacher(G(z, y)), y) + bns_weight * BNS (paper Eq. 3-4, GDFQ) and hands the detached samples on.
+* `RealDataSource` (the KD baseline, paper §3.1): shuffled real training images, one order per epoch.
+* `DistilledSource` (ZeroQ): a fixed set distilled from the teacher's BN statistics once, sampled per step.
+
+The training loop calls `start_epoch`, then `next_batch` per iteration; probes call `draw` for a batch from
+their own stream.  Sources never touch the global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from zsq_probe.errors import UserError
+from zsq_probe.events import ProbeBatch
+from zsq_probe.losses import ce_to_labels
+from zsq_probe.module_state import preserved_state
+from zsq_probe.seeds import DATA_ORDER_STREAM, SAMPLE_STREAM, ZEROQ_STREAM, epoch_seed, stream
+from zsq_probe.training.schedule import generator_lr
+
+
+@dataclass
+class NonFinite:
+    """A non-finite loss or gradient: which term, the loss, and the terms to report."""
+
+    what: str
+    loss: torch.Tensor
+    terms: dict
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    teacher_logits: torch.Tensor
+    terms: dict = field(default_factory=dict)  # metric terms the source computed (generator losses)
+    nonfinite: NonFinite | None = None  # the source's own update hit a NaN/inf (it was not applied)
+
+
+def all_finite(loss: torch.Tensor, params) -> bool:
+    """Whether the loss and every gradient are finite, with one host sync."""
+    flags = [torch.isfinite(loss).all()] + [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
+    return bool(torch.stack(flags).all())
+
+
+def first_nonfinite(total: torch.Tensor, terms: dict, total_name: str) -> str | None:
+    """None when `total` is finite; else the name of the first non-finite term (or of the total)."""
+    if bool(torch.isfinite(total).all()):
+        return None
+    for name, value in terms.items():
+        if not bool(torch.isfinite(value).all()):
+            return name
+    return total_name
+
+
+def _teacher_logits(teacher, x):
+    with preserved_state(teacher, mode="eval"):
+        return teacher(x)
+
+
+class GeneratorSource:
+    name = "generator"
+
+    def __init__(self, generator, teacher, cfg, device):
+        self.generator, self.teacher, self.cfg, self.device = generator, teacher, cfg, device
+        self.optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.gen_lr, betas=(cfg.gen_beta1, cfg.gen_beta2))
+        self.rng = None
+
+    def iterations(self) -> int | None:
+        return None  # a generator has no epoch length of its own
+
+    def lr(self, epoch: int) -> float:
+        return generator_lr(self.cfg, epoch)
+
+    def start_epoch(self, epoch: int) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr(epoch)
+        self.rng = stream(self.cfg.seed, epoch, SAMPLE_STREAM)
+
+    def next_batch(self) -> Batch:
+        """Sample a batch, step the generator on CE + BNS; the samples come back detached."""
+        from zsq_probe.generators import BNStatisticsLoss
+
+        cfg = self.cfg
+        z, labels = self.generator.sample(cfg.batch_size, generator=self.rng, device=self.device)
+        self.generator.train()
+        x = self.generator(z, labels)
+        with BNStatisticsLoss(self.teacher) as bns:
+            t_logits = self.teacher(x)
+        gen_ce = ce_to_labels(t_logits, labels)
+        bns_loss = bns.loss()
+        gen_loss = gen_ce + cfg.bns_weight * bns_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        gen_loss.backward()
+        nonfinite = None
+        if all_finite(gen_loss, self.generator.parameters()):
+            self.optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            bad = first_nonfinite(gen_loss, {"generator CE term": gen_ce, "generator BNS term": bns_loss},
+                                  "generator loss")
+            nonfinite = NonFinite(bad or "gradient of the generator loss", gen_loss,
+                                  {"generator_ce": gen_ce, "bns": bns_loss})
+        terms = {"generator_ce": gen_ce.detach(), "bns": bns_loss.detach(), "generator": gen_loss.detach()}
+        return Batch(x.detach(), labels.detach(), t_logits.detach(), terms, nonfinite)
+
+    @torch.no_grad()
+    def draw(self, seed: int, size: int) -> ProbeBatch:
+        rng = torch.Generator().manual_seed(seed)
+        with preserved_state(self.generator, mode="train"):
+            z, labels = self.generator.sample(size, generator=rng, device=self.device)
+            x = self.generator(z, labels)
+        return ProbeBatch(x.detach(), labels.detach(), _teacher_logits(self.teacher, x).detach(), self.name, seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "generator_optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict, optimizer: bool = True) -> None:
+        self.generator.load_state_dict(state["generator"])
+        if optimizer:
+            self.optimizer.load_state_dict(state["generator_optimizer"])
+
+
+class RealDataSource:
+    name = "real"
+
+    def __init__(self, train_set, teacher, cfg, device):
+        self.train_set, self.teacher, self.cfg, self.device = train_set, teacher, cfg, device
+        self.batches = None
+
+    def iterations(self) -> int:
+        return math.ceil(len(self.train_set) / self.cfg.batch_size)  # one pass over the training set
+
+    def start_epoch(self, epoch: int) -> None:
+        from zsq_probe.data import make_loader
+
+        loader = make_loader(self.train_set, self.cfg.batch_size, shuffle=True,
+                             seed=epoch_seed(self.cfg.seed, epoch, DATA_ORDER_STREAM), drop_last=True)
+        self.batches = _cycle(loader)
+
+    def next_batch(self) -> Batch:
+        x, y = next(self.batches)
+        x, y = x.to(self.device), y.to(self.device)
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        return Batch(x, y, t_logits)
+
+    @torch.no_grad()
+    def draw(self, seed: int, size: int) -> ProbeBatch:
+        rng = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self.train_set), generator=rng)[:size].tolist()
+        items = [self.train_set[i] for i in idx]
+        x = torch.stack([a for a, _ in items]).to(self.device)
+        labels = torch.tensor([int(b) for _, b in items], device=self.device)
+        return ProbeBatch(x, labels, _teacher_logits(self.teacher, x).detach(), self.name, seed)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, optimizer: bool = True) -> None: ...
+
+
+class DistilledSource:
+    """ZeroQ: images distilled once from the teacher's BN statistics (labels: the teacher's argmax)."""
+
+    name = "zeroq"
+
+    def __init__(self, teacher, spec, cfg, device):
+        from zsq_probe.generators import distill_zeroq
+
+        self.teacher, self.cfg, self.device = teacher, cfg, device
+        n = cfg.zeroq_images or cfg.batch_size * 10
+        self.images, self.history = distill_zeroq(teacher, n, tuple(spec.image_shape),
+                                                  batch_size=min(n, cfg.batch_size),
+                                                  iterations=cfg.zeroq_iterations,
+                                                  generator=stream(cfg.seed, 0, ZEROQ_STREAM), device=device)
+        with torch.no_grad():
+            logits = torch.cat([teacher(self.images[i:i + 256]) for i in range(0, len(self.images), 256)])
+        self.labels = logits.argmax(1)
+        self.rng = None
+
+    def iterations(self) -> int | None:
+        return None
+
+    def start_epoch(self, epoch: int) -> None:
+        self.rng = stream(self.cfg.seed, epoch, SAMPLE_STREAM)
+
+    def next_batch(self) -> Batch:
+        idx = torch.randint(len(self.images), (self.cfg.batch_size,), generator=self.rng).to(self.images.device)
+        x, y = self.images[idx], self.labels[idx]
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        return Batch(x, y, t_logits)
+
+    def calibration_batches(self) -> list[torch.Tensor]:
+        bs = self.cfg.batch_size
+        return [self.images[i:i + bs] for i in range(0, len(self.images), bs)]
+
+    @torch.no_grad()
+    def draw(self, seed: int, size: int) -> ProbeBatch:
+        rng = torch.Generator().manual_seed(seed)
+        idx = torch.randint(len(self.images), (size,), generator=rng).to(self.images.device)
+        x, labels = self.images[idx], self.labels[idx]
+        return ProbeBatch(x, labels, _teacher_logits(self.teacher, x).detach(), self.name, seed)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict, optimizer: bool = True) -> None: ...
+
+
+def _cycle(loader):
+    while True:
+        yield from loader
+
+
+def check_iterations(cfg, source) -> int:
+    """Iterations per epoch: the config's, or one pass over real data when it says 0."""
+    if cfg.iters_per_epoch:
+        return cfg.iters_per_epoch
+    n = source.iterations()
+    if n is None:
+        raise UserError("iters_per_epoch=0 is only meaningful with real data (source=real)")
+    return n
