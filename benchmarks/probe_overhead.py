@@ -22,7 +22,7 @@ import torch
 
 from zsq_probe.config import PROBE_NAMES, RunConfig, resolve_config
 from zsq_probe.probes import build_probes
-from zsq_probe.train import train
+from zsq_probe.training import train
 
 
 def timed_run(cfg, out: Path) -> float:
@@ -30,7 +30,7 @@ def timed_run(cfg, out: Path) -> float:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        train(cfg, out, observers=observers, progress=False, log=lambda *a: None)
+        train(cfg, out, observers=observers, progress=False)
     return time.perf_counter() - t0
 
 

@@ -12,11 +12,12 @@ from zsq_probe.config import resolve_config
 from zsq_probe.losses import ce_to_labels, kl_to_teacher
 from zsq_probe.posthoc import probe_run
 from zsq_probe.probes import build_probes
-from zsq_probe.probes.base import observing
+from zsq_probe.module_state import preserved_state
 from zsq_probe.store import RunDir, load_checkpoint_file
-from zsq_probe.train import Observer, Trainer, train
+from zsq_probe.events import Observer
+from zsq_probe.training import build_run, train
 
-QUIET = dict(progress=False, log=lambda *a: None)
+QUIET = dict(progress=False)
 SMALL = dict(epochs=2, iters_per_epoch=3, batch_size=16, warmup_epochs=0, act_range_epochs=1, val_max_batches=1,
              val_batch_size=64, hessian_batch_size=48, hessian_every_epochs=1, probe_every_steps=1,
              hessian_vectors=4, slq_runs=1, slq_steps=6, hessian_top_k=2, slice_points=5)
@@ -94,16 +95,15 @@ def test_cosine_rows_match_the_definition(probed_run):
 
 def test_checkpoint_cosine_equals_a_direct_computation(probed_run, digits_teacher):
     out, cfg = probed_run
-    from zsq_probe.posthoc import open_trainer
-    from zsq_probe.probes.base import draw_probe_batch
+    from zsq_probe.posthoc import open_run
 
-    run, trainer = open_trainer(out)
-    trainer.load_state_dict(run.load_checkpoint(2)[1])
-    batch = draw_probe_batch(trainer, 2, cfg.hessian_batch_size)
-    student = trainer.student
+    run, ctx = open_run(out)
+    ctx.load_checkpoint(2)
+    batch = ctx.probe_batch(2, cfg.hessian_batch_size)
+    student = ctx.student
     logits = student(batch.inputs)
-    g_ce = torch.autograd.grad(ce_to_labels(logits, batch.labels), trainer.params, retain_graph=True)
-    g_kl = torch.autograd.grad(kl_to_teacher(logits, batch.teacher_logits, cfg.temperature), trainer.params)
+    g_ce = torch.autograd.grad(ce_to_labels(logits, batch.labels), ctx.params, retain_graph=True)
+    g_kl = torch.autograd.grad(kl_to_teacher(logits, batch.teacher_logits, cfg.temperature), ctx.params)
     a = torch.cat([g.reshape(-1) for g in g_ce]).double()
     b = torch.cat([g.reshape(-1) for g in g_kl]).double()
     expected = float(a @ b / (a.norm() * b.norm()))
@@ -125,7 +125,7 @@ def test_posthoc_equals_online_for_the_same_checkpoint(probed_run, tmp_path):
         ("cosine", "cosine", ["epoch", "scope", "group"], "cosine"),
     ]:
         with pytest.warns(UserWarning) if probe != "cosine" else _nothing():
-            probe_run(copy, probe, epochs=[2], overwrite=True, log=lambda *a: None)
+            probe_run(copy, probe, epochs=[2], overwrite=True)
         df = pd.read_parquet(copy / "probes" / table)
         if table == "cosine":
             df = df[df.statistic == "checkpoint"]
@@ -170,7 +170,7 @@ def test_posthoc_crossings_between_checkpoints(probed_run, tmp_path):
     out, cfg = probed_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    df = probe_run(copy, "crossings", log=lambda *a: None)
+    df = probe_run(copy, "crossings")
     rd = RunDir(copy)
     s1, s2 = (load_checkpoint_file(rd.checkpoints()[e])["student"] for e in (1, 2))
     row = df[(df.epoch == 2) & (df.layer == "output")].iloc[0]
@@ -201,12 +201,11 @@ def test_inter_epoch_cosine_is_between_epoch_means(tmp_path, digits_teacher):
     assert 1 not in df.index  # no previous epoch to compare with
 
 
-def test_observing_restores_modes_buffers_and_ranges(digits_teacher, tmp_path):
+def test_preserved_state_restores_modes_buffers_and_ranges(digits_teacher, tmp_path):
     cfg = cfg_for("kd")
-    trainer = Trainer(cfg, RunDir(tmp_path / "r"), **QUIET)
-    student = trainer.student.train()
+    student = build_run(cfg).student.train()
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    with observing(student, mode="eval"):
+    with preserved_state(student, mode="eval"):
         student.train()
         student(torch.randn(8, 1, 16, 16))  # moves BN running statistics
     assert student.training

@@ -174,7 +174,7 @@ TINY_NAN = ["train", "--preset", "gdfq", "--epochs", "3", "--iters-per-epoch", "
 def poison_kl(monkeypatch, at: dict):
     """Make the student's KL term NaN (`at[call] == 'loss'`) or its gradient NaN (`'grad'`) at given calls of
     kl_to_teacher (one call per student step in these runs, counted from 0)."""
-    import zsq_probe.train as train_module
+    import zsq_probe.losses as train_module
 
     real = train_module.kl_to_teacher
     calls = {"n": 0}

@@ -10,7 +10,8 @@ from zsq_probe.cli import main
 from zsq_probe.config import PRESETS, resolve_config
 from zsq_probe.errors import UserError
 from zsq_probe.store import RunDir, load_checkpoint_file
-from zsq_probe.train import Observer, Trainer, scheduled, train
+from zsq_probe.events import Observer
+from zsq_probe.training import Trainer, build_run, scheduled, train
 
 TINY = dict(epochs=2, iters_per_epoch=2, batch_size=16, warmup_epochs=0, act_range_epochs=1, val_max_batches=1,
             val_batch_size=64, zeroq_images=32, zeroq_iterations=5, hessian_batch_size=32)
@@ -34,7 +35,7 @@ def student_weights(run):
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_runs_a_short_epoch(preset, tmp_path, digits_teacher):
     cfg = tiny(preset, epochs=0 if preset == "zeroq" else 1)  # ZeroQ: calibration only, no fine-tuning
-    summary = train(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    summary = train(cfg, tmp_path / "run", progress=False)
     m = RunDir(tmp_path / "run").read_table("metrics")
     assert list(m["epoch"]) == ([0] if preset == "zeroq" else [1])
     assert 0.0 <= summary["final_val_top1"] <= 1.0
@@ -52,13 +53,13 @@ def test_training_changes_the_student_and_gi_moves_codes(tmp_path, digits_teache
 
     cfg = tiny("ait", epochs=1, iters_per_epoch=1)
     cfg.gi_p = 0.05
-    trainer = Trainer(cfg, RunDir(tmp_path / "r"), progress=False, log=lambda *a: None)
-    before = {k: v.clone() for k, v in integer_codes(trainer.student).items()}
+    trainer = Trainer(build_run(cfg), RunDir(tmp_path / "r"), progress=False)
+    before = {k: v.clone() for k, v in integer_codes(trainer.parts.student).items()}
     trainer.run_epoch(1)
-    after = integer_codes(trainer.student)
+    after = integer_codes(trainer.parts.student)
     for name, q in before.items():
         share = (after[name] != q).float().mean().item()
-        assert share >= cfg.gi_p or trainer.opt.last_flags.get(name), (name, share)
+        assert share >= cfg.gi_p or trainer.parts.optimizer.last_flags.get(name), (name, share)
 
 
 class StopAt(Observer):
@@ -75,12 +76,12 @@ class StopAt(Observer):
 @pytest.mark.parametrize("preset", ["ait", "gdfq", "kd"])
 def test_resume_equals_uninterrupted_run(preset, tmp_path, digits_teacher):
     cfg = tiny(preset, epochs=3, warmup_epochs=1)
-    train(cfg, tmp_path / "full", progress=False, log=lambda *a: None)
+    train(cfg, tmp_path / "full", progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", observers=[StopAt(3)], progress=False, log=lambda *a: None)
+        train(cfg, tmp_path / "cut", observers=[StopAt(3)], progress=False)
     # a crash may leave a part past the checkpoint: resume must drop it, not duplicate it
     RunDir(tmp_path / "cut").write_part("metrics", [{"epoch": 3, "run": "junk"}], "e00003")
-    train(cfg, tmp_path / "cut", resume=True, progress=False, log=lambda *a: None)
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
     a, b = metrics_without_time(tmp_path / "full"), metrics_without_time(tmp_path / "cut")
     assert list(b["epoch"]) == [1, 2, 3]
     pd.testing.assert_frame_equal(a.drop(columns=["run"]), b.drop(columns=["run"]))
@@ -91,11 +92,11 @@ def test_resume_equals_uninterrupted_run(preset, tmp_path, digits_teacher):
 
 def test_resume_with_changed_config_is_refused_unless_forced(tmp_path, digits_teacher):
     cfg = tiny("gdfq", epochs=1)
-    train(cfg, tmp_path / "r", progress=False, log=lambda *a: None)
+    train(cfg, tmp_path / "r", progress=False)
     cfg2 = tiny("gdfq", epochs=2, lr=0.5)
     with pytest.raises(UserError, match="changed config"):
-        train(cfg2, tmp_path / "r", resume=True, progress=False, log=lambda *a: None)
-    train(cfg2, tmp_path / "r", resume=True, force=True, progress=False, log=lambda *a: None)
+        train(cfg2, tmp_path / "r", resume=True, progress=False)
+    train(cfg2, tmp_path / "r", resume=True, force=True, progress=False)
     doc = json.loads((tmp_path / "r" / "config.json").read_text())
     assert doc["config"]["epochs"] == 2 and doc["config_changes"][0]["lr"][1] == 0.5
 
@@ -143,7 +144,7 @@ def test_set_errors_are_one_line(assignment, message, tmp_path, capsys):
 
 def test_kd_baseline_uses_a_random_full_precision_student(tmp_path, digits_teacher):
     cfg = tiny("kd", epochs=1)
-    trainer = Trainer(cfg, RunDir(tmp_path / "r"), progress=False, log=lambda *a: None)
-    assert not trainer.quant_layers and trainer.student_train_mode
-    t = dict(trainer.teacher.named_parameters())
-    assert any(not torch.equal(p, t[n]) for n, p in trainer.student.named_parameters())
+    trainer = Trainer(build_run(cfg), RunDir(tmp_path / "r"), progress=False)
+    assert not trainer.parts.quant_layers and trainer.parts.student_train_mode
+    t = dict(trainer.parts.teacher.named_parameters())
+    assert any(not torch.equal(p, t[n]) for n, p in trainer.parts.student.named_parameters())

@@ -1,8 +1,20 @@
-"""Run configuration: one dataclass, named presets, data-set defaults, JSON in/out and `--set key=value`.
+"""Run configuration: a few nested, self-validating dataclasses, presets as data, JSON in/out and
+`--set key=value`.
 
-Resolution order (later wins): dataclass defaults -> data-set scale (paper §5.1 hyper-parameters for
-CIFAR / ImageNet, a small scale for the embedded digits default) -> preset (the paper's table rows) ->
-command-line flags -> `--set` overrides.  `validate` turns every bad value into a one-line UserError.
+    RunConfig            what is trained, the schedule, the loss, validation and checkpoints
+      .quant    QuantConfig      bits, full-precision or quantised student, activation-range epochs
+      .optim    OptimizerConfig  the student's optimiser and its learning-rate schedule
+      .inundation GIConfig       gradient inundation (paper §4.2)
+      .dataset  DataConfig       data set, its root and where the student's batches come from
+      .synthesis GeneratorConfig the generator (GDFQ / Qimera / ARC) or ZeroQ's distillation
+      .probing  ProbeConfig      which probes run, how often and how big
+
+Every field also has a flat key (`lr`, `gi_p`, `warmup_epochs`, `hessian_every_epochs`, ...: `FLAT_KEYS`), the
+names `--set`, presets and run configs of schema version 1 use; dotted keys (`optim.lr`) work too.
+
+Resolution order (later wins): dataclass defaults -> data-set scale (paper §5.1 hyper-parameters for CIFAR /
+ImageNet, a small scale for the embedded digits default) -> preset (the paper's table rows) -> command-line
+flags -> `--set` overrides.  Every bad value is a one-line UserError (docs/reference.md#hyper-parameters).
 """
 
 from __future__ import annotations
@@ -15,10 +27,149 @@ from dataclasses import dataclass, field
 
 from zsq_probe.errors import UserError
 
-CONFIG_SCHEMA_VERSION = 1
+CONFIG_SCHEMA_VERSION = 2  # 2: nested sections; 1: one flat dict (still read)
 
 # The built-in probes (zsq_probe.probes; probes of your own join them with register_probe).
 PROBE_NAMES = ("cosine", "inter_epoch", "crossings", "hessian", "slice")
+
+
+def _bad(msg: str):
+    raise UserError(f"invalid config: {msg}")
+
+
+def _at_least(obj, minimum, *names):
+    for k in names:
+        if getattr(obj, k) < minimum:
+            _bad(f"{k}={getattr(obj, k)} (must be >= {minimum})")
+
+
+def _one_of(value, choices, what):
+    if value not in choices:
+        _bad(f"{what}={value!r} ({', '.join(map(str, choices[:-1]))} or {choices[-1]})")
+
+
+@dataclass
+class QuantConfig:
+    """The student (docs/reference.md#quantisation); full_precision=True for the KD baseline student."""
+
+    w_bits: int = 4
+    a_bits: int = 4
+    full_precision: bool = False
+    student_init: str = "teacher"  # "teacher" (ZQ: quantised copy) or "random" (KD baseline, paper §3.1)
+    act_range_epochs: int = 4  # activation ranges follow the EMA in these epochs, frozen after
+
+    def validate(self) -> None:
+        for k in ("w_bits", "a_bits"):
+            if not 2 <= getattr(self, k) <= 8:
+                _bad(f"{k}={getattr(self, k)} (bits must be 2..8)")
+        _one_of(self.student_init, ("teacher", "random"), "student_init")
+        _at_least(self, 0, "act_range_epochs")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"  # sgd (Nesterov) | adam | rmsprop
+    lr: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    lr_milestones: list[int] = field(default_factory=lambda: [100, 200, 300])
+    lr_gamma: float = 0.1
+
+    def validate(self) -> None:
+        _one_of(self.name, ("sgd", "adam", "rmsprop"), "optimizer")
+        if not self.lr > 0:
+            _bad(f"lr={self.lr} (must be > 0)")
+
+
+@dataclass
+class GIConfig:
+    """Gradient inundation (paper §4.2)."""
+
+    enabled: bool = False
+    p: float = 1e-3
+    p_milestones: list[int] = field(default_factory=lambda: [100, 200, 300])
+    p_gamma: float = 0.1
+    warmup_cap: float = 128.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            _bad(f"gi_p={self.p} (a share in [0, 1])")
+
+
+@dataclass
+class DataConfig:
+    name: str | None = None  # data set name; derived from the teacher when None
+    root: str | None = None
+    source: str = "generator"  # "generator" (ZQ), "real" (KD baseline), "zeroq" (fixed distilled set)
+
+    def validate(self) -> None:
+        _one_of(self.source, ("generator", "real", "zeroq"), "source")
+
+
+@dataclass
+class GeneratorConfig:
+    """GDFQ's generator: CE + bns_weight * BNS, Adam (docs/reference.md#generator); Qimera and ZeroQ options."""
+
+    name: str = "gdfq"  # gdfq | qimera | arc | none
+    lr: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    bns_weight: float = 0.1
+    # Qimera: None = the official scripts' value for the teacher and bits (generators.QIMERA_DEFAULTS)
+    qimera_mix_prob: float | None = None
+    qimera_mix_k: int | None = None
+    qimera_embedding_init: str | None = None  # teacher | random
+    zeroq_images: int = 0  # size of the ZeroQ distilled set (source="zeroq"); 0 = batch_size * 10
+    zeroq_iterations: int = 500
+
+    def validate(self) -> None:
+        _one_of(self.name, ("gdfq", "qimera", "arc", "none"), "generator")
+        if not self.lr > 0:
+            _bad(f"gen_lr={self.lr} (must be > 0)")
+        if self.qimera_mix_prob is not None and not 0.0 <= self.qimera_mix_prob <= 1.0:
+            _bad(f"qimera_mix_prob={self.qimera_mix_prob} (a probability)")
+        if self.qimera_mix_k is not None and self.qimera_mix_k < 1:
+            _bad(f"qimera_mix_k={self.qimera_mix_k} (must be >= 1)")
+        if self.qimera_embedding_init not in (None, "teacher", "random"):
+            _bad(f"qimera_embedding_init={self.qimera_embedding_init!r} (teacher or random)")
+
+
+@dataclass
+class ProbeConfig:
+    probes: list[str] = field(default_factory=list)  # names of the probes switched on
+    every_steps: int = 10  # cosine / inter-epoch gradients every N student steps
+    hessian_every_epochs: int = 20  # hessian and slice probes every N epochs (and at the last epoch): 20 in 400
+    batch_size: int = 200  # the probe batch (fixed size, drawn from the probe's own stream)
+    # sized so the whole probe suite at this cadence stays near 10 % of training (benchmarks/probe_overhead.py)
+    hessian_vectors: int = 10  # Hutchinson probe vectors
+    hessian_top_k: int = 3
+    slq_runs: int = 2
+    slq_steps: int = 16
+    slice_points: int = 21
+    slice_directions: list[str] = field(default_factory=lambda: ["eigenvector"])  # + random, filter
+    slice_scalings: list[str] = field(default_factory=lambda: ["gradient"])  # + unit
+    scopes: list[str] = field(default_factory=lambda: ["model"])  # + block, layer (cosine, trace)
+
+    def validate(self) -> None:
+        _at_least(self, 1, "every_steps", "hessian_every_epochs", "batch_size", "hessian_vectors", "slq_runs",
+                  "slq_steps", "slice_points")
+        for name in self.slice_directions:
+            _one_of(name, ("eigenvector", "random", "filter"), "slice direction")
+        for name in self.slice_scalings:
+            _one_of(name, ("gradient", "unit"), "slice scaling")
+        for name in self.scopes:
+            _one_of(name, ("model", "block", "layer"), "probe scope")
+        from zsq_probe.probes import probe_names  # built-in and user-registered probes
+
+        known = probe_names()
+        for name in self.probes:
+            if name not in known:
+                _bad(f"unknown probe {name!r}{_close(name, known)} (probes: {', '.join(known)})")
+
+
+SECTIONS = {"quant": QuantConfig, "optim": OptimizerConfig, "inundation": GIConfig, "dataset": DataConfig,
+            "synthesis": GeneratorConfig, "probing": ProbeConfig}
 
 
 @dataclass
@@ -26,66 +177,24 @@ class RunConfig:
     # what is trained
     preset: str = "gdfq"
     method: str = "gdfq"  # label written into every parquet row ("gdfq", "ait", "kd", ...)
-    teacher: str = "digits"
+    teacher: str = "digits"  # a pytorchcv name, "digits", or the label of a teacher module passed to train()
     weights: str | None = None  # explicit teacher weights file; else pytorchcv's cache
     weights_root: str | None = None  # pytorchcv cache folder (default ~/.torch/models)
     download: bool = False
-    data: str | None = None  # data set name; derived from the teacher when None
-    data_root: str | None = None
     seed: int = 0
     device: str = "cpu"
-
-    # quantised student (DESIGN.md "Quantisation"); full_precision=True for the KD baseline student
-    w_bits: int = 4
-    a_bits: int = 4
-    full_precision_student: bool = False
-    student_init: str = "teacher"  # "teacher" (ZQ: quantised copy) or "random" (KD baseline, paper §3.1)
 
     # schedule
     epochs: int = 400
     iters_per_epoch: int = 200  # 0 = one pass over the real training set (KD baseline)
     batch_size: int = 200
     warmup_epochs: int = 4  # generator-only epochs: the student does not step (GDFQ)
-    act_range_epochs: int = 4  # activation ranges follow the EMA in these epochs, frozen after
-    lr_milestones: list[int] = field(default_factory=lambda: [100, 200, 300])
-    lr_gamma: float = 0.1
 
-    # data source for the student
-    source: str = "generator"  # "generator" (ZQ), "real" (KD baseline), "zeroq" (fixed distilled set)
-
-    # student optimiser
-    optimizer: str = "sgd"  # sgd (Nesterov) | adam | rmsprop
-    lr: float = 1e-4
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-
-    # loss = kd_weight * KL(s/T || t/T) * T^2 + ce_weight * CE(s, y)   (DESIGN.md; KLDiv reduction='mean')
+    # loss = kd_weight * KL(s/T || t/T) * T^2 + ce_weight * CE(s, y)   (docs/reference.md#losses)
     kd_weight: float = 1.0
     ce_weight: float = 1.0
     temperature: float = 20.0
     label_smoothing: float = 0.0
-
-    # generator (GDFQ: CE + bns_weight * BNS, Adam)
-    generator: str = "gdfq"  # gdfq | qimera | arc | none
-    gen_lr: float = 1e-3
-    gen_beta1: float = 0.5
-    gen_beta2: float = 0.999
-    bns_weight: float = 0.1
-    # Qimera: None = the official scripts' value for the teacher and bits (generators.QIMERA_DEFAULTS),
-    # else mix probability 0.4, K = 2, embedding from the teacher's last layer (DESIGN.md)
-    qimera_mix_prob: float | None = None
-    qimera_mix_k: int | None = None
-    qimera_embedding_init: str | None = None  # teacher | random
-    zeroq_images: int = 0  # size of the ZeroQ distilled set (source="zeroq"); 0 = batch_size * 10
-    zeroq_iterations: int = 500
-
-    # gradient inundation (paper §4.2)
-    gi: bool = False
-    gi_p: float = 1e-3
-    gi_p_milestones: list[int] = field(default_factory=lambda: [100, 200, 300])
-    gi_p_gamma: float = 0.1
-    gi_warmup_cap: float = 128.0
 
     # validation and checkpoints
     val_every: int = 1
@@ -95,20 +204,50 @@ class RunConfig:
     keep_checkpoints: bool = True  # keep every checkpoint (post-hoc probes need them)
     on_nonfinite: str = "stop"  # stop | skip
 
-    # probes (issue: probes); names of probes switched on, cadence and probe-batch size
-    probes: list[str] = field(default_factory=list)
-    probe_every_steps: int = 10  # cosine / inter-epoch gradients every N student steps
-    hessian_every_epochs: int = 20  # hessian and slice probes every N epochs (and at the last epoch): 20 points in 400
-    hessian_batch_size: int = 200  # the probe batch (fixed size, drawn from the probe's own stream)
-    # sized so the whole probe suite at this cadence stays near 10 % of training (benchmarks/probe_overhead.py)
-    hessian_vectors: int = 10  # Hutchinson probe vectors
-    hessian_top_k: int = 3
-    slq_runs: int = 2
-    slq_steps: int = 16
-    slice_points: int = 21
-    slice_directions: list[str] = field(default_factory=lambda: ["eigenvector"])  # + random, filter
-    slice_scalings: list[str] = field(default_factory=lambda: ["gradient"])  # + unit
-    probe_scopes: list[str] = field(default_factory=lambda: ["model"])  # + block, layer (cosine, trace)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    optim: OptimizerConfig = field(default_factory=OptimizerConfig)
+    inundation: GIConfig = field(default_factory=GIConfig)
+    dataset: DataConfig = field(default_factory=DataConfig)
+    synthesis: GeneratorConfig = field(default_factory=GeneratorConfig)
+    probing: ProbeConfig = field(default_factory=ProbeConfig)
+
+    def validate(self) -> None:
+        for name in SECTIONS:
+            getattr(self, name).validate()
+        _one_of(self.on_nonfinite, ("stop", "skip"), "on_nonfinite")
+        if self.dataset.source == "generator" and self.synthesis.name == "none":
+            _bad("source=generator needs a generator (gdfq, qimera or arc)")
+        if self.inundation.enabled and self.quant.full_precision:
+            _bad("gi=true needs a quantised student (full_precision_student=false)")
+        _at_least(self, 0, "epochs", "iters_per_epoch", "warmup_epochs", "val_max_batches")
+        _at_least(self, 1, "batch_size", "val_batch_size", "checkpoint_every", "val_every")
+        if not self.temperature > 0:
+            _bad(f"temperature={self.temperature} (must be > 0)")
+        if self.kd_weight < 0 or self.ce_weight < 0 or (self.kd_weight == 0 and self.ce_weight == 0):
+            _bad(f"kd_weight={self.kd_weight}, ce_weight={self.ce_weight} (non-negative, not both zero)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            _bad(f"label_smoothing={self.label_smoothing} (in [0, 1))")
+
+    # ---- flat keys
+    def get(self, key: str):
+        section, name = _locate(key)
+        return getattr(getattr(self, section) if section else self, name)
+
+    def set(self, key: str, value) -> None:
+        """Set a field by flat (`lr`) or dotted (`optim.lr`) key; the value is coerced to the field's type."""
+        section, name = _locate(key)
+        setattr(getattr(self, section) if section else self, name, coerce(key, value))
+
+    def flat(self) -> dict:
+        """{flat key: value} — the view `--set`, presets and config diffs use."""
+        return {k: self.get(k) for k in FLAT_KEYS}
+
+    @classmethod
+    def from_flat(cls, values: dict) -> "RunConfig":
+        cfg = cls()
+        for k, v in values.items():
+            cfg.set(k, v)
+        return cfg
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,11 +256,40 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-FIELD_TYPES = typing.get_type_hints(RunConfig)
-FIELD_NAMES = [f.name for f in dataclasses.fields(RunConfig)]
+# flat key -> (section or "", field); a flat key is the field's name unless listed in _RENAMED
+_RENAMED = {"full_precision_student": ("quant", "full_precision"), "optimizer": ("optim", "name"),
+            "gi": ("inundation", "enabled"), "gi_p": ("inundation", "p"),
+            "gi_p_milestones": ("inundation", "p_milestones"), "gi_p_gamma": ("inundation", "p_gamma"),
+            "gi_warmup_cap": ("inundation", "warmup_cap"), "data": ("dataset", "name"),
+            "data_root": ("dataset", "root"), "source": ("dataset", "source"), "generator": ("synthesis", "name"),
+            "gen_lr": ("synthesis", "lr"), "gen_beta1": ("synthesis", "beta1"), "gen_beta2": ("synthesis", "beta2"),
+            "probe_every_steps": ("probing", "every_steps"), "hessian_batch_size": ("probing", "batch_size"),
+            "probe_scopes": ("probing", "scopes")}
+FLAT_KEYS: dict[str, tuple[str, str]] = {}
+for _f in dataclasses.fields(RunConfig):
+    if _f.name in SECTIONS:
+        continue
+    FLAT_KEYS[_f.name] = ("", _f.name)
+for _section, _cls in SECTIONS.items():
+    for _f in dataclasses.fields(_cls):
+        _flat = next((k for k, v in _RENAMED.items() if v == (_section, _f.name)), _f.name)
+        assert _flat not in FLAT_KEYS, _flat
+        FLAT_KEYS[_flat] = (_section, _f.name)
+FIELD_NAMES = list(FLAT_KEYS)
+FIELD_TYPES = {k: typing.get_type_hints(SECTIONS[s] if s else RunConfig)[n] for k, (s, n) in FLAT_KEYS.items()}
+_DOTTED = {f"{s}.{n}": k for k, (s, n) in FLAT_KEYS.items() if s}
 
-# Paper §5.1 and DESIGN.md: hyper-parameters per data-set family.  Digits is the embedded default:
-# same recipe, scaled down to run on 2 CPU cores in minutes.
+
+def _locate(key: str) -> tuple[str, str]:
+    key = _DOTTED.get(key, key)
+    if key not in FLAT_KEYS:
+        raise UserError(f"unknown config key {key!r}{_close(key, FIELD_NAMES)}")
+    return FLAT_KEYS[key]
+
+
+# ---------------------------------------------------------------------------------------- data-set scales
+# Paper §5.1 (docs/reference.md#hyper-parameters): hyper-parameters per data-set family.  Digits is the
+# embedded default: the same recipe scaled down to run on 2 CPU cores in minutes.
 DATASET_SCALES: dict[str, dict] = {
     "cifar": dict(epochs=400, iters_per_epoch=200, batch_size=200, warmup_epochs=4, act_range_epochs=4,
                   lr_milestones=[100, 200, 300], gi_p=1e-3, gi_p_milestones=[100, 200, 300],
@@ -134,79 +302,86 @@ DATASET_SCALES: dict[str, dict] = {
                    val_batch_size=300, hessian_batch_size=200, hessian_every_epochs=3, probe_every_steps=5,
                    hessian_vectors=8, slq_runs=1, slq_steps=16, hessian_top_k=3, w_bits=3, a_bits=3),
 }
+_FAMILY = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "digits": "digits"}
 
 
 def dataset_family(data: str) -> str:
-    if data.startswith("cifar"):
-        return "cifar"
-    if data == "digits":
-        return "digits"
-    return "imagenet"
+    """cifar | imagenet | digits for a data-set name; anything else is an error."""
+    key = str(data).lower()
+    if key not in _FAMILY:
+        raise UserError(f"unknown data set {data!r}{_close(key, _FAMILY)}: choose one of {', '.join(_FAMILY)}")
+    return _FAMILY[key]
 
 
-# The paper's rows (Tab. 2 / 3 / 1).  `lr_scale` multiplies the data-set learning rate.
-PRESETS: dict[str, dict] = {
-    "gdfq": dict(method="gdfq", kd_weight=1.0, ce_weight=1.0, gi=False,
-                 help="GDFQ: CE + KL, SGD-Nesterov (Tab. 2 baseline)"),
-    "kl-only": dict(method="kl-only", kd_weight=1.0, ce_weight=0.0, gi=False, weight_decay=0.0,
-                    help="KL-only (paper §4.1, Tab. 2)"),
-    "ait": dict(method="ait", kd_weight=1.0, ce_weight=0.0, gi=True, weight_decay=0.0,
-                help="AIT = KL-only + gradient inundation (paper §4)"),
-    "baseline+gi": dict(method="baseline+gi", kd_weight=1.0, ce_weight=1.0, gi=True, weight_decay=0.0,
-                        help="GDFQ loss (CE + KL) + GI (Tab. 2)"),
-    "ce-only+gi": dict(method="ce-only+gi", kd_weight=0.0, ce_weight=1.0, gi=True, weight_decay=0.0,
-                       help="CE-only + GI (Tab. 2)"),
-    "ce-only": dict(method="ce-only", kd_weight=0.0, ce_weight=1.0, gi=False, help="CE-only (Tab. 2, Tab. 9)"),
-    "kl-only-high-lr": dict(method="kl-only-high-lr", kd_weight=1.0, ce_weight=0.0, gi=False, weight_decay=0.0,
-                            lr_scale=100.0, help="KL-only with 100x learning rate (Tab. 2, Fig. 4)"),
-    "ait-adam": dict(method="ait-adam", kd_weight=1.0, ce_weight=0.0, gi=True, optimizer="adam", weight_decay=0.0,
-                     help="AIT with GI on Adam (Tab. 3)"),
-    "ait-rmsprop": dict(method="ait-rmsprop", kd_weight=1.0, ce_weight=0.0, gi=True, optimizer="rmsprop",
-                        weight_decay=0.0, help="AIT with GI on RMSProp (Tab. 3)"),
-    "gdfq-adam": dict(method="gdfq-adam", kd_weight=1.0, ce_weight=1.0, gi=False, optimizer="adam",
-                      help="GDFQ loss with Adam (Tab. 3)"),
-    "gdfq-rmsprop": dict(method="gdfq-rmsprop", kd_weight=1.0, ce_weight=1.0, gi=False, optimizer="rmsprop",
-                         help="GDFQ loss with RMSProp (Tab. 3)"),
-    "kd": dict(method="kd", kd_weight=1.0, ce_weight=1.0, gi=False, source="real", generator="none",
-               full_precision_student=True, student_init="random", warmup_epochs=0, act_range_epochs=0,
-               weight_decay=5e-4, lr_scale=None, kd_lr=0.05, iters_per_epoch=0,
-               help="KD baseline (paper §3.1): real data, random FP student of the teacher's architecture, CE + KL"),
-    "qimera": dict(method="qimera", generator="qimera", kd_weight=1.0, ce_weight=1.0, gi=False,
-                   help="Qimera generator (superposed embeddings), GDFQ loss (Tab. 1)"),
-    "qimera+ait": dict(method="qimera+ait", generator="qimera", kd_weight=1.0, ce_weight=0.0, gi=True,
-                       weight_decay=0.0, help="Qimera + AIT (Tab. 1)"),
-    "arc": dict(method="arc", generator="arc", kd_weight=1.0, ce_weight=1.0, gi=False,
-                help="ARC (AutoReCon) searched generator, GDFQ loss (Tab. 1)"),
-    "arc+ait": dict(method="arc+ait", generator="arc", kd_weight=1.0, ce_weight=0.0, gi=True, weight_decay=0.0,
-                    help="ARC + AIT (Tab. 1)"),
-    "zeroq": dict(method="zeroq", generator="none", source="zeroq", epochs=0, gi=False,
-                  help="ZeroQ: distilled data calibrates activation ranges, no fine-tuning (Tab. 1)"),
-}
-
-_PRESET_META = {"help", "lr_scale", "kd_lr"}
+# ---------------------------------------------------------------------------------------- presets
 PAPER_LR = 1e-4  # the student learning rate AIT uses everywhere (paper §5.1)
 
 
+@dataclass(frozen=True)
+class Preset:
+    """A named row of the paper's tables: flat-key overrides, plus values that differ per data-set family."""
+
+    name: str
+    help: str
+    overrides: dict
+    per_family: dict = field(default_factory=dict)  # family -> flat-key overrides on top of `overrides`
+
+    def resolve(self, data: str) -> dict:
+        """The preset's flat-key overrides for a data set (its family's values win)."""
+        family = dataset_family(data)
+        values = {"lr": DATASET_SCALES[family]["lr"], **self.overrides}
+        values.update(self.per_family.get(family, {}))
+        return values
+
+
+_KL_ONLY = dict(kd_weight=1.0, ce_weight=0.0, weight_decay=0.0)
+_GDFQ_IMAGENET = {"imagenet": dict(lr=1e-6)}  # GDFQ's ImageNet learning rate; AIT uses 1e-4 everywhere
+
+
+def _preset(name, help, per_family=None, **overrides) -> Preset:
+    return Preset(name, help, dict(method=name, **overrides), per_family or {})
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    _preset("gdfq", "GDFQ: CE + KL, SGD-Nesterov (Tab. 2 baseline)", _GDFQ_IMAGENET,
+            kd_weight=1.0, ce_weight=1.0, gi=False),
+    _preset("kl-only", "KL-only (paper §4.1, Tab. 2)", gi=False, **_KL_ONLY),
+    _preset("ait", "AIT = KL-only + gradient inundation (paper §4)", gi=True, **_KL_ONLY),
+    _preset("baseline+gi", "GDFQ loss (CE + KL) + GI (Tab. 2)", kd_weight=1.0, ce_weight=1.0, gi=True,
+            weight_decay=0.0),
+    _preset("ce-only+gi", "CE-only + GI (Tab. 2)", kd_weight=0.0, ce_weight=1.0, gi=True, weight_decay=0.0),
+    _preset("ce-only", "CE-only (Tab. 2, Tab. 9)", kd_weight=0.0, ce_weight=1.0, gi=False),
+    # "x100 lr" is relative to the paper's 1e-4 on every data set, digits included
+    _preset("kl-only-high-lr", "KL-only with 100x learning rate (Tab. 2, Fig. 4)", gi=False, lr=PAPER_LR * 100,
+            **_KL_ONLY),
+    _preset("ait-adam", "AIT with GI on Adam (Tab. 3)", gi=True, optimizer="adam", **_KL_ONLY),
+    _preset("ait-rmsprop", "AIT with GI on RMSProp (Tab. 3)", gi=True, optimizer="rmsprop", **_KL_ONLY),
+    _preset("gdfq-adam", "GDFQ loss with Adam (Tab. 3)", _GDFQ_IMAGENET, kd_weight=1.0, ce_weight=1.0, gi=False,
+            optimizer="adam"),
+    _preset("gdfq-rmsprop", "GDFQ loss with RMSProp (Tab. 3)", _GDFQ_IMAGENET, kd_weight=1.0, ce_weight=1.0,
+            gi=False, optimizer="rmsprop"),
+    # real-data self-distillation trains a randomly initialised student from scratch: its own lr
+    _preset("kd", "KD baseline (paper §3.1): real data, random FP student of the teacher's architecture, CE + KL",
+            {"digits": dict(lr_milestones=[8, 11])},
+            kd_weight=1.0, ce_weight=1.0, gi=False, source="real", generator="none", full_precision_student=True,
+            student_init="random", warmup_epochs=0, act_range_epochs=0, weight_decay=5e-4, lr=0.05,
+            iters_per_epoch=0),
+    _preset("qimera", "Qimera generator (superposed embeddings), GDFQ loss (Tab. 1)", generator="qimera",
+            kd_weight=1.0, ce_weight=1.0, gi=False),
+    _preset("qimera+ait", "Qimera + AIT (Tab. 1)", generator="qimera", gi=True, **_KL_ONLY),
+    _preset("arc", "ARC (AutoReCon) searched generator, GDFQ loss (Tab. 1)", generator="arc", kd_weight=1.0,
+            ce_weight=1.0, gi=False),
+    _preset("arc+ait", "ARC + AIT (Tab. 1)", generator="arc", gi=True, **_KL_ONLY),
+    _preset("zeroq", "ZeroQ: distilled data calibrates activation ranges, no fine-tuning (Tab. 1)",
+            generator="none", source="zeroq", epochs=0, gi=False),
+]}
+
+
 def preset_overrides(name: str, data: str) -> dict:
-    """Field overrides of a preset for a data set (meta keys resolved)."""
+    """Flat-key overrides of a preset for a data set."""
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}{_close(name, PRESETS)}; `zsq-probe presets` lists them")
-    spec = dict(PRESETS[name])
-    spec.pop("help", None)
-    lr_scale = spec.pop("lr_scale", None)
-    kd_lr = spec.pop("kd_lr", None)
-    family = dataset_family(data)
-    lr = DATASET_SCALES[family]["lr"]
-    if name in ("gdfq", "gdfq-adam", "gdfq-rmsprop") and family == "imagenet":
-        lr = 1e-6  # GDFQ's ImageNet learning rate (DESIGN.md); AIT uses 1e-4 everywhere
-    if kd_lr is not None:
-        lr = kd_lr  # real-data self-distillation trains a randomly initialised student from scratch
-    if lr_scale:
-        lr = PAPER_LR * lr_scale  # "x100 lr" is relative to the paper's 1e-4 on every data set
-    spec["lr"] = lr
-    if name == "kd" and family == "digits":
-        spec["lr_milestones"] = [8, 11]
-    return spec
+    return PRESETS[name].resolve(data)
 
 
 def resolve_config(preset: str, teacher: str = "digits", data: str | None = None,
@@ -221,17 +396,19 @@ def resolve_config(preset: str, teacher: str = "digits", data: str | None = None
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
     values.update(dict(parse_assignment(a) for a in (overrides or [])))
     values.update(preset=preset, teacher=values.get("teacher", teacher), data=values.get("data") or data)
-    cfg = RunConfig(**values)
+    for key in values:
+        _locate(key)  # an unknown key names itself
+    cfg = RunConfig.from_flat(values)
     validate(cfg)
     return cfg
 
 
 def parse_assignment(text: str) -> tuple[str, object]:
-    """`key=value` -> (key, typed value) using the RunConfig field type."""
+    """`key=value` -> (flat key, typed value) using the field's type."""
     if "=" not in text:
         raise UserError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
-    key = key.strip()
+    key = _DOTTED.get(key.strip(), key.strip())
     if key not in FIELD_TYPES:
         raise UserError(f"--set: unknown config key {key!r}{_close(key, FIELD_NAMES)}")
     return key, coerce(key, raw.strip())
@@ -239,6 +416,7 @@ def parse_assignment(text: str) -> tuple[str, object]:
 
 def coerce(key: str, raw):
     """Convert a string (or JSON value) to the type of field `key`; one-line UserError when impossible."""
+    key = _DOTTED.get(key, key)
     tp = FIELD_TYPES[key]
     origin = typing.get_origin(tp)
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -280,76 +458,31 @@ def coerce(key: str, raw):
 
 
 def validate(cfg: RunConfig) -> None:
-    def bad(msg):
-        raise UserError(f"invalid config: {msg}")
-
-    for k in ("w_bits", "a_bits"):
-        if not 2 <= getattr(cfg, k) <= 8:
-            bad(f"{k}={getattr(cfg, k)} (bits must be 2..8)")
-    if cfg.optimizer not in ("sgd", "adam", "rmsprop"):
-        bad(f"optimizer={cfg.optimizer!r} (sgd, adam or rmsprop)")
-    if cfg.generator not in ("gdfq", "qimera", "arc", "none"):
-        bad(f"generator={cfg.generator!r} (gdfq, qimera, arc or none)")
-    if cfg.source not in ("generator", "real", "zeroq"):
-        bad(f"source={cfg.source!r} (generator, real or zeroq)")
-    if cfg.source == "generator" and cfg.generator == "none":
-        bad("source=generator needs a generator (gdfq, qimera or arc)")
-    if cfg.student_init not in ("teacher", "random"):
-        bad(f"student_init={cfg.student_init!r} (teacher or random)")
-    if cfg.on_nonfinite not in ("stop", "skip"):
-        bad(f"on_nonfinite={cfg.on_nonfinite!r} (stop or skip)")
-    if not 0.0 <= cfg.gi_p <= 1.0:
-        bad(f"gi_p={cfg.gi_p} (a share in [0, 1])")
-    if cfg.gi and cfg.full_precision_student:
-        bad("gi=true needs a quantised student (full_precision_student=false)")
-    for k in ("epochs", "iters_per_epoch", "warmup_epochs", "act_range_epochs", "val_max_batches"):
-        if getattr(cfg, k) < 0:
-            bad(f"{k}={getattr(cfg, k)} (must be >= 0)")
-    for k in ("batch_size", "val_batch_size", "checkpoint_every", "val_every", "probe_every_steps",
-              "hessian_every_epochs", "hessian_batch_size", "hessian_vectors", "slq_runs", "slq_steps",
-              "slice_points"):
-        if getattr(cfg, k) < 1:
-            bad(f"{k}={getattr(cfg, k)} (must be >= 1)")
-    for k in ("lr", "gen_lr", "temperature"):
-        if not getattr(cfg, k) > 0:
-            bad(f"{k}={getattr(cfg, k)} (must be > 0)")
-    if cfg.kd_weight < 0 or cfg.ce_weight < 0 or (cfg.kd_weight == 0 and cfg.ce_weight == 0):
-        bad(f"kd_weight={cfg.kd_weight}, ce_weight={cfg.ce_weight} (non-negative, not both zero)")
-    if not 0.0 <= cfg.label_smoothing < 1.0:
-        bad(f"label_smoothing={cfg.label_smoothing} (in [0, 1))")
-    if cfg.qimera_mix_prob is not None and not 0.0 <= cfg.qimera_mix_prob <= 1.0:
-        bad(f"qimera_mix_prob={cfg.qimera_mix_prob} (a probability)")
-    if cfg.qimera_mix_k is not None and cfg.qimera_mix_k < 1:
-        bad(f"qimera_mix_k={cfg.qimera_mix_k} (must be >= 1)")
-    if cfg.qimera_embedding_init not in (None, "teacher", "random"):
-        bad(f"qimera_embedding_init={cfg.qimera_embedding_init!r} (teacher or random)")
-    for name in cfg.slice_directions:
-        if name not in ("eigenvector", "random", "filter"):
-            bad(f"slice direction {name!r} (eigenvector, random or filter)")
-    for name in cfg.slice_scalings:
-        if name not in ("gradient", "unit"):
-            bad(f"slice scaling {name!r} (gradient or unit)")
-    for name in cfg.probe_scopes:
-        if name not in ("model", "block", "layer"):
-            bad(f"probe scope {name!r} (model, block or layer)")
-    from zsq_probe.probes import probe_names  # built-in and user-registered probes
-
-    known = probe_names()
-    for name in cfg.probes:
-        if name not in known:
-            bad(f"unknown probe {name!r}{_close(name, known)} (probes: {', '.join(known)})")
+    cfg.validate()
 
 
 def config_from_dict(d: dict) -> RunConfig:
-    """Rebuild a RunConfig from config.json (unknown keys are an error: a different schema)."""
-    unknown = sorted(set(d) - set(FIELD_NAMES))
+    """Rebuild a RunConfig from config.json: nested (schema 2) or flat (schema 1).  Unknown keys are an
+    error (a different schema)."""
+    flat: dict = {}
+    unknown = []
+    for k, v in d.items():
+        if k in SECTIONS and isinstance(v, dict):
+            for name, value in v.items():
+                dotted = f"{k}.{name}"
+                (flat.__setitem__(_DOTTED[dotted], value) if dotted in _DOTTED else unknown.append(dotted))
+        elif k in FLAT_KEYS:
+            flat[k] = v
+        else:
+            unknown.append(k)
     if unknown:
-        raise UserError(f"config has unknown keys {unknown} (written by another zsq-probe version?)")
-    return RunConfig(**{k: coerce(k, v) if v is not None else None for k, v in d.items()})
+        raise UserError(f"config has unknown keys {sorted(unknown)} (written by another zsq-probe version?)")
+    return RunConfig.from_flat(flat)
 
 
 def config_diff(old: RunConfig, new: RunConfig, ignore=("device",)) -> dict:
-    a, b = old.to_dict(), new.to_dict()
+    """{flat key: (old, new)} for every field that differs."""
+    a, b = old.flat(), new.flat()
     return {k: (a[k], b[k]) for k in FIELD_NAMES if a[k] != b[k] and k not in ignore}
 
 

@@ -44,7 +44,7 @@ def open_run(run_path, device: str = "cpu", teacher=None, data_spec=None) -> tup
 
     run = RunDir.open(run_path)
     cfg = config_from_dict(run.read_config_doc()["config"])
-    cfg.device, cfg.probes = device, []
+    cfg.device, cfg.probing.probes = device, []
     parts = build_run(cfg, teacher=teacher, data_spec=data_spec, for_training=False)
 
     def load_checkpoint(epoch: int) -> None:

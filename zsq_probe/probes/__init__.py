@@ -42,16 +42,16 @@ def probe_names() -> tuple[str, ...]:
 
 
 def build_probes(cfg, origin: str = "online") -> list[Probe]:
-    """The probes cfg.probes names, in registration order (the slice probe reuses the Hessian probe's batch
+    """The probes cfg.probing.probes names, in registration order (the slice probe reuses the Hessian probe's batch
     and eigenvectors of the same epoch, so it comes after it)."""
     out, hessian = [], None
-    unknown = sorted(set(cfg.probes) - set(PROBES))
+    unknown = sorted(set(cfg.probing.probes) - set(PROBES))
     if unknown:
         from zsq_probe.errors import UserError
 
         raise UserError(f"unknown probe(s) {unknown} (registered: {', '.join(PROBES)})")
     for name, cls in PROBES.items():
-        if name not in cfg.probes:
+        if name not in cfg.probing.probes:
             continue
         if cls is SliceProbe:
             out.append(SliceProbe(cfg, origin, hessian=hessian))

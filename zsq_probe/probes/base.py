@@ -49,10 +49,10 @@ class Probe(Observer):
         self.rows = {t: [] for t in self.tables}
 
     def every_step(self, step: int) -> bool:
-        return step % self.cfg.probe_every_steps == 0
+        return step % self.cfg.probing.every_steps == 0
 
     def every_epoch(self, epoch: int) -> bool:
-        return epoch % self.cfg.hessian_every_epochs == 0 or epoch == self.cfg.epochs
+        return epoch % self.cfg.probing.hessian_every_epochs == 0 or epoch == self.cfg.epochs
 
 
 def parameter_group(name: str, scope: str) -> str:

@@ -47,19 +47,19 @@ def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, li
     common = {"probe_batch_size": batch.size, "seed": seed}
     for loss, (fn, target_name) in loss_functions(cfg).items():
         target = getattr(batch, target_name)
-        for scope in cfg.probe_scopes:
+        for scope in cfg.probing.scopes:
             groups = grouped_indices(param_names, scope)
             for group, idx in groups.items():
                 names = None if scope == "model" else [param_names[i] for i in idx]
                 with HessianOperator(student, fn, [(batch.inputs, target)], params=names, mode="eval") as op:
-                    h = hutchinson_trace(op, cfg.hessian_vectors, seed=seed)
+                    h = hutchinson_trace(op, cfg.probing.hessian_vectors, seed=seed)
                     rows["hessian_trace"].append(dict(loss=loss, scope=scope, group=group, estimator="hutchinson",
                                                       trace=h.estimate, stderr=h.stderr, num_vectors=h.num_vectors,
                                                       num_hvps=h.num_products, num_params=op.dim,
                                                       probe_batch_source=batch.source, **common))
                     if scope != "model":
                         continue
-                    density = slq_density(op, cfg.slq_runs, cfg.slq_steps, seed=seed)
+                    density = slq_density(op, cfg.probing.slq_runs, cfg.probing.slq_steps, seed=seed)
                     s = slq_trace(density)
                     rows["hessian_trace"].append(dict(loss=loss, scope=scope, group=group, estimator="slq",
                                                       trace=s.estimate, stderr=s.stderr, num_vectors=s.num_vectors,
@@ -81,7 +81,7 @@ def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, li
 def top_pairs(op, cfg, seed: int):
     """The signed top-k eigenpairs the probes report; one call shared by the Hessian and slice probes so an
     online slice (reusing the Hessian probe's vector) and a post-hoc one (computing it) agree."""
-    return top_eigenpairs(op, k=min(cfg.hessian_top_k, op.dim - 1), tol=1e-3, seed=seed)
+    return top_eigenpairs(op, k=min(cfg.probing.hessian_top_k, op.dim - 1), tol=1e-3, seed=seed)
 
 
 @torch.no_grad()
@@ -128,27 +128,27 @@ def slice_rows(student, params, batch, cfg, seed: int, top: dict | None) -> list
     """Loss slices for CE and KL along each configured direction and scaling (paper Fig. 2c uses the top
     eigenvector of that loss's Hessian and delta = the gradient along it)."""
     rows = []
-    ks = np.linspace(-0.5, 0.5, cfg.slice_points)
+    ks = np.linspace(-0.5, 0.5, cfg.probing.slice_points)
     for loss, (fn, target_name) in loss_functions(cfg).items():
         target = getattr(batch, target_name)
         with HessianOperator(student, fn, [(batch.inputs, target)], mode="eval") as op:
             gradient = op.gradient()
-            if "eigenvector" in cfg.slice_directions and (top is None or loss not in top):
+            if "eigenvector" in cfg.probing.slice_directions and (top is None or loss not in top):
                 vector = top_pairs(op, cfg, seed).eigenvectors[0]  # what the Hessian probe would find
             elif top is not None and loss in top:
                 vector = top[loss]
             else:
                 vector = None
         directions = {}
-        if "eigenvector" in cfg.slice_directions:
+        if "eigenvector" in cfg.probing.slice_directions:
             directions["eigenvector"] = vector
         rng = torch.Generator().manual_seed(seed)
-        if "random" in cfg.slice_directions:
+        if "random" in cfg.probing.slice_directions:
             directions["random"] = random_direction(params, rng, filter_normalized=False)
-        if "filter" in cfg.slice_directions:
+        if "filter" in cfg.probing.slice_directions:
             directions["filter"] = random_direction(params, rng, filter_normalized=True)
         for name, d in directions.items():
-            for scaling in cfg.slice_scalings:
+            for scaling in cfg.probing.slice_scalings:
                 delta = float(gradient @ d) if scaling == "gradient" else 1.0
                 values = loss_along(student, fn, batch.inputs, target, d * delta, ks, params)
                 rows += [dict(loss=loss, direction=name, scaling=scaling, delta=delta, k=float(k), loss_value=v,
@@ -174,7 +174,7 @@ class HessianProbe(Probe):
         self.flush(ctx.run, epoch)
 
     def measure_checkpoint(self, ctx, epoch):
-        batch = ctx.probe_batch(epoch, self.cfg.hessian_batch_size)
+        batch = ctx.probe_batch(epoch, self.cfg.probing.batch_size)
         warn_small_batch(batch.size)
         seed = curvature_seed(self.cfg, epoch)
         with preserved_state(ctx.student):
@@ -203,7 +203,7 @@ class SliceProbe(Probe):
         if shared is not None and shared[0] == epoch:
             _, batch, top = shared  # same batch and eigenvectors the Hessian probe just computed
         else:
-            batch, top = ctx.probe_batch(epoch, self.cfg.hessian_batch_size), None
+            batch, top = ctx.probe_batch(epoch, self.cfg.probing.batch_size), None
         with preserved_state(ctx.student):
             rows = slice_rows(ctx.student, ctx.params, batch, self.cfg, curvature_seed(self.cfg, epoch), top)
         for r in rows:

@@ -36,11 +36,11 @@ def cosine_rows(products: torch.Tensor, names: list[str], scopes) -> list[dict]:
 def checkpoint_cosine(ctx, epoch: int) -> tuple[list[dict], int]:
     """cos(grad CE, grad KL) of the current student on the epoch's probe batch (the same batch a post-hoc
     probe of this checkpoint draws); modes and buffers are put back."""
-    batch = ctx.probe_batch(epoch, ctx.cfg.hessian_batch_size)
+    batch = ctx.probe_batch(epoch, ctx.cfg.probing.batch_size)
     with preserved_state(ctx.student), torch.enable_grad():
         _, kl, ce = ctx.loss_terms(batch.inputs, batch.labels, batch.teacher_logits)
         grads = term_gradients(kl, ce, ctx.params)
-    return cosine_rows(gradient_products(grads["ce"], grads["kl"]), ctx.param_names, ctx.cfg.probe_scopes), batch.size
+    return cosine_rows(gradient_products(grads["ce"], grads["kl"]), ctx.param_names, ctx.cfg.probing.scopes), batch.size
 
 
 class CosineProbe(Probe):
@@ -58,7 +58,7 @@ class CosineProbe(Probe):
         if event.term_grads is None:
             return
         products = gradient_products(event.term_grads["ce"], event.term_grads["kl"])
-        for r in cosine_rows(products, ctx.param_names, self.cfg.probe_scopes):
+        for r in cosine_rows(products, ctx.param_names, self.cfg.probing.scopes):
             row = dict(epoch=event.epoch, step=event.step, global_step=event.global_step, statistic="step",
                        origin=self.origin, batch_size=int(event.inputs.shape[0]), **r)
             self.step_rows.append(row)

@@ -32,7 +32,7 @@ class RunParts:
     params: list[nn.Parameter]
     quant_layers: dict
     source: object  # GeneratorSource | RealDataSource | DistilledSource
-    optimizer: object | None  # the student's (GI-wrapped when cfg.gi); None when built for probing only
+    optimizer: object | None  # the student's (GI-wrapped when cfg.inundation.enabled); None when built for probing only
     val_loader: object | None
 
 
@@ -69,7 +69,7 @@ def _custom_teacher(model: nn.Module, cfg, spec):
 
 def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_training: bool = True) -> RunParts:
     """Everything a run needs.  `teacher`: a module to use instead of loading `cfg.teacher` (which then only
-    labels the run); `data_spec`: its DatasetSpec when `cfg.data` names none.  `for_training=False` builds
+    labels the run); `data_spec`: its DatasetSpec when `cfg.dataset.name` names none.  `for_training=False` builds
     what probes need (no student optimiser, no validation data)."""
     from zsq_probe.config import validate
     from zsq_probe.data import dataset_for_teacher, get_spec, load_dataset, make_loader
@@ -81,10 +81,10 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
     device = resolve_device(cfg.device)
     if teacher is None:
         expected = dataset_for_teacher(cfg.teacher)
-        if cfg.data and get_spec(cfg.data).name != expected:
-            raise UserError(f"teacher {cfg.teacher} was trained on {expected}, not on --data {cfg.data}: drop "
-                            f"--data or pick a teacher for {cfg.data}")
-    spec = data_spec if data_spec is not None else (get_spec(cfg.data) if cfg.data else None)
+        if cfg.dataset.name and get_spec(cfg.dataset.name).name != expected:
+            raise UserError(f"teacher {cfg.teacher} was trained on {expected}, not on --data {cfg.dataset.name}: drop "
+                            f"--data or pick a teacher for {cfg.dataset.name}")
+    spec = data_spec if data_spec is not None else (get_spec(cfg.dataset.name) if cfg.dataset.name else None)
     torch.manual_seed(cfg.seed)
     if teacher is None:
         teacher, teacher_info = load_teacher(cfg.teacher, weights=cfg.weights, root=cfg.weights_root,
@@ -96,7 +96,7 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
     for p in teacher.parameters():
         p.requires_grad_(False)
 
-    if cfg.student_init == "random":
+    if cfg.quant.student_init == "random":
         if teacher_info.source == "module":
             raise UserError("student_init=random builds the teacher's architecture by its pytorchcv name; with a "
                             "teacher module, use student_init=teacher")
@@ -104,40 +104,40 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
         base = build_architecture(cfg.teacher)
     else:
         base = teacher
-    student = base if cfg.full_precision_student else quantize_model(base, cfg.w_bits, cfg.a_bits)
+    student = base if cfg.quant.full_precision else quantize_model(base, cfg.quant.w_bits, cfg.quant.a_bits)
     if student is teacher:
         student = copy.deepcopy(teacher)
     student = student.to(device)
     for p in student.parameters():
         p.requires_grad_(True)
-    student_train_mode = cfg.student_init == "random"
+    student_train_mode = cfg.quant.student_init == "random"
     student.train(student_train_mode)
     param_names = [n for n, p in student.named_parameters() if p.requires_grad]
     params = [p for p in student.parameters() if p.requires_grad]
-    layers = {} if cfg.full_precision_student else quantized_layers(student)
+    layers = {} if cfg.quant.full_precision else quantized_layers(student)
 
     # real data: validation whenever the test split is there, training data for the KD baseline
     val_loader = None
-    known_data = cfg.data is not None and spec is not None and spec.name == str(cfg.data).lower()
+    known_data = cfg.dataset.name is not None and spec is not None and spec.name == str(cfg.dataset.name).lower()
     if for_training and known_data:
         try:
-            val = load_dataset(cfg.data, cfg.data_root, split="test", download=cfg.download)
+            val = load_dataset(cfg.dataset.name, cfg.dataset.root, split="test", download=cfg.download)
             val_loader = make_loader(val, cfg.val_batch_size, shuffle=False, seed=cfg.seed)
         except UserError as e:
-            if cfg.source == "real" or cfg.data_root is not None:  # a --data-root given is meant to be used
+            if cfg.dataset.source == "real" or cfg.dataset.root is not None:  # a --data-root given is meant to be used
                 raise
             log.info(f"note: no validation ({e})")
 
-    if cfg.source == "real":
+    if cfg.dataset.source == "real":
         if not known_data:
             raise UserError(f"source=real needs a named data set (data=...), not a custom spec {spec.name!r}")
-        train_set = load_dataset(cfg.data, cfg.data_root, split="train", download=cfg.download)
+        train_set = load_dataset(cfg.dataset.name, cfg.dataset.root, split="train", download=cfg.download)
         source = RealDataSource(train_set, teacher, cfg, device)
-    elif cfg.source == "generator":
+    elif cfg.dataset.source == "generator":
         from zsq_probe.generators import build_generator
 
         torch.manual_seed(cfg.seed)
-        generator = build_generator(cfg.generator, spec.num_classes, tuple(spec.image_shape), teacher=teacher,
+        generator = build_generator(cfg.synthesis.name, spec.num_classes, tuple(spec.image_shape), teacher=teacher,
                                     **generator_options(cfg)).to(device)
         source = GeneratorSource(generator, teacher, cfg, device)
     else:
@@ -150,33 +150,33 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
 
 def generator_options(cfg) -> dict:
     """Generator keyword arguments the config implies (Qimera's official per-model settings, ARC's model)."""
-    if cfg.generator == "qimera":
+    if cfg.synthesis.name == "qimera":
         from zsq_probe.generators import QIMERA_DEFAULTS
 
         options = {}
-        if cfg.w_bits in QIMERA_DEFAULTS.get(cfg.teacher, {}):
-            options.update(preset=cfg.teacher, preset_bits=cfg.w_bits)  # the official per-model settings
-        for key, value in (("mix_prob", cfg.qimera_mix_prob), ("mix_k", cfg.qimera_mix_k),
-                           ("embedding_init", cfg.qimera_embedding_init)):
+        if cfg.quant.w_bits in QIMERA_DEFAULTS.get(cfg.teacher, {}):
+            options.update(preset=cfg.teacher, preset_bits=cfg.quant.w_bits)  # the official per-model settings
+        for key, value in (("mix_prob", cfg.synthesis.qimera_mix_prob), ("mix_k", cfg.synthesis.qimera_mix_k),
+                           ("embedding_init", cfg.synthesis.qimera_embedding_init)):
             if value is not None:
                 options[key] = value
         return options
-    if cfg.generator == "arc":
+    if cfg.synthesis.name == "arc":
         return {"model_name": cfg.teacher}
     return {}
 
 
 def build_optimizer(cfg, params, quant_layers):
-    """The student's optimiser; wrapped in gradient inundation (paper §4.2) when cfg.gi."""
-    if cfg.optimizer == "sgd":
-        base = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adam":
-        base = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """The student's optimiser; wrapped in gradient inundation (paper §4.2) when cfg.inundation.enabled."""
+    if cfg.optim.name == "sgd":
+        base = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov,
+                               weight_decay=cfg.optim.weight_decay)
+    elif cfg.optim.name == "adam":
+        base = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     else:
-        base = torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if not cfg.gi:
+        base = torch.optim.RMSprop(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    if not cfg.inundation.enabled:
         return base
     from zsq_probe.gi import GradientInundation
 
-    return GradientInundation(base, quant_layers, p=cfg.gi_p, kappa_cap_warmup=cfg.gi_warmup_cap)
+    return GradientInundation(base, quant_layers, p=cfg.inundation.p, kappa_cap_warmup=cfg.inundation.warmup_cap)

@@ -61,8 +61,8 @@ def write_summary(run, parts, epochs_completed: int) -> dict:
     m = run.read_table("metrics")
     val = m["val_top1"].dropna()
     summary = {"run": run.name, "method": cfg.method, "preset": cfg.preset, "teacher": cfg.teacher,
-               "data": cfg.data, "w_bits": cfg.w_bits, "a_bits": cfg.a_bits,
-               "full_precision_student": cfg.full_precision_student, "epochs_completed": epochs_completed,
+               "data": cfg.dataset.name, "w_bits": cfg.quant.w_bits, "a_bits": cfg.quant.a_bits,
+               "full_precision_student": cfg.quant.full_precision, "epochs_completed": epochs_completed,
                "seed": cfg.seed,
                "final_val_top1": float(val.iloc[-1]) if len(val) else None,
                "best_val_top1": float(val.max()) if len(val) else None,

@@ -51,7 +51,7 @@ class Trainer:
             o.on_train_start(self.context)
         if self.epoch == 0 and not self.run.checkpoints():
             self.save_checkpoint(0)
-        if self.cfg.source == "zeroq" and self.cfg.epochs == 0:
+        if self.cfg.dataset.source == "zeroq" and self.cfg.epochs == 0:
             return self.calibrate_only()
         for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
             row = self.run_epoch(epoch)
@@ -73,16 +73,16 @@ class Trainer:
         lr, p = student_lr(cfg, epoch), gi_share(cfg, epoch)
         for g in parts.optimizer.param_groups:
             g["lr"] = lr
-        if cfg.gi:
+        if cfg.inundation.enabled:
             parts.optimizer.p = p
             parts.optimizer.warmup = epoch == cfg.warmup_epochs + 1  # κ capped in the first student epoch
-        frozen = epoch > cfg.act_range_epochs
+        frozen = epoch > cfg.quant.act_range_epochs
         if parts.quant_layers:
             set_activation_ranges_frozen(parts.student, frozen)
         parts.student.train(parts.student_train_mode)
         parts.source.start_epoch(epoch)
         gen_lr = parts.source.lr(epoch) if hasattr(parts.source, "lr") else float("nan")
-        return dict(lr=lr, gen_lr=gen_lr, gi_p=p if cfg.gi else float("nan"), act_ranges_frozen=frozen)
+        return dict(lr=lr, gen_lr=gen_lr, gi_p=p if cfg.inundation.enabled else float("nan"), act_ranges_frozen=frozen)
 
     def run_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -169,7 +169,7 @@ class Trainer:
             return s_logits.detach(), terms, None, None, NonFinite(what, loss, {"kl": kl, "ce": ce})
         opt.step()
         gi = None
-        if cfg.gi:
+        if cfg.inundation.enabled:
             gi = {"kappa": dict(opt.last_kappa), "changed": dict(opt.last_changed_codes),
                   "flags": dict(getattr(opt, "last_flags", {}))}
         return s_logits.detach(), terms, term_grads, gi, None

@@ -18,7 +18,7 @@ def train(cfg, out, *, resume: bool = False, force: bool = False, observers=None
           teacher=None, data_spec=None) -> dict:
     """Run (or resume) a training job into the folder `out`; returns the run summary (summary.json).
 
-    `observers`: None builds the probes `cfg.probes` names; a list is used as given (add
+    `observers`: None builds the probes `cfg.probing.probes` names; a list is used as given (add
     `zsq_probe.probes.build_probes(cfg)` to it to keep the configured probes).  `teacher` / `data_spec`: a
     teacher module of your own and its zsq_probe.data.DatasetSpec (see `build_run`)."""
     if observers is None:
@@ -33,7 +33,7 @@ def train(cfg, out, *, resume: bool = False, force: bool = False, observers=None
     trainer = Trainer(parts, run, observers, progress)
     from zsq_probe.quant import quantization_spec
 
-    spec = None if cfg.full_precision_student else quantization_spec(parts.student)
+    spec = None if cfg.quant.full_precision else quantization_spec(parts.student)
     run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec,
                                            "teacher": parts.teacher_info.to_dict()})
     run.remove_temp_files()  # a first attempt killed while writing config.json left its temporary copy

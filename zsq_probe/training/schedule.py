@@ -10,13 +10,13 @@ def scheduled(value: float, milestones, gamma: float, epoch: int) -> float:
 
 
 def student_lr(cfg, epoch: int) -> float:
-    return scheduled(cfg.lr, cfg.lr_milestones, cfg.lr_gamma, epoch)
+    return scheduled(cfg.optim.lr, cfg.optim.lr_milestones, cfg.optim.lr_gamma, epoch)
 
 
 def generator_lr(cfg, epoch: int) -> float:
-    return scheduled(cfg.gen_lr, cfg.lr_milestones, cfg.lr_gamma, epoch)
+    return scheduled(cfg.synthesis.lr, cfg.optim.lr_milestones, cfg.optim.lr_gamma, epoch)
 
 
 def gi_share(cfg, epoch: int) -> float:
     """GI's p for the epoch (paper §4.2: the share of weights each step must move past a threshold)."""
-    return scheduled(cfg.gi_p, cfg.gi_p_milestones, cfg.gi_p_gamma, epoch)
+    return scheduled(cfg.inundation.p, cfg.inundation.p_milestones, cfg.inundation.p_gamma, epoch)

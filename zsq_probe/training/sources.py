@@ -68,7 +68,7 @@ class GeneratorSource:
 
     def __init__(self, generator, teacher, cfg, device):
         self.generator, self.teacher, self.cfg, self.device = generator, teacher, cfg, device
-        self.optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.gen_lr, betas=(cfg.gen_beta1, cfg.gen_beta2))
+        self.optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.synthesis.lr, betas=(cfg.synthesis.beta1, cfg.synthesis.beta2))
         self.rng = None
 
     def iterations(self) -> int | None:
@@ -94,7 +94,7 @@ class GeneratorSource:
             t_logits = self.teacher(x)
         gen_ce = ce_to_labels(t_logits, labels)
         bns_loss = bns.loss()
-        gen_loss = gen_ce + cfg.bns_weight * bns_loss
+        gen_loss = gen_ce + cfg.synthesis.bns_weight * bns_loss
         self.optimizer.zero_grad(set_to_none=True)
         gen_loss.backward()
         nonfinite = None
@@ -174,10 +174,10 @@ class DistilledSource:
         from zsq_probe.generators import distill_zeroq
 
         self.teacher, self.cfg, self.device = teacher, cfg, device
-        n = cfg.zeroq_images or cfg.batch_size * 10
+        n = cfg.synthesis.zeroq_images or cfg.batch_size * 10
         self.images, self.history = distill_zeroq(teacher, n, tuple(spec.image_shape),
                                                   batch_size=min(n, cfg.batch_size),
-                                                  iterations=cfg.zeroq_iterations,
+                                                  iterations=cfg.synthesis.zeroq_iterations,
                                                   generator=stream(cfg.seed, 0, ZEROQ_STREAM), device=device)
         with torch.no_grad():
             logits = torch.cat([teacher(self.images[i:i + 256]) for i in range(0, len(self.images), 256)])
