@@ -1,4 +1,4 @@
-"""Gradient inundation (AIT §4.2, DESIGN.md) against a plain per-layer re-statement of the rule."""
+"""Gradient inundation (AIT §4.2, docs/reference.md#gradient-inundation) against a plain per-layer re-statement of the rule."""
 
 import copy
 import math

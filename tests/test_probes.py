@@ -99,7 +99,7 @@ def test_checkpoint_cosine_equals_a_direct_computation(probed_run, digits_teache
 
     run, ctx = open_run(out)
     ctx.load_checkpoint(2)
-    batch = ctx.probe_batch(2, cfg.hessian_batch_size)
+    batch = ctx.probe_batch(2, cfg.probing.batch_size)
     student = ctx.student
     logits = student(batch.inputs)
     g_ce = torch.autograd.grad(ce_to_labels(logits, batch.labels), ctx.params, retain_graph=True)
@@ -158,7 +158,7 @@ def test_crossings_count_code_changes(probed_run):
 
     s1, s2 = (load_checkpoint_file(rd.checkpoints()[e])["student"] for e in (1, 2))
     layer = "features.init_block.conv"
-    net = (integer_codes_of(s1[layer + ".weight"], cfg.w_bits) != integer_codes_of(s2[layer + ".weight"], cfg.w_bits)).sum()
+    net = (integer_codes_of(s1[layer + ".weight"], cfg.quant.w_bits) != integer_codes_of(s2[layer + ".weight"], cfg.quant.w_bits)).sum()
     assert int(net) <= int(summed.loc[(2, layer)])
 
 
@@ -174,7 +174,7 @@ def test_posthoc_crossings_between_checkpoints(probed_run, tmp_path):
     rd = RunDir(copy)
     s1, s2 = (load_checkpoint_file(rd.checkpoints()[e])["student"] for e in (1, 2))
     row = df[(df.epoch == 2) & (df.layer == "output")].iloc[0]
-    expected = (integer_codes_of(s1["output.weight"], cfg.w_bits) != integer_codes_of(s2["output.weight"], cfg.w_bits))
+    expected = (integer_codes_of(s1["output.weight"], cfg.quant.w_bits) != integer_codes_of(s2["output.weight"], cfg.quant.w_bits))
     assert row.changed == int(expected.sum()) and row.statistic == "checkpoint_diff"
 
 

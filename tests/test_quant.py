@@ -1,4 +1,4 @@
-"""zsq_probe.quant against the GDFQ/AIT formulas of DESIGN.md ("Quantisation")."""
+"""zsq_probe.quant against the GDFQ/AIT formulas of docs/reference.md#quantisation."""
 
 import copy
 import json
@@ -32,7 +32,7 @@ from zsq_probe.quant import (
 
 
 def reference_codes(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-channel codes computed channel by channel in float32 numpy, straight from DESIGN.md."""
+    """Per-channel codes computed channel by channel in float32 numpy, straight from docs/reference.md#weight-quantiser."""
     w = w.astype(np.float32)
     codes = np.empty(w.shape, np.int64)
     scales, zps = [], []

@@ -44,22 +44,22 @@ def test_every_preset_runs_a_short_epoch(preset, tmp_path, digits_teacher):
         assert m["loss_student"].notna().all()
     doc = json.loads((tmp_path / "run" / "config.json").read_text())
     assert doc["config"]["preset"] == preset and doc["seed"] == 0
-    if not cfg.full_precision_student:
-        assert doc["quantization"]["w_bits"] == cfg.w_bits  # the spec travels with every run
+    if not cfg.quant.full_precision:
+        assert doc["quantization"]["w_bits"] == cfg.quant.w_bits  # the spec travels with every run
 
 
 def test_training_changes_the_student_and_gi_moves_codes(tmp_path, digits_teacher):
     from zsq_probe.quant import integer_codes
 
     cfg = tiny("ait", epochs=1, iters_per_epoch=1)
-    cfg.gi_p = 0.05
+    cfg.inundation.p = 0.05
     trainer = Trainer(build_run(cfg), RunDir(tmp_path / "r"), progress=False)
     before = {k: v.clone() for k, v in integer_codes(trainer.parts.student).items()}
     trainer.run_epoch(1)
     after = integer_codes(trainer.parts.student)
     for name, q in before.items():
         share = (after[name] != q).float().mean().item()
-        assert share >= cfg.gi_p or trainer.parts.optimizer.last_flags.get(name), (name, share)
+        assert share >= cfg.inundation.p or trainer.parts.optimizer.last_flags.get(name), (name, share)
 
 
 class StopAt(Observer):

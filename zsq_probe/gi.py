@@ -1,6 +1,6 @@
 """Gradient inundation (GI), AIT paper §4.2, as a wrapper around any torch optimiser.
 
-Per quantised layer l (DESIGN.md, "AIT = KL-only + gradient inundation"):
+Per quantised layer l (docs/reference.md#gradient-inundation):
 
 * ``q0`` = the layer's integer codes before the step;
 * the base optimiser proposes ``d = w_base - w_old`` (for Nesterov SGD ``-lr*(g + m*(m*buf + g))``);

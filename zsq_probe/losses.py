@@ -1,4 +1,4 @@
-"""The student's loss terms (DESIGN.md "GDFQ generator and loop"; paper Eq. 5-6)."""
+"""The student's loss terms (docs/reference.md#student-loss; paper Eq. 5-6)."""
 
 from __future__ import annotations
 

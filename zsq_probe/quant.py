@@ -1,4 +1,4 @@
-"""Fake quantisation as in the GDFQ/AIT reference code (DESIGN.md, "Quantisation").
+"""Fake quantisation as in the GDFQ/AIT reference code (docs/reference.md#quantisation).
 
 The paper text says "symmetric"; the reference code is asymmetric, and we follow the code:
 
@@ -30,8 +30,8 @@ from zsq_probe.errors import UserError
 
 MIN_BITS = 2
 MAX_BITS = 8
-RANGE_EPS = 1e-8  # DESIGN.md: scale = (2^k-1)/max(max-min, 1e-8)
-EMA_MOMENTUM = 0.9  # DESIGN.md: activation range = EMA(0.9) of batch min/max
+RANGE_EPS = 1e-8  # docs/reference.md#weight-quantiser: scale = (2^k-1)/max(max-min, 1e-8)
+EMA_MOMENTUM = 0.9  # docs/reference.md#activation-quantiser: activation range = EMA(0.9) of batch min/max
 
 SCHEME = (
     "asymmetric; weights per output channel, min/max recomputed every forward; "
@@ -71,7 +71,7 @@ def check_bits(bits: Any, what: str = "bits") -> int:
 
 
 def weight_quant_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-output-channel asymmetric ``(scale, zero_point)`` of ``w`` (DESIGN.md, Quantisation).
+    """Per-output-channel asymmetric ``(scale, zero_point)`` of ``w`` (docs/reference.md#weight-quantiser).
 
     Min/max over every dim but 0, recomputed on each call. Both results have shape
     ``(C, 1, ..., 1)`` so they broadcast against ``w``; they carry no gradient.
@@ -89,7 +89,7 @@ def weight_quant_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch
 
 
 def scale_and_zero_point(lo: torch.Tensor, hi: torch.Tensor, levels, half) -> tuple[torch.Tensor, torch.Tensor]:
-    """``scale = (2^k-1)/max(hi-lo, 1e-8)``, ``zp = round(scale*lo) + 2^(k-1)`` (DESIGN.md).
+    """``scale = (2^k-1)/max(hi-lo, 1e-8)``, ``zp = round(scale*lo) + 2^(k-1)`` (docs/reference.md#weight-quantiser).
 
     ``levels`` = 2^k-1 and ``half`` = 2^(k-1), numbers or tensors broadcasting against ``lo``.
     Written as reciprocal-times-levels, which is what torch does for ``number / tensor`` (so
@@ -115,7 +115,7 @@ def integer_codes_of(w: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
-    """``(q + zp) / scale`` (DESIGN.md); ``q`` may be integer or float codes."""
+    """``(q + zp) / scale`` (docs/reference.md#weight-quantiser); ``q`` may be integer or float codes."""
     return (q.to(scale.dtype) + zero_point) / scale
 
 
@@ -218,7 +218,7 @@ QUANT_LAYER_TYPES = (QuantConv2d, QuantLinear)
 
 
 class ActivationQuantizer(nn.Module):
-    """Per-tensor asymmetric activation quantiser with an EMA (0.9) range (DESIGN.md).
+    """Per-tensor asymmetric activation quantiser with an EMA (0.9) range (docs/reference.md#activation-quantiser).
 
     While not frozen, every forward updates ``range_min``/``range_max`` from the batch
     min/max (the first batch initialises them), whatever ``self.training`` is: like GDFQ's

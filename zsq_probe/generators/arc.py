@@ -1,6 +1,6 @@
 """ARC / AutoReCon generator (Zhu et al., IJCAI 2021): a searched three-cell generator.
 
-What is faithful (facts from the AutoReCon generator shipped with the AIT code, and DESIGN.md "ARC"):
+What is faithful (facts from the AutoReCon generator shipped with the AIT code, and docs/reference.md#arc):
 
 * search space of AdversarialNAS (Gao et al., CVPR 2020): three up-cells, each with two up edges
   ``{nearest, bilinear}`` (x2 interpolation -> CBN -> LeakyReLU(0.2) -> conv1x1), five normal edges

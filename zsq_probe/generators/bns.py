@@ -1,6 +1,6 @@
 """GDFQ's BN-statistics (BNS) loss over a teacher's BatchNorm2d layers.
 
-Fact (DESIGN.md "GDFQ generator and loop"): forward hooks on every BatchNorm2d of the teacher take
+Fact (docs/reference.md#bn-statistics-loss): forward hooks on every BatchNorm2d of the teacher take
 the BN *input*'s per-channel batch mean and biased variance; ``BNS = mean over BN layers of
 MSE(batch_mean, running_mean) + MSE(batch_var, running_var)``.  The teacher stays in eval mode
 (running statistics frozen); gradients flow through it to the generator.

@@ -1,6 +1,6 @@
 """Pieces shared by the generators: input checks, RNG-safe sampling, class-conditional BN.
 
-Facts (DESIGN.md "GDFQ generator and loop"): the trainer samples ``z ~ N(0, 1)`` and uniform
+Facts (docs/reference.md#generator-architecture): the trainer samples ``z ~ N(0, 1)`` and uniform
 labels every iteration; every random number a generator draws comes from the
 ``torch.Generator`` the trainer passes in, never from the global RNG.
 """

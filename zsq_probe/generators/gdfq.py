@@ -1,6 +1,6 @@
 """GDFQ generator (Xu et al., ECCV 2020), as used by GDFQ, AIT and (its body) Qimera.
 
-Facts (DESIGN.md "GDFQ generator and loop"):
+Facts (docs/reference.md#generator-architecture):
 
 * CIFAR variant: ``z ~ N(0,1)^100`` multiplied elementwise by a learned ``Embedding(C, 100)`` of
   the label; Linear -> 128 x H/4 x W/4; BN(128); up x2 (nearest); conv3x3 128->128;

@@ -1,6 +1,6 @@
 """Qimera generator (Choi et al., NeurIPS 2021): superposed class embeddings -> boundary samples.
 
-Facts (DESIGN.md "Qimera"; Qimera's published code and run scripts):
+Facts (docs/reference.md#qimera; Qimera's published code and run scripts):
 
 * class embedding ``Embedding(C, D)`` with D = in_features of the teacher's last layer,
   initialised from that layer's weight matrix (rows = classes), trainable (the scripts never pass

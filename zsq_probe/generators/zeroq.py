@@ -1,6 +1,6 @@
 """ZeroQ distilled data (Cai et al., CVPR 2020): images optimised to match the teacher's BN statistics.
 
-Facts (DESIGN.md "ZeroQ"; ZeroQ's published ``distill_data.py``):
+Facts (docs/reference.md#zeroq; ZeroQ's published ``distill_data.py``):
 
 * no generator: a batch of images is optimised directly with Adam (lr 0.5) for 500 iterations,
   with ``ReduceLROnPlateau`` on the loss (factor 0.1, patience 100, min_lr 1e-4);

@@ -27,7 +27,7 @@ def loss_functions(cfg) -> dict:
     T = cfg.temperature
     return {
         "ce": (lambda logits, labels: ce_to_labels(logits, labels, cfg.label_smoothing), "labels"),
-        # the KL term as trained (KLDiv reduction='mean' times T^2), DESIGN.md
+        # the KL term as trained (KLDiv reduction='mean' times T^2), docs/reference.md#student-loss
         "kl": (lambda logits, t_logits: kl_to_teacher(logits, t_logits, T) * T * T, "teacher_logits"),
     }
 

@@ -1,7 +1,7 @@
 """Where the student's batches come from: one protocol, three sources.
 
 * `GeneratorSource` (zero-shot: GDFQ / Qimera / ARC).  Each iteration the generator takes its own step on
-  CE(teacher(G(z, y)), y) + bns_weight * BNS (paper Eq. 3-4, GDFQ) and hands the detached samples on.
+  CE(teacher(G(z, y)), y) + bns_weight * BNS (AIT paper Eq. 5; GDFQ) and hands the detached samples on.
 * `RealDataSource` (the KD baseline, paper §3.1): shuffled real training images, one order per epoch.
 * `DistilledSource` (ZeroQ): a fixed set distilled from the teacher's BN statistics once, sampled per step.
 
