@@ -35,7 +35,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from zsq_probe.errors import UserError
 
 __all__ = [
     "HessianOperator",
@@ -70,9 +69,9 @@ def flatten_params(tensors: nn.Module | Mapping[str, torch.Tensor] | Iterable[to
     else:
         items = list(tensors)
     if not items:
-        raise UserError("flatten_params got no tensors")
+        raise ValueError("flatten_params got no tensors")
     if not all(isinstance(t, torch.Tensor) for t in items):
-        raise UserError("flatten_params needs torch tensors")
+        raise TypeError("flatten_params needs torch tensors")
     return torch.cat([t.detach().reshape(-1) for t in items])
 
 
@@ -84,11 +83,11 @@ def unflatten(flat: torch.Tensor, like: "HessianOperator | Mapping[str, Any]") -
     elif isinstance(like, Mapping):
         shapes = {n: tuple(t.shape) if isinstance(t, torch.Tensor) else tuple(t) for n, t in like.items()}
     else:
-        raise UserError(f"unflatten needs a HessianOperator or a name->shape mapping, got {type(like).__name__}")
+        raise TypeError(f"unflatten needs a HessianOperator or a name->shape mapping, got {type(like).__name__}")
     flat = torch.as_tensor(flat)
     sizes = [math.prod(s) for s in shapes.values()]
     if flat.dim() != 1 or flat.numel() != sum(sizes):
-        raise UserError(f"unflatten: vector of shape {tuple(flat.shape)} does not match {sum(sizes)} parameters")
+        raise ValueError(f"unflatten: vector of shape {tuple(flat.shape)} does not match {sum(sizes)} parameters")
     return {n: chunk.view(s) for (n, s), chunk in zip(shapes.items(), flat.split(sizes))}
 
 
@@ -108,21 +107,21 @@ def _select_params(model: nn.Module, params: str | Iterable[str] | None) -> list
     if params is None:
         chosen = [(n, p) for n, p in named if p.requires_grad]
         if not chosen:
-            raise UserError("the model has no parameters that require grad")
+            raise ValueError("the model has no parameters that require grad")
         return chosen
     wanted = [params] if isinstance(params, str) else list(params)
     if not wanted or not all(isinstance(w, str) for w in wanted):
-        raise UserError("params must be a parameter name, a module prefix, or a list of them")
+        raise TypeError("params must be a parameter name, a module prefix, or a list of them")
     keep: set[str] = set()
     for w in wanted:
         prefix = w.rstrip(".")
         hits = [n for n, _ in named if n == prefix or n.startswith(prefix + ".") or prefix == ""]
         if not hits:
             some = ", ".join(n for n, _ in named[:6])
-            raise UserError(f"no parameter named or under '{w}' (parameters are e.g. {some})")
+            raise ValueError(f"no parameter named or under '{w}' (parameters are e.g. {some})")
         trainable = [n for n in hits if dict(named)[n].requires_grad]
         if not trainable:
-            raise UserError(f"parameters under '{w}' do not require grad")
+            raise ValueError(f"parameters under '{w}' do not require grad")
         keep.update(trainable)
     return [(n, p) for n, p in named if n in keep]
 
@@ -135,7 +134,7 @@ def _batch_size(inputs: Any) -> int:
         first = next(iter(first.values()))
     if isinstance(first, torch.Tensor) and first.dim() > 0:
         return int(first.shape[0])
-    raise UserError("cannot tell the batch size: inputs must be a tensor (batch first) or a tuple of tensors")
+    raise TypeError("cannot tell the batch size: inputs must be a tensor (batch first) or a tuple of tensors")
 
 
 def _to(obj: Any, device: torch.device) -> Any:
@@ -196,15 +195,15 @@ class HessianOperator:
                  keep_graphs: bool | None = None, memory_fraction: float = 0.5,
                  freeze_activation_ranges: bool = True) -> None:
         if not isinstance(model, nn.Module):
-            raise UserError(f"HessianOperator needs a torch.nn.Module, got {type(model).__name__}")
+            raise TypeError(f"HessianOperator needs a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
-            raise UserError("loss_fn must be callable as loss_fn(outputs, target)")
+            raise TypeError("loss_fn must be callable as loss_fn(outputs, target)")
         if mode not in _MODES:
-            raise UserError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+            raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
         if keep_graphs not in (None, True, False):
-            raise UserError(f"keep_graphs must be True, False or None, got {keep_graphs!r}")
+            raise ValueError(f"keep_graphs must be True, False or None, got {keep_graphs!r}")
         if not 0 < memory_fraction <= 1:
-            raise UserError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
+            raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
         self.model = model
         self.loss_fn = loss_fn
         self.mode = mode
@@ -218,30 +217,30 @@ class HessianOperator:
         self.dim: int = sum(self._numels)
         dtypes = {p.dtype for p in self._params}
         if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
-            raise UserError(f"selected parameters must share one floating dtype, found {sorted(map(str, dtypes))}")
+            raise ValueError(f"selected parameters must share one floating dtype, found {sorted(map(str, dtypes))}")
         self.dtype: torch.dtype = dtypes.pop()
         devices = {p.device for p in self._params}
         if len(devices) != 1:
-            raise UserError(f"selected parameters are on several devices ({sorted(map(str, devices))})")
+            raise ValueError(f"selected parameters are on several devices ({sorted(map(str, devices))})")
         self.device: torch.device = devices.pop()
         if device is not None:
             want = torch.device(device)
             if want.type != self.device.type or (want.index is not None and want.index != self.device.index):
-                raise UserError(f"the model is on {self.device}, not {want}: move it there first (model.to('{want}'))")
+                raise ValueError(f"the model is on {self.device}, not {want}: move it there first (model.to('{want}'))")
 
         if isinstance(batches, tuple) and len(batches) == 2 and isinstance(batches[0], torch.Tensor) \
                 and isinstance(batches[1], torch.Tensor):
-            raise UserError("batches must be an iterable of (inputs, target) pairs: wrap a single batch as [(x, y)]")
+            raise TypeError("batches must be an iterable of (inputs, target) pairs: wrap a single batch as [(x, y)]")
         self._batches: list[tuple[Any, Any]] = []
         for b in batches:
             if not isinstance(b, (tuple, list)) or len(b) != 2:
-                raise UserError("each batch must be an (inputs, target) pair")
+                raise TypeError("each batch must be an (inputs, target) pair")
             self._batches.append((b[0], b[1]))
         if not self._batches:
-            raise UserError("HessianOperator got no batches")
+            raise ValueError("HessianOperator got no batches")
         sizes = [_batch_size(x) for x, _ in self._batches]
         if min(sizes) <= 0:
-            raise UserError("every batch must hold at least one sample")
+            raise ValueError("every batch must hold at least one sample")
         total = float(sum(sizes))
         self.batch_sizes: list[int] = sizes
         self._weights: list[float] = [n / total for n in sizes]
@@ -290,7 +289,7 @@ class HessianOperator:
             outputs = self.model(*inputs) if isinstance(inputs, (tuple, list)) else self.model(inputs)
             loss = self.loss_fn(outputs, target)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise UserError("loss_fn must return a scalar tensor")
+            raise ValueError("loss_fn must return a scalar tensor")
         loss = loss.reshape(())
         if not torch.isfinite(loss.detach()):
             warnings.warn(f"loss on batch {index} is not finite ({loss.item()}); Hessian products will be too",
@@ -336,10 +335,10 @@ class HessianOperator:
 
     def _check_vector(self, v: Any) -> torch.Tensor:
         if self._closed:
-            raise UserError("this HessianOperator is closed; build a new one")
+            raise ValueError("this HessianOperator is closed; build a new one")
         v = torch.as_tensor(v)
         if v.dim() != 1 or v.numel() != self.dim:
-            raise UserError(f"vector must have shape ({self.dim},), got {tuple(v.shape)}")
+            raise ValueError(f"vector must have shape ({self.dim},), got {tuple(v.shape)}")
         return v.detach().to(device=self.device, dtype=self.dtype)
 
     def _hvp(self, grads: Sequence[torch.Tensor], v_parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -353,7 +352,7 @@ class HessianOperator:
                                      retain_graph=self.keep_graphs, allow_unused=True)
         except RuntimeError as e:
             if "modified by an inplace operation" in str(e):
-                raise UserError("model parameters changed since this HessianOperator was built; build a new one") from e
+                raise ValueError("model parameters changed since this HessianOperator was built; build a new one") from e
             raise
         return [o if h is None else h for o, h in zip(out, hv)]
 
@@ -377,7 +376,7 @@ class HessianOperator:
     def gradient(self) -> torch.Tensor:
         """The flat gradient of the (size-weighted) loss, detached."""
         if self._closed:
-            raise UserError("this HessianOperator is closed; build a new one")
+            raise ValueError("this HessianOperator is closed; build a new one")
         if self.keep_graphs:
             assert self._grads is not None
             g = self._grads
@@ -394,7 +393,7 @@ class HessianOperator:
     def to_dense(self, max_dim: int = 4096) -> torch.Tensor:
         """The full ``dim x dim`` matrix from ``dim`` products (small models only)."""
         if self.dim > max_dim:
-            raise UserError(f"to_dense: dim {self.dim} exceeds max_dim {max_dim}")
+            raise ValueError(f"to_dense: dim {self.dim} exceeds max_dim {max_dim}")
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         return torch.stack([self.matvec(eye[i]) for i in range(self.dim)], dim=1)
 
@@ -411,7 +410,7 @@ class HessianOperator:
     # ----------------------------------------------------------------- lifetime
 
     def close(self) -> None:
-        """Free the gradient graph; later products raise UserError."""
+        """Free the gradient graph; later products raise ValueError."""
         self._grads = None
         self._closed = True
 
@@ -447,14 +446,14 @@ def _frozen_quantizers(model: nn.Module) -> Iterator[None]:
 
 def _check_int(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserError(f"{what} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _check_op(op: Any) -> None:
     for attr in ("dim", "dtype", "device", "matvec"):
         if not hasattr(op, attr):
-            raise UserError(f"expected a HessianOperator (or an object with .{attr}), got {type(op).__name__}")
+            raise ValueError(f"expected a HessianOperator (or an object with .{attr}), got {type(op).__name__}")
 
 
 @dataclass(frozen=True)
@@ -492,7 +491,7 @@ def hutchinson_trace(op: HessianOperator, num_vectors: int = 100, seed: int = 0,
     num_vectors = _check_int(num_vectors, "num_vectors")
     min_vectors = _check_int(min_vectors, "min_vectors")
     if rtol is not None and not (isinstance(rtol, (int, float)) and rtol > 0):
-        raise UserError(f"rtol must be a positive number or None, got {rtol!r}")
+        raise ValueError(f"rtol must be a positive number or None, got {rtol!r}")
     gen = torch.Generator().manual_seed(int(seed))
     start = getattr(op, "num_products", 0)
     samples: list[float] = []
@@ -551,10 +550,10 @@ def lanczos(op: HessianOperator, num_steps: int, v0: torch.Tensor | None = None,
         v0 = rademacher(op.dim, torch.Generator().manual_seed(int(seed)), op.dtype, op.device)
     v0 = torch.as_tensor(v0).detach().to(device=op.device, dtype=op.dtype)
     if v0.dim() != 1 or v0.numel() != op.dim:
-        raise UserError(f"v0 must have shape ({op.dim},), got {tuple(v0.shape)}")
+        raise ValueError(f"v0 must have shape ({op.dim},), got {tuple(v0.shape)}")
     norm = torch.linalg.vector_norm(v0)
     if not torch.isfinite(norm) or norm == 0:
-        raise UserError("v0 must be a finite non-zero vector")
+        raise ValueError("v0 must be a finite non-zero vector")
     keep = reorthogonalize or return_basis
     basis = torch.empty((num_steps if keep else 2, op.dim), dtype=op.dtype, device=op.device)
     eps = torch.finfo(op.dtype).eps
@@ -647,11 +646,11 @@ def slq_trace(source: HessianOperator | SpectralDensity, num_runs: int = 10, num
 def gaussian_density(nodes: Any, weights: Any, grid: Any, sigma: float) -> np.ndarray:
     """``sum_k weights_k * N(grid; nodes_k, sigma^2)`` on ``grid`` (integrates to ``sum(weights)``)."""
     if not (isinstance(sigma, (int, float)) and sigma > 0):
-        raise UserError(f"sigma must be a positive number, got {sigma!r}")
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
     nodes = np.asarray(nodes, dtype=np.float64).reshape(-1)
     weights = np.asarray(weights, dtype=np.float64).reshape(-1)
     if nodes.shape != weights.shape:
-        raise UserError(f"nodes and weights differ in length ({nodes.size} vs {weights.size})")
+        raise ValueError(f"nodes and weights differ in length ({nodes.size} vs {weights.size})")
     grid = np.asarray(grid, dtype=np.float64)
     z = (grid[..., None] - nodes) / sigma
     return np.sum(weights * np.exp(-0.5 * z * z), axis=-1) / (sigma * math.sqrt(2 * math.pi))
@@ -687,11 +686,11 @@ def top_eigenpairs(op: HessianOperator, k: int = 1, tol: float = 1e-6, seed: int
     if k == 1 and which == "LA" and ncv is None:
         return top_eigenpair(op, tol=tol, seed=seed, max_steps=maxiter or min(op.dim, 300))
     if k >= op.dim:
-        raise UserError(f"k must be smaller than the dimension ({op.dim}), got {k}")
+        raise ValueError(f"k must be smaller than the dimension ({op.dim}), got {k}")
     if which not in ("LA", "SA", "LM"):
-        raise UserError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
+        raise ValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
     if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise UserError(f"tol must be a number >= 0, got {tol!r}")
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if maxiter is not None:
         maxiter = _check_int(maxiter, "maxiter")
     if ncv is not None:
