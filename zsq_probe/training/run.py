@@ -49,6 +49,7 @@ def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise UserError(f"--resume with a changed config ({first}{more}); pass --force to resume anyway "
                         f"(the change is recorded in config.json)")
+    _check_same_teacher(doc.get("teacher") or {}, teacher)
     trainer = Trainer(build_run(cfg, teacher=teacher, data_spec=data_spec), run, observers, progress)
     if run.checkpoints():
         epoch, state = run.load_checkpoint()
@@ -64,3 +65,16 @@ def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
     for table in run.tables():  # what a crash left past the checkpoint is dropped
         run.remove_parts(table, lambda key: (key_epoch(key) or 0) <= trainer.epoch)
     return trainer.fit()
+
+
+def _check_same_teacher(recorded: dict, teacher) -> None:
+    """A run started with a teacher module resumes only with that module (same state-dict fingerprint)."""
+    if recorded.get("source") != "module" and teacher is None:
+        return
+    if teacher is None:
+        raise UserError("this run's teacher was a module passed to train(): pass the same module as teacher=")
+    from zsq_probe.training.build import module_fingerprint
+
+    if recorded.get("source") != "module" or recorded.get("weights_sha256") != module_fingerprint(teacher):
+        raise UserError("the teacher module differs from the one this run was started with (state-dict "
+                        "fingerprint in config.json 'teacher')")
