@@ -1,8 +1,12 @@
-"""`python -m analyses NAME [--scale paper|tiny] [--out DIR] [--device D] [--data-root DIR] [--seeds N] [--dry-run]`."""
+"""`python -m analyses NAME [--scale paper|tiny] [--out DIR] [--device D] [--data-root DIR] [--seeds N] [--dry-run]`
+(`python -m analyses list` lists the recipes): see zsq_probe/recipes/command.py."""
 
 import sys
 
-from analyses._runner import main
-
 if __name__ == "__main__":
+    import matplotlib
+
+    matplotlib.use("Agg")  # the figures go to files
+    from zsq_probe.recipes.command import main
+
     sys.exit(main())

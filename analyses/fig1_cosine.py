@@ -1,39 +1,20 @@
-"""Fig. 1 (paper §3.1): cosine similarity between the student's gradient of CE (hard labels) and of KL (teacher)
-over training, real-data self-distillation (KD) against zero-shot quantisation (ZQ, GDFQ), ResNet-20 on
-CIFAR-10, with 2-D angle snapshots at epoch 200.
+"""Figure 1 (§3.1): CE-KL gradient cosine, KD vs ZQ.
 
-Paper scale:
+A thin entry point over the recipe zsq_probe/recipes/fig1_cosine.py (its docstring: the paper-scale
+command, the cost, what the tiny scale keeps and loses).  From the repository root:
 
-    python -m analyses fig1 --data-root ~/data --device cuda --out runs/fig1
-
-2 runs (KD: pretrained ResNet-20 teaching a randomly initialised full-precision ResNet-20 on CIFAR-10,
-CE + KL; ZQ: GDFQ at 4w4a), one seed, the cosine probe every 10 student steps.  Rough single-GPU
-estimate (A100/H100 class): ~2 GPU-hours.  Writes OUT/figures/fig1/fig1_cosine.png.
-
-Tiny scale (2 CPU cores; ~1.5 min on a busy 2-core box, summed from measured per-run times):
-
+    python analyses/fig1_cosine.py --scale tiny
     python -m analyses fig1 --scale tiny
-
-Keeps the KD-vs-ZQ contrast and the probe (KD on the real digits training set, GDFQ at 3w3a with the
-digits generator); loses ResNet-20/CIFAR-10 and the 400-epoch curve (12 epochs; the snapshot is the
-middle epoch instead of epoch 200).
 """
 
-from analyses._runner import run, tiny
+import sys
 
-KD = run("kd", "resnet20_cifar10", probes=["cosine"])
-ZQ = run("gdfq", "resnet20_cifar10", 4, 4, probes=["cosine"])
+from zsq_probe.recipes.fig1_cosine import RECIPE  # noqa: F401  (the recipe's data, importable from here too)
 
-RECIPE = {
-    "name": "fig1",
-    "paper": "Figure 1 (§3.1)",
-    "title": "CE-KL gradient cosine, KD vs ZQ",
-    "description": "cos(grad CE, grad KL) of the student per step and per epoch: positive for real-data KD, "
-                   "negative for zero-shot GDFQ; the bottom snapshots draw the angle at epoch 200.",
-    "runs": [KD, ZQ],
-    "seeds": [0],
-    "figures": [{"name": "fig1", "runs": [KD["id"], ZQ["id"]], "options": {"epoch": 200}}],
-    "table": None,
-    "tiny": tiny(keeps="both runs and the cosine probe", loses="the epoch-200 snapshot (the figure's default, "
-                 "the middle epoch, is used)"),
-}
+if __name__ == "__main__":
+    import matplotlib
+
+    matplotlib.use("Agg")  # the figures go to files
+    from zsq_probe.recipes.command import main
+
+    sys.exit(main(recipe="fig1", prog="python analyses/fig1_cosine.py"))

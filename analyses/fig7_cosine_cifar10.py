@@ -1,34 +1,20 @@
-"""Fig. 7 (appendix F): CE-KL gradient cosine, KD (self-distillation on real data) vs ZQ (GDFQ, 4w4a), across
-CIFAR-10 models — ResNet-20, ResNet-56, ResNeXt-29 32x4d, WRN-28-10, WRN-40-8; one panel per model.
+"""Figure 7 (appendix F): CE-KL gradient cosine across CIFAR-10 models, KD vs ZQ.
 
-Paper scale:
+A thin entry point over the recipe zsq_probe/recipes/fig7_cosine_cifar10.py (its docstring: the paper-scale
+command, the cost, what the tiny scale keeps and loses).  From the repository root:
 
-    python -m analyses fig7 --data-root ~/data --device cuda --out runs/fig7
-
-10 runs, one seed, the cosine probe.  Rough single-GPU estimate (A100/H100 class): ~32 GPU-hours
-(WRN and ResNeXt dominate).  Writes OUT/figures/fig7/fig7_8_*.png.
-
-Tiny scale (2 CPU cores; ~1.5 min on a busy 2-core box, summed from measured per-run times):
-
+    python analyses/fig7_cosine_cifar10.py --scale tiny
     python -m analyses fig7 --scale tiny
-
-Keeps one setting (the ResNet-20 pair as digits stand-ins: KD and GDFQ at 3w3a) and the probe; loses
-the other four models, the real data and the 400-epoch curves.
 """
 
-from analyses._runner import run, tiny
+import sys
 
-MODELS = ["resnet20_cifar10", "resnet56_cifar10", "resnext29_32x4d_cifar10", "wrn28_10_cifar10", "wrn40_8_cifar10"]
-RUNS = [r for t in MODELS for r in (run("kd", t, probes=["cosine"]), run("gdfq", t, 4, 4, probes=["cosine"]))]
+from zsq_probe.recipes.fig7_cosine_cifar10 import RECIPE  # noqa: F401  (the recipe's data, importable from here too)
 
-RECIPE = {
-    "name": "fig7",
-    "paper": "Figure 7 (appendix F)",
-    "title": "CE-KL gradient cosine across CIFAR-10 models, KD vs ZQ",
-    "description": "The Fig. 1 measurement on five CIFAR-10 models: CE and KL disagree more under ZQ.",
-    "runs": RUNS,
-    "seeds": [0],
-    "figures": [{"name": "fig7_8"}],
-    "table": None,
-    "tiny": tiny(only=["resnet20_cifar10-*"], keeps="the ResNet-20 pair", loses="the other four models"),
-}
+if __name__ == "__main__":
+    import matplotlib
+
+    matplotlib.use("Agg")  # the figures go to files
+    from zsq_probe.recipes.command import main
+
+    sys.exit(main(recipe="fig7", prog="python analyses/fig7_cosine_cifar10.py"))

@@ -1,25 +1,35 @@
-"""The analyses recipes and their runner: every recipe is valid data, --dry-run prints reproducible
-commands, the table formatter computes mean ± std (ddof=1) beside the paper, and the Tab. 1 recipe runs
-end to end at tiny scale (and resumes)."""
+"""The paper recipes and their runner (zsq_probe.recipes), and the thin scripts in analyses/: every recipe
+is valid data, --dry-run prints reproducible commands, the table formatter computes mean ± std (ddof=1)
+beside the paper, the runner trains through the library, and the Tab. 1 recipe runs end to end at tiny
+scale (and resumes).  One file over ~400 lines: the recipes, their runner and their scripts are tested
+as one feature, sharing the fast settings and fixtures above."""
 
-import importlib
 import json
 import math
 import re
 import shlex
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `analyses` is a top-level folder of the checkout, not an installed package
-    sys.path.insert(0, str(ROOT))
+from zsq_probe.recipes import RECIPES, load_recipe, plan, recipe_module
+from zsq_probe.recipes.command import main
+from zsq_probe.recipes.jobs import unique_jobs
+from zsq_probe.recipes.specs import run, tiny_spec
+from zsq_probe.recipes.tables import format_paper, format_stat, paper_mean, report_table, stats
 
-from analyses import RECIPES  # noqa: E402
-from analyses import _runner as R  # noqa: E402
-from analyses._runner import main  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tables_needed() -> dict:
+    """figure name -> the run tables it reads."""
+    from zsq_probe.plots import FIGURES
+
+    return {name: spec.tables_needed for name, spec in FIGURES.items()}
+
 
 # every run of an end-to-end test: one epoch of two iterations (the brief's < 60 s on 2 cores)
 FAST = ["epochs=1", "iters_per_epoch=2", "batch_size=16", "warmup_epochs=0", "val_max_batches=1",
@@ -39,11 +49,9 @@ REQUIRED_KEYS = {"name", "paper", "title", "description", "runs", "seeds", "figu
 # ------------------------------------------------------------------------------------ recipes are valid
 @pytest.mark.parametrize("short", list(RECIPES))
 def test_recipe_is_valid_data(short):
-    import figures
+    from zsq_probe.config import FIELD_NAMES, PRESETS, PROBE_NAMES, preset_overrides
 
-    from zsq_probe.config import FIELD_NAMES, PRESETS, PROBE_NAMES
-
-    module = importlib.import_module(f"analyses.{RECIPES[short]}")
+    module = recipe_module(short)
     recipe = module.RECIPE
     assert REQUIRED_KEYS <= set(recipe), REQUIRED_KEYS - set(recipe)
     assert recipe["name"] == short
@@ -60,14 +68,15 @@ def test_recipe_is_valid_data(short):
         assert set(r["probes"]) <= set(PROBE_NAMES)
         assert set(r["overrides"]) <= set(FIELD_NAMES), set(r["overrides"]) - set(FIELD_NAMES)
         assert r["data"] in ("cifar10", "cifar100", "imagenet")
-        if not PRESETS[r["preset"]].get("full_precision_student"):
+        if not preset_overrides(r["preset"], r["data"]).get("full_precision_student"):
             assert 2 <= r["w_bits"] <= 8 and 2 <= r["a_bits"] <= 8
     assert recipe["seeds"] and all(isinstance(s, int) for s in recipe["seeds"])
 
+    figures = tables_needed() if recipe["figures"] else {}
     for entry in recipe["figures"]:
-        assert entry["name"] in figures.SCRIPTS
+        assert entry["name"] in figures
         assert set(entry.get("runs") or []) <= set(ids)
-        needed = figures.load(entry["name"]).TABLES_NEEDED
+        needed = figures[entry["name"]]
         runs = [r for r in recipe["runs"] if entry.get("runs") is None or r["id"] in entry["runs"]]
         probes = {p for r in runs for p in r["probes"]}
         tables = {"cosine": "cosine", "inter_epoch": "inter_epoch", "crossings": "crossings",
@@ -89,24 +98,24 @@ def test_recipe_is_valid_data(short):
                     referenced.add(c["run"])
                     p = c["paper"]
                     assert p is None or isinstance(p, float) or (len(p) == 2 and all(isinstance(x, float) for x in p))
-                    assert R.paper_mean(p) is None or 0.0 <= R.paper_mean(p) <= 100.0
+                    assert paper_mean(p) is None or 0.0 <= paper_mean(p) <= 100.0
         assert set(ids) <= referenced, f"runs no table cell reports: {set(ids) - referenced}"
 
     # every run resolves to a valid config at both scales (no teacher or data is loaded)
     for scale in ("paper", "tiny"):
-        jobs = R.plan(recipe, scale, out="/nonexistent", seeds=[0])
+        jobs = plan(recipe, scale, out="/nonexistent", seeds=[0])
         assert jobs
-        for j in R.unique_jobs(jobs):
+        for j in unique_jobs(jobs):
             cfg = j.config()
             assert cfg.preset == j.spec["preset"]
             for k, v in j.spec["overrides"].items():
-                assert getattr(cfg, k) == v  # the run's own overrides win
+                assert cfg.get(k) == v  # the run's own overrides win
             if scale == "tiny":
-                assert cfg.teacher == "digits" and cfg.data == "digits"
+                assert cfg.teacher == "digits" and cfg.dataset.name == "digits"
             else:
-                assert cfg.teacher == j.spec["teacher"] and (cfg.w_bits, cfg.a_bits) != (None, None)
+                assert cfg.teacher == j.spec["teacher"] and (cfg.quant.w_bits, cfg.quant.a_bits) != (None, None)
         if scale == "tiny":  # stand-ins keep what tells the runs apart: one trained run per paper run
-            ids_tiny = [j.id for j in R.unique_jobs(jobs)]
+            ids_tiny = [j.id for j in unique_jobs(jobs)]
             assert len(ids_tiny) == len({j.paper_id for j in jobs})
             assert recipe["tiny"]["keeps"] and recipe["tiny"]["loses"]
 
@@ -116,11 +125,12 @@ def test_recipes_cover_the_papers_experiments():
               "tab1", "tab2", "tab3", "tab4", "tab5", "tab6", "tab9"}
     assert wanted <= set(RECIPES)
     for short in RECIPES:
-        assert (ROOT / "analyses" / f"{RECIPES[short]}.py").is_file()
+        assert (ROOT / "zsq_probe" / "recipes" / f"{RECIPES[short]}.py").is_file()  # the recipe, in the wheel
+        assert (ROOT / "analyses" / f"{RECIPES[short]}.py").is_file()  # its script in the repository
 
 
 def test_tab1_recipe_matches_the_paper_layout():
-    recipe = R.load_recipe("tab1")
+    recipe = load_recipe("tab1")
     presets = {r["preset"] for r in recipe["runs"]}
     assert presets == {"zeroq", "gdfq", "ait", "qimera", "qimera+ait", "arc", "arc+ait"}
     assert {r["teacher"] for r in recipe["runs"]} == {"resnet20_cifar10", "resnet20_cifar100", "resnet18",
@@ -142,20 +152,20 @@ def test_tab1_recipe_matches_the_paper_layout():
 
 
 def test_tiny_mapping_lowers_bits_unless_the_recipe_keeps_them():
-    spec = R.run("gdfq", "resnet18", 4, 4)
-    assert R.tiny_spec(spec, {"tiny": {"bits": "minus1"}})["w_bits"] == 3
-    assert R.tiny_spec(R.run("gdfq", "resnet18", 5, 5), {})["a_bits"] == 4
-    assert R.tiny_spec(R.run("gdfq", "resnet18", 2, 3), {})["w_bits"] == 2  # never below 2
-    kept = R.tiny_spec(R.run("gdfq", "resnet20_cifar10", 2, 3), R.load_recipe("tab6"))
+    spec = run("gdfq", "resnet18", 4, 4)
+    assert tiny_spec(spec, {"tiny": {"bits": "minus1"}})["w_bits"] == 3
+    assert tiny_spec(run("gdfq", "resnet18", 5, 5), {})["a_bits"] == 4
+    assert tiny_spec(run("gdfq", "resnet18", 2, 3), {})["w_bits"] == 2  # never below 2
+    kept = tiny_spec(run("gdfq", "resnet20_cifar10", 2, 3), load_recipe("tab6"))
     assert (kept["w_bits"], kept["a_bits"], kept["teacher"], kept["id"]) == (2, 3, "digits", "digits-2w3a-gdfq")
-    kd = R.tiny_spec(R.run("kd", "resnet20_cifar10", probes=["cosine"]), {})
+    kd = tiny_spec(run("kd", "resnet20_cifar10", probes=["cosine"]), {})
     assert kd["w_bits"] is None and kd["id"] == "digits-fp-kd-with-cosine"
 
 
 # ------------------------------------------------------------------------------------ dry run
 def test_dry_run_prints_reproducible_commands_and_runs_nothing(tmp_path, capsys):
     from zsq_probe.cli import build_parser
-    from zsq_probe.cli_train import build_config
+    from zsq_probe.cli.train import build_config
 
     out = tmp_path / "out"
     rc = main(["tab2", "--dry-run", "--out", str(out), "--device", "cuda", "--data-root", "/data/sets", "--seeds", "2"])
@@ -168,7 +178,7 @@ def test_dry_run_prints_reproducible_commands_and_runs_nothing(tmp_path, capsys)
     presets = {shlex.split(c)[shlex.split(c).index("--preset") + 1] for c in cmds}
     assert presets == {"gdfq", "kl-only", "kl-only-high-lr", "baseline+gi", "ce-only+gi", "ait"}
     # each printed command, parsed by the real `zsq-probe train` parser, gives the runner's config
-    jobs = {str(j.path): j for j in R.plan(R.load_recipe("tab2"), "paper", out, seeds=[0, 1], device="cuda",
+    jobs = {str(j.path): j for j in plan(load_recipe("tab2"), "paper", out, seeds=[0, 1], device="cuda",
                                           data_root="/data/sets")}
     parser = build_parser()
     for c in cmds[:: 7]:
@@ -208,20 +218,78 @@ def test_dry_run_only_and_errors(tmp_path, capsys):
     assert all(re.search(rf"^{k}\s", listing, re.M) for k in RECIPES)
 
 
+def test_the_runner_trains_through_the_library(tmp_path, monkeypatch):
+    """Every job reaches zsq_probe.training.train as a RunConfig with its folder, never as argv, and the
+    library builds the probes the config names; a finished run is not trained again, a partial one resumes."""
+    from zsq_probe.config import RunConfig
+    from zsq_probe.recipes import run_recipe
+
+    calls = []
+
+    def fake_train(cfg, out, *, resume=False, force=False, observers=None, progress=True):
+        calls.append({"cfg": cfg, "out": Path(out), "resume": resume, "force": force,
+                      "observers": observers, "progress": progress})
+        return {"best_val_top1": 0.5, "final_val_top1": 0.5}
+
+    monkeypatch.setattr("zsq_probe.training.train", fake_train)
+    result = run_recipe("fig1", "tiny", tmp_path, seeds=1, sets=FAST)
+    jobs = {j.path: j for j in result.plan.jobs}
+    assert len(calls) == len(jobs) == 2 and result.ok and result.table is None
+    for call in calls:
+        job = jobs[call["out"]]
+        assert isinstance(call["cfg"], RunConfig) and call["cfg"].to_dict() == job.config().to_dict()
+        assert call["cfg"].teacher == "digits" and call["cfg"].seed == 0 and call["cfg"].epochs == 1
+        assert call["cfg"].get("probes") == ["cosine"]
+        assert (call["resume"], call["force"], call["progress"]) == (False, False, False)
+        assert call["observers"] is None  # the library builds the probes the config names
+
+    # one run finished, the other partial: only the partial one is trained, resumed
+    done, partial = result.plan.jobs
+    for job in (done, partial):
+        job.path.mkdir(parents=True)
+        (job.path / "config.json").write_text(json.dumps({"config": job.config().to_dict()}))
+    (done.path / "summary.json").write_text(json.dumps({"best_val_top1": 0.5, "final_val_top1": 0.5}))
+    calls.clear()
+    run_recipe("fig1", "tiny", tmp_path, seeds=1, sets=FAST)
+    assert [(c["out"], c["resume"], c["force"]) for c in calls] == [(partial.path, True, True)]
+
+
+def test_analyses_holds_thin_entry_points(tmp_path):
+    """analyses/*.py import their recipe from zsq_probe.recipes, patch no sys.path, and run from the
+    repository root as a script or through `python -m analyses`; zsq_probe.recipes picks no backend."""
+    for path in sorted((ROOT / "analyses").glob("*.py")):
+        src = path.read_text()
+        assert "sys.path" not in src and len(src.splitlines()) <= 25, path.name
+        assert "from zsq_probe.recipes" in src, path.name
+        if path.stem not in ("__init__", "__main__"):
+            assert path.stem in RECIPES.values() and f"from zsq_probe.recipes.{path.stem} import RECIPE" in src
+    for path in (ROOT / "zsq_probe" / "recipes").glob("*.py"):
+        assert "matplotlib.use" not in path.read_text(), path.name
+
+    args = ["--dry-run", "--seeds", "1", "--only", "resnet18-*", "--out", str(tmp_path)]
+    outputs = []
+    for cmd in (["-m", "analyses", "tab2"], ["analyses/tab2_ablation.py"]):
+        proc = subprocess.run([sys.executable, *cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1]
+    assert len([line for line in outputs[0].splitlines() if line.startswith("zsq-probe train ")]) == 6
+
+
 # ------------------------------------------------------------------------------------ table formatter
 def test_stats_use_the_sample_std():
     vals = [65.6, 65.8, 66.0]
-    mean, std, n = R.stats(vals)
+    mean, std, n = stats(vals)
     assert n == 3 and mean == pytest.approx(65.8) and std == pytest.approx(0.2)
     assert std == pytest.approx(statistics.stdev(vals))  # ddof=1, not pstdev (0.163)
-    assert R.stats([70.0]) == (70.0, None, 1)
-    assert R.stats([]) == (None, None, 0)
-    assert R.stats([1.0, float("nan"), None, 3.0])[:2] == (2.0, pytest.approx(math.sqrt(2)))
-    assert R.format_stat(65.8, 0.2, 3, 3) == "65.80 ± 0.20"
-    assert R.format_stat(65.8, None, 1, 3) == "65.80 (n=1)"
-    assert R.format_stat(65.8, 0.14142, 2, 3) == "65.80 ± 0.14 [n=2]"
-    assert R.format_stat(None, None, 0) == "—"
-    assert R.format_paper((65.41, 0.2)) == "65.41 ± 0.20" and R.format_paper(91.23) == "91.23"
+    assert stats([70.0]) == (70.0, None, 1)
+    assert stats([]) == (None, None, 0)
+    assert stats([1.0, float("nan"), None, 3.0])[:2] == (2.0, pytest.approx(math.sqrt(2)))
+    assert format_stat(65.8, 0.2, 3, 3) == "65.80 ± 0.20"
+    assert format_stat(65.8, None, 1, 3) == "65.80 (n=1)"
+    assert format_stat(65.8, 0.14142, 2, 3) == "65.80 ± 0.14 [n=2]"
+    assert format_stat(None, None, 0) == "—"
+    assert format_paper((65.41, 0.2)) == "65.41 ± 0.20" and format_paper(91.23) == "91.23"
 
 
 def write_summary(path, best, final=None, teacher=0.7033):
@@ -236,15 +304,15 @@ def cells_of(line):
 
 
 def test_table_from_fabricated_summaries(tmp_path):
-    recipe = R.load_recipe("tab2")
-    jobs = R.plan(recipe, "paper", tmp_path, seeds=[0, 1, 2])
+    recipe = load_recipe("tab2")
+    jobs = plan(recipe, "paper", tmp_path, seeds=[0, 1, 2])
     by = {(j.paper_id, j.seed): j for j in jobs}
     for seed, v in enumerate([0.656, 0.658, 0.660]):  # AIT, CIFAR-100: 65.80 ± 0.20
         write_summary(by["resnet20_cifar100-4w4a-ait", seed].path, v, final=v - 0.01)
     for seed, v in enumerate([0.60, 0.62]):  # GDFQ on ResNet-18: two of three seeds
         write_summary(by["resnet18-4w4a-gdfq", seed].path, v)
     write_summary(by["resnet20_cifar10-4w4a-kl-only", 0].path, 0.9)  # one seed
-    text = R.report_table(recipe, jobs, tmp_path, "paper", metric="best")
+    text = report_table(recipe, jobs, tmp_path, "paper", metric="best")
     lines = text.splitlines()
     ait = next(line for line in lines if line.startswith("AIT (KL-only + GI)"))
     # columns: CIFAR-10 RN-20 (ours, paper), CIFAR-100 RN-20 (ours, paper), ..., ImageNet RN-18 (ours, paper)
@@ -262,17 +330,17 @@ def test_table_from_fabricated_summaries(tmp_path):
     assert float(row["mean"]) == pytest.approx(65.8) and float(row["std"]) == pytest.approx(0.2)
     assert float(row["paper"]) == 65.80 and row["n"] == "3"
     # --metric final reads final_val_top1
-    final = R.report_table(recipe, jobs, tmp_path, "paper", metric="final")
+    final = report_table(recipe, jobs, tmp_path, "paper", metric="final")
     assert "64.80 ± 0.20" in final
 
 
 def test_table_with_paper_std_and_unrunnable_rows(tmp_path):
-    recipe = R.load_recipe("tab3")  # LARS: the paper's values only
-    text = R.report_table(recipe, R.plan(recipe, "paper", tmp_path, seeds=[0]), tmp_path, "paper")
+    recipe = load_recipe("tab3")  # LARS: the paper's values only
+    text = report_table(recipe, plan(recipe, "paper", tmp_path, seeds=[0]), tmp_path, "paper")
     lars = cells_of(next(line for line in text.splitlines() if line.startswith("Baseline-LARS")))
     assert lars[1:3] == ["not run", "90.01"]
-    recipe8 = R.load_recipe("tab8")
-    text8 = R.report_table(recipe8, R.plan(recipe8, "paper", tmp_path, seeds=[0]), tmp_path, "paper")
+    recipe8 = load_recipe("tab8")
+    text8 = report_table(recipe8, plan(recipe8, "paper", tmp_path, seeds=[0]), tmp_path, "paper")
     row = cells_of(next(line for line in text8.splitlines() if line.startswith("0.0005 ")))
     assert row == ["0.0005", "—", "65.41 ± 0.20", "—", "64.48 ± 0.28"]  # '—': planned, no finished seed yet
 
@@ -325,19 +393,21 @@ def test_tab1_end_to_end_tiny_and_resume(tmp_path, capsys, digits_teacher):
 
 def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
     from zsq_probe.store import RunDir
-    from zsq_probe.train import Observer, train
+
+    from zsq_probe.events import Observer
+    from zsq_probe.training import train
 
     class CrashAt(Observer):
-        def on_epoch_start(self, trainer, epoch):
+        def on_epoch_start(self, ctx, epoch):
             if epoch == 2:
                 raise KeyboardInterrupt
 
     out = tmp_path / "tab2"
     only = "resnet20_cifar10-4w4a-gdfq"
     sets = fast_sets(["epochs=2"])
-    job = R.plan(R.load_recipe("tab2"), "tiny", out, seeds=[0], only=[only], sets=FAST + ["epochs=2"])[0]
+    job = plan(load_recipe("tab2"), "tiny", out, seeds=[0], only=[only], sets=FAST + ["epochs=2"])[0]
     with pytest.raises(KeyboardInterrupt):  # a run killed after its first epoch
-        train(job.config(), job.path, observers=[CrashAt()], progress=False, log=lambda *a: None)
+        train(job.config(), job.path, observers=[CrashAt()], progress=False)
     assert job.status() == "partial"
     rc = main(["tab2", "--scale", "tiny", "--seeds", "1", "--out", str(out), "--only", only, "--quiet", *sets])
     text = capsys.readouterr().out

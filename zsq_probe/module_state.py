@@ -6,23 +6,26 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
 
 
 @contextlib.contextmanager
 def preserved_state(*models, mode: str | None = None, freeze_ranges: bool = True):
-    """Inside the block: `mode` ("eval", "train" or None = as found) and frozen activation ranges.  After it:
-    every module's training flag and every buffer as found, buffers restored in place (whoever holds a
-    buffer sees the old values)."""
+    """Inside the block: `mode` ("eval", "train" or None = as found), frozen activation ranges, and private
+    clones of every buffer (so BN running statistics and activation ranges never move, and autograd graphs
+    built inside keep their own copies).  After it: every module's training flag and its original buffer
+    objects, untouched."""
     from zsq_probe.quant import activation_ranges_frozen
 
     saved = []
     for model in models:
         modules = list(model.modules())
-        saved.append((modules, [m.training for m in modules],
-                      [{k: (b.detach().clone() if b is not None else None) for k, b in m._buffers.items()}
-                       for m in modules]))
+        saved.append((modules, [m.training for m in modules], [dict(m._buffers) for m in modules]))
     try:
+        for modules, _, buffers in saved:
+            for m, bufs in zip(modules, buffers):
+                for name, b in bufs.items():
+                    if b is not None:
+                        m._buffers[name] = b.detach().clone()
         with contextlib.ExitStack() as stack:
             for model in models:
                 if freeze_ranges:
@@ -36,10 +39,5 @@ def preserved_state(*models, mode: str | None = None, freeze_ranges: bool = True
         for modules, flags, buffers in saved:
             for m, flag, bufs in zip(modules, flags, buffers):
                 m.training = flag
-                for k, b in bufs.items():
-                    current = m._buffers.get(k)
-                    if b is not None and current is not None and current.shape == b.shape:
-                        with torch.no_grad():
-                            current.copy_(b)
-                    else:
-                        m._buffers[k] = b
+                m._buffers.clear()
+                m._buffers.update(bufs)

@@ -1,0 +1,45 @@
+"""Hessian of a training loss with respect to model parameters, as a matrix-free operator.
+
+One abstraction, :class:`HessianOperator`, turns ``(model, loss_fn, batches)`` into a
+symmetric linear map ``v -> H v`` on flat parameter vectors; every estimator is a small
+function over anything with ``.dim``, ``.dtype``, ``.device`` and ``.matvec``:
+
+* :func:`hutchinson_trace` -- Rademacher trace estimate with standard error (paper Fig. 2b, 9);
+* :func:`lanczos` -- tridiagonalisation with full reorthogonalisation;
+* :func:`slq_density` / :func:`slq_trace` / :func:`gaussian_density` -- stochastic Lanczos
+  quadrature eigenvalue density (Fig. 2d) and the SLQ trace;
+* :func:`top_eigenpairs` -- signed largest-algebraic eigenpairs through ARPACK (Fig. 2c needs
+  the top eigenvector; power iteration on ``H`` finds the largest *magnitude*, which is a large
+  negative eigenvalue when the loss is non-convex there).
+
+The loss is ``sum_b n_b * loss_fn(model(x_b), t_b) / sum_b n_b`` over the batches (``n_b`` the
+batch size), so several batches give the Hessian of the size-weighted mean loss. Products reuse
+the gradient graph: the gradient is taken once with ``create_graph=True`` and every product is
+one ``torch.autograd.grad`` over it (``retain_graph=True``). The model is left exactly as found:
+train/eval flag of every module, every buffer (the forward runs on clones of the buffers, so BN
+running statistics and activation-quantiser ranges are neither updated nor captured by the
+graph) and the parameters (``.grad`` is never written).
+"""
+
+from zsq_probe.hessian.estimators import (Eigenpairs, LanczosResult, SpectralDensity, TraceEstimate,
+                                         gaussian_density, hutchinson_trace, lanczos, slq_density, slq_trace,
+                                         top_eigenpair, top_eigenpairs)
+from zsq_probe.hessian.operator import HessianOperator, flatten_params, rademacher, unflatten
+
+__all__ = [
+    "HessianOperator",
+    "TraceEstimate",
+    "LanczosResult",
+    "SpectralDensity",
+    "Eigenpairs",
+    "hutchinson_trace",
+    "lanczos",
+    "slq_density",
+    "slq_trace",
+    "gaussian_density",
+    "top_eigenpairs",
+    "top_eigenpair",
+    "rademacher",
+    "flatten_params",
+    "unflatten",
+]

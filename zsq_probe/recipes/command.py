@@ -1,0 +1,133 @@
+"""The recipe command: its arguments and the handler that prints.
+
+``analyses/__main__.py`` (``python -m analyses NAME ...``) and each ``analyses/<recipe>.py`` script call
+:func:`main`; a ``zsq-probe`` sub-command can mount :func:`add_arguments` and :func:`run_command`.  Progress
+lines come from the ``zsq_probe`` loggers, shown on the console while :func:`main` runs; the table, the
+listing and the dry run are the command's output on stdout; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+
+from zsq_probe.errors import UserError
+from zsq_probe.recipes.catalog import RECIPES, recipe_listing
+from zsq_probe.recipes.runner import dry_run_text, plan_recipe, run_plan
+from zsq_probe.recipes.specs import PAPER_SCALE, SCALES
+from zsq_probe.recipes.tables import METRICS
+
+DESCRIPTION = ("Run one paper experiment (figure or table) from its recipe: train every run and seed (finished "
+               "runs are skipped, partial ones resumed), draw its figures, print its table beside the paper's values.")
+
+
+def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argparse.ArgumentParser:
+    """The command's options; with `recipe` given (a script for one recipe) there is no NAME argument."""
+    if recipe is None:
+        p.add_argument("name", help=f"recipe: {' '.join(RECIPES)}, or 'list'")
+    else:
+        p.set_defaults(name=recipe)
+    p.add_argument("--scale", choices=SCALES, default=PAPER_SCALE,
+                   help="paper: the paper's teachers and schedule (GPU, data on disk); tiny: each run's stand-in "
+                        "on the embedded digits teacher (2 CPU cores)")
+    p.add_argument("--out", help="output folder (default runs/<name>, runs/<name>-tiny at tiny scale); point "
+                                 "several recipes at one folder to share their common runs")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--data-root", help="folder with CIFAR-10/100 (torchvision layout) / ImageNet (image folder)")
+    p.add_argument("--weights-root", help="pytorchcv weight cache (default ~/.torch/models)")
+    p.add_argument("--download", action="store_true", help="let zsq-probe download missing weights/data")
+    p.add_argument("--seeds", type=int, help="use seeds 0..N-1 (default: the recipe's, 3 for tables)")
+    p.add_argument("--only", help="comma-separated fnmatch patterns on run ids: train/report only these runs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every run (applied before each run's own overrides)")
+    p.add_argument("--metric", choices=tuple(METRICS), default="best",
+                   help="top-1 reported in tables: best over epochs (as the reference code logs) or final")
+    p.add_argument("--format", choices=("png", "pdf"), default="png", help="figure file format")
+    p.add_argument("--dry-run", action="store_true", help="print the zsq-probe commands, run nothing")
+    p.add_argument("--no-train", action="store_true", help="only draw figures / print the table from existing runs")
+    p.add_argument("--progress", action="store_true", help="progress bars while training")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return p
+
+
+def build_parser(recipe: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog=prog or "python -m analyses", description=DESCRIPTION), recipe)
+
+
+def run_command(args) -> int:
+    """Run parsed arguments and print the table (or listing, or dry run); 0 when everything ran, 1 when a
+    run or figure failed; raises UserError.  Progress is logged: run it under :func:`console_logging`."""
+    if args.name == "list":
+        print(recipe_listing())
+        return 0
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    plan = plan_recipe(args.name, args.scale, args.out, seeds=args.seeds, only=only, sets=args.set,
+                       device=args.device, data_root=args.data_root, weights_root=args.weights_root,
+                       download=args.download)
+    if args.dry_run:
+        print(dry_run_text(plan, args.format, args.progress))
+        return 0
+    result = run_plan(plan, metric=args.metric, fmt=args.format, train=not args.no_train, progress=args.progress)
+    if result.table is not None:
+        print()
+        print(result.table)
+        print(f"\n(written to {result.table_path} and .csv)")
+    if result.failures:
+        print(f"\n{len(result.failures)} run(s) failed:", file=sys.stderr)
+        for job, msg in result.failures:
+            print(f"  {job.id} seed {job.seed}: {msg}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def main(argv=None, recipe: str | None = None, prog: str | None = None) -> int:
+    """Parse `argv` and run; errors become one line on stderr (exit status 2)."""
+    args = build_parser(recipe, prog).parse_args(argv)
+    try:
+        with console_logging(quiet=args.quiet):
+            return run_command(args)
+    except UserError as e:
+        print(f"analyses {args.name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"analyses {args.name}: interrupted (run it again to resume)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head`
+        return 0
+
+
+class _ConsoleHandler(logging.Handler):
+    """Bare message lines: below WARNING on stdout, WARNING and above on stderr (streams looked up per
+    record, so redirected or captured output sees them).  `quiet`: without the trainer's INFO lines
+    (one per epoch)."""
+
+    def __init__(self, quiet: bool = False):
+        super().__init__()
+        self.quiet = quiet
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.quiet and record.levelno < logging.WARNING and record.name.startswith("zsq_probe.training"):
+            return
+        try:
+            stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def console_logging(quiet: bool = False):
+    """While inside: INFO lines and above of the `zsq_probe` loggers on the console (see _ConsoleHandler)."""
+    logger = logging.getLogger("zsq_probe")
+    handler = _ConsoleHandler(quiet)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

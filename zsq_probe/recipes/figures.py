@@ -1,0 +1,80 @@
+"""Drawing a recipe's figures from its trained runs through the library's `write_figures`."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+
+from zsq_probe.errors import UserError
+from zsq_probe.recipes.jobs import Job
+from zsq_probe.recipes.specs import PAPER_SCALE, format_value
+
+log = logging.getLogger(__name__)
+
+# Figure options that name paper epochs: dropped at tiny scale (the digits scale has 12 epochs).
+_EPOCH_OPTIONS = ("epoch", "epochs")
+
+
+def first_seed_jobs(entry: dict, jobs: list[Job]) -> list[Job]:
+    """The first-seed job of each run a figure entry names (every run when it names none), one per folder."""
+    wanted = entry.get("runs")
+    first: dict[str, Job] = {}
+    for j in jobs:
+        if (wanted is None or j.paper_id in wanted) and j.paper_id not in first:
+            first[j.paper_id] = j
+    order = wanted if wanted is not None else list(first)
+    out, seen = [], set()
+    for pid in order:
+        j = first.get(pid)
+        if j is not None and j.path not in seen:
+            seen.add(j.path)
+            out.append(j)
+    return out
+
+
+def figure_runs(entry: dict, jobs: list[Job]) -> list[Path]:
+    """Folders of the figure entry's first-seed runs that hold a run (config.json: finished or partial)."""
+    return [j.path for j in first_seed_jobs(entry, jobs) if (j.path / "config.json").is_file()]
+
+
+def figure_options(entry: dict, scale: str) -> dict:
+    """The entry's figure options at `scale`: paper epochs (200, 60/350) do not exist at tiny scale, so
+    there the figure's default applies."""
+    return {k: v for k, v in entry.get("options", {}).items() if scale == PAPER_SCALE or k not in _EPOCH_OPTIONS}
+
+
+def figure_command(entry: dict, paths, out_dir, scale: str, fmt: str = "png") -> str:
+    """The equivalent `zsq-probe figures` command line."""
+    argv = ["zsq-probe", "figures", "--runs", *[str(p) for p in paths], "--out", str(out_dir),
+            "--only", entry["name"], "--format", fmt]
+    for key, value in figure_options(entry, scale).items():
+        argv += [f"--{key}", format_value(value).replace("+", ",")]
+    return shlex.join(argv)
+
+
+def draw_figures(recipe: dict, jobs: list[Job], out, scale: str, fmt: str = "png") -> int:
+    """Draw each figure entry of the recipe into OUT/figures/<recipe>; returns the number that failed
+    (an error, or no file written)."""
+    from zsq_probe.plots import write_figures
+
+    out_dir = Path(out) / "figures" / recipe["name"]
+    failed = 0
+    for entry in recipe.get("figures", []):
+        paths = figure_runs(entry, jobs)
+        if not paths:
+            log.info("figure %s: skipped (none of its runs were planned or trained)", entry["name"])
+            continue
+        log.info("$ %s", figure_command(entry, paths, out_dir, scale, fmt))
+        try:
+            written, n_failed = write_figures(paths, out_dir, only=entry["name"], fmt=fmt,
+                                              **figure_options(entry, scale))
+        except UserError as e:
+            log.error("figure %s: error: %s", entry["name"], e)
+            failed += 1
+            continue
+        if n_failed or not written:
+            log.error("figure %s: %s", entry["name"], "failed" if n_failed else
+                      "no file written: the runs hold none of the data it needs")
+            failed += 1
+    return failed

@@ -1,0 +1,142 @@
+"""What a recipe is made of: run specs, table cells, the tiny-scale rule, and how a paper run maps to its
+digits stand-in.
+
+A recipe is a ``RECIPE`` dict built with :func:`run`, :func:`cell` and :func:`tiny`.  Run ids name the
+setting (``resnet20_cifar10-4w4a-gdfq``, ``resnet18-4w4a-ait-p0.0005``, ``resnet20_cifar10-fp-kd-with-cosine``),
+so recipes pointed at the same output folder share the runs they have in common.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from zsq_probe.errors import UserError
+
+PAPER_SCALE, TINY_SCALE = "paper", "tiny"
+SCALES = (PAPER_SCALE, TINY_SCALE)
+TINY_TEACHER = "digits"
+
+# Abbreviations of override keys in run ids.
+_ID_KEYS = {"gi_p": "p", "lr": "lr", "label_smoothing": "ls", "kd_weight": "kd", "ce_weight": "ce"}
+
+TINY_KEEPS = ("the same presets, losses, generators, gradient inundation, probes and seeds, and the shape of the "
+              "paper's schedule (generator warm-up, frozen activation ranges, lr/p decay milestones) at "
+              "config.py's digits scale: 12 epochs x 25 iterations, batch 64, warm-up 2 epochs, milestones "
+              "6/9, lr 1e-3, p 1e-2")
+TINY_LOSES = ("the real teachers and data sets (a 10-class 16x16 digits task and a small CIFAR-style ResNet "
+              "teacher instead of CIFAR/ImageNet models), the 400-epoch schedule and hence the absolute "
+              "accuracies: the paper's values are printed for layout, not for comparison")
+TINY_BITS = "bit widths one lower (4w4a -> 3w3a, 5w5a -> 4w4a), since digits at 4w4a barely loses accuracy"
+
+
+def format_value(v) -> str:
+    """A config value as run ids and command lines show it (floats short, lists joined by '+')."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "+".join(format_value(x) for x in v)
+    return str(v)
+
+
+def bits_label(w, a) -> str:
+    return f"{w}w{a}a"
+
+
+def data_of(teacher: str) -> str:
+    from zsq_probe.data import dataset_for_teacher
+
+    return dataset_for_teacher(teacher)
+
+
+def _full_precision(preset: str, data: str) -> bool:
+    """Whether `preset` trains a full-precision student (KD); unknown presets are an error."""
+    from zsq_probe.config import PRESETS, preset_overrides
+
+    if preset not in PRESETS:
+        raise UserError(f"recipe names unknown preset {preset!r}")
+    return bool(preset_overrides(preset, data).get("full_precision_student"))
+
+
+def run_id(preset: str, teacher: str, w_bits, a_bits, probes=(), tag: str | None = None) -> str:
+    bits = "fp" if w_bits is None else bits_label(w_bits, a_bits)
+    rid = f"{teacher}-{bits}-{preset}"
+    if tag:
+        rid += f"-{tag}"
+    if probes:
+        rid += "-with-" + "+".join(probes)
+    return rid
+
+
+def run(preset: str, teacher: str, w_bits: int | None = 4, a_bits: int | None = 4, probes=(), tag: str | None = None,
+        **overrides) -> dict:
+    """One run of a recipe: a preset on a teacher at w_bits/a_bits, probes switched on, config overrides.
+
+    ``overrides`` are RunConfig fields applied last (after the preset and any global ``--set``): they are
+    what defines the experiment (Tab. 5's learning rate, Tab. 4's p, ...).  ``tag`` names them in the run
+    id; without one the id lists them (``-lr1e-05``).  Full-precision presets (KD) carry no bits.
+    """
+    data = data_of(teacher)
+    if _full_precision(preset, data):
+        w_bits = a_bits = None
+    if tag is None and overrides:
+        tag = "-".join(f"{_ID_KEYS.get(k, k)}{format_value(v)}" for k, v in overrides.items())
+    return {"id": run_id(preset, teacher, w_bits, a_bits, probes, tag), "preset": preset, "teacher": teacher,
+            "data": data, "w_bits": w_bits, "a_bits": a_bits, "probes": list(probes), "tag": tag,
+            "overrides": dict(overrides)}
+
+
+def cell(spec: dict | None, paper=None) -> dict:
+    """A table cell: the run whose seeds give our value (None: we do not run it) and the paper's value
+    (a number, a (mean, std) pair, or None when the paper has none)."""
+    return {"run": None if spec is None else spec["id"], "paper": paper}
+
+
+def tiny(only=None, bits: str = "minus1", keeps: str = "", loses: str = "", seeds=None) -> dict:
+    """The tiny-scale part of a recipe: which paper runs keep a digits stand-in (fnmatch patterns on run
+    ids; None = all), the bit rule ('minus1' or 'keep') and what the stand-in keeps and loses."""
+    bit_text = TINY_BITS if bits == "minus1" else "the paper's bit widths unchanged"
+    summary = "teacher digits, " + bit_text
+    if only:
+        summary += "; only " + ", ".join(only)
+    return {"only": list(only) if only else None, "bits": bits, "summary": summary,
+            "keeps": TINY_KEEPS + (f"; {keeps}" if keeps else ""),
+            "loses": TINY_LOSES + f"; {bit_text if bits == 'minus1' else 'nothing on bits'}" +
+            (f"; {loses}" if loses else ""), "seeds": seeds}
+
+
+def recipe_runs(recipe: dict) -> dict[str, dict]:
+    """run id -> spec of every run of the recipe."""
+    return {spec["id"]: spec for spec in recipe["runs"]}
+
+
+def tiny_spec(spec: dict, recipe: dict) -> dict:
+    """The digits stand-in of a paper run: same preset, probes and overrides; teacher/data digits; bits
+    lowered by one (4w4a -> 3w3a, 5w5a -> 4w4a; never below 2) unless the recipe keeps them."""
+    rule = recipe.get("tiny", {}).get("bits", "minus1")
+    w, a = spec["w_bits"], spec["a_bits"]
+    if w is not None and rule == "minus1":
+        w, a = max(2, w - 1), max(2, a - 1)
+    new = dict(spec, teacher=TINY_TEACHER, data="digits", w_bits=w, a_bits=a)
+    new["id"] = run_id(spec["preset"], TINY_TEACHER, w, a, spec["probes"], spec.get("tag"))
+    return new
+
+
+def scaled_specs(recipe: dict, scale: str) -> dict[str, dict]:
+    """paper run id -> the spec trained for it at `scale` (at tiny scale only the recipe's `tiny.only`
+    runs are kept, each mapped to its digits stand-in)."""
+    specs = recipe_runs(recipe)
+    if scale == PAPER_SCALE:
+        return specs
+    keep = recipe.get("tiny", {}).get("only")
+    out, by_id = {}, {}
+    for pid, spec in specs.items():
+        if keep and not any(fnmatch.fnmatchcase(pid, pat) for pat in keep):
+            continue
+        t = tiny_spec(spec, recipe)
+        other = by_id.get(t["id"])
+        if other is not None and (other["overrides"] != t["overrides"] or other["probes"] != t["probes"]):
+            raise UserError(f"recipe {recipe['name']}: tiny runs {pid} and another map to {t['id']} with "
+                            f"different settings")
+        by_id[t["id"]] = t
+        out[pid] = t
+    return out

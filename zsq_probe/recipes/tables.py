@@ -1,0 +1,224 @@
+"""Tables: a recipe's finished runs as the paper's table, each of our cells (mean ± std over seeds, ddof=1)
+beside the paper's value, written to OUT/tables/<recipe>.txt and its long form to .csv."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from zsq_probe.recipes.jobs import Job
+from zsq_probe.recipes.specs import TINY_SCALE, bits_label
+
+METRICS = {"best": "best_val_top1", "final": "final_val_top1"}
+
+
+def stats(values) -> tuple[float | None, float | None, int]:
+    """(mean, sample std with ddof=1 or None when n < 2, n) of the finite values."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(vals)
+    if n == 0:
+        return None, None, 0
+    mean = sum(vals) / n
+    if n < 2:
+        return mean, None, n
+    var = sum((v - mean) ** 2 for v in vals) / (n - 1)
+    return mean, math.sqrt(var), n
+
+
+def format_stat(mean, std, n, expected_n: int | None = None, digits: int = 2) -> str:
+    """'65.80 ± 0.20' (n seeds), '65.80 (n=1)' (one seed), '—' (none); '[n=2]' when seeds are missing."""
+    if n == 0 or mean is None:
+        return "—"
+    if n == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}"
+    if expected_n is not None and n < expected_n:
+        text += f" [n={n}]"
+    return text
+
+
+def format_paper(value, digits: int = 2) -> str:
+    """The paper's value: '91.23', '65.41 ± 0.20' (a mean ± std pair) or '—' (none)."""
+    if value is None:
+        return "—"
+    if isinstance(value, (list, tuple)):
+        return f"{value[0]:.{digits}f} ± {value[1]:.{digits}f}"
+    return f"{value:.{digits}f}"
+
+
+def paper_mean(value):
+    """The paper's value as one number (the mean of a mean ± std pair), or None."""
+    if value is None:
+        return None
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def _columns(table: dict) -> list[dict]:
+    return [c if isinstance(c, dict) else {"name": c} for c in table["columns"]]
+
+
+def collect(jobs: list[Job], metric: str = "best") -> tuple[dict, dict]:
+    """paper run id -> list of top-1 values in percent (one per finished seed), and the teacher top-1s."""
+    key = METRICS[metric]
+    values: dict[str, list[float]] = {}
+    teacher: dict[str, list[float]] = {}
+    for j in jobs:
+        values.setdefault(j.paper_id, [])
+        s = j.summary()
+        if s is None:
+            continue
+        if s.get(key) is not None:
+            values[j.paper_id].append(100.0 * s[key])
+        if s.get("teacher_top1") is not None:
+            teacher.setdefault(j.paper_id, []).append(100.0 * s["teacher_top1"])
+    return values, teacher
+
+
+def table_cells(table: dict, values: dict, expected_n: int | None = None) -> list[dict]:
+    """Long form of the table: one dict per (block, row, column) cell with our stats and the paper's value.
+    `values`: paper run id -> values (runs absent from `values` were not planned)."""
+    cols = _columns(table)
+    out = []
+    for b in table["blocks"]:
+        for row in b["rows"]:
+            for c in cols:
+                cl = row["cells"].get(c["name"])
+                if cl is None:
+                    continue
+                rid = cl["run"]
+                planned = rid is not None and rid in values
+                mean, std, n = stats(values.get(rid, [])) if planned else (None, None, 0)
+                out.append({"block": b["title"], "row": row["label"], "column": c["name"], "run": rid,
+                            "planned": planned, "n": n, "mean": mean, "std": std, "paper": paper_mean(cl["paper"]),
+                            "paper_std": cl["paper"][1] if isinstance(cl["paper"], (list, tuple)) else None,
+                            "text": format_stat(mean, std, n, expected_n) if planned
+                            else ("not run" if rid is None else "·"),
+                            "paper_text": format_paper(cl["paper"])})
+    return out
+
+
+def _delta(a, b) -> str:
+    if a is None or b is None:
+        return ""
+    return f" ({a - b:+.2f})"
+
+
+def render_table(table: dict, values: dict, teacher: dict | None = None, expected_n: int | None = None,
+                 header_note: str = "", standins: dict | None = None) -> str:
+    """The paper's table layout, each of our cells ('mean ± std' over seeds) beside the paper's value.
+
+    Blocks and rows none of whose runs were planned are left out; '·' marks a cell whose run was not
+    planned (--only, tiny scale), 'not run' a cell the paper has but zsq-probe cannot run, '—' a planned
+    run without a finished seed; columns without a planned run are left out too.  `standins`: paper
+    run id -> the label of the run trained for it (tiny scale), named in the block title."""
+    cols = _columns(table)
+    cells = {(c["block"], c["row"], c["column"]): c for c in table_cells(table, values, expected_n)}
+    shown = [c for c in cols if any(v["planned"] for k, v in cells.items() if k[2] == c["name"])]
+    if shown:  # columns none of whose runs were planned (--only, tiny scale) are left out
+        cols = list(shown)
+        names = {c["name"] for c in cols}
+        cols = [dict(c, delta_from=None) if c.get("delta_from") not in names else c for c in cols]
+    lines = [table["title"]]
+    if header_note:
+        lines.append(header_note)
+    row_head = table.get("row_header", "")
+    for b in table["blocks"]:
+        def planned(r):
+            return any(cells.get((b["title"], r["label"], c["name"]), {}).get("planned") for c in cols)
+
+        if not any(planned(r) for r in b["rows"]):
+            continue
+        # rows with a planned run, and the paper-only rows (every cell 'not run', e.g. Tab. 3's LARS)
+        rows = [r for r in b["rows"] if planned(r) or all(cl["run"] is None for cl in r["cells"].values())]
+        title = b["title"]
+        if standins:
+            labels = sorted({standins[cl["run"]] for r in rows for cl in r["cells"].values()
+                             if cl["run"] in standins})
+            if labels:
+                title += f"  [ours: {', '.join(labels)}]"
+        if teacher is not None and b.get("fp32") is not None:
+            t_vals = [v for r in rows for c in cols
+                      for v in teacher.get((r["cells"].get(c["name"]) or {}).get("run"), [])]
+            ours = stats(t_vals)[0]
+            title += f"  (teacher top-1: ours {'—' if ours is None else f'{ours:.2f}'}, paper {b['fp32']:.2f})"
+        grid = []
+        for r in rows:
+            line = [r["label"]]
+            for c in cols:
+                cl = cells.get((b["title"], r["label"], c["name"]))
+                if cl is None:
+                    line += ["", ""]
+                    continue
+                ours, paper = cl["text"], cl["paper_text"]
+                base = c.get("delta_from")
+                if base:
+                    ref = cells.get((b["title"], r["label"], base))
+                    if ref is not None:
+                        ours += _delta(cl["mean"], ref["mean"])
+                        paper += _delta(cl["paper"], ref["paper"])
+                line += [ours, paper]
+            grid.append(line)
+        head1 = [""] + [x for c in cols for x in (c["name"], "")]
+        head2 = [row_head] + [x for _ in cols for x in ("ours", "paper")]
+        widths = [max(len(str(line[i])) for line in [head1, head2] + grid) for i in range(len(head2))]
+        # a column name spans its ours/paper pair
+        for k, c in enumerate(cols):
+            i = 1 + 2 * k
+            need = len(c["name"]) - (widths[i] + 3 + widths[i + 1])
+            if need > 0:
+                widths[i + 1] += need
+            head1[i] = c["name"]
+
+        def fmt(line, span=False):
+            parts = [f"{line[0]:<{widths[0]}}"]
+            for k in range(len(cols)):
+                i = 1 + 2 * k
+                if span:
+                    parts.append(f"{line[i]:<{widths[i] + 3 + widths[i + 1]}}")
+                else:
+                    parts.append(f"{line[i]:<{widths[i]}} | {line[i + 1]:<{widths[i + 1]}}")
+            return " || ".join(parts).rstrip()
+
+        lines += ["", title, fmt(head1, span=True), fmt(head2), "-" * len(fmt(head2))]
+        lines += [fmt(line) for line in grid]
+    if table.get("notes"):
+        lines += [""] + [f"note: {n}" for n in table["notes"]]
+    return "\n".join(lines)
+
+
+def write_table_csv(path: Path, rows: list[dict]) -> None:
+    """The long form (one line per planned or paper-only cell) as CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["block", "row", "column", "run", "n", "mean", "std", "paper", "paper_std"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            if r["planned"] or r["run"] is None:
+                w.writerow(r)
+
+
+def report_table(recipe: dict, jobs: list[Job], out, scale: str, metric: str = "best", seeds: int | None = None) -> str:
+    """The recipe's table from the jobs' finished runs (`metric`: best or final top-1), also written to
+    OUT/tables/<recipe>.txt and .csv; `seeds`: the expected seeds per run (default: the jobs')."""
+    table = recipe["table"]
+    values, teacher = collect(jobs, metric)
+    n_seeds = len({j.seed for j in jobs}) if seeds is None else seeds
+    note = (f"top-1 % ({METRICS[metric]}), ours = mean ± std over seeds (ddof=1; 'n=1': one seed), "
+            f"scale {scale}")
+    if scale == TINY_SCALE:
+        note += ("\n" + "tiny scale: every run is its digits stand-in (" + recipe["tiny"]["summary"] +
+                 "); the paper's values are those of the setting named in each block, shown for layout only")
+    standins = None
+    if scale == TINY_SCALE:
+        standins = {j.paper_id: f"{j.spec['teacher']} " + ("fp" if j.spec["w_bits"] is None else
+                                                           bits_label(j.spec["w_bits"], j.spec["a_bits"]))
+                    for j in jobs}
+    text = render_table(table, values, teacher, expected_n=n_seeds, header_note=note, standins=standins)
+    out = Path(out) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{recipe['name']}.txt").write_text(text + "\n")
+    write_table_csv(out / f"{recipe['name']}.csv", table_cells(table, values, n_seeds))
+    return text
+
