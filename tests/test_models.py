@@ -13,6 +13,7 @@ from pytorchcv.models.common import model_store
 from zsq_probe import models
 from zsq_probe.data import load_dataset, make_loader
 from zsq_probe.errors import UserError
+import zsq_probe.digits_teacher as digits_module
 from zsq_probe.models import (
     PAPER_TEACHER_TOP1,
     TEACHER_NAMES_HINT,
@@ -95,7 +96,7 @@ def test_digits_teacher_reloads_from_cache_without_training(digits_teacher, monk
     def no_training():
         raise AssertionError("retrained although the cache is valid")
 
-    monkeypatch.setattr(models, "_train_digits_teacher", no_training)
+    monkeypatch.setattr(digits_module, "train_digits_teacher", no_training)
     again, info2 = load_teacher("digits")
     assert states_equal(again, model)
     assert info2 == info
@@ -106,15 +107,15 @@ def _stub_training(calls):
     def train():
         calls.append(1)
         torch.manual_seed(123)
-        net = models._digits_arch().eval()
-        return net, {"key": models._digits_key(), "test_top1": 97.5, "train": models.DIGITS_TRAIN}
+        net = digits_module.digits_architecture().eval()
+        return net, {"key": digits_module.digits_key(), "test_top1": 97.5, "train": models.DIGITS_TRAIN}
     return train
 
 
 def test_corrupt_cache_is_retrained_then_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("ZSQ_PROBE_CACHE", str(tmp_path))
     calls = []
-    monkeypatch.setattr(models, "_train_digits_teacher", _stub_training(calls))
+    monkeypatch.setattr(digits_module, "train_digits_teacher", _stub_training(calls))
     path = models.digits_teacher_path()
     assert path == tmp_path / "teachers" / path.name and path.name.startswith("digits-")
     path.parent.mkdir(parents=True)
@@ -131,12 +132,12 @@ def test_corrupt_cache_is_retrained_then_reused(tmp_path, monkeypatch):
 def test_cache_location_follows_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("ZSQ_PROBE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert models.cache_dir() == tmp_path / "xdg" / "zsq-probe"
+    assert digits_module.cache_dir() == tmp_path / "xdg" / "zsq-probe"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert models.cache_dir() == tmp_path / "home" / ".cache" / "zsq-probe"
+    assert digits_module.cache_dir() == tmp_path / "home" / ".cache" / "zsq-probe"
     monkeypatch.setenv("ZSQ_PROBE_CACHE", str(tmp_path / "z"))
-    assert models.cache_dir() == tmp_path / "z"
+    assert digits_module.cache_dir() == tmp_path / "z"
 
 
 def test_cache_name_depends_on_training_config(monkeypatch):
@@ -150,11 +151,11 @@ def test_digits_training_is_deterministic_and_leaves_global_rng_alone():
     torch.manual_seed(7)
     ref = torch.rand(4)
     torch.manual_seed(7)
-    a, top1_a, n = models._fit_digits(cfg)
+    a, top1_a, n = digits_module.fit_digits(cfg)
     assert torch.equal(torch.rand(4), ref)
-    b, top1_b, _ = models._fit_digits(cfg)
+    b, top1_b, _ = digits_module.fit_digits(cfg)
     assert states_equal(a, b) and top1_a == top1_b and n == 599
-    c, _, _ = models._fit_digits(dict(cfg, seed=1))
+    c, _, _ = digits_module.fit_digits(dict(cfg, seed=1))
     assert not states_equal(a, c)
 
 

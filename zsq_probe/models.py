@@ -22,12 +22,9 @@ import dataclasses
 import difflib
 import functools
 import hashlib
-import json
 import os
 import pickle
 import re
-import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from zsq_probe.data import DATASETS, dataset_for_teacher, load_dataset, make_loader
-from zsq_probe.errors import UserError
+from zsq_probe.data import DATASETS, dataset_for_teacher
+from zsq_probe.digits_teacher import (DIGITS_ARCH, DIGITS_MIN_TOP1, DIGITS_TRAIN, cache_dir, digits_architecture,
+                                      digits_teacher, digits_teacher_path, evaluate_top1)
+from zsq_probe.errors import UserError, one_line
 
 __all__ = [
     "TeacherInfo",
@@ -54,6 +53,7 @@ __all__ = [
     "load_teacher",
     "check_published_accuracy",
     "evaluate_top1",
+    "digits_teacher_path",
 ]
 
 # Teacher top-1 (%) reported in the AIT paper.
@@ -98,13 +98,6 @@ class TeacherInfo:
 # --------------------------------------------------------------------------- helpers
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _hashes(path: Path) -> tuple[str, str]:
     """(sha1, sha256) of a file's content, in one pass."""
     sha1, sha256 = hashlib.sha1(), hashlib.sha256()
@@ -113,17 +106,6 @@ def _hashes(path: Path) -> tuple[str, str]:
             sha1.update(chunk)
             sha256.update(chunk)
     return sha1.hexdigest(), sha256.hexdigest()
-
-
-def cache_dir() -> Path:
-    """zsq-probe's cache: ``$ZSQ_PROBE_CACHE``, else ``$XDG_CACHE_HOME/zsq-probe``, else ``~/.cache/zsq-probe``."""
-    env = os.environ.get("ZSQ_PROBE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "zsq-probe"
-    return Path("~").expanduser() / ".cache" / "zsq-probe"
 
 
 def pytorchcv_root(root=None) -> Path:
@@ -196,47 +178,6 @@ def published_accuracy(name: str) -> tuple[float | None, float | None]:
 
 # --------------------------------------------------------------------------- architectures
 
-# The embedded teacher: pytorchcv's CIFARResNet, one basic unit per stage (a ResNet-8), on 1x16x16.
-DIGITS_ARCH: dict = {
-    "class": "pytorchcv.models.resnet_cifar.CIFARResNet",
-    "channels": [[16], [32], [64]],
-    "init_block_channels": 16,
-    "bottleneck": False,
-    "in_channels": 1,
-    "in_size": [16, 16],
-    "num_classes": 10,
-    "final_pool_kernel": 4,  # 16 -> 8 -> 4 after two stride-2 stages
-}
-
-DIGITS_TRAIN: dict = {
-    "optimizer": "adam",
-    "lr": 3e-3,
-    "weight_decay": 1e-4,
-    "schedule": "cosine",
-    "epochs": 10,
-    "batch_size": 64,
-    "augment": True,  # random shifts up to 2 px
-    "seed": 0,
-    "threads": 1,  # torch CPU threads while training (see _train_digits_teacher)
-}
-
-DIGITS_MIN_TOP1 = 95.0  # the embedded teacher must reach this test top-1 (%)
-
-_DIGITS_FORMAT = 1  # bump when the cache file layout changes
-
-
-def _digits_arch() -> nn.Module:
-    from pytorchcv.models.resnet_cifar import CIFARResNet
-
-    a = DIGITS_ARCH
-    net = CIFARResNet(channels=[list(c) for c in a["channels"]], init_block_channels=a["init_block_channels"],
-                      bottleneck=a["bottleneck"], in_channels=a["in_channels"], in_size=tuple(a["in_size"]),
-                      num_classes=a["num_classes"])
-    # pytorchcv's final pool is AvgPool2d(8) for 32x32 inputs; ours ends at 4x4 (same module name)
-    net.features.final_pool = nn.AvgPool2d(kernel_size=a["final_pool_kernel"], stride=1)
-    return net
-
-
 def build_architecture(name: str) -> nn.Module:
     """A randomly initialised model of the teacher's architecture (train mode).
 
@@ -245,7 +186,7 @@ def build_architecture(name: str) -> nn.Module:
     """
     key = _check_name(name)
     if key == "digits":
-        return _digits_arch()
+        return digits_architecture()
     from pytorchcv.model_provider import get_model
 
     return get_model(key, pretrained=False)
@@ -265,10 +206,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"weights file {path} holds Python objects besides tensors and was refused (loaded with "
                 f"weights_only=True, which never runs code from a file): re-save it as "
                 f"torch.save(model.state_dict(), path)") from None
-        raise UserError(f"weights file {path} is corrupt or not a PyTorch file ({_one_line(exc)}): "
+        raise UserError(f"weights file {path} is corrupt or not a PyTorch file ({one_line(exc)}): "
                         f"save it with torch.save(model.state_dict(), path)") from None
     except Exception as exc:
-        raise UserError(f"weights file {path} is corrupt or not a PyTorch file ({_one_line(exc)}): "
+        raise UserError(f"weights file {path} is corrupt or not a PyTorch file ({one_line(exc)}): "
                         f"save it with torch.save(model.state_dict(), path)") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
@@ -306,7 +247,7 @@ def _load_into(net: nn.Module, state: dict[str, torch.Tensor], path: Path, name:
     try:
         net.load_state_dict(state, strict=False)
     except Exception as exc:
-        raise UserError(f"weights file {path} could not be loaded into {name} ({_one_line(exc)})") from None
+        raise UserError(f"weights file {path} could not be loaded into {name} ({one_line(exc)})") from None
 
 
 def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[Path, str]:
@@ -327,7 +268,7 @@ def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[P
         try:
             path = Path(get_model_file(key, local_model_store_dir_path=str(folder)))
         except Exception as exc:
-            raise UserError(f"downloading pytorchcv weights {fname} into {folder} failed ({_one_line(exc)}); "
+            raise UserError(f"downloading pytorchcv weights {fname} into {folder} failed ({one_line(exc)}); "
                             f"place the file there yourself") from None
     sha1, sha256 = _hashes(path)
     if sha1 != sha1_expected:
@@ -336,155 +277,6 @@ def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[P
                       stacklevel=3)
     _load_into(net, _read_state_dict(path), path, key, ignore_extra=True)
     return path, sha256
-
-
-# --------------------------------------------------------------------------- digits teacher
-
-
-def _digits_key() -> str:
-    spec = DATASETS["digits"]
-    blob = json.dumps({"format": _DIGITS_FORMAT, "arch": DIGITS_ARCH, "train": DIGITS_TRAIN,
-                       "data": {"mean": spec.mean, "std": spec.std, "shape": spec.image_shape}},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def digits_teacher_path() -> Path:
-    """Where the embedded teacher is cached: ``cache_dir()/teachers/digits-<config hash>.pt``."""
-    return cache_dir() / "teachers" / f"digits-{_digits_key()}.pt"
-
-
-@torch.no_grad()
-def evaluate_top1(model: nn.Module, loader) -> float:
-    """Top-1 accuracy in percent of ``model`` (eval mode) over a loader of (image, label)."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for x, y in loader:
-        correct += (model(x).argmax(1) == y).sum().item()
-        total += y.numel()
-    model.train(was_training)
-    return 100.0 * correct / max(total, 1)
-
-
-def _fit_digits(cfg: dict) -> tuple[nn.Module, float, int]:
-    """Train the digits architecture with ``cfg``: (model in eval mode, test top-1 %, test size).
-
-    Runs on ``cfg["threads"]`` CPU threads: this net is too small to gain from more, multi-threaded
-    CPU kernels were ~10x slower on a busy 2-core machine, and a fixed thread count keeps the result
-    repeatable. Leaves torch's global RNG and thread count as they were.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg["threads"])
-    try:
-        return _fit_digits_inner(cfg)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit_digits_inner(cfg: dict) -> tuple[nn.Module, float, int]:
-    with torch.random.fork_rng(devices=[]):  # leaves the caller's global RNG untouched
-        torch.manual_seed(cfg["seed"])
-        net = _digits_arch()
-        train = load_dataset("digits", split="train", augment=cfg["augment"])
-        test = load_dataset("digits", split="test")
-        loader = make_loader(train, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
-        opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * len(loader))
-        loss_fn = nn.CrossEntropyLoss()
-        net.train()
-        for _epoch in range(cfg["epochs"]):
-            for x, y in loader:
-                opt.zero_grad(set_to_none=True)
-                loss_fn(net(x), y).backward()
-                opt.step()
-                sched.step()
-        net.eval()
-        top1 = evaluate_top1(net, make_loader(test, 256, shuffle=False, seed=0))
-    return net, top1, len(test)
-
-
-def _train_digits_teacher() -> tuple[nn.Module, dict]:
-    """Train the embedded teacher (deterministic, leaves torch's global RNG untouched)."""
-    cfg = DIGITS_TRAIN
-    start = time.perf_counter()
-    net, top1, n_test = _fit_digits(cfg)
-    seconds = time.perf_counter() - start
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ptcv_version = version("pytorchcv")
-    except PackageNotFoundError:
-        ptcv_version = None
-    meta = {
-        "format": _DIGITS_FORMAT,
-        "key": _digits_key(),
-        "test_top1": round(top1, 4),
-        "test_images": n_test,
-        "train_seconds": round(seconds, 2),
-        "arch": DIGITS_ARCH,
-        "train": DIGITS_TRAIN,
-        "torch_version": str(torch.__version__),
-        "pytorchcv_version": ptcv_version,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if top1 < DIGITS_MIN_TOP1:
-        warnings.warn(f"embedded digits teacher reached only {top1:.2f}% test top-1 "
-                      f"(expected >= {DIGITS_MIN_TOP1}%)", stacklevel=2)
-    return net, meta
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _read_digits_cache(path: Path) -> tuple[nn.Module, dict] | None:
-    """The cached teacher, or None when absent or unusable (then it is retrained)."""
-    if not path.is_file():
-        return None
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-        meta = dict(blob["meta"])
-        if meta.get("key") != _digits_key():
-            raise ValueError("config hash differs")
-        net = _digits_arch()
-        net.load_state_dict(blob["state_dict"], strict=True)
-        float(meta["test_top1"])
-    except Exception as exc:
-        warnings.warn(f"cached digits teacher {path} is unusable ({_one_line(exc)}); retraining it", stacklevel=3)
-        return None
-    return net, meta
-
-
-def _digits_teacher() -> tuple[nn.Module, dict, Path]:
-    path = digits_teacher_path()
-    cached = _read_digits_cache(path)
-    if cached is None:
-        net, meta = _train_digits_teacher()
-        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        _atomic_write(path, lambda f: torch.save({"state_dict": state, "meta": meta}, f))
-        cached = (net, meta)
-    net, meta = cached
-    json_path = path.with_suffix(".json")
-    if not json_path.is_file():
-        _atomic_write(json_path, lambda f: f.write((json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()))
-    return net, meta, path
 
 
 # --------------------------------------------------------------------------- public API
@@ -518,7 +310,7 @@ def load_teacher(name: str, weights=None, root=None, download: bool = False) -> 
                 pass
         info = TeacherInfo(key, dataset, num_classes, str(path), sha256, top1, "explicit", top5, paper)
     elif key == "digits":
-        net, meta, path = _digits_teacher()
+        net, meta, path = digits_teacher()
         info = TeacherInfo(key, dataset, num_classes, str(path), _hashes(path)[1], float(meta["test_top1"]),
                            "embedded", None, paper)
     else:

@@ -1,0 +1,196 @@
+"""The embedded teacher: a small pytorchcv `CIFARResNet` (a ResNet-8) trained on first use on the digits
+training split, deterministically, and cached under `cache_dir()/teachers/` keyed by a hash of its recipe."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from zsq_probe.data import DATASETS, load_dataset, make_loader
+from zsq_probe.errors import one_line
+from zsq_probe.store import atomic_torch_save, atomic_write_bytes
+
+
+def cache_dir() -> Path:
+    """zsq-probe's cache: ``$ZSQ_PROBE_CACHE``, else ``$XDG_CACHE_HOME/zsq-probe``, else ``~/.cache/zsq-probe``."""
+    env = os.environ.get("ZSQ_PROBE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "zsq-probe"
+    return Path("~").expanduser() / ".cache" / "zsq-probe"
+
+
+# The embedded teacher: pytorchcv's CIFARResNet, one basic unit per stage (a ResNet-8), on 1x16x16.
+DIGITS_ARCH: dict = {
+    "class": "pytorchcv.models.resnet_cifar.CIFARResNet",
+    "channels": [[16], [32], [64]],
+    "init_block_channels": 16,
+    "bottleneck": False,
+    "in_channels": 1,
+    "in_size": [16, 16],
+    "num_classes": 10,
+    "final_pool_kernel": 4,  # 16 -> 8 -> 4 after two stride-2 stages
+}
+
+DIGITS_TRAIN: dict = {
+    "optimizer": "adam",
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "epochs": 10,
+    "batch_size": 64,
+    "augment": True,  # random shifts up to 2 px
+    "seed": 0,
+    "threads": 1,  # torch CPU threads while training (see train_digits_teacher)
+}
+
+DIGITS_MIN_TOP1 = 95.0  # the embedded teacher must reach this test top-1 (%)
+
+_DIGITS_FORMAT = 1  # bump when the cache file layout changes
+
+
+def digits_architecture() -> nn.Module:
+    from pytorchcv.models.resnet_cifar import CIFARResNet
+
+    a = DIGITS_ARCH
+    net = CIFARResNet(channels=[list(c) for c in a["channels"]], init_block_channels=a["init_block_channels"],
+                      bottleneck=a["bottleneck"], in_channels=a["in_channels"], in_size=tuple(a["in_size"]),
+                      num_classes=a["num_classes"])
+    # pytorchcv's final pool is AvgPool2d(8) for 32x32 inputs; ours ends at 4x4 (same module name)
+    net.features.final_pool = nn.AvgPool2d(kernel_size=a["final_pool_kernel"], stride=1)
+    return net
+
+
+def digits_key() -> str:
+    spec = DATASETS["digits"]
+    blob = json.dumps({"format": _DIGITS_FORMAT, "arch": DIGITS_ARCH, "train": DIGITS_TRAIN,
+                       "data": {"mean": spec.mean, "std": spec.std, "shape": spec.image_shape}},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def digits_teacher_path() -> Path:
+    """Where the embedded teacher is cached: ``cache_dir()/teachers/digits-<config hash>.pt``."""
+    return cache_dir() / "teachers" / f"digits-{digits_key()}.pt"
+
+
+@torch.no_grad()
+def evaluate_top1(model: nn.Module, loader) -> float:
+    """Top-1 accuracy in percent of ``model`` (eval mode) over a loader of (image, label)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += y.numel()
+    model.train(was_training)
+    return 100.0 * correct / max(total, 1)
+
+
+def fit_digits(cfg: dict) -> tuple[nn.Module, float, int]:
+    """Train the digits architecture with ``cfg``: (model in eval mode, test top-1 %, test size).
+
+    Runs on ``cfg["threads"]`` CPU threads: this net is too small to gain from more, multi-threaded
+    CPU kernels were ~10x slower on a busy 2-core machine, and a fixed thread count keeps the result
+    repeatable. Leaves torch's global RNG and thread count as they were.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg["threads"])
+    try:
+        return _fit_once(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_once(cfg: dict) -> tuple[nn.Module, float, int]:
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's global RNG untouched
+        torch.manual_seed(cfg["seed"])
+        net = digits_architecture()
+        train = load_dataset("digits", split="train", augment=cfg["augment"])
+        test = load_dataset("digits", split="test")
+        loader = make_loader(train, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
+        opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * len(loader))
+        loss_fn = nn.CrossEntropyLoss()
+        net.train()
+        for _epoch in range(cfg["epochs"]):
+            for x, y in loader:
+                opt.zero_grad(set_to_none=True)
+                loss_fn(net(x), y).backward()
+                opt.step()
+                sched.step()
+        net.eval()
+        top1 = evaluate_top1(net, make_loader(test, 256, shuffle=False, seed=0))
+    return net, top1, len(test)
+
+
+def train_digits_teacher() -> tuple[nn.Module, dict]:
+    """Train the embedded teacher (deterministic, leaves torch's global RNG untouched)."""
+    cfg = DIGITS_TRAIN
+    start = time.perf_counter()
+    net, top1, n_test = fit_digits(cfg)
+    seconds = time.perf_counter() - start
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ptcv_version = version("pytorchcv")
+    except PackageNotFoundError:
+        ptcv_version = None
+    meta = {
+        "format": _DIGITS_FORMAT,
+        "key": digits_key(),
+        "test_top1": round(top1, 4),
+        "test_images": n_test,
+        "train_seconds": round(seconds, 2),
+        "arch": DIGITS_ARCH,
+        "train": DIGITS_TRAIN,
+        "torch_version": str(torch.__version__),
+        "pytorchcv_version": ptcv_version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if top1 < DIGITS_MIN_TOP1:
+        warnings.warn(f"embedded digits teacher reached only {top1:.2f}% test top-1 "
+                      f"(expected >= {DIGITS_MIN_TOP1}%)", stacklevel=2)
+    return net, meta
+
+
+def read_cached_teacher(path: Path) -> tuple[nn.Module, dict] | None:
+    """The cached teacher, or None when absent or unusable (then it is retrained)."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
+        meta = dict(blob["meta"])
+        if meta.get("key") != digits_key():
+            raise ValueError("config hash differs")
+        net = digits_architecture()
+        net.load_state_dict(blob["state_dict"], strict=True)
+        float(meta["test_top1"])
+    except Exception as exc:
+        warnings.warn(f"cached digits teacher {path} is unusable ({one_line(exc)}); retraining it", stacklevel=3)
+        return None
+    return net, meta
+
+
+def digits_teacher() -> tuple[nn.Module, dict, Path]:
+    path = digits_teacher_path()
+    cached = read_cached_teacher(path)
+    if cached is None:
+        net, meta = train_digits_teacher()
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        atomic_torch_save({"state_dict": state, "meta": meta}, path)
+        cached = (net, meta)
+    net, meta = cached
+    json_path = path.with_suffix(".json")
+    if not json_path.is_file():
+        atomic_write_bytes(json_path, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+    return net, meta, path
