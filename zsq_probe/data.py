@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets as _tvd
 
-from zsq_probe.errors import UserError
+from zsq_probe.errors import UserError, one_line
 
 __all__ = [
     "DatasetSpec",
@@ -215,13 +215,6 @@ _CIFAR_INFO = {
 }
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 class _PresenceCheckMixin:
     """Replaces torchvision's md5 checks on CIFAR files by a presence check.
 
@@ -279,7 +272,7 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool) -> D
             parent.mkdir(parents=True, exist_ok=True)
             download_and_extract_archive(base.url, str(parent), filename=base.filename, md5=base.tgz_md5)
         except Exception as exc:  # network, disk, archive errors
-            raise UserError(f"downloading {label} into {parent} failed ({_one_line(exc)}); "
+            raise UserError(f"downloading {label} into {parent} failed ({one_line(exc)}); "
                             f"check the network or place {folder}/ there yourself") from exc
 
     if not data_dir.is_dir():
@@ -307,7 +300,7 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool) -> D
                  transform=_cifar_transform(spec, augment))
     except Exception as exc:
         raise UserError(
-            f"{label} files in {data_dir} could not be read ({_one_line(exc)}); "
+            f"{label} files in {data_dir} could not be read ({one_line(exc)}); "
             f"they must be torchvision's python-pickle batches: re-extract {archive} or pass --download"
         ) from exc
 
@@ -365,7 +358,7 @@ def _load_imagenet(root, split: str, download: bool, augment: bool, num_classes:
         ds = ImageFolder(str(folder), transform=_imagenet_transform(spec, augment))
     except (FileNotFoundError, RuntimeError, OSError) as exc:
         raise UserError(
-            f"ImageNet folder {folder} has no class sub-folders with images ({_one_line(exc)}); "
+            f"ImageNet folder {folder} has no class sub-folders with images ({one_line(exc)}); "
             f"expected {folder}/n01440764/*.JPEG ... (one folder per WordNet id), or a folder containing {sub}/"
         ) from exc
     expected = spec.num_classes if num_classes is None else int(num_classes)

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from zsq_probe.errors import UserError
+from zsq_probe.errors import UserError, one_line
 
 RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
@@ -286,7 +286,7 @@ def part_schema_version(path) -> int:
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as e:
-        raise UserError(f"{path} is not a readable parquet file ({_first_line(e)}); delete it, or resume the "
+        raise UserError(f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); delete it, or resume the "
                         f"run to rewrite it") from None
     meta = schema.metadata or {}
     if b"zsq_probe.schema_version" in meta:
@@ -318,15 +318,10 @@ def read_table(folder) -> pd.DataFrame:
         try:
             df = pd.read_parquet(p)
         except (OSError, pa.ArrowException) as e:
-            raise UserError(f"{p} is not a readable parquet file ({_first_line(e)}); delete it, or resume the "
+            raise UserError(f"{p} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); delete it, or resume the "
                             f"run to rewrite it") from None
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
-
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(e).split())
-    return (text[:limit - 3] + "...") if len(text) > limit else (text or e.__class__.__name__)
 
 
 def _process_alive(pid: int) -> bool:
@@ -370,7 +365,7 @@ def load_checkpoint_file(path, map_location="cpu") -> dict:
         if m or "weights only" in str(e).lower():
             raise UserError(f"checkpoint {path} holds pickled Python objects{what} besides tensors and was refused "
                             f"(loaded with weights_only=True, which never runs code from a file)") from None
-        raise UserError(f"checkpoint {path} is corrupt ({_first_line(e)})") from None
+        raise UserError(f"checkpoint {path} is corrupt ({one_line(e, limit=160, with_type=False)})") from None
     except Exception as e:  # RuntimeError for truncated zips, EOFError for an empty file
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({_first_line(e)}); delete it to resume "
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({one_line(e, limit=160, with_type=False)}); delete it to resume "
                         f"from the one before") from None
