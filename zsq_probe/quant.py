@@ -13,6 +13,10 @@ The paper text says "symmetric"; the reference code is asymmetric, and we follow
 Every ``nn.Conv2d`` and ``nn.Linear`` is quantised, first and last layer included.
 Not quantised: biases, the network input, residual additions, BatchNorm (not folded),
 activation modules other than ReLU/ReLU6 and activations applied functionally.
+
+One module (~490 lines) on purpose: the quantisers, the model conversion, integer codes and the
+quantisation spec are one contract — GI, the crossings probe and the spec in every config read the same
+codes — and splitting them would scatter the formulas this docstring states.
 """
 
 from __future__ import annotations
