@@ -25,3 +25,11 @@ def one_line(exc_or_text: BaseException | str, limit: int | None = 200, *, with_
     if not text:
         return name
     return f"{name}: {text}" if with_type else text
+
+
+def did_you_mean(name: str, choices) -> str:
+    """The closest of `choices` as " (did you mean a, b?)", or an empty string."""
+    import difflib
+
+    m = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3)
+    return f" (did you mean {', '.join(m)}?)" if m else ""

@@ -1,0 +1,68 @@
+"""The run config: nested sections with flat and dotted keys, presets as data, old flat configs still load,
+bad values and unknown data sets are errors."""
+
+import dataclasses
+import json
+
+import pytest
+
+from zsq_probe.config import FLAT_KEYS, RunConfig, config_diff, config_from_dict, parse_assignment
+from zsq_probe.errors import UserError
+from zsq_probe.presets import DATASET_SCALES, PRESETS, dataset_family, preset_overrides, resolve_config
+
+
+def test_flat_and_dotted_keys_reach_the_nested_fields():
+    cfg = resolve_config("ait", teacher="digits", overrides=["lr=0.5", "inundation.p=0.01", "probes=cosine,slice",
+                                                             "hessian_every_epochs=7", "warmup_epochs=0"])
+    assert cfg.optim.lr == 0.5 and cfg.inundation.p == 0.01 and cfg.inundation.enabled
+    assert cfg.probing.probes == ["cosine", "slice"] and cfg.probing.hessian_every_epochs == 7
+    assert cfg.warmup_epochs == 0 and cfg.get("gi_p") == 0.01 and cfg.get("optim.lr") == 0.5
+    assert parse_assignment("optim.lr=1e-3") == ("lr", 1e-3)
+    # every field of every section has exactly one flat key
+    fields = [(s, f.name) for s in ("quant", "optim", "inundation", "dataset", "synthesis", "probing")
+              for f in dataclasses.fields(getattr(RunConfig(), s))]
+    assert sorted(v for v in FLAT_KEYS.values() if v[0]) == sorted(fields)
+
+
+def test_config_json_round_trip_and_schema_1_flat_files():
+    cfg = resolve_config("kd", teacher="digits", flags={"epochs": 3, "probes": ["hessian"]})
+    doc = json.loads(json.dumps(cfg.to_dict()))
+    assert doc["optim"]["lr"] == 0.05 and doc["dataset"]["source"] == "real" and "lr" not in doc
+    assert config_from_dict(doc) == cfg
+    assert config_from_dict(cfg.flat()) == cfg  # a schema-1 config.json: one flat dict
+    with pytest.raises(UserError, match="unknown keys"):
+        config_from_dict({**doc, "optim": {**doc["optim"], "lrr": 1.0}})
+    other = resolve_config("kd", teacher="digits", flags={"epochs": 4, "probes": ["hessian"]})
+    assert config_diff(cfg, other) == {"epochs": (3, 4)}
+
+
+def test_presets_are_data_with_per_family_values():
+    assert preset_overrides("gdfq", "imagenet")["lr"] == 1e-6  # GDFQ's ImageNet lr
+    assert preset_overrides("ait", "imagenet")["lr"] == 1e-4  # AIT: 1e-4 everywhere (paper §5.1)
+    assert preset_overrides("kl-only-high-lr", "digits")["lr"] == pytest.approx(1e-2)  # x100 the paper's 1e-4
+    assert preset_overrides("kd", "digits")["lr_milestones"] == [8, 11]
+    assert preset_overrides("kd", "cifar10")["lr"] == 0.05
+    for name, preset in PRESETS.items():
+        assert preset.help and preset.overrides["method"] == name
+        for family in DATASET_SCALES:
+            values = preset.resolve({"cifar": "cifar10", "imagenet": "imagenet", "digits": "digits"}[family])
+            assert set(values) <= set(FLAT_KEYS), name
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("w_bits=9", "bits must be 2..8"), ("optimizer=lars", "optimizer"), ("gi_p=2", "gi_p"),
+    ("probes=nope", "unknown probe"), ("slice_directions=up", "slice direction"), ("lr=-1", "lr"),
+    ("hessian_every_epochs=0", "hessian_every_epochs"),
+])
+def test_each_section_validates_itself(assignment, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config("gdfq", teacher="digits", overrides=[assignment])
+
+
+def test_unknown_data_sets_and_keys_are_errors():
+    with pytest.raises(UserError, match="unknown data set 'mnist'"):
+        dataset_family("mnist")
+    with pytest.raises(UserError, match="unknown data set"):
+        resolve_config("gdfq", teacher="digits", data="mnist")
+    with pytest.raises(UserError, match="did you mean lr"):
+        resolve_config("gdfq", teacher="digits", overrides=["lrr=1"])

@@ -1,0 +1,130 @@
+"""Presets as data, the data-set scales, and resolving a run's config from them.
+
+A preset is a named row of the paper's tables: flat-key overrides plus the values that differ per data-set
+family.  `resolve_config` applies, later winning: `RunConfig` defaults -> the data set's scale (paper §5.1
+hyper-parameters for CIFAR / ImageNet, a small scale for the embedded digits default) -> the preset ->
+command-line flags -> `--set` overrides (docs/reference.md#hyper-parameters-per-data-set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zsq_probe.config import RunConfig, locate, parse_assignment, validate
+from zsq_probe.errors import UserError, did_you_mean
+
+
+# ---------------------------------------------------------------------------------------- data-set scales
+# Paper §5.1 (docs/reference.md#hyper-parameters): hyper-parameters per data-set family.  Digits is the
+# embedded default: the same recipe scaled down to run on 2 CPU cores in minutes.
+DATASET_SCALES: dict[str, dict] = {
+    "cifar": dict(epochs=400, iters_per_epoch=200, batch_size=200, warmup_epochs=4, act_range_epochs=4,
+                  lr_milestones=[100, 200, 300], gi_p=1e-3, gi_p_milestones=[100, 200, 300],
+                  lr=1e-4, val_batch_size=200, hessian_batch_size=200),
+    "imagenet": dict(epochs=400, iters_per_epoch=200, batch_size=16, warmup_epochs=50, act_range_epochs=4,
+                     lr_milestones=[100, 200, 300], gi_p=1e-4, gi_p_milestones=[100, 200, 300],
+                     lr=1e-4, val_batch_size=100, hessian_batch_size=64),
+    "digits": dict(epochs=12, iters_per_epoch=25, batch_size=64, warmup_epochs=2, act_range_epochs=2,
+                   lr_milestones=[6, 9], gi_p=1e-3, gi_p_milestones=[6, 9], lr=1e-3,
+                   val_batch_size=300, hessian_batch_size=200, hessian_every_epochs=3, probe_every_steps=5,
+                   hessian_vectors=8, slq_runs=1, slq_steps=16, hessian_top_k=3, w_bits=3, a_bits=3),
+}
+_FAMILY = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "digits": "digits"}
+
+
+def dataset_family(data: str) -> str:
+    """cifar | imagenet | digits for a data-set name; anything else is an error."""
+    key = str(data).lower()
+    if key not in _FAMILY:
+        raise UserError(f"unknown data set {data!r}{did_you_mean(key, _FAMILY)}: choose one of {', '.join(_FAMILY)}")
+    return _FAMILY[key]
+
+
+# ---------------------------------------------------------------------------------------- presets
+PAPER_LR = 1e-4  # the student learning rate AIT uses everywhere (paper §5.1)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named row of the paper's tables: flat-key overrides, plus values that differ per data-set family."""
+
+    name: str
+    help: str
+    overrides: dict
+    per_family: dict = field(default_factory=dict)  # family -> flat-key overrides on top of `overrides`
+
+    def resolve(self, data: str) -> dict:
+        """The preset's flat-key overrides for a data set (its family's values win)."""
+        family = dataset_family(data)
+        values = {"lr": DATASET_SCALES[family]["lr"], **self.overrides}
+        values.update(self.per_family.get(family, {}))
+        return values
+
+
+_KL_ONLY = dict(kd_weight=1.0, ce_weight=0.0, weight_decay=0.0)
+_GDFQ_IMAGENET = {"imagenet": dict(lr=1e-6)}  # GDFQ's ImageNet learning rate; AIT uses 1e-4 everywhere
+
+
+def _preset(name, help, per_family=None, **overrides) -> Preset:
+    return Preset(name, help, dict(method=name, **overrides), per_family or {})
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    _preset("gdfq", "GDFQ: CE + KL, SGD-Nesterov (Tab. 2 baseline)", _GDFQ_IMAGENET,
+            kd_weight=1.0, ce_weight=1.0, gi=False),
+    _preset("kl-only", "KL-only (paper §4.1, Tab. 2)", gi=False, **_KL_ONLY),
+    _preset("ait", "AIT = KL-only + gradient inundation (paper §4)", gi=True, **_KL_ONLY),
+    _preset("baseline+gi", "GDFQ loss (CE + KL) + GI (Tab. 2)", kd_weight=1.0, ce_weight=1.0, gi=True,
+            weight_decay=0.0),
+    _preset("ce-only+gi", "CE-only + GI (Tab. 2)", kd_weight=0.0, ce_weight=1.0, gi=True, weight_decay=0.0),
+    _preset("ce-only", "CE-only (Tab. 2, Tab. 9)", kd_weight=0.0, ce_weight=1.0, gi=False),
+    # "x100 lr" is relative to the paper's 1e-4 on every data set, digits included
+    _preset("kl-only-high-lr", "KL-only with 100x learning rate (Tab. 2, Fig. 4)", gi=False, lr=PAPER_LR * 100,
+            **_KL_ONLY),
+    _preset("ait-adam", "AIT with GI on Adam (Tab. 3)", gi=True, optimizer="adam", **_KL_ONLY),
+    _preset("ait-rmsprop", "AIT with GI on RMSProp (Tab. 3)", gi=True, optimizer="rmsprop", **_KL_ONLY),
+    _preset("gdfq-adam", "GDFQ loss with Adam (Tab. 3)", _GDFQ_IMAGENET, kd_weight=1.0, ce_weight=1.0, gi=False,
+            optimizer="adam"),
+    _preset("gdfq-rmsprop", "GDFQ loss with RMSProp (Tab. 3)", _GDFQ_IMAGENET, kd_weight=1.0, ce_weight=1.0,
+            gi=False, optimizer="rmsprop"),
+    # real-data self-distillation trains a randomly initialised student from scratch: its own lr
+    _preset("kd", "KD baseline (paper §3.1): real data, random FP student of the teacher's architecture, CE + KL",
+            {"digits": dict(lr_milestones=[8, 11])},
+            kd_weight=1.0, ce_weight=1.0, gi=False, source="real", generator="none", full_precision_student=True,
+            student_init="random", warmup_epochs=0, act_range_epochs=0, weight_decay=5e-4, lr=0.05,
+            iters_per_epoch=0),
+    _preset("qimera", "Qimera generator (superposed embeddings), GDFQ loss (Tab. 1)", generator="qimera",
+            kd_weight=1.0, ce_weight=1.0, gi=False),
+    _preset("qimera+ait", "Qimera + AIT (Tab. 1)", generator="qimera", gi=True, **_KL_ONLY),
+    _preset("arc", "ARC (AutoReCon) searched generator, GDFQ loss (Tab. 1)", generator="arc", kd_weight=1.0,
+            ce_weight=1.0, gi=False),
+    _preset("arc+ait", "ARC + AIT (Tab. 1)", generator="arc", gi=True, **_KL_ONLY),
+    _preset("zeroq", "ZeroQ: distilled data calibrates activation ranges, no fine-tuning (Tab. 1)",
+            generator="none", source="zeroq", epochs=0, gi=False),
+]}
+
+
+def preset_overrides(name: str, data: str) -> dict:
+    """Flat-key overrides of a preset for a data set."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; `zsq-probe presets` lists them")
+    return PRESETS[name].resolve(data)
+
+
+def resolve_config(preset: str, teacher: str = "digits", data: str | None = None,
+                   flags: dict | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Build the resolved config: defaults -> data-set scale -> preset -> flags -> --set overrides."""
+    from zsq_probe.data import dataset_for_teacher
+
+    data = data or dataset_for_teacher(teacher)
+    values: dict = {}
+    values.update(DATASET_SCALES[dataset_family(data)])
+    values.update(preset_overrides(preset, data))
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    values.update(dict(parse_assignment(a) for a in (overrides or [])))
+    values.update(preset=preset, teacher=values.get("teacher", teacher), data=values.get("data") or data)
+    for key in values:
+        locate(key)  # an unknown key names itself
+    cfg = RunConfig.from_flat(values)
+    validate(cfg)
+    return cfg
