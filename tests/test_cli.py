@@ -100,3 +100,98 @@ def test_resume_uses_the_runs_own_config(tmp_path, digits_teacher, capsys):
     assert main(["train", "--out", out, "--resume", "--no-progress"]) == 0  # no preset, no seed: the run's own
     assert main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 2
     assert "changed config (epochs: 1 -> 2)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ structure
+COMMANDS = ["eval", "presets", "train", "demo", "cosine", "hessian", "slice", "crossings", "figures", "compare"]
+
+
+def test_commands_are_listed_not_registered_on_import():
+    """Each command module adds its commands when asked (`register`); building the parser twice gives
+    the same commands, in the same order, nothing left over from imports."""
+    import argparse
+
+    from zsq_probe.cli import COMMAND_MODULES, build_parser
+
+    assert all(callable(m.register) for m in COMMAND_MODULES)
+
+    def commands(parser):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return list(sub.choices)
+
+    assert commands(build_parser()) == COMMANDS == commands(build_parser())
+
+
+CLI_MODULE = r"zsq_probe\.cli(_\w+)?(\..+)?"  # the package, and the old cli_*.py modules
+
+
+def _cli_references(path, package) -> list[str]:
+    """Modules of the command line a source file imports (relative imports resolved), or names as a
+    string (importlib.import_module("zsq_probe.cli"))."""
+    import ast
+    import re
+
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            names += [base] + [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.append(node.value.strip())
+    return sorted({n for n in names if re.fullmatch(CLI_MODULE, n)})
+
+
+def test_the_library_never_imports_the_cli():
+    """Nothing under zsq_probe/ but zsq_probe/cli/ (and `python -m zsq_probe`, its entry point) imports the
+    command line, directly, relatively or by name."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for path in sorted((root / "zsq_probe").rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[:2] == ("zsq_probe", "cli") or rel.as_posix() == "zsq_probe/__main__.py":
+            continue
+        package = ".".join(rel.parent.parts)
+        hits = _cli_references(path, package)
+        if hits:
+            offenders.append(f"{rel.as_posix()}: {', '.join(hits)}")
+    assert not offenders, offenders
+
+
+def test_one_line_shortens_errors():
+    from zsq_probe.errors import UserError, one_line
+
+    assert one_line(ValueError("a\n  b\tc")) == "ValueError: a b c"
+    assert one_line(KeyError()) == "KeyError"
+    assert one_line(RuntimeError("x" * 300), 20) == "RuntimeError: " + "x" * 17 + "..."
+    assert one_line(OSError("disk\nfull"), with_type=False) == "disk full"
+    assert one_line("  two\nlines ", None) == "two lines"
+    assert isinstance(UserError("bad"), ValueError)
+
+
+def test_library_logging_prints_while_a_command_runs(tmp_path, capsys):
+    """INFO from the library's loggers is a plain stdout line during a command; afterwards the `zsq_probe`
+    logger is as it was (no handler left behind, level restored)."""
+    import logging
+
+    from zsq_probe.cli.common import console_logging
+
+    logger = logging.getLogger("zsq_probe")
+    level, handlers = logger.level, list(logger.handlers)
+    with console_logging():
+        logging.getLogger("zsq_probe.some.module").info("an info line")
+        logging.getLogger("zsq_probe.some.module").debug("a debug line")
+        logging.getLogger("zsq_probe.some.module").warning("a warning line")
+    with console_logging(quiet=True):
+        logging.getLogger("zsq_probe.other").info("quiet info")
+    cap = capsys.readouterr()
+    assert cap.out == "an info line\n" and cap.err == "a warning line\n"
+    assert logger.level == level and logger.handlers == handlers
+    assert main(["cosine", "--run", str(tmp_path)]) == 2  # a failing command restores it too
+    assert logger.level == level and logger.handlers == handlers

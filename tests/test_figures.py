@@ -1,4 +1,5 @@
-"""Figure scripts, `zsq-probe figures` and `zsq-probe compare` on fabricated run folders."""
+"""The figures (`zsq_probe.plots`, the scripts in figures/), `zsq-probe figures` and `zsq-probe compare`
+on fabricated run folders."""
 
 import json
 import subprocess
@@ -8,120 +9,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fabricated_runs import EPOCHS, LAYERS, STEPS, make_run, paper_runs
+from fabricated_runs import schema_row as _row
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import figures  # noqa: E402
-from figures._common import SkipFigure  # noqa: E402
 from zsq_probe import compare
 from zsq_probe.cli import main
 from zsq_probe.errors import UserError
-from zsq_probe.schema import TABLES
+from zsq_probe.plots import FIGURES, SkipFigure, plot_figure
 from zsq_probe.store import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
-EPOCHS = [1, 2, 3, 4, 5, 6]
-STEPS = 10
-LAYERS = [("conv1", 144), ("stage1.conv", 2304), ("fc", 640)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _row(table, **values):
-    """A full schema row: every column of `table`, the given values, neutral defaults elsewhere."""
-    row = {c: np.nan for c in TABLES[table]}
-    row.update(values)
-    return row
-
-
-def _config(method, **extra):
-    cfg = {"method": method, "preset": method, "teacher": "digits", "data": "digits", "w_bits": 3, "a_bits": 3,
-           "temperature": 20.0, "gi": False, "gi_p": 0.01, "source": "generator", "generator": "gdfq",
-           "epochs": len(EPOCHS)}
-    cfg.update(extra)
-    return cfg
-
-
-def make_run(path, method, cos_center, trace_scale, kl_scale, gi=False, seed=0, source="generator",
-             tables=("metrics", "cosine", "inter_epoch", "crossings", "hessian_trace", "hessian_density", "slice")):
-    """A run folder with every table of schema.TABLES (or those in `tables`); returns (run, step cosines)."""
-    rng = np.random.default_rng(seed)
-    run = RunDir(path)
-    run.write_config(_config(method, gi=gi, source=source, generator="gdfq" if source == "generator" else "none"))
-    name = run.name
-    common = {"run": name, "method": method}
-    step_cos = {}
-    for e in EPOCHS:
-        parts = {t: [] for t in TABLES}
-        parts["metrics"].append(_row("metrics", **common, epoch=e, preset=method, iterations=STEPS,
-                                     student_stepped=e > 1, act_ranges_frozen=e > 2,
-                                     loss_kl=0.01 / e, loss_kl_scaled=4.0 / e, loss_ce=1.0 / e, loss_student=5.0 / e,
-                                     lr=1e-3, gi_p=0.01 if gi else np.nan, skipped_steps=0,
-                                     val_top1=0.5 + 0.05 * e, val_ce=2.0 - 0.1 * e, wall_time_s=1.0))
-        cos = np.clip(rng.normal(cos_center, 0.15, STEPS), -1, 1)
-        step_cos[e] = cos
-        for s, c in enumerate(cos):
-            parts["cosine"].append(_row("cosine", **common, epoch=e, step=s, global_step=(e - 1) * STEPS + s,
-                                        statistic="step", origin="online", scope="model", group="all", cosine=c,
-                                        grad_norm_ce=1.0, grad_norm_kl=0.1, angle_deg=np.degrees(np.arccos(c)),
-                                        batch_size=64))
-            # a layer-scope row that must not enter model-level numbers
-            parts["cosine"].append(_row("cosine", **common, epoch=e, step=s, global_step=(e - 1) * STEPS + s,
-                                        statistic="step", origin="online", scope="layer", group="fc", cosine=-0.99,
-                                        grad_norm_ce=1.0, grad_norm_kl=0.1, angle_deg=172.0, batch_size=64))
-        parts["cosine"].append(_row("cosine", **common, epoch=e, step=-1, global_step=-1, statistic="epoch_mean",
-                                    origin="online", scope="model", group="all", cosine=cos.mean(),
-                                    grad_norm_ce=1.0, grad_norm_kl=0.1,
-                                    angle_deg=np.degrees(np.arccos(cos)).mean(), batch_size=64))
-        if e > 1:
-            parts["inter_epoch"].append(_row("inter_epoch", **common, epoch=e, cosine=0.9 if cos_center < 0 else 0.2,
-                                             grad_norm=1.0, previous_grad_norm=1.0, steps_averaged=STEPS))
-        if e > 1:
-            for li, (layer, size) in enumerate(LAYERS):
-                changed = (li + 1) * (7 - e) * 3 if not gi else int(0.01 * size * STEPS) + li
-                parts["crossings"].append(_row("crossings", **common, epoch=e, step=-1, global_step=-1,
-                                               statistic="epoch_total", origin="online", layer=layer,
-                                               changed=changed, layer_size=size,
-                                               share=changed / (size * STEPS), kappa=4.0 if gi else np.nan,
-                                               gi_flag="", gi_p=0.01 if gi else np.nan, steps=STEPS))
-        for loss, scale in (("ce", trace_scale), ("kl", kl_scale)):
-            for est in ("hutchinson", "slq"):
-                tr = scale * (1 + 0.1 * e) * (1.0 if est == "hutchinson" else 1.05)
-                parts["hessian_trace"].append(_row("hessian_trace", **common, epoch=e, origin="online", loss=loss,
-                                                   scope="model", group="all", estimator=est, trace=tr,
-                                                   stderr=0.05 * tr, num_vectors=20, num_hvps=20, num_params=3088,
-                                                   probe_batch_size=128, probe_batch_source="generator", seed=0))
-            nodes = np.concatenate([rng.normal(0, 0.05 * scale, 12), [scale * 2.0, scale * 3.0]])
-            w = np.full(nodes.size, 1.0 / nodes.size)
-            for i, (nd, wt) in enumerate(zip(nodes, w)):
-                parts["hessian_density"].append(_row("hessian_density", **common, epoch=e, origin="online", loss=loss,
-                                                     slq_run=i // 7, node=nd, weight=wt, probe_batch_size=128,
-                                                     seed=0))
-            for k in np.linspace(-0.5, 0.5, 11):
-                curvature = (7 - e) * (1.0 if loss == "ce" else 0.2)  # KL flatter, as in the paper
-                parts["slice"].append(_row("slice", **common, epoch=e, origin="online", loss=loss,
-                                           direction="eigenvector", scaling="gradient", delta=0.1, k=k,
-                                           loss_value=scale * (1.0 / e + k ** 2 * curvature), probe_batch_size=128,
-                                           seed=0))
-        for table, rows in parts.items():
-            if table in tables and rows:
-                run.write_part(table, rows, f"e{e:05d}")
-    return run, step_cos
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    kd, kd_cos = make_run(root / "kd-run", "kd", cos_center=0.3, trace_scale=8.0, kl_scale=2.0, seed=1, source="real")
-    zq, zq_cos = make_run(root / "zq-run", "gdfq", cos_center=-0.1, trace_scale=12.0, kl_scale=0.5, seed=2)
-    ait, _ = make_run(root / "ait-run", "ait", cos_center=0.2, trace_scale=6.0, kl_scale=0.3, gi=True, seed=3)
-    # a generator checkpoint for fig6
-    import torch
-
-    from zsq_probe.generators import build_generator
-
-    torch.manual_seed(0)
-    gen = build_generator("gdfq", 10, (1, 16, 16))
-    zq.save_checkpoint(6, {"student": {}, "generator": gen.state_dict(), "config": _config("gdfq")})
-    return {"kd": kd, "zq": zq, "ait": ait, "kd_cos": kd_cos, "zq_cos": zq_cos, "root": root}
+    return paper_runs(tmp_path_factory.mktemp("runs"))
 
 
 def _png_ok(path):
@@ -151,11 +54,11 @@ def all_figures(runs, tmp_path_factory):
     return written
 
 
-@pytest.mark.parametrize("name", list(figures.SCRIPTS))
+@pytest.mark.parametrize("name", list(FIGURES))
 def test_each_figure_writes_a_png(all_figures, name):
-    module = figures.load(name)
-    assert module.FIGURE == name and module.DESCRIPTION and isinstance(module.TABLES_NEEDED, list)
-    assert callable(module.plot)
+    spec = FIGURES[name]
+    assert spec.name == name and spec.description and isinstance(spec.tables_needed, tuple)
+    assert callable(spec.plot) and callable(spec.build)
     assert all_figures.get(name), f"{name} wrote nothing"
     for p in all_figures[name]:
         _png_ok(p)
@@ -164,13 +67,13 @@ def test_each_figure_writes_a_png(all_figures, name):
 
 
 def test_plot_returns_its_files(runs, tmp_path):
-    paths = figures.load("fig2b").plot([runs["kd"], runs["zq"]], tmp_path, fmt="png")
+    paths = FIGURES["fig2b"].plot([runs["kd"], runs["zq"]], tmp_path, fmt="png")
     assert paths == [tmp_path / "fig2b_hessian_trace.png"]
     _png_ok(paths[0])
 
 
 def test_pdf_on_request(runs, tmp_path):
-    (path,) = figures.load("fig3a").plot([runs["kd"], runs["zq"]], tmp_path, fmt="pdf")
+    (path,) = plot_figure("fig3a", [runs["kd"], runs["zq"]], tmp_path, fmt="pdf")
     assert path.suffix == ".pdf" and path.read_bytes()[:5] == b"%PDF-"
 
 
@@ -204,36 +107,36 @@ def _copy_without_column(run, table, column, dest):
 def test_missing_column_is_a_user_error_naming_it(runs, tmp_path, name, table, column):
     bad = _copy_without_column(runs["zq"], table, column, tmp_path / "bad")
     with pytest.raises(UserError, match=column):
-        figures.load(name).plot([bad], tmp_path / "out")
+        plot_figure(name, [bad], tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_absent_table_skips_with_a_reason(tmp_path):
     run, _ = make_run(tmp_path / "only-metrics", "gdfq", -0.1, 1.0, 0.1, tables=("metrics",))
     with pytest.raises(SkipFigure, match=r"probes/hessian_trace .*zsq-probe hessian --run"):
-        figures.load("fig2b").plot([run], tmp_path / "out")
+        plot_figure("fig2b", [run], tmp_path / "out")
     with pytest.raises(SkipFigure, match="probes/cosine"):
-        figures.load("fig1").plot([run], tmp_path / "out")
+        plot_figure("fig1", [run], tmp_path / "out")
     kd, _ = make_run(tmp_path / "kd-only", "kd", 0.3, 1.0, 0.1, source="real")
     with pytest.raises(SkipFigure, match="only KD runs"):
-        figures.load("fig5").plot([kd], tmp_path / "out")
+        plot_figure("fig5", [kd], tmp_path / "out")
     with pytest.raises(SkipFigure, match="kl-only-high-lr"):
-        figures.load("fig4").plot([kd], tmp_path / "out")
+        plot_figure("fig4", [kd], tmp_path / "out")
     with pytest.raises(SkipFigure, match="generator"):
-        figures.load("fig6").plot([kd], tmp_path / "out")
+        plot_figure("fig6", [kd], tmp_path / "out")
 
 
 def test_epoch_choices(runs, tmp_path):
-    from figures.fig3bc_crossings import default_epochs
+    from zsq_probe.plots.crossings import default_epochs
 
     assert default_epochs([2, 3, 4, 5, 6]) == [3, 6]
     assert default_epochs(range(1, 401)) == [61, 400]
-    paths = figures.load("fig3bc").plot([runs["zq"]], tmp_path, epochs="2,4")
+    paths = plot_figure("fig3bc", [runs["zq"]], tmp_path, epochs="2,4")
     _png_ok(paths[0])
     with pytest.raises(UserError, match="epoch"):
-        figures.load("fig3bc").plot([runs["zq"]], tmp_path, epochs="1,4")  # no crossings in epoch 1
+        plot_figure("fig3bc", [runs["zq"]], tmp_path, epochs="1,4")  # no crossings in epoch 1
     with pytest.raises(UserError, match="epoch 99"):
-        figures.load("fig2d").plot([runs["zq"]], tmp_path, epoch=99)
+        plot_figure("fig2d", [runs["zq"]], tmp_path, epoch=99)
 
 
 # ------------------------------------------------------------------------------- data shaping
@@ -258,7 +161,7 @@ def test_trace_curves_average_duplicates():
 
 
 def test_smoothed_density_integrates_to_one():
-    from figures.fig2d_eigen_density import smoothed_density
+    from zsq_probe.plots.hessian import smoothed_density
 
     grid = np.linspace(-5, 15, 4001)
     d = smoothed_density([0.0, 10.0], [0.25, 0.25], grid, 0.5)
@@ -368,3 +271,40 @@ def test_figures_cli_reports_a_broken_table(runs, tmp_path, capsys):
     assert rc == 2
     assert "wrote fig3a" in cap.out
     assert "failed fig2b" in cap.err and "trace" in cap.err
+
+
+# ------------------------------------------------------------------------------- epochs, configs
+def test_epoch_ranges_are_read_alike_by_figures_and_post_hoc(runs, tmp_path, capsys):
+    from zsq_probe.selection import parse_epochs
+
+    assert parse_epochs("3-5,8") == [3, 4, 5, 8]
+    assert parse_epochs("60,350") == [60, 350]
+    assert parse_epochs([2, 4]) == [2, 4] and parse_epochs(7) == [7]
+    assert parse_epochs(None) is None and parse_epochs("") is None
+    for bad in ("a,b", "5-3", "1-2-3"):
+        with pytest.raises(UserError, match="--epochs"):
+            parse_epochs(bad)
+    assert issubclass(UserError, ValueError)
+    # `zsq-probe figures --epochs 3-5` works as `zsq-probe cosine --epochs 3-5` does: three columns of bars
+    rc = main(["figures", "--runs", str(runs["zq"].path), "--out", str(tmp_path), "--only", "fig3bc",
+               "--epochs", "3-5"])
+    assert rc == 0, capsys.readouterr().err
+    _png_ok(tmp_path / "fig3bc_crossings.png")
+    fig = FIGURES["fig3bc"].figures([runs["zq"]], epochs="3-5")[0][1]
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+
+
+def test_runs_with_a_flat_config_still_plot(tmp_path):
+    """Runs written before the config had sections (config.json holds flat keys) draw the same."""
+    flat, _ = make_run(tmp_path / "flat-ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3, flat=True)
+    nested, _ = make_run(tmp_path / "nested-ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3)
+    assert "gi" in flat.read_config_doc()["config"] and "inundation" in nested.read_config_doc()["config"]
+    from zsq_probe.plots import runs as R
+
+    for run in (flat, nested):
+        cfg = R.config(run)
+        assert (cfg["gi"], cfg["data"], cfg["source"], cfg["generator"]) == (True, "digits", "generator", "gdfq")
+        assert R.setting(run) == "digits/digits"
+    a = plot_figure("fig4", [flat], tmp_path / "a")[0].read_bytes()
+    b = plot_figure("fig4", [nested], tmp_path / "b")[0].read_bytes()
+    assert len(a) > 5000 and len(b) > 5000

@@ -1,7 +1,7 @@
 """Pure functions on probe tables (pandas DataFrames in, DataFrames or plain dicts out).
 
-The figure scripts and `zsq-probe compare` shape the parquet through these, so a number printed by
-`compare` and a curve drawn by a figure always come from the same rows.  Every function checks the
+The figures (`zsq_probe.plots`) and `zsq-probe compare` shape the parquet through these, so a number
+printed by `compare` and a curve drawn by a figure always come from the same rows.  Every function checks the
 columns it reads with `schema.require_columns` (a missing column is a UserError naming it).
 
 Row selection rules (written once, here):
@@ -24,9 +24,22 @@ import pandas as pd
 
 from zsq_probe.errors import UserError
 from zsq_probe.schema import require_columns
+from zsq_probe.selection import epoch_list
 
 PROBES = ("cosine", "hessian", "inter_epoch")
 PROBE_TABLE = {"cosine": "cosine", "hessian": "hessian_trace", "inter_epoch": "inter_epoch"}
+
+# How to produce each table (messages about a missing table name it).
+HOW_TO_GET = {
+    "metrics": "written by `zsq-probe train`",
+    "cosine": "train with --probes cosine or run `zsq-probe cosine --run RUN`",
+    "inter_epoch": "train with --probes inter_epoch",
+    "crossings": "train with --probes crossings or run `zsq-probe crossings --run RUN`",
+    "hessian_trace": "train with --probes hessian or run `zsq-probe hessian --run RUN`",
+    "hessian_eigenvalues": "train with --probes hessian or run `zsq-probe hessian --run RUN`",
+    "hessian_density": "train with --probes hessian or run `zsq-probe hessian --run RUN`",
+    "slice": "train with --probes slice or run `zsq-probe slice --run RUN`",
+}
 
 
 def _finite(x) -> float | None:
@@ -191,7 +204,7 @@ def crossings_per_layer(df: pd.DataFrame, epoch: int, where: str = "crossings") 
     d = df[df["epoch"] == epoch]
     if d.empty:
         raise UserError(f"{where}: no crossings rows for epoch {epoch} (epochs with data: "
-                        f"{_epoch_list(crossings_epochs(df, where))})")
+                        f"{epoch_list(crossings_epochs(df, where))})")
     order = list(dict.fromkeys(df["layer"]))  # first appearance = module order
     for basis in ("epoch_total", "step", "checkpoint_diff"):
         rows = d[d["statistic"] == basis]
@@ -215,8 +228,69 @@ def crossings_per_layer(df: pd.DataFrame, epoch: int, where: str = "crossings") 
     return out.reset_index(), basis
 
 
-def _epoch_list(epochs) -> str:
-    epochs = list(epochs)
-    if len(epochs) > 8:
-        return f"{epochs[0]}..{epochs[-1]} ({len(epochs)} epochs)"
-    return ", ".join(str(e) for e in epochs) or "none"
+# ------------------------------------------------------------------------------------- run pairs
+def _run_method(run) -> str:
+    return str(run.read_config_doc().get("config", {}).get("method") or "?")
+
+
+def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "png") -> dict:
+    """compare_tables on two run folders (or RunDirs), plus their names and methods, `warnings` (a KD
+    run whose method is not 'kd', a ZQ run whose method is) and `figure`: the overlay written into
+    `out` (None without `out`).  UserError when a run lacks the probe's table."""
+    from zsq_probe.store import RunDir
+
+    if probe not in PROBE_TABLE:
+        raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
+    kd_run = kd_run if isinstance(kd_run, RunDir) else RunDir.open(kd_run)
+    zq_run = zq_run if isinstance(zq_run, RunDir) else RunDir.open(zq_run)
+    table = PROBE_TABLE[probe]
+    frames = []
+    for run, role in ((kd_run, "KD"), (zq_run, "ZQ")):
+        if not run.part_keys(table):
+            raise UserError(f"{role} run {run.name} has no probes/{table} ({HOW_TO_GET.get(table, '')})")
+        frames.append(run.read_table(table))
+    result = compare_tables(frames[0], frames[1], probe, kd_run.name, zq_run.name)
+    result["runs"] = {"kd": kd_run.name, "zq": zq_run.name}
+    result["methods"] = {"kd": _run_method(kd_run), "zq": _run_method(zq_run)}
+    result["warnings"] = []
+    if result["methods"]["kd"] != "kd":
+        result["warnings"].append(f"KD_RUN {kd_run.name} has method {result['methods']['kd']!r}, not 'kd'")
+    if result["methods"]["zq"] == "kd":
+        result["warnings"].append(f"ZQ_RUN {zq_run.name} has method 'kd' (a real-data run)")
+    path = None
+    if out is not None:
+        from zsq_probe.plots import plot_compare
+
+        path = plot_compare(probe, kd_run, zq_run, frames[0], frames[1], out, fmt)
+    result["figure"] = str(path) if path else None
+    return result
+
+
+# ----------------------------------------------------------------------------------- post hoc
+def epoch_summary(probe: str, df: pd.DataFrame) -> pd.DataFrame:
+    """One row per epoch of a post-hoc probe's rows, what `zsq-probe cosine|hessian|slice|crossings` prints.
+
+    cosine: model-scope cosine, angle and gradient norms; hessian: model-scope trace per (loss,
+    estimator); slice: the loss at theta and its max/min along the line per loss (eigenvector rows
+    when present); crossings: codes changed, layer sizes, their share and the layers without change.
+    """
+    if df.empty:
+        return df
+    if probe == "cosine":
+        d = df[df["scope"] == "model"]
+        return d.set_index("epoch")[["cosine", "angle_deg", "grad_norm_ce", "grad_norm_kl"]].sort_index()
+    if probe == "hessian":
+        d = df[(df["scope"] == "model")]
+        return d.pivot_table(index="epoch", columns=["loss", "estimator"], values="trace").sort_index()
+    if probe == "slice":
+        d = df[df["direction"] == "eigenvector"] if (df["direction"] == "eigenvector").any() else df
+        g = d.groupby(["epoch", "loss"])["loss_value"]
+        centre = d[d["k"].abs() < 1e-12].set_index(["epoch", "loss"])["loss_value"]
+        out = pd.DataFrame({"at_theta": centre, "max_along_line": g.max(), "min_along_line": g.min()})
+        return out.unstack("loss")
+    if probe != "crossings":
+        raise UserError(f"unknown post-hoc probe {probe!r} (cosine, hessian, slice or crossings)")
+    d = df.groupby("epoch")[["changed", "layer_size"]].sum()
+    d["share"] = d["changed"] / d["layer_size"]
+    d["layers_without_change"] = df.groupby("epoch")["changed"].apply(lambda s: int((s == 0).sum()))
+    return d

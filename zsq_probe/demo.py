@@ -7,11 +7,14 @@ word where a finding does not hold at this scale."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 from zsq_probe.config import PROBE_NAMES, resolve_config
 from zsq_probe.errors import UserError
+
+log = logging.getLogger(__name__)
 
 DEMO_RUNS = ("kd", "gdfq", "kl-only", "ait")
 
@@ -22,48 +25,50 @@ def demo_config(preset: str, device: str, seed: int, overrides=()):
                                                             "seed": seed}, overrides=list(overrides))
 
 
-def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bool = True, log=print) -> dict:
+def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bool = True) -> dict:
+    """Teacher, PTQ accuracy, the four runs (resumed when interrupted), every figure and the findings,
+    into `out`; progress is logged (INFO).  Returns the findings (also in OUT/findings.json, FINDINGS.md)."""
     from zsq_probe.evaluate import evaluate_quantized
-    from zsq_probe.probes import build_probes
-    from zsq_probe.train import train
+    from zsq_probe.plots import write_figures
+    from zsq_probe.training import train
 
+    check_out(out)
     out = Path(out)
     started = time.perf_counter()
     configs = {p: demo_config(p, device, seed, overrides) for p in DEMO_RUNS}
     zq = configs["gdfq"]
-    log(f"[1/4] digits teacher and post-training quantisation at {zq.w_bits}w{zq.a_bits}a")
-    ptq = evaluate_quantized("digits", w_bits=zq.w_bits, a_bits=zq.a_bits, calib_batches=4, device=device)
-    log(f"      teacher FP top-1 {100 * ptq['fp_top1']:.2f}%, quantised (calibrated ranges, no training) "
-        f"{100 * ptq['quant_top1']:.2f}%")
+    w_bits, a_bits = zq.get("w_bits"), zq.get("a_bits")
+    log.info(f"[1/4] digits teacher and post-training quantisation at {w_bits}w{a_bits}a")
+    ptq = evaluate_quantized("digits", w_bits=w_bits, a_bits=a_bits, calib_batches=4, device=device)
+    log.info(f"      teacher FP top-1 {100 * ptq['fp_top1']:.2f}%, quantised (calibrated ranges, no training) "
+             f"{100 * ptq['quant_top1']:.2f}%")
 
     runs = {}
     for i, (preset, cfg) in enumerate(configs.items(), start=1):
         path = out / "runs" / preset
         done = (path / "summary.json").is_file()
-        log(f"[2/4] run {i}/{len(configs)}: {preset} ({cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} "
-            f"iterations, probes: {', '.join(cfg.probes)}){' - already done' if done else ''}")
+        log.info(f"[2/4] run {i}/{len(configs)}: {preset} ({cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} "
+                 f"iterations, probes: {', '.join(cfg.get('probes'))}){' - already done' if done else ''}")
         if not done:
             resume = (path / "config.json").is_file()  # a run killed before its config starts afresh
             import warnings
 
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Hessian probe batch")
-                train(cfg, path, resume=resume, observers=build_probes(cfg), progress=progress, log=log)
+                train(cfg, path, resume=resume, progress=progress)  # with the probes cfg names
         runs[preset] = path
 
-    log("[3/4] figures")
-    from zsq_probe.cli_figures import write_figures
+    log.info("[3/4] figures")
+    write_figures([str(p) for p in runs.values()], out / "figures")
 
-    written, skipped = write_figures([str(p) for p in runs.values()], out / "figures", log=log)
-
-    log("[4/4] findings")
+    log.info("[4/4] findings")
     findings = measure_findings(runs, ptq)
     text = findings_text(findings)
     (out / "findings.json").write_text(json.dumps(findings, indent=2, default=float) + "\n")
     (out / "FINDINGS.md").write_text(text + "\n")
-    log(text)
-    log(f"\ndemo finished in {time.perf_counter() - started:.0f} s: runs in {out / 'runs'}, figures in "
-        f"{out / 'figures'}, findings in {out / 'FINDINGS.md'}")
+    log.info(text)
+    log.info(f"\ndemo finished in {time.perf_counter() - started:.0f} s: runs in {out / 'runs'}, figures in "
+             f"{out / 'figures'}, findings in {out / 'FINDINGS.md'}")
     return findings
 
 

@@ -1,0 +1,54 @@
+"""What several commands share: the teacher flags, and the console logging a command runs under."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+
+def add_teacher_args(p, data: bool = True) -> None:
+    p.add_argument("--teacher", default="digits",
+                   help="pytorchcv model name (resnet20_cifar10, resnet18, ...) or 'digits' (embedded default)")
+    p.add_argument("--weights", help="explicit teacher weights file (.pth state dict)")
+    p.add_argument("--weights-root", help="pytorchcv weight cache folder (default ~/.torch/models)")
+    p.add_argument("--download", action="store_true", help="allow downloading missing weights / data")
+    if data:
+        p.add_argument("--data", help="data set: digits, cifar10, cifar100, imagenet (default: the teacher's)")
+        p.add_argument("--data-root", help="folder holding the data set in its usual on-disk format")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+
+
+class ConsoleHandler(logging.Handler):
+    """Log records as bare message lines: below WARNING on stdout, WARNING and above on stderr.
+
+    The streams are looked up for every record (not kept), so redirected or captured output sees them.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def console_logging(quiet: bool = False):
+    """While inside: the `zsq_probe` loggers print INFO and above (WARNING and above when `quiet`, e.g.
+    for --json output) through a ConsoleHandler.  The previous level and handlers come back afterwards."""
+    logger = logging.getLogger("zsq_probe")
+    handler = ConsoleHandler()
+    old_level = logger.level
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

@@ -1,0 +1,25 @@
+"""`zsq-probe demo`: the paper's story end to end on the embedded digits default (`zsq_probe.demo`)."""
+
+from __future__ import annotations
+
+HELP = ("the whole story on the embedded digits default: teacher, KD/GDFQ/KL-only/AIT runs with every "
+        "probe, every figure, the four findings as measured")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help=HELP, description=HELP)
+    p.add_argument("--out", default="zsq-probe-demo", help="output folder (runs/, figures/, FINDINGS.md); "
+                                                           "an interrupted demo resumes there")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of every demo run")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from zsq_probe.demo import run_demo
+
+    run_demo(args.out, device=args.device, seed=args.seed, overrides=args.set, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,61 @@
+"""`zsq-probe eval`: full-precision and quantised top-1 of a teacher."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from zsq_probe.cli.common import add_teacher_args
+from zsq_probe.errors import UserError
+
+HELP = "FP and quantised top-1 of a teacher (activation ranges calibrated on real batches)"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help=HELP, description=HELP)
+    add_teacher_args(p)
+    p.add_argument("--w-bits", type=int, default=4)
+    p.add_argument("--a-bits", type=int, default=4)
+    p.add_argument("--calib-batches", type=int, default=4, help="train batches used to calibrate activation ranges")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--max-batches", type=int, default=0, help="evaluate only this many test batches (0 = all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from zsq_probe.evaluate import evaluate_quantized
+
+    for flag, bits in (("--w-bits", args.w_bits), ("--a-bits", args.a_bits)):
+        if not 2 <= bits <= 8:
+            raise UserError(f"{flag} must be 2..8, got {bits}")
+    if args.calib_batches < 1:
+        raise UserError(f"--calib-batches must be >= 1, got {args.calib_batches}")
+    r = evaluate_quantized(args.teacher, weights=args.weights, weights_root=args.weights_root, data=args.data,
+                           data_root=args.data_root, w_bits=args.w_bits, a_bits=args.a_bits,
+                           calib_batches=args.calib_batches, batch_size=args.batch_size,
+                           max_batches=args.max_batches, device=args.device, download=args.download)
+    if r.get("warning"):
+        print(f"warning: {r['warning']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(r, indent=None, sort_keys=True))
+        return 0
+    print(report(r))
+    return 0
+
+
+def report(r: dict) -> str:
+    """The human-readable table of an evaluate_quantized result."""
+    spec = r["quantization"]
+    label = "quantised {}w{}a".format(r["w_bits"], r["a_bits"])
+    not_q = [k.replace("_", " ") for k, v in spec["not_quantized"].items() if v and not k.startswith("other_")]
+    return "\n".join([
+        f"teacher   {r['teacher']}  ({r['weights_source']}: {r['weights_path'] or '-'})",
+        f"data      {r['data']} test split",
+        f"{'model':<22}{'top-1':>8}{'CE':>9}",
+        f"{'full precision':<22}{100 * r['fp_top1']:>7.2f}%{r['fp_ce']:>9.4f}",
+        f"{label:<22}{100 * r['quant_top1']:>7.2f}%{r['quant_ce']:>9.4f}",
+        f"quantisation: {spec['scheme']}; {spec['quantized_layer_count']} Conv/Linear layers "
+        f"(first {spec['first_quantized_layer']}, last {spec['last_quantized_layer']}); "
+        f"not quantised: {', '.join(not_q)}",
+    ])

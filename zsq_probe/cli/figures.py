@@ -1,0 +1,71 @@
+"""`zsq-probe figures` (every paper figure the runs have data for), and the command line of the
+stand-alone figure scripts (`python figures/fig1_cosine.py --runs RUN ... --out DIR`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zsq_probe.errors import UserError, one_line
+
+HELP = "draw every paper figure the given runs have data for (PNG/PDF)"
+
+
+def register(subparsers) -> None:
+    from zsq_probe.plots.style import FORMATS
+
+    p = subparsers.add_parser("figures", help=HELP, description=HELP)
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run folders (KD and ZQ runs)")
+    p.add_argument("--out", required=True, help="output folder for the figure files")
+    p.add_argument("--only", help="comma-separated figure names (fig1,fig2b,fig2c,fig2d,fig3a,fig3bc,fig4,"
+                                  "fig5,fig6,fig7_8,fig9)")
+    p.add_argument("--format", default="png", choices=FORMATS)
+    p.add_argument("--epoch", type=int,
+                   help="snapshot epoch for fig1 (default: middle), fig2d and fig6 (default: last)")
+    p.add_argument("--epochs", help="epochs for fig3bc/fig4, e.g. 60,350 or 3-12 (default: an early and the last)")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from zsq_probe.plots import write_figures
+
+    written, failed = write_figures(args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch,
+                                    epochs=args.epochs)
+    if failed:
+        raise UserError(f"{failed} figure(s) failed (see above); {len(written)} file(s) written to {args.out}")
+    if not written:
+        raise UserError(f"no figure written: the runs ({', '.join(args.runs)}) hold none of the data "
+                        f"the chosen figures need (see the skips above)")
+    return 0
+
+
+def figure_script(name: str, argv=None, prog: str | None = None) -> int:
+    """`python figures/<script>.py --runs RUN [RUN ...] --out DIR [--format png|pdf] [--epoch E | --epochs A,B]`
+    for figure `name`: prints the files written; a skip or an error is one line on stderr and exit status 2."""
+    from zsq_probe.cli.common import console_logging
+    from zsq_probe.plots import FIGURES, SkipFigure
+    from zsq_probe.plots.style import FORMATS
+
+    figure = FIGURES[name]
+    p = argparse.ArgumentParser(prog=prog, description=f"{figure.name}: {figure.description}")
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="png", choices=FORMATS)
+    if "epoch" in figure.options:
+        p.add_argument("--epoch", type=int, help="epoch of the snapshot (default: see the description)")
+    if "epochs" in figure.options:
+        p.add_argument("--epochs", help="epochs to compare, e.g. 60,350 or 3-12")
+    args = p.parse_args(argv)
+    options = {k: getattr(args, k) for k in figure.options}
+    try:
+        with console_logging():
+            paths = figure.plot(args.runs, args.out, args.format, **options)
+    except SkipFigure as e:
+        print(f"skipped {name}: {e.reason}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"{name}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0

@@ -1,0 +1,44 @@
+"""Post-hoc probes on a saved run's checkpoints: `zsq-probe cosine|hessian|slice|crossings --run RUN`."""
+
+from __future__ import annotations
+
+import json
+
+COMMANDS = {
+    "cosine": "post hoc: cos(grad CE, grad KL) of each checkpoint on its probe batch",
+    "hessian": "post hoc: Hessian traces, top eigenvalues and SLQ density (CE and KL) per checkpoint",
+    "slice": "post hoc: loss along the top Hessian eigenvector (CE and KL) per checkpoint",
+    "crossings": "post hoc: integer codes changed per layer between consecutive checkpoints",
+}
+
+
+def register(subparsers) -> None:
+    for name, help_ in COMMANDS.items():
+        p = subparsers.add_parser(name, help=help_, description=help_)
+        p.add_argument("--run", required=True, help="a run folder written by `zsq-probe train`")
+        p.add_argument("--epochs", help="checkpoint epochs to probe, e.g. 0,5,10 or 2-8 (default: every checkpoint)")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--overwrite", action="store_true", help="recompute epochs already probed post hoc")
+        p.add_argument("--json", action="store_true", help="print the per-epoch table as JSON records")
+        p.set_defaults(handler=run, probe=name)
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from zsq_probe.compare import epoch_summary
+    from zsq_probe.posthoc import probe_run
+    from zsq_probe.selection import parse_epochs
+
+    df = probe_run(args.run, args.probe, epochs=parse_epochs(args.epochs), device=args.device,
+                   overwrite=args.overwrite)
+    table = epoch_summary(args.probe, df)
+    if args.json:
+        flat = table.copy()
+        if isinstance(flat.columns, pd.MultiIndex):
+            flat.columns = ["/".join(map(str, c)) for c in flat.columns]
+        print(json.dumps(flat.reset_index().to_dict(orient="records"), default=float))
+        return 0
+    with pd.option_context("display.width", 140, "display.max_columns", 20, "display.float_format", "{:.5g}".format):
+        print(table.to_string() if not table.empty else "(no rows)")
+    return 0

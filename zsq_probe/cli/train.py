@@ -1,0 +1,75 @@
+"""`zsq-probe train`: flags (or a config file) -> a RunConfig -> `zsq_probe.training.train`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from zsq_probe.cli.common import add_teacher_args
+from zsq_probe.errors import UserError
+
+HELP = "train a quantised student (ZQ presets) or the KD baseline into a run folder"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help=HELP, description=HELP)
+    p.add_argument("--preset", default="ait", help="a preset (`zsq-probe presets` lists them)")
+    add_teacher_args(p)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--iters-per-epoch", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--w-bits", type=int)
+    p.add_argument("--a-bits", type=int)
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--probes", help="comma-separated probes to switch on (cosine,inter_epoch,crossings,hessian,slice)"
+                                    " or 'all'")
+    p.add_argument("--out", required=True, help="run folder (must be new or empty unless --resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="with --resume: accept a changed config (recorded)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
+    p.add_argument("--config", help="a config JSON file (a run's config.json works) used instead of the preset; "
+                                    "with --resume the run's own config.json is the default")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from zsq_probe.training import train
+
+    summary = train(build_config(args), args.out, resume=args.resume, force=args.force,
+                    progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_config(args):
+    """The RunConfig the flags ask for: the preset resolved for teacher and data, or --config's file
+    (the run's own config.json when resuming), then the flags given, then --set."""
+    from zsq_probe.config import PROBE_NAMES, config_from_dict, parse_assignment, resolve_config, validate
+
+    probes = None
+    if args.probes:
+        probes = list(PROBE_NAMES) if args.probes == "all" else [s for s in args.probes.split(",") if s]
+    flags = {"teacher": args.teacher, "weights": args.weights, "weights_root": args.weights_root,
+             "download": args.download or None, "data": args.data, "data_root": args.data_root,
+             "device": args.device, "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch,
+             "batch_size": args.batch_size, "w_bits": args.w_bits, "a_bits": args.a_bits, "seed": args.seed,
+             "probes": probes}
+    config_file = args.config
+    if args.resume and not config_file and (Path(args.out) / "config.json").is_file():
+        config_file = str(Path(args.out) / "config.json")  # resume what was started; flags given still apply
+    if not config_file:
+        return resolve_config(args.preset, teacher=args.teacher, data=args.data, flags=flags, overrides=args.set)
+    try:
+        with open(config_file) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--config {config_file}: cannot read JSON ({e.__class__.__name__})") from None
+    cfg = config_from_dict(doc.get("config", doc))
+    for k, v in flags.items():
+        if v is not None and k != "teacher":  # the teacher comes from the file
+            cfg.set(k, v)
+    for a in args.set:
+        cfg.set(*parse_assignment(a))
+    validate(cfg)
+    return cfg

@@ -1,0 +1,150 @@
+"""The paper's figures by name (`FIGURES`), and writing them: `plot_figure` (one), `write_figures` (all
+the runs have data for, as `zsq-probe figures` does).
+
+Each entry knows its file name, the tables it reads, a one-line description, which options it takes
+(`epoch`: a snapshot epoch; `epochs`: epochs to compare) and the function that builds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from zsq_probe.errors import UserError
+from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice, samples, training
+from zsq_probe.plots.runs import SkipFigure, open_runs
+from zsq_probe.plots.style import check_format, save
+from zsq_probe.selection import parse_epochs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One paper figure: `build(runs, **options)` returns a Figure, or [(file stem, Figure)] when
+    `per_run` (one file per run)."""
+    name: str
+    filename: str
+    tables_needed: tuple[str, ...]
+    description: str
+    build: Callable
+    options: tuple[str, ...] = ()
+    per_run: bool = False
+
+    def figures(self, runs, **options) -> list[tuple[str, object]]:
+        """[(file stem, Figure)] of this figure for `runs` (RunDirs or folders); SkipFigure when they lack data."""
+        runs = open_runs(runs)
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise TypeError(f"{self.name} takes no option(s) {', '.join(unknown)} (it takes: "
+                            f"{', '.join(self.options) or 'none'})")
+        built = self.build(runs, **options)
+        return built if self.per_run else [(self.filename, built)]
+
+    def plot(self, runs, out_dir, fmt: str = "png", **options) -> list[Path]:
+        """Write this figure for `runs` into `out_dir`; returns the files written."""
+        check_format(fmt)
+        return [save(fig, out_dir, stem, fmt) for stem, fig in self.figures(runs, **options)]
+
+
+FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
+    FigureSpec("fig1", "fig1_cosine", ("cosine",),
+               "CE-KL gradient cosine over epochs, KD vs ZQ, with 2-D angle snapshots (paper Fig. 1)",
+               cosine.cosine_figure, ("epoch",)),
+    FigureSpec("fig2b", "fig2b_hessian_trace", ("hessian_trace",),
+               "Hessian trace of CE and KL over epochs, KD and ZQ panels (paper Fig. 2b)", hessian.trace_figure),
+    FigureSpec("fig2c", "fig2c_loss_slice", ("slice",),
+               "loss slices along the top Hessian eigenvector per epoch, CE in reds and KL in blues (paper Fig. 2c)",
+               loss_slice.slice_figure),
+    FigureSpec("fig2d", "fig2d_eigen_density", ("hessian_density",),
+               "eigenvalue density of the CE vs KL Hessian at one epoch (SLQ, paper Fig. 2d)",
+               hessian.density_figure, ("epoch",)),
+    FigureSpec("fig3a", "fig3a_inter_epoch", ("inter_epoch",),
+               "inter-epoch cosine of the epoch-mean KL gradient, KD vs ZQ (paper Fig. 3a)",
+               inter_epoch.inter_epoch_figure),
+    FigureSpec("fig3bc", "fig3bc_crossings", ("crossings",),
+               "integer codes changed per layer (average per step) at an early and a late epoch (paper Fig. 3b/c)",
+               crossings.crossings_figure, ("epochs",)),
+    FigureSpec("fig4", "fig4_crossings_gi", ("crossings",),
+               "share of codes changed per layer under high lr (kl-only-high-lr) and under GI (ait), "
+               "p dotted red (paper Fig. 4)", crossings.crossings_gi_figure, ("epochs",)),
+    FigureSpec("fig5", "fig5_training", ("metrics", "cosine"),
+               "KL, CE-KL cosine and validation CE over training for the ZQ methods (paper Fig. 5a-c)",
+               training.training_figure),
+    FigureSpec("fig6", "fig6_samples", (),  # reads config.json and a checkpoint's generator state instead
+               "real vs synthetic samples, one per class, from the run's generator checkpoint (paper Fig. 6)",
+               samples.samples_figures, ("epoch",), per_run=True),
+    FigureSpec("fig7_8", "fig7_8_cosine_grid", ("cosine",),
+               "grid of CE-KL cosine panels across models/data sets, KD vs ZQ per setting (paper Figs. 7, 8)",
+               cosine.cosine_grid_figure),
+    FigureSpec("fig9", "fig9_trace_grid", ("hessian_trace",),
+               "grid of Hessian-trace panels (CE vs KL) across models/data sets, one per run (paper Fig. 9)",
+               hessian.trace_grid_figure),
+)}
+
+
+def figure_names(only=None) -> list[str]:
+    """The figure names chosen by `only` ('fig1,fig2b', a list, or None for all), in the paper's order."""
+    valid = list(FIGURES)
+    if not only:
+        return valid
+    names = [s.strip() for s in only.split(",")] if isinstance(only, str) else [str(s).strip() for s in only]
+    names = [n for n in names if n]
+    bad = [n for n in names if n not in FIGURES]
+    if bad or not names:
+        raise UserError(f"unknown figure name(s) {', '.join(bad) or repr(only)} in --only: "
+                        f"valid names are {', '.join(valid)}")
+    return names
+
+
+def spec(name: str) -> FigureSpec:
+    return FIGURES[figure_names([name])[0]]
+
+
+def make_figures(name: str, runs, **options) -> list[tuple[str, object]]:
+    """Figure `name` for `runs` as [(file stem, matplotlib Figure)], nothing written (e.g. to show in a notebook)."""
+    return spec(name).figures(runs, **options)
+
+
+def make_figure(name: str, runs, **options):
+    """Figure `name` for `runs` as one matplotlib Figure (fig6, one figure per run: the first run's)."""
+    return make_figures(name, runs, **options)[0][1]
+
+
+def plot_figure(name: str, runs, out_dir, fmt: str = "png", **options) -> list[Path]:
+    """Write figure `name` for `runs` into `out_dir`; returns the files written (SkipFigure: no data)."""
+    return spec(name).plot(runs, out_dir, fmt, **options)
+
+
+def write_figures(runs, out, only=None, fmt: str = "png", epoch: int | None = None,
+                  epochs=None) -> tuple[list[Path], int]:
+    """Draw every chosen figure (`only`: names; default all) the runs have data for into `out`.
+
+    `runs`: run folders or RunDirs.  `epoch`: the snapshot epoch of fig1/fig2d/fig6; `epochs`: the epochs of
+    fig3bc/fig4 ('60,350', '3-12' or a list).  Each figure written, skipped (with the reason) or failed is
+    logged (INFO / INFO / ERROR on the `zsq_probe.plots.catalog` logger).  Returns (files written,
+    number of figures that failed).
+    """
+    check_format(fmt)
+    names = figure_names(only)
+    runs = open_runs(runs)
+    options = {"epoch": epoch, "epochs": parse_epochs(epochs)}
+    written, failed = [], 0
+    for name in names:
+        figure = FIGURES[name]
+        kw = {k: v for k, v in options.items() if k in figure.options}
+        try:
+            paths = figure.plot(runs, out, fmt, **kw)
+        except SkipFigure as e:
+            log.info("skipped %s: %s", name, e.reason)
+            continue
+        except UserError as e:
+            log.error("failed %s: %s", name, e)
+            failed += 1
+            continue
+        for path in paths:
+            log.info("wrote %s: %s", name, path)
+        written += paths
+    return written, failed

@@ -1,0 +1,213 @@
+"""Fig. 6: real vs synthetic samples, one per class; the one figure that reads a checkpoint.
+
+For each run trained with a generator: the generator is rebuilt from the run's config
+(`zsq_probe.generators.build_generator`, no teacher needed), loaded from the checkpoint's
+`generator` state (default: the last checkpoint) and asked for one sample per class; the real row
+holds the first test image of each class (`zsq_probe.data.load_dataset(..., split="test")`).  Both
+are de-normalised with the data set's mean/std.  At most 10 classes are shown (10 spread-out classes
+of a larger label set, fixed seed, as the paper does for ImageNet).  One figure per run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from zsq_probe.errors import UserError, one_line
+from zsq_probe.plots import runs as R
+from zsq_probe.plots.style import drawing, safe_name
+from zsq_probe.selection import epoch_list
+
+log = logging.getLogger(__name__)
+
+MAX_CLASSES = 10
+SEED = 0
+CLASS_NAMES = {"cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+               "digits": [str(i) for i in range(10)]}
+
+
+class NoSamples(Exception):
+    """This run has no generator checkpoint to sample from; str(exc) says why."""
+
+
+@dataclass
+class Samples:
+    """One run's images: `real` (None when the test split is missing, `real_note` says why) and
+    `synthetic`, each (classes, H, W[, 3]) in [0, 1]."""
+    run: object
+    epoch: int
+    data: str
+    generator: str
+    classes: list[int]
+    names: list[str]
+    real: np.ndarray | None
+    synthetic: np.ndarray
+    grayscale: bool
+    real_note: str | None = None
+
+
+def show_classes(num_classes: int) -> list[int]:
+    if num_classes <= MAX_CLASSES:
+        return list(range(num_classes))
+    return sorted(np.random.RandomState(SEED).choice(num_classes, MAX_CLASSES, replace=False).tolist())
+
+
+def build_generator(kind: str, num_classes: int, image_shape, cfg: dict, state: dict):
+    """The run's generator with the checkpoint's weights; NoSamples(reason) when it cannot be rebuilt."""
+    options = {}
+    if kind == "qimera":
+        emb = state.get("label_emb.weight")
+        if emb is None:
+            raise NoSamples("Qimera generator state has no label_emb.weight; rebuilding it needs the teacher")
+        # the embedding's values come from the checkpoint, so no teacher is needed for its shape
+        options = {"embedding_init": "random", "embedding_dim": int(emb.shape[1]),
+                   "mix_prob": cfg.get("qimera_mix_prob"), "mix_k": cfg.get("qimera_mix_k")}
+    elif kind == "arc":
+        options = {"model_name": cfg.get("teacher")}
+    from zsq_probe.generators import build_generator as build
+
+    try:
+        gen = build(kind, num_classes, tuple(image_shape), teacher=None, **options)
+    except (TypeError, ValueError) as e:  # UserError is a ValueError
+        raise NoSamples(f"cannot rebuild the {kind!r} generator without the teacher "
+                        f"({one_line(e, None, with_type=False)})") from None
+    try:
+        gen.load_state_dict(state)
+    except RuntimeError as e:
+        raise NoSamples(f"the checkpoint's generator weights do not fit a {kind!r} generator "
+                        f"({one_line(e, 120, with_type=False)})") from None
+    return gen.eval()
+
+
+def synthetic(gen, classes) -> np.ndarray:
+    import torch
+
+    rng = torch.Generator().manual_seed(SEED)
+    dim = int(getattr(gen, "latent_dim", 100))
+    z = torch.randn((len(classes), dim), generator=rng)
+    with torch.no_grad():
+        x = gen(z, torch.tensor(classes, dtype=torch.long))
+    return x.float().cpu().numpy()
+
+
+def real(data: str, root, classes) -> np.ndarray:
+    """The first test image of each class (NaN where a class has none)."""
+    from zsq_probe.data import load_dataset
+
+    ds = load_dataset(data, root, split="test")
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        targets = [int(ds[i][1]) for i in range(len(ds))]
+    first = {}
+    for i, t in enumerate(targets):
+        t = int(t)
+        if t in classes and t not in first:
+            first[t] = i
+            if len(first) == len(classes):
+                break
+    return np.stack([ds[first[c]][0].numpy() if c in first else np.full_like(ds[0][0].numpy(), np.nan)
+                     for c in classes])
+
+
+def to_rgb(batch: np.ndarray, spec) -> np.ndarray:
+    """(B, C, H, W) normalised -> (B, H, W[, 3]) in [0, 1]."""
+    mean = np.asarray(spec.mean, dtype=float)[None, :, None, None]
+    std = np.asarray(spec.std, dtype=float)[None, :, None, None]
+    x = np.clip(batch * std + mean, 0.0, 1.0).transpose(0, 2, 3, 1)
+    return x[..., 0] if x.shape[-1] == 1 else x
+
+
+def class_names(data: str, classes) -> list[str]:
+    names = CLASS_NAMES.get(data)
+    return [names[c] if names and c < len(names) else str(c) for c in classes]
+
+
+def load_samples(run, epoch: int | None = None) -> Samples:
+    """Real and synthetic images of a run at checkpoint `epoch` (default: the last).
+
+    NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
+    """
+    from zsq_probe.data import dataset_for_teacher, get_spec
+    from zsq_probe.store import load_checkpoint_file
+
+    run = R.open_run(run)
+    cfg = R.config(run)
+    if R.is_kd(run) or cfg.get("source", "generator") != "generator":
+        raise NoSamples(f"no generator (method {R.method(run)}, source {cfg.get('source')})")
+    kind = cfg.get("generator") or "gdfq"
+    if kind == "none":
+        raise NoSamples("no generator (generator = none)")
+    cps = run.checkpoints()
+    if not cps:
+        raise NoSamples("no checkpoints")
+    e = max(cps) if epoch is None else epoch
+    if e not in cps:
+        raise UserError(f"fig6 {run.name}: no checkpoint for epoch {e} (has {epoch_list(sorted(cps))})")
+    state = load_checkpoint_file(cps[e])
+    if "generator" not in state:
+        raise NoSamples(f"checkpoint {cps[e].name} has no generator state")
+    data = cfg.get("data") or dataset_for_teacher(cfg.get("teacher", "digits"))
+    spec = get_spec(data)
+    classes = show_classes(spec.num_classes)
+    gen = build_generator(kind, spec.num_classes, spec.image_shape, cfg, state["generator"])
+    fake = to_rgb(synthetic(gen, classes), spec)
+    true, real_note = None, None
+    try:
+        true = to_rgb(real(data, cfg.get("data_root"), classes), spec)
+    except UserError as err:
+        real_note = f"real {data} test split not available:\n{str(err)[:90]}"
+    return Samples(run, e, data, kind, classes, class_names(data, classes), true, fake,
+                   spec.image_shape[0] == 1, real_note)
+
+
+def draw_samples(axes, samples: Samples) -> None:
+    """Draw real (top row) and synthetic (bottom row) images into `axes`, a 2 x len(samples.classes) grid."""
+    n = len(samples.classes)
+    cmap = "gray" if samples.grayscale else None
+    for j in range(n):
+        for i, imgs in enumerate((samples.real, samples.synthetic)):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if imgs is not None:
+                ax.imshow(imgs[j], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[0][j].set_title(samples.names[j], fontsize=8)
+    axes[0][0].set_ylabel("real", fontsize=10)
+    axes[1][0].set_ylabel("synthetic", fontsize=10)
+    if samples.real_note:
+        ax = axes[0][n // 2]
+        ax.text(0.5, 0.5, samples.real_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                color="0.35")
+
+
+def samples_figure(run, epoch: int | None = None):
+    """Fig. 6 for one run: real vs synthetic samples at checkpoint `epoch` (default: the last)."""
+    s = load_samples(run, epoch)
+    n = len(s.classes)
+    with drawing((1.25 * n + 0.6, 3.1)) as fig:
+        draw_samples(fig.subplots(2, n, squeeze=False), s)
+        fig.suptitle(f"{s.data}: real test samples vs {s.generator} generator of {R.method(s.run)} "
+                     f"({s.run.name}), epoch {s.epoch}", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def samples_figures(runs, epoch: int | None = None) -> list[tuple[str, object]]:
+    """Fig. 6 for every run with a generator checkpoint: [(file stem, Figure)]; runs without one are
+    logged; SkipFigure when no run has one."""
+    figs, reasons = [], []
+    for r in R.open_runs(runs):
+        try:
+            figs.append((f"fig6_samples_{safe_name(r.name)}", samples_figure(r, epoch)))
+        except NoSamples as e:
+            reasons.append(f"{r.name}: {e}")
+    if not figs:
+        raise R.SkipFigure("no run has a generator checkpoint to sample from (" + "; ".join(reasons) + ")")
+    for reason in reasons:
+        log.warning("note: fig6 left out %s", reason)
+    return figs
