@@ -15,6 +15,6 @@ if __name__ == "__main__":
     import matplotlib
 
     matplotlib.use("Agg")  # the figures go to files
-    from zsq_probe.recipes.command import main
+    from zsq_probe.cli.recipe import main
 
     sys.exit(main(recipe="fig3", prog="python analyses/fig3_kl_only.py"))

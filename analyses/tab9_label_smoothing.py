@@ -15,6 +15,6 @@ if __name__ == "__main__":
     import matplotlib
 
     matplotlib.use("Agg")  # the figures go to files
-    from zsq_probe.recipes.command import main
+    from zsq_probe.cli.recipe import main
 
     sys.exit(main(recipe="tab9", prog="python analyses/tab9_label_smoothing.py"))

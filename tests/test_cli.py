@@ -103,7 +103,7 @@ def test_resume_uses_the_runs_own_config(tmp_path, digits_teacher, capsys):
 
 
 # ------------------------------------------------------------------------------------ structure
-COMMANDS = ["eval", "presets", "train", "demo", "cosine", "hessian", "slice", "crossings", "figures", "compare"]
+COMMANDS = ["eval", "presets", "train", "demo", "cosine", "hessian", "slice", "crossings", "figures", "compare", "recipe"]
 
 
 def test_commands_are_listed_not_registered_on_import():

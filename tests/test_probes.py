@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zsq_probe.cli import main
-from zsq_probe.config import resolve_config
+from zsq_probe.presets import resolve_config
 from zsq_probe.losses import ce_to_labels, kl_to_teacher
 from zsq_probe.posthoc import probe_run
 from zsq_probe.probes import build_probes

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from zsq_probe.config import resolve_config
+from zsq_probe.presets import resolve_config
 from zsq_probe.store import RunDir
 from zsq_probe.training import train
 

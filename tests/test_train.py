@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zsq_probe.cli import main
-from zsq_probe.config import PRESETS, resolve_config
+from zsq_probe.presets import PRESETS, resolve_config
 from zsq_probe.errors import UserError
 from zsq_probe.store import RunDir, load_checkpoint_file
 from zsq_probe.events import Observer
@@ -120,13 +120,14 @@ def test_schedules_follow_milestones():
 
 def test_paper_settings_per_dataset():
     c = resolve_config("ait", teacher="resnet20_cifar10")
-    assert (c.batch_size, c.warmup_epochs, c.lr, c.gi_p, c.weight_decay, c.kd_weight, c.ce_weight, c.gi) == \
-        (200, 4, 1e-4, 1e-3, 0.0, 1.0, 0.0, True)
+    assert (c.batch_size, c.warmup_epochs, c.optim.lr, c.inundation.p, c.optim.weight_decay, c.kd_weight,
+            c.ce_weight, c.inundation.enabled) == (200, 4, 1e-4, 1e-3, 0.0, 1.0, 0.0, True)
     g = resolve_config("gdfq", teacher="resnet18")
-    assert (g.batch_size, g.warmup_epochs, g.lr, g.weight_decay, g.gi) == (16, 50, 1e-6, 1e-4, False)
-    assert resolve_config("ait", teacher="resnet18").gi_p == 1e-4
-    assert resolve_config("kl-only-high-lr", teacher="resnet20_cifar10").lr == pytest.approx(1e-2)
-    assert resolve_config("ait-adam", teacher="resnet20_cifar10").optimizer == "adam"
+    assert (g.batch_size, g.warmup_epochs, g.optim.lr, g.optim.weight_decay, g.inundation.enabled) == \
+        (16, 50, 1e-6, 1e-4, False)
+    assert resolve_config("ait", teacher="resnet18").inundation.p == 1e-4
+    assert resolve_config("kl-only-high-lr", teacher="resnet20_cifar10").optim.lr == pytest.approx(1e-2)
+    assert resolve_config("ait-adam", teacher="resnet20_cifar10").optim.name == "adam"
 
 
 @pytest.mark.parametrize("assignment, message", [

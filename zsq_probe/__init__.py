@@ -15,7 +15,7 @@ Names are imported on first use, so `import zsq_probe` stays light.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "RunConfig": "zsq_probe.config", "resolve_config": "zsq_probe.config", "PRESETS": "zsq_probe.config",
+    "RunConfig": "zsq_probe.config", "resolve_config": "zsq_probe.presets", "PRESETS": "zsq_probe.presets",
     "config_from_dict": "zsq_probe.config",
     "train": "zsq_probe.training", "build_run": "zsq_probe.training", "Trainer": "zsq_probe.training",
     "probe_run": "zsq_probe.posthoc",

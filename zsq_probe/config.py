@@ -366,16 +366,3 @@ def config_diff(old: RunConfig, new: RunConfig, ignore=("device",)) -> dict:
     """{flat key: (old, new)} for every field that differs."""
     a, b = old.flat(), new.flat()
     return {k: (a[k], b[k]) for k in FIELD_NAMES if a[k] != b[k] and k not in ignore}
-
-
-_MOVED_TO_PRESETS = ("DATASET_SCALES", "PAPER_LR", "PRESETS", "Preset", "dataset_family", "preset_overrides",
-                     "resolve_config")
-
-
-def __getattr__(name: str):
-    # names that lived here before presets got their own module
-    if name in _MOVED_TO_PRESETS:
-        from zsq_probe import presets
-
-        return getattr(presets, name)
-    raise AttributeError(f"module 'zsq_probe.config' has no attribute {name!r}")

@@ -11,7 +11,8 @@ import logging
 import time
 from pathlib import Path
 
-from zsq_probe.config import PROBE_NAMES, resolve_config
+from zsq_probe.config import PROBE_NAMES
+from zsq_probe.presets import resolve_config
 from zsq_probe.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ DEMO_RUNS = ("kd", "gdfq", "kl-only", "ait")
 
 
 def demo_config(preset: str, device: str, seed: int, overrides=()):
-    # Every probe, the digits scale of config.DATASET_SCALES; KD reads digits' real training split.
+    # Every probe, the digits scale of presets.DATASET_SCALES; KD reads digits' real training split.
     return resolve_config(preset, teacher="digits", flags={"probes": list(PROBE_NAMES), "device": device,
                                                             "seed": seed}, overrides=list(overrides))
 

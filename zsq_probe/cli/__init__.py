@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, train
+from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, recipe, train
 from zsq_probe.cli.common import console_logging
 from zsq_probe.errors import UserError, one_line
 
-COMMAND_MODULES = (evaluate, presets, train, demo, posthoc, figures, compare)
+COMMAND_MODULES = (evaluate, presets, train, demo, posthoc, figures, compare, recipe)
 
 
 def build_parser() -> argparse.ArgumentParser:

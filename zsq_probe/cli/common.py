@@ -25,11 +25,14 @@ class ConsoleHandler(logging.Handler):
     The streams are looked up for every record (not kept), so redirected or captured output sees them.
     """
 
-    def __init__(self):
+    def __init__(self, hide: str | None = None):
         super().__init__()
+        self.hide = hide  # INFO lines of loggers under this name are not shown (e.g. the per-epoch lines)
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.hide and record.levelno < logging.WARNING and record.name.startswith(self.hide):
+            return
         try:
             stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
             stream.write(self.format(record) + "\n")
@@ -39,11 +42,12 @@ class ConsoleHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def console_logging(quiet: bool = False):
+def console_logging(quiet: bool = False, hide: str | None = None):
     """While inside: the `zsq_probe` loggers print INFO and above (WARNING and above when `quiet`, e.g.
-    for --json output) through a ConsoleHandler.  The previous level and handlers come back afterwards."""
+    for --json output; without the INFO lines of loggers under `hide`) through a ConsoleHandler.  The
+    previous level and handlers come back afterwards."""
     logger = logging.getLogger("zsq_probe")
-    handler = ConsoleHandler()
+    handler = ConsoleHandler(hide)
     old_level = logger.level
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.addHandler(handler)

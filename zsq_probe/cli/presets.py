@@ -15,7 +15,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from zsq_probe.config import PRESETS, preset_overrides
+    from zsq_probe.presets import PRESETS, preset_overrides
 
     table = {name: {"help": PRESETS[name].help, **preset_overrides(name, args.data)} for name in PRESETS}
     if args.json:

@@ -45,7 +45,8 @@ def run(args) -> int:
 def build_config(args):
     """The RunConfig the flags ask for: the preset resolved for teacher and data, or --config's file
     (the run's own config.json when resuming), then the flags given, then --set."""
-    from zsq_probe.config import PROBE_NAMES, config_from_dict, parse_assignment, resolve_config, validate
+    from zsq_probe.config import PROBE_NAMES, config_from_dict, parse_assignment, validate
+    from zsq_probe.presets import resolve_config
 
     probes = None
     if args.probes:

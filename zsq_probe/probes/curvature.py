@@ -204,6 +204,7 @@ class SliceProbe(Probe):
             _, batch, top = shared  # same batch and eigenvectors the Hessian probe just computed
         else:
             batch, top = ctx.probe_batch(epoch, self.cfg.probing.batch_size), None
+            warn_small_batch(batch.size)
         with preserved_state(ctx.student):
             rows = slice_rows(ctx.student, ctx.params, batch, self.cfg, curvature_seed(self.cfg, epoch), top)
         for r in rows:

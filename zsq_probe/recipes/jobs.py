@@ -39,7 +39,7 @@ class Job:
 
     def config(self):
         """The job's resolved and validated RunConfig."""
-        from zsq_probe.config import resolve_config
+        from zsq_probe.presets import resolve_config
 
         return resolve_config(self.spec["preset"], teacher=self.spec["teacher"], data=self.spec["data"],
                               flags=self.flags, overrides=self.sets)

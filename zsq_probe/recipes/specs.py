@@ -50,7 +50,7 @@ def data_of(teacher: str) -> str:
 
 def _full_precision(preset: str, data: str) -> bool:
     """Whether `preset` trains a full-precision student (KD); unknown presets are an error."""
-    from zsq_probe.config import PRESETS, preset_overrides
+    from zsq_probe.presets import PRESETS, preset_overrides
 
     if preset not in PRESETS:
         raise UserError(f"recipe names unknown preset {preset!r}")

@@ -1,7 +1,7 @@
-"""The recipe command: its arguments and the handler that prints.
+"""`zsq-probe recipe NAME` and the analyses/ scripts: run one paper experiment from its recipe.
 
 ``analyses/__main__.py`` (``python -m analyses NAME ...``) and each ``analyses/<recipe>.py`` script call
-:func:`main`; a ``zsq-probe`` sub-command can mount :func:`add_arguments` and :func:`run_command`.  Progress
+:func:`main`; ``zsq-probe recipe`` mounts :func:`add_arguments` and :func:`run_command`.  Progress
 lines come from the ``zsq_probe`` loggers, shown on the console while :func:`main` runs; the table, the
 listing and the dry run are the command's output on stdout; errors are one line on stderr.
 """
@@ -9,11 +9,10 @@ listing and the dry run are the command's output on stdout; errors are one line 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import sys
 
-from zsq_probe.errors import UserError
+from zsq_probe.cli.common import console_logging
+from zsq_probe.errors import UserError, one_line
 from zsq_probe.recipes.catalog import RECIPES, recipe_listing
 from zsq_probe.recipes.runner import dry_run_text, plan_recipe, run_plan
 from zsq_probe.recipes.specs import PAPER_SCALE, SCALES
@@ -85,10 +84,10 @@ def main(argv=None, recipe: str | None = None, prog: str | None = None) -> int:
     """Parse `argv` and run; errors become one line on stderr (exit status 2)."""
     args = build_parser(recipe, prog).parse_args(argv)
     try:
-        with console_logging(quiet=args.quiet):
+        with console_logging(hide="zsq_probe.training" if args.quiet else None):
             return run_command(args)
     except UserError as e:
-        print(f"analyses {args.name}: error: {e}", file=sys.stderr)
+        print(f"analyses {args.name}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"analyses {args.name}: interrupted (run it again to resume)", file=sys.stderr)
@@ -97,37 +96,8 @@ def main(argv=None, recipe: str | None = None, prog: str | None = None) -> int:
         return 0
 
 
-class _ConsoleHandler(logging.Handler):
-    """Bare message lines: below WARNING on stdout, WARNING and above on stderr (streams looked up per
-    record, so redirected or captured output sees them).  `quiet`: without the trainer's INFO lines
-    (one per epoch)."""
-
-    def __init__(self, quiet: bool = False):
-        super().__init__()
-        self.quiet = quiet
-        self.setFormatter(logging.Formatter("%(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.quiet and record.levelno < logging.WARNING and record.name.startswith("zsq_probe.training"):
-            return
-        try:
-            stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
-            stream.write(self.format(record) + "\n")
-            stream.flush()
-        except Exception:  # noqa: BLE001 - logging must not raise
-            self.handleError(record)
-
-
-@contextlib.contextmanager
-def console_logging(quiet: bool = False):
-    """While inside: INFO lines and above of the `zsq_probe` loggers on the console (see _ConsoleHandler)."""
-    logger = logging.getLogger("zsq_probe")
-    handler = _ConsoleHandler(quiet)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
+def register(subparsers) -> None:
+    p = subparsers.add_parser("recipe", help="run one paper experiment (figure or table) from its recipe",
+                              description=DESCRIPTION)
+    add_arguments(p)
+    p.set_defaults(handler=run_command)
