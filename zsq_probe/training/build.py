@@ -31,7 +31,7 @@ class RunParts:
     param_names: list[str]
     params: list[nn.Parameter]
     quant_layers: dict
-    source: object  # GeneratorSource | RealDataSource | DistilledSource
+    source: object  # a training.sources.BatchSource: GeneratorSource | RealDataSource | DistilledSource
     optimizer: object | None  # the student's (GI-wrapped when cfg.inundation.enabled); None when built for probing only
     val_loader: object | None
 

@@ -81,8 +81,8 @@ class Trainer:
             set_activation_ranges_frozen(parts.student, frozen)
         parts.student.train(parts.student_train_mode)
         parts.source.start_epoch(epoch)
-        gen_lr = parts.source.lr(epoch) if hasattr(parts.source, "lr") else float("nan")
-        return dict(lr=lr, gen_lr=gen_lr, gi_p=p if cfg.inundation.enabled else float("nan"), act_ranges_frozen=frozen)
+        return dict(lr=lr, gen_lr=parts.source.lr(epoch), gi_p=p if cfg.inundation.enabled else float("nan"),
+                    act_ranges_frozen=frozen)
 
     def run_epoch(self, epoch: int) -> dict:
         cfg = self.cfg

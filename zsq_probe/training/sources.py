@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -56,6 +57,26 @@ def first_nonfinite(total: torch.Tensor, terms: dict, total_name: str) -> str | 
         if not bool(torch.isfinite(value).all()):
             return name
     return total_name
+
+
+class BatchSource(Protocol):
+    """What the loop and the probes need from a source of student batches."""
+
+    name: str  # generator | real | zeroq (the probe batch's `source` column)
+
+    def iterations(self) -> int | None: ...  # its own epoch length (real data), else None
+
+    def lr(self, epoch: int) -> float: ...  # its own optimiser's learning rate (generator), else NaN
+
+    def start_epoch(self, epoch: int) -> None: ...  # schedules and the epoch's random stream
+
+    def next_batch(self) -> Batch: ...  # one training batch (a generator steps first)
+
+    def draw(self, seed: int, size: int) -> ProbeBatch: ...  # a probe batch from the stream `seed`
+
+    def state_dict(self) -> dict: ...  # merged into the checkpoint
+
+    def load_state_dict(self, state: dict, optimizer: bool = True) -> None: ...
 
 
 def _teacher_logits(teacher, x):
@@ -136,6 +157,9 @@ class RealDataSource:
     def iterations(self) -> int:
         return math.ceil(len(self.train_set) / self.cfg.batch_size)  # one pass over the training set
 
+    def lr(self, epoch: int) -> float:
+        return float("nan")  # no optimiser of its own
+
     def start_epoch(self, epoch: int) -> None:
         from zsq_probe.data import make_loader
 
@@ -186,6 +210,9 @@ class DistilledSource:
 
     def iterations(self) -> int | None:
         return None
+
+    def lr(self, epoch: int) -> float:
+        return float("nan")  # no optimiser of its own
 
     def start_epoch(self, epoch: int) -> None:
         self.rng = stream(self.cfg.seed, epoch, SAMPLE_STREAM)
