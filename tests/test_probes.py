@@ -121,7 +121,7 @@ def test_posthoc_equals_online_for_the_same_checkpoint(probed_run, tmp_path):
     for probe, table, keys, value in [
         ("hessian", "hessian_trace", ["epoch", "loss", "scope", "group", "estimator"], "trace"),
         ("hessian", "hessian_eigenvalues", ["epoch", "loss", "rank"], "eigenvalue"),
-        ("slice", "slice", ["epoch", "loss", "direction", "scaling", "k"], "loss_value"),
+        ("slice", "slice", ["epoch", "loss", "loss_kind", "direction", "scaling", "k"], "loss_value"),
         ("cosine", "cosine", ["epoch", "scope", "group"], "cosine"),
     ]:
         with pytest.warns(UserWarning) if probe != "cosine" else _nothing():

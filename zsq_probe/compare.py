@@ -8,9 +8,11 @@ Row selection rules (written once, here):
 * cosine: model-scope rows (`scope == 'model'`).  Online rows are used when a run has any; a run
   with only post-hoc rows uses its `checkpoint` rows (one per checkpoint epoch).  Epoch values are the
   `epoch_mean` rows when present, else the mean of the epoch's `step` rows.
-* hessian_trace: model-scope rows; several rows for the same (epoch, loss, estimator) (online and
-  post hoc, or repeated post-hoc runs) are averaged, their standard errors combined as the standard
-  error of that mean (sqrt(sum stderr^2) / n).
+* hessian_trace: model-scope rows; for each (epoch, loss, estimator) the online row when there is one,
+  else the post-hoc row (a post-hoc measurement of a checkpoint repeats the online one: the two are not
+  independent, so they are never averaged).  The interval is the row's `ci_low`/`ci_high`; runs written
+  before intervals were recorded get mean ± 1.96 stderr.  One estimate per loss is drawn and summarised:
+  the first of TRACE_PREFERENCE the run has.
 * crossings: per-layer `epoch_total` rows when present, else the epoch's `step` rows summed, else
   `checkpoint_diff` rows (post hoc; the net change between two checkpoints).
 """
@@ -114,35 +116,81 @@ def summarize_cosine(df: pd.DataFrame, where: str = "cosine") -> dict:
 
 # ------------------------------------------------------------------------------------------ hessian
 TRACE_COLUMNS = ("epoch", "loss", "scope", "estimator", "trace", "stderr")
+TRACE_PREFERENCE = ("exact", "hutch++", "hutchinson", "slq")  # the estimate a figure or summary shows
 
 
 def trace_curves(df: pd.DataFrame, where: str = "hessian_trace") -> pd.DataFrame:
-    """Model-scope traces, one row per (estimator, loss, epoch): trace, stderr, n (rows averaged)."""
+    """Model-scope traces, one row per (estimator, loss, epoch): trace, stderr, ci_low, ci_high, origin."""
     require_columns(df, "hessian_trace", TRACE_COLUMNS, where)
     d = df[df["scope"] == "model"]
     if d.empty:
         raise UserError(f"{where}: table 'hessian_trace' has no model-scope rows (scope == 'model')")
-    rows = []
-    for (est, loss, epoch), g in d.groupby(["estimator", "loss", "epoch"], sort=True):
-        n = len(g)
-        se = g["stderr"].to_numpy(dtype=float)
-        rows.append({"estimator": est, "loss": loss, "epoch": int(epoch), "trace": float(g["trace"].mean()),
-                     "stderr": float(np.sqrt(np.nansum(se ** 2)) / n), "n": n})
-    return pd.DataFrame(rows, columns=["estimator", "loss", "epoch", "trace", "stderr", "n"])
+    if "origin" in d:
+        d = d.assign(_post=(d["origin"] != "online").astype(int))
+    else:
+        d = d.assign(_post=0)
+    d = d.sort_values(["estimator", "loss", "epoch", "_post"]).drop_duplicates(["estimator", "loss", "epoch"])
+    out = pd.DataFrame({"estimator": d["estimator"].astype(str), "loss": d["loss"].astype(str),
+                        "epoch": d["epoch"].astype(int), "trace": d["trace"].astype(float),
+                        "stderr": d["stderr"].astype(float)})
+    if {"ci_low", "ci_high"} <= set(d.columns):
+        out["ci_low"], out["ci_high"] = d["ci_low"].astype(float), d["ci_high"].astype(float)
+    else:
+        out["ci_low"], out["ci_high"] = np.nan, np.nan
+    fallback = out["ci_low"].isna() & out["stderr"].notna() & (out["estimator"] != "exact")
+    out.loc[fallback, "ci_low"] = out["trace"] - 1.96 * out["stderr"]
+    out.loc[fallback, "ci_high"] = out["trace"] + 1.96 * out["stderr"]
+    out["origin"] = d["origin"].astype(str) if "origin" in d else "online"
+    return out.reset_index(drop=True)
+
+
+def preferred_estimator(curves: pd.DataFrame) -> str | None:
+    """The estimator a figure or summary shows for a run (TRACE_PREFERENCE order)."""
+    have = set(curves["estimator"])
+    return next((e for e in TRACE_PREFERENCE if e in have), None)
 
 
 def summarize_hessian(df: pd.DataFrame, where: str = "hessian_trace") -> dict:
-    """Median (over epochs) trace per loss; Hutchinson when the run has it, else SLQ."""
+    """Median (over epochs) trace per loss, of the preferred estimator, with the median interval bounds."""
     curves = trace_curves(df, where)
-    est = "hutchinson" if (curves["estimator"] == "hutchinson").any() else str(curves["estimator"].iloc[0])
+    est = preferred_estimator(curves) or str(curves["estimator"].iloc[0])
     c = curves[curves["estimator"] == est]
     out = {"estimator": est, "epochs": int(c["epoch"].nunique())}
     for loss in ("ce", "kl"):
-        v = c.loc[c["loss"] == loss, "trace"]
-        out[f"median_trace_{loss}"] = _finite(v.median()) if len(v) else None
+        g = c[c["loss"] == loss]
+        out[f"median_trace_{loss}"] = _finite(g["trace"].median()) if len(g) else None
+        out[f"median_ci_low_{loss}"] = _finite(g["ci_low"].median()) if len(g) else None
+        out[f"median_ci_high_{loss}"] = _finite(g["ci_high"].median()) if len(g) else None
     ce, kl = out["median_trace_ce"], out["median_trace_kl"]
     out["kl_over_ce"] = _finite(kl / ce) if ce not in (None, 0) and kl is not None else None
+    # the last epoch with both losses: point values and 95 % intervals (the verdicts use these)
+    both = sorted(set(c.loc[c["loss"] == "ce", "epoch"]) & set(c.loc[c["loss"] == "kl", "epoch"]))
+    out["last_epoch"] = int(both[-1]) if both else None
+    for loss in ("ce", "kl"):
+        row = c[(c["loss"] == loss) & (c["epoch"] == out["last_epoch"])]
+        for k in ("trace", "ci_low", "ci_high"):
+            out[f"last_{k}_{loss}"] = _finite(row[k].iloc[0]) if len(row) else None
+    out["last_kl_over_ce_range"] = ratio_range(out["last_ci_low_kl"], out["last_ci_high_kl"],
+                                               out["last_ci_low_ce"], out["last_ci_high_ce"])
     return out
+
+
+def ratio_range(num_low, num_high, den_low, den_high):
+    """[low, high] of num/den over the two intervals, when both are positive; else None."""
+    if None in (num_low, num_high, den_low, den_high) or num_low <= 0 or den_low <= 0:
+        return None
+    return [num_low / den_high, num_high / den_low]
+
+
+def interval_verdict(a_low, a_high, b_low, b_high) -> str:
+    """'below' / 'above' when interval a lies wholly below / above interval b, else 'inconclusive'."""
+    if None in (a_low, a_high, b_low, b_high):
+        return "inconclusive"
+    if a_high < b_low:
+        return "below"
+    if a_low > b_high:
+        return "above"
+    return "inconclusive"
 
 
 # -------------------------------------------------------------------------------------- inter-epoch
@@ -284,10 +332,11 @@ def epoch_summary(probe: str, df: pd.DataFrame) -> pd.DataFrame:
         return d.pivot_table(index="epoch", columns=["loss", "estimator"], values="trace").sort_index()
     if probe == "slice":
         d = df[df["direction"] == "eigenvector"] if (df["direction"] == "eigenvector").any() else df
-        g = d.groupby(["epoch", "loss"])["loss_value"]
-        centre = d[d["k"].abs() < 1e-12].set_index(["epoch", "loss"])["loss_value"]
+        keys = ["epoch", "loss"] + [c for c in ("loss_kind", "scaling") if c in d.columns and d[c].nunique() > 1]
+        g = d.groupby(keys)["loss_value"]
+        centre = d[d["k"].abs() < 1e-12].groupby(keys)["loss_value"].mean()
         out = pd.DataFrame({"at_theta": centre, "max_along_line": g.max(), "min_along_line": g.min()})
-        return out.unstack("loss")
+        return out.unstack(keys[1:])
     if probe != "crossings":
         raise UserError(f"unknown post-hoc probe {probe!r} (cosine, hessian, slice or crossings)")
     d = df.groupby("epoch")[["changed", "layer_size"]].sum()

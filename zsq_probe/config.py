@@ -140,13 +140,25 @@ class ProbeConfig:
     hessian_every_epochs: int = 20  # hessian and slice probes every N epochs (and at the last epoch): 20 in 400
     batch_size: int = 200  # the probe batch (fixed size, drawn from the probe's own stream)
     # sized so the whole probe suite at this cadence stays near 10 % of training (benchmarks/probe_overhead.py)
-    hessian_vectors: int = 10  # Hutchinson probe vectors
+    hessian_vectors: int = 10  # Hutchinson probe vectors (block / layer scopes; model scope with "hutchinson")
+    # model-scope trace estimators: hutch++ (adaptive, deflated by the top eigenvectors), hutchinson, slq, exact
+    trace_estimators: list[str] = field(default_factory=lambda: ["hutch++", "slq"])
+    trace_rtol: float = 0.05  # adaptive stop: 95 % half-width <= trace_rtol * |trace|
+    trace_max_products: int = 400  # product budget of one adaptive trace estimate
+    density_sigma: str = "range"  # density smoothing: range (a fraction of the spectral range) | pyhessian
+    density_sigma_fraction: float = 0.01
     hessian_top_k: int = 3
     slq_runs: int = 2
     slq_steps: int = 16
-    slice_points: int = 21
+    slice_points: int = 21  # positions k in [-0.5, 0.5]
     slice_directions: list[str] = field(default_factory=lambda: ["eigenvector"])  # + random, filter
-    slice_scalings: list[str] = field(default_factory=lambda: ["gradient"])  # + unit
+    # gradient: delta = grad L . e (paper Fig. 2c, per loss); norm: ||delta e|| = slice_norm_fraction * ||theta||,
+    # one parameter-norm scale for CE and KL (Fig. 2c draws them on one axis); unit: delta = 1
+    slice_scalings: list[str] = field(default_factory=lambda: ["gradient", "norm"])
+    slice_norm_fraction: float = 0.01  # 'norm' scaling: displacement at k = 1 as a fraction of ||theta||
+    # quantised students: the straight-through surrogate (the loss the Hessian describes) and/or the re-quantised
+    # loss; float students always give their one loss
+    slice_losses: list[str] = field(default_factory=lambda: ["surrogate", "requantized"])
     scopes: list[str] = field(default_factory=lambda: ["model"])  # + block, layer (cosine, trace)
 
     def validate(self) -> None:
@@ -155,7 +167,19 @@ class ProbeConfig:
         for name in self.slice_directions:
             _one_of(name, ("eigenvector", "random", "filter"), "slice direction")
         for name in self.slice_scalings:
-            _one_of(name, ("gradient", "unit"), "slice scaling")
+            _one_of(name, ("gradient", "norm", "unit"), "slice scaling")
+        if not self.slice_norm_fraction > 0:
+            _bad(f"slice_norm_fraction={self.slice_norm_fraction} (must be > 0)")
+        if not self.slice_losses:
+            _bad("slice_losses is empty (surrogate, requantized or both)")
+        for name in self.slice_losses:
+            _one_of(name, ("surrogate", "requantized"), "slice loss")
+        for name in self.trace_estimators:
+            _one_of(name, ("hutch++", "hutchinson", "slq", "exact"), "trace estimator")
+        _one_of(self.density_sigma, ("range", "pyhessian"), "density_sigma")
+        if not self.trace_rtol > 0:
+            _bad(f"trace_rtol={self.trace_rtol} (must be > 0)")
+        _at_least(self, 8, "trace_max_products")
         for name in self.scopes:
             _one_of(name, ("model", "block", "layer"), "probe scope")
         from zsq_probe.probes import probe_names  # built-in and user-registered probes

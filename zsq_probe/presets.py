@@ -27,7 +27,8 @@ DATASET_SCALES: dict[str, dict] = {
     "digits": dict(epochs=12, iters_per_epoch=25, batch_size=64, warmup_epochs=2, act_range_epochs=2,
                    lr_milestones=[6, 9], gi_p=1e-3, gi_p_milestones=[6, 9], lr=1e-3,
                    val_batch_size=300, hessian_batch_size=200, hessian_every_epochs=3, probe_every_steps=5,
-                   hessian_vectors=8, slq_runs=1, slq_steps=16, hessian_top_k=3, w_bits=3, a_bits=3),
+                   hessian_vectors=8, slq_runs=2, slq_steps=16, hessian_top_k=3, w_bits=3, a_bits=3,
+                   trace_max_products=100),
 }
 _FAMILY = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "digits": "digits"}
 

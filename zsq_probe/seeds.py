@@ -22,3 +22,12 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
 def stream(seed: int, epoch: int, stream_id: int) -> torch.Generator:
     """A CPU generator for (run seed, epoch, stream)."""
     return torch.Generator().manual_seed(epoch_seed(seed, epoch, stream_id))
+
+
+def sub_seed(seed: int, *labels: str) -> int:
+    """A seed of its own for each labelled consumer of one probe seed (CE and KL, each estimator), so their
+    random vectors are independent and their errors do not move together."""
+    import zlib
+
+    mix = zlib.crc32("/".join(labels).encode())
+    return (int(seed) * 1_000_003 + mix * 7_368_787) % (2**63 - 1)

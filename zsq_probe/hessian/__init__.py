@@ -25,6 +25,7 @@ from zsq_probe.hessian.estimators import (Eigenpairs, LanczosResult, SpectralDen
                                          gaussian_density, hutchinson_trace, lanczos, slq_density, slq_trace,
                                          top_eigenpair, top_eigenpairs)
 from zsq_probe.hessian.operator import HessianOperator, flatten_params, rademacher, unflatten
+from zsq_probe.hessian.trace import TraceInterval, estimate_trace, hutchinson_interval, hutchpp_trace
 
 __all__ = [
     "HessianOperator",
@@ -42,4 +43,27 @@ __all__ = [
     "rademacher",
     "flatten_params",
     "unflatten",
+    "TraceInterval",
+    "estimate_trace",
+    "hutchpp_trace",
+    "hutchinson_interval",
+]
+
+from zsq_probe.hessian.diagonal import (ExactTrace, HessianDiagonal, NotPiecewiseLinearError,  # noqa: E402
+                                       coordinate_products, exact_diagonal, exact_trace, ggn_diagonal,
+                                       loss_function, output_hessian, output_hessian_factor,
+                                       piecewise_linear_problems)
+
+__all__ += [
+    "HessianDiagonal",
+    "ExactTrace",
+    "NotPiecewiseLinearError",
+    "exact_diagonal",
+    "exact_trace",
+    "ggn_diagonal",
+    "coordinate_products",
+    "loss_function",
+    "output_hessian",
+    "output_hessian_factor",
+    "piecewise_linear_problems",
 ]

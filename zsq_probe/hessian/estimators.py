@@ -33,7 +33,8 @@ def _check_op(op: Any) -> None:
 @dataclass(frozen=True)
 class TraceEstimate:
     """A stochastic trace estimate: mean of the per-vector samples, its standard error
-    (sample std / sqrt(num_vectors); NaN with one vector), the vectors used and the seed."""
+    (sample std / sqrt(num_vectors); NaN with one vector), the vectors used and the seed, and a
+    95 % interval (`ci_low`, `ci_high`; NaN with one sample) with how it was made (`interval`)."""
 
     estimate: float
     stderr: float
@@ -42,6 +43,9 @@ class TraceEstimate:
     samples: tuple[float, ...] = field(repr=False, default=())
     method: str = "hutchinson"
     num_products: int = 0
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    interval: str = ""
 
 
 def _mean_stderr(samples: Sequence[float]) -> tuple[float, float]:
@@ -49,6 +53,19 @@ def _mean_stderr(samples: Sequence[float]) -> tuple[float, float]:
     mean = float(x.mean())
     stderr = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
     return mean, stderr
+
+
+def t_interval(samples: Sequence[float], level: float = 0.95) -> tuple[float, float, str]:
+    """Student-t interval of the mean of independent samples: (low, high, description); NaN bounds with
+    fewer than two samples."""
+    from scipy.stats import t
+
+    n = len(samples)
+    if n < 2:
+        return float("nan"), float("nan"), "none (one sample)"
+    mean, stderr = _mean_stderr(samples)
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * stderr
+    return mean - half, mean + half, f"student-t {100 * level:g}% over {n} independent samples"
 
 
 def hutchinson_trace(op: HessianOperator, num_vectors: int = 100, seed: int = 0, rtol: float | None = None,
@@ -71,14 +88,15 @@ def hutchinson_trace(op: HessianOperator, num_vectors: int = 100, seed: int = 0,
     samples: list[float] = []
     for k in range(1, num_vectors + 1):
         v = rademacher(op.dim, gen, op.dtype, op.device)
-        samples.append(float(torch.dot(v, op.matvec(v))))
+        samples.append(float(torch.dot(v.double(), op.matvec(v).double())))
         if rtol is not None and k >= max(min_vectors, 2):
             mean, stderr = _mean_stderr(samples)
             if stderr <= rtol * abs(mean):
                 break
     mean, stderr = _mean_stderr(samples)
+    low, high, how = t_interval(samples)
     return TraceEstimate(mean, stderr, len(samples), int(seed), tuple(samples), "hutchinson",
-                         getattr(op, "num_products", 0) - start)
+                         getattr(op, "num_products", 0) - start, low, high, how)
 
 
 @dataclass(frozen=True)
@@ -140,7 +158,7 @@ def lanczos(op: HessianOperator, num_steps: int, v0: torch.Tensor | None = None,
     for j in range(num_steps):
         basis[j if keep else j % 2] = q
         w = op.matvec(q)
-        a = float(torch.dot(q, w))
+        a = float(torch.dot(q.double(), w.double()))  # float64 scalars: float32 dots bias the Ritz values
         alphas.append(a)
         w = w - a * q
         if q_prev is not None:
@@ -149,7 +167,7 @@ def lanczos(op: HessianOperator, num_steps: int, v0: torch.Tensor | None = None,
             Q = basis[: j + 1]
             for _ in range(2):
                 w = w - Q.T @ (Q @ w)
-        b = float(torch.linalg.vector_norm(w))
+        b = float(torch.linalg.vector_norm(w.double()))
         anorm = max(anorm, abs(a) + b + (betas[-1] if betas else 0.0))
         if j == num_steps - 1 or b <= math.sqrt(eps) * max(anorm, 1e-300) or (until and until(alphas, betas, b)):
             break
@@ -188,7 +206,8 @@ def slq_density(op: HessianOperator, num_runs: int = 1, num_steps: int = 90, see
                 reorthogonalize: bool = True) -> SpectralDensity:
     """Eigenvalue density by stochastic Lanczos quadrature: ``num_runs`` Lanczos runs of
     ``num_steps`` steps, run ``r`` starting from the ``r``-th Rademacher vector of a generator
-    seeded with ``seed`` (the vectors :func:`hutchinson_trace` uses with the same seed)."""
+    seeded with ``seed``.  The same seed gives the vectors :func:`hutchinson_trace` draws: to have
+    SLQ as an estimate of its own, give it a seed of its own."""
     _check_op(op)
     num_runs = _check_int(num_runs, "num_runs")
     num_steps = _check_int(num_steps, "num_steps")
@@ -214,7 +233,9 @@ def slq_trace(source: HessianOperator | SpectralDensity, num_runs: int = 10, num
     density = source if isinstance(source, SpectralDensity) else slq_density(source, num_runs, num_steps, seed)
     samples = [density.dim * float(np.sum(w * x)) for x, w in zip(density.run_nodes, density.run_weights)]
     mean, stderr = _mean_stderr(samples)
-    return TraceEstimate(mean, stderr, density.num_runs, density.seed, tuple(samples), "slq", density.num_products)
+    low, high, how = t_interval(samples)
+    return TraceEstimate(mean, stderr, density.num_runs, density.seed, tuple(samples), "slq", density.num_products,
+                         low, high, how)
 
 
 def gaussian_density(nodes: Any, weights: Any, grid: Any, sigma: float) -> np.ndarray:

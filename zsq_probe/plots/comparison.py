@@ -40,14 +40,13 @@ def draw_compare(ax, probe: str, kd_run, zq_run, kd_df=None, zq_df=None) -> None
     else:
         for run, df, _, ls, kind in pairs:
             curves = compare.trace_curves(df, f"{run.name} probes/hessian_trace")
-            est = "hutchinson" if (curves["estimator"] == "hutchinson").any() else curves["estimator"].iloc[0]
+            est = compare.preferred_estimator(curves)
             for loss, color in (("ce", CE_COLOR), ("kl", KL_COLOR)):
                 c = curves[(curves["estimator"] == est) & (curves["loss"] == loss)]
                 if len(c):
                     ax.plot(c["epoch"], c["trace"], color=color, ls=ls, lw=1.8,
                             label=f"{loss.upper()}-{kind} ({R.method(run)}, {est})")
-                    ax.fill_between(c["epoch"], c["trace"] - c["stderr"], c["trace"] + c["stderr"], color=color,
-                                    alpha=0.15, lw=0)
+                    ax.fill_between(c["epoch"], c["ci_low"], c["ci_high"], color=color, alpha=0.15, lw=0)
         ax.set_ylabel("Tr(H)")
     epoch_axis(ax)
     ax.set_title(f"{probe}: KD {kd_run.name} vs ZQ {zq_run.name}")

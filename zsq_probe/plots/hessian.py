@@ -32,26 +32,26 @@ def draw_hessian_trace(ax, source, *, legend: bool = True) -> None:
 
 
 def _traces(ax, run, df, legend, figure):
+    """One curve per loss — the run's preferred estimate (compare.TRACE_PREFERENCE) — with its 95 % interval."""
     curves = compare.trace_curves(df, R.where(figure, run, "hessian_trace"))
+    est = compare.preferred_estimator(curves)
     drawn = 0
     for loss in ("ce", "kl"):
+        c = curves[(curves["estimator"] == est) & (curves["loss"] == loss)].sort_values("epoch")
+        if not len(c):
+            continue
         color = LOSS_COLORS[loss]
-        h = curves[(curves["estimator"] == "hutchinson") & (curves["loss"] == loss)]
-        if len(h):
-            ax.plot(h["epoch"], h["trace"], color=color, lw=1.8, marker="o" if len(h) <= 40 else None, ms=3,
-                    label=f"{loss.upper()} (Hutchinson ±1 s.e.)")
-            ax.fill_between(h["epoch"], h["trace"] - h["stderr"], h["trace"] + h["stderr"], color=color,
-                            alpha=0.2, lw=0)
-            drawn += 1
-        s = curves[(curves["estimator"] == "slq") & (curves["loss"] == loss)]
-        if len(s):
-            ax.plot(s["epoch"], s["trace"], color=color, lw=1.4, ls="--", label=f"{loss.upper()} (SLQ)")
-            drawn += 1
+        ax.plot(c["epoch"], c["trace"], color=color, lw=1.8, marker="o" if len(c) <= 40 else None, ms=3,
+                label=f"{loss.upper()}")
+        if c["ci_low"].notna().any():
+            ax.fill_between(c["epoch"], c["ci_low"], c["ci_high"], color=color, alpha=0.2, lw=0)
+        drawn += 1
     if not drawn:
-        note(ax, "no CE/KL trace rows\n(estimator hutchinson or slq)")
+        note(ax, "no CE/KL trace rows")
         return
     epoch_axis(ax)
-    ax.set_ylabel("Tr(H)")
+    band = "" if est == "exact" else ", 95% interval"
+    ax.set_ylabel(f"Tr(H) ({est}{band})")
     if legend:
         ax.legend(loc="best")
 
@@ -110,13 +110,18 @@ def draw_eigen_density(ax, source, epoch: int | None = None) -> int:
 
 def _density(ax, run, df, epoch):
     d = df[df["epoch"] == epoch]
+    if "origin" in d and (d["origin"] == "online").any():
+        d = d[d["origin"] == "online"]  # a post-hoc measurement repeats the online one: one set of weights
+    elif "origin" in d:
+        d = d[d["origin"] == d["origin"].iloc[0]] if len(d) else d
     d = d[np.isfinite(d["node"].astype(float)) & np.isfinite(d["weight"].astype(float))]
     if d.empty:
         note(ax, f"no finite SLQ nodes at epoch {epoch}")
         return
     lo, hi = float(d["node"].min()), float(d["node"].max())
     span = max(hi - lo, 1e-3 * max(abs(lo), abs(hi), 1.0))
-    sigma = SIGMA_FRACTION * span
+    recorded = d["sigma"].astype(float) if "sigma" in d else None
+    sigma = float(recorded.median()) if recorded is not None and recorded.notna().any() else SIGMA_FRACTION * span
     grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, 2000)
     curves = {}
     for loss in ("ce", "kl"):
@@ -132,7 +137,9 @@ def _density(ax, run, df, epoch):
     ax.set_ylim(bottom=floor)
     ax.set_xlabel("Eigenvalue")
     ax.set_ylabel("Density (log)")
-    ax.legend(loc="upper right")
+    runs_n = int(d["slq_run"].nunique()) if "slq_run" in d else 1
+    ax.legend(loc="upper right", title=f"σ = {sigma:.3g}, {runs_n} SLQ run{'s' if runs_n > 1 else ''}",
+              title_fontsize=8)
     ax.set_title(f"{R.label(run)}\nepoch {epoch}" if run is not None else f"epoch {epoch}", fontsize=10)
 
 

@@ -1,8 +1,20 @@
-"""Fig. 2c: the loss along the top Hessian eigenvector, L(theta + k * e * delta), k in [-0.5, 0.5], per epoch.
+"""Fig. 2c: the loss along the top Hessian eigenvector e of each loss, L(theta + k*delta*e), k in [-0.5, 0.5].
 
-One panel per run; CE in a red colour scheme (left axis), KL in a blue one (right axis), darker =
-later epoch.  At most 12 epochs are drawn (evenly spaced, first and last included).  Rows with
-direction 'eigenvector' only; 'gradient' scaling preferred when a run has both scalings.
+One row of panels per run (KD first), 7 in wide (one text column) with text of 7 pt or more:
+
+* **common scale** (rows with scaling 'norm'): CE and KL on one axis.  x is the signed displacement
+  ||dtheta|| / ||theta|| in % (k * step_norm / theta_norm, the same for both losses: |delta| is a fixed
+  fraction of ||theta||), y the change of each loss term from theta (CE, and KL * T^2 as trained), so the
+  two curvatures can be compared by eye.
+* **CE** and **KL with the paper's delta** (scaling 'gradient', delta = grad L . e; 'unit' when a run has no
+  'gradient' rows): each loss in its own panel, because its delta, hence what k means in parameter space,
+  differs between the losses; x is k, the panel states the range of ||delta e|| / ||theta|| over the epochs
+  drawn.
+
+Quantised students: solid lines are the straight-through surrogate (quantisation offsets frozen at theta:
+the loss whose Hessian gives e and lambda), dashed the re-quantised loss at the last epoch drawn.  Float
+students: their one loss.  Older runs without `loss_kind` are labelled as such.  Darker = later epoch; at
+most 6 epochs (evenly spaced, first and last included).  Rows with direction 'eigenvector' only.
 """
 
 from __future__ import annotations
@@ -12,18 +24,57 @@ import numpy as np
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import CE_CMAP, CE_COLOR, KL_CMAP, KL_COLOR, colormap, drawing, note
 
-COLUMNS = ["epoch", "loss", "direction", "scaling", "k", "loss_value"]
-MAX_EPOCHS = 12
+COLUMNS = ["epoch", "loss", "direction", "scaling", "k", "loss_value"]  # needed; the rest optional (older runs)
+OPTIONAL = {"loss_kind": "unrecorded", "step_norm": np.nan, "theta_norm": np.nan}
+MAX_EPOCHS = 6
+WIDTH = 6.8  # inches: saved with 0.1 in padding a side, the file is one 7 in text column wide
+ROW_HEIGHT = 2.45
+MIN_FONT = 7.5  # pt; >= 7 pt once the file is scaled to a 7 in column
+TEXT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT,
+        "xtick.labelsize": MIN_FONT, "ytick.labelsize": MIN_FONT, "figure.titlesize": 9}
+LOSSES = (("ce", "CE", CE_CMAP, CE_COLOR), ("kl", "KL·T²", KL_CMAP, KL_COLOR))
+KIND_ORDER = ("surrogate", "float", "requantized", "unrecorded")
+KIND_TEXT = {
+    "surrogate": "quantised student\nsolid: straight-through surrogate (quantisation offsets frozen at θ; its "
+                 "Hessian gives e, λ)",
+    "float": "full-precision student",
+    "requantized": "quantised student, re-quantised loss",
+    "unrecorded": "loss kind not recorded (older run)",
+}
+DELTA_TEXT = {"gradient": "δ = ∂L/∂e, paper", "unit": "δ = 1"}
+KIND_SHORT = {"surrogate": "STE surrogate (dashed: re-quantised)", "float": "float student",
+              "requantized": "re-quantised", "unrecorded": "loss kind not recorded"}
 
 
-def eigen_slices(df):
-    """(mean loss per (loss, epoch, k) along the eigenvector, scaling used); (empty, None) without such rows."""
-    d = df[df["direction"] == "eigenvector"]
-    if d.empty:
-        return d, None
-    scaling = "gradient" if (d["scaling"] == "gradient").any() else str(d["scaling"].iloc[0])
-    d = d[d["scaling"] == scaling]
-    return d.groupby(["loss", "epoch", "k"], as_index=False)["loss_value"].mean(), scaling
+# ------------------------------------------------------------------------------------------- data
+def eigen_rows(df):
+    """The eigenvector rows of a slice table, with the optional columns filled in for older runs."""
+    d = df[df["direction"] == "eigenvector"].copy()
+    for column, default in OPTIONAL.items():
+        if column not in d.columns:
+            d[column] = default
+        elif isinstance(default, str):
+            d[column] = d[column].astype(object).where(d[column].notna(), default)
+    return d
+
+
+def main_kind(d) -> str | None:
+    """The loss kind the solid lines show: the surrogate for a quantised student, else what there is."""
+    kinds = set(d["loss_kind"])
+    return next((k for k in KIND_ORDER if k in kinds), None)
+
+
+def delta_scaling(d) -> str | None:
+    """The per-loss scaling of the paper-style panels: 'gradient' when present, else 'unit'."""
+    scalings = set(d["scaling"])
+    return next((s for s in ("gradient", "unit") if s in scalings), None)
+
+
+def curves(d, scaling: str, kind: str):
+    """Mean loss (and step norms) per (loss, epoch, k) for one scaling and loss kind (online and post-hoc rows
+    of the same checkpoint averaged)."""
+    s = d[(d["scaling"] == scaling) & (d["loss_kind"] == kind)]
+    return s.groupby(["loss", "epoch", "k"], as_index=False)[["loss_value", "step_norm", "theta_norm"]].mean()
 
 
 def thin(epochs, n=MAX_EPOCHS):
@@ -35,63 +86,208 @@ def thin(epochs, n=MAX_EPOCHS):
     return [epochs[i] for i in idx]
 
 
-def draw_loss_slice(ax, source) -> None:
-    """Draw one run's CE (left axis) and KL (right axis) slices along the top eigenvector into `ax`.
+def _shade(i, n):
+    return 0.4 + 0.6 * i / (n - 1) if n > 1 else 1.0
 
-    `source`: a run (RunDir or folder) or its probes/slice DataFrame.
+
+def _relative_step(g) -> np.ndarray | None:
+    """step_norm / theta_norm of a curve, or None when the run did not record them."""
+    r = (g["step_norm"] / g["theta_norm"]).to_numpy(dtype=float)
+    return r if np.isfinite(r).all() else None
+
+
+def _percent(values) -> str:
+    v = np.asarray(values, dtype=float)
+    lo, hi = float(v.min()) * 100, float(v.max()) * 100
+    fmt = (lambda x: f"{x:.2g}")
+    return f"{fmt(lo)} %" if np.isclose(lo, hi, rtol=0.05) else f"{fmt(lo)}–{fmt(hi)} %"
+
+
+# ------------------------------------------------------------------------------------------ panels
+def _lines(ax, c, loss, epochs, cmap_name, x_of, y_of, handles, linestyle="-", only_last=False, label=None):
+    cmap = colormap(cmap_name)
+    rows = c[c["loss"] == loss]
+    drawn = []
+    for i, e in enumerate(epochs):
+        if only_last and i != len(epochs) - 1:
+            continue
+        g = rows[rows["epoch"] == e].sort_values("k")
+        if g.empty:
+            continue
+        lab = label(e) if label else None
+        (h,) = ax.plot(x_of(g), y_of(g), color=cmap(_shade(i, len(epochs))), lw=1.0 if only_last else 1.4,
+                       ls=linestyle, label=lab)
+        drawn.append(g)
+        if lab and (i in (0, len(epochs) - 1) or only_last):
+            handles[lab] = h
+    return drawn
+
+
+def _blank():
+    """An invisible legend entry (keeps the CE and KL legend rows aligned)."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], alpha=0.0, label=" ")
+
+
+def _epoch_label(name):
+    return lambda e: f"{name} epoch {e}"
+
+
+def _common_panel(ax, d, kind, handles) -> bool:
+    """CE and KL along the common parameter-norm scale on one axis: Delta L against ||dtheta|| / ||theta||."""
+    main = curves(d, "norm", kind)
+    if main.empty:
+        note(ax, "no common-scale rows\n(slice_scalings: add 'norm')")
+        return False
+    requant = curves(d, "norm", "requantized") if kind == "surrogate" else None
+    epochs = thin(main["epoch"].unique())
+    fractions = []
+
+    def x_of(g):
+        r = _relative_step(g)
+        if r is not None:
+            fractions.extend(r)
+            return 100 * g["k"].to_numpy() * r
+        return g["k"].to_numpy()
+
+    def y_of(g):
+        k, v = g["k"].to_numpy(), g["loss_value"].to_numpy()
+        return v - np.interp(0.0, k, v)
+
+    for loss, name, cmap, _ in LOSSES:
+        _lines(ax, main, loss, epochs, cmap, x_of, y_of, handles, label=_epoch_label(name))
+        if requant is not None and not requant.empty:
+            _lines(ax, requant, loss, epochs, cmap, x_of, y_of, handles, "--", only_last=True,
+                   label=lambda e, n=name: f"{n} re-quantised, epoch {e}")
+    ax.axhline(0.0, color="0.6", lw=0.6, zorder=0)
+    if fractions:
+        ax.set_xlabel(f"signed ‖Δθ‖/‖θ‖ (%), Δθ = k·δ·e\n|δ| = {_percent(fractions)} of ‖θ‖, k ∈ [−½, ½]")
+    else:
+        ax.set_xlabel("k  (θ + k·δ·e, common |δ|; norms not recorded)")
+    ax.set_ylabel("L − L(θ)   (CE; KL·T²)")
+    ax.set_title("CE and KL, common scale")
+    return True
+
+
+def _delta_panel(ax, d, kind, loss, scaling, handles) -> bool:
+    """One loss along its own (paper) delta: L against k."""
+    name, cmap, color = next((n, c, col) for key, n, c, col in LOSSES if key == loss)
+    main = curves(d, scaling, kind) if scaling else d.iloc[:0]
+    main = main[main["loss"] == loss] if len(main) else main
+    if main.empty:
+        note(ax, f"no {name} rows with the paper's δ\n(slice_scalings: add 'gradient')")
+        return False
+    requant = curves(d, scaling, "requantized") if kind == "surrogate" else None
+    epochs = thin(main["epoch"].unique())
+    drawn = _lines(ax, main, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles,
+                   label=_epoch_label(name))
+    if requant is not None and not requant.empty:
+        _lines(ax, requant, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles, "--",
+               only_last=True, label=lambda e: f"{name} re-quantised, epoch {e}")
+    steps = [r for g in drawn if (r := _relative_step(g)) is not None]
+    span = f"\n‖δe‖ = {_percent(np.concatenate(steps))} of ‖θ‖" if steps else ""
+    ax.set_xlabel(f"k   (θ + k·δ·e, {DELTA_TEXT[scaling]}){span}")
+    ax.set_ylabel(name, color=color)
+    ax.set_title(f"{name.split('·')[0]}, own δ scaling")
+    return True
+
+
+# ------------------------------------------------------------------------------------ public API
+def draw_loss_slice(ax, source, scaling: str | None = None, loss: str | None = None) -> None:
+    """Draw one run's slices along the top eigenvector into `ax`.
+
+    `source`: a run (RunDir or folder) or its probes/slice DataFrame.  `scaling` None: the common
+    parameter-norm scale when the run has it (CE and KL on one axis, the change from theta), else the paper's
+    delta.  With `scaling` 'gradient' or 'unit', `loss` ('ce' or 'kl') draws that loss alone; without `loss`
+    both share the panel on twin y axes (left CE, right KL), each k in units of its own delta.
     """
     run, df = R.table_of(source, "slice", COLUMNS)
-    slices, scaling = eigen_slices(df)
-    if scaling is None:
+    d = eigen_rows(df)
+    kind = main_kind(d)
+    if kind is None:
         note(ax, f"{run.name + ': ' if run is not None else ''}no eigenvector slices")
         return
-    _slices(ax, run, slices, scaling)
+    if scaling is None:
+        scaling = "norm" if (d["scaling"] == "norm").any() else delta_scaling(d)
+    handles: dict = {}
+    if scaling == "norm":
+        _common_panel(ax, d, kind, handles)
+    elif loss is not None:
+        _delta_panel(ax, d, kind, loss, scaling, handles)
+    else:
+        _twin_panel(ax, d, kind, scaling, handles)
+    head = f"{R.label(run)}\n" if run is not None else ""
+    ax.set_title(f"{head}top eigenvector e: {ax.get_title()}\n{KIND_SHORT[kind]}", fontsize=9)
+    if handles:
+        ax.legend(handles=list(handles.values()), fontsize=MIN_FONT, frameon=False)
 
 
-def _slices(ax, run, slices, scaling):
-    epochs = thin(slices["epoch"].unique())
-    shade = (lambda i: 0.35 + 0.65 * i / (len(epochs) - 1)) if len(epochs) > 1 else (lambda i: 1.0)
+def _twin_panel(ax, d, kind, scaling, handles) -> None:
+    """The paper's single panel: CE (left axis) and KL (right axis), each along its own delta."""
     ax_kl = ax.twinx()
     ax_kl.grid(False)
     ax_kl.spines["right"].set_visible(True)
-    handles = []
-    for loss, axis, cmap_name in (("ce", ax, CE_CMAP), ("kl", ax_kl, KL_CMAP)):
-        cmap = colormap(cmap_name)
-        rows = slices[slices["loss"] == loss]
-        for i, e in enumerate(epochs):
-            g = rows[rows["epoch"] == e].sort_values("k")
-            if g.empty:
-                continue
-            lab = f"{loss.upper()} epoch {e}" if i in (0, len(epochs) - 1) else None
-            (h,) = axis.plot(g["k"], g["loss_value"], color=cmap(shade(i)), lw=1.5, label=lab)
-            if lab:
-                handles.append(h)
-    ax.set_xlabel("k  (θ + k·e·δ)")
-    ax.set_ylabel("CE", color=CE_COLOR)
-    ax_kl.set_ylabel("KL (×T²)", color=KL_COLOR)
-    ax.tick_params(axis="y", colors=CE_COLOR)
-    ax_kl.tick_params(axis="y", colors=KL_COLOR)
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=4, frameon=False)
-    head = f"{R.label(run)}\n" if run is not None else ""
-    ax.set_title(f"{head}along the top eigenvector ({scaling} scaling)", fontsize=10)
+    c = curves(d, scaling, kind)
+    requant = curves(d, scaling, "requantized") if kind == "surrogate" else None
+    epochs = thin(c["epoch"].unique())
+    for (loss, name, cmap, color), axis in zip(LOSSES, (ax, ax_kl)):
+        _lines(axis, c, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles,
+               label=_epoch_label(name))
+        if requant is not None and not requant.empty:
+            _lines(axis, requant, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles, "--",
+                   only_last=True, label=lambda e, n=name: f"{n} re-quantised, epoch {e}")
+        axis.set_ylabel(name, color=color)
+        axis.tick_params(axis="y", colors=color)
+    ax.set_xlabel(f"k   (θ + k·δ·e, {DELTA_TEXT.get(scaling, scaling)}, δ per loss)")
+    ax.set_title(f"CE and KL, each its own δ ({scaling})")
 
 
 def slice_figure(runs):
-    """Fig. 2c: one slice panel per run (KD first)."""
+    """Fig. 2c: per run (KD first) the common-scale panel (CE and KL on one axis) and one panel per loss with
+    the paper's delta scaling."""
     runs = R.kd_first(R.runs_with(R.open_runs(runs), "slice", "fig2c"))
-    data = {r.name: eigen_slices(R.read(r, "slice", COLUMNS, "fig2c")) for r in runs}
-    if all(s is None for _, s in data.values()):
+    data = {r.name: eigen_rows(R.read(r, "slice", COLUMNS, "fig2c")) for r in runs}
+    if all(main_kind(d) is None for d in data.values()):
         raise R.SkipFigure("no run has slices along the top eigenvector (probes/slice rows with direction "
                            "'eigenvector'; run `zsq-probe slice --run RUN`)")
-    with drawing((max(5.5, 5.4 * len(runs)), 4.6)) as fig:
-        axes = fig.subplots(1, len(runs), squeeze=False)
-        for ax, r in zip(axes[0], runs):
-            slices, scaling = data[r.name]
-            if scaling is None:
-                note(ax, f"{r.name}: no eigenvector slices")
-                ax.set_title(R.label(r))
-            else:
-                _slices(ax, r, slices, scaling)
-        fig.suptitle("Loss surface along the largest Hessian eigenvector (darker = later epoch)")
-        fig.tight_layout()
+    common = any((d["scaling"] == "norm").any() for d in data.values())
+    ncols = 3 if common else 2
+    import matplotlib
+
+    with drawing((WIDTH, ROW_HEIGHT * len(runs) + 0.35)) as fig, matplotlib.rc_context(TEXT):
+        fig.set_layout_engine("constrained", h_pad=0.06, w_pad=0.04)
+        rows = fig.subfigures(len(runs), 1, squeeze=False)[:, 0]
+        for sub, r in zip(rows, runs):
+            _run_row(sub, r, data[r.name], common, ncols)
+        fig.suptitle("Loss along the top Hessian eigenvector e of each loss (darker = later epoch)",
+                     fontweight="bold")
     return fig
+
+
+def _run_row(sub, run, d, common, ncols):
+    axes = sub.subplots(1, ncols, squeeze=False)[0]
+    kind = main_kind(d)
+    if kind is None:
+        for ax in axes:
+            note(ax, f"{run.name}: no eigenvector slices")
+        sub.suptitle(R.label(run), fontsize=8, x=0.01, ha="left")
+        return
+    handles: dict = {}
+    panels = list(axes)
+    if common:
+        _common_panel(panels.pop(0), d, kind, handles)
+    scaling = delta_scaling(d)
+    for ax, (loss, *_rest) in zip(panels, LOSSES):
+        _delta_panel(ax, d, kind, loss, scaling, handles)
+    what = KIND_TEXT[kind]
+    if kind == "surrogate" and (d["loss_kind"] == "requantized").any():
+        what += "; dashed: re-quantised"
+    sub.suptitle(f"{R.label(run)}: {what}", fontsize=MIN_FONT, x=0.01, ha="left")
+    if handles:
+        # one legend row per loss: CE entries above KL entries
+        by_loss = [[h for lab, h in handles.items() if lab.startswith(name)] for _, name, _, _ in LOSSES]
+        ncol = max(len(entries) for entries in by_loss)
+        ordered = [entries[i] if i < len(entries) else None for i in range(ncol) for entries in by_loss]
+        sub.legend(handles=[h if h is not None else _blank() for h in ordered], loc="outside lower center",
+                   ncol=ncol, frameon=False, fontsize=MIN_FONT, handlelength=1.8, columnspacing=1.5)

@@ -8,12 +8,13 @@ activation ranges frozen; every mode, buffer and parameter is put back afterward
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import torch
 
-from zsq_probe.hessian import HessianOperator, hutchinson_trace, slq_density, slq_trace, top_eigenpairs
+from zsq_probe.hessian import HessianOperator, slq_density, slq_trace, top_eigenpairs
 from zsq_probe.losses import ce_to_labels, kl_to_teacher
 from zsq_probe.module_state import preserved_state
 from zsq_probe.probes.base import Probe, grouped_indices
@@ -38,44 +39,89 @@ def warn_small_batch(size: int) -> None:
                       f"between draws; raise hessian_batch_size to >= {SMALL_PROBE_BATCH}", stacklevel=2)
 
 
-def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, list[dict]], dict]:
-    """Traces (Hutchinson and SLQ), signed top-k eigenvalues and SLQ density of the CE and KL Hessians.
+def _trace_row(t, estimator: str, seed: int) -> dict:
+    return dict(estimator=estimator, trace=t.estimate, stderr=t.stderr, ci_low=t.ci_low, ci_high=t.ci_high,
+                interval=t.interval, num_vectors=t.num_vectors, num_hvps=t.num_products, seed=seed)
 
-    Returns rows per table and {loss: top eigenvector (flat, parameter order)} for the slice probe."""
+
+def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, list[dict]], dict]:
+    """Traces with 95 % intervals, signed top-k eigenvalues and SLQ density of the CE and KL Hessians.
+
+    Model scope: top eigenpairs first (seed `seed`, the one the slice probe uses), then each estimator of
+    `probing.trace_estimators` with a seed of its own per loss (independent vectors): Hutch++ deflated by
+    those eigenvectors (adaptive to `trace_rtol`), plain Hutchinson, SLQ (independent runs; its trace and
+    interval from the runs), the exact trace (Gauss-Newton diagonal: exact for piecewise-linear nets).
+    Block / layer scopes: Hutchinson with `hessian_vectors` vectors and its t interval.  Returns rows per table and {loss: top eigenvector}."""
+    from zsq_probe.hessian.trace import estimate_trace
+    from zsq_probe.seeds import sub_seed
+
+    pc = cfg.probing
     rows = {"hessian_trace": [], "hessian_eigenvalues": [], "hessian_density": []}
     top = {}
-    common = {"probe_batch_size": batch.size, "seed": seed}
+    common = {"probe_batch_size": batch.size, "probe_batch_source": batch.source}
     for loss, (fn, target_name) in loss_functions(cfg).items():
         target = getattr(batch, target_name)
-        for scope in cfg.probing.scopes:
-            groups = grouped_indices(param_names, scope)
-            for group, idx in groups.items():
+        for scope in pc.scopes:
+            for group, idx in grouped_indices(param_names, scope).items():
                 names = None if scope == "model" else [param_names[i] for i in idx]
+                where = dict(loss=loss, scope=scope, group=group, **common)
                 with HessianOperator(student, fn, [(batch.inputs, target)], params=names, mode="eval") as op:
-                    h = hutchinson_trace(op, cfg.probing.hessian_vectors, seed=seed)
-                    rows["hessian_trace"].append(dict(loss=loss, scope=scope, group=group, estimator="hutchinson",
-                                                      trace=h.estimate, stderr=h.stderr, num_vectors=h.num_vectors,
-                                                      num_hvps=h.num_products, num_params=op.dim,
-                                                      probe_batch_source=batch.source, **common))
+                    where["num_params"] = op.dim
                     if scope != "model":
+                        s = sub_seed(seed, loss, scope, group, "hutchinson")
+                        # fixed-size Hutchinson per group (the adaptive budget is for the model-scope estimate)
+                        t = estimate_trace(op, "hutchinson", rtol=None, max_products=pc.hessian_vectors,
+                                           min_samples=pc.hessian_vectors, seed=s)
+                        rows["hessian_trace"].append({**where, **_trace_row(t, "hutchinson", s)})
                         continue
-                    density = slq_density(op, cfg.probing.slq_runs, cfg.probing.slq_steps, seed=seed)
-                    s = slq_trace(density)
-                    rows["hessian_trace"].append(dict(loss=loss, scope=scope, group=group, estimator="slq",
-                                                      trace=s.estimate, stderr=s.stderr, num_vectors=s.num_vectors,
-                                                      num_hvps=s.num_products, num_params=op.dim,
-                                                      probe_batch_source=batch.source, **common))
-                    for r, (nodes, weights) in enumerate(zip(density.run_nodes, density.run_weights)):
-                        for x, w in zip(nodes, weights):
-                            rows["hessian_density"].append(dict(loss=loss, slq_run=r, node=float(x),
-                                                                weight=float(w) / density.num_runs, **common))
                     eig = top_pairs(op, cfg, seed)
                     for rank, value in enumerate(eig.eigenvalues, start=1):
                         rows["hessian_eigenvalues"].append(dict(loss=loss, rank=rank, eigenvalue=float(value),
-                                                                num_hvps=eig.num_products,
-                                                                probe_batch_source=batch.source, **common))
+                                                                num_hvps=eig.num_products, seed=seed, **common))
                     top[loss] = eig.eigenvectors[0].clone()
+                    for est in pc.trace_estimators:
+                        s = sub_seed(seed, loss, est)
+                        if est in ("hutch++", "hutchinson"):
+                            t = estimate_trace(op, est, rtol=pc.trace_rtol, max_products=pc.trace_max_products,
+                                               deflate=eig.eigenvectors if est == "hutch++" else None, seed=s)
+                            rows["hessian_trace"].append({**where, **_trace_row(t, est, s)})
+                        elif est == "slq":
+                            density = slq_density(op, pc.slq_runs, pc.slq_steps, seed=s)
+                            rows["hessian_trace"].append({**where, **_trace_row(slq_trace(density), "slq", s)})
+                            rows["hessian_density"] += density_rows(density, loss, s, pc, common)
+                        else:
+                            rows["hessian_trace"].append({**where, **exact_trace_row(student, loss, batch, cfg)})
     return rows, top
+
+
+def density_rows(density, loss: str, seed: int, pc, common: dict) -> list[dict]:
+    """One row per Ritz node; weights sum to 1 over all rows of (loss, epoch); `sigma`: the Gaussian
+    smoothing the figure applies, from `density_sigma` ('range': a fraction of the spectral range,
+    'pyhessian': PyHessian's sqrt(1e-5 * max(1, range)))."""
+    nodes = np.concatenate(density.run_nodes)
+    spread = float(nodes.max() - nodes.min()) if nodes.size else 0.0
+    if pc.density_sigma == "pyhessian":
+        sigma = math.sqrt(1e-5 * max(1.0, spread))
+    else:
+        sigma = max(pc.density_sigma_fraction * spread, 1e-12)
+    out = []
+    for r, (xs, ws) in enumerate(zip(density.run_nodes, density.run_weights)):
+        out += [dict(loss=loss, slq_run=r, node=float(x), weight=float(w) / density.num_runs, sigma=sigma,
+                     sigma_rule=pc.density_sigma, seed=seed, **common) for x, w in zip(xs, ws)]
+    return out
+
+
+def exact_trace_row(student, loss: str, batch, cfg) -> dict:
+    """The exact trace through the Gauss-Newton diagonal (refused for nets that are not piecewise linear)."""
+    from zsq_probe.hessian.diagonal import exact_trace
+
+    target = batch.labels if loss == "ce" else batch.teacher_logits
+    t = exact_trace(student, loss, batch.inputs, target, method="ggn", temperature=cfg.temperature,
+                    label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0)
+    nan = float("nan")
+    return dict(estimator="exact", trace=t.trace, stderr=0.0, ci_low=t.trace, ci_high=t.trace,
+                interval="exact (Gauss-Newton diagonal; no sampling)", num_vectors=0, num_hvps=t.num_products,
+                seed=-1) | ({} if t.exact else dict(stderr=nan, ci_low=nan, ci_high=nan))
 
 
 def top_pairs(op, cfg, seed: int):
@@ -84,22 +130,40 @@ def top_pairs(op, cfg, seed: int):
     return top_eigenpairs(op, k=min(cfg.probing.hessian_top_k, op.dim - 1), tol=1e-3, seed=seed)
 
 
+SLICE_K_MAX = 0.5  # k in [-0.5, 0.5], the paper's Fig. 2c range
+SLICE_LOSS_KINDS = ("surrogate", "requantized")  # for a quantised student; a float one gives "float"
+
+
 @torch.no_grad()
-def loss_along(student, fn, inputs, target, direction: torch.Tensor, ks, params) -> list[float]:
-    """fn(student(inputs), target) at theta + k*direction for each k; parameters restored exactly."""
+def loss_along(student, fn, inputs, target, direction: torch.Tensor, ks, params,
+               surrogate: bool = False) -> list[float]:
+    """fn(student(inputs), target) at theta + k*direction for each k.
+
+    The student runs as the Hessian probe sees it, whatever its own mode: BN in eval mode (running
+    statistics), activation ranges frozen, every buffer a private clone, so no forward here moves BN
+    statistics or ranges.  `surrogate`: evaluate the straight-through surrogate of a quantised student, its
+    quantisation offsets frozen at theta (zsq_probe.probes.surrogate; the loss whose Hessian the probe
+    reports); else the student as it is (re-quantised at every point for a quantised one).  Parameters,
+    flags and buffers are restored exactly."""
+    import contextlib
+
+    from zsq_probe.probes.surrogate import frozen_quantization
+
     saved = [p.detach().clone() for p in params]
     values = []
-    try:
-        for k in ks:
-            offset = 0
-            for p, p0 in zip(params, saved):
-                n = p.numel()
-                p.copy_(p0 + float(k) * direction[offset:offset + n].view_as(p))
-                offset += n
-            values.append(float(fn(student(inputs), target)))
-    finally:
-        for p, p0 in zip(params, saved):
-            p.copy_(p0)
+    with preserved_state(student, mode="eval"):
+        with frozen_quantization(student, inputs) if surrogate else contextlib.nullcontext():
+            try:
+                for k in ks:
+                    offset = 0
+                    for p, p0 in zip(params, saved):
+                        n = p.numel()
+                        p.copy_(p0 + float(k) * direction[offset:offset + n].view_as(p))
+                        offset += n
+                    values.append(float(fn(student(inputs), target)))
+            finally:
+                for p, p0 in zip(params, saved):
+                    p.copy_(p0)
     return values
 
 
@@ -124,35 +188,69 @@ def random_direction(params, generator: torch.Generator, filter_normalized: bool
     return flat.to(device=params[0].device, dtype=params[0].dtype)
 
 
+def slice_delta(scaling: str, gradient_along: float, direction_norm: float, theta_norm: float,
+                norm_fraction: float) -> float:
+    """The step scale delta of a slice theta + k*delta*d.
+
+    'gradient': delta = grad L . d (the paper's Fig. 2c; differs between CE and KL); 'unit': delta = 1;
+    'norm': |delta| * ||d|| = norm_fraction * ||theta||, the same parameter-norm length for every loss, signed
+    like grad L . d so that k > 0 points uphill as with 'gradient'."""
+    if scaling == "gradient":
+        return gradient_along
+    if scaling == "unit":
+        return 1.0
+    if scaling == "norm":
+        if direction_norm == 0.0:
+            return 0.0
+        return float(np.copysign(norm_fraction * theta_norm / direction_norm, gradient_along))
+    raise ValueError(f"unknown slice scaling {scaling!r}")
+
+
 def slice_rows(student, params, batch, cfg, seed: int, top: dict | None) -> list[dict]:
     """Loss slices for CE and KL along each configured direction and scaling (paper Fig. 2c uses the top
-    eigenvector of that loss's Hessian and delta = the gradient along it)."""
+    eigenvector of that loss's Hessian and delta = the gradient along it).
+
+    Everything runs on the eval-mode student (BN running statistics, frozen activation ranges) the Hessian
+    probe differentiates, whatever mode the student trains in.  A quantised student gives each slice as the
+    straight-through surrogate (the loss whose Hessian the eigenvector and delta come from) and as the
+    re-quantised loss (cfg.probing.slice_losses); a float student its one loss ('float')."""
+    from zsq_probe.probes.surrogate import is_quantized
+
     rows = []
-    ks = np.linspace(-0.5, 0.5, cfg.probing.slice_points)
+    p_cfg = cfg.probing
+    ks = np.linspace(-SLICE_K_MAX, SLICE_K_MAX, p_cfg.slice_points)
+    kinds = [k for k in SLICE_LOSS_KINDS if k in p_cfg.slice_losses] if is_quantized(student) else ["float"]
+    theta_norm = float(torch.cat([p.detach().reshape(-1).double() for p in params]).norm())
     for loss, (fn, target_name) in loss_functions(cfg).items():
         target = getattr(batch, target_name)
         with HessianOperator(student, fn, [(batch.inputs, target)], mode="eval") as op:
             gradient = op.gradient()
-            if "eigenvector" in cfg.probing.slice_directions and (top is None or loss not in top):
+            if "eigenvector" in p_cfg.slice_directions and (top is None or loss not in top):
                 vector = top_pairs(op, cfg, seed).eigenvectors[0]  # what the Hessian probe would find
             elif top is not None and loss in top:
                 vector = top[loss]
             else:
                 vector = None
         directions = {}
-        if "eigenvector" in cfg.probing.slice_directions:
+        if "eigenvector" in p_cfg.slice_directions:
             directions["eigenvector"] = vector
         rng = torch.Generator().manual_seed(seed)
-        if "random" in cfg.probing.slice_directions:
+        if "random" in p_cfg.slice_directions:
             directions["random"] = random_direction(params, rng, filter_normalized=False)
-        if "filter" in cfg.probing.slice_directions:
+        if "filter" in p_cfg.slice_directions:
             directions["filter"] = random_direction(params, rng, filter_normalized=True)
         for name, d in directions.items():
-            for scaling in cfg.probing.slice_scalings:
-                delta = float(gradient @ d) if scaling == "gradient" else 1.0
-                values = loss_along(student, fn, batch.inputs, target, d * delta, ks, params)
-                rows += [dict(loss=loss, direction=name, scaling=scaling, delta=delta, k=float(k), loss_value=v,
-                              probe_batch_size=batch.size, seed=seed) for k, v in zip(ks, values)]
+            d = d.to(device=gradient.device, dtype=gradient.dtype)
+            along = float(gradient.double() @ d.double())
+            d_norm = float(d.double().norm())
+            for scaling in p_cfg.slice_scalings:
+                delta = slice_delta(scaling, along, d_norm, theta_norm, p_cfg.slice_norm_fraction)
+                for kind in kinds:
+                    values = loss_along(student, fn, batch.inputs, target, d * delta, ks, params,
+                                        surrogate=kind == "surrogate")
+                    rows += [dict(loss=loss, loss_kind=kind, direction=name, scaling=scaling, delta=delta,
+                                  step_norm=abs(delta) * d_norm, theta_norm=theta_norm, k=float(k), loss_value=v,
+                                  probe_batch_size=batch.size, seed=seed) for k, v in zip(ks, values)]
     return rows
 
 
@@ -205,7 +303,7 @@ class SliceProbe(Probe):
         else:
             batch, top = ctx.probe_batch(epoch, self.cfg.probing.batch_size), None
             warn_small_batch(batch.size)
-        with preserved_state(ctx.student):
+        with preserved_state(ctx.student, mode="eval"):  # the Hessian's student, whatever mode it trains in
             rows = slice_rows(ctx.student, ctx.params, batch, self.cfg, curvature_seed(self.cfg, epoch), top)
         for r in rows:
             self.emit("slice", epoch=epoch, origin=self.origin, **r)

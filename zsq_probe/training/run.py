@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from zsq_probe.config import config_diff, config_from_dict
+from zsq_probe.config import CONFIG_SCHEMA_VERSION, config_diff, config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.store import RunDir, key_epoch
 from zsq_probe.training.build import build_run
@@ -34,8 +34,8 @@ def train(cfg, out, *, resume: bool = False, force: bool = False, observers=None
     from zsq_probe.quant import quantization_spec
 
     spec = None if cfg.quant.full_precision else quantization_spec(parts.student)
-    run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec,
-                                           "teacher": parts.teacher_info.to_dict()})
+    run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec, "config_schema_version":
+                                           CONFIG_SCHEMA_VERSION, "teacher": parts.teacher_info.to_dict()})
     run.remove_temp_files()  # a first attempt killed while writing config.json left its temporary copy
     return trainer.fit()
 
@@ -59,7 +59,7 @@ def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
     if changed:
         history = doc.get("config_changes", []) + [{k: [a, b] for k, (a, b) in changed.items()}]
         extra = {k: v for k, v in doc.items() if k not in ("format", "run_schema_version", "config", "versions")}
-        extra.update(seed=cfg.seed, config_changes=history)
+        extra.update(seed=cfg.seed, config_changes=history, config_schema_version=CONFIG_SCHEMA_VERSION)
         run.write_config(cfg.to_dict(), extra=extra)
     run.remove_temp_files()  # what writers killed mid-write left
     for table in run.tables():  # what a crash left past the checkpoint is dropped

@@ -1,0 +1,29 @@
+"""Regenerate the reference parquet (tests/reference/README.md): `python tests/reference/make_reference.py`."""
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("ZSQ_PROBE_CACHE", tempfile.mkdtemp())
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_reference_parquet import REFERENCE, SMALL  # noqa: E402
+
+from zsq_probe.presets import resolve_config  # noqa: E402
+from zsq_probe.store import RunDir  # noqa: E402
+from zsq_probe.training import train  # noqa: E402
+
+tmp = Path(tempfile.mkdtemp())
+for preset in ["gdfq", "ait", "kd"]:
+    cfg = resolve_config(preset, teacher="digits", flags=dict(SMALL))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(cfg, tmp / preset, progress=False)
+    rd = RunDir(tmp / preset)
+    (REFERENCE / preset).mkdir(parents=True, exist_ok=True)
+    for old in (REFERENCE / preset).glob("*.parquet"):
+        old.unlink()
+    for table in rd.tables():
+        rd.read_table(table).drop(columns=["run", "wall_time_s"], errors="ignore").to_parquet(
+            REFERENCE / preset / f"{table}.parquet", index=False)
+        print(preset, table)

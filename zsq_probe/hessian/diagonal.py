@@ -1,0 +1,639 @@
+"""Exact Hessian diagonals and traces: the reference the stochastic trace estimates are checked against.
+
+Two ways to the exact diagonal ``H_ii = d^2 L / d theta_i^2``:
+
+* :func:`exact_diagonal` on a :class:`HessianOperator` (or with ``method="unit"``): one product
+  ``e_i^T H e_i`` per coordinate -- exact for any network, affordable on small ones (``dim``
+  products). :func:`coordinate_products` gives the same for a chosen set of coordinates.
+* :func:`ggn_diagonal`: the diagonal of the generalised Gauss--Newton matrix ``G = sum_n J_n^T
+  H_out,n J_n`` (``J_n`` the Jacobian of sample ``n``'s logits w.r.t. the parameters, ``H_out,n``
+  the Hessian of the loss w.r.t. those logits), computed exactly from ``C`` vector--Jacobian
+  products per sample. ``H = G + sum_n sum_c dL/dz_nc * d^2 z_nc / d theta^2``; for a network that
+  is piecewise linear in each single parameter (ReLU/ReLU6/max/avg pooling, convolutions, linear
+  layers, residual sums, BatchNorm in eval mode -- an affine map per channel -- and the
+  straight-through fake quantisers of :mod:`zsq_probe.quant`, whose backward is the identity) the
+  second term's diagonal is zero away from the kinks (a null set), so ``diag(H) = diag(G)``
+  exactly. Only the diagonal: off-diagonal entries of the two differ (``z`` is bilinear in two
+  parameters of different layers). Networks with smooth activations (GELU, sigmoid, tanh, ...),
+  normalisation by batch or sample statistics (BatchNorm in train mode, LayerNorm, GroupNorm) or a
+  parameter used twice on one path are detected and refused (``check="raise"``, the default) or
+  warned about (``check="warn"``; the result then says ``exact=False``: it is the GGN diagonal, a
+  different matrix).
+
+The losses (``loss="ce"`` / ``"kl"``) are the two terms the curvature probes separate
+(:func:`loss_function` returns the matching ``loss_fn`` for a :class:`HessianOperator`):
+
+* ``"ce"``: ``ce_to_labels(z, y, label_smoothing)``, mean over the batch. With target
+  distribution ``q_n`` (one-hot, smoothed ``(1-e) onehot + e/C``, or soft rows) the loss is
+  ``(1/N) sum_n [-q_n.z_n + (sum_c q_nc) logsumexp(z_n)]``, so
+  ``H_out,n = (sum_c q_nc)/N * (diag(p_n) - p_n p_n^T)``, ``p_n = softmax(z_n)``; ``sum_c q_nc = 1``
+  for hard labels, smoothed or not.
+* ``"kl"``: ``kl_to_teacher(s, t, T) * T^2`` (KLDivLoss reduction='mean': divided by ``N*C``).
+  ``d^2/ds^2 [-sum_c pt_c log softmax(s/T)_c] = (1/T^2)(diag(q) - q q^T)``, ``q = softmax(s/T)``,
+  because ``sum_c pt_c = 1``; the ``T^2`` factor cancels the ``1/T^2``:
+  ``H_out,n = (1/(N*C)) * (diag(q_n) - q_n q_n^T)``.
+
+Both are ``a_n (diag(p) - p p^T)`` and ``diag(p) - p p^T = M M^T`` with
+``M = diag(sqrt p) - p sqrt(p)^T`` (column ``k``: ``sqrt(p_k) (e_k - p)``; uses ``sum p = 1``), so
+``diag(G)_i = sum_n a_n sum_k p_nk (dz_nk/dtheta_i - sum_c p_nc dz_nc/dtheta_i)^2``: ``C`` per-sample
+vector--Jacobian products, squared and summed (``torch.func``: ``vmap`` over samples and over the
+``C`` cotangents; a plain-autograd loop as fallback).
+
+Results are :class:`HessianDiagonal` (per-parameter tensors, ``trace()``, per-layer / per-block
+traces) and :class:`ExactTrace` (``estimator="exact"``, no interval).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from zsq_probe.hessian.operator import HessianOperator, _select_params, _to
+
+LOSSES = ("ce", "kl")
+CHECKS = ("raise", "warn", "off")
+
+
+class NotPiecewiseLinearError(ValueError):
+    """The network is not piecewise linear in each single parameter: the GGN diagonal is not the
+    Hessian diagonal there."""
+
+
+# --------------------------------------------------------------------------- losses and H_out
+
+
+def loss_function(loss: str, temperature: float | None = None,
+                  label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``loss_fn(logits, target)`` for ``loss="ce"`` (target: labels) or ``"kl"`` (target: teacher
+    logits; ``kl_to_teacher * T^2``), exactly as the curvature probes define them."""
+    from zsq_probe.losses import ce_to_labels, kl_to_teacher
+
+    loss = _check_loss(loss, temperature, label_smoothing)
+    if loss == "ce":
+        return lambda logits, labels: ce_to_labels(logits, labels, label_smoothing)
+    T = float(temperature)  # type: ignore[arg-type]
+    return lambda logits, t_logits: kl_to_teacher(logits, t_logits, T) * T * T
+
+
+def _check_loss(loss: str, temperature: float | None, label_smoothing: float) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if loss == "kl":
+        if temperature is None or not float(temperature) > 0:
+            raise ValueError(f"loss='kl' needs a temperature > 0, got {temperature!r}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return loss
+
+
+def output_hessian_factor(loss: str, logits: torch.Tensor, target: torch.Tensor, *,
+                          temperature: float | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+    """``U`` of shape ``(N, C, C)`` with ``H_out,n = U[n]^T U[n]`` (rows of ``U[n]`` are the
+    cotangents): the Hessian of the (batch-mean) loss w.r.t. sample ``n``'s logits, see the module
+    docstring. ``logits``: ``(N, C)``; ``target``: labels ``(N,)`` or soft labels ``(N, C)`` for
+    ``"ce"``, teacher logits ``(N, C)`` for ``"kl"``."""
+    loss = _check_loss(loss, temperature, label_smoothing)
+    z = logits.detach()
+    if z.dim() != 2:
+        raise ValueError(f"the model must return logits of shape (batch, classes), got {tuple(z.shape)}")
+    n, c = z.shape
+    if loss == "ce":
+        p = torch.softmax(z, dim=1)
+        if target.dim() == 1:
+            if target.shape[0] != n:
+                raise ValueError(f"{target.shape[0]} labels for {n} samples")
+            if target.is_floating_point() or bool((target < 0).any()) or bool((target >= c).any()):
+                raise ValueError("hard labels must be class indices in [0, classes) (ignore_index is not supported)")
+            mass = torch.ones(n, dtype=z.dtype, device=z.device)
+        elif target.shape == z.shape:
+            t = target.detach().to(z.dtype)
+            mass = (1 - label_smoothing) * t.sum(1) + label_smoothing
+        else:
+            raise ValueError(f"CE target must be labels (N,) or soft labels {tuple(z.shape)}, got {tuple(target.shape)}")
+        scale = mass / n
+    else:
+        if target.shape != z.shape:
+            raise ValueError(f"KL target must be teacher logits of shape {tuple(z.shape)}, got {tuple(target.shape)}")
+        p = torch.softmax(z / float(temperature), dim=1)  # type: ignore[arg-type]
+        scale = torch.full((n,), 1.0 / (n * c), dtype=z.dtype, device=z.device)
+    sp = p.sqrt()
+    eye = torch.eye(c, dtype=z.dtype, device=z.device)
+    # U[n, k, :] = sqrt(scale_n * p_nk) * (e_k - p_n)
+    return (scale.sqrt()[:, None, None] * sp[:, :, None]) * (eye[None] - p[:, None, :])
+
+
+def output_hessian(loss: str, logits: torch.Tensor, target: torch.Tensor, **kw: Any) -> torch.Tensor:
+    """``(N, C, C)``: the per-sample Hessians ``H_out,n`` of the loss w.r.t. the logits (closed form)."""
+    u = output_hessian_factor(loss, logits, target, **kw)
+    return u.transpose(1, 2) @ u
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ExactTrace:
+    """An exact trace (``estimator="exact"``; no interval) with its per-parameter parts."""
+
+    trace: float
+    per_parameter: dict[str, float]
+    method: str
+    loss: str | None
+    exact: bool
+    num_params: int
+    num_products: int
+    seconds: float
+    estimator: str = "exact"
+
+    def by(self, scope: str = "layer") -> dict[str, float]:
+        """Traces summed per ``"model"`` / ``"layer"`` (module) / ``"block"`` group, as the probes group."""
+        return _group(self.per_parameter, scope)
+
+    def as_row(self) -> dict[str, Any]:
+        return dict(estimator=self.estimator, trace=self.trace, loss=self.loss, method=self.method,
+                    exact=self.exact, num_params=self.num_params, num_hvps=self.num_products)
+
+
+@dataclass(frozen=True)
+class HessianDiagonal:
+    """The Hessian diagonal per parameter (``values[name]`` shaped like the parameter, detached).
+
+    ``method``: ``"unit"`` (one product per coordinate) or ``"ggn"`` (Gauss--Newton diagonal);
+    ``exact``: whether it is the Hessian diagonal (``False`` only for a GGN diagonal computed with
+    ``check="warn"`` on a network that failed the piecewise-linearity check; ``notes`` says why).
+    ``num_products``: Hessian-vector products (unit) or per-sample vector--Jacobian products (ggn)."""
+
+    values: dict[str, torch.Tensor]
+    method: str
+    exact: bool
+    loss: str | None = None
+    num_samples: int = 0
+    num_products: int = 0
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.values)
+
+    @property
+    def dim(self) -> int:
+        return sum(v.numel() for v in self.values.values())
+
+    def flat(self) -> torch.Tensor:
+        """The diagonal as one flat vector in parameter order."""
+        return torch.cat([v.reshape(-1) for v in self.values.values()])
+
+    def trace(self) -> float:
+        return float(sum(float(v.sum(dtype=torch.float64)) for v in self.values.values()))
+
+    def parameter_traces(self) -> dict[str, float]:
+        return {n: float(v.sum(dtype=torch.float64)) for n, v in self.values.items()}
+
+    def traces(self, scope: str = "layer") -> dict[str, float]:
+        """Traces per ``"model"`` (``{"all": tr}``), ``"layer"`` (module) or ``"block"`` group."""
+        return _group(self.parameter_traces(), scope)
+
+    def to_trace(self) -> ExactTrace:
+        per = self.parameter_traces()
+        return ExactTrace(trace=float(sum(per.values())), per_parameter=per, method=self.method, loss=self.loss,
+                          exact=self.exact, num_params=self.dim, num_products=self.num_products,
+                          seconds=self.seconds)
+
+
+def _group(per_parameter: Mapping[str, float], scope: str) -> dict[str, float]:
+    from zsq_probe.probes.base import parameter_group
+
+    if scope not in ("model", "layer", "block"):
+        raise ValueError(f"scope must be 'model', 'layer' or 'block', got {scope!r}")
+    out: dict[str, float] = {}
+    for name, value in per_parameter.items():
+        g = parameter_group(name, scope)
+        out[g] = out.get(g, 0.0) + value
+    return out
+
+
+# --------------------------------------------------------------------------- unit products
+
+
+def coordinate_products(op: HessianOperator, indices: Iterable[int] | torch.Tensor) -> torch.Tensor:
+    """``e_i^T H e_i`` for the flat coordinates ``indices`` (one product each), float64 on CPU."""
+    idx = torch.as_tensor(list(indices) if not isinstance(indices, torch.Tensor) else indices).reshape(-1).long()
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= op.dim):
+        raise ValueError(f"coordinates must be in [0, {op.dim})")
+    out = torch.empty(idx.numel(), dtype=torch.float64)
+    e = torch.zeros(op.dim, dtype=op.dtype, device=op.device)
+    for j, i in enumerate(idx.tolist()):
+        e[i] = 1
+        out[j] = float(op.matvec(e)[i])
+        e[i] = 0
+    return out
+
+
+def _unit_diagonal(op: HessianOperator, max_dim: int, loss: str | None) -> HessianDiagonal:
+    if op.dim > max_dim:
+        raise ValueError(f"the unit-product diagonal needs {op.dim} Hessian products (dim {op.dim} > max_dim "
+                         f"{max_dim}); raise max_dim, select fewer parameters, or use method='ggn'")
+    start, before = time.perf_counter(), op.num_products
+    flat = coordinate_products(op, range(op.dim)).to(op.dtype)
+    values = {n: t.clone() for n, t in op.unflatten(flat).items()}
+    return HessianDiagonal(values=values, method="unit", exact=True, loss=loss,
+                           num_samples=sum(op.batch_sizes), num_products=op.num_products - before,
+                           seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- piecewise-linearity check
+
+_SMOOTH_MODULES: tuple[type[nn.Module], ...] = tuple(
+    t for t in (getattr(nn, name, None) for name in (
+        "GELU", "Sigmoid", "Tanh", "Softplus", "SiLU", "ELU", "CELU", "SELU", "Mish", "Hardswish",
+        "Hardsigmoid", "LogSigmoid", "Softsign", "Tanhshrink", "Softmax", "Softmin", "LogSoftmax", "GLU",
+        "LayerNorm", "GroupNorm", "LocalResponseNorm", "RMSNorm", "MultiheadAttention", "Transformer",
+        "TransformerEncoderLayer", "TransformerDecoderLayer", "RNN", "LSTM", "GRU", "Bilinear"))
+    if t is not None)
+
+# autograd nodes that are linear in every differentiable input (sums, copies, reshapes, pooling,
+# padding, indexing): no product of two parameter-dependent tensors
+_LINEAR_NODES = (
+    "AccumulateGrad", "Add", "Sub", "Neg", "Sum", "Mean", "View", "Reshape", "UnsafeView", "Unsqueeze", "Squeeze",
+    "Expand", "Permute", "Transpose", "T", "Select", "Slice", "Index", "Cat", "Stack", "Split", "Unbind", "Clone",
+    "Contiguous", "Alias", "AsStrided", "Flatten", "Unflatten", "ToCopy", "Copy", "AvgPool", "AdaptiveAvgPool",
+    "ConstantPadNd", "ReflectionPad", "ReplicationPad", "UpsampleNearest", "UpsampleBilinear", "UpsampleBicubic",
+    "UpsampleLinear", "Roll", "Flip", "Repeat", "Narrow", "Gather", "Diagonal", "PixelShuffle", "PixelUnshuffle",
+    "Im2Col", "Col2Im", "Unfold", "Embedding", "Lerp", "Cumsum", "Trace", "Tril", "Triu", "Im2col", "Col2im",
+    "Lift", "DetachBackward",
+)
+# piecewise linear in their one differentiable input
+_KINK_NODES = ("Relu", "Threshold", "Hardtanh", "LeakyRelu", "Rrelu", "MaxPool", "AdaptiveMaxPool", "Max", "Min",
+               "Maximum", "Minimum", "Clamp", "Abs", "Where", "MaskedFill", "MaskedScatter", "Hardshrink",
+               "Softshrink", "Sort", "Topk", "Kthvalue", "Median", "Amax", "Amin", "Sgn", "Sign", "Round", "Floor",
+               "Ceil", "Trunc", "Dropout", "NativeDropout", "Relu6")
+# bilinear: linear in each input separately -- fine unless two inputs share a parameter
+_BILINEAR_NODES = ("Mul", "Mm", "Bmm", "Addmm", "Addmv", "Addbmm", "Baddbmm", "Mv", "Dot", "Matmul", "Linear",
+                   "Convolution", "Conv", "CudnnConvolution", "MkldnnConvolution", "SlowConv", "ThnnConv",
+                   "Einsum", "Prelu", "PreluKernel", "Outer", "Addcmul", "Kron", "Tensordot")
+_BATCHNORM_NODES = ("NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm", "BatchNorm")
+
+
+def _additive_inputs(name: str) -> tuple[int, ...]:
+    """Positions of a bilinear node's inputs that are added, not multiplied (biases)."""
+    base = name.rsplit("::", 1)[-1]
+    if base.startswith(("Addmm", "Addmv", "Addbmm", "Baddbmm", "Addcmul")):
+        return (0,)
+    if base.startswith(("Convolution", "Conv", "CudnnConv", "MkldnnConv", "SlowConv", "ThnnConv", "Linear")) \
+            or any(base.startswith(b) for b in _BATCHNORM_NODES):
+        return (2,)
+    return ()
+
+
+def _node_kind(name: str) -> str:
+    base = name.rsplit("::", 1)[-1]
+    for suffix in ("Backward0", "Backward1", "Backward2", "Backward"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    if base in _BATCHNORM_NODES:
+        return "batchnorm"
+    if base in _LINEAR_NODES or base.startswith(("View", "Reshape", "AvgPool", "AdaptiveAvgPool", "Upsample",
+                                                 "ReflectionPad", "ReplicationPad", "Index", "Slice", "Select")):
+        return "linear"
+    if base in _KINK_NODES or base.startswith(("MaxPool", "AdaptiveMaxPool", "Clamp", "Relu", "Hardtanh")):
+        return "kink"
+    if base in _BILINEAR_NODES or base.startswith(("Conv", "Addmm", "Mkldnn", "CudnnConv")):
+        return "bilinear"
+    if base == "Div":
+        return "div"
+    return "unknown"
+
+
+def piecewise_linear_problems(model: nn.Module, inputs: Any, params: str | Iterable[str] | None = None,
+                              mode: str = "eval") -> list[str]:
+    """Why ``model`` (in ``mode``, on ``inputs``) may not be piecewise linear in each single selected
+    parameter; an empty list when every module and every autograd node of the logits' graph is known
+    to be. Checks modules (smooth activations, normalisation by batch/sample statistics, BatchNorm in
+    train mode) and the graph of one forward on the first sample (smooth ops such as functional GELU,
+    divisions by parameter-dependent tensors, products of two tensors that depend on one parameter --
+    e.g. a layer applied twice)."""
+    from zsq_probe.module_state import preserved_state
+
+    problems: list[str] = []
+    selected = _select_params(model, params)
+    ids = {id(p): n for n, p in selected}
+    if mode == "train":
+        problems.append("mode='train': BatchNorm normalises by batch statistics (not piecewise linear, and the "
+                        "samples are not independent)")
+    with preserved_state(model, mode=None if mode == "as_is" else mode):
+        for name, m in model.named_modules():
+            if isinstance(m, _SMOOTH_MODULES):
+                problems.append(f"{name or 'model'}: {type(m).__name__} is smooth / not piecewise linear")
+            if isinstance(m, nn.modules.batchnorm._NormBase):
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    if m.training or not m.track_running_stats or m.running_mean is None:
+                        problems.append(f"{name}: {type(m).__name__} normalises by batch statistics "
+                                        "(train mode or no running statistics)")
+                else:  # InstanceNorm
+                    if not (m.track_running_stats and not m.training):
+                        problems.append(f"{name}: {type(m).__name__} normalises by per-sample statistics")
+        x = _first_sample(inputs)
+        with torch.enable_grad():
+            out = model(*x) if isinstance(x, (tuple, list)) else model(x)
+    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+        return problems
+    problems.extend(_graph_problems(out.grad_fn, ids))
+    return problems
+
+
+def _first_sample(inputs: Any) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs[:1]
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(_first_sample(i) for i in inputs)
+    return inputs
+
+
+def _graph_problems(root: Any, param_ids: Mapping[int, str]) -> list[str]:
+    """Walk the autograd graph from ``root``; each node's set of selected parameters it depends on."""
+    order: list[Any] = []
+    seen: set[Any] = set()
+    stack = [(root, False)]
+    while stack:  # iterative post-order DFS
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        for child, _ in node.next_functions:
+            if child is not None and child not in seen:
+                stack.append((child, False))
+    deps: dict[Any, frozenset[str]] = {}
+    problems: list[str] = []
+    reported: set[str] = set()
+
+    def report(msg: str) -> None:
+        if msg not in reported:
+            reported.add(msg)
+            problems.append(msg)
+
+    for node in order:
+        children = [c for c, _ in node.next_functions if c is not None]
+        child_deps = [deps.get(c, frozenset()) for c in children]
+        mine = frozenset().union(*child_deps) if child_deps else frozenset()
+        if type(node).__name__ == "AccumulateGrad" or node.name().endswith("AccumulateGrad"):
+            var = getattr(node, "variable", None)
+            if var is not None and id(var) in param_ids:
+                mine = frozenset([param_ids[id(var)]])
+        deps[node] = mine
+        if not mine:
+            continue  # no selected parameter upstream: constant for the Hessian
+        kind = _node_kind(node.name())
+        if kind in ("linear", "kink"):
+            continue
+        if kind == "batchnorm":
+            if bool(getattr(node, "_saved_training", False)):
+                report(f"{node.name()}: batch normalisation with batch statistics (training=True)")
+            kind = "bilinear"
+        if kind == "div":
+            den = node.next_functions[1][0] if len(node.next_functions) > 1 else None
+            if den is not None and deps.get(den):
+                report(f"{node.name()}: division by a tensor that depends on parameters "
+                       f"({', '.join(sorted(deps[den]))[:120]})")
+            continue
+        if kind == "bilinear":
+            factors = [deps.get(c, frozenset()) if c is not None else frozenset()
+                       for pos, (c, _) in enumerate(node.next_functions) if pos not in _additive_inputs(node.name())]
+            for i in range(len(factors)):
+                for j in range(i + 1, len(factors)):
+                    shared = factors[i] & factors[j]
+                    if shared:
+                        report(f"{node.name()}: a product of two factors that both depend on "
+                               f"{', '.join(sorted(shared))[:120]} (a parameter used twice on one path?)")
+            continue
+        report(f"{node.name()}: operation not known to be piecewise linear")
+    return problems
+
+
+# --------------------------------------------------------------------------- GGN diagonal
+
+
+def _num_samples(inputs: Any) -> int:
+    first = inputs
+    while isinstance(first, (tuple, list)) and first:
+        first = first[0]
+    if not isinstance(first, torch.Tensor) or first.dim() == 0:
+        raise TypeError("inputs must be a tensor (batch first) or a tuple of such tensors")
+    return int(first.shape[0])
+
+
+def _take(inputs: Any, sl: slice) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs[sl]
+    return type(inputs)(_take(i, sl) for i in inputs)
+
+
+def _cast_inputs(obj: Any, dtype: torch.dtype) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(dtype) if obj.is_floating_point() else obj
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_cast_inputs(o, dtype) for o in obj)
+    return obj
+
+
+def _call(model: nn.Module, x: Any) -> torch.Tensor:
+    return model(*x) if isinstance(x, (tuple, list)) else model(x)
+
+
+def ggn_diagonal(model: nn.Module, loss: str, inputs: Any, target: torch.Tensor,
+                 params: str | Iterable[str] | None = None, *, temperature: float | None = None,
+                 label_smoothing: float = 0.0, mode: str = "eval", check: str = "raise",
+                 dtype: torch.dtype | None = None, chunk_size: int | None = None,
+                 backend: str = "auto", memory_bytes: int = 512 * 2**20) -> HessianDiagonal:
+    """The exact Gauss--Newton diagonal of ``loss`` (``"ce"`` / ``"kl"``, see :func:`loss_function`)
+    on one batch, per selected parameter. It *is* the Hessian diagonal for networks that are
+    piecewise linear in each single parameter (checked: ``check="raise"`` refuses others,
+    ``"warn"`` warns and returns ``exact=False``, ``"off"`` trusts the caller and reports
+    ``exact=True``).
+
+    ``mode``: ``"eval"`` (default; the probes' mode) or ``"as_is"``; ``"train"`` is refused by the
+    check (batch statistics couple the samples). The forward runs like :class:`HessianOperator`'s:
+    private buffer clones, activation ranges frozen. ``dtype``: compute in this dtype on a private
+    copy of the model (e.g. ``torch.float64``); default the model's. ``backend``: ``"func"``
+    (``torch.func`` vmap over samples and cotangents), ``"loop"`` (plain autograd, one sample at a
+    time) or ``"auto"`` (func, falling back to loop if the model does not run under ``torch.func``).
+    ``chunk_size``: samples per vmap call (default from ``memory_bytes``).
+    """
+    from zsq_probe.module_state import preserved_state
+
+    loss = _check_loss(loss, temperature, label_smoothing)
+    if check not in CHECKS:
+        raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
+    if mode not in ("eval", "as_is", "train"):
+        raise ValueError(f"mode must be 'eval', 'as_is' or 'train', got {mode!r}")
+    if backend not in ("auto", "func", "loop"):
+        raise ValueError(f"backend must be 'auto', 'func' or 'loop', got {backend!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"ggn_diagonal needs a torch.nn.Module, got {type(model).__name__}")
+    start = time.perf_counter()
+    names = [n for n, _ in _select_params(model, params)]
+    if dtype is not None and any(p.dtype != dtype for p in model.parameters() if p.is_floating_point()):
+        model = copy.deepcopy(model).to(dtype)
+    selected = _select_params(model, names)
+    work_dtype = selected[0][1].dtype
+    device = selected[0][1].device
+    inputs = _cast_inputs(_to(inputs, device), work_dtype)
+    target = _to(target, device)
+    if loss == "kl" or target.is_floating_point():
+        target = target.to(work_dtype)
+
+    notes: list[str] = []
+    exact = True
+    if check != "off":
+        problems = piecewise_linear_problems(model, inputs, names, mode)
+        if problems:
+            msg = ("the network is not (known to be) piecewise linear in each single parameter, so its "
+                   "Gauss-Newton diagonal is not its Hessian diagonal: " + "; ".join(problems[:6])
+                   + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+                   + ". Use exact_diagonal(..., method='unit') (one Hessian product per coordinate) for an "
+                     "exact diagonal")
+            if check == "raise":
+                raise NotPiecewiseLinearError(msg)
+            warnings.warn(msg, stacklevel=2)
+            exact = False
+            notes.extend(problems)
+
+    n = _num_samples(inputs)
+    if n == 0:
+        raise ValueError("ggn_diagonal got an empty batch")
+    numel = sum(p.numel() for _, p in selected)
+    with preserved_state(model, mode=None if mode == "as_is" else mode):
+        with torch.no_grad():
+            logits = _call(model, inputs)
+        u = output_hessian_factor(loss, logits, target, temperature=temperature,
+                                  label_smoothing=label_smoothing)  # (N, K, C)
+        k = u.shape[1]
+        if chunk_size is None:
+            per_sample = max(1, 3 * k * numel * torch.finfo(work_dtype).bits // 8)
+            chunk_size = int(max(1, min(n, memory_bytes // per_sample)))
+        acc = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in selected}
+        used = None
+        if backend in ("auto", "func"):
+            try:
+                _ggn_func(model, selected, inputs, u, n, chunk_size, acc)
+                used = "func"
+            except Exception as e:  # noqa: BLE001 -- any torch.func limitation: fall back to autograd
+                if backend == "func":
+                    raise
+                notes.append(f"torch.func failed ({type(e).__name__}: {str(e)[:200]}); used the autograd loop")
+                for a in acc.values():
+                    a.zero_()
+        if used is None:
+            _ggn_loop(model, selected, inputs, u, n, acc)
+            used = "loop"
+    values = {name: acc[name].to(work_dtype) for name in names}
+    notes.append(f"backend={used}")
+    return HessianDiagonal(values=values, method="ggn", exact=exact, loss=loss, num_samples=n,
+                           num_products=n * k, seconds=time.perf_counter() - start, notes=tuple(notes))
+
+
+def _ggn_func(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]], inputs: Any, u: torch.Tensor,
+              n: int, chunk: int, acc: dict[str, torch.Tensor]) -> None:
+    from torch.func import functional_call, vjp, vmap
+
+    names = [name for name, _ in selected]
+    primals = {name: p.detach() for name, p in selected}
+
+    def per_sample(x: Any, u_n: torch.Tensor) -> dict[str, torch.Tensor]:
+        def f(theta: dict[str, torch.Tensor]) -> torch.Tensor:
+            xb = x.unsqueeze(0) if isinstance(x, torch.Tensor) else type(x)(t.unsqueeze(0) for t in x)
+            args = (xb,) if isinstance(xb, torch.Tensor) else tuple(xb)
+            return functional_call(model, theta, args, strict=False).squeeze(0)
+
+        _, pull = vjp(f, primals)
+        g = vmap(pull)(u_n)[0]  # {name: (K, *shape)}
+        return {name: (g[name] ** 2).sum(0) for name in names}
+
+    batched = vmap(per_sample, randomness="error")
+    for s in range(0, n, chunk):
+        sl = slice(s, min(n, s + chunk))
+        part = batched(_take(inputs, sl), u[sl])
+        for name in names:
+            acc[name] += part[name].sum(0).to(torch.float64)
+
+
+def _ggn_loop(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]], inputs: Any, u: torch.Tensor,
+              n: int, acc: dict[str, torch.Tensor]) -> None:
+    params = [p for _, p in selected]
+    names = [name for name, _ in selected]
+    k = u.shape[1]
+    for i in range(n):
+        with torch.enable_grad():
+            z = _call(model, _take(inputs, slice(i, i + 1)))[0]
+            for j in range(k):
+                g = torch.autograd.grad(z, params, grad_outputs=u[i, j], retain_graph=j < k - 1, allow_unused=True)
+                for name, gi in zip(names, g):
+                    if gi is not None:
+                        acc[name] += gi.detach().to(torch.float64) ** 2
+
+
+# --------------------------------------------------------------------------- front doors
+
+
+def exact_diagonal(op_or_model: HessianOperator | nn.Module, loss: str | None = None, inputs: Any = None,
+                   target: Any = None, params: str | Iterable[str] | None = None, *, method: str = "auto",
+                   temperature: float | None = None, label_smoothing: float = 0.0, mode: str = "eval",
+                   max_dim: int = 4096, **ggn_kwargs: Any) -> HessianDiagonal:
+    """The exact Hessian diagonal.
+
+    * ``exact_diagonal(op)``: from one product ``e_i^T H e_i`` per coordinate of a
+      :class:`HessianOperator` (any network; ``op.dim <= max_dim``).
+    * ``exact_diagonal(model, loss, inputs, target, params, ...)``: ``method="ggn"`` (the
+      Gauss--Newton diagonal, refused unless the network is piecewise linear in each parameter, see
+      :func:`ggn_diagonal`), ``"unit"`` (a HessianOperator over the loss of :func:`loss_function`,
+      one product per coordinate) or ``"auto"``: ggn where the check passes, else unit where
+      ``dim <= max_dim``, else an error.
+    """
+    if isinstance(op_or_model, HessianOperator):
+        if any(a is not None for a in (loss, inputs, target, params)) or method not in ("auto", "unit"):
+            raise TypeError("exact_diagonal(op) takes the operator alone (it already holds model, loss and batch)")
+        return _unit_diagonal(op_or_model, max_dim, None)
+    if not isinstance(op_or_model, nn.Module):
+        raise TypeError(f"exact_diagonal needs a HessianOperator or an nn.Module, got {type(op_or_model).__name__}")
+    if loss is None or inputs is None or target is None:
+        raise TypeError("exact_diagonal(model, loss, inputs, target, ...) needs loss, inputs and target")
+    if method not in ("auto", "ggn", "unit"):
+        raise ValueError(f"method must be 'auto', 'ggn' or 'unit', got {method!r}")
+    model = op_or_model
+    kw = dict(temperature=temperature, label_smoothing=label_smoothing, mode=mode)
+    if method == "auto":
+        try:
+            return ggn_diagonal(model, loss, inputs, target, params, check="raise", **kw, **ggn_kwargs)
+        except NotPiecewiseLinearError:
+            method = "unit"
+    if method == "ggn":
+        return ggn_diagonal(model, loss, inputs, target, params, **kw, **ggn_kwargs)
+    dtype = ggn_kwargs.pop("dtype", None)
+    if ggn_kwargs:
+        raise TypeError(f"unexpected arguments for method='unit': {', '.join(ggn_kwargs)}")
+    if dtype is not None:
+        model = copy.deepcopy(model).to(dtype)
+        inputs = _cast_inputs(inputs, dtype)
+        if loss == "kl":
+            target = target.to(dtype)
+    fn = loss_function(loss, temperature, label_smoothing)
+    with HessianOperator(model, fn, [(inputs, target)], params=params, mode=mode) as op:
+        return _unit_diagonal(op, max_dim, loss)
+
+
+def exact_trace(op_or_model: HessianOperator | nn.Module, *args: Any, **kwargs: Any) -> ExactTrace:
+    """The exact trace (``estimator="exact"``, no interval) with per-parameter parts (``.by("layer")``,
+    ``.by("block")``); arguments as :func:`exact_diagonal`."""
+    return exact_diagonal(op_or_model, *args, **kwargs).to_trace()
