@@ -151,13 +151,17 @@ def test_crossings_per_layer_numbers(runs):
                                [(i + 1) * 12 / STEPS / size for i, (_, size) in enumerate(LAYERS)])
 
 
-def test_trace_curves_average_duplicates():
+def test_trace_curves_never_average_online_with_posthoc():
+    """A post-hoc measurement repeats the online one: the online row is used, its stderr not shrunk by sqrt(2);
+    rows without intervals get mean +- 1.96 stderr."""
     df = pd.DataFrame([_row("hessian_trace", epoch=1, loss="ce", scope="model", estimator="hutchinson",
-                            trace=t, stderr=s) for t, s in ((10.0, 3.0), (14.0, 4.0))])
+                            trace=t, stderr=s, origin=o) for t, s, o in ((10.0, 3.0, "posthoc"), (14.0, 4.0, "online"))])
     c = compare.trace_curves(df)
     assert len(c) == 1
-    assert c["trace"].iloc[0] == pytest.approx(12.0)
-    assert c["stderr"].iloc[0] == pytest.approx(5.0 / 2)  # sqrt(3^2 + 4^2) / 2
+    assert c["trace"].iloc[0] == pytest.approx(14.0) and c["stderr"].iloc[0] == pytest.approx(4.0)
+    assert (c["ci_low"].iloc[0], c["ci_high"].iloc[0]) == pytest.approx((14.0 - 1.96 * 4, 14.0 + 1.96 * 4))
+    post_only = compare.trace_curves(df[df.origin == "posthoc"])
+    assert post_only["trace"].iloc[0] == pytest.approx(10.0)
 
 
 def test_smoothed_density_integrates_to_one():
