@@ -42,7 +42,8 @@ def test_draw_functions_draw_into_the_axes_given(runs):
     assert ax.get_title() == "KD (kd), epoch 4"
     ax = axes()[0]
     plots.draw_hessian_trace(ax, kd)
-    assert len(ax.lines) == 4 and ax.get_legend() is not None  # CE/KL x Hutchinson/SLQ
+    assert len(ax.lines) == 2 and ax.get_legend() is not None  # one estimate per loss (CE, KL), with its interval
+    assert len(ax.collections) == 2 and "95% interval" in ax.get_ylabel()
     ax = axes()[0]
     assert plots.draw_eigen_density(ax, zq) == EPOCHS[-1] and len(ax.lines) == 2
     ax = axes()[0]
