@@ -239,13 +239,14 @@ def test_published_accuracies():
 
 
 def test_check_published_accuracy():
+    # under pytorchcv's normalisation the pytorchcv number is compared (the reference's: tests/test_normalisation.py)
     info = TeacherInfo("resnet20_cifar10", "cifar10", 10, "/w.pth", None, 94.03, "pytorchcv-cache", None, 93.89)
-    assert check_published_accuracy(info, 93.5) is None
-    assert check_published_accuracy(info, 95.0) is None
-    msg = check_published_accuracy(info, 90.0)
+    assert check_published_accuracy(info, 93.5, normalization="pytorchcv") is None
+    assert check_published_accuracy(info, 95.0, normalization="pytorchcv") is None
+    msg = check_published_accuracy(info, 90.0, normalization="pytorchcv")
     assert msg is not None and "\n" not in msg
     assert "90.00%" in msg and "94.03%" in msg and "-4.03" in msg and "93.89" in msg and "/w.pth" in msg
-    assert check_published_accuracy(info, 93.5, tolerance=0.25) is not None
+    assert check_published_accuracy(info, 93.5, tolerance=0.25, normalization="pytorchcv") is not None
     explicit = TeacherInfo("resnet18", "imagenet", 1000, "/x.pth", None, None, "explicit", None, 71.47)
     assert check_published_accuracy(explicit, 71.0) is None
     assert "AIT paper" in check_published_accuracy(explicit, 60.0)

@@ -100,9 +100,19 @@ class DataConfig:
     name: str | None = None  # data set name; derived from the teacher when None
     root: str | None = None
     source: str = "generator"  # "generator" (ZQ), "real" (KD baseline), "zeroq" (fixed distilled set)
+    # real-image normalisation (zsq_probe.data): "reference" (the AIT/GDFQ code's CIFAR statistics, the paper's
+    # protocol) | "pytorchcv" (imgclsmob's, which pytorchcv's published accuracies use); only CIFAR differs
+    normalization: str = "reference"
+    # real-data loaders (validation every epoch, the KD baseline's training data): worker processes and pinned
+    # host memory for fast copies to a GPU.  Validation numbers do not depend on them; the KD baseline's
+    # augmentation draws from the workers' seeds instead of torch's global stream when num_workers > 0
+    num_workers: int = 0
+    pin_memory: bool = False
 
     def validate(self) -> None:
         _one_of(self.source, ("generator", "real", "zeroq"), "source")
+        _one_of(self.normalization, ("reference", "pytorchcv"), "normalization")
+        _at_least(self, 0, "num_workers")
 
 
 @dataclass
@@ -118,8 +128,14 @@ class GeneratorConfig:
     qimera_mix_prob: float | None = None
     qimera_mix_k: int | None = None
     qimera_embedding_init: str | None = None  # teacher | random
-    zeroq_images: int = 0  # size of the ZeroQ distilled set (source="zeroq"); 0 = batch_size * 10
+    # ZeroQ (source="zeroq"); defaults = the reference (amirgholami/ZeroQ classification/uniform_test.py:48-50,
+    # distill_data.py, utils/data_utils.py:39-41, quant_modules.py:70-75): one batch of 32 images from the
+    # uniform start, activation ranges = running min/max from 0
+    zeroq_images: int = 32  # size of the distilled set; 0 = batch_size * 10 (this package's earlier default)
+    zeroq_batch_size: int = 0  # images optimised together; 0 = all zeroq_images in one batch (the reference)
     zeroq_iterations: int = 500
+    zeroq_init: str = "uniform"  # uniform (reference) | gaussian (N(0, 1), earlier default)
+    zeroq_calibration: str = "minmax"  # minmax (reference: running min/max from 0) | ema (the training EMA)
 
     def validate(self) -> None:
         _one_of(self.name, ("gdfq", "qimera", "arc", "none"), "generator")
@@ -131,6 +147,10 @@ class GeneratorConfig:
             _bad(f"qimera_mix_k={self.qimera_mix_k} (must be >= 1)")
         if self.qimera_embedding_init not in (None, "teacher", "random"):
             _bad(f"qimera_embedding_init={self.qimera_embedding_init!r} (teacher or random)")
+        if self.zeroq_images < 0 or self.zeroq_batch_size < 0:
+            _bad(f"zeroq_images={self.zeroq_images}, zeroq_batch_size={self.zeroq_batch_size} (must be >= 0)")
+        _one_of(self.zeroq_init, ("uniform", "gaussian"), "zeroq_init")
+        _one_of(self.zeroq_calibration, ("minmax", "ema"), "zeroq_calibration")
 
 
 @dataclass
@@ -148,7 +168,7 @@ class ProbeConfig:
     density_sigma: str = "range"  # density smoothing: range (a fraction of the spectral range) | pyhessian
     density_sigma_fraction: float = 0.01
     hessian_top_k: int = 3
-    slq_runs: int = 2
+    slq_runs: int = 4  # independent SLQ runs: the density is their average, the trace interval is over runs
     slq_steps: int = 16
     slice_points: int = 21  # positions k in [-0.5, 0.5]
     slice_directions: list[str] = field(default_factory=lambda: ["eigenvector"])  # + random, filter

@@ -12,13 +12,19 @@ unless the caller passes ``download=True`` (the CLI's ``--download``).
   stratify=labels, random_state=0)`` -> 1,198 train / 599 test images, indices sorted.
 * ``cifar10`` / ``cifar100`` -- torchvision's python-pickle format
   (``cifar-10-batches-py/`` / ``cifar-100-python/``), read through
-  ``torchvision.datasets.CIFAR10/100``. Normalisation is the one pytorchcv's weights were
-  trained with (imgclsmob's ``cifar10_val_transform``, also used for CIFAR-100): mean
-  (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010).
+  ``torchvision.datasets.CIFAR10/100``. Normalisation (``normalization=``, the config's
+  ``dataset.normalization``): ``"reference"`` (default, the AIT/GDFQ reference's evaluation
+  protocol, GDFQ_AIT/dataloader.py: per-data-set statistics, CIFAR-10 mean (0.49139968,
+  0.48215827, 0.44653124) std (0.24703233, 0.24348505, 0.26158768), CIFAR-100 mean
+  (0.50705882, 0.48666667, 0.44078431) std (0.26745098, 0.25568627, 0.27607843)) or
+  ``"pytorchcv"`` (what pytorchcv's weights were trained and scored with, imgclsmob's
+  ``cifar10_val_transform``, also used for CIFAR-100: mean (0.4914, 0.4822, 0.4465), std
+  (0.2023, 0.1994, 0.2010)). ZQ training is data-free (generator and BNS see no normalisation):
+  only reported accuracies, and the real-data KD baseline, depend on it.
 * ``imagenet`` -- an image folder of class sub-folders named by WordNet id; class index =
   position in sorted folder order (the order pytorchcv's 1000-class models use). Test
   transform: Resize(256) / CenterCrop(224); mean (0.485, 0.456, 0.406), std (0.229, 0.224,
-  0.225).
+  0.225) under both normalisation options (the reference and pytorchcv agree).
 
 ``augment=True`` (train-time augmentation, for the real-data KD baseline): digits -- random
 translation by up to 2 pixels (zero padding in normalised space is the background value);
@@ -34,6 +40,7 @@ one-line errors; each format's reader is a short section.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -53,6 +60,9 @@ __all__ = [
     "DATASETS",
     "DIGITS_SPLIT_SEED",
     "DIGITS_TEST_SHARE",
+    "NORMALIZATIONS",
+    "CIFAR_NORMALIZATION",
+    "check_normalization",
     "get_spec",
     "load_dataset",
     "make_loader",
@@ -70,11 +80,28 @@ class DatasetSpec:
     mean: tuple[float, ...]  # per channel, applied after scaling pixels to [0, 1]
     std: tuple[float, ...]
     description: str
+    # the normalisation option the constants belong to ("reference" | "pytorchcv"); only CIFAR differs
+    normalization: str = "reference"
 
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_SHARE = 1 / 3
 _DIGITS_SIZE = 16
+
+NORMALIZATIONS = ("reference", "pytorchcv")
+# CIFAR (mean, std) per normalisation option.  "reference": the AIT code's CIFAR test transform
+# (iamkanghyunchoi/ait GDFQ_AIT/dataloader.py lines 130-134; the same numbers in Qimera_AIT/ and
+# AutoReCon_AIT/dataloader.py and in xushoukai/GDFQ dataloader.py lines 129-133).  "pytorchcv": imgclsmob's
+# cifar10_val_transform (osmr/imgclsmob pytorch/datasets/cifar10_cls_dataset.py), which its CIFAR-100
+# meta-info inherits unchanged (cifar100_cls_dataset.py): the statistics pytorchcv's CIFAR weights were
+# trained and scored with.
+_PYTORCHCV_CIFAR = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+CIFAR_NORMALIZATION: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
+    "cifar10": {"reference": ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),
+                "pytorchcv": _PYTORCHCV_CIFAR},
+    "cifar100": {"reference": ((0.50705882, 0.48666667, 0.44078431), (0.26745098, 0.25568627, 0.27607843)),
+                 "pytorchcv": _PYTORCHCV_CIFAR},
+}
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
@@ -93,16 +120,16 @@ DATASETS: dict[str, DatasetSpec] = {
         name="cifar10",
         num_classes=10,
         image_shape=(3, 32, 32),
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2023, 0.1994, 0.2010),
+        mean=CIFAR_NORMALIZATION["cifar10"]["reference"][0],
+        std=CIFAR_NORMALIZATION["cifar10"]["reference"][1],
         description="CIFAR-10 in torchvision's python-pickle format (cifar-10-batches-py/)",
     ),
     "cifar100": DatasetSpec(
         name="cifar100",
         num_classes=100,
         image_shape=(3, 32, 32),
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2023, 0.1994, 0.2010),
+        mean=CIFAR_NORMALIZATION["cifar100"]["reference"][0],
+        std=CIFAR_NORMALIZATION["cifar100"]["reference"][1],
         description="CIFAR-100 in torchvision's python-pickle format (cifar-100-python/)",
     ),
     "imagenet": DatasetSpec(
@@ -118,12 +145,29 @@ DATASETS: dict[str, DatasetSpec] = {
 _SPLITS = ("train", "test")
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of a data set name; unknown name -> UserError."""
+def check_normalization(normalization) -> str:
+    """A normalisation option's name; anything but "reference" / "pytorchcv" -> UserError."""
+    key = str(normalization).strip().lower()
+    if key not in NORMALIZATIONS:
+        raise UserError(f"unknown normalisation {normalization!r}: use 'reference' (the AIT/GDFQ reference "
+                        f"code's CIFAR statistics, default) or 'pytorchcv' (imgclsmob's, which pytorchcv scores with)")
+    return key
+
+
+def get_spec(name: str, normalization: str = "reference") -> DatasetSpec:
+    """The :class:`DatasetSpec` of a data set name under a normalisation option (only CIFAR's constants
+    depend on it); unknown name or option -> UserError."""
     key = str(name).lower()
     if key not in DATASETS:
         raise UserError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
-    return DATASETS[key]
+    norm = check_normalization(normalization)
+    spec = DATASETS[key]
+    if norm == spec.normalization:
+        return spec
+    if key in CIFAR_NORMALIZATION:
+        mean, std = CIFAR_NORMALIZATION[key][norm]
+        return dataclasses.replace(spec, mean=mean, std=std, normalization=norm)
+    return dataclasses.replace(spec, normalization=norm)  # digits, ImageNet: the same constants either way
 
 
 # --------------------------------------------------------------------------- digits
@@ -254,8 +298,9 @@ def _cifar_classes(name: str):
     return OnDiskCIFAR10 if name == "cifar10" else OnDiskCIFAR100
 
 
-def _load_cifar(name: str, root, split: str, download: bool, augment: bool) -> Dataset:
-    spec = DATASETS[name]
+def _load_cifar(name: str, root, split: str, download: bool, augment: bool,
+                spec: DatasetSpec | None = None) -> Dataset:
+    spec = spec if spec is not None else DATASETS[name]
     label, folder, archive, train_files, test_files, meta_file, sizes = _CIFAR_INFO[name]
     if root is None:
         raise UserError(
@@ -343,10 +388,11 @@ def _imagenet_transform(spec: DatasetSpec, augment: bool):
     return transforms.Compose(steps + [transforms.ToTensor(), _normalize(spec)])
 
 
-def _load_imagenet(root, split: str, download: bool, augment: bool, num_classes: int | None) -> Dataset:
+def _load_imagenet(root, split: str, download: bool, augment: bool, num_classes: int | None,
+                   spec: DatasetSpec | None = None) -> Dataset:
     from torchvision.datasets import ImageFolder
 
-    spec = DATASETS["imagenet"]
+    spec = spec if spec is not None else DATASETS["imagenet"]
     if root is None:
         raise UserError("ImageNet needs a data folder: pass --data-root DIR, the val folder of "
                         "WordNet-id class folders (n01440764/ ...) or a folder containing val/")
@@ -381,7 +427,8 @@ def _load_imagenet(root, split: str, download: bool, augment: bool, num_classes:
 
 
 def load_dataset(name: str, root=None, split: str = "train", download: bool = False,
-                 augment: bool = False, num_classes: int | None = None) -> Dataset:
+                 augment: bool = False, num_classes: int | None = None,
+                 normalization: str = "reference") -> Dataset:
     """A data set yielding ``(normalised float tensor, int label)``.
 
     ``root``: for CIFAR the folder containing ``cifar-10-batches-py/`` (``cifar-100-python/``)
@@ -390,27 +437,32 @@ def load_dataset(name: str, root=None, split: str = "train", download: bool = Fa
     ``split``: ``"train"`` or ``"test"`` (ImageNet's ``"test"`` is its val set).
     ``num_classes``: how many classes the consuming teacher predicts (ImageNet warns when the
     folder has a different number of classes; other data sets raise UserError on a mismatch).
+    ``normalization``: ``"reference"`` (default) or ``"pytorchcv"``; only CIFAR's constants differ
+    (see the module docstring). The data set's ``spec`` records which was applied.
     Missing or malformed data -> UserError with a one-line message.
     """
-    spec = get_spec(name)
+    spec = get_spec(name, normalization)
     if split not in _SPLITS:
         raise UserError(f"unknown split {split!r}: use 'train' or 'test'")
     if spec.name == "imagenet":
-        return _load_imagenet(root, split, download, augment, num_classes)
+        return _load_imagenet(root, split, download, augment, num_classes, spec=spec)
     if num_classes is not None and int(num_classes) != spec.num_classes:
         raise UserError(f"data set {spec.name} has {spec.num_classes} classes but the teacher predicts "
                         f"{num_classes}: pick the data set that matches the teacher")
     if spec.name == "digits":
         return _load_digits(split, augment)
-    return _load_cifar(spec.name, root, split, download, augment)
+    return _load_cifar(spec.name, root, split, download, augment, spec=spec)
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+                num_workers: int = 0, drop_last: bool = False, pin_memory: bool = False,
+                persistent_workers: bool = False) -> DataLoader:
     """A DataLoader whose order depends only on ``seed`` (its own ``torch.Generator``).
 
     Worker processes (``num_workers > 0``) get torch/random/numpy seeds derived from that
-    generator, so augmentation in workers is reproducible too.
+    generator, so augmentation in workers is reproducible too. ``pin_memory``: batches in
+    page-locked memory (fast, asynchronous copies to a GPU; only when CUDA is available);
+    ``persistent_workers``: keep the workers between passes (a loader iterated every epoch).
     """
     if int(batch_size) < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
@@ -422,7 +474,8 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
     gen.manual_seed(int(seed))
     return DataLoader(dataset, batch_size=int(batch_size), shuffle=bool(shuffle), generator=gen,
                       num_workers=int(num_workers), drop_last=bool(drop_last),
-                      persistent_workers=False)
+                      pin_memory=bool(pin_memory) and torch.cuda.is_available(),
+                      persistent_workers=bool(persistent_workers) and int(num_workers) > 0)
 
 
 # suffixes of pytorchcv models trained on data sets (or tasks) this toolkit does not handle

@@ -21,7 +21,7 @@ def top1_and_ce(model, loader, device="cpu", max_batches: int = 0) -> tuple[floa
         for i, (x, y) in enumerate(loader):
             if max_batches and i >= max_batches:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # pinned loaders: async
             logits = model(x)
             ce_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
@@ -45,18 +45,23 @@ def sha256_of(path) -> str | None:
 
 def evaluate_quantized(teacher: str, weights=None, weights_root=None, data=None, data_root=None,
                        w_bits=4, a_bits=4, calib_batches=4, batch_size=200, max_batches=0,
-                       device="cpu", download=False, seed=0) -> dict:
-    """FP and quantised top-1 of a teacher; activation ranges calibrated on `calib_batches` train batches."""
-    from zsq_probe.data import dataset_for_teacher, load_dataset, make_loader
-    from zsq_probe.models import check_published_accuracy, load_teacher
+                       device="cpu", download=False, seed=0, normalization="reference") -> dict:
+    """FP and quantised top-1 of a teacher; activation ranges calibrated on `calib_batches` train batches.
+
+    `normalization`: "reference" (the AIT/GDFQ code's CIFAR statistics) or "pytorchcv" (imgclsmob's); the
+    result names it with its constants, and the published-accuracy warning compares with the number that
+    holds under it (zsq_probe.models.comparison_top1)."""
+    from zsq_probe.data import check_normalization, dataset_for_teacher, load_dataset, make_loader
+    from zsq_probe.models import check_published_accuracy, comparison_top1, load_teacher
     from zsq_probe.quant import calibrate_activation_ranges, quantization_spec, quantize_model
 
+    normalization = check_normalization(normalization)
     model, info = load_teacher(teacher, weights=weights, root=weights_root, download=download)
     data = data or dataset_for_teacher(teacher)
-    test = make_loader(load_dataset(data, data_root, split="test", download=download), batch_size,
-                       shuffle=False, seed=seed)
-    calib = make_loader(load_dataset(data, data_root, split="train", download=download), batch_size,
-                        shuffle=True, seed=seed)
+    test_set = load_dataset(data, data_root, split="test", download=download, normalization=normalization)
+    test = make_loader(test_set, batch_size, shuffle=False, seed=seed)
+    calib = make_loader(load_dataset(data, data_root, split="train", download=download,
+                                     normalization=normalization), batch_size, shuffle=True, seed=seed)
     model = model.to(device).eval()
     fp_top1, fp_ce = top1_and_ce(model, test, device, max_batches)
     qmodel = quantize_model(model, w_bits, a_bits).to(device).eval()
@@ -74,8 +79,15 @@ def evaluate_quantized(teacher: str, weights=None, weights_root=None, data=None,
         "weights_path": str(info.weights_path) if info.weights_path else None,
         "weights_sha256": info.weights_sha256 or sha256_of(info.weights_path),
         "weights_source": info.source, "published_top1": info.published_top1,
+        "weights_file": info.weights_file, "weights_release": info.weights_release,
+        "weights_record_match": info.weights_record_match, "paper_weights_file": info.paper_weights_file,
+        "paper_top1": info.paper_top1,
+        "normalization": normalization, "normalization_mean": list(test_set.spec.mean),
+        "normalization_std": list(test_set.spec.std),
         "quantization": quantization_spec(qmodel),
     }
-    warning = check_published_accuracy(info, fp_top1 * 100.0) if not max_batches else None
+    ref = comparison_top1(info, normalization)
+    result["compared_top1"], result["compared_with"] = (ref[0], ref[1]) if ref else (None, None)
+    warning = check_published_accuracy(info, fp_top1 * 100.0, normalization=normalization) if not max_batches else None
     result["warning"] = warning
     return result

@@ -6,8 +6,16 @@ Weights are never downloaded unless ``download=True`` (the CLI's ``--download``)
   ``{root}/{name}-{error}-{sha1[:8]}.pth`` with the suffix from pytorchcv's own
   ``get_model_name_suffix_data(name)``; ``root`` defaults to ``~/.torch/models``
   (pytorchcv's default -- it does not read ``$TORCH_HOME``, though its docstrings say so).
-  A file whose sha1 differs from pytorchcv's record is loaded with a warning (older
-  releases, e.g. the resnet18 file the AIT paper used); its sha256 is recorded.
+  A file whose sha1 differs from pytorchcv's record is loaded with a warning; its sha256 is
+  recorded.
+* the AIT paper's files: the reference code ships its own copy of pytorchcv's model store
+  (:data:`PAPER_WEIGHT_FILES`). For every paper teacher but one that is today's file; for
+  ``resnet18`` it is the older ``resnet18-0982-0126861b.pth`` (pytorchcv v0.0.153, 71.47 %
+  top-1, the paper's number) where today's pytorchcv expects ``resnet18-0896-77a56f15.pth``
+  (v0.0.478, 73.06 %). Both are looked up in the same folder under pytorchcv's naming; the
+  paper's is preferred when both are there, and ``--download`` fetches the paper's. Which
+  file was used, its release and which file the paper used are recorded in
+  :class:`TeacherInfo` (``weights_file``, ``weights_release``, ``paper_weights_file``).
 * explicit weights (``weights=PATH``): a state dict, or a dict holding one under
   ``"state_dict"`` or ``"model"``; loaded with ``torch.load(weights_only=True)``, strictly.
 * ``digits``: a small pytorchcv ``CIFARResNet`` trained on first use on the digits train
@@ -26,6 +34,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +50,11 @@ __all__ = [
     "TeacherInfo",
     "PAPER_TEACHER_TOP1",
     "PYTORCHCV_IN1K_TOP1",
+    "WeightFile",
+    "PAPER_WEIGHT_FILES",
+    "teacher_weight_files",
+    "known_weight_file",
+    "comparison_top1",
     "TEACHER_NAMES_HINT",
     "DIGITS_ARCH",
     "DIGITS_TRAIN",
@@ -77,6 +91,40 @@ PYTORCHCV_IN1K_TOP1: dict[str, float] = {
 _DEFAULT_PYTORCHCV_ROOT = os.path.join("~", ".torch", "models")
 
 
+@dataclass(frozen=True)
+class WeightFile:
+    """One pytorchcv weight release of a model: ``{name}-{error}-{sha1[:8]}.pth`` (pytorchcv's naming)."""
+
+    name: str  # pytorchcv model name
+    error: str  # the four digits in the file name: top-1 error (CIFAR) or top-5 error (ImageNet), x100
+    sha1: str  # of the file's content (pytorchcv checks it)
+    release: str  # imgclsmob release tag the file is published under
+    top1: float | None  # top-1 (%) pytorchcv publishes for this file (CIFAR: under pytorchcv's normalisation)
+    top5: float | None = None
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}-{self.error}-{self.sha1[:8]}.pth"
+
+
+# The files the AIT reference code loads: its bundled pytorchcv model store
+# (iamkanghyunchoi/ait GDFQ_AIT/pytorchcv/models/model_store.py lines 38, 43, 198, 239, 240; the same rows in
+# Qimera_AIT/ and AutoReCon_AIT/).  Top-1/top-5: imgclsmob's pytorch/README.md tables for those files
+# (ResNet-18 v0.0.153: 28.53 / 9.82 % error).  Only resnet18 differs from today's pytorchcv.
+PAPER_WEIGHT_FILES: dict[str, WeightFile] = {
+    "resnet20_cifar10": WeightFile("resnet20_cifar10", "0597", "9b0024ac4c2f374cde2c5052e0d0344a75871cdb",
+                                   "v0.0.163", 94.03),
+    "resnet20_cifar100": WeightFile("resnet20_cifar100", "2964", "a5322afed92fa96cb7b3453106f73cf38e316151",
+                                    "v0.0.180", 70.36),
+    "resnet18": WeightFile("resnet18", "0982", "0126861b4cd7f7b14196b1e01827da688f8bab6d", "v0.0.153",
+                           71.47, 90.18),
+    "resnet50": WeightFile("resnet50", "0633", "b00d1c8e52aa7a2badc705b1545aaf6ccece6ce9", "v0.0.329",
+                           77.72, 93.67),
+    "mobilenetv2_w1": WeightFile("mobilenetv2_w1", "0887", "13a021bca5b679b76156829743f7182da42e8bb6",
+                                 "v0.0.213", 73.03, 91.13),
+}
+
+
 @dataclass
 class TeacherInfo:
     """Where a teacher's weights came from and what accuracy they should reach (percent)."""
@@ -90,6 +138,12 @@ class TeacherInfo:
     source: str  # "pytorchcv-cache" | "explicit" | "embedded"
     published_top5: float | None = None
     paper_top1: float | None = None
+    # the weight file's fingerprint: its name (with weights_sha256 above) and, for a known pytorchcv file,
+    # its release and whether its content matches that release's sha1 record
+    weights_file: str | None = None
+    weights_release: str | None = None
+    weights_record_match: bool | None = None
+    paper_weights_file: str | None = None  # the file the AIT paper's reference code loads (None: not a paper teacher)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -250,33 +304,103 @@ def _load_into(net: nn.Module, state: dict[str, torch.Tensor], path: Path, name:
         raise UserError(f"weights file {path} could not be loaded into {name} ({one_line(exc)})") from None
 
 
-def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[Path, str]:
-    """Load pytorchcv's weight file for ``key`` into ``net``; (path, sha256)."""
+def teacher_weight_files(name: str) -> list[WeightFile]:
+    """The pytorchcv weight files known for a teacher, in the order they are looked for: the AIT paper's
+    (:data:`PAPER_WEIGHT_FILES`) first, then today's pytorchcv file when it is another one."""
     from pytorchcv.models.common.model_store import get_model_name_suffix_data
 
-    fname = pytorchcv_weight_file(key)
-    _error, sha1_expected, _tag = get_model_name_suffix_data(key)
+    key = _check_name(name)
+    files = [PAPER_WEIGHT_FILES[key]] if key in PAPER_WEIGHT_FILES else []
+    try:
+        error, sha1, tag = get_model_name_suffix_data(key)
+    except ValueError:
+        error = None
+    if error is not None and not any(f.sha1 == sha1 for f in files):
+        top1, top5 = published_accuracy(key)
+        files.append(WeightFile(key, error, sha1, tag, top1, top5))
+    if not files:
+        raise UserError(f"pytorchcv publishes no pretrained weights for {key!r}: pass --weights FILE")
+    return files
+
+
+def known_weight_file(name: str, file_name: str) -> WeightFile | None:
+    """The :class:`WeightFile` a file name denotes for teacher ``name`` (pytorchcv's naming), or None."""
+    try:
+        return next((f for f in teacher_weight_files(name) if f.file_name == file_name), None)
+    except UserError:
+        return None
+
+
+def _download_release(wf: WeightFile, folder: Path) -> Path:
+    """Fetch a weight file that today's pytorchcv no longer lists, the way pytorchcv fetches its own:
+    ``{imgclsmob}/releases/download/{release}/{file}.zip`` through its downloader, unzipped into ``folder``."""
+    from pytorchcv.models.common import model_store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / wf.file_name
+    archive = folder / (wf.file_name + ".zip")
+    url = f"{model_store.imgclsmob_repo_url}/releases/download/{wf.release}/{wf.file_name}.zip"
+    model_store._download(url=url, path=str(archive), overwrite=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            if wf.file_name not in zf.namelist():
+                raise OSError(f"{archive.name} holds no {wf.file_name}")
+            zf.extract(wf.file_name, folder)  # only the expected member
+    finally:
+        archive.unlink(missing_ok=True)
+    return path
+
+
+def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[Path, str, WeightFile, bool]:
+    """Load a known pytorchcv weight file for ``key`` from pytorchcv's folder into ``net``;
+    (path, sha256, which file, whether its sha1 matches the release's record)."""
+    files = teacher_weight_files(key)
     folder = pytorchcv_root(root)
-    path = folder / fname
-    if not path.is_file():
+    found = [(f, folder / f.file_name) for f in files if (folder / f.file_name).is_file()]
+    if found:
+        wf, path = found[0]
+    else:
+        names = " or ".join(_describe_file(key, f, files) for f in files)
         if not download:
             raise UserError(
-                f"pretrained weights for {key} not found: expected {fname} in {folder}; place the file there "
+                f"pretrained weights for {key} not found: expected {names} in {folder}; place the file there "
                 f"(or pass --weights FILE); no download is attempted unless --download is given")
-        from pytorchcv.models.common.model_store import get_model_file
-
+        wf = files[0]
         try:
-            path = Path(get_model_file(key, local_model_store_dir_path=str(folder)))
+            if wf.sha1 == _current_sha1(key):
+                from pytorchcv.models.common.model_store import get_model_file
+
+                path = Path(get_model_file(key, local_model_store_dir_path=str(folder)))
+            else:
+                path = _download_release(wf, folder)
         except Exception as exc:
-            raise UserError(f"downloading pytorchcv weights {fname} into {folder} failed ({one_line(exc)}); "
+            raise UserError(f"downloading pytorchcv weights {wf.file_name} into {folder} failed ({one_line(exc)}); "
                             f"place the file there yourself") from None
     sha1, sha256 = _hashes(path)
-    if sha1 != sha1_expected:
+    if sha1 != wf.sha1:
         warnings.warn(f"{path}: content differs from pytorchcv's record (sha1 {sha1[:8]}, expected "
-                      f"{sha1_expected[:8]}); loading it anyway (an older weight release?), sha256 {sha256[:12]}",
+                      f"{wf.sha1[:8]}); loading it anyway (an older weight release?), sha256 {sha256[:12]}",
                       stacklevel=3)
     _load_into(net, _read_state_dict(path), path, key, ignore_extra=True)
-    return path, sha256
+    return path, sha256, wf, sha1 == wf.sha1
+
+
+def _current_sha1(key: str) -> str | None:
+    from pytorchcv.models.common.model_store import get_model_name_suffix_data
+
+    try:
+        return get_model_name_suffix_data(key)[1]
+    except ValueError:
+        return None
+
+
+def _describe_file(key: str, wf: WeightFile, files: list[WeightFile]) -> str:
+    """A file name; where a teacher has two known files, also whose it is, its release and top-1."""
+    if len(files) < 2:
+        return wf.file_name
+    who = "the AIT paper's" if PAPER_WEIGHT_FILES.get(key) == wf else "today's pytorchcv"
+    acc = f", {wf.top1:.2f}% top-1" if wf.top1 is not None else ""
+    return f"{wf.file_name} ({who}, release {wf.release}{acc})"
 
 
 # --------------------------------------------------------------------------- public API
@@ -294,30 +418,28 @@ def load_teacher(name: str, weights=None, root=None, download: bool = False) -> 
     dataset = dataset_for_teacher(key)
     num_classes = DATASETS[dataset].num_classes
     paper = PAPER_TEACHER_TOP1.get(key)
-    top5 = None
+    paper_file = PAPER_WEIGHT_FILES[key].file_name if key in PAPER_WEIGHT_FILES else None
 
     if weights is not None:
         path = Path(weights).expanduser()
         net = build_architecture(key)
         _load_into(net, _read_state_dict(path), path, key, ignore_extra=False)
-        sha256 = _hashes(path)[1]
-        top1 = None
-        if key != "digits":
-            try:
-                if path.name == pytorchcv_weight_file(key):
-                    top1, top5 = published_accuracy(key)
-            except UserError:
-                pass
-        info = TeacherInfo(key, dataset, num_classes, str(path), sha256, top1, "explicit", top5, paper)
+        sha1, sha256 = _hashes(path)
+        wf = known_weight_file(key, path.name) if key != "digits" else None
+        top1, top5 = (wf.top1, wf.top5) if wf is not None else (None, None)
+        info = TeacherInfo(key, dataset, num_classes, str(path), sha256, top1, "explicit", top5, paper,
+                           weights_file=path.name, weights_release=wf.release if wf else None,
+                           weights_record_match=(sha1 == wf.sha1) if wf else None, paper_weights_file=paper_file)
     elif key == "digits":
         net, meta, path = digits_teacher()
         info = TeacherInfo(key, dataset, num_classes, str(path), _hashes(path)[1], float(meta["test_top1"]),
-                           "embedded", None, paper)
+                           "embedded", None, paper, weights_file=path.name)
     else:
         net = build_architecture(key)
-        path, sha256 = _pytorchcv_cached(net, key, root, download)
-        top1, top5 = published_accuracy(key)
-        info = TeacherInfo(key, dataset, num_classes, str(path), sha256, top1, "pytorchcv-cache", top5, paper)
+        path, sha256, wf, match = _pytorchcv_cached(net, key, root, download)
+        info = TeacherInfo(key, dataset, num_classes, str(path), sha256, wf.top1, "pytorchcv-cache", wf.top5, paper,
+                           weights_file=path.name, weights_release=wf.release, weights_record_match=match,
+                           paper_weights_file=paper_file)
 
     out = getattr(net, "num_classes", num_classes)
     if out != num_classes:
@@ -326,24 +448,62 @@ def load_teacher(name: str, weights=None, root=None, download: bool = False) -> 
     return net, info
 
 
-def check_published_accuracy(info: TeacherInfo, measured_top1: float, tolerance: float = 1.0) -> str | None:
-    """A one-line warning when the measured top-1 (percent) is more than ``tolerance`` points
-    away from the published one (pytorchcv's, else the AIT paper's); None when close or unknown."""
+_CIFAR = ("cifar10", "cifar100")
+
+
+def comparison_top1(info: TeacherInfo, normalization: str = "reference") -> tuple[float, str, bool] | None:
+    """The top-1 (%) a measured accuracy should be compared with: (value, where it comes from, like for like?).
+
+    Like for like: on CIFAR, pytorchcv's published numbers hold under its own normalisation and the AIT
+    paper's under the reference's (``normalization``); a paper number holds only for the paper's weight
+    file (:data:`PAPER_WEIGHT_FILES`: not for today's resnet18 file).  ImageNet and digits normalise the
+    same way under both options.  When only an unlike number exists it is returned with ``False``."""
+    cifar = info.dataset in _CIFAR
+    if info.source == "embedded" and info.published_top1 is not None:
+        return info.published_top1, "at training time", True
+    candidates = []  # (value, label, normalisation it holds under or None when it does not matter)
     if info.published_top1 is not None:
-        ref, what = info.published_top1, ("at training time" if info.source == "embedded" else "published")
-    elif info.paper_top1 is not None:
-        ref, what = info.paper_top1, "in the AIT paper"
-    else:
+        release = f" for {info.weights_file}" if info.weights_file else ""
+        candidates.append((info.published_top1, f"published by pytorchcv{release}", "pytorchcv" if cifar else None))
+    other_release = (info.paper_weights_file is not None and info.weights_file is not None
+                     and info.weights_file != info.paper_weights_file
+                     and known_weight_file(info.name, info.weights_file) is not None)
+    if info.paper_top1 is not None and not other_release:
+        candidates.append((info.paper_top1, "in the AIT paper", "reference" if cifar else None))
+    if not candidates:
         return None
-    gap = float(measured_top1) - ref
+    like = [c for c in candidates if c[2] in (None, normalization)]
+    if like:
+        value, label, _ = like[0]
+        return value, label, True
+    value, label, norm = candidates[0]
+    return value, f"{label} (under {norm} normalisation)", False
+
+
+def check_published_accuracy(info: TeacherInfo, measured_top1: float, tolerance: float = 1.0,
+                             normalization: str = "reference") -> str | None:
+    """A one-line warning when the measured top-1 (percent, measured under ``normalization``) is more than
+    ``tolerance`` points away from the matching published one (:func:`comparison_top1`); None when close
+    or unknown."""
+    ref = comparison_top1(info, normalization)
+    if ref is None:
+        return None
+    value, what, like = ref
+    gap = float(measured_top1) - value
     if abs(gap) <= tolerance:
         return None
     note = ""
-    if info.paper_top1 is not None and ref != info.paper_top1:
-        note = f" (the AIT paper reports {info.paper_top1:.2f}%)"
-    return (f"teacher {info.name}: measured top-1 {float(measured_top1):.2f}% on {info.dataset} differs from "
-            f"{ref:.2f}% {what}{note} by {gap:+.2f} points: check the data folder, normalisation and weights "
-            f"file {info.weights_path}")
+    if info.paper_top1 is not None and value != info.paper_top1:
+        note = f" (the AIT paper reports {info.paper_top1:.2f}%"
+        note += f" with {info.paper_weights_file})" if info.paper_weights_file and \
+            info.paper_weights_file != info.weights_file else ")"
+    elif info.published_top1 is not None and value != info.published_top1 and info.dataset in _CIFAR:
+        note = f" (pytorchcv publishes {info.published_top1:.2f}% under its own normalisation)"
+    unlike = "" if like else f"; measured under {normalization} normalisation, so expect a small offset"
+    data = f"{info.dataset} ({normalization} normalisation)" if info.dataset in _CIFAR else info.dataset
+    return (f"teacher {info.name}: measured top-1 {float(measured_top1):.2f}% on {data} differs from "
+            f"{value:.2f}% {what}{note} by {gap:+.2f} points{unlike}: check the data folder, normalisation and "
+            f"weights file {info.weights_path}")
 
 
 def _teacher_names_hint() -> str:

@@ -27,7 +27,7 @@ DATASET_SCALES: dict[str, dict] = {
     "digits": dict(epochs=12, iters_per_epoch=25, batch_size=64, warmup_epochs=2, act_range_epochs=2,
                    lr_milestones=[6, 9], gi_p=1e-3, gi_p_milestones=[6, 9], lr=1e-3,
                    val_batch_size=300, hessian_batch_size=200, hessian_every_epochs=3, probe_every_steps=5,
-                   hessian_vectors=8, slq_runs=2, slq_steps=16, hessian_top_k=3, w_bits=3, a_bits=3,
+                   hessian_vectors=8, slq_runs=4, slq_steps=16, hessian_top_k=3, w_bits=3, a_bits=3,
                    trace_max_products=100),
 }
 _FAMILY = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "digits": "digits"}
@@ -53,6 +53,7 @@ class Preset:
     help: str
     overrides: dict
     per_family: dict = field(default_factory=dict)  # family -> flat-key overrides on top of `overrides`
+    per_teacher: dict = field(default_factory=dict)  # teacher -> flat-key overrides on top of the family's
 
     def resolve(self, data: str) -> dict:
         """The preset's flat-key overrides for a data set (its family's values win)."""
@@ -64,6 +65,19 @@ class Preset:
 
 _KL_ONLY = dict(kd_weight=1.0, ce_weight=0.0, weight_decay=0.0)
 _GDFQ_IMAGENET = {"imagenet": dict(lr=1e-6)}  # GDFQ's ImageNet learning rate; AIT uses 1e-4 everywhere
+
+
+# qimera+ait: the AIT repository's own Qimera scripts (iamkanghyunchoi/ait Qimera_AIT/run_*_4bit.sh, line 3:
+# --multi_label_prob, --multi_label_num, --randemb), not Qimera's (generators.QIMERA_DEFAULTS, used by `qimera`).
+# Only 4-bit scripts exist; these values apply at every bit width.  No --randemb = the teacher's last-layer
+# weights as the class embedding (Qimera_AIT/main.py:455-471).
+QIMERA_AIT_SCRIPTS: dict[str, dict] = {
+    "resnet20_cifar10": dict(qimera_mix_prob=0.4, qimera_mix_k=2, qimera_embedding_init="teacher"),
+    "resnet20_cifar100": dict(qimera_mix_prob=0.4, qimera_mix_k=25, qimera_embedding_init="teacher"),
+    "resnet18": dict(qimera_mix_prob=0.4, qimera_mix_k=250, qimera_embedding_init="random"),
+    "resnet50": dict(qimera_mix_prob=0.4, qimera_mix_k=100, qimera_embedding_init="teacher"),
+    "mobilenetv2_w1": dict(qimera_mix_prob=0.4, qimera_mix_k=250, qimera_embedding_init="random"),
+}
 
 
 def _preset(name, help, per_family=None, **overrides) -> Preset:
@@ -96,7 +110,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
             iters_per_epoch=0),
     _preset("qimera", "Qimera generator (superposed embeddings), GDFQ loss (Tab. 1)", generator="qimera",
             kd_weight=1.0, ce_weight=1.0, gi=False),
-    _preset("qimera+ait", "Qimera + AIT (Tab. 1)", generator="qimera", gi=True, **_KL_ONLY),
+    Preset("qimera+ait", "Qimera + AIT (Tab. 1)", dict(method="qimera+ait", generator="qimera", gi=True, **_KL_ONLY),
+           per_teacher=QIMERA_AIT_SCRIPTS),
     _preset("arc", "ARC (AutoReCon) searched generator, GDFQ loss (Tab. 1)", generator="arc", kd_weight=1.0,
             ce_weight=1.0, gi=False),
     _preset("arc+ait", "ARC + AIT (Tab. 1)", generator="arc", gi=True, **_KL_ONLY),
@@ -121,8 +136,10 @@ def resolve_config(preset: str, teacher: str = "digits", data: str | None = None
     values: dict = {}
     values.update(DATASET_SCALES[dataset_family(data)])
     values.update(preset_overrides(preset, data))
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
-    values.update(dict(parse_assignment(a) for a in (overrides or [])))
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    given.update(dict(parse_assignment(a) for a in (overrides or [])))
+    values.update(PRESETS[preset].per_teacher.get(given.get("teacher", teacher), {}))  # below flags and --set
+    values.update(given)
     values.update(preset=preset, teacher=values.get("teacher", teacher), data=values.get("data") or data)
     for key in values:
         locate(key)  # an unknown key names itself

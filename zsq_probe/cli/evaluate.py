@@ -19,6 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--calib-batches", type=int, default=4, help="train batches used to calibrate activation ranges")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--max-batches", type=int, default=0, help="evaluate only this many test batches (0 = all)")
+    p.add_argument("--normalization", default="reference", metavar="{reference,pytorchcv}",
+                   help="CIFAR normalisation: 'reference' (the AIT/GDFQ code's statistics, the paper's protocol; "
+                        "default) or 'pytorchcv' (imgclsmob's, under which pytorchcv publishes its accuracies)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -34,7 +37,8 @@ def run(args) -> int:
     r = evaluate_quantized(args.teacher, weights=args.weights, weights_root=args.weights_root, data=args.data,
                            data_root=args.data_root, w_bits=args.w_bits, a_bits=args.a_bits,
                            calib_batches=args.calib_batches, batch_size=args.batch_size,
-                           max_batches=args.max_batches, device=args.device, download=args.download)
+                           max_batches=args.max_batches, device=args.device, download=args.download,
+                           normalization=args.normalization)
     if r.get("warning"):
         print(f"warning: {r['warning']}", file=sys.stderr)
     if args.json:
@@ -49,9 +53,22 @@ def report(r: dict) -> str:
     spec = r["quantization"]
     label = "quantised {}w{}a".format(r["w_bits"], r["a_bits"])
     not_q = [k.replace("_", " ") for k, v in spec["not_quantized"].items() if v and not k.startswith("other_")]
+    release = f", release {r['weights_release']}" if r.get("weights_release") else ""
+    paper = r.get("paper_weights_file")
+    paper_note = ""
+    if paper:
+        paper_note = ("  (the AIT paper's file)" if paper == r.get("weights_file")
+                      else f"  (the AIT paper used {paper})")
+    compared = ""
+    if r.get("compared_top1") is not None:
+        compared = f"; expected {r['compared_top1']:.2f}% {r['compared_with']}"
+    fmt = ", ".join
+    norm = r["normalization"] if r["data"] in ("cifar10", "cifar100") else "fixed (both options agree)"
     return "\n".join([
-        f"teacher   {r['teacher']}  ({r['weights_source']}: {r['weights_path'] or '-'})",
-        f"data      {r['data']} test split",
+        f"teacher   {r['teacher']}  ({r['weights_source']}: {r['weights_path'] or '-'}{release}){paper_note}",
+        f"data      {r['data']} test split, normalisation {norm} (mean "
+        f"{fmt(f'{v:g}' for v in r['normalization_mean'])}; std {fmt(f'{v:g}' for v in r['normalization_std'])})"
+        f"{compared}",
         f"{'model':<22}{'top-1':>8}{'CE':>9}",
         f"{'full precision':<22}{100 * r['fp_top1']:>7.2f}%{r['fp_ce']:>9.4f}",
         f"{label:<22}{100 * r['quant_top1']:>7.2f}%{r['quant_ce']:>9.4f}",

@@ -22,13 +22,14 @@ from zsq_probe.generators.arc import ARC_GENOTYPES, ARCGenerator
 from zsq_probe.generators.bns import BNStatisticsLoss
 from zsq_probe.generators.common import CategoricalConditionalBatchNorm2d
 from zsq_probe.generators.gdfq import GDFQGenerator
-from zsq_probe.generators.qimera import QIMERA_DEFAULTS, QimeraGenerator, teacher_class_weights
+from zsq_probe.generators.qimera import QIMERA_DEFAULTS, QimeraGenerator, SlotLatent, teacher_class_weights
 from zsq_probe.generators.zeroq import ZeroQStatisticsLoss, distill_zeroq
 
 GENERATORS = {"gdfq": GDFQGenerator, "qimera": QimeraGenerator, "arc": ARCGenerator}
 
 __all__ = ["ARC_GENOTYPES", "ARCGenerator", "BNStatisticsLoss", "CategoricalConditionalBatchNorm2d", "GENERATORS",
-           "GDFQGenerator", "QIMERA_DEFAULTS", "QimeraGenerator", "ZeroQStatisticsLoss", "build_generator",
+           "GDFQGenerator", "QIMERA_DEFAULTS", "QimeraGenerator", "SlotLatent", "ZeroQStatisticsLoss",
+           "build_generator",
            "distill_zeroq", "teacher_class_weights"]
 
 

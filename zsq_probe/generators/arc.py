@@ -18,8 +18,11 @@ What is faithful (facts from the AutoReCon generator shipped with the AIT code, 
 * the searched genotypes per teacher (:data:`ARC_GENOTYPES`) are the one-hot architecture matrices
   published with the AIT code's AutoReCon backbone, written out as operation names.
 
-What is approximated: the reference builds every conditional BN with 1000 classes regardless of the
-data set; we use ``num_classes`` (identical for labels below ``num_classes``).  A cross edge
+What is approximated: the reference builds every cell's conditional BN with 1000 classes regardless of
+the data set (AutoReCon_AIT/model_generator.py:64,84,115,122,141,148; its to-RGB BN uses ``nclass``, line
+303, as ours); we use ``num_classes``.  Harmless for outputs: gamma/beta rows start at 1/0 and a row is
+only read (and only gets a gradient, so Adam never moves it) for a label that occurs, and labels are
+below ``num_classes``; only the state dict's shapes and the count of generator parameters differ.  A cross edge
 ``none`` outputs zeros without computing the (discarded) up-sampling branch the reference multiplies
 by 0.  The architecture search itself is not implemented: unknown teachers get the ``"default"``
 genotype (the one searched for ResNet-20/CIFAR-10).
@@ -126,7 +129,7 @@ class _ConvOp(nn.Module):
 
     def __init__(self, ch: int, k: int, dilation: int, num_classes: int):
         super().__init__()
-        self.bn = CategoricalConditionalBatchNorm2d(num_classes, ch, eps=CBN_EPS)
+        self.bn = CategoricalConditionalBatchNorm2d(num_classes, ch, eps=CBN_EPS)  # reference: 1000 rows (see top)
         self.act = nn.LeakyReLU(0.2)
         self.conv = nn.Conv2d(ch, ch, k, padding=dilation * (k - 1) // 2, dilation=dilation)
 
@@ -140,7 +143,7 @@ class _UpOp(nn.Module):
     def __init__(self, ch: int, mode: str, num_classes: int):
         super().__init__()
         self.mode = mode
-        self.bn = CategoricalConditionalBatchNorm2d(num_classes, ch, eps=CBN_EPS)
+        self.bn = CategoricalConditionalBatchNorm2d(num_classes, ch, eps=CBN_EPS)  # reference: 1000 rows (see top)
         self.act = nn.LeakyReLU(0.2)
         self.conv = nn.Conv2d(ch, ch, 1)
 

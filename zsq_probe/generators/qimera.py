@@ -22,14 +22,17 @@ Facts (docs/reference.md#qimera; Qimera's published code and run scripts):
   weights.
 
 Labels convention here: :meth:`QimeraGenerator.sample` returns ``(z, soft_labels)`` where
-``soft_labels`` is a float tensor ``(B, num_classes)`` (one-hot for plain batches).  ``z`` has shape
-``(B, D)`` for a plain batch and ``(B, K, D)`` for a superposed batch.  ``forward(z, labels)`` accepts
-hard LongTensor labels ``(B,)`` or soft labels ``(B, num_classes)``:
+``soft_labels`` is a float tensor ``(B, num_classes)`` (one-hot for plain batches).  ``z`` is a tensor
+``(B, D)`` for a plain batch and a :class:`SlotLatent` (``shape`` ``(B, K, D)``) for a superposed batch.
+``forward(z, labels)`` accepts hard LongTensor labels ``(B,)`` or soft labels ``(B, num_classes)``:
 
-* ``z (B, K, D)`` + soft labels: noise slot k goes with the k-th largest label weight of each row (the
-  pairing of i.i.d. noise to classes is arbitrary; the per-slot standardisation then pools the k-th
-  largest components, where the reference pools slots in draw order; a class drawn twice was merged by the scatter-add, so it occupies one slot and a zero-weight slot pads the
-  row: an approximation of the reference, which keeps two noise draws for the duplicate);
+* :class:`SlotLatent` (what :meth:`QimeraGenerator.sample` returns for a superposed batch) + soft labels:
+  the slots exactly as drawn -- noise ``(B, K, D)``, classes ``(B, K)`` and weights ``(B, K)`` in draw
+  order -- so the input is the reference's ``sum_k w_k norm(e_{c_k} + z_k)``, a class drawn twice
+  keeping both of its noise draws and weights (Qimera_AIT/trainer.py:259-267, main.py:74-81);
+* a plain tensor ``z (B, K, D)`` + soft labels (no slot record): noise slot k goes with the k-th largest
+  label weight of each row.  Exact when no row repeats a class; a repeated class was merged by the
+  scatter-add and occupies one slot (a zero-weight slot pads the row), an approximation;
 * ``z (B, D)`` + soft labels: every class with non-zero weight shares the sample's noise and is
   standardised per sample (for one-hot labels this is exactly the plain path).
 """
@@ -49,7 +52,8 @@ from zsq_probe.generators.gdfq import GDFQBody, resolve_variant
 
 # Per teacher (pytorchcv name) and bit width: the settings of Qimera's published run scripts
 # (run_*_4bit.sh and other_train_scripts/run_*_5bit.sh): --multi_label_prob, --multi_label_num,
-# and whether --randemb (random embedding instead of the teacher's last-layer weights) is passed.
+# and whether --randemb (random embedding instead of the teacher's last-layer weights) is passed.  The
+# `qimera` preset uses these; `qimera+ait` sets the AIT repository's own values (presets.QIMERA_AIT_SCRIPTS).
 QIMERA_DEFAULTS: dict[str, dict[int, dict]] = {
     "resnet20_cifar10": {4: dict(mix_prob=0.4, mix_k=2, embedding_init="random"),
                          5: dict(mix_prob=0.4, mix_k=2, embedding_init="random")},
@@ -63,6 +67,48 @@ QIMERA_DEFAULTS: dict[str, dict[int, dict]] = {
                        5: dict(mix_prob=0.4, mix_k=100, embedding_init="random")},
 }
 NORM_EPS = 1e-5  # BatchNorm1d's default eps, as in the reference's embedding normaliser
+
+
+class SlotLatent:
+    """The latent of a superposed Qimera batch, slot by slot in draw order.
+
+    ``noise`` ``(B, K, D)``, ``classes`` ``(B, K)`` (a class may repeat within a row), ``weights`` ``(B, K)``
+    (softmax of a normal draw, rows sum to 1).  Keeping the slots -- rather than only the scatter-added soft
+    labels -- lets a class drawn twice keep both noise draws, as in the reference
+    (Qimera_AIT/trainer.py:259-267).  Behaves like the noise tensor for ``shape``/``dim()``/``to()``.
+    """
+
+    __slots__ = ("noise", "classes", "weights")
+
+    def __init__(self, noise: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor):
+        if not (isinstance(noise, torch.Tensor) and isinstance(classes, torch.Tensor)
+                and isinstance(weights, torch.Tensor)):
+            raise UserError("Qimera SlotLatent: noise, classes and weights must be tensors")
+        if noise.dim() != 3 or classes.shape != noise.shape[:2] or weights.shape != noise.shape[:2]:
+            raise UserError(f"Qimera SlotLatent: noise (B, K, D) with classes and weights (B, K), got "
+                            f"{tuple(noise.shape)}, {tuple(classes.shape)}, {tuple(weights.shape)}")
+        self.noise, self.classes, self.weights = noise, classes, weights
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.noise.shape
+
+    def dim(self) -> int:
+        return 3
+
+    @property
+    def device(self) -> torch.device:
+        return self.noise.device
+
+    def to(self, *args, **kwargs) -> "SlotLatent":
+        noise = self.noise.to(*args, **kwargs)
+        return SlotLatent(noise, self.classes.to(noise.device), self.weights.to(*args, **kwargs))
+
+    def soft_labels(self, num_classes: int) -> torch.Tensor:
+        """Scatter-added soft labels ``(B, num_classes)`` (duplicates merge; rows sum to 1)."""
+        b = self.classes.shape[0]
+        return torch.zeros(b, num_classes, device=self.weights.device,
+                           dtype=self.weights.dtype).scatter_add_(1, self.classes, self.weights)
 
 
 def teacher_class_weights(teacher: nn.Module) -> torch.Tensor:
@@ -143,6 +189,14 @@ class QimeraGenerator(nn.Module):
         """-> (class indices (B,K), weights (B,K), noise (B,K,D), per-slot normalisation?, BN condition)."""
         who = "Qimera generator"
         b = z.shape[0]
+        if isinstance(z, SlotLatent):
+            # the slots as drawn (reference order and duplicates); labels only have to agree with them
+            if labels.dim() != 2 or labels.shape != (b, self.num_classes) or not labels.is_floating_point():
+                raise UserError(f"{who}: a SlotLatent goes with soft labels (batch, {self.num_classes})")
+            if int(z.classes.min()) < 0 or int(z.classes.max()) >= self.num_classes:
+                raise UserError(f"{who}: SlotLatent classes must lie in [0, {self.num_classes})")
+            noise = check_latent(z.noise, self.latent_dim, who, allow_slots=True)
+            return z.classes, z.weights, noise, True, labels / noise.shape[1]
         if labels.dim() == 1:
             if z.dim() != 2:
                 raise UserError(f"{who}: hard labels go with z of shape (batch, {self.latent_dim})")
@@ -166,7 +220,8 @@ class QimeraGenerator(nn.Module):
 
     def generator_input(self, z: torch.Tensor, labels: torch.Tensor):
         """The vector fed to the GDFQ body, and the condition for the conditional BNs."""
-        z = check_latent(z, self.latent_dim, "Qimera generator", allow_slots=True)
+        if not isinstance(z, SlotLatent):
+            z = check_latent(z, self.latent_dim, "Qimera generator", allow_slots=True)
         idx, w, noise, per_slot, cond = self._slots(z, labels)
         x = self.label_emb(idx) + self.noise_scale * noise  # (B, K, D)
         dims = (0, 2) if per_slot else (2,)
@@ -176,14 +231,15 @@ class QimeraGenerator(nn.Module):
         return (w.to(x.dtype)[:, :, None] * x).sum(1), cond
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if not isinstance(z, torch.Tensor) or not isinstance(labels, torch.Tensor):
-            raise UserError("Qimera generator: z and labels must be tensors")
+        if not isinstance(z, (torch.Tensor, SlotLatent)) or not isinstance(labels, torch.Tensor):
+            raise UserError("Qimera generator: z must be a tensor or SlotLatent and labels a tensor")
         gen_input, cond = self.generator_input(z, labels)
         return self.body(gen_input, cond)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, batch_size: int, generator: torch.Generator, device=None):
-        """``(z, soft_labels)``: z ``(B, D)`` (plain batch) or ``(B, K, D)`` (superposed, probability mix_prob)."""
+        """``(z, soft_labels)``: z ``(B, D)`` (plain batch) or a :class:`SlotLatent` ``(B, K, D)`` (superposed,
+        probability mix_prob).  Draw order as Qimera_AIT/trainer.py:253-271: mix flag, z, classes, weights."""
         check_batch_size(batch_size, "Qimera sample")
         rng = check_rng(generator, "Qimera sample")
         device = device if device is not None else rng.device
@@ -193,7 +249,8 @@ class QimeraGenerator(nn.Module):
             z = randn((b, k, d), rng, device)
             classes = randint(c, (b, k), rng, device)
             w = F.softmax(randn((b, k), rng, device), dim=1)
-            soft = torch.zeros(b, c, device=device).scatter_add_(1, classes, w)
+            z = SlotLatent(z, classes, w)
+            soft = z.soft_labels(c)
         else:
             z = randn((b, d), rng, device)
             classes = randint(c, (b,), rng, device)

@@ -11,9 +11,18 @@ Facts (docs/reference.md#zeroq; ZeroQ's published ``distill_data.py``):
   term pulling each image's per-channel pixel mean/std to 0/1;
 * the teacher is in eval mode and only the images receive gradients.
 
-Initialisation: ``init="gaussian"`` (default) draws N(0, 1) pixels; ``init="uniform"`` reproduces the
-ZeroQ code's start, ``(randint(0, 255) - 127.5) / 5418.75`` (a small uniform; the code divides by the
-variance of U(-128, 127), not its std).  All draws come from the given ``torch.Generator``.
+Initialisation: ``init="uniform"`` (default) reproduces the ZeroQ code's start,
+``(randint(0, 255) - 127.5) / 5418.75`` (a small uniform; the code divides by the variance of
+U(-128, 127), not its std; classification/utils/data_utils.py:39-41), bit for bit: the reference draws
+image by image from the global generator, one call for the batch draws the same numbers;
+``init="gaussian"`` draws N(0, 1) pixels (this package's earlier default).  All draws come from the given
+``torch.Generator``.
+
+Calibration (:func:`calibrate_running_minmax`): the reference (classification/uniform_test.py:75-89,
+utils/quantization_utils/quant_modules.py:50-75, utils/train_utils.py:51-63) distils ONE batch of 32 images
+(uniform_test.py:48-50, distill_data.py:56) and runs it through the quantised model with every activation
+range a running min/max that starts at 0 (``x_min = min(x_min, batch min)``, ``x_max = max(x_max, batch
+max)``), each activation quantised with the range already widened by its own batch.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from zsq_probe.errors import UserError
 from zsq_probe.generators.common import check_batch_size, check_image_shape, check_rng
 
 EPS = 1e-6
+REFERENCE_IMAGES = 32  # ZeroQ's uniform_test.py --batch_size default, one batch (distill_data.py num_batch=1)
+CALIBRATION_RULES = ("minmax", "ema")
 
 
 def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +49,7 @@ def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _own_loss(target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """ZeroQ's L2 loss: ||target - value||^2 / batch, target (C,) broadcast over value (B, C)."""
-    return (target - value).pow(2).sum() / value.shape[0]
+    return (target - value).norm() ** 2 / value.shape[0]  # norm()**2 as distill_data.py:35 (same rounding)
 
 
 class ZeroQStatisticsLoss:
@@ -74,16 +85,17 @@ class ZeroQStatisticsLoss:
         """Sum over recorded BN layers (+ the input term when ``images`` is given)."""
         if not self._stats:
             raise UserError("ZeroQ: no teacher forward pass was recorded inside the ZeroQStatisticsLoss block")
-        total = 0.0
+        mean_loss, std_loss = 0.0, 0.0  # summed apart, then added, as distill_data.py:122-146 (same rounding)
         for i in sorted(self._stats):
             mean, std = self._stats[i]
             bn = self.layers[i]
-            total = total + _own_loss(bn.running_mean.to(mean.dtype), mean)
-            total = total + _own_loss(torch.sqrt(bn.running_var.to(std.dtype) + EPS), std)
+            mean_loss = mean_loss + _own_loss(bn.running_mean.to(mean.dtype), mean)
+            std_loss = std_loss + _own_loss(torch.sqrt(bn.running_var.to(std.dtype) + EPS), std)
         if images is not None:
             mean, std = _mean_std(images)
-            total = total + _own_loss(torch.zeros_like(mean[0]), mean) + _own_loss(torch.ones_like(std[0]), std)
-        return total
+            mean_loss = mean_loss + _own_loss(torch.zeros_like(mean[0]), mean)
+            std_loss = std_loss + _own_loss(torch.ones_like(std[0]), std)
+        return mean_loss + std_loss
 
 
 def _teacher_device(teacher: nn.Module):
@@ -94,7 +106,7 @@ def _teacher_device(teacher: nn.Module):
 
 def distill_zeroq(teacher: nn.Module, num_images: int, image_shape: Sequence[int], batch_size: int, *,
                   iterations: int = 500, lr: float = 0.5, generator: torch.Generator, device=None,
-                  progress: Callable[[int, int, float], None] | None = None, init: str = "gaussian",
+                  progress: Callable[[int, int, float], None] | None = None, init: str = "uniform",
                   patience: int = 100, min_lr: float = 1e-4):
     """ZeroQ's distilled data: ``(images (num_images, C, H, W), history)``.
 
@@ -157,3 +169,47 @@ def distill_zeroq(teacher: nn.Module, num_images: int, image_shape: Sequence[int
     finally:
         teacher.train(was_training)
     return torch.cat(images), history
+
+
+def calibrate_running_minmax(model: nn.Module, batches) -> int:
+    """ZeroQ's calibration: every activation range = running min/max over ``batches``, starting from 0.
+
+    Mirrors the reference's ``QuantAct`` (quant_modules.py:50-75): before quantising, each quantiser's range
+    becomes ``[min(lo, batch min), max(hi, batch max)]`` with ``lo = hi = 0`` at the start, so the range
+    always contains 0 and never shrinks.  The model runs in eval mode under no_grad; afterwards the ranges
+    are frozen and the train/eval flags restored.  Returns the number of batches.  (Kept here rather than in
+    :mod:`zsq_probe.quant`, whose own calibration is the training EMA.)
+    """
+    from zsq_probe.quant import activation_quantizers
+
+    quantizers = list(activation_quantizers(model).values())
+    if not quantizers:
+        raise UserError("ZeroQ calibration: the model has no activation quantisers (was it quantised?)")
+    modes = {m: m.training for m in model.modules()}
+
+    def widen(q, inputs):
+        x = inputs[0].detach()
+        q.range_min.copy_(torch.minimum(q.range_min, x.amin().to(q.range_min.dtype)))
+        q.range_max.copy_(torch.maximum(q.range_max, x.amax().to(q.range_max.dtype)))
+
+    for q in quantizers:  # start from 0 and quantise with the running range (frozen: no EMA update)
+        q.reset_range()
+        q.set_frozen(True)
+        q.initialized.fill_(True)
+        q._initialized = True
+    handles = [q.register_forward_pre_hook(widen) for q in quantizers]
+    count = 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for batch in batches:
+                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                count += 1
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    if count == 0:
+        raise UserError("ZeroQ calibration got no batches")
+    return count

@@ -84,12 +84,13 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
         if cfg.dataset.name and get_spec(cfg.dataset.name).name != expected:
             raise UserError(f"teacher {cfg.teacher} was trained on {expected}, not on --data {cfg.dataset.name}: drop "
                             f"--data or pick a teacher for {cfg.dataset.name}")
-    spec = data_spec if data_spec is not None else (get_spec(cfg.dataset.name) if cfg.dataset.name else None)
+    norm = cfg.dataset.normalization  # real images only (validation, KD data): zsq_probe.data
+    spec = data_spec if data_spec is not None else (get_spec(cfg.dataset.name, norm) if cfg.dataset.name else None)
     torch.manual_seed(cfg.seed)
     if teacher is None:
         teacher, teacher_info = load_teacher(cfg.teacher, weights=cfg.weights, root=cfg.weights_root,
                                              download=cfg.download)
-        spec = spec or get_spec(teacher_info.dataset)
+        spec = spec or get_spec(teacher_info.dataset, norm)
     else:
         teacher, teacher_info = _custom_teacher(teacher, cfg, spec)
     teacher = teacher.to(device).eval()
@@ -121,8 +122,11 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
     known_data = cfg.dataset.name is not None and spec is not None and spec.name == str(cfg.dataset.name).lower()
     if for_training and known_data:
         try:
-            val = load_dataset(cfg.dataset.name, cfg.dataset.root, split="test", download=cfg.download)
-            val_loader = make_loader(val, cfg.val_batch_size, shuffle=False, seed=cfg.seed)
+            val = load_dataset(cfg.dataset.name, cfg.dataset.root, split="test", download=cfg.download,
+                               normalization=norm)
+            val_loader = make_loader(val, cfg.val_batch_size, shuffle=False, seed=cfg.seed,
+                                     num_workers=cfg.dataset.num_workers, persistent_workers=True,
+                                     pin_memory=cfg.dataset.pin_memory and device.type == "cuda")
         except UserError as e:
             if cfg.dataset.source == "real" or cfg.dataset.root is not None:  # a --data-root given is meant to be used
                 raise
@@ -131,7 +135,8 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
     if cfg.dataset.source == "real":
         if not known_data:
             raise UserError(f"source=real needs a named data set (data=...), not a custom spec {spec.name!r}")
-        train_set = load_dataset(cfg.dataset.name, cfg.dataset.root, split="train", download=cfg.download)
+        train_set = load_dataset(cfg.dataset.name, cfg.dataset.root, split="train", download=cfg.download,
+                                 normalization=norm)
         source = RealDataSource(train_set, teacher, cfg, device)
     elif cfg.dataset.source == "generator":
         from zsq_probe.generators import build_generator

@@ -9,8 +9,11 @@ checkpoint epoch-0000 is the state before training.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 
 import torch
@@ -33,6 +36,52 @@ class NonFiniteError(UserError):
     checkpoint (nothing of the failed epoch is written).  `on_nonfinite=skip` skips such updates instead."""
 
 
+# Signals that stop training gracefully: the epoch under way finishes, its checkpoint is written, then
+# TrainingInterrupted is raised (a second signal stops at once, losing only that epoch).  Cluster jobs (SLURM
+# preemption and time-outs, Ray node loss) send these; a resume continues bit for bit from the checkpoint.
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal (SIGTERM/SIGUSR1) after writing the checkpoint of `epoch` (or, on a
+    second signal, at once: the epoch under way is lost).  Resume the run to continue.  A KeyboardInterrupt,
+    so the command line reports it like Ctrl-C and callers that catch Exception do not swallow it."""
+
+    def __init__(self, signame: str, epoch: int, path=None):
+        self.signame, self.epoch, self.path = signame, epoch, path
+        where = f" ({path})" if path else ""
+        super().__init__(f"stopped by {signame} after the checkpoint of epoch {epoch}{where}; resume to continue")
+
+
+@contextlib.contextmanager
+def stop_on_signals(names=None):
+    """While inside: the signals `names` (default STOP_SIGNALS) set `state["signal"]` instead of killing the
+    process; a second one raises TrainingInterrupted at once.  Installed only in the main thread (signal
+    handlers can only be set there; elsewhere nothing changes); the previous handlers come back after."""
+    state = {"signal": None, "epoch": 0, "path": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    wanted = [getattr(signal, n, None) for n in (names if names is not None else STOP_SIGNALS)]
+    wanted = [s for s in dict.fromkeys(wanted) if s is not None]
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if state["signal"] is not None:  # the second signal: stop now (the epoch under way is lost)
+            raise TrainingInterrupted(name, state["epoch"], state["path"])
+        state["signal"] = name
+        log.warning(f"{name} received: stopping after this epoch's checkpoint (send it again to stop at once)")
+
+    previous = {}
+    try:
+        for s in wanted:
+            previous[s] = signal.signal(s, handler)
+        yield state
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
 class Trainer:
     def __init__(self, parts, run, observers=(), progress: bool = True):
         self.parts, self.cfg, self.run = parts, parts.cfg, run
@@ -47,22 +96,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict:
-        for o in self.observers:
-            o.on_train_start(self.context)
-        if self.epoch == 0 and not self.run.checkpoints():
-            self.save_checkpoint(0)
-        if self.cfg.dataset.source == "zeroq" and self.cfg.epochs == 0:
-            return self.calibrate_only()
-        for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
-            row = self.run_epoch(epoch)
+        """Train the remaining epochs.  SIGTERM/SIGUSR1 (STOP_SIGNALS) stop it after the epoch under way and its
+        checkpoint, never mid-epoch (TrainingInterrupted), so a resume continues bit for bit."""
+        with stop_on_signals() as stop:
+            stop["epoch"], stop["path"] = self.epoch, self.run.path
             for o in self.observers:
-                o.on_epoch_end(self.context, epoch, row)
-            self.run.write_part("metrics", [row], epoch_key(epoch))
-            self.epoch = epoch
-            log.info(epoch_line(row))
-            if epoch % self.cfg.checkpoint_every == 0 or epoch == self.cfg.epochs:
-                self.save_checkpoint(epoch)
-        return self.write_summary()
+                o.on_train_start(self.context)
+            if self.epoch == 0 and not self.run.checkpoints():
+                self.save_checkpoint(0)
+            if self.cfg.dataset.source == "zeroq" and self.cfg.epochs == 0:
+                return self.calibrate_only()
+            for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
+                row = self.run_epoch(epoch)
+                for o in self.observers:
+                    o.on_epoch_end(self.context, epoch, row)
+                self.run.write_part("metrics", [row], epoch_key(epoch))
+                self.epoch = epoch
+                log.info(epoch_line(row))
+                last = epoch == self.cfg.epochs
+                if epoch % self.cfg.checkpoint_every == 0 or last or (stop["signal"] and not last):
+                    self.save_checkpoint(epoch)
+                stop["epoch"] = epoch
+                if stop["signal"] and not last:
+                    raise TrainingInterrupted(stop["signal"], epoch, self.run.path)
+            return self.write_summary()
 
     # ------------------------------------------------------------------ one epoch
     def start_epoch(self, epoch: int) -> dict:
@@ -198,11 +255,9 @@ class Trainer:
 
     def calibrate_only(self) -> dict:
         """ZeroQ's own baseline: activation ranges calibrated on the distilled data, no fine-tuning."""
-        from zsq_probe.quant import calibrate_activation_ranges
-
         parts = self.parts
-        if parts.quant_layers:
-            calibrate_activation_ranges(parts.student, parts.source.calibration_batches())
+        if parts.quant_layers:  # zeroq_calibration: ZeroQ's running min/max (default) or the training EMA
+            parts.source.calibrate(parts.student)
         val_top1, val_ce = self.validate() if parts.val_loader is not None else (float("nan"), float("nan"))
         nan = float("nan")
         row = {"run": self.run.name, "method": self.cfg.method, "preset": self.cfg.preset, "epoch": 0,

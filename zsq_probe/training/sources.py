@@ -163,13 +163,15 @@ class RealDataSource:
     def start_epoch(self, epoch: int) -> None:
         from zsq_probe.data import make_loader
 
+        data = self.cfg.dataset
         loader = make_loader(self.train_set, self.cfg.batch_size, shuffle=True,
-                             seed=epoch_seed(self.cfg.seed, epoch, DATA_ORDER_STREAM), drop_last=True)
+                             seed=epoch_seed(self.cfg.seed, epoch, DATA_ORDER_STREAM), drop_last=True,
+                             num_workers=data.num_workers, pin_memory=data.pin_memory and self.device.type == "cuda")
         self.batches = _cycle(loader)
 
     def next_batch(self) -> Batch:
         x, y = next(self.batches)
-        x, y = x.to(self.device), y.to(self.device)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)  # pinned: asynchronous
         with torch.no_grad():
             t_logits = self.teacher(x)
         return Batch(x, y, t_logits)
@@ -198,10 +200,12 @@ class DistilledSource:
         from zsq_probe.generators import distill_zeroq
 
         self.teacher, self.cfg, self.device = teacher, cfg, device
-        n = cfg.synthesis.zeroq_images or cfg.batch_size * 10
+        syn = cfg.synthesis
+        n = syn.zeroq_images or cfg.batch_size * 10
+        self.distill_batch = min(n, syn.zeroq_batch_size or n)  # 0: one batch of all images (ZeroQ's code)
         self.images, self.history = distill_zeroq(teacher, n, tuple(spec.image_shape),
-                                                  batch_size=min(n, cfg.batch_size),
-                                                  iterations=cfg.synthesis.zeroq_iterations,
+                                                  batch_size=self.distill_batch,
+                                                  iterations=syn.zeroq_iterations, init=syn.zeroq_init,
                                                   generator=stream(cfg.seed, 0, ZEROQ_STREAM), device=device)
         with torch.no_grad():
             logits = torch.cat([teacher(self.images[i:i + 256]) for i in range(0, len(self.images), 256)])
@@ -225,8 +229,19 @@ class DistilledSource:
         return Batch(x, y, t_logits)
 
     def calibration_batches(self) -> list[torch.Tensor]:
-        bs = self.cfg.batch_size
+        bs = self.distill_batch if self.cfg.synthesis.zeroq_calibration == "minmax" else self.cfg.batch_size
         return [self.images[i:i + bs] for i in range(0, len(self.images), bs)]
+
+    def calibrate(self, model) -> int:
+        """Set the student's activation ranges from the distilled images (zeroq_calibration: minmax = ZeroQ's
+        running min/max from 0, ema = quant.calibrate_activation_ranges); returns the number of batches."""
+        if self.cfg.synthesis.zeroq_calibration == "minmax":
+            from zsq_probe.generators.zeroq import calibrate_running_minmax
+
+            return calibrate_running_minmax(model, self.calibration_batches())
+        from zsq_probe.quant import calibrate_activation_ranges
+
+        return calibrate_activation_ranges(model, self.calibration_batches())
 
     @torch.no_grad()
     def draw(self, seed: int, size: int) -> ProbeBatch:
