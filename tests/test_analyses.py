@@ -336,10 +336,10 @@ def test_table_from_fabricated_summaries(tmp_path):
 
 
 def test_table_with_paper_std_and_unrunnable_rows(tmp_path):
-    recipe = load_recipe("tab3")  # LARS: the paper's values only
+    recipe = load_recipe("tab3")  # LARS: the gdfq-lars preset, planned (no finished seed yet)
     text = report_table(recipe, plan(recipe, "paper", tmp_path, seeds=[0]), tmp_path, "paper")
     lars = cells_of(next(line for line in text.splitlines() if line.startswith("Baseline-LARS")))
-    assert lars[1:3] == ["not run", "90.01"]
+    assert lars[1:3] == ["—", "90.01"]
     recipe8 = load_recipe("tab8")
     text8 = report_table(recipe8, plan(recipe8, "paper", tmp_path, seeds=[0]), tmp_path, "paper")
     row = cells_of(next(line for line in text8.splitlines() if line.startswith("0.0005 ")))

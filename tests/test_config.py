@@ -50,7 +50,7 @@ def test_presets_are_data_with_per_family_values():
 
 
 @pytest.mark.parametrize("assignment, message", [
-    ("w_bits=9", "bits must be 2..8"), ("optimizer=lars", "optimizer"), ("gi_p=2", "gi_p"),
+    ("w_bits=9", "bits must be 2..8"), ("optimizer=lamb", "optimizer"), ("gi_p=2", "gi_p"),
     ("probes=nope", "unknown probe"), ("slice_directions=up", "slice direction"), ("lr=-1", "lr"),
     ("hessian_every_epochs=0", "hessian_every_epochs"),
 ])

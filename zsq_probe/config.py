@@ -31,6 +31,21 @@ CONFIG_SCHEMA_VERSION = 2  # 2: nested sections; 1: one flat dict (still read)
 PROBE_NAMES = ("cosine", "inter_epoch", "crossings", "hessian", "slice")
 
 
+MAX_SEED = 2**63 - 1
+MAX_LR = 1e3  # learning rates above it overflow float32 steps at once
+MAX_BATCH_SIZE = 65_536  # images per batch; beyond it one batch alone needs more memory than any accelerator
+ZEROQ_MAX_IMAGES = 1_000_000
+
+
+def _check_device(device) -> None:
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        _bad(f"device={device!r} (cpu, cuda, cuda:N, mps, ...)")
+
+
 def _bad(msg: str):
     raise UserError(f"invalid config: {msg}")
 
@@ -39,6 +54,25 @@ def _at_least(obj, minimum, *names):
     for k in names:
         if getattr(obj, k) < minimum:
             _bad(f"{k}={getattr(obj, k)} (must be >= {minimum})")
+
+
+def _finite(obj) -> None:
+    """Every float (and list-of-float) field of a section is finite: inf/NaN never reach the training math."""
+    import math
+
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        for x in (v if isinstance(v, list) else [v]):
+            if isinstance(x, float) and not math.isfinite(x):
+                _bad(f"{f.name}={x} (must be a finite number)")
+
+
+def _in_range(obj, name, low, high, *, low_open=False, high_open=False):
+    v = getattr(obj, name)
+    ok_low = v > low if low_open else v >= low
+    ok_high = v < high if high_open else v <= high
+    if not (ok_low and ok_high):
+        _bad(f"{name}={v} (must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'})")
 
 
 def _one_of(value, choices, what):
@@ -55,29 +89,50 @@ class QuantConfig:
     full_precision: bool = False
     student_init: str = "teacher"  # "teacher" (ZQ: quantised copy) or "random" (KD baseline, paper §3.1)
     act_range_epochs: int = 4  # activation ranges follow the EMA in these epochs, frozen after
+    # activation-range EMA: "plain" (embedded digits default) | "bias-corrected" (the reference's QuantAct,
+    # GDFQ_AIT/quantization_utils/quant_modules.py:87-89; default of the cifar/imagenet scales in presets.py)
+    range_ema: str = "plain"
 
     def validate(self) -> None:
         for k in ("w_bits", "a_bits"):
-            if not 2 <= getattr(self, k) <= 8:
+            if not isinstance(getattr(self, k), int) or not 2 <= getattr(self, k) <= 8:
                 _bad(f"{k}={getattr(self, k)} (bits must be 2..8)")
         _one_of(self.student_init, ("teacher", "random"), "student_init")
+        _one_of(self.range_ema, ("plain", "bias-corrected"), "range_ema")
         _at_least(self, 0, "act_range_epochs")
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "sgd"  # sgd (Nesterov) | adam | rmsprop
+    name: str = "sgd"  # sgd (Nesterov) | adam | rmsprop | lars (zsq_probe.lars, You et al. 2017)
     lr: float = 1e-4
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD, RMSprop and LARS momentum
     nesterov: bool = True
     weight_decay: float = 1e-4
     lr_milestones: list[int] = field(default_factory=lambda: [100, 200, 300])
     lr_gamma: float = 0.1
+    # Adam/RMSprop denominator epsilon; None = torch's default (Adam 1e-8, RMSprop 1e-8).  The Tab. 3 presets set
+    # the reference's values (GDFQ/trainer.py:56-71: RMSprop eps=1.0, Adam eps=1e-5)
+    eps: float | None = None
+    rmsprop_alpha: float = 0.99  # RMSprop's square-average decay (torch default; the reference uses 0.9)
+    lars_trust_coef: float = 1e-3  # LARS trust coefficient eta (You, Gitman, Ginsburg 2017)
 
     def validate(self) -> None:
-        _one_of(self.name, ("sgd", "adam", "rmsprop"), "optimizer")
-        if not self.lr > 0:
-            _bad(f"lr={self.lr} (must be > 0)")
+        _one_of(self.name, ("sgd", "adam", "rmsprop", "lars"), "optimizer")
+        _finite(self)
+        _in_range(self, "momentum", 0.0, 1.0, high_open=True)
+        _in_range(self, "weight_decay", 0.0, 1.0)
+        _in_range(self, "lr_gamma", 0.0, 1.0, low_open=True)
+        if any(m < 0 for m in self.lr_milestones):
+            _bad(f"lr_milestones={self.lr_milestones} (epochs, must be >= 0)")
+        if not 0 < self.lr <= MAX_LR:
+            _bad(f"lr={self.lr} (must be in (0, {MAX_LR:g}])")
+        if self.eps is not None and not self.eps > 0:
+            _bad(f"eps={self.eps} (must be > 0)")
+        if not 0.0 <= self.rmsprop_alpha < 1.0:
+            _bad(f"rmsprop_alpha={self.rmsprop_alpha} (in [0, 1))")
+        if not self.lars_trust_coef > 0:
+            _bad(f"lars_trust_coef={self.lars_trust_coef} (must be > 0)")
 
 
 @dataclass
@@ -89,10 +144,20 @@ class GIConfig:
     p_milestones: list[int] = field(default_factory=lambda: [100, 200, 300])
     p_gamma: float = 0.1
     warmup_cap: float = 128.0
+    # κ search: "ours" (smallest κ found with frac >= p, zsq_probe/gi.py) | "reference" (the AIT code's last
+    # midpoint, GDFQ_AIT/optimizer.py:204-233)
+    rule: str = "ours"
 
     def validate(self) -> None:
+        _finite(self)
+        _in_range(self, "p_gamma", 0.0, 1.0, low_open=True)
+        if not self.warmup_cap > 0:
+            _bad(f"gi_warmup_cap={self.warmup_cap} (must be > 0)")
+        if any(m < 0 for m in self.p_milestones):
+            _bad(f"gi_p_milestones={self.p_milestones} (epochs, must be >= 0)")
         if not 0.0 <= self.p <= 1.0:
             _bad(f"gi_p={self.p} (a share in [0, 1])")
+        _one_of(self.rule, ("ours", "reference"), "gi_rule")
 
 
 @dataclass
@@ -139,8 +204,18 @@ class GeneratorConfig:
 
     def validate(self) -> None:
         _one_of(self.name, ("gdfq", "qimera", "arc", "none"), "generator")
-        if not self.lr > 0:
-            _bad(f"gen_lr={self.lr} (must be > 0)")
+        _finite(self)
+        for k in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, k) < 1.0:
+                _bad(f"gen_{k}={getattr(self, k)} (Adam's beta, in [0, 1))")
+        if not self.bns_weight >= 0:
+            _bad(f"bns_weight={self.bns_weight} (must be >= 0)")
+        # upper bounds: beyond them the distillation would allocate or loop for hours (a hang, not a run)
+        for k, high in (("zeroq_images", ZEROQ_MAX_IMAGES), ("zeroq_batch_size", ZEROQ_MAX_IMAGES),
+                        ("zeroq_iterations", 1_000_000)):
+            _in_range(self, k, 0, high)
+        if not 0 < self.lr <= MAX_LR:
+            _bad(f"gen_lr={self.lr} (must be in (0, {MAX_LR:g}])")
         if self.qimera_mix_prob is not None and not 0.0 <= self.qimera_mix_prob <= 1.0:
             _bad(f"qimera_mix_prob={self.qimera_mix_prob} (a probability)")
         if self.qimera_mix_k is not None and self.qimera_mix_k < 1:
@@ -182,8 +257,16 @@ class ProbeConfig:
     scopes: list[str] = field(default_factory=lambda: ["model"])  # + block, layer (cosine, trace)
 
     def validate(self) -> None:
+        _finite(self)
         _at_least(self, 1, "every_steps", "hessian_every_epochs", "batch_size", "hessian_vectors", "slq_runs",
-                  "slq_steps", "slice_points")
+                  "slq_steps", "slice_points", "hessian_top_k")
+        # upper bounds: a probe this big would run (or allocate) for days — a hang, not a measurement
+        for k, high in (("slice_points", 10_001), ("hessian_top_k", 1_000), ("hessian_vectors", 100_000),
+                        ("slq_runs", 10_000), ("slq_steps", 10_000), ("batch_size", MAX_BATCH_SIZE),
+                        ("trace_max_products", 10_000_000)):
+            _in_range(self, k, 1, high)
+        if not self.density_sigma_fraction > 0:
+            _bad(f"density_sigma_fraction={self.density_sigma_fraction} (must be > 0)")
         for name in self.slice_directions:
             _one_of(name, ("eigenvector", "random", "filter"), "slice direction")
         for name in self.slice_scalings:
@@ -257,12 +340,23 @@ class RunConfig:
         for name in SECTIONS:
             getattr(self, name).validate()
         _one_of(self.on_nonfinite, ("stop", "skip"), "on_nonfinite")
+        _finite(self)
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            _bad(f"seed={self.seed} (an integer in [0, 2**63 - 1])")
+        _check_device(self.device)
         if self.dataset.source == "generator" and self.synthesis.name == "none":
             _bad("source=generator needs a generator (gdfq, qimera or arc)")
         if self.inundation.enabled and self.quant.full_precision:
             _bad("gi=true needs a quantised student (full_precision_student=false)")
-        _at_least(self, 0, "epochs", "iters_per_epoch", "warmup_epochs", "val_max_batches")
-        _at_least(self, 1, "batch_size", "val_batch_size", "checkpoint_every", "val_every")
+        _at_least(self, 0, "warmup_epochs", "val_max_batches")
+        _at_least(self, 1, "epochs", "batch_size", "val_batch_size", "checkpoint_every", "val_every")
+        if self.iters_per_epoch < 0 or (self.iters_per_epoch == 0 and self.dataset.source != "real"):
+            _bad(f"iters_per_epoch={self.iters_per_epoch} (must be >= 1; 0 = one pass over the real training set, "
+                 "source=real only)")
+        for k in ("batch_size", "val_batch_size"):
+            _in_range(self, k, 1, MAX_BATCH_SIZE)
+        _in_range(self, "epochs", 1, 1_000_000)
+        _in_range(self, "iters_per_epoch", 0, 100_000_000)
         if not self.temperature > 0:
             _bad(f"temperature={self.temperature} (must be > 0)")
         if self.kd_weight < 0 or self.ce_weight < 0 or (self.kd_weight == 0 and self.ce_weight == 0):
@@ -302,7 +396,7 @@ class RunConfig:
 _RENAMED = {"full_precision_student": ("quant", "full_precision"), "optimizer": ("optim", "name"),
             "gi": ("inundation", "enabled"), "gi_p": ("inundation", "p"),
             "gi_p_milestones": ("inundation", "p_milestones"), "gi_p_gamma": ("inundation", "p_gamma"),
-            "gi_warmup_cap": ("inundation", "warmup_cap"), "data": ("dataset", "name"),
+            "gi_warmup_cap": ("inundation", "warmup_cap"), "gi_rule": ("inundation", "rule"), "data": ("dataset", "name"),
             "data_root": ("dataset", "root"), "source": ("dataset", "source"), "generator": ("synthesis", "name"),
             "gen_lr": ("synthesis", "lr"), "gen_beta1": ("synthesis", "beta1"), "gen_beta2": ("synthesis", "beta2"),
             "probe_every_steps": ("probing", "every_steps"), "hessian_batch_size": ("probing", "batch_size"),

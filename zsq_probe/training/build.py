@@ -105,7 +105,8 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
         base = build_architecture(cfg.teacher)
     else:
         base = teacher
-    student = base if cfg.quant.full_precision else quantize_model(base, cfg.quant.w_bits, cfg.quant.a_bits)
+    student = base if cfg.quant.full_precision else quantize_model(base, cfg.quant.w_bits, cfg.quant.a_bits,
+                                                                         range_ema=cfg.quant.range_ema)
     if student is teacher:
         student = copy.deepcopy(teacher)
     student = student.to(device)
@@ -177,11 +178,24 @@ def build_optimizer(cfg, params, quant_layers):
         base = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov,
                                weight_decay=cfg.optim.weight_decay)
     elif cfg.optim.name == "adam":
-        base = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    else:
-        base = torch.optim.RMSprop(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        # the reference passes eps=1e-5 and default betas (GDFQ/trainer.py:65-71, GDFQ_AIT/trainer.py:94-100);
+        # eps=None keeps torch's default, the Tab. 3 presets set the reference's (zsq_probe/presets.py)
+        extra = {} if cfg.optim.eps is None else dict(eps=cfg.optim.eps)
+        base = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, **extra)
+    elif cfg.optim.name == "rmsprop":
+        # the reference: RMSprop(eps=1.0, alpha=momentum=0.9, momentum=0.9) (GDFQ/trainer.py:56-64,
+        # GDFQ_AIT/trainer.py:85-93); the momentum and alpha are the config's, as is eps when set
+        extra = {} if cfg.optim.eps is None else dict(eps=cfg.optim.eps)
+        base = torch.optim.RMSprop(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                   momentum=cfg.optim.momentum, alpha=cfg.optim.rmsprop_alpha, **extra)
+    else:  # lars (You, Gitman, Ginsburg 2017; zsq_probe.lars)
+        from zsq_probe.lars import LARS
+
+        base = LARS(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
+                    trust_coef=cfg.optim.lars_trust_coef)
     if not cfg.inundation.enabled:
         return base
     from zsq_probe.gi import GradientInundation
 
-    return GradientInundation(base, quant_layers, p=cfg.inundation.p, kappa_cap_warmup=cfg.inundation.warmup_cap)
+    return GradientInundation(base, quant_layers, p=cfg.inundation.p, kappa_cap_warmup=cfg.inundation.warmup_cap,
+                              rule=cfg.inundation.rule)
