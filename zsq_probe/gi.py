@@ -21,6 +21,9 @@ Where we differ from the AIT reference code, on purpose: ``d`` is whatever the b
 optimiser did (weight decay included; the reference re-derives a Nesterov direction without
 it), the result is the smallest κ *found* with ``frac >= p`` (the reference keeps the last
 midpoint, which may fall short of p), and a layer at the cap is not bisected further.
+``rule="reference"`` (config ``gi_rule``) runs the reference's κ search instead, layer by layer
+(``_inundate_reference``; GDFQ_AIT/optimizer.py:204-233): no early stop while doubling, bisection also at
+the warm-up bound (ending near 126), the last midpoint applied; ``last_probes`` records its (κ, count) pairs.
 
 The search runs for all layers at once on a copy of the GI weights grouped by channel
 length (one dense (channels, length) matrix per group, per-channel scale/zero point and
@@ -44,6 +47,8 @@ FLAG_CAP = "cap"  # frac(κ) < p even at the cap (zero gradient, tiny step, p un
 FLAG_NONFINITE = "nonfinite"  # the proposed step is NaN/inf: κ not applied (base result kept)
 FLAG_NOGRAD = "nograd"  # weight.grad is None: the base optimiser did not step this layer
 _FLAG_CODES = {1: FLAG_CAP, 2: FLAG_NONFINITE, 3: FLAG_NOGRAD}
+# κ search rules: "ours" (module docstring) | "reference" (the AIT code's SGD_adalr.step, GDFQ_AIT/optimizer.py:204-233)
+GI_RULES = ("ours", "reference")
 
 
 class _Bucket:
@@ -186,6 +191,7 @@ class GradientInundation:
         kappa_cap: float = 2**20,
         bisection_steps: int = 5,
         warmup: bool = True,
+        rule: str = "ours",
     ) -> None:
         if not hasattr(base_optimizer, "step") or not hasattr(base_optimizer, "param_groups"):
             raise UserError(f"GradientInundation needs a torch optimiser, got {type(base_optimizer).__name__}")
@@ -205,6 +211,9 @@ class GradientInundation:
                 raise UserError(f"{what} must be a finite number >= 1, got {cap!r}")
         if isinstance(bisection_steps, bool) or not isinstance(bisection_steps, int) or bisection_steps < 0:
             raise UserError(f"bisection_steps must be an integer >= 0, got {bisection_steps!r}")
+        if rule not in GI_RULES:
+            raise UserError(f"gi_rule={rule!r} (one of {', '.join(GI_RULES)})")
+        self.rule = rule
         self.base = base_optimizer
         self.layers = dict(layers)
         self.p = p
@@ -218,6 +227,7 @@ class GradientInundation:
         self.last_fraction: dict[str, float] = {}
         self.last_flags: dict[str, str] = {}
         self.last_search_iterations = 0
+        self.last_probes: dict[str, list[tuple[float, int]]] = {}  # rule="reference" only: (κ, changed codes)
 
     # ----------------------------------------------------------------- settings
 
@@ -268,6 +278,7 @@ class GradientInundation:
                 "kappa_cap_warmup": self.kappa_cap_warmup,
                 "kappa_cap": self.kappa_cap,
                 "bisection_steps": self.bisection_steps,
+                "rule": self.rule,
                 "layers": list(self.layers),
             },
         }
@@ -284,9 +295,10 @@ class GradientInundation:
         self.kappa_cap_warmup = float(gi["kappa_cap_warmup"])
         self.kappa_cap = float(gi["kappa_cap"])
         self.bisection_steps = int(gi["bisection_steps"])
+        self.rule = gi.get("rule", "ours")
 
     def __repr__(self) -> str:
-        return (f"GradientInundation(p={self.p}, layers={len(self.layers)}, warmup={self.warmup}, "
+        return (f"GradientInundation(p={self.p}, rule={self.rule}, layers={len(self.layers)}, warmup={self.warmup}, "
                 f"kappa_limit={self.kappa_limit:g}, base={self.base!r})")
 
     # ----------------------------------------------------------------- the step
@@ -311,7 +323,10 @@ class GradientInundation:
                 b.snapshot(b.old)
         loss = self.base.step(closure) if closure is not None else self.base.step()
         with torch.no_grad():
-            self._inundate(layout)
+            if self.rule == "reference":
+                self._inundate_reference(layout)
+            else:
+                self._inundate(layout)
         return loss
 
     def _inundate(self, layout: _Layout) -> None:
@@ -399,3 +414,80 @@ class GradientInundation:
         self.last_changed_codes = {n: int(c) for n, c in zip(names, stats[1])}
         self.last_fraction = {n: int(c) / k for n, c, k in zip(names, stats[1], layout.numels)}
         self.last_flags = {n: _FLAG_CODES[int(f)] for n, f in zip(names, stats[2]) if f}
+
+    def _inundate_reference(self, layout: _Layout) -> None:
+        """rule="reference": the κ search of the AIT code, layer by layer (GDFQ_AIT/optimizer.py:204-233,
+        commit 13a6c8c).  κ doubles until frac(κ) >= p, with no early stop, or until κ reaches the cap
+        (the reference stops doubling at κ > 100 in warm-up, i.e. at 128, and has no cap after warm-up; we
+        keep ``kappa_cap``); then ``bisection_steps`` midpoints between κ/2 and κ, stopping when
+        |frac - p| < p/100, and the *last midpoint* is applied, also when its frac < p or when the
+        doubling hit the cap.  The step d is still the base optimiser's (weight decay included)."""
+        p = self.p
+        tol = p / 100.0
+        cap = self.kappa_limit
+        names = layout.names
+        kappas: dict[str, float] = {}
+        changed: dict[str, int] = {}
+        flags: dict[str, str] = {}
+        probes: dict[str, list[tuple[float, int]]] = {}
+        iterations = 0
+        for b in layout.buckets:
+            for j, i in enumerate(b.layer_ids):
+                name = names[i]
+                r0, r1 = b.row_start[j], b.row_start[j] + b.rows[j]
+                old, q0, t = b.old[r0:r1], b.q0[r0:r1], b.t[r0:r1]
+                numel = layout.numels[i]
+                b.codes(old, out=q0, r0=r0)
+                b.d[r0:r1].copy_(b.weights[j].detach().view(r1 - r0, b.length))
+                nonfinite = bool(b.codes(b.d[r0:r1], out=t, r0=r0).any())
+                count = int(torch.ne(t, q0).sum())
+                b.d[r0:r1].sub_(old)
+                if self.layers[name].weight.grad is None or nonfinite:
+                    flags[name] = FLAG_NOGRAD if self.layers[name].weight.grad is None else FLAG_NONFINITE
+                    kappas[name], changed[name] = 1.0, count
+                    continue
+
+                def frac_at(k: float) -> int:
+                    w = torch.mul(b.d[r0:r1], k, out=b.w[r0:r1]).add_(old)
+                    b.codes(w, out=t, r0=r0)
+                    return int(torch.ne(t, q0).sum())
+
+                seq = [(1.0, count)]
+                kappa = 1.0
+                if count / numel < p:
+                    while True:  # doubling (reference: no early stop, break at p or past the warm-up bound)
+                        kappa = min(kappa * 2, cap)
+                        count = frac_at(kappa)
+                        seq.append((kappa, count))
+                        if count / numel >= p or kappa >= cap:
+                            break
+                    if count / numel < p:
+                        flags[name] = FLAG_CAP
+                    start, end, mid = kappa / 2, kappa, kappa
+                    for _ in range(self.bisection_steps):
+                        mid = (start + end) / 2
+                        count = frac_at(mid)
+                        seq.append((mid, count))
+                        if abs(count / numel - p) < tol:
+                            break
+                        if count / numel < p:
+                            start = mid
+                        else:
+                            end = mid
+                    kappa = mid  # the last midpoint, as the reference (GDFQ_AIT/optimizer.py:233)
+                    if seq[-1][0] != kappa:
+                        count = frac_at(kappa)
+                    b.weights[j].copy_(_scaled_rows(b, r0, r1, kappa, old).view_as(b.weights[j]))
+                iterations = max(iterations, len(seq) - 1)
+                kappas[name], changed[name], probes[name] = kappa, count, seq
+        self.last_search_iterations = iterations
+        self.last_kappa = {n: kappas[n] for n in names}
+        self.last_changed_codes = {n: changed[n] for n in names}
+        self.last_fraction = {n: changed[n] / k for n, k in zip(names, layout.numels)}
+        self.last_flags = {n: flags[n] for n in names if n in flags}
+        self.last_probes = probes
+
+
+def _scaled_rows(b: _Bucket, r0: int, r1: int, kappa: float, old: torch.Tensor) -> torch.Tensor:
+    """``old + κ d`` for rows r0:r1 of bucket ``b`` (a mul then an add, as :meth:`_Bucket.scaled`)."""
+    return torch.mul(b.d[r0:r1], kappa, out=b.w[r0:r1]).add_(old)

@@ -6,7 +6,8 @@ The paper text says "symmetric"; the reference code is asymmetric, and we follow
   ``scale = (2^k-1)/max(max-min, 1e-8)``, ``zp = round(scale*min) + 2^(k-1)``,
   ``q = clamp(round(scale*w - zp), -2^(k-1), 2^(k-1)-1)``, dequantised ``(q+zp)/scale``;
 * activations: one quantiser after every ``nn.ReLU`` / ``nn.ReLU6`` module, per tensor,
-  asymmetric, range = EMA (momentum 0.9) of the batch min/max while not frozen;
+  asymmetric, range = EMA (momentum 0.9) of the batch min/max while not frozen (``range_ema``: plain,
+  or the reference's bias-corrected update);
 * straight-through estimator with identity backward and no clipping mask, written as
   ``x + (dequant(quant(x)) - x).detach()`` so that double backward (Hessians) works.
 
@@ -35,6 +36,12 @@ from zsq_probe.errors import UserError
 MIN_BITS = 2
 MAX_BITS = 8
 RANGE_EPS = 1e-8  # docs/reference.md#weight-quantiser: scale = (2^k-1)/max(max-min, 1e-8)
+# activation-range update rules: "plain" = m*range + (1-m)*batch, the first batch initialises; "bias-corrected" = the
+# AIT/GDFQ reference's QuantAct (GDFQ_AIT/quantization_utils/quant_modules.py:54,87-89, commit 13a6c8c): from 0,
+# beta_t *= m; range = (m*range + (1-m)*batch) / (1 - beta_t).  The stored range is fed back already divided, so
+# the division compounds: short runs get far wider ranges (x5 after 2 updates for a constant batch range, ~1e3
+# after 10-20); it tends to the plain EMA only once beta_t ~ 0 (a few hundred updates).
+RANGE_EMA_RULES = ("plain", "bias-corrected")
 EMA_MOMENTUM = 0.9  # docs/reference.md#activation-quantiser: activation range = EMA(0.9) of batch min/max
 
 SCHEME = (
@@ -225,16 +232,22 @@ class ActivationQuantizer(nn.Module):
     """Per-tensor asymmetric activation quantiser with an EMA (0.9) range (docs/reference.md#activation-quantiser).
 
     While not frozen, every forward updates ``range_min``/``range_max`` from the batch
-    min/max (the first batch initialises them), whatever ``self.training`` is: like GDFQ's
+    min/max (``range_ema="plain"``: the first batch initialises them; ``"bias-corrected"``: the
+    reference's compounding update from 0, see ``RANGE_EMA_RULES``), whatever ``self.training`` is: like GDFQ's
     ``running_stat``. Buffers ``range_min``, ``range_max``, ``initialized`` and ``frozen``
     are all checkpointed. Change the frozen state with :meth:`set_frozen` (or the model-level
     helpers below), not by writing the buffer.
     """
 
-    def __init__(self, a_bits: int, momentum: float = EMA_MOMENTUM) -> None:
+    def __init__(self, a_bits: int, momentum: float = EMA_MOMENTUM, range_ema: str = "plain") -> None:
         super().__init__()
         self.a_bits = check_bits(a_bits, "a_bits")
         self.momentum = float(momentum)
+        if range_ema not in RANGE_EMA_RULES:
+            raise UserError(f"range_ema={range_ema!r} (one of {', '.join(RANGE_EMA_RULES)})")
+        self.range_ema = range_ema
+        if range_ema == "bias-corrected":  # beta_t = m**updates (reference buffer, checkpointed)
+            self.register_buffer("beta_t", torch.ones(()))
         self.register_buffer("range_min", torch.zeros(()))
         self.register_buffer("range_max", torch.zeros(()))
         self.register_buffer("initialized", torch.tensor(False))
@@ -259,6 +272,8 @@ class ActivationQuantizer(nn.Module):
         """Forget the range: the next unfrozen forward initialises it again."""
         self.range_min.zero_()
         self.range_max.zero_()
+        if self.range_ema == "bias-corrected":
+            self.beta_t.fill_(1.0)
         self.initialized.fill_(False)
         self._initialized = False
 
@@ -277,7 +292,15 @@ class ActivationQuantizer(nn.Module):
     def _update_range(self, x: torch.Tensor) -> None:
         xd = x.detach()
         bmin, bmax = xd.amin(), xd.amax()
-        if not self._initialized:
+        if self.range_ema == "bias-corrected":  # GDFQ_AIT/quantization_utils/quant_modules.py:87-89
+            m = torch.tensor(self.momentum, dtype=self.range_min.dtype, device=self.range_min.device)
+            self.beta_t.mul_(m)
+            for r, v in ((self.range_min, bmin), (self.range_max, bmax)):
+                r.copy_((r * m + v.to(r.dtype) * (1 - m)) / (1 - self.beta_t))
+            if not self._initialized:
+                self.initialized.fill_(True)
+                self._initialized = True
+        elif not self._initialized:
             self.range_min.copy_(bmin)
             self.range_max.copy_(bmax)
             self.initialized.fill_(True)
@@ -304,7 +327,8 @@ class ActivationQuantizer(nn.Module):
         return x + delta
 
     def extra_repr(self) -> str:
-        return f"a_bits={self.a_bits}, momentum={self.momentum}, frozen={self._frozen}"
+        ema = "" if self.range_ema == "plain" else f", range_ema={self.range_ema}"
+        return f"a_bits={self.a_bits}, momentum={self.momentum}{ema}, frozen={self._frozen}"
 
 
 class QuantizedActivation(nn.Module):
@@ -325,7 +349,7 @@ class QuantizedActivation(nn.Module):
 # --------------------------------------------------------------------------- models
 
 
-def quantize_model(model: nn.Module, w_bits: int, a_bits: int) -> nn.Module:
+def quantize_model(model: nn.Module, w_bits: int, a_bits: int, range_ema: str = "plain") -> nn.Module:
     """A deep copy of ``model`` with every Conv2d/Linear fake-quantised to ``w_bits`` and an
     ``a_bits`` activation quantiser after every ReLU/ReLU6 module; ``model`` is untouched.
 
@@ -334,6 +358,8 @@ def quantize_model(model: nn.Module, w_bits: int, a_bits: int) -> nn.Module:
     """
     check_bits(w_bits, "w_bits")
     check_bits(a_bits, "a_bits")
+    if range_ema not in RANGE_EMA_RULES:
+        raise UserError(f"range_ema={range_ema!r} (one of {', '.join(RANGE_EMA_RULES)})")
     if not isinstance(model, nn.Module):
         raise UserError(f"quantize_model needs a torch.nn.Module, got {type(model).__name__}")
     for name, m in model.named_modules():
@@ -348,7 +374,7 @@ def quantize_model(model: nn.Module, w_bits: int, a_bits: int) -> nn.Module:
         if isinstance(m, nn.Linear):
             return QuantLinear.from_float(m, w_bits)
         if isinstance(m, (nn.ReLU, nn.ReLU6)):
-            return QuantizedActivation(m, ActivationQuantizer(a_bits)).train(m.training)
+            return QuantizedActivation(m, ActivationQuantizer(a_bits, range_ema=range_ema)).train(m.training)
         return None
 
     def visit(parent: nn.Module) -> None:

@@ -96,6 +96,11 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    from zsq_probe.training.checkpoint import first_nonfinite_tensor
+
+    bad = first_nonfinite_tensor(teacher.state_dict())
+    if bad:  # checked before any run folder is written: a NaN teacher would poison every batch
+        raise UserError(f"teacher {cfg.teacher}: weight {bad} holds inf/NaN values (a damaged weights file?)")
 
     if cfg.quant.student_init == "random":
         if teacher_info.source == "module":
