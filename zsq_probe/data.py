@@ -263,13 +263,39 @@ _CIFAR_INFO = {
 
 
 class _PresenceCheckMixin:
-    """Replaces torchvision's md5 checks on CIFAR files by a presence check.
+    """torchvision's CIFAR readers, minus the md5 checks and minus ``pickle.load``.
 
     torchvision verifies every file's md5 (180 MB hashed on every construction) and answers a
-    mismatch with a generic 'not found or corrupted'. We check that the files of the requested
-    split exist, then read them through torchvision's own reader; a file that cannot be read
-    becomes a UserError naming the folder (see :func:`_load_cifar`).
+    mismatch with a generic 'not found or corrupted'; worse, it ``pickle.load``s every batch file, so a
+    hostile data folder runs code.  We check that the files of the requested split exist, then read the
+    same on-disk format with :func:`zsq_probe.safe_pickle.safe_load` (only dicts, lists, str/bytes and
+    numpy arrays can come out), giving the same ``data`` / ``targets`` / ``classes`` as torchvision; a
+    file that cannot be read becomes a UserError naming the folder (see :func:`_load_cifar`).
     """
+
+    def __init__(self, root, train: bool = True, transform=None, target_transform=None,
+                 download: bool = False) -> None:
+        from torchvision.datasets.vision import VisionDataset
+
+        from zsq_probe.safe_pickle import safe_load
+
+        VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+        self.train = train
+        if download:
+            self.download()
+        if not self._check_integrity():
+            raise RuntimeError("Dataset not found; use download=True to download it")
+        data, targets = [], []
+        for file_name, _ in (self.train_list if train else self.test_list):
+            with open(os.path.join(self.root, self.base_folder, file_name), "rb") as f:
+                entry = safe_load(f, encoding="latin1")
+            if not isinstance(entry, dict) or not isinstance(entry.get("data"), np.ndarray):
+                raise ValueError(f"{file_name} is not a CIFAR batch (no 'data' array)")
+            data.append(entry["data"])
+            targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+        self.targets = targets
+        self._load_meta()
 
     def _check_integrity(self) -> bool:
         files = self.train_list if self.train else self.test_list
@@ -277,21 +303,21 @@ class _PresenceCheckMixin:
         return all(os.path.isfile(os.path.join(folder, f)) for f, _ in files)
 
     def _load_meta(self) -> None:
-        import pickle
+        from zsq_probe.safe_pickle import safe_load
 
         path = os.path.join(self.root, self.base_folder, self.meta["filename"])
         with open(path, "rb") as infile:
-            data = pickle.load(infile, encoding="latin1")
+            data = safe_load(infile, encoding="latin1")
         self.classes = list(data[self.meta["key"]])
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
 class OnDiskCIFAR10(_PresenceCheckMixin, _tvd.CIFAR10):
-    """torchvision's CIFAR10 reader without the md5 checks (module level: picklable for workers)."""
+    """torchvision's CIFAR10 reader without md5 checks or pickle.load (module level: picklable for workers)."""
 
 
 class OnDiskCIFAR100(_PresenceCheckMixin, _tvd.CIFAR100):
-    """torchvision's CIFAR100 reader without the md5 checks (module level: picklable for workers)."""
+    """torchvision's CIFAR100 reader without md5 checks or pickle.load (module level: picklable for workers)."""
 
 
 def _cifar_classes(name: str):

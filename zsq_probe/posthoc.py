@@ -4,7 +4,8 @@ Each checkpoint epoch-N is the state at the end of epoch N; a probe measures it 
 `measure_checkpoint` it runs online, on the probe batch of epoch N drawn from the same stream, so an online
 and a post-hoc measurement of the same checkpoint give the same numbers.  Rows are written as parts
 `part-e<N>-posthoc.parquet` next to the online ones (column origin='posthoc'); epochs already probed post
-hoc are skipped unless `overwrite` is set."""
+hoc are skipped unless `overwrite` is set.  An epoch's tables are committed all or nothing
+(`RunDir.commit_parts`: staged parts, then a marker, then renames), under the run folder's writer lock."""
 
 from __future__ import annotations
 
@@ -77,7 +78,33 @@ def probe_run(run_path, probe: str, epochs=None, device: str = "cpu", overwrite:
     instance.check_posthoc(ctx)
     instance.run_name = run.name
     first = cls.posthoc_tables[0]
-    done = set(run.part_keys(first))
+    from zsq_probe.hessian import distributed  # split across ranks (torchrun): every rank computes, rank 0 writes
+    from zsq_probe.run_lock import RunLock
+
+    with RunLock(run.path, what=f"zsq-probe {probe}", rank=0 if distributed.is_writer() else 1):
+        return _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed)
+
+
+def committed_keys(run: RunDir, probe: str, tables) -> set[str]:
+    """Keys of the epochs this post-hoc probe has committed: a commit marker, or (runs probed before markers
+    existed) a part in every one of its tables."""
+    keys = {k for (p, k) in run.commits() if p == probe}
+    legacy = [set(run.part_keys(t)) for t in tables]
+    if legacy:
+        keys |= {k for k in set.intersection(*legacy) if k.endswith(SUFFIX)}
+    return keys
+
+
+def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed) -> pd.DataFrame:
+    if distributed.is_writer():  # finish or undo what a killed probe left (we hold the run's lock)
+        fixed = run.recover_commits()
+        run.remove_temp_files()
+        if fixed["published"] or fixed["removed"]:
+            log.info(f"recovered an interrupted post-hoc write: published {fixed['published']}, "
+                     f"removed uncommitted {fixed['removed']}")
+    done = committed_keys(run, probe, type(instance).posthoc_tables)
+
+    distributed.barrier()  # every rank has read `done` before rank 0 writes anything: the same epochs everywhere
     out = []
     for epoch in wanted:
         key = epoch_key(epoch, SUFFIX)
@@ -93,7 +120,11 @@ def probe_run(run_path, probe: str, epochs=None, device: str = "cpu", overwrite:
             continue
         instance.measure_checkpoint(ctx, epoch)
         frame = pd.DataFrame(instance.rows[first])
-        instance.flush(run, epoch, SUFFIX)
+        if distributed.is_writer():  # every table of this epoch, or none (commit marker last)
+            run.commit_parts(probe, {t: r for t, r in instance.rows.items() if r}, epoch_key(epoch, SUFFIX))
+            instance.rows = {t: [] for t in instance.tables}
+        else:
+            instance.rows = {t: [] for t in instance.tables}
         out.append(frame)
         log.info(f"epoch {epoch}: {len(frame)} {first} rows")
     with warnings.catch_warnings():

@@ -12,8 +12,9 @@ hidden temporary names (pandas/pyarrow skip names starting with '.'); a resumed 
 Test-only fault injection: with ZSQ_PROBE_FAULT=PATTERN in the environment, the process kills itself
 with SIGKILL at the first site whose name matches the fnmatch PATTERN (`fault_point`).  Sites:
 `checkpoint:<epoch>` and `part:<table>:<key>` (after the temporary file is written, before the rename),
-`write:<file name>` (other files, e.g. config.json) and `step:<epoch>:<step>` (the trainer, after an
-iteration).  Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
+`write:<file name>` (other files, e.g. config.json), `step:<epoch>:<step>` (the trainer, after an
+iteration), `commit:<probe>:<key>` (a post-hoc commit marker, before its rename) and
+`publish:<table>:<key>` (a committed post-hoc part, before it is renamed into place).  Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ from zsq_probe.errors import UserError, one_line
 RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
 TABLE_SCHEMA_VERSION = 1
+# what can be recovered of a damaged part (resume rewrites only the epochs after its checkpoint)
+DAMAGED_PART_ADVICE = ("a post-hoc part (part-e*-posthoc) is rebuilt by rerunning that probe with --overwrite; a "
+                       "training part cannot be rebuilt (resume rewrites only epochs after the last checkpoint): "
+                       "delete it to read the rest without that epoch")
+STAGED_PREFIX = "_staged-"  # a post-hoc part written but not yet committed (see RunDir.commit_parts)
 _PART = re.compile(r"^part-(?P<key>[A-Za-z0-9_.-]+)\.parquet$")
 # what atomic_write_bytes leaves behind when killed: .NAME.PID-RANDOM.tmp (PID: the writing process)
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
@@ -148,7 +154,9 @@ class RunDir:
         if not path.is_dir():
             raise UserError(f"{path} is not a folder; choose another --out")
         # a run killed while it wrote its first file (config.json) left only that file's temporary copy
-        left = [p for p in path.iterdir() if not (p.name.startswith(".config.json.") and _TEMP.match(p.name))]
+        # (and the writer lock file, see zsq_probe.run_lock)
+        left = [p for p in path.iterdir() if not (p.name.startswith(".config.json.") and _TEMP.match(p.name))
+                and p.name != ".zsq-probe.lock"]
         if left:
             raise UserError(f"{path} is not empty; pass --resume to continue that run, or choose another --out")
 
@@ -242,8 +250,9 @@ class RunDir:
         return epoch, state
 
     # --- parquet tables
-    def write_part(self, table: str, rows, key: str) -> Path | None:
-        """Write one part of `table` (rows: list of dicts or a DataFrame); same key replaces that part."""
+    def write_part(self, table: str, rows, key: str, staged: bool = False) -> Path | None:
+        """Write one part of `table` (rows: list of dicts or a DataFrame); same key replaces that part.
+        `staged`: write it as `_staged-<key>.parquet` (invisible to parquet readers) for `commit_parts`."""
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         if df.empty:
             return None
@@ -256,9 +265,69 @@ class RunDir:
         tbl = tbl.replace_schema_metadata(meta)
         sink = pa.BufferOutputStream()
         pq.write_table(tbl, sink)
-        path = self.table_dir(table) / f"part-{key}.parquet"
+        path = self.table_dir(table) / f"{STAGED_PREFIX if staged else 'part-'}{key}.parquet"
         atomic_write_bytes(path, sink.getvalue().to_pybytes(), site=f"part:{table}:{key}")
         return path
+
+    # --- all-or-nothing commits of several tables' parts (post-hoc probes)
+    @property
+    def commit_dir(self) -> Path:
+        return self.path / "probes" / "_commits"
+
+    def commit_marker(self, probe: str, key: str) -> Path:
+        return self.commit_dir / f"{probe}.{key}.json"
+
+    def commit_parts(self, probe: str, parts: dict, key: str) -> None:
+        """Write every table's part of one epoch all or nothing: each part is first staged under a hidden
+        name (`_staged-<key>.parquet`), then the marker `probes/_commits/<probe>.<key>.json` (listing the
+        tables) is written last -- the commit point -- and only then are the staged parts renamed into
+        place.  A kill before the marker leaves only staged files (deleted by `recover_commits`); a kill
+        after it is rolled forward by `recover_commits`.  Readers never see a staged file or a marker."""
+        written = [t for t, rows in parts.items() if self.write_part(t, rows, key, staged=True) is not None]
+        doc = {"probe": probe, "key": key, "tables": written}
+        atomic_write_bytes(self.commit_marker(probe, key), json.dumps(doc).encode(), site=f"commit:{probe}:{key}")
+        self._publish(written, key)
+
+    def _publish(self, tables, key: str) -> None:
+        for table in tables:
+            staged = self.table_dir(table) / f"{STAGED_PREFIX}{key}.parquet"
+            if staged.is_file():
+                fault_point(f"publish:{table}:{key}")
+                os.replace(staged, self.table_dir(table) / f"part-{key}.parquet")
+                _fsync_dir(staged.parent)
+
+    def commits(self) -> dict[tuple[str, str], list[str]]:
+        """(probe, key) -> tables, for every committed marker (unreadable markers count as absent)."""
+        out = {}
+        if self.commit_dir.is_dir():
+            for p in self.commit_dir.glob("*.json"):
+                try:
+                    doc = json.loads(p.read_text())
+                    out[(str(doc["probe"]), str(doc["key"]))] = [str(t) for t in doc["tables"]]
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+        return out
+
+    def recover_commits(self) -> dict:
+        """Finish what a killed `commit_parts` left: staged parts of a committed epoch are renamed into place
+        (roll forward), staged parts without a marker are deleted (roll back).  Returns what it did."""
+        done = {"published": [], "removed": []}
+        committed = self.commits()
+        for (probe, key), tables in committed.items():
+            pending = [t for t in tables if (self.table_dir(t) / f"{STAGED_PREFIX}{key}.parquet").is_file()]
+            if pending:
+                self._publish(pending, key)
+                done["published"] += [f"{t}/{key}" for t in pending]
+        live = {(t, k) for (_, k), ts in committed.items() for t in ts}
+        root = self.path / "probes"
+        for folder in (root.iterdir() if root.is_dir() else []):
+            if folder.is_dir():
+                for p in folder.glob(f"{STAGED_PREFIX}*.parquet"):
+                    key = p.name[len(STAGED_PREFIX):-len(".parquet")]
+                    if (folder.name, key) not in live:
+                        p.unlink(missing_ok=True)
+                        done["removed"].append(f"{folder.name}/{key}")
+        return done
 
     def part_keys(self, table: str) -> list[str]:
         d = self.table_dir(table)
@@ -286,8 +355,8 @@ def part_schema_version(path) -> int:
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as e:
-        raise UserError(f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); delete it, or resume the "
-                        f"run to rewrite it") from None
+        raise UserError(f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); "
+                        f"{DAMAGED_PART_ADVICE}") from None
     meta = schema.metadata or {}
     if b"zsq_probe.schema_version" in meta:
         try:
@@ -318,8 +387,8 @@ def read_table(folder) -> pd.DataFrame:
         try:
             df = pd.read_parquet(p)
         except (OSError, pa.ArrowException) as e:
-            raise UserError(f"{p} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); delete it, or resume the "
-                            f"run to rewrite it") from None
+            raise UserError(f"{p} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); "
+                            f"{DAMAGED_PART_ADVICE}") from None
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 

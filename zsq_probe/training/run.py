@@ -34,14 +34,25 @@ def train(cfg, out, *, resume: bool = False, force: bool = False, observers=None
     from zsq_probe.quant import quantization_spec
 
     spec = None if cfg.quant.full_precision else quantization_spec(parts.student)
-    run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec, "config_schema_version":
-                                           CONFIG_SCHEMA_VERSION, "teacher": parts.teacher_info.to_dict()})
-    run.remove_temp_files()  # a first attempt killed while writing config.json left its temporary copy
-    return trainer.fit()
+    from zsq_probe.run_lock import RunLock
+
+    with RunLock(out, what="zsq-probe train"):  # one writer per run folder (rank 0 only under torchrun)
+        RunDir.ensure_new(out)  # again, now that we hold the lock: another train may have started meanwhile
+        run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec, "config_schema_version":
+                                               CONFIG_SCHEMA_VERSION, "teacher": parts.teacher_info.to_dict()})
+        run.remove_temp_files()  # a first attempt killed while writing config.json left its temporary copy
+        return trainer.fit()
 
 
 def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
+    from zsq_probe.run_lock import RunLock
+
     run = RunDir.open(out)
+    with RunLock(run.path, what="zsq-probe train --resume"):  # one writer per run folder
+        return _resume_locked(run, cfg, force, observers, progress, teacher, data_spec)
+
+
+def _resume_locked(run, cfg, force, observers, progress, teacher, data_spec) -> dict:
     doc = run.read_config_doc()
     changed = config_diff(config_from_dict(doc["config"]), cfg)
     if changed and not force:

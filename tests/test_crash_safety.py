@@ -1,0 +1,207 @@
+"""Issue 13: safe CIFAR loading, all-or-nothing post-hoc commits under kill -9, and the run folder's writer lock."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from zsq_probe.errors import UserError
+from zsq_probe.store import FAULT_ENV, RunDir
+
+# ------------------------------------------------------------------ safe CIFAR loading
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _fabricate_cifar10(root: Path, n: int = 6, evil_marker: Path | None = None) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"batch_label": name, "labels": rng.integers(0, 10, n).tolist(),
+                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "filenames": [f"img{i}.png" for i in range(n)]}
+        if evil_marker is not None and name == "data_batch_1":
+            batch["labels"] = _Evil(evil_marker)
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {"label_names": [f"c{i}" for i in range(10)], "num_cases_per_batch": n, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def _fabricate_cifar100(root: Path, n: int = 6) -> None:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("train", "test"):
+        batch = {"batch_label": name, "fine_labels": rng.integers(0, 100, n).tolist(),
+                 "coarse_labels": rng.integers(0, 20, n).tolist(),
+                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": [b"x"] * n}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"k{i}" for i in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_genuine_cifar_folder_loads_what_torchvision_loads(name, tmp_path, monkeypatch):
+    from torchvision import datasets as tvd
+
+    from zsq_probe.data import load_dataset
+
+    (_fabricate_cifar10 if name == "cifar10" else _fabricate_cifar100)(tmp_path)
+    tv_cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tv_cls, "_check_integrity", lambda self: True)  # fabricated files: no md5
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    with pytest.warns(UserWarning, match="official"):
+        ours = load_dataset(name, root=tmp_path, split="train")
+    theirs = tv_cls(root=str(tmp_path), train=True, download=False)
+    assert np.array_equal(ours.data, theirs.data) and ours.data.dtype == theirs.data.dtype
+    assert ours.targets == theirs.targets and ours.classes == theirs.classes
+    x0, y0 = ours[0]
+    assert x0.shape == (3, 32, 32) and y0 == theirs[0][1]
+
+
+def test_malicious_cifar_batch_is_refused_and_runs_nothing(tmp_path):
+    from zsq_probe.data import load_dataset
+
+    marker = tmp_path / "pwned"
+    _fabricate_cifar10(tmp_path / "data", evil_marker=marker)
+    with pytest.raises(UserError) as err:
+        load_dataset("cifar10", root=tmp_path / "data", split="train")
+    assert "\n" not in str(err.value) and "refused to unpickle global" in str(err.value), err.value
+    assert not marker.exists()
+    # and through the command line, in a fresh interpreter: exit 2, one line, nothing run
+    r = subprocess.run([sys.executable, "-m", "zsq_probe", "train", "--teacher", "resnet20_cifar10", "--data-root",
+                        str(tmp_path / "data"), "--epochs", "1", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert not marker.exists()
+    if "refused to unpickle" in r.stderr:  # this path loads real data (some teachers use synthetic data only)
+        assert r.returncode == 2 and len([x for x in r.stderr.splitlines() if x.strip()]) == 1, r.stderr
+
+
+def test_restricted_unpickler_accepts_numpy_1_names():
+    from zsq_probe.safe_pickle import safe_loads
+
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    raw = pickle.dumps({"data": a}, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in raw
+    assert np.array_equal(safe_loads(raw)["data"], a)
+
+
+# ------------------------------------------------------------------ post-hoc probes under kill -9
+
+TINY = ["--preset", "ait", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "16",
+        "--set", "warmup_epochs=0", "--set", "val_max_batches=1", "--set", "hessian_batch_size=16",
+        "--set", "hessian_top_k=2", "--set", "slq_runs=1", "--set", "slq_steps=4", "--set", "hessian_vectors=2",
+        "--no-progress"]
+
+
+def zsq(*args, fault: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop(FAULT_ENV, None)
+    if fault:
+        env[FAULT_ENV] = fault
+    return subprocess.run([sys.executable, "-m", "zsq_probe", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(digits_teacher, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("crash") / "run"
+    r = zsq("train", *TINY, "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+HESSIAN_TABLES = ("hessian_trace", "hessian_eigenvalues", "hessian_density")
+
+
+def _posthoc_rows(run: Path) -> dict:
+    """table -> {epoch: rows}, read with pandas' folder reader (staged parts and markers must be invisible)."""
+    rd = RunDir(run)
+    out = {}
+    for t in HESSIAN_TABLES:
+        if rd.table_dir(t).is_dir() and rd.part_keys(t):
+            df = pd.read_parquet(rd.table_dir(t))
+            assert len(df) == len(rd.read_table(t))
+            cols = [c for c in df.columns if c not in ("run", "wall_time_s", "value", "lo", "hi", "ci_low", "ci_high")
+                    and df[c].map(lambda v: isinstance(v, (str, int, float, np.integer, np.floating))).all()]
+            assert not df.duplicated(cols).any(), t
+            out[t] = df[df.origin == "posthoc"].groupby("epoch").size().to_dict()
+    return out
+
+
+def test_kill_9_during_posthoc_hessian_then_rerun_loses_and_doubles_nothing(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "killed"
+    shutil.copytree(tiny_run, run)
+    key = "e00001-posthoc"
+    # killed between two tables' staged writes: nothing of the epoch is visible, not even hessian_trace
+    r = zsq("hessian", "--run", run, "--epochs", "1", fault=f"part:hessian_eigenvalues:{key}")
+    assert r.returncode == -signal.SIGKILL, r.stderr[-500:]
+    assert _posthoc_rows(run) == {}
+    assert list(run.rglob(f"_staged-{key}.parquet")) and list(run.rglob(".*.tmp"))
+    # the rerun cleans up, recomputes, and is killed after the commit marker, between the renames
+    r = zsq("hessian", "--run", run, "--epochs", "1", fault=f"publish:hessian_density:{key}")
+    assert r.returncode == -signal.SIGKILL, r.stderr[-500:]
+    assert not list(run.rglob(".*.tmp")) and not list(run.rglob("_staged-*eigenvalues*"))
+    partial = _posthoc_rows(run)
+    assert set(partial) == {"hessian_trace", "hessian_eigenvalues"}, partial
+    # the next rerun rolls the committed epoch forward (no recomputation) and says it is done
+    r = zsq("hessian", "--run", run, "--epochs", "1")
+    assert r.returncode == 0, r.stderr
+    final = _posthoc_rows(run)
+    assert set(final) == set(HESSIAN_TABLES) and all(set(c) == {1} for c in final.values()), final
+    assert {t: final[t] for t in partial} == partial  # nothing doubled by the roll-forward
+    assert not [p.name for p in run.rglob("*") if p.name.startswith("_staged-") or p.name.endswith(".tmp")]
+    assert (run / "probes" / "_commits" / f"hessian.{key}.json").is_file()
+
+
+# ------------------------------------------------------------------ one writer per run folder
+
+HOLD = ("import sys, time; from zsq_probe.run_lock import RunLock; l = RunLock(sys.argv[1], what='test').acquire(); "
+        "print('locked', flush=True); time.sleep(120)")
+
+
+def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_nothing(tiny_run, tmp_path):
+    import shutil
+    import socket
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for args in (["train", "--resume", *TINY, "--out", run], ["cosine", "--run", run]):
+            r = zsq(*args)
+            lines = [x for x in r.stderr.splitlines() if x.strip()]
+            assert r.returncode == 2 and len(lines) == 1, r.stderr
+            assert f"PID {holder.pid}" in lines[0] and socket.gethostname() in lines[0], lines[0]
+        assert (run / ".zsq-probe.lock").is_file()
+        assert not (run / "probes" / "cosine").exists()  # the refused writer wrote nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    from zsq_probe.run_lock import RunLock
+
+    with RunLock(run, what="after kill"):  # the kernel dropped the dead holder's flock
+        pass
+    with RunLock(run, rank=1), RunLock(run, rank=0):  # under torchrun only rank 0 locks
+        pass
