@@ -42,6 +42,14 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"zsq-probe {args.command}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only folder, a file where a folder belongs: the system's answer
+        what = e.strerror or one_line(e, None, with_type=False) or type(e).__name__
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"zsq-probe {args.command}: error: {what}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"zsq-probe {args.command}: error: out of memory (lower batch_size / probe sizes)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"zsq-probe {args.command}: interrupted", file=sys.stderr)
         return 130

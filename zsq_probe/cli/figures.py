@@ -12,25 +12,39 @@ HELP = "draw every paper figure the given runs have data for (PNG/PDF)"
 
 
 def register(subparsers) -> None:
-    from zsq_probe.plots.style import FORMATS
+    from zsq_probe.plots.style import FORMATS, WIDTHS
 
     p = subparsers.add_parser("figures", help=HELP, description=HELP)
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run folders (KD and ZQ runs)")
     p.add_argument("--out", required=True, help="output folder for the figure files")
     p.add_argument("--only", help="comma-separated figure names (fig1,fig2b,fig2c,fig2d,fig3a,fig3bc,fig4,"
                                   "fig5,fig6,fig7_8,fig9)")
-    p.add_argument("--format", default="png", choices=FORMATS)
+    p.add_argument("--format", default="png", choices=FORMATS + ("png,pdf",),
+                   help="png, pdf (vector) or png,pdf (both); each figure also gets a caption STEM.txt")
+    p.add_argument("--width", default="text", choices=list(WIDTHS),
+                   help="figure width: column (3.3 in) or text (7 in); fonts are >= 7 pt at that size")
     p.add_argument("--epoch", type=int,
-                   help="snapshot epoch for fig1 (default: middle), fig2d and fig6 (default: last)")
+                   help="snapshot epoch for fig1 (default: the middle epoch all runs share), fig2d and fig6 "
+                        "(default: last)")
     p.add_argument("--epochs", help="epochs for fig3bc/fig4, e.g. 60,350 or 3-12 (default: an early and the last)")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from zsq_probe.plots import write_figures
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is an existing file, not a folder")
+    parent = next((p for p in [out, *out.parents] if p.exists()), None)
+    import os
+
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise UserError(f"--out {out}: {parent} is not writable")
     written, failed = write_figures(args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch,
-                                    epochs=args.epochs)
+                                    epochs=args.epochs, width=args.width)
     if failed:
         raise UserError(f"{failed} figure(s) failed (see above); {len(written)} file(s) written to {args.out}")
     if not written:
@@ -51,6 +65,7 @@ def figure_script(name: str, argv=None, prog: str | None = None) -> int:
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run folders")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="png", choices=FORMATS)
+    p.add_argument("--width", default="text", choices=["column", "text"], help="3.3 in or 7 in wide")
     if "epoch" in figure.options:
         p.add_argument("--epoch", type=int, help="epoch of the snapshot (default: see the description)")
     if "epochs" in figure.options:
@@ -59,7 +74,7 @@ def figure_script(name: str, argv=None, prog: str | None = None) -> int:
     options = {k: getattr(args, k) for k in figure.options}
     try:
         with console_logging():
-            paths = figure.plot(args.runs, args.out, args.format, **options)
+            paths = figure.plot(args.runs, args.out, args.format, args.width, **options)
     except SkipFigure as e:
         print(f"skipped {name}: {e.reason}", file=sys.stderr)
         return 2

@@ -30,14 +30,26 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="a config JSON file (a run's config.json works) used instead of the preset; "
                                     "with --resume the run's own config.json is the default")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--num-workers", type=int, help="data-loading worker processes for real data (validation, KD "
+                                                   "training data); default 0: in this process")
+    p.add_argument("--pin-memory", action="store_true", help="pinned host memory for real-data batches (CUDA)")
+    p.add_argument("--tensorboard", nargs="?", const=True, default=None, metavar="DIR",
+                   help="also log live curves to TensorBoard (default DIR: RUN/tensorboard; extra [tensorboard])")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from zsq_probe.training import train
 
-    summary = train(build_config(args), args.out, resume=args.resume, force=args.force,
-                    progress=not args.no_progress)
+    cfg = build_config(args)
+    observers = None
+    if args.tensorboard:
+        from zsq_probe.probes import build_probes
+        from zsq_probe.tensorboard import TensorBoardObserver
+
+        observers = build_probes(cfg) + [TensorBoardObserver(None if args.tensorboard is True else args.tensorboard)]
+    summary = train(cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress,
+                    observers=observers)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -55,7 +67,7 @@ def build_config(args):
              "download": args.download or None, "data": args.data, "data_root": args.data_root,
              "device": args.device, "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch,
              "batch_size": args.batch_size, "w_bits": args.w_bits, "a_bits": args.a_bits, "seed": args.seed,
-             "probes": probes}
+             "probes": probes, "num_workers": args.num_workers, "pin_memory": args.pin_memory or None}
     config_file = args.config
     if args.resume and not config_file and (Path(args.out) / "config.json").is_file():
         config_file = str(Path(args.out) / "config.json")  # resume what was started; flags given still apply
@@ -66,6 +78,9 @@ def build_config(args):
             doc = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"--config {config_file}: cannot read JSON ({e.__class__.__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config", doc), dict):
+        raise UserError(f"--config {config_file}: expected a JSON object of config keys, got "
+                        f"{type(doc.get('config', doc) if isinstance(doc, dict) else doc).__name__}")
     cfg = config_from_dict(doc.get("config", doc))
     for k, v in flags.items():
         if v is not None and k != "teacher":  # the teacher comes from the file

@@ -12,6 +12,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from zsq_probe.errors import UserError
+
+
+class NonFiniteHessianError(UserError):
+    """A Hessian-vector product came out inf/NaN: no curvature estimate exists at this point."""
+
 _MODES = ("eval", "train", "as_is")
 
 
@@ -96,6 +102,17 @@ def _batch_size(inputs: Any) -> int:
     raise TypeError("cannot tell the batch size: inputs must be a tensor (batch first) or a tuple of tensors")
 
 
+def _slice(obj: Any, start: int, stop: int, n: int) -> Any:
+    """Rows [start, stop) of every batch-first tensor (first dimension n) in a tensor / tuple / mapping."""
+    if isinstance(obj, torch.Tensor):
+        return obj[start:stop] if obj.dim() > 0 and obj.shape[0] == n else obj
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_slice(o, start, stop, n) for o in obj)
+    if isinstance(obj, Mapping):
+        return {k: _slice(v, start, stop, n) for k, v in obj.items()}
+    return obj
+
+
 def _to(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
@@ -142,6 +159,12 @@ class HessianOperator:
     free memory. ``freeze_activation_ranges``: run activation quantisers (zsq_probe.quant) with
     their ranges frozen, so the loss is the one the current ranges give.
 
+    ``process_group``: split the batches over processes (zsq_probe.hessian.distributed): ``"active"``
+    (default) the group of an enclosing ``split_across_ranks()`` (none outside one: nothing split),
+    ``None`` never, or a ``torch.distributed`` process group. Split, each rank keeps its contiguous share
+    of every batch, gradients and products are all-reduced and every product multiplies rank 0's vector
+    (broadcast), so every rank gets the whole batch's ``H v``; all ranks must make the same calls.
+
     Vectors are flat torch tensors of length ``dim`` (parameters concatenated in order) on
     ``device`` with ``dtype``. The operator holds the graph (and references to the parameters):
     changing the parameters in place afterwards makes products fail; build a new operator.
@@ -152,7 +175,7 @@ class HessianOperator:
                  batches: Iterable[tuple[Any, Any]], params: str | Iterable[str] | None = None,
                  device: torch.device | str | None = None, mode: str = "eval",
                  keep_graphs: bool | None = None, memory_fraction: float = 0.5,
-                 freeze_activation_ranges: bool = True) -> None:
+                 freeze_activation_ranges: bool = True, process_group: Any = "active") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"HessianOperator needs a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -201,8 +224,10 @@ class HessianOperator:
         if min(sizes) <= 0:
             raise ValueError("every batch must hold at least one sample")
         total = float(sum(sizes))
-        self.batch_sizes: list[int] = sizes
+        self.batch_sizes: list[int] = sizes  # whole batches (all ranks together)
         self._weights: list[float] = [n / total for n in sizes]
+        self._group = self._split(process_group, sizes, total)
+        self.world_size: int = self._group.size if self._group is not None else 1
 
         self.num_products: int = 0
         self._closed = False
@@ -241,18 +266,46 @@ class HessianOperator:
             grads = torch.autograd.grad(loss, self._params, create_graph=create_graph, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self._params)]
 
+    def _split(self, process_group: Any, sizes: list[int], total: float):
+        """Keep this rank's share of every batch (weights: its samples over all samples); the group or None."""
+        from zsq_probe.hessian import distributed
+
+        if isinstance(process_group, str) and process_group == "active":
+            group = distributed.active()
+        elif process_group is None:
+            group = None
+        else:
+            group = distributed.Group(process_group)
+        if group is None or group.size == 1:
+            return group
+        if self.mode == "train":
+            raise ValueError("a Hessian split across ranks needs a forward that treats samples independently: "
+                             "mode='eval' (BN running statistics) or 'as_is' with such a model, not 'train'")
+        batches, weights = [], []
+        for (x, t), n in zip(self._batches, sizes):
+            start, stop = distributed.shard(n, group.rank, group.size)
+            if stop > start:
+                batches.append((_slice(x, start, stop, n), _slice(t, start, stop, n)))
+                weights.append((stop - start) / total)
+        self._batches, self._weights = batches, weights
+        self.local_batch_sizes = [_batch_size(x) for x, _ in batches]
+        return group
+
     def _build_graphs(self) -> list[torch.Tensor]:
         total: list[torch.Tensor] | None = None
         for i, w in enumerate(self._weights):
             g = self._batch_gradient(i)
-            if len(self._weights) == 1:
+            if len(self._weights) == 1 and w == 1.0:
                 return g
             total = [w * gi for gi in g] if total is None else [t + w * gi for t, gi in zip(total, g)]
-        assert total is not None
+        if total is None:  # this rank holds no sample (a batch smaller than the world): it adds zeros
+            return [torch.zeros_like(p) for p in self._params]
         return total
 
     def _graphs_fit(self, fraction: float) -> bool:
         """Measure the tensors one batch's graph saves; keep all graphs if they fit."""
+        if not self._batches:
+            return True
         seen: dict[tuple[int, int], int] = {}
 
         def pack(t: torch.Tensor) -> torch.Tensor:
@@ -298,8 +351,11 @@ class HessianOperator:
         return [o if h is None else h for o, h in zip(out, hv)]
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``H v`` for a flat vector ``v`` (length ``dim``); returns a detached flat tensor."""
+        """``H v`` for a flat vector ``v`` (length ``dim``); returns a detached flat tensor.  Split across
+        ranks: ``v`` is rank 0's (broadcast), the result the sum over the ranks (the same on every rank)."""
         v = self._check_vector(v)
+        if self._group is not None:
+            v = self._group.broadcast(v.clone().contiguous())
         parts = [c.view(s) for c, s in zip(v.split(self._numels), self.param_shapes)]
         if self.keep_graphs:
             assert self._grads is not None
@@ -310,7 +366,12 @@ class HessianOperator:
                 part = self._hvp(self._batch_gradient(i), parts)
                 hv = [a + w * b for a, b in zip(hv, part)]
         self.num_products += 1
-        return torch.cat([h.reshape(-1) for h in hv]).detach()
+        out = torch.cat([h.reshape(-1) for h in hv]).detach()
+        out = self._group.all_reduce(out) if self._group is not None else out
+        if not bool(torch.isfinite(out).all()):  # NaN would otherwise crash ARPACK/eigh_tridiagonal far away
+            raise NonFiniteHessianError("a Hessian-vector product is non-finite (the loss surface at these "
+                                        "parameters and batch holds inf/NaN)")
+        return out
 
     __matmul__ = matvec
 
@@ -325,7 +386,8 @@ class HessianOperator:
             g = [torch.zeros_like(p) for p in self._params]
             for i, w in enumerate(self._weights):
                 g = [a + w * b.detach() for a, b in zip(g, self._batch_gradient(i, create_graph=False))]
-        return torch.cat([x.detach().reshape(-1) for x in g])
+        out = torch.cat([x.detach().reshape(-1) for x in g])
+        return self._group.all_reduce(out.clone()) if self._group is not None else out
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{name: tensor}`` views of a flat vector, shaped like the selected parameters."""
@@ -368,4 +430,5 @@ class HessianOperator:
     def __repr__(self) -> str:
         return (f"HessianOperator(dim={self.dim}, params={len(self.param_names)}, batches={len(self._batches)}, "
                 f"mode={self.mode!r}, keep_graphs={self.keep_graphs}, dtype={self.dtype}, device={self.device}, "
-                f"num_products={self.num_products}{', closed' if self._closed else ''})")
+                f"num_products={self.num_products}{f', world_size={self.world_size}' if self.world_size > 1 else ''}"
+                f"{', closed' if self._closed else ''})")

@@ -58,7 +58,10 @@ def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, li
     pc = cfg.probing
     rows = {"hessian_trace": [], "hessian_eigenvalues": [], "hessian_density": []}
     top = {}
-    common = {"probe_batch_size": batch.size, "probe_batch_source": batch.source}
+    from zsq_probe.hessian.distributed import world_size
+
+    # world_size: processes the Hessian was split over (zsq_probe.hessian.distributed; 1 = one process)
+    common = {"probe_batch_size": batch.size, "probe_batch_source": batch.source, "world_size": world_size()}
     for loss, (fn, target_name) in loss_functions(cfg).items():
         target = getattr(batch, target_name)
         for scope in pc.scopes:
@@ -275,12 +278,28 @@ class HessianProbe(Probe):
         batch = ctx.probe_batch(epoch, self.cfg.probing.batch_size)
         warn_small_batch(batch.size)
         seed = curvature_seed(self.cfg, epoch)
-        with preserved_state(ctx.student):
-            rows, top = curvature(ctx.student, ctx.param_names, batch, self.cfg, seed)
+        from zsq_probe.hessian.operator import NonFiniteHessianError
+
+        try:
+            with preserved_state(ctx.student):
+                rows, top = curvature(ctx.student, ctx.param_names, batch, self.cfg, seed)
+        except NonFiniteHessianError as e:
+            _skip_nonfinite("hessian", epoch, e)
+            self.last = None
+            return
         for table, rs in rows.items():
             for r in rs:
                 self.emit(table, epoch=epoch, origin=self.origin, **r)
         self.last = (epoch, batch, top)
+
+
+def _skip_nonfinite(probe: str, epoch: int, e: Exception) -> None:
+    """Probes never crash a run on a non-finite loss surface: the epoch gets no rows, and a warning says so."""
+    import logging
+
+    logging.getLogger("zsq_probe.probes").warning(
+        f"{probe} probe: no rows for epoch {epoch}: {e}; the student at this epoch is degenerate (see the "
+        f"metrics' skipped_steps)")
 
 
 class SliceProbe(Probe):
@@ -303,7 +322,13 @@ class SliceProbe(Probe):
         else:
             batch, top = ctx.probe_batch(epoch, self.cfg.probing.batch_size), None
             warn_small_batch(batch.size)
-        with preserved_state(ctx.student, mode="eval"):  # the Hessian's student, whatever mode it trains in
-            rows = slice_rows(ctx.student, ctx.params, batch, self.cfg, curvature_seed(self.cfg, epoch), top)
+        from zsq_probe.hessian.operator import NonFiniteHessianError
+
+        try:
+            with preserved_state(ctx.student, mode="eval"):  # the Hessian's student, whatever mode it trains in
+                rows = slice_rows(ctx.student, ctx.params, batch, self.cfg, curvature_seed(self.cfg, epoch), top)
+        except NonFiniteHessianError as e:
+            _skip_nonfinite("slice", epoch, e)
+            return
         for r in rows:
             self.emit("slice", epoch=epoch, origin=self.origin, **r)

@@ -26,6 +26,41 @@ def training_state(parts, epoch: int, global_step: int, observers=()) -> dict:
     return state
 
 
+def first_nonfinite_tensor(obj, prefix: str = "") -> str | None:
+    """The key path of the first floating tensor holding inf/NaN in a nested state, else None."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            return None if bool(torch.isfinite(obj).all()) else (prefix or "tensor")
+        return None
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        if k == "rng":
+            continue
+        bad = first_nonfinite_tensor(v, f"{prefix}.{k}" if prefix else str(k))
+        if bad:
+            return bad
+    return None
+
+
+def check_finite_state(state: dict, epoch: int) -> None:
+    """Refuse to write a checkpoint holding inf/NaN weights (student, optimiser, generator): a checkpoint on disk
+    is always one a run can resume from."""
+    from zsq_probe.training.loop import NonFiniteError
+
+    for key in ("student", "generator"):  # the weights (optimiser states may hold inf by design)
+        if key in state:
+            bad = first_nonfinite_tensor(state[key], key)
+            if bad:
+                raise NonFiniteError(f"not writing checkpoint epoch {epoch}: {bad} holds inf/NaN values; the run "
+                                     "stopped with the previous checkpoint kept (lower the learning rates and "
+                                     "resume with --force)")
+
+
 def restore_models(parts, state: dict) -> None:
     """Put the student and the batch source (generator) back to a checkpoint's state — what probes need."""
     try:

@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 METRIC_TERMS = ("kl", "kl_scaled", "ce", "student", "generator_ce", "bns", "generator")
 
 
+SKIP_WARN_SHARE = 0.1  # on_nonfinite=skip: a warning when at least this share of an epoch's steps was skipped
+
+
+def params_finite(student) -> torch.Tensor:
+    """A device flag (no host sync): whether every parameter and floating buffer (activation ranges) is finite."""
+    params = list(student.parameters()) + [b for b in student.buffers() if b.is_floating_point()]
+    if not params:
+        return torch.tensor(True)
+    return torch.stack([torch.isfinite(p.detach()).all() for p in params]).all()
+
+
 class NonFiniteError(UserError):
     """A loss or gradient became NaN/inf; the message names the epoch, step and term, and the last good
     checkpoint (nothing of the failed epoch is written).  `on_nonfinite=skip` skips such updates instead."""
@@ -156,16 +167,27 @@ class Trainer:
             skipped = batch.nonfinite is not None and self.on_nonfinite(epoch, step, batch.nonfinite)
             want_terms = stepping and any(o.wants_term_gradients(epoch, step) for o in self.observers)
             gi = term_grads = None
+            params_ok = None  # device flag: every student parameter finite after the optimiser step
             if stepping:
                 s_logits, terms, term_grads, gi, nonfinite = self.student_step(batch, want_terms)
+
                 skipped = (nonfinite is not None and self.on_nonfinite(epoch, step, nonfinite)) or skipped
             else:  # the student only runs forward (its activation ranges follow the EMA)
                 with torch.no_grad():
                     s_logits, kl, ce = self.loss_terms(batch)
                 terms = {"kl": kl, "kl_scaled": kl * cfg.temperature ** 2, "ce": ce}
             terms = {**batch.terms, **terms}
+            params_ok = params_finite(self.parts.student)  # weights and activation ranges (no sync here)
             # one host sync per iteration for all metric terms
-            values = dict(zip(terms, torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()))
+            # (the parameters' finiteness flag rides on the same sync; it does not touch the training math)
+            flat = [v.detach().float().reshape(()) for v in terms.values()]
+            if params_ok is not None:
+                flat.append(params_ok.float().reshape(()).to(flat[0].device) if flat else params_ok.float())
+            synced = torch.stack(flat).tolist()
+            if params_ok is not None:
+                if synced.pop() != 1.0:
+                    self.on_poisoned_parameters(epoch, step)
+            values = dict(zip(terms, synced))
             skipped_steps += skipped
             for k, v in values.items():
                 if math.isfinite(v):  # a skipped step's NaN/inf does not enter the epoch means
@@ -190,6 +212,14 @@ class Trainer:
                "act_ranges_frozen": schedule["act_ranges_frozen"]}
         row.update({f"loss_{k}": sums[k] / counts[k] if counts[k] else float("nan") for k in METRIC_TERMS})
         row.update(lr=schedule["lr"], gen_lr=schedule["gen_lr"], gi_p=schedule["gi_p"], skipped_steps=skipped_steps)
+        if skipped_steps:
+            self.skipped_total = getattr(self, "skipped_total", 0) + skipped_steps
+            share = skipped_steps / max(self.iterations, 1)
+            (log.warning if share >= SKIP_WARN_SHARE else log.info)(
+                f"epoch {epoch}: skipped {skipped_steps} of {self.iterations} steps ({100 * share:.0f}%) with a "
+                f"non-finite loss, gradient or batch (on_nonfinite=skip)"
+                + ("; the student barely trained — lower lr / gen_lr or check the teacher" if share >= SKIP_WARN_SHARE
+                   else ""))
         validate_now = self.parts.val_loader is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs)
         row["val_top1"], row["val_ce"] = self.validate() if validate_now else (float("nan"), float("nan"))
         row["wall_time_s"] = time.perf_counter() - t0
@@ -236,11 +266,23 @@ class Trainer:
         if self.cfg.on_nonfinite == "skip":
             return True
         values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in bad.terms.items())
-        cps = self.run.checkpoints()
-        kept = f"the last good checkpoint {cps[max(cps)]} is kept" if cps else "no checkpoint was written"
+        kept = self.kept_checkpoint()
         raise NonFiniteError(f"non-finite {bad.what} at epoch {epoch}, step {step} (global step "
                              f"{self.global_step + 1}; loss={float(bad.loss.detach()):.4g}, {values}); stopped, "
                              f"{kept}; to skip such steps resume with --set on_nonfinite=skip --force")
+
+    def kept_checkpoint(self) -> str:
+        cps = self.run.checkpoints()
+        # checkpoints are only written with finite parameters (save_checkpoint), so the last one is good
+        return f"the last checkpoint {cps[max(cps)]} (finite parameters) is kept" if cps else "no checkpoint was written"
+
+    def on_poisoned_parameters(self, epoch: int, step: int) -> None:
+        """A step made a weight or an activation range inf/NaN: it cannot be skipped any more, so the run stops
+        (in skip mode too) before anything of this epoch is written."""
+        raise NonFiniteError(f"the student's weights or activation ranges became non-finite at epoch {epoch}, "
+                             f"step {step} (global step {self.global_step + 1}; lr={self.cfg.optim.lr:g}); stopped, "
+                             f"{self.kept_checkpoint()}; lower the learning rate (or weight_decay/momentum) and "
+                             f"resume with --force")
 
     # ------------------------------------------------------------------ evaluation and the end of a run
     def validate(self) -> tuple[float, float]:
@@ -275,6 +317,7 @@ class Trainer:
 
     def save_checkpoint(self, epoch: int) -> None:
         state = checkpoint.training_state(self.parts, self.epoch, self.global_step, self.observers)
+        checkpoint.check_finite_state(state, epoch)
         self.run.save_checkpoint(epoch, state, keep_all=self.cfg.keep_checkpoints)
 
     def load_state_dict(self, state: dict) -> None:
