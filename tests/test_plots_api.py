@@ -33,13 +33,13 @@ def test_draw_functions_draw_into_the_axes_given(runs):
     ax = axes()[0]
     epochs = plots.draw_cosine(ax, zq.path)  # a folder
     assert len(ax.lines) == 1 and len(ax.collections) == 1 and list(epochs["epoch"]) == EPOCHS
-    assert ax.lines[0].get_label() == "ZQ: gdfq (zq-run)"
+    assert ax.lines[0].get_label() == "ZQ: gdfq"  # the run names are in the caption file
     ax = axes()[0]
     plots.draw_cosine(ax, zq.read_table("cosine"), color="k", scatter=False, label="mine")  # a table
     assert len(ax.lines) == 1 and not ax.collections and ax.lines[0].get_label() == "mine"
     ax = axes()[0]
     plots.draw_cosine_snapshot(ax, kd, epoch=4)
-    assert ax.get_title() == "KD (kd), epoch 4"
+    assert ax.get_title() == "KD, ep. 4"
     ax = axes()[0]
     plots.draw_hessian_trace(ax, kd)
     assert len(ax.lines) == 2 and ax.get_legend() is not None  # one estimate per loss (CE, KL), with its interval
@@ -76,7 +76,7 @@ def test_make_figure_returns_the_figure_and_writes_nothing(runs, tmp_path, monke
     fig = make_figure("fig1", [runs["kd"].path, runs["zq"].path], epoch=3)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
     (stem, fig6), = make_figures("fig6", [runs["kd"], runs["zq"]])
-    assert stem == "fig6_samples_zq-run" and len(fig6.axes) == 20  # 2 rows x 10 digits
+    assert stem == "fig6_samples_zq-run" and len(fig6.axes) == 50  # (1 real + 4 synthetic rows) x 10 digits
     assert not any(tmp_path.iterdir())
     with pytest.raises(TypeError, match="epochs"):
         make_figure("fig1", [runs["zq"]], epochs="1,2")

@@ -15,11 +15,14 @@ def register(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of every demo run")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--width", default="text", choices=["column", "text"],
+                   help="figure width: column (3.3 in) or text (7 in, default)")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from zsq_probe.demo import run_demo
 
-    run_demo(args.out, device=args.device, seed=args.seed, overrides=args.set, progress=not args.no_progress)
+    run_demo(args.out, device=args.device, seed=args.seed, overrides=args.set, progress=not args.no_progress,
+             width=args.width)
     return 0

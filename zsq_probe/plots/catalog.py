@@ -15,7 +15,7 @@ from typing import Callable
 from zsq_probe.errors import UserError
 from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice, samples, training
 from zsq_probe.plots.runs import SkipFigure, open_runs
-from zsq_probe.plots.style import check_format, save
+from zsq_probe.plots.style import WIDTHS, check_format, current_width, figure_width, save
 from zsq_probe.selection import parse_epochs
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,14 @@ class FigureSpec:
         built = self.build(runs, **options)
         return built if self.per_run else [(self.filename, built)]
 
-    def plot(self, runs, out_dir, fmt: str = "png", **options) -> list[Path]:
-        """Write this figure for `runs` into `out_dir`; returns the files written."""
+    def plot(self, runs, out_dir, fmt: str = "png", width: str | None = None, **options) -> list[Path]:
+        """Write this figure for `runs` into `out_dir` (PNG or PDF at `width`: 'column' 3.3 in or 'text'
+        7 in), each with its caption in STEM.txt; returns the figure files written."""
         check_format(fmt)
-        return [save(fig, out_dir, stem, fmt) for stem, fig in self.figures(runs, **options)]
+        runs = open_runs(runs)
+        with figure_width(width):
+            return [save(fig, out_dir, stem, fmt, caption=caption(self, runs, stem))
+                    for stem, fig in self.figures(runs, **options)]
 
 
 FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
@@ -85,6 +89,46 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
 )}
 
 
+PROBE_SETTINGS = {  # what a caption states of the probes a figure reads (flat config keys)
+    "cosine": ("probe_every_steps",),
+    "hessian_trace": ("hessian_every_epochs", "hessian_batch_size", "trace_estimators", "hessian_vectors",
+                      "trace_rtol", "trace_max_products", "slq_runs", "slq_steps"),
+    "hessian_density": ("hessian_every_epochs", "hessian_batch_size", "slq_runs", "slq_steps", "density_sigma",
+                        "density_sigma_fraction"),
+    "slice": ("hessian_every_epochs", "slice_points", "slice_scalings", "slice_losses", "slice_norm_fraction"),
+}
+
+
+def caption(figure: FigureSpec, runs, stem: str) -> str:
+    """The sidecar caption of a figure: what is drawn, which runs (by method, with their seeds: n), the
+    aggregation and the probe estimator's settings as the runs recorded them."""
+    from zsq_probe.plots import runs as R
+
+    lines = [f"{stem} ({figure.name}, {WIDTHS[current_width()]} in wide): {figure.description}."]
+    doc = (figure.build.__doc__ or "").strip()
+    if doc:
+        lines.append(" ".join(doc.split()))
+    lines.append("Runs (methods whose runs differ only by seed are aggregated: mean, band/error bar = seed "
+                 "min-max, n = seeds):")
+    for g in R.seed_groups(runs):
+        cfg = R.config(g[0])
+        seeds = ", ".join(f"{r.name} (seed {R.seed(r)})" for r in g)
+        lines.append(f"  - {R.method(g[0])} [{R.setting(g[0])}, {cfg.get('epochs')} epochs, lr {cfg.get('lr')}], "
+                     f"n={len(g)}: {seeds}")
+    for table in figure.tables_needed:
+        keys = PROBE_SETTINGS.get(table)
+        if not keys:
+            continue
+        with_table = [r for r in runs if R.has_table(r, table)]
+        if not with_table:
+            continue
+        cfg = R.config(with_table[0])
+        settings = ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
+        lines.append(f"Probe settings ({table}; runs holding it: {', '.join(r.name for r in with_table)}): "
+                     f"{settings}.")
+    return "\n".join(lines)
+
+
 def figure_names(only=None) -> list[str]:
     """The figure names chosen by `only` ('fig1,fig2b', a list, or None for all), in the paper's order."""
     valid = list(FIGURES)
@@ -113,21 +157,24 @@ def make_figure(name: str, runs, **options):
     return make_figures(name, runs, **options)[0][1]
 
 
-def plot_figure(name: str, runs, out_dir, fmt: str = "png", **options) -> list[Path]:
+def plot_figure(name: str, runs, out_dir, fmt: str = "png", width: str | None = None, **options) -> list[Path]:
     """Write figure `name` for `runs` into `out_dir`; returns the files written (SkipFigure: no data)."""
-    return spec(name).plot(runs, out_dir, fmt, **options)
+    return spec(name).plot(runs, out_dir, fmt, width, **options)
 
 
-def write_figures(runs, out, only=None, fmt: str = "png", epoch: int | None = None,
-                  epochs=None) -> tuple[list[Path], int]:
+def write_figures(runs, out, only=None, fmt="png", epoch: int | None = None,
+                  epochs=None, width: str | None = None) -> tuple[list[Path], int]:
     """Draw every chosen figure (`only`: names; default all) the runs have data for into `out`.
 
     `runs`: run folders or RunDirs.  `epoch`: the snapshot epoch of fig1/fig2d/fig6; `epochs`: the epochs of
-    fig3bc/fig4 ('60,350', '3-12' or a list).  Each figure written, skipped (with the reason) or failed is
+    fig3bc/fig4 ('60,350', '3-12' or a list).  `fmt`: 'png', 'pdf' or both ('png,pdf' or a list); `width`:
+    'column' (3.3 in) or 'text' (7 in, the default).  Each figure written, skipped (with the reason) or failed is
     logged (INFO / INFO / ERROR on the `zsq_probe.plots.catalog` logger).  Returns (files written,
     number of figures that failed).
     """
-    check_format(fmt)
+    fmts = [f.strip() for f in fmt.split(",")] if isinstance(fmt, str) else list(fmt)
+    for f in fmts:
+        check_format(f)
     names = figure_names(only)
     runs = open_runs(runs)
     options = {"epoch": epoch, "epochs": parse_epochs(epochs)}
@@ -136,7 +183,7 @@ def write_figures(runs, out, only=None, fmt: str = "png", epoch: int | None = No
         figure = FIGURES[name]
         kw = {k: v for k, v in options.items() if k in figure.options}
         try:
-            paths = figure.plot(runs, out, fmt, **kw)
+            paths = [p for f in fmts for p in figure.plot(runs, out, f, width, **kw)]
         except SkipFigure as e:
             log.info("skipped %s: %s", name, e.reason)
             continue

@@ -57,7 +57,6 @@ def compare_figure(probe: str, kd_run, zq_run, kd_df=None, zq_df=None):
     """A Figure holding draw_compare's panel."""
     with drawing((7.5, 4.2)) as fig:
         draw_compare(fig.subplots(), probe, kd_run, zq_run, kd_df, zq_df)
-        fig.tight_layout()
     return fig
 
 

@@ -43,8 +43,8 @@ def _curves(ax, run, df, color, scatter, label, figure):
         ax.scatter(step_positions(steps), steps["cosine"], s=5, color=color, alpha=alpha, lw=0, rasterized=True)
     if label is None and run is not None:
         label = R.label(run)
-    ax.plot(epochs["epoch"], epochs["cosine"], color=color, lw=1.8, marker="o" if len(epochs) <= 40 else None,
-            ms=3.5, label=label)
+    ax.plot(epochs["epoch"], epochs["cosine"], color=color, lw=1.2, marker="o" if len(epochs) <= 40 else None,
+            ms=3, label=label)
     return epochs
 
 
@@ -58,7 +58,7 @@ def draw_cosine_snapshot(ax, source, epoch: int | None = None, *, color=None):
     _snapshot(ax, run, epochs, e, color)
 
 
-def _snapshot(ax, run, epochs, epoch, color):
+def _snapshot(ax, run, epochs, epoch, color, n: int = 1, small: bool = False):
     row = epochs[epochs["epoch"] == epoch].iloc[0]
     angle = float(row["angle_deg"])
     if not np.isfinite(angle):
@@ -69,11 +69,9 @@ def _snapshot(ax, run, epochs, epoch, color):
                 arrowprops=dict(arrowstyle="-|>", color=KL_COLOR, lw=2))
     arc = np.linspace(0, th, 60)
     ax.plot(0.28 * np.cos(arc), 0.28 * np.sin(arc), color="0.3", lw=1)
-    ax.text(1.02, -0.1, "∇CE", color=CE_COLOR, ha="right", va="top", fontsize=9)
-    ax.text(1.08 * np.cos(th), 1.08 * np.sin(th), "∇KL", color=KL_COLOR, ha="center", va="center", fontsize=9)
-    ratio = row["grad_norm_kl"] / row["grad_norm_ce"] if row["grad_norm_ce"] else np.nan
-    ax.text(0.02, 0.02, f"θ = {angle:.1f}°  cos = {row['cosine']:+.3f}\n|∇KL|/|∇CE| = {ratio:.3g}",
-            transform=ax.transAxes, fontsize=8, va="bottom")
+    ax.text(1.02, -0.1, "∇CE", color=CE_COLOR, ha="right", va="top", fontsize=7)
+    ax.text(1.08 * np.cos(th), 1.08 * np.sin(th), "∇KL", color=KL_COLOR, ha="center", va="center", fontsize=7)
+    ax.text(0.02, 0.02, f"{angle:.0f}°", transform=ax.transAxes, fontsize=7, va="bottom")
     ax.set_xlim(-1.25, 1.25)
     ax.set_ylim(-1.25, 1.25)
     ax.set_aspect("equal")
@@ -83,59 +81,84 @@ def _snapshot(ax, run, epochs, epoch, color):
     for s in ax.spines.values():
         s.set_visible(True)
         s.set_color(color)
-    title = f"{R.kind(run)} ({R.method(run)}), epoch {epoch}" if run is not None else f"epoch {epoch}"
-    ax.set_title(title, fontsize=10, color=color)
+    name = "KD" if run is not None and R.is_kd(run) else (R.method(run) if run is not None else "")
+    title = (name if small else f"{name}, ep. {epoch}") if run is not None else f"epoch {epoch}"
+    ax.set_title(title + (f" (n={n})" if n > 1 and not small else ""), fontsize=7, color="black")
 
 
 # ------------------------------------------------------------------------------------ figures
+def common_epoch(tables: dict, epoch, figure: str) -> int:
+    """The one snapshot epoch of every run: `epoch` (must have data in all), else the middle of the epochs
+    all runs share (the paper: epoch 200 of 400 for both)."""
+    shared = sorted(set.intersection(*[set(int(e) for e in t["epoch"]) for t in tables.values()]))
+    if not shared:
+        raise R.SkipFigure(f"{figure}: the runs share no epoch with cosine data")
+    return R.middle_epoch(shared) if epoch is None else R.pick_epoch(shared, epoch, f"{figure} (epochs all runs share)")
+
+
 def cosine_figure(runs, epoch: int | None = None):
-    """Fig. 1: every run's cosine curve in one panel (KD first), one angle snapshot per run below."""
-    runs = R.kd_first(R.runs_with(R.open_runs(runs), "cosine", "fig1"))  # KD first (bottom left), as in the paper
-    colors = R.kind_colors(runs)
-    n = len(runs)
-    with drawing((max(8.0, 3.0 * n), 7.2)) as fig:
-        gs = fig.add_gridspec(2, n, height_ratios=[1.5, 1.0])
+    """Fig. 1: the epoch-mean cosine of each method (mean over its seeds, band = seed interval [min, max]) in
+    one panel, KD first; below, one angle snapshot per method at one common epoch (`epoch`, default the
+    middle epoch all runs share), the angle averaged over the seeds."""
+    runs = R.kd_first(R.runs_with(R.open_runs(runs), "cosine", "fig1"))
+    groups = R.seed_groups(runs)
+    tables = {r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig1"), r.name)
+              for r in runs}
+    e = common_epoch(tables, epoch, "fig1")
+    n = len(groups)
+    with drawing((7.0, 2.3 + 7.0 / max(n, 3))) as fig:
+        gs = fig.add_gridspec(2, n, height_ratios=[2.0, 7.0 / max(n, 3) / 1.0])
         top = fig.add_subplot(gs[0, :])
-        tables = {}
-        for r in runs:
-            df = R.read(r, "cosine", compare.COSINE_COLUMNS, "fig1")
-            tables[r.name] = _curves(top, r, df, colors[r.name], True, None, "fig1")
+        for g in groups:
+            color, mk = R.kind_color(g[0]), R.marker(g[0])
+            R.draw_seed_band(top, [tables[r.name] for r in g], "epoch", "cosine", color, R.label(g[0]), mk)
+        top.axvline(e, color="0.5", lw=0.8, ls=":")
         zero_line(top)
         epoch_axis(top)
         top.set_ylabel("cos(∇CE, ∇KL)")
-        top.set_title("Cosine similarity of CE (hard labels) and KL (teacher) gradients — "
-                      + " vs ".join(sorted({R.kind(r) for r in runs})))
-        top.legend(loc="best")
-        for i, r in enumerate(runs):
-            ep = tables[r.name]
-            e = R.middle_epoch(ep["epoch"]) if epoch is None else R.pick_epoch(ep["epoch"], epoch, f"fig1 {r.name}")
-            _snapshot(fig.add_subplot(gs[1, i]), r, ep, e, colors[r.name])
-        fig.tight_layout()
+        top.set_title("CE–KL gradient cosine (mean over seeds, band: min–max)")
+        top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        for i, g in enumerate(groups):
+            rows = [tables[r.name][tables[r.name]["epoch"] == e] for r in g]
+            mean = rows[0].copy()
+            for col in ("cosine", "angle_deg", "grad_norm_ce", "grad_norm_kl"):
+                mean[col] = float(np.mean([float(x[col].iloc[0]) for x in rows]))
+            _snapshot(fig.add_subplot(gs[1, i]), g[0], mean, e, R.kind_color(g[0]), n=len(g))
     return fig
 
 
 def cosine_grid_figure(runs):
-    """Figs. 7/8: one panel per setting (teacher/data) with its runs' cosine curves, KD green, ZQ orange."""
+    """Figs. 7/8: one column per setting (teacher/data): the cosine curves of its methods (mean over seeds,
+    band min–max) above, angle snapshots at the middle shared epoch below."""
     runs = R.runs_with(R.open_runs(runs), "cosine", "fig7_8")
-    groups: dict[str, list] = {}
+    settings: dict[str, list] = {}
     for r in R.kd_first(runs):
-        groups.setdefault(R.setting(r), []).append(r)
-    nrows, ncols = grid_shape(len(groups))
-    with drawing((4.8 * ncols, 3.6 * nrows)) as fig:
-        axes = fig.subplots(nrows, ncols, squeeze=False)
-        flat = [ax for row in axes for ax in row]
-        for ax, (name, members) in zip(flat, groups.items()):
-            colors = R.kind_colors(members)
-            for r in members:
-                df = R.read(r, "cosine", compare.COSINE_COLUMNS, "fig7_8")
-                _curves(ax, r, df, colors[r.name], True, None, "fig7_8")
+        settings.setdefault(R.setting(r), []).append(r)
+    ncols = len(settings)
+    tables = {r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig7_8"), r.name)
+              for r in runs}
+    width_each = 7.0 / max(ncols, 1)
+    with drawing((7.0, 4.2)) as fig:
+        outer = fig.add_gridspec(2, ncols, height_ratios=[1.6, 1.0])
+        for j, (name, members) in enumerate(settings.items()):
+            ax = fig.add_subplot(outer[0, j])
+            groups = R.seed_groups(members)
+            for g in groups:
+                R.draw_seed_band(ax, [tables[r.name] for r in g], "epoch", "cosine", R.kind_color(g[0]),
+                                 R.label(g[0]), R.marker(g[0]))
             zero_line(ax)
             epoch_axis(ax)
             ax.set_ylabel("cos(∇CE, ∇KL)")
-            ax.set_title(name)
-            ax.legend(loc="best", fontsize=7.5)
-        for ax in flat[len(groups):]:
-            ax.set_visible(False)
-        fig.suptitle("Gradient directionality of KL and CE across models (KD green, ZQ orange)")
-        fig.tight_layout()
+            ax.set_title(name.split("/")[0])
+            if j == ncols - 1:
+                ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            e = common_epoch({r.name: tables[r.name] for r in members}, None, "fig7_8")
+            snaps = outer[1, j].subgridspec(1, len(groups))
+            for i, g in enumerate(groups):
+                rows = [tables[r.name][tables[r.name]["epoch"] == e] for r in g]
+                mean = rows[0].copy()
+                for col in ("cosine", "angle_deg", "grad_norm_ce", "grad_norm_kl"):
+                    mean[col] = float(np.mean([float(x[col].iloc[0]) for x in rows]))
+                _snapshot(fig.add_subplot(snaps[0, i]), g[0], mean, e, R.kind_color(g[0]), n=len(g), small=True)
+        del width_each
     return fig

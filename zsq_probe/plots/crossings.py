@@ -84,45 +84,122 @@ def _bars(ax, run, df, epoch, value, p_line, where, color=None):
     return layers
 
 
-def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: str = "changed_per_step",
-                   p_line=lambda run: False):
-    """One row of per-layer bar charts per run, one column per chosen epoch (Fig. 3b/c and Fig. 4)."""
-    plan = []
-    for r in runs:
-        where = R.where(figure, r, "crossings")
+ABBREV = {"init_block": "in", "stage": "s", "unit": "u", "conv": "c", "identity_conv": "id", "downsample": "ds",
+          "output": "fc", "classifier": "fc", "layer": "l", "shortcut": "sc"}
+DROP = {"features", "body", "module", "model", "weight"}
+FLOOR = 1e-7  # share drawn for a layer whose codes did not change (log axis)
+
+
+def short_layer(name: str) -> str:
+    """'features.stage1.unit1.body.conv1.conv' -> 's1.u1.c1': short labels for the layer axis."""
+    import re
+
+    out = []
+    for part in str(name).split("."):
+        if part in DROP:
+            continue
+        m = re.fullmatch(r"([a-z_]+?)(\d*)", part)
+        if m and m.group(1) in ABBREV:
+            token = ABBREV[m.group(1)] + m.group(2)
+        else:
+            token = part[:6]
+        if out and token == "c" and out[-1].startswith("c"):
+            continue  # conv1.conv -> c1
+        out.append(token)
+    return ".".join(out) or str(name)[:8]
+
+
+def group_layers(group, epoch, value, figure):
+    """Per-layer `value` of a seed group at `epoch`: (layers, short labels, mean, low, high, p, n)."""
+    frames = []
+    for r in group:
         df = R.read(r, "crossings", compare.CROSSING_COLUMNS, figure)
-        plan.append((r, df, choose_epochs(df, epochs, where), where))
-    cols = max(len(e) for _, _, e, _ in plan)
-    with drawing((5.2 * cols, 3.9 * len(plan))) as fig:
-        axes = fig.subplots(len(plan), cols, squeeze=False)
-        for row, (r, df, eps, where) in enumerate(plan):
-            for col in range(cols):
-                ax = axes[row][col]
-                if col >= len(eps):
-                    ax.set_visible(False)
+        if epoch in compare.crossings_epochs(df, R.where(figure, r, "crossings")):
+            frames.append(compare.crossings_per_layer(df, epoch, R.where(figure, r, "crossings"))[0])
+    if not frames:
+        return None
+    layers = list(frames[0]["layer"])
+    vals = np.array([[float(f.set_index("layer")[value].get(layer, np.nan)) for layer in layers] for f in frames])
+    p = np.nanmean([float(f["gi_p"].mean()) for f in frames]) if uses_gi(group[0]) else np.nan
+    return layers, vals.mean(0), vals.min(0), vals.max(0), p, len(frames)
+
+
+def shared_epochs(groups, epochs, figure):
+    """The epochs to draw: those asked for, else an early and the last epoch all the runs share."""
+    available = None
+    for g in groups:
+        for r in g:
+            df = R.read(r, "crossings", compare.CROSSING_COLUMNS, figure)
+            e = set(compare.crossings_epochs(df, R.where(figure, r, "crossings")))
+            available = e if available is None else available & e
+    if not available:
+        raise R.SkipFigure(f"{figure}: the runs share no epoch with crossings rows")
+    chosen = parse_epochs(epochs)
+    if chosen is None:
+        return default_epochs(available)
+    missing = [e for e in chosen if e not in available]
+    if missing:
+        raise UserError(f"{figure}: no crossings rows in every run for epoch(s) {', '.join(map(str, missing))} "
+                        f"(epochs all runs have: {epoch_list(sorted(available))})")
+    return chosen
+
+
+def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: str = "share_per_step",
+                   p_line=lambda run: False):
+    """One panel per chosen epoch (shared log y-axis): per layer, one bar per method (mean over its seeds,
+    error bar: seed min–max); GI's p as a dotted black line; unchanged layers drawn at FLOOR."""
+    groups = R.seed_groups(runs)
+    eps = shared_epochs(groups, epochs, figure)
+    with drawing((7.0, 2.0 * len(eps) + 0.5)) as fig:
+        axes = fig.subplots(len(eps), 1, squeeze=False, sharex=True, sharey=True)
+        for row, epoch in enumerate(eps):
+            ax = axes[row][0]
+            width = 0.8 / len(groups)
+            labels = None
+            p_done = False
+            for i, g in enumerate(groups):
+                got = group_layers(g, epoch, value, figure)
+                if got is None:
                     continue
-                _bars(ax, r, df, eps[col], value, p_line(r), where)
-                if col == 0:
-                    ax.set_ylabel(ylabel)
+                layers, mean, low, high, p, n = got
+                labels = labels or [short_layer(x) for x in layers]
+                x = np.arange(len(layers)) + (i - (len(groups) - 1) / 2) * width
+                y = np.maximum(mean, FLOOR)
+                err = None if n < 2 else np.vstack([y - np.maximum(low, FLOOR), np.maximum(high, FLOOR) - y])
+                ax.bar(x, y - FLOOR, bottom=FLOOR, width=width, color=R.kind_color(g[0]), yerr=err,
+                       error_kw=dict(lw=0.6, capsize=1), label=f"{R.method(g[0])} (n={n})")
+                if p_line(g[0]) and np.isfinite(p) and not p_done:
+                    ax.axhline(p, color=P_COLOR, ls=":", lw=1.2, label=f"GI p = {p:.3g}")
+                    p_done = True
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=FLOOR)
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"epoch {epoch}")
+            ax.grid(axis="x", visible=False)
+            if labels:
+                ax.set_xticks(np.arange(len(labels)))
+                ax.set_xticklabels(labels, rotation=60, ha="right", rotation_mode="anchor")
+                ax.set_xlim(-0.6, len(labels) - 0.4)
+            if row == 0:
+                ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        axes[-1][0].set_xlabel("layer (unchanged layers at the floor 1e-7)")
         fig.suptitle(title)
-        fig.tight_layout()
     return fig
 
 
 def crossings_figure(runs, epochs=None):
-    """Figs. 3b/3c: codes changed per layer and step, every run with crossings, at `epochs` (default pair)."""
+    """Figs. 3b/3c: share of a layer's codes changed per step (log), every run with crossings, at an early and
+    the last epoch (or `epochs`)."""
     runs = R.runs_with(R.open_runs(runs), "crossings", "fig3bc")
-    return crossings_grid(runs, epochs, "fig3bc", "codes changed per step",
-                          "Quantised weights crossing a rounding threshold, per layer")
+    return crossings_grid(runs, epochs, "fig3bc", "share changed / step", "Codes crossing a rounding threshold")
 
 
 def crossings_gi_figure(runs, epochs=None):
-    """Fig. 4: share of codes changed per layer and step for the high-lr runs, then the GI runs (p dotted red)."""
+    """Fig. 4: share of codes changed per layer and step for the high-lr runs, then the GI runs (p dotted)."""
     runs = R.runs_with(R.open_runs(runs), "crossings", "fig4")
     chosen = [r for r in runs if R.method(r) == HIGH_LR] + [r for r in runs if uses_gi(r) and R.method(r) != HIGH_LR]
     if not chosen:
         raise R.SkipFigure(f"no run with crossings is a high-lr run (method {HIGH_LR}) or uses GI (ait); "
                            f"runs: {', '.join(f'{r.name} ({R.method(r)})' for r in runs)}")
-    return crossings_grid(chosen, epochs, "fig4", "share of layer's codes\nchanged per step",
-                          "Code changes per layer: high learning rate vs gradient inundation (p dotted red)",
+    return crossings_grid(chosen, epochs, "fig4", "share changed / step", "High lr vs gradient inundation",
                           value="share_per_step", p_line=uses_gi)

@@ -14,7 +14,7 @@ import numpy as np
 
 from zsq_probe import compare
 from zsq_probe.plots import runs as R
-from zsq_probe.plots.style import LOSS_COLORS, drawing, epoch_axis, grid_shape, note
+from zsq_probe.plots.style import LOSS_COLORS, LOSS_STYLES, drawing, epoch_axis, grid_shape, note
 
 DENSITY_COLUMNS = ["epoch", "loss", "node", "weight"]
 SIGMA_FRACTION = 0.01
@@ -41,8 +41,8 @@ def _traces(ax, run, df, legend, figure):
         if not len(c):
             continue
         color = LOSS_COLORS[loss]
-        ax.plot(c["epoch"], c["trace"], color=color, lw=1.8, marker="o" if len(c) <= 40 else None, ms=3,
-                label=f"{loss.upper()}")
+        ax.plot(c["epoch"], c["trace"], color=color, ls=LOSS_STYLES[loss], marker="o" if len(c) <= 40 else None,
+                ms=3, label=f"{loss.upper()}")
         if c["ci_low"].notna().any():
             ax.fill_between(c["epoch"], c["ci_low"], c["ci_high"], color=color, alpha=0.2, lw=0)
         drawn += 1
@@ -50,40 +50,58 @@ def _traces(ax, run, df, legend, figure):
         note(ax, "no CE/KL trace rows")
         return
     epoch_axis(ax)
-    band = "" if est == "exact" else ", 95% interval"
+    band = "" if est == "exact" else ",\n95% interval"
     ax.set_ylabel(f"Tr(H) ({est}{band})")
     if legend:
         ax.legend(loc="best")
 
 
+def _log_if_wide(axes) -> None:
+    """A log y-axis shared by the panels when their traces span more than a factor 5 (KD vs ZQ)."""
+    lows, highs = [], []
+    for ax in axes:
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), dtype=float)
+            y = y[np.isfinite(y) & (y > 0)]
+            if y.size:
+                lows.append(y.min())
+                highs.append(y.max())
+    if lows and max(highs) / min(lows) > 5:
+        for ax in axes:
+            ax.set_yscale("log")
+
+
 def trace_figure(runs):
-    """Fig. 2b: one trace panel per run (KD first)."""
-    runs = R.kd_first(R.runs_with(R.open_runs(runs), "hessian_trace", "fig2b"))
-    with drawing((max(5.0, 4.8 * len(runs)), 3.8)) as fig:
-        axes = fig.subplots(1, len(runs), squeeze=False)
-        for ax, r in zip(axes[0], runs):
-            _traces(ax, r, R.read(r, "hessian_trace", compare.TRACE_COLUMNS, "fig2b"), True, "fig2b")
+    """Fig. 2b: one trace panel per setting run (KD first; one seed carries the Hessian probe), CE and KL with
+    the estimator's 95 % interval, one y-axis shared by all panels (log when they span > 5x)."""
+    runs = R.kd_first(R.representatives(R.runs_with(R.open_runs(runs), "hessian_trace", "fig2b"), "hessian_trace"))
+    with drawing((7.0, 2.6)) as fig:
+        axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)
+        for i, (ax, r) in enumerate(zip(axes[0], runs)):
+            _traces(ax, r, R.read(r, "hessian_trace", compare.TRACE_COLUMNS, "fig2b"), i == 0, "fig2b")
             ax.set_title(R.label(r))
-        fig.suptitle("Hessian trace of CE and KL over training")
-        fig.tight_layout()
+            if i:
+                ax.set_ylabel("")
+        _log_if_wide(axes[0])
     return fig
 
 
 def trace_grid_figure(runs):
-    """Fig. 9: one trace panel per run, grouped by setting (teacher/data), titled with setting and run."""
-    runs = R.runs_with(R.open_runs(runs), "hessian_trace", "fig9")
+    """Fig. 9: one trace panel per run (one seed per setting), grouped by setting (teacher/data), shared y."""
+    runs = R.representatives(R.runs_with(R.open_runs(runs), "hessian_trace", "fig9"), "hessian_trace")
     runs = sorted(runs, key=lambda r: (R.setting(r), not R.is_kd(r)))
-    nrows, ncols = grid_shape(len(runs))
-    with drawing((4.8 * ncols, 3.6 * nrows)) as fig:
-        axes = fig.subplots(nrows, ncols, squeeze=False)
+    nrows, ncols = grid_shape(len(runs), 4)
+    with drawing((7.0, 2.2 * nrows)) as fig:
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
         flat = [ax for row in axes for ax in row]
         for i, (ax, r) in enumerate(zip(flat, runs)):
             _traces(ax, r, R.read(r, "hessian_trace", compare.TRACE_COLUMNS, "fig9"), i == 0, "fig9")
-            ax.set_title(f"{R.setting(r)}\n{R.kind(r)}: {R.method(r)} ({r.name})", fontsize=10)
+            ax.set_title(f"{R.setting(r).split('/')[0]}: {R.label(r)}")
+            if i % ncols:
+                ax.set_ylabel("")
         for ax in flat[len(runs):]:
             ax.set_visible(False)
-        fig.suptitle("Hessian trace of KL and CE across models and data sets")
-        fig.tight_layout()
+        _log_if_wide(flat[:len(runs)])
     return fig
 
 
@@ -105,6 +123,8 @@ def draw_eigen_density(ax, source, epoch: int | None = None) -> int:
     run, df = R.table_of(source, "hessian_density", DENSITY_COLUMNS)
     e = R.pick_epoch(df["epoch"].unique(), epoch, R.where("", run, "hessian_density"))
     _density(ax, run, df, e)
+    if ax.get_lines():
+        ax.legend(loc="upper right")
     return e
 
 
@@ -133,24 +153,32 @@ def _density(ax, run, df, epoch):
         return
     floor = FLOOR * max(float(c.max()) for c in curves.values())
     for loss, dens in curves.items():
-        ax.semilogy(grid, np.maximum(dens, floor), color=LOSS_COLORS[loss], lw=1.5, label=loss.upper())
+        y = np.maximum(dens, floor)
+        if loss == "ce":  # CE filled underneath, KL a dashed line on top: both stay visible where they overlap
+            ax.fill_between(grid, floor, y, color=LOSS_COLORS[loss], alpha=0.3, lw=0)
+        ax.plot(grid, y, color=LOSS_COLORS[loss], lw=1.0, ls=LOSS_STYLES[loss], label=loss.upper())
+    ax.set_yscale("log")
     ax.set_ylim(bottom=floor)
-    ax.set_xlabel("Eigenvalue")
-    ax.set_ylabel("Density (log)")
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density (log)")
     runs_n = int(d["slq_run"].nunique()) if "slq_run" in d else 1
-    ax.legend(loc="upper right", title=f"σ = {sigma:.3g}, {runs_n} SLQ run{'s' if runs_n > 1 else ''}",
-              title_fontsize=8)
-    ax.set_title(f"{R.label(run)}\nepoch {epoch}" if run is not None else f"epoch {epoch}", fontsize=10)
+    name = ("KD" if R.is_kd(run) else R.method(run)) if run is not None else f"epoch {epoch}"
+    ax.set_title(f"{name}\nσ = {sigma:.2g}, {runs_n} SLQ run{'s' if runs_n > 1 else ''}")
 
 
 def density_figure(runs, epoch: int | None = None):
     """Fig. 2d: one density panel per run (KD first) at `epoch` (default: each run's last)."""
-    runs = R.kd_first(R.runs_with(R.open_runs(runs), "hessian_density", "fig2d"))
-    with drawing((max(5.0, 4.8 * len(runs)), 3.8)) as fig:
-        axes = fig.subplots(1, len(runs), squeeze=False)
+    runs = R.kd_first(R.representatives(R.runs_with(R.open_runs(runs), "hessian_density", "fig2d"),
+                                        "hessian_density"))
+    with drawing((7.0, 2.6)) as fig:
+        fig.get_layout_engine().set(h_pad=0.06)
+        axes = fig.subplots(1, len(runs), squeeze=False, sharex=True, sharey=True)
         for ax, r in zip(axes[0], runs):
             df = R.read(r, "hessian_density", DENSITY_COLUMNS, "fig2d")
-            _density(ax, r, df, R.pick_epoch(df["epoch"].unique(), epoch, f"fig2d {r.name}"))
-        fig.suptitle("Hessian eigenvalue density: CE vs KL")
-        fig.tight_layout()
+            e = R.pick_epoch(df["epoch"].unique(), epoch, f"fig2d {r.name}")
+            _density(ax, r, df, e)
+            if ax is not axes[0][0]:
+                ax.set_ylabel("")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", title=f"epoch {e}\nσ: kernel\nwidth")
     return fig

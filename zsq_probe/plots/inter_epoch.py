@@ -34,18 +34,17 @@ def _curve(ax, run, df, color, label, figure):
 
 
 def inter_epoch_figure(runs):
-    """Fig. 3a: every run's inter-epoch cosine in one panel, KD green, ZQ orange."""
+    """Fig. 3a: every method's inter-epoch cosine in one panel (mean over seeds, band min–max), KD first."""
     runs = R.kd_first(R.runs_with(R.open_runs(runs), "inter_epoch", "fig3a"))
-    colors = R.kind_colors(runs)
-    with drawing((7.0, 4.0)) as fig:
+    with drawing((7.0, 2.6)) as fig:
         ax = fig.subplots()
-        for r in runs:
-            _curve(ax, r, R.read(r, "inter_epoch", COLUMNS, "fig3a"), colors[r.name], None, "fig3a")
+        for g in R.seed_groups(runs):
+            frames = [compare.inter_epoch_curve(R.read(r, "inter_epoch", COLUMNS, "fig3a"),
+                                                R.where("fig3a", r, "inter_epoch")) for r in g]
+            R.draw_seed_band(ax, frames, "epoch", "cosine", R.kind_color(g[0]), R.label(g[0]), R.marker(g[0]))
         zero_line(ax)
         epoch_axis(ax)
         ax.set_ylabel("cos(ḡ_KL(t), ḡ_KL(t−1))")
-        ax.set_title("Inter-epoch cosine similarity of the KL gradient — "
-                     + " vs ".join(sorted({R.kind(r) for r in runs})))
-        ax.legend(loc="best")
-        fig.tight_layout()
+        ax.set_title("Inter-epoch cosine of the KL gradient")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

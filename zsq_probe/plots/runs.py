@@ -13,7 +13,7 @@ import numpy as np
 
 from zsq_probe.compare import HOW_TO_GET
 from zsq_probe.errors import UserError
-from zsq_probe.plots.style import EXTRA_COLORS, KD_COLOR, METHOD_COLORS, ZQ_COLOR
+from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style
 from zsq_probe.schema import TABLES, require_columns
 from zsq_probe.selection import epoch_list
 from zsq_probe.store import RunDir
@@ -84,8 +84,9 @@ def setting(run: RunDir) -> str:
 
 
 def label(run: RunDir) -> str:
-    """What a legend or a title calls a run: 'KD: kd (run-name)' / 'ZQ: gdfq (run-name)'."""
-    return f"{kind(run)}: {method(run)} ({run.name})"
+    """What a legend or a title calls a run: 'KD' / 'ZQ: gdfq' (the run names are in the caption)."""
+    m = method(run)
+    return "KD" if m == "kd" else f"ZQ: {m}"
 
 
 def kd_first(runs) -> list[RunDir]:
@@ -95,44 +96,70 @@ def kd_first(runs) -> list[RunDir]:
 
 # ---------------------------------------------------------------------------------------- colours
 def kind_color(run: RunDir, index: int = 0):
-    """KD green / ZQ orange; further runs of the same kind get darker/lighter shades."""
-    base = KD_COLOR if is_kd(run) else ZQ_COLOR
-    if index == 0:
-        return base
-    from matplotlib.colors import to_rgb
+    """The run's method colour (style.METHOD_STYLE, the same in every figure)."""
+    return method_style(method(run), index)[0]
 
-    rgb = np.array(to_rgb(base))
-    f = [0.6, 1.35, 0.4, 1.6][(index - 1) % 4]
-    return tuple(np.clip(rgb * f if f < 1 else rgb + (1 - rgb) * (f - 1), 0, 1))
+
+def marker(run: RunDir, index: int = 0) -> str:
+    return method_style(method(run), index)[1]
 
 
 def default_color(run):
-    """A run's kind colour (KD green, ZQ orange); ZQ orange for a table given without its run."""
+    """A run's method colour; the GDFQ colour for a table given without its run."""
     return kind_color(run) if run is not None else ZQ_COLOR
 
 
 def kind_colors(runs) -> dict[str, object]:
-    """Run name -> colour: KD runs in greens, ZQ runs in oranges (shades when several)."""
-    seen = {"KD": 0, "ZQ": 0}
-    out = {}
-    for r in runs:
-        k = kind(r)
-        out[r.name] = kind_color(r, seen[k])
-        seen[k] += 1
-    return out
+    """Run name -> its method's colour (one colour per method in every figure)."""
+    return method_colors(runs)
 
 
 def method_colors(runs) -> dict[str, object]:
-    """Run name -> its method's colour (METHOD_COLORS); a spare colour when taken or unknown."""
-    out, extra = {}, iter(EXTRA_COLORS * 4)
-    used = set()
+    """Run name -> its method's colour (style.METHOD_STYLE keyed by the canonical method name)."""
+    unknown = {}
+    out = {}
     for r in runs:
-        c = METHOD_COLORS.get(method(r))
-        if c is None or c in used:
-            c = next(extra)
-        used.add(c)
-        out[r.name] = c
+        m = canonical_method(method(r))
+        out[r.name] = method_style(m, unknown.setdefault(m, len(unknown)))[0]
     return out
+
+
+def seed(run: RunDir):
+    return config(run).get("seed")
+
+
+def seed_key(run: RunDir) -> str:
+    """What identifies a run's setting apart from its seed (method, teacher, data, lr, epochs, ...)."""
+    import json
+
+    raw = run.read_config_doc().get("config", {}) or {}
+    drop = ("seed", "probing", "device", "checkpoint_every", "keep_checkpoints", "val_every")
+    cfg = {k: v for k, v in raw.items() if k not in drop and "probe" not in k and "hessian" not in k
+           and "slice" not in k and "density" not in k and "trace" not in k and "slq" not in k}
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def seed_groups(runs) -> list[list[RunDir]]:
+    """Runs that differ only by seed (and probe settings) grouped, in the order first seen."""
+    groups: dict[str, list] = {}
+    for r in runs:
+        groups.setdefault(seed_key(r), []).append(r)
+    return list(groups.values())
+
+
+def representatives(runs, table: str | None = None) -> list[RunDir]:
+    """One run per seed group (the first holding `table` when given): the panels of per-run figures."""
+    out = []
+    for g in seed_groups(runs):
+        have = [r for r in g if table is None or has_table(r, table)]
+        if have:
+            out.append(have[0])
+    return out
+
+
+def group_label(group) -> str:
+    """'gdfq (n=2)': a method and the number of seeds aggregated."""
+    return f"{method(group[0])} (n={len(group)})"
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -192,3 +219,29 @@ def middle_epoch(available) -> int:
     """The paper's snapshots are 'captured from middle of the training' (epoch 200 of 400)."""
     available = sorted(int(e) for e in available)
     return available[(len(available) - 1) // 2]
+
+
+# ------------------------------------------------------------------------------------------ seeds
+def seed_mean(frames, x: str, y: str):
+    """Runs differing only by seed -> (x, mean, low, high, n) over the x values they share; the band is the
+    seed interval [min, max] (what the findings compare)."""
+    import pandas as pd
+
+    frames = [f[[x, y]].groupby(x, as_index=True)[y].mean() for f in frames if len(f)]
+    if not frames:
+        return np.array([]), np.array([]), np.array([]), np.array([]), 0
+    table = pd.concat(frames, axis=1).sort_index()
+    xs = table.index.to_numpy(dtype=float)
+    values = table.to_numpy(dtype=float)
+    return xs, np.nanmean(values, axis=1), np.nanmin(values, axis=1), np.nanmax(values, axis=1), len(frames)
+
+
+def draw_seed_band(ax, frames, x: str, y: str, color, label: str, marker: str | None = "o", ls: str = "-"):
+    """Mean over seeds (line, `label` + ' (n=N)') with the seed interval [min, max] shaded; returns n."""
+    xs, mean, low, high, n = seed_mean(frames, x, y)
+    if n == 0:
+        return 0
+    ax.plot(xs, mean, color=color, marker=marker if len(xs) <= 40 else None, ms=3, ls=ls, label=f"{label} (n={n})")
+    if n > 1:
+        ax.fill_between(xs, low, high, color=color, alpha=0.2, lw=0)
+    return n

@@ -111,6 +111,19 @@ def real(data: str, root, classes) -> np.ndarray:
                      for c in classes])
 
 
+PER_CLASS = 4  # synthetic samples per class: Fig. 6's class x sample grid
+
+
+def stretch(images: np.ndarray) -> np.ndarray:
+    """Each image's 1st-99th percentile stretched to [0, 1] (synthetic images are mostly saturated after
+    de-normalisation; the stretch shows their structure; the caption says so)."""
+    out = np.empty_like(images)
+    for i, x in enumerate(images):
+        lo, hi = np.nanpercentile(x, 1), np.nanpercentile(x, 99)
+        out[i] = np.clip((x - lo) / (hi - lo), 0, 1) if hi > lo else x
+    return out
+
+
 def to_rgb(batch: np.ndarray, spec) -> np.ndarray:
     """(B, C, H, W) normalised -> (B, H, W[, 3]) in [0, 1]."""
     mean = np.asarray(spec.mean, dtype=float)[None, :, None, None]
@@ -152,7 +165,7 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     spec = get_spec(data)
     classes = show_classes(spec.num_classes)
     gen = build_generator(kind, spec.num_classes, spec.image_shape, cfg, state["generator"])
-    fake = to_rgb(synthetic(gen, classes), spec)
+    fake = stretch(to_rgb(synthetic(gen, [c for _ in range(PER_CLASS) for c in classes]), spec))
     true, real_note = None, None
     try:
         true = to_rgb(real(data, cfg.get("data_root"), classes), spec)
@@ -163,37 +176,45 @@ def load_samples(run, epoch: int | None = None) -> Samples:
 
 
 def draw_samples(axes, samples: Samples) -> None:
-    """Draw real (top row) and synthetic (bottom row) images into `axes`, a 2 x len(samples.classes) grid."""
+    """Draw real (top row) and synthetic images (PER_CLASS rows below) into `axes`, a
+    (1 + PER_CLASS) x len(samples.classes) grid: one column per class."""
     n = len(samples.classes)
+    rows = len(axes)
+    k = rows - 1
     cmap = "gray" if samples.grayscale else None
     for j in range(n):
-        for i, imgs in enumerate((samples.real, samples.synthetic)):
+        for i in range(rows):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
-            if imgs is not None:
-                ax.imshow(imgs[j], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            imgs = samples.real if i == 0 else samples.synthetic
+            idx = j if i == 0 else (i - 1) * n + j
+            if imgs is not None and idx < len(imgs):
+                ax.imshow(imgs[idx], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
             else:
                 ax.axis("off")
-        axes[0][j].set_title(samples.names[j], fontsize=8)
-    axes[0][0].set_ylabel("real", fontsize=10)
-    axes[1][0].set_ylabel("synthetic", fontsize=10)
+        axes[0][j].set_title(samples.names[j], fontsize=7)
+    axes[0][0].set_ylabel("real", fontsize=7)
+    for i in range(1, k + 1):
+        axes[i][0].set_ylabel(f"synth. {i}", fontsize=7)
     if samples.real_note:
         ax = axes[0][n // 2]
-        ax.text(0.5, 0.5, samples.real_note, transform=ax.transAxes, ha="center", va="center", fontsize=8,
+        ax.text(0.5, 0.5, samples.real_note, transform=ax.transAxes, ha="center", va="center", fontsize=7,
                 color="0.35")
 
 
 def samples_figure(run, epoch: int | None = None):
-    """Fig. 6 for one run: real vs synthetic samples at checkpoint `epoch` (default: the last)."""
+    """Fig. 6 for one run: a class x sample grid, the first real test image of each class (top row) and
+    PER_CLASS synthetic images per class from the generator checkpoint at `epoch` (default: the last), each
+    synthetic image contrast-stretched (1st-99th percentile)."""
     s = load_samples(run, epoch)
     n = len(s.classes)
-    with drawing((1.25 * n + 0.6, 3.1)) as fig:
-        draw_samples(fig.subplots(2, n, squeeze=False), s)
-        fig.suptitle(f"{s.data}: real test samples vs {s.generator} generator of {R.method(s.run)} "
-                     f"({s.run.name}), epoch {s.epoch}", fontsize=10)
-        fig.tight_layout()
+    rows = 1 + PER_CLASS
+    with drawing((7.0, 7.0 / n * rows + 0.35)) as fig:
+        fig.get_layout_engine().set(w_pad=0.0, h_pad=0.0, wspace=0.02, hspace=0.02)
+        draw_samples(fig.subplots(rows, n, squeeze=False), s)
+        fig.suptitle(f"{R.method(s.run)}: real vs synthetic, epoch {s.epoch}")
     return fig
 
 
@@ -201,7 +222,8 @@ def samples_figures(runs, epoch: int | None = None) -> list[tuple[str, object]]:
     """Fig. 6 for every run with a generator checkpoint: [(file stem, Figure)]; runs without one are
     logged; SkipFigure when no run has one."""
     figs, reasons = [], []
-    for r in R.open_runs(runs):
+    reps = R.representatives(R.open_runs(runs))  # one run per seed group
+    for r in reps:
         try:
             figs.append((f"fig6_samples_{safe_name(r.name)}", samples_figure(r, epoch)))
         except NoSamples as e:

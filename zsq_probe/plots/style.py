@@ -16,34 +16,99 @@ from pathlib import Path
 
 from zsq_probe.errors import UserError
 
-DPI = 150
+DPI = 300
 FORMATS = ("png", "pdf")
 
-KD_COLOR = "#1b9e77"   # green
-ZQ_COLOR = "#d95f02"   # orange
-CE_COLOR = "#c0392b"   # red
-KL_COLOR = "#1f5fa8"   # blue
+# Figure widths (inches) a journal page takes: one column or the full text width; `--width` picks one.
+WIDTHS = {"column": 3.3, "text": 7.0}
+DEFAULT_WIDTH = "text"
+MIN_FONT = 7.0  # pt at the chosen width: save() raises every smaller text to this
+
+# Okabe-Ito, colour-blind safe: one colour and one marker per method, keyed by the canonical method name
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7"}
+METHOD_STYLE = {  # method -> (colour, marker)
+    "kd": (OKABE_ITO["green"], "o"),
+    "gdfq": (OKABE_ITO["vermillion"], "s"),
+    "kl-only": (OKABE_ITO["blue"], "^"),
+    "ait": (OKABE_ITO["orange"], "D"),
+    "kl-only-high-lr": (OKABE_ITO["sky"], "v"),
+    "qimera": (OKABE_ITO["purple"], "P"),
+    "qimera+ait": (OKABE_ITO["black"], "X"),
+    "baseline+gi": (OKABE_ITO["yellow"], "h"),
+}
+METHOD_COLORS = {m: c for m, (c, _) in METHOD_STYLE.items()}
+EXTRA_COLORS = ["#882255", "#999999", "#44AA99", "#DDCC77", "#332288", "#117733"]
+EXTRA_MARKERS = ["p", "*", "<", ">", "d", "H"]
+KD_COLOR = METHOD_COLORS["kd"]
+ZQ_COLOR = METHOD_COLORS["gdfq"]
+# the two losses (not methods): CE dark red solid, KL blue dashed where both share an axis
+CE_COLOR = "#882255"
+KL_COLOR = "#0072B2"
 CE_CMAP = "Reds"
 KL_CMAP = "Blues"
-P_COLOR = "red"
+P_COLOR = "black"
 LOSS_COLORS = {"ce": CE_COLOR, "kl": KL_COLOR}
-METHOD_COLORS = {
-    "kd": KD_COLOR,
-    "gdfq": "#e41a1c",
-    "kl-only": "#377eb8",
-    "ait": "#4daf4a",
-    "kl-only-high-lr": "#984ea3",
-    "qimera": "#ff7f00",
-    "qimera-ait": "#a65628",
-}
-EXTRA_COLORS = ["#f781bf", "#999999", "#66c2a5", "#e6ab02", "#7570b3", "#a6761d"]
+LOSS_STYLES = {"ce": "-", "kl": "--"}
 
-# matplotlib rc settings of every figure; applied by style()
+
+def canonical_method(name) -> str:
+    """The method name colours and markers are keyed by: lower case, 'qimera-ait' -> 'qimera+ait'."""
+    m = str(name or "?").strip().lower().replace("_", "-")
+    return {"qimera-ait": "qimera+ait", "kl_only": "kl-only"}.get(m, m)
+
+
+def method_style(name, index: int = 0) -> tuple[str, str]:
+    """(colour, marker) of a method, the same in every figure; unknown methods take spare ones by `index`."""
+    m = canonical_method(name)
+    if m in METHOD_STYLE:
+        return METHOD_STYLE[m]
+    return EXTRA_COLORS[index % len(EXTRA_COLORS)], EXTRA_MARKERS[index % len(EXTRA_MARKERS)]
+
+
+# matplotlib rc settings of every figure; applied by style().  Sizes are points at the saved size.
 STYLE = {
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
-    "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3,
-    "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": DPI, "savefig.dpi": DPI,
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "figure.titlesize": 8.5,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3, "lines.linewidth": 1.2,
+    "lines.markersize": 4, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
+    "savefig.dpi": DPI, "legend.frameon": False, "axes.titlepad": 3, "pdf.fonttype": 42,
 }
+
+_width = [DEFAULT_WIDTH]
+
+
+def check_width(name: str) -> str:
+    if name not in WIDTHS:
+        raise UserError(f"unknown width {name!r}: choose one of {', '.join(WIDTHS)}")
+    return name
+
+
+def current_width() -> str:
+    return _width[0]
+
+
+@contextlib.contextmanager
+def figure_width(name: str | None):
+    """`with figure_width('column'):` figures built inside are sized for one column (3.3 in)."""
+    if name is None:
+        yield current_width()
+        return
+    old = _width[0]
+    _width[0] = check_width(name)
+    try:
+        yield name
+    finally:
+        _width[0] = old
+
+
+def fit_size(figsize) -> tuple[float, float]:
+    """`figsize` scaled to the chosen width (aspect kept, height kept readable)."""
+    w, h = float(figsize[0]), float(figsize[1])
+    target = WIDTHS[current_width()]
+    scale = target / w
+    height = h * scale
+    floor = min(h, 2.2 if current_width() == "text" else 1.9)
+    return target, max(height, floor)
 
 
 def style():
@@ -73,14 +138,28 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def save(fig, out_dir, name: str, fmt: str = "png") -> Path:
-    """Write `fig` to OUT_DIR/NAME.FMT (folder created) at DPI, tight bounding box; returns the path."""
+def readable(fig):
+    """Every text of `fig` at least MIN_FONT points; returns fig."""
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        if t.get_text() and t.get_fontsize() < MIN_FONT:
+            t.set_fontsize(MIN_FONT)
+    return fig
+
+
+def save(fig, out_dir, name: str, fmt: str = "png", caption: str | None = None) -> Path:
+    """Write `fig` to OUT_DIR/NAME.FMT (folder created) at DPI with its size kept (the width it was made
+    for); `caption` goes to OUT_DIR/NAME.txt.  Returns the figure's path."""
     check_format(fmt)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.{fmt}"
+    readable(fig)
     with style():
-        fig.savefig(path, format=fmt, dpi=DPI, bbox_inches="tight")
+        fig.savefig(path, format=fmt, dpi=DPI)
+    if caption:
+        (out / f"{name}.txt").write_text(caption.rstrip() + "\n")
     return path
 
 
@@ -104,7 +183,7 @@ def zero_line(ax) -> None:
 
 def note(ax, text: str) -> None:
     """A panel that has no data says so in words (never an empty, silent panel)."""
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.35",
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7.5, color="0.35",
             wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -119,6 +198,9 @@ def grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def drawing(figsize):
-    """`with drawing(figsize) as fig:` a new Figure, built in the figures' style."""
+    """`with drawing(figsize) as fig:` a new Figure at the chosen width (`figure_width`), built in the
+    figures' style with a constrained layout (labels kept inside the figure, not overlapping)."""
     with style():
-        yield new_figure(figsize)
+        fig = new_figure(fit_size(figsize))
+        fig.set_layout_engine("constrained", h_pad=0.02, w_pad=0.02)
+        yield fig

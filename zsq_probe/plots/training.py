@@ -27,51 +27,51 @@ def zq_runs(runs) -> list:
 
 
 def draw_training(axes, runs) -> None:
-    """Draw Fig. 5's three panels (KL, cosine, validation CE) of the ZQ `runs` into `axes` (three Axes)."""
+    """Draw Fig. 5's three panels (KL, cosine, validation CE) of the ZQ `runs` into `axes` (three Axes): one
+    curve per method, the mean over its seeds with the seed interval [min, max] shaded, labelled with n."""
     ax_kl, ax_cos, ax_ce = axes
     zq = zq_runs(runs)
-    colors = R.method_colors(zq)
     any_val, any_cos = False, False
-    for r in zq:
-        m = R.read(r, "metrics", METRIC_COLUMNS, "fig5").groupby("epoch", as_index=False)[METRIC_COLUMNS[1:]].mean()
-        lab = f"{R.method(r)} ({r.name})"
-        mk = "o" if len(m) <= 40 else None
-        ax_kl.plot(m["epoch"], m["loss_kl_scaled"], color=colors[r.name], lw=1.8, marker=mk, ms=3, label=lab)
-        if np.isfinite(m["val_ce"].to_numpy(dtype=float)).any():
+    for g in R.seed_groups(zq):
+        color, mk, lab = R.kind_color(g[0]), R.marker(g[0]), R.method(g[0])
+        ms = [R.read(r, "metrics", METRIC_COLUMNS, "fig5").groupby("epoch", as_index=False)[METRIC_COLUMNS[1:]].mean()
+              for r in g]
+        R.draw_seed_band(ax_kl, ms, "epoch", "loss_kl_scaled", color, lab, mk)
+        if any(np.isfinite(m["val_ce"].to_numpy(dtype=float)).any() for m in ms):
             any_val = True
-            ax_ce.plot(m["epoch"], m["val_ce"], color=colors[r.name], lw=1.8, marker=mk, ms=3, label=lab)
-        if R.has_table(r, "cosine"):
-            df = R.read(r, "cosine", compare.COSINE_COLUMNS, "fig5")
-            c = compare.cosine_epochs(df, R.where("fig5", r, "cosine"))
+            R.draw_seed_band(ax_ce, ms, "epoch", "val_ce", color, lab, mk)
+        cs = [compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig5"), R.where("fig5", r, "cosine"))
+              for r in g if R.has_table(r, "cosine")]
+        if cs:
             any_cos = True
-            ax_cos.plot(c["epoch"], c["cosine"], color=colors[r.name], lw=1.8, marker=mk, ms=3, label=lab)
-    ax_kl.set_title("(a) KL divergence to the teacher (×T²)")
-    ax_kl.set_ylabel("KL (training, ×T²)")
-    ax_kl.legend(loc="best")
+            R.draw_seed_band(ax_cos, cs, "epoch", "cosine", color, lab, mk)
+    ax_kl.set_title("(a) KL to teacher")
+    ax_kl.set_ylabel("KL × T² (training)")
     epoch_axis(ax_kl)
     ax_cos.set_title("(b) cos(∇CE, ∇KL)")
     if any_cos:
         ax_cos.set_ylabel("cosine (epoch mean)")
         zero_line(ax_cos)
         epoch_axis(ax_cos)
-        ax_cos.legend(loc="best")
     else:
-        note(ax_cos, "no ZQ run has probes/cosine\n(" + HOW_TO_GET["cosine"] + ")")
+        note(ax_cos, "no ZQ run has\nprobes/cosine")
+    ax_ce.set_title("(c) validation CE")
     if any_val:
-        ax_ce.set_title("(c) validation CE (hard labels, real test split)")
         ax_ce.set_ylabel("CE (nats)")
         epoch_axis(ax_ce)
-        ax_ce.legend(loc="best")
     else:
-        ax_ce.set_title("(c) validation CE")
-        note(ax_ce, "no validation CE (val_ce is NaN:\nthe runs had no real test split)")
+        note(ax_ce, "no validation CE\n(no real test split)")
 
 
 def training_figure(runs):
-    """Fig. 5: the three panels side by side, titled with the ZQ methods shown."""
+    """Fig. 5: the three panels side by side, one legend for the ZQ methods (n = seeds)."""
     zq = zq_runs(runs)
-    with drawing((15.0, 4.0)) as fig:
-        draw_training(fig.subplots(1, 3), zq)
-        fig.suptitle("Training of the ZQ methods: " + ", ".join(dict.fromkeys(R.method(r) for r in zq)))
-        fig.tight_layout()
+    from zsq_probe.plots.style import current_width
+
+    column = current_width() == "column"
+    with drawing((3.3, 5.6) if column else (7.0, 2.5)) as fig:
+        axes = fig.subplots(3, 1, sharex=True) if column else fig.subplots(1, 3)
+        draw_training(axes, zq)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2 if column else 4))
     return fig
