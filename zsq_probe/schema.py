@@ -95,6 +95,7 @@ TABLES: dict[str, dict[str, str]] = {
         "probe_batch_size": "samples in the probe batch",
         "probe_batch_source": "'generator' (synthetic from the run's generator), 'real' or 'zeroq'",
         "seed": "seed of this estimator's probe vectors (its own per loss and estimator; -1 for exact)",
+        "world_size": "processes the Hessian products were split over (torchrun; 1 = one process)",
     },
     "hessian_eigenvalues": {
         **COMMON,
@@ -106,6 +107,7 @@ TABLES: dict[str, dict[str, str]] = {
         "probe_batch_size": "samples in the probe batch",
         "probe_batch_source": "'generator', 'real' or 'zeroq'",
         "seed": "seed of the Lanczos start vector",
+        "world_size": "processes the Hessian products were split over (torchrun; 1 = one process)",
     },
     "hessian_density": {
         **COMMON,
@@ -121,6 +123,7 @@ TABLES: dict[str, dict[str, str]] = {
         "probe_batch_size": "samples in the probe batch",
         "probe_batch_source": "'generator', 'real' or 'zeroq'",
         "seed": "seed of the SLQ start vectors (its own per loss)",
+        "world_size": "processes the Hessian products were split over (torchrun; 1 = one process)",
     },
     "slice": {
         **COMMON,

@@ -1,4 +1,8 @@
-"""Post-hoc probes on a saved run's checkpoints: `zsq-probe cosine|hessian|slice|crossings --run RUN`."""
+"""Post-hoc probes on a saved run's checkpoints: `zsq-probe cosine|hessian|slice|crossings --run RUN`.
+
+Under torchrun the Hessian products are split across the ranks (zsq_probe.hessian.distributed); torchrun's parser
+takes `--run` for its own `--run-path`, so put `--` before the command:
+`torchrun --nproc-per-node 2 -m zsq_probe -- hessian --run RUN`.  Rank 0 writes the rows and prints the table."""
 
 from __future__ import annotations
 
@@ -30,8 +34,18 @@ def run(args) -> int:
     from zsq_probe.posthoc import probe_run
     from zsq_probe.selection import parse_epochs
 
-    df = probe_run(args.run, args.probe, epochs=parse_epochs(args.epochs), device=args.device,
-                   overwrite=args.overwrite)
+    from zsq_probe.hessian import distributed
+
+    if distributed.launched_by_torchrun():  # torchrun: split the Hessian across the ranks, rank 0 writes
+        device = distributed.local_device(args.device)
+        with distributed.split_across_ranks(device=device):
+            df = probe_run(args.run, args.probe, epochs=parse_epochs(args.epochs), device=device,
+                           overwrite=args.overwrite)
+            if not distributed.is_writer():
+                return 0
+    else:
+        df = probe_run(args.run, args.probe, epochs=parse_epochs(args.epochs), device=args.device,
+                       overwrite=args.overwrite)
     table = epoch_summary(args.probe, df)
     if args.json:
         flat = table.copy()

@@ -13,6 +13,7 @@ import sys
 
 from zsq_probe.cli.common import console_logging
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.executors import EXECUTORS
 from zsq_probe.recipes.catalog import RECIPES, recipe_listing
 from zsq_probe.recipes.runner import dry_run_text, plan_recipe, run_plan
 from zsq_probe.recipes.specs import PAPER_SCALE, SCALES
@@ -48,7 +49,52 @@ def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argp
     p.add_argument("--no-train", action="store_true", help="only draw figures / print the table from existing runs")
     p.add_argument("--progress", action="store_true", help="progress bars while training")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log live curves of every run to RUN/tensorboard (extra [tensorboard])")
+    add_executor_arguments(p)
     return p
+
+
+def add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the jobs run: zsq_probe.executors (README: "Run a recipe on a cluster")."""
+    g = p.add_argument_group("executors", "where the runs train (finished runs are skipped, partial ones resumed)")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: workers on this machine (default); ray: Ray tasks (extra [ray]); slurm: a submitit "
+                        "job array (extra [slurm])")
+    g.add_argument("--workers", type=int, help="local: jobs side by side (default: one per --devices entry, else 1 "
+                                               "in this process)")
+    g.add_argument("--devices", help="local: comma-separated devices the workers are pinned to (cuda:0,cuda:1,...)")
+    g.add_argument("--threads", type=int, help="torch threads per job (local default: the CPUs shared among workers)")
+    g.add_argument("--ray-address", help="ray: join this cluster ('auto', 'ray://host:10001'); default a local one")
+    g.add_argument("--cpus-per-job", type=float, help="ray/slurm: CPUs each job requests (default 1)")
+    g.add_argument("--gpus-per-job", type=float, help="ray/slurm: GPUs each job requests (default 0)")
+    g.add_argument("--mem-per-job", type=float, metavar="GB", help="ray/slurm: memory each job requests (GB)")
+    g.add_argument("--max-retries", type=int, default=3, help="ray: runs of a job after worker/node loss (default 3)")
+    g.add_argument("--partition", help="slurm: partition")
+    g.add_argument("--time", type=int, metavar="MINUTES", help="slurm: time limit of each job (default 60); a job "
+                                                                "that runs out is requeued and resumes")
+    g.add_argument("--account", help="slurm: account to charge")
+    g.add_argument("--array-parallelism", type=int, help="slurm: array elements running at once")
+    g.add_argument("--slurm-config", help="slurm: JSON (or TOML) file of these settings; flags win")
+    g.add_argument("--no-wait", action="store_true", help="slurm: submit and return (then --no-train for the table)")
+
+
+def executor_options(args) -> dict:
+    """run_jobs options from the flags (unset flags: the executor's defaults)."""
+    tb = True if args.tensorboard else None
+    if args.executor == "local":
+        return {"workers": args.workers, "devices": args.devices, "threads": args.threads, "tensorboard": tb}
+    if args.executor == "ray":
+        return {"address": args.ray_address, "cpus_per_job": args.cpus_per_job, "gpus_per_job": args.gpus_per_job,
+                "memory_gb": args.mem_per_job, "max_retries": args.max_retries, "threads": args.threads,
+                "tensorboard": tb}
+    gpus = args.gpus_per_job
+    return {"partition": args.partition, "time": args.time, "account": args.account,
+            "gpus_per_job": None if gpus is None else int(gpus),
+            "cpus_per_job": None if args.cpus_per_job is None else int(args.cpus_per_job),
+            "mem_gb": args.mem_per_job, "array_parallelism": args.array_parallelism,
+            "config_file": args.slurm_config, "wait": not args.no_wait, "threads": args.threads, "tensorboard": tb,
+            "name": f"zsq-{args.name}"}
 
 
 def build_parser(recipe: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
@@ -68,7 +114,16 @@ def run_command(args) -> int:
     if args.dry_run:
         print(dry_run_text(plan, args.format, args.progress))
         return 0
-    result = run_plan(plan, metric=args.metric, fmt=args.format, train=not args.no_train, progress=args.progress)
+    result = run_plan(plan, metric=args.metric, fmt=args.format, train=not args.no_train, progress=args.progress,
+                      executor=args.executor, executor_options=executor_options(args))
+    if result.outcomes:  # the final report: every run's state
+        from zsq_probe.executors import report_text
+
+        print()
+        print(report_text(result.outcomes))
+    if any(o["state"] == "submitted" for o in result.outcomes):
+        print("\nsubmitted; once the jobs are done: the same command with --no-train for the figures and table")
+        return 0
     if result.table is not None:
         print()
         print(result.table)

@@ -19,7 +19,7 @@ from zsq_probe.errors import UserError
 from zsq_probe.recipes.specs import PAPER_SCALE, SCALES, TINY_SCALE, scaled_specs
 
 # Config fields that may differ between a finished run and the job asking for it (where it ran, not what).
-_IGNORED = ("device", "data_root", "weights_root", "download", "weights")
+_IGNORED = ("device", "data_root", "weights_root", "download", "weights", "num_workers", "pin_memory")
 
 
 @dataclass
@@ -36,6 +36,20 @@ class Job:
     @property
     def id(self) -> str:
         return self.spec["id"]
+
+    @property
+    def name(self) -> str:
+        """The run folder's name, <run-id>-s<seed> (log and report names)."""
+        return self.path.name
+
+    def to_dict(self) -> dict:
+        """The job as plain JSON data: what every executor ships to its worker (zsq_probe.executors)."""
+        return {"paper_id": self.paper_id, "spec": self.spec, "seed": self.seed, "path": str(self.path),
+                "flags": dict(self.flags), "sets": list(self.sets)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Job":
+        return cls(d["paper_id"], d["spec"], int(d["seed"]), Path(d["path"]), dict(d["flags"]), list(d["sets"]))
 
     def config(self):
         """The job's resolved and validated RunConfig."""

@@ -19,7 +19,6 @@ from zsq_probe.recipes.figures import draw_figures, figure_command, first_seed_j
 from zsq_probe.recipes.jobs import Job, check_existing, plan, unique_jobs
 from zsq_probe.recipes.specs import PAPER_SCALE, TINY_SCALE
 from zsq_probe.recipes.tables import report_table
-from zsq_probe.recipes.train_runs import train_all
 
 
 @dataclass
@@ -46,6 +45,7 @@ class RecipeResult:
     figures_failed: int = 0
     table: str | None = None
     table_path: Path | None = None
+    outcomes: list[dict] = field(default_factory=list)  # one per distinct run: zsq_probe.executors states
 
     @property
     def ok(self) -> bool:
@@ -77,13 +77,25 @@ def plan_recipe(recipe, scale: str = PAPER_SCALE, out=None, *, seeds=None, only=
 
 
 def run_plan(plan: RecipePlan, *, metric: str = "best", fmt: str = "png", train: bool = True,
-             progress: bool = False) -> RecipeResult:
+             progress: bool = False, executor: str = "local", executor_options: dict | None = None) -> RecipeResult:
     """Train the plan's runs (`train=False`: use what exists), draw its figures, build its table (top-1
-    `metric`: 'best' or 'final'); a failed run or figure does not stop the rest."""
+    `metric`: 'best' or 'final'); a failed run or figure does not stop the rest.
+
+    `executor`: 'local' (default; one worker trains in this process as always, more run side by side),
+    'ray' or 'slurm', with `executor_options` (zsq_probe.executors.run_jobs).  Jobs submitted and not waited
+    for (slurm, wait=False) leave the figures and table for a later `train=False` call."""
+    from zsq_probe.executors import failures, run_jobs
+
     recipe = plan.recipe
     result = RecipeResult(plan)
     if train:
-        result.failures = train_all(plan.jobs, progress=progress)
+        options = dict(executor_options or {})
+        if executor == "local":
+            options.setdefault("progress", progress)
+        result.outcomes = run_jobs(plan.jobs, executor, **options)
+        result.failures = failures(plan.jobs, result.outcomes)
+        if any(o["state"] == "submitted" for o in result.outcomes):
+            return result
     if recipe.get("figures"):
         result.figures_failed = draw_figures(recipe, plan.jobs, plan.out, plan.scale, fmt)
     if recipe.get("table"):
@@ -94,11 +106,13 @@ def run_plan(plan: RecipePlan, *, metric: str = "best", fmt: str = "png", train:
 
 def run_recipe(recipe, scale: str = PAPER_SCALE, out=None, *, seeds=None, only=None, sets=(), device=None,
                data_root=None, weights_root=None, download=False, metric: str = "best", fmt: str = "png",
-               train: bool = True, progress: bool = False) -> RecipeResult:
+               train: bool = True, progress: bool = False, executor: str = "local",
+               executor_options: dict | None = None) -> RecipeResult:
     """:func:`plan_recipe` then :func:`run_plan`."""
     planned = plan_recipe(recipe, scale, out, seeds=seeds, only=only, sets=sets, device=device, data_root=data_root,
                           weights_root=weights_root, download=download)
-    return run_plan(planned, metric=metric, fmt=fmt, train=train, progress=progress)
+    return run_plan(planned, metric=metric, fmt=fmt, train=train, progress=progress, executor=executor,
+                    executor_options=executor_options)
 
 
 def dry_run_text(plan: RecipePlan, fmt: str = "png", progress: bool = False) -> str:

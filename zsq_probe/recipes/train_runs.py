@@ -11,9 +11,10 @@ from zsq_probe.recipes.jobs import Job, config_conflict, unique_jobs
 log = logging.getLogger(__name__)
 
 
-def train_job(job: Job, progress: bool = False) -> dict:
+def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
     """Train one job through `zsq_probe.training.train` (with the probes its config names) and return its
-    summary: skip it when finished (its config must match), resume it when partial."""
+    summary: skip it when finished (its config must match), resume it when partial.  `tensorboard`: also log
+    live curves (True: into RUN/tensorboard; a path: there; zsq_probe.tensorboard)."""
     from zsq_probe.training import train
 
     cfg = job.config()
@@ -23,7 +24,15 @@ def train_job(job: Job, progress: bool = False) -> dict:
         raise UserError(conflict)
     if status == "done":
         return job.summary()
-    return train(cfg, job.path, resume=status == "partial", force=status == "partial", progress=progress)
+    observers = None
+    if tensorboard:
+        from zsq_probe.probes import build_probes
+        from zsq_probe.tensorboard import TensorBoardObserver
+
+        logdir = None if tensorboard is True else tensorboard
+        observers = build_probes(cfg) + [TensorBoardObserver(logdir)]
+    return train(cfg, job.path, resume=status == "partial", force=status == "partial", progress=progress,
+                 observers=observers)
 
 
 def train_all(jobs: list[Job], progress: bool = False) -> list[tuple[Job, str]]:

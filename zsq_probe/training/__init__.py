@@ -2,8 +2,9 @@
 (`checkpoint`) and start or resume it in a folder (`run.train`)."""
 
 from zsq_probe.training.build import RunParts, build_run
-from zsq_probe.training.loop import METRIC_TERMS, NonFiniteError, Trainer
+from zsq_probe.training.loop import METRIC_TERMS, NonFiniteError, Trainer, TrainingInterrupted
 from zsq_probe.training.run import train
 from zsq_probe.training.schedule import scheduled
 
-__all__ = ["METRIC_TERMS", "NonFiniteError", "RunParts", "Trainer", "build_run", "scheduled", "train"]
+__all__ = ["METRIC_TERMS", "NonFiniteError", "RunParts", "Trainer", "TrainingInterrupted", "build_run", "scheduled",
+           "train"]

@@ -1,0 +1,49 @@
+"""Executors: where a recipe's jobs run.  One job description (`zsq_probe.recipes.Job`: a run folder and its
+config), three engines, chosen by `--executor`:
+
+* ``local`` (default): N workers on this machine, each pinned to a device (`--devices cuda:0,cuda:1`, or CPU
+  with `--threads` per worker); one failing job does not stop the others; a final report of every job.
+* ``ray``: each job a Ray task with its resources (`--cpus-per-job`, `--gpus-per-job`, `--mem-per-job`),
+  retried on worker or node loss; `--ray-address` joins a cluster, else a local one.  Extra ``[ray]``.
+* ``slurm``: one submitit job array (`--partition`, `--time`, `--gpus-per-job`, `--account` or
+  `--slurm-config FILE`); preemption and time-outs requeue a job, which resumes.  Extra ``[slurm]``.
+
+Jobs are idempotent (finished runs skipped, partial ones resumed from their last checkpoint), so any engine may
+run one again.  `run_jobs` returns one outcome dict per job (state done / skipped / failed / interrupted /
+submitted); `report_text` prints them.
+"""
+
+from __future__ import annotations
+
+from zsq_probe.errors import UserError
+from zsq_probe.executors.base import FAULT_ONCE_ENV, STATES, execute_job, failures, report_text, require
+
+EXECUTORS = ("local", "ray", "slurm")
+
+__all__ = ["EXECUTORS", "STATES", "FAULT_ONCE_ENV", "execute_job", "failures", "report_text", "require", "run_jobs"]
+
+
+def run_jobs(jobs, executor: str = "local", **options) -> list[dict]:
+    """Run the distinct jobs of `jobs` with `executor` ('local', 'ray' or 'slurm'); `options` go to
+    `run_local`, `run_ray` or `run_slurm` (None values mean: the default)."""
+    from zsq_probe.recipes.jobs import unique_jobs
+
+    todo = unique_jobs(list(jobs))
+    options = {k: v for k, v in options.items() if v is not None}
+    if executor == "local":
+        from zsq_probe.executors.local import run_local
+
+        return run_local(todo, **options)
+    if executor == "ray":
+        from zsq_probe.executors.ray_executor import run_ray
+
+        return run_ray(todo, **options)
+    if executor == "slurm":
+        from zsq_probe.executors.slurm_executor import run_slurm
+
+        if "folder" not in options:
+            if not todo:
+                return []
+            options["folder"] = todo[0].path.parent.parent / "slurm"
+        return run_slurm(todo, **options)
+    raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")

@@ -1,0 +1,149 @@
+"""What every executor shares: running one job in whatever process an executor gives it, its outcome, the
+final report, and the one-line error for a missing optional extra.
+
+A job is a recipe's `zsq_probe.recipes.Job` (a run folder and its config), shipped to workers as plain JSON
+(`Job.to_dict`).  Running it is idempotent: a finished run is skipped (its config checked), a partial one
+resumes from its last checkpoint (what a crash left past it is dropped), a new one starts.  So any executor
+may run a job again — after a worker died, a node was lost, a SLURM job was preempted — and the run folder
+ends the same as after one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+
+from zsq_probe.errors import UserError, one_line
+
+log = logging.getLogger("zsq_probe.executors")
+
+# outcome states: done (trained now), skipped (finished before), failed, interrupted (a signal stopped it
+# after a checkpoint: run the recipe again to resume), submitted (slurm --no-wait)
+STATES = ("done", "skipped", "failed", "interrupted", "submitted")
+
+# Test-only: "<marker file>=<fault pattern>" arms zsq_probe.store's ZSQ_PROBE_FAULT (SIGKILL at a site) in the
+# first job that starts while the marker file does not exist (it is created then): "a worker dies once".
+FAULT_ONCE_ENV = "ZSQ_PROBE_FAULT_ONCE"
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency, or a one-line UserError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"this executor needs {module}: pip install 'zsq-probe[{extra}]'") from None
+
+
+def as_job(job):
+    from zsq_probe.recipes.jobs import Job
+
+    return job if isinstance(job, Job) else Job.from_dict(job)
+
+
+def outcome(job, state: str, message: str = "", seconds: float = 0.0, summary: dict | None = None,
+            resumed: bool = False, where: str = "") -> dict:
+    """One job's report (plain data, so it crosses process boundaries)."""
+    summary = summary or {}
+    return {"run": job.name, "id": job.id, "seed": job.seed, "path": str(job.path), "state": state,
+            "message": message, "seconds": round(float(seconds), 2), "resumed": resumed, "where": where,
+            "best_val_top1": summary.get("best_val_top1"), "final_val_top1": summary.get("final_val_top1")}
+
+
+def _arm_fault_once() -> None:
+    spec = os.environ.get(FAULT_ONCE_ENV)
+    if not spec or "=" not in spec:
+        return
+    from zsq_probe.store import FAULT_ENV
+
+    marker, pattern = spec.split("=", 1)
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the first job to get here arms it
+    except FileExistsError:
+        os.environ.pop(FAULT_ENV, None)
+        return
+    os.close(fd)
+    os.environ[FAULT_ENV] = pattern
+
+
+def execute_job(job, *, device: str | None = None, threads: int | None = None, tensorboard=False,
+                catch_interrupt: bool = True, where: str = "", progress: bool = False) -> dict:
+    """Run one job here (skip, resume or start it) and return its outcome; errors become a 'failed' outcome.
+
+    `device`: where it trains (overrides the job's --device); `threads`: torch's intra-op threads in this
+    process; `catch_interrupt`: a TrainingInterrupted (SIGTERM/SIGUSR1 after a checkpoint) becomes an
+    'interrupted' outcome instead of propagating."""
+    import torch
+
+    from zsq_probe.recipes.train_runs import train_job
+    from zsq_probe.training import TrainingInterrupted
+
+    job = as_job(job)
+    if threads:
+        torch.set_num_threads(int(threads))
+    if device:
+        job.flags = dict(job.flags, device=device)
+    _arm_fault_once()
+    status = job.status()
+    t0 = time.time()
+    try:
+        summary = train_job(job, progress=progress, tensorboard=tensorboard)
+    except TrainingInterrupted as e:
+        if not catch_interrupt:
+            raise
+        return outcome(job, "interrupted", str(e), time.time() - t0, resumed=status == "partial", where=where)
+    except UserError as e:
+        return outcome(job, "failed", one_line(e, None, with_type=False), time.time() - t0,
+                       resumed=status == "partial", where=where)
+    except Exception as e:  # noqa: BLE001 - one job's bug must not stop the others: reported, traceback logged
+        log.error("%s: %s", job.name, traceback.format_exc())
+        return outcome(job, "failed", one_line(e), time.time() - t0, resumed=status == "partial", where=where)
+    state = "skipped" if status == "done" else "done"
+    return outcome(job, state, "", time.time() - t0, summary, resumed=status == "partial", where=where)
+
+
+def finished_line(out: dict) -> str:
+    """The progress line of a job that ended."""
+    head = f"{out['id']} seed {out['seed']}"
+    if out["state"] == "skipped":
+        return f"{head}: done already ({out['path']})"
+    if out["state"] != "done":
+        return f"{head}: {out['state']}: {out['message']}"
+    top1 = out.get("best_val_top1")
+    acc = ("no validation" if top1 is None
+           else f"best top-1 {100 * top1:.2f}%, final {100 * (out.get('final_val_top1') or 0):.2f}%")
+    where = f" on {out['where']}" if out.get("where") else ""
+    return f"{head}: finished{where} in {out['seconds']:.1f}s{' (resumed)' if out['resumed'] else ''} ({acc})"
+
+
+def report_text(outcomes: list[dict]) -> str:
+    """The final report: one line per job (state, seconds, run folder, message) and the counts."""
+    if not outcomes:
+        return "no jobs"
+    width = max(len(o["run"]) for o in outcomes)
+    lines = [f"{'state':<12}{'seconds':>9}  {'run':<{width}}  note"]
+    for o in outcomes:
+        note = o["message"] or ("resumed" if o["resumed"] else "")
+        lines.append(f"{o['state']:<12}{o['seconds']:>9.1f}  {o['run']:<{width}}  {note}")
+    counts = {s: sum(o["state"] == s for o in outcomes) for s in STATES}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return "\n".join(lines)
+
+
+def failures(jobs, outcomes: list[dict]) -> list[tuple]:
+    """(job, message) for each job that did not end done or skipped (what RecipeResult.failures holds)."""
+    by_path = {str(j.path): j for j in jobs}
+    return [(by_path[o["path"]], f"{o['state']}: {o['message']}" if o["state"] == "interrupted" else o["message"])
+            for o in outcomes if o["state"] not in ("done", "skipped") and o["path"] in by_path]
+
+
+def python_path_env(env: dict | None = None) -> dict:
+    """os.environ (or `env`) with this zsq_probe's folder first on PYTHONPATH, so a worker process imports the
+    same code even when it is not installed."""
+    env = dict(os.environ if env is None else env)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env

@@ -1,0 +1,146 @@
+"""The `slurm` executor (through submitit): one job array per recipe; preemption and time-outs requeue a job,
+which resumes from its last checkpoint.
+
+    python -m analyses tab2 --executor slurm --partition gpu --time 240 --gpus-per-job 1 --account myproj ...
+    python -m analyses tab2 --executor slurm --slurm-config cluster.json ...   # the same from a file
+
+A config file (JSON; TOML on Python >= 3.11) holds any of: partition, time (minutes), gpus_per_job,
+cpus_per_job, mem_gb, account, array_parallelism, constraint, qos, setup (shell lines run before the job),
+additional (extra sbatch options as a mapping); flags given on the command line win.  Submitit's files (job
+scripts, logs, pickles) go to OUT/slurm/.
+
+Preemption: SLURM sends the job's signal (submitit: $SUBMITIT_PREEMPT_SIGNAL, USR2 by default, `signal_delay_s`
+before the time limit) or SIGTERM; the trainer also stops on SIGUSR1.  The trainer finishes the epoch under way,
+writes its checkpoint and stops; the job then hands over to submitit, which requeues it (`scontrol requeue`), and
+the requeued job resumes from that checkpoint.  The executor waits for the array unless told not to (--no-wait:
+submit and return; run the recipe again with --no-train for the table once the jobs are done).
+Needs the optional extra: ``pip install 'zsq-probe[slurm]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from zsq_probe.errors import UserError, one_line
+from zsq_probe.executors.base import as_job, execute_job, finished_line, log, outcome, require
+
+# config-file keys -> submitit AutoExecutor parameters
+_KEYS = {"partition": "slurm_partition", "time": "timeout_min", "gpus_per_job": "gpus_per_node",
+         "cpus_per_job": "cpus_per_task", "mem_gb": "mem_gb", "account": "slurm_account",
+         "array_parallelism": "slurm_array_parallelism", "constraint": "slurm_constraint", "qos": "slurm_qos",
+         "setup": "slurm_setup", "additional": "slurm_additional_parameters", "signal_delay_s": "slurm_signal_delay_s"}
+
+
+def _preempt_signal() -> int:
+    """The signal submitit's job environment requeues on (its SUBMITIT_PREEMPT_SIGNAL, USR2 by default)."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
+
+
+class SubmititTask:
+    """What each array element runs: one job (skip, resume or start it).  `checkpoint` is submitit's hook for
+    preemption and time-outs: it resubmits the same job, which resumes from the run's last checkpoint."""
+
+    def __init__(self, tensorboard=False, threads: int | None = None):
+        self.tensorboard, self.threads = tensorboard, threads
+
+    def __call__(self, job: dict) -> dict:
+        from zsq_probe.training import TrainingInterrupted, loop
+
+        preempt = _preempt_signal()
+        old = loop.STOP_SIGNALS
+        # the trainer also waits for the epoch's checkpoint on submitit's own preemption signal
+        loop.STOP_SIGNALS = tuple(dict.fromkeys(old + (signal.Signals(preempt).name,)))
+        try:
+            return execute_job(job, threads=self.threads, tensorboard=self.tensorboard, catch_interrupt=False,
+                               where=f"{os.environ.get('SLURM_JOB_ID') or os.environ.get('SUBMITIT_LOCAL_JOB_ID', '')}")
+        except TrainingInterrupted as e:
+            handler = signal.getsignal(preempt)
+            if callable(handler):  # submitit's: calls self.checkpoint, requeues the job and exits
+                os.kill(os.getpid(), preempt)
+            return outcome(as_job(job), "interrupted", str(e))
+        finally:
+            loop.STOP_SIGNALS = old
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)  # the same job again: it resumes
+
+
+def read_config(path) -> dict:
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"--slurm-config {path}: cannot read it ({e.__class__.__name__})") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            doc = tomllib.loads(text)
+        else:
+            doc = json.loads(text)
+    except (ValueError, ImportError) as e:
+        raise UserError(f"--slurm-config {path}: not valid {path.suffix[1:] or 'JSON'} ({one_line(e, 120)})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"--slurm-config {path}: expected a mapping of settings")
+    unknown = sorted(set(doc) - set(_KEYS))
+    if unknown:
+        raise UserError(f"--slurm-config {path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(_KEYS)})")
+    return doc
+
+
+def executor_parameters(settings: dict, name: str) -> dict:
+    """submitit AutoExecutor parameters from our settings (None values dropped)."""
+    params = {"name": name}
+    for key, value in settings.items():
+        if value is not None:
+            params[_KEYS[key]] = value
+    params.setdefault("timeout_min", 60)
+    params.setdefault("nodes", 1)
+    params.setdefault("tasks_per_node", 1)
+    return params
+
+
+def run_slurm(jobs, *, folder, name: str = "zsq-probe", config_file=None, cluster: str | None = "slurm",
+              wait: bool = True, tensorboard=False, threads: int | None = None, **settings) -> list[dict]:
+    """Submit `jobs` as one array and (by default) wait for it; returns one outcome per job, in order.
+
+    `settings`: partition, time, gpus_per_job, cpus_per_job, mem_gb, account, array_parallelism, ... (see the
+    module docstring), over those of `config_file`.  `cluster`: 'slurm'; 'local' or 'debug' run the same code
+    path through submitit's local executors (tests, a machine without SLURM)."""
+    submitit = require("submitit", "slurm")
+    jobs = [as_job(j) for j in jobs]
+    merged = {**read_config(config_file), **{k: v for k, v in settings.items() if v is not None}}
+    unknown = sorted(set(merged) - set(_KEYS))
+    if unknown:
+        raise UserError(f"unknown SLURM setting(s): {', '.join(unknown)}")
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    params = executor_parameters(merged, name)
+    if cluster != "slurm":
+        params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    executor.update_parameters(**params)
+    threads = threads or merged.get("cpus_per_job")
+    todo = [j for j in jobs if j.status() != "done"]
+    outs = {str(j.path): outcome(j, "skipped", "", summary=j.summary() or {}) for j in jobs if j.status() == "done"}
+    submitted = executor.map_array(SubmititTask(tensorboard, threads), [j.to_dict() for j in todo]) if todo else []
+    for j, sj in zip(todo, submitted):
+        log.info("%s seed %d: submitted as %s %s -> %s", j.id, j.seed, "SLURM job" if cluster == "slurm" else
+                 f"submitit {cluster} job", sj.job_id, j.path)
+    if not wait:
+        for j, sj in zip(todo, submitted):
+            outs[str(j.path)] = outcome(j, "submitted", f"job {sj.job_id}")
+        return [outs[str(j.path)] for j in jobs]
+    for j, sj in zip(todo, submitted):
+        try:
+            out = sj.result()
+        except Exception as e:  # noqa: BLE001 - the job failed, was cancelled or ran out of requeues
+            out = outcome(j, "failed", one_line(e, 300), resumed=j.status() == "partial", where=str(sj.job_id))
+        outs[str(j.path)] = out
+        (log.error if out["state"] == "failed" else log.info)("%s", finished_line(out))
+    return [outs[str(j.path)] for j in jobs]

@@ -1,0 +1,32 @@
+"""`python -m zsq_probe.executors.worker JOB.json RESULT.json`: one job of the local executor, in a process of
+its own (JOB.json: {"job": Job.to_dict(), "device", "threads", "tensorboard", "where"}); writes its outcome to
+RESULT.json.  SIGTERM/SIGUSR1 stop the job after its epoch's checkpoint (outcome 'interrupted')."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m zsq_probe.executors.worker JOB.json RESULT.json", file=sys.stderr)
+        return 2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from zsq_probe.cli.common import console_logging
+    from zsq_probe.executors.base import execute_job
+    from zsq_probe.store import atomic_write_bytes
+
+    spec = json.loads(open(argv[0]).read())
+    with console_logging():
+        out = execute_job(spec["job"], device=spec.get("device"), threads=spec.get("threads"),
+                          tensorboard=spec.get("tensorboard") or False, where=spec.get("where", ""))
+    atomic_write_bytes(__import__("pathlib").Path(argv[1]), json.dumps(out).encode())
+    return 0 if out["state"] in ("done", "skipped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
