@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from zsq_probe.presets import resolve_config
 from zsq_probe.store import RunDir
@@ -20,6 +21,17 @@ SMALL = dict(epochs=2, iters_per_epoch=3, batch_size=16, warmup_epochs=0, act_ra
              probe_scopes=["model", "block"])
 
 
+THREADS = 1  # float reductions depend on the intra-op thread count: the reference is made with one thread
+
+
+@pytest.fixture
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(old)
+
+
 def canonical(df: pd.DataFrame) -> pd.DataFrame:
     df = df.drop(columns=["run", "wall_time_s"], errors="ignore")
     df = df[sorted(df.columns)]
@@ -27,7 +39,7 @@ def canonical(df: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("preset", ["gdfq", "ait", "kd"])
-def test_same_seed_gives_the_reference_parquet(preset, tmp_path, digits_teacher):
+def test_same_seed_gives_the_reference_parquet(preset, tmp_path, digits_teacher, one_thread):
     cfg = resolve_config(preset, teacher="digits", flags=dict(SMALL))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the small probe batch warns

@@ -13,17 +13,21 @@ def main(argv=None) -> int:
     if len(argv) != 2:
         print("usage: python -m zsq_probe.executors.worker JOB.json RESULT.json", file=sys.stderr)
         return 2
-    import matplotlib
+    import logging
 
-    matplotlib.use("Agg")
-    from zsq_probe.cli.common import console_logging
     from zsq_probe.executors.base import execute_job
     from zsq_probe.store import atomic_write_bytes
 
+    # the job's log goes to this process's stderr (the executor sends it to OUT/logs/); matplotlib picks a
+    # headless backend by itself in a process without a display
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("zsq_probe")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
     spec = json.loads(open(argv[0]).read())
-    with console_logging():
-        out = execute_job(spec["job"], device=spec.get("device"), threads=spec.get("threads"),
-                          tensorboard=spec.get("tensorboard") or False, where=spec.get("where", ""))
+    out = execute_job(spec["job"], device=spec.get("device"), threads=spec.get("threads"),
+                      tensorboard=spec.get("tensorboard") or False, where=spec.get("where", ""))
     atomic_write_bytes(__import__("pathlib").Path(argv[1]), json.dumps(out).encode())
     return 0 if out["state"] in ("done", "skipped") else 1
 
