@@ -38,10 +38,18 @@ def canonical(df):
 
 
 def reference_run(job, folder):
-    """The same job trained once, uninterrupted, in this process."""
+    """The same job trained once, uninterrupted, in this process, with the workers' one thread (float
+    reductions, hence the cosine angles, depend on the thread count)."""
+    import torch
+
     from zsq_probe.training import train
 
-    train(job.config(), folder, progress=False)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(job.config(), folder, progress=False)
+    finally:
+        torch.set_num_threads(old)
     return RunDir(folder)
 
 

@@ -349,13 +349,14 @@ class RunConfig:
         if self.inundation.enabled and self.quant.full_precision:
             _bad("gi=true needs a quantised student (full_precision_student=false)")
         _at_least(self, 0, "warmup_epochs", "val_max_batches")
-        _at_least(self, 1, "epochs", "batch_size", "val_batch_size", "checkpoint_every", "val_every")
+        _at_least(self, 1, "batch_size", "val_batch_size", "checkpoint_every", "val_every")
+        # a ZeroQ run only calibrates (epochs=0); every other run trains at least one epoch
+        _in_range(self, "epochs", 0 if self.dataset.source == "zeroq" else 1, 1_000_000)
         if self.iters_per_epoch < 0 or (self.iters_per_epoch == 0 and self.dataset.source != "real"):
             _bad(f"iters_per_epoch={self.iters_per_epoch} (must be >= 1; 0 = one pass over the real training set, "
                  "source=real only)")
         for k in ("batch_size", "val_batch_size"):
             _in_range(self, k, 1, MAX_BATCH_SIZE)
-        _in_range(self, "epochs", 1, 1_000_000)
         _in_range(self, "iters_per_epoch", 0, 100_000_000)
         if not self.temperature > 0:
             _bad(f"temperature={self.temperature} (must be > 0)")
