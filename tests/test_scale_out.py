@@ -62,7 +62,19 @@ def assert_same_tables(run_a: RunDir, run_b: RunDir):
 
 
 # ------------------------------------------------------------------------------- the trainer on signals
-def test_sigusr1_stops_after_the_epoch_checkpoint_and_the_resume_is_bit_identical(tmp_path, digits_teacher):
+@pytest.fixture
+def one_thread():
+    """Both runs of a bit-identity comparison with one intra-op thread, whatever earlier tests (Ray) left set."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_sigusr1_stops_after_the_epoch_checkpoint_and_the_resume_is_bit_identical(tmp_path, digits_teacher,
+                                                                                  one_thread):
     from zsq_probe.events import Observer
     from zsq_probe.training import TrainingInterrupted, train
 
