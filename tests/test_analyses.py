@@ -122,8 +122,8 @@ def test_recipe_is_valid_data(short):
 
 
 def test_recipes_cover_the_papers_experiments():
-    wanted = {"fig1", "fig2", "fig3", "fig4", "fig5", "fig7", "fig8", "fig9",
-              "tab1", "tab2", "tab3", "tab4", "tab5", "tab6", "tab9"}
+    wanted = {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9",
+              "tab1", "tab2", "tab3", "tab4", "tab5", "tab6", "tab7", "tab9"}
     assert wanted <= set(RECIPES)
     for short in RECIPES:
         assert (ROOT / "zsq_probe" / "recipes" / f"{RECIPES[short]}.py").is_file()  # the recipe, in the wheel
@@ -150,6 +150,30 @@ def test_tab1_recipe_matches_the_paper_layout():
     # the ZeroQ run pins epochs=0 so that a global --set epochs=N cannot turn it into fine-tuning
     zeroq = next(r for r in recipe["runs"] if r["preset"] == "zeroq")
     assert zeroq["overrides"] == {"epochs": 0} and zeroq["id"] == "resnet20_cifar10-4w4a-zeroq"
+
+
+def test_tab7_and_fig6_recipes_match_the_paper():
+    from zsq_probe.data import teacher_input_size
+    from zsq_probe.models import PAPER_TEACHER_TOP1, PAPER_WEIGHT_FILES
+
+    recipe = load_recipe("tab7")
+    teachers = {"inceptionv3": 79.00, "sqnxt23_w2": 69.39, "shufflenet_g1_w1": 65.07}
+    assert {r["teacher"] for r in recipe["runs"]} == set(teachers)
+    assert {(r["preset"], r["w_bits"], r["a_bits"]) for r in recipe["runs"]} == {
+        (p, b, b) for p in ("gdfq", "ait") for b in (4, 5)}
+    blocks = recipe["table"]["blocks"]
+    assert [b["fp32"] for b in blocks] == list(teachers.values())
+    for t, fp32 in teachers.items():  # the registry knows the paper's teacher, its file and its input size
+        assert PAPER_TEACHER_TOP1[t] == fp32 and abs(PAPER_WEIGHT_FILES[t].top1 - fp32) < 0.2
+    assert teacher_input_size("inceptionv3") == 299 and teacher_input_size("shufflenet_g1_w1") == 224
+    sqnxt = next(b for b in blocks if "SqueezeNext" in b["title"])
+    assert [(r["label"], r["cells"]["GDFQ"]["paper"], r["cells"]["GDFQ+AIT"]["paper"]) for r in sqnxt["rows"]] == [
+        ("4w4a", 26.21, 45.37), ("5w5a", 56.07, 62.76)]
+    fig6 = load_recipe("fig6")
+    assert fig6["figures"] == [{"name": "fig6"}]
+    ids = {r["id"] for r in fig6["runs"]}  # Tab. 1's run ids: one --out reuses its finished runs
+    assert ids == {"resnet20_cifar10-4w4a-gdfq", "resnet20_cifar10-4w4a-ait", "resnet18-4w4a-gdfq",
+                   "resnet18-4w4a-ait"} and ids <= {r["id"] for r in load_recipe("tab1")["runs"]}
 
 
 def test_tiny_mapping_lowers_bits_unless_the_recipe_keeps_them():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 
 import pytest
 import torch
@@ -230,3 +231,177 @@ def test_curvature_probe_skips_a_nan_epoch_with_a_warning(caplog):
         curv.curvature = orig
     assert probe.last is None
     assert any("no rows for epoch 3" in r.message for r in caplog.records)
+
+
+# ---------------------------------------------------------------- the smaller items of issue 13
+
+def _unchanged(before, path):
+    """Every file that was there is byte-identical; nothing new but the (empty) writer lock file."""
+    from zsq_probe.run_lock import LOCK_NAME
+
+    after = _tree(path)
+    assert {k: v for k, v in after.items() if k != LOCK_NAME} == before
+
+
+def _fake_run(path, cfg=None):
+    """A run folder holding only a config.json (the tiny digits ZQ config unless `cfg`)."""
+    from zsq_probe.store import RunDir
+
+    run = RunDir(path)
+    run.write_config((cfg or _tiny_cfg()).to_dict())
+    return run
+
+
+@pytest.mark.parametrize("argv,mention", [
+    (["--teacher", "resnet20_cifar10"], "--teacher resnet20_cifar10 differs from this run's teacher 'digits'"),
+    (["--teacher", "resnet20_cifar10", "--force"], "--teacher resnet20_cifar10 differs"),
+    (["--data", "cifar10"], "--data cifar10 differs from this run's data set 'digits'"),
+], ids=["teacher", "teacher with --force", "data"])
+def test_resume_refuses_another_teacher_or_data(tmp_path, capsys, argv, mention):
+    out = tmp_path / "run"
+    _fake_run(out)
+    before = _tree(out)
+    rc, err = _run(["train", "--no-progress", "--out", str(out), "--resume"] + argv, capsys)
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("zsq-probe train: error:"), err
+    assert mention in err[0]
+    _unchanged(before, out)
+
+
+def test_resume_accepts_the_runs_own_teacher_and_data_and_fresh_runs_default_to_digits(tmp_path):
+    from argparse import Namespace
+
+    from zsq_probe.cli import build_parser
+    from zsq_probe.cli.train import _refuse_other_teacher_or_data, build_config
+
+    out = tmp_path / "run"
+    _fake_run(out)
+    for teacher, data in ((None, None), ("digits", None), (None, "digits"), ("digits", "digits")):
+        _refuse_other_teacher_or_data(Namespace(teacher=teacher, data=data), out / "config.json")
+    args = build_parser().parse_args(["train", "--out", str(tmp_path / "new")])
+    assert args.teacher is None  # an explicit --teacher can be told apart from the default ...
+    assert build_config(args).teacher == "digits"  # ... which a fresh run resolves to digits
+
+
+def _newer_part(run, table="cosine"):
+    import pyarrow.parquet as pq
+
+    from zsq_probe.store import TABLE_SCHEMA_VERSION
+
+    path = run.table_dir(table) / f"part-{run.part_keys(table)[-1]}.parquet"
+    tbl = pq.read_table(path)
+    meta = dict(tbl.schema.metadata)
+    meta[b"zsq_probe.schema_version"] = str(TABLE_SCHEMA_VERSION + 1).encode()
+    pq.write_table(tbl.replace_schema_metadata(meta), path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["resume", "read"])
+def test_a_part_of_a_newer_schema_is_refused_on_resume_and_on_read(tmp_path, capsys, command):
+    from fabricated_runs import make_run
+
+    run, _ = make_run(tmp_path / "zq", "ait", cos_center=-0.2, trace_scale=1.0, kl_scale=0.1,
+                      tables=("metrics", "cosine"))
+    part = _newer_part(run)
+    before = _tree(run.path)
+    argv = (["train", "--no-progress", "--out", str(run.path), "--resume"] if command == "resume"
+            else ["compare", str(run.path), str(run.path), "--probe", "cosine"])
+    rc, err = _run(argv, capsys)
+    assert rc == 2
+    assert len(err) == 1, err
+    assert part.name in err[0] and "was written by a newer zsq-probe" in err[0] and "upgrade" in err[0]
+    _unchanged(before, run.path)
+
+
+def test_compare_of_runs_on_different_data_sets_warns_and_still_compares(tmp_path, capsys):
+    from fabricated_runs import make_run, run_config
+
+    kd, _ = make_run(tmp_path / "kd", "kd", cos_center=0.3, trace_scale=1.0, kl_scale=0.1, source="real",
+                     tables=("cosine",))
+    zq, _ = make_run(tmp_path / "zq", "ait", cos_center=-0.2, trace_scale=1.0, kl_scale=0.1, tables=("cosine",))
+    zq.write_config(run_config("ait", teacher="resnet20_cifar10", data="cifar10"))  # a CIFAR ZQ run
+    before = {p: _tree(p) for p in (kd.path, zq.path)}
+    rc = main(["compare", str(kd.path), str(zq.path), "--probe", "cosine"])
+    cap = capsys.readouterr()
+    err = [line for line in cap.err.splitlines() if line.strip()]
+    assert rc == 0
+    assert len(err) == 1 and err[0].startswith("warning:"), err
+    assert "different data sets" in err[0] and "digits" in err[0] and "cifar10" in err[0]
+    assert "share of steps with cos < 0" in cap.out  # the comparison still ran
+    assert {p: _tree(p) for p in (kd.path, zq.path)} == before
+    # runs on one data set: no warning
+    assert main(["compare", str(kd.path), str(kd.path), "--probe", "cosine"]) == 0
+    assert "different data sets" not in capsys.readouterr().err
+
+
+def test_raw_pickle_weights_are_refused_for_safety_not_called_corrupt(tmp_path, capsys):
+    import pickle
+
+    weights = tmp_path / "teacher.pkl"
+    weights.write_bytes(pickle.dumps({"output.weight": [[0.0]]}))
+    out = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:  # torch's pickle-protocol note would be a second line
+        warnings.simplefilter("always")
+        rc, err = _run(TRAIN + ["--weights", str(weights), "--out", str(out)], capsys)
+    assert not [w for w in caught if "pickle protocol" in str(w.message)]
+    assert rc == 2 and len(err) == 1, err
+    line = err[0]
+    assert str(weights) in line and "pickled (non-weights-only) file" in line and "for safety" in line
+    assert "corrupt" not in line
+    assert line.endswith("pass --weights new_path")  # the whole hint, not a cut torch message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content,mention", [
+    (b"random", "is not a torch checkpoint (unreadable)"),
+    (b"pickle", "is a pickled (non-weights-only) file"),
+], ids=["random bytes", "raw pickle"])
+def test_a_foreign_checkpoint_is_named_for_what_it_is(digits_teacher, tmp_path, capsys, content, mention):
+    import pickle
+
+    import numpy as np
+
+    out = tmp_path / "run"
+    run = _fake_run(out)
+    run.checkpoint_dir.mkdir(parents=True)
+    data = (np.random.default_rng(0).bytes(4096) if content == b"random"
+            else pickle.dumps({"epoch": 1, "student": {"w": [1.0]}}))
+    run.checkpoint_path(1).write_bytes(data)
+    before = _tree(out)
+    with warnings.catch_warnings(record=True) as caught:  # torch's pickle-protocol note would be a second line
+        warnings.simplefilter("always")
+        rc, err = _run(["train", "--no-progress", "--out", str(out), "--resume"], capsys)
+    assert not [w for w in caught if "pickle protocol" in str(w.message)]
+    assert rc == 2 and len(err) == 1, err
+    assert "epoch-0001.pt" in err[0] and mention in err[0]
+    assert "holds pickled Python objects" not in err[0]
+    _unchanged(before, out)
+
+
+def test_run_that_is_a_file_says_so(tmp_path, capsys):
+    target = tmp_path / "run.txt"
+    target.write_bytes(b"not a run")
+    rc, err = _run(["cosine", "--run", str(target)], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert "is a file, not a run folder" in err[0] and "does not exist" not in err[0]
+    assert target.read_bytes() == b"not a run"
+
+
+def test_summary_records_skipped_steps_and_the_cli_ends_with_them(digits_teacher, tmp_path, monkeypatch, capsys):
+    import zsq_probe.losses as losses
+
+    real, calls = losses.kl_to_teacher, {"n": 0}
+
+    def kl(s_logits, t_logits, temperature):  # a NaN KL term at the second student step
+        calls["n"] += 1
+        return real(s_logits, t_logits, temperature) * (float("nan") if calls["n"] == 2 else 1.0)
+
+    monkeypatch.setattr(losses, "kl_to_teacher", kl)
+    out = tmp_path / "skip"
+    # 11 steps: one skipped is under the per-epoch warning share, so the final line is the only one on stderr
+    rc, err = _run(["train", "--preset", "gdfq", "--epochs", "1", "--iters-per-epoch", "11", "--batch-size", "16",
+                    "--set", "warmup_epochs=0", "--set", "val_max_batches=1", "--set", "on_nonfinite=skip",
+                    "--no-progress", "--out", str(out)], capsys)
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
+    assert len(err) == 1 and err[0].startswith("warning: 1 training step(s)") and "skipped" in err[0], err

@@ -281,10 +281,22 @@ def _run_method(run) -> str:
     return str(run.read_config_doc().get("config", {}).get("method") or "?")
 
 
+def _run_data(run) -> str | None:
+    """The data set a run was trained on (its config's, else its teacher's); None when not known."""
+    from zsq_probe.config import config_from_dict
+    from zsq_probe.data import dataset_for_teacher
+
+    try:
+        cfg = config_from_dict(run.read_config_doc().get("config", {}))
+        return cfg.dataset.name or dataset_for_teacher(cfg.teacher)
+    except Exception:  # noqa: BLE001 - an unknown data set only means no warning
+        return None
+
+
 def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "png") -> dict:
     """compare_tables on two run folders (or RunDirs), plus their names and methods, `warnings` (a KD
-    run whose method is not 'kd', a ZQ run whose method is) and `figure`: the overlay written into
-    `out` (None without `out`).  UserError when a run lacks the probe's table."""
+    run whose method is not 'kd', a ZQ run whose method is, two runs on different data sets) and `figure`:
+    the overlay written into `out` (None without `out`).  UserError when a run lacks the probe's table."""
     from zsq_probe.store import RunDir
 
     if probe not in PROBE_TABLE:
@@ -305,6 +317,10 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "pn
         result["warnings"].append(f"KD_RUN {kd_run.name} has method {result['methods']['kd']!r}, not 'kd'")
     if result["methods"]["zq"] == "kd":
         result["warnings"].append(f"ZQ_RUN {zq_run.name} has method 'kd' (a real-data run)")
+    kd_data, zq_data = _run_data(kd_run), _run_data(zq_run)
+    if kd_data and zq_data and kd_data != zq_data:  # compared all the same, but not like for like
+        result["warnings"].append(f"KD_RUN {kd_run.name} was trained on {kd_data}, ZQ_RUN {zq_run.name} on "
+                                  f"{zq_data}: the runs come from different data sets (and teachers)")
     path = None
     if out is not None:
         from zsq_probe.plots import plot_compare

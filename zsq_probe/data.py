@@ -24,7 +24,10 @@ unless the caller passes ``download=True`` (the CLI's ``--download``).
 * ``imagenet`` -- an image folder of class sub-folders named by WordNet id; class index =
   position in sorted folder order (the order pytorchcv's 1000-class models use). Test
   transform: Resize(256) / CenterCrop(224); mean (0.485, 0.456, 0.406), std (0.229, 0.224,
-  0.225) under both normalisation options (the reference and pytorchcv agree).
+  0.225) under both normalisation options (the reference and pytorchcv agree). A teacher with
+  another input size (InceptionV3: 299, :func:`teacher_input_size`) gets
+  Resize(ceil(size / 0.875)) / CenterCrop(size), imgclsmob's rule (342 / 299): pass
+  ``image_size=`` to :func:`get_spec` / :func:`load_dataset`, or use :func:`spec_for_teacher`.
 
 ``augment=True`` (train-time augmentation, for the real-data KD baseline): digits -- random
 translation by up to 2 pixels (zero padding in normalised space is the background value);
@@ -41,6 +44,7 @@ one-line errors; each format's reader is a short section.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import warnings
@@ -67,6 +71,8 @@ __all__ = [
     "load_dataset",
     "make_loader",
     "dataset_for_teacher",
+    "teacher_input_size",
+    "spec_for_teacher",
 ]
 
 
@@ -154,14 +160,22 @@ def check_normalization(normalization) -> str:
     return key
 
 
-def get_spec(name: str, normalization: str = "reference") -> DatasetSpec:
+def get_spec(name: str, normalization: str = "reference", image_size: int | None = None) -> DatasetSpec:
     """The :class:`DatasetSpec` of a data set name under a normalisation option (only CIFAR's constants
-    depend on it); unknown name or option -> UserError."""
+    depend on it); unknown name or option -> UserError.  ``image_size``: ImageNet's square input size
+    (default 224; e.g. 299 for InceptionV3, see :func:`teacher_input_size`); other data sets have one size."""
     key = str(name).lower()
     if key not in DATASETS:
         raise UserError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
     norm = check_normalization(normalization)
     spec = DATASETS[key]
+    if image_size is not None and int(image_size) != spec.image_shape[1]:
+        size = int(image_size)
+        if key != "imagenet" or size < 32:
+            raise UserError(f"image size {image_size!r}: only ImageNet's input size can be chosen (>= 32), "
+                            f"{key} images are {spec.image_shape[1]}x{spec.image_shape[2]}")
+        spec = dataclasses.replace(spec, image_shape=(3, size, size), description=spec.description.replace(
+            "Resize 256, CenterCrop 224", f"Resize {_imagenet_resize(size)}, CenterCrop {size}"))
     if norm == spec.normalization:
         return spec
     if key in CIFAR_NORMALIZATION:
@@ -404,13 +418,21 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool,
 _WNID = re.compile(r"^n\d{8}$")
 
 
+IMAGENET_CROP_RATIO = 0.875  # imgclsmob's test transform: Resize(ceil(size / 0.875)), CenterCrop(size)
+
+
+def _imagenet_resize(size: int) -> int:
+    return int(math.ceil(size / IMAGENET_CROP_RATIO))  # 224 -> 256, 299 -> 342
+
+
 def _imagenet_transform(spec: DatasetSpec, augment: bool):
     from torchvision import transforms
 
+    size = int(spec.image_shape[1])
     if augment:
-        steps = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+        steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
     else:
-        steps = [transforms.Resize(256), transforms.CenterCrop(224)]
+        steps = [transforms.Resize(_imagenet_resize(size)), transforms.CenterCrop(size)]
     return transforms.Compose(steps + [transforms.ToTensor(), _normalize(spec)])
 
 
@@ -454,7 +476,7 @@ def _load_imagenet(root, split: str, download: bool, augment: bool, num_classes:
 
 def load_dataset(name: str, root=None, split: str = "train", download: bool = False,
                  augment: bool = False, num_classes: int | None = None,
-                 normalization: str = "reference") -> Dataset:
+                 normalization: str = "reference", image_size: int | None = None) -> Dataset:
     """A data set yielding ``(normalised float tensor, int label)``.
 
     ``root``: for CIFAR the folder containing ``cifar-10-batches-py/`` (``cifar-100-python/``)
@@ -465,9 +487,10 @@ def load_dataset(name: str, root=None, split: str = "train", download: bool = Fa
     folder has a different number of classes; other data sets raise UserError on a mismatch).
     ``normalization``: ``"reference"`` (default) or ``"pytorchcv"``; only CIFAR's constants differ
     (see the module docstring). The data set's ``spec`` records which was applied.
+    ``image_size``: ImageNet's input size (default 224; :func:`teacher_input_size` gives a teacher's).
     Missing or malformed data -> UserError with a one-line message.
     """
-    spec = get_spec(name, normalization)
+    spec = get_spec(name, normalization, image_size)
     if split not in _SPLITS:
         raise UserError(f"unknown split {split!r}: use 'train' or 'test'")
     if spec.name == "imagenet":
@@ -537,3 +560,40 @@ def dataset_for_teacher(teacher_name: str) -> str:
             f"support: use a CIFAR-10/100 model (*_cifar10, *_cifar100), an ImageNet model, or digits"
         )
     return "imagenet"
+
+
+def teacher_input_size(teacher_name: str) -> int | None:
+    """The square input size an ImageNet teacher expects: pytorchcv's published ``img_size`` of the model
+    (299 for inceptionv3, 224 for most); 224 for an ImageNet name pytorchcv does not list; None for
+    CIFAR and digits teachers (their data sets have one size)."""
+    if dataset_for_teacher(teacher_name) != "imagenet":
+        return None
+    return _pytorchcv_img_sizes().get(str(teacher_name).strip().lower(), DATASETS["imagenet"].image_shape[1])
+
+
+def spec_for_teacher(teacher_name: str, normalization: str = "reference") -> DatasetSpec:
+    """The :class:`DatasetSpec` of a teacher's data set at the input size the teacher expects."""
+    return get_spec(dataset_for_teacher(teacher_name), normalization, teacher_input_size(teacher_name))
+
+
+_IMG_SIZES: dict[str, int] | None = None
+
+
+def _pytorchcv_img_sizes() -> dict[str, int]:
+    """pytorchcv's model_metainfos.csv: model name -> img_size (its test input size)."""
+    global _IMG_SIZES
+    if _IMG_SIZES is None:
+        sizes = {}
+        try:
+            from pytorchcv.models.common import model_store
+
+            rows = model_store.load_csv(model_store.get_model_metainfos_file_path())
+            header = rows[0]
+            col = header.index("img_size")
+            for r in rows[1:]:
+                if len(r) > col and str(r[col]).isdigit():
+                    sizes[str(r[0])] = int(r[col])
+        except (ImportError, AttributeError, OSError, ValueError):
+            pass
+        _IMG_SIZES = sizes
+    return _IMG_SIZES

@@ -67,6 +67,7 @@ def probe_run(run_path, probe: str, epochs=None, device: str = "cpu", overwrite:
     if probe not in available:
         raise UserError(f"unknown post-hoc probe {probe!r} ({', '.join(available)})")
     run, ctx = open_run(run_path, device, teacher, data_spec)
+    run.check_part_versions("probe")  # parts of a newer zsq-probe: never mixed with this version's
     if not ctx.checkpoint_epochs:
         raise UserError(f"{run.path} has no checkpoints to probe")
     wanted = ctx.checkpoint_epochs if epochs is None else sorted(set(epochs))

@@ -16,7 +16,7 @@ import pickle
 
 import numpy as np
 
-__all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "UnsafePickleError", "safe_load", "safe_loads"]
+__all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "UnsafePickleError", "safe_load", "safe_loads", "sniff_file"]
 
 
 def _numpy_attr(*path: str):
@@ -73,3 +73,47 @@ def safe_load(file, *, encoding: str = "latin1"):
 
 def safe_loads(data: bytes, *, encoding: str = "latin1"):
     return safe_load(io.BytesIO(data), encoding=encoding)
+
+
+# the pickled magic number a non-zip (legacy, before PyTorch 1.6) torch.save file starts with
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+_SNIFF_LIMIT = 1 << 20
+
+
+def sniff_file(path) -> str:
+    """What a file that torch.load(weights_only=True) refused most likely is, for the error message:
+    'zip' (torch.save's format), 'torch-legacy' (the pre-1.6 torch.save format), 'pickle' (a plain pickle
+    stream: pickle.dump of a model or dict), 'empty', or 'unknown' (random bytes, text, ...).
+
+    Nothing is unpickled: the first MiB is only parsed opcode by opcode (pickletools.genops), and counts as
+    a pickle when it parses cleanly to a STOP at the end of the file (or, for a larger file starting with a
+    protocol-2+ header, up to where the MiB read ends)."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_SNIFF_LIMIT + 1)
+    except OSError:
+        return "unknown"
+    if not data:
+        return "empty"
+    if data.startswith(b"PK\x03\x04"):
+        return "zip"
+    if data.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch-legacy"
+    cut = len(data) > _SNIFF_LIMIT
+    data = data[:_SNIFF_LIMIT]
+    stream = io.BytesIO(data)
+    ops = 0
+    try:
+        while stream.tell() < len(data):  # pickle.dump may have written several pickles one after another
+            for op, _, _ in pickletools.genops(stream):
+                ops += 1
+                if op.name == "STOP":
+                    break
+            else:
+                return "unknown"
+    except Exception:  # noqa: BLE001 - not a well-formed opcode stream (or cut by the MiB read)
+        return "pickle" if cut and data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") \
+            and ops >= 8 else "unknown"
+    return "pickle"

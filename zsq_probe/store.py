@@ -170,6 +170,9 @@ class RunDir:
     def open(cls, path) -> "RunDir":
         """An existing run; a one-line error when the folder is not one (or one we cannot read)."""
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise UserError(f"{run.path} is a file, not a run folder: pass the run's folder (the one holding "
+                            f"config.json)")
         if not run.path.is_dir():
             raise UserError(f"run folder {run.path} does not exist")
         doc = run.read_config_doc()
@@ -348,6 +351,18 @@ class RunDir:
     def read_table(self, table: str) -> pd.DataFrame:
         return read_table(self.table_dir(table))
 
+    def check_part_versions(self, action: str) -> None:
+        """Refuse (one line) a run holding any part of a newer table schema than this code's (before a resume
+        adds parts of this version beside them).  Unreadable parts are left to the readers' own message."""
+        for table in self.tables():
+            for key in self.part_keys(table):
+                path = self.table_dir(table) / f"part-{key}.parquet"
+                try:
+                    version = part_schema_version(path)
+                except (UserError, OSError, pa.ArrowException):
+                    continue
+                check_part_version(path, version, action)
+
 
 def part_schema_version(path) -> int:
     """The table schema version of one part: its parquet metadata, else its `schema_version` column,
@@ -370,6 +385,15 @@ def part_schema_version(path) -> int:
     return TABLE_SCHEMA_VERSION
 
 
+def check_part_version(path, version: int, action: str) -> None:
+    """Refuse (one line) a part of a newer table schema than this code's: the run was written by a newer
+    zsq-probe, and reading or extending it here could misread or mix its rows."""
+    if version > TABLE_SCHEMA_VERSION:
+        raise UserError(f"{path} was written by a newer zsq-probe (table schema version {version}); this zsq-probe "
+                        f"({_own_version()}) reads versions up to {TABLE_SCHEMA_VERSION}: upgrade zsq-probe to "
+                        f"{action} this run")
+
+
 def read_table(folder) -> pd.DataFrame:
     """Every part of a table, in key order; refuses (one line, naming the version it reads) parts of a newer
     schema than this code reads.  Parts of older versions are read as they are (none exist yet: version 1 is
@@ -380,10 +404,7 @@ def read_table(folder) -> pd.DataFrame:
         raise UserError(f"no parquet parts under {folder}")
     frames = []
     for p in parts:
-        v = part_schema_version(p)
-        if v > TABLE_SCHEMA_VERSION:
-            raise UserError(f"{p} has table schema version {v}; this zsq-probe ({_own_version()}) reads versions "
-                            f"up to {TABLE_SCHEMA_VERSION}: upgrade zsq-probe to read this run")
+        check_part_version(p, part_schema_version(p), "read")
         try:
             df = pd.read_parquet(p)
         except (OSError, pa.ArrowException) as e:
@@ -423,18 +444,31 @@ def key_epoch(key: str) -> int | None:
 def load_checkpoint_file(path, map_location="cpu") -> dict:
     """Load a checkpoint with weights_only=True: no pickled code from a file someone sent you runs."""
     import pickle
+    import warnings
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle's protocol note would be a second stderr line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
-    except pickle.UnpicklingError as e:  # weights_only refuses any pickled global that is not a tensor type
+    except Exception as e:  # noqa: BLE001 - every failure is one line naming what the file is
+        from zsq_probe.safe_pickle import sniff_file
+
+        kind = sniff_file(path)  # what the file is, found without unpickling it
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" ({m.group(1)})" if m else ""
-        if m or "weights only" in str(e).lower():
+        if kind == "pickle":  # pickle.dump of something: never a checkpoint zsq-probe wrote
+            raise UserError(f"checkpoint {path} is a pickled (non-weights-only) file{what}, not a torch checkpoint: "
+                            f"zsq-probe refuses to load it for safety (unpickling can run code from the file); "
+                            f"delete it to resume from the one before") from None
+        if isinstance(e, pickle.UnpicklingError) and kind in ("zip", "torch-legacy") and (
+                m or "weights only" in str(e).lower()):  # weights_only refused a global that is not a tensor type
             raise UserError(f"checkpoint {path} holds pickled Python objects{what} besides tensors and was refused "
                             f"(loaded with weights_only=True, which never runs code from a file)") from None
-        raise UserError(f"checkpoint {path} is corrupt ({one_line(e, limit=160, with_type=False)})") from None
-    except Exception as e:  # RuntimeError for truncated zips, EOFError for an empty file
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({one_line(e, limit=160, with_type=False)}); delete it to resume "
-                        f"from the one before") from None
+        if kind == "unknown":  # random bytes, text, ...
+            raise UserError(f"checkpoint {path} is not a torch checkpoint (unreadable); delete it to resume from "
+                            f"the one before") from None
+        # RuntimeError for truncated zips, EOFError for an empty file
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({one_line(e, limit=160, with_type=False)}); "
+                        f"delete it to resume from the one before") from None

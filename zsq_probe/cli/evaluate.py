@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from zsq_probe.cli.common import add_teacher_args
+from zsq_probe.cli.common import DEFAULT_TEACHER, add_teacher_args
 from zsq_probe.errors import UserError
 
 HELP = "FP and quantised top-1 of a teacher (activation ranges calibrated on real batches)"
@@ -34,8 +34,8 @@ def run(args) -> int:
             raise UserError(f"{flag} must be 2..8, got {bits}")
     if args.calib_batches < 1:
         raise UserError(f"--calib-batches must be >= 1, got {args.calib_batches}")
-    r = evaluate_quantized(args.teacher, weights=args.weights, weights_root=args.weights_root, data=args.data,
-                           data_root=args.data_root, w_bits=args.w_bits, a_bits=args.a_bits,
+    r = evaluate_quantized(args.teacher or DEFAULT_TEACHER, weights=args.weights, weights_root=args.weights_root,
+                           data=args.data, data_root=args.data_root, w_bits=args.w_bits, a_bits=args.a_bits,
                            calib_batches=args.calib_batches, batch_size=args.batch_size,
                            max_batches=args.max_batches, device=args.device, download=args.download,
                            normalization=args.normalization)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from zsq_probe.cli.common import add_teacher_args
+from zsq_probe.cli.common import DEFAULT_TEACHER, add_teacher_args
 from zsq_probe.errors import UserError
 
 HELP = "train a quantised student (ZQ presets) or the KD baseline into a run folder"
@@ -51,6 +52,10 @@ def run(args) -> int:
     summary = train(cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress,
                     observers=observers)
     print(json.dumps(summary, indent=2))
+    if summary.get("skipped_steps"):  # the last line: a run that skipped updates must not pass unnoticed
+        print(f"warning: {summary['skipped_steps']} training step(s) of this run were skipped with a non-finite "
+              f"loss, gradient or batch (on_nonfinite=skip; skipped_steps in summary.json and per epoch in "
+              f"probes/metrics)", file=sys.stderr)
     return 0
 
 
@@ -69,10 +74,13 @@ def build_config(args):
              "batch_size": args.batch_size, "w_bits": args.w_bits, "a_bits": args.a_bits, "seed": args.seed,
              "probes": probes, "num_workers": args.num_workers, "pin_memory": args.pin_memory or None}
     config_file = args.config
+    if args.resume and (Path(args.out) / "config.json").is_file():
+        _refuse_other_teacher_or_data(args, Path(args.out) / "config.json")
     if args.resume and not config_file and (Path(args.out) / "config.json").is_file():
         config_file = str(Path(args.out) / "config.json")  # resume what was started; flags given still apply
     if not config_file:
-        return resolve_config(args.preset, teacher=args.teacher, data=args.data, flags=flags, overrides=args.set)
+        return resolve_config(args.preset, teacher=args.teacher or DEFAULT_TEACHER, data=args.data, flags=flags,
+                              overrides=args.set)
     try:
         with open(config_file) as f:
             doc = json.load(f)
@@ -89,3 +97,33 @@ def build_config(args):
         cfg.set(*parse_assignment(a))
     validate(cfg)
     return cfg
+
+
+def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
+    """--resume continues a run with the teacher and data set it was started with: an explicit --teacher or
+    --data naming others is refused (even with --force: the checkpoint belongs to that teacher and data)."""
+    from zsq_probe.config import config_from_dict
+    from zsq_probe.data import dataset_for_teacher
+
+    if args.teacher is None and args.data is None:
+        return
+    try:
+        with open(config_path) as f:
+            doc = json.load(f)
+        recorded = config_from_dict(doc["config"])
+    except Exception:  # noqa: BLE001 - an unreadable config.json is reported where the run is opened
+        return
+    teacher = recorded.teacher
+    data = recorded.dataset.name
+    if args.teacher is not None and args.teacher != teacher:
+        raise UserError(f"--resume: --teacher {args.teacher} differs from this run's teacher {teacher!r} "
+                        f"({config_path}); a run resumes with its own teacher: drop --teacher, or start a new run "
+                        f"in another --out")
+    if data is None:
+        try:
+            data = dataset_for_teacher(teacher)
+        except Exception:  # noqa: BLE001
+            return
+    if args.data is not None and args.data != data:
+        raise UserError(f"--resume: --data {args.data} differs from this run's data set {data!r} ({config_path}); "
+                        f"a run resumes with its own data set: drop --data, or start a new run in another --out")

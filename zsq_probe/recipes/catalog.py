@@ -14,6 +14,7 @@ RECIPES = {
     "fig3": "fig3_kl_only",
     "fig4": "fig4_crossings_gi",
     "fig5": "fig5_training",
+    "fig6": "fig6_samples",
     "fig7": "fig7_cosine_cifar10",
     "fig8": "fig8_cosine_cifar100",
     "fig9": "fig9_hessian_trace",
@@ -23,6 +24,7 @@ RECIPES = {
     "tab4": "tab4_p_sensitivity",
     "tab5": "tab5_lr_sensitivity",
     "tab6": "tab6_low_bits",
+    "tab7": "tab7_more_models",
     "tab8": "tab8_p_fine",
     "tab9": "tab9_label_smoothing",
 }

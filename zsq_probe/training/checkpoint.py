@@ -89,7 +89,8 @@ def restore_training_state(parts, state: dict, observers=()) -> tuple[int, int]:
 
 
 def write_summary(run, parts, epochs_completed: int) -> dict:
-    """RUN/summary.json: what was trained and the final and best validation top-1."""
+    """RUN/summary.json: what was trained, the final and best validation top-1 and the run's total
+    `skipped_steps` (updates on_nonfinite=skip left out)."""
     from zsq_probe.store import atomic_write_bytes
 
     cfg = parts.cfg
@@ -101,7 +102,9 @@ def write_summary(run, parts, epochs_completed: int) -> dict:
                "seed": cfg.seed,
                "final_val_top1": float(val.iloc[-1]) if len(val) else None,
                "best_val_top1": float(val.max()) if len(val) else None,
-               "teacher_top1": teacher_top1(parts)}
+               "teacher_top1": teacher_top1(parts),
+               # on_nonfinite=skip: updates skipped over the whole run (every epoch's metrics row, resumes included)
+               "skipped_steps": int(m["skipped_steps"].fillna(0).sum()) if "skipped_steps" in m else 0}
     atomic_write_bytes(run.path / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 

@@ -54,6 +54,7 @@ def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
 
 def _resume_locked(run, cfg, force, observers, progress, teacher, data_spec) -> dict:
     doc = run.read_config_doc()
+    run.check_part_versions("resume")  # parts of a newer zsq-probe: never mixed with this version's
     changed = config_diff(config_from_dict(doc["config"]), cfg)
     if changed and not force:
         first = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
