@@ -241,6 +241,61 @@ def test_compare_cli_errors(runs, tmp_path, capsys):
     assert "not 'kd'" in capsys.readouterr().err
 
 
+def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(tmp_path, capsys):
+    kd = [make_run(tmp_path / f"kd-s{i}", "kd", 0.3, 8.0, 2.0, seed=10 + i, source="real")[0] for i in range(3)]
+    zq = [make_run(tmp_path / f"zq-s{i}", "gdfq", -0.1, 12.0, 0.5, seed=20 + i)[0] for i in range(2)]
+    result = compare.compare_runs(kd, zq, "cosine")
+    per_seed = [compare.summarize_cosine(r.read_table("cosine"))["mean_epoch_cosine"] for r in zq]
+    assert result["n"] == {"kd": 3, "zq": 2}
+    assert result["zq"]["mean_epoch_cosine"] == pytest.approx(np.mean(per_seed))
+    assert result["zq_span"]["mean_epoch_cosine"] == pytest.approx([min(per_seed), max(per_seed)])
+    assert result["zq_minus_kd"]["mean_epoch_cosine"] == pytest.approx(
+        np.mean(per_seed) - result["kd"]["mean_epoch_cosine"])
+    assert result["verdict"]["zq_vs_kd"] == "below" and result["verdict"]["basis"]["zq"] == "seeds [min, max]"
+    # the same setting on both sides: the seed intervals overlap, so no difference is called
+    same = [make_run(tmp_path / f"kd2-s{i}", "gdfq", 0.3, 8.0, 2.0, seed=30 + i)[0] for i in range(2)]
+    assert compare.compare_runs(kd[:2], same, "cosine")["verdict"]["zq_vs_kd"] == "inconclusive"
+    # one seed a side: no interval, no verdict -- except the Hessian, whose estimator has its own interval
+    one = compare.compare_runs(kd[0], zq[0], "cosine")
+    assert one["verdict"]["zq_vs_kd"] == "inconclusive" and one["kd_span"]["mean_epoch_cosine"] is None
+    hess = compare.compare_runs(kd[0], zq[0], "hessian")["verdict"]
+    assert hess["key"] == "last_kl_over_ce" and hess["zq_vs_kd"] == "below", hess  # 0.5/12 against 2/8
+    # a side mixing settings is refused, naming what differs
+    ait, _ = make_run(tmp_path / "ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3)
+    with pytest.raises(UserError, match="differ in more than the seed .*method"):
+        compare.compare_runs(kd[0], [zq[0], ait], "cosine")
+    # the CLI: mean [min, max] cells, n per side, the verdict line, and the overlay with its caption
+    assert main(["compare", str(kd[0].path), str(zq[0].path), "--kd-seeds", str(kd[1].path), str(kd[2].path),
+                 "--zq-seeds", str(zq[1].path), "--out", str(tmp_path / "fig")]) == 0
+    text = capsys.readouterr().out
+    assert "n=3" in text and "n=2" in text and "verdict on mean_epoch_cosine: ZQ below KD" in text
+    lo, hi = result["zq_span"]["mean_epoch_cosine"]
+    assert f"[{lo:+.4f}, {hi:+.4f}]" in text
+    png = next((tmp_path / "fig").glob("compare_cosine_*.png"))
+    _png_ok(png)
+    assert "(n=2)" in png.with_suffix(".txt").read_text()
+
+
+def test_fig4_draws_one_p_line_per_distinct_gi_p(tmp_path):
+    from zsq_probe.plots.crossings import crossings_gi_figure
+
+    ait, _ = make_run(tmp_path / "ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3)
+    other, _ = make_run(tmp_path / "qait", "qimera+ait", 0.2, 6.0, 0.3, gi=True, seed=4)
+    rd = RunDir(other.path)
+    for key in rd.part_keys("crossings"):  # the second GI method ran with p = 0.02
+        df = pd.read_parquet(rd.table_dir("crossings") / f"part-{key}.parquet").drop(columns="schema_version")
+        rd.write_part("crossings", df.assign(gi_p=0.02), key)
+    fig = crossings_gi_figure([ait, other])
+    labels = {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
+    assert {"GI p = 0.01 (ait)", "GI p = 0.02 (qimera+ait)"} <= labels, labels
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"]
+    assert sorted(round(ln.get_ydata()[0], 6) for ln in lines) == [0.01, 0.02]
+    # the same p twice: one line
+    same, _ = make_run(tmp_path / "ait2", "baseline+gi", 0.2, 6.0, 0.3, gi=True, seed=5)
+    fig = crossings_gi_figure([ait, same])
+    assert [ln.get_ydata()[0] for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"] == [0.01]
+
+
 # ------------------------------------------------------------------------------- figures CLI
 def test_figures_cli_writes_and_reports_skips(tmp_path, capsys):
     only_metrics, _ = make_run(tmp_path / "m", "kl-only", -0.1, 1.0, 0.1, tables=("metrics",))

@@ -170,6 +170,7 @@ def summarize_hessian(df: pd.DataFrame, where: str = "hessian_trace") -> dict:
         row = c[(c["loss"] == loss) & (c["epoch"] == out["last_epoch"])]
         for k in ("trace", "ci_low", "ci_high"):
             out[f"last_{k}_{loss}"] = _finite(row[k].iloc[0]) if len(row) else None
+    out["last_kl_over_ce"] = _ratio(out["last_trace_kl"], out["last_trace_ce"])
     out["last_kl_over_ce_range"] = ratio_range(out["last_ci_low_kl"], out["last_ci_high_kl"],
                                                out["last_ci_low_ce"], out["last_ci_high_ce"])
     return out
@@ -219,8 +220,12 @@ def compare_tables(kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str 
     if probe not in SUMMARIZERS:
         raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
     table = PROBE_TABLE[probe]
-    s_kd = SUMMARIZERS[probe](kd, f"{kd_name} probes/{table}")
-    s_zq = SUMMARIZERS[probe](zq, f"{zq_name} probes/{table}")
+    return _contrast(probe, SUMMARIZERS[probe](kd, f"{kd_name} probes/{table}"),
+                     SUMMARIZERS[probe](zq, f"{zq_name} probes/{table}"))
+
+
+def _contrast(probe: str, s_kd: dict, s_zq: dict) -> dict:
+    """{probe, kd, zq} and the ZQ - KD differences (cosines) or ZQ / KD ratios (traces)."""
     out = {"probe": probe, "kd": s_kd, "zq": s_zq}
     if probe == "cosine":
         out["zq_minus_kd"] = {k: (None if s_kd[k] is None or s_zq[k] is None else s_zq[k] - s_kd[k])
@@ -277,6 +282,18 @@ def crossings_per_layer(df: pd.DataFrame, epoch: int, where: str = "crossings") 
 
 
 # ------------------------------------------------------------------------------------- run pairs
+# A run's setting apart from its seed: what must agree for runs to be seeds of one experiment (probe
+# settings, device and checkpoint cadence do not change the training).
+_NOT_SETTING = ("seed", "probing", "device", "checkpoint_every", "keep_checkpoints", "val_every")
+_PROBE_WORDS = ("probe", "hessian", "slice", "density", "trace", "slq")
+
+
+def run_setting(run) -> dict:
+    """A run's config without its seed and probe settings (runs with equal settings are seeds of one run)."""
+    raw = run.read_config_doc().get("config", {}) or {}
+    return {k: v for k, v in raw.items() if k not in _NOT_SETTING and not any(w in k for w in _PROBE_WORDS)}
+
+
 def _run_method(run) -> str:
     return str(run.read_config_doc().get("config", {}).get("method") or "?")
 
@@ -293,39 +310,108 @@ def _run_data(run) -> str | None:
         return None
 
 
-def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "png") -> dict:
-    """compare_tables on two run folders (or RunDirs), plus their names and methods, `warnings` (a KD
-    run whose method is not 'kd', a ZQ run whose method is, two runs on different data sets) and `figure`:
-    the overlay written into `out` (None without `out`).  UserError when a run lacks the probe's table."""
+def _open_seeds(runs, role: str) -> list:
+    """RunDirs of one side of a comparison; UserError when they are more than seeds of one setting."""
     from zsq_probe.store import RunDir
 
+    runs = [r if isinstance(r, RunDir) else RunDir.open(r) for r in ([runs] if not isinstance(runs, (list, tuple))
+                                                                     else runs)]
+    first = run_setting(runs[0])
+    for r in runs[1:]:
+        other = run_setting(r)
+        if other != first:
+            keys = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+            raise UserError(f"{role} runs {runs[0].name} and {r.name} differ in more than the seed "
+                            f"({', '.join(keys)}): give only seeds of one setting per side")
+    names = [r.name for r in runs]
+    if len(set(names)) < len(names):
+        raise UserError(f"{role} run given twice: {', '.join(names)}")
+    return runs
+
+
+def aggregate_seeds(summaries: list[dict]) -> tuple[dict, dict]:
+    """Summaries of seeds of one setting -> (mean of each number, seed interval [min, max] of each number);
+    other values (names, estimators) are the first seed's, lists (one seed's intervals) None.  One seed: the summary itself, intervals None."""
+    mean, span = dict(summaries[0]), {}
+    for key, v in summaries[0].items():
+        if isinstance(v, list) and len(summaries) > 1:  # one seed's interval: see `per_seed`
+            mean[key] = None
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            vals = [s.get(key) for s in summaries]
+            if any(x is None for x in vals):
+                mean[key], span[key] = None, None
+                continue
+            mean[key] = _finite(float(np.mean(vals))) if len(vals) > 1 else v
+            span[key] = [_finite(min(vals)), _finite(max(vals))] if len(vals) > 1 else None
+    return mean, span
+
+
+HEADLINE = {"cosine": "mean_epoch_cosine", "hessian": "last_kl_over_ce", "inter_epoch": "mean_inter_epoch_cosine"}
+
+
+def headline_verdict(probe: str, kd: dict, zq: dict, kd_span: dict, zq_span: dict, n: dict) -> dict:
+    """The one verdict rule (README): ZQ 'above' / 'below' KD on the probe's headline number when the two
+    intervals do not overlap, else 'inconclusive'.  Intervals: the seed interval [min, max] when a side has
+    two seeds or more; for the Hessian with one seed, the estimators' 95 % intervals of the last epoch's
+    KL/CE ratio; otherwise none (inconclusive)."""
+    key = HEADLINE[probe]
+
+    def interval(s, span, count):
+        if count > 1:
+            return span.get(key), "seeds [min, max]"
+        if probe == "hessian" and s.get("last_kl_over_ce_range"):
+            return s["last_kl_over_ce_range"], "estimator 95 % interval, last epoch"
+        return None, "one seed: no interval"
+
+    (a, why_a), (b, why_b) = interval(zq, zq_span, n["zq"]), interval(kd, kd_span, n["kd"])
+    verdict = interval_verdict(*(a or (None, None)), *(b or (None, None)))
+    return {"key": key, "zq_vs_kd": verdict, "zq_interval": a, "kd_interval": b, "basis": {"zq": why_a, "kd": why_b}}
+
+
+def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "png") -> dict:
+    """compare_tables on two sides, each a run folder (or RunDir) or a list of runs that differ only by seed
+    (aggregated: `kd` / `zq` hold the mean of each number over the seeds, `kd_span` / `zq_span` the seed
+    interval [min, max], `n` the seeds, `verdict` the headline verdict), plus their names and methods,
+    `warnings` (a KD run whose method is not 'kd', a ZQ run whose method is, two sides on different data
+    sets) and `figure`: the overlay written into `out` (None without `out`).  UserError when a run lacks the
+    probe's table or a side mixes settings."""
     if probe not in PROBE_TABLE:
         raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
-    kd_run = kd_run if isinstance(kd_run, RunDir) else RunDir.open(kd_run)
-    zq_run = zq_run if isinstance(zq_run, RunDir) else RunDir.open(zq_run)
+    kd_runs, zq_runs = _open_seeds(kd_run, "KD"), _open_seeds(zq_run, "ZQ")
     table = PROBE_TABLE[probe]
-    frames = []
-    for run, role in ((kd_run, "KD"), (zq_run, "ZQ")):
-        if not run.part_keys(table):
-            raise UserError(f"{role} run {run.name} has no probes/{table} ({HOW_TO_GET.get(table, '')})")
-        frames.append(run.read_table(table))
-    result = compare_tables(frames[0], frames[1], probe, kd_run.name, zq_run.name)
-    result["runs"] = {"kd": kd_run.name, "zq": zq_run.name}
-    result["methods"] = {"kd": _run_method(kd_run), "zq": _run_method(zq_run)}
+    frames = {}
+    for runs, role in ((kd_runs, "KD"), (zq_runs, "ZQ")):
+        for run in runs:
+            if not run.part_keys(table):
+                raise UserError(f"{role} run {run.name} has no probes/{table} ({HOW_TO_GET.get(table, '')})")
+            frames[run.name] = run.read_table(table)
+    per_seed = {side: [SUMMARIZERS[probe](frames[r.name], f"{r.name} probes/{table}") for r in runs]
+                for side, runs in (("kd", kd_runs), ("zq", zq_runs))}
+    (kd, kd_span), (zq, zq_span) = aggregate_seeds(per_seed["kd"]), aggregate_seeds(per_seed["zq"])
+    result = _contrast(probe, kd, zq)
+    n = {"kd": len(kd_runs), "zq": len(zq_runs)}
+    result.update(kd_span=kd_span, zq_span=zq_span, n=n, verdict=headline_verdict(probe, kd, zq, kd_span, zq_span, n))
+    if max(n.values()) > 1:
+        result["per_seed"] = per_seed
+    result["runs"] = {"kd": kd_runs[0].name, "zq": zq_runs[0].name}
+    result["seeds"] = {"kd": [r.name for r in kd_runs], "zq": [r.name for r in zq_runs]}
+    result["methods"] = {"kd": _run_method(kd_runs[0]), "zq": _run_method(zq_runs[0])}
     result["warnings"] = []
+    kd_name, zq_name = kd_runs[0].name, zq_runs[0].name
     if result["methods"]["kd"] != "kd":
-        result["warnings"].append(f"KD_RUN {kd_run.name} has method {result['methods']['kd']!r}, not 'kd'")
+        result["warnings"].append(f"KD_RUN {kd_name} has method {result['methods']['kd']!r}, not 'kd'")
     if result["methods"]["zq"] == "kd":
-        result["warnings"].append(f"ZQ_RUN {zq_run.name} has method 'kd' (a real-data run)")
-    kd_data, zq_data = _run_data(kd_run), _run_data(zq_run)
+        result["warnings"].append(f"ZQ_RUN {zq_name} has method 'kd' (a real-data run)")
+    kd_data, zq_data = _run_data(kd_runs[0]), _run_data(zq_runs[0])
     if kd_data and zq_data and kd_data != zq_data:  # compared all the same, but not like for like
-        result["warnings"].append(f"KD_RUN {kd_run.name} was trained on {kd_data}, ZQ_RUN {zq_run.name} on "
+        result["warnings"].append(f"KD_RUN {kd_name} was trained on {kd_data}, ZQ_RUN {zq_name} on "
                                   f"{zq_data}: the runs come from different data sets (and teachers)")
     path = None
     if out is not None:
         from zsq_probe.plots import plot_compare
 
-        path = plot_compare(probe, kd_run, zq_run, frames[0], frames[1], out, fmt)
+        path = plot_compare(probe, kd_runs, zq_runs, [frames[r.name] for r in kd_runs],
+                            [frames[r.name] for r in zq_runs], out, fmt)
     result["figure"] = str(path) if path else None
     return result
 

@@ -51,17 +51,20 @@ def evaluate_quantized(teacher: str, weights=None, weights_root=None, data=None,
     `normalization`: "reference" (the AIT/GDFQ code's CIFAR statistics) or "pytorchcv" (imgclsmob's); the
     result names it with its constants, and the published-accuracy warning compares with the number that
     holds under it (zsq_probe.models.comparison_top1)."""
-    from zsq_probe.data import check_normalization, dataset_for_teacher, load_dataset, make_loader
+    from zsq_probe.data import check_normalization, dataset_for_teacher, load_dataset, make_loader, teacher_input_size
     from zsq_probe.models import check_published_accuracy, comparison_top1, load_teacher
     from zsq_probe.quant import calibrate_activation_ranges, quantization_spec, quantize_model
 
     normalization = check_normalization(normalization)
     model, info = load_teacher(teacher, weights=weights, root=weights_root, download=download)
     data = data or dataset_for_teacher(teacher)
-    test_set = load_dataset(data, data_root, split="test", download=download, normalization=normalization)
+    size = teacher_input_size(teacher)  # 299 for InceptionV3 (pytorchcv's img_size), else the data set's own
+    test_set = load_dataset(data, data_root, split="test", download=download, normalization=normalization,
+                            image_size=size)
     test = make_loader(test_set, batch_size, shuffle=False, seed=seed)
     calib = make_loader(load_dataset(data, data_root, split="train", download=download,
-                                     normalization=normalization), batch_size, shuffle=True, seed=seed)
+                                     normalization=normalization, image_size=size), batch_size, shuffle=True,
+                        seed=seed)
     model = model.to(device).eval()
     fp_top1, fp_ce = top1_and_ce(model, test, device, max_batches)
     qmodel = quantize_model(model, w_bits, a_bits).to(device).eval()

@@ -1,11 +1,13 @@
-"""`zsq-probe compare KD_RUN ZQ_RUN`: one probe's summary for a KD and a ZQ run (and their curves overlaid)."""
+"""`zsq-probe compare KD_RUN ZQ_RUN [--kd-seeds RUN ...] [--zq-seeds RUN ...]`: one probe's summary for a KD
+and a ZQ side, each one run or the mean over its seeds (and their curves overlaid)."""
 
 from __future__ import annotations
 
 import json
 import sys
 
-HELP = "compare a KD run with a ZQ run on one probe: summary table (and overlaid curves with --out)"
+HELP = ("compare a KD run with a ZQ run (each with its other seeds) on one probe: summary table and verdict "
+        "(and overlaid curves with --out)")
 
 ROWS = {  # probe -> (summary key, row label, number format)
     "cosine": [("steps", "steps (rows)", "int"), ("share_negative", "share of steps with cos < 0", "pct"),
@@ -13,7 +15,8 @@ ROWS = {  # probe -> (summary key, row label, number format)
                ("median_epoch_cosine", "median epoch-mean cosine", "signed"),
                ("last_epoch_cosine", "last epoch-mean cosine", "signed")],
     "hessian": [("epochs", "epochs", "int"), ("median_trace_ce", "median Tr(H) CE", "num"),
-                ("median_trace_kl", "median Tr(H) KL", "num"), ("kl_over_ce", "ratio KL / CE", "num")],
+                ("median_trace_kl", "median Tr(H) KL", "num"), ("kl_over_ce", "ratio KL / CE", "num"),
+                ("last_kl_over_ce", "ratio KL / CE, last epoch", "num")],
     "inter_epoch": [("epochs", "epochs", "int"), ("mean_inter_epoch_cosine", "mean inter-epoch cosine", "signed"),
                     ("median_inter_epoch_cosine", "median inter-epoch cosine", "signed"),
                     ("last_inter_epoch_cosine", "last inter-epoch cosine", "signed")],
@@ -24,6 +27,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help=HELP, description=HELP)
     p.add_argument("kd_run", metavar="KD_RUN", help="the real-data KD run (or any reference run)")
     p.add_argument("zq_run", metavar="ZQ_RUN", help="the zero-shot run")
+    p.add_argument("--kd-seeds", nargs="+", default=[], metavar="RUN",
+                   help="more KD runs that differ from KD_RUN only by seed: every number becomes the mean over "
+                        "the seeds with their interval [min, max]")
+    p.add_argument("--zq-seeds", nargs="+", default=[], metavar="RUN",
+                   help="more ZQ runs that differ from ZQ_RUN only by seed")
     p.add_argument("--probe", default="cosine", choices=tuple(ROWS))
     p.add_argument("--out", help="folder for a PNG of the overlaid curves")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -33,7 +41,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from zsq_probe.compare import compare_runs
 
-    result = compare_runs(args.kd_run, args.zq_run, args.probe, out=args.out)
+    result = compare_runs([args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds], args.probe, out=args.out)
     for w in result.pop("warnings"):
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
@@ -57,19 +65,34 @@ def _fmt(v, kind="num") -> str:
     return f"{v:.4g}"
 
 
+def _cell(summary: dict, span: dict, key: str, kind: str) -> str:
+    v = _fmt(summary.get(key), kind)
+    lo_hi = span.get(key)
+    return v if not lo_hi else f"{v} [{_fmt(lo_hi[0], kind)}, {_fmt(lo_hi[1], kind)}]"
+
+
 def summary_text(result: dict) -> str:
-    """The KD / ZQ table of a compare_runs result."""
+    """The KD / ZQ table of a compare_runs result (means over seeds with [min, max] when a side has several)."""
     kd, zq, probe = result["kd"], result["zq"], result["probe"]
-    lines = [f"compare {probe}: KD {result['runs']['kd']} ({result['methods']['kd']})  vs  "
-             f"ZQ {result['runs']['zq']} ({result['methods']['zq']})"]
+    n = result.get("n", {"kd": 1, "zq": 1})
+    spans = result.get("kd_span", {}), result.get("zq_span", {})
+    lines = [f"compare {probe}: KD {result['runs']['kd']} ({result['methods']['kd']}, n={n['kd']})  vs  "
+             f"ZQ {result['runs']['zq']} ({result['methods']['zq']}, n={n['zq']})"]
+    if max(n.values()) > 1:
+        lines.append("values: mean over seeds [min, max]; seeds: KD " + ", ".join(result["seeds"]["kd"])
+                     + "; ZQ " + ", ".join(result["seeds"]["zq"]))
     if probe == "hessian":
         lines.append(f"estimator: KD {kd['estimator']}, ZQ {zq['estimator']} (median over epochs, model scope)")
-    w = 30
-    lines.append(f"{'':<{w}}{'KD':>12}{'ZQ':>12}")
+    w, c = 30, 26 if max(n.values()) > 1 else 12
+    lines.append(f"{'':<{w}}{'KD':>{c}}{'ZQ':>{c}}")
     for key, name, kind in ROWS[probe]:
-        lines.append(f"{name:<{w}}{_fmt(kd.get(key), kind):>12}{_fmt(zq.get(key), kind):>12}")
+        lines.append(f"{name:<{w}}{_cell(kd, spans[0], key, kind):>{c}}{_cell(zq, spans[1], key, kind):>{c}}")
     if probe == "hessian":
         r = result["zq_over_kd"]
         lines.append(f"ZQ / KD: Tr(H) CE {_fmt(r['median_trace_ce'])}, Tr(H) KL {_fmt(r['median_trace_kl'])}, "
                      f"KL/CE {_fmt(r['kl_over_ce'])}")
+    v = result.get("verdict")
+    if v:
+        word = {"above": "above KD", "below": "below KD", "inconclusive": "inconclusive (intervals overlap or none)"}
+        lines.append(f"verdict on {v['key']}: ZQ {word[v['zq_vs_kd']]} — ZQ {v['basis']['zq']}, KD {v['basis']['kd']}")
     return "\n".join(lines)

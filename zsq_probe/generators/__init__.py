@@ -20,7 +20,7 @@ import torch.nn as nn
 from zsq_probe.errors import UserError
 from zsq_probe.generators.arc import ARC_GENOTYPES, ARCGenerator
 from zsq_probe.generators.bns import BNStatisticsLoss
-from zsq_probe.generators.common import CategoricalConditionalBatchNorm2d
+from zsq_probe.generators.common import CategoricalConditionalBatchNorm2d, crop_to
 from zsq_probe.generators.gdfq import GDFQGenerator
 from zsq_probe.generators.qimera import QIMERA_DEFAULTS, QimeraGenerator, SlotLatent, teacher_class_weights
 from zsq_probe.generators.zeroq import ZeroQStatisticsLoss, distill_zeroq
@@ -29,8 +29,21 @@ GENERATORS = {"gdfq": GDFQGenerator, "qimera": QimeraGenerator, "arc": ARCGenera
 
 __all__ = ["ARC_GENOTYPES", "ARCGenerator", "BNStatisticsLoss", "CategoricalConditionalBatchNorm2d", "GENERATORS",
            "GDFQGenerator", "QIMERA_DEFAULTS", "QimeraGenerator", "SlotLatent", "ZeroQStatisticsLoss",
-           "build_generator",
+           "UPSAMPLING", "build_generator", "crop_to", "generator_image_shape",
            "distill_zeroq", "teacher_class_weights"]
+
+
+# each generator's total upsampling: it draws images whose sides are multiples of this
+UPSAMPLING = {"gdfq": 4, "qimera": 4, "arc": 8}
+
+
+def generator_image_shape(kind: str, image_shape: Sequence[int]) -> tuple[int, int, int]:
+    """The shape a generator of `kind` draws for a teacher expecting `image_shape`: each side rounded up to the
+    generator's upsampling multiple (InceptionV3's 299 -> 300); its samples are centre-cropped back
+    (`crop_to`).  A side that already is a multiple is kept, so every other teacher is unchanged."""
+    m = UPSAMPLING.get(kind, 1)
+    c, h, w = (int(s) for s in image_shape)
+    return c, -(-h // m) * m, -(-w // m) * m
 
 
 def build_generator(kind: str, num_classes: int, image_shape: Sequence[int], teacher: nn.Module | None = None,

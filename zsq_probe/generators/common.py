@@ -109,3 +109,12 @@ class CategoricalConditionalBatchNorm2d(nn.BatchNorm2d):
 
 def upsample2(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode=mode)
+
+
+def crop_to(x, image_shape: Sequence[int]):
+    """Centre-crop a batch (N, C, H, W) to `image_shape`'s (H, W); the batch itself when it already fits."""
+    h, w = int(image_shape[-2]), int(image_shape[-1])
+    top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+    if top == 0 and left == 0 and x.shape[-2] == h and x.shape[-1] == w:
+        return x
+    return x[..., top:top + h, left:left + w]

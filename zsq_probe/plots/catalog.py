@@ -60,7 +60,8 @@ FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
     FigureSpec("fig2b", "fig2b_hessian_trace", ("hessian_trace",),
                "Hessian trace of CE and KL over epochs, KD and ZQ panels (paper Fig. 2b)", hessian.trace_figure),
     FigureSpec("fig2c", "fig2c_loss_slice", ("slice",),
-               "loss slices along the top Hessian eigenvector per epoch, CE in reds and KL in blues (paper Fig. 2c)",
+               "loss slices along the top Hessian eigenvector e of each loss per epoch, CE in reds and KL in blues, "
+               "darker = later epoch (paper Fig. 2c)",
                loss_slice.slice_figure),
     FigureSpec("fig2d", "fig2d_eigen_density", ("hessian_density",),
                "eigenvalue density of the CE vs KL Hessian at one epoch (SLQ, paper Fig. 2d)",

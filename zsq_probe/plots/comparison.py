@@ -1,8 +1,9 @@
-"""The figure of `zsq-probe compare`: one probe's curves of a KD run and a ZQ run overlaid.
+"""The figure of `zsq-probe compare`: one probe's curves of a KD side and a ZQ side overlaid.
 
-cosine and inter_epoch: one curve per run (KD green, ZQ orange).  hessian: the CE (red) and KL
-(blue) traces of both runs, KD solid and ZQ dashed, Hutchinson when a run has it (else SLQ), each
-with a +-1 standard-error band.
+Each side is one run or several runs that differ only by seed: drawn as the mean over its seeds with the
+seed interval [min, max] shaded, and its n in the legend.  cosine and inter_epoch: one curve per side in its
+method's colour.  hessian: the CE and KL traces of both sides (KD solid, ZQ dashed) on a log axis (linear when a trace is <= 0), one
+estimate per loss (`compare.TRACE_PREFERENCE`); with one seed the band is the estimator's 95 % interval.
 """
 
 from __future__ import annotations
@@ -11,57 +12,80 @@ from pathlib import Path
 
 from zsq_probe import compare
 from zsq_probe.plots import runs as R
-from zsq_probe.plots.style import (CE_COLOR, KD_COLOR, KL_COLOR, ZQ_COLOR, drawing, epoch_axis, safe_name, save,
-                                   zero_line)
+from zsq_probe.plots.style import CE_COLOR, KL_COLOR, drawing, epoch_axis, safe_name, save, zero_line
+
+
+def _side(runs, frames, table: str):
+    runs = [R.open_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
+    if frames is None:
+        frames = [r.read_table(table) for r in runs]
+    elif not isinstance(frames, (list, tuple)):
+        frames = [frames]
+    return runs, list(frames)
 
 
 def draw_compare(ax, probe: str, kd_run, zq_run, kd_df=None, zq_df=None) -> None:
-    """Overlay `probe` ('cosine', 'hessian' or 'inter_epoch') of a KD and a ZQ run in `ax`.
+    """Overlay `probe` ('cosine', 'hessian' or 'inter_epoch') of a KD and a ZQ side in `ax`.
 
-    Runs are RunDirs or folders; their tables are read unless given as `kd_df` / `zq_df`.
+    A side is a run (RunDir or folder) or a list of runs differing only by seed; their tables are read unless
+    given as `kd_df` / `zq_df` (a DataFrame, or a list matching the runs).
     """
-    kd_run, zq_run = R.open_run(kd_run), R.open_run(zq_run)
     table = compare.PROBE_TABLE[probe]
-    kd_df = kd_run.read_table(table) if kd_df is None else kd_df
-    zq_df = zq_run.read_table(table) if zq_df is None else zq_df
-    pairs = ((kd_run, kd_df, KD_COLOR, "-", "KD"), (zq_run, zq_df, ZQ_COLOR, "--", "ZQ"))
-    if probe == "cosine":
-        for run, df, color, _, kind in pairs:
-            c = compare.cosine_epochs(df, f"{run.name} probes/cosine")
-            ax.plot(c["epoch"], c["cosine"], color=color, lw=1.8, label=f"{kind}: {R.method(run)} ({run.name})")
-        zero_line(ax)
-        ax.set_ylabel("cos(∇CE, ∇KL), epoch mean")
-    elif probe == "inter_epoch":
-        for run, df, color, _, kind in pairs:
-            c = compare.inter_epoch_curve(df, f"{run.name} probes/inter_epoch")
-            ax.plot(c["epoch"], c["cosine"], color=color, lw=1.8, label=f"{kind}: {R.method(run)} ({run.name})")
-        zero_line(ax)
-        ax.set_ylabel("inter-epoch cosine of ∇KL")
-    else:
-        for run, df, _, ls, kind in pairs:
-            curves = compare.trace_curves(df, f"{run.name} probes/hessian_trace")
-            est = compare.preferred_estimator(curves)
+    sides = (("KD",) + _side(kd_run, kd_df, table) + ("-",), ("ZQ",) + _side(zq_run, zq_df, table) + ("--",))
+    positive = True
+    for kind, runs, frames, ls in sides:
+        first = runs[0]
+        label = f"{kind}: {R.method(first)}"
+        if probe == "cosine":
+            curves = [compare.cosine_epochs(df, f"{r.name} probes/cosine") for r, df in zip(runs, frames)]
+            R.draw_seed_band(ax, curves, "epoch", "cosine", R.kind_color(first), label, R.marker(first))
+        elif probe == "inter_epoch":
+            curves = [compare.inter_epoch_curve(df, f"{r.name} probes/inter_epoch") for r, df in zip(runs, frames)]
+            R.draw_seed_band(ax, curves, "epoch", "cosine", R.kind_color(first), label, R.marker(first))
+        else:
+            curves = [compare.trace_curves(df, f"{r.name} probes/hessian_trace") for r, df in zip(runs, frames)]
+            est = compare.preferred_estimator(curves[0])
             for loss, color in (("ce", CE_COLOR), ("kl", KL_COLOR)):
-                c = curves[(curves["estimator"] == est) & (curves["loss"] == loss)]
-                if len(c):
-                    ax.plot(c["epoch"], c["trace"], color=color, ls=ls, lw=1.8,
-                            label=f"{loss.upper()}-{kind} ({R.method(run)}, {est})")
-                    ax.fill_between(c["epoch"], c["ci_low"], c["ci_high"], color=color, alpha=0.15, lw=0)
+                per_seed = [c[(c["estimator"] == est) & (c["loss"] == loss)] for c in curves]
+                positive &= all((c["trace"] > 0).all() for c in per_seed)
+                n = R.draw_seed_band(ax, per_seed, "epoch", "trace", color, f"{loss.upper()}, {label} ({est})",
+                                     R.marker(first), ls=ls)
+                if n == 1 and per_seed[0]["ci_low"].notna().all():  # one seed: the estimator's own interval
+                    c = per_seed[0]
+                    ax.fill_between(c["epoch"], c["ci_low"].clip(lower=1e-12), c["ci_high"], color=color,
+                                    alpha=0.15, lw=0)
+    if probe == "hessian":
+        if positive:  # KD and ZQ traces can differ tenfold: a log axis shows both (a trace <= 0 keeps it linear)
+            ax.set_yscale("log")
         ax.set_ylabel("Tr(H)")
+    else:
+        zero_line(ax)
+        ax.set_ylabel("cos(∇CE, ∇KL), epoch mean" if probe == "cosine" else "inter-epoch cosine of ∇KL")
     epoch_axis(ax)
-    ax.set_title(f"{probe}: KD {kd_run.name} vs ZQ {zq_run.name}")
-    ax.legend(loc="best")
+    ax.set_title(f"{probe}: KD vs ZQ")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def compare_figure(probe: str, kd_run, zq_run, kd_df=None, zq_df=None):
     """A Figure holding draw_compare's panel."""
-    with drawing((7.5, 4.2)) as fig:
+    with drawing((7.0, 2.8)) as fig:
         draw_compare(fig.subplots(), probe, kd_run, zq_run, kd_df, zq_df)
     return fig
 
 
+def caption(probe: str, kd_runs, zq_runs) -> str:
+    names = {kind: ", ".join(R.open_run(r).name for r in runs) for kind, runs in (("KD", kd_runs), ("ZQ", zq_runs))}
+    band = ("mean over seeds, band the seed interval [min, max]; one seed: "
+            + ("the estimator's 95 % interval" if probe == "hessian" else "no band"))
+    return (f"zsq-probe compare --probe {probe}: KD runs {names['KD']} (n={len(kd_runs)}) against ZQ runs "
+            f"{names['ZQ']} (n={len(zq_runs)}); {band}.")
+
+
 def plot_compare(probe: str, kd_run, zq_run, kd_df, zq_df, out_dir, fmt: str = "png") -> Path:
-    """Write the overlay to OUT_DIR/compare_<probe>_<kd>_vs_<zq>.<fmt>; returns its path."""
-    kd_run, zq_run = R.open_run(kd_run), R.open_run(zq_run)
-    fig = compare_figure(probe, kd_run, zq_run, kd_df, zq_df)
-    return save(fig, out_dir, f"compare_{probe}_{safe_name(kd_run.name)}_vs_{safe_name(zq_run.name)}", fmt)
+    """Write the overlay to OUT_DIR/compare_<probe>_<kd>_vs_<zq>.<fmt> (first run of each side); its path."""
+    kd_runs = kd_run if isinstance(kd_run, (list, tuple)) else [kd_run]
+    zq_runs = zq_run if isinstance(zq_run, (list, tuple)) else [zq_run]
+    fig = compare_figure(probe, kd_runs, zq_runs, kd_df, zq_df)
+    kd0, zq0 = R.open_run(kd_runs[0]), R.open_run(zq_runs[0])
+    return save(fig, out_dir, f"compare_{probe}_{safe_name(kd0.name)}_vs_{safe_name(zq0.name)}", fmt,
+                caption=caption(probe, kd_runs, zq_runs))

@@ -137,7 +137,6 @@ def cosine_grid_figure(runs):
     ncols = len(settings)
     tables = {r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig7_8"), r.name)
               for r in runs}
-    width_each = 7.0 / max(ncols, 1)
     with drawing((7.0, 4.2)) as fig:
         outer = fig.add_gridspec(2, ncols, height_ratios=[1.6, 1.0])
         for j, (name, members) in enumerate(settings.items()):
@@ -160,5 +159,4 @@ def cosine_grid_figure(runs):
                 for col in ("cosine", "angle_deg", "grad_norm_ce", "grad_norm_kl"):
                     mean[col] = float(np.mean([float(x[col].iloc[0]) for x in rows]))
                 _snapshot(fig.add_subplot(snaps[0, i]), g[0], mean, e, R.kind_color(g[0]), n=len(g), small=True)
-        del width_each
     return fig

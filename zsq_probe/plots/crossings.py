@@ -147,7 +147,8 @@ def shared_epochs(groups, epochs, figure):
 def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: str = "share_per_step",
                    p_line=lambda run: False):
     """One panel per chosen epoch (shared log y-axis): per layer, one bar per method (mean over its seeds,
-    error bar: seed min–max); GI's p as a dotted black line; unchanged layers drawn at FLOOR."""
+    error bar: seed min–max); GI's p as a dotted line (black; a further GI method with another p in its own
+    colour); unchanged layers drawn at FLOOR."""
     groups = R.seed_groups(runs)
     eps = shared_epochs(groups, epochs, figure)
     with drawing((7.0, 2.0 * len(eps) + 0.5)) as fig:
@@ -156,7 +157,8 @@ def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: st
             ax = axes[row][0]
             width = 0.8 / len(groups)
             labels = None
-            p_done = False
+            p_drawn = []  # one dotted line per distinct GI p (several GI methods may use different p)
+            gi_groups = sum(bool(p_line(g[0])) for g in groups)
             for i, g in enumerate(groups):
                 got = group_layers(g, epoch, value, figure)
                 if got is None:
@@ -168,9 +170,11 @@ def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: st
                 err = None if n < 2 else np.vstack([y - np.maximum(low, FLOOR), np.maximum(high, FLOOR) - y])
                 ax.bar(x, y - FLOOR, bottom=FLOOR, width=width, color=R.kind_color(g[0]), yerr=err,
                        error_kw=dict(lw=0.6, capsize=1), label=f"{R.method(g[0])} (n={n})")
-                if p_line(g[0]) and np.isfinite(p) and not p_done:
-                    ax.axhline(p, color=P_COLOR, ls=":", lw=1.2, label=f"GI p = {p:.3g}")
-                    p_done = True
+                if p_line(g[0]) and np.isfinite(p) and not any(np.isclose(p, q) for q in p_drawn):
+                    who = f" ({R.method(g[0])})" if gi_groups > 1 else ""
+                    ax.axhline(p, color=P_COLOR if not p_drawn else R.kind_color(g[0]), ls=":", lw=1.2,
+                               label=f"GI p = {p:.3g}{who}")
+                    p_drawn.append(p)
             ax.set_yscale("log")
             ax.set_ylim(bottom=FLOOR)
             ax.set_ylabel(ylabel)

@@ -104,6 +104,9 @@ def _percent(values) -> str:
 
 
 # ------------------------------------------------------------------------------------------ panels
+LEGEND_EPOCHS = 4  # up to this many epochs each gets a legend entry; more: the first and the last (darker = later)
+
+
 def _lines(ax, c, loss, epochs, cmap_name, x_of, y_of, handles, linestyle="-", only_last=False, label=None):
     cmap = colormap(cmap_name)
     rows = c[c["loss"] == loss]
@@ -118,7 +121,7 @@ def _lines(ax, c, loss, epochs, cmap_name, x_of, y_of, handles, linestyle="-", o
         (h,) = ax.plot(x_of(g), y_of(g), color=cmap(_shade(i, len(epochs))), lw=1.0 if only_last else 1.4,
                        ls=linestyle, label=lab)
         drawn.append(g)
-        if lab and (i in (0, len(epochs) - 1) or only_last):
+        if lab and (len(epochs) <= LEGEND_EPOCHS or i in (0, len(epochs) - 1) or only_last):
             handles[lab] = h
     return drawn
 
@@ -260,8 +263,7 @@ def slice_figure(runs):
         rows = fig.subfigures(len(runs), 1, squeeze=False)[:, 0]
         for sub, r in zip(rows, runs):
             _run_row(sub, r, data[r.name], common, ncols)
-        fig.suptitle("Loss along the top Hessian eigenvector e of each loss (darker = later epoch)",
-                     fontweight="bold")
+        fig.suptitle("Loss along the top Hessian eigenvector", fontweight="bold")
     return fig
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zsq_probe.compare import HOW_TO_GET
+from zsq_probe.compare import HOW_TO_GET, run_setting
 from zsq_probe.errors import UserError
 from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style
 from zsq_probe.schema import TABLES, require_columns
@@ -132,11 +132,7 @@ def seed_key(run: RunDir) -> str:
     """What identifies a run's setting apart from its seed (method, teacher, data, lr, epochs, ...)."""
     import json
 
-    raw = run.read_config_doc().get("config", {}) or {}
-    drop = ("seed", "probing", "device", "checkpoint_every", "keep_checkpoints", "val_every")
-    cfg = {k: v for k, v in raw.items() if k not in drop and "probe" not in k and "hessian" not in k
-           and "slice" not in k and "density" not in k and "trace" not in k and "slq" not in k}
-    return json.dumps(cfg, sort_keys=True, default=str)
+    return json.dumps(run_setting(run), sort_keys=True, default=str)
 
 
 def seed_groups(runs) -> list[list[RunDir]]:

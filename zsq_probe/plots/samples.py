@@ -92,11 +92,11 @@ def synthetic(gen, classes) -> np.ndarray:
     return x.float().cpu().numpy()
 
 
-def real(data: str, root, classes) -> np.ndarray:
-    """The first test image of each class (NaN where a class has none)."""
+def real(data: str, root, classes, image_size: int | None = None) -> np.ndarray:
+    """The first test image of each class (NaN where a class has none), at the teacher's input size."""
     from zsq_probe.data import load_dataset
 
-    ds = load_dataset(data, root, split="test")
+    ds = load_dataset(data, root, split="test", image_size=image_size)
     targets = getattr(ds, "targets", None)
     if targets is None:
         targets = [int(ds[i][1]) for i in range(len(ds))]
@@ -142,7 +142,8 @@ def load_samples(run, epoch: int | None = None) -> Samples:
 
     NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
     """
-    from zsq_probe.data import dataset_for_teacher, get_spec
+    from zsq_probe.data import dataset_for_teacher, get_spec, teacher_input_size
+    from zsq_probe.generators import crop_to, generator_image_shape
     from zsq_probe.store import load_checkpoint_file
 
     run = R.open_run(run)
@@ -162,13 +163,17 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     if "generator" not in state:
         raise NoSamples(f"checkpoint {cps[e].name} has no generator state")
     data = cfg.get("data") or dataset_for_teacher(cfg.get("teacher", "digits"))
-    spec = get_spec(data)
+    teacher = cfg.get("teacher", "digits")
+    size = teacher_input_size(teacher) if data == dataset_for_teacher(teacher) else None
+    spec = get_spec(data, image_size=size)  # the teacher's input size (InceptionV3: 299)
     classes = show_classes(spec.num_classes)
-    gen = build_generator(kind, spec.num_classes, spec.image_shape, cfg, state["generator"])
-    fake = stretch(to_rgb(synthetic(gen, [c for _ in range(PER_CLASS) for c in classes]), spec))
+    gen = build_generator(kind, spec.num_classes, generator_image_shape(kind, spec.image_shape), cfg,
+                          state["generator"])
+    fake = synthetic(gen, [c for _ in range(PER_CLASS) for c in classes])
+    fake = stretch(to_rgb(crop_to(fake, spec.image_shape), spec))  # what the teacher saw (300 -> 299)
     true, real_note = None, None
     try:
-        true = to_rgb(real(data, cfg.get("data_root"), classes), spec)
+        true = to_rgb(real(data, cfg.get("data_root"), classes, size), spec)
     except UserError as err:
         real_note = f"real {data} test split not available:\n{str(err)[:90]}"
     return Samples(run, e, data, kind, classes, class_names(data, classes), true, fake,

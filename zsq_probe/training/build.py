@@ -72,7 +72,7 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
     labels the run); `data_spec`: its DatasetSpec when `cfg.dataset.name` names none.  `for_training=False` builds
     what probes need (no student optimiser, no validation data)."""
     from zsq_probe.config import validate
-    from zsq_probe.data import dataset_for_teacher, get_spec, load_dataset, make_loader
+    from zsq_probe.data import dataset_for_teacher, get_spec, load_dataset, make_loader, teacher_input_size
     from zsq_probe.models import build_architecture, load_teacher
     from zsq_probe.quant import quantize_model, quantized_layers
     from zsq_probe.training.sources import DistilledSource, GeneratorSource, RealDataSource
@@ -85,12 +85,15 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
             raise UserError(f"teacher {cfg.teacher} was trained on {expected}, not on --data {cfg.dataset.name}: drop "
                             f"--data or pick a teacher for {cfg.dataset.name}")
     norm = cfg.dataset.normalization  # real images only (validation, KD data): zsq_probe.data
-    spec = data_spec if data_spec is not None else (get_spec(cfg.dataset.name, norm) if cfg.dataset.name else None)
+    # the input size the teacher expects (pytorchcv's img_size: 299 for InceptionV3, else the data set's own)
+    size = teacher_input_size(cfg.teacher) if teacher is None else None
+    spec = data_spec if data_spec is not None else (get_spec(cfg.dataset.name, norm, size) if cfg.dataset.name
+                                                    else None)
     torch.manual_seed(cfg.seed)
     if teacher is None:
         teacher, teacher_info = load_teacher(cfg.teacher, weights=cfg.weights, root=cfg.weights_root,
                                              download=cfg.download)
-        spec = spec or get_spec(teacher_info.dataset, norm)
+        spec = spec or get_spec(teacher_info.dataset, norm, size)
     else:
         teacher, teacher_info = _custom_teacher(teacher, cfg, spec)
     teacher = teacher.to(device).eval()
@@ -129,7 +132,7 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
     if for_training and known_data:
         try:
             val = load_dataset(cfg.dataset.name, cfg.dataset.root, split="test", download=cfg.download,
-                               normalization=norm)
+                               normalization=norm, image_size=size)
             val_loader = make_loader(val, cfg.val_batch_size, shuffle=False, seed=cfg.seed,
                                      num_workers=cfg.dataset.num_workers, persistent_workers=True,
                                      pin_memory=cfg.dataset.pin_memory and device.type == "cuda")
@@ -142,15 +145,16 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
         if not known_data:
             raise UserError(f"source=real needs a named data set (data=...), not a custom spec {spec.name!r}")
         train_set = load_dataset(cfg.dataset.name, cfg.dataset.root, split="train", download=cfg.download,
-                                 normalization=norm)
+                                 normalization=norm, image_size=size)
         source = RealDataSource(train_set, teacher, cfg, device)
     elif cfg.dataset.source == "generator":
-        from zsq_probe.generators import build_generator
+        from zsq_probe.generators import build_generator, generator_image_shape
 
         torch.manual_seed(cfg.seed)
-        generator = build_generator(cfg.synthesis.name, spec.num_classes, tuple(spec.image_shape), teacher=teacher,
+        generator = build_generator(cfg.synthesis.name, spec.num_classes,
+                                    generator_image_shape(cfg.synthesis.name, spec.image_shape), teacher=teacher,
                                     **generator_options(cfg)).to(device)
-        source = GeneratorSource(generator, teacher, cfg, device)
+        source = GeneratorSource(generator, teacher, cfg, device, image_shape=spec.image_shape)
     else:
         source = DistilledSource(teacher, spec, cfg, device)
 

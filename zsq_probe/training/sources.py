@@ -19,6 +19,7 @@ import torch
 
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeBatch
+from zsq_probe.generators.common import crop_to
 from zsq_probe.losses import ce_to_labels
 from zsq_probe.module_state import preserved_state
 from zsq_probe.seeds import DATA_ORDER_STREAM, SAMPLE_STREAM, ZEROQ_STREAM, epoch_seed, stream
@@ -87,8 +88,10 @@ def _teacher_logits(teacher, x):
 class GeneratorSource:
     name = "generator"
 
-    def __init__(self, generator, teacher, cfg, device):
+    def __init__(self, generator, teacher, cfg, device, image_shape=None):
         self.generator, self.teacher, self.cfg, self.device = generator, teacher, cfg, device
+        # the teacher's input shape; a generator drawing larger (299 -> 300) is centre-cropped to it
+        self.image_shape = tuple(image_shape) if image_shape is not None else tuple(generator.image_shape)
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.synthesis.lr, betas=(cfg.synthesis.beta1, cfg.synthesis.beta2))
         self.rng = None
 
@@ -110,7 +113,7 @@ class GeneratorSource:
         cfg = self.cfg
         z, labels = self.generator.sample(cfg.batch_size, generator=self.rng, device=self.device)
         self.generator.train()
-        x = self.generator(z, labels)
+        x = crop_to(self.generator(z, labels), self.image_shape)
         with BNStatisticsLoss(self.teacher) as bns:
             t_logits = self.teacher(x)
         gen_ce = ce_to_labels(t_logits, labels)
@@ -135,7 +138,7 @@ class GeneratorSource:
         rng = torch.Generator().manual_seed(seed)
         with preserved_state(self.generator, mode="train"):
             z, labels = self.generator.sample(size, generator=rng, device=self.device)
-            x = self.generator(z, labels)
+            x = crop_to(self.generator(z, labels), self.image_shape)
         return ProbeBatch(x.detach(), labels.detach(), _teacher_logits(self.teacher, x).detach(), self.name, seed)
 
     def state_dict(self) -> dict:
