@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"batched product, 8 vectors in one vmapped backward: {statistics.median(bat_t):.3f} s vs "
                       f"8 single products {statistics.median(seq_t):.3f} s (ratio "
                       f"{statistics.median(bat_t) / statistics.median(seq_t):.3f}; relative difference {diff:.1e}); "
-                      f"single products are used unless this ratio is < 1 on the device at hand")
+                      f"the probes use single products; a batched path would pay only where this ratio is < 1")
             else:
                 print(f"batched product: not available here ({bat_err})")
 
