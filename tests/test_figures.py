@@ -260,6 +260,12 @@ def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(
     assert one["verdict"]["zq_vs_kd"] == "inconclusive" and one["kd_span"]["mean_epoch_cosine"] is None
     hess = compare.compare_runs(kd[0], zq[0], "hessian")["verdict"]
     assert hess["key"] == "last_kl_over_ce" and hess["zq_vs_kd"] == "below", hess  # 0.5/12 against 2/8
+    # runs of the two sides may share a folder name: each side still reads its own tables
+    twin_kd, _ = make_run(tmp_path / "a" / "s0", "kd", 0.3, 8.0, 2.0, seed=10, source="real")
+    twin_zq, _ = make_run(tmp_path / "b" / "s0", "gdfq", -0.1, 12.0, 0.5, seed=20)
+    twins = compare.compare_runs(twin_kd, twin_zq, "cosine")
+    assert twins["kd"]["mean_epoch_cosine"] == pytest.approx(one["kd"]["mean_epoch_cosine"])
+    assert twins["zq"]["mean_epoch_cosine"] == pytest.approx(one["zq"]["mean_epoch_cosine"])
     # a side mixing settings is refused, naming what differs
     ait, _ = make_run(tmp_path / "ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3)
     with pytest.raises(UserError, match="differ in more than the seed .*method"):

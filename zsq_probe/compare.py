@@ -20,6 +20,7 @@ Row selection rules (written once, here):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -323,15 +324,16 @@ def _open_seeds(runs, role: str) -> list:
             keys = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
             raise UserError(f"{role} runs {runs[0].name} and {r.name} differ in more than the seed "
                             f"({', '.join(keys)}): give only seeds of one setting per side")
-    names = [r.name for r in runs]
-    if len(set(names)) < len(names):
-        raise UserError(f"{role} run given twice: {', '.join(names)}")
+    paths = [Path(r.path).resolve() for r in runs]
+    if len(set(paths)) < len(paths):
+        raise UserError(f"{role} run given twice: {', '.join(str(p) for p in paths)}")
     return runs
 
 
 def aggregate_seeds(summaries: list[dict]) -> tuple[dict, dict]:
     """Summaries of seeds of one setting -> (mean of each number, seed interval [min, max] of each number);
-    other values (names, estimators) are the first seed's, lists (one seed's intervals) None.  One seed: the summary itself, intervals None."""
+    other values (names, estimators) are the first seed's, lists (one seed's intervals) None.  One seed: the
+    summary itself, intervals None."""
     mean, span = dict(summaries[0]), {}
     for key, v in summaries[0].items():
         if isinstance(v, list) and len(summaries) > 1:  # one seed's interval: see `per_seed`
@@ -379,13 +381,13 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "pn
         raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
     kd_runs, zq_runs = _open_seeds(kd_run, "KD"), _open_seeds(zq_run, "ZQ")
     table = PROBE_TABLE[probe]
-    frames = {}
+    frames = {}  # side -> one table per run (runs of two sides may share a folder name)
     for runs, role in ((kd_runs, "KD"), (zq_runs, "ZQ")):
         for run in runs:
             if not run.part_keys(table):
                 raise UserError(f"{role} run {run.name} has no probes/{table} ({HOW_TO_GET.get(table, '')})")
-            frames[run.name] = run.read_table(table)
-    per_seed = {side: [SUMMARIZERS[probe](frames[r.name], f"{r.name} probes/{table}") for r in runs]
+        frames[role.lower()] = [run.read_table(table) for run in runs]
+    per_seed = {side: [SUMMARIZERS[probe](df, f"{r.name} probes/{table}") for r, df in zip(runs, frames[side])]
                 for side, runs in (("kd", kd_runs), ("zq", zq_runs))}
     (kd, kd_span), (zq, zq_span) = aggregate_seeds(per_seed["kd"]), aggregate_seeds(per_seed["zq"])
     result = _contrast(probe, kd, zq)
@@ -410,8 +412,7 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "pn
     if out is not None:
         from zsq_probe.plots import plot_compare
 
-        path = plot_compare(probe, kd_runs, zq_runs, [frames[r.name] for r in kd_runs],
-                            [frames[r.name] for r in zq_runs], out, fmt)
+        path = plot_compare(probe, kd_runs, zq_runs, frames["kd"], frames["zq"], out, fmt)
     result["figure"] = str(path) if path else None
     return result
 
