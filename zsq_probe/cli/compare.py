@@ -83,7 +83,7 @@ def summary_text(result: dict) -> str:
                      + "; ZQ " + ", ".join(result["seeds"]["zq"]))
     if probe == "hessian":
         lines.append(f"estimator: KD {kd['estimator']}, ZQ {zq['estimator']} (median over epochs, model scope)")
-    w, c = 30, 26 if max(n.values()) > 1 else 12
+    w, c = 30, 29 if max(n.values()) > 1 else 12
     lines.append(f"{'':<{w}}{'KD':>{c}}{'ZQ':>{c}}")
     for key, name, kind in ROWS[probe]:
         lines.append(f"{name:<{w}}{_cell(kd, spans[0], key, kind):>{c}}{_cell(zq, spans[1], key, kind):>{c}}")
