@@ -36,13 +36,18 @@ def choose_epochs(df, epochs, where) -> list[int]:
     available = compare.crossings_epochs(df, where)
     if not available:
         raise R.SkipFigure(f"{where}: no rows")
+    return _pick(available, epochs, f"{where}: no crossings rows", "epochs with data")
+
+
+def _pick(available, epochs, what: str, have: str) -> list[int]:
+    """`epochs` (parsed; UserError naming those without data) or the default early/last pair of `available`."""
     chosen = parse_epochs(epochs)
     if chosen is None:
         return default_epochs(available)
     missing = [e for e in chosen if e not in available]
     if missing:
-        raise UserError(f"{where}: no crossings rows for epoch(s) {', '.join(map(str, missing))} "
-                        f"(epochs with data: {epoch_list(available)})")
+        raise UserError(f"{what} for epoch(s) {', '.join(map(str, missing))} ({have}: "
+                        f"{epoch_list(sorted(available))})")
     return chosen
 
 
@@ -134,14 +139,7 @@ def shared_epochs(groups, epochs, figure):
             available = e if available is None else available & e
     if not available:
         raise R.SkipFigure(f"{figure}: the runs share no epoch with crossings rows")
-    chosen = parse_epochs(epochs)
-    if chosen is None:
-        return default_epochs(available)
-    missing = [e for e in chosen if e not in available]
-    if missing:
-        raise UserError(f"{figure}: no crossings rows in every run for epoch(s) {', '.join(map(str, missing))} "
-                        f"(epochs all runs have: {epoch_list(sorted(available))})")
-    return chosen
+    return _pick(available, epochs, f"{figure}: no crossings rows in every run", "epochs all runs have")
 
 
 def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: str = "share_per_step",

@@ -85,6 +85,11 @@ def run(preset: str, teacher: str, w_bits: int | None = 4, a_bits: int | None = 
             "overrides": dict(overrides)}
 
 
+def column_name(column) -> str:
+    """A table column's name: columns are given as a name or as a dict with a "name"."""
+    return column if isinstance(column, str) else column["name"]
+
+
 def cell(spec: dict | None, paper=None) -> dict:
     """A table cell: the run whose seeds give our value (None: we do not run it) and the paper's value
     (a number, a (mean, std) pair, or None when the paper has none)."""

@@ -21,7 +21,7 @@ RECIPE["tiny"]).
 """
 
 from zsq_probe.recipes.models import MODEL_NAMES
-from zsq_probe.recipes.specs import bits_label, cell, run, tiny
+from zsq_probe.recipes.specs import bits_label, cell, column_name, run, tiny
 
 PRESETS = ["gdfq", "ait", "arc", "arc+ait"]
 COLUMNS = {"gdfq": "GDFQ", "ait": {"name": "GDFQ+AIT", "delta_from": "GDFQ"}, "arc": "ARC",
@@ -39,10 +39,6 @@ PAPER = {  # teacher -> {(w, a): values in PRESETS order}
 RUNS = {(t, wa, p): run(p, t, wa[0], wa[1]) for t, rows in PAPER.items() for wa in rows for p in PRESETS}
 
 
-def _name(c):
-    return c if isinstance(c, str) else c["name"]
-
-
 RECIPE = {
     "name": "tab6",
     "paper": "Table 6 (appendix B)",
@@ -56,7 +52,7 @@ RECIPE = {
         "row_header": "bits",
         "columns": list(COLUMNS.values()),
         "blocks": [{"title": MODEL_NAMES[t], "rows": [
-            {"label": bits_label(*wa), "cells": {_name(COLUMNS[p]): cell(RUNS[t, wa, p], v)
+            {"label": bits_label(*wa), "cells": {column_name(COLUMNS[p]): cell(RUNS[t, wa, p], v)
                                                 for p, v in zip(PRESETS, values)}}
             for wa, values in rows.items()]} for t, rows in PAPER.items()],
         "notes": ["paper values restored from an OCR without decimal points; uncertain: ImageNet RN-50 3w4a GDFQ "

@@ -23,7 +23,7 @@ GDFQ+AIT at 3w3a (for 4w4a) and 4w4a (for 5w5a); loses the InceptionV3 and Squee
 map onto the same digits runs), the real models and data (see RECIPE["tiny"]).
 """
 
-from zsq_probe.recipes.specs import bits_label, cell, run, tiny
+from zsq_probe.recipes.specs import bits_label, cell, column_name, run, tiny
 
 PRESETS = ["gdfq", "ait"]
 COLUMNS = {"gdfq": "GDFQ", "ait": {"name": "GDFQ+AIT", "delta_from": "GDFQ"}}
@@ -37,10 +37,6 @@ PAPER = {  # teacher -> {(w, a): (GDFQ, GDFQ+AIT)}; the paper's deltas (+2.77, +
 }
 
 RUNS = {(t, wa, p): run(p, t, wa[0], wa[1]) for t, rows in PAPER.items() for wa in rows for p in PRESETS}
-
-
-def _name(c):
-    return c if isinstance(c, str) else c["name"]
 
 
 RECIPE = {
@@ -57,7 +53,7 @@ RECIPE = {
         "row_header": "bits",
         "columns": list(COLUMNS.values()),
         "blocks": [{"title": NAMES[t], "fp32": FP32[t], "rows": [
-            {"label": bits_label(*wa), "cells": {_name(COLUMNS[p]): cell(RUNS[t, wa, p], v)
+            {"label": bits_label(*wa), "cells": {column_name(COLUMNS[p]): cell(RUNS[t, wa, p], v)
                                                 for p, v in zip(PRESETS, values)}}
             for wa, values in rows.items()]} for t, rows in PAPER.items()],
         "notes": ["paper values from an OCR of the appendix table ('4537' restored to 45.37 by the paper's "
