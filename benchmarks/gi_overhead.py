@@ -54,8 +54,10 @@ def main() -> None:
         opt = base if name == "plain" else GradientInundation(base, quantized_layers(model), p=args.p)
         runs[name] = (model, opt)
 
-    batches = [(torch.randn(args.batch, 3, 32, 32, device=device),
-                torch.randint(0, 10, (args.batch,), device=device)) for _ in range(4)]
+    batches = [
+        (torch.randn(args.batch, 3, 32, 32, device=device), torch.randint(0, 10, (args.batch,), device=device))
+        for _ in range(4)
+    ]
     times: dict[str, list[float]] = {"plain": [], "gi": []}
     step_times: dict[str, list[float]] = {"plain": [], "gi": []}
     iterations: list[int] = []
@@ -83,25 +85,38 @@ def main() -> None:
     gi_opt = runs["gi"][1]
     plain_total = sum(times["plain"])
     gi_total = sum(times["gi"])
-    print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up, p={args.p}, lr={args.lr}")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up, p={args.p}, lr={args.lr}"
+    )
     if args.verbose:
         for name in ("plain", "gi"):
-            print(f"{name} steps (ms):", " ".join(f"{a * 1e3:.0f}/{b * 1e3:.0f}" for a, b in zip(times[name], step_times[name])))
+            print(
+                f"{name} steps (ms):",
+                " ".join(f"{a * 1e3:.0f}/{b * 1e3:.0f}" for a, b in zip(times[name], step_times[name])),
+            )
     for name in ("plain", "gi"):
         t = times[name]
-        print(f"{name:>5}: {sum(t):8.3f} s total, median step {statistics.median(t) * 1e3:8.1f} ms "
-              f"(optimiser.step median {statistics.median(step_times[name]) * 1e3:7.2f} ms)")
-    print(f"ratio GI/plain (total): {gi_total / plain_total:.3f}   "
-          f"(median step: {statistics.median(times['gi']) / statistics.median(times['plain']):.3f}; target <= 1.05)")
+        print(
+            f"{name:>5}: {sum(t):8.3f} s total, median step {statistics.median(t) * 1e3:8.1f} ms "
+            f"(optimiser.step median {statistics.median(step_times[name]) * 1e3:7.2f} ms)"
+        )
+    print(
+        f"ratio GI/plain (total): {gi_total / plain_total:.3f}   "
+        f"(median step: {statistics.median(times['gi']) / statistics.median(times['plain']):.3f}; target <= 1.05)"
+    )
     # forward/backward are the same work in both runs: the optimiser step is the whole difference,
     # and this estimate is far less sensitive to a busy machine than the ratios above
     extra = statistics.median(step_times["gi"]) - statistics.median(step_times["plain"])
-    print(f"GI extra per step (median optimiser.step difference): {extra * 1e3:.1f} ms = "
-          f"{extra / statistics.median(times['plain']) * 100:.2f}% of a plain step")
-    print(f"GI search iterations per step: min {min(iterations)}, max {max(iterations)}; "
-          f"last kappa range [{min(gi_opt.last_kappa.values()):g}, {max(gi_opt.last_kappa.values()):g}], "
-          f"flags {sorted(set(gi_opt.last_flags.values())) or 'none'}")
+    print(
+        f"GI extra per step (median optimiser.step difference): {extra * 1e3:.1f} ms = "
+        f"{extra / statistics.median(times['plain']) * 100:.2f}% of a plain step"
+    )
+    print(
+        f"GI search iterations per step: min {min(iterations)}, max {max(iterations)}; "
+        f"last kappa range [{min(gi_opt.last_kappa.values()):g}, {max(gi_opt.last_kappa.values()):g}], "
+        f"flags {sorted(set(gi_opt.last_flags.values())) or 'none'}"
+    )
 
 
 if __name__ == "__main__":

@@ -56,18 +56,38 @@ def tiny_run(device: str, out: Path) -> dict:
     from zsq_probe.store import RunDir
     from zsq_probe.training import train
 
-    flags = dict(epochs=2, iters_per_epoch=3, batch_size=32, warmup_epochs=0, act_range_epochs=1, val_max_batches=2,
-                 val_batch_size=100, hessian_batch_size=64, hessian_every_epochs=1, probe_every_steps=1,
-                 trace_max_products=40, slq_runs=2, slq_steps=8, hessian_top_k=2, w_bits=3, a_bits=3,
-                 probes=["cosine", "hessian"], device=device)
+    flags = dict(
+        epochs=2,
+        iters_per_epoch=3,
+        batch_size=32,
+        warmup_epochs=0,
+        act_range_epochs=1,
+        val_max_batches=2,
+        val_batch_size=100,
+        hessian_batch_size=64,
+        hessian_every_epochs=1,
+        probe_every_steps=1,
+        trace_max_products=40,
+        slq_runs=2,
+        slq_steps=8,
+        hessian_top_k=2,
+        w_bits=3,
+        a_bits=3,
+        probes=["cosine", "hessian"],
+        device=device,
+    )
     cfg = resolve_config("gdfq", teacher="digits", flags=flags)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(cfg, out, progress=False)
     run = RunDir(out)
     m = run.read_table("metrics").sort_values("epoch")
-    values = {f"loss_{k}@{e}": v for e, k, v in ((r.epoch, k, getattr(r, f"loss_{k}")) for r in m.itertuples()
-                                                 for k in ("kl_scaled", "ce", "generator"))}
+    values = {
+        f"loss_{k}@{e}": v
+        for e, k, v in (
+            (r.epoch, k, getattr(r, f"loss_{k}")) for r in m.itertuples() for k in ("kl_scaled", "ce", "generator")
+        )
+    }
     values.update({f"val_top1@{r.epoch}": r.val_top1 for r in m.itertuples()})
     cos = run.read_table("cosine")
     cos = cos[cos["statistic"] == "epoch_mean"]
@@ -97,8 +117,10 @@ def check_correctness(device: str) -> bool:
         good = diff <= TOL[kind]
         ok &= good
         if not good or key.endswith("@2"):
-            print(f"  {'ok  ' if good else 'FAIL'} {key:<32} cpu {a:<14.6g} {device} {b:<14.6g} "
-                  f"{'abs' if kind == 'val_top1' else 'rel'} diff {diff:.2e} (tol {TOL[kind]:g})")
+            print(
+                f"  {'ok  ' if good else 'FAIL'} {key:<32} cpu {a:<14.6g} {device} {b:<14.6g} "
+                f"{'abs' if kind == 'val_top1' else 'rel'} diff {diff:.2e} (tol {TOL[kind]:g})"
+            )
     print(f"correctness {device} vs cpu: {'PASS' if ok else 'FAIL'} ({len(ref)} values compared)")
     return ok
 
@@ -162,26 +184,34 @@ def main() -> int:
             print("no CUDA device: run with --device cpu --quick for a smoke test", file=sys.stderr)
             return 2
         p = torch.cuda.get_device_properties(device)
-        print(f"device: {p.name}, {p.total_memory / 2 ** 30:.0f} GiB; torch {torch.__version__}, "
-              f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+        print(
+            f"device: {p.name}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}, "
+            f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        )
     else:
         print(f"device: {args.device} ({torch.get_num_threads()} threads); torch {torch.__version__}")
     ok = True if args.skip_correctness else check_correctness(args.device)
     q = args.quick
     steps, warmup = (2, 1) if q else (args.steps, args.warmup)
     checks = [
-        ("step resnet20_cifar10 4w4a batch 200, GI-SGD", lambda: student_step_time(
-            "resnet20_cifar10", 8 if q else 200, 32, 10, True, device, steps, warmup)),
-        ("step resnet18 4w4a batch 16 (224x224), SGD", lambda: student_step_time(
-            "resnet18", 1 if q else 16, 224, 1000, False, device, steps, warmup)),
-        ("Hessian-vector product resnet18 4w4a batch 64", lambda: hvp_time(
-            "resnet18", 1 if q else 64, 224, 1000, device, steps, warmup)),
+        (
+            "step resnet20_cifar10 4w4a batch 200, GI-SGD",
+            lambda: student_step_time("resnet20_cifar10", 8 if q else 200, 32, 10, True, device, steps, warmup),
+        ),
+        (
+            "step resnet18 4w4a batch 16 (224x224), SGD",
+            lambda: student_step_time("resnet18", 1 if q else 16, 224, 1000, False, device, steps, warmup),
+        ),
+        (
+            "Hessian-vector product resnet18 4w4a batch 64",
+            lambda: hvp_time("resnet18", 1 if q else 64, 224, 1000, device, steps, warmup),
+        ),
     ]
     for label, fn in checks:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sec = fn()
-        mem = f", peak {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB" if device.type == "cuda" else ""
+        mem = f", peak {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else ""
         print(f"{label}{' (quick sizes)' if q else ''}: {sec:.4f} s median of {steps}{mem}")
     return 0 if ok else 1
 

@@ -60,19 +60,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hvp-repeats", type=int, default=8, help="timed HVPs per library (interleaved)")
-    ap.add_argument("--tol", type=float, default=1e-3,
-                    help="relative tolerance: ARPACK tol for ours, PyHessian's power-iteration tol")
-    ap.add_argument("--power-iters", type=int, default=20,
-                    help="PyHessian eigenvalues(maxIter=...) per eigenvalue (its default 100; 20 keeps the "
-                         "run to a few minutes on a 2-core CPU)")
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=1e-3,
+        help="relative tolerance: ARPACK tol for ours, PyHessian's power-iteration tol",
+    )
+    ap.add_argument(
+        "--power-iters",
+        type=int,
+        default=20,
+        help="PyHessian eigenvalues(maxIter=...) per eigenvalue (its default 100; 20 keeps the "
+        "run to a few minutes on a 2-core CPU)",
+    )
     ap.add_argument("--slq-steps", type=int, default=20)
     ap.add_argument("--slq-runs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     ap.add_argument("--sections", default="hvp,eig,slq,trace", help="comma list of hvp, eig, slq, trace")
-    ap.add_argument("--model", default="resnet20", choices=("resnet20", "digits"),
-                    help="trace section only: resnet20_cifar10 on a random batch, or the digits student")
-    ap.add_argument("--reference-vectors", type=int, default=1000,
-                    help="trace section: Hutchinson samples for the reference trace and its variance")
+    ap.add_argument(
+        "--model",
+        default="resnet20",
+        choices=("resnet20", "digits"),
+        help="trace section only: resnet20_cifar10 on a random batch, or the digits student",
+    )
+    ap.add_argument(
+        "--reference-vectors",
+        type=int,
+        default=1000,
+        help="trace section: Hutchinson samples for the reference trace and its variance",
+    )
     ap.add_argument("--exact", action="store_true", help="trace section, digits: the exact (GGN) trace too")
     ap.add_argument("--quick", action="store_true", help="fewer repeats and iterations (smoke run)")
     args = ap.parse_args(argv)
@@ -101,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     y = torch.randint(0, 10, (args.batch_size,), generator=g).to(device)
     crit = torch.nn.CrossEntropyLoss()
 
-    print(f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
-    print(f"# model: pytorchcv resnet20_cifar10, weights: {source}; batch {args.batch_size} random N(0,1) "
-          f"images, random labels, CE loss")
+    print(
+        f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
+    print(
+        f"# model: pytorchcv resnet20_cifar10, weights: {source}; batch {args.batch_size} random N(0,1) "
+        f"images, random labels, CE loss"
+    )
 
     # -- build both ------------------------------------------------------------------
     t = time.perf_counter()
@@ -168,10 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'build (forward+grad graph) s':28s}{t_ours_build:12.3f}{t_ph_build:12.3f}")
         print(f"{'seconds per HVP (median)':28s}{mo:12.4f}{mp:12.4f}")
         print(f"{'seconds per HVP (min)':28s}{min(ours_t):12.4f}{min(ph_t):12.4f}")
-        print(f"{'CPU seconds per HVP (median)':28s}{statistics.median(ours_cpu):12.4f}{statistics.median(ph_cpu):12.4f}")
-        print(f"ratio ours/PyHessian = {mo / mp:.3f} (median wall), {min(ours_t) / min(ph_t):.3f} (min wall), "
-              f"{statistics.median(ours_cpu) / statistics.median(ph_cpu):.3f} (median CPU), target <= 0.9; "
-              f"relative difference of the products {max_diff:.1e}")
+        print(
+            f"{'CPU seconds per HVP (median)':28s}{statistics.median(ours_cpu):12.4f}{statistics.median(ph_cpu):12.4f}"
+        )
+        print(
+            f"ratio ours/PyHessian = {mo / mp:.3f} (median wall), {min(ours_t) / min(ph_t):.3f} (min wall), "
+            f"{statistics.median(ours_cpu) / statistics.median(ph_cpu):.3f} (median CPU), target <= 0.9; "
+            f"relative difference of the products {max_diff:.1e}"
+        )
         # several vectors at once (Hutch++ sketches, SLQ runs): one vmapped backward (is_grads_batched) for 8
         # vectors vs 8 single products, interleaved; the estimators use single products unless this wins
         block = torch.stack(vecs[1:9])
@@ -179,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if grads is not None:
             seq_t, bat_t, bat_err = [], [], ""
             for rep in range(3):
-                for order in ((0, 1) if rep % 2 == 0 else (1, 0)):
+                for order in (0, 1) if rep % 2 == 0 else (1, 0):
                     sync(device)
                     t = time.perf_counter()
                     if order == 0:
@@ -188,10 +212,13 @@ def main(argv: list[str] | None = None) -> int:
                         seq_t.append(time.perf_counter() - t)
                     else:
                         try:
-                            parts = [c.reshape(block.shape[0], *p.shape)
-                                     for c, p in zip(block.split(op._numels, dim=1), op._params)]
-                            hv = torch.autograd.grad(grads, op._params, grad_outputs=parts, retain_graph=True,
-                                                     is_grads_batched=True)
+                            parts = [
+                                c.reshape(block.shape[0], *p.shape)
+                                for c, p in zip(block.split(op._numels, dim=1), op._params)
+                            ]
+                            hv = torch.autograd.grad(
+                                grads, op._params, grad_outputs=parts, retain_graph=True, is_grads_batched=True
+                            )
                             bat = torch.cat([h.reshape(block.shape[0], -1) for h in hv], dim=1)
                             sync(device)
                             bat_t.append(time.perf_counter() - t)
@@ -200,21 +227,26 @@ def main(argv: list[str] | None = None) -> int:
                             break
             if bat_t:
                 diff = float((bat - seq).norm() / seq.norm())
-                print(f"batched product, 8 vectors in one vmapped backward: {statistics.median(bat_t):.3f} s vs "
-                      f"8 single products {statistics.median(seq_t):.3f} s (ratio "
-                      f"{statistics.median(bat_t) / statistics.median(seq_t):.3f}; relative difference {diff:.1e}); "
-                      f"the probes use single products; a batched path would pay only where this ratio is < 1")
+                print(
+                    f"batched product, 8 vectors in one vmapped backward: {statistics.median(bat_t):.3f} s vs "
+                    f"8 single products {statistics.median(seq_t):.3f} s (ratio "
+                    f"{statistics.median(bat_t) / statistics.median(seq_t):.3f}; relative difference {diff:.1e}); "
+                    f"the probes use single products; a batched path would pay only where this ratio is < 1"
+                )
             else:
                 print(f"batched product: not available here ({bat_err})")
 
     # -- 2. top eigenvalues ----------------------------------------------------------
     if "eig" in sections:
+
         def residual(vec: torch.Tensor, lam: float) -> float:
             hv = op.matvec(vec)
             return float((hv - lam * vec).norm() / (abs(lam) * vec.norm()))
 
-        print("\n## 2. top eigenvalues (ours: ARPACK eigsh which='LA', tol=%g; PyHessian: power iteration, "
-              "tol=%g, maxIter=%d)" % (args.tol, args.tol, args.power_iters))
+        print(
+            "\n## 2. top eigenvalues (ours: ARPACK eigsh which='LA', tol=%g; PyHessian: power iteration, "
+            "tol=%g, maxIter=%d)" % (args.tol, args.tol, args.power_iters)
+        )
         results = {}
         for k in (1, 5):
             start = op.num_products
@@ -236,21 +268,28 @@ def main(argv: list[str] | None = None) -> int:
             hvp_calls["n"] = 0
             vals, vecs_ph = ph.eigenvalues(maxIter=100, tol=ph_tol, top_n=1)
             r = residual(torch.cat([c.reshape(-1) for c in vecs_ph[0]]).to(op.dtype), float(vals[0]))
-            print(f"  tol {ph_tol:g}: {hvp_calls['n']} HVPs, {float(vals[0]):.6g}, residual {r:.1e}"
-                  + ("  <- first to reach the target" if r <= args.tol else ""))
+            print(
+                f"  tol {ph_tol:g}: {hvp_calls['n']} HVPs, {float(vals[0]):.6g}, residual {r:.1e}"
+                + ("  <- first to reach the target" if r <= args.tol else "")
+            )
             if r <= args.tol:
                 break
         ours1 = results[1][0]
-        print(f"  ours: {results[1][1]} HVPs, {float(ours1.eigenvalues[0]):.6g}, residual "
-              f"{residual(ours1.eigenvectors[0], float(ours1.eigenvalues[0])):.1e}")
+        print(
+            f"  ours: {results[1][1]} HVPs, {float(ours1.eigenvalues[0]):.6g}, residual "
+            f"{residual(ours1.eigenvectors[0], float(ours1.eigenvalues[0])):.1e}"
+        )
 
         # reference: our top-5 (ARPACK, largest algebraic), checked with fresh products (residuals), and
         # the most negative eigenvalue: what a magnitude-based method locks on to once |it| is larger
         ref = results[5][0]
         low = top_eigenpairs(op, k=1, tol=1e-2, seed=args.seed, which="SA")
-        print("reference = our top-5 (ARPACK LA): " + ", ".join(f"{lam:.5g}" for lam in ref.eigenvalues)
-              + f" (its residuals: column 'resid' of the top-5 table); most negative eigenvalue (ARPACK SA, "
-              f"{low.num_products} HVPs): {low.eigenvalues[0]:.5g}")
+        print(
+            "reference = our top-5 (ARPACK LA): "
+            + ", ".join(f"{lam:.5g}" for lam in ref.eigenvalues)
+            + f" (its residuals: column 'resid' of the top-5 table); most negative eigenvalue (ARPACK SA, "
+            f"{low.num_products} HVPs): {low.eigenvalues[0]:.5g}"
+        )
         print("ok = within 1% of the reference eigenvalue of that rank (signed-correct)")
         for k in (1, 5):
             ours, n_ours, t_ours, ph_vals, ph_vecs, n_ph, t_ph = results[k]
@@ -258,8 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'':10s}{'HVPs':>8s}{'seconds':>10s}   eigenvalues")
             print(f"{'ours':10s}{n_ours:8d}{t_ours:10.1f}   " + ", ".join(f"{v:.5g}" for v in ours.eigenvalues))
             print(f"{'PyHessian':10s}{n_ph:8d}{t_ph:10.1f}   " + ", ".join(f"{v:.5g}" for v in ph_vals))
-            print(f"{'rank':>6s}{'reference':>12s}{'ours':>12s}{'resid':>9s}{'ok':>5s}{'PyHessian':>12s}"
-                  f"{'resid':>9s}{'ok':>5s}")
+            print(
+                f"{'rank':>6s}{'reference':>12s}{'ours':>12s}{'resid':>9s}{'ok':>5s}{'PyHessian':>12s}"
+                f"{'resid':>9s}{'ok':>5s}"
+            )
             for i in range(k):
                 lam = float(ref.eigenvalues[i])
                 o = float(ours.eigenvalues[i])
@@ -268,8 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                 rp = residual(torch.cat([c.reshape(-1) for c in ph_vecs[i]]).to(op.dtype), p)
                 ok_o = abs(o - lam) <= 1e-2 * abs(lam)
                 ok_p = abs(p - lam) <= 1e-2 * abs(lam)
-                print(f"{i + 1:6d}{lam:12.5g}{o:12.5g}{ro:9.1e}{'yes' if ok_o else 'NO':>5s}{p:12.5g}{rp:9.1e}"
-                      f"{'yes' if ok_p else 'NO':>5s}")
+                print(
+                    f"{i + 1:6d}{lam:12.5g}{o:12.5g}{ro:9.1e}{'yes' if ok_o else 'NO':>5s}{p:12.5g}{rp:9.1e}"
+                    f"{'yes' if ok_p else 'NO':>5s}"
+                )
 
     # -- 3. SLQ density and trace ------------------------------------------------------
     if "slq" in sections:
@@ -278,9 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         dens = slq_density(op, num_runs=args.slq_runs, num_steps=args.slq_steps, seed=args.seed)
         t_slq = time.perf_counter() - t
         tr = slq_trace(dens)
-        print(f"ours: {dens.num_products} HVPs, {t_slq:.1f} s; nodes in [{dens.nodes.min():.4g}, {dens.nodes.max():.4g}], "
-              f"weights sum {dens.weights.sum():.6f}; SLQ trace {tr.estimate:.5g}"
-              + (f" +- {tr.stderr:.2g}" if np.isfinite(tr.stderr) else ""))
+        print(
+            f"ours: {dens.num_products} HVPs, {t_slq:.1f} s; nodes in [{dens.nodes.min():.4g}, {dens.nodes.max():.4g}], "
+            f"weights sum {dens.weights.sum():.6f}; SLQ trace {tr.estimate:.5g}"
+            + (f" +- {tr.stderr:.2g}" if np.isfinite(tr.stderr) else "")
+        )
         hut = hutchinson_trace(op, num_vectors=max(args.slq_steps, 10), seed=args.seed)
         print(f"ours: Hutchinson trace ({hut.num_vectors} vectors) {hut.estimate:.5g} +- {hut.stderr:.2g}")
         torch.manual_seed(args.seed)
@@ -291,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
             frames = traceback.extract_tb(e.__traceback__)
             last = ([f for f in frames if "pyhessian" in f.filename] or frames)[-1]
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            print(f"PyHessian density(): FAILS with {type(e).__name__}: {msg} (at {os.path.basename(last.filename)}:"
-                  f"{last.lineno}: {last.line})")
+            print(
+                f"PyHessian density(): FAILS with {type(e).__name__}: {msg} (at {os.path.basename(last.filename)}:"
+                f"{last.lineno}: {last.line})"
+            )
 
     ph_mod.hessian_vector_product = ph_hvp
     for p in model.parameters():
@@ -324,8 +371,10 @@ def digits_operators(args, device):
     batch = ctx.probe_batch(epoch, 200)
     ops = {}
     for loss, (fn, target_name) in loss_functions(ctx.cfg).items():
-        ops[loss] = (HessianOperator(ctx.student, fn, [(batch.inputs, getattr(batch, target_name))], mode="eval"),
-                     (ctx.student, batch, ctx.cfg))
+        ops[loss] = (
+            HessianOperator(ctx.student, fn, [(batch.inputs, getattr(batch, target_name))], mode="eval"),
+            (ctx.student, batch, ctx.cfg),
+        )
     return ops, f"digits GDFQ W3A3 student after 3 epochs ({run.path}), probe batch 200"
 
 
@@ -342,10 +391,14 @@ def resnet20_operators(args, device):
     from zsq_probe.hessian import HessianOperator
 
     kl = lambda logits, t: kl_to_teacher(logits, t, 20.0) * 400.0  # noqa: E731 - the trainer's KL term
-    ops = {"ce": (HessianOperator(model, torch.nn.functional.cross_entropy, [(x, y)]), None),
-           "kl": (HessianOperator(model, kl, [(x, t_logits)]), None)}
-    return ops, (f"pytorchcv resnet20_cifar10 ({source}), batch {args.batch_size} random images; KL to the "
-                 f"model's own logits plus N(0, 0.5) noise at T = 20")
+    ops = {
+        "ce": (HessianOperator(model, torch.nn.functional.cross_entropy, [(x, y)]), None),
+        "kl": (HessianOperator(model, kl, [(x, t_logits)]), None),
+    }
+    return ops, (
+        f"pytorchcv resnet20_cifar10 ({source}), batch {args.batch_size} random images; KL to the "
+        f"model's own logits plus N(0, 0.5) noise at T = 20"
+    )
 
 
 def trace_section(args) -> int:
@@ -362,25 +415,38 @@ def trace_section(args) -> int:
         torch.set_num_threads(args.threads)
     ops, what = (digits_operators if args.model == "digits" else resnet20_operators)(args, device)
     print(f"\n## 4. trace to +-5 % (95 % interval): {what}")
-    print(f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, threads "
-          f"{torch.get_num_threads()}, device {device}")
-    print("# ours = the probe's default: top-3 eigenvectors (ARPACK tol 1e-3) deflate Hutch++ (sketch 20), adaptive "
-          "to rtol 0.05, budget 400; its products include the eigenvector search")
-    print(f"# Hutchinson: products needed for the half-width ours reached = (1.96 sd / half-width)^2 (and for "
-          f"+-5 %), sd from {args.reference_vectors} samples whose mean is the reference trace")
-    print(f"{'loss':5s}{'reference':>12s}{'+-95%':>9s}{'exact':>10s}{'ours':>10s}{'ours 95% interval':>22s}"
-          f"{'covers':>8s}{'ours prod':>10s}{'Hutch. prod':>12s}{'ratio':>8s}{'s/prod':>8s}")
+    print(
+        f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}, device {device}"
+    )
+    print(
+        "# ours = the probe's default: top-3 eigenvectors (ARPACK tol 1e-3) deflate Hutch++ (sketch 20), adaptive "
+        "to rtol 0.05, budget 400; its products include the eigenvector search"
+    )
+    print(
+        f"# Hutchinson: products needed for the half-width ours reached = (1.96 sd / half-width)^2 (and for "
+        f"+-5 %), sd from {args.reference_vectors} samples whose mean is the reference trace"
+    )
+    print(
+        f"{'loss':5s}{'reference':>12s}{'+-95%':>9s}{'exact':>10s}{'ours':>10s}{'ours 95% interval':>22s}"
+        f"{'covers':>8s}{'ours prod':>10s}{'Hutch. prod':>12s}{'ratio':>8s}{'s/prod':>8s}"
+    )
     ok = True
     for loss, (op, extra) in ops.items():
         t0 = time.perf_counter()
         start = op.num_products
         eig = top_eigenpairs(op, k=3, tol=1e-3, seed=args.seed)
-        ours = estimate_trace(op, "hutch++", rtol=0.05, max_products=400, deflate=eig.eigenvectors,
-                              seed=args.seed + 11)
+        ours = estimate_trace(op, "hutch++", rtol=0.05, max_products=400, deflate=eig.eigenvectors, seed=args.seed + 11)
         ours_products = op.num_products - start
         ours_s = (time.perf_counter() - t0) / ours_products
-        ref = estimate_trace(op, "hutchinson", rtol=None, max_products=args.reference_vectors,
-                             min_samples=args.reference_vectors, seed=args.seed + 23)
+        ref = estimate_trace(
+            op,
+            "hutchinson",
+            rtol=None,
+            max_products=args.reference_vectors,
+            min_samples=args.reference_vectors,
+            seed=args.seed + 23,
+        )
         sd = float(np.std(ref.samples, ddof=1))
         n_ref = len(ref.samples)
         ref_half = float(student_t.ppf(0.975, n_ref - 1)) * sd / math.sqrt(n_ref)
@@ -392,17 +458,22 @@ def trace_section(args) -> int:
 
             student, batch, cfg = extra
             exact = exact_trace_row(student, loss, batch, cfg)["trace"]
-        truth_low, truth_high = (exact, exact) if math.isfinite(exact) else (ref.estimate - ref_half,
-                                                                             ref.estimate + ref_half)
+        truth_low, truth_high = (
+            (exact, exact) if math.isfinite(exact) else (ref.estimate - ref_half, ref.estimate + ref_half)
+        )
         covers = ours.ci_low <= truth_high and truth_low <= ours.ci_high
         ok &= covers and ours_products <= need / 4
-        print(f"{loss:5s}{ref.estimate:12.5g}{ref_half:9.3g}{exact:10.5g}{ours.estimate:10.5g}"
-              f"{f'[{ours.ci_low:.5g}, {ours.ci_high:.5g}]':>22s}{'yes' if covers else 'NO':>8s}{ours_products:10d}"
-              f"{need:12d}{ours_products / need:8.3f}{ours_s:8.3f}")
-        print(f"      ours: +-{100 * ours.relative_half_width:.1f} %, stopped by {ours.stopped_by}; Hutchinson needs "
-              f"{need5} products for +-5 %; rank "
-              f"{ours.rank}, {ours.num_vectors} complement samples (skewness {ours.skewness:.2f}); Hutchinson "
-              f"samples skewness {ref.skewness:.2f}")
+        print(
+            f"{loss:5s}{ref.estimate:12.5g}{ref_half:9.3g}{exact:10.5g}{ours.estimate:10.5g}"
+            f"{f'[{ours.ci_low:.5g}, {ours.ci_high:.5g}]':>22s}{'yes' if covers else 'NO':>8s}{ours_products:10d}"
+            f"{need:12d}{ours_products / need:8.3f}{ours_s:8.3f}"
+        )
+        print(
+            f"      ours: +-{100 * ours.relative_half_width:.1f} %, stopped by {ours.stopped_by}; Hutchinson needs "
+            f"{need5} products for +-5 %; rank "
+            f"{ours.rank}, {ours.num_vectors} complement samples (skewness {ours.skewness:.2f}); Hutchinson "
+            f"samples skewness {ref.skewness:.2f}"
+        )
         op.close()
     print("target: ours covers the reference (exact where given) and ratio <= 0.25")
     return 0 if ok else 1

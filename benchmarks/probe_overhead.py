@@ -44,11 +44,24 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     defaults = RunConfig().probing  # the paper-scale probe cadence and sizes
-    common = dict(epochs=args.epochs, iters_per_epoch=args.iters, warmup_epochs=1, act_range_epochs=1,
-                  device=args.device, val_max_batches=1, checkpoint_every=args.epochs)
-    cadence = dict(probe_every_steps=defaults.every_steps, hessian_every_epochs=args.epochs,
-                   hessian_vectors=defaults.hessian_vectors, slq_runs=defaults.slq_runs, slq_steps=defaults.slq_steps,
-                   hessian_top_k=defaults.hessian_top_k, hessian_batch_size=defaults.batch_size)
+    common = dict(
+        epochs=args.epochs,
+        iters_per_epoch=args.iters,
+        warmup_epochs=1,
+        act_range_epochs=1,
+        device=args.device,
+        val_max_batches=1,
+        checkpoint_every=args.epochs,
+    )
+    cadence = dict(
+        probe_every_steps=defaults.every_steps,
+        hessian_every_epochs=args.epochs,
+        hessian_vectors=defaults.hessian_vectors,
+        slq_runs=defaults.slq_runs,
+        slq_steps=defaults.slq_steps,
+        hessian_top_k=defaults.hessian_top_k,
+        hessian_batch_size=defaults.batch_size,
+    )
     resolve_config(args.preset, flags=common)  # trains / loads the digits teacher before timing
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -58,15 +71,19 @@ def main() -> None:
         timed_run(plain, tmp / "warm")  # the first run in a process pays one-time costs: not counted
         for r in range(args.repeats):  # ABBA order so a drift in machine speed hits both alike
             order = [("none", plain, base), ("all", full, probed)]
-            for name, cfg, times in (order if r % 2 == 0 else order[::-1]):
+            for name, cfg, times in order if r % 2 == 0 else order[::-1]:
                 times.append(timed_run(cfg, tmp / f"{name}{r}"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     b, p = sum(base) / len(base), sum(probed) / len(probed)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {args.device}")
-    print(f"{args.preset} on digits, {args.epochs} epochs x {args.iters} iterations; probes: {', '.join(PROBE_NAMES)} "
-          f"(gradients every {defaults.every_steps} steps, curvature once, batch {defaults.batch_size})")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {args.device}"
+    )
+    print(
+        f"{args.preset} on digits, {args.epochs} epochs x {args.iters} iterations; probes: {', '.join(PROBE_NAMES)} "
+        f"(gradients every {defaults.every_steps} steps, curvature once, batch {defaults.batch_size})"
+    )
     print(f"{'no probes':<22}{b:8.1f} s  (runs: {', '.join(f'{t:.1f}' for t in base)})")
     print(f"{'default probe suite':<22}{p:8.1f} s  (runs: {', '.join(f'{t:.1f}' for t in probed)})")
     print(f"ratio {p / b:.3f} (target <= 1.10)")

@@ -39,8 +39,12 @@ def load() -> str:
 
 
 def env(threads: int) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                PYTHONPATH=str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        PYTHONPATH=str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ executor
@@ -51,15 +55,18 @@ def executor_part(args) -> None:
         base += ["--only", args.only]
     for s in args.set:
         base += ["--set", s]
-    runs = {"sequential (1 process, 2 threads)": (["--threads", "2"], 2),
-            "local executor (2 workers x 1 thread)": (["--workers", "2", "--threads", "1"], 1)}
+    runs = {
+        "sequential (1 process, 2 threads)": (["--threads", "2"], 2),
+        "local executor (2 workers x 1 thread)": (["--workers", "2", "--threads", "1"], 1),
+    }
     wall = {}
     print(f"executor: tiny Tab. 2 recipe{' --only ' + args.only if args.only else ''}; {load()}", flush=True)
     for name, (extra, threads) in runs.items():
         out = work / name.split()[0]
         t0 = time.perf_counter()
-        proc = subprocess.run(base + ["--out", str(out)] + extra, cwd=ROOT, env=env(threads), capture_output=True,
-                              text=True)
+        proc = subprocess.run(
+            base + ["--out", str(out)] + extra, cwd=ROOT, env=env(threads), capture_output=True, text=True
+        )
         wall[name] = time.perf_counter() - t0
         if proc.returncode != 0:
             print(proc.stdout[-2000:], proc.stderr[-2000:])
@@ -102,16 +109,34 @@ def hessian_worker(args) -> None:
             group.barrier()
         dt = time.perf_counter() - t0
         if group is None or group.rank == 0:
-            print(json.dumps({"products_per_s": args.products / dt, "world_size": op.world_size,
-                              "norm": float(hv.norm())}))
+            print(
+                json.dumps(
+                    {"products_per_s": args.products / dt, "world_size": op.world_size, "norm": float(hv.norm())}
+                )
+            )
 
 
 def hessian_part(args) -> None:
-    me = [str(Path(__file__).resolve()), "--hessian-worker", "--batch", str(args.batch), "--products",
-          str(args.products)]
-    cmds = {"1 process x 1 thread": [sys.executable] + me,
-            "2 gloo ranks x 1 thread": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                        "--nproc-per-node", "2"] + me}
+    me = [
+        str(Path(__file__).resolve()),
+        "--hessian-worker",
+        "--batch",
+        str(args.batch),
+        "--products",
+        str(args.products),
+    ]
+    cmds = {
+        "1 process x 1 thread": [sys.executable] + me,
+        "2 gloo ranks x 1 thread": [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+        ]
+        + me,
+    }
     print(f"hessian: resnet20_cifar10 4w4a, batch {args.batch}, {args.products} products; {load()}", flush=True)
     rate, norms = {}, {}
     for name, cmd in cmds.items():

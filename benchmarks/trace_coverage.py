@@ -94,8 +94,10 @@ def problems():
 
     out = {}
     g = torch.Generator().manual_seed(1)
-    data = {"mlp": (torch.randn(48, 6, generator=g, dtype=DT), torch.randint(0, 4, (48,), generator=g)),
-            "cnn": (torch.randn(32, 1, 6, 6, generator=g, dtype=DT), torch.randint(0, 4, (32,), generator=g))}
+    data = {
+        "mlp": (torch.randn(48, 6, generator=g, dtype=DT), torch.randint(0, 4, (48,), generator=g)),
+        "cnn": (torch.randn(32, 1, 6, 6, generator=g, dtype=DT), torch.randint(0, 4, (32,), generator=g)),
+    }
     for arch, make in (("mlp", mlp), ("cnn", SmallCNN)):
         x, y = data[arch]
         torch.manual_seed(0)
@@ -150,13 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     from zsq_probe.hessian import slq_density, slq_trace, top_eigenpairs
     from zsq_probe.hessian.trace import estimate_trace
 
-    print(f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, 1 thread; "
-          f"{args.seeds} seeds per cell, rtol {args.rtol}, budget {args.budget}, deflation top-{args.top_k}, "
-          f"SLQ {args.slq_runs} runs x {args.slq_steps} steps")
+    print(
+        f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, 1 thread; "
+        f"{args.seeds} seeds per cell, rtol {args.rtol}, budget {args.budget}, deflation top-{args.top_k}, "
+        f"SLQ {args.slq_runs} runs x {args.slq_steps} steps"
+    )
     t0 = time.perf_counter()
     worst = {}
-    header = f"{'problem':18s}{'dim':>6s}{'exact':>11s}  {'estimator':16s}{'cover':>7s}{'lo':>6s}{'hi':>6s}" \
-             f"{'prod':>7s}{'hw':>8s}{'tol':>6s}   wilson95"
+    header = (
+        f"{'problem':18s}{'dim':>6s}{'exact':>11s}  {'estimator':16s}{'cover':>7s}{'lo':>6s}{'hi':>6s}"
+        f"{'prod':>7s}{'hw':>8s}{'tol':>6s}   wilson95"
+    )
     print(header)
     for name, (model, loss, batch) in problems().items():
         h = dense_hessian(model, loss, batch)
@@ -176,8 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                     if est == "hutch++":
                         eig = top_eigenpairs(op, k=args.top_k, tol=1e-3, seed=seed)
                         deflate, used = eig.eigenvectors, eig.num_products
-                    r = estimate_trace(op, "hutchinson" if est == "hutchinson" else "hutch++", rtol=args.rtol,
-                                       max_products=args.budget, deflate=deflate, seed=seed)
+                    r = estimate_trace(
+                        op,
+                        "hutchinson" if est == "hutchinson" else "hutch++",
+                        rtol=args.rtol,
+                        max_products=args.budget,
+                        deflate=deflate,
+                        seed=seed,
+                    )
                     lo, hi, n = r.ci_low, r.ci_high, r.num_products + used
                     stopped = r.stopped_by in ("tolerance", "exact")
                 hits += lo <= exact <= hi
@@ -189,11 +201,15 @@ def main(argv: list[str] | None = None) -> int:
             cover = hits / args.seeds
             wl, wh = wilson(hits, args.seeds)
             worst[est] = min(worst.get(est, 1.0), cover)
-            print(f"{name:18s}{op.dim:6d}{exact:11.4g}  {est:16s}{cover:7.3f}{lows / args.seeds:6.3f}"
-                  f"{highs / args.seeds:6.3f}{np.mean(prods):7.1f}{np.mean(hws):8.3f}{tols / args.seeds:6.2f}"
-                  f"   [{wl:.3f}, {wh:.3f}]")
-    print(f"\n# worst coverage per estimator over the problems (target >= 0.90): "
-          + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
+            print(
+                f"{name:18s}{op.dim:6d}{exact:11.4g}  {est:16s}{cover:7.3f}{lows / args.seeds:6.3f}"
+                f"{highs / args.seeds:6.3f}{np.mean(prods):7.1f}{np.mean(hws):8.3f}{tols / args.seeds:6.2f}"
+                f"   [{wl:.3f}, {wh:.3f}]"
+            )
+    print(
+        f"\n# worst coverage per estimator over the problems (target >= 0.90): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in worst.items())
+    )
     print(f"# (hutch++ products include the top-{args.top_k} eigenvector search; {time.perf_counter() - t0:.0f} s)")
     return 0 if all(v >= 0.90 for v in worst.values()) else 1
 

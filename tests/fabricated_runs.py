@@ -24,9 +24,20 @@ _row = schema_row
 
 def flat_config(method, **extra) -> dict:
     """A run config as flat keys (what config.json held before the config had sections)."""
-    cfg = {"method": method, "preset": method, "teacher": "digits", "data": "digits", "w_bits": 3, "a_bits": 3,
-           "temperature": 20.0, "gi": False, "gi_p": 0.01, "source": "generator", "generator": "gdfq",
-           "epochs": len(EPOCHS)}
+    cfg = {
+        "method": method,
+        "preset": method,
+        "teacher": "digits",
+        "data": "digits",
+        "w_bits": 3,
+        "a_bits": 3,
+        "temperature": 20.0,
+        "gi": False,
+        "gi_p": 0.01,
+        "source": "generator",
+        "generator": "gdfq",
+        "epochs": len(EPOCHS),
+    }
     cfg.update(extra)
     return cfg
 
@@ -38,9 +49,18 @@ def run_config(method, **extra) -> dict:
     return RunConfig.from_flat(flat_config(method, **extra)).to_dict()
 
 
-def make_run(path, method, cos_center, trace_scale, kl_scale, gi=False, seed=0, source="generator",
-             tables=("metrics", "cosine", "inter_epoch", "crossings", "hessian_trace", "hessian_density", "slice"),
-             flat=False):
+def make_run(
+    path,
+    method,
+    cos_center,
+    trace_scale,
+    kl_scale,
+    gi=False,
+    seed=0,
+    source="generator",
+    tables=("metrics", "cosine", "inter_epoch", "crossings", "hessian_trace", "hessian_density", "slice"),
+    flat=False,
+):
     """A run folder with every table of schema.TABLES (or those in `tables`); returns (run, step cosines).
     `flat`: write the config as flat keys (an older run) instead of nested sections."""
     rng = np.random.default_rng(seed)
@@ -52,56 +72,177 @@ def make_run(path, method, cos_center, trace_scale, kl_scale, gi=False, seed=0, 
     step_cos = {}
     for e in EPOCHS:
         parts = {t: [] for t in TABLES}
-        parts["metrics"].append(_row("metrics", **common, epoch=e, preset=method, iterations=STEPS,
-                                     student_stepped=e > 1, act_ranges_frozen=e > 2,
-                                     loss_kl=0.01 / e, loss_kl_scaled=4.0 / e, loss_ce=1.0 / e, loss_student=5.0 / e,
-                                     lr=1e-3, gi_p=0.01 if gi else np.nan, skipped_steps=0,
-                                     val_top1=0.5 + 0.05 * e, val_ce=2.0 - 0.1 * e, wall_time_s=1.0))
+        parts["metrics"].append(
+            _row(
+                "metrics",
+                **common,
+                epoch=e,
+                preset=method,
+                iterations=STEPS,
+                student_stepped=e > 1,
+                act_ranges_frozen=e > 2,
+                loss_kl=0.01 / e,
+                loss_kl_scaled=4.0 / e,
+                loss_ce=1.0 / e,
+                loss_student=5.0 / e,
+                lr=1e-3,
+                gi_p=0.01 if gi else np.nan,
+                skipped_steps=0,
+                val_top1=0.5 + 0.05 * e,
+                val_ce=2.0 - 0.1 * e,
+                wall_time_s=1.0,
+            )
+        )
         cos = np.clip(rng.normal(cos_center, 0.15, STEPS), -1, 1)
         step_cos[e] = cos
         for s, c in enumerate(cos):
-            parts["cosine"].append(_row("cosine", **common, epoch=e, step=s, global_step=(e - 1) * STEPS + s,
-                                        statistic="step", origin="online", scope="model", group="all", cosine=c,
-                                        grad_norm_ce=1.0, grad_norm_kl=0.1, angle_deg=np.degrees(np.arccos(c)),
-                                        batch_size=64))
+            parts["cosine"].append(
+                _row(
+                    "cosine",
+                    **common,
+                    epoch=e,
+                    step=s,
+                    global_step=(e - 1) * STEPS + s,
+                    statistic="step",
+                    origin="online",
+                    scope="model",
+                    group="all",
+                    cosine=c,
+                    grad_norm_ce=1.0,
+                    grad_norm_kl=0.1,
+                    angle_deg=np.degrees(np.arccos(c)),
+                    batch_size=64,
+                )
+            )
             # a layer-scope row that must not enter model-level numbers
-            parts["cosine"].append(_row("cosine", **common, epoch=e, step=s, global_step=(e - 1) * STEPS + s,
-                                        statistic="step", origin="online", scope="layer", group="fc", cosine=-0.99,
-                                        grad_norm_ce=1.0, grad_norm_kl=0.1, angle_deg=172.0, batch_size=64))
-        parts["cosine"].append(_row("cosine", **common, epoch=e, step=-1, global_step=-1, statistic="epoch_mean",
-                                    origin="online", scope="model", group="all", cosine=cos.mean(),
-                                    grad_norm_ce=1.0, grad_norm_kl=0.1,
-                                    angle_deg=np.degrees(np.arccos(cos)).mean(), batch_size=64))
+            parts["cosine"].append(
+                _row(
+                    "cosine",
+                    **common,
+                    epoch=e,
+                    step=s,
+                    global_step=(e - 1) * STEPS + s,
+                    statistic="step",
+                    origin="online",
+                    scope="layer",
+                    group="fc",
+                    cosine=-0.99,
+                    grad_norm_ce=1.0,
+                    grad_norm_kl=0.1,
+                    angle_deg=172.0,
+                    batch_size=64,
+                )
+            )
+        parts["cosine"].append(
+            _row(
+                "cosine",
+                **common,
+                epoch=e,
+                step=-1,
+                global_step=-1,
+                statistic="epoch_mean",
+                origin="online",
+                scope="model",
+                group="all",
+                cosine=cos.mean(),
+                grad_norm_ce=1.0,
+                grad_norm_kl=0.1,
+                angle_deg=np.degrees(np.arccos(cos)).mean(),
+                batch_size=64,
+            )
+        )
         if e > 1:
-            parts["inter_epoch"].append(_row("inter_epoch", **common, epoch=e, cosine=0.9 if cos_center < 0 else 0.2,
-                                             grad_norm=1.0, previous_grad_norm=1.0, steps_averaged=STEPS))
+            parts["inter_epoch"].append(
+                _row(
+                    "inter_epoch",
+                    **common,
+                    epoch=e,
+                    cosine=0.9 if cos_center < 0 else 0.2,
+                    grad_norm=1.0,
+                    previous_grad_norm=1.0,
+                    steps_averaged=STEPS,
+                )
+            )
         if e > 1:
             for li, (layer, size) in enumerate(LAYERS):
                 changed = (li + 1) * (7 - e) * 3 if not gi else int(0.01 * size * STEPS) + li
-                parts["crossings"].append(_row("crossings", **common, epoch=e, step=-1, global_step=-1,
-                                               statistic="epoch_total", origin="online", layer=layer,
-                                               changed=changed, layer_size=size,
-                                               share=changed / (size * STEPS), kappa=4.0 if gi else np.nan,
-                                               gi_flag="", gi_p=0.01 if gi else np.nan, steps=STEPS))
+                parts["crossings"].append(
+                    _row(
+                        "crossings",
+                        **common,
+                        epoch=e,
+                        step=-1,
+                        global_step=-1,
+                        statistic="epoch_total",
+                        origin="online",
+                        layer=layer,
+                        changed=changed,
+                        layer_size=size,
+                        share=changed / (size * STEPS),
+                        kappa=4.0 if gi else np.nan,
+                        gi_flag="",
+                        gi_p=0.01 if gi else np.nan,
+                        steps=STEPS,
+                    )
+                )
         for loss, scale in (("ce", trace_scale), ("kl", kl_scale)):
             for est in ("hutchinson", "slq"):
                 tr = scale * (1 + 0.1 * e) * (1.0 if est == "hutchinson" else 1.05)
-                parts["hessian_trace"].append(_row("hessian_trace", **common, epoch=e, origin="online", loss=loss,
-                                                   scope="model", group="all", estimator=est, trace=tr,
-                                                   stderr=0.05 * tr, num_vectors=20, num_hvps=20, num_params=3088,
-                                                   probe_batch_size=128, probe_batch_source="generator", seed=0))
+                parts["hessian_trace"].append(
+                    _row(
+                        "hessian_trace",
+                        **common,
+                        epoch=e,
+                        origin="online",
+                        loss=loss,
+                        scope="model",
+                        group="all",
+                        estimator=est,
+                        trace=tr,
+                        stderr=0.05 * tr,
+                        num_vectors=20,
+                        num_hvps=20,
+                        num_params=3088,
+                        probe_batch_size=128,
+                        probe_batch_source="generator",
+                        seed=0,
+                    )
+                )
             nodes = np.concatenate([rng.normal(0, 0.05 * scale, 12), [scale * 2.0, scale * 3.0]])
             w = np.full(nodes.size, 1.0 / nodes.size)
             for i, (nd, wt) in enumerate(zip(nodes, w)):
-                parts["hessian_density"].append(_row("hessian_density", **common, epoch=e, origin="online", loss=loss,
-                                                     slq_run=i // 7, node=nd, weight=wt, probe_batch_size=128,
-                                                     seed=0))
+                parts["hessian_density"].append(
+                    _row(
+                        "hessian_density",
+                        **common,
+                        epoch=e,
+                        origin="online",
+                        loss=loss,
+                        slq_run=i // 7,
+                        node=nd,
+                        weight=wt,
+                        probe_batch_size=128,
+                        seed=0,
+                    )
+                )
             for k in np.linspace(-0.5, 0.5, 11):
                 curvature = (7 - e) * (1.0 if loss == "ce" else 0.2)  # KL flatter, as in the paper
-                parts["slice"].append(_row("slice", **common, epoch=e, origin="online", loss=loss,
-                                           direction="eigenvector", scaling="gradient", delta=0.1, k=k,
-                                           loss_value=scale * (1.0 / e + k ** 2 * curvature), probe_batch_size=128,
-                                           seed=0))
+                parts["slice"].append(
+                    _row(
+                        "slice",
+                        **common,
+                        epoch=e,
+                        origin="online",
+                        loss=loss,
+                        direction="eigenvector",
+                        scaling="gradient",
+                        delta=0.1,
+                        k=k,
+                        loss_value=scale * (1.0 / e + k**2 * curvature),
+                        probe_batch_size=128,
+                        seed=0,
+                    )
+                )
         for table, rows in parts.items():
             if table in tables and rows:
                 run.write_part(table, rows, f"e{e:05d}")

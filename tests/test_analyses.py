@@ -32,8 +32,15 @@ def tables_needed() -> dict:
 
 
 # every run of an end-to-end test: one epoch of two iterations (the brief's < 60 s on 2 cores)
-FAST = ["epochs=1", "iters_per_epoch=2", "batch_size=16", "warmup_epochs=0", "val_max_batches=1",
-        "zeroq_images=32", "zeroq_iterations=5"]
+FAST = [
+    "epochs=1",
+    "iters_per_epoch=2",
+    "batch_size=16",
+    "warmup_epochs=0",
+    "val_max_batches=1",
+    "zeroq_images=32",
+    "zeroq_iterations=5",
+]
 
 
 def fast_sets(extra=()):
@@ -80,8 +87,14 @@ def test_recipe_is_valid_data(short):
         needed = figures[entry["name"]]
         runs = [r for r in recipe["runs"] if entry.get("runs") is None or r["id"] in entry["runs"]]
         probes = {p for r in runs for p in r["probes"]}
-        tables = {"cosine": "cosine", "inter_epoch": "inter_epoch", "crossings": "crossings",
-                  "hessian_trace": "hessian", "hessian_density": "hessian", "slice": "slice"}
+        tables = {
+            "cosine": "cosine",
+            "inter_epoch": "inter_epoch",
+            "crossings": "crossings",
+            "hessian_trace": "hessian",
+            "hessian_density": "hessian",
+            "slice": "slice",
+        }
         for t in needed:  # the runs switch on the probe that writes each table the figure reads
             if t in tables:
                 assert tables[t] in probes, (entry["name"], t)
@@ -122,8 +135,25 @@ def test_recipe_is_valid_data(short):
 
 
 def test_recipes_cover_the_papers_experiments():
-    wanted = {"fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9",
-              "tab1", "tab2", "tab3", "tab4", "tab5", "tab6", "tab7", "tab9"}
+    wanted = {
+        "fig1",
+        "fig2",
+        "fig3",
+        "fig4",
+        "fig5",
+        "fig6",
+        "fig7",
+        "fig8",
+        "fig9",
+        "tab1",
+        "tab2",
+        "tab3",
+        "tab4",
+        "tab5",
+        "tab6",
+        "tab7",
+        "tab9",
+    }
     assert wanted <= set(RECIPES)
     for short in RECIPES:
         assert (ROOT / "zsq_probe" / "recipes" / f"{RECIPES[short]}.py").is_file()  # the recipe, in the wheel
@@ -134,8 +164,13 @@ def test_tab1_recipe_matches_the_paper_layout():
     recipe = load_recipe("tab1")
     presets = {r["preset"] for r in recipe["runs"]}
     assert presets == {"zeroq", "gdfq", "ait", "qimera", "qimera+ait", "arc", "arc+ait"}
-    assert {r["teacher"] for r in recipe["runs"]} == {"resnet20_cifar10", "resnet20_cifar100", "resnet18",
-                                                      "resnet50", "mobilenetv2_w1"}
+    assert {r["teacher"] for r in recipe["runs"]} == {
+        "resnet20_cifar10",
+        "resnet20_cifar100",
+        "resnet18",
+        "resnet50",
+        "mobilenetv2_w1",
+    }
     assert {(r["w_bits"], r["a_bits"]) for r in recipe["runs"]} == {(4, 4), (5, 5)}
     blocks = recipe["table"]["blocks"]
     assert len(blocks) == 10
@@ -160,7 +195,8 @@ def test_tab7_and_fig6_recipes_match_the_paper():
     teachers = {"inceptionv3": 79.00, "sqnxt23_w2": 69.39, "shufflenet_g1_w1": 65.07}
     assert {r["teacher"] for r in recipe["runs"]} == set(teachers)
     assert {(r["preset"], r["w_bits"], r["a_bits"]) for r in recipe["runs"]} == {
-        (p, b, b) for p in ("gdfq", "ait") for b in (4, 5)}
+        (p, b, b) for p in ("gdfq", "ait") for b in (4, 5)
+    }
     blocks = recipe["table"]["blocks"]
     assert [b["fp32"] for b in blocks] == list(teachers.values())
     for t, fp32 in teachers.items():  # the registry knows the paper's teacher, its file and its input size
@@ -168,12 +204,18 @@ def test_tab7_and_fig6_recipes_match_the_paper():
     assert teacher_input_size("inceptionv3") == 299 and teacher_input_size("shufflenet_g1_w1") == 224
     sqnxt = next(b for b in blocks if "SqueezeNext" in b["title"])
     assert [(r["label"], r["cells"]["GDFQ"]["paper"], r["cells"]["GDFQ+AIT"]["paper"]) for r in sqnxt["rows"]] == [
-        ("4w4a", 26.21, 45.37), ("5w5a", 56.07, 62.76)]
+        ("4w4a", 26.21, 45.37),
+        ("5w5a", 56.07, 62.76),
+    ]
     fig6 = load_recipe("fig6")
     assert fig6["figures"] == [{"name": "fig6"}]
     ids = {r["id"] for r in fig6["runs"]}  # Tab. 1's run ids: one --out reuses its finished runs
-    assert ids == {"resnet20_cifar10-4w4a-gdfq", "resnet20_cifar10-4w4a-ait", "resnet18-4w4a-gdfq",
-                   "resnet18-4w4a-ait"} and ids <= {r["id"] for r in load_recipe("tab1")["runs"]}
+    assert ids == {
+        "resnet20_cifar10-4w4a-gdfq",
+        "resnet20_cifar10-4w4a-ait",
+        "resnet18-4w4a-gdfq",
+        "resnet18-4w4a-ait",
+    } and ids <= {r["id"] for r in load_recipe("tab1")["runs"]}
 
 
 def test_tiny_mapping_lowers_bits_unless_the_recipe_keeps_them():
@@ -203,10 +245,12 @@ def test_dry_run_prints_reproducible_commands_and_runs_nothing(tmp_path, capsys)
     presets = {shlex.split(c)[shlex.split(c).index("--preset") + 1] for c in cmds}
     assert presets == {"gdfq", "kl-only", "kl-only-high-lr", "baseline+gi", "ce-only+gi", "ait"}
     # each printed command, parsed by the real `zsq-probe train` parser, gives the runner's config
-    jobs = {str(j.path): j for j in plan(load_recipe("tab2"), "paper", out, seeds=[0, 1], device="cuda",
-                                          data_root="/data/sets")}
+    jobs = {
+        str(j.path): j
+        for j in plan(load_recipe("tab2"), "paper", out, seeds=[0, 1], device="cuda", data_root="/data/sets")
+    }
     parser = build_parser()
-    for c in cmds[:: 7]:
+    for c in cmds[::7]:
         argv = shlex.split(c)
         assert argv[argv.index("--device") + 1] == "cuda" and argv[argv.index("--data-root") + 1] == "/data/sets"
         args = parser.parse_args(argv[1:])
@@ -252,8 +296,16 @@ def test_the_runner_trains_through_the_library(tmp_path, monkeypatch):
     calls = []
 
     def fake_train(cfg, out, *, resume=False, force=False, observers=None, progress=True):
-        calls.append({"cfg": cfg, "out": Path(out), "resume": resume, "force": force,
-                      "observers": observers, "progress": progress})
+        calls.append(
+            {
+                "cfg": cfg,
+                "out": Path(out),
+                "resume": resume,
+                "force": force,
+                "observers": observers,
+                "progress": progress,
+            }
+        )
         return {"best_val_top1": 0.5, "final_val_top1": 0.5}
 
     monkeypatch.setattr("zsq_probe.training.train", fake_train)
@@ -319,8 +371,9 @@ def test_stats_use_the_sample_std():
 
 def write_summary(path, best, final=None, teacher=0.7033):
     path.mkdir(parents=True, exist_ok=True)
-    (path / "summary.json").write_text(json.dumps({"best_val_top1": best, "final_val_top1": final or best,
-                                                   "teacher_top1": teacher}))
+    (path / "summary.json").write_text(
+        json.dumps({"best_val_top1": best, "final_val_top1": final or best, "teacher_top1": teacher})
+    )
 
 
 def cells_of(line):
@@ -386,10 +439,10 @@ def test_tab1_end_to_end_tiny_and_resume(tmp_path, capsys, digits_teacher):
     assert ait["epochs_completed"] == 1 and ait["w_bits"] == 3 and ait["method"] == "ait"
 
     # one block per bit width, one row per backbone, baseline and +AIT columns, paper values beside
-    table = text[text.index("Table 1."):]
+    table = text[text.index("Table 1.") :]
     for title, stand_in in (("CIFAR-10 ResNet-20, 4w4a", "digits 3w3a"), ("CIFAR-10 ResNet-20, 5w5a", "digits 4w4a")):
         start = table.index(title)
-        assert f"[ours: {stand_in}]" in table[start:start + 200]
+        assert f"[ours: {stand_in}]" in table[start : start + 200]
         block = table[start:].split("\n\n")[0].splitlines()
         assert "baseline" in block[1] and "+AIT" in block[1] and block[2].count("ours") == 2
         rows = {line.split("||")[0].strip(): line for line in block[4:]}
@@ -408,7 +461,7 @@ def test_tab1_end_to_end_tiny_and_resume(tmp_path, capsys, digits_teacher):
     assert main(["tab1", "--scale", "tiny", "--seeds", "1", "--out", str(out), "--quiet", *fast_sets()]) == 0
     again = capsys.readouterr().out
     assert again.count("done already") == 14
-    assert again[again.index("Table 1."):].split("(written")[0] == table.split("(written")[0]
+    assert again[again.index("Table 1.") :].split("(written")[0] == table.split("(written")[0]
     assert before == {r: (out / "runs" / r / "summary.json").stat().st_mtime_ns for r in runs}
 
     # another --set would mix configs in one folder: refused before anything runs
@@ -440,15 +493,16 @@ def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
     assert job.status() == "done" and job.summary()["epochs_completed"] == 2
     assert list(RunDir(job.path).read_table("metrics")["epoch"]) == [1, 2]  # resumed, not restarted or duplicated
     # only the selected run shows in the table: one row with our value, others left out
-    table = text[text.index("Table 2."):]
+    table = text[text.index("Table 2.") :]
     assert "Baseline (GDFQ)" in table and "KL-only" not in table.split("note:")[0]
     assert "CIFAR-10 RN-20" in table and "CIFAR-100 RN-20" not in table  # unplanned columns left out
 
 
 def test_figure_recipe_end_to_end_tiny(tmp_path, capsys, digits_teacher):
     out = tmp_path / "fig1"
-    rc = main(["fig1", "--scale", "tiny", "--out", str(out), "--quiet",
-               *fast_sets(["epochs=2", "probe_every_steps=1"])])
+    rc = main(
+        ["fig1", "--scale", "tiny", "--out", str(out), "--quiet", *fast_sets(["epochs=2", "probe_every_steps=1"])]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     assert "$ zsq-probe figures --runs" in text

@@ -12,9 +12,23 @@ import torch.nn as nn
 
 import zsq_probe as zp
 
-FAST = dict(epochs=2, iters_per_epoch=3, batch_size=16, warmup_epochs=0, act_range_epochs=1, val_max_batches=1,
-            val_batch_size=64, hessian_batch_size=32, hessian_every_epochs=1, probe_every_steps=1,
-            hessian_vectors=2, slq_runs=1, slq_steps=4, hessian_top_k=1, slice_points=3)
+FAST = dict(
+    epochs=2,
+    iters_per_epoch=3,
+    batch_size=16,
+    warmup_epochs=0,
+    act_range_epochs=1,
+    val_max_batches=1,
+    val_batch_size=64,
+    hessian_batch_size=32,
+    hessian_every_epochs=1,
+    probe_every_steps=1,
+    hessian_vectors=2,
+    slq_runs=1,
+    slq_steps=4,
+    hessian_top_k=1,
+    slice_points=3,
+)
 
 
 def test_config_train_tables_and_a_figure_in_given_axes(tmp_path, digits_teacher):
@@ -24,8 +38,9 @@ def test_config_train_tables_and_a_figure_in_given_axes(tmp_path, digits_teacher
     import matplotlib.pyplot as plt
 
     cfg = zp.resolve_config("ait", teacher="digits", flags=dict(FAST, probes=["cosine", "hessian"]))
-    assert cfg.inundation.enabled and cfg.optim.lr == pytest.approx(1e-3) and cfg.probing.probes == ["cosine",
-                                                                                                      "hessian"]
+    assert (
+        cfg.inundation.enabled and cfg.optim.lr == pytest.approx(1e-3) and cfg.probing.probes == ["cosine", "hessian"]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small probe batch
         summary = zp.train(cfg, tmp_path / "ait", progress=False)  # no observers passed: cfg's probes run
@@ -51,9 +66,16 @@ class SmallNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                      nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.output = nn.Linear(16, 10)
 
     def forward(self, x):
@@ -94,8 +116,12 @@ def test_a_teacher_module_of_ones_own(tmp_path, small_teacher):
         zp.train(cfg, tmp_path / "own", resume=True, force=True, progress=False, teacher=SmallNet())
     with pytest.raises(zp.UserError, match="pass the same module"):
         zp.train(cfg, tmp_path / "own", resume=True, force=True, progress=False)
-    assert zp.train(cfg, tmp_path / "own", resume=True, force=True, progress=False,
-                    teacher=small_teacher)["epochs_completed"] == 3
+    assert (
+        zp.train(cfg, tmp_path / "own", resume=True, force=True, progress=False, teacher=small_teacher)[
+            "epochs_completed"
+        ]
+        == 3
+    )
 
 
 def test_a_module_teacher_needs_a_data_spec(tmp_path, small_teacher):

@@ -80,9 +80,11 @@ def test_bad_setting_leaves_an_existing_run_folder_unchanged(tmp_path, capsys):
     assert _tree(out) == before
 
 
-@pytest.mark.parametrize("doc,mention", [([1, 2, 3], "JSON object"), ({"w_bits": None}, "w_bits"),
-                                         ({"quant": {"w_bits": None}}, "w_bits")],
-                         ids=["json list", "w_bits null flat", "w_bits null nested"])
+@pytest.mark.parametrize(
+    "doc,mention",
+    [([1, 2, 3], "JSON object"), ({"w_bits": None}, "w_bits"), ({"quant": {"w_bits": None}}, "w_bits")],
+    ids=["json list", "w_bits null flat", "w_bits null nested"],
+)
 def test_bad_config_file(tmp_path, capsys, doc, mention):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(doc))
@@ -133,11 +135,13 @@ def test_os_error_is_one_line(monkeypatch, capsys):
 
 # ---------------------------------------------------------------- finite-weights guarantee
 
+
 def _tiny_cfg(**sets):
     from zsq_probe.presets import resolve_config
 
-    cfg = resolve_config("ait", teacher="digits", flags={"epochs": 2, "iters_per_epoch": 2, "batch_size": 16,
-                                                         "val_max_batches": 1})
+    cfg = resolve_config(
+        "ait", teacher="digits", flags={"epochs": 2, "iters_per_epoch": 2, "batch_size": 16, "val_max_batches": 1}
+    )
     cfg.set("warmup_epochs", 0)
     for k, v in sets.items():
         cfg.set(k, v)
@@ -190,6 +194,7 @@ def test_parameter_check_does_not_change_the_numbers(tmp_path):
 
 # ---------------------------------------------------------------- probes on a non-finite loss surface
 
+
 def test_hessian_product_on_nan_model_is_a_clear_error_not_a_scipy_crash():
     import torch.nn as nn
     import torch.nn.functional as F
@@ -220,8 +225,9 @@ def test_curvature_probe_skips_a_nan_epoch_with_a_warning(caplog):
     def nan_curvature(*a, **k):
         raise NonFiniteHessianError("a Hessian-vector product is non-finite")
 
-    ctx = SimpleNamespace(probe_batch=lambda e, n: SimpleNamespace(size=n), student=torch.nn.Linear(1, 1),
-                          param_names=["weight", "bias"])
+    ctx = SimpleNamespace(
+        probe_batch=lambda e, n: SimpleNamespace(size=n), student=torch.nn.Linear(1, 1), param_names=["weight", "bias"]
+    )
     orig = curv.curvature
     curv.curvature = nan_curvature
     try:
@@ -234,6 +240,7 @@ def test_curvature_probe_skips_a_nan_epoch_with_a_warning(caplog):
 
 
 # ---------------------------------------------------------------- the smaller items of issue 13
+
 
 def _unchanged(before, path):
     """Every file that was there is byte-identical; nothing new but the (empty) writer lock file."""
@@ -252,11 +259,15 @@ def _fake_run(path, cfg=None):
     return run
 
 
-@pytest.mark.parametrize("argv,mention", [
-    (["--teacher", "resnet20_cifar10"], "--teacher resnet20_cifar10 differs from this run's teacher 'digits'"),
-    (["--teacher", "resnet20_cifar10", "--force"], "--teacher resnet20_cifar10 differs"),
-    (["--data", "cifar10"], "--data cifar10 differs from this run's data set 'digits'"),
-], ids=["teacher", "teacher with --force", "data"])
+@pytest.mark.parametrize(
+    "argv,mention",
+    [
+        (["--teacher", "resnet20_cifar10"], "--teacher resnet20_cifar10 differs from this run's teacher 'digits'"),
+        (["--teacher", "resnet20_cifar10", "--force"], "--teacher resnet20_cifar10 differs"),
+        (["--data", "cifar10"], "--data cifar10 differs from this run's data set 'digits'"),
+    ],
+    ids=["teacher", "teacher with --force", "data"],
+)
 def test_resume_refuses_another_teacher_or_data(tmp_path, capsys, argv, mention):
     out = tmp_path / "run"
     _fake_run(out)
@@ -300,12 +311,16 @@ def _newer_part(run, table="cosine"):
 def test_a_part_of_a_newer_schema_is_refused_on_resume_and_on_read(tmp_path, capsys, command):
     from fabricated_runs import make_run
 
-    run, _ = make_run(tmp_path / "zq", "ait", cos_center=-0.2, trace_scale=1.0, kl_scale=0.1,
-                      tables=("metrics", "cosine"))
+    run, _ = make_run(
+        tmp_path / "zq", "ait", cos_center=-0.2, trace_scale=1.0, kl_scale=0.1, tables=("metrics", "cosine")
+    )
     part = _newer_part(run)
     before = _tree(run.path)
-    argv = (["train", "--no-progress", "--out", str(run.path), "--resume"] if command == "resume"
-            else ["compare", str(run.path), str(run.path), "--probe", "cosine"])
+    argv = (
+        ["train", "--no-progress", "--out", str(run.path), "--resume"]
+        if command == "resume"
+        else ["compare", str(run.path), str(run.path), "--probe", "cosine"]
+    )
     rc, err = _run(argv, capsys)
     assert rc == 2
     assert len(err) == 1, err
@@ -316,8 +331,9 @@ def test_a_part_of_a_newer_schema_is_refused_on_resume_and_on_read(tmp_path, cap
 def test_compare_of_runs_on_different_data_sets_warns_and_still_compares(tmp_path, capsys):
     from fabricated_runs import make_run, run_config
 
-    kd, _ = make_run(tmp_path / "kd", "kd", cos_center=0.3, trace_scale=1.0, kl_scale=0.1, source="real",
-                     tables=("cosine",))
+    kd, _ = make_run(
+        tmp_path / "kd", "kd", cos_center=0.3, trace_scale=1.0, kl_scale=0.1, source="real", tables=("cosine",)
+    )
     zq, _ = make_run(tmp_path / "zq", "ait", cos_center=-0.2, trace_scale=1.0, kl_scale=0.1, tables=("cosine",))
     zq.write_config(run_config("ait", teacher="resnet20_cifar10", data="cifar10"))  # a CIFAR ZQ run
     before = {p: _tree(p) for p in (kd.path, zq.path)}
@@ -352,10 +368,14 @@ def test_raw_pickle_weights_are_refused_for_safety_not_called_corrupt(tmp_path, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("content,mention", [
-    (b"random", "is not a torch checkpoint (unreadable)"),
-    (b"pickle", "is a pickled (non-weights-only) file"),
-], ids=["random bytes", "raw pickle"])
+@pytest.mark.parametrize(
+    "content,mention",
+    [
+        (b"random", "is not a torch checkpoint (unreadable)"),
+        (b"pickle", "is a pickled (non-weights-only) file"),
+    ],
+    ids=["random bytes", "raw pickle"],
+)
 def test_a_foreign_checkpoint_is_named_for_what_it_is(digits_teacher, tmp_path, capsys, content, mention):
     import pickle
 
@@ -364,8 +384,11 @@ def test_a_foreign_checkpoint_is_named_for_what_it_is(digits_teacher, tmp_path, 
     out = tmp_path / "run"
     run = _fake_run(out)
     run.checkpoint_dir.mkdir(parents=True)
-    data = (np.random.default_rng(0).bytes(4096) if content == b"random"
-            else pickle.dumps({"epoch": 1, "student": {"w": [1.0]}}))
+    data = (
+        np.random.default_rng(0).bytes(4096)
+        if content == b"random"
+        else pickle.dumps({"epoch": 1, "student": {"w": [1.0]}})
+    )
     run.checkpoint_path(1).write_bytes(data)
     before = _tree(out)
     with warnings.catch_warnings(record=True) as caught:  # torch's pickle-protocol note would be a second line
@@ -399,9 +422,29 @@ def test_summary_records_skipped_steps_and_the_cli_ends_with_them(digits_teacher
     monkeypatch.setattr(losses, "kl_to_teacher", kl)
     out = tmp_path / "skip"
     # 11 steps: one skipped is under the per-epoch warning share, so the final line is the only one on stderr
-    rc, err = _run(["train", "--preset", "gdfq", "--epochs", "1", "--iters-per-epoch", "11", "--batch-size", "16",
-                    "--set", "warmup_epochs=0", "--set", "val_max_batches=1", "--set", "on_nonfinite=skip",
-                    "--no-progress", "--out", str(out)], capsys)
+    rc, err = _run(
+        [
+            "train",
+            "--preset",
+            "gdfq",
+            "--epochs",
+            "1",
+            "--iters-per-epoch",
+            "11",
+            "--batch-size",
+            "16",
+            "--set",
+            "warmup_epochs=0",
+            "--set",
+            "val_max_batches=1",
+            "--set",
+            "on_nonfinite=skip",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
     assert len(err) == 1 and err[0].startswith("warning: 1 training step(s)") and "skipped" in err[0], err

@@ -16,7 +16,9 @@ def run_cli(args, capsys):
 
 
 def test_help_lists_the_subcommands():
-    out = subprocess.run([sys.executable, "-m", "zsq_probe", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "zsq_probe", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for name in ("eval", "train", "presets", "demo", "cosine", "hessian", "slice", "crossings", "figures", "compare"):
         assert name in out
 
@@ -51,18 +53,23 @@ def test_eval_2bit_is_clearly_worse(eval_8bit, capsys):
 
 
 def test_eval_human_table(digits_teacher, capsys):
-    rc, out, _ = run_cli(["eval", "--teacher", "digits", "--w-bits", "4", "--a-bits", "4", "--max-batches", "1"], capsys)
+    rc, out, _ = run_cli(
+        ["eval", "--teacher", "digits", "--w-bits", "4", "--a-bits", "4", "--max-batches", "1"], capsys
+    )
     assert rc == 0 and "full precision" in out and "quantised 4w4a" in out and "not quantised" in out
 
 
-@pytest.mark.parametrize("args, phrase", [
-    (["eval", "--teacher", "resnet20_cifar10", "--weights-root", "{tmp}"], "resnet20_cifar10-"),
-    (["eval", "--teacher", "resnet20_cifar10", "--weights", "{tmp}/missing.pth"], "missing.pth"),
-    (["eval", "--teacher", "resnt20_cifar10"], "resnet20_cifar10"),
-    (["eval", "--teacher", "digits", "--data", "cifar10", "--data-root", "{tmp}/nowhere"], "cifar-10-batches-py"),
-    (["eval", "--teacher", "digits", "--w-bits", "9"], "--w-bits must be 2..8"),
-    (["train", "--preset", "nope", "--out", "{tmp}/r"], "unknown preset"),
-])
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["eval", "--teacher", "resnet20_cifar10", "--weights-root", "{tmp}"], "resnet20_cifar10-"),
+        (["eval", "--teacher", "resnet20_cifar10", "--weights", "{tmp}/missing.pth"], "missing.pth"),
+        (["eval", "--teacher", "resnt20_cifar10"], "resnet20_cifar10"),
+        (["eval", "--teacher", "digits", "--data", "cifar10", "--data-root", "{tmp}/nowhere"], "cifar-10-batches-py"),
+        (["eval", "--teacher", "digits", "--w-bits", "9"], "--w-bits must be 2..8"),
+        (["train", "--preset", "nope", "--out", "{tmp}/r"], "unknown preset"),
+    ],
+)
 def test_bad_input_is_one_line_and_non_zero(args, phrase, tmp_path, capsys):
     rc, _, err = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
     assert rc == 2
@@ -78,8 +85,19 @@ def test_missing_weights_message_says_no_download(tmp_path, capsys):
 def test_presets_lists_the_paper_rows(capsys):
     rc, out, _ = run_cli(["presets", "--json"], capsys)
     table = json.loads(out)
-    assert rc == 0 and {"gdfq", "kl-only", "ait", "baseline+gi", "ce-only+gi", "kl-only-high-lr", "ait-adam",
-                        "ait-rmsprop", "gdfq-adam", "gdfq-rmsprop", "kd"} <= set(table)
+    assert rc == 0 and {
+        "gdfq",
+        "kl-only",
+        "ait",
+        "baseline+gi",
+        "ce-only+gi",
+        "kl-only-high-lr",
+        "ait-adam",
+        "ait-rmsprop",
+        "gdfq-adam",
+        "gdfq-rmsprop",
+        "kd",
+    } <= set(table)
     assert table["ait"]["gi"] is True and table["ait"]["ce_weight"] == 0.0
 
 
@@ -95,15 +113,46 @@ def test_readme_schema_section_matches_the_code():
 def test_resume_uses_the_runs_own_config(tmp_path, digits_teacher, capsys):
     out = str(tmp_path / "r")
     common = ["--no-progress", "--set", "val_max_batches=1"]
-    assert main(["train", "--preset", "gdfq", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "16",
-                 "--seed", "3", "--out", out] + common) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "gdfq",
+                "--epochs",
+                "1",
+                "--iters-per-epoch",
+                "2",
+                "--batch-size",
+                "16",
+                "--seed",
+                "3",
+                "--out",
+                out,
+            ]
+            + common
+        )
+        == 0
+    )
     assert main(["train", "--out", out, "--resume", "--no-progress"]) == 0  # no preset, no seed: the run's own
     assert main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 2
     assert "changed config (epochs: 1 -> 2)" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ structure
-COMMANDS = ["eval", "presets", "train", "demo", "cosine", "hessian", "slice", "crossings", "figures", "compare", "recipe"]
+COMMANDS = [
+    "eval",
+    "presets",
+    "train",
+    "demo",
+    "cosine",
+    "hessian",
+    "slice",
+    "crossings",
+    "figures",
+    "compare",
+    "recipe",
+]
 
 
 def test_commands_are_listed_not_registered_on_import():

@@ -12,15 +12,21 @@ from zsq_probe.presets import DATASET_SCALES, PRESETS, dataset_family, preset_ov
 
 
 def test_flat_and_dotted_keys_reach_the_nested_fields():
-    cfg = resolve_config("ait", teacher="digits", overrides=["lr=0.5", "inundation.p=0.01", "probes=cosine,slice",
-                                                             "hessian_every_epochs=7", "warmup_epochs=0"])
+    cfg = resolve_config(
+        "ait",
+        teacher="digits",
+        overrides=["lr=0.5", "inundation.p=0.01", "probes=cosine,slice", "hessian_every_epochs=7", "warmup_epochs=0"],
+    )
     assert cfg.optim.lr == 0.5 and cfg.inundation.p == 0.01 and cfg.inundation.enabled
     assert cfg.probing.probes == ["cosine", "slice"] and cfg.probing.hessian_every_epochs == 7
     assert cfg.warmup_epochs == 0 and cfg.get("gi_p") == 0.01 and cfg.get("optim.lr") == 0.5
     assert parse_assignment("optim.lr=1e-3") == ("lr", 1e-3)
     # every field of every section has exactly one flat key
-    fields = [(s, f.name) for s in ("quant", "optim", "inundation", "dataset", "synthesis", "probing")
-              for f in dataclasses.fields(getattr(RunConfig(), s))]
+    fields = [
+        (s, f.name)
+        for s in ("quant", "optim", "inundation", "dataset", "synthesis", "probing")
+        for f in dataclasses.fields(getattr(RunConfig(), s))
+    ]
     assert sorted(v for v in FLAT_KEYS.values() if v[0]) == sorted(fields)
 
 
@@ -49,11 +55,18 @@ def test_presets_are_data_with_per_family_values():
             assert set(values) <= set(FLAT_KEYS), name
 
 
-@pytest.mark.parametrize("assignment, message", [
-    ("w_bits=9", "bits must be 2..8"), ("optimizer=lamb", "optimizer"), ("gi_p=2", "gi_p"),
-    ("probes=nope", "unknown probe"), ("slice_directions=up", "slice direction"), ("lr=-1", "lr"),
-    ("hessian_every_epochs=0", "hessian_every_epochs"),
-])
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("w_bits=9", "bits must be 2..8"),
+        ("optimizer=lamb", "optimizer"),
+        ("gi_p=2", "gi_p"),
+        ("probes=nope", "unknown probe"),
+        ("slice_directions=up", "slice direction"),
+        ("lr=-1", "lr"),
+        ("hessian_every_epochs=0", "hessian_every_epochs"),
+    ],
+)
 def test_each_section_validates_itself(assignment, message):
     with pytest.raises(UserError, match=message):
         resolve_config("gdfq", teacher="digits", overrides=[assignment])

@@ -33,9 +33,12 @@ def _fabricate_cifar10(root: Path, n: int = 6, evil_marker: Path | None = None) 
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"batch_label": name, "labels": rng.integers(0, 10, n).tolist(),
-                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 "filenames": [f"img{i}.png" for i in range(n)]}
+        batch = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [f"img{i}.png" for i in range(n)],
+        }
         if evil_marker is not None and name == "data_batch_1":
             batch["labels"] = _Evil(evil_marker)
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
@@ -48,9 +51,13 @@ def _fabricate_cifar100(root: Path, n: int = 6) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
     for name in ("train", "test"):
-        batch = {"batch_label": name, "fine_labels": rng.integers(0, 100, n).tolist(),
-                 "coarse_labels": rng.integers(0, 20, n).tolist(),
-                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": [b"x"] * n}
+        batch = {
+            "batch_label": name,
+            "fine_labels": rng.integers(0, 100, n).tolist(),
+            "coarse_labels": rng.integers(0, 20, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [b"x"] * n,
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     meta = {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"k{i}" for i in range(20)]}
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
@@ -87,9 +94,26 @@ def test_malicious_cifar_batch_is_refused_and_runs_nothing(tmp_path):
     assert "\n" not in str(err.value) and "refused to unpickle global" in str(err.value), err.value
     assert not marker.exists()
     # and through the command line, in a fresh interpreter: exit 2, one line, nothing run
-    r = subprocess.run([sys.executable, "-m", "zsq_probe", "train", "--teacher", "resnet20_cifar10", "--data-root",
-                        str(tmp_path / "data"), "--epochs", "1", "--out", str(tmp_path / "out")],
-                       capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zsq_probe",
+            "train",
+            "--teacher",
+            "resnet20_cifar10",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert not marker.exists()
     if "refused to unpickle" in r.stderr:  # this path loads real data (some teachers use synthetic data only)
         assert r.returncode == 2 and len([x for x in r.stderr.splitlines() if x.strip()]) == 1, r.stderr
@@ -106,10 +130,31 @@ def test_restricted_unpickler_accepts_numpy_1_names():
 
 # ------------------------------------------------------------------ post-hoc probes under kill -9
 
-TINY = ["--preset", "ait", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "16",
-        "--set", "warmup_epochs=0", "--set", "val_max_batches=1", "--set", "hessian_batch_size=16",
-        "--set", "hessian_top_k=2", "--set", "slq_runs=1", "--set", "slq_steps=4", "--set", "hessian_vectors=2",
-        "--no-progress"]
+TINY = [
+    "--preset",
+    "ait",
+    "--epochs",
+    "1",
+    "--iters-per-epoch",
+    "2",
+    "--batch-size",
+    "16",
+    "--set",
+    "warmup_epochs=0",
+    "--set",
+    "val_max_batches=1",
+    "--set",
+    "hessian_batch_size=16",
+    "--set",
+    "hessian_top_k=2",
+    "--set",
+    "slq_runs=1",
+    "--set",
+    "slq_steps=4",
+    "--set",
+    "hessian_vectors=2",
+    "--no-progress",
+]
 
 
 def zsq(*args, fault: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -117,8 +162,9 @@ def zsq(*args, fault: str | None = None, timeout: int = 180) -> subprocess.Compl
     env.pop(FAULT_ENV, None)
     if fault:
         env[FAULT_ENV] = fault
-    return subprocess.run([sys.executable, "-m", "zsq_probe", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "zsq_probe", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +186,12 @@ def _posthoc_rows(run: Path) -> dict:
         if rd.table_dir(t).is_dir() and rd.part_keys(t):
             df = pd.read_parquet(rd.table_dir(t))
             assert len(df) == len(rd.read_table(t))
-            cols = [c for c in df.columns if c not in ("run", "wall_time_s", "value", "lo", "hi", "ci_low", "ci_high")
-                    and df[c].map(lambda v: isinstance(v, (str, int, float, np.integer, np.floating))).all()]
+            cols = [
+                c
+                for c in df.columns
+                if c not in ("run", "wall_time_s", "value", "lo", "hi", "ci_low", "ci_high")
+                and df[c].map(lambda v: isinstance(v, (str, int, float, np.integer, np.floating))).all()
+            ]
             assert not df.duplicated(cols).any(), t
             out[t] = df[df.origin == "posthoc"].groupby("epoch").size().to_dict()
     return out
@@ -176,8 +226,10 @@ def test_kill_9_during_posthoc_hessian_then_rerun_loses_and_doubles_nothing(tiny
 
 # ------------------------------------------------------------------ one writer per run folder
 
-HOLD = ("import sys, time; from zsq_probe.run_lock import RunLock; l = RunLock(sys.argv[1], what='test').acquire(); "
-        "print('locked', flush=True); time.sleep(120)")
+HOLD = (
+    "import sys, time; from zsq_probe.run_lock import RunLock; l = RunLock(sys.argv[1], what='test').acquire(); "
+    "print('locked', flush=True); time.sleep(120)"
+)
 
 
 def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_nothing(tiny_run, tmp_path):
@@ -209,6 +261,7 @@ def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_noth
 
 # ------------------------------------------------------------------ cosine, slice, crossings under kill -9
 
+
 @pytest.fixture(scope="module")
 def two_epoch_run(digits_teacher, tmp_path_factory) -> Path:
     """Two epochs with a checkpoint each: every post-hoc command has two epochs to commit."""
@@ -225,17 +278,21 @@ def _table(run: Path, table: str) -> pd.DataFrame:
         return pd.DataFrame()
     df = pd.read_parquet(rd.table_dir(table))
     df = df.drop(columns=[c for c in df.columns if c in ("wall_time_s", "run")])
-    keys = [c for c in df.columns if df[c].map(lambda v: isinstance(v, (str, int, float, np.integer,
-                                                                             np.floating))).all()]
+    keys = [
+        c for c in df.columns if df[c].map(lambda v: isinstance(v, (str, int, float, np.integer, np.floating))).all()
+    ]
     return df.sort_values(keys).reset_index(drop=True)
 
 
 # one kill site per command (hessian above covers part and publish): the last epoch's staged part, its
 # commit marker, and the rename after the marker
-@pytest.mark.parametrize("command,table,site", [("cosine", "cosine", "part"), ("slice", "slice", "commit"),
-                                                ("crossings", "crossings", "publish")])
-def test_kill_9_during_each_posthoc_command_then_rerun_matches_an_uninterrupted_run(two_epoch_run, tmp_path,
-                                                                                    command, table, site):
+@pytest.mark.parametrize(
+    "command,table,site",
+    [("cosine", "cosine", "part"), ("slice", "slice", "commit"), ("crossings", "crossings", "publish")],
+)
+def test_kill_9_during_each_posthoc_command_then_rerun_matches_an_uninterrupted_run(
+    two_epoch_run, tmp_path, command, table, site
+):
     import shutil
 
     ref, run = tmp_path / "ref", tmp_path / "killed"

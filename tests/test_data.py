@@ -29,8 +29,15 @@ def make_cifar10(root, per_batch=CIFAR10_PER_BATCH, n_test=4, seed=0):
     for i in range(1, 6):
         x = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
         y = [int(v) for v in rng.integers(0, 10, size=per_batch)]
-        _pickle(folder / f"data_batch_{i}", {"batch_label": f"training batch {i} of 5", "data": x, "labels": y,
-                                             "filenames": [f"img{i}_{j}.png" for j in range(per_batch)]})
+        _pickle(
+            folder / f"data_batch_{i}",
+            {
+                "batch_label": f"training batch {i} of 5",
+                "data": x,
+                "labels": y,
+                "filenames": [f"img{i}_{j}.png" for j in range(per_batch)],
+            },
+        )
         batches[f"data_batch_{i}"] = (x, y)
     xt = rng.integers(0, 256, size=(n_test, 3072), dtype=np.uint8)
     yt = [int(v) for v in rng.integers(0, 10, size=n_test)]
@@ -298,8 +305,9 @@ def test_digits_dataset_values_and_constants():
     torch.testing.assert_close(train.images, (raw - spec.mean[0]) / spec.std[0])
     # upsampling is bilinear from the 8x8 originals scaled to [0, 1]
     images, labels, train_idx, _ = data._digits_split()
-    up = torch.nn.functional.interpolate(torch.from_numpy(images[train_idx[:5]]).unsqueeze(1), size=(16, 16),
-                                         mode="bilinear", align_corners=False)
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(images[train_idx[:5]]).unsqueeze(1), size=(16, 16), mode="bilinear", align_corners=False
+    )
     torch.testing.assert_close(raw[:5], up)
     assert [train[i][1] for i in range(5)] == labels[train_idx[:5]].tolist()
     # deterministic
@@ -354,15 +362,18 @@ def test_make_loader_does_not_touch_global_rng():
 # --------------------------------------------------------------------------- teacher -> data set
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("resnet20_cifar10", "cifar10"),
-    ("resnet56_cifar100", "cifar100"),
-    ("ResNet20_CIFAR100", "cifar100"),
-    ("digits", "digits"),
-    ("resnet18", "imagenet"),
-    ("mobilenetv2_w1", "imagenet"),
-    ("resnet50", "imagenet"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("resnet20_cifar10", "cifar10"),
+        ("resnet56_cifar100", "cifar100"),
+        ("ResNet20_CIFAR100", "cifar100"),
+        ("digits", "digits"),
+        ("resnet18", "imagenet"),
+        ("mobilenetv2_w1", "imagenet"),
+        ("resnet50", "imagenet"),
+    ],
+)
 def test_dataset_for_teacher(name, expected):
     assert dataset_for_teacher(name) == expected
 

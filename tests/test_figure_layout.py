@@ -56,15 +56,16 @@ def _check(fig):
     items = [(k, t, a, t.get_window_extent(renderer)) for k, t, a in _texts(fig)]
     for kind, t, _, box in items:
         label = t.get_text() if kind != "legend" else "legend"
-        assert box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1 and box.y1 <= page.y1 + 1, \
+        assert box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1 and box.y1 <= page.y1 + 1, (
             f"{kind} {label!r} outside the figure"
+        )
         if kind != "legend":
             assert t.get_fontsize() >= MIN_FONT, f"{kind} {label!r} at {t.get_fontsize()} pt"
         else:
             for lt in t.get_texts():
                 assert lt.get_fontsize() >= MIN_FONT, f"legend text {lt.get_text()!r} at {lt.get_fontsize()} pt"
     for i, (k1, t1, a1, b1) in enumerate(items):
-        for k2, t2, a2, b2 in items[i + 1:]:
+        for k2, t2, a2, b2 in items[i + 1 :]:
             if k1 == k2 == "tick" and a1 is a2 and t1.axes is t2.axes:
                 pass  # neighbouring tick labels of one axis: checked by overlaps below as well
             if b1.width <= 0 or b2.width <= 0:

@@ -43,8 +43,9 @@ def all_figures(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("all-figures")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["figures", "--runs", str(runs["kd"].path), str(runs["zq"].path), str(runs["ait"].path),
-                   "--out", str(out)])
+        rc = main(
+            ["figures", "--runs", str(runs["kd"].path), str(runs["zq"].path), str(runs["ait"].path), "--out", str(out)]
+        )
     assert rc == 0
     written = {}
     for line in buf.getvalue().strip().splitlines():
@@ -78,9 +79,21 @@ def test_pdf_on_request(runs, tmp_path):
 
 
 def test_script_runs_standalone(runs, tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "figures" / "fig1_cosine.py"), "--runs", str(runs["kd"].path),
-                          str(runs["zq"].path), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120,
-                         cwd=tmp_path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "figures" / "fig1_cosine.py"),
+            "--runs",
+            str(runs["kd"].path),
+            str(runs["zq"].path),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     _png_ok(out.stdout.strip())
 
@@ -97,13 +110,16 @@ def _copy_without_column(run, table, column, dest):
     return bad
 
 
-@pytest.mark.parametrize("name,table,column", [
-    ("fig1", "cosine", "angle_deg"),
-    ("fig2b", "hessian_trace", "stderr"),
-    ("fig3bc", "crossings", "layer_size"),
-    ("fig5", "metrics", "val_ce"),
-    ("fig2d", "hessian_density", "weight"),
-])
+@pytest.mark.parametrize(
+    "name,table,column",
+    [
+        ("fig1", "cosine", "angle_deg"),
+        ("fig2b", "hessian_trace", "stderr"),
+        ("fig3bc", "crossings", "layer_size"),
+        ("fig5", "metrics", "val_ce"),
+        ("fig2d", "hessian_density", "weight"),
+    ],
+)
 def test_missing_column_is_a_user_error_naming_it(runs, tmp_path, name, table, column):
     bad = _copy_without_column(runs["zq"], table, column, tmp_path / "bad")
     with pytest.raises(UserError, match=column):
@@ -147,15 +163,22 @@ def test_crossings_per_layer_numbers(runs):
     assert list(layers["layer"]) == [name for name, _ in LAYERS]
     # changed = (li+1) * (7-e) * 3 over STEPS steps
     np.testing.assert_allclose(layers["changed_per_step"], [(i + 1) * 4 * 3 / STEPS for i in range(3)])
-    np.testing.assert_allclose(layers["share_per_step"],
-                               [(i + 1) * 12 / STEPS / size for i, (_, size) in enumerate(LAYERS)])
+    np.testing.assert_allclose(
+        layers["share_per_step"], [(i + 1) * 12 / STEPS / size for i, (_, size) in enumerate(LAYERS)]
+    )
 
 
 def test_trace_curves_never_average_online_with_posthoc():
     """A post-hoc measurement repeats the online one: the online row is used, its stderr not shrunk by sqrt(2);
     rows without intervals get mean +- 1.96 stderr."""
-    df = pd.DataFrame([_row("hessian_trace", epoch=1, loss="ce", scope="model", estimator="hutchinson",
-                            trace=t, stderr=s, origin=o) for t, s, o in ((10.0, 3.0, "posthoc"), (14.0, 4.0, "online"))])
+    df = pd.DataFrame(
+        [
+            _row(
+                "hessian_trace", epoch=1, loss="ce", scope="model", estimator="hutchinson", trace=t, stderr=s, origin=o
+            )
+            for t, s, o in ((10.0, 3.0, "posthoc"), (14.0, 4.0, "online"))
+        ]
+    )
     c = compare.trace_curves(df)
     assert len(c) == 1
     assert c["trace"].iloc[0] == pytest.approx(14.0) and c["stderr"].iloc[0] == pytest.approx(4.0)
@@ -185,14 +208,28 @@ def test_compare_cosine_numbers_by_hand(runs):
         assert out[key]["mean_epoch_cosine"] == pytest.approx(epoch_means.mean())
         assert out[key]["median_epoch_cosine"] == pytest.approx(np.median(epoch_means))
     assert out["zq"]["share_negative"] > 0.5 > out["kd"]["share_negative"]
-    assert out["zq_minus_kd"]["share_negative"] == pytest.approx(out["zq"]["share_negative"]
-                                                                 - out["kd"]["share_negative"])
+    assert out["zq_minus_kd"]["share_negative"] == pytest.approx(
+        out["zq"]["share_negative"] - out["kd"]["share_negative"]
+    )
 
 
 def test_compare_cosine_without_epoch_mean_rows():
-    rows = [_row("cosine", epoch=e, step=s, statistic="step", origin="online", scope="model", cosine=c,
-                 angle_deg=0.0, grad_norm_ce=1.0, grad_norm_kl=1.0)
-            for e, vals in ((1, [0.5, -0.5, -0.25, 0.75]), (2, [-1.0, -0.5, 0.0, 0.5])) for s, c in enumerate(vals)]
+    rows = [
+        _row(
+            "cosine",
+            epoch=e,
+            step=s,
+            statistic="step",
+            origin="online",
+            scope="model",
+            cosine=c,
+            angle_deg=0.0,
+            grad_norm_ce=1.0,
+            grad_norm_kl=1.0,
+        )
+        for e, vals in ((1, [0.5, -0.5, -0.25, 0.75]), (2, [-1.0, -0.5, 0.0, 0.5]))
+        for s, c in enumerate(vals)
+    ]
     s = compare.summarize_cosine(pd.DataFrame(rows))
     assert s["share_negative"] == pytest.approx(4 / 8)
     assert s["mean_epoch_cosine"] == pytest.approx((0.125 + -0.25) / 2)
@@ -200,8 +237,9 @@ def test_compare_cosine_without_epoch_mean_rows():
 
 
 def test_compare_hessian_ratios(runs):
-    out = compare.compare_tables(runs["kd"].read_table("hessian_trace"), runs["zq"].read_table("hessian_trace"),
-                                 "hessian")
+    out = compare.compare_tables(
+        runs["kd"].read_table("hessian_trace"), runs["zq"].read_table("hessian_trace"), "hessian"
+    )
     factor = np.median([1 + 0.1 * e for e in EPOCHS])
     assert out["kd"]["estimator"] == "hutchinson"
     assert out["kd"]["median_trace_ce"] == pytest.approx(8.0 * factor)
@@ -250,7 +288,8 @@ def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(
     assert result["zq"]["mean_epoch_cosine"] == pytest.approx(np.mean(per_seed))
     assert result["zq_span"]["mean_epoch_cosine"] == pytest.approx([min(per_seed), max(per_seed)])
     assert result["zq_minus_kd"]["mean_epoch_cosine"] == pytest.approx(
-        np.mean(per_seed) - result["kd"]["mean_epoch_cosine"])
+        np.mean(per_seed) - result["kd"]["mean_epoch_cosine"]
+    )
     assert result["verdict"]["zq_vs_kd"] == "below" and result["verdict"]["basis"]["zq"] == "seeds [min, max]"
     # the same setting on both sides: the seed intervals overlap, so no difference is called
     same = [make_run(tmp_path / f"kd2-s{i}", "gdfq", 0.3, 8.0, 2.0, seed=30 + i)[0] for i in range(2)]
@@ -271,8 +310,23 @@ def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(
     with pytest.raises(UserError, match="differ in more than the seed .*method"):
         compare.compare_runs(kd[0], [zq[0], ait], "cosine")
     # the CLI: mean [min, max] cells, n per side, the verdict line, and the overlay with its caption
-    assert main(["compare", str(kd[0].path), str(zq[0].path), "--kd-seeds", str(kd[1].path), str(kd[2].path),
-                 "--zq-seeds", str(zq[1].path), "--out", str(tmp_path / "fig")]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(kd[0].path),
+                str(zq[0].path),
+                "--kd-seeds",
+                str(kd[1].path),
+                str(kd[2].path),
+                "--zq-seeds",
+                str(zq[1].path),
+                "--out",
+                str(tmp_path / "fig"),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "n=3" in text and "n=2" in text and "verdict on mean_epoch_cosine: ZQ below KD" in text
     lo, hi = result["zq_span"]["mean_epoch_cosine"]
@@ -321,8 +375,9 @@ def test_figures_cli_nothing_to_draw_and_bad_names(tmp_path, capsys):
     assert main(["figures", "--runs", str(only_metrics.path), "--out", str(tmp_path / "o"), "--only", "fig1"]) == 2
     cap = capsys.readouterr()
     assert "skipped fig1" in cap.out and "no figure written" in cap.err
-    assert main(["figures", "--runs", str(only_metrics.path), "--out", str(tmp_path / "o"),
-                 "--only", "fig1,fig99"]) == 2
+    assert (
+        main(["figures", "--runs", str(only_metrics.path), "--out", str(tmp_path / "o"), "--only", "fig1,fig99"]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fig99" in err and "fig2b" in err and "fig7_8" in err
     assert main(["figures", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
@@ -351,8 +406,9 @@ def test_epoch_ranges_are_read_alike_by_figures_and_post_hoc(runs, tmp_path, cap
             parse_epochs(bad)
     assert issubclass(UserError, ValueError)
     # `zsq-probe figures --epochs 3-5` works as `zsq-probe cosine --epochs 3-5` does: three columns of bars
-    rc = main(["figures", "--runs", str(runs["zq"].path), "--out", str(tmp_path), "--only", "fig3bc",
-               "--epochs", "3-5"])
+    rc = main(
+        ["figures", "--runs", str(runs["zq"].path), "--out", str(tmp_path), "--only", "fig3bc", "--epochs", "3-5"]
+    )
     assert rc == 0, capsys.readouterr().err
     _png_ok(tmp_path / "fig3bc_crossings.png")
     fig = FIGURES["fig3bc"].figures([runs["zq"]], epochs="3-5")[0][1]

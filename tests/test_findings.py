@@ -13,8 +13,21 @@ from zsq_probe.demo import HIGH_LR, crossing_stats, findings_text, seed_stats
 
 
 def _crossings(changed, size=1000, steps=10, p=float("nan")):
-    return pd.DataFrame([{"epoch": 12, "statistic": "epoch_total", "layer": f"l{i}", "changed": c, "layer_size": size,
-                          "steps": steps, "share": c / (size * steps), "gi_p": p} for i, c in enumerate(changed)])
+    return pd.DataFrame(
+        [
+            {
+                "epoch": 12,
+                "statistic": "epoch_total",
+                "layer": f"l{i}",
+                "changed": c,
+                "layer_size": size,
+                "steps": steps,
+                "share": c / (size * steps),
+                "gi_p": p,
+            }
+            for i, c in enumerate(changed)
+        ]
+    )
 
 
 def test_crossing_stats_by_hand_and_a_run_without_gi_against_the_gi_runs_p():
@@ -29,23 +42,37 @@ def test_crossing_stats_by_hand_and_a_run_without_gi_against_the_gi_runs_p():
 
 def _findings(ait_top1, gdfq_top1, kl_top1, ait_below=(0, 0)):
     def hessian(ce, kl):
-        return {"estimator": "hutch++", "last_epoch": 12, "last_trace_ce": ce, "last_ci_low_ce": 0.95 * ce,
-                "last_ci_high_ce": 1.05 * ce, "last_trace_kl": kl, "last_ci_low_kl": 0.95 * kl,
-                "last_ci_high_kl": 1.05 * kl, "last_kl_over_ce_range": [0.95 * kl / (1.05 * ce), 1.05 * kl / (0.95 * ce)]}
+        return {
+            "estimator": "hutch++",
+            "last_epoch": 12,
+            "last_trace_ce": ce,
+            "last_ci_low_ce": 0.95 * ce,
+            "last_ci_high_ce": 1.05 * ce,
+            "last_trace_kl": kl,
+            "last_ci_low_kl": 0.95 * kl,
+            "last_ci_high_kl": 1.05 * kl,
+            "last_kl_over_ce_range": [0.95 * kl / (1.05 * ce), 1.05 * kl / (0.95 * ce)],
+        }
 
     crossing = {"epoch": 12, "layers": 10, "gi_p": 1e-5, "layers_without_change": [0, 0]}
     return {
         "ptq": {"fp_top1": 0.985, "quant_top1": 0.55, "w_bits": 3, "a_bits": 3},
-        "F1": {"kd": {"mean_epoch_cosine": seed_stats([0.2, 0.22]), "share_negative": seed_stats([0.2, 0.3])},
-               "gdfq": {"mean_epoch_cosine": seed_stats([-0.3, -0.1]), "share_negative": seed_stats([0.6, 0.7])}},
+        "F1": {
+            "kd": {"mean_epoch_cosine": seed_stats([0.2, 0.22]), "share_negative": seed_stats([0.2, 0.3])},
+            "gdfq": {"mean_epoch_cosine": seed_stats([-0.3, -0.1]), "share_negative": seed_stats([0.6, 0.7])},
+        },
         "F2": {"kd": hessian(150, 330), "gdfq": hessian(1100, 220)},
-        "F3": {"kl-only": dict(crossing, share_per_step=seed_stats([4e-5, 5e-5]), layers_below_p=[8, 7]),
-               "ait": dict(crossing, share_per_step=seed_stats([3e-4, 1e-3]), layers_below_p=list(ait_below)),
-               HIGH_LR: dict(crossing, share_per_step=seed_stats([5e-6]), layers_below_p=[6])},
-        "F4": {"gdfq": {"final_val_top1": seed_stats(gdfq_top1), "final_kl_scaled": seed_stats([0.04, 0.05])},
-               "kl-only": {"final_val_top1": seed_stats(kl_top1), "final_kl_scaled": seed_stats([0.04, 0.04])},
-               "ait": {"final_val_top1": seed_stats(ait_top1), "final_kl_scaled": seed_stats([0.03, 0.03])},
-               "kd": {"final_val_top1": seed_stats([0.99, 0.99]), "final_kl_scaled": seed_stats([0.01, 0.01])}},
+        "F3": {
+            "kl-only": dict(crossing, share_per_step=seed_stats([4e-5, 5e-5]), layers_below_p=[8, 7]),
+            "ait": dict(crossing, share_per_step=seed_stats([3e-4, 1e-3]), layers_below_p=list(ait_below)),
+            HIGH_LR: dict(crossing, share_per_step=seed_stats([5e-6]), layers_below_p=[6]),
+        },
+        "F4": {
+            "gdfq": {"final_val_top1": seed_stats(gdfq_top1), "final_kl_scaled": seed_stats([0.04, 0.05])},
+            "kl-only": {"final_val_top1": seed_stats(kl_top1), "final_kl_scaled": seed_stats([0.04, 0.04])},
+            "ait": {"final_val_top1": seed_stats(ait_top1), "final_kl_scaled": seed_stats([0.03, 0.03])},
+            "kd": {"final_val_top1": seed_stats([0.99, 0.99]), "final_kl_scaled": seed_stats([0.01, 0.01])},
+        },
     }
 
 
@@ -74,6 +101,7 @@ def test_every_verdict_follows_the_interval_rule_on_the_papers_pairs():
     v = _verdicts(findings_text(_findings(ait_top1=[0.95], gdfq_top1=[0.80], kl_top1=[0.70])))
     assert v["F4"].startswith("AIT above GDFQ: inconclusive")
     # F3 reads layers below p: AIT moving more codes is not enough when a layer stays below p
-    v = _verdicts(findings_text(_findings(ait_top1=[0.93, 0.94], gdfq_top1=[0.88, 0.90], kl_top1=[0.80, 0.82],
-                                          ait_below=(0, 2))))
+    v = _verdicts(
+        findings_text(_findings(ait_top1=[0.93, 0.94], gdfq_top1=[0.88, 0.90], kl_top1=[0.80, 0.82], ait_below=(0, 2)))
+    )
     assert v["F3"].startswith("partly")

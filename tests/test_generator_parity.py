@@ -62,10 +62,13 @@ QIMERA_Z = (torch.arange(3 * 2 * 4, dtype=torch.float32).reshape(3, 2, 4) * 0.61
 QIMERA_CLASSES = torch.tensor([[2, 2], [0, 3], [4, 1]])  # row 0 draws class 2 twice
 QIMERA_W = torch.tensor([[0.7, 0.3], [0.25, 0.75], [0.5, 0.5]])
 # the reference generator's input (output of the embedding normaliser, weighted and summed over slots)
-QIMERA_REFERENCE_INPUT = torch.tensor([
-    [0.46854841709136963, -0.05658535659313202, -0.6852362155914307, -1.2629268169403076],
-    [-0.17304572463035583, -0.29875749349594116, -0.4082627296447754, -0.43104568123817444],
-    [-0.03299456834793091, 0.3323531746864319, 0.6212469339370728, 0.7565039396286011]])
+QIMERA_REFERENCE_INPUT = torch.tensor(
+    [
+        [0.46854841709136963, -0.05658535659313202, -0.6852362155914307, -1.2629268169403076],
+        [-0.17304572463035583, -0.29875749349594116, -0.4082627296447754, -0.43104568123817444],
+        [-0.03299456834793091, 0.3323531746864319, 0.6212469339370728, 0.7565039396286011],
+    ]
+)
 
 
 def _qimera(num_classes=5, dim=4, **kw):
@@ -89,8 +92,9 @@ def test_qimera_slot_input_equals_reference_numbers_with_a_repeated_class():
     soft = torch.zeros(3, 5).scatter_add_(1, QIMERA_CLASSES, QIMERA_W)
     got, cond = gen.generator_input(SlotLatent(QIMERA_Z, QIMERA_CLASSES, QIMERA_W), soft)
     assert torch.allclose(got, QIMERA_REFERENCE_INPUT, atol=1e-6)
-    assert torch.allclose(_reference_formula(gen, QIMERA_Z, QIMERA_CLASSES, QIMERA_W), QIMERA_REFERENCE_INPUT,
-                          atol=1e-6)
+    assert torch.allclose(
+        _reference_formula(gen, QIMERA_Z, QIMERA_CLASSES, QIMERA_W), QIMERA_REFERENCE_INPUT, atol=1e-6
+    )
     assert torch.allclose(cond, soft / 2)  # ImageNet CBN: gamma/beta weighted by w, mean over K (as reference)
 
 
@@ -114,15 +118,42 @@ def test_qimera_sampled_batch_keeps_both_draws_of_a_repeated_class():
 
 # ----------------------------------------------------------------------------------------------- item 6
 # UniformDataset(size=(3, 2, 2)) items 0 and 1 after torch.manual_seed(0)
-ZEROQ_START = [0.012272203341126442, -0.013564013876020908, 0.019469434395432472, 0.0013840830652043223,
-               0.017623990774154663, 0.014117646962404251, -0.011164936237037182, 0.006551326252520084,
-               0.0026758939493447542, 0.02131487801671028, -0.004890426527708769, 0.003414071397855878,
-               -0.008581315167248249, -0.0218685120344162, 0.009319492615759373, -0.01596309058368206,
-               0.005259515717625618, -0.0035986159928143024, 0.023344866931438446, 0.013010380789637566,
-               0.0172549020498991, -0.015409457497298717, 0.02002306841313839, 0.015040368773043156]
+ZEROQ_START = [
+    0.012272203341126442,
+    -0.013564013876020908,
+    0.019469434395432472,
+    0.0013840830652043223,
+    0.017623990774154663,
+    0.014117646962404251,
+    -0.011164936237037182,
+    0.006551326252520084,
+    0.0026758939493447542,
+    0.02131487801671028,
+    -0.004890426527708769,
+    0.003414071397855878,
+    -0.008581315167248249,
+    -0.0218685120344162,
+    0.009319492615759373,
+    -0.01596309058368206,
+    0.005259515717625618,
+    -0.0035986159928143024,
+    0.023344866931438446,
+    0.013010380789637566,
+    0.0172549020498991,
+    -0.015409457497298717,
+    0.02002306841313839,
+    0.015040368773043156,
+]
 # getDistilData's total_loss at iterations 0, 1, 2, 3, 4, 100, 499 (batch of 2 uniform images, shape 3x6x6)
-ZEROQ_LOSSES = {0: 11.777249336242676, 1: 31.072315216064453, 2: 6.422058582305908, 3: 3.626528263092041,
-                4: 7.425021171569824, 100: 0.8180283904075623, 499: 0.543201744556427}
+ZEROQ_LOSSES = {
+    0: 11.777249336242676,
+    1: 31.072315216064453,
+    2: 6.422058582305908,
+    3: 3.626528263092041,
+    4: 7.425021171569824,
+    100: 0.8180283904075623,
+    499: 0.543201744556427,
+}
 ZEROQ_FINAL_FIRST4 = [0.6846245527267456, -0.047838807106018066, 0.039755888283252716, 0.3070412576198578]
 
 
@@ -133,25 +164,34 @@ def _zeroq_model():
             n *= s
         return (torch.arange(n, dtype=torch.float32) * f).sin().reshape(shape) * 0.5
 
-    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                      nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    m = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
     with torch.no_grad():
         m[0].weight.copy_(w((4, 3, 3, 3), 0.7))
         m[3].weight.copy_(w((4, 4, 3, 3), 0.3))
         for bn, f in ((m[1], 1.0), (m[4], 2.0)):
-            bn.running_mean.copy_((torch.arange(4.) * f).cos() * 0.1)
-            bn.running_var.copy_(1 + 0.5 * (torch.arange(4.) * f).sin() ** 2)
-            bn.weight.copy_(1 + 0.1 * torch.arange(4.))
-            bn.bias.copy_(0.05 * torch.arange(4.))
+            bn.running_mean.copy_((torch.arange(4.0) * f).cos() * 0.1)
+            bn.running_var.copy_(1 + 0.5 * (torch.arange(4.0) * f).sin() ** 2)
+            bn.weight.copy_(1 + 0.1 * torch.arange(4.0))
+            bn.bias.copy_(0.05 * torch.arange(4.0))
         m[8].weight.copy_(w((3, 4), 0.9))
         m[8].bias.zero_()
     return m
 
 
 def test_zeroq_default_start_is_the_reference_uniform_bit_for_bit():
-    images, history = distill_zeroq(_zeroq_model(), 2, (3, 2, 2), 2, iterations=0,
-                                    generator=torch.Generator().manual_seed(0))
+    images, history = distill_zeroq(
+        _zeroq_model(), 2, (3, 2, 2), 2, iterations=0, generator=torch.Generator().manual_seed(0)
+    )
     assert history == []
     assert images.flatten().tolist() == ZEROQ_START
 
@@ -189,8 +229,12 @@ def test_zeroq_config_defaults_are_the_reference():
     from zsq_probe.presets import resolve_config
 
     syn = resolve_config("zeroq", "resnet20_cifar10", data="cifar10").synthesis
-    assert (syn.zeroq_images, syn.zeroq_batch_size, syn.zeroq_init, syn.zeroq_calibration) == (32, 0, "uniform",
-                                                                                               "minmax")
+    assert (syn.zeroq_images, syn.zeroq_batch_size, syn.zeroq_init, syn.zeroq_calibration) == (
+        32,
+        0,
+        "uniform",
+        "minmax",
+    )
     with pytest.raises(UserError):
         resolve_config("zeroq", "resnet20_cifar10", data="cifar10", overrides=["zeroq_calibration=max"])
     assert RunConfig().synthesis.zeroq_iterations == 500

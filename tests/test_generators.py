@@ -7,9 +7,18 @@ import torch.nn.functional as F
 from pytorchcv.models.resnet_cifar import CIFARResNet
 
 from zsq_probe.errors import UserError
-from zsq_probe.generators import (ARC_GENOTYPES, QIMERA_DEFAULTS, ARCGenerator, BNStatisticsLoss,
-                                  CategoricalConditionalBatchNorm2d, GDFQGenerator, QimeraGenerator,
-                                  ZeroQStatisticsLoss, build_generator, distill_zeroq)
+from zsq_probe.generators import (
+    ARC_GENOTYPES,
+    QIMERA_DEFAULTS,
+    ARCGenerator,
+    BNStatisticsLoss,
+    CategoricalConditionalBatchNorm2d,
+    GDFQGenerator,
+    QimeraGenerator,
+    ZeroQStatisticsLoss,
+    build_generator,
+    distill_zeroq,
+)
 
 SHAPES = [(1, 16, 16), (3, 32, 32), (3, 224, 224)]
 
@@ -32,8 +41,9 @@ class TinyTeacher(nn.Module):
 def small_resnet(calibrate=True, seed=0):
     """Small pytorchcv CIFAR ResNet on 1x16x16; BN running stats from random structured data."""
     torch.manual_seed(seed)
-    m = CIFARResNet(channels=[[8], [16], [32]], init_block_channels=8, bottleneck=False, in_channels=1,
-                    in_size=(16, 16))
+    m = CIFARResNet(
+        channels=[[8], [16], [32]], init_block_channels=8, bottleneck=False, in_channels=1, in_size=(16, 16)
+    )
     m.features.final_pool = nn.AdaptiveAvgPool2d(1)
     if calibrate:  # random but attainable statistics: those of smooth, shifted, scaled noise images
         m.train()
@@ -68,7 +78,9 @@ def test_output_shapes(kind, shape):
 
 @pytest.mark.parametrize("kind", ["gdfq", "qimera", "arc"])
 def test_sample_reproducible_and_global_rng_untouched(kind):
-    gen = build_generator(kind, 10, (1, 16, 16), teacher=TinyTeacher(1), **({"mix_prob": 0.5} if kind == "qimera" else {}))
+    gen = build_generator(
+        kind, 10, (1, 16, 16), teacher=TinyTeacher(1), **({"mix_prob": 0.5} if kind == "qimera" else {})
+    )
     state = torch.get_rng_state()
     draws = [gen.sample(6, generator=rng(5), device="cpu") for _ in range(2)]
     other = gen.sample(6, generator=rng(6), device="cpu")
@@ -134,8 +146,9 @@ def test_conditional_bn_soft_weights_mix_gamma_beta():
     hard = torch.tensor([2, 0])
     assert torch.allclose(cbn(x, F.one_hot(hard, 4).float()), cbn(x, hard))
     w = torch.tensor([[0.25, 0.75, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
-    expected = (w @ cbn.gamma.weight)[:, :, None, None] * F.batch_norm(x, cbn.running_mean, cbn.running_var, eps=cbn.eps) \
-        + (w @ cbn.beta.weight)[:, :, None, None]
+    expected = (w @ cbn.gamma.weight)[:, :, None, None] * F.batch_norm(
+        x, cbn.running_mean, cbn.running_var, eps=cbn.eps
+    ) + (w @ cbn.beta.weight)[:, :, None, None]
     assert torch.allclose(cbn(x, w), expected, atol=1e-6)
 
 
@@ -151,9 +164,13 @@ def test_bns_loss_matches_hand_computation():
         net(x)
     a1 = net.conv1(x)
     a2 = net.conv2(F.relu(net.bn1(a1)))
-    expected = torch.stack([
-        F.mse_loss(a.mean((0, 2, 3)), bn.running_mean) + F.mse_loss(a.var((0, 2, 3), unbiased=False), bn.running_var)
-        for a, bn in ((a1, net.bn1), (a2, net.bn2))]).mean()
+    expected = torch.stack(
+        [
+            F.mse_loss(a.mean((0, 2, 3)), bn.running_mean)
+            + F.mse_loss(a.var((0, 2, 3), unbiased=False), bn.running_var)
+            for a, bn in ((a1, net.bn1), (a2, net.bn2))
+        ]
+    ).mean()
     assert bns.num_layers == 2
     assert torch.allclose(bns.loss(), expected, rtol=1e-5)
     assert bns.loss() > 0.1
@@ -300,11 +317,11 @@ def test_arc_each_latent_chunk_influences_output():
         start = 0
         for size in gen.chunks:
             z2 = z.clone()
-            z2[:, start:start + size] += 1.0
+            z2[:, start : start + size] += 1.0
             out = gen(z2, y)
             assert (out - base).abs().max() > 1e-4
             z3 = z.clone()
-            z3[:, start:start + size] = z[:, start:start + size]
+            z3[:, start : start + size] = z[:, start : start + size]
             assert torch.equal(gen(z3, y), base)
             start += size
 
@@ -362,9 +379,11 @@ def test_zeroq_statistics_loss_matches_hand_computation():
 
     a1 = net.conv1(x)
     a2 = net.conv2(F.relu(net.bn1(a1)))
-    expected = (term(a1, net.bn1.running_mean, torch.sqrt(net.bn1.running_var + eps))
-                + term(a2, net.bn2.running_mean, torch.sqrt(net.bn2.running_var + eps))
-                + term(x, torch.zeros(3), torch.ones(3)))
+    expected = (
+        term(a1, net.bn1.running_mean, torch.sqrt(net.bn1.running_var + eps))
+        + term(a2, net.bn2.running_mean, torch.sqrt(net.bn2.running_var + eps))
+        + term(x, torch.zeros(3), torch.ones(3))
+    )
     assert torch.allclose(zq.loss(x), expected, rtol=1e-5)
     assert torch.allclose(zq.loss(), expected - term(x, torch.zeros(3), torch.ones(3)), rtol=1e-5)
 
@@ -389,8 +408,15 @@ def test_zeroq_loss_falls_and_teacher_untouched():
 def test_zeroq_batches_reproducibility_and_errors():
     teacher = small_resnet()
     calls = []
-    a, hist = distill_zeroq(teacher, 5, (1, 16, 16), batch_size=3, iterations=2, generator=rng(3),
-                            progress=lambda b, it, loss: calls.append((b, it)))
+    a, hist = distill_zeroq(
+        teacher,
+        5,
+        (1, 16, 16),
+        batch_size=3,
+        iterations=2,
+        generator=rng(3),
+        progress=lambda b, it, loss: calls.append((b, it)),
+    )
     b, _ = distill_zeroq(teacher, 5, (1, 16, 16), batch_size=3, iterations=2, generator=rng(3))
     assert a.shape == (5, 1, 16, 16) and torch.equal(a, b)
     assert [(h["batch"], h["iteration"]) for h in hist] == [(0, 0), (0, 1), (1, 0), (1, 1)] == calls

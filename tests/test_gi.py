@@ -160,7 +160,9 @@ def test_p_zero_is_plain_nesterov_sgd_bit_for_bit():
     twin = copy.deepcopy(model)
     gi = GradientInundation(
         torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4),
-        quantized_layers(model), p=0.0)
+        quantized_layers(model),
+        p=0.0,
+    )
     ref = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
     x = torch.randn(6, 3, 8, 8)
     y = torch.arange(6)
@@ -177,11 +179,15 @@ def test_p_zero_is_plain_nesterov_sgd_bit_for_bit():
     assert sum(gi.last_changed_codes.values()) > 0
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: torch.optim.SGD(ps, lr=1e-6, momentum=0.9, nesterov=True),
-    lambda ps: torch.optim.Adam(ps, lr=1e-7, eps=1e-5),
-    lambda ps: torch.optim.RMSprop(ps, lr=1e-7, eps=1.0, momentum=0.9, alpha=0.9),
-], ids=["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: torch.optim.SGD(ps, lr=1e-6, momentum=0.9, nesterov=True),
+        lambda ps: torch.optim.Adam(ps, lr=1e-7, eps=1e-5),
+        lambda ps: torch.optim.RMSprop(ps, lr=1e-7, eps=1.0, momentum=0.9, alpha=0.9),
+    ],
+    ids=["sgd", "adam", "rmsprop"],
+)
 def test_optimizer_state_is_not_scaled(make):
     p = 0.02
     model = small_net(seed=2)

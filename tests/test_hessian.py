@@ -39,8 +39,12 @@ def mlp(seed: int = 0, dtype=DT) -> nn.Module:
 def conv_bn(seed: int = 0, dtype=DT) -> nn.Module:
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 4),
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 4),
     ).to(dtype)
     net.train()
     with torch.no_grad():  # non-trivial running statistics
@@ -125,8 +129,12 @@ def rand_vec(n, seed=3, dtype=DT):
 
 
 def state_of(model):
-    return ({n: b.clone() for n, b in model.named_buffers()}, {n: id(b) for n, b in model.named_buffers()},
-            {n: p.detach().clone() for n, p in model.named_parameters()}, [m.training for m in model.modules()])
+    return (
+        {n: b.clone() for n, b in model.named_buffers()},
+        {n: id(b) for n, b in model.named_buffers()},
+        {n: p.detach().clone() for n, p in model.named_parameters()},
+        [m.training for m in model.modules()],
+    )
 
 
 def assert_state_equal(model, before):
@@ -232,8 +240,11 @@ def test_parameter_selection_is_the_dense_sub_block():
     sizes = {n: p.numel() for n, p in model.named_parameters()}  # 0.weight 40, 0.bias 8, 2.weight 24, 2.bias 3
     offsets = np.cumsum([0] + list(sizes.values()))
     index = {n: torch.arange(offsets[i], offsets[i + 1]) for i, n in enumerate(sizes)}
-    for sel, names in [("0", ["0.weight", "0.bias"]), (["2.bias", "0.weight"], ["0.weight", "2.bias"]),
-                       ("2.weight", ["2.weight"])]:
+    for sel, names in [
+        ("0", ["0.weight", "0.bias"]),
+        (["2.bias", "0.weight"], ["0.weight", "2.bias"]),
+        ("2.weight", ["2.weight"]),
+    ]:
         op = HessianOperator(model, F.cross_entropy, [(x, y)], params=sel)
         assert op.param_names == names
         idx = torch.cat([index[n] for n in names])
@@ -265,8 +276,7 @@ def test_unused_parameters_give_zero_rows():
     assert op.dim == 75 + 10
     dense = op.to_dense()
     assert torch.count_nonzero(dense[75:]) == 0 and torch.count_nonzero(dense[:, 75:]) == 0
-    torch.testing.assert_close(dense[:75, :75], func_hessian(model.net, F.cross_entropy, x, y),
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dense[:75, :75], func_hessian(model.net, F.cross_entropy, x, y), rtol=1e-10, atol=1e-12)
     # only unused parameters: a zero Hessian, not an error
     spare = HessianOperator(model, F.cross_entropy, [(x, y)], params="spare")
     assert torch.count_nonzero(spare.matvec(rand_vec(10))) == 0
@@ -369,8 +379,12 @@ def test_slq_trace_equals_hutchinson_with_the_same_vectors():
     from zsq_probe.hessian.operator import rademacher
 
     gen = torch.Generator().manual_seed(5)
-    fro2 = np.mean([float(op.matvec(v).double().pow(2).sum())
-                    for v in [rademacher(op.dim, gen, op.dtype, op.device) for _ in range(7)]])
+    fro2 = np.mean(
+        [
+            float(op.matvec(v).double().pow(2).sum())
+            for v in [rademacher(op.dim, gen, op.dtype, op.device) for _ in range(7)]
+        ]
+    )
     assert slq.stderr == pytest.approx(max(hutch.stderr, np.sqrt(2 * fro2 / 7)), rel=1e-6)
     assert slq.ci_high - slq.ci_low == pytest.approx(2 * 2.446912 * slq.stderr, rel=1e-5)  # t(0.975, 6 dof)
     dens = slq_density(op, num_runs=7, num_steps=3, seed=5)

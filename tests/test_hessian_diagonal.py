@@ -11,8 +11,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zsq_probe.hessian import HessianOperator
-from zsq_probe.hessian.diagonal import (NotPiecewiseLinearError, coordinate_products, exact_diagonal, exact_trace,
-                                        ggn_diagonal, loss_function, output_hessian, piecewise_linear_problems)
+from zsq_probe.hessian.diagonal import (
+    NotPiecewiseLinearError,
+    coordinate_products,
+    exact_diagonal,
+    exact_trace,
+    ggn_diagonal,
+    loss_function,
+    output_hessian,
+    piecewise_linear_problems,
+)
 
 D = torch.float64
 T = 4.0
@@ -65,9 +73,16 @@ CASES = [("ce", {}), ("ce", {"label_smoothing": 0.1}), ("kl", {"temperature": T}
 # --------------------------------------------------------------------------- H_out
 
 
-@pytest.mark.parametrize("loss,kw,soft", [("ce", {}, False), ("ce", {"label_smoothing": 0.2}, False),
-                                          ("ce", {"label_smoothing": 0.1}, True), ("kl", {"temperature": T}, False),
-                                          ("kl", {"temperature": 1.0}, False)])
+@pytest.mark.parametrize(
+    "loss,kw,soft",
+    [
+        ("ce", {}, False),
+        ("ce", {"label_smoothing": 0.2}, False),
+        ("ce", {"label_smoothing": 0.1}, True),
+        ("kl", {"temperature": T}, False),
+        ("kl", {"temperature": 1.0}, False),
+    ],
+)
 def test_output_hessian_matches_autograd(loss, kw, soft):
     g = torch.Generator().manual_seed(3)
     z = 2 * torch.randn(5, 4, generator=g, dtype=D)
@@ -161,13 +176,17 @@ class _FunctionalTanh(nn.Module):
         return self.b(torch.tanh(self.a(x)))
 
 
-@pytest.mark.parametrize("make,why", [
-    (lambda: nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 3)), "GELU"),
-    (lambda: nn.Sequential(nn.Linear(4, 5), nn.Sigmoid(), nn.Linear(5, 3)), "Sigmoid"),
-    (lambda: nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.ReLU(), nn.Linear(5, 3)), "LayerNorm"),
-    (_FunctionalTanh, "Tanh"),
-    (_Twice, "hidden.weight"),
-], ids=["gelu", "sigmoid", "layernorm", "functional_tanh", "layer_used_twice"])
+@pytest.mark.parametrize(
+    "make,why",
+    [
+        (lambda: nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 3)), "GELU"),
+        (lambda: nn.Sequential(nn.Linear(4, 5), nn.Sigmoid(), nn.Linear(5, 3)), "Sigmoid"),
+        (lambda: nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.ReLU(), nn.Linear(5, 3)), "LayerNorm"),
+        (_FunctionalTanh, "Tanh"),
+        (_Twice, "hidden.weight"),
+    ],
+    ids=["gelu", "sigmoid", "layernorm", "functional_tanh", "layer_used_twice"],
+)
 def test_not_piecewise_linear_is_refused(make, why):
     torch.manual_seed(4)
     net = make().to(D)
@@ -280,7 +299,8 @@ def test_digits_student_ggn_equals_single_coordinate_products(digits_teacher, qu
             for kind, coords in _coordinates(info, 25, gen).items():
                 ref = coordinate_products(op, coords)
                 assert ref.abs().max() > 0, kind
-                assert torch.allclose(flat[coords], ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max())), \
+                assert torch.allclose(flat[coords], ref, rtol=1e-9, atol=1e-12 * float(ref.abs().max())), (
                     f"{loss} {kind}"
+                )
         assert d.trace() == pytest.approx(float(flat.sum()), rel=1e-12)
         assert sum(d.traces("block").values()) == pytest.approx(d.trace(), rel=1e-12)

@@ -52,9 +52,12 @@ def test_an_inceptionv3_run_feeds_its_teacher_299_px_generated_and_validation_im
     teacher = SizeRecorder().eval()
     info = models.TeacherInfo("inceptionv3", "imagenet", 1000, None, None, None, "explicit")
     monkeypatch.setattr(models, "load_teacher", lambda name, **kw: (teacher, info))
-    cfg = resolve_config("gdfq", teacher="inceptionv3",
-                         flags={"data_root": str(tmp_path), "device": "cpu", "probes": []},
-                         overrides=["batch_size=2", "val_batch_size=1"])
+    cfg = resolve_config(
+        "gdfq",
+        teacher="inceptionv3",
+        flags={"data_root": str(tmp_path), "device": "cpu", "probes": []},
+        overrides=["batch_size=2", "val_batch_size=1"],
+    )
     with pytest.warns(UserWarning, match="1 class folders"):  # a one-class stand-in for ImageNet's val folder
         parts = build_run(cfg)
     assert tuple(parts.spec.image_shape) == (3, 299, 299)

@@ -34,6 +34,7 @@ def pytorchcv_file_name(name):
 @pytest.fixture
 def no_network(monkeypatch):
     """Fail the test if anything reaches pytorchcv's download machinery."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a download was attempted")
 
@@ -109,6 +110,7 @@ def _stub_training(calls):
         torch.manual_seed(123)
         net = digits_module.digits_architecture().eval()
         return net, {"key": digits_module.digits_key(), "test_top1": 97.5, "train": models.DIGITS_TRAIN}
+
     return train
 
 
@@ -232,12 +234,21 @@ def test_published_accuracies():
     # ImageNet file names carry the top-5 error: resnet18-0896 -> 91.04 % top-5
     assert published_accuracy("resnet18") == (73.06, 91.04)
     assert published_accuracy("mobilenetv2_w1") == (73.03, 91.13)
-    assert published_accuracy("resnet101") == (None, pytest.approx(100 - int(
-        model_store.get_model_name_suffix_data("resnet101")[0]) / 100))
-    assert PAPER_TEACHER_TOP1 == {"resnet20_cifar10": 93.89, "resnet20_cifar100": 70.33, "resnet18": 71.47,
-                                  "resnet50": 77.73, "mobilenetv2_w1": 73.03,
-                                  # Tab. 7 (paper Appendix C): FP32 top-1 of the additional teachers
-                                  "inceptionv3": 79.00, "sqnxt23_w2": 69.39, "shufflenet_g1_w1": 65.07}
+    assert published_accuracy("resnet101") == (
+        None,
+        pytest.approx(100 - int(model_store.get_model_name_suffix_data("resnet101")[0]) / 100),
+    )
+    assert PAPER_TEACHER_TOP1 == {
+        "resnet20_cifar10": 93.89,
+        "resnet20_cifar100": 70.33,
+        "resnet18": 71.47,
+        "resnet50": 77.73,
+        "mobilenetv2_w1": 73.03,
+        # Tab. 7 (paper Appendix C): FP32 top-1 of the additional teachers
+        "inceptionv3": 79.00,
+        "sqnxt23_w2": 69.39,
+        "shufflenet_g1_w1": 65.07,
+    }
 
 
 def test_check_published_accuracy():

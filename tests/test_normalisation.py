@@ -75,10 +75,12 @@ def test_loaded_cifar_images_use_the_chosen_statistics(tmp_path):
         c10 = quiet(load_dataset, "cifar10", root=tmp_path, split="test", normalization=norm)
         c100 = quiet(load_dataset, "cifar100", root=tmp_path, split="test", normalization=norm)
         assert c10.spec.normalization == c100.spec.normalization == norm
-        torch.testing.assert_close(c10[2][0], expected_cifar_tensor(test_x[2], get_spec("cifar10", norm)),
-                                   atol=1e-5, rtol=0)
-        torch.testing.assert_close(c100[1][0], expected_cifar_tensor(out100["test"][0][1],
-                                                                     get_spec("cifar100", norm)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            c10[2][0], expected_cifar_tensor(test_x[2], get_spec("cifar10", norm)), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            c100[1][0], expected_cifar_tensor(out100["test"][0][1], get_spec("cifar100", norm)), atol=1e-5, rtol=0
+        )
     default = quiet(load_dataset, "cifar100", root=tmp_path, split="test")
     pixel = torch.from_numpy(out100["test"][0][0].astype("float32")).view(3, 32, 32)[:, 0, 0] / 255
     want = (pixel - torch.tensor(REF_C100[0])) / torch.tensor(REF_C100[1])
@@ -114,9 +116,21 @@ def test_training_validates_and_records_under_the_configured_normalisation(r20_r
     from zsq_probe.training import train
     from zsq_probe.training.build import build_run
 
-    cfg = resolve_config("gdfq", teacher="resnet20_cifar10", flags=dict(
-        weights_root=str(r20_root), data_root=str(r20_root / "data"), epochs=1, iters_per_epoch=1, batch_size=4,
-        warmup_epochs=0, val_batch_size=6, act_range_epochs=1, normalization=norm))
+    cfg = resolve_config(
+        "gdfq",
+        teacher="resnet20_cifar10",
+        flags=dict(
+            weights_root=str(r20_root),
+            data_root=str(r20_root / "data"),
+            epochs=1,
+            iters_per_epoch=1,
+            batch_size=4,
+            warmup_epochs=0,
+            val_batch_size=6,
+            act_range_epochs=1,
+            normalization=norm,
+        ),
+    )
     parts = quiet(build_run, cfg, for_training=True)
     assert parts.val_loader.dataset.spec == get_spec("cifar10", norm) and parts.spec.normalization == norm
     quiet(train, cfg, tmp_path / "run", progress=False)
@@ -131,14 +145,33 @@ def test_training_validates_and_records_under_the_configured_normalisation(r20_r
 # --------------------------------------------------------------------------- eval output, like-for-like warning
 
 
-@pytest.mark.parametrize("norm, stats, compared, label", [
-    ("reference", REF_C10, 93.89, "in the AIT paper"),
-    ("pytorchcv", PYTORCHCV, 94.03, "published by pytorchcv"),
-])
-def test_eval_names_the_normalisation_and_compares_like_with_like(r20_root, capsys, norm, stats, compared, label,
-                                                                  no_network):
-    args = ["eval", "--teacher", "resnet20_cifar10", "--weights-root", str(r20_root), "--data-root",
-            str(r20_root / "data"), "--calib-batches", "1", "--batch-size", "6", "--w-bits", "8", "--a-bits", "8"]
+@pytest.mark.parametrize(
+    "norm, stats, compared, label",
+    [
+        ("reference", REF_C10, 93.89, "in the AIT paper"),
+        ("pytorchcv", PYTORCHCV, 94.03, "published by pytorchcv"),
+    ],
+)
+def test_eval_names_the_normalisation_and_compares_like_with_like(
+    r20_root, capsys, norm, stats, compared, label, no_network
+):
+    args = [
+        "eval",
+        "--teacher",
+        "resnet20_cifar10",
+        "--weights-root",
+        str(r20_root),
+        "--data-root",
+        str(r20_root / "data"),
+        "--calib-batches",
+        "1",
+        "--batch-size",
+        "6",
+        "--w-bits",
+        "8",
+        "--a-bits",
+        "8",
+    ]
     if norm == "pytorchcv":
         args += ["--normalization", "pytorchcv"]
     assert quiet(main, args + ["--json"]) == 0
@@ -163,10 +196,28 @@ def test_eval_rejects_an_unknown_normalisation(capsys):
     assert "unknown normalisation 'imgclsmob'" in err and len(err.strip().splitlines()) == 1
 
 
-def _info(name="resnet20_cifar10", dataset="cifar10", published=94.03, paper=93.89, file=R20_FILE,
-          paper_file=R20_FILE, source="pytorchcv-cache"):
-    return TeacherInfo(name, dataset, 10 if dataset == "cifar10" else 1000, f"/m/{file}", None, published, source,
-                       None, paper, weights_file=file, paper_weights_file=paper_file)
+def _info(
+    name="resnet20_cifar10",
+    dataset="cifar10",
+    published=94.03,
+    paper=93.89,
+    file=R20_FILE,
+    paper_file=R20_FILE,
+    source="pytorchcv-cache",
+):
+    return TeacherInfo(
+        name,
+        dataset,
+        10 if dataset == "cifar10" else 1000,
+        f"/m/{file}",
+        None,
+        published,
+        source,
+        None,
+        paper,
+        weights_file=file,
+        paper_weights_file=paper_file,
+    )
 
 
 def test_published_comparison_picks_the_matching_number():
@@ -188,8 +239,7 @@ def test_published_comparison_picks_the_matching_number():
     msg = check_published_accuracy(today18, 71.47)
     assert "73.06%" in msg and f"the AIT paper reports 71.47% with {PAPER_R18}" in msg
     # a CIFAR teacher the paper does not use: only pytorchcv's number, flagged as measured the other way
-    other = _info("resnet56_cifar10", published=94.37, paper=None, file="resnet56_cifar10-0563-a.pth",
-                  paper_file=None)
+    other = _info("resnet56_cifar10", published=94.37, paper=None, file="resnet56_cifar10-0563-a.pth", paper_file=None)
     value, what, like = models.comparison_top1(other)
     assert (value, like) == (94.37, False) and "pytorchcv normalisation" in what
     assert "expect a small offset" in check_published_accuracy(other, 80.0)
@@ -222,13 +272,15 @@ def test_resnet18_knows_both_files():
     assert [f.file_name for f in models.teacher_weight_files("resnet20_cifar10")] == [R20_FILE]
 
 
-@pytest.mark.parametrize("present, used, release, top1", [
-    ([PAPER_R18], PAPER_R18, "v0.0.153", 71.47),
-    ([CURRENT_R18], CURRENT_R18, "v0.0.478", 73.06),
-    ([CURRENT_R18, PAPER_R18], PAPER_R18, "v0.0.153", 71.47),  # both: the paper's
-])
-def test_resnet18_file_found_in_pytorchcvs_cache(r18_state_file, tmp_path, present, used, release, top1,
-                                                  no_network):
+@pytest.mark.parametrize(
+    "present, used, release, top1",
+    [
+        ([PAPER_R18], PAPER_R18, "v0.0.153", 71.47),
+        ([CURRENT_R18], CURRENT_R18, "v0.0.478", 73.06),
+        ([CURRENT_R18, PAPER_R18], PAPER_R18, "v0.0.153", 71.47),  # both: the paper's
+    ],
+)
+def test_resnet18_file_found_in_pytorchcvs_cache(r18_state_file, tmp_path, present, used, release, top1, no_network):
     folder = _place(r18_state_file, tmp_path / "models", *present)
     with pytest.warns(UserWarning, match="differs from pytorchcv's record"):  # fabricated content
         net, info = load_teacher("resnet18", root=folder)
@@ -291,8 +343,13 @@ def test_resnet18_download_fetches_the_papers_release(r18_state_file, tmp_path, 
 # this repository: state-dict entries and parameter counts per paper backbone.  With one state dict loaded into
 # both, the logits were identical for all five; the bundle's ResNet units use ReLU(inplace=False)
 # (GDFQ_AIT/pytorchcv/models/resnet.py line 155) where pytorchcv has inplace=True: same outputs.
-REFERENCE_BACKBONES = {"resnet20_cifar10": (128, 272474), "resnet20_cifar100": (128, 278324),
-                       "resnet18": (122, 11689512), "resnet50": (320, 25557032), "mobilenetv2_w1": (319, 3504960)}
+REFERENCE_BACKBONES = {
+    "resnet20_cifar10": (128, 272474),
+    "resnet20_cifar100": (128, 278324),
+    "resnet18": (122, 11689512),
+    "resnet50": (320, 25557032),
+    "mobilenetv2_w1": (319, 3504960),
+}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_BACKBONES))

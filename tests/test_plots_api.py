@@ -75,7 +75,7 @@ def test_make_figure_returns_the_figure_and_writes_nothing(runs, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     fig = make_figure("fig1", [runs["kd"].path, runs["zq"].path], epoch=3)
     assert isinstance(fig, Figure) and len(fig.axes) == 3
-    (stem, fig6), = make_figures("fig6", [runs["kd"], runs["zq"]])
+    ((stem, fig6),) = make_figures("fig6", [runs["kd"], runs["zq"]])
     assert stem == "fig6_samples_zq-run" and len(fig6.axes) == 50  # (1 real + 4 synthetic rows) x 10 digits
     assert not any(tmp_path.iterdir())
     with pytest.raises(TypeError, match="epochs"):
@@ -105,9 +105,12 @@ def test_importing_plots_leaves_the_backend_alone(chosen):
     one the user chose first (a notebook's inline backend), is still there afterwards."""
     import os
 
-    code = ("import matplotlib, json; " + (f"matplotlib.use({chosen!r}); " if chosen else "")
-            + "before = matplotlib.get_backend(); rc = dict(matplotlib.rcParams); import zsq_probe.plots; "
-            "print(json.dumps([before, matplotlib.get_backend(), dict(matplotlib.rcParams) == rc]))")
+    code = (
+        "import matplotlib, json; "
+        + (f"matplotlib.use({chosen!r}); " if chosen else "")
+        + "before = matplotlib.get_backend(); rc = dict(matplotlib.rcParams); import zsq_probe.plots; "
+        "print(json.dumps([before, matplotlib.get_backend(), dict(matplotlib.rcParams) == rc]))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "PYTHONPATH")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
@@ -122,14 +125,22 @@ def test_drawing_a_file_leaves_backend_and_pyplot_alone(runs, tmp_path):
     import os
 
     # rcParams read raw (dict.items): asking for the backend would itself import pyplot to resolve it
-    code = ("import sys, json, matplotlib; raw = lambda: dict(dict.items(matplotlib.rcParams)); rc = raw(); "
-            "from zsq_probe.plots import write_figures; "
-            "written, failed = write_figures(sys.argv[1:2], sys.argv[2], only='fig1,fig5'); "
-            "pyplot = 'matplotlib.pyplot' in sys.modules; "
-            "print(json.dumps([raw() == rc, pyplot, len(written), failed]))")
+    code = (
+        "import sys, json, matplotlib; raw = lambda: dict(dict.items(matplotlib.rcParams)); rc = raw(); "
+        "from zsq_probe.plots import write_figures; "
+        "written, failed = write_figures(sys.argv[1:2], sys.argv[2], only='fig1,fig5'); "
+        "pyplot = 'matplotlib.pyplot' in sys.modules; "
+        "print(json.dumps([raw() == rc, pyplot, len(written), failed]))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "PYTHONPATH")}
-    out = subprocess.run([sys.executable, "-c", code, str(runs["zq"].path), str(tmp_path)], capture_output=True,
-                         text=True, timeout=120, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(runs["zq"].path), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     same_rc, pyplot, n, failed = json.loads(out.stdout.strip().splitlines()[-1])
     assert same_rc and not pyplot and (n, failed) == (2, 0)

@@ -85,14 +85,22 @@ def test_gi_wraps_the_reference_rmsprop_and_lars():
 
 
 # ------------------------------------------------------------------------------ items 3 and 7: learning rates, wd
-@pytest.mark.parametrize("preset, data, lr, wd", [
-    ("qimera", "imagenet", 1e-6, 1e-4), ("qimera", "cifar10", 1e-4, 1e-4),
-    ("ce-only", "imagenet", 1e-6, 1e-4), ("ce-only", "cifar10", 1e-4, 1e-4),
-    ("ce-only+gi", "imagenet", 1e-4, 0.0), ("ce-only+gi", "cifar10", 1e-4, 0.0),
-    ("gdfq", "imagenet", 1e-6, 1e-4), ("baseline+gi", "imagenet", 1e-4, 0.0),
-    ("gdfq-lars", "imagenet", 1e-6, 1e-4), ("gdfq-rmsprop", "imagenet", 1e-6, 1e-4),
-    ("ait-adam", "imagenet", 1e-4, 0.0),
-])
+@pytest.mark.parametrize(
+    "preset, data, lr, wd",
+    [
+        ("qimera", "imagenet", 1e-6, 1e-4),
+        ("qimera", "cifar10", 1e-4, 1e-4),
+        ("ce-only", "imagenet", 1e-6, 1e-4),
+        ("ce-only", "cifar10", 1e-4, 1e-4),
+        ("ce-only+gi", "imagenet", 1e-4, 0.0),
+        ("ce-only+gi", "cifar10", 1e-4, 0.0),
+        ("gdfq", "imagenet", 1e-6, 1e-4),
+        ("baseline+gi", "imagenet", 1e-4, 0.0),
+        ("gdfq-lars", "imagenet", 1e-6, 1e-4),
+        ("gdfq-rmsprop", "imagenet", 1e-6, 1e-4),
+        ("ait-adam", "imagenet", 1e-4, 0.0),
+    ],
+)
 def test_learning_rate_and_weight_decay_follow_the_reference(preset, data, lr, wd):
     cfg = cfg_of(preset, data)
     assert (cfg.optim.lr, cfg.optim.weight_decay) == (lr, wd)

@@ -18,9 +18,23 @@ from zsq_probe.events import Observer
 from zsq_probe.training import build_run, train
 
 QUIET = dict(progress=False)
-SMALL = dict(epochs=2, iters_per_epoch=3, batch_size=16, warmup_epochs=0, act_range_epochs=1, val_max_batches=1,
-             val_batch_size=64, hessian_batch_size=48, hessian_every_epochs=1, probe_every_steps=1,
-             hessian_vectors=4, slq_runs=1, slq_steps=6, hessian_top_k=2, slice_points=5)
+SMALL = dict(
+    epochs=2,
+    iters_per_epoch=3,
+    batch_size=16,
+    warmup_epochs=0,
+    act_range_epochs=1,
+    val_max_batches=1,
+    val_batch_size=64,
+    hessian_batch_size=48,
+    hessian_every_epochs=1,
+    probe_every_steps=1,
+    hessian_vectors=4,
+    slq_runs=1,
+    slq_steps=6,
+    hessian_top_k=2,
+    slice_points=5,
+)
 
 
 def cfg_for(preset, probes=(), **extra):
@@ -33,9 +47,13 @@ def cfg_for(preset, probes=(), **extra):
 def probed_run(tmp_path_factory, digits_teacher):
     """A short GDFQ run with every probe on (warnings about the small probe batch expected)."""
     out = tmp_path_factory.mktemp("probed") / "run"
-    cfg = cfg_for("gdfq", probes=["cosine", "inter_epoch", "crossings", "hessian", "slice"],
-                  slice_directions=["eigenvector", "random", "filter"], slice_scalings=["gradient", "unit"],
-                  probe_scopes=["model", "block", "layer"])
+    cfg = cfg_for(
+        "gdfq",
+        probes=["cosine", "inter_epoch", "crossings", "hessian", "slice"],
+        slice_directions=["eigenvector", "random", "filter"],
+        slice_scalings=["gradient", "unit"],
+        probe_scopes=["model", "block", "layer"],
+    )
     with pytest.warns(UserWarning, match="probe batch"):
         train(cfg, out, observers=build_probes(cfg), **QUIET)
     return out, cfg
@@ -68,8 +86,16 @@ def test_every_probe_table_is_written_with_its_columns(probed_run):
 
     out, cfg = probed_run
     rd = RunDir(out)
-    for table in ["cosine", "inter_epoch", "crossings", "hessian_trace", "hessian_eigenvalues", "hessian_density",
-                  "slice", "metrics"]:
+    for table in [
+        "cosine",
+        "inter_epoch",
+        "crossings",
+        "hessian_trace",
+        "hessian_eigenvalues",
+        "hessian_density",
+        "slice",
+        "metrics",
+    ]:
         df = pd.read_parquet(out / "probes" / table)  # readable whole without our code
         require_columns(df, table)
         assert set(df.columns) - {"schema_version"} <= set(TABLES[table]), table
@@ -87,9 +113,10 @@ def test_cosine_rows_match_the_definition(probed_run):
     np.testing.assert_allclose(mean.values, steps.groupby("epoch").cosine.mean().values)
     # per-layer dot products add up to the model's: check via norms (sum of squares)
     layer = df[(df.statistic == "step") & (df.scope == "layer")]
-    sq = layer.groupby(["epoch", "step"]).grad_norm_ce.apply(lambda s: math.sqrt((s ** 2).sum()))
-    np.testing.assert_allclose(sq.values, steps.set_index(["epoch", "step"]).grad_norm_ce.loc[sq.index].values,
-                               rtol=1e-6)
+    sq = layer.groupby(["epoch", "step"]).grad_norm_ce.apply(lambda s: math.sqrt((s**2).sum()))
+    np.testing.assert_allclose(
+        sq.values, steps.set_index(["epoch", "step"]).grad_norm_ce.loc[sq.index].values, rtol=1e-6
+    )
     assert set(df[df.scope == "block"].group) >= {"features.init_block", "features.stage1.unit1", "output"}
 
 
@@ -158,7 +185,10 @@ def test_crossings_count_code_changes(probed_run):
 
     s1, s2 = (load_checkpoint_file(rd.checkpoints()[e])["student"] for e in (1, 2))
     layer = "features.init_block.conv"
-    net = (integer_codes_of(s1[layer + ".weight"], cfg.quant.w_bits) != integer_codes_of(s2[layer + ".weight"], cfg.quant.w_bits)).sum()
+    net = (
+        integer_codes_of(s1[layer + ".weight"], cfg.quant.w_bits)
+        != integer_codes_of(s2[layer + ".weight"], cfg.quant.w_bits)
+    ).sum()
     assert int(net) <= int(summed.loc[(2, layer)])
 
 
@@ -174,7 +204,9 @@ def test_posthoc_crossings_between_checkpoints(probed_run, tmp_path):
     rd = RunDir(copy)
     s1, s2 = (load_checkpoint_file(rd.checkpoints()[e])["student"] for e in (1, 2))
     row = df[(df.epoch == 2) & (df.layer == "output")].iloc[0]
-    expected = (integer_codes_of(s1["output.weight"], cfg.quant.w_bits) != integer_codes_of(s2["output.weight"], cfg.quant.w_bits))
+    expected = integer_codes_of(s1["output.weight"], cfg.quant.w_bits) != integer_codes_of(
+        s2["output.weight"], cfg.quant.w_bits
+    )
     assert row.changed == int(expected.sum()) and row.statistic == "checkpoint_diff"
 
 
@@ -215,9 +247,31 @@ def test_preserved_state_restores_modes_buffers_and_ranges(digits_teacher, tmp_p
 
 def test_posthoc_cli_prints_and_writes(tmp_path, digits_teacher, capsys):
     out = tmp_path / "r"
-    assert main(["train", "--preset", "gdfq", "--out", str(out), "--epochs", "2", "--iters-per-epoch", "2",
-                 "--batch-size", "16", "--set", "warmup_epochs=0", "--set", "val_max_batches=1",
-                 "--set", "hessian_batch_size=32", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "gdfq",
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--iters-per-epoch",
+                "2",
+                "--batch-size",
+                "16",
+                "--set",
+                "warmup_epochs=0",
+                "--set",
+                "val_max_batches=1",
+                "--set",
+                "hessian_batch_size=32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["cosine", "--run", str(out)]) == 0
     text = capsys.readouterr().out

@@ -154,8 +154,11 @@ def test_every_layer_and_relu_is_quantised(name):
     assert list(layers) == float_names
     assert all(m.w_bits == 4 for m in layers.values())
     # no float Conv2d/Linear left anywhere; first and last included
-    assert not [n for n, m in q.named_modules()
-                if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, (QuantConv2d, QuantLinear))]
+    assert not [
+        n
+        for n, m in q.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, (QuantConv2d, QuantLinear))
+    ]
     quantizers = activation_quantizers(q)
     assert len(quantizers) == n_relu
     assert all(a.a_bits == 5 for a in quantizers.values())
@@ -198,8 +201,16 @@ def test_teacher_untouched_by_student_training(resnet20):
 
 
 def test_spec_lists_unquantised_activations():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 1), nn.LeakyReLU(0.2),
-                          nn.Flatten(), nn.Linear(4 * 6 * 6, 3), nn.ReLU6(), nn.Sigmoid())
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(4, 4, 1),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 3),
+        nn.ReLU6(),
+        nn.Sigmoid(),
+    )
     q = quantize_model(model, 3, 3)
     spec = quantization_spec(q)
     json.dumps(spec)
@@ -321,8 +332,15 @@ def test_output_close_to_fp_at_8_bits_not_at_2(resnet20):
 
 def test_inplace_relu_gives_same_gradients():
     torch.manual_seed(2)
-    base = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
-                         nn.Conv2d(4, 4, 3), nn.ReLU6(inplace=True), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    base = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU6(inplace=True),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
+    )
     not_inplace = copy.deepcopy(base)
     not_inplace[2].inplace = False
     not_inplace[4].inplace = False

@@ -28,12 +28,34 @@ from zsq_probe.cli import main
 from zsq_probe.store import FAULT_ENV, TABLE_SCHEMA_VERSION, RunDir, load_checkpoint_file, read_table
 
 # a run of 3 tiny epochs with the probes that write a part per epoch (about 5 s per process on one core)
-TINY = ["--preset", "ait", "--epochs", "3", "--iters-per-epoch", "3", "--batch-size", "16",
-        "--set", "warmup_epochs=0", "--set", "val_max_batches=1", "--set", "hessian_batch_size=32",
-        "--set", "probe_every_steps=1", "--probes", "cosine,crossings,inter_epoch", "--no-progress"]
+TINY = [
+    "--preset",
+    "ait",
+    "--epochs",
+    "3",
+    "--iters-per-epoch",
+    "3",
+    "--batch-size",
+    "16",
+    "--set",
+    "warmup_epochs=0",
+    "--set",
+    "val_max_batches=1",
+    "--set",
+    "hessian_batch_size=32",
+    "--set",
+    "probe_every_steps=1",
+    "--probes",
+    "cosine,crossings,inter_epoch",
+    "--no-progress",
+]
 # what makes a row unique in each table
-KEYS = {"metrics": ["epoch"], "cosine": ["epoch", "step", "statistic", "scope", "group"],
-        "crossings": ["epoch", "step", "statistic", "layer"], "inter_epoch": ["epoch"]}
+KEYS = {
+    "metrics": ["epoch"],
+    "cosine": ["epoch", "step", "statistic", "scope", "group"],
+    "crossings": ["epoch", "step", "statistic", "layer"],
+    "inter_epoch": ["epoch"],
+}
 EPOCHS = {"metrics": [1, 2, 3], "cosine": [1, 2, 3], "crossings": [1, 2, 3], "inter_epoch": [2, 3]}
 VOLATILE = ["run", "wall_time_s"]  # the folder name and the clock differ between two runs
 
@@ -44,14 +66,22 @@ def train_process(out: Path, *extra: str, fault: str | None = None) -> subproces
     env.pop(FAULT_ENV, None)
     if fault:
         env[FAULT_ENV] = fault
-    return subprocess.run([sys.executable, "-m", "zsq_probe", "train", *TINY, "--out", str(out), *extra],
-                          env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "zsq_probe", "train", *TINY, "--out", str(out), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def snapshot(folder: Path) -> dict:
     """Every file under `folder` (hidden ones too) -> sha256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def temp_files(folder: Path) -> list[str]:
@@ -109,14 +139,23 @@ def test_kill_9_at_any_point_then_resume_equals_an_uninterrupted_run(reference, 
         ("checkpoint:0", ["config.json"], ["checkpoints/epoch-0000.pt"]),  # before the first epoch
         ("step:1:1", ["checkpoints/epoch-0000.pt"], ["probes/metrics/part-e00001.parquet"]),  # inside an epoch
         # during a parquet flush: cosine and inter_epoch of epoch 2 are written, crossings is not
-        ("part:crossings:e00002", ["probes/cosine/part-e00002.parquet", "checkpoints/epoch-0001.pt"],
-         ["probes/crossings/part-e00002.parquet", "probes/metrics/part-e00002.parquet"]),
+        (
+            "part:crossings:e00002",
+            ["probes/cosine/part-e00002.parquet", "checkpoints/epoch-0001.pt"],
+            ["probes/crossings/part-e00002.parquet", "probes/metrics/part-e00002.parquet"],
+        ),
         # during a checkpoint write: every part of epoch 2 is there, the checkpoint is not
-        ("checkpoint:2", ["probes/metrics/part-e00002.parquet", "probes/crossings/part-e00002.parquet"],
-         ["checkpoints/epoch-0002.pt"]),
+        (
+            "checkpoint:2",
+            ["probes/metrics/part-e00002.parquet", "probes/crossings/part-e00002.parquet"],
+            ["checkpoints/epoch-0002.pt"],
+        ),
         # the metrics flush of the last epoch: the probes' epoch-3 parts are already written
-        ("part:metrics:e00003", ["probes/cosine/part-e00003.parquet", "checkpoints/epoch-0002.pt"],
-         ["probes/metrics/part-e00003.parquet", "summary.json"]),
+        (
+            "part:metrics:e00003",
+            ["probes/cosine/part-e00003.parquet", "checkpoints/epoch-0002.pt"],
+            ["probes/metrics/part-e00003.parquet", "summary.json"],
+        ),
     ]
     config = None
     for i, (site, present, absent) in enumerate(chain):
@@ -167,8 +206,22 @@ def test_kill_9_at_any_point_then_resume_equals_an_uninterrupted_run(reference, 
 
 
 # ------------------------------------------------------------------------------------------ NaN / inf
-TINY_NAN = ["train", "--preset", "gdfq", "--epochs", "3", "--iters-per-epoch", "3", "--batch-size", "16",
-            "--set", "warmup_epochs=0", "--set", "val_max_batches=1", "--no-progress"]
+TINY_NAN = [
+    "train",
+    "--preset",
+    "gdfq",
+    "--epochs",
+    "3",
+    "--iters-per-epoch",
+    "3",
+    "--batch-size",
+    "16",
+    "--set",
+    "warmup_epochs=0",
+    "--set",
+    "val_max_batches=1",
+    "--no-progress",
+]
 
 
 def poison_kl(monkeypatch, at: dict):
@@ -192,8 +245,9 @@ def poison_kl(monkeypatch, at: dict):
     monkeypatch.setattr(train_module, "kl_to_teacher", kl)
 
 
-@pytest.mark.parametrize("kind, what", [("loss", "non-finite KL term"),
-                                        ("grad", "non-finite gradient of the student loss")])
+@pytest.mark.parametrize(
+    "kind, what", [("loss", "non-finite KL term"), ("grad", "non-finite gradient of the student loss")]
+)
 def test_nonfinite_stops_naming_epoch_step_and_term(kind, what, digits_teacher, tmp_path, monkeypatch, capsys):
     poison_kl(monkeypatch, {4: kind})  # calls 0-2: epoch 1; call 4: epoch 2, step 1
     out = tmp_path / "nan"
@@ -250,8 +304,15 @@ def bad_files(tmp_path_factory, digits_teacher):
     torch.save(build_architecture("resnet20_cifar10").state_dict(), d / "r20.pt")  # untrained, the right shapes
     junk = d / "junk-cifar" / "cifar-10-batches-py"
     junk.mkdir(parents=True)
-    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
-                 "batches.meta"):
+    for name in (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+    ):
         (junk / name).write_bytes(b"junk")
     return d
 
@@ -262,13 +323,28 @@ BAD_TRAIN = [
     (["--teacher", "digits", "--weights", "{tmp}/missing.pt"], ["missing.pt", "not found"]),
     (["--teacher", "digits", "--weights", "{d}/wrong-shape.pt"], ["wrong-shape.pt", "does not fit", "shape"]),
     (["--teacher", "digits", "--weights", "{d}/corrupt.pt"], ["corrupt.pt", "corrupt"]),
-    (["--preset", "kd", "--teacher", "resnet20_cifar10", "--weights", "{d}/r20.pt", "--data-root", "{tmp}/nowhere"],
-     ["CIFAR-10 not found under", "nowhere"]),
+    (
+        ["--preset", "kd", "--teacher", "resnet20_cifar10", "--weights", "{d}/r20.pt", "--data-root", "{tmp}/nowhere"],
+        ["CIFAR-10 not found under", "nowhere"],
+    ),
     # a ZQ run needs the data only for validation, but a --data-root given must be right
-    (["--preset", "ait", "--teacher", "resnet20_cifar10", "--weights", "{d}/r20.pt", "--data-root", "{tmp}/nowhere"],
-     ["CIFAR-10 not found under"]),
-    (["--preset", "ait", "--teacher", "resnet20_cifar10", "--weights", "{d}/r20.pt", "--data-root", "{d}/junk-cifar"],
-     ["could not be read", "python-pickle"]),
+    (
+        ["--preset", "ait", "--teacher", "resnet20_cifar10", "--weights", "{d}/r20.pt", "--data-root", "{tmp}/nowhere"],
+        ["CIFAR-10 not found under"],
+    ),
+    (
+        [
+            "--preset",
+            "ait",
+            "--teacher",
+            "resnet20_cifar10",
+            "--weights",
+            "{d}/r20.pt",
+            "--data-root",
+            "{d}/junk-cifar",
+        ],
+        ["could not be read", "python-pickle"],
+    ),
     (["--teacher", "digits", "--data", "cifar10"], ["trained on digits", "--data cifar10"]),
     (["--set", "on_nonfinite=maybe"], ["on_nonfinite", "stop or skip"]),
     (["--set", "lr"], ["--set expects key=value"]),
@@ -290,8 +366,12 @@ def test_not_a_run_is_refused_everywhere(tmp_path, capsys):
     folder.mkdir()
     (folder / "cat.jpg").write_bytes(b"meow")
     before = snapshot(folder)
-    for args in (["cosine", "--run", folder], ["train", "--resume", "--out", folder],
-                 ["figures", "--runs", folder, "--out", tmp_path / "figs"], ["compare", folder, folder]):
+    for args in (
+        ["cosine", "--run", folder],
+        ["train", "--resume", "--out", folder],
+        ["figures", "--runs", folder, "--out", tmp_path / "figs"],
+        ["compare", folder, folder],
+    ):
         rc, _, err = cli(args, capsys)
         assert rc == 2, args
         one_line_error(err, "is not a zsq-probe run")
@@ -309,8 +389,11 @@ def test_run_of_an_incompatible_schema_version_is_refused(run_copy, capsys):
     doc["versions"]["zsq_probe"] = "9.0.0"
     (run_copy / "config.json").write_text(json.dumps(doc))
     before = snapshot(run_copy)
-    for args in (["cosine", "--run", run_copy], ["train", *TINY, "--resume", "--out", run_copy],
-                 ["figures", "--runs", run_copy, "--out", run_copy / "figs"]):
+    for args in (
+        ["cosine", "--run", run_copy],
+        ["train", *TINY, "--resume", "--out", run_copy],
+        ["figures", "--runs", run_copy, "--out", run_copy / "figs"],
+    ):
         rc, _, err = cli(args, capsys)
         assert rc == 2, args
         one_line_error(err, "run schema version 99", "reads version 1", "zsq-probe 9.0.0")
@@ -390,8 +473,9 @@ def test_parts_carry_their_schema_version(reference):
 def test_newer_table_versions_are_refused_older_and_unversioned_read(run_copy, capsys):
     folder = run_copy / "probes" / "cosine"
     # a part from before versions were recorded (no metadata, no column) is read as the current version
-    plain = pa.Table.from_pandas(pd.read_parquet(folder / "part-e00001.parquet").drop(columns=["schema_version"]),
-                                 preserve_index=False).replace_schema_metadata({})
+    plain = pa.Table.from_pandas(
+        pd.read_parquet(folder / "part-e00001.parquet").drop(columns=["schema_version"]), preserve_index=False
+    ).replace_schema_metadata({})
     pq.write_table(plain, folder / "part-e00001.parquet")
     assert len(read_table(folder)) == len(RunDir(run_copy).read_table("cosine"))
     # a part written by a newer zsq-probe: refused, naming both versions
@@ -401,8 +485,13 @@ def test_newer_table_versions_are_refused_older_and_unversioned_read(run_copy, c
     pq.write_table(newer.replace_schema_metadata(meta), folder / "part-e00002.parquet")
     rc, _, err = cli(["compare", run_copy, run_copy, "--probe", "cosine"], capsys)
     assert rc == 2
-    one_line_error(err, "part-e00002.parquet", f"table schema version {TABLE_SCHEMA_VERSION + 1}",
-                   f"reads versions up to {TABLE_SCHEMA_VERSION}", "upgrade")
+    one_line_error(
+        err,
+        "part-e00002.parquet",
+        f"table schema version {TABLE_SCHEMA_VERSION + 1}",
+        f"reads versions up to {TABLE_SCHEMA_VERSION}",
+        "upgrade",
+    )
     # a damaged part (not written by us: ours are renamed into place whole) is a one-line error too
     (folder / "part-e00002.parquet").write_bytes(b"PAR1 garbage")
     rc, _, err = cli(["compare", run_copy, run_copy, "--probe", "cosine"], capsys)

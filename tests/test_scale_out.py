@@ -23,8 +23,15 @@ from zsq_probe.recipes import load_recipe, plan
 from zsq_probe.store import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["iters_per_epoch=2", "batch_size=16", "warmup_epochs=0", "act_range_epochs=1", "val_max_batches=1",
-        "probes=cosine", "probe_every_steps=1"]
+FAST = [
+    "iters_per_epoch=2",
+    "batch_size=16",
+    "warmup_epochs=0",
+    "act_range_epochs=1",
+    "val_max_batches=1",
+    "probes=cosine",
+    "probe_every_steps=1",
+]
 ONLY = ["resnet20_cifar10-4w4a-gdfq", "resnet20_cifar10-4w4a-ait", "resnet20_cifar10-4w4a-kl-only"]
 
 
@@ -56,8 +63,9 @@ def reference_run(job, folder):
 def assert_same_tables(run_a: RunDir, run_b: RunDir):
     assert run_a.tables() == run_b.tables()
     for t in run_a.tables():
-        pd.testing.assert_frame_equal(canonical(run_a.read_table(t)), canonical(run_b.read_table(t)), check_exact=True,
-                                      obj=t)
+        pd.testing.assert_frame_equal(
+            canonical(run_a.read_table(t)), canonical(run_b.read_table(t)), check_exact=True, obj=t
+        )
     pd.testing.assert_frame_equal(canonical(run_a.read_table("metrics")), canonical(run_b.read_table("metrics")))
 
 
@@ -73,8 +81,7 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def test_sigusr1_stops_after_the_epoch_checkpoint_and_the_resume_is_bit_identical(tmp_path, digits_teacher,
-                                                                                  one_thread):
+def test_sigusr1_stops_after_the_epoch_checkpoint_and_the_resume_is_bit_identical(tmp_path, digits_teacher, one_thread):
     from zsq_probe.events import Observer
     from zsq_probe.training import TrainingInterrupted, train
 
@@ -128,21 +135,35 @@ def test_local_executor_two_workers_isolates_a_failure_and_reports_every_job(tmp
     bad = jobs[2]
     bad.path.mkdir(parents=True)
     (bad.path / "stray.txt").write_text("not a run")  # this job fails: its folder is not empty
-    argv = ["tab2", "--scale", "tiny", "--seeds", "1", "--out", str(out), "--only", ",".join(ONLY), "--quiet",
-            "--workers", "2", "--threads", "1"]
+    argv = [
+        "tab2",
+        "--scale",
+        "tiny",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--only",
+        ",".join(ONLY),
+        "--quiet",
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+    ]
     for s in FAST + ["epochs=1"]:
         argv += ["--set", s]
     assert main(argv) == 1
     text = capsys.readouterr()
     assert all(j.status() == "done" for j in jobs[:2]) and bad.status() == "new"
-    report = text.out[text.out.index("state"):]
+    report = text.out[text.out.index("state") :]
     assert "2 done, 1 failed" in report and "not empty" in report
     workers = {json.loads((out / "logs" / f"{j.name}.job.json").read_text())["where"] for j in jobs}
     assert workers == {"cpu (worker 0)", "cpu (worker 1)"}
     assert "1 run(s) failed" in text.err
 
     (bad.path / "stray.txt").unlink()  # fixed: a second call (one worker, in process) trains only that job
-    assert main(argv[:argv.index("--workers")] + argv[argv.index("--threads") + 2:]) == 0
+    assert main(argv[: argv.index("--workers")] + argv[argv.index("--threads") + 2 :]) == 0
     report = capsys.readouterr().out
     assert "1 done, 2 skipped" in report
     assert bad.status() == "done"
@@ -189,8 +210,9 @@ def test_submitit_local_executor_preempted_by_sigusr1_requeues_and_resumes(tmp_p
     job = tiny_jobs(tmp_path / "tab2", epochs=4, only=ONLY[:1])[0]
     folder = tmp_path / "slurm"
     result = {}
-    thread = threading.Thread(target=lambda: result.update(outs=run_slurm([job], folder=folder, cluster="local",
-                                                                         time=10, threads=1)))
+    thread = threading.Thread(
+        target=lambda: result.update(outs=run_slurm([job], folder=folder, cluster="local", time=10, threads=1))
+    )
     thread.start()
     run = RunDir(job.path)
     deadline = time.time() + 120
@@ -243,8 +265,18 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------- distributed Hessian
-SMALL_HESSIAN = ["--set", "hessian_batch_size=48", "--set", "trace_max_products=24", "--set", "slq_runs=2",
-                 "--set", "slq_steps=6", "--set", "hessian_top_k=2"]
+SMALL_HESSIAN = [
+    "--set",
+    "hessian_batch_size=48",
+    "--set",
+    "trace_max_products=24",
+    "--set",
+    "slq_runs=2",
+    "--set",
+    "slq_steps=6",
+    "--set",
+    "hessian_top_k=2",
+]
 
 
 def _torchrun(*args, timeout=240):
@@ -261,9 +293,32 @@ def test_torchrun_hessian_equals_one_process_and_writes_once(tmp_path, digits_te
     from zsq_probe.posthoc import probe_run
 
     base = tmp_path / "run"
-    assert main(["train", "--preset", "gdfq", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "16",
-                 "--set", "warmup_epochs=0", "--set", "act_range_epochs=1", "--set", "val_max_batches=1",
-                 *SMALL_HESSIAN, "--out", str(base), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "gdfq",
+                "--epochs",
+                "1",
+                "--iters-per-epoch",
+                "2",
+                "--batch-size",
+                "16",
+                "--set",
+                "warmup_epochs=0",
+                "--set",
+                "act_range_epochs=1",
+                "--set",
+                "val_max_batches=1",
+                *SMALL_HESSIAN,
+                "--out",
+                str(base),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     one, two = tmp_path / "one", tmp_path / "two"
     shutil.copytree(base, one)
     shutil.copytree(base, two)
@@ -285,7 +340,7 @@ def test_torchrun_hessian_equals_one_process_and_writes_once(tmp_path, digits_te
                 assert list(a[col]) == list(b[col]), f"{table}.{col}"
 
 
-API_SCRIPT = r'''
+API_SCRIPT = r"""
 import torch, torch.nn as nn, torch.nn.functional as F
 from zsq_probe.hessian import HessianOperator, hutchinson_trace
 from zsq_probe.hessian.distributed import split_across_ranks, world_size, is_writer
@@ -308,7 +363,7 @@ with split_across_ranks() as group:
     assert abs(t_full.estimate - t_split.estimate) <= 1e-4 * max(1.0, abs(t_full.estimate))
     if is_writer():
         print("API OK", t_split.estimate)
-'''
+"""
 
 
 def test_python_api_splits_products_across_gloo_ranks(tmp_path):
@@ -336,8 +391,12 @@ def test_loader_workers_give_the_same_validation_batches():
 
     val = load_dataset("digits", split="test")
     a = [x for x, _ in make_loader(val, 200, shuffle=False, seed=0)]
-    b = [x for x, _ in make_loader(val, 200, shuffle=False, seed=0, num_workers=1, pin_memory=True,
-                                   persistent_workers=True)]
+    b = [
+        x
+        for x, _ in make_loader(
+            val, 200, shuffle=False, seed=0, num_workers=1, pin_memory=True, persistent_workers=True
+        )
+    ]
     assert len(a) == len(b) and all(torch.equal(x, z) for x, z in zip(a, b))
 
 
@@ -360,15 +419,49 @@ def test_tensorboard_observer_logs_metrics_and_probe_scalars(tmp_path, digits_te
     from zsq_probe.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--preset", "ait", "--epochs", "2", "--iters-per-epoch", "2", "--batch-size", "16",
-                 "--set", "warmup_epochs=0", "--set", "act_range_epochs=1", "--set", "val_max_batches=1",
-                 "--set", "probe_every_steps=1", "--probes", "cosine,hessian", *SMALL_HESSIAN,
-                 "--set", "hessian_every_epochs=1", "--out", str(out), "--no-progress", "--tensorboard"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "ait",
+                "--epochs",
+                "2",
+                "--iters-per-epoch",
+                "2",
+                "--batch-size",
+                "16",
+                "--set",
+                "warmup_epochs=0",
+                "--set",
+                "act_range_epochs=1",
+                "--set",
+                "val_max_batches=1",
+                "--set",
+                "probe_every_steps=1",
+                "--probes",
+                "cosine,hessian",
+                *SMALL_HESSIAN,
+                "--set",
+                "hessian_every_epochs=1",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--tensorboard",
+            ]
+        )
+        == 0
+    )
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"metrics/loss_kl_scaled", "metrics/val_top1", "cosine/model/all", "hessian_trace/ce/hutch++",
-            "hessian_eigenvalue/kl/top1"} <= tags
+    assert {
+        "metrics/loss_kl_scaled",
+        "metrics/val_top1",
+        "cosine/model/all",
+        "hessian_trace/ce/hutch++",
+        "hessian_eigenvalue/kl/top1",
+    } <= tags
     assert [e.step for e in acc.Scalars("metrics/loss_kl_scaled")] == [1, 2]
     metrics = RunDir(out).read_table("metrics")
     assert [e.value for e in acc.Scalars("metrics/loss_kl_scaled")] == pytest.approx(list(metrics["loss_kl_scaled"]))

@@ -23,9 +23,17 @@ from zsq_probe.quant import calibrate_activation_ranges, quantize_model
 def small_net(seed=0):
     """A tiny conv net with BN (running statistics away from their initial values) and ReLUs: 219 parameters."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                        nn.Conv2d(4, 4, 3, padding=1, stride=2), nn.BatchNorm2d(4), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, stride=2),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
     net.train()
     with torch.no_grad():
         for _ in range(3):
@@ -47,7 +55,7 @@ def quantised():
 
 def second_difference(student, fn, x, y, e, h, surrogate):
     lo, mid, hi = loss_along(student, fn, x, y, e, [-h, 0.0, h], list(student.parameters()), surrogate=surrogate)
-    return (lo + hi - 2 * mid) / h ** 2, (hi - lo) / (2 * h), mid
+    return (lo + hi - 2 * mid) / h**2, (hi - lo) / (2 * h), mid
 
 
 def test_surrogate_second_difference_is_the_top_eigenvalue(quantised):
@@ -146,12 +154,15 @@ def test_slice_rows_of_a_float_student_and_a_chosen_kind(quantised):
     assert set(df.loss_kind) == {"surrogate"} and set(df.scaling) == {"norm"}
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("slice_scalings", ["norm", "steep"], "slice scaling"),
-    ("slice_losses", ["exact"], "slice loss"),
-    ("slice_losses", [], "slice_losses"),
-    ("slice_norm_fraction", 0.0, "slice_norm_fraction"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("slice_scalings", ["norm", "steep"], "slice scaling"),
+        ("slice_losses", ["exact"], "slice loss"),
+        ("slice_losses", [], "slice_losses"),
+        ("slice_norm_fraction", 0.0, "slice_norm_fraction"),
+    ],
+)
 def test_slice_settings_are_validated(key, value, message):
     cfg = RunConfig()
     setattr(cfg.probing, key, value)
@@ -177,10 +188,26 @@ def test_kd_slices_online_equal_posthoc(tmp_path, digits_teacher):
     from zsq_probe.probes import build_probes
     from zsq_probe.training import train
 
-    cfg = resolve_config("kd", teacher="digits", flags=dict(
-        epochs=2, iters_per_epoch=3, batch_size=16, warmup_epochs=0, val_max_batches=1, val_batch_size=64,
-        hessian_batch_size=48, hessian_every_epochs=1, hessian_vectors=2, slq_runs=1, slq_steps=4,
-        hessian_top_k=1, slice_points=5, probes=["hessian", "slice"]))
+    cfg = resolve_config(
+        "kd",
+        teacher="digits",
+        flags=dict(
+            epochs=2,
+            iters_per_epoch=3,
+            batch_size=16,
+            warmup_epochs=0,
+            val_max_batches=1,
+            val_batch_size=64,
+            hessian_batch_size=48,
+            hessian_every_epochs=1,
+            hessian_vectors=2,
+            slq_runs=1,
+            slq_steps=4,
+            hessian_top_k=1,
+            slice_points=5,
+            probes=["hessian", "slice"],
+        ),
+    )
     out = tmp_path / "kd"
     with pytest.warns(UserWarning, match="probe batch"):
         train(cfg, out, observers=build_probes(cfg), progress=False)
@@ -193,8 +220,7 @@ def test_kd_slices_online_equal_posthoc(tmp_path, digits_teacher):
     post = df[(df.origin == "posthoc") & (df.epoch == 2)].set_index(keys).sort_index()
     assert len(online) == 2 * 2 * 5 and online.index.equals(post.index)
     for column in ("loss_value", "delta", "step_norm"):
-        np.testing.assert_allclose(post[column].values, online[column].values, rtol=1e-6, atol=1e-7,
-                                   err_msg=column)
+        np.testing.assert_allclose(post[column].values, online[column].values, rtol=1e-6, atol=1e-7, err_msg=column)
     norm = online.xs("norm", level="scaling")
     np.testing.assert_allclose(norm.step_norm, cfg.probing.slice_norm_fraction * norm.theta_norm, rtol=1e-5)
 
@@ -215,11 +241,27 @@ def _slice_run(path, method, quantised_student):
                 for kind in kinds:
                     for k in np.linspace(-0.5, 0.5, 11):
                         s = k * step
-                        value = 1.0 / e + 0.5 * curv * s ** 2 + (0.05 * np.round(8 * k) if kind == "requantized" else 0)
-                        rows.append(schema_row("slice", run=run.name, method=method, epoch=e, origin="online",
-                                               loss=loss, loss_kind=kind, direction="eigenvector", scaling=scaling,
-                                               delta=step, step_norm=step, theta_norm=30.0, k=k, loss_value=value,
-                                               probe_batch_size=200, seed=0))
+                        value = 1.0 / e + 0.5 * curv * s**2 + (0.05 * np.round(8 * k) if kind == "requantized" else 0)
+                        rows.append(
+                            schema_row(
+                                "slice",
+                                run=run.name,
+                                method=method,
+                                epoch=e,
+                                origin="online",
+                                loss=loss,
+                                loss_kind=kind,
+                                direction="eigenvector",
+                                scaling=scaling,
+                                delta=step,
+                                step_norm=step,
+                                theta_norm=30.0,
+                                k=k,
+                                loss_value=value,
+                                probe_batch_size=200,
+                                seed=0,
+                            )
+                        )
         run.write_part("slice", rows, f"e{e:05d}")
     return run
 

@@ -12,8 +12,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zsq_probe.hessian import (HessianOperator, TraceInterval, estimate_trace, hutchinson_interval, hutchpp_trace,
-                               slq_density, slq_trace, top_eigenpairs)
+from zsq_probe.hessian import (
+    HessianOperator,
+    TraceInterval,
+    estimate_trace,
+    hutchinson_interval,
+    hutchpp_trace,
+    slq_density,
+    slq_trace,
+    top_eigenpairs,
+)
 from zsq_probe.losses import kl_to_teacher
 
 DT = torch.float64
@@ -180,8 +188,9 @@ def test_negative_and_zero_traces_stop_on_magnitude():
     # trace exactly 0 (a saddle-like spectrum): rtol*|estimate| can never be met, the ||H||_F scale stops it
     g = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(150, 150, generator=g, dtype=DT))
-    eigs = torch.cat([torch.tensor([8.0, -8.0, 5.0, -5.0, 3.0, -3.0], dtype=DT), 0.05 * torch.randn(144, generator=g,
-                                                                                                     dtype=DT)])
+    eigs = torch.cat(
+        [torch.tensor([8.0, -8.0, 5.0, -5.0, 3.0, -3.0], dtype=DT), 0.05 * torch.randn(144, generator=g, dtype=DT)]
+    )
     eigs[-1] -= eigs.sum()
     saddle = (q * eigs) @ q.T
     assert abs(float(torch.trace(saddle))) < 1e-10
@@ -190,8 +199,9 @@ def test_negative_and_zero_traces_stop_on_magnitude():
     assert z.frobenius == pytest.approx(float(torch.linalg.norm(saddle)), rel=0.2)
     assert z.covers(0.0)
     fixed = estimate_trace(DenseOp(saddle), rtol=0.05, atol=1e-3, max_products=200, seed=0)
-    assert fixed.stopped_by in ("tolerance", "budget") and fixed.tolerance == pytest.approx(max(1e-3, 0.05 * abs(
-        fixed.estimate)))
+    assert fixed.stopped_by in ("tolerance", "budget") and fixed.tolerance == pytest.approx(
+        max(1e-3, 0.05 * abs(fixed.estimate))
+    )
 
 
 def test_deflation_with_exact_eigenvectors_reduces_variance():
@@ -226,8 +236,7 @@ def test_interval_coverage(name):
     exact = float(torch.trace(h))
     for method in ("hutch++", "hutchinson"):
         for budget in (60, 400):
-            runs = [estimate_trace(DenseOp(h), method, rtol=0.05, max_products=budget, seed=100 + s)
-                    for s in range(60)]
+            runs = [estimate_trace(DenseOp(h), method, rtol=0.05, max_products=budget, seed=100 + s) for s in range(60)]
             covered = np.mean([r.covers(exact) for r in runs])
             assert covered >= 0.85, (name, method, budget, covered)
             assert all(r.num_products <= budget for r in runs)

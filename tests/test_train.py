@@ -13,8 +13,18 @@ from zsq_probe.store import RunDir, load_checkpoint_file
 from zsq_probe.events import Observer
 from zsq_probe.training import Trainer, build_run, scheduled, train
 
-TINY = dict(epochs=2, iters_per_epoch=2, batch_size=16, warmup_epochs=0, act_range_epochs=1, val_max_batches=1,
-            val_batch_size=64, zeroq_images=32, zeroq_iterations=5, hessian_batch_size=32)
+TINY = dict(
+    epochs=2,
+    iters_per_epoch=2,
+    batch_size=16,
+    warmup_epochs=0,
+    act_range_epochs=1,
+    val_max_batches=1,
+    val_batch_size=64,
+    zeroq_images=32,
+    zeroq_iterations=5,
+    hessian_batch_size=32,
+)
 
 
 def tiny(preset, **extra):
@@ -120,22 +130,38 @@ def test_schedules_follow_milestones():
 
 def test_paper_settings_per_dataset():
     c = resolve_config("ait", teacher="resnet20_cifar10")
-    assert (c.batch_size, c.warmup_epochs, c.optim.lr, c.inundation.p, c.optim.weight_decay, c.kd_weight,
-            c.ce_weight, c.inundation.enabled) == (200, 4, 1e-4, 1e-3, 0.0, 1.0, 0.0, True)
+    assert (
+        c.batch_size,
+        c.warmup_epochs,
+        c.optim.lr,
+        c.inundation.p,
+        c.optim.weight_decay,
+        c.kd_weight,
+        c.ce_weight,
+        c.inundation.enabled,
+    ) == (200, 4, 1e-4, 1e-3, 0.0, 1.0, 0.0, True)
     g = resolve_config("gdfq", teacher="resnet18")
-    assert (g.batch_size, g.warmup_epochs, g.optim.lr, g.optim.weight_decay, g.inundation.enabled) == \
-        (16, 50, 1e-6, 1e-4, False)
+    assert (g.batch_size, g.warmup_epochs, g.optim.lr, g.optim.weight_decay, g.inundation.enabled) == (
+        16,
+        50,
+        1e-6,
+        1e-4,
+        False,
+    )
     assert resolve_config("ait", teacher="resnet18").inundation.p == 1e-4
     assert resolve_config("kl-only-high-lr", teacher="resnet20_cifar10").optim.lr == pytest.approx(1e-2)
     assert resolve_config("ait-adam", teacher="resnet20_cifar10").optim.name == "adam"
 
 
-@pytest.mark.parametrize("assignment, message", [
-    ("nope=1", "unknown config key 'nope'"),
-    ("lr=fast", "expects float"),
-    ("w_bits=9", "bits must be 2..8"),
-    ("gi=maybe", "expects bool"),
-])
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("nope=1", "unknown config key 'nope'"),
+        ("lr=fast", "expects float"),
+        ("w_bits=9", "bits must be 2..8"),
+        ("gi=maybe", "expects bool"),
+    ],
+)
 def test_set_errors_are_one_line(assignment, message, tmp_path, capsys):
     rc = main(["train", "--preset", "ait", "--out", str(tmp_path / "r"), "--set", assignment])
     err = capsys.readouterr().err

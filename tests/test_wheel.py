@@ -41,8 +41,22 @@ def installed(tmp_path_factory):
             shutil.copytree(ROOT / folder, src / folder, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    out = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                "-w", tmp / "dist", src], cwd=tmp)
+    out = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            tmp / "dist",
+            src,
+        ],
+        cwd=tmp,
+    )
     assert out.returncode == 0, out.stderr
     (wheel,) = (tmp / "dist").glob("zsq_probe-*.whl")
 
@@ -54,8 +68,21 @@ def installed(tmp_path_factory):
     # plain path lines: this environment's packages (torch, pandas, pip, ...) come after the venv's own;
     # .pth files in them (the editable install of the source tree) are not run
     Path(site, "_test_env_packages.pth").write_text("".join(p + "\n" for p in sorted(ours)))
-    out = _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
-                "--no-warn-script-location", wheel], cwd=tmp)
+    out = _run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            "--no-warn-script-location",
+            wheel,
+        ],
+        cwd=tmp,
+    )
     assert out.returncode == 0, out.stderr
     return python, wheel
 
@@ -66,10 +93,25 @@ def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("user-folder")
     for name in ("figures", "analyses"):
         (path / f"{name}.py").write_text(TRAP.format(name=name))
-    run, _ = make_run(path / "runs" / "zq-run", "gdfq", -0.1, 12.0, 0.5, seed=2,
-                      tables=("metrics", "cosine", "inter_epoch", "hessian_trace"))
-    kd, _ = make_run(path / "runs" / "kd-run", "kd", 0.3, 8.0, 2.0, seed=1, source="real",
-                     tables=("metrics", "cosine", "hessian_trace"))
+    run, _ = make_run(
+        path / "runs" / "zq-run",
+        "gdfq",
+        -0.1,
+        12.0,
+        0.5,
+        seed=2,
+        tables=("metrics", "cosine", "inter_epoch", "hessian_trace"),
+    )
+    kd, _ = make_run(
+        path / "runs" / "kd-run",
+        "kd",
+        0.3,
+        8.0,
+        2.0,
+        seed=1,
+        source="real",
+        tables=("metrics", "cosine", "hessian_trace"),
+    )
     return path, run.path, kd.path
 
 
@@ -95,8 +137,14 @@ def test_console_script_draws_from_the_wheel(installed, workdir):
     out = _run([script, "figures", "--runs", kd, zq, "--out", "out-script"], cwd=path)
     assert out.returncode == 0, out.stderr
     assert "stray" not in out.stderr
-    assert _pngs(path / "out-script") == ["fig1_cosine.png", "fig2b_hessian_trace.png", "fig3a_inter_epoch.png",
-                                          "fig5_training.png", "fig7_8_cosine_grid.png", "fig9_trace_grid.png"]
+    assert _pngs(path / "out-script") == [
+        "fig1_cosine.png",
+        "fig2b_hessian_trace.png",
+        "fig3a_inter_epoch.png",
+        "fig5_training.png",
+        "fig7_8_cosine_grid.png",
+        "fig9_trace_grid.png",
+    ]
     assert out.stdout.count("wrote ") == 6 and "skipped fig2c" in out.stdout
 
 
@@ -104,8 +152,9 @@ def test_python_m_draws_from_the_wheel_beside_a_stray_figures_py(installed, work
     """`python -m` puts the working directory first on sys.path: a figures.py there must not be imported."""
     python, _ = installed
     path, zq, kd = workdir
-    out = _run([python, "-m", "zsq_probe", "figures", "--runs", kd, zq, "--out", "out-m", "--only", "fig1,fig2b"],
-               cwd=path)
+    out = _run(
+        [python, "-m", "zsq_probe", "figures", "--runs", kd, zq, "--out", "out-m", "--only", "fig1,fig2b"], cwd=path
+    )
     assert out.returncode == 0, out.stderr
     assert _pngs(path / "out-m") == ["fig1_cosine.png", "fig2b_hessian_trace.png"]
 
@@ -113,10 +162,12 @@ def test_python_m_draws_from_the_wheel_beside_a_stray_figures_py(installed, work
 def test_write_figures_in_process_from_the_wheel(installed, workdir):
     python, _ = installed
     path, zq, _ = workdir
-    code = ("import json, sys, zsq_probe, zsq_probe.plots as plots; "
-            "written, failed = plots.write_figures([sys.argv[1]], 'out-api', only='fig3a,fig5'); "
-            "print(json.dumps([zsq_probe.__file__, sys.prefix, [str(p) for p in written], failed, "
-            "'figures' in sys.modules or 'analyses' in sys.modules]))")
+    code = (
+        "import json, sys, zsq_probe, zsq_probe.plots as plots; "
+        "written, failed = plots.write_figures([sys.argv[1]], 'out-api', only='fig3a,fig5'); "
+        "print(json.dumps([zsq_probe.__file__, sys.prefix, [str(p) for p in written], failed, "
+        "'figures' in sys.modules or 'analyses' in sys.modules]))"
+    )
     out = _run([python, "-c", code, zq], cwd=path)
     assert out.returncode == 0, out.stderr
     module_file, prefix, written, failed, trap_imported = json.loads(out.stdout.strip().splitlines()[-1])
@@ -129,8 +180,10 @@ def test_write_figures_in_process_from_the_wheel(installed, workdir):
 
 def test_no_generic_top_level_names_are_installed(installed, tmp_path):
     python, _ = installed
-    code = ("import importlib.util, json; "
-            "print(json.dumps([importlib.util.find_spec(n) is None for n in ('figures', 'analyses')]))")
+    code = (
+        "import importlib.util, json; "
+        "print(json.dumps([importlib.util.find_spec(n) is None for n in ('figures', 'analyses')]))"
+    )
     out = _run([python, "-c", code], cwd=tmp_path)  # a clean folder: nothing named figures here
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [True, True]

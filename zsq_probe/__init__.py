@@ -15,13 +15,23 @@ Names are imported on first use, so `import zsq_probe` stays light.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "RunConfig": "zsq_probe.config", "resolve_config": "zsq_probe.presets", "PRESETS": "zsq_probe.presets",
+    "RunConfig": "zsq_probe.config",
+    "resolve_config": "zsq_probe.presets",
+    "PRESETS": "zsq_probe.presets",
     "config_from_dict": "zsq_probe.config",
-    "train": "zsq_probe.training", "build_run": "zsq_probe.training", "Trainer": "zsq_probe.training",
+    "train": "zsq_probe.training",
+    "build_run": "zsq_probe.training",
+    "Trainer": "zsq_probe.training",
     "probe_run": "zsq_probe.posthoc",
-    "Probe": "zsq_probe.probes", "register_probe": "zsq_probe.probes", "build_probes": "zsq_probe.probes",
-    "Observer": "zsq_probe.events", "ProbeContext": "zsq_probe.events", "StepEvent": "zsq_probe.events",
-    "RunDir": "zsq_probe.store", "DatasetSpec": "zsq_probe.data", "UserError": "zsq_probe.errors",
+    "Probe": "zsq_probe.probes",
+    "register_probe": "zsq_probe.probes",
+    "build_probes": "zsq_probe.probes",
+    "Observer": "zsq_probe.events",
+    "ProbeContext": "zsq_probe.events",
+    "StepEvent": "zsq_probe.events",
+    "RunDir": "zsq_probe.store",
+    "DatasetSpec": "zsq_probe.data",
+    "UserError": "zsq_probe.errors",
 }
 
 

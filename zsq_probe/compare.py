@@ -54,8 +54,17 @@ def _finite(x) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------- cosine
-COSINE_COLUMNS = ("epoch", "step", "statistic", "origin", "scope", "cosine", "angle_deg",
-                  "grad_norm_ce", "grad_norm_kl")
+COSINE_COLUMNS = (
+    "epoch",
+    "step",
+    "statistic",
+    "origin",
+    "scope",
+    "cosine",
+    "angle_deg",
+    "grad_norm_ce",
+    "grad_norm_kl",
+)
 
 
 def model_cosine(df: pd.DataFrame, where: str = "cosine") -> pd.DataFrame:
@@ -131,9 +140,15 @@ def trace_curves(df: pd.DataFrame, where: str = "hessian_trace") -> pd.DataFrame
     else:
         d = d.assign(_post=0)
     d = d.sort_values(["estimator", "loss", "epoch", "_post"]).drop_duplicates(["estimator", "loss", "epoch"])
-    out = pd.DataFrame({"estimator": d["estimator"].astype(str), "loss": d["loss"].astype(str),
-                        "epoch": d["epoch"].astype(int), "trace": d["trace"].astype(float),
-                        "stderr": d["stderr"].astype(float)})
+    out = pd.DataFrame(
+        {
+            "estimator": d["estimator"].astype(str),
+            "loss": d["loss"].astype(str),
+            "epoch": d["epoch"].astype(int),
+            "trace": d["trace"].astype(float),
+            "stderr": d["stderr"].astype(float),
+        }
+    )
     if {"ci_low", "ci_high"} <= set(d.columns):
         out["ci_low"], out["ci_high"] = d["ci_low"].astype(float), d["ci_high"].astype(float)
     else:
@@ -172,8 +187,9 @@ def summarize_hessian(df: pd.DataFrame, where: str = "hessian_trace") -> dict:
         for k in ("trace", "ci_low", "ci_high"):
             out[f"last_{k}_{loss}"] = _finite(row[k].iloc[0]) if len(row) else None
     out["last_kl_over_ce"] = _ratio(out["last_trace_kl"], out["last_trace_ce"])
-    out["last_kl_over_ce_range"] = ratio_range(out["last_ci_low_kl"], out["last_ci_high_kl"],
-                                               out["last_ci_low_ce"], out["last_ci_high_ce"])
+    out["last_kl_over_ce_range"] = ratio_range(
+        out["last_ci_low_kl"], out["last_ci_high_kl"], out["last_ci_low_ce"], out["last_ci_high_ce"]
+    )
     return out
 
 
@@ -203,9 +219,12 @@ def inter_epoch_curve(df: pd.DataFrame, where: str = "inter_epoch") -> pd.DataFr
 
 def summarize_inter_epoch(df: pd.DataFrame, where: str = "inter_epoch") -> dict:
     c = inter_epoch_curve(df, where)
-    return {"epochs": int(len(c)), "mean_inter_epoch_cosine": _finite(c["cosine"].mean()),
-            "median_inter_epoch_cosine": _finite(c["cosine"].median()),
-            "last_inter_epoch_cosine": _finite(c["cosine"].iloc[-1]) if len(c) else None}
+    return {
+        "epochs": int(len(c)),
+        "mean_inter_epoch_cosine": _finite(c["cosine"].mean()),
+        "median_inter_epoch_cosine": _finite(c["cosine"].median()),
+        "last_inter_epoch_cosine": _finite(c["cosine"].iloc[-1]) if len(c) else None,
+    }
 
 
 SUMMARIZERS = {"cosine": summarize_cosine, "hessian": summarize_hessian, "inter_epoch": summarize_inter_epoch}
@@ -215,28 +234,32 @@ def _ratio(a, b):
     return _finite(a / b) if a is not None and b not in (None, 0) else None
 
 
-def compare_tables(kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str = "kd",
-                   zq_name: str = "zq") -> dict:
+def compare_tables(kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str = "kd", zq_name: str = "zq") -> dict:
     """Summaries of the same probe for a KD run and a ZQ run, and their ZQ/KD ratios."""
     if probe not in SUMMARIZERS:
         raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
     table = PROBE_TABLE[probe]
-    return _contrast(probe, SUMMARIZERS[probe](kd, f"{kd_name} probes/{table}"),
-                     SUMMARIZERS[probe](zq, f"{zq_name} probes/{table}"))
+    return _contrast(
+        probe, SUMMARIZERS[probe](kd, f"{kd_name} probes/{table}"), SUMMARIZERS[probe](zq, f"{zq_name} probes/{table}")
+    )
 
 
 def _contrast(probe: str, s_kd: dict, s_zq: dict) -> dict:
     """{probe, kd, zq} and the ZQ - KD differences (cosines) or ZQ / KD ratios (traces)."""
     out = {"probe": probe, "kd": s_kd, "zq": s_zq}
     if probe == "cosine":
-        out["zq_minus_kd"] = {k: (None if s_kd[k] is None or s_zq[k] is None else s_zq[k] - s_kd[k])
-                              for k in ("share_negative", "mean_epoch_cosine", "median_epoch_cosine")}
+        out["zq_minus_kd"] = {
+            k: (None if s_kd[k] is None or s_zq[k] is None else s_zq[k] - s_kd[k])
+            for k in ("share_negative", "mean_epoch_cosine", "median_epoch_cosine")
+        }
     elif probe == "hessian":
         out["zq_over_kd"] = {k: _ratio(s_zq[k], s_kd[k]) for k in ("median_trace_ce", "median_trace_kl", "kl_over_ce")}
     else:
-        out["zq_minus_kd"] = {"mean_inter_epoch_cosine": None if s_kd["mean_inter_epoch_cosine"] is None
-                              or s_zq["mean_inter_epoch_cosine"] is None
-                              else s_zq["mean_inter_epoch_cosine"] - s_kd["mean_inter_epoch_cosine"]}
+        out["zq_minus_kd"] = {
+            "mean_inter_epoch_cosine": None
+            if s_kd["mean_inter_epoch_cosine"] is None or s_zq["mean_inter_epoch_cosine"] is None
+            else s_zq["mean_inter_epoch_cosine"] - s_kd["mean_inter_epoch_cosine"]
+        }
     return out
 
 
@@ -257,8 +280,10 @@ def crossings_per_layer(df: pd.DataFrame, epoch: int, where: str = "crossings") 
     require_columns(df, "crossings", CROSSING_COLUMNS, where)
     d = df[df["epoch"] == epoch]
     if d.empty:
-        raise UserError(f"{where}: no crossings rows for epoch {epoch} (epochs with data: "
-                        f"{epoch_list(crossings_epochs(df, where))})")
+        raise UserError(
+            f"{where}: no crossings rows for epoch {epoch} (epochs with data: "
+            f"{epoch_list(crossings_epochs(df, where))})"
+        )
     order = list(dict.fromkeys(df["layer"]))  # first appearance = module order
     for basis in ("epoch_total", "step", "checkpoint_diff"):
         rows = d[d["statistic"] == basis]
@@ -267,13 +292,15 @@ def crossings_per_layer(df: pd.DataFrame, epoch: int, where: str = "crossings") 
     else:
         raise UserError(f"{where}: epoch {epoch} has no 'epoch_total', 'step' or 'checkpoint_diff' rows")
     g = rows.groupby("layer", sort=False)
-    out = pd.DataFrame({
-        "changed": g["changed"].sum().astype(float),
-        "steps": g["steps"].sum().astype(float),
-        "layer_size": g["layer_size"].max().astype(float),
-        "kappa": g["kappa"].mean(),
-        "gi_p": g["gi_p"].mean(),
-    })
+    out = pd.DataFrame(
+        {
+            "changed": g["changed"].sum().astype(float),
+            "steps": g["steps"].sum().astype(float),
+            "layer_size": g["layer_size"].max().astype(float),
+            "kappa": g["kappa"].mean(),
+            "gi_p": g["gi_p"].mean(),
+        }
+    )
     out["steps"] = out["steps"].where(out["steps"] > 0, 1.0)
     out["changed_per_step"] = out["changed"] / out["steps"]
     out["share_per_step"] = out["changed_per_step"] / out["layer_size"]
@@ -315,15 +342,19 @@ def _open_seeds(runs, role: str) -> list:
     """RunDirs of one side of a comparison; UserError when they are more than seeds of one setting."""
     from zsq_probe.store import RunDir
 
-    runs = [r if isinstance(r, RunDir) else RunDir.open(r) for r in ([runs] if not isinstance(runs, (list, tuple))
-                                                                     else runs)]
+    runs = [
+        r if isinstance(r, RunDir) else RunDir.open(r)
+        for r in ([runs] if not isinstance(runs, (list, tuple)) else runs)
+    ]
     first = run_setting(runs[0])
     for r in runs[1:]:
         other = run_setting(r)
         if other != first:
             keys = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
-            raise UserError(f"{role} runs {runs[0].name} and {r.name} differ in more than the seed "
-                            f"({', '.join(keys)}): give only seeds of one setting per side")
+            raise UserError(
+                f"{role} runs {runs[0].name} and {r.name} differ in more than the seed "
+                f"({', '.join(keys)}): give only seeds of one setting per side"
+            )
     paths = [Path(r.path).resolve() for r in runs]
     if len(set(paths)) < len(paths):
         raise UserError(f"{role} run given twice: {', '.join(str(p) for p in paths)}")
@@ -387,8 +418,10 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "pn
             if not run.part_keys(table):
                 raise UserError(f"{role} run {run.name} has no probes/{table} ({HOW_TO_GET.get(table, '')})")
         frames[role.lower()] = [run.read_table(table) for run in runs]
-    per_seed = {side: [SUMMARIZERS[probe](df, f"{r.name} probes/{table}") for r, df in zip(runs, frames[side])]
-                for side, runs in (("kd", kd_runs), ("zq", zq_runs))}
+    per_seed = {
+        side: [SUMMARIZERS[probe](df, f"{r.name} probes/{table}") for r, df in zip(runs, frames[side])]
+        for side, runs in (("kd", kd_runs), ("zq", zq_runs))
+    }
     (kd, kd_span), (zq, zq_span) = aggregate_seeds(per_seed["kd"]), aggregate_seeds(per_seed["zq"])
     result = _contrast(probe, kd, zq)
     n = {"kd": len(kd_runs), "zq": len(zq_runs)}
@@ -406,8 +439,10 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "pn
         result["warnings"].append(f"ZQ_RUN {zq_name} has method 'kd' (a real-data run)")
     kd_data, zq_data = _run_data(kd_runs[0]), _run_data(zq_runs[0])
     if kd_data and zq_data and kd_data != zq_data:  # compared all the same, but not like for like
-        result["warnings"].append(f"KD_RUN {kd_name} was trained on {kd_data}, ZQ_RUN {zq_name} on "
-                                  f"{zq_data}: the runs come from different data sets (and teachers)")
+        result["warnings"].append(
+            f"KD_RUN {kd_name} was trained on {kd_data}, ZQ_RUN {zq_name} on "
+            f"{zq_data}: the runs come from different data sets (and teachers)"
+        )
     path = None
     if out is not None:
         from zsq_probe.plots import plot_compare

@@ -62,7 +62,7 @@ def _finite(obj) -> None:
 
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        for x in (v if isinstance(v, list) else [v]):
+        for x in v if isinstance(v, list) else [v]:
             if isinstance(x, float) and not math.isfinite(x):
                 _bad(f"{f.name}={x} (must be a finite number)")
 
@@ -211,8 +211,11 @@ class GeneratorConfig:
         if not self.bns_weight >= 0:
             _bad(f"bns_weight={self.bns_weight} (must be >= 0)")
         # upper bounds: beyond them the distillation would allocate or loop for hours (a hang, not a run)
-        for k, high in (("zeroq_images", ZEROQ_MAX_IMAGES), ("zeroq_batch_size", ZEROQ_MAX_IMAGES),
-                        ("zeroq_iterations", 1_000_000)):
+        for k, high in (
+            ("zeroq_images", ZEROQ_MAX_IMAGES),
+            ("zeroq_batch_size", ZEROQ_MAX_IMAGES),
+            ("zeroq_iterations", 1_000_000),
+        ):
             _in_range(self, k, 0, high)
         if not 0 < self.lr <= MAX_LR:
             _bad(f"gen_lr={self.lr} (must be in (0, {MAX_LR:g}])")
@@ -258,12 +261,28 @@ class ProbeConfig:
 
     def validate(self) -> None:
         _finite(self)
-        _at_least(self, 1, "every_steps", "hessian_every_epochs", "batch_size", "hessian_vectors", "slq_runs",
-                  "slq_steps", "slice_points", "hessian_top_k")
+        _at_least(
+            self,
+            1,
+            "every_steps",
+            "hessian_every_epochs",
+            "batch_size",
+            "hessian_vectors",
+            "slq_runs",
+            "slq_steps",
+            "slice_points",
+            "hessian_top_k",
+        )
         # upper bounds: a probe this big would run (or allocate) for days — a hang, not a measurement
-        for k, high in (("slice_points", 10_001), ("hessian_top_k", 1_000), ("hessian_vectors", 100_000),
-                        ("slq_runs", 10_000), ("slq_steps", 10_000), ("batch_size", MAX_BATCH_SIZE),
-                        ("trace_max_products", 10_000_000)):
+        for k, high in (
+            ("slice_points", 10_001),
+            ("hessian_top_k", 1_000),
+            ("hessian_vectors", 100_000),
+            ("slq_runs", 10_000),
+            ("slq_steps", 10_000),
+            ("batch_size", MAX_BATCH_SIZE),
+            ("trace_max_products", 10_000_000),
+        ):
             _in_range(self, k, 1, high)
         if not self.density_sigma_fraction > 0:
             _bad(f"density_sigma_fraction={self.density_sigma_fraction} (must be > 0)")
@@ -293,8 +312,14 @@ class ProbeConfig:
                 _bad(f"unknown probe {name!r}{did_you_mean(name, known)} (probes: {', '.join(known)})")
 
 
-SECTIONS = {"quant": QuantConfig, "optim": OptimizerConfig, "inundation": GIConfig, "dataset": DataConfig,
-            "synthesis": GeneratorConfig, "probing": ProbeConfig}
+SECTIONS = {
+    "quant": QuantConfig,
+    "optim": OptimizerConfig,
+    "inundation": GIConfig,
+    "dataset": DataConfig,
+    "synthesis": GeneratorConfig,
+    "probing": ProbeConfig,
+}
 
 
 @dataclass
@@ -353,8 +378,10 @@ class RunConfig:
         # a ZeroQ run only calibrates (epochs=0); every other run trains at least one epoch
         _in_range(self, "epochs", 0 if self.dataset.source == "zeroq" else 1, 1_000_000)
         if self.iters_per_epoch < 0 or (self.iters_per_epoch == 0 and self.dataset.source != "real"):
-            _bad(f"iters_per_epoch={self.iters_per_epoch} (must be >= 1; 0 = one pass over the real training set, "
-                 "source=real only)")
+            _bad(
+                f"iters_per_epoch={self.iters_per_epoch} (must be >= 1; 0 = one pass over the real training set, "
+                "source=real only)"
+            )
         for k in ("batch_size", "val_batch_size"):
             _in_range(self, k, 1, MAX_BATCH_SIZE)
         _in_range(self, "iters_per_epoch", 0, 100_000_000)
@@ -394,14 +421,26 @@ class RunConfig:
 
 
 # flat key -> (section or "", field); a flat key is the field's name unless listed in _RENAMED
-_RENAMED = {"full_precision_student": ("quant", "full_precision"), "optimizer": ("optim", "name"),
-            "gi": ("inundation", "enabled"), "gi_p": ("inundation", "p"),
-            "gi_p_milestones": ("inundation", "p_milestones"), "gi_p_gamma": ("inundation", "p_gamma"),
-            "gi_warmup_cap": ("inundation", "warmup_cap"), "gi_rule": ("inundation", "rule"), "data": ("dataset", "name"),
-            "data_root": ("dataset", "root"), "source": ("dataset", "source"), "generator": ("synthesis", "name"),
-            "gen_lr": ("synthesis", "lr"), "gen_beta1": ("synthesis", "beta1"), "gen_beta2": ("synthesis", "beta2"),
-            "probe_every_steps": ("probing", "every_steps"), "hessian_batch_size": ("probing", "batch_size"),
-            "probe_scopes": ("probing", "scopes")}
+_RENAMED = {
+    "full_precision_student": ("quant", "full_precision"),
+    "optimizer": ("optim", "name"),
+    "gi": ("inundation", "enabled"),
+    "gi_p": ("inundation", "p"),
+    "gi_p_milestones": ("inundation", "p_milestones"),
+    "gi_p_gamma": ("inundation", "p_gamma"),
+    "gi_warmup_cap": ("inundation", "warmup_cap"),
+    "gi_rule": ("inundation", "rule"),
+    "data": ("dataset", "name"),
+    "data_root": ("dataset", "root"),
+    "source": ("dataset", "source"),
+    "generator": ("synthesis", "name"),
+    "gen_lr": ("synthesis", "lr"),
+    "gen_beta1": ("synthesis", "beta1"),
+    "gen_beta2": ("synthesis", "beta2"),
+    "probe_every_steps": ("probing", "every_steps"),
+    "hessian_batch_size": ("probing", "batch_size"),
+    "probe_scopes": ("probing", "scopes"),
+}
 FLAT_KEYS: dict[str, tuple[str, str]] = {}
 for _f in dataclasses.fields(RunConfig):
     if _f.name in SECTIONS:

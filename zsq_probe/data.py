@@ -103,10 +103,14 @@ NORMALIZATIONS = ("reference", "pytorchcv")
 # trained and scored with.
 _PYTORCHCV_CIFAR = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 CIFAR_NORMALIZATION: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
-    "cifar10": {"reference": ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),
-                "pytorchcv": _PYTORCHCV_CIFAR},
-    "cifar100": {"reference": ((0.50705882, 0.48666667, 0.44078431), (0.26745098, 0.25568627, 0.27607843)),
-                 "pytorchcv": _PYTORCHCV_CIFAR},
+    "cifar10": {
+        "reference": ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),
+        "pytorchcv": _PYTORCHCV_CIFAR,
+    },
+    "cifar100": {
+        "reference": ((0.50705882, 0.48666667, 0.44078431), (0.26745098, 0.25568627, 0.27607843)),
+        "pytorchcv": _PYTORCHCV_CIFAR,
+    },
 }
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -155,8 +159,10 @@ def check_normalization(normalization) -> str:
     """A normalisation option's name; anything but "reference" / "pytorchcv" -> UserError."""
     key = str(normalization).strip().lower()
     if key not in NORMALIZATIONS:
-        raise UserError(f"unknown normalisation {normalization!r}: use 'reference' (the AIT/GDFQ reference "
-                        f"code's CIFAR statistics, default) or 'pytorchcv' (imgclsmob's, which pytorchcv scores with)")
+        raise UserError(
+            f"unknown normalisation {normalization!r}: use 'reference' (the AIT/GDFQ reference "
+            f"code's CIFAR statistics, default) or 'pytorchcv' (imgclsmob's, which pytorchcv scores with)"
+        )
     return key
 
 
@@ -172,10 +178,17 @@ def get_spec(name: str, normalization: str = "reference", image_size: int | None
     if image_size is not None and int(image_size) != spec.image_shape[1]:
         size = int(image_size)
         if key != "imagenet" or size < 32:
-            raise UserError(f"image size {image_size!r}: only ImageNet's input size can be chosen (>= 32), "
-                            f"{key} images are {spec.image_shape[1]}x{spec.image_shape[2]}")
-        spec = dataclasses.replace(spec, image_shape=(3, size, size), description=spec.description.replace(
-            "Resize 256, CenterCrop 224", f"Resize {_imagenet_resize(size)}, CenterCrop {size}"))
+            raise UserError(
+                f"image size {image_size!r}: only ImageNet's input size can be chosen (>= 32), "
+                f"{key} images are {spec.image_shape[1]}x{spec.image_shape[2]}"
+            )
+        spec = dataclasses.replace(
+            spec,
+            image_shape=(3, size, size),
+            description=spec.description.replace(
+                "Resize 256, CenterCrop 224", f"Resize {_imagenet_resize(size)}, CenterCrop {size}"
+            ),
+        )
     if norm == spec.normalization:
         return spec
     if key in CIFAR_NORMALIZATION:
@@ -190,8 +203,15 @@ def get_spec(name: str, normalization: str = "reference", image_size: int | None
 class TensorImageDataset(Dataset):
     """Images held in memory as one normalised tensor (used for the embedded digits set)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: DatasetSpec,
-                 classes: list[str], augment: bool = False, max_shift: int = 2):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        spec: DatasetSpec,
+        classes: list[str],
+        augment: bool = False,
+        max_shift: int = 2,
+    ):
         if images.shape[0] != labels.shape[0]:
             raise ValueError("images and labels differ in length")
         self.images = images
@@ -213,7 +233,7 @@ class TensorImageDataset(Dataset):
             padded = F.pad(x, (s, s, s, s), value=bg)
             dy, dx = torch.randint(0, 2 * s + 1, (2,)).tolist()
             h, w = x.shape[-2:]
-            x = padded[:, dy:dy + h, dx:dx + w]
+            x = padded[:, dy : dy + h, dx : dx + w]
         return x, self.targets[index]
 
 
@@ -226,7 +246,9 @@ def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     images = digits.images.astype(np.float32) / 16.0
     labels = digits.target.astype(np.int64)
     train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=DIGITS_TEST_SHARE, stratify=labels,
+        np.arange(len(labels)),
+        test_size=DIGITS_TEST_SHARE,
+        stratify=labels,
         random_state=DIGITS_SPLIT_SEED,
     )
     return images, labels, np.sort(train_idx), np.sort(test_idx)
@@ -269,10 +291,24 @@ def _cifar_transform(spec: DatasetSpec, augment: bool):
 
 _CIFAR_INFO = {
     # name: (label, folder, archive, train files, test files, meta file, official train/test sizes)
-    "cifar10": ("CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz",
-                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta", (50000, 10000)),
-    "cifar100": ("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz",
-                 ["train"], ["test"], "meta", (50000, 10000)),
+    "cifar10": (
+        "CIFAR-10",
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "batches.meta",
+        (50000, 10000),
+    ),
+    "cifar100": (
+        "CIFAR-100",
+        "cifar-100-python",
+        "cifar-100-python.tar.gz",
+        ["train"],
+        ["test"],
+        "meta",
+        (50000, 10000),
+    ),
 }
 
 
@@ -287,8 +323,7 @@ class _PresenceCheckMixin:
     file that cannot be read becomes a UserError naming the folder (see :func:`_load_cifar`).
     """
 
-    def __init__(self, root, train: bool = True, transform=None, target_transform=None,
-                 download: bool = False) -> None:
+    def __init__(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False) -> None:
         from torchvision.datasets.vision import VisionDataset
 
         from zsq_probe.safe_pickle import safe_load
@@ -300,7 +335,7 @@ class _PresenceCheckMixin:
         if not self._check_integrity():
             raise RuntimeError("Dataset not found; use download=True to download it")
         data, targets = [], []
-        for file_name, _ in (self.train_list if train else self.test_list):
+        for file_name, _ in self.train_list if train else self.test_list:
             with open(os.path.join(self.root, self.base_folder, file_name), "rb") as f:
                 entry = safe_load(f, encoding="latin1")
             if not isinstance(entry, dict) or not isinstance(entry.get("data"), np.ndarray):
@@ -338,8 +373,7 @@ def _cifar_classes(name: str):
     return OnDiskCIFAR10 if name == "cifar10" else OnDiskCIFAR100
 
 
-def _load_cifar(name: str, root, split: str, download: bool, augment: bool,
-                spec: DatasetSpec | None = None) -> Dataset:
+def _load_cifar(name: str, root, split: str, download: bool, augment: bool, spec: DatasetSpec | None = None) -> Dataset:
     spec = spec if spec is not None else DATASETS[name]
     label, folder, archive, train_files, test_files, meta_file, sizes = _CIFAR_INFO[name]
     if root is None:
@@ -360,8 +394,10 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool,
             parent.mkdir(parents=True, exist_ok=True)
             download_and_extract_archive(base.url, str(parent), filename=base.filename, md5=base.tgz_md5)
         except Exception as exc:  # network, disk, archive errors
-            raise UserError(f"downloading {label} into {parent} failed ({one_line(exc)}); "
-                            f"check the network or place {folder}/ there yourself") from exc
+            raise UserError(
+                f"downloading {label} into {parent} failed ({one_line(exc)}); "
+                f"check the network or place {folder}/ there yourself"
+            ) from exc
 
     if not data_dir.is_dir():
         hint = "pass --download to fetch it"
@@ -372,8 +408,7 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool,
                 if other != name and (parent / info[1]).is_dir():
                     hint = f"that folder holds {info[0]} ({info[1]}/), not {label}; pass --download to fetch {label}"
         raise UserError(
-            f"{label} not found under {root_path}: expected {data_dir}/ "
-            f"(torchvision's python-pickle format); {hint}"
+            f"{label} not found under {root_path}: expected {data_dir}/ (torchvision's python-pickle format); {hint}"
         )
     missing = [f for f in needed if not (data_dir / f).is_file()]
     if missing:
@@ -384,8 +419,7 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool,
 
     cls = _cifar_classes(name)
     try:
-        ds = cls(root=str(parent), train=(split == "train"), download=False,
-                 transform=_cifar_transform(spec, augment))
+        ds = cls(root=str(parent), train=(split == "train"), download=False, transform=_cifar_transform(spec, augment))
     except Exception as exc:
         raise UserError(
             f"{label} files in {data_dir} could not be read ({one_line(exc)}); "
@@ -394,21 +428,28 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool,
 
     n = len(ds.data)
     if len(ds.targets) != n:
-        raise UserError(f"{label} files in {data_dir} hold {n} images but {len(ds.targets)} labels; "
-                        f"re-extract {archive} or pass --download")
+        raise UserError(
+            f"{label} files in {data_dir} hold {n} images but {len(ds.targets)} labels; "
+            f"re-extract {archive} or pass --download"
+        )
     if n == 0:
         raise UserError(f"{label} {split} split in {data_dir} is empty; re-extract {archive} or pass --download")
     bad = [t for t in ds.targets if not 0 <= int(t) < spec.num_classes]
     if bad:
-        raise UserError(f"{label} files in {data_dir} hold label {bad[0]} outside 0..{spec.num_classes - 1}; "
-                        f"is this really {label}?")
+        raise UserError(
+            f"{label} files in {data_dir} hold label {bad[0]} outside 0..{spec.num_classes - 1}; "
+            f"is this really {label}?"
+        )
     if len(ds.classes) != spec.num_classes:
-        raise UserError(f"{label} meta file {data_dir / meta_file} names {len(ds.classes)} classes, "
-                        f"expected {spec.num_classes}; is this really {label}?")
+        raise UserError(
+            f"{label} meta file {data_dir / meta_file} names {len(ds.classes)} classes, "
+            f"expected {spec.num_classes}; is this really {label}?"
+        )
     official = sizes[0] if split == "train" else sizes[1]
     if n != official:
-        warnings.warn(f"{label} {split} split in {data_dir} has {n} images, the official one has {official}",
-                      stacklevel=3)
+        warnings.warn(
+            f"{label} {split} split in {data_dir} has {n} images, the official one has {official}", stacklevel=3
+        )
     ds.spec = spec
     return ds
 
@@ -436,19 +477,24 @@ def _imagenet_transform(spec: DatasetSpec, augment: bool):
     return transforms.Compose(steps + [transforms.ToTensor(), _normalize(spec)])
 
 
-def _load_imagenet(root, split: str, download: bool, augment: bool, num_classes: int | None,
-                   spec: DatasetSpec | None = None) -> Dataset:
+def _load_imagenet(
+    root, split: str, download: bool, augment: bool, num_classes: int | None, spec: DatasetSpec | None = None
+) -> Dataset:
     from torchvision.datasets import ImageFolder
 
     spec = spec if spec is not None else DATASETS["imagenet"]
     if root is None:
-        raise UserError("ImageNet needs a data folder: pass --data-root DIR, the val folder of "
-                        "WordNet-id class folders (n01440764/ ...) or a folder containing val/")
+        raise UserError(
+            "ImageNet needs a data folder: pass --data-root DIR, the val folder of "
+            "WordNet-id class folders (n01440764/ ...) or a folder containing val/"
+        )
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         how = " (ImageNet cannot be downloaded automatically: get it from image-net.org)" if download else ""
-        raise UserError(f"ImageNet folder {root_path} does not exist: pass --data-root DIR, the val folder "
-                        f"of WordNet-id class folders or a folder containing val/{how}")
+        raise UserError(
+            f"ImageNet folder {root_path} does not exist: pass --data-root DIR, the val folder "
+            f"of WordNet-id class folders or a folder containing val/{how}"
+        )
     sub = "train" if split == "train" else "val"
     folder = root_path / sub if (root_path / sub).is_dir() else root_path
     try:
@@ -460,13 +506,18 @@ def _load_imagenet(root, split: str, download: bool, augment: bool, num_classes:
         ) from exc
     expected = spec.num_classes if num_classes is None else int(num_classes)
     if not any(_WNID.match(c) for c in ds.classes):
-        warnings.warn(f"ImageNet folder {folder}: class folders ({ds.classes[0]}, ...) do not look like "
-                      f"WordNet ids (n01440764 ...); labels are their sorted order", stacklevel=3)
+        warnings.warn(
+            f"ImageNet folder {folder}: class folders ({ds.classes[0]}, ...) do not look like "
+            f"WordNet ids (n01440764 ...); labels are their sorted order",
+            stacklevel=3,
+        )
     if len(ds.classes) != expected:
         warnings.warn(
             f"ImageNet folder {folder} has {len(ds.classes)} class folders, the teacher predicts {expected} "
             f"classes: labels are positions in the sorted folders present and will not match the teacher's "
-            f"classes unless all {expected} folders are there", stacklevel=3)
+            f"classes unless all {expected} folders are there",
+            stacklevel=3,
+        )
     ds.spec = spec
     return ds
 
@@ -474,9 +525,16 @@ def _load_imagenet(root, split: str, download: bool, augment: bool, num_classes:
 # --------------------------------------------------------------------------- public API
 
 
-def load_dataset(name: str, root=None, split: str = "train", download: bool = False,
-                 augment: bool = False, num_classes: int | None = None,
-                 normalization: str = "reference", image_size: int | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    root=None,
+    split: str = "train",
+    download: bool = False,
+    augment: bool = False,
+    num_classes: int | None = None,
+    normalization: str = "reference",
+    image_size: int | None = None,
+) -> Dataset:
     """A data set yielding ``(normalised float tensor, int label)``.
 
     ``root``: for CIFAR the folder containing ``cifar-10-batches-py/`` (``cifar-100-python/``)
@@ -496,16 +554,25 @@ def load_dataset(name: str, root=None, split: str = "train", download: bool = Fa
     if spec.name == "imagenet":
         return _load_imagenet(root, split, download, augment, num_classes, spec=spec)
     if num_classes is not None and int(num_classes) != spec.num_classes:
-        raise UserError(f"data set {spec.name} has {spec.num_classes} classes but the teacher predicts "
-                        f"{num_classes}: pick the data set that matches the teacher")
+        raise UserError(
+            f"data set {spec.name} has {spec.num_classes} classes but the teacher predicts "
+            f"{num_classes}: pick the data set that matches the teacher"
+        )
     if spec.name == "digits":
         return _load_digits(split, augment)
     return _load_cifar(spec.name, root, split, download, augment, spec=spec)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int = 0, drop_last: bool = False, pin_memory: bool = False,
-                persistent_workers: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+) -> DataLoader:
     """A DataLoader whose order depends only on ``seed`` (its own ``torch.Generator``).
 
     Worker processes (``num_workers > 0``) get torch/random/numpy seeds derived from that
@@ -521,10 +588,16 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
         raise UserError("the data set is empty: check --data-root")
     gen = torch.Generator()
     gen.manual_seed(int(seed))
-    return DataLoader(dataset, batch_size=int(batch_size), shuffle=bool(shuffle), generator=gen,
-                      num_workers=int(num_workers), drop_last=bool(drop_last),
-                      pin_memory=bool(pin_memory) and torch.cuda.is_available(),
-                      persistent_workers=bool(persistent_workers) and int(num_workers) > 0)
+    return DataLoader(
+        dataset,
+        batch_size=int(batch_size),
+        shuffle=bool(shuffle),
+        generator=gen,
+        num_workers=int(num_workers),
+        drop_last=bool(drop_last),
+        pin_memory=bool(pin_memory) and torch.cuda.is_available(),
+        persistent_workers=bool(persistent_workers) and int(num_workers) > 0,
+    )
 
 
 # suffixes of pytorchcv models trained on data sets (or tasks) this toolkit does not handle

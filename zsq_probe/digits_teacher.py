@@ -62,9 +62,14 @@ def digits_architecture() -> nn.Module:
     from pytorchcv.models.resnet_cifar import CIFARResNet
 
     a = DIGITS_ARCH
-    net = CIFARResNet(channels=[list(c) for c in a["channels"]], init_block_channels=a["init_block_channels"],
-                      bottleneck=a["bottleneck"], in_channels=a["in_channels"], in_size=tuple(a["in_size"]),
-                      num_classes=a["num_classes"])
+    net = CIFARResNet(
+        channels=[list(c) for c in a["channels"]],
+        init_block_channels=a["init_block_channels"],
+        bottleneck=a["bottleneck"],
+        in_channels=a["in_channels"],
+        in_size=tuple(a["in_size"]),
+        num_classes=a["num_classes"],
+    )
     # pytorchcv's final pool is AvgPool2d(8) for 32x32 inputs; ours ends at 4x4 (same module name)
     net.features.final_pool = nn.AvgPool2d(kernel_size=a["final_pool_kernel"], stride=1)
     return net
@@ -72,9 +77,15 @@ def digits_architecture() -> nn.Module:
 
 def digits_key() -> str:
     spec = DATASETS["digits"]
-    blob = json.dumps({"format": _DIGITS_FORMAT, "arch": DIGITS_ARCH, "train": DIGITS_TRAIN,
-                       "data": {"mean": spec.mean, "std": spec.std, "shape": spec.image_shape}},
-                      sort_keys=True)
+    blob = json.dumps(
+        {
+            "format": _DIGITS_FORMAT,
+            "arch": DIGITS_ARCH,
+            "train": DIGITS_TRAIN,
+            "data": {"mean": spec.mean, "std": spec.std, "shape": spec.image_shape},
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -158,8 +169,10 @@ def train_digits_teacher() -> tuple[nn.Module, dict]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if top1 < DIGITS_MIN_TOP1:
-        warnings.warn(f"embedded digits teacher reached only {top1:.2f}% test top-1 "
-                      f"(expected >= {DIGITS_MIN_TOP1}%)", stacklevel=2)
+        warnings.warn(
+            f"embedded digits teacher reached only {top1:.2f}% test top-1 (expected >= {DIGITS_MIN_TOP1}%)",
+            stacklevel=2,
+        )
     return net, meta
 
 

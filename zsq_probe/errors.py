@@ -18,7 +18,7 @@ def one_line(exc_or_text: BaseException | str, limit: int | None = 200, *, with_
     is_exc = isinstance(exc_or_text, BaseException)
     text = " ".join(str(exc_or_text).split())
     if limit is not None and len(text) > limit:
-        text = text[:max(limit - 3, 0)] + "..."
+        text = text[: max(limit - 3, 0)] + "..."
     if not is_exc:
         return text
     name = type(exc_or_text).__name__

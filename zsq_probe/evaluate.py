@@ -43,9 +43,22 @@ def sha256_of(path) -> str | None:
     return h.hexdigest()
 
 
-def evaluate_quantized(teacher: str, weights=None, weights_root=None, data=None, data_root=None,
-                       w_bits=4, a_bits=4, calib_batches=4, batch_size=200, max_batches=0,
-                       device="cpu", download=False, seed=0, normalization="reference") -> dict:
+def evaluate_quantized(
+    teacher: str,
+    weights=None,
+    weights_root=None,
+    data=None,
+    data_root=None,
+    w_bits=4,
+    a_bits=4,
+    calib_batches=4,
+    batch_size=200,
+    max_batches=0,
+    device="cpu",
+    download=False,
+    seed=0,
+    normalization="reference",
+) -> dict:
     """FP and quantised top-1 of a teacher; activation ranges calibrated on `calib_batches` train batches.
 
     `normalization`: "reference" (the AIT/GDFQ code's CIFAR statistics) or "pytorchcv" (imgclsmob's); the
@@ -59,12 +72,16 @@ def evaluate_quantized(teacher: str, weights=None, weights_root=None, data=None,
     model, info = load_teacher(teacher, weights=weights, root=weights_root, download=download)
     data = data or dataset_for_teacher(teacher)
     size = teacher_input_size(teacher)  # 299 for InceptionV3 (pytorchcv's img_size), else the data set's own
-    test_set = load_dataset(data, data_root, split="test", download=download, normalization=normalization,
-                            image_size=size)
+    test_set = load_dataset(
+        data, data_root, split="test", download=download, normalization=normalization, image_size=size
+    )
     test = make_loader(test_set, batch_size, shuffle=False, seed=seed)
-    calib = make_loader(load_dataset(data, data_root, split="train", download=download,
-                                     normalization=normalization, image_size=size), batch_size, shuffle=True,
-                        seed=seed)
+    calib = make_loader(
+        load_dataset(data, data_root, split="train", download=download, normalization=normalization, image_size=size),
+        batch_size,
+        shuffle=True,
+        seed=seed,
+    )
     model = model.to(device).eval()
     fp_top1, fp_ce = top1_and_ce(model, test, device, max_batches)
     qmodel = quantize_model(model, w_bits, a_bits).to(device).eval()
@@ -76,16 +93,27 @@ def evaluate_quantized(teacher: str, weights=None, weights_root=None, data=None,
     calibrate_activation_ranges(qmodel, batches)
     q_top1, q_ce = top1_and_ce(qmodel, test, device, max_batches)
     result = {
-        "teacher": teacher, "data": data, "w_bits": w_bits, "a_bits": a_bits,
-        "fp_top1": fp_top1, "quant_top1": q_top1, "fp_ce": fp_ce, "quant_ce": q_ce,
-        "calib_batches": calib_batches, "calib_batch_size": batch_size,
+        "teacher": teacher,
+        "data": data,
+        "w_bits": w_bits,
+        "a_bits": a_bits,
+        "fp_top1": fp_top1,
+        "quant_top1": q_top1,
+        "fp_ce": fp_ce,
+        "quant_ce": q_ce,
+        "calib_batches": calib_batches,
+        "calib_batch_size": batch_size,
         "weights_path": str(info.weights_path) if info.weights_path else None,
         "weights_sha256": info.weights_sha256 or sha256_of(info.weights_path),
-        "weights_source": info.source, "published_top1": info.published_top1,
-        "weights_file": info.weights_file, "weights_release": info.weights_release,
-        "weights_record_match": info.weights_record_match, "paper_weights_file": info.paper_weights_file,
+        "weights_source": info.source,
+        "published_top1": info.published_top1,
+        "weights_file": info.weights_file,
+        "weights_release": info.weights_release,
+        "weights_record_match": info.weights_record_match,
+        "paper_weights_file": info.paper_weights_file,
         "paper_top1": info.paper_top1,
-        "normalization": normalization, "normalization_mean": list(test_set.spec.mean),
+        "normalization": normalization,
+        "normalization_mean": list(test_set.spec.mean),
         "normalization_std": list(test_set.spec.std),
         "quantization": quantization_spec(qmodel),
     }

@@ -74,8 +74,9 @@ class ProbeContext:
         """(student logits, KL, CE) of the current student, unweighted."""
         from zsq_probe.losses import student_terms
 
-        return student_terms(self.student, inputs, labels, teacher_logits, self.cfg.temperature,
-                             self.cfg.label_smoothing)
+        return student_terms(
+            self.student, inputs, labels, teacher_logits, self.cfg.temperature, self.cfg.label_smoothing
+        )
 
 
 class Observer:

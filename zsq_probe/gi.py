@@ -138,19 +138,22 @@ class _Layout:
         for i, w in enumerate(weights):
             by_length.setdefault(w.numel() // w.shape[0], []).append(i)
         self.buckets = [
-            _Bucket(ids, [weights[i] for i in ids], [bits[i] for i in ids])
-            for _, ids in sorted(by_length.items())
+            _Bucket(ids, [weights[i] for i in ids], [bits[i] for i in ids]) for _, ids in sorted(by_length.items())
         ]
         self.numel_t = torch.tensor(self.numels, dtype=torch.float64, device=self.device)
         self.bits = list(bits)
         self._masks: dict[tuple[bool, ...], torch.Tensor] = {}
 
     def matches(self, weights: list[torch.Tensor], bits: list[int]) -> bool:
-        return (len(weights) == len(self.weights)
-                and all(a is b and tuple(a.shape) == s and a.device == self.device
-                        for a, b, s in zip(weights, self.weights, self.shapes))
-                and all(a.dtype == self.buckets[0].d.dtype for a in weights)
-                and bits == self.bits)
+        return (
+            len(weights) == len(self.weights)
+            and all(
+                a is b and tuple(a.shape) == s and a.device == self.device
+                for a, b, s in zip(weights, self.weights, self.shapes)
+            )
+            and all(a.dtype == self.buckets[0].d.dtype for a in weights)
+            and bits == self.bits
+        )
 
     def mask(self, values: list[bool]) -> torch.Tensor:
         """A device bool tensor of ``values``, cached: no host-to-device copy when unchanged."""
@@ -298,8 +301,10 @@ class GradientInundation:
         self.rule = gi.get("rule", "ours")
 
     def __repr__(self) -> str:
-        return (f"GradientInundation(p={self.p}, rule={self.rule}, layers={len(self.layers)}, warmup={self.warmup}, "
-                f"kappa_limit={self.kappa_limit:g}, base={self.base!r})")
+        return (
+            f"GradientInundation(p={self.p}, rule={self.rule}, layers={len(self.layers)}, warmup={self.warmup}, "
+            f"kappa_limit={self.kappa_limit:g}, base={self.base!r})"
+        )
 
     # ----------------------------------------------------------------- the step
 
@@ -372,7 +377,7 @@ class GradientInundation:
             for b in layout.buckets:  # evaluate only the rows of layers still searching
                 span = b.row_span(searching)
                 if span is not None:
-                    b.codes(b.scaled(trial, *span), out=b.t[span[0]:span[1]], r0=span[0])
+                    b.codes(b.scaled(trial, *span), out=b.t[span[0] : span[1]], r0=span[0])
                     b.count_changed(count, *span)
             frac = count / layout.numel_t
             ok = frac >= p
@@ -389,8 +394,11 @@ class GradientInundation:
             cur = torch.where(grow | (in_bisection & ~ok), trial, cur)
             steps = steps + in_bisection.to(torch.int64)
             at_cap = at_cap | capped
-            finished = (capped | (found & (near | (self.bisection_steps == 0)))
-                        | (in_bisection & (near | (steps >= self.bisection_steps))))
+            finished = (
+                capped
+                | (found & (near | (self.bisection_steps == 0)))
+                | (in_bisection & (near | (steps >= self.bisection_steps)))
+            )
             doubling = doubling & ~found
             done = done | finished
 

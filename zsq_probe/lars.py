@@ -22,8 +22,9 @@ from zsq_probe.errors import UserError
 class LARS(torch.optim.Optimizer):
     """LARS with heavy-ball momentum; state per parameter: ``momentum_buffer``."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coef: float = 1e-3) -> None:
+    def __init__(
+        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coef: float = 1e-3
+    ) -> None:
         if not lr > 0:
             raise UserError(f"LARS: lr={lr} (must be > 0)")
         if not 0.0 <= momentum < 1.0:

@@ -38,5 +38,7 @@ def term_gradients(kl, ce, params) -> dict[str, list[torch.Tensor]]:
     """Gradients of the unweighted KL and CE terms w.r.t. `params` from one forward graph."""
     g_kl = torch.autograd.grad(kl, params, retain_graph=True, allow_unused=True)
     g_ce = torch.autograd.grad(ce, params, allow_unused=True)
-    return {"kl": [torch.zeros_like(p) if g is None else g for g, p in zip(g_kl, params)],
-            "ce": [torch.zeros_like(p) if g is None else g for g, p in zip(g_ce, params)]}
+    return {
+        "kl": [torch.zeros_like(p) if g is None else g for g, p in zip(g_kl, params)],
+        "ce": [torch.zeros_like(p) if g is None else g for g, p in zip(g_ce, params)],
+    }

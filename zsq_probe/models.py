@@ -42,8 +42,16 @@ import torch
 import torch.nn as nn
 
 from zsq_probe.data import DATASETS, dataset_for_teacher
-from zsq_probe.digits_teacher import (DIGITS_ARCH, DIGITS_MIN_TOP1, DIGITS_TRAIN, cache_dir, digits_architecture,
-                                      digits_teacher, digits_teacher_path, evaluate_top1)
+from zsq_probe.digits_teacher import (
+    DIGITS_ARCH,
+    DIGITS_MIN_TOP1,
+    DIGITS_TRAIN,
+    cache_dir,
+    digits_architecture,
+    digits_teacher,
+    digits_teacher_path,
+    evaluate_top1,
+)
 from zsq_probe.errors import UserError, one_line
 
 __all__ = [
@@ -123,22 +131,26 @@ class WeightFile:
 # (paper 69.39), ShuffleNet x1.0 (g=1) 65.07 % (65.07), InceptionV3 v0.0.92 78.88 % (79.00; today's
 # pytorchcv file inceptionv3-0533, v0.0.552, reaches 79.56 %).  Only inceptionv3 differs from today's file.
 PAPER_WEIGHT_FILES: dict[str, WeightFile] = {
-    "resnet20_cifar10": WeightFile("resnet20_cifar10", "0597", "9b0024ac4c2f374cde2c5052e0d0344a75871cdb",
-                                   "v0.0.163", 94.03),
-    "resnet20_cifar100": WeightFile("resnet20_cifar100", "2964", "a5322afed92fa96cb7b3453106f73cf38e316151",
-                                    "v0.0.180", 70.36),
-    "resnet18": WeightFile("resnet18", "0982", "0126861b4cd7f7b14196b1e01827da688f8bab6d", "v0.0.153",
-                           71.47, 90.18),
-    "resnet50": WeightFile("resnet50", "0633", "b00d1c8e52aa7a2badc705b1545aaf6ccece6ce9", "v0.0.329",
-                           77.72, 93.67),
-    "mobilenetv2_w1": WeightFile("mobilenetv2_w1", "0887", "13a021bca5b679b76156829743f7182da42e8bb6",
-                                 "v0.0.213", 73.03, 91.13),
-    "inceptionv3": WeightFile("inceptionv3", "0565", "cf4061800bc1dc3b090920fc9536d8ccc15bb86e", "v0.0.92",
-                              78.88, 94.35),
-    "sqnxt23_w2": WeightFile("sqnxt23_w2", "1100", "b9bb7302824f89f16e078f0a506e3a8c0ad9c74e", "v0.0.240",
-                             69.38, 89.00),
-    "shufflenet_g1_w1": WeightFile("shufflenet_g1_w1", "1389", "4cfb65a30761fe548e0b5afbb5d89793ec41e4e9",
-                                   "v0.0.223", 65.07, 86.11),
+    "resnet20_cifar10": WeightFile(
+        "resnet20_cifar10", "0597", "9b0024ac4c2f374cde2c5052e0d0344a75871cdb", "v0.0.163", 94.03
+    ),
+    "resnet20_cifar100": WeightFile(
+        "resnet20_cifar100", "2964", "a5322afed92fa96cb7b3453106f73cf38e316151", "v0.0.180", 70.36
+    ),
+    "resnet18": WeightFile("resnet18", "0982", "0126861b4cd7f7b14196b1e01827da688f8bab6d", "v0.0.153", 71.47, 90.18),
+    "resnet50": WeightFile("resnet50", "0633", "b00d1c8e52aa7a2badc705b1545aaf6ccece6ce9", "v0.0.329", 77.72, 93.67),
+    "mobilenetv2_w1": WeightFile(
+        "mobilenetv2_w1", "0887", "13a021bca5b679b76156829743f7182da42e8bb6", "v0.0.213", 73.03, 91.13
+    ),
+    "inceptionv3": WeightFile(
+        "inceptionv3", "0565", "cf4061800bc1dc3b090920fc9536d8ccc15bb86e", "v0.0.92", 78.88, 94.35
+    ),
+    "sqnxt23_w2": WeightFile(
+        "sqnxt23_w2", "1100", "b9bb7302824f89f16e078f0a506e3a8c0ad9c74e", "v0.0.240", 69.38, 89.00
+    ),
+    "shufflenet_g1_w1": WeightFile(
+        "shufflenet_g1_w1", "1389", "4cfb65a30761fe548e0b5afbb5d89793ec41e4e9", "v0.0.223", 65.07, 86.11
+    ),
 }
 
 
@@ -208,13 +220,16 @@ def _check_name(name: str) -> str:
     if key not in models:
         close = difflib.get_close_matches(key, list(models) + ["digits"], n=5, cutoff=0.6)
         hint = f"close matches: {', '.join(close)}" if close else "see pytorchcv's model list"
-        raise UserError(f"unknown teacher {name!r}: not a pytorchcv model name ({hint}); "
-                        f"or use the embedded teacher 'digits'")
+        raise UserError(
+            f"unknown teacher {name!r}: not a pytorchcv model name ({hint}); or use the embedded teacher 'digits'"
+        )
     dataset_for_teacher(key)  # SVHN / segmentation / detection names -> UserError
     info = _metainfo().get(key)
     if info is not None and info[4] not in ("in1k", "cf"):
-        raise UserError(f"teacher {name!r} is a pytorchcv model for {info[4]!r}, not an ImageNet or CIFAR "
-                        f"classifier: zsq-probe needs a CIFAR-10/100 or ImageNet classification model")
+        raise UserError(
+            f"teacher {name!r} is a pytorchcv model for {info[4]!r}, not an ImageNet or CIFAR "
+            f"classifier: zsq-probe needs a CIFAR-10/100 or ImageNet classification model"
+        )
     return key
 
 
@@ -249,6 +264,7 @@ def published_accuracy(name: str) -> tuple[float | None, float | None]:
 
 # --------------------------------------------------------------------------- architectures
 
+
 def build_architecture(name: str) -> nn.Module:
     """A randomly initialised model of the teacher's architecture (train mode).
 
@@ -282,10 +298,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         kind = f"a dict with keys {', '.join(map(str, list(obj)[:5]))}" if isinstance(obj, dict) else type(obj).__name__
-        raise UserError(f"weights file {path} holds {kind}, not a state dict (parameter name -> tensor): "
-                        f"save torch.save(model.state_dict(), path), or a dict with it under 'state_dict'")
+        raise UserError(
+            f"weights file {path} holds {kind}, not a state dict (parameter name -> tensor): "
+            f"save torch.save(model.state_dict(), path), or a dict with it under 'state_dict'"
+        )
     if all(str(k).startswith("module.") for k in obj):  # saved from DataParallel
-        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
+        obj = {str(k)[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -297,23 +315,28 @@ def _unloadable_weights_message(path: Path, exc: BaseException) -> str:
     m = re.search(r"GLOBAL ([\w.]+)", str(exc))
     names = f" (it names {m.group(1)})" if m else ""
     if kind == "pickle":
-        return (f"weights file {path} is a pickled (non-weights-only) file{names}, which zsq-probe refuses to load "
-                f"for safety (unpickling can run code from the file): if you trust its source, convert it once "
-                f"with torch.save(pickle.load(open(path, 'rb')), new_path) -- for a pickled model, save its "
-                f".state_dict() -- and pass --weights new_path")
+        return (
+            f"weights file {path} is a pickled (non-weights-only) file{names}, which zsq-probe refuses to load "
+            f"for safety (unpickling can run code from the file): if you trust its source, convert it once "
+            f"with torch.save(pickle.load(open(path, 'rb')), new_path) -- for a pickled model, save its "
+            f".state_dict() -- and pass --weights new_path"
+        )
     if isinstance(exc, pickle.UnpicklingError) and re.search(r"global", str(exc), re.IGNORECASE):
-        return (f"weights file {path} holds Python objects besides tensors{names} and was refused (loaded with "
-                f"weights_only=True, which never runs code from a file): re-save it as "
-                f"torch.save(model.state_dict(), path)")
+        return (
+            f"weights file {path} holds Python objects besides tensors{names} and was refused (loaded with "
+            f"weights_only=True, which never runs code from a file): re-save it as "
+            f"torch.save(model.state_dict(), path)"
+        )
     if kind in ("unknown", "empty"):
         what = "is empty" if kind == "empty" else "is corrupt or not a PyTorch file (unreadable)"
         return f"weights file {path} {what}: save it with torch.save(model.state_dict(), path)"
-    return (f"weights file {path} is corrupt or not a PyTorch file ({one_line(exc, limit=160)}): "
-            f"save it with torch.save(model.state_dict(), path)")
+    return (
+        f"weights file {path} is corrupt or not a PyTorch file ({one_line(exc, limit=160)}): "
+        f"save it with torch.save(model.state_dict(), path)"
+    )
 
 
-def _load_into(net: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str,
-               ignore_extra: bool) -> None:
+def _load_into(net: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str, ignore_extra: bool) -> None:
     """Strict load with a one-line UserError naming the first mismatching key."""
     own = net.state_dict()
     if ignore_extra:  # pytorchcv's own loader drops entries the model does not have
@@ -324,13 +347,14 @@ def _load_into(net: nn.Module, state: dict[str, torch.Tensor], path: Path, name:
             if not key.endswith("num_batches_tracked"):  # absent from pre-0.4.1 files; BN fills it
                 problems.append(f"{key} missing from the file")
         elif tuple(state[key].shape) != tuple(ref.shape):
-            problems.append(f"{key} has shape {tuple(state[key].shape)} in the file, "
-                            f"{tuple(ref.shape)} in the model")
+            problems.append(f"{key} has shape {tuple(state[key].shape)} in the file, {tuple(ref.shape)} in the model")
     problems += [f"{key} is not in the model" for key in state if key not in own]
     if problems:
         more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
-        raise UserError(f"weights file {path} does not fit teacher {name}: {problems[0]}{more}; "
-                        f"is the file for another model or data set?")
+        raise UserError(
+            f"weights file {path} does not fit teacher {name}: {problems[0]}{more}; "
+            f"is the file for another model or data set?"
+        )
     try:
         net.load_state_dict(state, strict=False)
     except Exception as exc:
@@ -397,7 +421,8 @@ def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[P
         if not download:
             raise UserError(
                 f"pretrained weights for {key} not found: expected {names} in {folder}; place the file there "
-                f"(or pass --weights FILE); no download is attempted unless --download is given")
+                f"(or pass --weights FILE); no download is attempted unless --download is given"
+            )
         wf = files[0]
         try:
             if wf.sha1 == _current_sha1(key):
@@ -407,13 +432,17 @@ def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[P
             else:
                 path = _download_release(wf, folder)
         except Exception as exc:
-            raise UserError(f"downloading pytorchcv weights {wf.file_name} into {folder} failed ({one_line(exc)}); "
-                            f"place the file there yourself") from None
+            raise UserError(
+                f"downloading pytorchcv weights {wf.file_name} into {folder} failed ({one_line(exc)}); "
+                f"place the file there yourself"
+            ) from None
     sha1, sha256 = _hashes(path)
     if sha1 != wf.sha1:
-        warnings.warn(f"{path}: content differs from pytorchcv's record (sha1 {sha1[:8]}, expected "
-                      f"{wf.sha1[:8]}); loading it anyway (an older weight release?), sha256 {sha256[:12]}",
-                      stacklevel=3)
+        warnings.warn(
+            f"{path}: content differs from pytorchcv's record (sha1 {sha1[:8]}, expected "
+            f"{wf.sha1[:8]}); loading it anyway (an older weight release?), sha256 {sha256[:12]}",
+            stacklevel=3,
+        )
     _load_into(net, _read_state_dict(path), path, key, ignore_extra=True)
     return path, sha256, wf, sha1 == wf.sha1
 
@@ -460,19 +489,53 @@ def load_teacher(name: str, weights=None, root=None, download: bool = False) -> 
         sha1, sha256 = _hashes(path)
         wf = known_weight_file(key, path.name) if key != "digits" else None
         top1, top5 = (wf.top1, wf.top5) if wf is not None else (None, None)
-        info = TeacherInfo(key, dataset, num_classes, str(path), sha256, top1, "explicit", top5, paper,
-                           weights_file=path.name, weights_release=wf.release if wf else None,
-                           weights_record_match=(sha1 == wf.sha1) if wf else None, paper_weights_file=paper_file)
+        info = TeacherInfo(
+            key,
+            dataset,
+            num_classes,
+            str(path),
+            sha256,
+            top1,
+            "explicit",
+            top5,
+            paper,
+            weights_file=path.name,
+            weights_release=wf.release if wf else None,
+            weights_record_match=(sha1 == wf.sha1) if wf else None,
+            paper_weights_file=paper_file,
+        )
     elif key == "digits":
         net, meta, path = digits_teacher()
-        info = TeacherInfo(key, dataset, num_classes, str(path), _hashes(path)[1], float(meta["test_top1"]),
-                           "embedded", None, paper, weights_file=path.name)
+        info = TeacherInfo(
+            key,
+            dataset,
+            num_classes,
+            str(path),
+            _hashes(path)[1],
+            float(meta["test_top1"]),
+            "embedded",
+            None,
+            paper,
+            weights_file=path.name,
+        )
     else:
         net = build_architecture(key)
         path, sha256, wf, match = _pytorchcv_cached(net, key, root, download)
-        info = TeacherInfo(key, dataset, num_classes, str(path), sha256, wf.top1, "pytorchcv-cache", wf.top5, paper,
-                           weights_file=path.name, weights_release=wf.release, weights_record_match=match,
-                           paper_weights_file=paper_file)
+        info = TeacherInfo(
+            key,
+            dataset,
+            num_classes,
+            str(path),
+            sha256,
+            wf.top1,
+            "pytorchcv-cache",
+            wf.top5,
+            paper,
+            weights_file=path.name,
+            weights_release=wf.release,
+            weights_record_match=match,
+            paper_weights_file=paper_file,
+        )
 
     out = getattr(net, "num_classes", num_classes)
     if out != num_classes:
@@ -498,9 +561,12 @@ def comparison_top1(info: TeacherInfo, normalization: str = "reference") -> tupl
     if info.published_top1 is not None:
         release = f" for {info.weights_file}" if info.weights_file else ""
         candidates.append((info.published_top1, f"published by pytorchcv{release}", "pytorchcv" if cifar else None))
-    other_release = (info.paper_weights_file is not None and info.weights_file is not None
-                     and info.weights_file != info.paper_weights_file
-                     and known_weight_file(info.name, info.weights_file) is not None)
+    other_release = (
+        info.paper_weights_file is not None
+        and info.weights_file is not None
+        and info.weights_file != info.paper_weights_file
+        and known_weight_file(info.name, info.weights_file) is not None
+    )
     if info.paper_top1 is not None and not other_release:
         candidates.append((info.paper_top1, "in the AIT paper", "reference" if cifar else None))
     if not candidates:
@@ -513,8 +579,9 @@ def comparison_top1(info: TeacherInfo, normalization: str = "reference") -> tupl
     return value, f"{label} (under {norm} normalisation)", False
 
 
-def check_published_accuracy(info: TeacherInfo, measured_top1: float, tolerance: float = 1.0,
-                             normalization: str = "reference") -> str | None:
+def check_published_accuracy(
+    info: TeacherInfo, measured_top1: float, tolerance: float = 1.0, normalization: str = "reference"
+) -> str | None:
     """A one-line warning when the measured top-1 (percent, measured under ``normalization``) is more than
     ``tolerance`` points away from the matching published one (:func:`comparison_top1`); None when close
     or unknown."""
@@ -528,23 +595,30 @@ def check_published_accuracy(info: TeacherInfo, measured_top1: float, tolerance:
     note = ""
     if info.paper_top1 is not None and value != info.paper_top1:
         note = f" (the AIT paper reports {info.paper_top1:.2f}%"
-        note += f" with {info.paper_weights_file})" if info.paper_weights_file and \
-            info.paper_weights_file != info.weights_file else ")"
+        note += (
+            f" with {info.paper_weights_file})"
+            if info.paper_weights_file and info.paper_weights_file != info.weights_file
+            else ")"
+        )
     elif info.published_top1 is not None and value != info.published_top1 and info.dataset in _CIFAR:
         note = f" (pytorchcv publishes {info.published_top1:.2f}% under its own normalisation)"
     unlike = "" if like else f"; measured under {normalization} normalisation, so expect a small offset"
     data = f"{info.dataset} ({normalization} normalisation)" if info.dataset in _CIFAR else info.dataset
-    return (f"teacher {info.name}: measured top-1 {float(measured_top1):.2f}% on {data} differs from "
-            f"{value:.2f}% {what}{note} by {gap:+.2f} points{unlike}: check the data folder, normalisation and "
-            f"weights file {info.weights_path}")
+    return (
+        f"teacher {info.name}: measured top-1 {float(measured_top1):.2f}% on {data} differs from "
+        f"{value:.2f}% {what}{note} by {gap:+.2f} points{unlike}: check the data folder, normalisation and "
+        f"weights file {info.weights_path}"
+    )
 
 
 def _teacher_names_hint() -> str:
     examples = ["digits", "resnet20_cifar10", "resnet20_cifar100", "resnet18", "resnet50", "mobilenetv2_w1"]
     listed = ", ".join(f"{n} ({dataset_for_teacher(n)})" for n in examples)
-    return (f"teachers and the data set each expects: {listed}; any pytorchcv classification model works: "
-            f"*_cifar10 -> cifar10, *_cifar100 -> cifar100, other names -> imagenet (SVHN models unsupported); "
-            f"digits is embedded and needs no download")
+    return (
+        f"teachers and the data set each expects: {listed}; any pytorchcv classification model works: "
+        f"*_cifar10 -> cifar10, *_cifar100 -> cifar100, other names -> imagenet (SVHN models unsupported); "
+        f"digits is embedded and needs no download"
+    )
 
 
 TEACHER_NAMES_HINT = _teacher_names_hint()

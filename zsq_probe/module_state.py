@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 
 
-
 @contextlib.contextmanager
 def preserved_state(*models, mode: str | None = None, freeze_ranges: bool = True):
     """Inside the block: `mode` ("eval", "train" or None = as found), frozen activation ranges, and private

@@ -51,16 +51,27 @@ def open_run(run_path, device: str = "cpu", teacher=None, data_spec=None) -> tup
     def load_checkpoint(epoch: int) -> None:
         restore_models(parts, run.load_checkpoint(epoch, map_location=parts.device)[1])
 
-    ctx = ProbeContext(cfg=cfg, run=run, student=parts.student, teacher=parts.teacher,
-                       param_names=parts.param_names, params=parts.params, quant_layers=parts.quant_layers,
-                       device=parts.device, iterations_per_epoch=check_iterations(cfg, parts.source),
-                       draw_probe_batch=parts.source.draw, origin="posthoc", load_checkpoint=load_checkpoint,
-                       checkpoint_epochs=sorted(run.checkpoints()))
+    ctx = ProbeContext(
+        cfg=cfg,
+        run=run,
+        student=parts.student,
+        teacher=parts.teacher,
+        param_names=parts.param_names,
+        params=parts.params,
+        quant_layers=parts.quant_layers,
+        device=parts.device,
+        iterations_per_epoch=check_iterations(cfg, parts.source),
+        draw_probe_batch=parts.source.draw,
+        origin="posthoc",
+        load_checkpoint=load_checkpoint,
+        checkpoint_epochs=sorted(run.checkpoints()),
+    )
     return run, ctx
 
 
-def probe_run(run_path, probe: str, epochs=None, device: str = "cpu", overwrite: bool = False,
-              teacher=None, data_spec=None) -> pd.DataFrame:
+def probe_run(
+    run_path, probe: str, epochs=None, device: str = "cpu", overwrite: bool = False, teacher=None, data_spec=None
+) -> pd.DataFrame:
     """Run one post-hoc probe over the run's checkpoints; returns the rows of its first table for the epochs
     asked (those written now and those probed before)."""
     available = posthoc_probes()
@@ -101,8 +112,10 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
         fixed = run.recover_commits()
         run.remove_temp_files()
         if fixed["published"] or fixed["removed"]:
-            log.info(f"recovered an interrupted post-hoc write: published {fixed['published']}, "
-                     f"removed uncommitted {fixed['removed']}")
+            log.info(
+                f"recovered an interrupted post-hoc write: published {fixed['published']}, "
+                f"removed uncommitted {fixed['removed']}"
+            )
     done = committed_keys(run, probe, type(instance).posthoc_tables)
 
     distributed.barrier()  # every rank has read `done` before rank 0 writes anything: the same epochs everywhere
@@ -110,14 +123,18 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
     for epoch in wanted:
         key = epoch_key(epoch, SUFFIX)
         if key in done and not overwrite:
-            log.info(f"epoch {epoch}: already probed post hoc ({run.table_dir(first)}/part-{key}.parquet); "
-                     f"--overwrite to redo")
+            log.info(
+                f"epoch {epoch}: already probed post hoc ({run.table_dir(first)}/part-{key}.parquet); "
+                f"--overwrite to redo"
+            )
             out.append(run.read_table(first).query("epoch == @epoch and origin == 'posthoc'"))
             continue
         ctx.load_checkpoint(epoch)
         if instance.needs_activation_ranges and not ranges_set(ctx.student):
-            log.info(f"epoch {epoch}: skipped, the student's activation ranges are not set yet (they are learned "
-                     f"from the first training batches)")
+            log.info(
+                f"epoch {epoch}: skipped, the student's activation ranges are not set yet (they are learned "
+                f"from the first training batches)"
+            )
             continue
         instance.measure_checkpoint(ctx, epoch)
         frame = pd.DataFrame(instance.rows[first])

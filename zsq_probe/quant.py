@@ -45,8 +45,7 @@ RANGE_EMA_RULES = ("plain", "bias-corrected")
 EMA_MOMENTUM = 0.9  # docs/reference.md#activation-quantiser: activation range = EMA(0.9) of batch min/max
 
 SCHEME = (
-    "asymmetric; weights per output channel, min/max recomputed every forward; "
-    "activations per tensor, EMA 0.9 range"
+    "asymmetric; weights per output channel, min/max recomputed every forward; activations per tensor, EMA 0.9 range"
 )
 ROUNDING = "torch.round (round half to even), then clamp to [-2^(k-1), 2^(k-1)-1]"
 STE = (
@@ -61,10 +60,30 @@ _OTHER_ACTIVATIONS: tuple[type[nn.Module], ...] = tuple(
     for t in (
         getattr(nn, name, None)
         for name in (
-            "LeakyReLU", "PReLU", "RReLU", "ELU", "CELU", "SELU", "GELU", "SiLU", "Mish",
-            "Hardswish", "Hardsigmoid", "Hardtanh", "Sigmoid", "LogSigmoid", "Tanh",
-            "Softplus", "Softsign", "Softmax", "LogSoftmax", "Tanhshrink", "Threshold",
-            "GLU", "Hardshrink", "Softshrink",
+            "LeakyReLU",
+            "PReLU",
+            "RReLU",
+            "ELU",
+            "CELU",
+            "SELU",
+            "GELU",
+            "SiLU",
+            "Mish",
+            "Hardswish",
+            "Hardsigmoid",
+            "Hardtanh",
+            "Sigmoid",
+            "LogSigmoid",
+            "Tanh",
+            "Softplus",
+            "Softsign",
+            "Softmax",
+            "LogSoftmax",
+            "Tanhshrink",
+            "Threshold",
+            "GLU",
+            "Hardshrink",
+            "Softshrink",
         )
     )
     if t is not None
@@ -170,10 +189,18 @@ class QuantConv2d(nn.Conv2d):
             raise UserError(f"QuantConv2d.from_float needs a float nn.Conv2d, got {type(module).__name__}")
         check_bits(w_bits, "w_bits")
         q = cls(
-            module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-            padding=module.padding, dilation=module.dilation, groups=module.groups,
-            bias=module.bias is not None, padding_mode=module.padding_mode,
-            device="meta", dtype=module.weight.dtype, w_bits=w_bits,
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+            device="meta",
+            dtype=module.weight.dtype,
+            w_bits=w_bits,
         )
         q.weight = _copy_param(module.weight)
         q.bias = _copy_param(module.bias)
@@ -205,8 +232,14 @@ class QuantLinear(nn.Linear):
         if not isinstance(module, nn.Linear) or isinstance(module, QuantLinear):
             raise UserError(f"QuantLinear.from_float needs a float nn.Linear, got {type(module).__name__}")
         check_bits(w_bits, "w_bits")
-        q = cls(module.in_features, module.out_features, bias=module.bias is not None,
-                device="meta", dtype=module.weight.dtype, w_bits=w_bits)
+        q = cls(
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            device="meta",
+            dtype=module.weight.dtype,
+            w_bits=w_bits,
+        )
         q.weight = _copy_param(module.weight)
         q.bias = _copy_param(module.bias)
         q.train(module.training)
@@ -277,14 +310,16 @@ class ActivationQuantizer(nn.Module):
         self.initialized.fill_(False)
         self._initialized = False
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         names = ("range_min", "range_max", "initialized", "frozen")
         if not any(prefix + n in state_dict for n in names):
             # A full-precision state dict (the ReLU had no state): keep this quantiser as is.
             return
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         self._initialized = bool(self.initialized)
         self._frozen = bool(self.frozen)
 
@@ -486,8 +521,18 @@ def quantization_spec(model: nn.Module) -> dict[str, Any]:
     other_weights = [
         {"name": n, "type": type(m).__name__}
         for n, m in model.named_modules()
-        if isinstance(m, (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                          nn.ConvTranspose3d, nn.Embedding, nn.Bilinear))
+        if isinstance(
+            m,
+            (
+                nn.Conv1d,
+                nn.Conv3d,
+                nn.ConvTranspose1d,
+                nn.ConvTranspose2d,
+                nn.ConvTranspose3d,
+                nn.Embedding,
+                nn.Bilinear,
+            ),
+        )
     ]
     names = list(layers)
     return {
@@ -496,10 +541,9 @@ def quantization_spec(model: nn.Module) -> dict[str, Any]:
         "a_bits": bits(a_bits_set, {n: q.a_bits for n, q in quantizers.items()}),
         "rounding": ROUNDING,
         "weight_formula": "scale=(2^k-1)/max(max-min,1e-8); zp=round(scale*min)+2^(k-1); "
-                          "q=clamp(round(scale*w-zp),-2^(k-1),2^(k-1)-1); w_hat=(q+zp)/scale",
+        "q=clamp(round(scale*w-zp),-2^(k-1),2^(k-1)-1); w_hat=(q+zp)/scale",
         "ste": STE,
-        "activation_range": f"EMA momentum {EMA_MOMENTUM} of batch min/max while not frozen; "
-                            "first batch initialises",
+        "activation_range": f"EMA momentum {EMA_MOMENTUM} of batch min/max while not frozen; first batch initialises",
         "quantized_layers": names,
         "first_quantized_layer": names[0] if names else None,
         "last_quantized_layer": names[-1] if names else None,
@@ -513,7 +557,7 @@ def quantization_spec(model: nn.Module) -> dict[str, Any]:
             "residual_adds": True,
             "batchnorm": "not folded; runs in full precision",
             "functional_activations": "activations applied as functions (F.relu, torch.sigmoid, ...) "
-                                      "are invisible and stay full precision",
+            "are invisible and stay full precision",
             "other_activation_modules": other_acts,
             "other_activation_module_count": len(other_acts),
             "other_weight_layers": other_weights,

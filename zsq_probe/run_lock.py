@@ -59,8 +59,10 @@ class RunLock:
             except (OSError, ValueError):
                 holder = "another process"
             os.close(fd)
-            raise UserError(f"run folder {self.path.parent} is in use by {holder}: wait for it to finish "
-                            f"or stop it (a killed writer's lock is released by itself)") from None
+            raise UserError(
+                f"run folder {self.path.parent} is in use by {holder}: wait for it to finish "
+                f"or stop it (a killed writer's lock is released by itself)"
+            ) from None
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": self.what}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, info, 0)

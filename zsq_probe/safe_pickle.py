@@ -60,7 +60,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             raise UnsafePickleError(
                 f"refused to unpickle global {module}.{name}: a CIFAR batch holds only dicts, lists, "
-                f"str/bytes and numpy arrays") from None
+                f"str/bytes and numpy arrays"
+            ) from None
 
     def persistent_load(self, pid):  # no persistent ids in a CIFAR batch
         raise UnsafePickleError("refused to unpickle a persistent id: not a CIFAR batch")
@@ -114,6 +115,9 @@ def sniff_file(path) -> str:
             else:
                 return "unknown"
     except Exception:  # noqa: BLE001 - not a well-formed opcode stream (or cut by the MiB read)
-        return "pickle" if cut and data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") \
-            and ops >= 8 else "unknown"
+        return (
+            "pickle"
+            if cut and data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and ops >= 8
+            else "unknown"
+        )
     return "pickle"

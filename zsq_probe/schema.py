@@ -34,7 +34,7 @@ TABLES: dict[str, dict[str, str]] = {
         "gen_lr": "generator learning rate in this epoch (NaN without a generator)",
         "gi_p": "gradient-inundation share p in this epoch (NaN without GI)",
         "skipped_steps": "iterations whose student or generator update was skipped for a NaN/inf loss or gradient "
-                         "(on_nonfinite=skip; their losses are left out of the loss_* means)",
+        "(on_nonfinite=skip; their losses are left out of the loss_* means)",
         "val_top1": "top-1 accuracy on the real test split, in [0, 1] (NaN when no test data)",
         "val_ce": "cross-entropy on the real test split against the hard labels (nats)",
         "wall_time_s": "wall-clock seconds of the epoch (training + validation)",
@@ -83,7 +83,7 @@ TABLES: dict[str, dict[str, str]] = {
         "scope": "'model', 'block' or 'layer'",
         "group": "parameter group ('all' or a block / layer name)",
         "estimator": "'hutch++' (adaptive, deflated by the top eigenvectors), 'hutchinson' (Rademacher), 'slq' "
-                     "(stochastic Lanczos quadrature, independent runs) or 'exact' (Gauss-Newton diagonal)",
+        "(stochastic Lanczos quadrature, independent runs) or 'exact' (Gauss-Newton diagonal)",
         "trace": "estimated trace of the Hessian of the loss w.r.t. the group's parameters",
         "stderr": "standard error of the estimate (0 for exact)",
         "ci_low": "lower bound of the 95 % interval (the estimate itself for exact)",
@@ -115,11 +115,10 @@ TABLES: dict[str, dict[str, str]] = {
         "loss": "'ce' or 'kl'",
         "slq_run": "SLQ run index",
         "node": "Ritz value (eigenvalue location)",
-        "weight": "quadrature weight; weights of a run sum to 1/num_runs so all rows of (origin, loss, epoch) sum "
-                  "to 1",
+        "weight": "quadrature weight; weights of a run sum to 1/num_runs so all rows of (origin, loss, epoch) sum to 1",
         "sigma": "Gaussian smoothing the figure applies (absolute, in eigenvalue units)",
         "sigma_rule": "'range' (density_sigma_fraction of the spectral range) or 'pyhessian' "
-                      "(sqrt(1e-5 * max(1, range)))",
+        "(sqrt(1e-5 * max(1, range)))",
         "probe_batch_size": "samples in the probe batch",
         "probe_batch_source": "'generator', 'real' or 'zeroq'",
         "seed": "seed of the SLQ start vectors (its own per loss)",
@@ -130,19 +129,19 @@ TABLES: dict[str, dict[str, str]] = {
         "origin": "'online' or 'posthoc'",
         "loss": "'ce' or 'kl' (the KL term as trained: KLDiv mean * T^2), the loss evaluated along the line",
         "loss_kind": "what was evaluated: 'surrogate' (quantised student, straight-through surrogate: weight and "
-                     "activation quantisation offsets frozen at theta, the loss whose Hessian the eigenvector "
-                     "and delta come from), 'requantized' (quantised student re-quantised at every point) or "
-                     "'float' (full-precision student); always BN in eval mode, activation ranges frozen",
+        "activation quantisation offsets frozen at theta, the loss whose Hessian the eigenvector "
+        "and delta come from), 'requantized' (quantised student re-quantised at every point) or "
+        "'float' (full-precision student); always BN in eval mode, activation ranges frozen",
         "direction": "'eigenvector' (top Hessian eigenvector of that loss, unit norm), 'random' (unit norm) or "
-                     "'filter' (filter-normalised)",
+        "'filter' (filter-normalised)",
         "scaling": "'gradient' (delta = gradient of the loss along the direction, the paper's Fig. 2c; differs "
-                   "between CE and KL), 'norm' (|delta| * ||direction|| = slice_norm_fraction * ||theta||, one "
-                   "parameter-norm scale for CE and KL, signed like the gradient) or 'unit' (delta = 1)",
+        "between CE and KL), 'norm' (|delta| * ||direction|| = slice_norm_fraction * ||theta||, one "
+        "parameter-norm scale for CE and KL, signed like the gradient) or 'unit' (delta = 1)",
         "delta": "the step scale delta (signed)",
         "step_norm": "parameter-space L2 length of the displacement at k = 1, |delta| * ||direction||",
         "theta_norm": "L2 norm of the student's parameters theta (all trainable ones) at the slice",
         "k": "position along the line theta + k * delta * direction, k in [-0.5, 0.5] (k > 0 uphill with 'gradient' "
-             "and 'norm' scaling); the displacement's length is |k| * step_norm",
+        "and 'norm' scaling); the displacement's length is |k| * step_norm",
         "loss_value": "loss at that point",
         "probe_batch_size": "samples in the probe batch",
         "seed": "seed of the probe batch (and random direction)",

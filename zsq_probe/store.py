@@ -39,9 +39,11 @@ RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
 TABLE_SCHEMA_VERSION = 1
 # what can be recovered of a damaged part (resume rewrites only the epochs after its checkpoint)
-DAMAGED_PART_ADVICE = ("a post-hoc part (part-e*-posthoc) is rebuilt by rerunning that probe with --overwrite; a "
-                       "training part cannot be rebuilt (resume rewrites only epochs after the last checkpoint): "
-                       "delete it to read the rest without that epoch")
+DAMAGED_PART_ADVICE = (
+    "a post-hoc part (part-e*-posthoc) is rebuilt by rerunning that probe with --overwrite; a "
+    "training part cannot be rebuilt (resume rewrites only epochs after the last checkpoint): "
+    "delete it to read the rest without that epoch"
+)
 STAGED_PREFIX = "_staged-"  # a post-hoc part written but not yet committed (see RunDir.commit_parts)
 _PART = re.compile(r"^part-(?P<key>[A-Za-z0-9_.-]+)\.parquet$")
 # what atomic_write_bytes leaves behind when killed: .NAME.PID-RANDOM.tmp (PID: the writing process)
@@ -117,9 +119,15 @@ def package_versions() -> dict:
         except Exception:
             return None
 
-    return {"zsq_probe": zsq_probe.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "pytorchcv": ver("pytorchcv"), "pandas": pd.__version__, "pyarrow": pa.__version__,
-            "python": platform.python_version()}
+    return {
+        "zsq_probe": zsq_probe.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pytorchcv": ver("pytorchcv"),
+        "pandas": pd.__version__,
+        "pyarrow": pa.__version__,
+        "python": platform.python_version(),
+    }
 
 
 class RunDir:
@@ -155,14 +163,21 @@ class RunDir:
             raise UserError(f"{path} is not a folder; choose another --out")
         # a run killed while it wrote its first file (config.json) left only that file's temporary copy
         # (and the writer lock file, see zsq_probe.run_lock)
-        left = [p for p in path.iterdir() if not (p.name.startswith(".config.json.") and _TEMP.match(p.name))
-                and p.name != ".zsq-probe.lock"]
+        left = [
+            p
+            for p in path.iterdir()
+            if not (p.name.startswith(".config.json.") and _TEMP.match(p.name)) and p.name != ".zsq-probe.lock"
+        ]
         if left:
             raise UserError(f"{path} is not empty; pass --resume to continue that run, or choose another --out")
 
     def write_config(self, config: dict, extra: dict | None = None) -> None:
-        doc = {"format": RUN_FORMAT, "run_schema_version": RUN_SCHEMA_VERSION,
-               "config": config, "versions": package_versions()}
+        doc = {
+            "format": RUN_FORMAT,
+            "run_schema_version": RUN_SCHEMA_VERSION,
+            "config": config,
+            "versions": package_versions(),
+        }
         doc.update(extra or {})
         atomic_write_bytes(self.config_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
@@ -171,8 +186,9 @@ class RunDir:
         """An existing run; a one-line error when the folder is not one (or one we cannot read)."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
-            raise UserError(f"{run.path} is a file, not a run folder: pass the run's folder (the one holding "
-                            f"config.json)")
+            raise UserError(
+                f"{run.path} is a file, not a run folder: pass the run's folder (the one holding config.json)"
+            )
         if not run.path.is_dir():
             raise UserError(f"run folder {run.path} does not exist")
         doc = run.read_config_doc()
@@ -182,8 +198,10 @@ class RunDir:
         if v != RUN_SCHEMA_VERSION:
             wrote = (doc.get("versions") or {}).get("zsq_probe")
             by = f" (written by zsq-probe {wrote})" if wrote else ""
-            raise UserError(f"{run.path} has run schema version {v}{by}; this zsq-probe ({_own_version()}) reads "
-                            f"version {RUN_SCHEMA_VERSION}: open it with the zsq-probe release that wrote it")
+            raise UserError(
+                f"{run.path} has run schema version {v}{by}; this zsq-probe ({_own_version()}) reads "
+                f"version {RUN_SCHEMA_VERSION}: open it with the zsq-probe release that wrote it"
+            )
         if not isinstance(doc.get("config"), dict):
             raise UserError(f"{run.config_path} has no run config (key 'config'): the file is damaged")
         return run
@@ -204,8 +222,10 @@ class RunDir:
     def read_config_doc(self) -> dict:
         if not self.config_path.is_file():
             if any(_TEMP.match(p.name) for p in self.path.glob(".config.json.*")):
-                raise UserError(f"{self.path} is not a zsq-probe run yet (it was stopped before it wrote config.json):"
-                                f" start it again without --resume")
+                raise UserError(
+                    f"{self.path} is not a zsq-probe run yet (it was stopped before it wrote config.json):"
+                    f" start it again without --resume"
+                )
             raise UserError(f"{self.path} is not a zsq-probe run (no config.json)")
         try:
             doc = json.loads(self.config_path.read_text())
@@ -323,10 +343,10 @@ class RunDir:
                 done["published"] += [f"{t}/{key}" for t in pending]
         live = {(t, k) for (_, k), ts in committed.items() for t in ts}
         root = self.path / "probes"
-        for folder in (root.iterdir() if root.is_dir() else []):
+        for folder in root.iterdir() if root.is_dir() else []:
             if folder.is_dir():
                 for p in folder.glob(f"{STAGED_PREFIX}*.parquet"):
-                    key = p.name[len(STAGED_PREFIX):-len(".parquet")]
+                    key = p.name[len(STAGED_PREFIX) : -len(".parquet")]
                     if (folder.name, key) not in live:
                         p.unlink(missing_ok=True)
                         done["removed"].append(f"{folder.name}/{key}")
@@ -370,8 +390,9 @@ def part_schema_version(path) -> int:
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as e:
-        raise UserError(f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); "
-                        f"{DAMAGED_PART_ADVICE}") from None
+        raise UserError(
+            f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
+        ) from None
     meta = schema.metadata or {}
     if b"zsq_probe.schema_version" in meta:
         try:
@@ -389,9 +410,11 @@ def check_part_version(path, version: int, action: str) -> None:
     """Refuse (one line) a part of a newer table schema than this code's: the run was written by a newer
     zsq-probe, and reading or extending it here could misread or mix its rows."""
     if version > TABLE_SCHEMA_VERSION:
-        raise UserError(f"{path} was written by a newer zsq-probe (table schema version {version}); this zsq-probe "
-                        f"({_own_version()}) reads versions up to {TABLE_SCHEMA_VERSION}: upgrade zsq-probe to "
-                        f"{action} this run")
+        raise UserError(
+            f"{path} was written by a newer zsq-probe (table schema version {version}); this zsq-probe "
+            f"({_own_version()}) reads versions up to {TABLE_SCHEMA_VERSION}: upgrade zsq-probe to "
+            f"{action} this run"
+        )
 
 
 def read_table(folder) -> pd.DataFrame:
@@ -408,8 +431,9 @@ def read_table(folder) -> pd.DataFrame:
         try:
             df = pd.read_parquet(p)
         except (OSError, pa.ArrowException) as e:
-            raise UserError(f"{p} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); "
-                            f"{DAMAGED_PART_ADVICE}") from None
+            raise UserError(
+                f"{p} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
+            ) from None
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
@@ -459,16 +483,26 @@ def load_checkpoint_file(path, map_location="cpu") -> dict:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" ({m.group(1)})" if m else ""
         if kind == "pickle":  # pickle.dump of something: never a checkpoint zsq-probe wrote
-            raise UserError(f"checkpoint {path} is a pickled (non-weights-only) file{what}, not a torch checkpoint: "
-                            f"zsq-probe refuses to load it for safety (unpickling can run code from the file); "
-                            f"delete it to resume from the one before") from None
-        if isinstance(e, pickle.UnpicklingError) and kind in ("zip", "torch-legacy") and (
-                m or "weights only" in str(e).lower()):  # weights_only refused a global that is not a tensor type
-            raise UserError(f"checkpoint {path} holds pickled Python objects{what} besides tensors and was refused "
-                            f"(loaded with weights_only=True, which never runs code from a file)") from None
+            raise UserError(
+                f"checkpoint {path} is a pickled (non-weights-only) file{what}, not a torch checkpoint: "
+                f"zsq-probe refuses to load it for safety (unpickling can run code from the file); "
+                f"delete it to resume from the one before"
+            ) from None
+        if (
+            isinstance(e, pickle.UnpicklingError)
+            and kind in ("zip", "torch-legacy")
+            and (m or "weights only" in str(e).lower())
+        ):  # weights_only refused a global that is not a tensor type
+            raise UserError(
+                f"checkpoint {path} holds pickled Python objects{what} besides tensors and was refused "
+                f"(loaded with weights_only=True, which never runs code from a file)"
+            ) from None
         if kind == "unknown":  # random bytes, text, ...
-            raise UserError(f"checkpoint {path} is not a torch checkpoint (unreadable); delete it to resume from "
-                            f"the one before") from None
+            raise UserError(
+                f"checkpoint {path} is not a torch checkpoint (unreadable); delete it to resume from the one before"
+            ) from None
         # RuntimeError for truncated zips, EOFError for an empty file
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({one_line(e, limit=160, with_type=False)}); "
-                        f"delete it to resume from the one before") from None
+        raise UserError(
+            f"checkpoint {path} is truncated or corrupt ({one_line(e, limit=160, with_type=False)}); "
+            f"delete it to resume from the one before"
+        ) from None

@@ -1,4 +1,5 @@
 """Regenerate the reference parquet (tests/reference/README.md): `python tests/reference/make_reference.py`."""
+
 import os
 import sys
 import tempfile
@@ -28,5 +29,6 @@ for preset in ["gdfq", "ait", "kd"]:
         old.unlink()
     for table in rd.tables():
         rd.read_table(table).drop(columns=["run", "wall_time_s"], errors="ignore").to_parquet(
-            REFERENCE / preset / f"{table}.parquet", index=False)
+            REFERENCE / preset / f"{table}.parquet", index=False
+        )
         print(preset, table)

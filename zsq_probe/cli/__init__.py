@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="zsq-probe",
-        description="Loss-surface diagnostics for zero-shot quantization (AIT / GDFQ): train, probe, plot.")
+        description="Loss-surface diagnostics for zero-shot quantization (AIT / GDFQ): train, probe, plot.",
+    )
     parser.add_argument("--version", action="version", version=f"zsq-probe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:

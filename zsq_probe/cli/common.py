@@ -13,8 +13,11 @@ DEFAULT_TEACHER = "digits"
 def add_teacher_args(p, data: bool = True) -> None:
     # default None, resolved to DEFAULT_TEACHER where a fresh run / evaluation is built: an explicit --teacher
     # can then be told apart (e.g. refused on --resume when it differs from the run's own)
-    p.add_argument("--teacher", default=None,
-                   help="pytorchcv model name (resnet20_cifar10, resnet18, ...) or 'digits' (embedded default)")
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="pytorchcv model name (resnet20_cifar10, resnet18, ...) or 'digits' (embedded default)",
+    )
     p.add_argument("--weights", help="explicit teacher weights file (.pth state dict)")
     p.add_argument("--weights-root", help="pytorchcv weight cache folder (default ~/.torch/models)")
     p.add_argument("--download", action="store_true", help="allow downloading missing weights / data")

@@ -6,20 +6,33 @@ from __future__ import annotations
 import json
 import sys
 
-HELP = ("compare a KD run with a ZQ run (each with its other seeds) on one probe: summary table and verdict "
-        "(and overlaid curves with --out)")
+HELP = (
+    "compare a KD run with a ZQ run (each with its other seeds) on one probe: summary table and verdict "
+    "(and overlaid curves with --out)"
+)
 
 ROWS = {  # probe -> (summary key, row label, number format)
-    "cosine": [("steps", "steps (rows)", "int"), ("share_negative", "share of steps with cos < 0", "pct"),
-               ("epochs", "epochs", "int"), ("mean_epoch_cosine", "mean epoch-mean cosine", "signed"),
-               ("median_epoch_cosine", "median epoch-mean cosine", "signed"),
-               ("last_epoch_cosine", "last epoch-mean cosine", "signed")],
-    "hessian": [("epochs", "epochs", "int"), ("median_trace_ce", "median Tr(H) CE", "num"),
-                ("median_trace_kl", "median Tr(H) KL", "num"), ("kl_over_ce", "ratio KL / CE", "num"),
-                ("last_kl_over_ce", "ratio KL / CE, last epoch", "num")],
-    "inter_epoch": [("epochs", "epochs", "int"), ("mean_inter_epoch_cosine", "mean inter-epoch cosine", "signed"),
-                    ("median_inter_epoch_cosine", "median inter-epoch cosine", "signed"),
-                    ("last_inter_epoch_cosine", "last inter-epoch cosine", "signed")],
+    "cosine": [
+        ("steps", "steps (rows)", "int"),
+        ("share_negative", "share of steps with cos < 0", "pct"),
+        ("epochs", "epochs", "int"),
+        ("mean_epoch_cosine", "mean epoch-mean cosine", "signed"),
+        ("median_epoch_cosine", "median epoch-mean cosine", "signed"),
+        ("last_epoch_cosine", "last epoch-mean cosine", "signed"),
+    ],
+    "hessian": [
+        ("epochs", "epochs", "int"),
+        ("median_trace_ce", "median Tr(H) CE", "num"),
+        ("median_trace_kl", "median Tr(H) KL", "num"),
+        ("kl_over_ce", "ratio KL / CE", "num"),
+        ("last_kl_over_ce", "ratio KL / CE, last epoch", "num"),
+    ],
+    "inter_epoch": [
+        ("epochs", "epochs", "int"),
+        ("mean_inter_epoch_cosine", "mean inter-epoch cosine", "signed"),
+        ("median_inter_epoch_cosine", "median inter-epoch cosine", "signed"),
+        ("last_inter_epoch_cosine", "last inter-epoch cosine", "signed"),
+    ],
 }
 
 
@@ -27,11 +40,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help=HELP, description=HELP)
     p.add_argument("kd_run", metavar="KD_RUN", help="the real-data KD run (or any reference run)")
     p.add_argument("zq_run", metavar="ZQ_RUN", help="the zero-shot run")
-    p.add_argument("--kd-seeds", nargs="+", default=[], metavar="RUN",
-                   help="more KD runs that differ from KD_RUN only by seed: every number becomes the mean over "
-                        "the seeds with their interval [min, max]")
-    p.add_argument("--zq-seeds", nargs="+", default=[], metavar="RUN",
-                   help="more ZQ runs that differ from ZQ_RUN only by seed")
+    p.add_argument(
+        "--kd-seeds",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="more KD runs that differ from KD_RUN only by seed: every number becomes the mean over "
+        "the seeds with their interval [min, max]",
+    )
+    p.add_argument(
+        "--zq-seeds", nargs="+", default=[], metavar="RUN", help="more ZQ runs that differ from ZQ_RUN only by seed"
+    )
     p.add_argument("--probe", default="cosine", choices=tuple(ROWS))
     p.add_argument("--out", help="folder for a PNG of the overlaid curves")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -76,11 +95,17 @@ def summary_text(result: dict) -> str:
     kd, zq, probe = result["kd"], result["zq"], result["probe"]
     n = result.get("n", {"kd": 1, "zq": 1})
     spans = result.get("kd_span", {}), result.get("zq_span", {})
-    lines = [f"compare {probe}: KD {result['runs']['kd']} ({result['methods']['kd']}, n={n['kd']})  vs  "
-             f"ZQ {result['runs']['zq']} ({result['methods']['zq']}, n={n['zq']})"]
+    lines = [
+        f"compare {probe}: KD {result['runs']['kd']} ({result['methods']['kd']}, n={n['kd']})  vs  "
+        f"ZQ {result['runs']['zq']} ({result['methods']['zq']}, n={n['zq']})"
+    ]
     if max(n.values()) > 1:
-        lines.append("values: mean over seeds [min, max]; seeds: KD " + ", ".join(result["seeds"]["kd"])
-                     + "; ZQ " + ", ".join(result["seeds"]["zq"]))
+        lines.append(
+            "values: mean over seeds [min, max]; seeds: KD "
+            + ", ".join(result["seeds"]["kd"])
+            + "; ZQ "
+            + ", ".join(result["seeds"]["zq"])
+        )
     if probe == "hessian":
         lines.append(f"estimator: KD {kd['estimator']}, ZQ {zq['estimator']} (median over epochs, model scope)")
     w, c = 30, 29 if max(n.values()) > 1 else 12
@@ -89,8 +114,10 @@ def summary_text(result: dict) -> str:
         lines.append(f"{name:<{w}}{_cell(kd, spans[0], key, kind):>{c}}{_cell(zq, spans[1], key, kind):>{c}}")
     if probe == "hessian":
         r = result["zq_over_kd"]
-        lines.append(f"ZQ / KD: Tr(H) CE {_fmt(r['median_trace_ce'])}, Tr(H) KL {_fmt(r['median_trace_kl'])}, "
-                     f"KL/CE {_fmt(r['kl_over_ce'])}")
+        lines.append(
+            f"ZQ / KD: Tr(H) CE {_fmt(r['median_trace_ce'])}, Tr(H) KL {_fmt(r['median_trace_kl'])}, "
+            f"KL/CE {_fmt(r['kl_over_ce'])}"
+        )
     v = result.get("verdict")
     if v:
         word = {"above": "above KD", "below": "below KD", "inconclusive": "inconclusive (intervals overlap or none)"}

@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
-HELP = ("the whole story on the embedded digits default: teacher, KD/GDFQ/KL-only/AIT runs with every "
-        "probe, every figure, the four findings as measured")
+HELP = (
+    "the whole story on the embedded digits default: teacher, KD/GDFQ/KL-only/AIT runs with every "
+    "probe, every figure, the four findings as measured"
+)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help=HELP, description=HELP)
-    p.add_argument("--out", default="zsq-probe-demo", help="output folder (runs/, figures/, FINDINGS.md); "
-                                                           "an interrupted demo resumes there")
+    p.add_argument(
+        "--out",
+        default="zsq-probe-demo",
+        help="output folder (runs/, figures/, FINDINGS.md); an interrupted demo resumes there",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field of every demo run")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field of every demo run"
+    )
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--width", default="text", choices=["column", "text"],
-                   help="figure width: column (3.3 in) or text (7 in, default)")
+    p.add_argument(
+        "--width",
+        default="text",
+        choices=["column", "text"],
+        help="figure width: column (3.3 in) or text (7 in, default)",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from zsq_probe.demo import run_demo
 
-    run_demo(args.out, device=args.device, seed=args.seed, overrides=args.set, progress=not args.no_progress,
-             width=args.width)
+    run_demo(
+        args.out,
+        device=args.device,
+        seed=args.seed,
+        overrides=args.set,
+        progress=not args.no_progress,
+        width=args.width,
+    )
     return 0

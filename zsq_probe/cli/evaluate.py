@@ -19,9 +19,13 @@ def register(subparsers) -> None:
     p.add_argument("--calib-batches", type=int, default=4, help="train batches used to calibrate activation ranges")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--max-batches", type=int, default=0, help="evaluate only this many test batches (0 = all)")
-    p.add_argument("--normalization", default="reference", metavar="{reference,pytorchcv}",
-                   help="CIFAR normalisation: 'reference' (the AIT/GDFQ code's statistics, the paper's protocol; "
-                        "default) or 'pytorchcv' (imgclsmob's, under which pytorchcv publishes its accuracies)")
+    p.add_argument(
+        "--normalization",
+        default="reference",
+        metavar="{reference,pytorchcv}",
+        help="CIFAR normalisation: 'reference' (the AIT/GDFQ code's statistics, the paper's protocol; "
+        "default) or 'pytorchcv' (imgclsmob's, under which pytorchcv publishes its accuracies)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -34,11 +38,21 @@ def run(args) -> int:
             raise UserError(f"{flag} must be 2..8, got {bits}")
     if args.calib_batches < 1:
         raise UserError(f"--calib-batches must be >= 1, got {args.calib_batches}")
-    r = evaluate_quantized(args.teacher or DEFAULT_TEACHER, weights=args.weights, weights_root=args.weights_root,
-                           data=args.data, data_root=args.data_root, w_bits=args.w_bits, a_bits=args.a_bits,
-                           calib_batches=args.calib_batches, batch_size=args.batch_size,
-                           max_batches=args.max_batches, device=args.device, download=args.download,
-                           normalization=args.normalization)
+    r = evaluate_quantized(
+        args.teacher or DEFAULT_TEACHER,
+        weights=args.weights,
+        weights_root=args.weights_root,
+        data=args.data,
+        data_root=args.data_root,
+        w_bits=args.w_bits,
+        a_bits=args.a_bits,
+        calib_batches=args.calib_batches,
+        batch_size=args.batch_size,
+        max_batches=args.max_batches,
+        device=args.device,
+        download=args.download,
+        normalization=args.normalization,
+    )
     if r.get("warning"):
         print(f"warning: {r['warning']}", file=sys.stderr)
     if args.json:
@@ -57,22 +71,23 @@ def report(r: dict) -> str:
     paper = r.get("paper_weights_file")
     paper_note = ""
     if paper:
-        paper_note = ("  (the AIT paper's file)" if paper == r.get("weights_file")
-                      else f"  (the AIT paper used {paper})")
+        paper_note = "  (the AIT paper's file)" if paper == r.get("weights_file") else f"  (the AIT paper used {paper})"
     compared = ""
     if r.get("compared_top1") is not None:
         compared = f"; expected {r['compared_top1']:.2f}% {r['compared_with']}"
     fmt = ", ".join
     norm = r["normalization"] if r["data"] in ("cifar10", "cifar100") else "fixed (both options agree)"
-    return "\n".join([
-        f"teacher   {r['teacher']}  ({r['weights_source']}: {r['weights_path'] or '-'}{release}){paper_note}",
-        f"data      {r['data']} test split, normalisation {norm} (mean "
-        f"{fmt(f'{v:g}' for v in r['normalization_mean'])}; std {fmt(f'{v:g}' for v in r['normalization_std'])})"
-        f"{compared}",
-        f"{'model':<22}{'top-1':>8}{'CE':>9}",
-        f"{'full precision':<22}{100 * r['fp_top1']:>7.2f}%{r['fp_ce']:>9.4f}",
-        f"{label:<22}{100 * r['quant_top1']:>7.2f}%{r['quant_ce']:>9.4f}",
-        f"quantisation: {spec['scheme']}; {spec['quantized_layer_count']} Conv/Linear layers "
-        f"(first {spec['first_quantized_layer']}, last {spec['last_quantized_layer']}); "
-        f"not quantised: {', '.join(not_q)}",
-    ])
+    return "\n".join(
+        [
+            f"teacher   {r['teacher']}  ({r['weights_source']}: {r['weights_path'] or '-'}{release}){paper_note}",
+            f"data      {r['data']} test split, normalisation {norm} (mean "
+            f"{fmt(f'{v:g}' for v in r['normalization_mean'])}; std {fmt(f'{v:g}' for v in r['normalization_std'])})"
+            f"{compared}",
+            f"{'model':<22}{'top-1':>8}{'CE':>9}",
+            f"{'full precision':<22}{100 * r['fp_top1']:>7.2f}%{r['fp_ce']:>9.4f}",
+            f"{label:<22}{100 * r['quant_top1']:>7.2f}%{r['quant_ce']:>9.4f}",
+            f"quantisation: {spec['scheme']}; {spec['quantized_layer_count']} Conv/Linear layers "
+            f"(first {spec['first_quantized_layer']}, last {spec['last_quantized_layer']}); "
+            f"not quantised: {', '.join(not_q)}",
+        ]
+    )

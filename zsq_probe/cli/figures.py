@@ -17,15 +17,26 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("figures", help=HELP, description=HELP)
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run folders (KD and ZQ runs)")
     p.add_argument("--out", required=True, help="output folder for the figure files")
-    p.add_argument("--only", help="comma-separated figure names (fig1,fig2b,fig2c,fig2d,fig3a,fig3bc,fig4,"
-                                  "fig5,fig6,fig7_8,fig9)")
-    p.add_argument("--format", default="png", choices=FORMATS + ("png,pdf",),
-                   help="png, pdf (vector) or png,pdf (both); each figure also gets a caption STEM.txt")
-    p.add_argument("--width", default="text", choices=list(WIDTHS),
-                   help="figure width: column (3.3 in) or text (7 in); fonts are >= 7 pt at that size")
-    p.add_argument("--epoch", type=int,
-                   help="snapshot epoch for fig1 (default: the middle epoch all runs share), fig2d and fig6 "
-                        "(default: last)")
+    p.add_argument(
+        "--only", help="comma-separated figure names (fig1,fig2b,fig2c,fig2d,fig3a,fig3bc,fig4,fig5,fig6,fig7_8,fig9)"
+    )
+    p.add_argument(
+        "--format",
+        default="png",
+        choices=FORMATS + ("png,pdf",),
+        help="png, pdf (vector) or png,pdf (both); each figure also gets a caption STEM.txt",
+    )
+    p.add_argument(
+        "--width",
+        default="text",
+        choices=list(WIDTHS),
+        help="figure width: column (3.3 in) or text (7 in); fonts are >= 7 pt at that size",
+    )
+    p.add_argument(
+        "--epoch",
+        type=int,
+        help="snapshot epoch for fig1 (default: the middle epoch all runs share), fig2d and fig6 (default: last)",
+    )
     p.add_argument("--epochs", help="epochs for fig3bc/fig4, e.g. 60,350 or 3-12 (default: an early and the last)")
     p.set_defaults(handler=run)
 
@@ -43,13 +54,16 @@ def run(args) -> int:
 
     if parent is not None and not os.access(parent, os.W_OK):
         raise UserError(f"--out {out}: {parent} is not writable")
-    written, failed = write_figures(args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch,
-                                    epochs=args.epochs, width=args.width)
+    written, failed = write_figures(
+        args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch, epochs=args.epochs, width=args.width
+    )
     if failed:
         raise UserError(f"{failed} figure(s) failed (see above); {len(written)} file(s) written to {args.out}")
     if not written:
-        raise UserError(f"no figure written: the runs ({', '.join(args.runs)}) hold none of the data "
-                        f"the chosen figures need (see the skips above)")
+        raise UserError(
+            f"no figure written: the runs ({', '.join(args.runs)}) hold none of the data "
+            f"the chosen figures need (see the skips above)"
+        )
     return 0
 
 

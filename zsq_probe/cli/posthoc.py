@@ -39,13 +39,15 @@ def run(args) -> int:
     if distributed.launched_by_torchrun():  # torchrun: split the Hessian across the ranks, rank 0 writes
         device = distributed.local_device(args.device)
         with distributed.split_across_ranks(device=device):
-            df = probe_run(args.run, args.probe, epochs=parse_epochs(args.epochs), device=device,
-                           overwrite=args.overwrite)
+            df = probe_run(
+                args.run, args.probe, epochs=parse_epochs(args.epochs), device=device, overwrite=args.overwrite
+            )
             if not distributed.is_writer():
                 return 0
     else:
-        df = probe_run(args.run, args.probe, epochs=parse_epochs(args.epochs), device=args.device,
-                       overwrite=args.overwrite)
+        df = probe_run(
+            args.run, args.probe, epochs=parse_epochs(args.epochs), device=args.device, overwrite=args.overwrite
+        )
     table = epoch_summary(args.probe, df)
     if args.json:
         flat = table.copy()

@@ -11,8 +11,11 @@ HELP = "list the training presets (the paper's rows) with their settings and whe
 def register(subparsers) -> None:
     p = subparsers.add_parser("presets", help=HELP, description=HELP)
     p.add_argument("--data", default="cifar10", help="show the settings resolved for this data set")
-    p.add_argument("--json", action="store_true",
-                   help="print {preset: {help, <flat key>: value, ..., sources: {key: source}, per_teacher}}")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print {preset: {help, <flat key>: value, ..., sources: {key: source}, per_teacher}}",
+    )
     p.set_defaults(handler=run)
 
 
@@ -24,14 +27,17 @@ def run(args) -> int:
         entry = {"help": preset.help, **preset_overrides(name, args.data)}
         entry["sources"] = preset.resolve_sources(args.data)
         if preset.per_teacher:
-            entry["per_teacher"] = {t: {"values": v, "sources": preset.teacher_sources()[t]}
-                                    for t, v in preset.per_teacher.items()}
+            entry["per_teacher"] = {
+                t: {"values": v, "sources": preset.teacher_sources()[t]} for t, v in preset.per_teacher.items()
+            }
         table[name] = entry
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
-    print(f"presets (settings resolved for --data {args.data}; override any field with --set key=value;\n"
-          f"[source] = the paper table or reference file each value comes from; docs/reference-parity.md)")
+    print(
+        f"presets (settings resolved for --data {args.data}; override any field with --set key=value;\n"
+        f"[source] = the paper table or reference file each value comes from; docs/reference-parity.md)"
+    )
     for name, spec in table.items():
         print(f"\n{name:<16}{spec['help']}")
         for k, v in spec.items():
@@ -39,6 +45,7 @@ def run(args) -> int:
                 continue
             print(f"    {k}={v}  [{spec['sources'][k]}]")
         for teacher, tv in spec.get("per_teacher", {}).items():
-            print(f"    teacher {teacher}: " + ", ".join(f"{k}={v} [{tv['sources'][k]}]"
-                                                     for k, v in tv["values"].items()))
+            print(
+                f"    teacher {teacher}: " + ", ".join(f"{k}={v} [{tv['sources'][k]}]" for k, v in tv["values"].items())
+            )
     return 0

@@ -19,8 +19,10 @@ from zsq_probe.recipes.runner import dry_run_text, plan_recipe, run_plan
 from zsq_probe.recipes.specs import PAPER_SCALE, SCALES
 from zsq_probe.recipes.tables import METRICS
 
-DESCRIPTION = ("Run one paper experiment (figure or table) from its recipe: train every run and seed (finished "
-               "runs are skipped, partial ones resumed), draw its figures, print its table beside the paper's values.")
+DESCRIPTION = (
+    "Run one paper experiment (figure or table) from its recipe: train every run and seed (finished "
+    "runs are skipped, partial ones resumed), draw its figures, print its table beside the paper's values."
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argparse.ArgumentParser:
@@ -29,28 +31,47 @@ def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argp
         p.add_argument("name", help=f"recipe: {' '.join(RECIPES)}, or 'list'")
     else:
         p.set_defaults(name=recipe)
-    p.add_argument("--scale", choices=SCALES, default=PAPER_SCALE,
-                   help="paper: the paper's teachers and schedule (GPU, data on disk); tiny: each run's stand-in "
-                        "on the embedded digits teacher (2 CPU cores)")
-    p.add_argument("--out", help="output folder (default runs/<name>, runs/<name>-tiny at tiny scale); point "
-                                 "several recipes at one folder to share their common runs")
+    p.add_argument(
+        "--scale",
+        choices=SCALES,
+        default=PAPER_SCALE,
+        help="paper: the paper's teachers and schedule (GPU, data on disk); tiny: each run's stand-in "
+        "on the embedded digits teacher (2 CPU cores)",
+    )
+    p.add_argument(
+        "--out",
+        help="output folder (default runs/<name>, runs/<name>-tiny at tiny scale); point "
+        "several recipes at one folder to share their common runs",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--data-root", help="folder with CIFAR-10/100 (torchvision layout) / ImageNet (image folder)")
     p.add_argument("--weights-root", help="pytorchcv weight cache (default ~/.torch/models)")
     p.add_argument("--download", action="store_true", help="let zsq-probe download missing weights/data")
     p.add_argument("--seeds", type=int, help="use seeds 0..N-1 (default: the recipe's, 3 for tables)")
     p.add_argument("--only", help="comma-separated fnmatch patterns on run ids: train/report only these runs")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run (applied before each run's own overrides)")
-    p.add_argument("--metric", choices=tuple(METRICS), default="best",
-                   help="top-1 reported in tables: best over epochs (as the reference code logs) or final")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run (applied before each run's own overrides)",
+    )
+    p.add_argument(
+        "--metric",
+        choices=tuple(METRICS),
+        default="best",
+        help="top-1 reported in tables: best over epochs (as the reference code logs) or final",
+    )
     p.add_argument("--format", choices=("png", "pdf"), default="png", help="figure file format")
     p.add_argument("--dry-run", action="store_true", help="print the zsq-probe commands, run nothing")
     p.add_argument("--no-train", action="store_true", help="only draw figures / print the table from existing runs")
     p.add_argument("--progress", action="store_true", help="progress bars while training")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also log live curves of every run to RUN/tensorboard (extra [tensorboard])")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log live curves of every run to RUN/tensorboard (extra [tensorboard])",
+    )
     add_executor_arguments(p)
     return p
 
@@ -58,11 +79,18 @@ def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argp
 def add_executor_arguments(p: argparse.ArgumentParser) -> None:
     """Where the jobs run: zsq_probe.executors (README: "Run a recipe on a cluster")."""
     g = p.add_argument_group("executors", "where the runs train (finished runs are skipped, partial ones resumed)")
-    g.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local: workers on this machine (default); ray: Ray tasks (extra [ray]); slurm: a submitit "
-                        "job array (extra [slurm])")
-    g.add_argument("--workers", type=int, help="local: jobs side by side (default: one per --devices entry, else 1 "
-                                               "in this process)")
+    g.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: workers on this machine (default); ray: Ray tasks (extra [ray]); slurm: a submitit "
+        "job array (extra [slurm])",
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        help="local: jobs side by side (default: one per --devices entry, else 1 in this process)",
+    )
     g.add_argument("--devices", help="local: comma-separated devices the workers are pinned to (cuda:0,cuda:1,...)")
     g.add_argument("--threads", type=int, help="torch threads per job (local default: the CPUs shared among workers)")
     g.add_argument("--ray-address", help="ray: join this cluster ('auto', 'ray://host:10001'); default a local one")
@@ -71,8 +99,12 @@ def add_executor_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mem-per-job", type=float, metavar="GB", help="ray/slurm: memory each job requests (GB)")
     g.add_argument("--max-retries", type=int, default=3, help="ray: runs of a job after worker/node loss (default 3)")
     g.add_argument("--partition", help="slurm: partition")
-    g.add_argument("--time", type=int, metavar="MINUTES", help="slurm: time limit of each job (default 60); a job "
-                                                                "that runs out is requeued and resumes")
+    g.add_argument(
+        "--time",
+        type=int,
+        metavar="MINUTES",
+        help="slurm: time limit of each job (default 60); a job that runs out is requeued and resumes",
+    )
     g.add_argument("--account", help="slurm: account to charge")
     g.add_argument("--array-parallelism", type=int, help="slurm: array elements running at once")
     g.add_argument("--slurm-config", help="slurm: JSON (or TOML) file of these settings; flags win")
@@ -85,16 +117,30 @@ def executor_options(args) -> dict:
     if args.executor == "local":
         return {"workers": args.workers, "devices": args.devices, "threads": args.threads, "tensorboard": tb}
     if args.executor == "ray":
-        return {"address": args.ray_address, "cpus_per_job": args.cpus_per_job, "gpus_per_job": args.gpus_per_job,
-                "memory_gb": args.mem_per_job, "max_retries": args.max_retries, "threads": args.threads,
-                "tensorboard": tb}
+        return {
+            "address": args.ray_address,
+            "cpus_per_job": args.cpus_per_job,
+            "gpus_per_job": args.gpus_per_job,
+            "memory_gb": args.mem_per_job,
+            "max_retries": args.max_retries,
+            "threads": args.threads,
+            "tensorboard": tb,
+        }
     gpus = args.gpus_per_job
-    return {"partition": args.partition, "time": args.time, "account": args.account,
-            "gpus_per_job": None if gpus is None else int(gpus),
-            "cpus_per_job": None if args.cpus_per_job is None else int(args.cpus_per_job),
-            "mem_gb": args.mem_per_job, "array_parallelism": args.array_parallelism,
-            "config_file": args.slurm_config, "wait": not args.no_wait, "threads": args.threads, "tensorboard": tb,
-            "name": f"zsq-{args.name}"}
+    return {
+        "partition": args.partition,
+        "time": args.time,
+        "account": args.account,
+        "gpus_per_job": None if gpus is None else int(gpus),
+        "cpus_per_job": None if args.cpus_per_job is None else int(args.cpus_per_job),
+        "mem_gb": args.mem_per_job,
+        "array_parallelism": args.array_parallelism,
+        "config_file": args.slurm_config,
+        "wait": not args.no_wait,
+        "threads": args.threads,
+        "tensorboard": tb,
+        "name": f"zsq-{args.name}",
+    }
 
 
 def build_parser(recipe: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
@@ -108,14 +154,30 @@ def run_command(args) -> int:
         print(recipe_listing())
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    plan = plan_recipe(args.name, args.scale, args.out, seeds=args.seeds, only=only, sets=args.set,
-                       device=args.device, data_root=args.data_root, weights_root=args.weights_root,
-                       download=args.download)
+    plan = plan_recipe(
+        args.name,
+        args.scale,
+        args.out,
+        seeds=args.seeds,
+        only=only,
+        sets=args.set,
+        device=args.device,
+        data_root=args.data_root,
+        weights_root=args.weights_root,
+        download=args.download,
+    )
     if args.dry_run:
         print(dry_run_text(plan, args.format, args.progress))
         return 0
-    result = run_plan(plan, metric=args.metric, fmt=args.format, train=not args.no_train, progress=args.progress,
-                      executor=args.executor, executor_options=executor_options(args))
+    result = run_plan(
+        plan,
+        metric=args.metric,
+        fmt=args.format,
+        train=not args.no_train,
+        progress=args.progress,
+        executor=args.executor,
+        executor_options=executor_options(args),
+    )
     if result.outcomes:  # the final report: every run's state
         from zsq_probe.executors import report_text
 
@@ -152,7 +214,8 @@ def main(argv=None, recipe: str | None = None, prog: str | None = None) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("recipe", help="run one paper experiment (figure or table) from its recipe",
-                              description=DESCRIPTION)
+    p = subparsers.add_parser(
+        "recipe", help="run one paper experiment (figure or table) from its recipe", description=DESCRIPTION
+    )
     add_arguments(p)
     p.set_defaults(handler=run_command)

@@ -22,20 +22,33 @@ def register(subparsers) -> None:
     p.add_argument("--w-bits", type=int)
     p.add_argument("--a-bits", type=int)
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--probes", help="comma-separated probes to switch on (cosine,inter_epoch,crossings,hessian,slice)"
-                                    " or 'all'")
+    p.add_argument(
+        "--probes", help="comma-separated probes to switch on (cosine,inter_epoch,crossings,hessian,slice) or 'all'"
+    )
     p.add_argument("--out", required=True, help="run folder (must be new or empty unless --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="with --resume: accept a changed config (recorded)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
-    p.add_argument("--config", help="a config JSON file (a run's config.json works) used instead of the preset; "
-                                    "with --resume the run's own config.json is the default")
+    p.add_argument(
+        "--config",
+        help="a config JSON file (a run's config.json works) used instead of the preset; "
+        "with --resume the run's own config.json is the default",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--num-workers", type=int, help="data-loading worker processes for real data (validation, KD "
-                                                   "training data); default 0: in this process")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        help="data-loading worker processes for real data (validation, KD training data); default 0: in this process",
+    )
     p.add_argument("--pin-memory", action="store_true", help="pinned host memory for real-data batches (CUDA)")
-    p.add_argument("--tensorboard", nargs="?", const=True, default=None, metavar="DIR",
-                   help="also log live curves to TensorBoard (default DIR: RUN/tensorboard; extra [tensorboard])")
+    p.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="DIR",
+        help="also log live curves to TensorBoard (default DIR: RUN/tensorboard; extra [tensorboard])",
+    )
     p.set_defaults(handler=run)
 
 
@@ -49,13 +62,17 @@ def run(args) -> int:
         from zsq_probe.tensorboard import TensorBoardObserver
 
         observers = build_probes(cfg) + [TensorBoardObserver(None if args.tensorboard is True else args.tensorboard)]
-    summary = train(cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress,
-                    observers=observers)
+    summary = train(
+        cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress, observers=observers
+    )
     print(json.dumps(summary, indent=2))
     if summary.get("skipped_steps"):  # the last line: a run that skipped updates must not pass unnoticed
-        print(f"warning: {summary['skipped_steps']} training step(s) of this run were skipped with a non-finite "
-              f"loss, gradient or batch (on_nonfinite=skip; skipped_steps in summary.json and per epoch in "
-              f"probes/metrics)", file=sys.stderr)
+        print(
+            f"warning: {summary['skipped_steps']} training step(s) of this run were skipped with a non-finite "
+            f"loss, gradient or batch (on_nonfinite=skip; skipped_steps in summary.json and per epoch in "
+            f"probes/metrics)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -68,27 +85,43 @@ def build_config(args):
     probes = None
     if args.probes:
         probes = list(PROBE_NAMES) if args.probes == "all" else [s for s in args.probes.split(",") if s]
-    flags = {"teacher": args.teacher, "weights": args.weights, "weights_root": args.weights_root,
-             "download": args.download or None, "data": args.data, "data_root": args.data_root,
-             "device": args.device, "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch,
-             "batch_size": args.batch_size, "w_bits": args.w_bits, "a_bits": args.a_bits, "seed": args.seed,
-             "probes": probes, "num_workers": args.num_workers, "pin_memory": args.pin_memory or None}
+    flags = {
+        "teacher": args.teacher,
+        "weights": args.weights,
+        "weights_root": args.weights_root,
+        "download": args.download or None,
+        "data": args.data,
+        "data_root": args.data_root,
+        "device": args.device,
+        "epochs": args.epochs,
+        "iters_per_epoch": args.iters_per_epoch,
+        "batch_size": args.batch_size,
+        "w_bits": args.w_bits,
+        "a_bits": args.a_bits,
+        "seed": args.seed,
+        "probes": probes,
+        "num_workers": args.num_workers,
+        "pin_memory": args.pin_memory or None,
+    }
     config_file = args.config
     if args.resume and (Path(args.out) / "config.json").is_file():
         _refuse_other_teacher_or_data(args, Path(args.out) / "config.json")
     if args.resume and not config_file and (Path(args.out) / "config.json").is_file():
         config_file = str(Path(args.out) / "config.json")  # resume what was started; flags given still apply
     if not config_file:
-        return resolve_config(args.preset, teacher=args.teacher or DEFAULT_TEACHER, data=args.data, flags=flags,
-                              overrides=args.set)
+        return resolve_config(
+            args.preset, teacher=args.teacher or DEFAULT_TEACHER, data=args.data, flags=flags, overrides=args.set
+        )
     try:
         with open(config_file) as f:
             doc = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"--config {config_file}: cannot read JSON ({e.__class__.__name__})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("config", doc), dict):
-        raise UserError(f"--config {config_file}: expected a JSON object of config keys, got "
-                        f"{type(doc.get('config', doc) if isinstance(doc, dict) else doc).__name__}")
+        raise UserError(
+            f"--config {config_file}: expected a JSON object of config keys, got "
+            f"{type(doc.get('config', doc) if isinstance(doc, dict) else doc).__name__}"
+        )
     cfg = config_from_dict(doc.get("config", doc))
     for k, v in flags.items():
         if v is not None and k != "teacher":  # the teacher comes from the file
@@ -116,14 +149,18 @@ def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
     teacher = recorded.teacher
     data = recorded.dataset.name
     if args.teacher is not None and args.teacher != teacher:
-        raise UserError(f"--resume: --teacher {args.teacher} differs from this run's teacher {teacher!r} "
-                        f"({config_path}); a run resumes with its own teacher: drop --teacher, or start a new run "
-                        f"in another --out")
+        raise UserError(
+            f"--resume: --teacher {args.teacher} differs from this run's teacher {teacher!r} "
+            f"({config_path}); a run resumes with its own teacher: drop --teacher, or start a new run "
+            f"in another --out"
+        )
     if data is None:
         try:
             data = dataset_for_teacher(teacher)
         except Exception:  # noqa: BLE001
             return
     if args.data is not None and args.data != data:
-        raise UserError(f"--resume: --data {args.data} differs from this run's data set {data!r} ({config_path}); "
-                        f"a run resumes with its own data set: drop --data, or start a new run in another --out")
+        raise UserError(
+            f"--resume: --data {args.data} differs from this run's data set {data!r} ({config_path}); "
+            f"a run resumes with its own data set: drop --data, or start a new run in another --out"
+        )

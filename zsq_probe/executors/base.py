@@ -44,13 +44,30 @@ def as_job(job):
     return job if isinstance(job, Job) else Job.from_dict(job)
 
 
-def outcome(job, state: str, message: str = "", seconds: float = 0.0, summary: dict | None = None,
-            resumed: bool = False, where: str = "") -> dict:
+def outcome(
+    job,
+    state: str,
+    message: str = "",
+    seconds: float = 0.0,
+    summary: dict | None = None,
+    resumed: bool = False,
+    where: str = "",
+) -> dict:
     """One job's report (plain data, so it crosses process boundaries)."""
     summary = summary or {}
-    return {"run": job.name, "id": job.id, "seed": job.seed, "path": str(job.path), "state": state,
-            "message": message, "seconds": round(float(seconds), 2), "resumed": resumed, "where": where,
-            "best_val_top1": summary.get("best_val_top1"), "final_val_top1": summary.get("final_val_top1")}
+    return {
+        "run": job.name,
+        "id": job.id,
+        "seed": job.seed,
+        "path": str(job.path),
+        "state": state,
+        "message": message,
+        "seconds": round(float(seconds), 2),
+        "resumed": resumed,
+        "where": where,
+        "best_val_top1": summary.get("best_val_top1"),
+        "final_val_top1": summary.get("final_val_top1"),
+    }
 
 
 def _arm_fault_once() -> None:
@@ -69,8 +86,16 @@ def _arm_fault_once() -> None:
     os.environ[FAULT_ENV] = pattern
 
 
-def execute_job(job, *, device: str | None = None, threads: int | None = None, tensorboard=False,
-                catch_interrupt: bool = True, where: str = "", progress: bool = False) -> dict:
+def execute_job(
+    job,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    tensorboard=False,
+    catch_interrupt: bool = True,
+    where: str = "",
+    progress: bool = False,
+) -> dict:
     """Run one job here (skip, resume or start it) and return its outcome; errors become a 'failed' outcome.
 
     `device`: where it trains (overrides the job's --device); `threads`: torch's intra-op threads in this
@@ -96,8 +121,14 @@ def execute_job(job, *, device: str | None = None, threads: int | None = None, t
             raise
         return outcome(job, "interrupted", str(e), time.time() - t0, resumed=status == "partial", where=where)
     except UserError as e:
-        return outcome(job, "failed", one_line(e, None, with_type=False), time.time() - t0,
-                       resumed=status == "partial", where=where)
+        return outcome(
+            job,
+            "failed",
+            one_line(e, None, with_type=False),
+            time.time() - t0,
+            resumed=status == "partial",
+            where=where,
+        )
     except Exception as e:  # noqa: BLE001 - one job's bug must not stop the others: reported, traceback logged
         log.error("%s: %s", job.name, traceback.format_exc())
         return outcome(job, "failed", one_line(e), time.time() - t0, resumed=status == "partial", where=where)
@@ -113,8 +144,11 @@ def finished_line(out: dict) -> str:
     if out["state"] != "done":
         return f"{head}: {out['state']}: {out['message']}"
     top1 = out.get("best_val_top1")
-    acc = ("no validation" if top1 is None
-           else f"best top-1 {100 * top1:.2f}%, final {100 * (out.get('final_val_top1') or 0):.2f}%")
+    acc = (
+        "no validation"
+        if top1 is None
+        else f"best top-1 {100 * top1:.2f}%, final {100 * (out.get('final_val_top1') or 0):.2f}%"
+    )
     where = f" on {out['where']}" if out.get("where") else ""
     return f"{head}: finished{where} in {out['seconds']:.1f}s{' (resumed)' if out['resumed'] else ''} ({acc})"
 
@@ -136,8 +170,11 @@ def report_text(outcomes: list[dict]) -> str:
 def failures(jobs, outcomes: list[dict]) -> list[tuple]:
     """(job, message) for each job that did not end done or skipped (what RecipeResult.failures holds)."""
     by_path = {str(j.path): j for j in jobs}
-    return [(by_path[o["path"]], f"{o['state']}: {o['message']}" if o["state"] == "interrupted" else o["message"])
-            for o in outcomes if o["state"] not in ("done", "skipped") and o["path"] in by_path]
+    return [
+        (by_path[o["path"]], f"{o['state']}: {o['message']}" if o["state"] == "interrupted" else o["message"])
+        for o in outcomes
+        if o["state"] not in ("done", "skipped") and o["path"] in by_path
+    ]
 
 
 def python_path_env(env: dict | None = None) -> dict:

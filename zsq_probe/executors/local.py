@@ -41,8 +41,17 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def run_local(jobs, *, workers: int | None = None, devices=None, threads: int | None = None, tensorboard=False,
-              log_dir=None, poll_s: float = 0.2, progress: bool = False) -> list[dict]:
+def run_local(
+    jobs,
+    *,
+    workers: int | None = None,
+    devices=None,
+    threads: int | None = None,
+    tensorboard=False,
+    log_dir=None,
+    poll_s: float = 0.2,
+    progress: bool = False,
+) -> list[dict]:
     """Run `jobs` (distinct run folders) with `workers` worker slots; returns one outcome per job, in order."""
     devices = parse_devices(devices)
     workers = int(workers or len(devices) or 1)
@@ -63,8 +72,15 @@ def _in_process(jobs, threads, tensorboard, progress) -> list[dict]:
     for i, job in enumerate(jobs, 1):
         status = job.status()
         if status != "done":
-            log.info("[%d/%d] %s seed %d: %s -> %s", i, len(jobs), job.id, job.seed,
-                     "resuming" if status == "partial" else "training", job.path)
+            log.info(
+                "[%d/%d] %s seed %d: %s -> %s",
+                i,
+                len(jobs),
+                job.id,
+                job.seed,
+                "resuming" if status == "partial" else "training",
+                job.path,
+            )
         out = execute_job(job, threads=threads, tensorboard=tensorboard, catch_interrupt=False, progress=progress)
         (log.error if out["state"] == "failed" else log.info)("[%d/%d] %s", i, len(jobs), finished_line(out))
         outs.append(out)
@@ -117,8 +133,9 @@ def _processes(jobs, slots, threads, tensorboard, log_dir, poll_s) -> list[dict]
                 free.append(r.slot)
                 outs[r.index] = _collect(r, code)
                 out = outs[r.index]
-                (log.error if out["state"] == "failed" else log.info)("[%d/%d] %s", r.index + 1, len(jobs),
-                                                                     finished_line(out))
+                (log.error if out["state"] == "failed" else log.info)(
+                    "[%d/%d] %s", r.index + 1, len(jobs), finished_line(out)
+                )
             if stop["signal"] is not None and not forwarded:
                 forwarded = True
                 _forward(running)  # each running job stops after its epoch's checkpoint
@@ -154,19 +171,42 @@ def _start(i, job, slot, device, threads, tensorboard, log_dir, env0, total) -> 
     spec = log_dir / f"{name}.job.json"
     result = log_dir / f"{name}.result.json"
     result.unlink(missing_ok=True)
-    spec.write_text(json.dumps({"job": job.to_dict(), "device": device, "threads": threads,
-                                "tensorboard": tensorboard if not isinstance(tensorboard, Path) else str(tensorboard),
-                                "where": f"{device} (worker {slot})"}))
+    spec.write_text(
+        json.dumps(
+            {
+                "job": job.to_dict(),
+                "device": device,
+                "threads": threads,
+                "tensorboard": tensorboard if not isinstance(tensorboard, Path) else str(tensorboard),
+                "where": f"{device} (worker {slot})",
+            }
+        )
+    )
     env = dict(env0, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     logfile = log_dir / f"{name}.log"
     status = job.status()
     if status != "done":
-        log.info("[%d/%d] %s seed %d: %s on %s (worker %d, %d thread%s) -> %s", i + 1, total, job.id, job.seed,
-                 "resuming" if status == "partial" else "training", device, slot, threads, "s" * (threads > 1),
-                 job.path)
+        log.info(
+            "[%d/%d] %s seed %d: %s on %s (worker %d, %d thread%s) -> %s",
+            i + 1,
+            total,
+            job.id,
+            job.seed,
+            "resuming" if status == "partial" else "training",
+            device,
+            slot,
+            threads,
+            "s" * (threads > 1),
+            job.path,
+        )
     with open(logfile, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "zsq_probe.executors.worker", str(spec), str(result)],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zsq_probe.executors.worker", str(spec), str(result)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     return _Running(i, job, slot, device, proc, result, logfile, time.time())
 
 
@@ -177,5 +217,4 @@ def _collect(r: _Running, code) -> dict:
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
         last = _last_line(r.logfile)
         msg = f"worker process ended ({how}) without a result; see {r.logfile}" + (f": {last}" if last else "")
-        return outcome(r.job, "failed", msg, time.time() - r.t0, resumed=r.job.status() == "partial",
-                       where=r.device)
+        return outcome(r.job, "failed", msg, time.time() - r.t0, resumed=r.job.status() == "partial", where=r.device)

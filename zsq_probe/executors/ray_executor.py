@@ -26,16 +26,26 @@ def ray_task(job: dict, device: str | None, threads: int, tensorboard) -> dict:
     """The body of one Ray task (runs in a Ray worker process)."""
     import socket
 
-    out = execute_job(job, device=device, threads=threads, tensorboard=tensorboard,
-                      where=f"{socket.gethostname()} pid {os.getpid()}")
+    out = execute_job(
+        job, device=device, threads=threads, tensorboard=tensorboard, where=f"{socket.gethostname()} pid {os.getpid()}"
+    )
     if out["state"] == "interrupted":
         raise JobPreempted(out["message"])
     return out
 
 
-def run_ray(jobs, *, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1,
-            gpus_per_job: float = 0, memory_gb: float | None = None, max_retries: int = 3,
-            threads: int | None = None, tensorboard=False) -> list[dict]:
+def run_ray(
+    jobs,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus_per_job: float = 1,
+    gpus_per_job: float = 0,
+    memory_gb: float | None = None,
+    max_retries: int = 3,
+    threads: int | None = None,
+    tensorboard=False,
+) -> list[dict]:
     """Run `jobs` as Ray tasks; returns one outcome per job, in order.  `address`: an existing cluster ('auto',
     'ray://host:10001', ...); else a local one with `num_cpus` CPUs (default: all)."""
     ray = require("ray", "ray")
@@ -46,18 +56,23 @@ def run_ray(jobs, *, address: str | None = None, num_cpus: int | None = None, cp
         ray.init(ignore_reinit_error=True, logging_level="WARNING", log_to_driver=False, **kw)
         started = True
     try:
-        options = {"num_cpus": cpus_per_job, "num_gpus": gpus_per_job, "max_retries": int(max_retries),
-                   "retry_exceptions": [JobPreempted]}
+        options = {
+            "num_cpus": cpus_per_job,
+            "num_gpus": gpus_per_job,
+            "max_retries": int(max_retries),
+            "retry_exceptions": [JobPreempted],
+        }
         if memory_gb:
-            options["memory"] = int(memory_gb * 2 ** 30)
+            options["memory"] = int(memory_gb * 2**30)
         task = ray.remote(ray_task).options(**options)
         threads = int(threads or max(1, int(cpus_per_job)))
         refs = {}
         for i, job in enumerate(jobs):
             device = "cuda" if gpus_per_job else job.flags.get("device")  # Ray sets CUDA_VISIBLE_DEVICES
             if job.status() != "done":
-                log.info("[%d/%d] %s seed %d: submitted as a Ray task -> %s", i + 1, len(jobs), job.id, job.seed,
-                         job.path)
+                log.info(
+                    "[%d/%d] %s seed %d: submitted as a Ray task -> %s", i + 1, len(jobs), job.id, job.seed, job.path
+                )
             refs[task.remote(job.to_dict(), device, threads, tensorboard)] = i
         outs: dict[int, dict] = {}
         pending = list(refs)
@@ -73,8 +88,9 @@ def run_ray(jobs, *, address: str | None = None, num_cpus: int | None = None, cp
                     state = "interrupted" if isinstance(cause, JobPreempted) else "failed"
                     outs[i] = outcome(jobs[i], state, msg, resumed=jobs[i].status() == "partial")
                 out = outs[i]
-                (log.error if out["state"] == "failed" else log.info)("[%d/%d] %s", i + 1, len(jobs),
-                                                                     finished_line(out))
+                (log.error if out["state"] == "failed" else log.info)(
+                    "[%d/%d] %s", i + 1, len(jobs), finished_line(out)
+                )
         return [outs[i] for i in range(len(jobs))]
     finally:
         if started:

@@ -28,10 +28,20 @@ from zsq_probe.errors import UserError, one_line
 from zsq_probe.executors.base import as_job, execute_job, finished_line, log, outcome, require
 
 # config-file keys -> submitit AutoExecutor parameters
-_KEYS = {"partition": "slurm_partition", "time": "timeout_min", "gpus_per_job": "gpus_per_node",
-         "cpus_per_job": "cpus_per_task", "mem_gb": "mem_gb", "account": "slurm_account",
-         "array_parallelism": "slurm_array_parallelism", "constraint": "slurm_constraint", "qos": "slurm_qos",
-         "setup": "slurm_setup", "additional": "slurm_additional_parameters", "signal_delay_s": "slurm_signal_delay_s"}
+_KEYS = {
+    "partition": "slurm_partition",
+    "time": "timeout_min",
+    "gpus_per_job": "gpus_per_node",
+    "cpus_per_job": "cpus_per_task",
+    "mem_gb": "mem_gb",
+    "account": "slurm_account",
+    "array_parallelism": "slurm_array_parallelism",
+    "constraint": "slurm_constraint",
+    "qos": "slurm_qos",
+    "setup": "slurm_setup",
+    "additional": "slurm_additional_parameters",
+    "signal_delay_s": "slurm_signal_delay_s",
+}
 
 
 def _preempt_signal() -> int:
@@ -54,8 +64,13 @@ class SubmititTask:
         # the trainer also waits for the epoch's checkpoint on submitit's own preemption signal
         loop.STOP_SIGNALS = tuple(dict.fromkeys(old + (signal.Signals(preempt).name,)))
         try:
-            return execute_job(job, threads=self.threads, tensorboard=self.tensorboard, catch_interrupt=False,
-                               where=f"{os.environ.get('SLURM_JOB_ID') or os.environ.get('SUBMITIT_LOCAL_JOB_ID', '')}")
+            return execute_job(
+                job,
+                threads=self.threads,
+                tensorboard=self.tensorboard,
+                catch_interrupt=False,
+                where=f"{os.environ.get('SLURM_JOB_ID') or os.environ.get('SUBMITIT_LOCAL_JOB_ID', '')}",
+            )
         except TrainingInterrupted as e:
             handler = signal.getsignal(preempt)
             if callable(handler):  # submitit's: calls self.checkpoint, requeues the job and exits
@@ -107,8 +122,18 @@ def executor_parameters(settings: dict, name: str) -> dict:
     return params
 
 
-def run_slurm(jobs, *, folder, name: str = "zsq-probe", config_file=None, cluster: str | None = "slurm",
-              wait: bool = True, tensorboard=False, threads: int | None = None, **settings) -> list[dict]:
+def run_slurm(
+    jobs,
+    *,
+    folder,
+    name: str = "zsq-probe",
+    config_file=None,
+    cluster: str | None = "slurm",
+    wait: bool = True,
+    tensorboard=False,
+    threads: int | None = None,
+    **settings,
+) -> list[dict]:
     """Submit `jobs` as one array and (by default) wait for it; returns one outcome per job, in order.
 
     `settings`: partition, time, gpus_per_job, cpus_per_job, mem_gb, account, array_parallelism, ... (see the
@@ -130,8 +155,14 @@ def run_slurm(jobs, *, folder, name: str = "zsq-probe", config_file=None, cluste
     outs = {str(j.path): outcome(j, "skipped", "", summary=j.summary() or {}) for j in jobs if j.status() == "done"}
     submitted = executor.map_array(SubmititTask(tensorboard, threads), [j.to_dict() for j in todo]) if todo else []
     for j, sj in zip(todo, submitted):
-        log.info("%s seed %d: submitted as %s %s -> %s", j.id, j.seed, "SLURM job" if cluster == "slurm" else
-                 f"submitit {cluster} job", sj.job_id, j.path)
+        log.info(
+            "%s seed %d: submitted as %s %s -> %s",
+            j.id,
+            j.seed,
+            "SLURM job" if cluster == "slurm" else f"submitit {cluster} job",
+            sj.job_id,
+            j.path,
+        )
     if not wait:
         for j, sj in zip(todo, submitted):
             outs[str(j.path)] = outcome(j, "submitted", f"job {sj.job_id}")

@@ -26,8 +26,13 @@ def main(argv=None) -> int:
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     spec = json.loads(open(argv[0]).read())
-    out = execute_job(spec["job"], device=spec.get("device"), threads=spec.get("threads"),
-                      tensorboard=spec.get("tensorboard") or False, where=spec.get("where", ""))
+    out = execute_job(
+        spec["job"],
+        device=spec.get("device"),
+        threads=spec.get("threads"),
+        tensorboard=spec.get("tensorboard") or False,
+        where=spec.get("where", ""),
+    )
     atomic_write_bytes(__import__("pathlib").Path(argv[1]), json.dumps(out).encode())
     return 0 if out["state"] in ("done", "skipped") else 1
 

@@ -27,10 +27,24 @@ from zsq_probe.generators.zeroq import ZeroQStatisticsLoss, distill_zeroq
 
 GENERATORS = {"gdfq": GDFQGenerator, "qimera": QimeraGenerator, "arc": ARCGenerator}
 
-__all__ = ["ARC_GENOTYPES", "ARCGenerator", "BNStatisticsLoss", "CategoricalConditionalBatchNorm2d", "GENERATORS",
-           "GDFQGenerator", "QIMERA_DEFAULTS", "QimeraGenerator", "SlotLatent", "ZeroQStatisticsLoss",
-           "UPSAMPLING", "build_generator", "crop_to", "generator_image_shape",
-           "distill_zeroq", "teacher_class_weights"]
+__all__ = [
+    "ARC_GENOTYPES",
+    "ARCGenerator",
+    "BNStatisticsLoss",
+    "CategoricalConditionalBatchNorm2d",
+    "GENERATORS",
+    "GDFQGenerator",
+    "QIMERA_DEFAULTS",
+    "QimeraGenerator",
+    "SlotLatent",
+    "ZeroQStatisticsLoss",
+    "UPSAMPLING",
+    "build_generator",
+    "crop_to",
+    "generator_image_shape",
+    "distill_zeroq",
+    "teacher_class_weights",
+]
 
 
 # each generator's total upsampling: it draws images whose sides are multiples of this
@@ -46,8 +60,9 @@ def generator_image_shape(kind: str, image_shape: Sequence[int]) -> tuple[int, i
     return c, -(-h // m) * m, -(-w // m) * m
 
 
-def build_generator(kind: str, num_classes: int, image_shape: Sequence[int], teacher: nn.Module | None = None,
-                    **options) -> nn.Module:
+def build_generator(
+    kind: str, num_classes: int, image_shape: Sequence[int], teacher: nn.Module | None = None, **options
+) -> nn.Module:
     """Build a generator: ``kind`` in {"gdfq", "qimera", "arc"}; ``options`` go to its constructor.
 
     gdfq: latent_dim=100, variant="auto"|"cifar"|"imagenet".
@@ -58,12 +73,16 @@ def build_generator(kind: str, num_classes: int, image_shape: Sequence[int], tea
     if kind not in GENERATORS:
         raise UserError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")
     cls = GENERATORS[kind]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters
-                if p not in ("self", "num_classes", "image_shape", "teacher")]
+    accepted = [
+        p
+        for p in inspect.signature(cls.__init__).parameters
+        if p not in ("self", "num_classes", "image_shape", "teacher")
+    ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise UserError(f"generator {kind!r} does not take option(s) {', '.join(unknown)}; "
-                        f"it takes: {', '.join(accepted)}")
+        raise UserError(
+            f"generator {kind!r} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(accepted)}"
+        )
     if kind == "qimera":
         return cls(num_classes, image_shape, teacher=teacher, **options)
     return cls(num_classes, image_shape, **options)

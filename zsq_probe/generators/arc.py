@@ -36,9 +36,18 @@ import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
-from zsq_probe.generators.common import (CategoricalConditionalBatchNorm2d, check_batch_size, check_hard_labels,
-                                         check_image_shape, check_latent, check_num_classes, check_rng, randint,
-                                         randn, upsample2)
+from zsq_probe.generators.common import (
+    CategoricalConditionalBatchNorm2d,
+    check_batch_size,
+    check_hard_labels,
+    check_image_shape,
+    check_latent,
+    check_num_classes,
+    check_rng,
+    randint,
+    randn,
+    upsample2,
+)
 
 UP_OPS = ("nearest", "bilinear")
 NORMAL_OPS = ("none", "skip_connect", "conv_1x1", "conv_3x3", "conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -56,42 +65,61 @@ _N, _B = "nearest", "bilinear"
 # Searched genotypes, keyed by pytorchcv teacher name.  Per cell: two up edges, five normal edges
 # (c0..c4 in the DAG of the module docstring), six cross edges (cells 2 and 3).
 ARC_GENOTYPES: dict[str, dict] = {
-    "resnet20_cifar10": {"cells": [
-        _cell([_N, _N], [_D5, "none", _D5, _D3, _C5]),
-        _cell([_N, _N], [_D5, _D5, _C3, _D3, _D5], ["none", "none", _B, "none", "none", _N]),
-        _cell([_B, _N], [_D5, _D5, _C1, _C5, _D3], [_N, _N, _N, _B, _B, _B]),
-    ]},
-    "resnet20_cifar100": {"cells": [
-        _cell([_B, _N], [_D5, _D5, _D5, "none", _C5]),
-        _cell([_N, _N], [_D5, _C5, _C1, _D3, _D5], ["none", _B, _N, "none", "none", _N]),
-        _cell([_N, _N], [_D5, _D3, _C5, _C5, _D5], ["none", _B, _N, _N, _B, _B]),
-    ]},
-    "resnet18": {"cells": [
-        _cell([_B, _B], [_D5, _D5, _D5, _D5, _D5]),
-        _cell([_B, _B], [_D5, _D5, _D5, _D5, _D3], [_N, _B, _N, _B, _B, _N]),
-        _cell([_B, _B], [_D5, _D5, _C5, _D3, _D3], [_B, _B, _N, _N, _B, _N]),
-    ]},
-    "resnet50": {"cells": [
-        _cell([_B, _B], [_D5, _D5, _D5, _D5, _D5]),
-        _cell([_B, _B], [_D5, _D5, _C3, _C1, _C1], [_B, _B, _B, _N, _N, _B]),
-        _cell([_B, _B], [_D3, _D5, _D5, _C5, _D3], [_N, _N, _N, _N, _B, _B]),
-    ]},
-    "mobilenetv2_w1": {"cells": [
-        _cell([_B, _B], [_D5, _D5, _C5, _D5, _D5]),
-        _cell([_B, _B], [_C5, _D5, _C1, _C1, _C1], [_B, _B, _N, _B, _B, _B]),
-        _cell([_N, _B], [_C3, _D5, _C5, _D5, _D3], [_B, _N, _B, _B, _B, _N]),
-    ]},
+    "resnet20_cifar10": {
+        "cells": [
+            _cell([_N, _N], [_D5, "none", _D5, _D3, _C5]),
+            _cell([_N, _N], [_D5, _D5, _C3, _D3, _D5], ["none", "none", _B, "none", "none", _N]),
+            _cell([_B, _N], [_D5, _D5, _C1, _C5, _D3], [_N, _N, _N, _B, _B, _B]),
+        ]
+    },
+    "resnet20_cifar100": {
+        "cells": [
+            _cell([_B, _N], [_D5, _D5, _D5, "none", _C5]),
+            _cell([_N, _N], [_D5, _C5, _C1, _D3, _D5], ["none", _B, _N, "none", "none", _N]),
+            _cell([_N, _N], [_D5, _D3, _C5, _C5, _D5], ["none", _B, _N, _N, _B, _B]),
+        ]
+    },
+    "resnet18": {
+        "cells": [
+            _cell([_B, _B], [_D5, _D5, _D5, _D5, _D5]),
+            _cell([_B, _B], [_D5, _D5, _D5, _D5, _D3], [_N, _B, _N, _B, _B, _N]),
+            _cell([_B, _B], [_D5, _D5, _C5, _D3, _D3], [_B, _B, _N, _N, _B, _N]),
+        ]
+    },
+    "resnet50": {
+        "cells": [
+            _cell([_B, _B], [_D5, _D5, _D5, _D5, _D5]),
+            _cell([_B, _B], [_D5, _D5, _C3, _C1, _C1], [_B, _B, _B, _N, _N, _B]),
+            _cell([_B, _B], [_D3, _D5, _D5, _C5, _D3], [_N, _N, _N, _N, _B, _B]),
+        ]
+    },
+    "mobilenetv2_w1": {
+        "cells": [
+            _cell([_B, _B], [_D5, _D5, _C5, _D5, _D5]),
+            _cell([_B, _B], [_C5, _D5, _C1, _C1, _C1], [_B, _B, _N, _B, _B, _B]),
+            _cell([_N, _B], [_C3, _D5, _C5, _D5, _D3], [_B, _N, _B, _B, _B, _N]),
+        ]
+    },
 }
 ARC_GENOTYPES["default"] = ARC_GENOTYPES["resnet20_cifar10"]
 
 
 def check_genotype(genotype) -> dict:
     """Validate a genotype dict ``{"cells": [3 x {"up": [2], "ops": [5], "cross": None | [6]}]}``."""
-    bad = UserError("ARC genotype must be {'cells': [three cells]}, each {'up': 2 of " + str(UP_OPS)
-                    + ", 'ops': 5 of " + str(NORMAL_OPS) + ", 'cross': None for the first cell, else 6 of "
-                    + str(CROSS_OPS) + "}")
-    if not isinstance(genotype, dict) or not isinstance(genotype.get("cells"), (list, tuple)) \
-            or len(genotype["cells"]) != 3:
+    bad = UserError(
+        "ARC genotype must be {'cells': [three cells]}, each {'up': 2 of "
+        + str(UP_OPS)
+        + ", 'ops': 5 of "
+        + str(NORMAL_OPS)
+        + ", 'cross': None for the first cell, else 6 of "
+        + str(CROSS_OPS)
+        + "}"
+    )
+    if (
+        not isinstance(genotype, dict)
+        or not isinstance(genotype.get("cells"), (list, tuple))
+        or len(genotype["cells"]) != 3
+    ):
         raise bad
     for i, cell in enumerate(genotype["cells"]):
         if not isinstance(cell, dict):
@@ -103,8 +131,9 @@ def check_genotype(genotype) -> dict:
             raise bad
         if i == 0 and cross is not None:
             raise bad
-        if i > 0 and (not isinstance(cross, (list, tuple)) or len(cross) != 6
-                      or any(c not in CROSS_OPS for c in cross)):
+        if i > 0 and (
+            not isinstance(cross, (list, tuple)) or len(cross) != 6 or any(c not in CROSS_OPS for c in cross)
+        ):
             raise bad
     return genotype
 
@@ -193,14 +222,23 @@ class ARCGenerator(nn.Module):
 
     label_kind = "hard"
 
-    def __init__(self, num_classes: int, image_shape: Sequence[int], latent_dim: int = 100,
-                 genotype: dict | str | None = None, model_name: str | None = None, channels: int = 64):
+    def __init__(
+        self,
+        num_classes: int,
+        image_shape: Sequence[int],
+        latent_dim: int = 100,
+        genotype: dict | str | None = None,
+        model_name: str | None = None,
+        channels: int = 64,
+    ):
         super().__init__()
         who = "ARC generator"
         self.num_classes = check_num_classes(num_classes, who)
         self.image_shape = check_image_shape(image_shape, 8, who)
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 3:
-            raise UserError(f"{who}: latent_dim must be an int >= 3 (it is split into three chunks), got {latent_dim!r}")
+            raise UserError(
+                f"{who}: latent_dim must be an int >= 3 (it is split into three chunks), got {latent_dim!r}"
+            )
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise UserError(f"{who}: channels must be a positive int, got {channels!r}")
         if genotype is None:
@@ -219,7 +257,7 @@ class ARCGenerator(nn.Module):
         self.chunks = (third, third, latent_dim - 2 * third)
         c, h, w = self.image_shape
         self.channels = channels
-        self.grids = [(h // 8 * 2 ** i, w // 8 * 2 ** i) for i in range(3)]  # H/8, H/4, H/2
+        self.grids = [(h // 8 * 2**i, w // 8 * 2**i) for i in range(3)]  # H/8, H/4, H/2
         self.linears = nn.ModuleList(nn.Linear(d, channels * gh * gw) for d, (gh, gw) in zip(self.chunks, self.grids))
         self.cells = nn.ModuleList(_Cell(spec, channels, self.num_classes) for spec in self.genotype["cells"])
         self.rgb_bn = CategoricalConditionalBatchNorm2d(self.num_classes, channels, eps=CBN_EPS)

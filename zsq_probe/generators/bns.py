@@ -31,8 +31,10 @@ class BNStatisticsLoss:
             raise UserError(f"BNStatisticsLoss: the teacher must be a torch.nn.Module, got {type(teacher).__name__}")
         self.layers = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
         if not self.layers:
-            raise UserError("BNStatisticsLoss: the teacher has no BatchNorm2d layer, so there are no BN "
-                            "statistics to match (GDFQ-style generators need a teacher with BatchNorm)")
+            raise UserError(
+                "BNStatisticsLoss: the teacher has no BatchNorm2d layer, so there are no BN "
+                "statistics to match (GDFQ-style generators need a teacher with BatchNorm)"
+            )
         for m in self.layers:
             if m.running_mean is None or m.running_var is None:
                 raise UserError(f"BNStatisticsLoss: a BatchNorm2d of the teacher ({m}) tracks no running statistics")
@@ -47,6 +49,7 @@ class BNStatisticsLoss:
         def hook(module, inputs, output):
             x = inputs[0]
             self._stats[index] = (x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False))
+
         return hook
 
     def attach(self) -> "BNStatisticsLoss":
@@ -74,8 +77,10 @@ class BNStatisticsLoss:
 
     def loss(self) -> torch.Tensor:
         if not self._stats:
-            raise UserError("BNStatisticsLoss: no teacher forward pass was recorded; run the teacher inside "
-                            "the `with BNStatisticsLoss(teacher)` block before asking for the loss")
+            raise UserError(
+                "BNStatisticsLoss: no teacher forward pass was recorded; run the teacher inside "
+                "the `with BNStatisticsLoss(teacher)` block before asking for the loss"
+            )
         terms = []
         for i in sorted(self._stats):
             mean, var = self._stats[i]

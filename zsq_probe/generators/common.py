@@ -23,11 +23,15 @@ def check_image_shape(image_shape: Sequence[int], multiple: int, who: str) -> tu
     except (TypeError, ValueError):
         raise UserError(f"{who}: image_shape must be (channels, height, width), got {image_shape!r}") from None
     if len(shape) != 3 or min(shape) < 1:
-        raise UserError(f"{who}: image_shape must be three positive ints (channels, height, width), got {image_shape!r}")
+        raise UserError(
+            f"{who}: image_shape must be three positive ints (channels, height, width), got {image_shape!r}"
+        )
     c, h, w = shape
     if h % multiple or w % multiple:
-        raise UserError(f"{who}: height and width must be multiples of {multiple} (the generator upsamples "
-                        f"x{multiple} from a {multiple}-times smaller grid), got {h}x{w}")
+        raise UserError(
+            f"{who}: height and width must be multiples of {multiple} (the generator upsamples "
+            f"x{multiple} from a {multiple}-times smaller grid), got {h}x{w}"
+        )
     return c, h, w
 
 
@@ -45,7 +49,9 @@ def check_batch_size(batch_size, who: str) -> int:
 
 def check_rng(generator, who: str) -> torch.Generator:
     if not isinstance(generator, torch.Generator):
-        raise UserError(f"{who}: pass a torch.Generator (the trainer owns the random streams), got {type(generator).__name__}")
+        raise UserError(
+            f"{who}: pass a torch.Generator (the trainer owns the random streams), got {type(generator).__name__}"
+        )
     return generator
 
 
@@ -68,7 +74,9 @@ def check_hard_labels(labels, batch: int, num_classes: int, who: str) -> torch.T
     if labels.shape[0] != batch:
         raise UserError(f"{who}: {labels.shape[0]} labels for a batch of {batch} latent vectors")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise UserError(f"{who}: labels must lie in [0, {num_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]")
+        raise UserError(
+            f"{who}: labels must lie in [0, {num_classes - 1}], got [{int(labels.min())}, {int(labels.max())}]"
+        )
     return labels.long()
 
 
@@ -117,4 +125,4 @@ def crop_to(x, image_shape: Sequence[int]):
     top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
     if top == 0 and left == 0 and x.shape[-2] == h and x.shape[-1] == w:
         return x
-    return x[..., top:top + h, left:left + w]
+    return x[..., top : top + h, left : left + w]

@@ -21,9 +21,18 @@ import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
-from zsq_probe.generators.common import (CategoricalConditionalBatchNorm2d, check_batch_size, check_hard_labels,
-                                         check_image_shape, check_latent, check_num_classes, check_rng, randint,
-                                         randn, upsample2)
+from zsq_probe.generators.common import (
+    CategoricalConditionalBatchNorm2d,
+    check_batch_size,
+    check_hard_labels,
+    check_image_shape,
+    check_latent,
+    check_num_classes,
+    check_rng,
+    randint,
+    randn,
+    upsample2,
+)
 
 VARIANTS = ("auto", "cifar", "imagenet")
 

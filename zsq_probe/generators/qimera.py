@@ -46,8 +46,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zsq_probe.errors import UserError
-from zsq_probe.generators.common import (check_batch_size, check_hard_labels, check_image_shape, check_latent,
-                                         check_num_classes, check_rng, rand, randint, randn)
+from zsq_probe.generators.common import (
+    check_batch_size,
+    check_hard_labels,
+    check_image_shape,
+    check_latent,
+    check_num_classes,
+    check_rng,
+    rand,
+    randint,
+    randn,
+)
 from zsq_probe.generators.gdfq import GDFQBody, resolve_variant
 
 # Per teacher (pytorchcv name) and bit width: the settings of Qimera's published run scripts
@@ -55,16 +64,26 @@ from zsq_probe.generators.gdfq import GDFQBody, resolve_variant
 # and whether --randemb (random embedding instead of the teacher's last-layer weights) is passed.  The
 # `qimera` preset uses these; `qimera+ait` sets the AIT repository's own values (presets.QIMERA_AIT_SCRIPTS).
 QIMERA_DEFAULTS: dict[str, dict[int, dict]] = {
-    "resnet20_cifar10": {4: dict(mix_prob=0.4, mix_k=2, embedding_init="random"),
-                         5: dict(mix_prob=0.4, mix_k=2, embedding_init="random")},
-    "resnet20_cifar100": {4: dict(mix_prob=0.4, mix_k=10, embedding_init="teacher"),
-                          5: dict(mix_prob=0.4, mix_k=50, embedding_init="teacher")},
-    "resnet18": {4: dict(mix_prob=0.4, mix_k=500, embedding_init="random"),
-                 5: dict(mix_prob=0.4, mix_k=100, embedding_init="random")},
-    "resnet50": {4: dict(mix_prob=0.7, mix_k=500, embedding_init="teacher"),
-                 5: dict(mix_prob=0.7, mix_k=100, embedding_init="teacher")},
-    "mobilenetv2_w1": {4: dict(mix_prob=0.4, mix_k=100, embedding_init="random"),
-                       5: dict(mix_prob=0.4, mix_k=100, embedding_init="random")},
+    "resnet20_cifar10": {
+        4: dict(mix_prob=0.4, mix_k=2, embedding_init="random"),
+        5: dict(mix_prob=0.4, mix_k=2, embedding_init="random"),
+    },
+    "resnet20_cifar100": {
+        4: dict(mix_prob=0.4, mix_k=10, embedding_init="teacher"),
+        5: dict(mix_prob=0.4, mix_k=50, embedding_init="teacher"),
+    },
+    "resnet18": {
+        4: dict(mix_prob=0.4, mix_k=500, embedding_init="random"),
+        5: dict(mix_prob=0.4, mix_k=100, embedding_init="random"),
+    },
+    "resnet50": {
+        4: dict(mix_prob=0.7, mix_k=500, embedding_init="teacher"),
+        5: dict(mix_prob=0.7, mix_k=100, embedding_init="teacher"),
+    },
+    "mobilenetv2_w1": {
+        4: dict(mix_prob=0.4, mix_k=100, embedding_init="random"),
+        5: dict(mix_prob=0.4, mix_k=100, embedding_init="random"),
+    },
 }
 NORM_EPS = 1e-5  # BatchNorm1d's default eps, as in the reference's embedding normaliser
 
@@ -81,12 +100,15 @@ class SlotLatent:
     __slots__ = ("noise", "classes", "weights")
 
     def __init__(self, noise: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor):
-        if not (isinstance(noise, torch.Tensor) and isinstance(classes, torch.Tensor)
-                and isinstance(weights, torch.Tensor)):
+        if not (
+            isinstance(noise, torch.Tensor) and isinstance(classes, torch.Tensor) and isinstance(weights, torch.Tensor)
+        ):
             raise UserError("Qimera SlotLatent: noise, classes and weights must be tensors")
         if noise.dim() != 3 or classes.shape != noise.shape[:2] or weights.shape != noise.shape[:2]:
-            raise UserError(f"Qimera SlotLatent: noise (B, K, D) with classes and weights (B, K), got "
-                            f"{tuple(noise.shape)}, {tuple(classes.shape)}, {tuple(weights.shape)}")
+            raise UserError(
+                f"Qimera SlotLatent: noise (B, K, D) with classes and weights (B, K), got "
+                f"{tuple(noise.shape)}, {tuple(classes.shape)}, {tuple(weights.shape)}"
+            )
         self.noise, self.classes, self.weights = noise, classes, weights
 
     @property
@@ -107,8 +129,9 @@ class SlotLatent:
     def soft_labels(self, num_classes: int) -> torch.Tensor:
         """Scatter-added soft labels ``(B, num_classes)`` (duplicates merge; rows sum to 1)."""
         b = self.classes.shape[0]
-        return torch.zeros(b, num_classes, device=self.weights.device,
-                           dtype=self.weights.dtype).scatter_add_(1, self.classes, self.weights)
+        return torch.zeros(b, num_classes, device=self.weights.device, dtype=self.weights.dtype).scatter_add_(
+            1, self.classes, self.weights
+        )
 
 
 def teacher_class_weights(teacher: nn.Module) -> torch.Tensor:
@@ -121,8 +144,10 @@ def teacher_class_weights(teacher: nn.Module) -> torch.Tensor:
     convs = [m for m in teacher.modules() if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)]
     last = linears[-1] if linears else (convs[-1] if convs else None)
     if last is None:
-        raise UserError("Qimera: the teacher has no nn.Linear (nor 1x1 conv) classifier to take class embeddings "
-                        "from; pass embedding_init='random' and embedding_dim")
+        raise UserError(
+            "Qimera: the teacher has no nn.Linear (nor 1x1 conv) classifier to take class embeddings "
+            "from; pass embedding_init='random' and embedding_dim"
+        )
     w = last.weight.detach()
     return w.reshape(w.shape[0], w.shape[1]).clone().float()
 
@@ -132,10 +157,21 @@ class QimeraGenerator(nn.Module):
 
     label_kind = "soft"
 
-    def __init__(self, num_classes: int, image_shape: Sequence[int], teacher: nn.Module | None = None,
-                 mix_prob: float | None = None, mix_k: int | None = None, preset: str | None = None,
-                 preset_bits: int = 4, embedding_init: str | None = None, embedding_dim: int | None = None,
-                 freeze_embedding: bool = False, noise_scale: float = 1.0, variant: str = "auto"):
+    def __init__(
+        self,
+        num_classes: int,
+        image_shape: Sequence[int],
+        teacher: nn.Module | None = None,
+        mix_prob: float | None = None,
+        mix_k: int | None = None,
+        preset: str | None = None,
+        preset_bits: int = 4,
+        embedding_init: str | None = None,
+        embedding_dim: int | None = None,
+        freeze_embedding: bool = False,
+        noise_scale: float = 1.0,
+        variant: str = "auto",
+    ):
         super().__init__()
         who = "Qimera generator"
         self.num_classes = check_num_classes(num_classes, who)
@@ -145,8 +181,10 @@ class QimeraGenerator(nn.Module):
             if preset not in QIMERA_DEFAULTS:
                 raise UserError(f"{who}: unknown preset {preset!r}; known: {', '.join(sorted(QIMERA_DEFAULTS))}")
             if preset_bits not in QIMERA_DEFAULTS[preset]:
-                raise UserError(f"{who}: preset {preset!r} has settings for {sorted(QIMERA_DEFAULTS[preset])} bits, "
-                                f"not {preset_bits!r}")
+                raise UserError(
+                    f"{who}: preset {preset!r} has settings for {sorted(QIMERA_DEFAULTS[preset])} bits, "
+                    f"not {preset_bits!r}"
+                )
             settings.update(QIMERA_DEFAULTS[preset][preset_bits])
         for key, value in (("mix_prob", mix_prob), ("mix_k", mix_k), ("embedding_init", embedding_init)):
             if value is not None:
@@ -163,11 +201,14 @@ class QimeraGenerator(nn.Module):
 
         weights = teacher_class_weights(teacher) if teacher is not None else None
         if weights is not None and weights.shape[0] != self.num_classes:
-            raise UserError(f"{who}: the teacher's last layer has {weights.shape[0]} outputs, not "
-                            f"num_classes={self.num_classes}")
+            raise UserError(
+                f"{who}: the teacher's last layer has {weights.shape[0]} outputs, not num_classes={self.num_classes}"
+            )
         if init == "teacher" and weights is None:
-            raise UserError(f"{who}: embedding_init='teacher' needs the teacher; pass teacher=... or "
-                            f"embedding_init='random' with embedding_dim")
+            raise UserError(
+                f"{who}: embedding_init='teacher' needs the teacher; pass teacher=... or "
+                f"embedding_init='random' with embedding_dim"
+            )
         dim = weights.shape[1] if weights is not None else embedding_dim
         if embedding_dim is not None and dim != embedding_dim:
             raise UserError(f"{who}: embedding_dim={embedding_dim} but the teacher's last layer has {dim} inputs")
@@ -204,8 +245,10 @@ class QimeraGenerator(nn.Module):
             ones = torch.ones(b, 1, device=z.device, dtype=z.dtype)
             return labels[:, None], ones, z[:, None, :], False, labels
         if labels.dim() != 2 or labels.shape != (b, self.num_classes) or not labels.is_floating_point():
-            raise UserError(f"{who}: labels must be hard (batch,) ints or soft (batch, {self.num_classes}) floats, "
-                            f"got {tuple(labels.shape)} {labels.dtype} for a batch of {b}")
+            raise UserError(
+                f"{who}: labels must be hard (batch,) ints or soft (batch, {self.num_classes}) floats, "
+                f"got {tuple(labels.shape)} {labels.dtype} for a batch of {b}"
+            )
         nnz = int((labels != 0).sum(1).max())
         if z.dim() == 3:
             k = z.shape[1]

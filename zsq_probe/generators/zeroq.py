@@ -67,6 +67,7 @@ class ZeroQStatisticsLoss:
     def _hook(self, index: int):
         def hook(module, inputs):
             self._stats[index] = _mean_std(inputs[0])
+
         return hook
 
     def __enter__(self) -> "ZeroQStatisticsLoss":
@@ -104,10 +105,21 @@ def _teacher_device(teacher: nn.Module):
     return torch.device("cpu")
 
 
-def distill_zeroq(teacher: nn.Module, num_images: int, image_shape: Sequence[int], batch_size: int, *,
-                  iterations: int = 500, lr: float = 0.5, generator: torch.Generator, device=None,
-                  progress: Callable[[int, int, float], None] | None = None, init: str = "uniform",
-                  patience: int = 100, min_lr: float = 1e-4):
+def distill_zeroq(
+    teacher: nn.Module,
+    num_images: int,
+    image_shape: Sequence[int],
+    batch_size: int,
+    *,
+    iterations: int = 500,
+    lr: float = 0.5,
+    generator: torch.Generator,
+    device=None,
+    progress: Callable[[int, int, float], None] | None = None,
+    init: str = "uniform",
+    patience: int = 100,
+    min_lr: float = 1e-4,
+):
     """ZeroQ's distilled data: ``(images (num_images, C, H, W), history)``.
 
     ``num_images`` are made in batches of ``batch_size`` (the last may be smaller), each optimised
@@ -143,18 +155,23 @@ def distill_zeroq(teacher: nn.Module, num_images: int, image_shape: Sequence[int
                 if init == "gaussian":
                     x0 = torch.randn((n, *shape), generator=rng, device=rng.device)
                 else:
-                    x0 = (torch.randint(0, 255, (n, *shape), generator=rng, device=rng.device).float() - 127.5) / 5418.75
+                    x0 = (
+                        torch.randint(0, 255, (n, *shape), generator=rng, device=rng.device).float() - 127.5
+                    ) / 5418.75
                 x = x0.to(device).requires_grad_(True)
                 opt = torch.optim.Adam([x], lr=float(lr))
-                sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=patience,
-                                                                   min_lr=min_lr)
+                sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                    opt, mode="min", factor=0.1, patience=patience, min_lr=min_lr
+                )
                 for it in range(iterations):
                     stats.clear()
                     try:
                         teacher(x)
                     except RuntimeError as e:
                         if it == 0 and b == 0:
-                            raise UserError(f"{who}: the teacher cannot run on images of shape {tuple(shape)}: {e}") from e
+                            raise UserError(
+                                f"{who}: the teacher cannot run on images of shape {tuple(shape)}: {e}"
+                            ) from e
                         raise
                     loss = stats.loss(x)
                     (grad,) = torch.autograd.grad(loss, [x])  # images only: no gradient reaches the teacher

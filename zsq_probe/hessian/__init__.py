@@ -21,9 +21,19 @@ running statistics and activation-quantiser ranges are neither updated nor captu
 graph) and the parameters (``.grad`` is never written).
 """
 
-from zsq_probe.hessian.estimators import (Eigenpairs, LanczosResult, SpectralDensity, TraceEstimate,
-                                         gaussian_density, hutchinson_trace, lanczos, slq_density, slq_trace,
-                                         top_eigenpair, top_eigenpairs)
+from zsq_probe.hessian.estimators import (
+    Eigenpairs,
+    LanczosResult,
+    SpectralDensity,
+    TraceEstimate,
+    gaussian_density,
+    hutchinson_trace,
+    lanczos,
+    slq_density,
+    slq_trace,
+    top_eigenpair,
+    top_eigenpairs,
+)
 from zsq_probe.hessian.operator import HessianOperator, flatten_params, rademacher, unflatten
 from zsq_probe.hessian.trace import TraceInterval, estimate_trace, hutchinson_interval, hutchpp_trace
 
@@ -49,10 +59,19 @@ __all__ = [
     "hutchinson_interval",
 ]
 
-from zsq_probe.hessian.diagonal import (ExactTrace, HessianDiagonal, NotPiecewiseLinearError,  # noqa: E402
-                                       coordinate_products, exact_diagonal, exact_trace, ggn_diagonal,
-                                       loss_function, output_hessian, output_hessian_factor,
-                                       piecewise_linear_problems)
+from zsq_probe.hessian.diagonal import (
+    ExactTrace,
+    HessianDiagonal,
+    NotPiecewiseLinearError,  # noqa: E402
+    coordinate_products,
+    exact_diagonal,
+    exact_trace,
+    ggn_diagonal,
+    loss_function,
+    output_hessian,
+    output_hessian_factor,
+    piecewise_linear_problems,
+)
 
 __all__ += [
     "HessianDiagonal",

@@ -69,8 +69,9 @@ class NotPiecewiseLinearError(ValueError):
 # --------------------------------------------------------------------------- losses and H_out
 
 
-def loss_function(loss: str, temperature: float | None = None,
-                  label_smoothing: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_function(
+    loss: str, temperature: float | None = None, label_smoothing: float = 0.0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``loss_fn(logits, target)`` for ``loss="ce"`` (target: labels) or ``"kl"`` (target: teacher
     logits; ``kl_to_teacher * T^2``), exactly as the curvature probes define them."""
     from zsq_probe.losses import ce_to_labels, kl_to_teacher
@@ -93,8 +94,14 @@ def _check_loss(loss: str, temperature: float | None, label_smoothing: float) ->
     return loss
 
 
-def output_hessian_factor(loss: str, logits: torch.Tensor, target: torch.Tensor, *,
-                          temperature: float | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+def output_hessian_factor(
+    loss: str,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    temperature: float | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """``U`` of shape ``(N, C, C)`` with ``H_out,n = U[n]^T U[n]`` (rows of ``U[n]`` are the
     cotangents): the Hessian of the (batch-mean) loss w.r.t. sample ``n``'s logits, see the module
     docstring. ``logits``: ``(N, C)``; ``target``: labels ``(N,)`` or soft labels ``(N, C)`` for
@@ -116,7 +123,9 @@ def output_hessian_factor(loss: str, logits: torch.Tensor, target: torch.Tensor,
             t = target.detach().to(z.dtype)
             mass = (1 - label_smoothing) * t.sum(1) + label_smoothing
         else:
-            raise ValueError(f"CE target must be labels (N,) or soft labels {tuple(z.shape)}, got {tuple(target.shape)}")
+            raise ValueError(
+                f"CE target must be labels (N,) or soft labels {tuple(z.shape)}, got {tuple(target.shape)}"
+            )
         scale = mass / n
     else:
         if target.shape != z.shape:
@@ -157,8 +166,15 @@ class ExactTrace:
         return _group(self.per_parameter, scope)
 
     def as_row(self) -> dict[str, Any]:
-        return dict(estimator=self.estimator, trace=self.trace, loss=self.loss, method=self.method,
-                    exact=self.exact, num_params=self.num_params, num_hvps=self.num_products)
+        return dict(
+            estimator=self.estimator,
+            trace=self.trace,
+            loss=self.loss,
+            method=self.method,
+            exact=self.exact,
+            num_params=self.num_params,
+            num_hvps=self.num_products,
+        )
 
 
 @dataclass(frozen=True)
@@ -203,9 +219,16 @@ class HessianDiagonal:
 
     def to_trace(self) -> ExactTrace:
         per = self.parameter_traces()
-        return ExactTrace(trace=float(sum(per.values())), per_parameter=per, method=self.method, loss=self.loss,
-                          exact=self.exact, num_params=self.dim, num_products=self.num_products,
-                          seconds=self.seconds)
+        return ExactTrace(
+            trace=float(sum(per.values())),
+            per_parameter=per,
+            method=self.method,
+            loss=self.loss,
+            exact=self.exact,
+            num_params=self.dim,
+            num_products=self.num_products,
+            seconds=self.seconds,
+        )
 
 
 def _group(per_parameter: Mapping[str, float], scope: str) -> dict[str, float]:
@@ -239,46 +262,193 @@ def coordinate_products(op: HessianOperator, indices: Iterable[int] | torch.Tens
 
 def _unit_diagonal(op: HessianOperator, max_dim: int, loss: str | None) -> HessianDiagonal:
     if op.dim > max_dim:
-        raise ValueError(f"the unit-product diagonal needs {op.dim} Hessian products (dim {op.dim} > max_dim "
-                         f"{max_dim}); raise max_dim, select fewer parameters, or use method='ggn'")
+        raise ValueError(
+            f"the unit-product diagonal needs {op.dim} Hessian products (dim {op.dim} > max_dim "
+            f"{max_dim}); raise max_dim, select fewer parameters, or use method='ggn'"
+        )
     start, before = time.perf_counter(), op.num_products
     flat = coordinate_products(op, range(op.dim)).to(op.dtype)
     values = {n: t.clone() for n, t in op.unflatten(flat).items()}
-    return HessianDiagonal(values=values, method="unit", exact=True, loss=loss,
-                           num_samples=sum(op.batch_sizes), num_products=op.num_products - before,
-                           seconds=time.perf_counter() - start)
+    return HessianDiagonal(
+        values=values,
+        method="unit",
+        exact=True,
+        loss=loss,
+        num_samples=sum(op.batch_sizes),
+        num_products=op.num_products - before,
+        seconds=time.perf_counter() - start,
+    )
 
 
 # --------------------------------------------------------------------------- piecewise-linearity check
 
 _SMOOTH_MODULES: tuple[type[nn.Module], ...] = tuple(
-    t for t in (getattr(nn, name, None) for name in (
-        "GELU", "Sigmoid", "Tanh", "Softplus", "SiLU", "ELU", "CELU", "SELU", "Mish", "Hardswish",
-        "Hardsigmoid", "LogSigmoid", "Softsign", "Tanhshrink", "Softmax", "Softmin", "LogSoftmax", "GLU",
-        "LayerNorm", "GroupNorm", "LocalResponseNorm", "RMSNorm", "MultiheadAttention", "Transformer",
-        "TransformerEncoderLayer", "TransformerDecoderLayer", "RNN", "LSTM", "GRU", "Bilinear"))
-    if t is not None)
+    t
+    for t in (
+        getattr(nn, name, None)
+        for name in (
+            "GELU",
+            "Sigmoid",
+            "Tanh",
+            "Softplus",
+            "SiLU",
+            "ELU",
+            "CELU",
+            "SELU",
+            "Mish",
+            "Hardswish",
+            "Hardsigmoid",
+            "LogSigmoid",
+            "Softsign",
+            "Tanhshrink",
+            "Softmax",
+            "Softmin",
+            "LogSoftmax",
+            "GLU",
+            "LayerNorm",
+            "GroupNorm",
+            "LocalResponseNorm",
+            "RMSNorm",
+            "MultiheadAttention",
+            "Transformer",
+            "TransformerEncoderLayer",
+            "TransformerDecoderLayer",
+            "RNN",
+            "LSTM",
+            "GRU",
+            "Bilinear",
+        )
+    )
+    if t is not None
+)
 
 # autograd nodes that are linear in every differentiable input (sums, copies, reshapes, pooling,
 # padding, indexing): no product of two parameter-dependent tensors
 _LINEAR_NODES = (
-    "AccumulateGrad", "Add", "Sub", "Neg", "Sum", "Mean", "View", "Reshape", "UnsafeView", "Unsqueeze", "Squeeze",
-    "Expand", "Permute", "Transpose", "T", "Select", "Slice", "Index", "Cat", "Stack", "Split", "Unbind", "Clone",
-    "Contiguous", "Alias", "AsStrided", "Flatten", "Unflatten", "ToCopy", "Copy", "AvgPool", "AdaptiveAvgPool",
-    "ConstantPadNd", "ReflectionPad", "ReplicationPad", "UpsampleNearest", "UpsampleBilinear", "UpsampleBicubic",
-    "UpsampleLinear", "Roll", "Flip", "Repeat", "Narrow", "Gather", "Diagonal", "PixelShuffle", "PixelUnshuffle",
-    "Im2Col", "Col2Im", "Unfold", "Embedding", "Lerp", "Cumsum", "Trace", "Tril", "Triu", "Im2col", "Col2im",
-    "Lift", "DetachBackward",
+    "AccumulateGrad",
+    "Add",
+    "Sub",
+    "Neg",
+    "Sum",
+    "Mean",
+    "View",
+    "Reshape",
+    "UnsafeView",
+    "Unsqueeze",
+    "Squeeze",
+    "Expand",
+    "Permute",
+    "Transpose",
+    "T",
+    "Select",
+    "Slice",
+    "Index",
+    "Cat",
+    "Stack",
+    "Split",
+    "Unbind",
+    "Clone",
+    "Contiguous",
+    "Alias",
+    "AsStrided",
+    "Flatten",
+    "Unflatten",
+    "ToCopy",
+    "Copy",
+    "AvgPool",
+    "AdaptiveAvgPool",
+    "ConstantPadNd",
+    "ReflectionPad",
+    "ReplicationPad",
+    "UpsampleNearest",
+    "UpsampleBilinear",
+    "UpsampleBicubic",
+    "UpsampleLinear",
+    "Roll",
+    "Flip",
+    "Repeat",
+    "Narrow",
+    "Gather",
+    "Diagonal",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "Im2Col",
+    "Col2Im",
+    "Unfold",
+    "Embedding",
+    "Lerp",
+    "Cumsum",
+    "Trace",
+    "Tril",
+    "Triu",
+    "Im2col",
+    "Col2im",
+    "Lift",
+    "DetachBackward",
 )
 # piecewise linear in their one differentiable input
-_KINK_NODES = ("Relu", "Threshold", "Hardtanh", "LeakyRelu", "Rrelu", "MaxPool", "AdaptiveMaxPool", "Max", "Min",
-               "Maximum", "Minimum", "Clamp", "Abs", "Where", "MaskedFill", "MaskedScatter", "Hardshrink",
-               "Softshrink", "Sort", "Topk", "Kthvalue", "Median", "Amax", "Amin", "Sgn", "Sign", "Round", "Floor",
-               "Ceil", "Trunc", "Dropout", "NativeDropout", "Relu6")
+_KINK_NODES = (
+    "Relu",
+    "Threshold",
+    "Hardtanh",
+    "LeakyRelu",
+    "Rrelu",
+    "MaxPool",
+    "AdaptiveMaxPool",
+    "Max",
+    "Min",
+    "Maximum",
+    "Minimum",
+    "Clamp",
+    "Abs",
+    "Where",
+    "MaskedFill",
+    "MaskedScatter",
+    "Hardshrink",
+    "Softshrink",
+    "Sort",
+    "Topk",
+    "Kthvalue",
+    "Median",
+    "Amax",
+    "Amin",
+    "Sgn",
+    "Sign",
+    "Round",
+    "Floor",
+    "Ceil",
+    "Trunc",
+    "Dropout",
+    "NativeDropout",
+    "Relu6",
+)
 # bilinear: linear in each input separately -- fine unless two inputs share a parameter
-_BILINEAR_NODES = ("Mul", "Mm", "Bmm", "Addmm", "Addmv", "Addbmm", "Baddbmm", "Mv", "Dot", "Matmul", "Linear",
-                   "Convolution", "Conv", "CudnnConvolution", "MkldnnConvolution", "SlowConv", "ThnnConv",
-                   "Einsum", "Prelu", "PreluKernel", "Outer", "Addcmul", "Kron", "Tensordot")
+_BILINEAR_NODES = (
+    "Mul",
+    "Mm",
+    "Bmm",
+    "Addmm",
+    "Addmv",
+    "Addbmm",
+    "Baddbmm",
+    "Mv",
+    "Dot",
+    "Matmul",
+    "Linear",
+    "Convolution",
+    "Conv",
+    "CudnnConvolution",
+    "MkldnnConvolution",
+    "SlowConv",
+    "ThnnConv",
+    "Einsum",
+    "Prelu",
+    "PreluKernel",
+    "Outer",
+    "Addcmul",
+    "Kron",
+    "Tensordot",
+)
 _BATCHNORM_NODES = ("NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm", "BatchNorm")
 
 
@@ -287,8 +457,9 @@ def _additive_inputs(name: str) -> tuple[int, ...]:
     base = name.rsplit("::", 1)[-1]
     if base.startswith(("Addmm", "Addmv", "Addbmm", "Baddbmm", "Addcmul")):
         return (0,)
-    if base.startswith(("Convolution", "Conv", "CudnnConv", "MkldnnConv", "SlowConv", "ThnnConv", "Linear")) \
-            or any(base.startswith(b) for b in _BATCHNORM_NODES):
+    if base.startswith(("Convolution", "Conv", "CudnnConv", "MkldnnConv", "SlowConv", "ThnnConv", "Linear")) or any(
+        base.startswith(b) for b in _BATCHNORM_NODES
+    ):
         return (2,)
     return ()
 
@@ -301,8 +472,20 @@ def _node_kind(name: str) -> str:
             break
     if base in _BATCHNORM_NODES:
         return "batchnorm"
-    if base in _LINEAR_NODES or base.startswith(("View", "Reshape", "AvgPool", "AdaptiveAvgPool", "Upsample",
-                                                 "ReflectionPad", "ReplicationPad", "Index", "Slice", "Select")):
+    if base in _LINEAR_NODES or base.startswith(
+        (
+            "View",
+            "Reshape",
+            "AvgPool",
+            "AdaptiveAvgPool",
+            "Upsample",
+            "ReflectionPad",
+            "ReplicationPad",
+            "Index",
+            "Slice",
+            "Select",
+        )
+    ):
         return "linear"
     if base in _KINK_NODES or base.startswith(("MaxPool", "AdaptiveMaxPool", "Clamp", "Relu", "Hardtanh")):
         return "kink"
@@ -313,8 +496,9 @@ def _node_kind(name: str) -> str:
     return "unknown"
 
 
-def piecewise_linear_problems(model: nn.Module, inputs: Any, params: str | Iterable[str] | None = None,
-                              mode: str = "eval") -> list[str]:
+def piecewise_linear_problems(
+    model: nn.Module, inputs: Any, params: str | Iterable[str] | None = None, mode: str = "eval"
+) -> list[str]:
     """Why ``model`` (in ``mode``, on ``inputs``) may not be piecewise linear in each single selected
     parameter; an empty list when every module and every autograd node of the logits' graph is known
     to be. Checks modules (smooth activations, normalisation by batch/sample statistics, BatchNorm in
@@ -327,8 +511,10 @@ def piecewise_linear_problems(model: nn.Module, inputs: Any, params: str | Itera
     selected = _select_params(model, params)
     ids = {id(p): n for n, p in selected}
     if mode == "train":
-        problems.append("mode='train': BatchNorm normalises by batch statistics (not piecewise linear, and the "
-                        "samples are not independent)")
+        problems.append(
+            "mode='train': BatchNorm normalises by batch statistics (not piecewise linear, and the "
+            "samples are not independent)"
+        )
     with preserved_state(model, mode=None if mode == "as_is" else mode):
         for name, m in model.named_modules():
             if isinstance(m, _SMOOTH_MODULES):
@@ -336,8 +522,10 @@ def piecewise_linear_problems(model: nn.Module, inputs: Any, params: str | Itera
             if isinstance(m, nn.modules.batchnorm._NormBase):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     if m.training or not m.track_running_stats or m.running_mean is None:
-                        problems.append(f"{name}: {type(m).__name__} normalises by batch statistics "
-                                        "(train mode or no running statistics)")
+                        problems.append(
+                            f"{name}: {type(m).__name__} normalises by batch statistics "
+                            "(train mode or no running statistics)"
+                        )
                 else:  # InstanceNorm
                     if not (m.track_running_stats and not m.training):
                         problems.append(f"{name}: {type(m).__name__} normalises by per-sample statistics")
@@ -405,18 +593,25 @@ def _graph_problems(root: Any, param_ids: Mapping[int, str]) -> list[str]:
         if kind == "div":
             den = node.next_functions[1][0] if len(node.next_functions) > 1 else None
             if den is not None and deps.get(den):
-                report(f"{node.name()}: division by a tensor that depends on parameters "
-                       f"({', '.join(sorted(deps[den]))[:120]})")
+                report(
+                    f"{node.name()}: division by a tensor that depends on parameters "
+                    f"({', '.join(sorted(deps[den]))[:120]})"
+                )
             continue
         if kind == "bilinear":
-            factors = [deps.get(c, frozenset()) if c is not None else frozenset()
-                       for pos, (c, _) in enumerate(node.next_functions) if pos not in _additive_inputs(node.name())]
+            factors = [
+                deps.get(c, frozenset()) if c is not None else frozenset()
+                for pos, (c, _) in enumerate(node.next_functions)
+                if pos not in _additive_inputs(node.name())
+            ]
             for i in range(len(factors)):
                 for j in range(i + 1, len(factors)):
                     shared = factors[i] & factors[j]
                     if shared:
-                        report(f"{node.name()}: a product of two factors that both depend on "
-                               f"{', '.join(sorted(shared))[:120]} (a parameter used twice on one path?)")
+                        report(
+                            f"{node.name()}: a product of two factors that both depend on "
+                            f"{', '.join(sorted(shared))[:120]} (a parameter used twice on one path?)"
+                        )
             continue
         report(f"{node.name()}: operation not known to be piecewise linear")
     return problems
@@ -452,11 +647,22 @@ def _call(model: nn.Module, x: Any) -> torch.Tensor:
     return model(*x) if isinstance(x, (tuple, list)) else model(x)
 
 
-def ggn_diagonal(model: nn.Module, loss: str, inputs: Any, target: torch.Tensor,
-                 params: str | Iterable[str] | None = None, *, temperature: float | None = None,
-                 label_smoothing: float = 0.0, mode: str = "eval", check: str = "raise",
-                 dtype: torch.dtype | None = None, chunk_size: int | None = None,
-                 backend: str = "auto", memory_bytes: int = 512 * 2**20) -> HessianDiagonal:
+def ggn_diagonal(
+    model: nn.Module,
+    loss: str,
+    inputs: Any,
+    target: torch.Tensor,
+    params: str | Iterable[str] | None = None,
+    *,
+    temperature: float | None = None,
+    label_smoothing: float = 0.0,
+    mode: str = "eval",
+    check: str = "raise",
+    dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+    backend: str = "auto",
+    memory_bytes: int = 512 * 2**20,
+) -> HessianDiagonal:
     """The exact Gauss--Newton diagonal of ``loss`` (``"ce"`` / ``"kl"``, see :func:`loss_function`)
     on one batch, per selected parameter. It *is* the Hessian diagonal for networks that are
     piecewise linear in each single parameter (checked: ``check="raise"`` refuses others,
@@ -499,11 +705,14 @@ def ggn_diagonal(model: nn.Module, loss: str, inputs: Any, target: torch.Tensor,
     if check != "off":
         problems = piecewise_linear_problems(model, inputs, names, mode)
         if problems:
-            msg = ("the network is not (known to be) piecewise linear in each single parameter, so its "
-                   "Gauss-Newton diagonal is not its Hessian diagonal: " + "; ".join(problems[:6])
-                   + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
-                   + ". Use exact_diagonal(..., method='unit') (one Hessian product per coordinate) for an "
-                     "exact diagonal")
+            msg = (
+                "the network is not (known to be) piecewise linear in each single parameter, so its "
+                "Gauss-Newton diagonal is not its Hessian diagonal: "
+                + "; ".join(problems[:6])
+                + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+                + ". Use exact_diagonal(..., method='unit') (one Hessian product per coordinate) for an "
+                "exact diagonal"
+            )
             if check == "raise":
                 raise NotPiecewiseLinearError(msg)
             warnings.warn(msg, stacklevel=2)
@@ -517,8 +726,9 @@ def ggn_diagonal(model: nn.Module, loss: str, inputs: Any, target: torch.Tensor,
     with preserved_state(model, mode=None if mode == "as_is" else mode):
         with torch.no_grad():
             logits = _call(model, inputs)
-        u = output_hessian_factor(loss, logits, target, temperature=temperature,
-                                  label_smoothing=label_smoothing)  # (N, K, C)
+        u = output_hessian_factor(
+            loss, logits, target, temperature=temperature, label_smoothing=label_smoothing
+        )  # (N, K, C)
         k = u.shape[1]
         if chunk_size is None:
             per_sample = max(1, 3 * k * numel * torch.finfo(work_dtype).bits // 8)
@@ -540,12 +750,27 @@ def ggn_diagonal(model: nn.Module, loss: str, inputs: Any, target: torch.Tensor,
             used = "loop"
     values = {name: acc[name].to(work_dtype) for name in names}
     notes.append(f"backend={used}")
-    return HessianDiagonal(values=values, method="ggn", exact=exact, loss=loss, num_samples=n,
-                           num_products=n * k, seconds=time.perf_counter() - start, notes=tuple(notes))
+    return HessianDiagonal(
+        values=values,
+        method="ggn",
+        exact=exact,
+        loss=loss,
+        num_samples=n,
+        num_products=n * k,
+        seconds=time.perf_counter() - start,
+        notes=tuple(notes),
+    )
 
 
-def _ggn_func(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]], inputs: Any, u: torch.Tensor,
-              n: int, chunk: int, acc: dict[str, torch.Tensor]) -> None:
+def _ggn_func(
+    model: nn.Module,
+    selected: Sequence[tuple[str, nn.Parameter]],
+    inputs: Any,
+    u: torch.Tensor,
+    n: int,
+    chunk: int,
+    acc: dict[str, torch.Tensor],
+) -> None:
     from torch.func import functional_call, vjp, vmap
 
     names = [name for name, _ in selected]
@@ -569,8 +794,14 @@ def _ggn_func(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]], in
             acc[name] += part[name].sum(0).to(torch.float64)
 
 
-def _ggn_loop(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]], inputs: Any, u: torch.Tensor,
-              n: int, acc: dict[str, torch.Tensor]) -> None:
+def _ggn_loop(
+    model: nn.Module,
+    selected: Sequence[tuple[str, nn.Parameter]],
+    inputs: Any,
+    u: torch.Tensor,
+    n: int,
+    acc: dict[str, torch.Tensor],
+) -> None:
     params = [p for _, p in selected]
     names = [name for name, _ in selected]
     k = u.shape[1]
@@ -587,10 +818,20 @@ def _ggn_loop(model: nn.Module, selected: Sequence[tuple[str, nn.Parameter]], in
 # --------------------------------------------------------------------------- front doors
 
 
-def exact_diagonal(op_or_model: HessianOperator | nn.Module, loss: str | None = None, inputs: Any = None,
-                   target: Any = None, params: str | Iterable[str] | None = None, *, method: str = "auto",
-                   temperature: float | None = None, label_smoothing: float = 0.0, mode: str = "eval",
-                   max_dim: int = 4096, **ggn_kwargs: Any) -> HessianDiagonal:
+def exact_diagonal(
+    op_or_model: HessianOperator | nn.Module,
+    loss: str | None = None,
+    inputs: Any = None,
+    target: Any = None,
+    params: str | Iterable[str] | None = None,
+    *,
+    method: str = "auto",
+    temperature: float | None = None,
+    label_smoothing: float = 0.0,
+    mode: str = "eval",
+    max_dim: int = 4096,
+    **ggn_kwargs: Any,
+) -> HessianDiagonal:
     """The exact Hessian diagonal.
 
     * ``exact_diagonal(op)``: from one product ``e_i^T H e_i`` per coordinate of a

@@ -68,8 +68,9 @@ def t_interval(samples: Sequence[float], level: float = 0.95) -> tuple[float, fl
     return mean - half, mean + half, f"student-t {100 * level:g}% over {n} independent samples"
 
 
-def hutchinson_trace(op: HessianOperator, num_vectors: int = 100, seed: int = 0, rtol: float | None = None,
-                     min_vectors: int = 10) -> TraceEstimate:
+def hutchinson_trace(
+    op: HessianOperator, num_vectors: int = 100, seed: int = 0, rtol: float | None = None, min_vectors: int = 10
+) -> TraceEstimate:
     """Hutchinson estimate of ``tr(H)`` = mean of ``v^T H v`` over Rademacher vectors ``v``.
 
     The vectors come from a CPU ``torch.Generator`` seeded with ``seed`` (the global RNG is
@@ -95,8 +96,18 @@ def hutchinson_trace(op: HessianOperator, num_vectors: int = 100, seed: int = 0,
                 break
     mean, stderr = _mean_stderr(samples)
     low, high, how = t_interval(samples)
-    return TraceEstimate(mean, stderr, len(samples), int(seed), tuple(samples), "hutchinson",
-                         getattr(op, "num_products", 0) - start, low, high, how)
+    return TraceEstimate(
+        mean,
+        stderr,
+        len(samples),
+        int(seed),
+        tuple(samples),
+        "hutchinson",
+        getattr(op, "num_products", 0) - start,
+        low,
+        high,
+        how,
+    )
 
 
 @dataclass(frozen=True)
@@ -129,9 +140,15 @@ class LanczosResult:
         return nodes, weights / weights.sum()
 
 
-def lanczos(op: HessianOperator, num_steps: int, v0: torch.Tensor | None = None, seed: int = 0,
-            reorthogonalize: bool = True, return_basis: bool = False,
-            until: Callable[[list, list, float], bool] | None = None) -> LanczosResult:
+def lanczos(
+    op: HessianOperator,
+    num_steps: int,
+    v0: torch.Tensor | None = None,
+    seed: int = 0,
+    reorthogonalize: bool = True,
+    return_basis: bool = False,
+    until: Callable[[list, list, float], bool] | None = None,
+) -> LanczosResult:
     """``num_steps`` steps of Lanczos on ``op`` from ``v0`` (default: a Rademacher vector from
     ``seed``), with full reorthogonalisation (classical Gram-Schmidt, twice) unless told not to.
     ``num_steps`` is capped at ``op.dim``; the run stops early at an invariant subspace, or when
@@ -174,8 +191,12 @@ def lanczos(op: HessianOperator, num_steps: int, v0: torch.Tensor | None = None,
         betas.append(b)
         q_prev, q = q, w / b
     n = len(alphas)
-    return LanczosResult(np.asarray(alphas, dtype=np.float64), np.asarray(betas[: n - 1], dtype=np.float64),
-                         basis[:n].clone() if return_basis else None, getattr(op, "num_products", 0) - start)
+    return LanczosResult(
+        np.asarray(alphas, dtype=np.float64),
+        np.asarray(betas[: n - 1], dtype=np.float64),
+        basis[:n].clone() if return_basis else None,
+        getattr(op, "num_products", 0) - start,
+    )
 
 
 @dataclass(frozen=True)
@@ -202,8 +223,9 @@ class SpectralDensity:
         return gaussian_density(self.nodes, self.weights, grid, sigma)
 
 
-def slq_density(op: HessianOperator, num_runs: int = 1, num_steps: int = 90, seed: int = 0,
-                reorthogonalize: bool = True) -> SpectralDensity:
+def slq_density(
+    op: HessianOperator, num_runs: int = 1, num_steps: int = 90, seed: int = 0, reorthogonalize: bool = True
+) -> SpectralDensity:
     """Eigenvalue density by stochastic Lanczos quadrature: ``num_runs`` Lanczos runs of
     ``num_steps`` steps, run ``r`` starting from the ``r``-th Rademacher vector of a generator
     seeded with ``seed``.  The same seed gives the vectors :func:`hutchinson_trace` draws: to have
@@ -214,19 +236,27 @@ def slq_density(op: HessianOperator, num_runs: int = 1, num_steps: int = 90, see
     gen = torch.Generator().manual_seed(int(seed))
     run_nodes, run_weights, products = [], [], 0
     for _ in range(num_runs):
-        res = lanczos(op, num_steps, v0=rademacher(op.dim, gen, op.dtype, op.device),
-                      reorthogonalize=reorthogonalize)
+        res = lanczos(op, num_steps, v0=rademacher(op.dim, gen, op.dtype, op.device), reorthogonalize=reorthogonalize)
         nodes, weights = res.ritz()
         run_nodes.append(nodes)
         run_weights.append(weights)
         products += res.num_products
-    return SpectralDensity(np.concatenate(run_nodes), np.concatenate(run_weights) / num_runs,
-                           tuple(run_nodes), tuple(run_weights), op.dim, num_runs, min(num_steps, op.dim),
-                           int(seed), products)
+    return SpectralDensity(
+        np.concatenate(run_nodes),
+        np.concatenate(run_weights) / num_runs,
+        tuple(run_nodes),
+        tuple(run_weights),
+        op.dim,
+        num_runs,
+        min(num_steps, op.dim),
+        int(seed),
+        products,
+    )
 
 
-def slq_trace(source: HessianOperator | SpectralDensity, num_runs: int = 10, num_steps: int = 30,
-              seed: int = 0) -> TraceEstimate:
+def slq_trace(
+    source: HessianOperator | SpectralDensity, num_runs: int = 10, num_steps: int = 30, seed: int = 0
+) -> TraceEstimate:
     """SLQ trace: ``dim`` times the mean over runs of ``sum(weights * nodes)``, with its standard
     error. ``source`` is a :class:`SpectralDensity` or an operator (then
     ``slq_density(source, num_runs, num_steps, seed)`` is computed first)."""
@@ -235,8 +265,18 @@ def slq_trace(source: HessianOperator | SpectralDensity, num_runs: int = 10, num
     mean, stderr = _mean_stderr(samples)
     n = len(samples)
     if n < 2:
-        return TraceEstimate(mean, stderr, n, density.seed, tuple(samples), "slq", density.num_products,
-                             float("nan"), float("nan"), "none (one run)")
+        return TraceEstimate(
+            mean,
+            stderr,
+            n,
+            density.seed,
+            tuple(samples),
+            "slq",
+            density.num_products,
+            float("nan"),
+            float("nan"),
+            "none (one run)",
+        )
     # A run's trace sample is v^T H v for its Rademacher start vector: right-skewed for a network Hessian, so
     # a t interval over a few runs under-covers (benchmarks/trace_coverage.py).  As in hessian/trace.py the
     # standard deviation is the larger of the sample one and one from Var(v^T H v) = 2(||H||_F^2 - sum H_ii^2)
@@ -248,10 +288,22 @@ def slq_trace(source: HessianOperator | SpectralDensity, num_runs: int = 10, num
     sd_sample = float(np.std(samples, ddof=1))
     sd = max(sd_sample, math.sqrt(2.0 * float(np.mean(fro2)))) if density.num_steps >= 2 else sd_sample
     half = float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    how = (f"student-t 95% over {n} independent SLQ runs, sd = max(sample sd, sqrt(2) * ||H||_F from the "
-           f"runs' second moments)")
-    return TraceEstimate(mean, sd / math.sqrt(n), n, density.seed, tuple(samples), "slq", density.num_products,
-                         mean - half, mean + half, how)
+    how = (
+        f"student-t 95% over {n} independent SLQ runs, sd = max(sample sd, sqrt(2) * ||H||_F from the "
+        f"runs' second moments)"
+    )
+    return TraceEstimate(
+        mean,
+        sd / math.sqrt(n),
+        n,
+        density.seed,
+        tuple(samples),
+        "slq",
+        density.num_products,
+        mean - half,
+        mean + half,
+        how,
+    )
 
 
 def gaussian_density(nodes: Any, weights: Any, grid: Any, sigma: float) -> np.ndarray:
@@ -281,8 +333,15 @@ class Eigenpairs:
     which: str = "LA"
 
 
-def top_eigenpairs(op: HessianOperator, k: int = 1, tol: float = 1e-6, seed: int = 0, maxiter: int | None = None,
-                   which: str = "LA", ncv: int | None = None) -> Eigenpairs:
+def top_eigenpairs(
+    op: HessianOperator,
+    k: int = 1,
+    tol: float = 1e-6,
+    seed: int = 0,
+    maxiter: int | None = None,
+    which: str = "LA",
+    ncv: int | None = None,
+) -> Eigenpairs:
     """The ``k`` largest *algebraic* (signed) eigenpairs of ``op`` by implicitly restarted
     Lanczos (ARPACK ``eigsh``, ``which="LA"``); ``which="SA"`` gives the smallest, ``"LM"``
     the largest magnitude. ``v0`` is a Gaussian vector from ``seed``; ``tol`` is ARPACK's
@@ -318,8 +377,9 @@ def top_eigenpairs(op: HessianOperator, k: int = 1, tol: float = 1e-6, seed: int
     except ArpackNoConvergence as e:
         converged = False
         vals, vecs = e.eigenvalues, e.eigenvectors
-        warnings.warn(f"ARPACK did not converge in maxiter={maxiter}: {len(vals)} of {k} eigenpairs returned",
-                      stacklevel=2)
+        warnings.warn(
+            f"ARPACK did not converge in maxiter={maxiter}: {len(vals)} of {k} eigenpairs returned", stacklevel=2
+        )
     used = getattr(op, "num_products", 0) - start
     if which == "LA":
         order = np.argsort(-vals)

@@ -18,6 +18,7 @@ from zsq_probe.errors import UserError
 class NonFiniteHessianError(UserError):
     """A Hessian-vector product came out inf/NaN: no curvature estimate exists at this point."""
 
+
 _MODES = ("eval", "train", "as_is")
 
 
@@ -56,8 +57,9 @@ def unflatten(flat: torch.Tensor, like: "HessianOperator | Mapping[str, Any]") -
     return {n: chunk.view(s) for (n, s), chunk in zip(shapes.items(), flat.split(sizes))}
 
 
-def rademacher(dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
-               device: torch.device | str = "cpu") -> torch.Tensor:
+def rademacher(
+    dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """A vector of independent +-1 entries drawn from ``generator`` (a CPU generator, so a seed
     gives the same vectors on every device)."""
     bits = torch.randint(0, 2, (dim,), generator=generator, dtype=torch.int8)
@@ -171,11 +173,19 @@ class HessianOperator:
     Call :meth:`close` (or use ``with``) to free the graph.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor],
-                 batches: Iterable[tuple[Any, Any]], params: str | Iterable[str] | None = None,
-                 device: torch.device | str | None = None, mode: str = "eval",
-                 keep_graphs: bool | None = None, memory_fraction: float = 0.5,
-                 freeze_activation_ranges: bool = True, process_group: Any = "active") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        batches: Iterable[tuple[Any, Any]],
+        params: str | Iterable[str] | None = None,
+        device: torch.device | str | None = None,
+        mode: str = "eval",
+        keep_graphs: bool | None = None,
+        memory_fraction: float = 0.5,
+        freeze_activation_ranges: bool = True,
+        process_group: Any = "active",
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"HessianOperator needs a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -210,8 +220,12 @@ class HessianOperator:
             if want.type != self.device.type or (want.index is not None and want.index != self.device.index):
                 raise ValueError(f"the model is on {self.device}, not {want}: move it there first (model.to('{want}'))")
 
-        if isinstance(batches, tuple) and len(batches) == 2 and isinstance(batches[0], torch.Tensor) \
-                and isinstance(batches[1], torch.Tensor):
+        if (
+            isinstance(batches, tuple)
+            and len(batches) == 2
+            and isinstance(batches[0], torch.Tensor)
+            and isinstance(batches[1], torch.Tensor)
+        ):
             raise TypeError("batches must be an iterable of (inputs, target) pairs: wrap a single batch as [(x, y)]")
         self._batches: list[tuple[Any, Any]] = []
         for b in batches:
@@ -245,8 +259,9 @@ class HessianOperator:
         """The forward runs in ``self.mode`` on clones of every buffer; flags and buffers are put back."""
         from zsq_probe.module_state import preserved_state
 
-        return preserved_state(self.model, mode=None if self.mode == "as_is" else self.mode,
-                               freeze_ranges=self.freeze_activation_ranges)
+        return preserved_state(
+            self.model, mode=None if self.mode == "as_is" else self.mode, freeze_ranges=self.freeze_activation_ranges
+        )
 
     def _batch_gradient(self, index: int, create_graph: bool = True) -> list[torch.Tensor]:
         inputs, target = self._batches[index]
@@ -258,8 +273,9 @@ class HessianOperator:
             raise ValueError("loss_fn must return a scalar tensor")
         loss = loss.reshape(())
         if not torch.isfinite(loss.detach()):
-            warnings.warn(f"loss on batch {index} is not finite ({loss.item()}); Hessian products will be too",
-                          stacklevel=3)
+            warnings.warn(
+                f"loss on batch {index} is not finite ({loss.item()}); Hessian products will be too", stacklevel=3
+            )
         if not loss.requires_grad:
             return [torch.zeros_like(p) for p in self._params]
         with torch.enable_grad():
@@ -279,8 +295,10 @@ class HessianOperator:
         if group is None or group.size == 1:
             return group
         if self.mode == "train":
-            raise ValueError("a Hessian split across ranks needs a forward that treats samples independently: "
-                             "mode='eval' (BN running statistics) or 'as_is' with such a model, not 'train'")
+            raise ValueError(
+                "a Hessian split across ranks needs a forward that treats samples independently: "
+                "mode='eval' (BN running statistics) or 'as_is' with such a model, not 'train'"
+            )
         batches, weights = [], []
         for (x, t), n in zip(self._batches, sizes):
             start, stop = distributed.shard(n, group.rank, group.size)
@@ -341,12 +359,18 @@ class HessianOperator:
         if not live:
             return out
         try:
-            hv = torch.autograd.grad([g for _, g in live], self._params,
-                                     grad_outputs=[v_parts[i] for i, _ in live],
-                                     retain_graph=self.keep_graphs, allow_unused=True)
+            hv = torch.autograd.grad(
+                [g for _, g in live],
+                self._params,
+                grad_outputs=[v_parts[i] for i, _ in live],
+                retain_graph=self.keep_graphs,
+                allow_unused=True,
+            )
         except RuntimeError as e:
             if "modified by an inplace operation" in str(e):
-                raise ValueError("model parameters changed since this HessianOperator was built; build a new one") from e
+                raise ValueError(
+                    "model parameters changed since this HessianOperator was built; build a new one"
+                ) from e
             raise
         return [o if h is None else h for o, h in zip(out, hv)]
 
@@ -369,8 +393,9 @@ class HessianOperator:
         out = torch.cat([h.reshape(-1) for h in hv]).detach()
         out = self._group.all_reduce(out) if self._group is not None else out
         if not bool(torch.isfinite(out).all()):  # NaN would otherwise crash ARPACK/eigh_tridiagonal far away
-            raise NonFiniteHessianError("a Hessian-vector product is non-finite (the loss surface at these "
-                                        "parameters and batch holds inf/NaN)")
+            raise NonFiniteHessianError(
+                "a Hessian-vector product is non-finite (the loss surface at these parameters and batch holds inf/NaN)"
+            )
         return out
 
     __matmul__ = matvec
@@ -428,7 +453,9 @@ class HessianOperator:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"HessianOperator(dim={self.dim}, params={len(self.param_names)}, batches={len(self._batches)}, "
-                f"mode={self.mode!r}, keep_graphs={self.keep_graphs}, dtype={self.dtype}, device={self.device}, "
-                f"num_products={self.num_products}{f', world_size={self.world_size}' if self.world_size > 1 else ''}"
-                f"{', closed' if self._closed else ''})")
+        return (
+            f"HessianOperator(dim={self.dim}, params={len(self.param_names)}, batches={len(self._batches)}, "
+            f"mode={self.mode!r}, keep_graphs={self.keep_graphs}, dtype={self.dtype}, device={self.device}, "
+            f"num_products={self.num_products}{f', world_size={self.world_size}' if self.world_size > 1 else ''}"
+            f"{', closed' if self._closed else ''})"
+        )

@@ -136,8 +136,9 @@ def _deflation_rows(deflate: Any, op: Any) -> torch.Tensor | None:
     if deflate.dim() == 1:
         deflate = deflate.reshape(1, -1)
     if deflate.dim() != 2 or deflate.shape[1] != op.dim:
-        raise ValueError(f"deflate must be a (k, {op.dim}) tensor or a list of vectors, got shape "
-                         f"{tuple(deflate.shape)}")
+        raise ValueError(
+            f"deflate must be a (k, {op.dim}) tensor or a list of vectors, got shape {tuple(deflate.shape)}"
+        )
     if deflate.shape[0] == 0:
         return None
     if not torch.isfinite(deflate).all():
@@ -212,10 +213,19 @@ class _Complement:
 # --------------------------------------------------------------------------- estimator
 
 
-def estimate_trace(op: Any, method: str = "hutch++", *, rtol: float | None = 0.05, atol: float | None = None,
-                   max_products: int = DEFAULT_MAX_PRODUCTS, min_samples: int | None = None,
-                   sketch: int | None = None, deflate: Any = None, seed: int = 0,
-                   level: float = 0.95) -> TraceInterval:
+def estimate_trace(
+    op: Any,
+    method: str = "hutch++",
+    *,
+    rtol: float | None = 0.05,
+    atol: float | None = None,
+    max_products: int = DEFAULT_MAX_PRODUCTS,
+    min_samples: int | None = None,
+    sketch: int | None = None,
+    deflate: Any = None,
+    seed: int = 0,
+    level: float = 0.95,
+) -> TraceInterval:
     """Estimate ``tr(H)`` of ``op`` (anything with ``.dim``, ``.dtype``, ``.device``, ``.matvec``).
 
     ``method``: ``"hutch++"`` (default) or ``"hutchinson"``.  ``rtol``: stop once the ``level``
@@ -266,8 +276,9 @@ def estimate_trace(op: Any, method: str = "hutch++", *, rtol: float | None = 0.0
         q = _orthonormal_rows(u, None)
     room = max_products - k - min(min_samples, max(dim - k, 0))
     if room < 0:
-        raise ValueError(f"max_products={max_products} cannot pay for {k} deflation vectors and "
-                         f"{min_samples} complement samples")
+        raise ValueError(
+            f"max_products={max_products} cannot pay for {k} deflation vectors and {min_samples} complement samples"
+        )
     s = min(sketch, room // 2, dim - k)
     if s > 0:
         y = torch.stack([matvec(rademacher(dim, gen, op.dtype, op.device)) for _ in range(s)])
@@ -282,12 +293,33 @@ def estimate_trace(op: Any, method: str = "hutch++", *, rtol: float | None = 0.0
             low_rank += float(torch.dot(row.double(), hq))
             fro2_low += float(torch.dot(hq, hq))  # ||H Q||_F^2 = sum ||H q_i||^2
 
-    desc_q = (f"Hutch++ rank {rank} ({k} deflated + {rank - k} from a {s}-vector sketch)"
-              if method == "hutch++" else "plain Hutchinson")
+    desc_q = (
+        f"Hutch++ rank {rank} ({k} deflated + {rank - k} from a {s}-vector sketch)"
+        if method == "hutch++"
+        else "plain Hutchinson"
+    )
     if rank >= dim:  # Q spans everything: the low-rank part is the trace
-        return TraceInterval(low_rank, 0.0, low_rank, low_rank, 0, used, method,
-                             f"exact: {desc_q} spans the whole space", low_rank, rank, k, (), int(seed),
-                             level, "exact", math.sqrt(fro2_low), 0.0, float("nan"), 0.0)
+        return TraceInterval(
+            low_rank,
+            0.0,
+            low_rank,
+            low_rank,
+            0,
+            used,
+            method,
+            f"exact: {desc_q} spans the whole space",
+            low_rank,
+            rank,
+            k,
+            (),
+            int(seed),
+            level,
+            "exact",
+            math.sqrt(fro2_low),
+            0.0,
+            float("nan"),
+            0.0,
+        )
 
     # ---------------------------------------------------------------- complement (Hutchinson)
     from scipy.stats import t as student_t
@@ -326,28 +358,79 @@ def estimate_trace(op: Any, method: str = "hutch++", *, rtol: float | None = 0.0
         stop = f"stopped at half-width <= {tol:.4g} (max(rtol*|estimate|, {'atol' if atol is not None else 'rtol*||H||_F'}))"
     else:
         stop = f"budget of {max_products} products spent" + ("" if rtol is None else f" before half-width <= {tol:.4g}")
-    how = (f"student-t {100 * level:g}% over {n} complement samples of {desc_q}, sd = max(sample sd, "
-           f"Rademacher-identity sd); {stop}")
+    how = (
+        f"student-t {100 * level:g}% over {n} complement samples of {desc_q}, sd = max(sample sd, "
+        f"Rademacher-identity sd); {stop}"
+    )
     stderr = sd / math.sqrt(n) if n > 1 else float("nan")
     return TraceInterval(
-        estimate=estimate, stderr=stderr, ci_low=estimate - half, ci_high=estimate + half, num_vectors=n,
-        num_products=used, estimator=method, interval=how, low_rank_part=low_rank, rank=rank, deflated=k,
-        samples=tuple(float(a) for a in x), seed=int(seed), level=level, stopped_by=stopped_by,
-        frobenius=fro, tolerance=tol, skewness=_skewness(x),
-        sample_stderr=comp.sample_std() / math.sqrt(n) if n > 1 else float("nan"))
+        estimate=estimate,
+        stderr=stderr,
+        ci_low=estimate - half,
+        ci_high=estimate + half,
+        num_vectors=n,
+        num_products=used,
+        estimator=method,
+        interval=how,
+        low_rank_part=low_rank,
+        rank=rank,
+        deflated=k,
+        samples=tuple(float(a) for a in x),
+        seed=int(seed),
+        level=level,
+        stopped_by=stopped_by,
+        frobenius=fro,
+        tolerance=tol,
+        skewness=_skewness(x),
+        sample_stderr=comp.sample_std() / math.sqrt(n) if n > 1 else float("nan"),
+    )
 
 
-def hutchpp_trace(op: Any, *, deflate: Any = None, sketch: int | None = None, rtol: float | None = 0.05,
-                  atol: float | None = None, max_products: int = DEFAULT_MAX_PRODUCTS,
-                  min_samples: int | None = None, seed: int = 0, level: float = 0.95) -> TraceInterval:
+def hutchpp_trace(
+    op: Any,
+    *,
+    deflate: Any = None,
+    sketch: int | None = None,
+    rtol: float | None = 0.05,
+    atol: float | None = None,
+    max_products: int = DEFAULT_MAX_PRODUCTS,
+    min_samples: int | None = None,
+    seed: int = 0,
+    level: float = 0.95,
+) -> TraceInterval:
     """Hutch++ with optional deflation: ``estimate_trace(op, "hutch++", ...)``."""
-    return estimate_trace(op, "hutch++", rtol=rtol, atol=atol, max_products=max_products, min_samples=min_samples,
-                          sketch=sketch, deflate=deflate, seed=seed, level=level)
+    return estimate_trace(
+        op,
+        "hutch++",
+        rtol=rtol,
+        atol=atol,
+        max_products=max_products,
+        min_samples=min_samples,
+        sketch=sketch,
+        deflate=deflate,
+        seed=seed,
+        level=level,
+    )
 
 
-def hutchinson_interval(op: Any, *, rtol: float | None = 0.05, atol: float | None = None,
-                        max_products: int = DEFAULT_MAX_PRODUCTS, min_samples: int | None = None, seed: int = 0,
-                        level: float = 0.95) -> TraceInterval:
+def hutchinson_interval(
+    op: Any,
+    *,
+    rtol: float | None = 0.05,
+    atol: float | None = None,
+    max_products: int = DEFAULT_MAX_PRODUCTS,
+    min_samples: int | None = None,
+    seed: int = 0,
+    level: float = 0.95,
+) -> TraceInterval:
     """Plain Rademacher Hutchinson with the same interval and stop rule: ``estimate_trace(op, "hutchinson", ...)``."""
-    return estimate_trace(op, "hutchinson", rtol=rtol, atol=atol, max_products=max_products,
-                          min_samples=min_samples, seed=seed, level=level)
+    return estimate_trace(
+        op,
+        "hutchinson",
+        rtol=rtol,
+        atol=atol,
+        max_products=max_products,
+        min_samples=min_samples,
+        seed=seed,
+        level=level,
+    )

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class FigureSpec:
     """One paper figure: `build(runs, **options)` returns a Figure, or [(file stem, Figure)] when
     `per_run` (one file per run)."""
+
     name: str
     filename: str
     tables_needed: tuple[str, ...]
@@ -38,8 +39,9 @@ class FigureSpec:
         runs = open_runs(runs)
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            raise TypeError(f"{self.name} takes no option(s) {', '.join(unknown)} (it takes: "
-                            f"{', '.join(self.options) or 'none'})")
+            raise TypeError(
+                f"{self.name} takes no option(s) {', '.join(unknown)} (it takes: {', '.join(self.options) or 'none'})"
+            )
         built = self.build(runs, **options)
         return built if self.per_run else [(self.filename, built)]
 
@@ -49,53 +51,124 @@ class FigureSpec:
         check_format(fmt)
         runs = open_runs(runs)
         with figure_width(width):
-            return [save(fig, out_dir, stem, fmt, caption=caption(self, runs, stem))
-                    for stem, fig in self.figures(runs, **options)]
+            return [
+                save(fig, out_dir, stem, fmt, caption=caption(self, runs, stem))
+                for stem, fig in self.figures(runs, **options)
+            ]
 
 
-FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in (
-    FigureSpec("fig1", "fig1_cosine", ("cosine",),
-               "CE-KL gradient cosine over epochs, KD vs ZQ, with 2-D angle snapshots (paper Fig. 1)",
-               cosine.cosine_figure, ("epoch",)),
-    FigureSpec("fig2b", "fig2b_hessian_trace", ("hessian_trace",),
-               "Hessian trace of CE and KL over epochs, KD and ZQ panels (paper Fig. 2b)", hessian.trace_figure),
-    FigureSpec("fig2c", "fig2c_loss_slice", ("slice",),
-               "loss slices along the top Hessian eigenvector e of each loss per epoch, CE in reds and KL in blues, "
-               "darker = later epoch (paper Fig. 2c)",
-               loss_slice.slice_figure),
-    FigureSpec("fig2d", "fig2d_eigen_density", ("hessian_density",),
-               "eigenvalue density of the CE vs KL Hessian at one epoch (SLQ, paper Fig. 2d)",
-               hessian.density_figure, ("epoch",)),
-    FigureSpec("fig3a", "fig3a_inter_epoch", ("inter_epoch",),
-               "inter-epoch cosine of the epoch-mean KL gradient, KD vs ZQ (paper Fig. 3a)",
-               inter_epoch.inter_epoch_figure),
-    FigureSpec("fig3bc", "fig3bc_crossings", ("crossings",),
-               "integer codes changed per layer (average per step) at an early and a late epoch (paper Fig. 3b/c)",
-               crossings.crossings_figure, ("epochs",)),
-    FigureSpec("fig4", "fig4_crossings_gi", ("crossings",),
-               "share of codes changed per layer under high lr (kl-only-high-lr) and under GI (ait), "
-               "p dotted red (paper Fig. 4)", crossings.crossings_gi_figure, ("epochs",)),
-    FigureSpec("fig5", "fig5_training", ("metrics", "cosine"),
-               "KL, CE-KL cosine and validation CE over training for the ZQ methods (paper Fig. 5a-c)",
-               training.training_figure),
-    FigureSpec("fig6", "fig6_samples", (),  # reads config.json and a checkpoint's generator state instead
-               "real vs synthetic samples, one per class, from the run's generator checkpoint (paper Fig. 6)",
-               samples.samples_figures, ("epoch",), per_run=True),
-    FigureSpec("fig7_8", "fig7_8_cosine_grid", ("cosine",),
-               "grid of CE-KL cosine panels across models/data sets, KD vs ZQ per setting (paper Figs. 7, 8)",
-               cosine.cosine_grid_figure),
-    FigureSpec("fig9", "fig9_trace_grid", ("hessian_trace",),
-               "grid of Hessian-trace panels (CE vs KL) across models/data sets, one per run (paper Fig. 9)",
-               hessian.trace_grid_figure),
-)}
+FIGURES: dict[str, FigureSpec] = {
+    spec.name: spec
+    for spec in (
+        FigureSpec(
+            "fig1",
+            "fig1_cosine",
+            ("cosine",),
+            "CE-KL gradient cosine over epochs, KD vs ZQ, with 2-D angle snapshots (paper Fig. 1)",
+            cosine.cosine_figure,
+            ("epoch",),
+        ),
+        FigureSpec(
+            "fig2b",
+            "fig2b_hessian_trace",
+            ("hessian_trace",),
+            "Hessian trace of CE and KL over epochs, KD and ZQ panels (paper Fig. 2b)",
+            hessian.trace_figure,
+        ),
+        FigureSpec(
+            "fig2c",
+            "fig2c_loss_slice",
+            ("slice",),
+            "loss slices along the top Hessian eigenvector e of each loss per epoch, CE in reds and KL in blues, "
+            "darker = later epoch (paper Fig. 2c)",
+            loss_slice.slice_figure,
+        ),
+        FigureSpec(
+            "fig2d",
+            "fig2d_eigen_density",
+            ("hessian_density",),
+            "eigenvalue density of the CE vs KL Hessian at one epoch (SLQ, paper Fig. 2d)",
+            hessian.density_figure,
+            ("epoch",),
+        ),
+        FigureSpec(
+            "fig3a",
+            "fig3a_inter_epoch",
+            ("inter_epoch",),
+            "inter-epoch cosine of the epoch-mean KL gradient, KD vs ZQ (paper Fig. 3a)",
+            inter_epoch.inter_epoch_figure,
+        ),
+        FigureSpec(
+            "fig3bc",
+            "fig3bc_crossings",
+            ("crossings",),
+            "integer codes changed per layer (average per step) at an early and a late epoch (paper Fig. 3b/c)",
+            crossings.crossings_figure,
+            ("epochs",),
+        ),
+        FigureSpec(
+            "fig4",
+            "fig4_crossings_gi",
+            ("crossings",),
+            "share of codes changed per layer under high lr (kl-only-high-lr) and under GI (ait), "
+            "p dotted red (paper Fig. 4)",
+            crossings.crossings_gi_figure,
+            ("epochs",),
+        ),
+        FigureSpec(
+            "fig5",
+            "fig5_training",
+            ("metrics", "cosine"),
+            "KL, CE-KL cosine and validation CE over training for the ZQ methods (paper Fig. 5a-c)",
+            training.training_figure,
+        ),
+        FigureSpec(
+            "fig6",
+            "fig6_samples",
+            (),  # reads config.json and a checkpoint's generator state instead
+            "real vs synthetic samples, one per class, from the run's generator checkpoint (paper Fig. 6)",
+            samples.samples_figures,
+            ("epoch",),
+            per_run=True,
+        ),
+        FigureSpec(
+            "fig7_8",
+            "fig7_8_cosine_grid",
+            ("cosine",),
+            "grid of CE-KL cosine panels across models/data sets, KD vs ZQ per setting (paper Figs. 7, 8)",
+            cosine.cosine_grid_figure,
+        ),
+        FigureSpec(
+            "fig9",
+            "fig9_trace_grid",
+            ("hessian_trace",),
+            "grid of Hessian-trace panels (CE vs KL) across models/data sets, one per run (paper Fig. 9)",
+            hessian.trace_grid_figure,
+        ),
+    )
+}
 
 
 PROBE_SETTINGS = {  # what a caption states of the probes a figure reads (flat config keys)
     "cosine": ("probe_every_steps",),
-    "hessian_trace": ("hessian_every_epochs", "hessian_batch_size", "trace_estimators", "hessian_vectors",
-                      "trace_rtol", "trace_max_products", "slq_runs", "slq_steps"),
-    "hessian_density": ("hessian_every_epochs", "hessian_batch_size", "slq_runs", "slq_steps", "density_sigma",
-                        "density_sigma_fraction"),
+    "hessian_trace": (
+        "hessian_every_epochs",
+        "hessian_batch_size",
+        "trace_estimators",
+        "hessian_vectors",
+        "trace_rtol",
+        "trace_max_products",
+        "slq_runs",
+        "slq_steps",
+    ),
+    "hessian_density": (
+        "hessian_every_epochs",
+        "hessian_batch_size",
+        "slq_runs",
+        "slq_steps",
+        "density_sigma",
+        "density_sigma_fraction",
+    ),
     "slice": ("hessian_every_epochs", "slice_points", "slice_scalings", "slice_losses", "slice_norm_fraction"),
 }
 
@@ -109,13 +182,16 @@ def caption(figure: FigureSpec, runs, stem: str) -> str:
     doc = (figure.build.__doc__ or "").strip()
     if doc:
         lines.append(" ".join(doc.split()))
-    lines.append("Runs (methods whose runs differ only by seed are aggregated: mean, band/error bar = seed "
-                 "min-max, n = seeds):")
+    lines.append(
+        "Runs (methods whose runs differ only by seed are aggregated: mean, band/error bar = seed min-max, n = seeds):"
+    )
     for g in R.seed_groups(runs):
         cfg = R.config(g[0])
         seeds = ", ".join(f"{r.name} (seed {R.seed(r)})" for r in g)
-        lines.append(f"  - {R.method(g[0])} [{R.setting(g[0])}, {cfg.get('epochs')} epochs, lr {cfg.get('lr')}], "
-                     f"n={len(g)}: {seeds}")
+        lines.append(
+            f"  - {R.method(g[0])} [{R.setting(g[0])}, {cfg.get('epochs')} epochs, lr {cfg.get('lr')}], "
+            f"n={len(g)}: {seeds}"
+        )
     for table in figure.tables_needed:
         keys = PROBE_SETTINGS.get(table)
         if not keys:
@@ -125,8 +201,7 @@ def caption(figure: FigureSpec, runs, stem: str) -> str:
             continue
         cfg = R.config(with_table[0])
         settings = ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
-        lines.append(f"Probe settings ({table}; runs holding it: {', '.join(r.name for r in with_table)}): "
-                     f"{settings}.")
+        lines.append(f"Probe settings ({table}; runs holding it: {', '.join(r.name for r in with_table)}): {settings}.")
     return "\n".join(lines)
 
 
@@ -139,8 +214,9 @@ def figure_names(only=None) -> list[str]:
     names = [n for n in names if n]
     bad = [n for n in names if n not in FIGURES]
     if bad or not names:
-        raise UserError(f"unknown figure name(s) {', '.join(bad) or repr(only)} in --only: "
-                        f"valid names are {', '.join(valid)}")
+        raise UserError(
+            f"unknown figure name(s) {', '.join(bad) or repr(only)} in --only: valid names are {', '.join(valid)}"
+        )
     return names
 
 
@@ -163,8 +239,9 @@ def plot_figure(name: str, runs, out_dir, fmt: str = "png", width: str | None = 
     return spec(name).plot(runs, out_dir, fmt, width, **options)
 
 
-def write_figures(runs, out, only=None, fmt="png", epoch: int | None = None,
-                  epochs=None, width: str | None = None) -> tuple[list[Path], int]:
+def write_figures(
+    runs, out, only=None, fmt="png", epoch: int | None = None, epochs=None, width: str | None = None
+) -> tuple[list[Path], int]:
     """Draw every chosen figure (`only`: names; default all) the runs have data for into `out`.
 
     `runs`: run folders or RunDirs.  `epoch`: the snapshot epoch of fig1/fig2d/fig6; `epochs`: the epochs of

@@ -48,12 +48,14 @@ def draw_compare(ax, probe: str, kd_run, zq_run, kd_df=None, zq_df=None) -> None
             for loss, color in (("ce", CE_COLOR), ("kl", KL_COLOR)):
                 per_seed = [c[(c["estimator"] == est) & (c["loss"] == loss)] for c in curves]
                 positive &= all((c["trace"] > 0).all() for c in per_seed)
-                n = R.draw_seed_band(ax, per_seed, "epoch", "trace", color, f"{loss.upper()}, {label} ({est})",
-                                     R.marker(first), ls=ls)
+                n = R.draw_seed_band(
+                    ax, per_seed, "epoch", "trace", color, f"{loss.upper()}, {label} ({est})", R.marker(first), ls=ls
+                )
                 if n == 1 and per_seed[0]["ci_low"].notna().all():  # one seed: the estimator's own interval
                     c = per_seed[0]
-                    ax.fill_between(c["epoch"], c["ci_low"].clip(lower=1e-12), c["ci_high"], color=color,
-                                    alpha=0.15, lw=0)
+                    ax.fill_between(
+                        c["epoch"], c["ci_low"].clip(lower=1e-12), c["ci_high"], color=color, alpha=0.15, lw=0
+                    )
     if probe == "hessian":
         if positive:  # KD and ZQ traces can differ tenfold: a log axis shows both (a trace <= 0 keeps it linear)
             ax.set_yscale("log")
@@ -75,10 +77,13 @@ def compare_figure(probe: str, kd_run, zq_run, kd_df=None, zq_df=None):
 
 def caption(probe: str, kd_runs, zq_runs) -> str:
     names = {kind: ", ".join(R.open_run(r).name for r in runs) for kind, runs in (("KD", kd_runs), ("ZQ", zq_runs))}
-    band = ("mean over seeds, band the seed interval [min, max]; one seed: "
-            + ("the estimator's 95 % interval" if probe == "hessian" else "no band"))
-    return (f"zsq-probe compare --probe {probe}: KD runs {names['KD']} (n={len(kd_runs)}) against ZQ runs "
-            f"{names['ZQ']} (n={len(zq_runs)}); {band}.")
+    band = "mean over seeds, band the seed interval [min, max]; one seed: " + (
+        "the estimator's 95 % interval" if probe == "hessian" else "no band"
+    )
+    return (
+        f"zsq-probe compare --probe {probe}: KD runs {names['KD']} (n={len(kd_runs)}) against ZQ runs "
+        f"{names['ZQ']} (n={len(zq_runs)}); {band}."
+    )
 
 
 def plot_compare(probe: str, kd_run, zq_run, kd_df, zq_df, out_dir, fmt: str = "png") -> Path:
@@ -87,5 +92,10 @@ def plot_compare(probe: str, kd_run, zq_run, kd_df, zq_df, out_dir, fmt: str = "
     zq_runs = zq_run if isinstance(zq_run, (list, tuple)) else [zq_run]
     fig = compare_figure(probe, kd_runs, zq_runs, kd_df, zq_df)
     kd0, zq0 = R.open_run(kd_runs[0]), R.open_run(zq_runs[0])
-    return save(fig, out_dir, f"compare_{probe}_{safe_name(kd0.name)}_vs_{safe_name(zq0.name)}", fmt,
-                caption=caption(probe, kd_runs, zq_runs))
+    return save(
+        fig,
+        out_dir,
+        f"compare_{probe}_{safe_name(kd0.name)}_vs_{safe_name(zq0.name)}",
+        fmt,
+        caption=caption(probe, kd_runs, zq_runs),
+    )

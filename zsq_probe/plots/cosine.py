@@ -43,8 +43,15 @@ def _curves(ax, run, df, color, scatter, label, figure):
         ax.scatter(step_positions(steps), steps["cosine"], s=5, color=color, alpha=alpha, lw=0, rasterized=True)
     if label is None and run is not None:
         label = R.label(run)
-    ax.plot(epochs["epoch"], epochs["cosine"], color=color, lw=1.2, marker="o" if len(epochs) <= 40 else None,
-            ms=3, label=label)
+    ax.plot(
+        epochs["epoch"],
+        epochs["cosine"],
+        color=color,
+        lw=1.2,
+        marker="o" if len(epochs) <= 40 else None,
+        ms=3,
+        label=label,
+    )
     return epochs
 
 
@@ -65,8 +72,7 @@ def _snapshot(ax, run, epochs, epoch, color, n: int = 1, small: bool = False):
         angle = float(np.degrees(np.arccos(np.clip(row["cosine"], -1, 1))))
     th = np.radians(angle)
     ax.annotate("", xy=(1, 0), xytext=(0, 0), arrowprops=dict(arrowstyle="-|>", color=CE_COLOR, lw=2))
-    ax.annotate("", xy=(np.cos(th), np.sin(th)), xytext=(0, 0),
-                arrowprops=dict(arrowstyle="-|>", color=KL_COLOR, lw=2))
+    ax.annotate("", xy=(np.cos(th), np.sin(th)), xytext=(0, 0), arrowprops=dict(arrowstyle="-|>", color=KL_COLOR, lw=2))
     arc = np.linspace(0, th, 60)
     ax.plot(0.28 * np.cos(arc), 0.28 * np.sin(arc), color="0.3", lw=1)
     ax.text(1.02, -0.1, "∇CE", color=CE_COLOR, ha="right", va="top", fontsize=7)
@@ -102,8 +108,7 @@ def cosine_figure(runs, epoch: int | None = None):
     middle epoch all runs share), the angle averaged over the seeds."""
     runs = R.kd_first(R.runs_with(R.open_runs(runs), "cosine", "fig1"))
     groups = R.seed_groups(runs)
-    tables = {r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig1"), r.name)
-              for r in runs}
+    tables = {r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig1"), r.name) for r in runs}
     e = common_epoch(tables, epoch, "fig1")
     n = len(groups)
     with drawing((7.0, 2.3 + 7.0 / max(n, 3))) as fig:
@@ -135,16 +140,24 @@ def cosine_grid_figure(runs):
     for r in R.kd_first(runs):
         settings.setdefault(R.setting(r), []).append(r)
     ncols = len(settings)
-    tables = {r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig7_8"), r.name)
-              for r in runs}
+    tables = {
+        r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig7_8"), r.name) for r in runs
+    }
     with drawing((7.0, 4.2)) as fig:
         outer = fig.add_gridspec(2, ncols, height_ratios=[1.6, 1.0])
         for j, (name, members) in enumerate(settings.items()):
             ax = fig.add_subplot(outer[0, j])
             groups = R.seed_groups(members)
             for g in groups:
-                R.draw_seed_band(ax, [tables[r.name] for r in g], "epoch", "cosine", R.kind_color(g[0]),
-                                 R.label(g[0]), R.marker(g[0]))
+                R.draw_seed_band(
+                    ax,
+                    [tables[r.name] for r in g],
+                    "epoch",
+                    "cosine",
+                    R.kind_color(g[0]),
+                    R.label(g[0]),
+                    R.marker(g[0]),
+                )
             zero_line(ax)
             epoch_axis(ax)
             ax.set_ylabel("cos(∇CE, ∇KL)")

@@ -46,8 +46,7 @@ def _pick(available, epochs, what: str, have: str) -> list[int]:
         return default_epochs(available)
     missing = [e for e in chosen if e not in available]
     if missing:
-        raise UserError(f"{what} for epoch(s) {', '.join(map(str, missing))} ({have}: "
-                        f"{epoch_list(sorted(available))})")
+        raise UserError(f"{what} for epoch(s) {', '.join(map(str, missing))} ({have}: {epoch_list(sorted(available))})")
     return chosen
 
 
@@ -75,8 +74,11 @@ def _bars(ax, run, df, epoch, value, p_line, where, color=None):
     share = layers["changed_per_step"].sum() / max(layers["layer_size"].sum(), 1)
     zero = int((layers["changed"] == 0).sum())
     head = f"{R.method(run)} ({run.name}), " if run is not None else ""
-    ax.set_title(f"{head}epoch {epoch}\n{100 * share:.3g}% of codes change {_BASIS[basis]}; "
-                 f"{zero}/{len(layers)} layers unchanged", fontsize=9.5)
+    ax.set_title(
+        f"{head}epoch {epoch}\n{100 * share:.3g}% of codes change {_BASIS[basis]}; "
+        f"{zero}/{len(layers)} layers unchanged",
+        fontsize=9.5,
+    )
     ax.set_xticks(x)
     ax.set_xticklabels(layers["layer"], rotation=90, fontsize=7 if len(layers) > 12 else 8)
     ax.set_xlim(-0.6, len(layers) - 0.4)
@@ -89,8 +91,18 @@ def _bars(ax, run, df, epoch, value, p_line, where, color=None):
     return layers
 
 
-ABBREV = {"init_block": "in", "stage": "s", "unit": "u", "conv": "c", "identity_conv": "id", "downsample": "ds",
-          "output": "fc", "classifier": "fc", "layer": "l", "shortcut": "sc"}
+ABBREV = {
+    "init_block": "in",
+    "stage": "s",
+    "unit": "u",
+    "conv": "c",
+    "identity_conv": "id",
+    "downsample": "ds",
+    "output": "fc",
+    "classifier": "fc",
+    "layer": "l",
+    "shortcut": "sc",
+}
 DROP = {"features", "body", "module", "model", "weight"}
 FLOOR = 1e-7  # share drawn for a layer whose codes did not change (log axis)
 
@@ -142,8 +154,9 @@ def shared_epochs(groups, epochs, figure):
     return _pick(available, epochs, f"{figure}: no crossings rows in every run", "epochs all runs have")
 
 
-def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: str = "share_per_step",
-                   p_line=lambda run: False):
+def crossings_grid(
+    runs, epochs, figure: str, ylabel: str, title: str, value: str = "share_per_step", p_line=lambda run: False
+):
     """One panel per chosen epoch (shared log y-axis): per layer, one bar per method (mean over its seeds,
     error bar: seed min–max); GI's p as a dotted line (black; a further GI method with another p in its own
     colour); unchanged layers drawn at FLOOR."""
@@ -166,12 +179,25 @@ def crossings_grid(runs, epochs, figure: str, ylabel: str, title: str, value: st
                 x = np.arange(len(layers)) + (i - (len(groups) - 1) / 2) * width
                 y = np.maximum(mean, FLOOR)
                 err = None if n < 2 else np.vstack([y - np.maximum(low, FLOOR), np.maximum(high, FLOOR) - y])
-                ax.bar(x, y - FLOOR, bottom=FLOOR, width=width, color=R.kind_color(g[0]), yerr=err,
-                       error_kw=dict(lw=0.6, capsize=1), label=f"{R.method(g[0])} (n={n})")
+                ax.bar(
+                    x,
+                    y - FLOOR,
+                    bottom=FLOOR,
+                    width=width,
+                    color=R.kind_color(g[0]),
+                    yerr=err,
+                    error_kw=dict(lw=0.6, capsize=1),
+                    label=f"{R.method(g[0])} (n={n})",
+                )
                 if p_line(g[0]) and np.isfinite(p) and not any(np.isclose(p, q) for q in p_drawn):
                     who = f" ({R.method(g[0])})" if gi_groups > 1 else ""
-                    ax.axhline(p, color=P_COLOR if not p_drawn else R.kind_color(g[0]), ls=":", lw=1.2,
-                               label=f"GI p = {p:.3g}{who}")
+                    ax.axhline(
+                        p,
+                        color=P_COLOR if not p_drawn else R.kind_color(g[0]),
+                        ls=":",
+                        lw=1.2,
+                        label=f"GI p = {p:.3g}{who}",
+                    )
                     p_drawn.append(p)
             ax.set_yscale("log")
             ax.set_ylim(bottom=FLOOR)
@@ -201,7 +227,16 @@ def crossings_gi_figure(runs, epochs=None):
     runs = R.runs_with(R.open_runs(runs), "crossings", "fig4")
     chosen = [r for r in runs if R.method(r) == HIGH_LR] + [r for r in runs if uses_gi(r) and R.method(r) != HIGH_LR]
     if not chosen:
-        raise R.SkipFigure(f"no run with crossings is a high-lr run (method {HIGH_LR}) or uses GI (ait); "
-                           f"runs: {', '.join(f'{r.name} ({R.method(r)})' for r in runs)}")
-    return crossings_grid(chosen, epochs, "fig4", "share changed / step", "High lr vs gradient inundation",
-                          value="share_per_step", p_line=uses_gi)
+        raise R.SkipFigure(
+            f"no run with crossings is a high-lr run (method {HIGH_LR}) or uses GI (ait); "
+            f"runs: {', '.join(f'{r.name} ({R.method(r)})' for r in runs)}"
+        )
+    return crossings_grid(
+        chosen,
+        epochs,
+        "fig4",
+        "share changed / step",
+        "High lr vs gradient inundation",
+        value="share_per_step",
+        p_line=uses_gi,
+    )

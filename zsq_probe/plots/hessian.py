@@ -41,8 +41,15 @@ def _traces(ax, run, df, legend, figure):
         if not len(c):
             continue
         color = LOSS_COLORS[loss]
-        ax.plot(c["epoch"], c["trace"], color=color, ls=LOSS_STYLES[loss], marker="o" if len(c) <= 40 else None,
-                ms=3, label=f"{loss.upper()}")
+        ax.plot(
+            c["epoch"],
+            c["trace"],
+            color=color,
+            ls=LOSS_STYLES[loss],
+            marker="o" if len(c) <= 40 else None,
+            ms=3,
+            label=f"{loss.upper()}",
+        )
         if c["ci_low"].notna().any():
             ax.fill_between(c["epoch"], c["ci_low"], c["ci_high"], color=color, alpha=0.2, lw=0)
         drawn += 1
@@ -99,9 +106,9 @@ def trace_grid_figure(runs):
             ax.set_title(f"{R.setting(r).split('/')[0]}: {R.label(r)}")
             if i % ncols:
                 ax.set_ylabel("")
-        for ax in flat[len(runs):]:
+        for ax in flat[len(runs) :]:
             ax.set_visible(False)
-        _log_if_wide(flat[:len(runs)])
+        _log_if_wide(flat[: len(runs)])
     return fig
 
 
@@ -168,8 +175,7 @@ def _density(ax, run, df, epoch):
 
 def density_figure(runs, epoch: int | None = None):
     """Fig. 2d: one density panel per run (KD first) at `epoch` (default: each run's last)."""
-    runs = R.kd_first(R.representatives(R.runs_with(R.open_runs(runs), "hessian_density", "fig2d"),
-                                        "hessian_density"))
+    runs = R.kd_first(R.representatives(R.runs_with(R.open_runs(runs), "hessian_density", "fig2d"), "hessian_density"))
     with drawing((7.0, 2.6)) as fig:
         fig.get_layout_engine().set(h_pad=0.06)
         axes = fig.subplots(1, len(runs), squeeze=False, sharex=True, sharey=True)

@@ -28,8 +28,7 @@ def _curve(ax, run, df, color, label, figure):
     c = compare.inter_epoch_curve(df, R.where(figure, run, "inter_epoch"))
     if label is None and run is not None:
         label = R.label(run)
-    ax.plot(c["epoch"], c["cosine"], color=color, lw=1.8, marker="o" if len(c) <= 40 else None, ms=3.5,
-            label=label)
+    ax.plot(c["epoch"], c["cosine"], color=color, lw=1.8, marker="o" if len(c) <= 40 else None, ms=3.5, label=label)
     return c
 
 
@@ -39,8 +38,12 @@ def inter_epoch_figure(runs):
     with drawing((7.0, 2.6)) as fig:
         ax = fig.subplots()
         for g in R.seed_groups(runs):
-            frames = [compare.inter_epoch_curve(R.read(r, "inter_epoch", COLUMNS, "fig3a"),
-                                                R.where("fig3a", r, "inter_epoch")) for r in g]
+            frames = [
+                compare.inter_epoch_curve(
+                    R.read(r, "inter_epoch", COLUMNS, "fig3a"), R.where("fig3a", r, "inter_epoch")
+                )
+                for r in g
+            ]
             R.draw_seed_band(ax, frames, "epoch", "cosine", R.kind_color(g[0]), R.label(g[0]), R.marker(g[0]))
         zero_line(ax)
         epoch_axis(ax)

@@ -30,20 +30,31 @@ MAX_EPOCHS = 6
 WIDTH = 6.8  # inches: saved with 0.1 in padding a side, the file is one 7 in text column wide
 ROW_HEIGHT = 2.45
 MIN_FONT = 7.5  # pt; >= 7 pt once the file is scaled to a 7 in column
-TEXT = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT,
-        "xtick.labelsize": MIN_FONT, "ytick.labelsize": MIN_FONT, "figure.titlesize": 9}
+TEXT = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": MIN_FONT,
+    "legend.fontsize": MIN_FONT,
+    "xtick.labelsize": MIN_FONT,
+    "ytick.labelsize": MIN_FONT,
+    "figure.titlesize": 9,
+}
 LOSSES = (("ce", "CE", CE_CMAP, CE_COLOR), ("kl", "KL·T²", KL_CMAP, KL_COLOR))
 KIND_ORDER = ("surrogate", "float", "requantized", "unrecorded")
 KIND_TEXT = {
     "surrogate": "quantised student\nsolid: straight-through surrogate (quantisation offsets frozen at θ; its "
-                 "Hessian gives e, λ)",
+    "Hessian gives e, λ)",
     "float": "full-precision student",
     "requantized": "quantised student, re-quantised loss",
     "unrecorded": "loss kind not recorded (older run)",
 }
 DELTA_TEXT = {"gradient": "δ = ∂L/∂e, paper", "unit": "δ = 1"}
-KIND_SHORT = {"surrogate": "STE surrogate (dashed: re-quantised)", "float": "float student",
-              "requantized": "re-quantised", "unrecorded": "loss kind not recorded"}
+KIND_SHORT = {
+    "surrogate": "STE surrogate (dashed: re-quantised)",
+    "float": "float student",
+    "requantized": "re-quantised",
+    "unrecorded": "loss kind not recorded",
+}
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -99,7 +110,7 @@ def _relative_step(g) -> np.ndarray | None:
 def _percent(values) -> str:
     v = np.asarray(values, dtype=float)
     lo, hi = float(v.min()) * 100, float(v.max()) * 100
-    fmt = (lambda x: f"{x:.2g}")
+    fmt = lambda x: f"{x:.2g}"
     return f"{fmt(lo)} %" if np.isclose(lo, hi, rtol=0.05) else f"{fmt(lo)}–{fmt(hi)} %"
 
 
@@ -118,8 +129,9 @@ def _lines(ax, c, loss, epochs, cmap_name, x_of, y_of, handles, linestyle="-", o
         if g.empty:
             continue
         lab = label(e) if label else None
-        (h,) = ax.plot(x_of(g), y_of(g), color=cmap(_shade(i, len(epochs))), lw=1.0 if only_last else 1.4,
-                       ls=linestyle, label=lab)
+        (h,) = ax.plot(
+            x_of(g), y_of(g), color=cmap(_shade(i, len(epochs))), lw=1.0 if only_last else 1.4, ls=linestyle, label=lab
+        )
         drawn.append(g)
         if lab and (len(epochs) <= LEGEND_EPOCHS or i in (0, len(epochs) - 1) or only_last):
             handles[lab] = h
@@ -161,8 +173,19 @@ def _common_panel(ax, d, kind, handles) -> bool:
     for loss, name, cmap, _ in LOSSES:
         _lines(ax, main, loss, epochs, cmap, x_of, y_of, handles, label=_epoch_label(name))
         if requant is not None and not requant.empty:
-            _lines(ax, requant, loss, epochs, cmap, x_of, y_of, handles, "--", only_last=True,
-                   label=lambda e, n=name: f"{n} re-quantised, epoch {e}")
+            _lines(
+                ax,
+                requant,
+                loss,
+                epochs,
+                cmap,
+                x_of,
+                y_of,
+                handles,
+                "--",
+                only_last=True,
+                label=lambda e, n=name: f"{n} re-quantised, epoch {e}",
+            )
     ax.axhline(0.0, color="0.6", lw=0.6, zorder=0)
     if fractions:
         ax.set_xlabel(f"signed ‖Δθ‖/‖θ‖ (%), Δθ = k·δ·e\n|δ| = {_percent(fractions)} of ‖θ‖, k ∈ [−½, ½]")
@@ -183,11 +206,23 @@ def _delta_panel(ax, d, kind, loss, scaling, handles) -> bool:
         return False
     requant = curves(d, scaling, "requantized") if kind == "surrogate" else None
     epochs = thin(main["epoch"].unique())
-    drawn = _lines(ax, main, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles,
-                   label=_epoch_label(name))
+    drawn = _lines(
+        ax, main, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles, label=_epoch_label(name)
+    )
     if requant is not None and not requant.empty:
-        _lines(ax, requant, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles, "--",
-               only_last=True, label=lambda e: f"{name} re-quantised, epoch {e}")
+        _lines(
+            ax,
+            requant,
+            loss,
+            epochs,
+            cmap,
+            lambda g: g["k"],
+            lambda g: g["loss_value"],
+            handles,
+            "--",
+            only_last=True,
+            label=lambda e: f"{name} re-quantised, epoch {e}",
+        )
     steps = [r for g in drawn if (r := _relative_step(g)) is not None]
     span = f"\n‖δe‖ = {_percent(np.concatenate(steps))} of ‖θ‖" if steps else ""
     ax.set_xlabel(f"k   (θ + k·δ·e, {DELTA_TEXT[scaling]}){span}")
@@ -235,11 +270,23 @@ def _twin_panel(ax, d, kind, scaling, handles) -> None:
     requant = curves(d, scaling, "requantized") if kind == "surrogate" else None
     epochs = thin(c["epoch"].unique())
     for (loss, name, cmap, color), axis in zip(LOSSES, (ax, ax_kl)):
-        _lines(axis, c, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles,
-               label=_epoch_label(name))
+        _lines(
+            axis, c, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles, label=_epoch_label(name)
+        )
         if requant is not None and not requant.empty:
-            _lines(axis, requant, loss, epochs, cmap, lambda g: g["k"], lambda g: g["loss_value"], handles, "--",
-                   only_last=True, label=lambda e, n=name: f"{n} re-quantised, epoch {e}")
+            _lines(
+                axis,
+                requant,
+                loss,
+                epochs,
+                cmap,
+                lambda g: g["k"],
+                lambda g: g["loss_value"],
+                handles,
+                "--",
+                only_last=True,
+                label=lambda e, n=name: f"{n} re-quantised, epoch {e}",
+            )
         axis.set_ylabel(name, color=color)
         axis.tick_params(axis="y", colors=color)
     ax.set_xlabel(f"k   (θ + k·δ·e, {DELTA_TEXT.get(scaling, scaling)}, δ per loss)")
@@ -252,8 +299,10 @@ def slice_figure(runs):
     runs = R.kd_first(R.runs_with(R.open_runs(runs), "slice", "fig2c"))
     data = {r.name: eigen_rows(R.read(r, "slice", COLUMNS, "fig2c")) for r in runs}
     if all(main_kind(d) is None for d in data.values()):
-        raise R.SkipFigure("no run has slices along the top eigenvector (probes/slice rows with direction "
-                           "'eigenvector'; run `zsq-probe slice --run RUN`)")
+        raise R.SkipFigure(
+            "no run has slices along the top eigenvector (probes/slice rows with direction "
+            "'eigenvector'; run `zsq-probe slice --run RUN`)"
+        )
     common = any((d["scaling"] == "norm").any() for d in data.values())
     ncols = 3 if common else 2
     import matplotlib
@@ -291,5 +340,12 @@ def _run_row(sub, run, d, common, ncols):
         by_loss = [[h for lab, h in handles.items() if lab.startswith(name)] for _, name, _, _ in LOSSES]
         ncol = max(len(entries) for entries in by_loss)
         ordered = [entries[i] if i < len(entries) else None for i in range(ncol) for entries in by_loss]
-        sub.legend(handles=[h if h is not None else _blank() for h in ordered], loc="outside lower center",
-                   ncol=ncol, frameon=False, fontsize=MIN_FONT, handlelength=1.8, columnspacing=1.5)
+        sub.legend(
+            handles=[h if h is not None else _blank() for h in ordered],
+            loc="outside lower center",
+            ncol=ncol,
+            frameon=False,
+            fontsize=MIN_FONT,
+            handlelength=1.8,
+            columnspacing=1.5,
+        )

@@ -168,16 +168,22 @@ def runs_with(runs, table: str, figure: str, what: str | None = None) -> list[Ru
     have = [r for r in runs if has_table(r, table)]
     if not have:
         names = ", ".join(r.name for r in runs)
-        raise SkipFigure(f"no run has probes/{table} ({HOW_TO_GET.get(table, 'see the README')}; runs: {names})"
-                         + (f"; {what}" if what else ""))
+        raise SkipFigure(
+            f"no run has probes/{table} ({HOW_TO_GET.get(table, 'see the README')}; runs: {names})"
+            + (f"; {what}" if what else "")
+        )
     return have
 
 
 def read(run: RunDir, table: str, columns=None, figure: str = ""):
     """A table of a run with its needed columns checked (UserError naming a missing column)."""
     df = run.read_table(table)
-    require_columns(df, table, columns if columns is not None else list(TABLES[table]),
-                    f"{figure + ': ' if figure else ''}{run.name} probes/{table}")
+    require_columns(
+        df,
+        table,
+        columns if columns is not None else list(TABLES[table]),
+        f"{figure + ': ' if figure else ''}{run.name} probes/{table}",
+    )
     return df
 
 

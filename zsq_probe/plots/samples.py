@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 MAX_CLASSES = 10
 SEED = 0
-CLASS_NAMES = {"cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-               "digits": [str(i) for i in range(10)]}
+CLASS_NAMES = {
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "digits": [str(i) for i in range(10)],
+}
 
 
 class NoSamples(Exception):
@@ -36,6 +38,7 @@ class NoSamples(Exception):
 class Samples:
     """One run's images: `real` (None when the test split is missing, `real_note` says why) and
     `synthetic`, each (classes, H, W[, 3]) in [0, 1]."""
+
     run: object
     epoch: int
     data: str
@@ -62,8 +65,12 @@ def build_generator(kind: str, num_classes: int, image_shape, cfg: dict, state: 
         if emb is None:
             raise NoSamples("Qimera generator state has no label_emb.weight; rebuilding it needs the teacher")
         # the embedding's values come from the checkpoint, so no teacher is needed for its shape
-        options = {"embedding_init": "random", "embedding_dim": int(emb.shape[1]),
-                   "mix_prob": cfg.get("qimera_mix_prob"), "mix_k": cfg.get("qimera_mix_k")}
+        options = {
+            "embedding_init": "random",
+            "embedding_dim": int(emb.shape[1]),
+            "mix_prob": cfg.get("qimera_mix_prob"),
+            "mix_k": cfg.get("qimera_mix_k"),
+        }
     elif kind == "arc":
         options = {"model_name": cfg.get("teacher")}
     from zsq_probe.generators import build_generator as build
@@ -71,13 +78,15 @@ def build_generator(kind: str, num_classes: int, image_shape, cfg: dict, state: 
     try:
         gen = build(kind, num_classes, tuple(image_shape), teacher=None, **options)
     except (TypeError, ValueError) as e:  # UserError is a ValueError
-        raise NoSamples(f"cannot rebuild the {kind!r} generator without the teacher "
-                        f"({one_line(e, None, with_type=False)})") from None
+        raise NoSamples(
+            f"cannot rebuild the {kind!r} generator without the teacher ({one_line(e, None, with_type=False)})"
+        ) from None
     try:
         gen.load_state_dict(state)
     except RuntimeError as e:
-        raise NoSamples(f"the checkpoint's generator weights do not fit a {kind!r} generator "
-                        f"({one_line(e, 120, with_type=False)})") from None
+        raise NoSamples(
+            f"the checkpoint's generator weights do not fit a {kind!r} generator ({one_line(e, 120, with_type=False)})"
+        ) from None
     return gen.eval()
 
 
@@ -107,8 +116,9 @@ def real(data: str, root, classes, image_size: int | None = None) -> np.ndarray:
             first[t] = i
             if len(first) == len(classes):
                 break
-    return np.stack([ds[first[c]][0].numpy() if c in first else np.full_like(ds[0][0].numpy(), np.nan)
-                     for c in classes])
+    return np.stack(
+        [ds[first[c]][0].numpy() if c in first else np.full_like(ds[0][0].numpy(), np.nan) for c in classes]
+    )
 
 
 PER_CLASS = 4  # synthetic samples per class: Fig. 6's class x sample grid
@@ -167,8 +177,9 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     size = teacher_input_size(teacher) if data == dataset_for_teacher(teacher) else None
     spec = get_spec(data, image_size=size)  # the teacher's input size (InceptionV3: 299)
     classes = show_classes(spec.num_classes)
-    gen = build_generator(kind, spec.num_classes, generator_image_shape(kind, spec.image_shape), cfg,
-                          state["generator"])
+    gen = build_generator(
+        kind, spec.num_classes, generator_image_shape(kind, spec.image_shape), cfg, state["generator"]
+    )
     fake = synthetic(gen, [c for _ in range(PER_CLASS) for c in classes])
     fake = stretch(to_rgb(crop_to(fake, spec.image_shape), spec))  # what the teacher saw (300 -> 299)
     true, real_note = None, None
@@ -176,8 +187,9 @@ def load_samples(run, epoch: int | None = None) -> Samples:
         true = to_rgb(real(data, cfg.get("data_root"), classes, size), spec)
     except UserError as err:
         real_note = f"real {data} test split not available:\n{str(err)[:90]}"
-    return Samples(run, e, data, kind, classes, class_names(data, classes), true, fake,
-                   spec.image_shape[0] == 1, real_note)
+    return Samples(
+        run, e, data, kind, classes, class_names(data, classes), true, fake, spec.image_shape[0] == 1, real_note
+    )
 
 
 def draw_samples(axes, samples: Samples) -> None:
@@ -205,8 +217,7 @@ def draw_samples(axes, samples: Samples) -> None:
         axes[i][0].set_ylabel(f"synth. {i}", fontsize=7)
     if samples.real_note:
         ax = axes[0][n // 2]
-        ax.text(0.5, 0.5, samples.real_note, transform=ax.transAxes, ha="center", va="center", fontsize=7,
-                color="0.35")
+        ax.text(0.5, 0.5, samples.real_note, transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.35")
 
 
 def samples_figure(run, epoch: int | None = None):

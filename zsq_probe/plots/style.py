@@ -25,8 +25,16 @@ DEFAULT_WIDTH = "text"
 MIN_FONT = 7.0  # pt at the chosen width: save() raises every smaller text to this
 
 # Okabe-Ito, colour-blind safe: one colour and one marker per method, keyed by the canonical method name
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
-             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7"}
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+}
 METHOD_STYLE = {  # method -> (colour, marker)
     "kd": (OKABE_ITO["green"], "o"),
     "gdfq": (OKABE_ITO["vermillion"], "s"),
@@ -68,10 +76,24 @@ def method_style(name, index: int = 0) -> tuple[str, str]:
 
 # matplotlib rc settings of every figure; applied by style().  Sizes are points at the saved size.
 STYLE = {
-    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "figure.titlesize": 8.5,
-    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3, "lines.linewidth": 1.2,
-    "lines.markersize": 4, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
-    "savefig.dpi": DPI, "legend.frameon": False, "axes.titlepad": 3, "pdf.fonttype": 42,
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "figure.titlesize": 8.5,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 4,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 100,
+    "savefig.dpi": DPI,
+    "legend.frameon": False,
+    "axes.titlepad": 3,
+    "pdf.fonttype": 42,
 }
 
 _width = [DEFAULT_WIDTH]
@@ -183,8 +205,7 @@ def zero_line(ax) -> None:
 
 def note(ax, text: str) -> None:
     """A panel that has no data says so in words (never an empty, silent panel)."""
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7.5, color="0.35",
-            wrap=True)
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7.5, color="0.35", wrap=True)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)

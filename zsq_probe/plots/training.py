@@ -34,14 +34,19 @@ def draw_training(axes, runs) -> None:
     any_val, any_cos = False, False
     for g in R.seed_groups(zq):
         color, mk, lab = R.kind_color(g[0]), R.marker(g[0]), R.method(g[0])
-        ms = [R.read(r, "metrics", METRIC_COLUMNS, "fig5").groupby("epoch", as_index=False)[METRIC_COLUMNS[1:]].mean()
-              for r in g]
+        ms = [
+            R.read(r, "metrics", METRIC_COLUMNS, "fig5").groupby("epoch", as_index=False)[METRIC_COLUMNS[1:]].mean()
+            for r in g
+        ]
         R.draw_seed_band(ax_kl, ms, "epoch", "loss_kl_scaled", color, lab, mk)
         if any(np.isfinite(m["val_ce"].to_numpy(dtype=float)).any() for m in ms):
             any_val = True
             R.draw_seed_band(ax_ce, ms, "epoch", "val_ce", color, lab, mk)
-        cs = [compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig5"), R.where("fig5", r, "cosine"))
-              for r in g if R.has_table(r, "cosine")]
+        cs = [
+            compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig5"), R.where("fig5", r, "cosine"))
+            for r in g
+            if R.has_table(r, "cosine")
+        ]
         if cs:
             any_cos = True
             R.draw_seed_band(ax_cos, cs, "epoch", "cosine", color, lab, mk)

@@ -69,22 +69,46 @@ class CrossingsProbe(Probe):
             p = metrics.get("gi_p", float("nan"))
             for i, (step, gstep) in enumerate(self.steps):
                 for j, layer in enumerate(self.layers):
-                    self.emit("crossings", epoch=epoch, step=step, global_step=gstep, statistic="step",
-                              origin=self.origin, layer=layer, changed=int(counts[i][j]),
-                              changed_level=int(level_counts[i][j]), layer_size=self.sizes[j],
-                              share=counts[i][j] / self.sizes[j],
-                              kappa=self.kappas[i][j] if self.kappas else float("nan"),
-                              gi_flag=self.flags[i][j] if self.flags else "", gi_p=p, steps=1)
+                    self.emit(
+                        "crossings",
+                        epoch=epoch,
+                        step=step,
+                        global_step=gstep,
+                        statistic="step",
+                        origin=self.origin,
+                        layer=layer,
+                        changed=int(counts[i][j]),
+                        changed_level=int(level_counts[i][j]),
+                        layer_size=self.sizes[j],
+                        share=counts[i][j] / self.sizes[j],
+                        kappa=self.kappas[i][j] if self.kappas else float("nan"),
+                        gi_flag=self.flags[i][j] if self.flags else "",
+                        gi_p=p,
+                        steps=1,
+                    )
             n = len(self.steps)
             for j, layer in enumerate(self.layers):
                 total = sum(c[j] for c in counts)
                 total_level = sum(c[j] for c in level_counts)
                 kappa = (sum(k[j] for k in self.kappas) / n) if self.kappas else float("nan")
                 flagged = sorted({f[j] for f in self.flags if f[j]}) if self.flags else []
-                self.emit("crossings", epoch=epoch, step=-1, global_step=-1, statistic="epoch_total",
-                          origin=self.origin, layer=layer, changed=int(total), changed_level=int(total_level),
-                          layer_size=self.sizes[j],
-                          share=total / (self.sizes[j] * n), kappa=kappa, gi_flag=",".join(flagged), gi_p=p, steps=n)
+                self.emit(
+                    "crossings",
+                    epoch=epoch,
+                    step=-1,
+                    global_step=-1,
+                    statistic="epoch_total",
+                    origin=self.origin,
+                    layer=layer,
+                    changed=int(total),
+                    changed_level=int(total_level),
+                    layer_size=self.sizes[j],
+                    share=total / (self.sizes[j] * n),
+                    kappa=kappa,
+                    gi_flag=",".join(flagged),
+                    gi_p=p,
+                    steps=n,
+                )
         self.flush(ctx.run, epoch)
 
     def check_posthoc(self, ctx):
@@ -104,15 +128,32 @@ class CrossingsProbe(Probe):
             ctx.load_checkpoint(epoch)
         self._checkpoint_codes = {epoch: after}  # consecutive checkpoints: the next call's "before"
         for r in checkpoint_diff_rows(cache[before], after):
-            self.emit("crossings", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint_diff",
-                      origin=self.origin, kappa=float("nan"), gi_flag="", gi_p=float("nan"),
-                      steps=(epoch - before) * ctx.iterations_per_epoch, **r)
+            self.emit(
+                "crossings",
+                epoch=epoch,
+                step=-1,
+                global_step=-1,
+                statistic="checkpoint_diff",
+                origin=self.origin,
+                kappa=float("nan"),
+                gi_flag="",
+                gi_p=float("nan"),
+                steps=(epoch - before) * ctx.iterations_per_epoch,
+                **r,
+            )
 
 
 def checkpoint_diff_rows(before, after) -> list[dict]:
     """Net changes per layer between two checkpoints' (codes, levels) (a flip and flip back counts 0)."""
     counts = changed_codes(before[0], after[0]).tolist()
     level_counts = changed_codes(before[1], after[1]).tolist()
-    return [{"layer": k, "changed": int(c), "changed_level": int(lc), "layer_size": before[0][k].numel(),
-             "share": c / before[0][k].numel()} for k, c, lc in zip(before[0], counts, level_counts)]
-
+    return [
+        {
+            "layer": k,
+            "changed": int(c),
+            "changed_level": int(lc),
+            "layer_size": before[0][k].numel(),
+            "share": c / before[0][k].numel(),
+        }
+        for k, c, lc in zip(before[0], counts, level_counts)
+    ]

@@ -35,13 +35,25 @@ def loss_functions(cfg) -> dict:
 
 def warn_small_batch(size: int) -> None:
     if size < SMALL_PROBE_BATCH:
-        warnings.warn(f"Hessian probe batch of {size} samples: top eigenvalues from small batches vary up to 10x "
-                      f"between draws; raise hessian_batch_size to >= {SMALL_PROBE_BATCH}", stacklevel=2)
+        warnings.warn(
+            f"Hessian probe batch of {size} samples: top eigenvalues from small batches vary up to 10x "
+            f"between draws; raise hessian_batch_size to >= {SMALL_PROBE_BATCH}",
+            stacklevel=2,
+        )
 
 
 def _trace_row(t, estimator: str, seed: int) -> dict:
-    return dict(estimator=estimator, trace=t.estimate, stderr=t.stderr, ci_low=t.ci_low, ci_high=t.ci_high,
-                interval=t.interval, num_vectors=t.num_vectors, num_hvps=t.num_products, seed=seed)
+    return dict(
+        estimator=estimator,
+        trace=t.estimate,
+        stderr=t.stderr,
+        ci_low=t.ci_low,
+        ci_high=t.ci_high,
+        interval=t.interval,
+        num_vectors=t.num_vectors,
+        num_hvps=t.num_products,
+        seed=seed,
+    )
 
 
 def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, list[dict]], dict]:
@@ -73,20 +85,40 @@ def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, li
                     if scope != "model":
                         s = sub_seed(seed, loss, scope, group, "hutchinson")
                         # fixed-size Hutchinson per group (the adaptive budget is for the model-scope estimate)
-                        t = estimate_trace(op, "hutchinson", rtol=None, max_products=pc.hessian_vectors,
-                                           min_samples=pc.hessian_vectors, seed=s)
+                        t = estimate_trace(
+                            op,
+                            "hutchinson",
+                            rtol=None,
+                            max_products=pc.hessian_vectors,
+                            min_samples=pc.hessian_vectors,
+                            seed=s,
+                        )
                         rows["hessian_trace"].append({**where, **_trace_row(t, "hutchinson", s)})
                         continue
                     eig = top_pairs(op, cfg, seed)
                     for rank, value in enumerate(eig.eigenvalues, start=1):
-                        rows["hessian_eigenvalues"].append(dict(loss=loss, rank=rank, eigenvalue=float(value),
-                                                                num_hvps=eig.num_products, seed=seed, **common))
+                        rows["hessian_eigenvalues"].append(
+                            dict(
+                                loss=loss,
+                                rank=rank,
+                                eigenvalue=float(value),
+                                num_hvps=eig.num_products,
+                                seed=seed,
+                                **common,
+                            )
+                        )
                     top[loss] = eig.eigenvectors[0].clone()
                     for est in pc.trace_estimators:
                         s = sub_seed(seed, loss, est)
                         if est in ("hutch++", "hutchinson"):
-                            t = estimate_trace(op, est, rtol=pc.trace_rtol, max_products=pc.trace_max_products,
-                                               deflate=eig.eigenvectors if est == "hutch++" else None, seed=s)
+                            t = estimate_trace(
+                                op,
+                                est,
+                                rtol=pc.trace_rtol,
+                                max_products=pc.trace_max_products,
+                                deflate=eig.eigenvectors if est == "hutch++" else None,
+                                seed=s,
+                            )
                             rows["hessian_trace"].append({**where, **_trace_row(t, est, s)})
                         elif est == "slq":
                             density = slq_density(op, pc.slq_runs, pc.slq_steps, seed=s)
@@ -109,8 +141,19 @@ def density_rows(density, loss: str, seed: int, pc, common: dict) -> list[dict]:
         sigma = max(pc.density_sigma_fraction * spread, 1e-12)
     out = []
     for r, (xs, ws) in enumerate(zip(density.run_nodes, density.run_weights)):
-        out += [dict(loss=loss, slq_run=r, node=float(x), weight=float(w) / density.num_runs, sigma=sigma,
-                     sigma_rule=pc.density_sigma, seed=seed, **common) for x, w in zip(xs, ws)]
+        out += [
+            dict(
+                loss=loss,
+                slq_run=r,
+                node=float(x),
+                weight=float(w) / density.num_runs,
+                sigma=sigma,
+                sigma_rule=pc.density_sigma,
+                seed=seed,
+                **common,
+            )
+            for x, w in zip(xs, ws)
+        ]
     return out
 
 
@@ -119,12 +162,27 @@ def exact_trace_row(student, loss: str, batch, cfg) -> dict:
     from zsq_probe.hessian.diagonal import exact_trace
 
     target = batch.labels if loss == "ce" else batch.teacher_logits
-    t = exact_trace(student, loss, batch.inputs, target, method="ggn", temperature=cfg.temperature,
-                    label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0)
+    t = exact_trace(
+        student,
+        loss,
+        batch.inputs,
+        target,
+        method="ggn",
+        temperature=cfg.temperature,
+        label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0,
+    )
     nan = float("nan")
-    return dict(estimator="exact", trace=t.trace, stderr=0.0, ci_low=t.trace, ci_high=t.trace,
-                interval="exact (Gauss-Newton diagonal; no sampling)", num_vectors=0, num_hvps=t.num_products,
-                seed=-1) | ({} if t.exact else dict(stderr=nan, ci_low=nan, ci_high=nan))
+    return dict(
+        estimator="exact",
+        trace=t.trace,
+        stderr=0.0,
+        ci_low=t.trace,
+        ci_high=t.trace,
+        interval="exact (Gauss-Newton diagonal; no sampling)",
+        num_vectors=0,
+        num_hvps=t.num_products,
+        seed=-1,
+    ) | ({} if t.exact else dict(stderr=nan, ci_low=nan, ci_high=nan))
 
 
 def top_pairs(op, cfg, seed: int):
@@ -138,8 +196,9 @@ SLICE_LOSS_KINDS = ("surrogate", "requantized")  # for a quantised student; a fl
 
 
 @torch.no_grad()
-def loss_along(student, fn, inputs, target, direction: torch.Tensor, ks, params,
-               surrogate: bool = False) -> list[float]:
+def loss_along(
+    student, fn, inputs, target, direction: torch.Tensor, ks, params, surrogate: bool = False
+) -> list[float]:
     """fn(student(inputs), target) at theta + k*direction for each k.
 
     The student runs as the Hessian probe sees it, whatever its own mode: BN in eval mode (running
@@ -161,7 +220,7 @@ def loss_along(student, fn, inputs, target, direction: torch.Tensor, ks, params,
                     offset = 0
                     for p, p0 in zip(params, saved):
                         n = p.numel()
-                        p.copy_(p0 + float(k) * direction[offset:offset + n].view_as(p))
+                        p.copy_(p0 + float(k) * direction[offset : offset + n].view_as(p))
                         offset += n
                     values.append(float(fn(student(inputs), target)))
             finally:
@@ -191,8 +250,9 @@ def random_direction(params, generator: torch.Generator, filter_normalized: bool
     return flat.to(device=params[0].device, dtype=params[0].dtype)
 
 
-def slice_delta(scaling: str, gradient_along: float, direction_norm: float, theta_norm: float,
-                norm_fraction: float) -> float:
+def slice_delta(
+    scaling: str, gradient_along: float, direction_norm: float, theta_norm: float, norm_fraction: float
+) -> float:
     """The step scale delta of a slice theta + k*delta*d.
 
     'gradient': delta = grad L . d (the paper's Fig. 2c; differs between CE and KL); 'unit': delta = 1;
@@ -249,11 +309,25 @@ def slice_rows(student, params, batch, cfg, seed: int, top: dict | None) -> list
             for scaling in p_cfg.slice_scalings:
                 delta = slice_delta(scaling, along, d_norm, theta_norm, p_cfg.slice_norm_fraction)
                 for kind in kinds:
-                    values = loss_along(student, fn, batch.inputs, target, d * delta, ks, params,
-                                        surrogate=kind == "surrogate")
-                    rows += [dict(loss=loss, loss_kind=kind, direction=name, scaling=scaling, delta=delta,
-                                  step_norm=abs(delta) * d_norm, theta_norm=theta_norm, k=float(k), loss_value=v,
-                                  probe_batch_size=batch.size, seed=seed) for k, v in zip(ks, values)]
+                    values = loss_along(
+                        student, fn, batch.inputs, target, d * delta, ks, params, surrogate=kind == "surrogate"
+                    )
+                    rows += [
+                        dict(
+                            loss=loss,
+                            loss_kind=kind,
+                            direction=name,
+                            scaling=scaling,
+                            delta=delta,
+                            step_norm=abs(delta) * d_norm,
+                            theta_norm=theta_norm,
+                            k=float(k),
+                            loss_value=v,
+                            probe_batch_size=batch.size,
+                            seed=seed,
+                        )
+                        for k, v in zip(ks, values)
+                    ]
     return rows
 
 
@@ -299,7 +373,8 @@ def _skip_nonfinite(probe: str, epoch: int, e: Exception) -> None:
 
     logging.getLogger("zsq_probe.probes").warning(
         f"{probe} probe: no rows for epoch {epoch}: {e}; the student at this epoch is degenerate (see the "
-        f"metrics' skipped_steps)")
+        f"metrics' skipped_steps)"
+    )
 
 
 class SliceProbe(Probe):

@@ -28,8 +28,16 @@ def cosine_rows(products: torch.Tensor, names: list[str], scopes) -> list[dict]:
             nce, nkl = math.sqrt(nce2), math.sqrt(nkl2)
             cos = dot / (nce * nkl) if nce > 0 and nkl > 0 else float("nan")
             angle = math.degrees(math.acos(max(-1.0, min(1.0, cos)))) if cos == cos else float("nan")
-            out.append({"scope": scope, "group": group, "cosine": cos, "grad_norm_ce": nce,
-                        "grad_norm_kl": nkl, "angle_deg": angle})
+            out.append(
+                {
+                    "scope": scope,
+                    "group": group,
+                    "cosine": cos,
+                    "grad_norm_ce": nce,
+                    "grad_norm_kl": nkl,
+                    "angle_deg": angle,
+                }
+            )
     return out
 
 
@@ -59,8 +67,15 @@ class CosineProbe(Probe):
             return
         products = gradient_products(event.term_grads["ce"], event.term_grads["kl"])
         for r in cosine_rows(products, ctx.param_names, self.cfg.probing.scopes):
-            row = dict(epoch=event.epoch, step=event.step, global_step=event.global_step, statistic="step",
-                       origin=self.origin, batch_size=int(event.inputs.shape[0]), **r)
+            row = dict(
+                epoch=event.epoch,
+                step=event.step,
+                global_step=event.global_step,
+                statistic="step",
+                origin=self.origin,
+                batch_size=int(event.inputs.shape[0]),
+                **r,
+            )
             self.step_rows.append(row)
             self.emit("cosine", **row)
 
@@ -70,10 +85,21 @@ class CosineProbe(Probe):
             by_group.setdefault((r["scope"], r["group"]), []).append(r)
         for (scope, group), rows in by_group.items():
             mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
-            self.emit("cosine", epoch=epoch, step=-1, global_step=-1, statistic="epoch_mean", origin=self.origin,
-                      scope=scope, group=group, cosine=mean("cosine"), grad_norm_ce=mean("grad_norm_ce"),
-                      grad_norm_kl=mean("grad_norm_kl"), angle_deg=mean("angle_deg"),
-                      batch_size=rows[0]["batch_size"])
+            self.emit(
+                "cosine",
+                epoch=epoch,
+                step=-1,
+                global_step=-1,
+                statistic="epoch_mean",
+                origin=self.origin,
+                scope=scope,
+                group=group,
+                cosine=mean("cosine"),
+                grad_norm_ce=mean("grad_norm_ce"),
+                grad_norm_kl=mean("grad_norm_kl"),
+                angle_deg=mean("angle_deg"),
+                batch_size=rows[0]["batch_size"],
+            )
         if metrics.get("student_stepped"):
             self.measure_checkpoint(ctx, epoch)
         self.flush(ctx.run, epoch)
@@ -81,8 +107,16 @@ class CosineProbe(Probe):
     def measure_checkpoint(self, ctx, epoch):
         rows, size = checkpoint_cosine(ctx, epoch)
         for r in rows:
-            self.emit("cosine", epoch=epoch, step=-1, global_step=-1, statistic="checkpoint", origin=self.origin,
-                      batch_size=size, **r)
+            self.emit(
+                "cosine",
+                epoch=epoch,
+                step=-1,
+                global_step=-1,
+                statistic="checkpoint",
+                origin=self.origin,
+                batch_size=size,
+                **r,
+            )
 
 
 class InterEpochProbe(Probe):
@@ -118,8 +152,14 @@ class InterEpochProbe(Probe):
                 prev_norm = float(self.previous.norm())
                 denom = norm * prev_norm
                 cos = float(mean @ self.previous) / denom if denom > 0 else float("nan")
-                self.emit("inter_epoch", epoch=epoch, cosine=cos, grad_norm=norm, previous_grad_norm=prev_norm,
-                          steps_averaged=self.count)
+                self.emit(
+                    "inter_epoch",
+                    epoch=epoch,
+                    cosine=cos,
+                    grad_norm=norm,
+                    previous_grad_norm=prev_norm,
+                    steps_averaged=self.count,
+                )
             self.previous, self.previous_epoch = mean, epoch
         self.sum = None
         self.flush(ctx.run, epoch)

@@ -83,13 +83,14 @@ def frozen_quantization(model: nn.Module, inputs) -> Iterator[nn.Module]:
 
         def forward(x):
             if not offsets:
-                raise UserError(f"frozen_quantization: activation quantiser {name} was not used on the recorded "
-                                f"batch")
+                raise UserError(f"frozen_quantization: activation quantiser {name} was not used on the recorded batch")
             offset = offsets[calls[0] % len(offsets)]  # a quantiser used twice per forward keeps its order
             calls[0] += 1
             if x.shape != offset.shape:
-                raise UserError(f"frozen_quantization: the surrogate was recorded on a batch of shape "
-                                f"{tuple(offset.shape)} at {name}, not {tuple(x.shape)}")
+                raise UserError(
+                    f"frozen_quantization: the surrogate was recorded on a batch of shape "
+                    f"{tuple(offset.shape)} at {name}, not {tuple(x.shape)}"
+                )
             return x + offset
 
         return forward

@@ -20,6 +20,22 @@ from zsq_probe.recipes.jobs import Job, plan
 from zsq_probe.recipes.runner import RecipePlan, RecipeResult, dry_run_text, plan_recipe, run_plan, run_recipe
 from zsq_probe.recipes.specs import PAPER_SCALE, TINY_SCALE, cell, run, tiny
 
-__all__ = ["RECIPES", "load_recipe", "recipe_listing", "recipe_module", "Job", "plan", "RecipePlan",
-           "RecipeResult", "dry_run_text", "plan_recipe", "run_plan", "run_recipe", "PAPER_SCALE", "TINY_SCALE",
-           "cell", "run", "tiny"]
+__all__ = [
+    "RECIPES",
+    "load_recipe",
+    "recipe_listing",
+    "recipe_module",
+    "Job",
+    "plan",
+    "RecipePlan",
+    "RecipeResult",
+    "dry_run_text",
+    "plan_recipe",
+    "run_plan",
+    "run_recipe",
+    "PAPER_SCALE",
+    "TINY_SCALE",
+    "cell",
+    "run",
+    "tiny",
+]

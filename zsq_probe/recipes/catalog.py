@@ -50,6 +50,8 @@ def recipe_listing() -> str:
     for short in RECIPES:
         r = load_recipe(short)
         kind = "table" if r.get("table") else "figure"
-        lines.append(f"{short:<6}{r['paper']:<34}{kind:<7}{len(r['runs']):>4} runs x {len(r['seeds'])} seed(s)  "
-                     f"~{estimate_hours(r):.0f} GPU-h  {r['title']}")
+        lines.append(
+            f"{short:<6}{r['paper']:<34}{kind:<7}{len(r['runs']):>4} runs x {len(r['seeds'])} seed(s)  "
+            f"~{estimate_hours(r):.0f} GPU-h  {r['title']}"
+        )
     return "\n".join(lines)

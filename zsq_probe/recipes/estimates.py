@@ -8,11 +8,22 @@ from zsq_probe.recipes.jobs import unique_jobs
 # data-centre GPU such as an A100/H100.  Probes add their PROBE_FACTOR share.  Used by the dry run, the
 # recipe listing and the recipes' docstrings ("expected time").
 EST_HOURS = {
-    "resnet20_cifar10": 1.2, "resnet20_cifar100": 1.2, "resnet56_cifar10": 2.5, "resnet56_cifar100": 2.5,
-    "resnext29_32x4d_cifar10": 6.0, "resnext29_32x4d_cifar100": 6.0, "wrn28_10_cifar10": 5.0,
-    "wrn28_10_cifar100": 5.0, "wrn40_8_cifar10": 4.0, "wrn40_8_cifar100": 4.0,
-    "resnet18": 5.0, "resnet50": 9.0, "mobilenetv2_w1": 5.0,
-    "inceptionv3": 10.0, "sqnxt23_w2": 5.0, "shufflenet_g1_w1": 4.0,  # Tab. 7 (InceptionV3 at 299x299)
+    "resnet20_cifar10": 1.2,
+    "resnet20_cifar100": 1.2,
+    "resnet56_cifar10": 2.5,
+    "resnet56_cifar100": 2.5,
+    "resnext29_32x4d_cifar10": 6.0,
+    "resnext29_32x4d_cifar100": 6.0,
+    "wrn28_10_cifar10": 5.0,
+    "wrn28_10_cifar100": 5.0,
+    "wrn40_8_cifar10": 4.0,
+    "wrn40_8_cifar100": 4.0,
+    "resnet18": 5.0,
+    "resnet50": 9.0,
+    "mobilenetv2_w1": 5.0,
+    "inceptionv3": 10.0,
+    "sqnxt23_w2": 5.0,
+    "shufflenet_g1_w1": 4.0,  # Tab. 7 (InceptionV3 at 299x299)
 }
 EST_KD_FACTOR = 0.5  # real-data self-distillation: one pass over the training set per epoch, no generator
 EST_ZEROQ_HOURS = 0.1  # distillation of the ZeroQ set + calibration, no fine-tuning

@@ -29,11 +29,13 @@ RECIPE = {
     "paper": "Figure 1 (§3.1)",
     "title": "CE-KL gradient cosine, KD vs ZQ",
     "description": "cos(grad CE, grad KL) of the student per step and per epoch: positive for real-data KD, "
-                   "negative for zero-shot GDFQ; the bottom snapshots draw the angle at epoch 200.",
+    "negative for zero-shot GDFQ; the bottom snapshots draw the angle at epoch 200.",
     "runs": [KD, ZQ],
     "seeds": [0],
     "figures": [{"name": "fig1", "runs": [KD["id"], ZQ["id"]], "options": {"epoch": 200}}],
     "table": None,
-    "tiny": tiny(keeps="both runs and the cosine probe", loses="the epoch-200 snapshot (the figure's default, "
-                 "the middle epoch, is used)"),
+    "tiny": tiny(
+        keeps="both runs and the cosine probe",
+        loses="the epoch-200 snapshot (the figure's default, the middle epoch, is used)",
+    ),
 }

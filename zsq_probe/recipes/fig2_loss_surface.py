@@ -29,7 +29,7 @@ RECIPE = {
     "paper": "Figure 2b-d (§3.2)",
     "title": "Hessian trace, loss slices and eigenvalue density of CE and KL, KD vs ZQ",
     "description": "Tr(H) of CE and KL over epochs (KL much flatter, more so in ZQ), 1-D slices along the top "
-                   "eigenvector, and the SLQ eigenvalue density (CE has the longer tail).",
+    "eigenvector, and the SLQ eigenvalue density (CE has the longer tail).",
     "runs": [KD, ZQ],
     "seeds": [0],
     "figures": [{"name": "fig2b"}, {"name": "fig2c"}, {"name": "fig2d"}],

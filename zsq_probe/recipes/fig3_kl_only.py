@@ -30,12 +30,15 @@ RECIPE = {
     "paper": "Figure 3 (§3.2, §4.1)",
     "title": "Inter-epoch KL-gradient cosine; integer codes crossing under KL-only",
     "description": "(a) the epoch-mean KL gradient keeps its direction in ZQ (not at a KL minimum yet); "
-                   "(b, c) under KL-only very few integer codes change, in very few layers, ever fewer later.",
+    "(b, c) under KL-only very few integer codes change, in very few layers, ever fewer later.",
     "runs": [KD, GDFQ, KL_ONLY, KL_ONLY_RN18],
     "seeds": [0],
-    "figures": [{"name": "fig3a", "runs": [KD["id"], GDFQ["id"], KL_ONLY["id"]]},
-                {"name": "fig3bc", "runs": [KL_ONLY_RN18["id"]], "options": {"epochs": [60, 350]}}],
+    "figures": [
+        {"name": "fig3a", "runs": [KD["id"], GDFQ["id"], KL_ONLY["id"]]},
+        {"name": "fig3bc", "runs": [KL_ONLY_RN18["id"]], "options": {"epochs": [60, 350]}},
+    ],
     "table": None,
-    "tiny": tiny(keeps="all four runs and both probes", loses="ImageNet ResNet-18 for Figs. 3b/c and the paper's "
-                 "epochs 60/350"),
+    "tiny": tiny(
+        keeps="all four runs and both probes", loses="ImageNet ResNet-18 for Figs. 3b/c and the paper's epochs 60/350"
+    ),
 }

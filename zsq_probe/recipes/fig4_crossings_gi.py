@@ -29,11 +29,10 @@ RECIPE = {
     "paper": "Figure 4 (§5.3)",
     "title": "Integer-code updates per layer: high learning rate vs gradient inundation",
     "description": "A 100x learning rate over-updates a few layers and still leaves many untouched; GI makes "
-                   "about a share p of every layer's codes change.",
+    "about a share p of every layer's codes change.",
     "runs": [HIGH_LR, AIT],
     "seeds": [0],
     "figures": [{"name": "fig4", "options": {"epochs": [60, 350]}}],
     "table": None,
-    "tiny": tiny(keeps="both runs and the crossings probe",
-                 loses="ImageNet ResNet-18, the epochs 60/350"),
+    "tiny": tiny(keeps="both runs and the crossings probe", loses="ImageNet ResNet-18, the epochs 60/350"),
 }

@@ -29,7 +29,7 @@ RECIPE = {
     "paper": "Figure 5 (§5.5)",
     "title": "KL, CE-KL cosine and validation CE over training: GDFQ vs KL-only vs AIT",
     "description": "AIT reaches a lower KL than GDFQ and KL-only, keeps a positive CE-KL cosine late in "
-                   "training, and a lower validation CE although it never trains on CE.",
+    "training, and a lower validation CE although it never trains on CE.",
     "runs": RUNS,
     "seeds": [0],
     "figures": [{"name": "fig5"}],

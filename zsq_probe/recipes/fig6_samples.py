@@ -32,11 +32,14 @@ RECIPE = {
     "paper": "Figure 6 (§6)",
     "title": "Real vs synthetic samples (CIFAR-10, ImageNet): GDFQ and AIT",
     "description": "One grid per run: the first real test image of each of 10 classes beside the generator's "
-                   "samples of that class; no sign that the generator reconstructs real images.",
+    "samples of that class; no sign that the generator reconstructs real images.",
     "runs": RUNS,
     "seeds": [0],
     "figures": [{"name": "fig6"}],
     "table": None,
-    "tiny": tiny(only=["resnet20_cifar10-*"], keeps="GDFQ and AIT and the class x sample grid",
-                 loses="the ImageNet runs (they would map onto the same digits runs)"),
+    "tiny": tiny(
+        only=["resnet20_cifar10-*"],
+        keeps="GDFQ and AIT and the class x sample grid",
+        loses="the ImageNet runs (they would map onto the same digits runs)",
+    ),
 }

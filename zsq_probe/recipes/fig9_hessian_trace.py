@@ -28,7 +28,7 @@ RECIPE = {
     "paper": "Figure 9 (appendix G)",
     "title": "Hessian trace of CE and KL across CIFAR models, KD vs ZQ",
     "description": "The Fig. 2b measurement on four models and two data sets: KL is much flatter than CE, "
-                   "with a larger gap under ZQ.",
+    "with a larger gap under ZQ.",
     "runs": RUNS,
     "seeds": [0],
     "figures": [{"name": "fig9"}],

@@ -46,8 +46,18 @@ def figure_options(entry: dict, scale: str) -> dict:
 
 def figure_command(entry: dict, paths, out_dir, scale: str, fmt: str = "png") -> str:
     """The equivalent `zsq-probe figures` command line."""
-    argv = ["zsq-probe", "figures", "--runs", *[str(p) for p in paths], "--out", str(out_dir),
-            "--only", entry["name"], "--format", fmt]
+    argv = [
+        "zsq-probe",
+        "figures",
+        "--runs",
+        *[str(p) for p in paths],
+        "--out",
+        str(out_dir),
+        "--only",
+        entry["name"],
+        "--format",
+        fmt,
+    ]
     for key, value in figure_options(entry, scale).items():
         argv += [f"--{key}", format_value(value).replace("+", ",")]
     return shlex.join(argv)
@@ -67,14 +77,18 @@ def draw_figures(recipe: dict, jobs: list[Job], out, scale: str, fmt: str = "png
             continue
         log.info("$ %s", figure_command(entry, paths, out_dir, scale, fmt))
         try:
-            written, n_failed = write_figures(paths, out_dir, only=entry["name"], fmt=fmt,
-                                              **figure_options(entry, scale))
+            written, n_failed = write_figures(
+                paths, out_dir, only=entry["name"], fmt=fmt, **figure_options(entry, scale)
+            )
         except UserError as e:
             log.error("figure %s: error: %s", entry["name"], e)
             failed += 1
             continue
         if n_failed or not written:
-            log.error("figure %s: %s", entry["name"], "failed" if n_failed else
-                      "no file written: the runs hold none of the data it needs")
+            log.error(
+                "figure %s: %s",
+                entry["name"],
+                "failed" if n_failed else "no file written: the runs hold none of the data it needs",
+            )
             failed += 1
     return failed

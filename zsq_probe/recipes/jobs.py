@@ -44,8 +44,14 @@ class Job:
 
     def to_dict(self) -> dict:
         """The job as plain JSON data: what every executor ships to its worker (zsq_probe.executors)."""
-        return {"paper_id": self.paper_id, "spec": self.spec, "seed": self.seed, "path": str(self.path),
-                "flags": dict(self.flags), "sets": list(self.sets)}
+        return {
+            "paper_id": self.paper_id,
+            "spec": self.spec,
+            "seed": self.seed,
+            "path": str(self.path),
+            "flags": dict(self.flags),
+            "sets": list(self.sets),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
@@ -55,8 +61,13 @@ class Job:
         """The job's resolved and validated RunConfig."""
         from zsq_probe.presets import resolve_config
 
-        return resolve_config(self.spec["preset"], teacher=self.spec["teacher"], data=self.spec["data"],
-                              flags=self.flags, overrides=self.sets)
+        return resolve_config(
+            self.spec["preset"],
+            teacher=self.spec["teacher"],
+            data=self.spec["data"],
+            flags=self.flags,
+            overrides=self.sets,
+        )
 
     def status(self) -> str:
         """'done' (summary.json), 'partial' (config.json, no summary: resume) or 'new'."""
@@ -105,8 +116,18 @@ def _assignment(key: str, value) -> str:
     return f"{key}={value}"
 
 
-def plan(recipe: dict, scale: str = PAPER_SCALE, out="runs", seeds=None, only=None, sets=(), device=None,
-         data_root=None, weights_root=None, download=False) -> list[Job]:
+def plan(
+    recipe: dict,
+    scale: str = PAPER_SCALE,
+    out="runs",
+    seeds=None,
+    only=None,
+    sets=(),
+    device=None,
+    data_root=None,
+    weights_root=None,
+    download=False,
+) -> list[Job]:
     """Every (run, seed) of the recipe at `scale`, each with its folder OUT/runs/<id>-s<seed>.
 
     `seeds`: the seeds (default: the recipe's, or its tiny seeds at tiny scale); `only`: fnmatch patterns
@@ -121,11 +142,15 @@ def plan(recipe: dict, scale: str = PAPER_SCALE, out="runs", seeds=None, only=No
         raise UserError("no seeds: --seeds must be >= 1")
     specs = scaled_specs(recipe, scale)
     if only:
-        specs = {pid: s for pid, s in specs.items()
-                 if any(fnmatch.fnmatchcase(pid, p) or fnmatch.fnmatchcase(s["id"], p) for p in only)}
+        specs = {
+            pid: s
+            for pid, s in specs.items()
+            if any(fnmatch.fnmatchcase(pid, p) or fnmatch.fnmatchcase(s["id"], p) for p in only)
+        }
         if not specs:
-            raise UserError(f"--only {','.join(only)} matches none of {recipe['name']}'s runs; "
-                            f"`--dry-run` lists their ids")
+            raise UserError(
+                f"--only {','.join(only)} matches none of {recipe['name']}'s runs; `--dry-run` lists their ids"
+            )
     out = Path(out)
     jobs, seen = [], {}
     for pid, spec in specs.items():
@@ -134,8 +159,13 @@ def plan(recipe: dict, scale: str = PAPER_SCALE, out="runs", seeds=None, only=No
             if key in seen:
                 jobs.append(Job(pid, spec, seed, seen[key].path, seen[key].flags, seen[key].sets))
                 continue
-            flags = {"w_bits": spec["w_bits"], "a_bits": spec["a_bits"], "seed": seed, "probes": list(spec["probes"]),
-                     "device": device}
+            flags = {
+                "w_bits": spec["w_bits"],
+                "a_bits": spec["a_bits"],
+                "seed": seed,
+                "probes": list(spec["probes"]),
+                "device": device,
+            }
             if scale == PAPER_SCALE:  # digits is embedded: no data or weight folders at tiny scale
                 flags.update(data_root=data_root, weights_root=weights_root, download=download or None)
             run_sets = list(sets) + [_assignment(k, v) for k, v in spec["overrides"].items()]
@@ -180,5 +210,4 @@ def check_existing(jobs: list[Job]) -> None:
     bad = [m for m in (config_conflict(j) for j in unique_jobs(jobs)) if m]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise UserError(f"{bad[0]}{more}; use another --out, the same --set options as before, or remove "
-                        f"those folders")
+        raise UserError(f"{bad[0]}{more}; use another --out, the same --set options as before, or remove those folders")

@@ -57,8 +57,19 @@ def default_out(recipe: dict, scale: str) -> Path:
     return Path(f"runs/{recipe['name']}" + ("-tiny" if scale == TINY_SCALE else ""))
 
 
-def plan_recipe(recipe, scale: str = PAPER_SCALE, out=None, *, seeds=None, only=None, sets=(), device=None,
-                data_root=None, weights_root=None, download=False) -> RecipePlan:
+def plan_recipe(
+    recipe,
+    scale: str = PAPER_SCALE,
+    out=None,
+    *,
+    seeds=None,
+    only=None,
+    sets=(),
+    device=None,
+    data_root=None,
+    weights_root=None,
+    download=False,
+) -> RecipePlan:
     """Plan `recipe` (a name such as 'tab2', or a RECIPE dict) at `scale` into `out` (default
     :func:`default_out`).  `seeds`: a count N (seeds 0..N-1) or a list (default: the recipe's); `only`:
     fnmatch patterns on run ids; `sets`: key=value overrides for every run.  Every config is resolved and
@@ -76,8 +87,16 @@ def plan_recipe(recipe, scale: str = PAPER_SCALE, out=None, *, seeds=None, only=
     return RecipePlan(recipe, scale, out, jobs)
 
 
-def run_plan(plan: RecipePlan, *, metric: str = "best", fmt: str = "png", train: bool = True,
-             progress: bool = False, executor: str = "local", executor_options: dict | None = None) -> RecipeResult:
+def run_plan(
+    plan: RecipePlan,
+    *,
+    metric: str = "best",
+    fmt: str = "png",
+    train: bool = True,
+    progress: bool = False,
+    executor: str = "local",
+    executor_options: dict | None = None,
+) -> RecipeResult:
     """Train the plan's runs (`train=False`: use what exists), draw its figures, build its table (top-1
     `metric`: 'best' or 'final'); a failed run or figure does not stop the rest.
 
@@ -104,15 +123,47 @@ def run_plan(plan: RecipePlan, *, metric: str = "best", fmt: str = "png", train:
     return result
 
 
-def run_recipe(recipe, scale: str = PAPER_SCALE, out=None, *, seeds=None, only=None, sets=(), device=None,
-               data_root=None, weights_root=None, download=False, metric: str = "best", fmt: str = "png",
-               train: bool = True, progress: bool = False, executor: str = "local",
-               executor_options: dict | None = None) -> RecipeResult:
+def run_recipe(
+    recipe,
+    scale: str = PAPER_SCALE,
+    out=None,
+    *,
+    seeds=None,
+    only=None,
+    sets=(),
+    device=None,
+    data_root=None,
+    weights_root=None,
+    download=False,
+    metric: str = "best",
+    fmt: str = "png",
+    train: bool = True,
+    progress: bool = False,
+    executor: str = "local",
+    executor_options: dict | None = None,
+) -> RecipeResult:
     """:func:`plan_recipe` then :func:`run_plan`."""
-    planned = plan_recipe(recipe, scale, out, seeds=seeds, only=only, sets=sets, device=device, data_root=data_root,
-                          weights_root=weights_root, download=download)
-    return run_plan(planned, metric=metric, fmt=fmt, train=train, progress=progress, executor=executor,
-                    executor_options=executor_options)
+    planned = plan_recipe(
+        recipe,
+        scale,
+        out,
+        seeds=seeds,
+        only=only,
+        sets=sets,
+        device=device,
+        data_root=data_root,
+        weights_root=weights_root,
+        download=download,
+    )
+    return run_plan(
+        planned,
+        metric=metric,
+        fmt=fmt,
+        train=train,
+        progress=progress,
+        executor=executor,
+        executor_options=executor_options,
+    )
 
 
 def dry_run_text(plan: RecipePlan, fmt: str = "png", progress: bool = False) -> str:
@@ -123,8 +174,10 @@ def dry_run_text(plan: RecipePlan, fmt: str = "png", progress: bool = False) -> 
     done = sum(1 for j in todo if j.status() == "done")
     lines.append(f"# {len(todo)} run(s), {done} finished already")
     if plan.scale == PAPER_SCALE:
-        lines.append(f"# rough single-GPU estimate for these runs: ~{jobs_hours(jobs):.0f} h "
-                     f"(zsq_probe/recipes/estimates.py; not a measurement)")
+        lines.append(
+            f"# rough single-GPU estimate for these runs: ~{jobs_hours(jobs):.0f} h "
+            f"(zsq_probe/recipes/estimates.py; not a measurement)"
+        )
     for j in todo:
         lines.append(f"# done, skipped: {j.command(progress)}" if j.status() == "done" else j.command(progress))
     for entry in recipe.get("figures", []):
@@ -132,6 +185,8 @@ def dry_run_text(plan: RecipePlan, fmt: str = "png", progress: bool = False) -> 
         if paths:
             lines.append(figure_command(entry, paths, plan.out / "figures" / recipe["name"], plan.scale, fmt))
     if recipe.get("table"):
-        lines.append(f"# then: print {recipe['table']['title'].split('.')[0]} (mean ± std over seeds beside the "
-                     f"paper) into {plan.out / 'tables' / (recipe['name'] + '.txt')}")
+        lines.append(
+            f"# then: print {recipe['table']['title'].split('.')[0]} (mean ± std over seeds beside the "
+            f"paper) into {plan.out / 'tables' / (recipe['name'] + '.txt')}"
+        )
     return "\n".join(lines)

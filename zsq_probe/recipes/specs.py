@@ -19,13 +19,17 @@ TINY_TEACHER = "digits"
 # Abbreviations of override keys in run ids.
 _ID_KEYS = {"gi_p": "p", "lr": "lr", "label_smoothing": "ls", "kd_weight": "kd", "ce_weight": "ce"}
 
-TINY_KEEPS = ("the same presets, losses, generators, gradient inundation, probes and seeds, and the shape of the "
-              "paper's schedule (generator warm-up, frozen activation ranges, lr/p decay milestones) at "
-              "config.py's digits scale: 12 epochs x 25 iterations, batch 64, warm-up 2 epochs, milestones "
-              "6/9, lr 1e-3, p 1e-2")
-TINY_LOSES = ("the real teachers and data sets (a 10-class 16x16 digits task and a small CIFAR-style ResNet "
-              "teacher instead of CIFAR/ImageNet models), the 400-epoch schedule and hence the absolute "
-              "accuracies: the paper's values are printed for layout, not for comparison")
+TINY_KEEPS = (
+    "the same presets, losses, generators, gradient inundation, probes and seeds, and the shape of the "
+    "paper's schedule (generator warm-up, frozen activation ranges, lr/p decay milestones) at "
+    "config.py's digits scale: 12 epochs x 25 iterations, batch 64, warm-up 2 epochs, milestones "
+    "6/9, lr 1e-3, p 1e-2"
+)
+TINY_LOSES = (
+    "the real teachers and data sets (a 10-class 16x16 digits task and a small CIFAR-style ResNet "
+    "teacher instead of CIFAR/ImageNet models), the 400-epoch schedule and hence the absolute "
+    "accuracies: the paper's values are printed for layout, not for comparison"
+)
 TINY_BITS = "bit widths one lower (4w4a -> 3w3a, 5w5a -> 4w4a), since digits at 4w4a barely loses accuracy"
 
 
@@ -67,8 +71,15 @@ def run_id(preset: str, teacher: str, w_bits, a_bits, probes=(), tag: str | None
     return rid
 
 
-def run(preset: str, teacher: str, w_bits: int | None = 4, a_bits: int | None = 4, probes=(), tag: str | None = None,
-        **overrides) -> dict:
+def run(
+    preset: str,
+    teacher: str,
+    w_bits: int | None = 4,
+    a_bits: int | None = 4,
+    probes=(),
+    tag: str | None = None,
+    **overrides,
+) -> dict:
     """One run of a recipe: a preset on a teacher at w_bits/a_bits, probes switched on, config overrides.
 
     ``overrides`` are RunConfig fields applied last (after the preset and any global ``--set``): they are
@@ -80,9 +91,17 @@ def run(preset: str, teacher: str, w_bits: int | None = 4, a_bits: int | None = 
         w_bits = a_bits = None
     if tag is None and overrides:
         tag = "-".join(f"{_ID_KEYS.get(k, k)}{format_value(v)}" for k, v in overrides.items())
-    return {"id": run_id(preset, teacher, w_bits, a_bits, probes, tag), "preset": preset, "teacher": teacher,
-            "data": data, "w_bits": w_bits, "a_bits": a_bits, "probes": list(probes), "tag": tag,
-            "overrides": dict(overrides)}
+    return {
+        "id": run_id(preset, teacher, w_bits, a_bits, probes, tag),
+        "preset": preset,
+        "teacher": teacher,
+        "data": data,
+        "w_bits": w_bits,
+        "a_bits": a_bits,
+        "probes": list(probes),
+        "tag": tag,
+        "overrides": dict(overrides),
+    }
 
 
 def column_name(column) -> str:
@@ -103,10 +122,16 @@ def tiny(only=None, bits: str = "minus1", keeps: str = "", loses: str = "", seed
     summary = "teacher digits, " + bit_text
     if only:
         summary += "; only " + ", ".join(only)
-    return {"only": list(only) if only else None, "bits": bits, "summary": summary,
-            "keeps": TINY_KEEPS + (f"; {keeps}" if keeps else ""),
-            "loses": TINY_LOSES + f"; {bit_text if bits == 'minus1' else 'nothing on bits'}" +
-            (f"; {loses}" if loses else ""), "seeds": seeds}
+    return {
+        "only": list(only) if only else None,
+        "bits": bits,
+        "summary": summary,
+        "keeps": TINY_KEEPS + (f"; {keeps}" if keeps else ""),
+        "loses": TINY_LOSES
+        + f"; {bit_text if bits == 'minus1' else 'nothing on bits'}"
+        + (f"; {loses}" if loses else ""),
+        "seeds": seeds,
+    }
 
 
 def recipe_runs(recipe: dict) -> dict[str, dict]:
@@ -140,8 +165,9 @@ def scaled_specs(recipe: dict, scale: str) -> dict[str, dict]:
         t = tiny_spec(spec, recipe)
         other = by_id.get(t["id"])
         if other is not None and (other["overrides"] != t["overrides"] or other["probes"] != t["probes"]):
-            raise UserError(f"recipe {recipe['name']}: tiny runs {pid} and another map to {t['id']} with "
-                            f"different settings")
+            raise UserError(
+                f"recipe {recipe['name']}: tiny runs {pid} and another map to {t['id']} with different settings"
+            )
         by_id[t["id"]] = t
         out[pid] = t
     return out

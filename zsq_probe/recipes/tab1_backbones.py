@@ -25,11 +25,20 @@ from zsq_probe.recipes.models import MODEL_NAMES
 from zsq_probe.recipes.specs import bits_label, cell, run, tiny
 
 # (paper name, baseline preset, + AIT preset) — ZeroQ has no AIT column
-BACKBONES = [("ZeroQ", "zeroq", None), ("GDFQ", "gdfq", "ait"), ("Qimera", "qimera", "qimera+ait"),
-             ("ARC", "arc", "arc+ait")]
+BACKBONES = [
+    ("ZeroQ", "zeroq", None),
+    ("GDFQ", "gdfq", "ait"),
+    ("Qimera", "qimera", "qimera+ait"),
+    ("ARC", "arc", "arc+ait"),
+]
 PRESETS = ["zeroq", "gdfq", "ait", "qimera", "qimera+ait", "arc", "arc+ait"]
-FP32 = {"resnet20_cifar10": 93.89, "resnet20_cifar100": 70.33, "resnet18": 71.47, "resnet50": 77.73,
-        "mobilenetv2_w1": 73.03}
+FP32 = {
+    "resnet20_cifar10": 93.89,
+    "resnet20_cifar100": 70.33,
+    "resnet18": 71.47,
+    "resnet50": 77.73,
+    "mobilenetv2_w1": 73.03,
+}
 # paper Tab. 1, in PRESETS order: ZeroQ, GDFQ, GDFQ+AIT, Qimera, Qimera+AIT, ARC, ARC+AIT
 PAPER = {
     ("resnet20_cifar10", 4): (79.30, 90.25, 91.23, 91.26, 91.23, 88.55, 90.49),
@@ -69,7 +78,7 @@ RECIPE = {
     "paper": "Table 1 (§5.2)",
     "title": "AIT on data-free quantisation backbones (ZeroQ, GDFQ, Qimera, ARC)",
     "description": "Every backbone with and without AIT (KL-only loss + gradient inundation) on the paper's five "
-                   "teachers at 4w4a and 5w5a; one row per backbone, the ± AIT columns side by side.",
+    "teachers at 4w4a and 5w5a; one row per backbone, the ± AIT columns side by side.",
     "runs": list(RUNS.values()),
     "seeds": [0, 1, 2],
     "figures": [],
@@ -78,10 +87,14 @@ RECIPE = {
         "row_header": "backbone",
         "columns": ["baseline", {"name": "+AIT", "delta_from": "baseline"}],
         "blocks": BLOCKS,
-        "notes": ["ZeroQ: distilled data calibrates the activation ranges, no fine-tuning (one column).",
-                  "(+x.xx): the +AIT value minus the baseline of the same row, ours and the paper's."],
+        "notes": [
+            "ZeroQ: distilled data calibrates the activation ranges, no fine-tuning (one column).",
+            "(+x.xx): the +AIT value minus the baseline of the same row, ours and the paper's.",
+        ],
     },
-    "tiny": tiny(only=["resnet20_cifar10-*"],
-                 keeps="all seven presets of the CIFAR-10 ResNet-20 block at two bit widths",
-                 loses="the CIFAR-100 and ImageNet blocks (they would map onto the same digits runs)"),
+    "tiny": tiny(
+        only=["resnet20_cifar10-*"],
+        keeps="all seven presets of the CIFAR-10 ResNet-20 block at two bit widths",
+        loses="the CIFAR-100 and ImageNet blocks (they would map onto the same digits runs)",
+    ),
 }

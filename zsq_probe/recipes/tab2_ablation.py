@@ -36,8 +36,8 @@ RECIPE = {
     "paper": "Table 2 (§5.3)",
     "title": "Ablation study over GDFQ (4w4a)",
     "description": "Which part of AIT helps: dropping CE (KL-only), a 100x learning rate instead of GI, GI on "
-                   "the GDFQ loss or on CE alone, and AIT itself, on ResNet-20 (CIFAR-10/100), ResNet-18, "
-                   "ResNet-50 and MobileNetV2 (ImageNet) at 4w4a.",
+    "the GDFQ loss or on CE alone, and AIT itself, on ResNet-20 (CIFAR-10/100), ResNet-18, "
+    "ResNet-50 and MobileNetV2 (ImageNet) at 4w4a.",
     "runs": list(RUNS.values()),
     "seeds": [0, 1, 2],
     "figures": [],
@@ -45,11 +45,23 @@ RECIPE = {
         "title": "Table 2. Ablation study (top-1 %, 4w4a)",
         "row_header": "method",
         "columns": list(MAIN_MODELS.values()),
-        "blocks": [{"title": "4w4a", "rows": [
-            {"label": label, "cells": {MAIN_MODELS[t]: cell(RUNS[t, p], v) for t, v in zip(MAIN_MODELS, values)}}
-            for label, p, values in ROWS]}],
+        "blocks": [
+            {
+                "title": "4w4a",
+                "rows": [
+                    {
+                        "label": label,
+                        "cells": {MAIN_MODELS[t]: cell(RUNS[t, p], v) for t, v in zip(MAIN_MODELS, values)},
+                    }
+                    for label, p, values in ROWS
+                ],
+            }
+        ],
         "notes": ["KL-only (high lr): the student's learning rate x100 (preset kl-only-high-lr)."],
     },
-    "tiny": tiny(only=["resnet20_cifar10-*"], keeps="all six rows of the CIFAR-10 ResNet-20 column",
-                 loses="the CIFAR-100 and ImageNet columns"),
+    "tiny": tiny(
+        only=["resnet20_cifar10-*"],
+        keeps="all six rows of the CIFAR-10 ResNet-20 column",
+        loses="the CIFAR-100 and ImageNet columns",
+    ),
 }

@@ -37,7 +37,7 @@ RECIPE = {
     "paper": "Table 3 (§5.3)",
     "title": "Gradient inundation on various optimisers (4w4a)",
     "description": "GDFQ's loss trained with LARS, SGD-Nesterov, Adam and RMSProp versus AIT with GI wrapped "
-                   "around SGD, Adam and RMSProp (the reference's Adam eps=1e-5, RMSprop eps=1.0, alpha=0.9).",
+    "around SGD, Adam and RMSProp (the reference's Adam eps=1e-5, RMSprop eps=1.0, alpha=0.9).",
     "runs": list(RUNS.values()),
     "seeds": [0, 1, 2],
     "figures": [],
@@ -45,13 +45,28 @@ RECIPE = {
         "title": "Table 3. GI on various optimisers (top-1 %, 4w4a)",
         "row_header": "optimiser",
         "columns": list(MAIN_MODELS.values()),
-        "blocks": [{"title": "4w4a", "rows": [
-            {"label": label, "cells": {MAIN_MODELS[t]: cell(RUNS[t, p] if p else None, v)
-                                       for t, v in zip(MAIN_MODELS, values)}}
-            for label, p, values in ROWS]}],
-        "notes": ["Baseline-LARS: zsq-probe's LARS (trust coefficient 1e-3) with the GDFQ recipe; the paper "
-                  "gives no LARS settings and the reference repositories have no LARS code."],
+        "blocks": [
+            {
+                "title": "4w4a",
+                "rows": [
+                    {
+                        "label": label,
+                        "cells": {
+                            MAIN_MODELS[t]: cell(RUNS[t, p] if p else None, v) for t, v in zip(MAIN_MODELS, values)
+                        },
+                    }
+                    for label, p, values in ROWS
+                ],
+            }
+        ],
+        "notes": [
+            "Baseline-LARS: zsq-probe's LARS (trust coefficient 1e-3) with the GDFQ recipe; the paper "
+            "gives no LARS settings and the reference repositories have no LARS code."
+        ],
     },
-    "tiny": tiny(only=["resnet20_cifar10-*"], keeps="the seven optimiser rows of the CIFAR-10 ResNet-20 column",
-                 loses="the CIFAR-100 and ImageNet columns"),
+    "tiny": tiny(
+        only=["resnet20_cifar10-*"],
+        keeps="the seven optimiser rows of the CIFAR-10 ResNet-20 column",
+        loses="the CIFAR-100 and ImageNet columns",
+    ),
 }

@@ -22,8 +22,7 @@ models and data (see RECIPE["tiny"]).
 from zsq_probe.recipes.specs import cell, run, tiny
 
 P_VALUES = [0.005, 0.001, 0.0005, 0.0001, 0.00005]
-PAPER = {"resnet20_cifar100": (63.01, 65.80, 65.41, 65.04, 65.30),
-         "resnet18": (57.95, 60.11, 64.48, 65.51, 65.92)}
+PAPER = {"resnet20_cifar100": (63.01, 65.80, 65.41, 65.04, 65.30), "resnet18": (57.95, 60.11, 64.48, 65.51, 65.92)}
 LABELS = {"resnet20_cifar100": "CIFAR-100 ResNet-20", "resnet18": "ImageNet ResNet-18"}
 
 
@@ -42,11 +41,20 @@ RECIPE = {
         "title": "Table 4. Sensitivity analysis on p (AIT, top-1 %, 4w4a)",
         "row_header": "setting",
         "columns": [f"p={p:g}" for p in P_VALUES],
-        "blocks": [{"title": "AIT, 4w4a", "rows": [
-            {"label": LABELS[t], "cells": {f"p={p:g}": cell(RUNS[t, p], v) for p, v in zip(P_VALUES, values)}}
-            for t, values in PAPER.items()]}],
+        "blocks": [
+            {
+                "title": "AIT, 4w4a",
+                "rows": [
+                    {"label": LABELS[t], "cells": {f"p={p:g}": cell(RUNS[t, p], v) for p, v in zip(P_VALUES, values)}}
+                    for t, values in PAPER.items()
+                ],
+            }
+        ],
         "notes": ["the default p is 1e-3 on CIFAR and 1e-4 on ImageNet (§5.1)."],
     },
-    "tiny": tiny(only=["resnet20_cifar100-*"], keeps="the CIFAR-100 row's five p values (literally)",
-                 loses="the ImageNet row; the p values are the paper's, not rescaled to digits' default 1e-2"),
+    "tiny": tiny(
+        only=["resnet20_cifar100-*"],
+        keeps="the CIFAR-100 row's five p values (literally)",
+        loses="the ImageNet row; the p values are the paper's, not rescaled to digits' default 1e-2",
+    ),
 }

@@ -20,8 +20,12 @@ own default lr is 1e-3); loses the ImageNet columns, the real models and data (s
 from zsq_probe.recipes.specs import cell, run, tiny
 
 LRS = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
-COLUMNS = [("resnet20_cifar100", "gdfq", "CIFAR-100 RN-20 GDFQ"), ("resnet20_cifar100", "ait", "CIFAR-100 RN-20 AIT"),
-           ("resnet18", "gdfq", "ImageNet RN-18 GDFQ"), ("resnet18", "ait", "ImageNet RN-18 AIT")]
+COLUMNS = [
+    ("resnet20_cifar100", "gdfq", "CIFAR-100 RN-20 GDFQ"),
+    ("resnet20_cifar100", "ait", "CIFAR-100 RN-20 AIT"),
+    ("resnet18", "gdfq", "ImageNet RN-18 GDFQ"),
+    ("resnet18", "ait", "ImageNet RN-18 AIT"),
+]
 PAPER = {  # lr -> values in COLUMNS order
     1e-2: (49.81, 66.96, 40.78, 65.69),
     1e-3: (58.10, 66.21, 40.90, 65.57),
@@ -39,7 +43,7 @@ RECIPE = {
     "paper": "Table 5 (§5.4)",
     "title": "Learning-rate sensitivity of GDFQ and AIT (4w4a)",
     "description": "GDFQ and AIT with the student's learning rate from 1e-2 to 1e-6 on CIFAR-100 ResNet-20 and "
-                   "ImageNet ResNet-18.",
+    "ImageNet ResNet-18.",
     "runs": list(RUNS.values()),
     "seeds": [0, 1, 2],
     "figures": [],
@@ -47,11 +51,23 @@ RECIPE = {
         "title": "Table 5. Learning rate sensitivity analysis (top-1 %, 4w4a)",
         "row_header": "lr",
         "columns": [name for _, _, name in COLUMNS],
-        "blocks": [{"title": "4w4a", "rows": [
-            {"label": f"{lr:.0e}", "cells": {name: cell(RUNS[t, p, lr], v) for (t, p, name), v in zip(COLUMNS, values)}}
-            for lr, values in PAPER.items()]}],
+        "blocks": [
+            {
+                "title": "4w4a",
+                "rows": [
+                    {
+                        "label": f"{lr:.0e}",
+                        "cells": {name: cell(RUNS[t, p, lr], v) for (t, p, name), v in zip(COLUMNS, values)},
+                    }
+                    for lr, values in PAPER.items()
+                ],
+            }
+        ],
         "notes": ["the paper's defaults: 1e-4 (AIT everywhere, GDFQ on CIFAR), 1e-6 (GDFQ on ImageNet)."],
     },
-    "tiny": tiny(only=["resnet20_cifar100-*"], keeps="the two CIFAR-100 columns at the five learning rates (literally)",
-                 loses="the ImageNet columns; the learning rates are the paper's, not rescaled to digits' 1e-3"),
+    "tiny": tiny(
+        only=["resnet20_cifar100-*"],
+        keeps="the two CIFAR-100 columns at the five learning rates (literally)",
+        loses="the ImageNet columns; the learning rates are the paper's, not rescaled to digits' 1e-3",
+    ),
 }

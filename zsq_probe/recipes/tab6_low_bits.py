@@ -24,16 +24,28 @@ from zsq_probe.recipes.models import MODEL_NAMES
 from zsq_probe.recipes.specs import bits_label, cell, column_name, run, tiny
 
 PRESETS = ["gdfq", "ait", "arc", "arc+ait"]
-COLUMNS = {"gdfq": "GDFQ", "ait": {"name": "GDFQ+AIT", "delta_from": "GDFQ"}, "arc": "ARC",
-           "arc+ait": {"name": "ARC+AIT", "delta_from": "ARC"}}
+COLUMNS = {
+    "gdfq": "GDFQ",
+    "ait": {"name": "GDFQ+AIT", "delta_from": "GDFQ"},
+    "arc": "ARC",
+    "arc+ait": {"name": "ARC+AIT", "delta_from": "ARC"},
+}
 PAPER = {  # teacher -> {(w, a): values in PRESETS order}
     "resnet18": {(3, 3): (20.69, 36.34, 1.00, 36.70), (3, 4): (39.73, 53.55, 2.54, 56.77)},
     "resnet50": {(3, 3): (0.21, 1.31, 0.20, 3.98), (3, 4): (26.38, 37.50, 1.37, 49.34)},
     "mobilenetv2_w1": {(3, 3): (5.50, 13.83, 0.20, 30.35), (3, 4): (26.87, 37.77, 0.22, 47.41)},
-    "resnet20_cifar100": {(2, 2): (1.41, 2.09, 1.35, 1.55), (2, 3): (1.04, 1.13, 1.25, 1.14),
-                          (3, 3): (49.62, 48.64, 28.54, 34.39), (3, 4): (59.70, 61.37, 50.47, 58.65)},
-    "resnet20_cifar10": {(2, 2): (16.48, 15.57, 16.18, 13.47), (2, 3): (37.64, 40.90, 20.87, 20.42),
-                         (3, 3): (80.70, 80.49, 52.99, 51.78), (3, 4): (90.02, 90.20, 82.10, 82.98)},
+    "resnet20_cifar100": {
+        (2, 2): (1.41, 2.09, 1.35, 1.55),
+        (2, 3): (1.04, 1.13, 1.25, 1.14),
+        (3, 3): (49.62, 48.64, 28.54, 34.39),
+        (3, 4): (59.70, 61.37, 50.47, 58.65),
+    },
+    "resnet20_cifar10": {
+        (2, 2): (16.48, 15.57, 16.18, 13.47),
+        (2, 3): (37.64, 40.90, 20.87, 20.42),
+        (3, 3): (80.70, 80.49, 52.99, 51.78),
+        (3, 4): (90.02, 90.20, 82.10, 82.98),
+    },
 }
 
 RUNS = {(t, wa, p): run(p, t, wa[0], wa[1]) for t, rows in PAPER.items() for wa in rows for p in PRESETS}
@@ -51,13 +63,28 @@ RECIPE = {
         "title": "Table 6. Low bit-width results (top-1 %)",
         "row_header": "bits",
         "columns": list(COLUMNS.values()),
-        "blocks": [{"title": MODEL_NAMES[t], "rows": [
-            {"label": bits_label(*wa), "cells": {column_name(COLUMNS[p]): cell(RUNS[t, wa, p], v)
-                                                for p, v in zip(PRESETS, values)}}
-            for wa, values in rows.items()]} for t, rows in PAPER.items()],
-        "notes": ["paper values restored from an OCR without decimal points; uncertain: ImageNet RN-50 3w4a GDFQ "
-                  "(26.38, OCR '26385') and CIFAR-10 RN-20 2w3a GDFQ+AIT (40.90, OCR '40908')."],
+        "blocks": [
+            {
+                "title": MODEL_NAMES[t],
+                "rows": [
+                    {
+                        "label": bits_label(*wa),
+                        "cells": {column_name(COLUMNS[p]): cell(RUNS[t, wa, p], v) for p, v in zip(PRESETS, values)},
+                    }
+                    for wa, values in rows.items()
+                ],
+            }
+            for t, rows in PAPER.items()
+        ],
+        "notes": [
+            "paper values restored from an OCR without decimal points; uncertain: ImageNet RN-50 3w4a GDFQ "
+            "(26.38, OCR '26385') and CIFAR-10 RN-20 2w3a GDFQ+AIT (40.90, OCR '40908')."
+        ],
     },
-    "tiny": tiny(only=["resnet20_cifar10-*"], bits="keep", keeps="the CIFAR-10 block's four bit widths unchanged",
-                 loses="the CIFAR-100 and ImageNet blocks"),
+    "tiny": tiny(
+        only=["resnet20_cifar10-*"],
+        bits="keep",
+        keeps="the CIFAR-10 block's four bit widths unchanged",
+        loses="the CIFAR-100 and ImageNet blocks",
+    ),
 }

@@ -27,8 +27,11 @@ from zsq_probe.recipes.specs import bits_label, cell, column_name, run, tiny
 
 PRESETS = ["gdfq", "ait"]
 COLUMNS = {"gdfq": "GDFQ", "ait": {"name": "GDFQ+AIT", "delta_from": "GDFQ"}}
-NAMES = {"inceptionv3": "ImageNet InceptionV3", "sqnxt23_w2": "ImageNet SqueezeNext (2.0-SqNxt-23)",
-         "shufflenet_g1_w1": "ImageNet ShuffleNet (x1.0, g=1)"}
+NAMES = {
+    "inceptionv3": "ImageNet InceptionV3",
+    "sqnxt23_w2": "ImageNet SqueezeNext (2.0-SqNxt-23)",
+    "shufflenet_g1_w1": "ImageNet ShuffleNet (x1.0, g=1)",
+}
 FP32 = {"inceptionv3": 79.00, "sqnxt23_w2": 69.39, "shufflenet_g1_w1": 65.07}
 PAPER = {  # teacher -> {(w, a): (GDFQ, GDFQ+AIT)}; the paper's deltas (+2.77, +0.42, +19.16, ...) check out
     "inceptionv3": {(4, 4): (70.57, 73.34), (5, 5): (77.25, 77.67)},
@@ -44,7 +47,7 @@ RECIPE = {
     "paper": "Table 7 (appendix C)",
     "title": "More network models: GDFQ ± AIT on InceptionV3, SqueezeNext, ShuffleNet",
     "description": "GDFQ with and without AIT on three more ImageNet teachers at 4w4a and 5w5a; the paper finds "
-                   "AIT most effective on the smaller networks.",
+    "AIT most effective on the smaller networks.",
     "runs": list(RUNS.values()),
     "seeds": [0, 1, 2],
     "figures": [],
@@ -52,13 +55,28 @@ RECIPE = {
         "title": "Table 7. Additional network models (top-1 %)",
         "row_header": "bits",
         "columns": list(COLUMNS.values()),
-        "blocks": [{"title": NAMES[t], "fp32": FP32[t], "rows": [
-            {"label": bits_label(*wa), "cells": {column_name(COLUMNS[p]): cell(RUNS[t, wa, p], v)
-                                                for p, v in zip(PRESETS, values)}}
-            for wa, values in rows.items()]} for t, rows in PAPER.items()],
-        "notes": ["paper values from an OCR of the appendix table ('4537' restored to 45.37 by the paper's "
-                  "+19.16); teachers chosen by published top-1 (the paper names only the families)."],
+        "blocks": [
+            {
+                "title": NAMES[t],
+                "fp32": FP32[t],
+                "rows": [
+                    {
+                        "label": bits_label(*wa),
+                        "cells": {column_name(COLUMNS[p]): cell(RUNS[t, wa, p], v) for p, v in zip(PRESETS, values)},
+                    }
+                    for wa, values in rows.items()
+                ],
+            }
+            for t, rows in PAPER.items()
+        ],
+        "notes": [
+            "paper values from an OCR of the appendix table ('4537' restored to 45.37 by the paper's "
+            "+19.16); teachers chosen by published top-1 (the paper names only the families)."
+        ],
     },
-    "tiny": tiny(only=["shufflenet_g1_w1-*"], keeps="the ShuffleNet block's GDFQ and GDFQ+AIT at two bit widths",
-                 loses="the InceptionV3 and SqueezeNext blocks (they would map onto the same digits runs)"),
+    "tiny": tiny(
+        only=["shufflenet_g1_w1-*"],
+        keeps="the ShuffleNet block's GDFQ and GDFQ+AIT at two bit widths",
+        loses="the InceptionV3 and SqueezeNext blocks (they would map onto the same digits runs)",
+    ),
 }

@@ -49,11 +49,16 @@ COLS = [f"c={c:.2f}" for c in SMOOTHING] + ["AIT"]
 
 BLOCKS = []
 for t, (base, ce, ait) in PAPER.items():
-    rows = [{"label": "Baseline (GDFQ)", "cells": {**{f"c={c:.2f}": cell(RUNS[t, "baseline", c], v)
-                                                      for c, v in zip(SMOOTHING, base)},
-                                                   "AIT": cell(RUNS[t, "ait"], ait)}},
-            {"label": "CE-only", "cells": {f"c={c:.2f}": cell(RUNS[t, "ce-only", c], v)
-                                           for c, v in zip(SMOOTHING, ce)}}]
+    rows = [
+        {
+            "label": "Baseline (GDFQ)",
+            "cells": {
+                **{f"c={c:.2f}": cell(RUNS[t, "baseline", c], v) for c, v in zip(SMOOTHING, base)},
+                "AIT": cell(RUNS[t, "ait"], ait),
+            },
+        },
+        {"label": "CE-only", "cells": {f"c={c:.2f}": cell(RUNS[t, "ce-only", c], v) for c, v in zip(SMOOTHING, ce)}},
+    ]
     BLOCKS.append({"title": f"{MODEL_NAMES[t]}, 4w4a", "rows": rows})
 
 RECIPE = {
@@ -61,7 +66,7 @@ RECIPE = {
     "paper": "Table 9 (appendix D)",
     "title": "GDFQ with label smoothing (4w4a)",
     "description": "Does label smoothing flatten CE enough?  GDFQ (CE + KL) and CE-only with label smoothing "
-                   "c = 0, 0.1, 0.3, 0.5, beside AIT (no smoothing).",
+    "c = 0, 0.1, 0.3, 0.5, beside AIT (no smoothing).",
     "runs": list(RUNS.values()),
     "seeds": [0, 1, 2],
     "figures": [],
@@ -72,6 +77,7 @@ RECIPE = {
         "blocks": BLOCKS,
         "notes": ["c=0.00: no smoothing; c is applied to the student's CE against the generator's labels."],
     },
-    "tiny": tiny(only=["resnet20_cifar10-*"], keeps="the CIFAR-10 ResNet-20 block", loses="the CIFAR-100 and "
-                 "ImageNet blocks"),
+    "tiny": tiny(
+        only=["resnet20_cifar10-*"], keeps="the CIFAR-10 ResNet-20 block", loses="the CIFAR-100 and ImageNet blocks"
+    ),
 }

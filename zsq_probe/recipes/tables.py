@@ -89,12 +89,24 @@ def table_cells(table: dict, values: dict, expected_n: int | None = None) -> lis
                 rid = cl["run"]
                 planned = rid is not None and rid in values
                 mean, std, n = stats(values.get(rid, [])) if planned else (None, None, 0)
-                out.append({"block": b["title"], "row": row["label"], "column": c["name"], "run": rid,
-                            "planned": planned, "n": n, "mean": mean, "std": std, "paper": paper_mean(cl["paper"]),
-                            "paper_std": cl["paper"][1] if isinstance(cl["paper"], (list, tuple)) else None,
-                            "text": format_stat(mean, std, n, expected_n) if planned
-                            else ("not run" if rid is None else "·"),
-                            "paper_text": format_paper(cl["paper"])})
+                out.append(
+                    {
+                        "block": b["title"],
+                        "row": row["label"],
+                        "column": c["name"],
+                        "run": rid,
+                        "planned": planned,
+                        "n": n,
+                        "mean": mean,
+                        "std": std,
+                        "paper": paper_mean(cl["paper"]),
+                        "paper_std": cl["paper"][1] if isinstance(cl["paper"], (list, tuple)) else None,
+                        "text": format_stat(mean, std, n, expected_n)
+                        if planned
+                        else ("not run" if rid is None else "·"),
+                        "paper_text": format_paper(cl["paper"]),
+                    }
+                )
     return out
 
 
@@ -104,8 +116,14 @@ def _delta(a, b) -> str:
     return f" ({a - b:+.2f})"
 
 
-def render_table(table: dict, values: dict, teacher: dict | None = None, expected_n: int | None = None,
-                 header_note: str = "", standins: dict | None = None) -> str:
+def render_table(
+    table: dict,
+    values: dict,
+    teacher: dict | None = None,
+    expected_n: int | None = None,
+    header_note: str = "",
+    standins: dict | None = None,
+) -> str:
     """The paper's table layout, each of our cells ('mean ± std' over seeds) beside the paper's value.
 
     Blocks and rows none of whose runs were planned are left out; '·' marks a cell whose run was not
@@ -124,6 +142,7 @@ def render_table(table: dict, values: dict, teacher: dict | None = None, expecte
         lines.append(header_note)
     row_head = table.get("row_header", "")
     for b in table["blocks"]:
+
         def planned(r):
             return any(cells.get((b["title"], r["label"], c["name"]), {}).get("planned") for c in cols)
 
@@ -133,13 +152,13 @@ def render_table(table: dict, values: dict, teacher: dict | None = None, expecte
         rows = [r for r in b["rows"] if planned(r) or all(cl["run"] is None for cl in r["cells"].values())]
         title = b["title"]
         if standins:
-            labels = sorted({standins[cl["run"]] for r in rows for cl in r["cells"].values()
-                             if cl["run"] in standins})
+            labels = sorted({standins[cl["run"]] for r in rows for cl in r["cells"].values() if cl["run"] in standins})
             if labels:
                 title += f"  [ours: {', '.join(labels)}]"
         if teacher is not None and b.get("fp32") is not None:
-            t_vals = [v for r in rows for c in cols
-                      for v in teacher.get((r["cells"].get(c["name"]) or {}).get("run"), [])]
+            t_vals = [
+                v for r in rows for c in cols for v in teacher.get((r["cells"].get(c["name"]) or {}).get("run"), [])
+            ]
             ours = stats(t_vals)[0]
             title += f"  (teacher top-1: ours {'—' if ours is None else f'{ours:.2f}'}, paper {b['fp32']:.2f})"
         grid = []
@@ -205,20 +224,24 @@ def report_table(recipe: dict, jobs: list[Job], out, scale: str, metric: str = "
     table = recipe["table"]
     values, teacher = collect(jobs, metric)
     n_seeds = len({j.seed for j in jobs}) if seeds is None else seeds
-    note = (f"top-1 % ({METRICS[metric]}), ours = mean ± std over seeds (ddof=1; 'n=1': one seed), "
-            f"scale {scale}")
+    note = f"top-1 % ({METRICS[metric]}), ours = mean ± std over seeds (ddof=1; 'n=1': one seed), scale {scale}"
     if scale == TINY_SCALE:
-        note += ("\n" + "tiny scale: every run is its digits stand-in (" + recipe["tiny"]["summary"] +
-                 "); the paper's values are those of the setting named in each block, shown for layout only")
+        note += (
+            "\n"
+            + "tiny scale: every run is its digits stand-in ("
+            + recipe["tiny"]["summary"]
+            + "); the paper's values are those of the setting named in each block, shown for layout only"
+        )
     standins = None
     if scale == TINY_SCALE:
-        standins = {j.paper_id: f"{j.spec['teacher']} " + ("fp" if j.spec["w_bits"] is None else
-                                                           bits_label(j.spec["w_bits"], j.spec["a_bits"]))
-                    for j in jobs}
+        standins = {
+            j.paper_id: f"{j.spec['teacher']} "
+            + ("fp" if j.spec["w_bits"] is None else bits_label(j.spec["w_bits"], j.spec["a_bits"]))
+            for j in jobs
+        }
     text = render_table(table, values, teacher, expected_n=n_seeds, header_note=note, standins=standins)
     out = Path(out) / "tables"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{recipe['name']}.txt").write_text(text + "\n")
     write_table_csv(out / f"{recipe['name']}.csv", table_cells(table, values, n_seeds))
     return text
-

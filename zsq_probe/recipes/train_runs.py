@@ -31,8 +31,9 @@ def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
 
         logdir = None if tensorboard is True else tensorboard
         observers = build_probes(cfg) + [TensorBoardObserver(logdir)]
-    return train(cfg, job.path, resume=status == "partial", force=status == "partial", progress=progress,
-                 observers=observers)
+    return train(
+        cfg, job.path, resume=status == "partial", force=status == "partial", progress=progress, observers=observers
+    )
 
 
 def train_all(jobs: list[Job], progress: bool = False) -> list[tuple[Job, str]]:
@@ -55,7 +56,10 @@ def train_all(jobs: list[Job], progress: bool = False) -> list[tuple[Job, str]]:
             log.info("%s: done already (%s)", head, job.path)
             continue
         top1 = summary.get("best_val_top1")
-        acc = ("no validation" if top1 is None
-               else f"best top-1 {100 * top1:.2f}%, final {100 * summary['final_val_top1']:.2f}%")
+        acc = (
+            "no validation"
+            if top1 is None
+            else f"best top-1 {100 * top1:.2f}%, final {100 * summary['final_val_top1']:.2f}%"
+        )
         log.info("%s: finished in %.1fs (%s)", head, time.time() - t0, acc)
     return failures

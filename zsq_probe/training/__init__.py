@@ -6,5 +6,13 @@ from zsq_probe.training.loop import METRIC_TERMS, NonFiniteError, Trainer, Train
 from zsq_probe.training.run import train
 from zsq_probe.training.schedule import scheduled
 
-__all__ = ["METRIC_TERMS", "NonFiniteError", "RunParts", "Trainer", "TrainingInterrupted", "build_run", "scheduled",
-           "train"]
+__all__ = [
+    "METRIC_TERMS",
+    "NonFiniteError",
+    "RunParts",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_run",
+    "scheduled",
+    "train",
+]

@@ -15,11 +15,15 @@ from zsq_probe.errors import UserError, one_line
 
 
 def training_state(parts, epoch: int, global_step: int, observers=()) -> dict:
-    state = {"epoch": epoch, "global_step": global_step,
-             "student": parts.student.state_dict(), "optimizer": parts.optimizer.state_dict(),
-             "config": parts.cfg.to_dict(),
-             "rng": {"torch": torch.get_rng_state()},
-             "observers": {o.name: o.state_dict() for o in observers}}
+    state = {
+        "epoch": epoch,
+        "global_step": global_step,
+        "student": parts.student.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "config": parts.cfg.to_dict(),
+        "rng": {"torch": torch.get_rng_state()},
+        "observers": {o.name: o.state_dict() for o in observers},
+    }
     if torch.cuda.is_available() and parts.device.type == "cuda":
         state["rng"]["cuda"] = torch.cuda.get_rng_state(parts.device)
     state.update(parts.source.state_dict())
@@ -56,9 +60,11 @@ def check_finite_state(state: dict, epoch: int) -> None:
         if key in state:
             bad = first_nonfinite_tensor(state[key], key)
             if bad:
-                raise NonFiniteError(f"not writing checkpoint epoch {epoch}: {bad} holds inf/NaN values; the run "
-                                     "stopped with the previous checkpoint kept (lower the learning rates and "
-                                     "resume with --force)")
+                raise NonFiniteError(
+                    f"not writing checkpoint epoch {epoch}: {bad} holds inf/NaN values; the run "
+                    "stopped with the previous checkpoint kept (lower the learning rates and "
+                    "resume with --force)"
+                )
 
 
 def restore_models(parts, state: dict) -> None:
@@ -96,15 +102,23 @@ def write_summary(run, parts, epochs_completed: int) -> dict:
     cfg = parts.cfg
     m = run.read_table("metrics")
     val = m["val_top1"].dropna()
-    summary = {"run": run.name, "method": cfg.method, "preset": cfg.preset, "teacher": cfg.teacher,
-               "data": cfg.dataset.name, "w_bits": cfg.quant.w_bits, "a_bits": cfg.quant.a_bits,
-               "full_precision_student": cfg.quant.full_precision, "epochs_completed": epochs_completed,
-               "seed": cfg.seed,
-               "final_val_top1": float(val.iloc[-1]) if len(val) else None,
-               "best_val_top1": float(val.max()) if len(val) else None,
-               "teacher_top1": teacher_top1(parts),
-               # on_nonfinite=skip: updates skipped over the whole run (every epoch's metrics row, resumes included)
-               "skipped_steps": int(m["skipped_steps"].fillna(0).sum()) if "skipped_steps" in m else 0}
+    summary = {
+        "run": run.name,
+        "method": cfg.method,
+        "preset": cfg.preset,
+        "teacher": cfg.teacher,
+        "data": cfg.dataset.name,
+        "w_bits": cfg.quant.w_bits,
+        "a_bits": cfg.quant.a_bits,
+        "full_precision_student": cfg.quant.full_precision,
+        "epochs_completed": epochs_completed,
+        "seed": cfg.seed,
+        "final_val_top1": float(val.iloc[-1]) if len(val) else None,
+        "best_val_top1": float(val.max()) if len(val) else None,
+        "teacher_top1": teacher_top1(parts),
+        # on_nonfinite=skip: updates skipped over the whole run (every epoch's metrics row, resumes included)
+        "skipped_steps": int(m["skipped_steps"].fillna(0).sum()) if "skipped_steps" in m else 0,
+    }
     atomic_write_bytes(run.path / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 

@@ -100,10 +100,18 @@ class Trainer:
         self.progress = progress
         self.epoch, self.global_step = 0, 0  # epochs completed, iterations done
         self.iterations = check_iterations(self.cfg, parts.source)
-        self.context = ProbeContext(cfg=self.cfg, run=run, student=parts.student, teacher=parts.teacher,
-                                    param_names=parts.param_names, params=parts.params,
-                                    quant_layers=parts.quant_layers, device=parts.device,
-                                    iterations_per_epoch=self.iterations, draw_probe_batch=parts.source.draw)
+        self.context = ProbeContext(
+            cfg=self.cfg,
+            run=run,
+            student=parts.student,
+            teacher=parts.teacher,
+            param_names=parts.param_names,
+            params=parts.params,
+            quant_layers=parts.quant_layers,
+            device=parts.device,
+            iterations_per_epoch=self.iterations,
+            draw_probe_batch=parts.source.draw,
+        )
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict:
@@ -149,8 +157,12 @@ class Trainer:
             set_activation_ranges_frozen(parts.student, frozen)
         parts.student.train(parts.student_train_mode)
         parts.source.start_epoch(epoch)
-        return dict(lr=lr, gen_lr=parts.source.lr(epoch), gi_p=p if cfg.inundation.enabled else float("nan"),
-                    act_ranges_frozen=frozen)
+        return dict(
+            lr=lr,
+            gen_lr=parts.source.lr(epoch),
+            gi_p=p if cfg.inundation.enabled else float("nan"),
+            act_ranges_frozen=frozen,
+        )
 
     def run_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -175,7 +187,7 @@ class Trainer:
             else:  # the student only runs forward (its activation ranges follow the EMA)
                 with torch.no_grad():
                     s_logits, kl, ce = self.loss_terms(batch)
-                terms = {"kl": kl, "kl_scaled": kl * cfg.temperature ** 2, "ce": ce}
+                terms = {"kl": kl, "kl_scaled": kl * cfg.temperature**2, "ce": ce}
             terms = {**batch.terms, **terms}
             params_ok = params_finite(self.parts.student)  # weights and activation ranges (no sync here)
             # one host sync per iteration for all metric terms
@@ -195,8 +207,19 @@ class Trainer:
                     counts[k] += 1
             self.global_step += 1
             if self.observers:
-                event = StepEvent(epoch, step, self.global_step, batch.inputs, batch.labels, batch.teacher_logits,
-                                  s_logits, values, stepping and not skipped, None if skipped else term_grads, gi)
+                event = StepEvent(
+                    epoch,
+                    step,
+                    self.global_step,
+                    batch.inputs,
+                    batch.labels,
+                    batch.teacher_logits,
+                    s_logits,
+                    values,
+                    stepping and not skipped,
+                    None if skipped else term_grads,
+                    gi,
+                )
                 for o in self.observers:
                     o.on_step(self.context, event)
             fault_point(f"step:{epoch}:{step}")  # test-only fault injection (zsq_probe.store)
@@ -207,9 +230,15 @@ class Trainer:
         if bar is not None:
             bar.close()
 
-        row = {"run": self.run.name, "method": cfg.method, "preset": cfg.preset, "epoch": epoch,
-               "iterations": self.iterations, "student_stepped": stepping,
-               "act_ranges_frozen": schedule["act_ranges_frozen"]}
+        row = {
+            "run": self.run.name,
+            "method": cfg.method,
+            "preset": cfg.preset,
+            "epoch": epoch,
+            "iterations": self.iterations,
+            "student_stepped": stepping,
+            "act_ranges_frozen": schedule["act_ranges_frozen"],
+        }
         row.update({f"loss_{k}": sums[k] / counts[k] if counts[k] else float("nan") for k in METRIC_TERMS})
         row.update(lr=schedule["lr"], gen_lr=schedule["gen_lr"], gi_p=schedule["gi_p"], skipped_steps=skipped_steps)
         if skipped_steps:
@@ -218,8 +247,12 @@ class Trainer:
             (log.warning if share >= SKIP_WARN_SHARE else log.info)(
                 f"epoch {epoch}: skipped {skipped_steps} of {self.iterations} steps ({100 * share:.0f}%) with a "
                 f"non-finite loss, gradient or batch (on_nonfinite=skip)"
-                + ("; the student barely trained — lower lr / gen_lr or check the teacher" if share >= SKIP_WARN_SHARE
-                   else ""))
+                + (
+                    "; the student barely trained — lower lr / gen_lr or check the teacher"
+                    if share >= SKIP_WARN_SHARE
+                    else ""
+                )
+            )
         validate_now = self.parts.val_loader is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs)
         row["val_top1"], row["val_ce"] = self.validate() if validate_now else (float("nan"), float("nan"))
         row["wall_time_s"] = time.perf_counter() - t0
@@ -227,8 +260,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ one student step
     def loss_terms(self, batch):
-        return student_terms(self.parts.student, batch.inputs, batch.labels, batch.teacher_logits,
-                             self.cfg.temperature, self.cfg.label_smoothing)
+        return student_terms(
+            self.parts.student,
+            batch.inputs,
+            batch.labels,
+            batch.teacher_logits,
+            self.cfg.temperature,
+            self.cfg.label_smoothing,
+        )
 
     def student_step(self, batch, want_terms: bool):
         """One optimiser step; returns (logits, loss terms, per-term grads, GI info, non-finite or None)."""
@@ -236,7 +275,7 @@ class Trainer:
 
         cfg, opt, params = self.cfg, self.parts.optimizer, self.parts.params
         s_logits, kl, ce = self.loss_terms(batch)
-        kl_scaled = kl * cfg.temperature ** 2
+        kl_scaled = kl * cfg.temperature**2
         loss = cfg.kd_weight * kl_scaled + cfg.ce_weight * ce
         terms = {"kl": kl.detach(), "kl_scaled": kl_scaled.detach(), "ce": ce.detach(), "student": loss.detach()}
         opt.zero_grad(set_to_none=True)
@@ -244,7 +283,7 @@ class Trainer:
         if want_terms:
             # per-term gradients from one forward: the cosine probes need both, the step needs their sum
             term_grads = term_gradients(kl, ce, params)
-            w_kl, w_ce = cfg.kd_weight * cfg.temperature ** 2, cfg.ce_weight
+            w_kl, w_ce = cfg.kd_weight * cfg.temperature**2, cfg.ce_weight
             for p, gk, gc in zip(params, term_grads["kl"], term_grads["ce"]):
                 p.grad = w_kl * gk + w_ce * gc
         else:
@@ -257,8 +296,11 @@ class Trainer:
         opt.step()
         gi = None
         if cfg.inundation.enabled:
-            gi = {"kappa": dict(opt.last_kappa), "changed": dict(opt.last_changed_codes),
-                  "flags": dict(getattr(opt, "last_flags", {}))}
+            gi = {
+                "kappa": dict(opt.last_kappa),
+                "changed": dict(opt.last_changed_codes),
+                "flags": dict(getattr(opt, "last_flags", {})),
+            }
         return s_logits.detach(), terms, term_grads, gi, None
 
     def on_nonfinite(self, epoch: int, step: int, bad) -> bool:
@@ -267,22 +309,28 @@ class Trainer:
             return True
         values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in bad.terms.items())
         kept = self.kept_checkpoint()
-        raise NonFiniteError(f"non-finite {bad.what} at epoch {epoch}, step {step} (global step "
-                             f"{self.global_step + 1}; loss={float(bad.loss.detach()):.4g}, {values}); stopped, "
-                             f"{kept}; to skip such steps resume with --set on_nonfinite=skip --force")
+        raise NonFiniteError(
+            f"non-finite {bad.what} at epoch {epoch}, step {step} (global step "
+            f"{self.global_step + 1}; loss={float(bad.loss.detach()):.4g}, {values}); stopped, "
+            f"{kept}; to skip such steps resume with --set on_nonfinite=skip --force"
+        )
 
     def kept_checkpoint(self) -> str:
         cps = self.run.checkpoints()
         # checkpoints are only written with finite parameters (save_checkpoint), so the last one is good
-        return f"the last checkpoint {cps[max(cps)]} (finite parameters) is kept" if cps else "no checkpoint was written"
+        return (
+            f"the last checkpoint {cps[max(cps)]} (finite parameters) is kept" if cps else "no checkpoint was written"
+        )
 
     def on_poisoned_parameters(self, epoch: int, step: int) -> None:
         """A step made a weight or an activation range inf/NaN: it cannot be skipped any more, so the run stops
         (in skip mode too) before anything of this epoch is written."""
-        raise NonFiniteError(f"the student's weights or activation ranges became non-finite at epoch {epoch}, "
-                             f"step {step} (global step {self.global_step + 1}; lr={self.cfg.optim.lr:g}); stopped, "
-                             f"{self.kept_checkpoint()}; lower the learning rate (or weight_decay/momentum) and "
-                             f"resume with --force")
+        raise NonFiniteError(
+            f"the student's weights or activation ranges became non-finite at epoch {epoch}, "
+            f"step {step} (global step {self.global_step + 1}; lr={self.cfg.optim.lr:g}); stopped, "
+            f"{self.kept_checkpoint()}; lower the learning rate (or weight_decay/momentum) and "
+            f"resume with --force"
+        )
 
     # ------------------------------------------------------------------ evaluation and the end of a run
     def validate(self) -> tuple[float, float]:
@@ -302,10 +350,23 @@ class Trainer:
             parts.source.calibrate(parts.student)
         val_top1, val_ce = self.validate() if parts.val_loader is not None else (float("nan"), float("nan"))
         nan = float("nan")
-        row = {"run": self.run.name, "method": self.cfg.method, "preset": self.cfg.preset, "epoch": 0,
-               "iterations": 0, "student_stepped": False, "act_ranges_frozen": True,
-               **{f"loss_{k}": nan for k in METRIC_TERMS}, "lr": nan, "gen_lr": nan, "gi_p": nan,
-               "skipped_steps": 0, "val_top1": val_top1, "val_ce": val_ce, "wall_time_s": 0.0}
+        row = {
+            "run": self.run.name,
+            "method": self.cfg.method,
+            "preset": self.cfg.preset,
+            "epoch": 0,
+            "iterations": 0,
+            "student_stepped": False,
+            "act_ranges_frozen": True,
+            **{f"loss_{k}": nan for k in METRIC_TERMS},
+            "lr": nan,
+            "gen_lr": nan,
+            "gi_p": nan,
+            "skipped_steps": 0,
+            "val_top1": val_top1,
+            "val_ce": val_ce,
+            "wall_time_s": 0.0,
+        }
         self.run.write_part("zeroq_distillation", parts.source.history, epoch_key(0))
         self.run.write_part("metrics", [row], epoch_key(0))
         self.save_checkpoint(0)
@@ -335,5 +396,7 @@ def progress_bar(total: int, desc: str, enabled: bool):
 def epoch_line(row: dict) -> str:
     val = row.get("val_top1")
     val_s = f"val top-1 {100 * val:6.2f}%  val CE {row['val_ce']:.4f}" if val == val else "no validation"
-    return (f"[{row['method']}] epoch {row['epoch']:>4}  KL*T^2 {row['loss_kl_scaled']:.4g}  CE {row['loss_ce']:.4g}  "
-            f"{val_s}  ({row['wall_time_s']:.1f}s)")
+    return (
+        f"[{row['method']}] epoch {row['epoch']:>4}  KL*T^2 {row['loss_kl_scaled']:.4g}  CE {row['loss_ce']:.4g}  "
+        f"{val_s}  ({row['wall_time_s']:.1f}s)"
+    )

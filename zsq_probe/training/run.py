@@ -14,8 +14,17 @@ from zsq_probe.training.loop import Trainer
 log = logging.getLogger(__name__)
 
 
-def train(cfg, out, *, resume: bool = False, force: bool = False, observers=None, progress: bool = True,
-          teacher=None, data_spec=None) -> dict:
+def train(
+    cfg,
+    out,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    observers=None,
+    progress: bool = True,
+    teacher=None,
+    data_spec=None,
+) -> dict:
     """Run (or resume) a training job into the folder `out`; returns the run summary (summary.json).
 
     `observers`: None builds the probes `cfg.probing.probes` names; a list is used as given (add
@@ -38,8 +47,15 @@ def train(cfg, out, *, resume: bool = False, force: bool = False, observers=None
 
     with RunLock(out, what="zsq-probe train"):  # one writer per run folder (rank 0 only under torchrun)
         RunDir.ensure_new(out)  # again, now that we hold the lock: another train may have started meanwhile
-        run.write_config(cfg.to_dict(), extra={"seed": cfg.seed, "quantization": spec, "config_schema_version":
-                                               CONFIG_SCHEMA_VERSION, "teacher": parts.teacher_info.to_dict()})
+        run.write_config(
+            cfg.to_dict(),
+            extra={
+                "seed": cfg.seed,
+                "quantization": spec,
+                "config_schema_version": CONFIG_SCHEMA_VERSION,
+                "teacher": parts.teacher_info.to_dict(),
+            },
+        )
         run.remove_temp_files()  # a first attempt killed while writing config.json left its temporary copy
         return trainer.fit()
 
@@ -59,8 +75,10 @@ def _resume_locked(run, cfg, force, observers, progress, teacher, data_spec) -> 
     if changed and not force:
         first = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise UserError(f"--resume with a changed config ({first}{more}); pass --force to resume anyway "
-                        f"(the change is recorded in config.json)")
+        raise UserError(
+            f"--resume with a changed config ({first}{more}); pass --force to resume anyway "
+            f"(the change is recorded in config.json)"
+        )
     _check_same_teacher(doc.get("teacher") or {}, teacher)
     trainer = Trainer(build_run(cfg, teacher=teacher, data_spec=data_spec), run, observers, progress)
     if run.checkpoints():
@@ -88,5 +106,7 @@ def _check_same_teacher(recorded: dict, teacher) -> None:
     from zsq_probe.training.build import module_fingerprint
 
     if recorded.get("source") != "module" or recorded.get("weights_sha256") != module_fingerprint(teacher):
-        raise UserError("the teacher module differs from the one this run was started with (state-dict "
-                        "fingerprint in config.json 'teacher')")
+        raise UserError(
+            "the teacher module differs from the one this run was started with (state-dict "
+            "fingerprint in config.json 'teacher')"
+        )

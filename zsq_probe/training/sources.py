@@ -92,7 +92,9 @@ class GeneratorSource:
         self.generator, self.teacher, self.cfg, self.device = generator, teacher, cfg, device
         # the teacher's input shape; a generator drawing larger (299 -> 300) is centre-cropped to it
         self.image_shape = tuple(image_shape) if image_shape is not None else tuple(generator.image_shape)
-        self.optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.synthesis.lr, betas=(cfg.synthesis.beta1, cfg.synthesis.beta2))
+        self.optimizer = torch.optim.Adam(
+            generator.parameters(), lr=cfg.synthesis.lr, betas=(cfg.synthesis.beta1, cfg.synthesis.beta2)
+        )
         self.rng = None
 
     def iterations(self) -> int | None:
@@ -126,10 +128,12 @@ class GeneratorSource:
             self.optimizer.step()
         else:
             self.optimizer.zero_grad(set_to_none=True)
-            bad = first_nonfinite(gen_loss, {"generator CE term": gen_ce, "generator BNS term": bns_loss},
-                                  "generator loss")
-            nonfinite = NonFinite(bad or "gradient of the generator loss", gen_loss,
-                                  {"generator_ce": gen_ce, "bns": bns_loss})
+            bad = first_nonfinite(
+                gen_loss, {"generator CE term": gen_ce, "generator BNS term": bns_loss}, "generator loss"
+            )
+            nonfinite = NonFinite(
+                bad or "gradient of the generator loss", gen_loss, {"generator_ce": gen_ce, "bns": bns_loss}
+            )
         terms = {"generator_ce": gen_ce.detach(), "bns": bns_loss.detach(), "generator": gen_loss.detach()}
         return Batch(x.detach(), labels.detach(), t_logits.detach(), terms, nonfinite)
 
@@ -167,9 +171,15 @@ class RealDataSource:
         from zsq_probe.data import make_loader
 
         data = self.cfg.dataset
-        loader = make_loader(self.train_set, self.cfg.batch_size, shuffle=True,
-                             seed=epoch_seed(self.cfg.seed, epoch, DATA_ORDER_STREAM), drop_last=True,
-                             num_workers=data.num_workers, pin_memory=data.pin_memory and self.device.type == "cuda")
+        loader = make_loader(
+            self.train_set,
+            self.cfg.batch_size,
+            shuffle=True,
+            seed=epoch_seed(self.cfg.seed, epoch, DATA_ORDER_STREAM),
+            drop_last=True,
+            num_workers=data.num_workers,
+            pin_memory=data.pin_memory and self.device.type == "cuda",
+        )
         self.batches = _cycle(loader)
 
     def next_batch(self) -> Batch:
@@ -206,12 +216,18 @@ class DistilledSource:
         syn = cfg.synthesis
         n = syn.zeroq_images or cfg.batch_size * 10
         self.distill_batch = min(n, syn.zeroq_batch_size or n)  # 0: one batch of all images (ZeroQ's code)
-        self.images, self.history = distill_zeroq(teacher, n, tuple(spec.image_shape),
-                                                  batch_size=self.distill_batch,
-                                                  iterations=syn.zeroq_iterations, init=syn.zeroq_init,
-                                                  generator=stream(cfg.seed, 0, ZEROQ_STREAM), device=device)
+        self.images, self.history = distill_zeroq(
+            teacher,
+            n,
+            tuple(spec.image_shape),
+            batch_size=self.distill_batch,
+            iterations=syn.zeroq_iterations,
+            init=syn.zeroq_init,
+            generator=stream(cfg.seed, 0, ZEROQ_STREAM),
+            device=device,
+        )
         with torch.no_grad():
-            logits = torch.cat([teacher(self.images[i:i + 256]) for i in range(0, len(self.images), 256)])
+            logits = torch.cat([teacher(self.images[i : i + 256]) for i in range(0, len(self.images), 256)])
         self.labels = logits.argmax(1)
         self.rng = None
 
@@ -233,7 +249,7 @@ class DistilledSource:
 
     def calibration_batches(self) -> list[torch.Tensor]:
         bs = self.distill_batch if self.cfg.synthesis.zeroq_calibration == "minmax" else self.cfg.batch_size
-        return [self.images[i:i + bs] for i in range(0, len(self.images), bs)]
+        return [self.images[i : i + bs] for i in range(0, len(self.images), bs)]
 
     def calibrate(self, model) -> int:
         """Set the student's activation ranges from the distilled images (zeroq_calibration: minmax = ZeroQ's
