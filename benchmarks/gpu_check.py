@@ -56,26 +56,26 @@ def tiny_run(device: str, out: Path) -> dict:
     from zsq_probe.store import RunDir
     from zsq_probe.training import train
 
-    flags = dict(
-        epochs=2,
-        iters_per_epoch=3,
-        batch_size=32,
-        warmup_epochs=0,
-        act_range_epochs=1,
-        val_max_batches=2,
-        val_batch_size=100,
-        hessian_batch_size=64,
-        hessian_every_epochs=1,
-        probe_every_steps=1,
-        trace_max_products=40,
-        slq_runs=2,
-        slq_steps=8,
-        hessian_top_k=2,
-        w_bits=3,
-        a_bits=3,
-        probes=["cosine", "hessian"],
-        device=device,
-    )
+    flags = {
+        "epochs": 2,
+        "iters_per_epoch": 3,
+        "batch_size": 32,
+        "warmup_epochs": 0,
+        "act_range_epochs": 1,
+        "val_max_batches": 2,
+        "val_batch_size": 100,
+        "hessian_batch_size": 64,
+        "hessian_every_epochs": 1,
+        "probe_every_steps": 1,
+        "trace_max_products": 40,
+        "slq_runs": 2,
+        "slq_steps": 8,
+        "hessian_top_k": 2,
+        "w_bits": 3,
+        "a_bits": 3,
+        "probes": ["cosine", "hessian"],
+        "device": device,
+    }
     cfg = resolve_config("gdfq", teacher="digits", flags=flags)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

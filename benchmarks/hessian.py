@@ -34,7 +34,6 @@ import traceback
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def sync(device: torch.device) -> None:
@@ -199,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         # several vectors at once (Hutch++ sketches, SLQ runs): one vmapped backward (is_grads_batched) for 8
         # vectors vs 8 single products, interleaved; the estimators use single products unless this wins
         block = torch.stack(vecs[1:9])
-        grads = [g for g in op._grads] if op.keep_graphs else None  # benchmark only: the operator's own graph
+        grads = list(op._grads) if op.keep_graphs else None  # benchmark only: the operator's own graph
         if grads is not None:
             seq_t, bat_t, bat_err = [], [], ""
             for rep in range(3):
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # PyHessian to the same accuracy: its power iteration at tightening tolerances until the residual
         # ||Hv - lambda v|| <= tol * |lambda| that ours guarantees (its default rule bounds the change of lambda)
-        print("\nPyHessian top-1 at tightening power-iteration tolerances (residual target %g):" % args.tol)
+        print(f"\nPyHessian top-1 at tightening power-iteration tolerances (residual target {args.tol:g}):")
         for ph_tol in (args.tol, args.tol / 10, args.tol / 100, args.tol / 1000):
             torch.manual_seed(args.seed)
             hvp_calls["n"] = 0
@@ -355,12 +354,11 @@ def digits_operators(args, device):
     batch of 200 the curvature probe would use at its last epoch (eval mode, straight-through surrogate)."""
     import tempfile
 
+    from zsq_probe.hessian import HessianOperator
     from zsq_probe.posthoc import open_run
     from zsq_probe.presets import resolve_config
     from zsq_probe.probes.curvature import loss_functions
     from zsq_probe.training.run import train
-
-    from zsq_probe.hessian import HessianOperator
 
     out = tempfile.mkdtemp(prefix="zsq-bench-digits-")
     cfg = resolve_config("gdfq", "digits", overrides=["epochs=3", f"seed={args.seed}"])
@@ -386,9 +384,8 @@ def resnet20_operators(args, device):
     with torch.no_grad():
         t_logits = model(x) + 0.5 * torch.randn(args.batch_size, 10, generator=g).to(device)  # a stand-in teacher
 
-    from zsq_probe.losses import kl_to_teacher
-
     from zsq_probe.hessian import HessianOperator
+    from zsq_probe.losses import kl_to_teacher
 
     kl = lambda logits, t: kl_to_teacher(logits, t, 20.0) * 400.0  # noqa: E731 - the trainer's KL term
     ops = {

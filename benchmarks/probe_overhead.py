@@ -44,24 +44,24 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     defaults = RunConfig().probing  # the paper-scale probe cadence and sizes
-    common = dict(
-        epochs=args.epochs,
-        iters_per_epoch=args.iters,
-        warmup_epochs=1,
-        act_range_epochs=1,
-        device=args.device,
-        val_max_batches=1,
-        checkpoint_every=args.epochs,
-    )
-    cadence = dict(
-        probe_every_steps=defaults.every_steps,
-        hessian_every_epochs=args.epochs,
-        hessian_vectors=defaults.hessian_vectors,
-        slq_runs=defaults.slq_runs,
-        slq_steps=defaults.slq_steps,
-        hessian_top_k=defaults.hessian_top_k,
-        hessian_batch_size=defaults.batch_size,
-    )
+    common = {
+        "epochs": args.epochs,
+        "iters_per_epoch": args.iters,
+        "warmup_epochs": 1,
+        "act_range_epochs": 1,
+        "device": args.device,
+        "val_max_batches": 1,
+        "checkpoint_every": args.epochs,
+    }
+    cadence = {
+        "probe_every_steps": defaults.every_steps,
+        "hessian_every_epochs": args.epochs,
+        "hessian_vectors": defaults.hessian_vectors,
+        "slq_runs": defaults.slq_runs,
+        "slq_steps": defaults.slq_steps,
+        "hessian_top_k": defaults.hessian_top_k,
+        "hessian_batch_size": defaults.batch_size,
+    }
     resolve_config(args.preset, flags=common)  # trains / loads the digits teacher before timing
     tmp = Path(tempfile.mkdtemp())
     try:

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"   [{wl:.3f}, {wh:.3f}]"
             )
     print(
-        f"\n# worst coverage per estimator over the problems (target >= 0.90): "
+        "\n# worst coverage per estimator over the problems (target >= 0.90): "
         + ", ".join(f"{k} {v:.3f}" for k, v in worst.items())
     )
     print(f"# (hutch++ products include the top-{args.top_k} eigenvector search; {time.perf_counter() - t0:.0f} s)")

@@ -12,7 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # an entry point: files only, no window
 
-from zsq_probe.cli.figures import figure_script  # noqa: E402
+from zsq_probe.cli.figures import figure_script
 
 if __name__ == "__main__":
     sys.exit(figure_script("fig1", prog="fig1_cosine.py"))

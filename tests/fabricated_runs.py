@@ -14,7 +14,7 @@ LAYERS = [("conv1", 144), ("stage1.conv", 2304), ("fc", 640)]
 
 def schema_row(table, **values):
     """A full schema row: every column of `table`, the given values, neutral defaults elsewhere."""
-    row = {c: np.nan for c in TABLES[table]}
+    row = dict.fromkeys(TABLES[table], np.nan)
     row.update(values)
     return row
 

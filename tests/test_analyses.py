@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from zsq_probe.recipes import RECIPES, load_recipe, plan, recipe_module
 from zsq_probe.cli.recipe import main
+from zsq_probe.recipes import RECIPES, load_recipe, plan, recipe_module
 from zsq_probe.recipes.jobs import unique_jobs
 from zsq_probe.recipes.specs import run, tiny_spec
 from zsq_probe.recipes.tables import format_paper, format_stat, paper_mean, report_table, stats
@@ -470,9 +470,8 @@ def test_tab1_end_to_end_tiny_and_resume(tmp_path, capsys, digits_teacher):
 
 
 def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
-    from zsq_probe.store import RunDir
-
     from zsq_probe.events import Observer
+    from zsq_probe.store import RunDir
     from zsq_probe.training import train
 
     class CrashAt(Observer):

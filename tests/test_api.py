@@ -12,23 +12,23 @@ import torch.nn as nn
 
 import zsq_probe as zp
 
-FAST = dict(
-    epochs=2,
-    iters_per_epoch=3,
-    batch_size=16,
-    warmup_epochs=0,
-    act_range_epochs=1,
-    val_max_batches=1,
-    val_batch_size=64,
-    hessian_batch_size=32,
-    hessian_every_epochs=1,
-    probe_every_steps=1,
-    hessian_vectors=2,
-    slq_runs=1,
-    slq_steps=4,
-    hessian_top_k=1,
-    slice_points=3,
-)
+FAST = {
+    "epochs": 2,
+    "iters_per_epoch": 3,
+    "batch_size": 16,
+    "warmup_epochs": 0,
+    "act_range_epochs": 1,
+    "val_max_batches": 1,
+    "val_batch_size": 64,
+    "hessian_batch_size": 32,
+    "hessian_every_epochs": 1,
+    "probe_every_steps": 1,
+    "hessian_vectors": 2,
+    "slq_runs": 1,
+    "slq_steps": 4,
+    "hessian_top_k": 1,
+    "slice_points": 3,
+}
 
 
 def test_config_train_tables_and_a_figure_in_given_axes(tmp_path, digits_teacher):

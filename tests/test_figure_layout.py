@@ -3,7 +3,6 @@ lies inside the figure, tick labels, axis labels, titles and legends do not over
 the width the figure was made for, and each figure gets its caption file."""
 
 import pytest
-
 from fabricated_runs import make_run
 
 from zsq_probe.plots import FIGURES

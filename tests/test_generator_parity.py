@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 from zsq_probe.generators import QimeraGenerator, distill_zeroq
 
-
 # ----------------------------------------------------------------------------------------------- item 1
 AIT_SCRIPTS = {  # iamkanghyunchoi/ait Qimera_AIT/run_<x>_4bit.sh, line 3
     ("resnet20_cifar10", "cifar10"): (0.4, 2, "teacher"),
@@ -36,7 +35,6 @@ AIT_SCRIPTS = {  # iamkanghyunchoi/ait Qimera_AIT/run_<x>_4bit.sh, line 3
 @pytest.mark.parametrize("teacher,data", list(AIT_SCRIPTS))
 def test_qimera_ait_preset_takes_the_ait_repository_scripts(teacher, data):
     from zsq_probe.presets import resolve_config
-
     from zsq_probe.training.build import generator_options
 
     cfg = resolve_config("qimera+ait", teacher, data=data)

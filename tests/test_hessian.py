@@ -172,7 +172,7 @@ def test_matvec_equals_dense_mlp_and_graph_is_reused():
     rec = HessianOperator(model, F.cross_entropy, [(x, y)], keep_graphs=False)
     torch.testing.assert_close(rec.matvec(rand_vec(75)), h @ rand_vec(75), rtol=1e-10, atol=1e-12)
     # the gradient the graph was built from is the loss gradient
-    d = {n: p for n, p in model.named_parameters()}
+    d = dict(model.named_parameters())
     g = torch.autograd.grad(F.cross_entropy(model(x), y), list(d.values()))
     torch.testing.assert_close(rec.gradient(), flatten_params(g))
 

@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 from pytorchcv.models.common import model_store
 
+import zsq_probe.digits_teacher as digits_module
 from zsq_probe import models
 from zsq_probe.data import load_dataset, make_loader
 from zsq_probe.errors import UserError
-import zsq_probe.digits_teacher as digits_module
 from zsq_probe.models import (
     PAPER_TEACHER_TOP1,
     TEACHER_NAMES_HINT,

@@ -17,8 +17,8 @@ import zipfile
 import pytest
 import torch
 from pytorchcv.models.common import model_store
+from test_data import expected_cifar_tensor, make_cifar10, make_cifar100
 
-from test_data import expected_cifar_tensor, make_cifar10, make_cifar100  # noqa: E402  (tests/ is on sys.path)
 from zsq_probe import models
 from zsq_probe.cli import main
 from zsq_probe.config import RunConfig, config_from_dict
@@ -119,17 +119,17 @@ def test_training_validates_and_records_under_the_configured_normalisation(r20_r
     cfg = resolve_config(
         "gdfq",
         teacher="resnet20_cifar10",
-        flags=dict(
-            weights_root=str(r20_root),
-            data_root=str(r20_root / "data"),
-            epochs=1,
-            iters_per_epoch=1,
-            batch_size=4,
-            warmup_epochs=0,
-            val_batch_size=6,
-            act_range_epochs=1,
-            normalization=norm,
-        ),
+        flags={
+            "weights_root": str(r20_root),
+            "data_root": str(r20_root / "data"),
+            "epochs": 1,
+            "iters_per_epoch": 1,
+            "batch_size": 4,
+            "warmup_epochs": 0,
+            "val_batch_size": 6,
+            "act_range_epochs": 1,
+            "normalization": norm,
+        },
     )
     parts = quiet(build_run, cfg, for_training=True)
     assert parts.val_loader.dataset.spec == get_spec("cifar10", norm) and parts.spec.normalization == norm

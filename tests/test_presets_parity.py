@@ -63,7 +63,7 @@ def test_optimiser_fields_have_flat_keys_and_validate():
     group = optimiser_for(cfg)[1].param_groups[0]
     assert (group["eps"], group["alpha"]) == (0.5, 0.8)
     assert cfg_of("gdfq").optim.eps is None  # torch's default outside the Tab. 3 presets
-    for bad in (dict(eps=0), dict(rmsprop_alpha=1.0), dict(lars_trust_coef=-1)):
+    for bad in ({"eps": 0}, {"rmsprop_alpha": 1.0}, {"lars_trust_coef": -1}):
         with pytest.raises(UserError):
             cfg_of("gdfq", **bad)
 

@@ -8,33 +8,33 @@ import pytest
 import torch
 
 from zsq_probe.cli import main
-from zsq_probe.presets import resolve_config
-from zsq_probe.losses import ce_to_labels, kl_to_teacher
-from zsq_probe.posthoc import probe_run
-from zsq_probe.probes import build_probes
-from zsq_probe.module_state import preserved_state
-from zsq_probe.store import RunDir, load_checkpoint_file
 from zsq_probe.events import Observer
+from zsq_probe.losses import ce_to_labels, kl_to_teacher
+from zsq_probe.module_state import preserved_state
+from zsq_probe.posthoc import probe_run
+from zsq_probe.presets import resolve_config
+from zsq_probe.probes import build_probes
+from zsq_probe.store import RunDir, load_checkpoint_file
 from zsq_probe.training import build_run, train
 
-QUIET = dict(progress=False)
-SMALL = dict(
-    epochs=2,
-    iters_per_epoch=3,
-    batch_size=16,
-    warmup_epochs=0,
-    act_range_epochs=1,
-    val_max_batches=1,
-    val_batch_size=64,
-    hessian_batch_size=48,
-    hessian_every_epochs=1,
-    probe_every_steps=1,
-    hessian_vectors=4,
-    slq_runs=1,
-    slq_steps=6,
-    hessian_top_k=2,
-    slice_points=5,
-)
+QUIET = {"progress": False}
+SMALL = {
+    "epochs": 2,
+    "iters_per_epoch": 3,
+    "batch_size": 16,
+    "warmup_epochs": 0,
+    "act_range_epochs": 1,
+    "val_max_batches": 1,
+    "val_batch_size": 64,
+    "hessian_batch_size": 48,
+    "hessian_every_epochs": 1,
+    "probe_every_steps": 1,
+    "hessian_vectors": 4,
+    "slq_runs": 1,
+    "slq_steps": 6,
+    "hessian_top_k": 2,
+    "slice_points": 5,
+}
 
 
 def cfg_for(preset, probes=(), **extra):

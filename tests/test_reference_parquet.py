@@ -13,28 +13,28 @@ from zsq_probe.store import RunDir
 from zsq_probe.training import train
 
 REFERENCE = Path(__file__).parent / "reference" / "prerefactor"
-SMALL = dict(
-    epochs=2,
-    iters_per_epoch=3,
-    batch_size=16,
-    warmup_epochs=0,
-    act_range_epochs=1,
-    val_max_batches=1,
-    val_batch_size=64,
-    hessian_batch_size=48,
-    hessian_every_epochs=1,
-    probe_every_steps=1,
-    hessian_vectors=4,
-    slq_runs=2,
-    trace_max_products=24,
-    slq_steps=6,
-    hessian_top_k=2,
-    slice_points=5,
-    probes=["cosine", "inter_epoch", "crossings", "hessian", "slice"],
-    slice_directions=["eigenvector", "random"],
-    slice_scalings=["gradient", "unit"],
-    probe_scopes=["model", "block"],
-)
+SMALL = {
+    "epochs": 2,
+    "iters_per_epoch": 3,
+    "batch_size": 16,
+    "warmup_epochs": 0,
+    "act_range_epochs": 1,
+    "val_max_batches": 1,
+    "val_batch_size": 64,
+    "hessian_batch_size": 48,
+    "hessian_every_epochs": 1,
+    "probe_every_steps": 1,
+    "hessian_vectors": 4,
+    "slq_runs": 2,
+    "trace_max_products": 24,
+    "slq_steps": 6,
+    "hessian_top_k": 2,
+    "slice_points": 5,
+    "probes": ["cosine", "inter_epoch", "crossings", "hessian", "slice"],
+    "slice_directions": ["eigenvector", "random"],
+    "slice_scalings": ["gradient", "unit"],
+    "probe_scopes": ["model", "block"],
+}
 
 
 THREADS = 1  # float reductions depend on the intra-op thread count: the reference is made with one thread

@@ -219,7 +219,7 @@ def test_submitit_local_executor_preempted_by_sigusr1_requeues_and_resumes(tmp_p
     while time.time() < deadline and 1 not in run.checkpoints():
         time.sleep(0.05)
     assert 1 in run.checkpoints(), "the job did not start"
-    controllers = [p for p in _children(os.getpid())]
+    controllers = list(_children(os.getpid()))
     tasks = [c for p in controllers for c in _children(p)]
     assert tasks, "no submitit task process found"
     for pid in tasks:

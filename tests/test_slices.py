@@ -191,22 +191,22 @@ def test_kd_slices_online_equal_posthoc(tmp_path, digits_teacher):
     cfg = resolve_config(
         "kd",
         teacher="digits",
-        flags=dict(
-            epochs=2,
-            iters_per_epoch=3,
-            batch_size=16,
-            warmup_epochs=0,
-            val_max_batches=1,
-            val_batch_size=64,
-            hessian_batch_size=48,
-            hessian_every_epochs=1,
-            hessian_vectors=2,
-            slq_runs=1,
-            slq_steps=4,
-            hessian_top_k=1,
-            slice_points=5,
-            probes=["hessian", "slice"],
-        ),
+        flags={
+            "epochs": 2,
+            "iters_per_epoch": 3,
+            "batch_size": 16,
+            "warmup_epochs": 0,
+            "val_max_batches": 1,
+            "val_batch_size": 64,
+            "hessian_batch_size": 48,
+            "hessian_every_epochs": 1,
+            "hessian_vectors": 2,
+            "slq_runs": 1,
+            "slq_steps": 4,
+            "hessian_top_k": 1,
+            "slice_points": 5,
+            "probes": ["hessian", "slice"],
+        },
     )
     out = tmp_path / "kd"
     with pytest.warns(UserWarning, match="probe batch"):
@@ -268,7 +268,6 @@ def _slice_run(path, method, quantised_student):
 
 def test_fig2c_common_scale_and_own_delta_panels(tmp_path):
     import matplotlib.text
-
     from PIL import Image
 
     from zsq_probe.plots import make_figure, plot_figure

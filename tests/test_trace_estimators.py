@@ -73,7 +73,7 @@ class DenseOp:
         return self.h @ v
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def problem(name: str):
     """(model, loss, batch) of a small student: float or W4A4-quantised, CE, KL to a teacher, or -CE."""
     from zsq_probe.quant import calibrate_activation_ranges, quantize_model
@@ -97,7 +97,7 @@ def problem(name: str):
     return student, F.cross_entropy, (x, y)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dense(name: str) -> torch.Tensor:
     model, loss, batch = problem(name)
     h = HessianOperator(model, loss, [batch]).to_dense()

@@ -7,24 +7,24 @@ import pytest
 import torch
 
 from zsq_probe.cli import main
-from zsq_probe.presets import PRESETS, resolve_config
 from zsq_probe.errors import UserError
-from zsq_probe.store import RunDir, load_checkpoint_file
 from zsq_probe.events import Observer
+from zsq_probe.presets import PRESETS, resolve_config
+from zsq_probe.store import RunDir, load_checkpoint_file
 from zsq_probe.training import Trainer, build_run, scheduled, train
 
-TINY = dict(
-    epochs=2,
-    iters_per_epoch=2,
-    batch_size=16,
-    warmup_epochs=0,
-    act_range_epochs=1,
-    val_max_batches=1,
-    val_batch_size=64,
-    zeroq_images=32,
-    zeroq_iterations=5,
-    hessian_batch_size=32,
-)
+TINY = {
+    "epochs": 2,
+    "iters_per_epoch": 2,
+    "batch_size": 16,
+    "warmup_epochs": 0,
+    "act_range_epochs": 1,
+    "val_max_batches": 1,
+    "val_batch_size": 64,
+    "zeroq_images": 32,
+    "zeroq_iterations": 5,
+    "hessian_batch_size": 32,
+}
 
 
 def tiny(preset, **extra):

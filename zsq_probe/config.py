@@ -407,7 +407,7 @@ class RunConfig:
         return {k: self.get(k) for k in FLAT_KEYS}
 
     @classmethod
-    def from_flat(cls, values: dict) -> "RunConfig":
+    def from_flat(cls, values: dict) -> RunConfig:
         cfg = cls()
         for k, v in values.items():
             cfg.set(k, v)

@@ -653,7 +653,7 @@ _IMG_SIZES: dict[str, int] | None = None
 
 
 def _pytorchcv_img_sizes() -> dict[str, int]:
-    """pytorchcv's model_metainfos.csv: model name -> img_size (its test input size)."""
+    """Pytorchcv's model_metainfos.csv: model name -> img_size (its test input size)."""
     global _IMG_SIZES
     if _IMG_SIZES is None:
         sizes = {}

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from zsq_probe.config import PROBE_NAMES
-from zsq_probe.presets import resolve_config
 from zsq_probe.errors import UserError
+from zsq_probe.presets import resolve_config
 
 log = logging.getLogger(__name__)
 

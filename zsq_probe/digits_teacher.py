@@ -188,7 +188,7 @@ def read_cached_teacher(path: Path) -> tuple[nn.Module, dict] | None:
         net = digits_architecture()
         net.load_state_dict(blob["state_dict"], strict=True)
         float(meta["test_top1"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any damage to the cache file means retrain, never a crash
         warnings.warn(f"cached digits teacher {path} is unusable ({one_line(exc)}); retraining it", stacklevel=3)
         return None
     return net, meta

@@ -8,8 +8,8 @@ probe's measurement of a checkpoint is one code path online and post hoc.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

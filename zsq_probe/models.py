@@ -204,7 +204,7 @@ def _pytorchcv_models() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _metainfo() -> dict[str, tuple[str, str, str, str, str]]:
-    """pytorchcv's model_metainfos.csv: name -> (weights, error, sha1, release tag, test data set)."""
+    """Pytorchcv's model_metainfos.csv: name -> (weights, error, sha1, release tag, test data set)."""
     from pytorchcv.models.common import model_store
 
     rows = model_store.load_csv(model_store.get_model_metainfos_file_path())
@@ -234,7 +234,7 @@ def _check_name(name: str) -> str:
 
 
 def pytorchcv_weight_file(name: str) -> str:
-    """pytorchcv's file name for a model's pretrained weights, e.g. ``resnet20_cifar10-0597-9b0024ac.pth``."""
+    """Pytorchcv's file name for a model's pretrained weights, e.g. ``resnet20_cifar10-0597-9b0024ac.pth``."""
     from pytorchcv.models.common.model_store import get_model_name_suffix_data
 
     key = _check_name(name)
@@ -357,7 +357,7 @@ def _load_into(net: nn.Module, state: dict[str, torch.Tensor], path: Path, name:
         )
     try:
         net.load_state_dict(state, strict=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any mismatch is one line naming the file
         raise UserError(f"weights file {path} could not be loaded into {name} ({one_line(exc)})") from None
 
 
@@ -431,7 +431,7 @@ def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[P
                 path = Path(get_model_file(key, local_model_store_dir_path=str(folder)))
             else:
                 path = _download_release(wf, folder)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any network or file failure is one line naming the file
             raise UserError(
                 f"downloading pytorchcv weights {wf.file_name} into {folder} failed ({one_line(exc)}); "
                 f"place the file there yourself"

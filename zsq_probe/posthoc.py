@@ -30,7 +30,7 @@ def ranges_set(model) -> bool:
 
 
 def posthoc_probes() -> dict:
-    """name -> probe class, for the registered probes that can measure a checkpoint."""
+    """Name -> probe class, for the registered probes that can measure a checkpoint."""
     from zsq_probe.probes import PROBES
 
     return {name: cls for name, cls in PROBES.items() if cls.posthoc_tables}

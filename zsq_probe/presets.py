@@ -13,67 +13,66 @@ from dataclasses import dataclass, field
 from zsq_probe.config import RunConfig, locate, parse_assignment, validate
 from zsq_probe.errors import UserError, did_you_mean
 
-
 # ---------------------------------------------------------------------------------------- data-set scales
 # Paper §5.1 (docs/reference.md#hyper-parameters): hyper-parameters per data-set family.  Digits is the
 # embedded default: the same recipe scaled down to run on 2 CPU cores in minutes.
 DATASET_SCALES: dict[str, dict] = {
-    "cifar": dict(
-        epochs=400,
-        iters_per_epoch=200,
-        batch_size=200,
-        warmup_epochs=4,
-        act_range_epochs=4,
-        lr_milestones=[100, 200, 300],
-        gi_p=1e-3,
-        gi_p_milestones=[100, 200, 300],
-        lr=1e-4,
-        val_batch_size=200,
-        hessian_batch_size=200,
-        range_ema="bias-corrected",
-    ),
-    "imagenet": dict(
-        epochs=400,
-        iters_per_epoch=200,
-        batch_size=16,
-        warmup_epochs=50,
-        act_range_epochs=4,
-        lr_milestones=[100, 200, 300],
-        gi_p=1e-4,
-        gi_p_milestones=[100, 200, 300],
-        lr=1e-4,
-        val_batch_size=100,
-        hessian_batch_size=64,
-        range_ema="bias-corrected",
-    ),
-    "digits": dict(
-        epochs=12,
-        iters_per_epoch=25,
-        batch_size=64,
-        warmup_epochs=2,
-        act_range_epochs=2,
-        lr_milestones=[6, 9],
-        gi_p=1e-3,
-        gi_p_milestones=[6, 9],
-        lr=1e-3,
-        val_batch_size=300,
-        hessian_batch_size=200,
-        hessian_every_epochs=3,
-        probe_every_steps=5,
-        hessian_vectors=8,
-        slq_runs=4,
-        slq_steps=16,
-        hessian_top_k=3,
-        w_bits=3,
-        a_bits=3,
-        trace_max_products=100,
-    ),
+    "cifar": {
+        "epochs": 400,
+        "iters_per_epoch": 200,
+        "batch_size": 200,
+        "warmup_epochs": 4,
+        "act_range_epochs": 4,
+        "lr_milestones": [100, 200, 300],
+        "gi_p": 1e-3,
+        "gi_p_milestones": [100, 200, 300],
+        "lr": 1e-4,
+        "val_batch_size": 200,
+        "hessian_batch_size": 200,
+        "range_ema": "bias-corrected",
+    },
+    "imagenet": {
+        "epochs": 400,
+        "iters_per_epoch": 200,
+        "batch_size": 16,
+        "warmup_epochs": 50,
+        "act_range_epochs": 4,
+        "lr_milestones": [100, 200, 300],
+        "gi_p": 1e-4,
+        "gi_p_milestones": [100, 200, 300],
+        "lr": 1e-4,
+        "val_batch_size": 100,
+        "hessian_batch_size": 64,
+        "range_ema": "bias-corrected",
+    },
+    "digits": {
+        "epochs": 12,
+        "iters_per_epoch": 25,
+        "batch_size": 64,
+        "warmup_epochs": 2,
+        "act_range_epochs": 2,
+        "lr_milestones": [6, 9],
+        "gi_p": 1e-3,
+        "gi_p_milestones": [6, 9],
+        "lr": 1e-3,
+        "val_batch_size": 300,
+        "hessian_batch_size": 200,
+        "hessian_every_epochs": 3,
+        "probe_every_steps": 5,
+        "hessian_vectors": 8,
+        "slq_runs": 4,
+        "slq_steps": 16,
+        "hessian_top_k": 3,
+        "w_bits": 3,
+        "a_bits": 3,
+        "trace_max_products": 100,
+    },
 }
 _FAMILY = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "digits": "digits"}
 
 
 def dataset_family(data: str) -> str:
-    """cifar | imagenet | digits for a data-set name; anything else is an error."""
+    """Cifar | imagenet | digits for a data-set name; anything else is an error."""
     key = str(data).lower()
     if key not in _FAMILY:
         raise UserError(f"unknown data set {data!r}{did_you_mean(key, _FAMILY)}: choose one of {', '.join(_FAMILY)}")
@@ -135,8 +134,8 @@ class Preset:
         }
 
 
-_KL_ONLY = dict(kd_weight=1.0, ce_weight=0.0, weight_decay=0.0)
-_GDFQ_IMAGENET = {"imagenet": dict(lr=1e-6)}  # GDFQ's ImageNet learning rate; AIT uses 1e-4 everywhere
+_KL_ONLY = {"kd_weight": 1.0, "ce_weight": 0.0, "weight_decay": 0.0}
+_GDFQ_IMAGENET = {"imagenet": {"lr": 1e-6}}  # GDFQ's ImageNet learning rate; AIT uses 1e-4 everywhere
 # sources of the shared values (docs/reference-parity.md has the full table)
 _SRC_AIT_WD = "GDFQ_AIT/*.hocon:16 (weightDecay = 0.0)"
 _SRC_GDFQ_WD = "GDFQ/cifar100_resnet20.hocon:15, GDFQ/imagenet_resnet18.hocon:15 (weightDecay = 1e-4)"
@@ -149,8 +148,8 @@ _SRC_KL_ONLY = {
 _SRC_GDFQ = {"weight_decay": _SRC_GDFQ_WD, "lr@imagenet": _SRC_GDFQ_LR_IN}
 # Tab. 3 optimisers as the reference builds them (GDFQ/trainer.py:56-71, GDFQ_AIT/trainer.py:85-100; Qimera's
 # trainer.py:60-72 is the same): RMSprop(eps=1.0, alpha=momentum=0.9, momentum=0.9), Adam(eps=1e-5, betas default)
-_RMSPROP_REF = dict(optimizer="rmsprop", eps=1.0, rmsprop_alpha=0.9, momentum=0.9)
-_ADAM_REF = dict(optimizer="adam", eps=1e-5)
+_RMSPROP_REF = {"optimizer": "rmsprop", "eps": 1.0, "rmsprop_alpha": 0.9, "momentum": 0.9}
+_ADAM_REF = {"optimizer": "adam", "eps": 1e-5}
 _SRC_RMSPROP = {
     "optimizer": "paper Tab. 3",
     "eps": "GDFQ/trainer.py:60, GDFQ_AIT/trainer.py:89 (eps=1.0)",
@@ -172,11 +171,11 @@ _SRC_LARS = {
 # Only 4-bit scripts exist; these values apply at every bit width.  No --randemb = the teacher's last-layer
 # weights as the class embedding (Qimera_AIT/main.py:455-471).
 QIMERA_AIT_SCRIPTS: dict[str, dict] = {
-    "resnet20_cifar10": dict(qimera_mix_prob=0.4, qimera_mix_k=2, qimera_embedding_init="teacher"),
-    "resnet20_cifar100": dict(qimera_mix_prob=0.4, qimera_mix_k=25, qimera_embedding_init="teacher"),
-    "resnet18": dict(qimera_mix_prob=0.4, qimera_mix_k=250, qimera_embedding_init="random"),
-    "resnet50": dict(qimera_mix_prob=0.4, qimera_mix_k=100, qimera_embedding_init="teacher"),
-    "mobilenetv2_w1": dict(qimera_mix_prob=0.4, qimera_mix_k=250, qimera_embedding_init="random"),
+    "resnet20_cifar10": {"qimera_mix_prob": 0.4, "qimera_mix_k": 2, "qimera_embedding_init": "teacher"},
+    "resnet20_cifar100": {"qimera_mix_prob": 0.4, "qimera_mix_k": 25, "qimera_embedding_init": "teacher"},
+    "resnet18": {"qimera_mix_prob": 0.4, "qimera_mix_k": 250, "qimera_embedding_init": "random"},
+    "resnet50": {"qimera_mix_prob": 0.4, "qimera_mix_k": 100, "qimera_embedding_init": "teacher"},
+    "mobilenetv2_w1": {"qimera_mix_prob": 0.4, "qimera_mix_k": 250, "qimera_embedding_init": "random"},
 }
 
 
@@ -312,7 +311,7 @@ PRESETS: dict[str, Preset] = {
         _preset(
             "kd",
             "KD baseline (paper §3.1): real data, random FP student of the teacher's architecture, CE + KL",
-            {"digits": dict(lr_milestones=[8, 11])},
+            {"digits": {"lr_milestones": [8, 11]}},
             table="paper §3.1 (no reference code; our recipe)",
             kd_weight=1.0,
             ce_weight=1.0,

@@ -183,7 +183,7 @@ class QuantConv2d(nn.Conv2d):
         self.w_bits = check_bits(w_bits, "w_bits")
 
     @classmethod
-    def from_float(cls, module: nn.Conv2d, w_bits: int) -> "QuantConv2d":
+    def from_float(cls, module: nn.Conv2d, w_bits: int) -> QuantConv2d:
         """A quantised copy of ``module`` (weight and bias copied, not shared)."""
         if not isinstance(module, nn.Conv2d) or isinstance(module, QuantConv2d):
             raise UserError(f"QuantConv2d.from_float needs a float nn.Conv2d, got {type(module).__name__}")
@@ -227,7 +227,7 @@ class QuantLinear(nn.Linear):
         self.w_bits = check_bits(w_bits, "w_bits")
 
     @classmethod
-    def from_float(cls, module: nn.Linear, w_bits: int) -> "QuantLinear":
+    def from_float(cls, module: nn.Linear, w_bits: int) -> QuantLinear:
         """A quantised copy of ``module`` (weight and bias copied, not shared)."""
         if not isinstance(module, nn.Linear) or isinstance(module, QuantLinear):
             raise UserError(f"QuantLinear.from_float needs a float nn.Linear, got {type(module).__name__}")

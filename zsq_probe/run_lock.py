@@ -40,7 +40,7 @@ class RunLock:
         self.rank = _rank(rank)
         self._fd = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self.rank != 0:
             return self
         try:
@@ -80,7 +80,7 @@ class RunLock:
             finally:
                 os.close(fd)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -116,7 +116,7 @@ def package_versions() -> dict:
             from importlib.metadata import version
 
             return version(mod)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a version we cannot read is recorded as unknown
             return None
 
     return {
@@ -182,7 +182,7 @@ class RunDir:
         atomic_write_bytes(self.config_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
-    def open(cls, path) -> "RunDir":
+    def open(cls, path) -> RunDir:
         """An existing run; a one-line error when the folder is not one (or one we cannot read)."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
@@ -336,7 +336,7 @@ class RunDir:
         (roll forward), staged parts without a marker are deleted (roll back).  Returns what it did."""
         done = {"published": [], "removed": []}
         committed = self.commits()
-        for (probe, key), tables in committed.items():
+        for (_probe, key), tables in committed.items():
             pending = [t for t in tables if (self.table_dir(t) / f"{STAGED_PREFIX}{key}.parquet").is_file()]
             if pending:
                 self._publish(pending, key)

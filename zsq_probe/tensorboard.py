@@ -26,7 +26,7 @@ EXTRA_HINT = "live curves need TensorBoard: pip install 'zsq-probe[tensorboard]'
 
 
 def summary_writer_class():
-    """torch's SummaryWriter; a one-line UserError naming the extra when the tensorboard package is missing."""
+    """Torch's SummaryWriter; a one-line UserError naming the extra when the tensorboard package is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -50,7 +50,7 @@ def _number(v) -> float | None:
 
 
 def probe_scalars(run, epoch: int) -> dict[str, float]:
-    """tag -> value of the probes' summary scalars of `epoch`, from the parts the probes wrote for it."""
+    """Tag -> value of the probes' summary scalars of `epoch`, from the parts the probes wrote for it."""
     import pandas as pd
 
     from zsq_probe.store import epoch_key

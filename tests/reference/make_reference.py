@@ -8,13 +8,12 @@ from pathlib import Path
 
 os.environ.setdefault("ZSQ_PROBE_CACHE", tempfile.mkdtemp())
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_reference_parquet import REFERENCE, SMALL, THREADS  # noqa: E402
+import torch
+from test_reference_parquet import REFERENCE, SMALL, THREADS
 
-import torch  # noqa: E402
-
-from zsq_probe.presets import resolve_config  # noqa: E402
-from zsq_probe.store import RunDir  # noqa: E402
-from zsq_probe.training import train  # noqa: E402
+from zsq_probe.presets import resolve_config
+from zsq_probe.store import RunDir
+from zsq_probe.training import train
 
 torch.set_num_threads(THREADS)
 tmp = Path(tempfile.mkdtemp())

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import sys
 
-
 DEFAULT_TEACHER = "digits"
 
 

@@ -111,7 +111,7 @@ def read_config(path) -> dict:
 
 
 def executor_parameters(settings: dict, name: str) -> dict:
-    """submitit AutoExecutor parameters from our settings (None values dropped)."""
+    """Submitit AutoExecutor parameters from our settings (None values dropped)."""
     params = {"name": name}
     for key, value in settings.items():
         if value is not None:

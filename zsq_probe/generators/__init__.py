@@ -13,7 +13,7 @@ Every generator is an ``nn.Module`` with ``num_classes``, ``image_shape`` (C, H,
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn as nn
 

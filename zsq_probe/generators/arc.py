@@ -30,7 +30,7 @@ genotype (the one searched for ResNet-20/CIFAR-10).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -52,7 +52,7 @@ class BNStatisticsLoss:
 
         return hook
 
-    def attach(self) -> "BNStatisticsLoss":
+    def attach(self) -> BNStatisticsLoss:
         if not self._handles:
             self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
         return self
@@ -62,7 +62,7 @@ class BNStatisticsLoss:
             h.remove()
         self._handles = []
 
-    def __enter__(self) -> "BNStatisticsLoss":
+    def __enter__(self) -> BNStatisticsLoss:
         return self.attach()
 
     def __exit__(self, *exc) -> None:

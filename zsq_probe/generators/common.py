@@ -7,7 +7,7 @@ labels every iteration; every random number a generator draws comes from the
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

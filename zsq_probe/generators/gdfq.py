@@ -15,7 +15,7 @@ Facts (docs/reference.md#generator-architecture):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -39,7 +39,7 @@ Labels convention here: :meth:`QimeraGenerator.sample` returns ``(z, soft_labels
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -65,24 +65,24 @@ from zsq_probe.generators.gdfq import GDFQBody, resolve_variant
 # `qimera` preset uses these; `qimera+ait` sets the AIT repository's own values (presets.QIMERA_AIT_SCRIPTS).
 QIMERA_DEFAULTS: dict[str, dict[int, dict]] = {
     "resnet20_cifar10": {
-        4: dict(mix_prob=0.4, mix_k=2, embedding_init="random"),
-        5: dict(mix_prob=0.4, mix_k=2, embedding_init="random"),
+        4: {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "random"},
+        5: {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "random"},
     },
     "resnet20_cifar100": {
-        4: dict(mix_prob=0.4, mix_k=10, embedding_init="teacher"),
-        5: dict(mix_prob=0.4, mix_k=50, embedding_init="teacher"),
+        4: {"mix_prob": 0.4, "mix_k": 10, "embedding_init": "teacher"},
+        5: {"mix_prob": 0.4, "mix_k": 50, "embedding_init": "teacher"},
     },
     "resnet18": {
-        4: dict(mix_prob=0.4, mix_k=500, embedding_init="random"),
-        5: dict(mix_prob=0.4, mix_k=100, embedding_init="random"),
+        4: {"mix_prob": 0.4, "mix_k": 500, "embedding_init": "random"},
+        5: {"mix_prob": 0.4, "mix_k": 100, "embedding_init": "random"},
     },
     "resnet50": {
-        4: dict(mix_prob=0.7, mix_k=500, embedding_init="teacher"),
-        5: dict(mix_prob=0.7, mix_k=100, embedding_init="teacher"),
+        4: {"mix_prob": 0.7, "mix_k": 500, "embedding_init": "teacher"},
+        5: {"mix_prob": 0.7, "mix_k": 100, "embedding_init": "teacher"},
     },
     "mobilenetv2_w1": {
-        4: dict(mix_prob=0.4, mix_k=100, embedding_init="random"),
-        5: dict(mix_prob=0.4, mix_k=100, embedding_init="random"),
+        4: {"mix_prob": 0.4, "mix_k": 100, "embedding_init": "random"},
+        5: {"mix_prob": 0.4, "mix_k": 100, "embedding_init": "random"},
     },
 }
 NORM_EPS = 1e-5  # BatchNorm1d's default eps, as in the reference's embedding normaliser
@@ -122,7 +122,7 @@ class SlotLatent:
     def device(self) -> torch.device:
         return self.noise.device
 
-    def to(self, *args, **kwargs) -> "SlotLatent":
+    def to(self, *args, **kwargs) -> SlotLatent:
         noise = self.noise.to(*args, **kwargs)
         return SlotLatent(noise, self.classes.to(noise.device), self.weights.to(*args, **kwargs))
 
@@ -176,7 +176,7 @@ class QimeraGenerator(nn.Module):
         who = "Qimera generator"
         self.num_classes = check_num_classes(num_classes, who)
         self.image_shape = check_image_shape(image_shape, 4, who)
-        settings = dict(mix_prob=0.4, mix_k=2, embedding_init="teacher" if teacher is not None else "random")
+        settings = {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "teacher" if teacher is not None else "random"}
         if preset is not None:
             if preset not in QIMERA_DEFAULTS:
                 raise UserError(f"{who}: unknown preset {preset!r}; known: {', '.join(sorted(QIMERA_DEFAULTS))}")

@@ -27,7 +27,7 @@ max)``), each activation quantised with the range already widened by its own bat
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -70,7 +70,7 @@ class ZeroQStatisticsLoss:
 
         return hook
 
-    def __enter__(self) -> "ZeroQStatisticsLoss":
+    def __enter__(self) -> ZeroQStatisticsLoss:
         self._handles = [m.register_forward_pre_hook(self._hook(i)) for i, m in enumerate(self.layers)]
         return self
 

@@ -62,7 +62,7 @@ __all__ = [
 from zsq_probe.hessian.diagonal import (
     ExactTrace,
     HessianDiagonal,
-    NotPiecewiseLinearError,  # noqa: E402
+    NotPiecewiseLinearError,
     coordinate_products,
     exact_diagonal,
     exact_trace,

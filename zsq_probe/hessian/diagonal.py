@@ -48,9 +48,9 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -166,15 +166,15 @@ class ExactTrace:
         return _group(self.per_parameter, scope)
 
     def as_row(self) -> dict[str, Any]:
-        return dict(
-            estimator=self.estimator,
-            trace=self.trace,
-            loss=self.loss,
-            method=self.method,
-            exact=self.exact,
-            num_params=self.num_params,
-            num_hvps=self.num_products,
-        )
+        return {
+            "estimator": self.estimator,
+            "trace": self.trace,
+            "loss": self.loss,
+            "method": self.method,
+            "exact": self.exact,
+            "num_params": self.num_params,
+            "num_hvps": self.num_products,
+        }
 
 
 @dataclass(frozen=True)
@@ -739,7 +739,7 @@ def ggn_diagonal(
             try:
                 _ggn_func(model, selected, inputs, u, n, chunk_size, acc)
                 used = "func"
-            except Exception as e:  # noqa: BLE001 -- any torch.func limitation: fall back to autograd
+            except Exception as e:
                 if backend == "func":
                     raise
                 notes.append(f"torch.func failed ({type(e).__name__}: {str(e)[:200]}); used the autograd loop")
@@ -853,7 +853,7 @@ def exact_diagonal(
     if method not in ("auto", "ggn", "unit"):
         raise ValueError(f"method must be 'auto', 'ggn' or 'unit', got {method!r}")
     model = op_or_model
-    kw = dict(temperature=temperature, label_smoothing=label_smoothing, mode=mode)
+    kw = {"temperature": temperature, "label_smoothing": label_smoothing, "mode": mode}
     if method == "auto":
         try:
             return ggn_diagonal(model, loss, inputs, target, params, check="raise", **kw, **ggn_kwargs)

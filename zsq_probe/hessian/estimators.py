@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from zsq_probe.hessian.operator import HessianOperator, rademacher
-
 
 # --------------------------------------------------------------------------- estimators
 

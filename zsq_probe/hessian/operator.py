@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ def flatten_params(tensors: nn.Module | Mapping[str, torch.Tensor] | Iterable[to
     return torch.cat([t.detach().reshape(-1) for t in items])
 
 
-def unflatten(flat: torch.Tensor, like: "HessianOperator | Mapping[str, Any]") -> dict[str, torch.Tensor]:
+def unflatten(flat: torch.Tensor, like: HessianOperator | Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Split a flat vector into ``{name: tensor}`` shaped like ``like``: a HessianOperator (its
     selected parameters) or a mapping of names to tensors or shapes. The results are views."""
     if isinstance(like, HessianOperator):
@@ -446,7 +446,7 @@ class HessianOperator:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> "HessianOperator":
+    def __enter__(self) -> HessianOperator:
         return self
 
     def __exit__(self, *exc: Any) -> None:

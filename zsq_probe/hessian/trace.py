@@ -42,7 +42,6 @@ same vectors on every device), so CE and KL probes get independent vectors by pa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -8,9 +8,9 @@ Each entry knows its file name, the tables it reads, a one-line description, whi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from zsq_probe.errors import UserError
 from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice, samples, training

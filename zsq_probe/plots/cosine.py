@@ -13,11 +13,11 @@ import numpy as np
 
 from zsq_probe import compare
 from zsq_probe.plots import runs as R
-from zsq_probe.plots.style import CE_COLOR, KL_COLOR, drawing, epoch_axis, grid_shape, zero_line
+from zsq_probe.plots.style import CE_COLOR, KL_COLOR, drawing, epoch_axis, zero_line
 
 
 def step_positions(steps) -> np.ndarray:
-    """x of each step row: its epoch, spread over [epoch-0.4, epoch+0.4] by step index."""
+    """X of each step row: its epoch, spread over [epoch-0.4, epoch+0.4] by step index."""
     n = steps.groupby("epoch")["step"].transform("max").to_numpy(dtype=float) + 1
     return steps["epoch"].to_numpy(dtype=float) + (steps["step"].to_numpy(dtype=float) / np.maximum(n, 1) - 0.5) * 0.8
 
@@ -71,8 +71,8 @@ def _snapshot(ax, run, epochs, epoch, color, n: int = 1, small: bool = False):
     if not np.isfinite(angle):
         angle = float(np.degrees(np.arccos(np.clip(row["cosine"], -1, 1))))
     th = np.radians(angle)
-    ax.annotate("", xy=(1, 0), xytext=(0, 0), arrowprops=dict(arrowstyle="-|>", color=CE_COLOR, lw=2))
-    ax.annotate("", xy=(np.cos(th), np.sin(th)), xytext=(0, 0), arrowprops=dict(arrowstyle="-|>", color=KL_COLOR, lw=2))
+    ax.annotate("", xy=(1, 0), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": CE_COLOR, "lw": 2})
+    ax.annotate("", xy=(np.cos(th), np.sin(th)), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": KL_COLOR, "lw": 2})
     arc = np.linspace(0, th, 60)
     ax.plot(0.28 * np.cos(arc), 0.28 * np.sin(arc), color="0.3", lw=1)
     ax.text(1.02, -0.1, "∇CE", color=CE_COLOR, ha="right", va="top", fontsize=7)
@@ -96,7 +96,7 @@ def _snapshot(ax, run, epochs, epoch, color, n: int = 1, small: bool = False):
 def common_epoch(tables: dict, epoch, figure: str) -> int:
     """The one snapshot epoch of every run: `epoch` (must have data in all), else the middle of the epochs
     all runs share (the paper: epoch 200 of 400 for both)."""
-    shared = sorted(set.intersection(*[set(int(e) for e in t["epoch"]) for t in tables.values()]))
+    shared = sorted(set.intersection(*[{int(e) for e in t["epoch"]} for t in tables.values()]))
     if not shared:
         raise R.SkipFigure(f"{figure}: the runs share no epoch with cosine data")
     return R.middle_epoch(shared) if epoch is None else R.pick_epoch(shared, epoch, f"{figure} (epochs all runs share)")

@@ -26,7 +26,7 @@ _BASIS = {"epoch_total": "per step", "step": "per step", "checkpoint_diff": "per
 
 def default_epochs(available) -> list[int]:
     """An early epoch (15% into those with data) and the last one."""
-    available = sorted(set(int(e) for e in available))
+    available = sorted({int(e) for e in available})
     early = available[int(round(EARLY * (len(available) - 1)))]
     return sorted({early, available[-1]})
 
@@ -186,7 +186,7 @@ def crossings_grid(
                     width=width,
                     color=R.kind_color(g[0]),
                     yerr=err,
-                    error_kw=dict(lw=0.6, capsize=1),
+                    error_kw={"lw": 0.6, "capsize": 1},
                     label=f"{R.method(g[0])} (n={n})",
                 )
                 if p_line(g[0]) and np.isfinite(p) and not any(np.isclose(p, q) for q in p_drawn):

@@ -110,8 +110,9 @@ def _relative_step(g) -> np.ndarray | None:
 def _percent(values) -> str:
     v = np.asarray(values, dtype=float)
     lo, hi = float(v.min()) * 100, float(v.max()) * 100
-    fmt = lambda x: f"{x:.2g}"
-    return f"{fmt(lo)} %" if np.isclose(lo, hi, rtol=0.05) else f"{fmt(lo)}–{fmt(hi)} %"
+    if np.isclose(lo, hi, rtol=0.05):
+        return f"{lo:.2g} %"
+    return f"{lo:.2g}–{hi:.2g} %"
 
 
 # ------------------------------------------------------------------------------------------ panels

@@ -192,7 +192,7 @@ def safe_name(text: str) -> str:
 
 # -------------------------------------------------------------------------------------------- axes
 def epoch_axis(ax, xlabel: str = "Epoch") -> None:
-    """x axis labelled `xlabel` with at most ~8 integer ticks."""
+    """X axis labelled `xlabel` with at most ~8 integer ticks."""
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel(xlabel)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from zsq_probe import compare
-from zsq_probe.compare import HOW_TO_GET
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import drawing, epoch_axis, note, zero_line
 

@@ -43,17 +43,17 @@ def warn_small_batch(size: int) -> None:
 
 
 def _trace_row(t, estimator: str, seed: int) -> dict:
-    return dict(
-        estimator=estimator,
-        trace=t.estimate,
-        stderr=t.stderr,
-        ci_low=t.ci_low,
-        ci_high=t.ci_high,
-        interval=t.interval,
-        num_vectors=t.num_vectors,
-        num_hvps=t.num_products,
-        seed=seed,
-    )
+    return {
+        "estimator": estimator,
+        "trace": t.estimate,
+        "stderr": t.stderr,
+        "ci_low": t.ci_low,
+        "ci_high": t.ci_high,
+        "interval": t.interval,
+        "num_vectors": t.num_vectors,
+        "num_hvps": t.num_products,
+        "seed": seed,
+    }
 
 
 def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, list[dict]], dict]:
@@ -172,17 +172,17 @@ def exact_trace_row(student, loss: str, batch, cfg) -> dict:
         label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0,
     )
     nan = float("nan")
-    return dict(
-        estimator="exact",
-        trace=t.trace,
-        stderr=0.0,
-        ci_low=t.trace,
-        ci_high=t.trace,
-        interval="exact (Gauss-Newton diagonal; no sampling)",
-        num_vectors=0,
-        num_hvps=t.num_products,
-        seed=-1,
-    ) | ({} if t.exact else dict(stderr=nan, ci_low=nan, ci_high=nan))
+    return {
+        "estimator": "exact",
+        "trace": t.trace,
+        "stderr": 0.0,
+        "ci_low": t.trace,
+        "ci_high": t.trace,
+        "interval": "exact (Gauss-Newton diagonal; no sampling)",
+        "num_vectors": 0,
+        "num_hvps": t.num_products,
+        "seed": -1,
+    } | ({} if t.exact else {"stderr": nan, "ci_low": nan, "ci_high": nan})
 
 
 def top_pairs(op, cfg, seed: int):
@@ -241,8 +241,9 @@ def random_direction(params, generator: torch.Generator, filter_normalized: bool
             else:
                 w = p.detach().double().cpu()
                 dims = tuple(range(1, p.dim()))
-                norm = lambda t: torch.linalg.vector_norm(t, dim=dims, keepdim=True)  # noqa: E731
-                d = d * (norm(w) / norm(d).clamp_min(1e-12))
+                w_norm = torch.linalg.vector_norm(w, dim=dims, keepdim=True)
+                d_norm = torch.linalg.vector_norm(d, dim=dims, keepdim=True)
+                d = d * (w_norm / d_norm.clamp_min(1e-12))
         parts.append(d.reshape(-1))
     flat = torch.cat(parts)
     if not filter_normalized:
@@ -313,19 +314,19 @@ def slice_rows(student, params, batch, cfg, seed: int, top: dict | None) -> list
                         student, fn, batch.inputs, target, d * delta, ks, params, surrogate=kind == "surrogate"
                     )
                     rows += [
-                        dict(
-                            loss=loss,
-                            loss_kind=kind,
-                            direction=name,
-                            scaling=scaling,
-                            delta=delta,
-                            step_norm=abs(delta) * d_norm,
-                            theta_norm=theta_norm,
-                            k=float(k),
-                            loss_value=v,
-                            probe_batch_size=batch.size,
-                            seed=seed,
-                        )
+                        {
+                            "loss": loss,
+                            "loss_kind": kind,
+                            "direction": name,
+                            "scaling": scaling,
+                            "delta": delta,
+                            "step_norm": abs(delta) * d_norm,
+                            "theta_norm": theta_norm,
+                            "k": float(k),
+                            "loss_value": v,
+                            "probe_batch_size": batch.size,
+                            "seed": seed,
+                        }
                         for k, v in zip(ks, values)
                     ]
     return rows

@@ -54,7 +54,7 @@ class Job:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Job":
+    def from_dict(cls, d: dict) -> Job:
         return cls(d["paper_id"], d["spec"], int(d["seed"]), Path(d["path"]), dict(d["flags"]), list(d["sets"]))
 
     def config(self):

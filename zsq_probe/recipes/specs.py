@@ -135,7 +135,7 @@ def tiny(only=None, bits: str = "minus1", keeps: str = "", loses: str = "", seed
 
 
 def recipe_runs(recipe: dict) -> dict[str, dict]:
-    """run id -> spec of every run of the recipe."""
+    """Run id -> spec of every run of the recipe."""
     return {spec["id"]: spec for spec in recipe["runs"]}
 
 
@@ -152,7 +152,7 @@ def tiny_spec(spec: dict, recipe: dict) -> dict:
 
 
 def scaled_specs(recipe: dict, scale: str) -> dict[str, dict]:
-    """paper run id -> the spec trained for it at `scale` (at tiny scale only the recipe's `tiny.only`
+    """Paper run id -> the spec trained for it at `scale` (at tiny scale only the recipe's `tiny.only`
     runs are kept, each mapped to its digits stand-in)."""
     specs = recipe_runs(recipe)
     if scale == PAPER_SCALE:

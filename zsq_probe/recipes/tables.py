@@ -59,7 +59,7 @@ def _columns(table: dict) -> list[dict]:
 
 
 def collect(jobs: list[Job], metric: str = "best") -> tuple[dict, dict]:
-    """paper run id -> list of top-1 values in percent (one per finished seed), and the teacher top-1s."""
+    """Paper run id -> list of top-1 values in percent (one per finished seed), and the teacher top-1s."""
     key = METRICS[metric]
     values: dict[str, list[float]] = {}
     teacher: dict[str, list[float]] = {}

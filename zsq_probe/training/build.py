@@ -250,12 +250,12 @@ def build_optimizer(cfg, params, quant_layers):
     elif cfg.optim.name == "adam":
         # the reference passes eps=1e-5 and default betas (GDFQ/trainer.py:65-71, GDFQ_AIT/trainer.py:94-100);
         # eps=None keeps torch's default, the Tab. 3 presets set the reference's (zsq_probe/presets.py)
-        extra = {} if cfg.optim.eps is None else dict(eps=cfg.optim.eps)
+        extra = {} if cfg.optim.eps is None else {"eps": cfg.optim.eps}
         base = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, **extra)
     elif cfg.optim.name == "rmsprop":
         # the reference: RMSprop(eps=1.0, alpha=momentum=0.9, momentum=0.9) (GDFQ/trainer.py:56-64,
         # GDFQ_AIT/trainer.py:85-93); the momentum and alpha are the config's, as is eps when set
-        extra = {} if cfg.optim.eps is None else dict(eps=cfg.optim.eps)
+        extra = {} if cfg.optim.eps is None else {"eps": cfg.optim.eps}
         base = torch.optim.RMSprop(
             params,
             lr=cfg.optim.lr,

@@ -157,12 +157,12 @@ class Trainer:
             set_activation_ranges_frozen(parts.student, frozen)
         parts.student.train(parts.student_train_mode)
         parts.source.start_epoch(epoch)
-        return dict(
-            lr=lr,
-            gen_lr=parts.source.lr(epoch),
-            gi_p=p if cfg.inundation.enabled else float("nan"),
-            act_ranges_frozen=frozen,
-        )
+        return {
+            "lr": lr,
+            "gen_lr": parts.source.lr(epoch),
+            "gi_p": p if cfg.inundation.enabled else float("nan"),
+            "act_ranges_frozen": frozen,
+        }
 
     def run_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
