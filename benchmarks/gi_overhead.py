@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from pytorchcv.model_provider import get_model
 
-from zsq_probe.gi import GradientInundation
-from zsq_probe.quant import calibrate_activation_ranges, quantize_model, quantized_layers
+from zsq_probe.quantization.gi import GradientInundation
+from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model, quantized_layers
 
 
 def sync(device: torch.device) -> None:

@@ -53,7 +53,7 @@ def median_seconds(fn, device, steps: int, warmup: int) -> float:
 # ------------------------------------------------------------------------------------------------ correctness
 def tiny_run(device: str, out: Path) -> dict:
     from zsq_probe.presets import resolve_config
-    from zsq_probe.store import RunDir
+    from zsq_probe.rundir.store import RunDir
     from zsq_probe.training import train
 
     flags = {
@@ -127,10 +127,10 @@ def check_correctness(device: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------ speed
 def student_step_time(name: str, batch: int, size: int, classes: int, gi: bool, device, steps, warmup) -> float:
-    from zsq_probe.gi import GradientInundation
-    from zsq_probe.losses import student_terms
-    from zsq_probe.models import build_architecture
-    from zsq_probe.quant import calibrate_activation_ranges, quantize_model, quantized_layers
+    from zsq_probe.quantization.gi import GradientInundation
+    from zsq_probe.quantization.losses import student_terms
+    from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model, quantized_layers
+    from zsq_probe.teachers.loader import build_architecture
 
     torch.manual_seed(0)
     teacher = build_architecture(name).to(device).eval()
@@ -157,8 +157,8 @@ def hvp_time(name: str, batch: int, size: int, classes: int, device, steps, warm
     import torch.nn.functional as F
 
     from zsq_probe.hessian import HessianOperator
-    from zsq_probe.models import build_architecture
-    from zsq_probe.quant import calibrate_activation_ranges, quantize_model
+    from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model
+    from zsq_probe.teachers.loader import build_architecture
 
     torch.manual_seed(0)
     model = quantize_model(build_architecture(name), 4, 4).to(device).eval()

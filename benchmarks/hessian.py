@@ -355,9 +355,9 @@ def digits_operators(args, device):
     import tempfile
 
     from zsq_probe.hessian import HessianOperator
-    from zsq_probe.posthoc import open_run
     from zsq_probe.presets import resolve_config
     from zsq_probe.probes.curvature import loss_functions
+    from zsq_probe.probes.posthoc import open_run
     from zsq_probe.training.run import train
 
     out = tempfile.mkdtemp(prefix="zsq-bench-digits-")
@@ -385,7 +385,7 @@ def resnet20_operators(args, device):
         t_logits = model(x) + 0.5 * torch.randn(args.batch_size, 10, generator=g).to(device)  # a stand-in teacher
 
     from zsq_probe.hessian import HessianOperator
-    from zsq_probe.losses import kl_to_teacher
+    from zsq_probe.quantization.losses import kl_to_teacher
 
     kl = lambda logits, t: kl_to_teacher(logits, t, 20.0) * 400.0  # noqa: E731 - the trainer's KL term
     ops = {

@@ -87,8 +87,8 @@ def hessian_worker(args) -> None:
     torch.set_num_threads(1)
     from zsq_probe.hessian import HessianOperator
     from zsq_probe.hessian.distributed import split_across_ranks
-    from zsq_probe.models import build_architecture
-    from zsq_probe.quant import calibrate_activation_ranges, quantize_model
+    from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model
+    from zsq_probe.teachers.loader import build_architecture
 
     torch.manual_seed(0)
     model = quantize_model(build_architecture("resnet20_cifar10"), 4, 4).eval()

@@ -83,14 +83,14 @@ def fit(model: nn.Module, x, y, steps: int) -> nn.Module:
 
 
 def kd_loss(student_logits, teacher_logits):
-    from zsq_probe.losses import kl_to_teacher
+    from zsq_probe.quantization.losses import kl_to_teacher
 
     return kl_to_teacher(student_logits, teacher_logits, T) * T * T
 
 
 def problems():
     """name -> (model, loss, batch): float / quantised students of an MLP and a BN CNN, CE and KL."""
-    from zsq_probe.quant import calibrate_activation_ranges, quantize_model
+    from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model
 
     out = {}
     g = torch.Generator().manual_seed(1)

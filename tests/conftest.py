@@ -29,7 +29,7 @@ def zsq_cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_teacher(zsq_cache_dir):
     """(model in eval mode, TeacherInfo) of the embedded digits teacher; shared, read-only."""
-    from zsq_probe.models import load_teacher
+    from zsq_probe.teachers.loader import load_teacher
 
     with pytest.MonkeyPatch.context() as mp:  # train into the session cache even if a test changed the env
         mp.setenv("ZSQ_PROBE_CACHE", str(zsq_cache_dir))

@@ -4,8 +4,8 @@ figure, compare and wheel tests."""
 
 import numpy as np
 
-from zsq_probe.schema import TABLES
-from zsq_probe.store import RunDir
+from zsq_probe.rundir.schema import TABLES
+from zsq_probe.rundir.store import RunDir
 
 EPOCHS = [1, 2, 3, 4, 5, 6]
 STEPS = 10

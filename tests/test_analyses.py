@@ -188,8 +188,8 @@ def test_tab1_recipe_matches_the_paper_layout():
 
 
 def test_tab7_and_fig6_recipes_match_the_paper():
-    from zsq_probe.data import teacher_input_size
-    from zsq_probe.models import PAPER_TEACHER_TOP1, PAPER_WEIGHT_FILES
+    from zsq_probe.data.datasets import teacher_input_size
+    from zsq_probe.teachers.loader import PAPER_TEACHER_TOP1, PAPER_WEIGHT_FILES
 
     recipe = load_recipe("tab7")
     teachers = {"inceptionv3": 79.00, "sqnxt23_w2": 69.39, "shufflenet_g1_w1": 65.07}
@@ -471,7 +471,7 @@ def test_tab1_end_to_end_tiny_and_resume(tmp_path, capsys, digits_teacher):
 
 def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
     from zsq_probe.events import Observer
-    from zsq_probe.store import RunDir
+    from zsq_probe.rundir.store import RunDir
     from zsq_probe.training import train
 
     class CrashAt(Observer):

@@ -244,7 +244,7 @@ def test_curvature_probe_skips_a_nan_epoch_with_a_warning(caplog):
 
 def _unchanged(before, path):
     """Every file that was there is byte-identical; nothing new but the (empty) writer lock file."""
-    from zsq_probe.run_lock import LOCK_NAME
+    from zsq_probe.rundir.lock import LOCK_NAME
 
     after = _tree(path)
     assert {k: v for k, v in after.items() if k != LOCK_NAME} == before
@@ -252,7 +252,7 @@ def _unchanged(before, path):
 
 def _fake_run(path, cfg=None):
     """A run folder holding only a config.json (the tiny digits ZQ config unless `cfg`)."""
-    from zsq_probe.store import RunDir
+    from zsq_probe.rundir.store import RunDir
 
     run = RunDir(path)
     run.write_config((cfg or _tiny_cfg()).to_dict())
@@ -297,7 +297,7 @@ def test_resume_accepts_the_runs_own_teacher_and_data_and_fresh_runs_default_to_
 def _newer_part(run, table="cosine"):
     import pyarrow.parquet as pq
 
-    from zsq_probe.store import TABLE_SCHEMA_VERSION
+    from zsq_probe.rundir.store import TABLE_SCHEMA_VERSION
 
     path = run.table_dir(table) / f"part-{run.part_keys(table)[-1]}.parquet"
     tbl = pq.read_table(path)
@@ -411,7 +411,7 @@ def test_run_that_is_a_file_says_so(tmp_path, capsys):
 
 
 def test_summary_records_skipped_steps_and_the_cli_ends_with_them(digits_teacher, tmp_path, monkeypatch, capsys):
-    import zsq_probe.losses as losses
+    import zsq_probe.quantization.losses as losses
 
     real, calls = losses.kl_to_teacher, {"n": 0}
 

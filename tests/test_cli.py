@@ -104,10 +104,12 @@ def test_presets_lists_the_paper_rows(capsys):
 def test_readme_schema_section_matches_the_code():
     from pathlib import Path
 
-    from zsq_probe.schema import markdown
+    from zsq_probe.rundir.schema import markdown
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert markdown().strip() in readme, "regenerate the README's table section with `python -m zsq_probe.schema`"
+    assert markdown().strip() in readme, (
+        "regenerate the README's table section with `python -m zsq_probe.rundir.schema`"
+    )
 
 
 def test_resume_uses_the_runs_own_config(tmp_path, digits_teacher, capsys):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from zsq_probe.errors import UserError
-from zsq_probe.store import FAULT_ENV, RunDir
+from zsq_probe.rundir.store import FAULT_ENV, RunDir
 
 # ------------------------------------------------------------------ safe CIFAR loading
 
@@ -66,7 +66,7 @@ def _fabricate_cifar100(root: Path, n: int = 6) -> None:
 def test_genuine_cifar_folder_loads_what_torchvision_loads(name, tmp_path, monkeypatch):
     from torchvision import datasets as tvd
 
-    from zsq_probe.data import load_dataset
+    from zsq_probe.data.datasets import load_dataset
 
     (_fabricate_cifar10 if name == "cifar10" else _fabricate_cifar100)(tmp_path)
     tv_cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
@@ -84,7 +84,7 @@ def test_genuine_cifar_folder_loads_what_torchvision_loads(name, tmp_path, monke
 
 
 def test_malicious_cifar_batch_is_refused_and_runs_nothing(tmp_path):
-    from zsq_probe.data import load_dataset
+    from zsq_probe.data.datasets import load_dataset
 
     marker = tmp_path / "pwned"
     _fabricate_cifar10(tmp_path / "data", evil_marker=marker)
@@ -119,7 +119,7 @@ def test_malicious_cifar_batch_is_refused_and_runs_nothing(tmp_path):
 
 
 def test_restricted_unpickler_accepts_numpy_1_names():
-    from zsq_probe.safe_pickle import safe_loads
+    from zsq_probe.rundir.safe_pickle import safe_loads
 
     a = np.arange(12, dtype=np.uint8).reshape(3, 4)
     raw = pickle.dumps({"data": a}, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
@@ -226,7 +226,7 @@ def test_kill_9_during_posthoc_hessian_then_rerun_loses_and_doubles_nothing(tiny
 # ------------------------------------------------------------------ one writer per run folder
 
 HOLD = (
-    "import sys, time; from zsq_probe.run_lock import RunLock; l = RunLock(sys.argv[1], what='test').acquire(); "
+    "import sys, time; from zsq_probe.rundir.lock import RunLock; l = RunLock(sys.argv[1], what='test').acquire(); "
     "print('locked', flush=True); time.sleep(120)"
 )
 
@@ -250,7 +250,7 @@ def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_noth
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    from zsq_probe.run_lock import RunLock
+    from zsq_probe.rundir.lock import RunLock
 
     with RunLock(run, what="after kill"):  # the kernel dropped the dead holder's flock
         pass

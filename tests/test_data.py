@@ -1,4 +1,4 @@
-"""zsq_probe.data: real on-disk formats fabricated in tmp_path and read through load_dataset."""
+"""zsq_probe.data.datasets: real on-disk formats fabricated in tmp_path and read through load_dataset."""
 
 import pickle
 import warnings
@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zsq_probe import data
-from zsq_probe.data import DATASETS, dataset_for_teacher, load_dataset, make_loader
+from zsq_probe.data import datasets as data
+from zsq_probe.data.datasets import DATASETS, dataset_for_teacher, load_dataset, make_loader
 from zsq_probe.errors import UserError
 
 CIFAR10_PER_BATCH = 3

@@ -12,11 +12,11 @@ import pytest
 from fabricated_runs import EPOCHS, LAYERS, STEPS, make_run, paper_runs
 from fabricated_runs import schema_row as _row
 
-from zsq_probe import compare
+from zsq_probe.analysis import probe_tables
 from zsq_probe.cli import main
 from zsq_probe.errors import UserError
 from zsq_probe.plots import FIGURES, SkipFigure, plot_figure
-from zsq_probe.store import RunDir
+from zsq_probe.rundir.store import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -158,7 +158,7 @@ def test_epoch_choices(runs, tmp_path):
 # ------------------------------------------------------------------------------- data shaping
 def test_crossings_per_layer_numbers(runs):
     df = runs["zq"].read_table("crossings")
-    layers, basis = compare.crossings_per_layer(df, 3)
+    layers, basis = probe_tables.crossings_per_layer(df, 3)
     assert basis == "epoch_total"
     assert list(layers["layer"]) == [name for name, _ in LAYERS]
     # changed = (li+1) * (7-e) * 3 over STEPS steps
@@ -179,11 +179,11 @@ def test_trace_curves_never_average_online_with_posthoc():
             for t, s, o in ((10.0, 3.0, "posthoc"), (14.0, 4.0, "online"))
         ]
     )
-    c = compare.trace_curves(df)
+    c = probe_tables.trace_curves(df)
     assert len(c) == 1
     assert c["trace"].iloc[0] == pytest.approx(14.0) and c["stderr"].iloc[0] == pytest.approx(4.0)
     assert (c["ci_low"].iloc[0], c["ci_high"].iloc[0]) == pytest.approx((14.0 - 1.96 * 4, 14.0 + 1.96 * 4))
-    post_only = compare.trace_curves(df[df.origin == "posthoc"])
+    post_only = probe_tables.trace_curves(df[df.origin == "posthoc"])
     assert post_only["trace"].iloc[0] == pytest.approx(10.0)
 
 
@@ -199,7 +199,7 @@ def test_smoothed_density_integrates_to_one():
 # ------------------------------------------------------------------------------- compare
 def test_compare_cosine_numbers_by_hand(runs):
     kd, zq = runs["kd"].read_table("cosine"), runs["zq"].read_table("cosine")
-    out = compare.compare_tables(kd, zq, "cosine")
+    out = probe_tables.compare_tables(kd, zq, "cosine")
     for key, table in (("kd", runs["kd_cos"]), ("zq", runs["zq_cos"])):
         all_steps = np.concatenate([table[e] for e in EPOCHS])
         epoch_means = np.array([table[e].mean() for e in EPOCHS])
@@ -230,14 +230,14 @@ def test_compare_cosine_without_epoch_mean_rows():
         for e, vals in ((1, [0.5, -0.5, -0.25, 0.75]), (2, [-1.0, -0.5, 0.0, 0.5]))
         for s, c in enumerate(vals)
     ]
-    s = compare.summarize_cosine(pd.DataFrame(rows))
+    s = probe_tables.summarize_cosine(pd.DataFrame(rows))
     assert s["share_negative"] == pytest.approx(4 / 8)
     assert s["mean_epoch_cosine"] == pytest.approx((0.125 + -0.25) / 2)
     assert s["epochs"] == 2
 
 
 def test_compare_hessian_ratios(runs):
-    out = compare.compare_tables(
+    out = probe_tables.compare_tables(
         runs["kd"].read_table("hessian_trace"), runs["zq"].read_table("hessian_trace"), "hessian"
     )
     factor = np.median([1 + 0.1 * e for e in EPOCHS])
@@ -282,8 +282,8 @@ def test_compare_cli_errors(runs, tmp_path, capsys):
 def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(tmp_path, capsys):
     kd = [make_run(tmp_path / f"kd-s{i}", "kd", 0.3, 8.0, 2.0, seed=10 + i, source="real")[0] for i in range(3)]
     zq = [make_run(tmp_path / f"zq-s{i}", "gdfq", -0.1, 12.0, 0.5, seed=20 + i)[0] for i in range(2)]
-    result = compare.compare_runs(kd, zq, "cosine")
-    per_seed = [compare.summarize_cosine(r.read_table("cosine"))["mean_epoch_cosine"] for r in zq]
+    result = probe_tables.compare_runs(kd, zq, "cosine")
+    per_seed = [probe_tables.summarize_cosine(r.read_table("cosine"))["mean_epoch_cosine"] for r in zq]
     assert result["n"] == {"kd": 3, "zq": 2}
     assert result["zq"]["mean_epoch_cosine"] == pytest.approx(np.mean(per_seed))
     assert result["zq_span"]["mean_epoch_cosine"] == pytest.approx([min(per_seed), max(per_seed)])
@@ -293,22 +293,22 @@ def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(
     assert result["verdict"]["zq_vs_kd"] == "below" and result["verdict"]["basis"]["zq"] == "seeds [min, max]"
     # the same setting on both sides: the seed intervals overlap, so no difference is called
     same = [make_run(tmp_path / f"kd2-s{i}", "gdfq", 0.3, 8.0, 2.0, seed=30 + i)[0] for i in range(2)]
-    assert compare.compare_runs(kd[:2], same, "cosine")["verdict"]["zq_vs_kd"] == "inconclusive"
+    assert probe_tables.compare_runs(kd[:2], same, "cosine")["verdict"]["zq_vs_kd"] == "inconclusive"
     # one seed a side: no interval, no verdict -- except the Hessian, whose estimator has its own interval
-    one = compare.compare_runs(kd[0], zq[0], "cosine")
+    one = probe_tables.compare_runs(kd[0], zq[0], "cosine")
     assert one["verdict"]["zq_vs_kd"] == "inconclusive" and one["kd_span"]["mean_epoch_cosine"] is None
-    hess = compare.compare_runs(kd[0], zq[0], "hessian")["verdict"]
+    hess = probe_tables.compare_runs(kd[0], zq[0], "hessian")["verdict"]
     assert hess["key"] == "last_kl_over_ce" and hess["zq_vs_kd"] == "below", hess  # 0.5/12 against 2/8
     # runs of the two sides may share a folder name: each side still reads its own tables
     twin_kd, _ = make_run(tmp_path / "a" / "s0", "kd", 0.3, 8.0, 2.0, seed=10, source="real")
     twin_zq, _ = make_run(tmp_path / "b" / "s0", "gdfq", -0.1, 12.0, 0.5, seed=20)
-    twins = compare.compare_runs(twin_kd, twin_zq, "cosine")
+    twins = probe_tables.compare_runs(twin_kd, twin_zq, "cosine")
     assert twins["kd"]["mean_epoch_cosine"] == pytest.approx(one["kd"]["mean_epoch_cosine"])
     assert twins["zq"]["mean_epoch_cosine"] == pytest.approx(one["zq"]["mean_epoch_cosine"])
     # a side mixing settings is refused, naming what differs
     ait, _ = make_run(tmp_path / "ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3)
     with pytest.raises(UserError, match="differ in more than the seed .*method"):
-        compare.compare_runs(kd[0], [zq[0], ait], "cosine")
+        probe_tables.compare_runs(kd[0], [zq[0], ait], "cosine")
     # the CLI: mean [min, max] cells, n per side, the verdict line, and the overlay with its caption
     assert (
         main(
@@ -395,7 +395,7 @@ def test_figures_cli_reports_a_broken_table(runs, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------- epochs, configs
 def test_epoch_ranges_are_read_alike_by_figures_and_post_hoc(runs, tmp_path, capsys):
-    from zsq_probe.selection import parse_epochs
+    from zsq_probe.analysis.epochs import parse_epochs
 
     assert parse_epochs("3-5,8") == [3, 4, 5, 8]
     assert parse_epochs("60,350") == [60, 350]

@@ -206,7 +206,7 @@ def test_zeroq_distillation_losses_match_the_reference_run():
 
 def test_zeroq_calibration_is_running_min_max_from_zero():
     from zsq_probe.generators.zeroq import calibrate_running_minmax
-    from zsq_probe.quant import ActivationQuantizer
+    from zsq_probe.quantization.quantizer import ActivationQuantizer
 
     # QuantAct after two batches: (0, 2) then (0, 3); a negative batch minimum: (-1, 2)
     model = nn.Sequential(ActivationQuantizer(8))

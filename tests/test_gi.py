@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zsq_probe.errors import UserError
-from zsq_probe.gi import GradientInundation
-from zsq_probe.quant import integer_codes, integer_codes_of, quantize_model, quantized_layers
+from zsq_probe.quantization.gi import GradientInundation
+from zsq_probe.quantization.quantizer import integer_codes, integer_codes_of, quantize_model, quantized_layers
 
 
 class _Net(nn.Module):

@@ -16,9 +16,9 @@ import torch
 
 from zsq_probe.config import RunConfig
 from zsq_probe.errors import UserError
-from zsq_probe.gi import GradientInundation
 from zsq_probe.presets import DATASET_SCALES
-from zsq_probe.quant import ActivationQuantizer, QuantLinear
+from zsq_probe.quantization.gi import GradientInundation
+from zsq_probe.quantization.quantizer import ActivationQuantizer, QuantLinear
 
 # (seed, p, lr) -> reference probes [(κ, changed codes of 64)], the applied κ is the last one
 REFERENCE_GI = {

@@ -283,7 +283,7 @@ def test_unused_parameters_give_zero_rows():
 
 
 def test_quantised_student_hessian_is_finite_and_matches_dense():
-    from zsq_probe.quant import activation_quantizers, calibrate_activation_ranges, quantize_model
+    from zsq_probe.quantization.quantizer import activation_quantizers, calibrate_activation_ranges, quantize_model
 
     teacher = conv_bn(4).eval()
     x, y = data((2, 5, 5), 4, 6, seed=7)

@@ -269,8 +269,8 @@ def _kind(model, name):
 def test_digits_student_ggn_equals_single_coordinate_products(digits_teacher, quantised):
     """diag(GGN) = e_i^T H e_i on the embedded student (float64), float and 3w3a (straight-through
     surrogate), for CE and KL*T^2: 25 coordinates per parameter kind and loss (50 per kind and model)."""
-    from zsq_probe.data import load_dataset
-    from zsq_probe.quant import calibrate_activation_ranges, quantize_model
+    from zsq_probe.data.datasets import load_dataset
+    from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model
 
     teacher, _ = digits_teacher
     ds = load_dataset("digits", None, split="train")

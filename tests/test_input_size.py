@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from zsq_probe import models
 from zsq_probe.generators import build_generator, crop_to, generator_image_shape
+from zsq_probe.teachers import loader as models
 
 
 class SizeRecorder(nn.Module):

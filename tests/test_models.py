@@ -1,4 +1,4 @@
-"""zsq_probe.models: embedded teacher, pytorchcv weight lookup (offline), explicit weight files."""
+"""zsq_probe.teachers.loader: embedded teacher, pytorchcv weight lookup (offline), explicit weight files."""
 
 import hashlib
 import json
@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 from pytorchcv.models.common import model_store
 
-import zsq_probe.digits_teacher as digits_module
-from zsq_probe import models
-from zsq_probe.data import load_dataset, make_loader
+import zsq_probe.teachers.digits as digits_module
+from zsq_probe.data.datasets import load_dataset, make_loader
 from zsq_probe.errors import UserError
-from zsq_probe.models import (
+from zsq_probe.teachers import loader as models
+from zsq_probe.teachers.loader import (
     PAPER_TEACHER_TOP1,
     TEACHER_NAMES_HINT,
     TeacherInfo,

@@ -19,13 +19,13 @@ import torch
 from pytorchcv.models.common import model_store
 from test_data import expected_cifar_tensor, make_cifar10, make_cifar100
 
-from zsq_probe import models
 from zsq_probe.cli import main
 from zsq_probe.config import RunConfig, config_from_dict
-from zsq_probe.data import DATASETS, get_spec, load_dataset
+from zsq_probe.data.datasets import DATASETS, get_spec, load_dataset
 from zsq_probe.errors import UserError
-from zsq_probe.models import TeacherInfo, check_published_accuracy, load_teacher
 from zsq_probe.presets import resolve_config
+from zsq_probe.teachers import loader as models
+from zsq_probe.teachers.loader import TeacherInfo, check_published_accuracy, load_teacher
 
 REF_C10 = ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768))
 REF_C100 = ((0.50705882, 0.48666667, 0.44078431), (0.26745098, 0.25568627, 0.27607843))
@@ -112,7 +112,7 @@ def r20_root(tmp_path_factory):
 
 @pytest.mark.parametrize("norm", ["reference", "pytorchcv"])
 def test_training_validates_and_records_under_the_configured_normalisation(r20_root, tmp_path, norm, no_network):
-    from zsq_probe.store import RunDir
+    from zsq_probe.rundir.store import RunDir
     from zsq_probe.training import train
     from zsq_probe.training.build import build_run
 

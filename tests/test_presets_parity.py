@@ -19,9 +19,9 @@ import torch
 
 from zsq_probe.cli import main
 from zsq_probe.errors import UserError
-from zsq_probe.lars import LARS
 from zsq_probe.presets import PRESETS, resolve_config
-from zsq_probe.quant import QuantLinear
+from zsq_probe.quantization.lars import LARS
+from zsq_probe.quantization.quantizer import QuantLinear
 from zsq_probe.training.build import build_optimizer
 
 TEACHER = {"cifar10": "resnet20_cifar10", "imagenet": "resnet18"}
@@ -70,7 +70,7 @@ def test_optimiser_fields_have_flat_keys_and_validate():
 
 def test_gi_wraps_the_reference_rmsprop_and_lars():
     """GI on any optimiser still steps with the reference's RMSprop and with LARS."""
-    from zsq_probe.gi import GradientInundation
+    from zsq_probe.quantization.gi import GradientInundation
 
     for preset, extra in (("ait-rmsprop", {}), ("ait-adam", {}), ("ait", {"optimizer": "lars"})):
         torch.manual_seed(0)

@@ -9,12 +9,12 @@ import torch
 
 from zsq_probe.cli import main
 from zsq_probe.events import Observer
-from zsq_probe.losses import ce_to_labels, kl_to_teacher
 from zsq_probe.module_state import preserved_state
-from zsq_probe.posthoc import probe_run
 from zsq_probe.presets import resolve_config
 from zsq_probe.probes import build_probes
-from zsq_probe.store import RunDir, load_checkpoint_file
+from zsq_probe.probes.posthoc import probe_run
+from zsq_probe.quantization.losses import ce_to_labels, kl_to_teacher
+from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 from zsq_probe.training import build_run, train
 
 QUIET = {"progress": False}
@@ -82,7 +82,7 @@ def test_probes_on_or_off_give_the_same_weights(preset, tmp_path, digits_teacher
 
 
 def test_every_probe_table_is_written_with_its_columns(probed_run):
-    from zsq_probe.schema import TABLES, require_columns
+    from zsq_probe.rundir.schema import TABLES, require_columns
 
     out, cfg = probed_run
     rd = RunDir(out)
@@ -122,7 +122,7 @@ def test_cosine_rows_match_the_definition(probed_run):
 
 def test_checkpoint_cosine_equals_a_direct_computation(probed_run, digits_teacher):
     out, cfg = probed_run
-    from zsq_probe.posthoc import open_run
+    from zsq_probe.probes.posthoc import open_run
 
     run, ctx = open_run(out)
     ctx.load_checkpoint(2)
@@ -181,7 +181,7 @@ def test_crossings_count_code_changes(probed_run):
     np.testing.assert_allclose(totals.share, totals.changed / (totals.layer_size * totals.steps))
     # the net change between checkpoints is at most the sum of per-step changes
     rd = RunDir(out)
-    from zsq_probe.quant import integer_codes_of
+    from zsq_probe.quantization.quantizer import integer_codes_of
 
     s1, s2 = (load_checkpoint_file(rd.checkpoints()[e])["student"] for e in (1, 2))
     layer = "features.init_block.conv"
@@ -195,7 +195,7 @@ def test_crossings_count_code_changes(probed_run):
 def test_posthoc_crossings_between_checkpoints(probed_run, tmp_path):
     import shutil
 
-    from zsq_probe.quant import integer_codes_of
+    from zsq_probe.quantization.quantizer import integer_codes_of
 
     out, cfg = probed_run
     copy = tmp_path / "copy"

@@ -1,4 +1,4 @@
-"""zsq_probe.quant against the GDFQ/AIT formulas of docs/reference.md#quantisation."""
+"""zsq_probe.quantization.quantizer against the GDFQ/AIT formulas of docs/reference.md#quantisation."""
 
 import copy
 import json
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pytorchcv.model_provider import get_model
 
 from zsq_probe.errors import UserError
-from zsq_probe.quant import (
+from zsq_probe.quantization.quantizer import (
     ActivationQuantizer,
     QuantConv2d,
     QuantizedActivation,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from zsq_probe.presets import resolve_config
-from zsq_probe.store import RunDir
+from zsq_probe.rundir.store import RunDir
 from zsq_probe.training import train
 
 REFERENCE = Path(__file__).parent / "reference" / "prerefactor"

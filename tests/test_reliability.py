@@ -1,7 +1,7 @@
 """Reliability (issue 7): what survives a kill -9, a NaN, bad input and a hostile checkpoint.
 
 * Crash safety: a real `zsq-probe train` subprocess is SIGKILLed at several points (the test-only hook
-  ZSQ_PROBE_FAULT, see zsq_probe.store), resumed each time, and must end with every probe table holding
+  ZSQ_PROBE_FAULT, see zsq_probe.rundir.store), resumed each time, and must end with every probe table holding
   each key exactly once, no epoch missing, and weights equal bit for bit to an uninterrupted run.
 * Numerical faults: a NaN/inf loss or gradient stops the run naming epoch, step and term (last good
   checkpoint kept), or is skipped and counted with on_nonfinite=skip.
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from zsq_probe.cli import main
-from zsq_probe.store import FAULT_ENV, TABLE_SCHEMA_VERSION, RunDir, load_checkpoint_file, read_table
+from zsq_probe.rundir.store import FAULT_ENV, TABLE_SCHEMA_VERSION, RunDir, load_checkpoint_file, read_table
 
 # a run of 3 tiny epochs with the probes that write a part per epoch (about 5 s per process on one core)
 TINY = [
@@ -227,7 +227,7 @@ TINY_NAN = [
 def poison_kl(monkeypatch, at: dict):
     """Make the student's KL term NaN (`at[call] == 'loss'`) or its gradient NaN (`'grad'`) at given calls of
     kl_to_teacher (one call per student step in these runs, counted from 0)."""
-    import zsq_probe.losses as train_module
+    import zsq_probe.quantization.losses as train_module
 
     real = train_module.kl_to_teacher
     calls = {"n": 0}
@@ -299,7 +299,7 @@ def bad_files(tmp_path_factory, digits_teacher):
     state["output.weight"] = torch.zeros(7, state["output.weight"].shape[1])
     torch.save(state, d / "wrong-shape.pt")
     (d / "corrupt.pt").write_bytes(b"\x80\x02not a checkpoint at all")
-    from zsq_probe.models import build_architecture
+    from zsq_probe.teachers.loader import build_architecture
 
     torch.save(build_architecture("resnet20_cifar10").state_dict(), d / "r20.pt")  # untrained, the right shapes
     junk = d / "junk-cifar" / "cifar-10-batches-py"

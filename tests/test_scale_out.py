@@ -20,7 +20,7 @@ import torch
 
 from zsq_probe.errors import UserError
 from zsq_probe.recipes import load_recipe, plan
-from zsq_probe.store import RunDir
+from zsq_probe.rundir.store import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = [
@@ -258,7 +258,7 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
         with pytest.raises(UserError, match=rf"pip install 'zsq-probe\[{extra}\]'"):
             run_jobs(jobs, executor)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    from zsq_probe.tensorboard import TensorBoardObserver
+    from zsq_probe.training.tensorboard import TensorBoardObserver
 
     with pytest.raises(UserError, match=r"zsq-probe\[tensorboard\]"):
         TensorBoardObserver()
@@ -290,7 +290,7 @@ def test_torchrun_hessian_equals_one_process_and_writes_once(tmp_path, digits_te
     import shutil
 
     from zsq_probe.cli import main
-    from zsq_probe.posthoc import probe_run
+    from zsq_probe.probes.posthoc import probe_run
 
     base = tmp_path / "run"
     assert (
@@ -387,7 +387,7 @@ def test_shards_cover_the_batch():
 
 # ------------------------------------------------------------------------------- data loading, live curves
 def test_loader_workers_give_the_same_validation_batches():
-    from zsq_probe.data import load_dataset, make_loader
+    from zsq_probe.data.datasets import load_dataset, make_loader
 
     val = load_dataset("digits", split="test")
     a = [x for x, _ in make_loader(val, 200, shuffle=False, seed=0)]

@@ -17,7 +17,7 @@ from zsq_probe.errors import UserError
 from zsq_probe.hessian import HessianOperator
 from zsq_probe.probes.curvature import loss_along, slice_rows
 from zsq_probe.probes.surrogate import frozen_quantization, is_quantized
-from zsq_probe.quant import calibrate_activation_ranges, quantize_model
+from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model
 
 
 def small_net(seed=0):
@@ -183,9 +183,9 @@ def test_flat_keys_set_the_slice_settings():
 def test_kd_slices_online_equal_posthoc(tmp_path, digits_teacher):
     """A KD student trains in train mode; its slices (online, sharing the Hessian probe's eigenvector, and post
     hoc, computing it after the CE slice) are the eval-mode ones and agree."""
-    from zsq_probe.posthoc import probe_run
     from zsq_probe.presets import resolve_config
     from zsq_probe.probes import build_probes
+    from zsq_probe.probes.posthoc import probe_run
     from zsq_probe.training import train
 
     cfg = resolve_config(
@@ -229,7 +229,7 @@ def test_kd_slices_online_equal_posthoc(tmp_path, digits_teacher):
 def _slice_run(path, method, quantised_student):
     from fabricated_runs import run_config, schema_row
 
-    from zsq_probe.store import RunDir
+    from zsq_probe.rundir.store import RunDir
 
     run = RunDir(path)
     run.write_config(run_config(method))

@@ -22,7 +22,7 @@ from zsq_probe.hessian import (
     slq_trace,
     top_eigenpairs,
 )
-from zsq_probe.losses import kl_to_teacher
+from zsq_probe.quantization.losses import kl_to_teacher
 
 DT = torch.float64
 T = 20.0
@@ -76,7 +76,7 @@ class DenseOp:
 @functools.cache
 def problem(name: str):
     """(model, loss, batch) of a small student: float or W4A4-quantised, CE, KL to a teacher, or -CE."""
-    from zsq_probe.quant import calibrate_activation_ranges, quantize_model
+    from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model
 
     x, y = data()
     teacher = fit(mlp(0), x, y).eval()

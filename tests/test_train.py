@@ -10,7 +10,7 @@ from zsq_probe.cli import main
 from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
 from zsq_probe.presets import PRESETS, resolve_config
-from zsq_probe.store import RunDir, load_checkpoint_file
+from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 from zsq_probe.training import Trainer, build_run, scheduled, train
 
 TINY = {
@@ -59,7 +59,7 @@ def test_every_preset_runs_a_short_epoch(preset, tmp_path, digits_teacher):
 
 
 def test_training_changes_the_student_and_gi_moves_codes(tmp_path, digits_teacher):
-    from zsq_probe.quant import integer_codes
+    from zsq_probe.quantization.quantizer import integer_codes
 
     cfg = tiny("ait", epochs=1, iters_per_epoch=1)
     cfg.inundation.p = 0.05

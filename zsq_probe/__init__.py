@@ -14,6 +14,10 @@ Names are imported on first use, so `import zsq_probe` stays light.
 
 __version__ = "0.1.0"
 
+from zsq_probe import _moved
+
+_moved.install()  # old module paths (zsq_probe.store, zsq_probe.quant, ...) keep importing
+
 _EXPORTS = {
     "RunConfig": "zsq_probe.config",
     "resolve_config": "zsq_probe.presets",
@@ -22,22 +26,22 @@ _EXPORTS = {
     "train": "zsq_probe.training",
     "build_run": "zsq_probe.training",
     "Trainer": "zsq_probe.training",
-    "probe_run": "zsq_probe.posthoc",
+    "probe_run": "zsq_probe.probes.posthoc",
     "Probe": "zsq_probe.probes",
     "register_probe": "zsq_probe.probes",
     "build_probes": "zsq_probe.probes",
     "Observer": "zsq_probe.events",
     "ProbeContext": "zsq_probe.events",
     "StepEvent": "zsq_probe.events",
-    "RunDir": "zsq_probe.store",
-    "DatasetSpec": "zsq_probe.data",
+    "RunDir": "zsq_probe.rundir.store",
+    "DatasetSpec": "zsq_probe.data.datasets",
     "UserError": "zsq_probe.errors",
 }
 
 
 def read_table(run, table: str):
     """One table of a run folder as a DataFrame (every part: online and post hoc)."""
-    from zsq_probe.store import RunDir
+    from zsq_probe.rundir.store import RunDir
 
     return RunDir.open(run).read_table(table)
 

@@ -104,7 +104,7 @@ class QuantConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "sgd"  # sgd (Nesterov) | adam | rmsprop | lars (zsq_probe.lars, You et al. 2017)
+    name: str = "sgd"  # sgd (Nesterov) | adam | rmsprop | lars (zsq_probe.quantization.lars, You et al. 2017)
     lr: float = 1e-4
     momentum: float = 0.9  # SGD, RMSprop and LARS momentum
     nesterov: bool = True
@@ -144,7 +144,7 @@ class GIConfig:
     p_milestones: list[int] = field(default_factory=lambda: [100, 200, 300])
     p_gamma: float = 0.1
     warmup_cap: float = 128.0
-    # κ search: "ours" (smallest κ found with frac >= p, zsq_probe/gi.py) | "reference" (the AIT code's last
+    # κ search: "ours" (smallest κ found with frac >= p, zsq_probe/quantization/gi.py) | "reference" (the AIT code's last
     # midpoint, GDFQ_AIT/optimizer.py:204-233)
     rule: str = "ours"
 
@@ -165,7 +165,7 @@ class DataConfig:
     name: str | None = None  # data set name; derived from the teacher when None
     root: str | None = None
     source: str = "generator"  # "generator" (ZQ), "real" (KD baseline), "zeroq" (fixed distilled set)
-    # real-image normalisation (zsq_probe.data): "reference" (the AIT/GDFQ code's CIFAR statistics, the paper's
+    # real-image normalisation (zsq_probe.data.datasets): "reference" (the AIT/GDFQ code's CIFAR statistics, the paper's
     # protocol) | "pytorchcv" (imgclsmob's, which pytorchcv's published accuracies use); only CIFAR differs
     normalization: str = "reference"
     # real-data loaders (validation every epoch, the KD baseline's training data): worker processes and pinned

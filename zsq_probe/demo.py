@@ -61,8 +61,8 @@ def demo_plan(device: str, seed: int, overrides=()) -> dict:
 def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bool = True, width: str = "text") -> dict:
     """Teacher, PTQ accuracy, the four runs (resumed when interrupted), every figure and the findings,
     into `out`; progress is logged (INFO).  Returns the findings (also in OUT/findings.json, FINDINGS.md)."""
-    from zsq_probe.evaluate import evaluate_quantized
     from zsq_probe.plots import write_figures
+    from zsq_probe.teachers.accuracy import evaluate_quantized
     from zsq_probe.training import train
 
     check_out(out)
@@ -149,8 +149,8 @@ def crossing_stats(table, p: float | None = None) -> dict:
 def measure_findings(runs: dict, ptq: dict) -> dict:
     """The four findings of the paper, computed from the runs' parquet tables; each method's seeds kept
     apart (per-seed values) and summarised as mean with the seed interval [min, max]."""
-    from zsq_probe.compare import summarize_cosine, summarize_hessian
-    from zsq_probe.store import RunDir
+    from zsq_probe.analysis.probe_tables import summarize_cosine, summarize_hessian
+    from zsq_probe.rundir.store import RunDir
 
     groups = {m: [RunDir(p) for p in paths] for m, paths in by_method(runs).items()}
     f = {
@@ -212,7 +212,7 @@ def _iv(st: dict, scale: float = 1.0, fmt: str = ".2f", unit: str = "") -> str:
 
 def seed_verdict(a: dict, b: dict) -> str:
     """interval_verdict of two seed_stats: 'below' / 'above' / 'inconclusive'."""
-    from zsq_probe.compare import interval_verdict
+    from zsq_probe.analysis.probe_tables import interval_verdict
 
     if a["n"] < 2 or b["n"] < 2:
         return "inconclusive"
@@ -226,7 +226,7 @@ def _pct(x):
 def f2_lines(h_kd: dict, h_zq: dict) -> list[str]:
     """F2 from 95 % intervals at each run's last probed epoch: a difference counts only when the intervals
     do not overlap."""
-    from zsq_probe.compare import interval_verdict
+    from zsq_probe.analysis.probe_tables import interval_verdict
 
     def trace(h, loss):
         return (

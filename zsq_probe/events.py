@@ -51,7 +51,7 @@ class ProbeContext:
     """The narrow view of a run a probe gets, online or post hoc."""
 
     cfg: object  # the run's RunConfig
-    run: object  # the run store (zsq_probe.store.RunDir)
+    run: object  # the run store (zsq_probe.rundir.store.RunDir)
     student: torch.nn.Module
     teacher: torch.nn.Module
     param_names: list[str]
@@ -72,7 +72,7 @@ class ProbeContext:
 
     def loss_terms(self, inputs, labels, teacher_logits):
         """(student logits, KL, CE) of the current student, unweighted."""
-        from zsq_probe.losses import student_terms
+        from zsq_probe.quantization.losses import student_terms
 
         return student_terms(
             self.student, inputs, labels, teacher_logits, self.cfg.temperature, self.cfg.label_smoothing

@@ -13,7 +13,7 @@ def preserved_state(*models, mode: str | None = None, freeze_ranges: bool = True
     clones of every buffer (so BN running statistics and activation ranges never move, and autograd graphs
     built inside keep their own copies).  After it: every module's training flag and its original buffer
     objects, untouched."""
-    from zsq_probe.quant import activation_ranges_frozen
+    from zsq_probe.quantization.quantizer import activation_ranges_frozen
 
     saved = []
     for model in models:

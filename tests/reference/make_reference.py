@@ -12,7 +12,7 @@ import torch
 from test_reference_parquet import REFERENCE, SMALL, THREADS
 
 from zsq_probe.presets import resolve_config
-from zsq_probe.store import RunDir
+from zsq_probe.rundir.store import RunDir
 from zsq_probe.training import train
 
 torch.set_num_threads(THREADS)

@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from zsq_probe.compare import compare_runs
+    from zsq_probe.analysis.probe_tables import compare_runs
 
     result = compare_runs([args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds], args.probe, out=args.out)
     for w in result.pop("warnings"):

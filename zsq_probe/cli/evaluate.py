@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from zsq_probe.evaluate import evaluate_quantized
+    from zsq_probe.teachers.accuracy import evaluate_quantized
 
     for flag, bits in (("--w-bits", args.w_bits), ("--a-bits", args.a_bits)):
         if not 2 <= bits <= 8:

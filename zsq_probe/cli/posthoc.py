@@ -30,10 +30,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import pandas as pd
 
-    from zsq_probe.compare import epoch_summary
+    from zsq_probe.analysis.epochs import parse_epochs
+    from zsq_probe.analysis.probe_tables import epoch_summary
     from zsq_probe.hessian import distributed
-    from zsq_probe.posthoc import probe_run
-    from zsq_probe.selection import parse_epochs
+    from zsq_probe.probes.posthoc import probe_run
 
     if distributed.launched_by_torchrun():  # torchrun: split the Hessian across the ranks, rank 0 writes
         device = distributed.local_device(args.device)

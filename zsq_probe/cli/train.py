@@ -59,7 +59,7 @@ def run(args) -> int:
     observers = None
     if args.tensorboard:
         from zsq_probe.probes import build_probes
-        from zsq_probe.tensorboard import TensorBoardObserver
+        from zsq_probe.training.tensorboard import TensorBoardObserver
 
         observers = build_probes(cfg) + [TensorBoardObserver(None if args.tensorboard is True else args.tensorboard)]
     summary = train(
@@ -136,7 +136,7 @@ def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
     """--resume continues a run with the teacher and data set it was started with: an explicit --teacher or
     --data naming others is refused (even with --force: the checkpoint belongs to that teacher and data)."""
     from zsq_probe.config import config_from_dict
-    from zsq_probe.data import dataset_for_teacher
+    from zsq_probe.data.datasets import dataset_for_teacher
 
     if args.teacher is None and args.data is None:
         return

@@ -25,7 +25,7 @@ log = logging.getLogger("zsq_probe.executors")
 # after a checkpoint: run the recipe again to resume), submitted (slurm --no-wait)
 STATES = ("done", "skipped", "failed", "interrupted", "submitted")
 
-# Test-only: "<marker file>=<fault pattern>" arms zsq_probe.store's ZSQ_PROBE_FAULT (SIGKILL at a site) in the
+# Test-only: "<marker file>=<fault pattern>" arms zsq_probe.rundir.store's ZSQ_PROBE_FAULT (SIGKILL at a site) in the
 # first job that starts while the marker file does not exist (it is created then): "a worker dies once".
 FAULT_ONCE_ENV = "ZSQ_PROBE_FAULT_ONCE"
 
@@ -74,7 +74,7 @@ def _arm_fault_once() -> None:
     spec = os.environ.get(FAULT_ONCE_ENV)
     if not spec or "=" not in spec:
         return
-    from zsq_probe.store import FAULT_ENV
+    from zsq_probe.rundir.store import FAULT_ENV
 
     marker, pattern = spec.split("=", 1)
     try:

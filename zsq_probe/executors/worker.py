@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     import logging
 
     from zsq_probe.executors.base import execute_job
-    from zsq_probe.store import atomic_write_bytes
+    from zsq_probe.rundir.store import atomic_write_bytes
 
     # the job's log goes to this process's stderr (the executor sends it to OUT/logs/); matplotlib picks a
     # headless backend by itself in a process without a display

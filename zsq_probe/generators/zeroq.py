@@ -195,9 +195,9 @@ def calibrate_running_minmax(model: nn.Module, batches) -> int:
     becomes ``[min(lo, batch min), max(hi, batch max)]`` with ``lo = hi = 0`` at the start, so the range
     always contains 0 and never shrinks.  The model runs in eval mode under no_grad; afterwards the ranges
     are frozen and the train/eval flags restored.  Returns the number of batches.  (Kept here rather than in
-    :mod:`zsq_probe.quant`, whose own calibration is the training EMA.)
+    :mod:`zsq_probe.quantization.quantizer`, whose own calibration is the training EMA.)
     """
-    from zsq_probe.quant import activation_quantizers
+    from zsq_probe.quantization.quantizer import activation_quantizers
 
     quantizers = list(activation_quantizers(model).values())
     if not quantizers:

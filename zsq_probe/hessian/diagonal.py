@@ -11,7 +11,7 @@ Two ways to the exact diagonal ``H_ii = d^2 L / d theta_i^2``:
   products per sample. ``H = G + sum_n sum_c dL/dz_nc * d^2 z_nc / d theta^2``; for a network that
   is piecewise linear in each single parameter (ReLU/ReLU6/max/avg pooling, convolutions, linear
   layers, residual sums, BatchNorm in eval mode -- an affine map per channel -- and the
-  straight-through fake quantisers of :mod:`zsq_probe.quant`, whose backward is the identity) the
+  straight-through fake quantisers of :mod:`zsq_probe.quantization.quantizer`, whose backward is the identity) the
   second term's diagonal is zero away from the kinks (a null set), so ``diag(H) = diag(G)``
   exactly. Only the diagonal: off-diagonal entries of the two differ (``z`` is bilinear in two
   parameters of different layers). Networks with smooth activations (GELU, sigmoid, tanh, ...),
@@ -74,7 +74,7 @@ def loss_function(
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``loss_fn(logits, target)`` for ``loss="ce"`` (target: labels) or ``"kl"`` (target: teacher
     logits; ``kl_to_teacher * T^2``), exactly as the curvature probes define them."""
-    from zsq_probe.losses import ce_to_labels, kl_to_teacher
+    from zsq_probe.quantization.losses import ce_to_labels, kl_to_teacher
 
     loss = _check_loss(loss, temperature, label_smoothing)
     if loss == "ce":

@@ -158,7 +158,7 @@ class HessianOperator:
     modules' flags. ``keep_graphs``: keep one gradient graph per batch (``True``), recompute the
     forward and gradient for every product (``False``), or ``None``: keep them when one batch or
     when the first batch's graph times the number of batches fits in ``memory_fraction`` of the
-    free memory. ``freeze_activation_ranges``: run activation quantisers (zsq_probe.quant) with
+    free memory. ``freeze_activation_ranges``: run activation quantisers (zsq_probe.quantization.quantizer) with
     their ranges frozen, so the loss is the one the current ranges give.
 
     ``process_group``: split the batches over processes (zsq_probe.hessian.distributed): ``"active"``

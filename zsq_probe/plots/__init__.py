@@ -29,7 +29,6 @@ from zsq_probe.plots.catalog import (
     plot_figure,
     write_figures,
 )
-from zsq_probe.plots.comparison import compare_figure, draw_compare, plot_compare
 from zsq_probe.plots.cosine import cosine_figure, cosine_grid_figure, draw_cosine, draw_cosine_snapshot
 from zsq_probe.plots.crossings import crossings_figure, crossings_gi_figure, draw_crossings
 from zsq_probe.plots.hessian import (
@@ -41,6 +40,7 @@ from zsq_probe.plots.hessian import (
 )
 from zsq_probe.plots.inter_epoch import draw_inter_epoch, inter_epoch_figure
 from zsq_probe.plots.loss_slice import draw_loss_slice, slice_figure
+from zsq_probe.plots.overlay import compare_figure, draw_compare, plot_compare
 from zsq_probe.plots.runs import SkipFigure
 from zsq_probe.plots.samples import draw_samples, load_samples, samples_figure
 from zsq_probe.plots.style import STYLE, save, style

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from zsq_probe.analysis.epochs import parse_epochs
 from zsq_probe.errors import UserError
 from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice, samples, training
 from zsq_probe.plots.runs import SkipFigure, open_runs
 from zsq_probe.plots.style import WIDTHS, check_format, current_width, figure_width, save
-from zsq_probe.selection import parse_epochs
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsq_probe import compare
+from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import CE_COLOR, KL_COLOR, drawing, epoch_axis, zero_line
 
@@ -29,15 +29,15 @@ def draw_cosine(ax, source, *, color=None, scatter: bool = True, label: str | No
     `source`: a run (RunDir or folder) or its probes/cosine DataFrame.  `color` defaults to the run's
     kind (KD green, ZQ orange).  Returns the epoch-mean frame (epoch, cosine, angle_deg, ...).
     """
-    run, df = R.table_of(source, "cosine", compare.COSINE_COLUMNS)
+    run, df = R.table_of(source, "cosine", probe_tables.COSINE_COLUMNS)
     color = R.default_color(run) if color is None else color
     return _curves(ax, run, df, color, scatter, label, figure="")
 
 
 def _curves(ax, run, df, color, scatter, label, figure):
     where = R.where(figure, run, "cosine")
-    epochs = compare.cosine_epochs(df, where)
-    steps = compare.cosine_steps(df, where)
+    epochs = probe_tables.cosine_epochs(df, where)
+    steps = probe_tables.cosine_steps(df, where)
     if scatter and (steps["statistic"] == "step").any():
         alpha = 0.45 if len(steps) < 2000 else 0.12  # light, but visible for short runs too
         ax.scatter(step_positions(steps), steps["cosine"], s=5, color=color, alpha=alpha, lw=0, rasterized=True)
@@ -57,9 +57,9 @@ def _curves(ax, run, df, color, scatter, label, figure):
 
 def draw_cosine_snapshot(ax, source, epoch: int | None = None, *, color=None):
     """Draw the 2-D angle between grad CE and grad KL at `epoch` (default: the middle epoch with data)."""
-    run, df = R.table_of(source, "cosine", compare.COSINE_COLUMNS)
+    run, df = R.table_of(source, "cosine", probe_tables.COSINE_COLUMNS)
     where = R.where("", run, "cosine")
-    epochs = compare.cosine_epochs(df, where)
+    epochs = probe_tables.cosine_epochs(df, where)
     e = R.middle_epoch(epochs["epoch"]) if epoch is None else R.pick_epoch(epochs["epoch"], epoch, where)
     color = R.default_color(run) if color is None else color
     _snapshot(ax, run, epochs, e, color)
@@ -72,7 +72,9 @@ def _snapshot(ax, run, epochs, epoch, color, n: int = 1, small: bool = False):
         angle = float(np.degrees(np.arccos(np.clip(row["cosine"], -1, 1))))
     th = np.radians(angle)
     ax.annotate("", xy=(1, 0), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": CE_COLOR, "lw": 2})
-    ax.annotate("", xy=(np.cos(th), np.sin(th)), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": KL_COLOR, "lw": 2})
+    ax.annotate(
+        "", xy=(np.cos(th), np.sin(th)), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": KL_COLOR, "lw": 2}
+    )
     arc = np.linspace(0, th, 60)
     ax.plot(0.28 * np.cos(arc), 0.28 * np.sin(arc), color="0.3", lw=1)
     ax.text(1.02, -0.1, "∇CE", color=CE_COLOR, ha="right", va="top", fontsize=7)
@@ -108,7 +110,10 @@ def cosine_figure(runs, epoch: int | None = None):
     middle epoch all runs share), the angle averaged over the seeds."""
     runs = R.kd_first(R.runs_with(R.open_runs(runs), "cosine", "fig1"))
     groups = R.seed_groups(runs)
-    tables = {r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig1"), r.name) for r in runs}
+    tables = {
+        r.name: probe_tables.cosine_epochs(R.read(r, "cosine", probe_tables.COSINE_COLUMNS, "fig1"), r.name)
+        for r in runs
+    }
     e = common_epoch(tables, epoch, "fig1")
     n = len(groups)
     with drawing((7.0, 2.3 + 7.0 / max(n, 3))) as fig:
@@ -141,7 +146,8 @@ def cosine_grid_figure(runs):
         settings.setdefault(R.setting(r), []).append(r)
     ncols = len(settings)
     tables = {
-        r.name: compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig7_8"), r.name) for r in runs
+        r.name: probe_tables.cosine_epochs(R.read(r, "cosine", probe_tables.COSINE_COLUMNS, "fig7_8"), r.name)
+        for r in runs
     }
     with drawing((7.0, 4.2)) as fig:
         outer = fig.add_gridspec(2, ncols, height_ratios=[1.6, 1.0])

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsq_probe import compare
+from zsq_probe.analysis import probe_tables
+from zsq_probe.analysis.epochs import epoch_list, parse_epochs
 from zsq_probe.errors import UserError
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import P_COLOR, drawing
-from zsq_probe.selection import epoch_list, parse_epochs
 
 EARLY = 0.15
 HIGH_LR = "kl-only-high-lr"
@@ -33,7 +33,7 @@ def default_epochs(available) -> list[int]:
 
 def choose_epochs(df, epochs, where) -> list[int]:
     """The epochs asked for (numbers, '2,4' or '3-12'; UserError when one has no rows) or the default pair."""
-    available = compare.crossings_epochs(df, where)
+    available = probe_tables.crossings_epochs(df, where)
     if not available:
         raise R.SkipFigure(f"{where}: no rows")
     return _pick(available, epochs, f"{where}: no crossings rows", "epochs with data")
@@ -61,12 +61,12 @@ def draw_crossings(ax, source, epoch: int, *, value: str = "changed_per_step", p
     `source`: a run (RunDir or folder) or its probes/crossings DataFrame.  `value`: 'changed_per_step'
     (Fig. 3b/c) or 'share_per_step' (Fig. 4); `p_line`: draw GI's p as a dotted red line.
     """
-    run, df = R.table_of(source, "crossings", compare.CROSSING_COLUMNS)
+    run, df = R.table_of(source, "crossings", probe_tables.CROSSING_COLUMNS)
     return _bars(ax, run, df, epoch, value, p_line, R.where("", run, "crossings"), color)
 
 
 def _bars(ax, run, df, epoch, value, p_line, where, color=None):
-    layers, basis = compare.crossings_per_layer(df, epoch, where)
+    layers, basis = probe_tables.crossings_per_layer(df, epoch, where)
     x = np.arange(len(layers))
     y = layers[value].to_numpy(dtype=float)
     color = R.default_color(run) if color is None else color
@@ -130,9 +130,9 @@ def group_layers(group, epoch, value, figure):
     """Per-layer `value` of a seed group at `epoch`: (layers, short labels, mean, low, high, p, n)."""
     frames = []
     for r in group:
-        df = R.read(r, "crossings", compare.CROSSING_COLUMNS, figure)
-        if epoch in compare.crossings_epochs(df, R.where(figure, r, "crossings")):
-            frames.append(compare.crossings_per_layer(df, epoch, R.where(figure, r, "crossings"))[0])
+        df = R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
+        if epoch in probe_tables.crossings_epochs(df, R.where(figure, r, "crossings")):
+            frames.append(probe_tables.crossings_per_layer(df, epoch, R.where(figure, r, "crossings"))[0])
     if not frames:
         return None
     layers = list(frames[0]["layer"])
@@ -146,8 +146,8 @@ def shared_epochs(groups, epochs, figure):
     available = None
     for g in groups:
         for r in g:
-            df = R.read(r, "crossings", compare.CROSSING_COLUMNS, figure)
-            e = set(compare.crossings_epochs(df, R.where(figure, r, "crossings")))
+            df = R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
+            e = set(probe_tables.crossings_epochs(df, R.where(figure, r, "crossings")))
             available = e if available is None else available & e
     if not available:
         raise R.SkipFigure(f"{figure}: the runs share no epoch with crossings rows")

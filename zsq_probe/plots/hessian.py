@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsq_probe import compare
+from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import LOSS_COLORS, LOSS_STYLES, drawing, epoch_axis, grid_shape, note
 
@@ -27,14 +27,14 @@ def draw_hessian_trace(ax, source, *, legend: bool = True) -> None:
 
     `source`: a run (RunDir or folder) or its probes/hessian_trace DataFrame.
     """
-    run, df = R.table_of(source, "hessian_trace", compare.TRACE_COLUMNS)
+    run, df = R.table_of(source, "hessian_trace", probe_tables.TRACE_COLUMNS)
     _traces(ax, run, df, legend, "")
 
 
 def _traces(ax, run, df, legend, figure):
-    """One curve per loss — the run's preferred estimate (compare.TRACE_PREFERENCE) — with its 95 % interval."""
-    curves = compare.trace_curves(df, R.where(figure, run, "hessian_trace"))
-    est = compare.preferred_estimator(curves)
+    """One curve per loss — the run's preferred estimate (probe_tables.TRACE_PREFERENCE) — with its 95 % interval."""
+    curves = probe_tables.trace_curves(df, R.where(figure, run, "hessian_trace"))
+    est = probe_tables.preferred_estimator(curves)
     drawn = 0
     for loss in ("ce", "kl"):
         c = curves[(curves["estimator"] == est) & (curves["loss"] == loss)].sort_values("epoch")
@@ -85,7 +85,7 @@ def trace_figure(runs):
     with drawing((7.0, 2.6)) as fig:
         axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)
         for i, (ax, r) in enumerate(zip(axes[0], runs)):
-            _traces(ax, r, R.read(r, "hessian_trace", compare.TRACE_COLUMNS, "fig2b"), i == 0, "fig2b")
+            _traces(ax, r, R.read(r, "hessian_trace", probe_tables.TRACE_COLUMNS, "fig2b"), i == 0, "fig2b")
             ax.set_title(R.label(r))
             if i:
                 ax.set_ylabel("")
@@ -102,7 +102,7 @@ def trace_grid_figure(runs):
         axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
         flat = [ax for row in axes for ax in row]
         for i, (ax, r) in enumerate(zip(flat, runs)):
-            _traces(ax, r, R.read(r, "hessian_trace", compare.TRACE_COLUMNS, "fig9"), i == 0, "fig9")
+            _traces(ax, r, R.read(r, "hessian_trace", probe_tables.TRACE_COLUMNS, "fig9"), i == 0, "fig9")
             ax.set_title(f"{R.setting(r).split('/')[0]}: {R.label(r)}")
             if i % ncols:
                 ax.set_ylabel("")

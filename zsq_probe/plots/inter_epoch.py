@@ -6,7 +6,7 @@ this as "not yet at a minimum of the KL surface").
 
 from __future__ import annotations
 
-from zsq_probe import compare
+from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import drawing, epoch_axis, zero_line
 
@@ -25,7 +25,7 @@ def draw_inter_epoch(ax, source, *, color=None, label: str | None = None):
 
 
 def _curve(ax, run, df, color, label, figure):
-    c = compare.inter_epoch_curve(df, R.where(figure, run, "inter_epoch"))
+    c = probe_tables.inter_epoch_curve(df, R.where(figure, run, "inter_epoch"))
     if label is None and run is not None:
         label = R.label(run)
     ax.plot(c["epoch"], c["cosine"], color=color, lw=1.8, marker="o" if len(c) <= 40 else None, ms=3.5, label=label)
@@ -39,7 +39,7 @@ def inter_epoch_figure(runs):
         ax = fig.subplots()
         for g in R.seed_groups(runs):
             frames = [
-                compare.inter_epoch_curve(
+                probe_tables.inter_epoch_curve(
                     R.read(r, "inter_epoch", COLUMNS, "fig3a"), R.where("fig3a", r, "inter_epoch")
                 )
                 for r in g

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from zsq_probe.compare import HOW_TO_GET, run_setting
+from zsq_probe.analysis.epochs import epoch_list
+from zsq_probe.analysis.probe_tables import HOW_TO_GET, run_setting
 from zsq_probe.errors import UserError
 from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style
-from zsq_probe.schema import TABLES, require_columns
-from zsq_probe.selection import epoch_list
-from zsq_probe.store import RunDir
+from zsq_probe.rundir.schema import TABLES, require_columns
+from zsq_probe.rundir.store import RunDir
 
 
 class SkipFigure(Exception):

@@ -3,7 +3,7 @@
 For each run trained with a generator: the generator is rebuilt from the run's config
 (`zsq_probe.generators.build_generator`, no teacher needed), loaded from the checkpoint's
 `generator` state (default: the last checkpoint) and asked for one sample per class; the real row
-holds the first test image of each class (`zsq_probe.data.load_dataset(..., split="test")`).  Both
+holds the first test image of each class (`zsq_probe.data.datasets.load_dataset(..., split="test")`).  Both
 are de-normalised with the data set's mean/std.  At most 10 classes are shown (10 spread-out classes
 of a larger label set, fixed seed, as the paper does for ImageNet).  One figure per run.
 """
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import drawing, safe_name
-from zsq_probe.selection import epoch_list
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def synthetic(gen, classes) -> np.ndarray:
 
 def real(data: str, root, classes, image_size: int | None = None) -> np.ndarray:
     """The first test image of each class (NaN where a class has none), at the teacher's input size."""
-    from zsq_probe.data import load_dataset
+    from zsq_probe.data.datasets import load_dataset
 
     ds = load_dataset(data, root, split="test", image_size=image_size)
     targets = getattr(ds, "targets", None)
@@ -152,9 +152,9 @@ def load_samples(run, epoch: int | None = None) -> Samples:
 
     NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
     """
-    from zsq_probe.data import dataset_for_teacher, get_spec, teacher_input_size
+    from zsq_probe.data.datasets import dataset_for_teacher, get_spec, teacher_input_size
     from zsq_probe.generators import crop_to, generator_image_shape
-    from zsq_probe.store import load_checkpoint_file
+    from zsq_probe.rundir.store import load_checkpoint_file
 
     run = R.open_run(run)
     cfg = R.config(run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsq_probe import compare
+from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import drawing, epoch_axis, note, zero_line
 
@@ -42,7 +42,9 @@ def draw_training(axes, runs) -> None:
             any_val = True
             R.draw_seed_band(ax_ce, ms, "epoch", "val_ce", color, lab, mk)
         cs = [
-            compare.cosine_epochs(R.read(r, "cosine", compare.COSINE_COLUMNS, "fig5"), R.where("fig5", r, "cosine"))
+            probe_tables.cosine_epochs(
+                R.read(r, "cosine", probe_tables.COSINE_COLUMNS, "fig5"), R.where("fig5", r, "cosine")
+            )
             for r in g
             if R.has_table(r, "cosine")
         ]

@@ -5,7 +5,7 @@ A probe is an `Observer` (zsq_probe.events) that
   * measures through the `ProbeContext` it is handed, without changing training: it draws from its own
     random streams and leaves modes, buffers and activation ranges as it found them (`preserved_state`);
   * measures a checkpoint in `measure_checkpoint(ctx, epoch)` — the one code path of its online
-    epoch-end measurement and of the post-hoc runner (`zsq_probe.posthoc`); probes that cannot measure a
+    epoch-end measurement and of the post-hoc runner (`zsq_probe.probes.posthoc`); probes that cannot measure a
     saved checkpoint leave `posthoc_tables` empty;
   * collects rows with `emit(table, **columns)`; at each epoch end the rows of the epoch are written as
     one parquet part per table (`RUN/probes/<table>/part-e<epoch>.parquet`), so a crash never loses an
@@ -15,7 +15,7 @@ A probe is an `Observer` (zsq_probe.events) that
 from __future__ import annotations
 
 from zsq_probe.events import Observer, ProbeContext
-from zsq_probe.store import epoch_key
+from zsq_probe.rundir.store import epoch_key
 
 
 class Probe(Observer):

@@ -14,7 +14,7 @@ import torch
 
 from zsq_probe.errors import UserError
 from zsq_probe.probes.base import Probe
-from zsq_probe.quant import _codes, quantized_layers, weight_quant_params
+from zsq_probe.quantization.quantizer import _codes, quantized_layers, weight_quant_params
 
 
 def changed_codes(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> torch.Tensor:

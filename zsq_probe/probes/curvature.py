@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from zsq_probe.hessian import HessianOperator, slq_density, slq_trace, top_eigenpairs
-from zsq_probe.losses import ce_to_labels, kl_to_teacher
 from zsq_probe.module_state import preserved_state
 from zsq_probe.probes.base import Probe, grouped_indices
+from zsq_probe.quantization.losses import ce_to_labels, kl_to_teacher
 from zsq_probe.seeds import PROBE_VECTOR_STREAM, epoch_seed
 
 SMALL_PROBE_BATCH = 200  # top eigenvalues from 128 samples are known to vary 10x between draws

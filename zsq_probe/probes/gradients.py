@@ -8,9 +8,9 @@ import math
 
 import torch
 
-from zsq_probe.losses import term_gradients
 from zsq_probe.module_state import preserved_state
 from zsq_probe.probes.base import Probe, grouped_indices
+from zsq_probe.quantization.losses import term_gradients
 
 
 def gradient_products(g_ce, g_kl) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The straight-through surrogate whose Hessian the curvature probes measure on a quantised student.
 
-A quantised student's forward (zsq_probe.quant) is straight-through: every quantised weight is
+A quantised student's forward (zsq_probe.quantization.quantizer) is straight-through: every quantised weight is
 ``w + (q(w) - w).detach()`` and every activation quantiser returns ``x + (q(x) - x).detach()`` (ranges
 frozen).  Differentiating that graph twice at theta treats both offsets ``q(.) - .`` as constants: the
 Hessian (and the gradient) the probes report are those of the *surrogate*
@@ -26,15 +26,15 @@ from zsq_probe.errors import UserError
 
 
 def is_quantized(model: nn.Module) -> bool:
-    """Whether `model` holds quantised layers or activation quantisers (zsq_probe.quant)."""
-    from zsq_probe.quant import QUANT_LAYER_TYPES, ActivationQuantizer
+    """Whether `model` holds quantised layers or activation quantisers (zsq_probe.quantization.quantizer)."""
+    from zsq_probe.quantization.quantizer import QUANT_LAYER_TYPES, ActivationQuantizer
 
     return any(isinstance(m, (*QUANT_LAYER_TYPES, ActivationQuantizer)) for m in model.modules())
 
 
 def _weight_offset(layer) -> torch.Tensor:
     """q(w) - w of a quantised layer at its current weight: the constant its straight-through forward adds."""
-    from zsq_probe.quant import dequantize, integer_codes_of, weight_quant_params
+    from zsq_probe.quantization.quantizer import dequantize, integer_codes_of, weight_quant_params
 
     w = layer.weight.detach()
     scale, zero_point = weight_quant_params(w, layer.w_bits)
@@ -52,7 +52,7 @@ def frozen_quantization(model: nn.Module, inputs) -> Iterator[nn.Module]:
     Only batches shaped like `inputs` can be evaluated inside (the activation offsets are per element; a
     UserError otherwise).  A float model is left as it is.  After the block the model computes its own
     forward again; nothing else is changed."""
-    from zsq_probe.quant import QUANT_LAYER_TYPES, ActivationQuantizer
+    from zsq_probe.quantization.quantizer import QUANT_LAYER_TYPES, ActivationQuantizer
 
     layers = [m for m in model.modules() if isinstance(m, QUANT_LAYER_TYPES)]
     quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]

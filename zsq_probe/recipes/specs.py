@@ -47,7 +47,7 @@ def bits_label(w, a) -> str:
 
 
 def data_of(teacher: str) -> str:
-    from zsq_probe.data import dataset_for_teacher
+    from zsq_probe.data.datasets import dataset_for_teacher
 
     return dataset_for_teacher(teacher)
 

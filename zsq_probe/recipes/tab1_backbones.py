@@ -21,7 +21,7 @@ The stand-in is the CIFAR-10 ResNet-20 block only (every teacher maps to digits)
 distilled set) and AIT (KL-only + GI); it loses the real models, data and schedule (see RECIPE["tiny"]).
 """
 
-from zsq_probe.recipes.models import MODEL_NAMES
+from zsq_probe.recipes.setting_names import MODEL_NAMES
 from zsq_probe.recipes.specs import bits_label, cell, run, tiny
 
 # (paper name, baseline preset, + AIT preset) — ZeroQ has no AIT column

@@ -17,7 +17,7 @@ other columns, the real models and data (see RECIPE["tiny"]).  'KL-only (high lr
 1e-4 = 1e-2 on every data set, digits included.
 """
 
-from zsq_probe.recipes.models import MAIN_MODELS
+from zsq_probe.recipes.setting_names import MAIN_MODELS
 from zsq_probe.recipes.specs import cell, run, tiny
 
 ROWS = [  # (paper row, preset, paper values in MAIN_MODELS order)

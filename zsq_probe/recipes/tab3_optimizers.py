@@ -7,7 +7,7 @@ Paper scale:
 
 35 runs x 3 seeds; rough single-GPU estimate (A100/H100 class): ~440 GPU-hours.  Point --out at the
 folder of Tab. 1 to reuse its GDFQ (Baseline-SGD) and AIT (GI-SGD) 4w4a runs.  Baseline-LARS is the
-`gdfq-lars` preset (zsq_probe.lars, You et al. 2017; the reference repositories have no LARS code).
+`gdfq-lars` preset (zsq_probe.quantization.lars, You et al. 2017; the reference repositories have no LARS code).
 
 Tiny scale (2 CPU cores; ~8 min per seed on a busy 2-core box, summed from measured per-run times):
 
@@ -17,7 +17,7 @@ Keeps the seven optimiser rows of the CIFAR-10 ResNet-20 column at 3w3a on digit
 columns, the real models and data (see RECIPE["tiny"]).
 """
 
-from zsq_probe.recipes.models import MAIN_MODELS
+from zsq_probe.recipes.setting_names import MAIN_MODELS
 from zsq_probe.recipes.specs import cell, run, tiny
 
 ROWS = [  # (paper row, preset or None when zsq-probe cannot run it, paper values in MAIN_MODELS order)

@@ -20,7 +20,7 @@ digits) and both backbones ± AIT; loses the CIFAR-100 and ImageNet blocks, the 
 RECIPE["tiny"]).
 """
 
-from zsq_probe.recipes.models import MODEL_NAMES
+from zsq_probe.recipes.setting_names import MODEL_NAMES
 from zsq_probe.recipes.specs import bits_label, cell, column_name, run, tiny
 
 PRESETS = ["gdfq", "ait", "arc", "arc+ait"]

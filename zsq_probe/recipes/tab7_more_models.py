@@ -2,9 +2,9 @@
 ShuffleNet at 4w4a and 5w5a.
 
 The paper names the families only; the teachers are the pytorchcv models whose published top-1 matches the
-table's FP32 column (zsq_probe/models.py, PAPER_WEIGHT_FILES): inceptionv3 (the reference code's v0.0.92
+table's FP32 column (zsq_probe/teachers/loader.py, PAPER_WEIGHT_FILES): inceptionv3 (the reference code's v0.0.92
 file, 78.88 %; paper 79.00), sqnxt23_w2 (2.0-SqNxt-23, 69.38 %; paper 69.39), shufflenet_g1_w1 (ShuffleNet
-x1.0 g=1, 65.07 %; paper 65.07).  InceptionV3 sees 299x299 images (zsq_probe.data.teacher_input_size).
+x1.0 g=1, 65.07 %; paper 65.07).  InceptionV3 sees 299x299 images (zsq_probe.data.datasets.teacher_input_size).
 
 Paper scale:
 

@@ -18,7 +18,7 @@ Keeps the CIFAR-10 ResNet-20 block (both losses at four c values, and AIT) at 3w
 CIFAR-100 and ImageNet blocks, the real models and data (see RECIPE["tiny"]).
 """
 
-from zsq_probe.recipes.models import MODEL_NAMES
+from zsq_probe.recipes.setting_names import MODEL_NAMES
 from zsq_probe.recipes.specs import cell, run, tiny
 
 SMOOTHING = [0.0, 0.1, 0.3, 0.5]

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
     """Train one job through `zsq_probe.training.train` (with the probes its config names) and return its
     summary: skip it when finished (its config must match), resume it when partial.  `tensorboard`: also log
-    live curves (True: into RUN/tensorboard; a path: there; zsq_probe.tensorboard)."""
+    live curves (True: into RUN/tensorboard; a path: there; zsq_probe.training.tensorboard)."""
     from zsq_probe.training import train
 
     cfg = job.config()
@@ -27,7 +27,7 @@ def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
     observers = None
     if tensorboard:
         from zsq_probe.probes import build_probes
-        from zsq_probe.tensorboard import TensorBoardObserver
+        from zsq_probe.training.tensorboard import TensorBoardObserver
 
         logdir = None if tensorboard is True else tensorboard
         observers = build_probes(cfg) + [TensorBoardObserver(logdir)]

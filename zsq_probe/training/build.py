@@ -24,8 +24,8 @@ class RunParts:
     cfg: object
     device: torch.device
     teacher: nn.Module
-    teacher_info: object  # zsq_probe.models.TeacherInfo
-    spec: object  # zsq_probe.data.DatasetSpec
+    teacher_info: object  # zsq_probe.teachers.loader.TeacherInfo
+    spec: object  # zsq_probe.data.datasets.DatasetSpec
     student: nn.Module
     student_train_mode: bool  # ZQ students keep BN statistics frozen (eval); a random KD student learns them
     param_names: list[str]
@@ -55,7 +55,7 @@ def module_fingerprint(model: nn.Module) -> str:
 
 
 def _custom_teacher(model: nn.Module, cfg, spec):
-    from zsq_probe.models import TeacherInfo
+    from zsq_probe.teachers.loader import TeacherInfo
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"teacher must be a torch.nn.Module, got {type(model).__name__}")
@@ -81,9 +81,9 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
     labels the run); `data_spec`: its DatasetSpec when `cfg.dataset.name` names none.  `for_training=False` builds
     what probes need (no student optimiser, no validation data)."""
     from zsq_probe.config import validate
-    from zsq_probe.data import dataset_for_teacher, get_spec, load_dataset, make_loader, teacher_input_size
-    from zsq_probe.models import build_architecture, load_teacher
-    from zsq_probe.quant import quantize_model, quantized_layers
+    from zsq_probe.data.datasets import dataset_for_teacher, get_spec, load_dataset, make_loader, teacher_input_size
+    from zsq_probe.quantization.quantizer import quantize_model, quantized_layers
+    from zsq_probe.teachers.loader import build_architecture, load_teacher
     from zsq_probe.training.sources import DistilledSource, GeneratorSource, RealDataSource
 
     validate(cfg)
@@ -95,7 +95,7 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
                 f"teacher {cfg.teacher} was trained on {expected}, not on --data {cfg.dataset.name}: drop "
                 f"--data or pick a teacher for {cfg.dataset.name}"
             )
-    norm = cfg.dataset.normalization  # real images only (validation, KD data): zsq_probe.data
+    norm = cfg.dataset.normalization  # real images only (validation, KD data): zsq_probe.data.datasets
     # the input size the teacher expects (pytorchcv's img_size: 299 for InceptionV3, else the data set's own)
     size = teacher_input_size(cfg.teacher) if teacher is None else None
     spec = (
@@ -264,8 +264,8 @@ def build_optimizer(cfg, params, quant_layers):
             alpha=cfg.optim.rmsprop_alpha,
             **extra,
         )
-    else:  # lars (You, Gitman, Ginsburg 2017; zsq_probe.lars)
-        from zsq_probe.lars import LARS
+    else:  # lars (You, Gitman, Ginsburg 2017; zsq_probe.quantization.lars)
+        from zsq_probe.quantization.lars import LARS
 
         base = LARS(
             params,
@@ -276,7 +276,7 @@ def build_optimizer(cfg, params, quant_layers):
         )
     if not cfg.inundation.enabled:
         return base
-    from zsq_probe.gi import GradientInundation
+    from zsq_probe.quantization.gi import GradientInundation
 
     return GradientInundation(
         base, quant_layers, p=cfg.inundation.p, kappa_cap_warmup=cfg.inundation.warmup_cap, rule=cfg.inundation.rule

@@ -97,7 +97,7 @@ def restore_training_state(parts, state: dict, observers=()) -> tuple[int, int]:
 def write_summary(run, parts, epochs_completed: int) -> dict:
     """RUN/summary.json: what was trained, the final and best validation top-1 and the run's total
     `skipped_steps` (updates on_nonfinite=skip left out)."""
-    from zsq_probe.store import atomic_write_bytes
+    from zsq_probe.rundir.store import atomic_write_bytes
 
     cfg = parts.cfg
     m = run.read_table("metrics")
@@ -126,6 +126,6 @@ def write_summary(run, parts, epochs_completed: int) -> dict:
 def teacher_top1(parts) -> float | None:
     if parts.val_loader is None:
         return None
-    from zsq_probe.evaluate import top1_and_ce
+    from zsq_probe.teachers.accuracy import top1_and_ce
 
     return top1_and_ce(parts.teacher, parts.val_loader, parts.device, parts.cfg.val_max_batches)[0]

@@ -20,8 +20,8 @@ import torch
 
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext, StepEvent
-from zsq_probe.losses import student_terms, term_gradients
-from zsq_probe.store import epoch_key, fault_point
+from zsq_probe.quantization.losses import student_terms, term_gradients
+from zsq_probe.rundir.store import epoch_key, fault_point
 from zsq_probe.training import checkpoint
 from zsq_probe.training.schedule import gi_share, student_lr
 from zsq_probe.training.sources import all_finite, check_iterations, first_nonfinite
@@ -143,7 +143,7 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
     def start_epoch(self, epoch: int) -> dict:
         """Set the epoch's schedules and modes; return the values the metrics row records."""
-        from zsq_probe.quant import set_activation_ranges_frozen
+        from zsq_probe.quantization.quantizer import set_activation_ranges_frozen
 
         cfg, parts = self.cfg, self.parts
         lr, p = student_lr(cfg, epoch), gi_share(cfg, epoch)
@@ -222,7 +222,7 @@ class Trainer:
                 )
                 for o in self.observers:
                     o.on_step(self.context, event)
-            fault_point(f"step:{epoch}:{step}")  # test-only fault injection (zsq_probe.store)
+            fault_point(f"step:{epoch}:{step}")  # test-only fault injection (zsq_probe.rundir.store)
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0 or step == self.iterations - 1:
@@ -334,8 +334,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation and the end of a run
     def validate(self) -> tuple[float, float]:
-        from zsq_probe.evaluate import top1_and_ce
-        from zsq_probe.quant import activation_ranges_frozen
+        from zsq_probe.quantization.quantizer import activation_ranges_frozen
+        from zsq_probe.teachers.accuracy import top1_and_ce
 
         parts = self.parts
         if parts.quant_layers:

@@ -7,7 +7,7 @@ import logging
 
 from zsq_probe.config import CONFIG_SCHEMA_VERSION, config_diff, config_from_dict
 from zsq_probe.errors import UserError
-from zsq_probe.store import RunDir, key_epoch
+from zsq_probe.rundir.store import RunDir, key_epoch
 from zsq_probe.training.build import build_run
 from zsq_probe.training.loop import Trainer
 
@@ -29,7 +29,7 @@ def train(
 
     `observers`: None builds the probes `cfg.probing.probes` names; a list is used as given (add
     `zsq_probe.probes.build_probes(cfg)` to it to keep the configured probes).  `teacher` / `data_spec`: a
-    teacher module of your own and its zsq_probe.data.DatasetSpec (see `build_run`)."""
+    teacher module of your own and its zsq_probe.data.datasets.DatasetSpec (see `build_run`)."""
     if observers is None:
         from zsq_probe.probes import build_probes
 
@@ -40,10 +40,10 @@ def train(
     run = RunDir(out)
     parts = build_run(cfg, teacher=teacher, data_spec=data_spec)
     trainer = Trainer(parts, run, observers, progress)
-    from zsq_probe.quant import quantization_spec
+    from zsq_probe.quantization.quantizer import quantization_spec
 
     spec = None if cfg.quant.full_precision else quantization_spec(parts.student)
-    from zsq_probe.run_lock import RunLock
+    from zsq_probe.rundir.lock import RunLock
 
     with RunLock(out, what="zsq-probe train"):  # one writer per run folder (rank 0 only under torchrun)
         RunDir.ensure_new(out)  # again, now that we hold the lock: another train may have started meanwhile
@@ -61,7 +61,7 @@ def train(
 
 
 def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
-    from zsq_probe.run_lock import RunLock
+    from zsq_probe.rundir.lock import RunLock
 
     run = RunDir.open(out)
     with RunLock(run.path, what="zsq-probe train --resume"):  # one writer per run folder

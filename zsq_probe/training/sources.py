@@ -20,8 +20,8 @@ import torch
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeBatch
 from zsq_probe.generators.common import crop_to
-from zsq_probe.losses import ce_to_labels
 from zsq_probe.module_state import preserved_state
+from zsq_probe.quantization.losses import ce_to_labels
 from zsq_probe.seeds import DATA_ORDER_STREAM, SAMPLE_STREAM, ZEROQ_STREAM, epoch_seed, stream
 from zsq_probe.training.schedule import generator_lr
 
@@ -168,7 +168,7 @@ class RealDataSource:
         return float("nan")  # no optimiser of its own
 
     def start_epoch(self, epoch: int) -> None:
-        from zsq_probe.data import make_loader
+        from zsq_probe.data.datasets import make_loader
 
         data = self.cfg.dataset
         loader = make_loader(
@@ -258,7 +258,7 @@ class DistilledSource:
             from zsq_probe.generators.zeroq import calibrate_running_minmax
 
             return calibrate_running_minmax(model, self.calibration_batches())
-        from zsq_probe.quant import calibrate_activation_ranges
+        from zsq_probe.quantization.quantizer import calibrate_activation_ranges
 
         return calibrate_activation_ranges(model, self.calibration_batches())
 

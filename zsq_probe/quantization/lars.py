@@ -33,7 +33,9 @@ class LARS(torch.optim.Optimizer):
             raise UserError(f"LARS: weight_decay={weight_decay} (must be >= 0)")
         if not trust_coef > 0:
             raise UserError(f"LARS: trust_coef={trust_coef} (must be > 0)")
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "trust_coef": trust_coef})
+        super().__init__(
+            params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "trust_coef": trust_coef}
+        )
 
     @staticmethod
     def local_lr(w: torch.Tensor, g: torch.Tensor, weight_decay: float, trust_coef: float) -> torch.Tensor:

@@ -63,10 +63,16 @@ def evaluate_quantized(
 
     `normalization`: "reference" (the AIT/GDFQ code's CIFAR statistics) or "pytorchcv" (imgclsmob's); the
     result names it with its constants, and the published-accuracy warning compares with the number that
-    holds under it (zsq_probe.models.comparison_top1)."""
-    from zsq_probe.data import check_normalization, dataset_for_teacher, load_dataset, make_loader, teacher_input_size
-    from zsq_probe.models import check_published_accuracy, comparison_top1, load_teacher
-    from zsq_probe.quant import calibrate_activation_ranges, quantization_spec, quantize_model
+    holds under it (zsq_probe.teachers.loader.comparison_top1)."""
+    from zsq_probe.data.datasets import (
+        check_normalization,
+        dataset_for_teacher,
+        load_dataset,
+        make_loader,
+        teacher_input_size,
+    )
+    from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantization_spec, quantize_model
+    from zsq_probe.teachers.loader import check_published_accuracy, comparison_top1, load_teacher
 
     normalization = check_normalization(normalization)
     model, info = load_teacher(teacher, weights=weights, root=weights_root, download=download)

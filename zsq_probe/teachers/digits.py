@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from zsq_probe.data import DATASETS, load_dataset, make_loader
+from zsq_probe.data.datasets import DATASETS, load_dataset, make_loader
 from zsq_probe.errors import one_line
-from zsq_probe.store import atomic_torch_save, atomic_write_bytes
+from zsq_probe.rundir.store import atomic_torch_save, atomic_write_bytes
 
 
 def cache_dir() -> Path:

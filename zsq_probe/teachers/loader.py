@@ -41,8 +41,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from zsq_probe.data import DATASETS, dataset_for_teacher
-from zsq_probe.digits_teacher import (
+from zsq_probe.data.datasets import DATASETS, dataset_for_teacher
+from zsq_probe.errors import UserError, one_line
+from zsq_probe.teachers.digits import (
     DIGITS_ARCH,
     DIGITS_MIN_TOP1,
     DIGITS_TRAIN,
@@ -52,7 +53,6 @@ from zsq_probe.digits_teacher import (
     digits_teacher_path,
     evaluate_top1,
 )
-from zsq_probe.errors import UserError, one_line
 
 __all__ = [
     "TeacherInfo",
@@ -309,7 +309,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _unloadable_weights_message(path: Path, exc: BaseException) -> str:
     """One line for a weights file torch.load(weights_only=True) refused or could not read."""
-    from zsq_probe.safe_pickle import sniff_file
+    from zsq_probe.rundir.safe_pickle import sniff_file
 
     kind = sniff_file(path)
     m = re.search(r"GLOBAL ([\w.]+)", str(exc))

@@ -3,14 +3,14 @@
 Each side is one run or several runs that differ only by seed: drawn as the mean over its seeds with the
 seed interval [min, max] shaded, and its n in the legend.  cosine and inter_epoch: one curve per side in its
 method's colour.  hessian: the CE and KL traces of both sides (KD solid, ZQ dashed) on a log axis (linear when a trace is <= 0), one
-estimate per loss (`compare.TRACE_PREFERENCE`); with one seed the band is the estimator's 95 % interval.
+estimate per loss (`probe_tables.TRACE_PREFERENCE`); with one seed the band is the estimator's 95 % interval.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from zsq_probe import compare
+from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import CE_COLOR, KL_COLOR, drawing, epoch_axis, safe_name, save, zero_line
 
@@ -30,21 +30,21 @@ def draw_compare(ax, probe: str, kd_run, zq_run, kd_df=None, zq_df=None) -> None
     A side is a run (RunDir or folder) or a list of runs differing only by seed; their tables are read unless
     given as `kd_df` / `zq_df` (a DataFrame, or a list matching the runs).
     """
-    table = compare.PROBE_TABLE[probe]
+    table = probe_tables.PROBE_TABLE[probe]
     sides = (("KD",) + _side(kd_run, kd_df, table) + ("-",), ("ZQ",) + _side(zq_run, zq_df, table) + ("--",))
     positive = True
     for kind, runs, frames, ls in sides:
         first = runs[0]
         label = f"{kind}: {R.method(first)}"
         if probe == "cosine":
-            curves = [compare.cosine_epochs(df, f"{r.name} probes/cosine") for r, df in zip(runs, frames)]
+            curves = [probe_tables.cosine_epochs(df, f"{r.name} probes/cosine") for r, df in zip(runs, frames)]
             R.draw_seed_band(ax, curves, "epoch", "cosine", R.kind_color(first), label, R.marker(first))
         elif probe == "inter_epoch":
-            curves = [compare.inter_epoch_curve(df, f"{r.name} probes/inter_epoch") for r, df in zip(runs, frames)]
+            curves = [probe_tables.inter_epoch_curve(df, f"{r.name} probes/inter_epoch") for r, df in zip(runs, frames)]
             R.draw_seed_band(ax, curves, "epoch", "cosine", R.kind_color(first), label, R.marker(first))
         else:
-            curves = [compare.trace_curves(df, f"{r.name} probes/hessian_trace") for r, df in zip(runs, frames)]
-            est = compare.preferred_estimator(curves[0])
+            curves = [probe_tables.trace_curves(df, f"{r.name} probes/hessian_trace") for r, df in zip(runs, frames)]
+            est = probe_tables.preferred_estimator(curves[0])
             for loss, color in (("ce", CE_COLOR), ("kl", KL_COLOR)):
                 per_seed = [c[(c["estimator"] == est) & (c["loss"] == loss)] for c in curves]
                 positive &= all((c["trace"] > 0).all() for c in per_seed)

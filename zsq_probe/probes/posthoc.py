@@ -17,14 +17,14 @@ import pandas as pd
 from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext
-from zsq_probe.store import RunDir, epoch_key
+from zsq_probe.rundir.store import RunDir, epoch_key
 
 log = logging.getLogger(__name__)
 SUFFIX = "-posthoc"
 
 
 def ranges_set(model) -> bool:
-    from zsq_probe.quant import activation_quantizers
+    from zsq_probe.quantization.quantizer import activation_quantizers
 
     return all(q.is_initialized for q in activation_quantizers(model).values())
 
@@ -91,7 +91,7 @@ def probe_run(
     instance.run_name = run.name
     first = cls.posthoc_tables[0]
     from zsq_probe.hessian import distributed  # split across ranks (torchrun): every rank computes, rank 0 writes
-    from zsq_probe.run_lock import RunLock
+    from zsq_probe.rundir.lock import RunLock
 
     with RunLock(run.path, what=f"zsq-probe {probe}", rank=0 if distributed.is_writer() else 1):
         return _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed)

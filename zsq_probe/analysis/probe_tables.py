@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError
-from zsq_probe.schema import require_columns
-from zsq_probe.selection import epoch_list
+from zsq_probe.rundir.schema import require_columns
 
 PROBES = ("cosine", "hessian", "inter_epoch")
 PROBE_TABLE = {"cosine": "cosine", "hessian": "hessian_trace", "inter_epoch": "inter_epoch"}
@@ -329,7 +329,7 @@ def _run_method(run) -> str:
 def _run_data(run) -> str | None:
     """The data set a run was trained on (its config's, else its teacher's); None when not known."""
     from zsq_probe.config import config_from_dict
-    from zsq_probe.data import dataset_for_teacher
+    from zsq_probe.data.datasets import dataset_for_teacher
 
     try:
         cfg = config_from_dict(run.read_config_doc().get("config", {}))
@@ -340,7 +340,7 @@ def _run_data(run) -> str | None:
 
 def _open_seeds(runs, role: str) -> list:
     """RunDirs of one side of a comparison; UserError when they are more than seeds of one setting."""
-    from zsq_probe.store import RunDir
+    from zsq_probe.rundir.store import RunDir
 
     runs = [
         r if isinstance(r, RunDir) else RunDir.open(r)

@@ -53,7 +53,7 @@ def probe_scalars(run, epoch: int) -> dict[str, float]:
     """Tag -> value of the probes' summary scalars of `epoch`, from the parts the probes wrote for it."""
     import pandas as pd
 
-    from zsq_probe.store import epoch_key
+    from zsq_probe.rundir.store import epoch_key
 
     out: dict[str, float] = {}
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
-from zsq_probe.quant import QUANT_LAYER_TYPES, check_bits, scale_and_zero_point
+from zsq_probe.quantization.quantizer import QUANT_LAYER_TYPES, check_bits, scale_and_zero_point
 
 FLAG_CAP = "cap"  # frac(κ) < p even at the cap (zero gradient, tiny step, p unreachable)
 FLAG_NONFINITE = "nonfinite"  # the proposed step is NaN/inf: κ not applied (base result kept)
@@ -91,7 +91,7 @@ class _Bucket:
     def codes(self, w: torch.Tensor, out: torch.Tensor, r0: int = 0) -> torch.Tensor:
         """Per-row (= per output channel) codes of ``w`` (this bucket's rows r0:r0+len(w)) into
         ``out``; returns the rows whose min/max is not finite. Same arithmetic as
-        ``zsq_probe.quant.integer_codes_of``."""
+        ``zsq_probe.quantization.quantizer.integer_codes_of``."""
         r1 = r0 + w.shape[0]
         lo = w.amin(dim=1, keepdim=True)  # amin/amax: torch.aminmax is ~10x slower on CPU
         hi = w.amax(dim=1, keepdim=True)
@@ -173,9 +173,9 @@ class GradientInundation:
     """Wrap ``base_optimizer`` so each quantised layer in ``layers`` changes at least a share
     ``p`` of its integer codes per step (AIT §4.2). See the module docstring for the rule.
 
-    ``layers`` maps names to :class:`~zsq_probe.quant.QuantConv2d` /
-    :class:`~zsq_probe.quant.QuantLinear` modules whose weights the base optimiser holds
-    (``zsq_probe.quant.quantized_layers(student)``). Attach learning-rate schedulers to
+    ``layers`` maps names to :class:`~zsq_probe.quantization.quantizer.QuantConv2d` /
+    :class:`~zsq_probe.quantization.quantizer.QuantLinear` modules whose weights the base optimiser holds
+    (``zsq_probe.quantization.quantizer.quantized_layers(student)``). Attach learning-rate schedulers to
     ``gi.base`` (they need a ``torch.optim.Optimizer``); ``param_groups`` are shared.
 
     After every :meth:`step`: ``last_kappa`` (κ applied per layer), ``last_changed_codes``

@@ -162,7 +162,7 @@ class RunDir:
         if not path.is_dir():
             raise UserError(f"{path} is not a folder; choose another --out")
         # a run killed while it wrote its first file (config.json) left only that file's temporary copy
-        # (and the writer lock file, see zsq_probe.run_lock)
+        # (and the writer lock file, see zsq_probe.rundir.lock)
         left = [
             p
             for p in path.iterdir()
@@ -477,7 +477,7 @@ def load_checkpoint_file(path, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - every failure is one line naming what the file is
-        from zsq_probe.safe_pickle import sniff_file
+        from zsq_probe.rundir.safe_pickle import sniff_file
 
         kind = sniff_file(path)  # what the file is, found without unpickling it
         m = re.search(r"GLOBAL ([\w.]+)", str(e))

@@ -318,7 +318,7 @@ class _PresenceCheckMixin:
     torchvision verifies every file's md5 (180 MB hashed on every construction) and answers a
     mismatch with a generic 'not found or corrupted'; worse, it ``pickle.load``s every batch file, so a
     hostile data folder runs code.  We check that the files of the requested split exist, then read the
-    same on-disk format with :func:`zsq_probe.safe_pickle.safe_load` (only dicts, lists, str/bytes and
+    same on-disk format with :func:`zsq_probe.rundir.safe_pickle.safe_load` (only dicts, lists, str/bytes and
     numpy arrays can come out), giving the same ``data`` / ``targets`` / ``classes`` as torchvision; a
     file that cannot be read becomes a UserError naming the folder (see :func:`_load_cifar`).
     """
@@ -326,7 +326,7 @@ class _PresenceCheckMixin:
     def __init__(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False) -> None:
         from torchvision.datasets.vision import VisionDataset
 
-        from zsq_probe.safe_pickle import safe_load
+        from zsq_probe.rundir.safe_pickle import safe_load
 
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
@@ -352,7 +352,7 @@ class _PresenceCheckMixin:
         return all(os.path.isfile(os.path.join(folder, f)) for f, _ in files)
 
     def _load_meta(self) -> None:
-        from zsq_probe.safe_pickle import safe_load
+        from zsq_probe.rundir.safe_pickle import safe_load
 
         path = os.path.join(self.root, self.base_folder, self.meta["filename"])
         with open(path, "rb") as infile:

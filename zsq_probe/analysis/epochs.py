@@ -1,5 +1,5 @@
 """Epochs as users write them (`--epochs 0,5,10-12`) and as messages show them; shared by the post-hoc
-probes, the figures and `zsq_probe.compare`."""
+probes, the figures and `zsq_probe.analysis.probe_tables`."""
 
 from __future__ import annotations
 

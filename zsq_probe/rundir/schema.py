@@ -1,7 +1,7 @@
 """The parquet tables a run writes: names, columns and their meaning (units included).
 
 One source of truth: probes write these columns, figure scripts check them (`require_columns`), and the
-README's schema section is printed from here (`python -m zsq_probe.schema`).  Every table also carries
+README's schema section is printed from here (`python -m zsq_probe.rundir.schema`).  Every table also carries
 `schema_version` (an int per row, and in the parquet metadata).  Epochs count from 1; `step` is the
 iteration within the epoch, from 0; `global_step` counts iterations since the start of the run.
 """

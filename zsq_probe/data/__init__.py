@@ -1,0 +1,41 @@
+"""Data sets: specs, on-disk CIFAR / ImageNet folders, the embedded digits set and loaders.
+
+The implementation lives in `zsq_probe.data.datasets`; the names users import from `zsq_probe.data` are
+re-exported here.
+"""
+
+from zsq_probe.data.datasets import (
+    CIFAR_NORMALIZATION,
+    DATASETS,
+    IMAGENET_CROP_RATIO,
+    NORMALIZATIONS,
+    DatasetSpec,
+    OnDiskCIFAR10,
+    OnDiskCIFAR100,
+    TensorImageDataset,
+    check_normalization,
+    dataset_for_teacher,
+    get_spec,
+    load_dataset,
+    make_loader,
+    spec_for_teacher,
+    teacher_input_size,
+)
+
+__all__ = [
+    "CIFAR_NORMALIZATION",
+    "DATASETS",
+    "IMAGENET_CROP_RATIO",
+    "NORMALIZATIONS",
+    "DatasetSpec",
+    "OnDiskCIFAR10",
+    "OnDiskCIFAR100",
+    "TensorImageDataset",
+    "check_normalization",
+    "dataset_for_teacher",
+    "get_spec",
+    "load_dataset",
+    "make_loader",
+    "spec_for_teacher",
+    "teacher_input_size",
+]
