@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ph_mod = sys.modules["pyhessian.hessian"]  # the attribute pyhessian.hessian is the class
 
-    from zsq_probe.hessian import HessianOperator, hutchinson_trace, slq_density, slq_trace, top_eigenpairs
+    from zsq_probe.hessian import HessianOperator, estimate_trace, slq_density, slq_trace, top_eigenpairs
 
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 b, a = time_ph(v), time_ours(v)
             max_diff = max(max_diff, float((a - b).norm() / b.norm()))
         mo, mp = statistics.median(ours_t), statistics.median(ph_t)
-        print("\n## 1. Hessian-vector product (median of %d interleaved)" % len(ours_t))
+        print(f"\n## 1. Hessian-vector product (median of {len(ours_t)} interleaved)")
         print(f"{'':28s}{'ours':>12s}{'PyHessian':>12s}")
         print(f"{'build (forward+grad graph) s':28s}{t_ours_build:12.3f}{t_ph_build:12.3f}")
         print(f"{'seconds per HVP (median)':28s}{mo:12.4f}{mp:12.4f}")
@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             return float((hv - lam * vec).norm() / (abs(lam) * vec.norm()))
 
         print(
-            "\n## 2. top eigenvalues (ours: ARPACK eigsh which='LA', tol=%g; PyHessian: power iteration, "
-            "tol=%g, maxIter=%d)" % (args.tol, args.tol, args.power_iters)
+            f"\n## 2. top eigenvalues (ours: ARPACK eigsh which='LA', tol={args.tol:g}; PyHessian: power "
+            f"iteration, tol={args.tol:g}, maxIter={args.power_iters:d})"
         )
         results = {}
         for k in (1, 5):
@@ -321,11 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         t_slq = time.perf_counter() - t
         tr = slq_trace(dens)
         print(
-            f"ours: {dens.num_products} HVPs, {t_slq:.1f} s; nodes in [{dens.nodes.min():.4g}, {dens.nodes.max():.4g}], "
-            f"weights sum {dens.weights.sum():.6f}; SLQ trace {tr.estimate:.5g}"
+            f"ours: {dens.num_products} HVPs, {t_slq:.1f} s; nodes in [{dens.nodes.min():.4g}, "
+            f"{dens.nodes.max():.4g}], weights sum {dens.weights.sum():.6f}; SLQ trace {tr.estimate:.5g}"
             + (f" +- {tr.stderr:.2g}" if np.isfinite(tr.stderr) else "")
         )
-        hut = hutchinson_trace(op, num_vectors=max(args.slq_steps, 10), seed=args.seed)
+        n_hut = max(args.slq_steps, 10)
+        hut = estimate_trace(op, "hutchinson", rtol=None, max_products=n_hut, min_samples=n_hut, seed=args.seed)
         print(f"ours: Hutchinson trace ({hut.num_vectors} vectors) {hut.estimate:.5g} +- {hut.stderr:.2g}")
         torch.manual_seed(args.seed)
         try:

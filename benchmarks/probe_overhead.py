@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from zsq_probe.config import PROBE_NAMES, RunConfig
+from zsq_probe.config import RunConfig
 from zsq_probe.presets import resolve_config
+from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
 from zsq_probe.probes import build_probes
 from zsq_probe.training import train
 
@@ -67,7 +68,7 @@ def main() -> None:
     try:
         base, probed = [], []
         plain = resolve_config(args.preset, flags=dict(common, **cadence))
-        full = resolve_config(args.preset, flags=dict(common, **cadence, probes=list(PROBE_NAMES)))
+        full = resolve_config(args.preset, flags=dict(common, **cadence, probes=list(BUILTIN_PROBE_NAMES)))
         timed_run(plain, tmp / "warm")  # the first run in a process pays one-time costs: not counted
         for r in range(args.repeats):  # ABBA order so a drift in machine speed hits both alike
             order = [("none", plain, base), ("all", full, probed)]
@@ -81,7 +82,8 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, device {args.device}"
     )
     print(
-        f"{args.preset} on digits, {args.epochs} epochs x {args.iters} iterations; probes: {', '.join(PROBE_NAMES)} "
+        f"{args.preset} on digits, {args.epochs} epochs x {args.iters} iterations; "
+        f"probes: {', '.join(BUILTIN_PROBE_NAMES)} "
         f"(gradients every {defaults.every_steps} steps, curvature once, batch {defaults.batch_size})"
     )
     print(f"{'no probes':<22}{b:8.1f} s  (runs: {', '.join(f'{t:.1f}' for t in base)})")

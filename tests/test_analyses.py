@@ -56,8 +56,9 @@ REQUIRED_KEYS = {"name", "paper", "title", "description", "runs", "seeds", "figu
 # ------------------------------------------------------------------------------------ recipes are valid
 @pytest.mark.parametrize("short", list(RECIPES))
 def test_recipe_is_valid_data(short):
-    from zsq_probe.config import FIELD_NAMES, PROBE_NAMES
+    from zsq_probe.config import FIELD_NAMES
     from zsq_probe.presets import PRESETS, preset_overrides
+    from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
 
     module = recipe_module(short)
     recipe = module.RECIPE
@@ -73,7 +74,7 @@ def test_recipe_is_valid_data(short):
     assert len(ids) == len(set(ids)), "run ids must be unique"
     for r in recipe["runs"]:
         assert r["preset"] in PRESETS
-        assert set(r["probes"]) <= set(PROBE_NAMES)
+        assert set(r["probes"]) <= set(BUILTIN_PROBE_NAMES)
         assert set(r["overrides"]) <= set(FIELD_NAMES), set(r["overrides"]) - set(FIELD_NAMES)
         assert r["data"] in ("cifar10", "cifar100", "imagenet")
         if not preset_overrides(r["preset"], r["data"]).get("full_precision_student"):

@@ -196,6 +196,7 @@ def _posthoc_rows(run: Path) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_kill_9_during_posthoc_hessian_then_rerun_loses_and_doubles_nothing(tiny_run, tmp_path):
     import shutil
 
@@ -231,6 +232,7 @@ HOLD = (
 )
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_nothing(tiny_run, tmp_path):
     import shutil
     import socket
@@ -285,6 +287,7 @@ def _table(run: Path, table: str) -> pd.DataFrame:
 
 # one kill site per command (hessian above covers part and publish): the last epoch's staged part, its
 # commit marker, and the rename after the marker
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command,table,site",
     [("cosine", "cosine", "part"), ("slice", "slice", "commit"), ("crossings", "crossings", "publish")],

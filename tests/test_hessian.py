@@ -14,9 +14,10 @@ from torch.func import functional_call
 from zsq_probe.errors import UserError
 from zsq_probe.hessian import (
     HessianOperator,
+    TraceInterval,
+    estimate_trace,
     flatten_params,
     gaussian_density,
-    hutchinson_trace,
     lanczos,
     rademacher,
     slq_density,
@@ -26,6 +27,11 @@ from zsq_probe.hessian import (
 )
 
 DT = torch.float64
+
+
+def hutchinson(op, num_vectors: int, seed: int) -> TraceInterval:
+    """Plain Hutchinson with exactly `num_vectors` Rademacher vectors (no stop rule)."""
+    return estimate_trace(op, "hutchinson", rtol=None, max_products=num_vectors, min_samples=num_vectors, seed=seed)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -311,14 +317,14 @@ def test_quantised_student_hessian_is_finite_and_matches_dense():
     h = dense_hessian(student, kl, [(x, teacher_logits)])
     assert torch.isfinite(h).all()
     torch.testing.assert_close(hv, h @ v, rtol=1e-9, atol=1e-11)
-    tr = hutchinson_trace(op, num_vectors=5, seed=0)
+    tr = hutchinson(op, 5, seed=0)
     assert np.isfinite(tr.estimate)
 
 
 # --------------------------------------------------------------------------- trace
 
 
-def test_hutchinson_trace_statistics_and_rng_hygiene():
+def test_hutchinson_statistics_and_rng_hygiene():
     model = mlp(5)
     x, y = data((5,), 3, 12)
     op = HessianOperator(model, F.cross_entropy, [(x, y)])
@@ -327,27 +333,29 @@ def test_hutchinson_trace_statistics_and_rng_hygiene():
     # Rademacher: Var(v^T H v) = 2 * sum of squared off-diagonal entries
     sample_var = 2 * float((h**2).sum() - (torch.diagonal(h) ** 2).sum())
     state = torch.random.get_rng_state()
-    est = hutchinson_trace(op, num_vectors=200, seed=11)
+    est = hutchinson(op, 200, seed=11)
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
+    assert est.estimator == "hutchinson" and est.rank == 0 and est.low_rank_part == 0.0
     assert est.num_vectors == 200 and est.seed == 11 and est.num_products == 200
     assert abs(est.estimate - exact) < 4 * np.sqrt(sample_var / 200)
-    assert abs(est.estimate - exact) < 4 * est.stderr
-    assert est.stderr**2 * 200 == pytest.approx(sample_var, rel=0.35)
-    assert hutchinson_trace(op, num_vectors=200, seed=11).samples == est.samples  # reproducible
-    assert hutchinson_trace(op, num_vectors=20, seed=12).samples != est.samples[:20]
+    assert abs(est.estimate - exact) < 4 * est.sample_stderr  # the plain sample standard error
+    assert est.stderr >= est.sample_stderr  # the interval's: the larger of two standard deviations
+    assert est.sample_stderr**2 * 200 == pytest.approx(sample_var, rel=0.35)
+    assert hutchinson(op, 200, seed=11).samples == est.samples  # reproducible
+    assert hutchinson(op, 20, seed=12).samples != est.samples[:20]
     # nearly diagonal Hessian, many vectors: equal to the exact trace
     g = torch.Generator().manual_seed(0)
     noise = 0.01 * torch.randn(30, 30, generator=g, dtype=DT)
     a = torch.diag(torch.arange(1.0, 31.0, dtype=DT)) + noise + noise.T
     model_q = Quadratic(30)
     batches = [(torch.zeros(1, 1, dtype=DT), (a, torch.zeros(30, dtype=DT)))]
-    many = hutchinson_trace(HessianOperator(model_q, quad_loss, batches), num_vectors=400, seed=1)
+    many = hutchinson(HessianOperator(model_q, quad_loss, batches), 400, seed=1)
     assert many.estimate == pytest.approx(float(torch.trace(a)), rel=1e-3)
     # a diagonal Hessian: every Rademacher sample is the exact trace
     diag = torch.diag(torch.tensor([3.0, -1.0, 0.5, 2.0], dtype=DT))
     batches = [(torch.zeros(1, 1, dtype=DT), (diag, torch.ones(4, dtype=DT)))]
-    est = hutchinson_trace(HessianOperator(Quadratic(4), quad_loss, batches), num_vectors=4, seed=0)
-    assert est.samples == (4.5,) * 4 and est.stderr == 0.0
+    est = hutchinson(HessianOperator(Quadratic(4), quad_loss, batches), 4, seed=0)
+    assert est.samples == (4.5,) * 4 and est.stderr == 0.0 and est.sample_stderr == 0.0
 
 
 def test_hutchinson_early_stop_handles_negative_traces():
@@ -356,23 +364,25 @@ def test_hutchinson_early_stop_handles_negative_traces():
     op = HessianOperator(model, quad_loss, batches)
     exact = float(torch.trace(a))
     assert exact < 0
-    res = hutchinson_trace(op, num_vectors=2000, seed=0, rtol=0.05, min_vectors=10)
-    assert 10 <= res.num_vectors < 2000
+    # atol=0: the stop rule is on the magnitude of the estimate alone
+    res = estimate_trace(op, "hutchinson", rtol=0.05, atol=0.0, max_products=2000, min_samples=10, seed=0)
+    assert 10 <= res.num_vectors < 2000 and res.stopped_by == "tolerance"
+    assert res.half_width <= 0.05 * abs(res.estimate)
     assert res.stderr <= 0.05 * abs(res.estimate)
     assert abs(res.estimate - exact) < 5 * res.stderr
     with pytest.raises(ValueError):
-        hutchinson_trace(op, num_vectors=0)
+        estimate_trace(op, "hutchinson", max_products=0)
     with pytest.raises(ValueError):
-        hutchinson_trace(op, rtol=-1.0)
+        estimate_trace(op, "hutchinson", rtol=-1.0)
 
 
 def test_slq_trace_equals_hutchinson_with_the_same_vectors():
     model = mlp(6)
     x, y = data((5,), 3, 12)
     op = HessianOperator(model, F.cross_entropy, [(x, y)])
-    hutch = hutchinson_trace(op, num_vectors=7, seed=5)
+    hutch = hutchinson(op, 7, seed=5)
     slq = slq_trace(op, num_runs=7, num_steps=3, seed=5)
-    assert slq.method == "slq" and slq.num_vectors == 7
+    assert isinstance(slq, TraceInterval) and slq.estimator == "slq" and slq.num_vectors == 7
     np.testing.assert_allclose(slq.samples, hutch.samples, rtol=1e-9)
     assert slq.estimate == pytest.approx(hutch.estimate, rel=1e-9)
     # its interval's sd: the larger of the sample sd and sqrt(2) ||H||_F, ||H||_F^2 from the runs' v^T H^2 v
@@ -385,7 +395,9 @@ def test_slq_trace_equals_hutchinson_with_the_same_vectors():
             for v in [rademacher(op.dim, gen, op.dtype, op.device) for _ in range(7)]
         ]
     )
-    assert slq.stderr == pytest.approx(max(hutch.stderr, np.sqrt(2 * fro2 / 7)), rel=1e-6)
+    assert slq.stderr == pytest.approx(max(hutch.sample_stderr, np.sqrt(2 * fro2 / 7)), rel=1e-6)
+    assert slq.sample_stderr == pytest.approx(hutch.sample_stderr, rel=1e-6)
+    assert slq.frobenius == pytest.approx(np.sqrt(fro2), rel=1e-6)
     assert slq.ci_high - slq.ci_low == pytest.approx(2 * 2.446912 * slq.stderr, rel=1e-5)  # t(0.975, 6 dof)
     dens = slq_density(op, num_runs=7, num_steps=3, seed=5)
     assert slq_trace(dens).estimate == pytest.approx(slq.estimate, rel=1e-12)
@@ -561,8 +573,8 @@ def test_cuda_matches_cpu():
     op = HessianOperator(gpu_model, F.cross_entropy, [(x, y)], device="cuda")
     assert op.device.type == "cuda"
     torch.testing.assert_close(op.matvec(v.cuda()).cpu(), cpu, rtol=1e-9, atol=1e-11)
-    tr_cpu = hutchinson_trace(HessianOperator(model, F.cross_entropy, [(x, y)]), num_vectors=3, seed=1)
-    assert hutchinson_trace(op, num_vectors=3, seed=1).estimate == pytest.approx(tr_cpu.estimate, rel=1e-8)
+    tr_cpu = hutchinson(HessianOperator(model, F.cross_entropy, [(x, y)]), 3, seed=1)
+    assert hutchinson(op, 3, seed=1).estimate == pytest.approx(tr_cpu.estimate, rel=1e-8)
 
 
 # --------------------------------------------------------------------------- PyHessian 0.1 cross-check
@@ -581,7 +593,7 @@ def test_agrees_with_pyhessian_trace_and_top_eigenvalue():
     assert eigs[-1] > 2 * abs(eigs[0]) and eigs[-1] > 1.5 * eigs[-2]  # power iteration converges to the top
 
     ours_op = HessianOperator(model, F.cross_entropy, [(x, y)])
-    ours = hutchinson_trace(ours_op, num_vectors=300, seed=0)
+    ours = hutchinson(ours_op, 300, seed=0)
     ours_top = top_eigenpairs(ours_op, k=1, tol=1e-8, seed=0).eigenvalues[0]
 
     torch.manual_seed(0)
@@ -594,8 +606,8 @@ def test_agrees_with_pyhessian_trace_and_top_eigenvalue():
 
     ph_mean = float(np.mean(ph_samples))
     ph_err = float(np.std(ph_samples, ddof=1) / np.sqrt(len(ph_samples)))
-    assert abs(ours.estimate - exact_trace) < 4 * ours.stderr
+    assert abs(ours.estimate - exact_trace) < 4 * ours.sample_stderr
     assert abs(ph_mean - exact_trace) < 4 * ph_err
-    assert abs(ours.estimate - ph_mean) < 4 * np.hypot(ours.stderr, ph_err)
+    assert abs(ours.estimate - ph_mean) < 4 * np.hypot(ours.sample_stderr, ph_err)
     assert ours_top == pytest.approx(eigs[-1], rel=1e-5)
     assert ph_top == pytest.approx(ours_top, rel=1e-3)

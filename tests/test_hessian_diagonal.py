@@ -17,10 +17,10 @@ from zsq_probe.hessian.diagonal import (
     exact_diagonal,
     exact_trace,
     ggn_diagonal,
-    loss_function,
     output_hessian,
     piecewise_linear_problems,
 )
+from zsq_probe.quantization.losses import loss_function
 
 D = torch.float64
 T = 4.0
@@ -242,7 +242,7 @@ def _coordinates(names_shapes, per_type, generator):
     weight, linear bias), drawn over every parameter of that kind."""
     kinds = {}
     offset = 0
-    for name, numel, kind in names_shapes:
+    for _name, numel, kind in names_shapes:
         kinds.setdefault(kind, []).append(torch.arange(offset, offset + numel))
         offset += numel
     picked = {}

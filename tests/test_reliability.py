@@ -131,6 +131,7 @@ def check_tables_readable_and_unique(run: Path) -> None:
             assert dup.empty, (table, dup[KEYS[table]])
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_point_then_resume_equals_an_uninterrupted_run(reference, tmp_path, capsys):
     out = tmp_path / "killed"
     # (fault site, files that must exist when it fires, files that must not): one run, killed six times

@@ -127,6 +127,7 @@ def test_signal_handlers_are_only_installed_in_the_main_thread():
 
 
 # ------------------------------------------------------------------------------- local executor
+@pytest.mark.slow
 def test_local_executor_two_workers_isolates_a_failure_and_reports_every_job(tmp_path, digits_teacher, capsys):
     from zsq_probe.cli.recipe import main
 
@@ -170,6 +171,7 @@ def test_local_executor_two_workers_isolates_a_failure_and_reports_every_job(tmp
 
 
 # ------------------------------------------------------------------------------- ray
+@pytest.mark.slow
 def test_ray_local_cluster_retries_a_killed_worker_and_the_job_resumes(tmp_path, digits_teacher, monkeypatch):
     pytest.importorskip("ray")
     from zsq_probe.executors import FAULT_ONCE_ENV, run_jobs
@@ -201,6 +203,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process through /proc")
 def test_submitit_local_executor_preempted_by_sigusr1_requeues_and_resumes(tmp_path, digits_teacher, monkeypatch):
     submitit = pytest.importorskip("submitit")
@@ -286,6 +289,7 @@ def _torchrun(*args, timeout=240):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_torchrun_hessian_equals_one_process_and_writes_once(tmp_path, digits_teacher):
     import shutil
 
@@ -366,6 +370,7 @@ with split_across_ranks() as group:
 """
 
 
+@pytest.mark.slow
 def test_python_api_splits_products_across_gloo_ranks(tmp_path):
     script = tmp_path / "api.py"
     script.write_text(API_SCRIPT)

@@ -17,6 +17,7 @@ from zsq_probe.hessian import (
     TraceInterval,
     estimate_trace,
     hutchinson_interval,
+    hutchinson_trace,
     hutchpp_trace,
     slq_density,
     slq_trace,
@@ -130,11 +131,32 @@ def test_result_fields_products_and_rng_hygiene():
     assert again.samples == r.samples and again.estimate == r.estimate  # reproducible from the seed
     other = estimate_trace(op, seed=6)  # e.g. KL's vectors when CE uses seed 5
     assert other.samples[:5] != r.samples[:5]
-    plain = hutchinson_interval(op, seed=5)
+    plain = estimate_trace(op, "hutchinson", seed=5)
     assert plain.estimator == "hutchinson" and plain.rank == 0 and plain.low_rank_part == 0
     assert plain.num_products == plain.num_vectors >= 30
-    same = estimate_trace(op, "hutchinson", seed=5)
-    assert same.samples == plain.samples
+
+
+def _key(r: TraceInterval) -> tuple:
+    """What makes two results the same estimate (the NaN-valued fields aside)."""
+    return (r.estimator, r.samples, r.estimate, r.ci_low, r.ci_high, r.num_products, r.rank, r.interval)
+
+
+def test_deprecated_spellings_warn_and_give_the_same_interval():
+    op = operator("float-ce")
+    plain = estimate_trace(op, "hutchinson", seed=5)
+    with pytest.warns(DeprecationWarning, match="estimate_trace"):
+        same = hutchinson_interval(op, seed=5)
+    assert _key(same) == _key(plain)
+    with pytest.warns(DeprecationWarning, match="estimate_trace"):
+        pp = hutchpp_trace(op, sketch=4, rtol=None, max_products=40, seed=1)
+    assert _key(pp) == _key(estimate_trace(op, "hutch++", sketch=4, rtol=None, max_products=40, seed=1))
+    # the old fixed-size Hutchinson: num_vectors products, a TraceInterval now
+    with pytest.warns(DeprecationWarning, match="estimate_trace"):
+        old = hutchinson_trace(op, num_vectors=12, seed=3)
+    assert isinstance(old, TraceInterval) and old.num_vectors == old.num_products == 12
+    assert _key(old) == _key(estimate_trace(op, "hutchinson", rtol=None, max_products=12, min_samples=10, seed=3))
+    with pytest.raises(ValueError), pytest.warns(DeprecationWarning):
+        hutchinson_trace(op, num_vectors=0)
 
 
 def test_mean_over_seeds_is_the_exact_trace():
@@ -161,7 +183,7 @@ def test_adaptive_stop_tolerance_and_budget():
         fixed = estimate_trace(op, method, rtol=None, max_products=70, seed=2)
         assert fixed.num_products == 70 and fixed.stopped_by == "budget"
     # the budget caps the sketch: 20 sketch vectors cannot fit into 50 products with 16 samples
-    small = hutchpp_trace(op, max_products=50, rtol=None, seed=0)
+    small = estimate_trace(op, "hutch++", max_products=50, rtol=None, seed=0)
     assert small.num_products == 50 and small.num_vectors >= 16 and small.rank == (50 - 16) // 2
     with pytest.raises(ValueError):
         estimate_trace(op, max_products=10, deflate=torch.eye(op.dim, dtype=DT)[:9])
@@ -170,11 +192,11 @@ def test_adaptive_stop_tolerance_and_budget():
     with pytest.raises(ValueError):
         estimate_trace(op, rtol=-0.1)
     with pytest.raises(ValueError):
-        hutchinson_interval(op, min_samples=1)
+        estimate_trace(op, "hutchinson", min_samples=1)
     with pytest.raises(ValueError):
         estimate_trace(op, "hutchinson", deflate=torch.ones(1, op.dim, dtype=DT))
     with pytest.raises(ValueError):
-        hutchpp_trace(op, deflate=torch.ones(2, op.dim + 1, dtype=DT))
+        estimate_trace(op, "hutch++", deflate=torch.ones(2, op.dim + 1, dtype=DT))
 
 
 def test_negative_and_zero_traces_stop_on_magnitude():
@@ -209,7 +231,7 @@ def test_deflation_with_exact_eigenvectors_reduces_variance():
     evals, evecs = torch.linalg.eigh(h)
     top = evecs[:, -5:].T  # rows: the five largest algebraic eigenvectors
     plain = estimate_trace(DenseOp(h), "hutchinson", rtol=None, max_products=200, seed=3)
-    defl = hutchpp_trace(DenseOp(h), deflate=top, sketch=0, rtol=None, max_products=205, seed=3)
+    defl = estimate_trace(DenseOp(h), "hutch++", deflate=top, sketch=0, rtol=None, max_products=205, seed=3)
     assert defl.rank == defl.deflated == 5 and defl.num_vectors == 200
     assert defl.low_rank_part == pytest.approx(float(evals[-5:].sum()), rel=1e-10)  # exact Rayleigh quotients
     assert np.var(defl.samples, ddof=1) < 0.25 * np.var(plain.samples, ddof=1)
@@ -218,12 +240,12 @@ def test_deflation_with_exact_eigenvectors_reduces_variance():
     # deflating the top eigenvectors from ARPACK (as the probe does) works the same; list or Eigenpairs
     op = operator("quant-ce")
     eig = top_eigenpairs(op, k=3, tol=1e-8, seed=0)
-    a = hutchpp_trace(op, deflate=eig, sketch=4, rtol=None, max_products=60, seed=1)
-    b = hutchpp_trace(op, deflate=list(eig.eigenvectors), sketch=4, rtol=None, max_products=60, seed=1)
+    a = estimate_trace(op, "hutch++", deflate=eig, sketch=4, rtol=None, max_products=60, seed=1)
+    b = estimate_trace(op, "hutch++", deflate=list(eig.eigenvectors), sketch=4, rtol=None, max_products=60, seed=1)
     assert a.samples == b.samples and a.deflated == 3 and a.rank == 7
     assert a.low_rank_part >= float(np.sum(eig.eigenvalues)) - 1e-8
     # a Q spanning everything gives the exact trace
-    exact = hutchpp_trace(DenseOp(h[:30, :30]), sketch=40, seed=0)
+    exact = estimate_trace(DenseOp(h[:30, :30]), "hutch++", sketch=40, seed=0)
     assert exact.stopped_by == "exact" and exact.estimate == pytest.approx(float(torch.trace(h[:30, :30])), rel=1e-12)
     assert exact.ci_low == exact.ci_high == exact.estimate
 
@@ -242,5 +264,6 @@ def test_interval_coverage(name):
             assert all(r.num_products <= budget for r in runs)
     # SLQ as its own estimate: 4 independent runs; a plain t interval over them covered 0.80 on these nets
     runs = [slq_trace(slq_density(DenseOp(h), 4, 12, seed=100 + s)) for s in range(60)]
-    covered = np.mean([r.ci_low <= exact <= r.ci_high for r in runs])
+    assert all(isinstance(r, TraceInterval) and r.estimator == "slq" for r in runs)
+    covered = np.mean([r.covers(exact) for r in runs])
     assert covered >= 0.85, (name, "slq", covered)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from fabricated_runs import make_run
 
+pytestmark = pytest.mark.slow  # builds a wheel and a venv: the end-to-end tier
+
 ROOT = Path(__file__).resolve().parent.parent
 TRAP = 'raise RuntimeError("the stray {name}.py in the working directory was imported")\n'
 

@@ -21,14 +21,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn, SupportsFloat, SupportsInt
 
 from zsq_probe.errors import UserError, did_you_mean
+from zsq_probe.probe_registry import probe_names
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 CONFIG_SCHEMA_VERSION = 2  # 2: nested sections; 1: one flat dict (still read)
-
-# The built-in probes (zsq_probe.probes; probes of your own join them with register_probe).
-PROBE_NAMES = ("cosine", "inter_epoch", "crossings", "hessian", "slice")
+# the value of one field (what `RunConfig.get` returns and `coerce` makes of a string or JSON value)
+ConfigValue = str | int | float | bool | list[int] | list[float] | list[str] | None
 
 
 MAX_SEED = 2**63 - 1
@@ -37,7 +42,7 @@ MAX_BATCH_SIZE = 65_536  # images per batch; beyond it one batch alone needs mor
 ZEROQ_MAX_IMAGES = 1_000_000
 
 
-def _check_device(device) -> None:
+def _check_device(device: str) -> None:
     import torch
 
     try:
@@ -46,17 +51,17 @@ def _check_device(device) -> None:
         _bad(f"device={device!r} (cpu, cuda, cuda:N, mps, ...)")
 
 
-def _bad(msg: str):
+def _bad(msg: str) -> NoReturn:
     raise UserError(f"invalid config: {msg}")
 
 
-def _at_least(obj, minimum, *names):
+def _at_least(obj: DataclassInstance, minimum: int, *names: str) -> None:
     for k in names:
         if getattr(obj, k) < minimum:
             _bad(f"{k}={getattr(obj, k)} (must be >= {minimum})")
 
 
-def _finite(obj) -> None:
+def _finite(obj: DataclassInstance) -> None:
     """Every float (and list-of-float) field of a section is finite: inf/NaN never reach the training math."""
     import math
 
@@ -67,7 +72,9 @@ def _finite(obj) -> None:
                 _bad(f"{f.name}={x} (must be a finite number)")
 
 
-def _in_range(obj, name, low, high, *, low_open=False, high_open=False):
+def _in_range(
+    obj: DataclassInstance, name: str, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
     v = getattr(obj, name)
     ok_low = v > low if low_open else v >= low
     ok_high = v < high if high_open else v <= high
@@ -75,7 +82,7 @@ def _in_range(obj, name, low, high, *, low_open=False, high_open=False):
         _bad(f"{name}={v} (must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'})")
 
 
-def _one_of(value, choices, what):
+def _one_of(value: object, choices: Sequence[str], what: str) -> None:
     if value not in choices:
         _bad(f"{what}={value!r} ({', '.join(map(str, choices[:-1]))} or {choices[-1]})")
 
@@ -94,6 +101,7 @@ class QuantConfig:
     range_ema: str = "plain"
 
     def validate(self) -> None:
+        """Check the section's values; the first bad one is a UserError naming it."""
         for k in ("w_bits", "a_bits"):
             if not isinstance(getattr(self, k), int) or not 2 <= getattr(self, k) <= 8:
                 _bad(f"{k}={getattr(self, k)} (bits must be 2..8)")
@@ -104,6 +112,8 @@ class QuantConfig:
 
 @dataclass
 class OptimizerConfig:
+    """The student's optimiser (sgd, adam, rmsprop, lars) and its learning-rate schedule."""
+
     name: str = "sgd"  # sgd (Nesterov) | adam | rmsprop | lars (zsq_probe.quantization.lars, You et al. 2017)
     lr: float = 1e-4
     momentum: float = 0.9  # SGD, RMSprop and LARS momentum
@@ -118,6 +128,7 @@ class OptimizerConfig:
     lars_trust_coef: float = 1e-3  # LARS trust coefficient eta (You, Gitman, Ginsburg 2017)
 
     def validate(self) -> None:
+        """Check the section's values; the first bad one is a UserError naming it."""
         _one_of(self.name, ("sgd", "adam", "rmsprop", "lars"), "optimizer")
         _finite(self)
         _in_range(self, "momentum", 0.0, 1.0, high_open=True)
@@ -144,11 +155,12 @@ class GIConfig:
     p_milestones: list[int] = field(default_factory=lambda: [100, 200, 300])
     p_gamma: float = 0.1
     warmup_cap: float = 128.0
-    # κ search: "ours" (smallest κ found with frac >= p, zsq_probe/quantization/gi.py) | "reference" (the AIT code's last
-    # midpoint, GDFQ_AIT/optimizer.py:204-233)
+    # κ search: "ours" (smallest κ found with frac >= p, zsq_probe/quantization/gi.py) | "reference" (the AIT code's
+    # last midpoint, GDFQ_AIT/optimizer.py:204-233)
     rule: str = "ours"
 
     def validate(self) -> None:
+        """Check the section's values; the first bad one is a UserError naming it."""
         _finite(self)
         _in_range(self, "p_gamma", 0.0, 1.0, low_open=True)
         if not self.warmup_cap > 0:
@@ -162,6 +174,8 @@ class GIConfig:
 
 @dataclass
 class DataConfig:
+    """The data set, its root, where the student's batches come from, and the real-data loaders."""
+
     name: str | None = None  # data set name; derived from the teacher when None
     root: str | None = None
     source: str = "generator"  # "generator" (ZQ), "real" (KD baseline), "zeroq" (fixed distilled set)
@@ -175,6 +189,7 @@ class DataConfig:
     pin_memory: bool = False
 
     def validate(self) -> None:
+        """Check the section's values; the first bad one is a UserError naming it."""
         _one_of(self.source, ("generator", "real", "zeroq"), "source")
         _one_of(self.normalization, ("reference", "pytorchcv"), "normalization")
         _at_least(self, 0, "num_workers")
@@ -203,6 +218,7 @@ class GeneratorConfig:
     zeroq_calibration: str = "minmax"  # minmax (reference: running min/max from 0) | ema (the training EMA)
 
     def validate(self) -> None:
+        """Check the section's values; the first bad one is a UserError naming it."""
         _one_of(self.name, ("gdfq", "qimera", "arc", "none"), "generator")
         _finite(self)
         for k in ("beta1", "beta2"):
@@ -233,6 +249,8 @@ class GeneratorConfig:
 
 @dataclass
 class ProbeConfig:
+    """Which probes run (names of zsq_probe.probe_registry), how often, and how big their measurements are."""
+
     probes: list[str] = field(default_factory=list)  # names of the probes switched on
     every_steps: int = 10  # cosine / inter-epoch gradients every N student steps
     hessian_every_epochs: int = 20  # hessian and slice probes every N epochs (and at the last epoch): 20 in 400
@@ -260,6 +278,7 @@ class ProbeConfig:
     scopes: list[str] = field(default_factory=lambda: ["model"])  # + block, layer (cosine, trace)
 
     def validate(self) -> None:
+        """Check the section's values; the first bad one is a UserError naming it."""
         _finite(self)
         _at_least(
             self,
@@ -304,9 +323,7 @@ class ProbeConfig:
         _at_least(self, 8, "trace_max_products")
         for name in self.scopes:
             _one_of(name, ("model", "block", "layer"), "probe scope")
-        from zsq_probe.probes import probe_names  # built-in and user-registered probes
-
-        known = probe_names()
+        known = probe_names()  # the registry (zsq_probe.probe_registry): built-in and registered probes
         for name in self.probes:
             if name not in known:
                 _bad(f"unknown probe {name!r}{did_you_mean(name, known)} (probes: {', '.join(known)})")
@@ -324,6 +341,8 @@ SECTIONS = {
 
 @dataclass
 class RunConfig:
+    """One run: what is trained, the schedule, the loss, validation and checkpoints, and the sections."""
+
     # what is trained
     preset: str = "gdfq"
     method: str = "gdfq"  # label written into every parquet row ("gdfq", "ait", "kd", ...)
@@ -362,6 +381,7 @@ class RunConfig:
     probing: ProbeConfig = field(default_factory=ProbeConfig)
 
     def validate(self) -> None:
+        """Check every section and the run's own values; the first bad one is a UserError naming it."""
         for name in SECTIONS:
             getattr(self, name).validate()
         _one_of(self.on_nonfinite, ("stop", "skip"), "on_nonfinite")
@@ -393,30 +413,35 @@ class RunConfig:
             _bad(f"label_smoothing={self.label_smoothing} (in [0, 1))")
 
     # ---- flat keys
-    def get(self, key: str):
+    def get(self, key: str) -> ConfigValue:
+        """The value of a field by flat (`lr`) or dotted (`optim.lr`) key."""
         section, name = locate(key)
-        return getattr(getattr(self, section) if section else self, name)
+        value: ConfigValue = getattr(getattr(self, section) if section else self, name)
+        return value
 
-    def set(self, key: str, value) -> None:
+    def set(self, key: str, value: object) -> None:
         """Set a field by flat (`lr`) or dotted (`optim.lr`) key; the value is coerced to the field's type."""
         section, name = locate(key)
         setattr(getattr(self, section) if section else self, name, coerce(key, value))
 
-    def flat(self) -> dict:
+    def flat(self) -> dict[str, ConfigValue]:
         """{flat key: value} — the view `--set`, presets and config diffs use."""
         return {k: self.get(k) for k in FLAT_KEYS}
 
     @classmethod
-    def from_flat(cls, values: dict) -> RunConfig:
+    def from_flat(cls, values: Mapping[str, object]) -> RunConfig:
+        """A config from {flat or dotted key: value} (each coerced to its field's type) over the defaults."""
         cfg = cls()
         for k, v in values.items():
             cfg.set(k, v)
         return cfg
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
+        """The nested config as plain data (what config.json holds under 'config')."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """`to_dict` as indented JSON with sorted keys."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
@@ -457,13 +482,14 @@ _DOTTED = {f"{s}.{n}": k for k, (s, n) in FLAT_KEYS.items() if s}
 
 
 def locate(key: str) -> tuple[str, str]:
+    """(section or "", field name) of a flat or dotted key; UserError (with a suggestion) when unknown."""
     key = _DOTTED.get(key, key)
     if key not in FLAT_KEYS:
         raise UserError(f"unknown config key {key!r}{did_you_mean(key, FIELD_NAMES)}")
     return FLAT_KEYS[key]
 
 
-def parse_assignment(text: str) -> tuple[str, object]:
+def parse_assignment(text: str) -> tuple[str, ConfigValue]:
     """`key=value` -> (flat key, typed value) using the field's type."""
     if "=" not in text:
         raise UserError(f"--set expects key=value, got {text!r}")
@@ -474,7 +500,7 @@ def parse_assignment(text: str) -> tuple[str, object]:
     return key, coerce(key, raw.strip())
 
 
-def coerce(key: str, raw):
+def coerce(key: str, raw: object) -> ConfigValue:
     """Convert a string (or JSON value) to the type of field `key`; one-line UserError when impossible."""
     key = _DOTTED.get(key, key)
     tp = FIELD_TYPES[key]
@@ -506,11 +532,17 @@ def coerce(key: str, raw):
                 raise ValueError
             if isinstance(raw, float) and not raw.is_integer():
                 raise ValueError
-            return int(raw) if not isinstance(raw, str) else int(raw, 10)
+            if isinstance(raw, str):
+                return int(raw, 10)
+            if isinstance(raw, SupportsInt):
+                return int(raw)
+            raise TypeError
         if base is float:
             if isinstance(raw, bool):
                 raise ValueError
-            return float(raw)
+            if isinstance(raw, (str, SupportsFloat)):
+                return float(raw)
+            raise TypeError
         return str(raw)
     except (TypeError, ValueError):
         name = getattr(base, "__name__", str(base))
@@ -518,19 +550,23 @@ def coerce(key: str, raw):
 
 
 def validate(cfg: RunConfig) -> None:
+    """Check every field of `cfg`; the first bad value is a UserError naming it."""
     cfg.validate()
 
 
-def config_from_dict(d: dict) -> RunConfig:
+def config_from_dict(d: Mapping[str, object]) -> RunConfig:
     """Rebuild a RunConfig from config.json: nested (schema 2) or flat (schema 1).  Unknown keys are an
     error (a different schema)."""
-    flat: dict = {}
-    unknown = []
+    flat: dict[str, object] = {}
+    unknown: list[str] = []
     for k, v in d.items():
         if k in SECTIONS and isinstance(v, dict):
             for name, value in v.items():
                 dotted = f"{k}.{name}"
-                (flat.__setitem__(_DOTTED[dotted], value) if dotted in _DOTTED else unknown.append(dotted))
+                if dotted in _DOTTED:
+                    flat[_DOTTED[dotted]] = value
+                else:
+                    unknown.append(dotted)
         elif k in FLAT_KEYS:
             flat[k] = v
         else:
@@ -540,7 +576,9 @@ def config_from_dict(d: dict) -> RunConfig:
     return RunConfig.from_flat(flat)
 
 
-def config_diff(old: RunConfig, new: RunConfig, ignore=("device",)) -> dict:
+def config_diff(
+    old: RunConfig, new: RunConfig, ignore: Collection[str] = ("device",)
+) -> dict[str, tuple[ConfigValue, ConfigValue]]:
     """{flat key: (old, new)} for every field that differs."""
     a, b = old.flat(), new.flat()
     return {k: (a[k], b[k]) for k in FIELD_NAMES if a[k] != b[k] and k not in ignore}

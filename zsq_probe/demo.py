@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
-from zsq_probe.config import PROBE_NAMES
+from zsq_probe.analysis.probe_tables import interval_verdict, summarize_cosine, summarize_hessian
 from zsq_probe.errors import UserError
+from zsq_probe.plots import write_figures
 from zsq_probe.presets import resolve_config
+from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
+from zsq_probe.rundir.store import RunDir
+from zsq_probe.teachers.accuracy import evaluate_quantized
+from zsq_probe.training import train
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +45,9 @@ HIGH_LR_PROBES = ("crossings",)
 HIGH_LR_SETTINGS = ("iters_per_epoch=10",)  # Fig. 4 reads codes changed per step: fewer steps suffice
 
 
-def demo_config(preset: str, device: str, seed: int, overrides=(), probes=PROBE_NAMES, extra=()):
-    # The digits scale of presets.DATASET_SCALES; KD reads digits' real training split.
+def demo_config(preset: str, device: str, seed: int, overrides=(), probes=BUILTIN_PROBE_NAMES, extra=()):
+    """A demo run's config: the preset on the digits scale (presets.DATASET_SCALES; KD reads digits' real
+    training split) with the demo's probe settings, then `extra` and `overrides`."""
     return resolve_config(
         preset,
         teacher="digits",
@@ -52,7 +61,7 @@ def demo_plan(device: str, seed: int, overrides=()) -> dict:
     plan = {}
     for s in range(seed, seed + DEMO_SEEDS):
         for preset in DEMO_RUNS:
-            probes = PROBE_NAMES if s == seed else LIGHT_PROBES
+            probes = BUILTIN_PROBE_NAMES if s == seed else LIGHT_PROBES
             plan[f"{preset}-s{s}"] = demo_config(preset, device, s, overrides, probes)
     plan[f"{HIGH_LR}-s{seed}"] = demo_config(HIGH_LR, device, seed, overrides, HIGH_LR_PROBES, HIGH_LR_SETTINGS)
     return plan
@@ -61,10 +70,6 @@ def demo_plan(device: str, seed: int, overrides=()) -> dict:
 def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bool = True, width: str = "text") -> dict:
     """Teacher, PTQ accuracy, the four runs (resumed when interrupted), every figure and the findings,
     into `out`; progress is logged (INFO).  Returns the findings (also in OUT/findings.json, FINDINGS.md)."""
-    from zsq_probe.plots import write_figures
-    from zsq_probe.teachers.accuracy import evaluate_quantized
-    from zsq_probe.training import train
-
     check_out(out)
     out = Path(out)
     started = time.perf_counter()
@@ -88,8 +93,6 @@ def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bo
         )
         if not done:
             resume = (path / "config.json").is_file()  # a run killed before its config starts afresh
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Hessian probe batch")
                 train(cfg, path, resume=resume, progress=progress)  # with the probes cfg names
@@ -130,8 +133,6 @@ def seed_stats(values) -> dict:
 def crossing_stats(table, p: float | None = None) -> dict:
     """Codes changed per step at the last epoch; layers below p: the run's own GI p, else `p` (a run without GI
     is measured against the GI run's p)."""
-    import math
-
     c = table[table["statistic"] == "epoch_total"]
     last = c[c["epoch"] == c["epoch"].max()]
     own = float(last["gi_p"].iloc[0])
@@ -149,11 +150,8 @@ def crossing_stats(table, p: float | None = None) -> dict:
 def measure_findings(runs: dict, ptq: dict) -> dict:
     """The four findings of the paper, computed from the runs' parquet tables; each method's seeds kept
     apart (per-seed values) and summarised as mean with the seed interval [min, max]."""
-    from zsq_probe.analysis.probe_tables import summarize_cosine, summarize_hessian
-    from zsq_probe.rundir.store import RunDir
-
     groups = {m: [RunDir(p) for p in paths] for m, paths in by_method(runs).items()}
-    f = {
+    f: dict[str, Any] = {
         "ptq": {
             "fp_top1": ptq["fp_top1"],
             "quant_top1": ptq["quant_top1"],
@@ -212,21 +210,19 @@ def _iv(st: dict, scale: float = 1.0, fmt: str = ".2f", unit: str = "") -> str:
 
 def seed_verdict(a: dict, b: dict) -> str:
     """interval_verdict of two seed_stats: 'below' / 'above' / 'inconclusive'."""
-    from zsq_probe.analysis.probe_tables import interval_verdict
-
     if a["n"] < 2 or b["n"] < 2:
         return "inconclusive"
     return interval_verdict(a["low"], a["high"], b["low"], b["high"])
 
 
 def _pct(x):
+    """A share in [0, 1] as a percentage, or 'n/a'."""
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
 def f2_lines(h_kd: dict, h_zq: dict) -> list[str]:
     """F2 from 95 % intervals at each run's last probed epoch: a difference counts only when the intervals
     do not overlap."""
-    from zsq_probe.analysis.probe_tables import interval_verdict
 
     def trace(h, loss):
         return (
@@ -255,92 +251,22 @@ def f2_lines(h_kd: dict, h_zq: dict) -> list[str]:
     ]
 
 
-def findings_text(f: dict) -> str:
-    lines = ["# What this demo measured (embedded digits default; compare with the AIT paper's claims)", ""]
-    p = f["ptq"]
-    n = f["F4"]["gdfq"]["final_val_top1"]["n"]
-    lines.append(
-        f"Setting: 16x16 digits, 10 classes, ResNet-8 teacher {_pct(p['fp_top1'])} top-1; quantised to "
-        f"{p['w_bits']}w{p['a_bits']}a with calibrated ranges and no training: {_pct(p['quant_top1'])}. "
-        f"Each method ran with {n} seeds."
-    )
-    lines += [
-        "",
-        "Rule: a difference counts only when the intervals do not overlap: across seeds the seed interval "
-        "[min, max] of the per-seed values (written mean [min, max] (n)), for the Hessian trace the "
-        "estimator's own 95 % interval; otherwise the finding is *inconclusive at this scale*.",
-    ]
-    word = {"holds": "holds", "not": "does not hold", "inc": "inconclusive at this scale"}
+_INCONCLUSIVE = "inconclusive at this scale"
 
-    kd, zq = f["F1"]["kd"]["mean_epoch_cosine"], f["F1"]["gdfq"]["mean_epoch_cosine"]
-    v = seed_verdict(zq, kd)
-    f1 = (
-        "holds (ZQ below KD)"
-        if v == "below" and zq["high"] < 0
-        else "partly: ZQ below KD but not negative"
-        if v == "below"
-        else "does not hold (ZQ above KD)"
-        if v == "above"
-        else word["inc"]
-    )
-    lines += [
-        "",
-        "F1 (paper §3.1, Fig. 1): in ZQ the CE and KL gradients point apart (cosine < 0); with real data "
-        "(KD) they agree.",
-        f"    measured mean epoch cosine: ZQ (GDFQ) {_iv(zq, fmt='+.3f')}; KD {_iv(kd, fmt='+.3f')}; steps "
-        f"with a negative cosine: ZQ {_iv(f['F1']['gdfq']['share_negative'], 100, '.1f', '%')}, KD "
-        f"{_iv(f['F1']['kd']['share_negative'], 100, '.1f', '%')}.",
-        f"    -> {f1}.",
-    ]
+
+def findings_text(f: dict) -> str:
+    """FINDINGS.md: each of the paper's four findings beside what the demo measured, with its verdict."""
+    n = f["F4"]["gdfq"]["final_val_top1"]["n"]
+    lines = ["# What this demo measured (embedded digits default; compare with the AIT paper's claims)", ""]
+    lines += _setting_lines(f["ptq"], n)
+    lines += _f1_lines(f["F1"])
     lines += [
         "",
         "F2 (paper §3.2, Fig. 2b): the KL surface is flatter than CE (smaller Hessian trace), and the gap "
         "is larger in ZQ than in KD (one run each: the estimator's 95 % interval).",
     ] + f2_lines(f["F2"]["kd"], f["F2"]["gdfq"])
-    c_kl, c_ait = f["F3"]["kl-only"], f["F3"]["ait"]
-    v = seed_verdict(c_ait["share_per_step"], c_kl["share_per_step"])
-    all_above_p = all(x == 0 for x in c_ait["layers_below_p"])
-    f3 = (
-        "holds"
-        if v == "above" and all_above_p
-        else "partly: AIT changes more codes, but some layers stay below p"
-        if v == "above"
-        else "does not hold (KL-only changes more codes)"
-        if v == "below"
-        else word["inc"]
-    )
-    hi = f["F3"].get(HIGH_LR)
-    lines += [
-        "",
-        "F3 (paper §4.1-4.2, Fig. 3b/c, 4): under KL-only training few integer codes cross a rounding "
-        "threshold, some layers none; gradient inundation makes every layer change at least p.",
-        f"    measured (epoch {c_kl['epoch']}, codes changed per step): KL-only "
-        f"{_iv(c_kl['share_per_step'], 100, '.4f', '%')}, layers without any change per seed "
-        f"{c_kl['layers_without_change']} of {c_kl['layers']}; AIT {_iv(c_ait['share_per_step'], 100, '.4f', '%')}"
-        f", layers below p = {c_ait['gi_p']:.3g} per seed {c_ait['layers_below_p']} of {c_ait['layers']}"
-        + (
-            f"; KL-only at 100x lr (one run) {_iv(hi['share_per_step'], 100, '.4f', '%')}, layers without any "
-            f"change {hi['layers_without_change']}, below AIT's p {hi['layers_below_p']}"
-            if hi
-            else ""
-        )
-        + ".",
-        f"    -> {f3}.",
-    ]
-    t = f["F4"]
-    ait, gdfq, klo = t["ait"]["final_val_top1"], t["gdfq"]["final_val_top1"], t["kl-only"]["final_val_top1"]
-    v_a, v_k = seed_verdict(ait, gdfq), seed_verdict(klo, gdfq)
-    a_text = {"above": "holds", "below": "does not hold (GDFQ ahead)", "inconclusive": word["inc"]}[v_a]
-    k_text = {"below": "holds", "above": "does not hold (KL-only ahead of GDFQ)", "inconclusive": word["inc"]}[v_k]
-    lines += [
-        "",
-        "F4 (paper Tab. 1-2): AIT (KL-only + GI) beats GDFQ (CE + KL); KL-only alone falls behind GDFQ.",
-        f"    measured final top-1: GDFQ {_iv(gdfq, 100, '.2f', '%')}, KL-only {_iv(klo, 100, '.2f', '%')}, "
-        f"AIT {_iv(ait, 100, '.2f', '%')} (KD, full precision from scratch: "
-        f"{_iv(t['kd']['final_val_top1'], 100, '.2f', '%')}); last-epoch KL*T^2 on generated samples: KL-only "
-        f"{_iv(t['kl-only']['final_kl_scaled'], fmt='.4g')}, AIT {_iv(t['ait']['final_kl_scaled'], fmt='.4g')}.",
-        f"    -> AIT above GDFQ: {a_text}; KL-only below GDFQ: {k_text}.",
-    ]
+    lines += _f3_lines(f["F3"])
+    lines += _f4_lines(f["F4"])
     lines += [
         "",
         f"Scale: a few hundred steps on a 77k-parameter student, {n} seeds per method. The paper trains 400 "
@@ -350,7 +276,86 @@ def findings_text(f: dict) -> str:
     return "\n".join(lines)
 
 
+def _setting_lines(p: dict, seeds: int) -> list[str]:
+    """The setting (teacher, bits, post-training accuracy, seeds) and the rule every verdict follows."""
+    return [
+        f"Setting: 16x16 digits, 10 classes, ResNet-8 teacher {_pct(p['fp_top1'])} top-1; quantised to "
+        f"{p['w_bits']}w{p['a_bits']}a with calibrated ranges and no training: {_pct(p['quant_top1'])}. "
+        f"Each method ran with {seeds} seeds.",
+        "",
+        "Rule: a difference counts only when the intervals do not overlap: across seeds the seed interval "
+        "[min, max] of the per-seed values (written mean [min, max] (n)), for the Hessian trace the "
+        "estimator's own 95 % interval; otherwise the finding is *inconclusive at this scale*.",
+    ]
+
+
+def _f1_lines(f1: dict) -> list[str]:
+    """F1: the gradient cosine of ZQ (GDFQ) against real-data KD."""
+    kd, zq = f1["kd"]["mean_epoch_cosine"], f1["gdfq"]["mean_epoch_cosine"]
+    v = seed_verdict(zq, kd)
+    if v == "below":
+        verdict = "holds (ZQ below KD)" if zq["high"] < 0 else "partly: ZQ below KD but not negative"
+    else:
+        verdict = "does not hold (ZQ above KD)" if v == "above" else _INCONCLUSIVE
+    return [
+        "",
+        "F1 (paper §3.1, Fig. 1): in ZQ the CE and KL gradients point apart (cosine < 0); with real data "
+        "(KD) they agree.",
+        f"    measured mean epoch cosine: ZQ (GDFQ) {_iv(zq, fmt='+.3f')}; KD {_iv(kd, fmt='+.3f')}; steps "
+        f"with a negative cosine: ZQ {_iv(f1['gdfq']['share_negative'], 100, '.1f', '%')}, KD "
+        f"{_iv(f1['kd']['share_negative'], 100, '.1f', '%')}.",
+        f"    -> {verdict}.",
+    ]
+
+
+def _f3_lines(f3: dict) -> list[str]:
+    """F3: integer codes crossing per step, KL-only against AIT (and the high-lr run when there is one)."""
+    c_kl, c_ait = f3["kl-only"], f3["ait"]
+    v = seed_verdict(c_ait["share_per_step"], c_kl["share_per_step"])
+    if v == "above":
+        all_above_p = all(x == 0 for x in c_ait["layers_below_p"])
+        verdict = "holds" if all_above_p else "partly: AIT changes more codes, but some layers stay below p"
+    else:
+        verdict = "does not hold (KL-only changes more codes)" if v == "below" else _INCONCLUSIVE
+    hi = f3.get(HIGH_LR)
+    high_lr = (
+        f"; KL-only at 100x lr (one run) {_iv(hi['share_per_step'], 100, '.4f', '%')}, layers without any "
+        f"change {hi['layers_without_change']}, below AIT's p {hi['layers_below_p']}"
+        if hi
+        else ""
+    )
+    return [
+        "",
+        "F3 (paper §4.1-4.2, Fig. 3b/c, 4): under KL-only training few integer codes cross a rounding "
+        "threshold, some layers none; gradient inundation makes every layer change at least p.",
+        f"    measured (epoch {c_kl['epoch']}, codes changed per step): KL-only "
+        f"{_iv(c_kl['share_per_step'], 100, '.4f', '%')}, layers without any change per seed "
+        f"{c_kl['layers_without_change']} of {c_kl['layers']}; AIT {_iv(c_ait['share_per_step'], 100, '.4f', '%')}"
+        f", layers below p = {c_ait['gi_p']:.3g} per seed {c_ait['layers_below_p']} of {c_ait['layers']}"
+        f"{high_lr}.",
+        f"    -> {verdict}.",
+    ]
+
+
+def _f4_lines(t: dict) -> list[str]:
+    """F4: final top-1 of AIT and KL-only against GDFQ (KD from scratch for scale)."""
+    ait, gdfq, klo = t["ait"]["final_val_top1"], t["gdfq"]["final_val_top1"], t["kl-only"]["final_val_top1"]
+    v_a, v_k = seed_verdict(ait, gdfq), seed_verdict(klo, gdfq)
+    a_text = {"above": "holds", "below": "does not hold (GDFQ ahead)", "inconclusive": _INCONCLUSIVE}[v_a]
+    k_text = {"below": "holds", "above": "does not hold (KL-only ahead of GDFQ)", "inconclusive": _INCONCLUSIVE}[v_k]
+    return [
+        "",
+        "F4 (paper Tab. 1-2): AIT (KL-only + GI) beats GDFQ (CE + KL); KL-only alone falls behind GDFQ.",
+        f"    measured final top-1: GDFQ {_iv(gdfq, 100, '.2f', '%')}, KL-only {_iv(klo, 100, '.2f', '%')}, "
+        f"AIT {_iv(ait, 100, '.2f', '%')} (KD, full precision from scratch: "
+        f"{_iv(t['kd']['final_val_top1'], 100, '.2f', '%')}); last-epoch KL*T^2 on generated samples: KL-only "
+        f"{_iv(t['kl-only']['final_kl_scaled'], fmt='.4g')}, AIT {_iv(t['ait']['final_kl_scaled'], fmt='.4g')}.",
+        f"    -> AIT above GDFQ: {a_text}; KL-only below GDFQ: {k_text}.",
+    ]
+
+
 def check_out(out) -> None:
+    """UserError when the demo's output folder is a file."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file")

@@ -10,8 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
+
+if TYPE_CHECKING:
+    from zsq_probe.config import RunConfig
+    from zsq_probe.quantization.quantizer import QuantConv2d, QuantLinear
+    from zsq_probe.rundir.store import RunDir
+
+MetricsRow = dict[str, object]  # one row of the metrics table (column -> value): what `on_epoch_end` receives
+
+
+class GIStep(TypedDict):
+    """What gradient inundation did at one student step (zsq_probe.quantization.gi), per quantised layer."""
+
+    kappa: dict[str, float]  # the kappa applied
+    changed: dict[str, int]  # integer codes changed
+    flags: dict[str, str]  # flagged layers only: cap | nonfinite | nograd
 
 
 @dataclass
@@ -28,7 +44,7 @@ class StepEvent:
     losses: dict[str, float]  # the loss terms of this iteration (zsq_probe.training.loop.METRIC_TERMS)
     student_stepped: bool
     term_grads: dict[str, list[torch.Tensor]] | None = None  # {"kl": [...], "ce": [...]} per student param
-    gi: dict | None = None  # {"kappa": {layer: k}, "changed": {layer: n}, "flags": {...}} when GI is on
+    gi: GIStep | None = None  # when gradient inundation is on
 
 
 @dataclass
@@ -43,6 +59,7 @@ class ProbeBatch:
 
     @property
     def size(self) -> int:
+        """The number of samples."""
         return int(self.inputs.shape[0])
 
 
@@ -50,13 +67,13 @@ class ProbeBatch:
 class ProbeContext:
     """The narrow view of a run a probe gets, online or post hoc."""
 
-    cfg: object  # the run's RunConfig
-    run: object  # the run store (zsq_probe.rundir.store.RunDir)
+    cfg: RunConfig
+    run: RunDir  # the run store
     student: torch.nn.Module
     teacher: torch.nn.Module
     param_names: list[str]
     params: list[torch.nn.Parameter]
-    quant_layers: dict  # name -> quantised Conv/Linear of the student ({} for a float student)
+    quant_layers: dict[str, QuantConv2d | QuantLinear]  # the student's quantised layers by name ({}: a float one)
     device: torch.device
     iterations_per_epoch: int
     draw_probe_batch: Callable[[int, int], ProbeBatch]  # (seed, size) -> batch from the run's data source
@@ -70,7 +87,9 @@ class ProbeContext:
 
         return self.draw_probe_batch(epoch_seed(self.cfg.seed, epoch, PROBE_BATCH_STREAM), size)
 
-    def loss_terms(self, inputs, labels, teacher_logits):
+    def loss_terms(
+        self, inputs: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(student logits, KL, CE) of the current student, unweighted."""
         from zsq_probe.quantization.losses import student_terms
 
@@ -85,17 +104,24 @@ class Observer:
     name = "observer"
 
     def wants_term_gradients(self, epoch: int, step: int) -> bool:
+        """Whether this step should compute the per-term gradients (`StepEvent.term_grads`) for this observer."""
         return False
 
-    def on_train_start(self, ctx: ProbeContext) -> None: ...
+    def on_train_start(self, ctx: ProbeContext) -> None:
+        """Called once before the first epoch (of a fresh or a resumed run)."""
 
-    def on_epoch_start(self, ctx: ProbeContext, epoch: int) -> None: ...
+    def on_epoch_start(self, ctx: ProbeContext, epoch: int) -> None:
+        """Called before the first iteration of `epoch`."""
 
-    def on_step(self, ctx: ProbeContext, event: StepEvent) -> None: ...
+    def on_step(self, ctx: ProbeContext, event: StepEvent) -> None:
+        """Called after every iteration."""
 
-    def on_epoch_end(self, ctx: ProbeContext, epoch: int, metrics: dict) -> None: ...
+    def on_epoch_end(self, ctx: ProbeContext, epoch: int, metrics: MetricsRow) -> None:
+        """Called after the last iteration of `epoch` with the epoch's metrics row."""
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, object]:
+        """What the observer needs to resume (saved in each checkpoint)."""
         return {}
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore what `state_dict` returned."""

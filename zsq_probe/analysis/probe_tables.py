@@ -29,8 +29,9 @@ from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError
 from zsq_probe.rundir.schema import require_columns
 
-PROBES = ("cosine", "hessian", "inter_epoch")
+# The probes `zsq-probe compare` summarises, each with the one of its tables (zsq_probe.probe_registry) it reads.
 PROBE_TABLE = {"cosine": "cosine", "hessian": "hessian_trace", "inter_epoch": "inter_epoch"}
+COMPARABLE_PROBES = tuple(PROBE_TABLE)
 
 # How to produce each table (messages about a missing table name it).
 HOW_TO_GET = {
@@ -108,6 +109,8 @@ def cosine_epochs(df: pd.DataFrame, where: str = "cosine") -> pd.DataFrame:
 
 
 def summarize_cosine(df: pd.DataFrame, where: str = "cosine") -> dict:
+    """The cosine numbers `compare` prints: steps, share of negative steps, epoch-mean cosines (mean, median,
+    last), and which rows they come from (`basis`)."""
     steps = cosine_steps(df, where)
     epochs = cosine_epochs(df, where)
     cos = steps["cosine"].to_numpy(dtype=float)
@@ -171,24 +174,29 @@ def summarize_hessian(df: pd.DataFrame, where: str = "hessian_trace") -> dict:
     curves = trace_curves(df, where)
     est = preferred_estimator(curves) or str(curves["estimator"].iloc[0])
     c = curves[curves["estimator"] == est]
-    out = {"estimator": est, "epochs": int(c["epoch"].nunique())}
+    out: dict[str, object] = {"estimator": est, "epochs": int(c["epoch"].nunique())}
+    medians: dict[str, float | None] = {}
     for loss in ("ce", "kl"):
         g = c[c["loss"] == loss]
-        out[f"median_trace_{loss}"] = _finite(g["trace"].median()) if len(g) else None
-        out[f"median_ci_low_{loss}"] = _finite(g["ci_low"].median()) if len(g) else None
-        out[f"median_ci_high_{loss}"] = _finite(g["ci_high"].median()) if len(g) else None
-    ce, kl = out["median_trace_ce"], out["median_trace_kl"]
-    out["kl_over_ce"] = _finite(kl / ce) if ce not in (None, 0) and kl is not None else None
+        medians[f"median_trace_{loss}"] = _finite(g["trace"].median()) if len(g) else None
+        medians[f"median_ci_low_{loss}"] = _finite(g["ci_low"].median()) if len(g) else None
+        medians[f"median_ci_high_{loss}"] = _finite(g["ci_high"].median()) if len(g) else None
+    out.update(medians)
+    ce, kl = medians["median_trace_ce"], medians["median_trace_kl"]
+    out["kl_over_ce"] = _finite(kl / ce) if kl is not None and ce is not None and ce != 0 else None
     # the last epoch with both losses: point values and 95 % intervals (the verdicts use these)
     both = sorted(set(c.loc[c["loss"] == "ce", "epoch"]) & set(c.loc[c["loss"] == "kl", "epoch"]))
-    out["last_epoch"] = int(both[-1]) if both else None
+    last_epoch = int(both[-1]) if both else None
+    out["last_epoch"] = last_epoch
+    last: dict[str, float | None] = {}
     for loss in ("ce", "kl"):
-        row = c[(c["loss"] == loss) & (c["epoch"] == out["last_epoch"])]
+        row = c[(c["loss"] == loss) & (c["epoch"] == last_epoch)]
         for k in ("trace", "ci_low", "ci_high"):
-            out[f"last_{k}_{loss}"] = _finite(row[k].iloc[0]) if len(row) else None
-    out["last_kl_over_ce"] = _ratio(out["last_trace_kl"], out["last_trace_ce"])
+            last[f"last_{k}_{loss}"] = _finite(row[k].iloc[0]) if len(row) else None
+    out.update(last)
+    out["last_kl_over_ce"] = _ratio(last["last_trace_kl"], last["last_trace_ce"])
     out["last_kl_over_ce_range"] = ratio_range(
-        out["last_ci_low_kl"], out["last_ci_high_kl"], out["last_ci_low_ce"], out["last_ci_high_ce"]
+        last["last_ci_low_kl"], last["last_ci_high_kl"], last["last_ci_low_ce"], last["last_ci_high_ce"]
     )
     return out
 
@@ -213,11 +221,13 @@ def interval_verdict(a_low, a_high, b_low, b_high) -> str:
 
 # -------------------------------------------------------------------------------------- inter-epoch
 def inter_epoch_curve(df: pd.DataFrame, where: str = "inter_epoch") -> pd.DataFrame:
+    """The inter-epoch cosine per epoch (mean over rows of the same epoch), sorted by epoch."""
     require_columns(df, "inter_epoch", ("epoch", "cosine"), where)
     return df.groupby("epoch", as_index=False)["cosine"].mean().sort_values("epoch").reset_index(drop=True)
 
 
 def summarize_inter_epoch(df: pd.DataFrame, where: str = "inter_epoch") -> dict:
+    """The inter-epoch numbers `compare` prints: epochs and the mean, median and last cosine."""
     c = inter_epoch_curve(df, where)
     return {
         "epochs": int(len(c)),
@@ -237,7 +247,7 @@ def _ratio(a, b):
 def compare_tables(kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str = "kd", zq_name: str = "zq") -> dict:
     """Summaries of the same probe for a KD run and a ZQ run, and their ZQ/KD ratios."""
     if probe not in SUMMARIZERS:
-        raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
+        raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(COMPARABLE_PROBES)}")
     table = PROBE_TABLE[probe]
     return _contrast(
         probe, SUMMARIZERS[probe](kd, f"{kd_name} probes/{table}"), SUMMARIZERS[probe](zq, f"{zq_name} probes/{table}")
@@ -268,6 +278,7 @@ CROSSING_COLUMNS = ("epoch", "statistic", "layer", "changed", "layer_size", "ste
 
 
 def crossings_epochs(df: pd.DataFrame, where: str = "crossings") -> list[int]:
+    """The epochs a crossings table has rows for, sorted."""
     require_columns(df, "crossings", CROSSING_COLUMNS, where)
     return sorted(int(e) for e in df["epoch"].unique())
 
@@ -365,15 +376,17 @@ def aggregate_seeds(summaries: list[dict]) -> tuple[dict, dict]:
     """Summaries of seeds of one setting -> (mean of each number, seed interval [min, max] of each number);
     other values (names, estimators) are the first seed's, lists (one seed's intervals) None.  One seed: the
     summary itself, intervals None."""
-    mean, span = dict(summaries[0]), {}
+    mean = dict(summaries[0])
+    span: dict[str, list[float | None] | None] = {}
     for key, v in summaries[0].items():
         if isinstance(v, list) and len(summaries) > 1:  # one seed's interval: see `per_seed`
             mean[key] = None
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            vals = [s.get(key) for s in summaries]
-            if any(x is None for x in vals):
+            given = [s.get(key) for s in summaries]
+            if any(x is None for x in given):
                 mean[key], span[key] = None, None
                 continue
+            vals = [x for x in given if x is not None]
             mean[key] = _finite(float(np.mean(vals))) if len(vals) > 1 else v
             span[key] = [_finite(min(vals)), _finite(max(vals))] if len(vals) > 1 else None
     return mean, span
@@ -401,15 +414,15 @@ def headline_verdict(probe: str, kd: dict, zq: dict, kd_span: dict, zq_span: dic
     return {"key": key, "zq_vs_kd": verdict, "zq_interval": a, "kd_interval": b, "basis": {"zq": why_a, "kd": why_b}}
 
 
-def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "png") -> dict:
+def compare_runs(kd_run, zq_run, probe: str = "cosine") -> dict:
     """compare_tables on two sides, each a run folder (or RunDir) or a list of runs that differ only by seed
     (aggregated: `kd` / `zq` hold the mean of each number over the seeds, `kd_span` / `zq_span` the seed
     interval [min, max], `n` the seeds, `verdict` the headline verdict), plus their names and methods,
     `warnings` (a KD run whose method is not 'kd', a ZQ run whose method is, two sides on different data
-    sets) and `figure`: the overlay written into `out` (None without `out`).  UserError when a run lacks the
-    probe's table or a side mixes settings."""
+    sets).  UserError when a run lacks the probe's table or a side mixes settings.  The overlay figure of the
+    same runs: zsq_probe.plots.plot_compare."""
     if probe not in PROBE_TABLE:
-        raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
+        raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(COMPARABLE_PROBES)}")
     kd_runs, zq_runs = _open_seeds(kd_run, "KD"), _open_seeds(zq_run, "ZQ")
     table = PROBE_TABLE[probe]
     frames = {}  # side -> one table per run (runs of two sides may share a folder name)
@@ -443,12 +456,6 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine", out=None, fmt: str = "pn
             f"KD_RUN {kd_name} was trained on {kd_data}, ZQ_RUN {zq_name} on "
             f"{zq_data}: the runs come from different data sets (and teachers)"
         )
-    path = None
-    if out is not None:
-        from zsq_probe.plots import plot_compare
-
-        path = plot_compare(probe, kd_runs, zq_runs, frames["kd"], frames["zq"], out, fmt)
-    result["figure"] = str(path) if path else None
     return result
 
 

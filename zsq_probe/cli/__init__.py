@@ -6,6 +6,9 @@ flags, calls one library function and prints.  Here, and only here, library erro
 on stderr: `UserError` (bad input) exits 2, Ctrl-C 130.  The library logs through `logging`; while a
 command runs, INFO lines of the `zsq_probe` loggers print as plain lines on stdout (warnings and errors
 on stderr), so a command shows what the library reports.
+
+Handlers import the library where they run: building the parser (`--help`, a mistyped flag) loads only
+what the commands' flags need (figure names and formats), not the trainer, probes, data sets or demo.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from zsq_probe import __version__
 from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, recipe, train
 from zsq_probe.cli.common import console_logging
 from zsq_probe.errors import UserError, one_line
@@ -21,8 +25,7 @@ COMMAND_MODULES = (evaluate, presets, train, demo, posthoc, figures, compare, re
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from zsq_probe import __version__
-
+    """The `zsq-probe` argument parser: every command module's commands, in COMMAND_MODULES order."""
     parser = argparse.ArgumentParser(
         prog="zsq-probe",
         description="Loss-surface diagnostics for zero-shot quantization (AIT / GDFQ): train, probe, plot.",

@@ -10,6 +10,8 @@ DEFAULT_TEACHER = "digits"
 
 
 def add_teacher_args(p, data: bool = True) -> None:
+    """Add the teacher flags (--teacher, --weights, --weights-root, --download), with `data` --data and
+    --data-root, and --device to the parser `p`."""
     # default None, resolved to DEFAULT_TEACHER where a fresh run / evaluation is built: an explicit --teacher
     # can then be told apart (e.g. refused on --resume when it differs from the run's own)
     p.add_argument(
@@ -38,6 +40,7 @@ class ConsoleHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Write the record's message as one line on stdout (below WARNING) or stderr."""
         if self.hide and record.levelno < logging.WARNING and record.name.startswith(self.hide):
             return
         try:

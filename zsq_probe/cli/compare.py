@@ -3,6 +3,7 @@ and a ZQ side, each one run or the mean over its seeds (and their curves overlai
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -36,7 +37,10 @@ ROWS = {  # probe -> (summary key, row label, number format)
 }
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `compare` command (one of COMPARABLE_PROBES, the rows of ROWS)."""
+    from zsq_probe.analysis.probe_tables import COMPARABLE_PROBES
+
     p = subparsers.add_parser("compare", help=HELP, description=HELP)
     p.add_argument("kd_run", metavar="KD_RUN", help="the real-data KD run (or any reference run)")
     p.add_argument("zq_run", metavar="ZQ_RUN", help="the zero-shot run")
@@ -51,16 +55,21 @@ def register(subparsers) -> None:
     p.add_argument(
         "--zq-seeds", nargs="+", default=[], metavar="RUN", help="more ZQ runs that differ from ZQ_RUN only by seed"
     )
-    p.add_argument("--probe", default="cosine", choices=tuple(ROWS))
+    p.add_argument("--probe", default="cosine", choices=COMPARABLE_PROBES)
     p.add_argument("--out", help="folder for a PNG of the overlaid curves")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Compare the two sides on one probe; print the table (or JSON) and the figure's path."""
     from zsq_probe.analysis.probe_tables import compare_runs
+    from zsq_probe.plots import plot_compare
 
-    result = compare_runs([args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds], args.probe, out=args.out)
+    kd_runs, zq_runs = [args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds]
+    result = compare_runs(kd_runs, zq_runs, args.probe)
+    figure = plot_compare(args.probe, kd_runs, zq_runs, None, None, args.out) if args.out else None
+    result["figure"] = str(figure) if figure else None
     for w in result.pop("warnings"):
         print(f"warning: {w}", file=sys.stderr)
     if args.json:

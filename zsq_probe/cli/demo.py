@@ -9,6 +9,7 @@ HELP = (
 
 
 def register(subparsers) -> None:
+    """Add the `demo` command."""
     p = subparsers.add_parser("demo", help=HELP, description=HELP)
     p.add_argument(
         "--out",
@@ -31,7 +32,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from zsq_probe.demo import run_demo
+    """Run the demo into --out; exit status 0."""
+    from zsq_probe.demo import run_demo  # loads when the command runs (zsq_probe.cli)
 
     run_demo(
         args.out,

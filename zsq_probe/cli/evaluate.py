@@ -12,6 +12,7 @@ HELP = "FP and quantised top-1 of a teacher (activation ranges calibrated on rea
 
 
 def register(subparsers) -> None:
+    """Add the `eval` command."""
     p = subparsers.add_parser("eval", help=HELP, description=HELP)
     add_teacher_args(p)
     p.add_argument("--w-bits", type=int, default=4)
@@ -31,7 +32,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from zsq_probe.teachers.accuracy import evaluate_quantized
+    """Check the flags, evaluate the teacher in full precision and quantised, print the result; exit status 0."""
+    from zsq_probe.teachers.accuracy import evaluate_quantized  # loads when the command runs (zsq_probe.cli)
 
     for flag, bits in (("--w-bits", args.w_bits), ("--a-bits", args.a_bits)):
         if not 2 <= bits <= 8:

@@ -4,15 +4,19 @@ stand-alone figure scripts (`python figures/fig1_cosine.py --runs RUN ... --out 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
+from zsq_probe.cli.common import console_logging
 from zsq_probe.errors import UserError, one_line
 
 HELP = "draw every paper figure the given runs have data for (PNG/PDF)"
 
 
 def register(subparsers) -> None:
-    from zsq_probe.plots.style import FORMATS, WIDTHS
+    """Add the `figures` command."""
+    from zsq_probe.plots.style import FORMATS, WIDTHS  # loads with the parser, not with zsq_probe.cli
 
     p = subparsers.add_parser("figures", help=HELP, description=HELP)
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run folders (KD and ZQ runs)")
@@ -42,16 +46,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from zsq_probe.plots import write_figures
+    """Write the figures asked for from the runs given; exit status 0, UserError when a figure failed or none
+    could be drawn."""
+    from zsq_probe.plots import write_figures  # loads when the command runs (zsq_probe.cli)
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is an existing file, not a folder")
     parent = next((p for p in [out, *out.parents] if p.exists()), None)
-    import os
-
     if parent is not None and not os.access(parent, os.W_OK):
         raise UserError(f"--out {out}: {parent} is not writable")
     written, failed = write_figures(
@@ -70,8 +72,7 @@ def run(args) -> int:
 def figure_script(name: str, argv=None, prog: str | None = None) -> int:
     """`python figures/<script>.py --runs RUN [RUN ...] --out DIR [--format png|pdf] [--epoch E | --epochs A,B]`
     for figure `name`: prints the files written; a skip or an error is one line on stderr and exit status 2."""
-    from zsq_probe.cli.common import console_logging
-    from zsq_probe.plots import FIGURES, SkipFigure
+    from zsq_probe.plots import FIGURES, SkipFigure  # torch: not with zsq_probe.cli (its docstring)
     from zsq_probe.plots.style import FORMATS
 
     figure = FIGURES[name]

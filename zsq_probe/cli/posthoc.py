@@ -6,17 +6,17 @@ takes `--run` for its own `--run-path`, so put `--` before the command:
 
 from __future__ import annotations
 
+import argparse
 import json
 
-COMMANDS = {
-    "cosine": "post hoc: cos(grad CE, grad KL) of each checkpoint on its probe batch",
-    "hessian": "post hoc: Hessian traces, top eigenvalues and SLQ density (CE and KL) per checkpoint",
-    "slice": "post hoc: loss along the top Hessian eigenvector (CE and KL) per checkpoint",
-    "crossings": "post hoc: integer codes changed per layer between consecutive checkpoints",
-}
+from zsq_probe.probe_registry import BUILTIN_PROBES, posthoc_probe_names
+
+# one command per built-in probe that measures checkpoints (zsq_probe.probe_registry), with its help line
+COMMANDS = {name: BUILTIN_PROBES[name].posthoc_help for name in posthoc_probe_names()}
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add one post-hoc command per probe of COMMANDS."""
     for name, help_ in COMMANDS.items():
         p = subparsers.add_parser(name, help=help_, description=help_)
         p.add_argument("--run", required=True, help="a run folder written by `zsq-probe train`")
@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         p.set_defaults(handler=run, probe=name)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Probe the run's checkpoints and print the per-epoch summary (rank 0 under torchrun)."""
     import pandas as pd
 
     from zsq_probe.analysis.epochs import parse_epochs
@@ -36,7 +37,7 @@ def run(args) -> int:
     from zsq_probe.probes.posthoc import probe_run
 
     if distributed.launched_by_torchrun():  # torchrun: split the Hessian across the ranks, rank 0 writes
-        device = distributed.local_device(args.device)
+        device = distributed.local_device(args.device) or args.device
         with distributed.split_across_ranks(device=device):
             df = probe_run(
                 args.run, args.probe, epochs=parse_epochs(args.epochs), device=device, overwrite=args.overwrite

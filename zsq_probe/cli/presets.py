@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+from zsq_probe.presets import PRESETS, preset_overrides
+
 HELP = "list the training presets (the paper's rows) with their settings and where each comes from"
 
 
 def register(subparsers) -> None:
+    """Add the `presets` command."""
     p = subparsers.add_parser("presets", help=HELP, description=HELP)
     p.add_argument("--data", default="cifar10", help="show the settings resolved for this data set")
     p.add_argument(
@@ -20,8 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from zsq_probe.presets import PRESETS, preset_overrides
-
+    """Print the presets with the settings each resolves to for --data (a table, or JSON); exit status 0."""
     table = {}
     for name, preset in PRESETS.items():
         entry = {"help": preset.help, **preset_overrides(name, args.data)}

@@ -13,7 +13,7 @@ import sys
 
 from zsq_probe.cli.common import console_logging
 from zsq_probe.errors import UserError, one_line
-from zsq_probe.executors import EXECUTORS
+from zsq_probe.executors import EXECUTORS, report_text
 from zsq_probe.recipes.catalog import RECIPES, recipe_listing
 from zsq_probe.recipes.runner import dry_run_text, plan_recipe, run_plan
 from zsq_probe.recipes.specs import PAPER_SCALE, SCALES
@@ -144,6 +144,7 @@ def executor_options(args) -> dict:
 
 
 def build_parser(recipe: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of one recipe's command (`python -m analyses`, or a script for `recipe`)."""
     return add_arguments(argparse.ArgumentParser(prog=prog or "python -m analyses", description=DESCRIPTION), recipe)
 
 
@@ -179,8 +180,6 @@ def run_command(args) -> int:
         executor_options=executor_options(args),
     )
     if result.outcomes:  # the final report: every run's state
-        from zsq_probe.executors import report_text
-
         print()
         print(report_text(result.outcomes))
     if any(o["state"] == "submitted" for o in result.outcomes):
@@ -214,6 +213,7 @@ def main(argv=None, recipe: str | None = None, prog: str | None = None) -> int:
 
 
 def register(subparsers) -> None:
+    """Add the `recipe` command."""
     p = subparsers.add_parser(
         "recipe", help="run one paper experiment (figure or table) from its recipe", description=DESCRIPTION
     )

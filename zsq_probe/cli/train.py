@@ -7,12 +7,16 @@ import sys
 from pathlib import Path
 
 from zsq_probe.cli.common import DEFAULT_TEACHER, add_teacher_args
+from zsq_probe.config import config_from_dict, parse_assignment, validate
 from zsq_probe.errors import UserError
+from zsq_probe.presets import resolve_config
+from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
 
 HELP = "train a quantised student (ZQ presets) or the KD baseline into a run folder"
 
 
 def register(subparsers) -> None:
+    """Add the `train` command."""
     p = subparsers.add_parser("train", help=HELP, description=HELP)
     p.add_argument("--preset", default="ait", help="a preset (`zsq-probe presets` lists them)")
     add_teacher_args(p)
@@ -53,12 +57,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from zsq_probe.training import train
+    """Train (or resume) the run the flags describe, with the probes its config names; exit status 0."""
+    from zsq_probe.training import train  # loads when the command runs (zsq_probe.cli)
 
     cfg = build_config(args)
     observers = None
     if args.tensorboard:
-        from zsq_probe.probes import build_probes
+        from zsq_probe.probes import build_probes  # loads when the command runs (zsq_probe.cli)
         from zsq_probe.training.tensorboard import TensorBoardObserver
 
         observers = build_probes(cfg) + [TensorBoardObserver(None if args.tensorboard is True else args.tensorboard)]
@@ -79,12 +84,9 @@ def run(args) -> int:
 def build_config(args):
     """The RunConfig the flags ask for: the preset resolved for teacher and data, or --config's file
     (the run's own config.json when resuming), then the flags given, then --set."""
-    from zsq_probe.config import PROBE_NAMES, config_from_dict, parse_assignment, validate
-    from zsq_probe.presets import resolve_config
-
     probes = None
     if args.probes:
-        probes = list(PROBE_NAMES) if args.probes == "all" else [s for s in args.probes.split(",") if s]
+        probes = list(BUILTIN_PROBE_NAMES) if args.probes == "all" else [s for s in args.probes.split(",") if s]
     flags = {
         "teacher": args.teacher,
         "weights": args.weights,
@@ -135,8 +137,7 @@ def build_config(args):
 def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
     """--resume continues a run with the teacher and data set it was started with: an explicit --teacher or
     --data naming others is refused (even with --force: the checkpoint belongs to that teacher and data)."""
-    from zsq_probe.config import config_from_dict
-    from zsq_probe.data.datasets import dataset_for_teacher
+    from zsq_probe.data.datasets import dataset_for_teacher  # loads when the command runs (zsq_probe.cli)
 
     if args.teacher is None and args.data is None:
         return

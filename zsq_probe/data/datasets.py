@@ -48,6 +48,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets as _tvd
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.vision import VisionDataset
 
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.rundir.safe_pickle import safe_load
 
 __all__ = [
     "DatasetSpec",
@@ -239,6 +245,7 @@ class TensorImageDataset(Dataset):
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(images scaled to [0,1] as N x 8 x 8 float32, labels, train indices, test indices)."""
+    # sklearn (seconds to import) loads only for the digits data, not with this module
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -274,14 +281,10 @@ def _load_digits(split: str, augment: bool) -> TensorImageDataset:
 
 
 def _normalize(spec: DatasetSpec):
-    from torchvision import transforms
-
     return transforms.Normalize(mean=spec.mean, std=spec.std)
 
 
 def _cifar_transform(spec: DatasetSpec, augment: bool):
-    from torchvision import transforms
-
     steps = []
     if augment:
         steps += [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
@@ -323,11 +326,15 @@ class _PresenceCheckMixin:
     file that cannot be read becomes a UserError naming the folder (see :func:`_load_cifar`).
     """
 
+    # torchvision's CIFAR10 / CIFAR100, which this mixes into, define these
+    root: str
+    base_folder: str
+    train_list: list[list[str]]
+    test_list: list[list[str]]
+    meta: dict[str, str]
+    download: Callable[[], None]
+
     def __init__(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False) -> None:
-        from torchvision.datasets.vision import VisionDataset
-
-        from zsq_probe.rundir.safe_pickle import safe_load
-
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
         if download:
@@ -352,8 +359,6 @@ class _PresenceCheckMixin:
         return all(os.path.isfile(os.path.join(folder, f)) for f, _ in files)
 
     def _load_meta(self) -> None:
-        from zsq_probe.rundir.safe_pickle import safe_load
-
         path = os.path.join(self.root, self.base_folder, self.meta["filename"])
         with open(path, "rb") as infile:
             data = safe_load(infile, encoding="latin1")
@@ -374,8 +379,10 @@ def _cifar_classes(name: str):
 
 
 def _load_cifar(name: str, root, split: str, download: bool, augment: bool, spec: DatasetSpec | None = None) -> Dataset:
+    """One split of CIFAR-10/100 from torchvision's python-pickle folder under `root` (fetched there with
+    `download`); every way the folder can be wrong is a UserError naming it."""
     spec = spec if spec is not None else DATASETS[name]
-    label, folder, archive, train_files, test_files, meta_file, sizes = _CIFAR_INFO[name]
+    label, folder, archive, train_files, test_files, meta_file, _ = _CIFAR_INFO[name]
     if root is None:
         raise UserError(
             f"{label} needs a data folder: pass --data-root DIR, the folder that contains {folder}/ "
@@ -385,20 +392,42 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool, spec
     parent = root_path.parent if root_path.name == folder else root_path
     data_dir = parent / folder
     needed = (train_files if split == "train" else test_files) + [meta_file]
-
     if download and not all((data_dir / f).is_file() for f in needed):
-        from torchvision.datasets.utils import download_and_extract_archive
+        _download_cifar(name, parent)
+    _check_cifar_folder(name, root_path, parent, needed)
+    try:
+        ds = _cifar_classes(name)(
+            root=str(parent), train=(split == "train"), download=False, transform=_cifar_transform(spec, augment)
+        )
+    except Exception as exc:  # whatever the files hold, the answer is: not CIFAR batches
+        raise UserError(
+            f"{label} files in {data_dir} could not be read ({one_line(exc)}); "
+            f"they must be torchvision's python-pickle batches: re-extract {archive} or pass --download"
+        ) from exc
+    _check_cifar_contents(name, ds, split, data_dir, spec)
+    ds.spec = spec
+    return ds
 
-        base = _tvd.CIFAR10 if name == "cifar10" else _tvd.CIFAR100  # torchvision's URL and archive md5
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            download_and_extract_archive(base.url, str(parent), filename=base.filename, md5=base.tgz_md5)
-        except Exception as exc:  # network, disk, archive errors
-            raise UserError(
-                f"downloading {label} into {parent} failed ({one_line(exc)}); "
-                f"check the network or place {folder}/ there yourself"
-            ) from exc
 
+def _download_cifar(name: str, parent: Path) -> None:
+    """Fetch and extract the CIFAR archive into `parent` (torchvision's URL and md5)."""
+    label, folder = _CIFAR_INFO[name][:2]
+    base = _tvd.CIFAR10 if name == "cifar10" else _tvd.CIFAR100  # torchvision's URL and archive md5
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        download_and_extract_archive(base.url, str(parent), filename=base.filename, md5=base.tgz_md5)
+    except Exception as exc:  # network, disk, archive errors
+        raise UserError(
+            f"downloading {label} into {parent} failed ({one_line(exc)}); "
+            f"check the network or place {folder}/ there yourself"
+        ) from exc
+
+
+def _check_cifar_folder(name: str, root_path: Path, parent: Path, needed: list[str]) -> None:
+    """UserError when the CIFAR folder under `parent` is absent (with a hint: an archive to extract, the other
+    CIFAR's folder) or lacks one of the `needed` files."""
+    label, folder, archive = _CIFAR_INFO[name][:3]
+    data_dir = parent / folder
     if not data_dir.is_dir():
         hint = "pass --download to fetch it"
         if (parent / archive).is_file():
@@ -417,15 +446,11 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool, spec
             f"re-extract {archive} there or pass --download"
         )
 
-    cls = _cifar_classes(name)
-    try:
-        ds = cls(root=str(parent), train=(split == "train"), download=False, transform=_cifar_transform(spec, augment))
-    except Exception as exc:
-        raise UserError(
-            f"{label} files in {data_dir} could not be read ({one_line(exc)}); "
-            f"they must be torchvision's python-pickle batches: re-extract {archive} or pass --download"
-        ) from exc
 
+def _check_cifar_contents(name: str, ds, split: str, data_dir: Path, spec: DatasetSpec) -> None:
+    """UserError when the files read hold no images, unmatched labels, labels or classes of another data set;
+    a warning when the split's size is not the official one."""
+    label, _, archive, _, _, meta_file, sizes = _CIFAR_INFO[name]
     n = len(ds.data)
     if len(ds.targets) != n:
         raise UserError(
@@ -448,10 +473,8 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool, spec
     official = sizes[0] if split == "train" else sizes[1]
     if n != official:
         warnings.warn(
-            f"{label} {split} split in {data_dir} has {n} images, the official one has {official}", stacklevel=3
+            f"{label} {split} split in {data_dir} has {n} images, the official one has {official}", stacklevel=4
         )
-    ds.spec = spec
-    return ds
 
 
 # --------------------------------------------------------------------------- ImageNet
@@ -467,8 +490,6 @@ def _imagenet_resize(size: int) -> int:
 
 
 def _imagenet_transform(spec: DatasetSpec, augment: bool):
-    from torchvision import transforms
-
     size = int(spec.image_shape[1])
     if augment:
         steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
@@ -480,8 +501,6 @@ def _imagenet_transform(spec: DatasetSpec, augment: bool):
 def _load_imagenet(
     root, split: str, download: bool, augment: bool, num_classes: int | None, spec: DatasetSpec | None = None
 ) -> Dataset:
-    from torchvision.datasets import ImageFolder
-
     spec = spec if spec is not None else DATASETS["imagenet"]
     if root is None:
         raise UserError(
@@ -584,7 +603,7 @@ def make_loader(
         raise UserError(f"batch size must be >= 1, got {batch_size}")
     if int(num_workers) < 0:
         raise UserError(f"number of data workers must be >= 0, got {num_workers}")
-    if len(dataset) == 0:
+    if len(dataset) == 0:  # type: ignore[arg-type]  # map-style data sets are sized; torch's Dataset stub is not
         raise UserError("the data set is empty: check --data-root")
     gen = torch.Generator()
     gen.manual_seed(int(seed))
@@ -658,7 +677,7 @@ def _pytorchcv_img_sizes() -> dict[str, int]:
     if _IMG_SIZES is None:
         sizes = {}
         try:
-            from pytorchcv.models.common import model_store
+            from pytorchcv.models.common import model_store  # not in older pytorchcv releases: sizes unknown
 
             rows = model_store.load_csv(model_store.get_model_metainfos_file_path())
             header = rows[0]

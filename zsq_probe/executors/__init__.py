@@ -1,5 +1,5 @@
-"""Executors: where a recipe's jobs run.  One job description (`zsq_probe.recipes.Job`: a run folder and its
-config), three engines, chosen by `--executor`:
+"""Executors: where a recipe's jobs run.  One job description (`Job`, zsq_probe.executors.job: a run folder and
+its config), three engines, chosen by `--executor`:
 
 * ``local`` (default): N workers on this machine, each pinned to a device (`--devices cuda:0,cuda:1`, or CPU
   with `--threads` per worker); one failing job does not stop the others; a final report of every job.
@@ -11,36 +11,45 @@ config), three engines, chosen by `--executor`:
 Jobs are idempotent (finished runs skipped, partial ones resumed from their last checkpoint), so any engine may
 run one again.  `run_jobs` returns one outcome dict per job (state done / skipped / failed / interrupted /
 submitted); `report_text` prints them.
+
+Dispatching stays light: these modules import torch, the trainer and the probes only where a job runs
+(`execute_job`, in a worker, a Ray task or a SLURM job), never in the process that plans and hands out jobs.
 """
 
 from __future__ import annotations
 
 from zsq_probe.errors import UserError
 from zsq_probe.executors.base import FAULT_ONCE_ENV, STATES, execute_job, failures, report_text, require
+from zsq_probe.executors.job import Job, unique_jobs
+from zsq_probe.executors.local import run_local
+from zsq_probe.executors.ray_executor import run_ray
+from zsq_probe.executors.slurm_executor import run_slurm
 
 EXECUTORS = ("local", "ray", "slurm")
 
-__all__ = ["EXECUTORS", "STATES", "FAULT_ONCE_ENV", "execute_job", "failures", "report_text", "require", "run_jobs"]
+__all__ = [
+    "EXECUTORS",
+    "STATES",
+    "FAULT_ONCE_ENV",
+    "Job",
+    "execute_job",
+    "failures",
+    "report_text",
+    "require",
+    "run_jobs",
+]
 
 
 def run_jobs(jobs, executor: str = "local", **options) -> list[dict]:
     """Run the distinct jobs of `jobs` with `executor` ('local', 'ray' or 'slurm'); `options` go to
     `run_local`, `run_ray` or `run_slurm` (None values mean: the default)."""
-    from zsq_probe.recipes.jobs import unique_jobs
-
     todo = unique_jobs(list(jobs))
     options = {k: v for k, v in options.items() if v is not None}
     if executor == "local":
-        from zsq_probe.executors.local import run_local
-
         return run_local(todo, **options)
     if executor == "ray":
-        from zsq_probe.executors.ray_executor import run_ray
-
         return run_ray(todo, **options)
     if executor == "slurm":
-        from zsq_probe.executors.slurm_executor import run_slurm
-
         if "folder" not in options:
             if not todo:
                 return []

@@ -1,7 +1,7 @@
 """What every executor shares: running one job in whatever process an executor gives it, its outcome, the
 final report, and the one-line error for a missing optional extra.
 
-A job is a recipe's `zsq_probe.recipes.Job` (a run folder and its config), shipped to workers as plain JSON
+A job is a `zsq_probe.executors.job.Job` (a run folder and its config), shipped to workers as plain JSON
 (`Job.to_dict`).  Running it is idempotent: a finished run is skipped (its config checked), a partial one
 resumes from its last checkpoint (what a crash left past it is dropped), a new one starts.  So any executor
 may run a job again — after a worker died, a node was lost, a SLURM job was preempted — and the run folder
@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.executors.job import Job, config_conflict
 
 log = logging.getLogger("zsq_probe.executors")
 
@@ -38,9 +39,8 @@ def require(module: str, extra: str):
         raise UserError(f"this executor needs {module}: pip install 'zsq-probe[{extra}]'") from None
 
 
-def as_job(job):
-    from zsq_probe.recipes.jobs import Job
-
+def as_job(job) -> Job:
+    """A Job, from itself or from the plain dict `Job.to_dict` made of it (what a worker receives)."""
     return job if isinstance(job, Job) else Job.from_dict(job)
 
 
@@ -74,7 +74,7 @@ def _arm_fault_once() -> None:
     spec = os.environ.get(FAULT_ONCE_ENV)
     if not spec or "=" not in spec:
         return
-    from zsq_probe.rundir.store import FAULT_ENV
+    from zsq_probe.rundir.store import FAULT_ENV  # the store loads torch: only where a job runs
 
     marker, pattern = spec.split("=", 1)
     try:
@@ -101,9 +101,9 @@ def execute_job(
     `device`: where it trains (overrides the job's --device); `threads`: torch's intra-op threads in this
     process; `catch_interrupt`: a TrainingInterrupted (SIGTERM/SIGUSR1 after a checkpoint) becomes an
     'interrupted' outcome instead of propagating."""
+    # torch and the trainer load here, where a job trains: a parent that only dispatches jobs stays light
     import torch
 
-    from zsq_probe.recipes.train_runs import train_job
     from zsq_probe.training import TrainingInterrupted
 
     job = as_job(job)
@@ -134,6 +134,31 @@ def execute_job(
         return outcome(job, "failed", one_line(e), time.time() - t0, resumed=status == "partial", where=where)
     state = "skipped" if status == "done" else "done"
     return outcome(job, state, "", time.time() - t0, summary, resumed=status == "partial", where=where)
+
+
+def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
+    """Train one job through `zsq_probe.training.train` (with the probes its config names) and return its
+    summary: skip it when finished (its config must match), resume it when partial.  `tensorboard`: also log
+    live curves (True: into RUN/tensorboard; a path: there; zsq_probe.training.tensorboard)."""
+    # the trainer and probes load where a job trains (a dispatching parent stays light: see the package)
+    from zsq_probe.probes import build_probes
+    from zsq_probe.training import train
+    from zsq_probe.training.tensorboard import TensorBoardObserver
+
+    cfg = job.config()
+    status = job.status()
+    conflict = config_conflict(job, cfg)
+    if conflict:
+        raise UserError(conflict)
+    if status == "done":
+        return job.summary() or {}
+    observers = None
+    if tensorboard:
+        logdir = None if tensorboard is True else tensorboard
+        observers = build_probes(cfg) + [TensorBoardObserver(logdir)]
+    return train(
+        cfg, job.path, resume=status == "partial", force=status == "partial", progress=progress, observers=observers
+    )
 
 
 def finished_line(out: dict) -> str:

@@ -27,6 +27,7 @@ from zsq_probe.executors.base import execute_job, finished_line, log, outcome, p
 
 
 def parse_devices(devices) -> list[str]:
+    """The devices of `--devices` ('cpu,cuda:0' or a list); UserError for a name that is not a device."""
     if devices is None:
         return []
     items = devices.split(",") if isinstance(devices, str) else list(devices)
@@ -38,6 +39,7 @@ def parse_devices(devices) -> list[str]:
 
 
 def default_threads(workers: int) -> int:
+    """Threads per worker when not given: the machine's cores shared out among `workers`."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
@@ -110,7 +112,7 @@ def _processes(jobs, slots, threads, tensorboard, log_dir, poll_s) -> list[dict]
     free = list(range(len(slots)))
     running: list[_Running] = []
     outs: dict[int, dict] = {}
-    stop = {"signal": None}
+    stop: dict[str, str | None] = {"signal": None}
     forwarded = False
     main = threading.current_thread() is threading.main_thread()
 

@@ -13,6 +13,7 @@ Needs the optional extra: ``pip install 'zsq-probe[ray]'``.
 from __future__ import annotations
 
 import os
+import socket
 
 from zsq_probe.errors import one_line
 from zsq_probe.executors.base import as_job, execute_job, finished_line, log, outcome, require
@@ -24,8 +25,6 @@ class JobPreempted(Exception):
 
 def ray_task(job: dict, device: str | None, threads: int, tensorboard) -> dict:
     """The body of one Ray task (runs in a Ray worker process)."""
-    import socket
-
     out = execute_job(
         job, device=device, threads=threads, tensorboard=tensorboard, where=f"{socket.gethostname()} pid {os.getpid()}"
     )
@@ -74,24 +73,28 @@ def run_ray(
                     "[%d/%d] %s seed %d: submitted as a Ray task -> %s", i + 1, len(jobs), job.id, job.seed, job.path
                 )
             refs[task.remote(job.to_dict(), device, threads, tensorboard)] = i
-        outs: dict[int, dict] = {}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                i = refs[ref]
-                try:
-                    outs[i] = ray.get(ref)
-                except Exception as e:  # noqa: BLE001 - retries exhausted, or the task could not run
-                    cause = getattr(e, "cause", None)
-                    msg = one_line(cause if isinstance(cause, JobPreempted) else e, 300, with_type=False)
-                    state = "interrupted" if isinstance(cause, JobPreempted) else "failed"
-                    outs[i] = outcome(jobs[i], state, msg, resumed=jobs[i].status() == "partial")
-                out = outs[i]
-                (log.error if out["state"] == "failed" else log.info)(
-                    "[%d/%d] %s", i + 1, len(jobs), finished_line(out)
-                )
-        return [outs[i] for i in range(len(jobs))]
+        return _collect(ray, refs, jobs)
     finally:
         if started:
             ray.shutdown()
+
+
+def _collect(ray, refs: dict, jobs: list) -> list[dict]:
+    """Wait for every task (`refs`: task -> index of its job) and log each as it ends; the outcomes in job
+    order (a task whose retries ran out: 'failed', or 'interrupted' when a signal stopped it every time)."""
+    outs: dict[int, dict] = {}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            i = refs[ref]
+            try:
+                outs[i] = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - retries exhausted, or the task could not run
+                cause = getattr(e, "cause", None)
+                msg = one_line(cause if isinstance(cause, JobPreempted) else e, 300, with_type=False)
+                state = "interrupted" if isinstance(cause, JobPreempted) else "failed"
+                outs[i] = outcome(jobs[i], state, msg, resumed=jobs[i].status() == "partial")
+            out = outs[i]
+            (log.error if out["state"] == "failed" else log.info)("[%d/%d] %s", i + 1, len(jobs), finished_line(out))
+    return [outs[i] for i in range(len(jobs))]

@@ -57,6 +57,8 @@ class SubmititTask:
         self.tensorboard, self.threads = tensorboard, threads
 
     def __call__(self, job: dict) -> dict:
+        """Run one job (a `Job.to_dict`) in this SLURM job; on preemption after a checkpoint, requeue it."""
+        # the trainer loads in the SLURM job, not in the process that submits it (see zsq_probe.executors)
         from zsq_probe.training import TrainingInterrupted, loop
 
         preempt = _preempt_signal()
@@ -80,12 +82,14 @@ class SubmititTask:
             loop.STOP_SIGNALS = old
 
     def checkpoint(self, *args, **kwargs):
-        from submitit.helpers import DelayedSubmission
+        """On preemption or time-out (submitit's hook): the same job submitted again (it resumes)."""
+        from submitit.helpers import DelayedSubmission  # the optional [slurm] extra
 
         return DelayedSubmission(self, *args, **kwargs)  # the same job again: it resumes
 
 
 def read_config(path) -> dict:
+    """The settings of a --slurm-config file (JSON, or TOML from Python 3.11 on); {} without one."""
     if path is None:
         return {}
     path = Path(path)
@@ -95,7 +99,7 @@ def read_config(path) -> dict:
         raise UserError(f"--slurm-config {path}: cannot read it ({e.__class__.__name__})") from None
     try:
         if path.suffix == ".toml":
-            import tomllib
+            import tomllib  # the standard library from Python 3.11 on (an ImportError below on 3.10)
 
             doc = tomllib.loads(text)
         else:
@@ -112,7 +116,7 @@ def read_config(path) -> dict:
 
 def executor_parameters(settings: dict, name: str) -> dict:
     """Submitit AutoExecutor parameters from our settings (None values dropped)."""
-    params = {"name": name}
+    params: dict[str, object] = {"name": name}
     for key, value in settings.items():
         if value is not None:
             params[_KEYS[key]] = value

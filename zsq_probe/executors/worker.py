@@ -5,19 +5,21 @@ RESULT.json.  SIGTERM/SIGUSR1 stop the job after its epoch's checkpoint (outcome
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from pathlib import Path
+
+from zsq_probe.executors.base import execute_job
+from zsq_probe.rundir.store import atomic_write_bytes
 
 
 def main(argv=None) -> int:
+    """Run the job JOB.json describes and write its outcome to RESULT.json; exit status 0 when it ended done or
+    skipped, 1 otherwise, 2 on bad arguments."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print("usage: python -m zsq_probe.executors.worker JOB.json RESULT.json", file=sys.stderr)
         return 2
-    import logging
-
-    from zsq_probe.executors.base import execute_job
-    from zsq_probe.rundir.store import atomic_write_bytes
-
     # the job's log goes to this process's stderr (the executor sends it to OUT/logs/); matplotlib picks a
     # headless backend by itself in a process without a display
     handler = logging.StreamHandler(sys.stderr)
@@ -25,7 +27,7 @@ def main(argv=None) -> int:
     logger = logging.getLogger("zsq_probe")
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
-    spec = json.loads(open(argv[0]).read())
+    spec = json.loads(Path(argv[0]).read_text())
     out = execute_job(
         spec["job"],
         device=spec.get("device"),
@@ -33,7 +35,7 @@ def main(argv=None) -> int:
         tensorboard=spec.get("tensorboard") or False,
         where=spec.get("where", ""),
     )
-    atomic_write_bytes(__import__("pathlib").Path(argv[1]), json.dumps(out).encode())
+    atomic_write_bytes(Path(argv[1]), json.dumps(out).encode())
     return 0 if out["state"] in ("done", "skipped") else 1
 
 

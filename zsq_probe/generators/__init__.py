@@ -75,8 +75,8 @@ def build_generator(
     cls = GENERATORS[kind]
     accepted = [
         p
-        for p in inspect.signature(cls.__init__).parameters
-        if p not in ("self", "num_classes", "image_shape", "teacher")
+        for p in inspect.signature(cls).parameters  # the constructor's, without self
+        if p not in ("num_classes", "image_shape", "teacher")
     ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:

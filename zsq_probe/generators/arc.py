@@ -266,10 +266,11 @@ class ARCGenerator(nn.Module):
         self.out_bn = nn.BatchNorm2d(c, affine=False)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) from latents `z` (B, latent_dim) and hard labels (B,)."""
         who = "ARC generator"
         z = check_latent(z, self.latent_dim, who)
         labels = check_hard_labels(labels, z.shape[0], self.num_classes, who)
-        parts = torch.split(z, self.chunks, dim=1)
+        parts = torch.split(z, list(self.chunks), dim=1)
         inj = [lin(p).view(z.shape[0], self.channels, *g) for lin, p, g in zip(self.linears, parts, self.grids)]
         nodes = self.cells[0](inj[0], labels)
         nodes = self.cells[1](nodes[3] + inj[1], labels, prev=nodes[:3])
@@ -278,6 +279,7 @@ class ARCGenerator(nn.Module):
         return self.out_bn(torch.tanh(out))
 
     def sample(self, batch_size: int, generator: torch.Generator, device=None):
+        """(z, labels): N(0, 1) latents then uniform hard labels, both from `generator`."""
         check_batch_size(batch_size, "ARC sample")
         rng = check_rng(generator, "ARC sample")
         device = device if device is not None else rng.device

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zsq_probe.errors import UserError
+from zsq_probe.generators.common import running_stats
 
 
 class BNStatisticsLoss:
@@ -43,6 +44,7 @@ class BNStatisticsLoss:
 
     @property
     def num_layers(self) -> int:
+        """The teacher's BatchNorm2d layers whose statistics are matched."""
         return len(self.layers)
 
     def _hook(self, index: int):
@@ -53,11 +55,13 @@ class BNStatisticsLoss:
         return hook
 
     def attach(self) -> BNStatisticsLoss:
+        """Start recording the BN layers' batch statistics (idempotent); returns self."""
         if not self._handles:
             self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.layers)]
         return self
 
     def detach(self) -> None:
+        """Stop recording: remove the hooks."""
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -69,6 +73,7 @@ class BNStatisticsLoss:
         self.detach()
 
     def clear(self) -> None:
+        """Forget the statistics recorded so far (before the next forward pass)."""
         self._stats.clear()
 
     def batch_stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -76,6 +81,7 @@ class BNStatisticsLoss:
         return [self._stats[i] for i in sorted(self._stats)]
 
     def loss(self) -> torch.Tensor:
+        """Mean over the BN layers that ran of MSE(batch mean, running mean) + MSE(batch var, running var)."""
         if not self._stats:
             raise UserError(
                 "BNStatisticsLoss: no teacher forward pass was recorded; run the teacher inside "
@@ -84,8 +90,8 @@ class BNStatisticsLoss:
         terms = []
         for i in sorted(self._stats):
             mean, var = self._stats[i]
-            bn = self.layers[i]
-            rm = bn.running_mean.to(mean.dtype)
-            rv = bn.running_var.to(var.dtype)
+            running_mean, running_var = running_stats(self.layers[i], "BNStatisticsLoss")
+            rm = running_mean.to(mean.dtype)
+            rv = running_var.to(var.dtype)
             terms.append(F.mse_loss(mean, rm) + F.mse_loss(var, rv))
         return torch.stack(terms).mean()

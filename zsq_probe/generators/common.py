@@ -36,18 +36,21 @@ def check_image_shape(image_shape: Sequence[int], multiple: int, who: str) -> tu
 
 
 def check_num_classes(num_classes, who: str) -> int:
+    """`num_classes` when it is a positive int, else a UserError naming `who`."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"{who}: num_classes must be a positive int, got {num_classes!r}")
     return num_classes
 
 
 def check_batch_size(batch_size, who: str) -> int:
+    """`batch_size` when it is a positive int, else a UserError naming `who`."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"{who}: batch_size must be a positive int, got {batch_size!r}")
     return batch_size
 
 
 def check_rng(generator, who: str) -> torch.Generator:
+    """`generator` when it is a torch.Generator (the caller owns the random streams), else a UserError."""
     if not isinstance(generator, torch.Generator):
         raise UserError(
             f"{who}: pass a torch.Generator (the trainer owns the random streams), got {type(generator).__name__}"
@@ -61,14 +64,17 @@ def randn(shape: Sequence[int], rng: torch.Generator, device) -> torch.Tensor:
 
 
 def randint(high: int, shape: Sequence[int], rng: torch.Generator, device) -> torch.Tensor:
+    """Uniform integers in [0, high) of `shape`, drawn on the generator's device, then moved to `device`."""
     return torch.randint(0, high, tuple(shape), generator=rng, device=rng.device).to(device)
 
 
 def rand(shape: Sequence[int], rng: torch.Generator, device) -> torch.Tensor:
+    """Uniform [0, 1) values of `shape`, drawn on the generator's device, then moved to `device`."""
     return torch.rand(tuple(shape), generator=rng, device=rng.device).to(device)
 
 
 def check_hard_labels(labels, batch: int, num_classes: int, who: str) -> torch.Tensor:
+    """`labels` when they are integer class labels (batch,) in [0, num_classes), else a UserError."""
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
         raise UserError(f"{who}: labels must be an integer tensor of shape ({batch},)")
     if labels.shape[0] != batch:
@@ -81,6 +87,7 @@ def check_hard_labels(labels, batch: int, num_classes: int, who: str) -> torch.T
 
 
 def check_latent(z, latent_dim: int, who: str, allow_slots: bool = False) -> torch.Tensor:
+    """`z` when it is a latent batch (batch, latent_dim) (or, with `allow_slots`, (batch, K, latent_dim))."""
     ok_dims = (2, 3) if allow_slots else (2,)
     if not isinstance(z, torch.Tensor) or z.dim() not in ok_dims or z.shape[-1] != latent_dim:
         want = f"(batch, {latent_dim})" + (f" or (batch, K, {latent_dim})" if allow_slots else "")
@@ -106,6 +113,7 @@ class CategoricalConditionalBatchNorm2d(nn.BatchNorm2d):
         nn.init.zeros_(self.beta.weight)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Batch-normalise `x`, then scale and shift it by the gamma/beta of each sample's labels."""
         out = super().forward(x)
         if labels.dim() == 1:
             g, b = self.gamma(labels), self.beta(labels)
@@ -115,7 +123,15 @@ class CategoricalConditionalBatchNorm2d(nn.BatchNorm2d):
         return g[:, :, None, None] * out + b[:, :, None, None]
 
 
+def running_stats(bn: nn.BatchNorm2d, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A BN layer's running mean and variance; UserError naming `who` when it tracks none."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise UserError(f"{who}: a BatchNorm2d of the teacher ({bn}) tracks no running statistics")
+    return bn.running_mean, bn.running_var
+
+
 def upsample2(x: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    """`x` upsampled by 2 in height and width."""
     return F.interpolate(x, scale_factor=2, mode=mode)
 
 

@@ -38,6 +38,7 @@ VARIANTS = ("auto", "cifar", "imagenet")
 
 
 def resolve_variant(variant: str, image_shape: Sequence[int], who: str) -> str:
+    """The generator layout: 'cifar' or 'imagenet' as given, or by image size for 'auto' (over 64 px: imagenet)."""
     if variant not in VARIANTS:
         raise UserError(f"{who}: variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     if variant == "auto":
@@ -51,6 +52,10 @@ class GDFQBody(nn.Module):
     ``conditional=True`` swaps the three BNs before the output conv for class-conditional ones
     (GDFQ's ImageNet generator).  Shared with Qimera, which feeds it a different input vector.
     """
+
+    bn0: nn.Module  # CategoricalConditionalBatchNorm2d when conditional, else nn.BatchNorm2d
+    bn1: nn.Module
+    bn2: nn.Module
 
     def __init__(self, in_dim: int, num_classes: int, image_shape: tuple[int, int, int], conditional: bool):
         super().__init__()
@@ -76,6 +81,7 @@ class GDFQBody(nn.Module):
         return bn(x, cond) if self.conditional else bn(x)
 
     def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        """Images from the generator input `x` (B, in_dim); `cond`: the labels of the conditional BNs (ImageNet)."""
         out = self.l1(x).view(x.shape[0], 128, *self.init_hw)
         out = self._bn(self.bn0, out, cond)
         out = self.conv1(upsample2(out))
@@ -110,6 +116,7 @@ class GDFQGenerator(nn.Module):
         self.body = GDFQBody(latent_dim, self.num_classes, self.image_shape, conditional=conditional)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) from latents `z` (B, latent_dim) and hard labels (B,)."""
         who = "GDFQ generator"
         z = check_latent(z, self.latent_dim, who)
         labels = check_hard_labels(labels, z.shape[0], self.num_classes, who)
@@ -118,6 +125,7 @@ class GDFQGenerator(nn.Module):
         return self.body(z, labels)
 
     def sample(self, batch_size: int, generator: torch.Generator, device=None):
+        """(z, labels): N(0, 1) latents then uniform hard labels, both from `generator`."""
         check_batch_size(batch_size, "GDFQ sample")
         rng = check_rng(generator, "GDFQ sample")
         device = device if device is not None else rng.device

@@ -113,16 +113,20 @@ class SlotLatent:
 
     @property
     def shape(self) -> torch.Size:
+        """The noise's shape (B, K, D)."""
         return self.noise.shape
 
     def dim(self) -> int:
+        """3, like the noise tensor."""
         return 3
 
     @property
     def device(self) -> torch.device:
+        """The noise's device."""
         return self.noise.device
 
     def to(self, *args, **kwargs) -> SlotLatent:
+        """The latent moved (and cast) like `Tensor.to`; the class indices only change device."""
         noise = self.noise.to(*args, **kwargs)
         return SlotLatent(noise, self.classes.to(noise.device), self.weights.to(*args, **kwargs))
 
@@ -152,6 +156,63 @@ def teacher_class_weights(teacher: nn.Module) -> torch.Tensor:
     return w.reshape(w.shape[0], w.shape[1]).clone().float()
 
 
+def _qimera_settings(
+    preset: str | None,
+    preset_bits: int,
+    mix_prob: float | None,
+    mix_k: int | None,
+    embedding_init: str | None,
+    has_teacher: bool,
+) -> tuple[float, int, str]:
+    """(mix_prob, mix_k, embedding_init): the defaults, then the preset's (QIMERA_DEFAULTS), then the
+    arguments given; UserError for a value out of range."""
+    who = "Qimera generator"
+    settings: dict = {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "teacher" if has_teacher else "random"}
+    if preset is not None:
+        if preset not in QIMERA_DEFAULTS:
+            raise UserError(f"{who}: unknown preset {preset!r}; known: {', '.join(sorted(QIMERA_DEFAULTS))}")
+        if preset_bits not in QIMERA_DEFAULTS[preset]:
+            raise UserError(
+                f"{who}: preset {preset!r} has settings for {sorted(QIMERA_DEFAULTS[preset])} bits, not {preset_bits!r}"
+            )
+        settings.update(QIMERA_DEFAULTS[preset][preset_bits])
+    for key, value in (("mix_prob", mix_prob), ("mix_k", mix_k), ("embedding_init", embedding_init)):
+        if value is not None:
+            settings[key] = value
+    prob, k, init = float(settings["mix_prob"]), settings["mix_k"], settings["embedding_init"]
+    if not 0.0 <= prob <= 1.0:
+        raise UserError(f"{who}: mix_prob must be a probability, got {prob}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"{who}: mix_k must be a positive int, got {k!r}")
+    if init not in ("teacher", "random"):
+        raise UserError(f"{who}: embedding_init must be 'teacher' or 'random', got {init!r}")
+    return prob, k, init
+
+
+def _class_embedding(
+    teacher: nn.Module | None, init: str, num_classes: int, embedding_dim: int | None
+) -> tuple[torch.Tensor | None, int]:
+    """(the teacher's class weights to start the label embedding from, or None for a random start; the
+    embedding's dimension), checked against `num_classes` and `embedding_dim`."""
+    who = "Qimera generator"
+    weights = teacher_class_weights(teacher) if teacher is not None else None
+    if weights is not None and weights.shape[0] != num_classes:
+        raise UserError(
+            f"{who}: the teacher's last layer has {weights.shape[0]} outputs, not num_classes={num_classes}"
+        )
+    if init == "teacher" and weights is None:
+        raise UserError(
+            f"{who}: embedding_init='teacher' needs the teacher; pass teacher=... or "
+            f"embedding_init='random' with embedding_dim"
+        )
+    dim = weights.shape[1] if weights is not None else embedding_dim
+    if embedding_dim is not None and dim != embedding_dim:
+        raise UserError(f"{who}: embedding_dim={embedding_dim} but the teacher's last layer has {dim} inputs")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise UserError(f"{who}: embedding_dim must be a positive int (or pass the teacher), got {dim!r}")
+    return (weights if init == "teacher" else None), dim
+
+
 class QimeraGenerator(nn.Module):
     """Qimera's generator; see the module docstring for the label/latent conventions."""
 
@@ -176,49 +237,15 @@ class QimeraGenerator(nn.Module):
         who = "Qimera generator"
         self.num_classes = check_num_classes(num_classes, who)
         self.image_shape = check_image_shape(image_shape, 4, who)
-        settings = {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "teacher" if teacher is not None else "random"}
-        if preset is not None:
-            if preset not in QIMERA_DEFAULTS:
-                raise UserError(f"{who}: unknown preset {preset!r}; known: {', '.join(sorted(QIMERA_DEFAULTS))}")
-            if preset_bits not in QIMERA_DEFAULTS[preset]:
-                raise UserError(
-                    f"{who}: preset {preset!r} has settings for {sorted(QIMERA_DEFAULTS[preset])} bits, "
-                    f"not {preset_bits!r}"
-                )
-            settings.update(QIMERA_DEFAULTS[preset][preset_bits])
-        for key, value in (("mix_prob", mix_prob), ("mix_k", mix_k), ("embedding_init", embedding_init)):
-            if value is not None:
-                settings[key] = value
-        self.mix_prob = float(settings["mix_prob"])
-        self.mix_k = settings["mix_k"]
-        if not 0.0 <= self.mix_prob <= 1.0:
-            raise UserError(f"{who}: mix_prob must be a probability, got {self.mix_prob}")
-        if isinstance(self.mix_k, bool) or not isinstance(self.mix_k, int) or self.mix_k < 1:
-            raise UserError(f"{who}: mix_k must be a positive int, got {self.mix_k!r}")
-        init = settings["embedding_init"]
-        if init not in ("teacher", "random"):
-            raise UserError(f"{who}: embedding_init must be 'teacher' or 'random', got {init!r}")
-
-        weights = teacher_class_weights(teacher) if teacher is not None else None
-        if weights is not None and weights.shape[0] != self.num_classes:
-            raise UserError(
-                f"{who}: the teacher's last layer has {weights.shape[0]} outputs, not num_classes={self.num_classes}"
-            )
-        if init == "teacher" and weights is None:
-            raise UserError(
-                f"{who}: embedding_init='teacher' needs the teacher; pass teacher=... or "
-                f"embedding_init='random' with embedding_dim"
-            )
-        dim = weights.shape[1] if weights is not None else embedding_dim
-        if embedding_dim is not None and dim != embedding_dim:
-            raise UserError(f"{who}: embedding_dim={embedding_dim} but the teacher's last layer has {dim} inputs")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise UserError(f"{who}: embedding_dim must be a positive int (or pass the teacher), got {dim!r}")
+        self.mix_prob, self.mix_k, init = _qimera_settings(
+            preset, preset_bits, mix_prob, mix_k, embedding_init, has_teacher=teacher is not None
+        )
+        weights, dim = _class_embedding(teacher, init, self.num_classes, embedding_dim)
         self.latent_dim = dim
         self.embedding_init = init
         self.noise_scale = float(noise_scale)
         self.label_emb = nn.Embedding(self.num_classes, dim)  # random init: N(0, 1), as nn.Embedding
-        if init == "teacher":
+        if weights is not None:  # embedding_init="teacher"
             with torch.no_grad():
                 self.label_emb.weight.copy_(weights)
         self.label_emb.weight.requires_grad_(not freeze_embedding)
@@ -274,13 +301,16 @@ class QimeraGenerator(nn.Module):
         return (w.to(x.dtype)[:, :, None] * x).sum(1), cond
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Images from `z` (a tensor or SlotLatent) and hard or soft labels (see the module docstring)."""
         if not isinstance(z, (torch.Tensor, SlotLatent)) or not isinstance(labels, torch.Tensor):
             raise UserError("Qimera generator: z must be a tensor or SlotLatent and labels a tensor")
         gen_input, cond = self.generator_input(z, labels)
         return self.body(gen_input, cond)
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, batch_size: int, generator: torch.Generator, device=None):
+    def sample(
+        self, batch_size: int, generator: torch.Generator, device=None
+    ) -> tuple[torch.Tensor | SlotLatent, torch.Tensor]:
         """``(z, soft_labels)``: z ``(B, D)`` (plain batch) or a :class:`SlotLatent` ``(B, K, D)`` (superposed,
         probability mix_prob).  Draw order as Qimera_AIT/trainer.py:253-271: mix flag, z, classes, weights."""
         check_batch_size(batch_size, "Qimera sample")
@@ -289,13 +319,11 @@ class QimeraGenerator(nn.Module):
         b, c, d, k = batch_size, self.num_classes, self.latent_dim, self.mix_k
         mixed = bool(rand((1,), rng, "cpu").item() < self.mix_prob)
         if mixed:
-            z = randn((b, k, d), rng, device)
+            noise = randn((b, k, d), rng, device)
             classes = randint(c, (b, k), rng, device)
             w = F.softmax(randn((b, k), rng, device), dim=1)
-            z = SlotLatent(z, classes, w)
-            soft = z.soft_labels(c)
-        else:
-            z = randn((b, d), rng, device)
-            classes = randint(c, (b,), rng, device)
-            soft = F.one_hot(classes, c).float()
-        return z, soft
+            slots = SlotLatent(noise, classes, w)
+            return slots, slots.soft_labels(c)
+        z = randn((b, d), rng, device)
+        classes = randint(c, (b,), rng, device)
+        return z, F.one_hot(classes, c).float()

@@ -28,12 +28,14 @@ max)``), each activation quantised with the range already widened by its own bat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
-from zsq_probe.generators.common import check_batch_size, check_image_shape, check_rng
+from zsq_probe.generators.common import check_batch_size, check_image_shape, check_rng, running_stats
+from zsq_probe.quantization.quantizer import activation_quantizers
 
 EPS = 1e-6
 REFERENCE_IMAGES = 32  # ZeroQ's uniform_test.py --batch_size default, one batch (distill_data.py num_batch=1)
@@ -80,23 +82,26 @@ class ZeroQStatisticsLoss:
         self._handles = []
 
     def clear(self) -> None:
+        """Forget the statistics recorded so far (before the next forward pass)."""
         self._stats.clear()
 
     def loss(self, images: torch.Tensor | None = None) -> torch.Tensor:
         """Sum over recorded BN layers (+ the input term when ``images`` is given)."""
         if not self._stats:
             raise UserError("ZeroQ: no teacher forward pass was recorded inside the ZeroQStatisticsLoss block")
-        mean_loss, std_loss = 0.0, 0.0  # summed apart, then added, as distill_data.py:122-146 (same rounding)
+        # summed apart, then added, as distill_data.py:122-146 (same rounding)
+        mean_loss: torch.Tensor | float = 0.0
+        std_loss: torch.Tensor | float = 0.0
         for i in sorted(self._stats):
             mean, std = self._stats[i]
-            bn = self.layers[i]
-            mean_loss = mean_loss + _own_loss(bn.running_mean.to(mean.dtype), mean)
-            std_loss = std_loss + _own_loss(torch.sqrt(bn.running_var.to(std.dtype) + EPS), std)
+            running_mean, running_var = running_stats(self.layers[i], "ZeroQ")
+            mean_loss = mean_loss + _own_loss(running_mean.to(mean.dtype), mean)
+            std_loss = std_loss + _own_loss(torch.sqrt(running_var.to(std.dtype) + EPS), std)
         if images is not None:
             mean, std = _mean_std(images)
             mean_loss = mean_loss + _own_loss(torch.zeros_like(mean[0]), mean)
             std_loss = std_loss + _own_loss(torch.ones_like(std[0]), std)
-        return mean_loss + std_loss
+        return cast(torch.Tensor, mean_loss + std_loss)  # a tensor: at least one layer was recorded
 
 
 def _teacher_device(teacher: nn.Module):
@@ -129,6 +134,39 @@ def distill_zeroq(
     is restored and its parameters receive no gradient.
     """
     who = "ZeroQ"
+    _check_distill_args(teacher, num_images, batch_size, iterations, lr, init)
+    shape = check_image_shape(image_shape, 1, who)
+    rng = check_rng(generator, who)
+    device = torch.device(device) if device is not None else _teacher_device(teacher)
+    stats = ZeroQStatisticsLoss(teacher)
+    was_training = teacher.training
+    teacher.eval()
+    images: list[torch.Tensor] = []
+    history: list[dict] = []
+    try:
+        with stats:
+            for b, start in enumerate(range(0, num_images, batch_size)):
+                x = _initial_images(min(batch_size, num_images - start), shape, rng, init).to(device)
+                opt = torch.optim.Adam([x.requires_grad_(True)], lr=float(lr))
+                sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                    opt, mode="min", factor=0.1, patience=patience, min_lr=min_lr
+                )
+                for it in range(iterations):
+                    value = _distill_step(teacher, stats, x, opt, first=it == 0 and b == 0)
+                    history.append({"batch": b, "iteration": it, "loss": value, "lr": opt.param_groups[0]["lr"]})
+                    if progress is not None:
+                        progress(b, it, value)
+                    opt.step()
+                    sched.step(value)
+                images.append(x.detach())
+    finally:
+        teacher.train(was_training)
+    return torch.cat(images), history
+
+
+def _check_distill_args(teacher, num_images, batch_size, iterations, lr, init) -> None:
+    """UserError for a distill_zeroq argument out of its range."""
+    who = "ZeroQ"
     if not isinstance(teacher, nn.Module):
         raise UserError(f"{who}: the teacher must be a torch.nn.Module")
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
@@ -140,52 +178,29 @@ def distill_zeroq(
         raise UserError(f"{who}: lr must be a positive number, got {lr!r}")
     if init not in ("gaussian", "uniform"):
         raise UserError(f"{who}: init must be 'gaussian' or 'uniform', got {init!r}")
-    shape = check_image_shape(image_shape, 1, who)
-    rng = check_rng(generator, who)
-    device = torch.device(device) if device is not None else _teacher_device(teacher)
 
-    stats = ZeroQStatisticsLoss(teacher)
-    was_training = teacher.training
-    teacher.eval()
-    images, history = [], []
+
+def _initial_images(n: int, shape: tuple[int, ...], rng: torch.Generator, init: str) -> torch.Tensor:
+    """The start of a batch of ``n`` images, drawn on the generator's device (module docstring)."""
+    if init == "gaussian":
+        return torch.randn((n, *shape), generator=rng, device=rng.device)
+    return (torch.randint(0, 255, (n, *shape), generator=rng, device=rng.device).float() - 127.5) / 5418.75
+
+
+def _distill_step(teacher: nn.Module, stats: ZeroQStatisticsLoss, x: torch.Tensor, opt, first: bool) -> float:
+    """The loss of the images ``x`` (returned) and its gradient in ``x.grad``, ready for the optimiser's step;
+    `first`: the first pass, where a teacher that cannot take the images' shape is the user's error."""
+    stats.clear()
     try:
-        with stats:
-            for b, start in enumerate(range(0, num_images, batch_size)):
-                n = min(batch_size, num_images - start)
-                if init == "gaussian":
-                    x0 = torch.randn((n, *shape), generator=rng, device=rng.device)
-                else:
-                    x0 = (
-                        torch.randint(0, 255, (n, *shape), generator=rng, device=rng.device).float() - 127.5
-                    ) / 5418.75
-                x = x0.to(device).requires_grad_(True)
-                opt = torch.optim.Adam([x], lr=float(lr))
-                sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                    opt, mode="min", factor=0.1, patience=patience, min_lr=min_lr
-                )
-                for it in range(iterations):
-                    stats.clear()
-                    try:
-                        teacher(x)
-                    except RuntimeError as e:
-                        if it == 0 and b == 0:
-                            raise UserError(
-                                f"{who}: the teacher cannot run on images of shape {tuple(shape)}: {e}"
-                            ) from e
-                        raise
-                    loss = stats.loss(x)
-                    (grad,) = torch.autograd.grad(loss, [x])  # images only: no gradient reaches the teacher
-                    value = float(loss.detach())
-                    history.append({"batch": b, "iteration": it, "loss": value, "lr": opt.param_groups[0]["lr"]})
-                    if progress is not None:
-                        progress(b, it, value)
-                    x.grad = grad
-                    opt.step()
-                    sched.step(value)
-                images.append(x.detach())
-    finally:
-        teacher.train(was_training)
-    return torch.cat(images), history
+        teacher(x)
+    except RuntimeError as e:
+        if first:
+            raise UserError(f"ZeroQ: the teacher cannot run on images of shape {tuple(x.shape[1:])}: {e}") from e
+        raise
+    loss = stats.loss(x)
+    (grad,) = torch.autograd.grad(loss, [x])  # images only: no gradient reaches the teacher
+    x.grad = grad
+    return float(loss.detach())
 
 
 def calibrate_running_minmax(model: nn.Module, batches) -> int:
@@ -197,8 +212,6 @@ def calibrate_running_minmax(model: nn.Module, batches) -> int:
     are frozen and the train/eval flags restored.  Returns the number of batches.  (Kept here rather than in
     :mod:`zsq_probe.quantization.quantizer`, whose own calibration is the training EMA.)
     """
-    from zsq_probe.quantization.quantizer import activation_quantizers
-
     quantizers = list(activation_quantizers(model).values())
     if not quantizers:
         raise UserError("ZeroQ calibration: the model has no activation quantisers (was it quantised?)")

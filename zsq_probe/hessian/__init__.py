@@ -2,15 +2,20 @@
 
 One abstraction, :class:`HessianOperator`, turns ``(model, loss_fn, batches)`` into a
 symmetric linear map ``v -> H v`` on flat parameter vectors; every estimator is a small
-function over anything with ``.dim``, ``.dtype``, ``.device`` and ``.matvec``:
+function over a :class:`HessianVectorProduct` (anything with ``.dim``, ``.dtype``, ``.device`` and
+``.matvec``):
 
-* :func:`hutchinson_trace` -- Rademacher trace estimate with standard error (paper Fig. 2b, 9);
+* :func:`estimate_trace` -- the trace API: Hutch++ (deflated by given vectors) or plain Hutchinson,
+  adaptive, with a 95 % interval, as a :class:`TraceInterval` (paper Fig. 2b, 9);
 * :func:`lanczos` -- tridiagonalisation with full reorthogonalisation;
 * :func:`slq_density` / :func:`slq_trace` / :func:`gaussian_density` -- stochastic Lanczos
-  quadrature eigenvalue density (Fig. 2d) and the SLQ trace;
+  quadrature eigenvalue density (Fig. 2d) and the SLQ trace (a :class:`TraceInterval` too);
 * :func:`top_eigenpairs` -- signed largest-algebraic eigenpairs through ARPACK (Fig. 2c needs
   the top eigenvector; power iteration on ``H`` finds the largest *magnitude*, which is a large
   negative eigenvalue when the loss is non-convex there).
+
+``hutchinson_trace``, ``hutchpp_trace`` and ``hutchinson_interval`` are deprecated spellings of
+:func:`estimate_trace` (they warn and return its :class:`TraceInterval`).
 
 The loss is ``sum_b n_b * loss_fn(model(x_b), t_b) / sum_b n_b`` over the batches (``n_b`` the
 batch size), so several batches give the Hessian of the size-weighted mean loss. Products reuse
@@ -25,25 +30,38 @@ from zsq_probe.hessian.estimators import (
     Eigenpairs,
     LanczosResult,
     SpectralDensity,
-    TraceEstimate,
     gaussian_density,
-    hutchinson_trace,
     lanczos,
     slq_density,
     slq_trace,
     top_eigenpair,
     top_eigenpairs,
 )
-from zsq_probe.hessian.operator import HessianOperator, flatten_params, rademacher, unflatten
-from zsq_probe.hessian.trace import TraceInterval, estimate_trace, hutchinson_interval, hutchpp_trace
+from zsq_probe.hessian.operator import (
+    HessianOperator,
+    HessianVectorProduct,
+    as_linear_operator,
+    flatten_params,
+    parameter_group,
+    rademacher,
+    unflatten,
+)
+from zsq_probe.hessian.trace import (
+    TraceInterval,
+    estimate_trace,
+    hutchinson_interval,
+    hutchinson_trace,
+    hutchpp_trace,
+)
 
 __all__ = [
     "HessianOperator",
-    "TraceEstimate",
+    "HessianVectorProduct",
+    "TraceInterval",
+    "estimate_trace",
     "LanczosResult",
     "SpectralDensity",
     "Eigenpairs",
-    "hutchinson_trace",
     "lanczos",
     "slq_density",
     "slq_trace",
@@ -53,8 +71,10 @@ __all__ = [
     "rademacher",
     "flatten_params",
     "unflatten",
-    "TraceInterval",
-    "estimate_trace",
+    "as_linear_operator",
+    "parameter_group",
+    # deprecated spellings of estimate_trace
+    "hutchinson_trace",
     "hutchpp_trace",
     "hutchinson_interval",
 ]

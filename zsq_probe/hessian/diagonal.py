@@ -48,16 +48,41 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from zsq_probe.hessian.operator import HessianOperator, _select_params, _to
+from zsq_probe.hessian.operator import (
+    HessianOperator,
+    _batch_size,
+    _call,
+    _cast,
+    _map_tensors,
+    _select_params,
+    _slice,
+    _to,
+    parameter_group,
+)
+from zsq_probe.module_state import preserved_state
+from zsq_probe.quantization.losses import check_loss, loss_function
 
-LOSSES = ("ce", "kl")
+__all__ = [
+    "ExactTrace",
+    "HessianDiagonal",
+    "NotPiecewiseLinearError",
+    "coordinate_products",
+    "exact_diagonal",
+    "exact_trace",
+    "ggn_diagonal",
+    "loss_function",
+    "output_hessian",
+    "output_hessian_factor",
+    "piecewise_linear_problems",
+]
+
 CHECKS = ("raise", "warn", "off")
 
 
@@ -66,32 +91,8 @@ class NotPiecewiseLinearError(ValueError):
     Hessian diagonal there."""
 
 
-# --------------------------------------------------------------------------- losses and H_out
-
-
-def loss_function(
-    loss: str, temperature: float | None = None, label_smoothing: float = 0.0
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``loss_fn(logits, target)`` for ``loss="ce"`` (target: labels) or ``"kl"`` (target: teacher
-    logits; ``kl_to_teacher * T^2``), exactly as the curvature probes define them."""
-    from zsq_probe.quantization.losses import ce_to_labels, kl_to_teacher
-
-    loss = _check_loss(loss, temperature, label_smoothing)
-    if loss == "ce":
-        return lambda logits, labels: ce_to_labels(logits, labels, label_smoothing)
-    T = float(temperature)  # type: ignore[arg-type]
-    return lambda logits, t_logits: kl_to_teacher(logits, t_logits, T) * T * T
-
-
-def _check_loss(loss: str, temperature: float | None, label_smoothing: float) -> str:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    if loss == "kl":
-        if temperature is None or not float(temperature) > 0:
-            raise ValueError(f"loss='kl' needs a temperature > 0, got {temperature!r}")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return loss
+# --------------------------------------------------------------------------- H_out
+# (the losses themselves: zsq_probe.quantization.losses.loss_function)
 
 
 def output_hessian_factor(
@@ -106,7 +107,7 @@ def output_hessian_factor(
     cotangents): the Hessian of the (batch-mean) loss w.r.t. sample ``n``'s logits, see the module
     docstring. ``logits``: ``(N, C)``; ``target``: labels ``(N,)`` or soft labels ``(N, C)`` for
     ``"ce"``, teacher logits ``(N, C)`` for ``"kl"``."""
-    loss = _check_loss(loss, temperature, label_smoothing)
+    loss = check_loss(loss, temperature, label_smoothing)
     z = logits.detach()
     if z.dim() != 2:
         raise ValueError(f"the model must return logits of shape (batch, classes), got {tuple(z.shape)}")
@@ -130,7 +131,8 @@ def output_hessian_factor(
     else:
         if target.shape != z.shape:
             raise ValueError(f"KL target must be teacher logits of shape {tuple(z.shape)}, got {tuple(target.shape)}")
-        p = torch.softmax(z / float(temperature), dim=1)  # type: ignore[arg-type]
+        assert temperature is not None  # check_loss refuses "kl" without one
+        p = torch.softmax(z / float(temperature), dim=1)
         scale = torch.full((n,), 1.0 / (n * c), dtype=z.dtype, device=z.device)
     sp = p.sqrt()
     eye = torch.eye(c, dtype=z.dtype, device=z.device)
@@ -166,6 +168,7 @@ class ExactTrace:
         return _group(self.per_parameter, scope)
 
     def as_row(self) -> dict[str, Any]:
+        """The trace as a row of the ``hessian_trace`` table's columns."""
         return {
             "estimator": self.estimator,
             "trace": self.trace,
@@ -197,10 +200,12 @@ class HessianDiagonal:
 
     @property
     def param_names(self) -> list[str]:
+        """Names of the parameters, in order."""
         return list(self.values)
 
     @property
     def dim(self) -> int:
+        """Entries of the diagonal."""
         return sum(v.numel() for v in self.values.values())
 
     def flat(self) -> torch.Tensor:
@@ -208,9 +213,11 @@ class HessianDiagonal:
         return torch.cat([v.reshape(-1) for v in self.values.values()])
 
     def trace(self) -> float:
+        """The sum of the diagonal (float64)."""
         return float(sum(float(v.sum(dtype=torch.float64)) for v in self.values.values()))
 
     def parameter_traces(self) -> dict[str, float]:
+        """The trace of each parameter's block: ``{name: sum of its diagonal}``."""
         return {n: float(v.sum(dtype=torch.float64)) for n, v in self.values.items()}
 
     def traces(self, scope: str = "layer") -> dict[str, float]:
@@ -218,6 +225,7 @@ class HessianDiagonal:
         return _group(self.parameter_traces(), scope)
 
     def to_trace(self) -> ExactTrace:
+        """The diagonal's trace as an :class:`ExactTrace`."""
         per = self.parameter_traces()
         return ExactTrace(
             trace=float(sum(per.values())),
@@ -232,8 +240,7 @@ class HessianDiagonal:
 
 
 def _group(per_parameter: Mapping[str, float], scope: str) -> dict[str, float]:
-    from zsq_probe.probes.base import parameter_group
-
+    """Sum ``per_parameter`` over the groups of ``scope`` (:func:`~zsq_probe.hessian.operator.parameter_group`)."""
     if scope not in ("model", "layer", "block"):
         raise ValueError(f"scope must be 'model', 'layer' or 'block', got {scope!r}")
     out: dict[str, float] = {}
@@ -505,8 +512,6 @@ def piecewise_linear_problems(
     train mode) and the graph of one forward on the first sample (smooth ops such as functional GELU,
     divisions by parameter-dependent tensors, products of two tensors that depend on one parameter --
     e.g. a layer applied twice)."""
-    from zsq_probe.module_state import preserved_state
-
     problems: list[str] = []
     selected = _select_params(model, params)
     ids = {id(p): n for n, p in selected}
@@ -529,25 +534,16 @@ def piecewise_linear_problems(
                 else:  # InstanceNorm
                     if not (m.track_running_stats and not m.training):
                         problems.append(f"{name}: {type(m).__name__} normalises by per-sample statistics")
-        x = _first_sample(inputs)
         with torch.enable_grad():
-            out = model(*x) if isinstance(x, (tuple, list)) else model(x)
+            out = _call(model, _map_tensors(inputs, lambda t: t[:1]))  # the first sample
     if not isinstance(out, torch.Tensor) or out.grad_fn is None:
         return problems
     problems.extend(_graph_problems(out.grad_fn, ids))
     return problems
 
 
-def _first_sample(inputs: Any) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return inputs[:1]
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_first_sample(i) for i in inputs)
-    return inputs
-
-
-def _graph_problems(root: Any, param_ids: Mapping[int, str]) -> list[str]:
-    """Walk the autograd graph from ``root``; each node's set of selected parameters it depends on."""
+def _post_order(root: Any) -> list[Any]:
+    """The autograd nodes reachable from ``root``, every node after the nodes it takes inputs from."""
     order: list[Any] = []
     seen: set[Any] = set()
     stack = [(root, False)]
@@ -563,19 +559,57 @@ def _graph_problems(root: Any, param_ids: Mapping[int, str]) -> list[str]:
         for child, _ in node.next_functions:
             if child is not None and child not in seen:
                 stack.append((child, False))
+    return order
+
+
+def _product_problems(node: Any, deps: Mapping[Any, frozenset[str]]) -> list[str]:
+    """A bilinear node's problems: two multiplied factors that depend on one selected parameter."""
+    factors = [
+        deps.get(c, frozenset()) if c is not None else frozenset()
+        for pos, (c, _) in enumerate(node.next_functions)
+        if pos not in _additive_inputs(node.name())
+    ]
+    problems = []
+    for i in range(len(factors)):
+        for j in range(i + 1, len(factors)):
+            shared = factors[i] & factors[j]
+            if shared:
+                problems.append(
+                    f"{node.name()}: a product of two factors that both depend on "
+                    f"{', '.join(sorted(shared))[:120]} (a parameter used twice on one path?)"
+                )
+    return problems
+
+
+def _node_problems(node: Any, deps: Mapping[Any, frozenset[str]]) -> list[str]:
+    """Why ``node`` (downstream of a selected parameter) may not be piecewise linear in each parameter."""
+    kind = _node_kind(node.name())
+    if kind in ("linear", "kink"):
+        return []
+    problems = []
+    if kind == "batchnorm":
+        if bool(getattr(node, "_saved_training", False)):
+            problems.append(f"{node.name()}: batch normalisation with batch statistics (training=True)")
+        kind = "bilinear"
+    if kind == "div":
+        den = node.next_functions[1][0] if len(node.next_functions) > 1 else None
+        if den is not None and deps.get(den):
+            problems.append(
+                f"{node.name()}: division by a tensor that depends on parameters ({', '.join(sorted(deps[den]))[:120]})"
+            )
+        return problems
+    if kind == "bilinear":
+        return problems + _product_problems(node, deps)
+    return [f"{node.name()}: operation not known to be piecewise linear"]
+
+
+def _graph_problems(root: Any, param_ids: Mapping[int, str]) -> list[str]:
+    """Walk the autograd graph from ``root``; each node's set of selected parameters it depends on."""
     deps: dict[Any, frozenset[str]] = {}
     problems: list[str] = []
-    reported: set[str] = set()
-
-    def report(msg: str) -> None:
-        if msg not in reported:
-            reported.add(msg)
-            problems.append(msg)
-
-    for node in order:
-        children = [c for c, _ in node.next_functions if c is not None]
-        child_deps = [deps.get(c, frozenset()) for c in children]
-        mine = frozenset().union(*child_deps) if child_deps else frozenset()
+    for node in _post_order(root):
+        child_deps = [deps.get(c, frozenset()) for c, _ in node.next_functions if c is not None]
+        mine: frozenset[str] = frozenset().union(*child_deps) if child_deps else frozenset()
         if type(node).__name__ == "AccumulateGrad" or node.name().endswith("AccumulateGrad"):
             var = getattr(node, "variable", None)
             if var is not None and id(var) in param_ids:
@@ -583,68 +617,98 @@ def _graph_problems(root: Any, param_ids: Mapping[int, str]) -> list[str]:
         deps[node] = mine
         if not mine:
             continue  # no selected parameter upstream: constant for the Hessian
-        kind = _node_kind(node.name())
-        if kind in ("linear", "kink"):
-            continue
-        if kind == "batchnorm":
-            if bool(getattr(node, "_saved_training", False)):
-                report(f"{node.name()}: batch normalisation with batch statistics (training=True)")
-            kind = "bilinear"
-        if kind == "div":
-            den = node.next_functions[1][0] if len(node.next_functions) > 1 else None
-            if den is not None and deps.get(den):
-                report(
-                    f"{node.name()}: division by a tensor that depends on parameters "
-                    f"({', '.join(sorted(deps[den]))[:120]})"
-                )
-            continue
-        if kind == "bilinear":
-            factors = [
-                deps.get(c, frozenset()) if c is not None else frozenset()
-                for pos, (c, _) in enumerate(node.next_functions)
-                if pos not in _additive_inputs(node.name())
-            ]
-            for i in range(len(factors)):
-                for j in range(i + 1, len(factors)):
-                    shared = factors[i] & factors[j]
-                    if shared:
-                        report(
-                            f"{node.name()}: a product of two factors that both depend on "
-                            f"{', '.join(sorted(shared))[:120]} (a parameter used twice on one path?)"
-                        )
-            continue
-        report(f"{node.name()}: operation not known to be piecewise linear")
+        for msg in _node_problems(node, deps):
+            if msg not in problems:  # each problem once
+                problems.append(msg)
     return problems
 
 
 # --------------------------------------------------------------------------- GGN diagonal
 
 
-def _num_samples(inputs: Any) -> int:
-    first = inputs
-    while isinstance(first, (tuple, list)) and first:
-        first = first[0]
-    if not isinstance(first, torch.Tensor) or first.dim() == 0:
-        raise TypeError("inputs must be a tensor (batch first) or a tuple of such tensors")
-    return int(first.shape[0])
+def _check_ggn_options(model: object, check: str, mode: str, backend: str) -> None:
+    """ggn_diagonal's option checks (TypeError for a model that is not an ``nn.Module``)."""
+    if check not in CHECKS:
+        raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
+    if mode not in ("eval", "as_is", "train"):
+        raise ValueError(f"mode must be 'eval', 'as_is' or 'train', got {mode!r}")
+    if backend not in ("auto", "func", "loop"):
+        raise ValueError(f"backend must be 'auto', 'func' or 'loop', got {backend!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"ggn_diagonal needs a torch.nn.Module, got {type(model).__name__}")
 
 
-def _take(inputs: Any, sl: slice) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return inputs[sl]
-    return type(inputs)(_take(i, sl) for i in inputs)
+def _linearity_verdict(
+    model: nn.Module, inputs: Any, names: list[str], mode: str, check: str
+) -> tuple[bool, list[str]]:
+    """``(exact, notes)``: whether the GGN diagonal is the Hessian diagonal here, and the problems found
+    (``check="raise"`` raises them, ``"warn"`` warns, ``"off"`` looks for none)."""
+    if check == "off":
+        return True, []
+    problems = piecewise_linear_problems(model, inputs, names, mode)
+    if not problems:
+        return True, []
+    msg = (
+        "the network is not (known to be) piecewise linear in each single parameter, so its "
+        "Gauss-Newton diagonal is not its Hessian diagonal: "
+        + "; ".join(problems[:6])
+        + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
+        + ". Use exact_diagonal(..., method='unit') (one Hessian product per coordinate) for an "
+        "exact diagonal"
+    )
+    if check == "raise":
+        raise NotPiecewiseLinearError(msg)
+    warnings.warn(msg, stacklevel=3)
+    return False, list(problems)
 
 
-def _cast_inputs(obj: Any, dtype: torch.dtype) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(dtype) if obj.is_floating_point() else obj
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_cast_inputs(o, dtype) for o in obj)
-    return obj
+def _accumulate(
+    model: nn.Module,
+    selected: Sequence[tuple[str, nn.Parameter]],
+    inputs: Any,
+    u: torch.Tensor,
+    chunk: int,
+    backend: str,
+    notes: list[str],
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Per-parameter sums of squared vector-Jacobian products (float64) and the backend that made them:
+    ``torch.func`` unless told ``"loop"``, the autograd loop when ``"auto"``'s func attempt fails."""
+    n = u.shape[0]
+    acc = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in selected}
+    if backend in ("auto", "func"):
+        try:
+            _ggn_func(model, selected, inputs, u, n, chunk, acc)
+            return acc, "func"
+        except Exception as e:  # any failure under torch.func falls back to the plain loop (re-raised for 'func')
+            if backend == "func":
+                raise
+            notes.append(f"torch.func failed ({type(e).__name__}: {str(e)[:200]}); used the autograd loop")
+            for a in acc.values():
+                a.zero_()
+    _ggn_loop(model, selected, inputs, u, n, acc)
+    return acc, "loop"
 
 
-def _call(model: nn.Module, x: Any) -> torch.Tensor:
-    return model(*x) if isinstance(x, (tuple, list)) else model(x)
+def _working_copy(
+    model: nn.Module,
+    params: str | Iterable[str] | None,
+    dtype: torch.dtype | None,
+    inputs: Any,
+    target: torch.Tensor,
+    loss: str,
+) -> tuple[nn.Module, list[str], list[tuple[str, nn.Parameter]], Any, torch.Tensor]:
+    """``(model, names, selected, inputs, target)`` in the working dtype (a private copy of the model when
+    ``dtype`` differs from its) on the selected parameters' device."""
+    names = [n for n, _ in _select_params(model, params)]
+    if dtype is not None and any(p.dtype != dtype for p in model.parameters() if p.is_floating_point()):
+        model = copy.deepcopy(model).to(dtype)
+    selected = _select_params(model, names)
+    work_dtype, device = selected[0][1].dtype, selected[0][1].device
+    inputs = _cast(_to(inputs, device), work_dtype)
+    target = _to(target, device)
+    if loss == "kl" or target.is_floating_point():
+        target = target.to(work_dtype)
+    return model, names, selected, inputs, target
 
 
 def ggn_diagonal(
@@ -677,81 +741,28 @@ def ggn_diagonal(
     time) or ``"auto"`` (func, falling back to loop if the model does not run under ``torch.func``).
     ``chunk_size``: samples per vmap call (default from ``memory_bytes``).
     """
-    from zsq_probe.module_state import preserved_state
-
-    loss = _check_loss(loss, temperature, label_smoothing)
-    if check not in CHECKS:
-        raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
-    if mode not in ("eval", "as_is", "train"):
-        raise ValueError(f"mode must be 'eval', 'as_is' or 'train', got {mode!r}")
-    if backend not in ("auto", "func", "loop"):
-        raise ValueError(f"backend must be 'auto', 'func' or 'loop', got {backend!r}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"ggn_diagonal needs a torch.nn.Module, got {type(model).__name__}")
+    loss = check_loss(loss, temperature, label_smoothing)
+    _check_ggn_options(model, check, mode, backend)
     start = time.perf_counter()
-    names = [n for n, _ in _select_params(model, params)]
-    if dtype is not None and any(p.dtype != dtype for p in model.parameters() if p.is_floating_point()):
-        model = copy.deepcopy(model).to(dtype)
-    selected = _select_params(model, names)
+    model, names, selected, inputs, target = _working_copy(model, params, dtype, inputs, target, loss)
     work_dtype = selected[0][1].dtype
-    device = selected[0][1].device
-    inputs = _cast_inputs(_to(inputs, device), work_dtype)
-    target = _to(target, device)
-    if loss == "kl" or target.is_floating_point():
-        target = target.to(work_dtype)
+    exact, notes = _linearity_verdict(model, inputs, names, mode, check)
 
-    notes: list[str] = []
-    exact = True
-    if check != "off":
-        problems = piecewise_linear_problems(model, inputs, names, mode)
-        if problems:
-            msg = (
-                "the network is not (known to be) piecewise linear in each single parameter, so its "
-                "Gauss-Newton diagonal is not its Hessian diagonal: "
-                + "; ".join(problems[:6])
-                + (f"; and {len(problems) - 6} more" if len(problems) > 6 else "")
-                + ". Use exact_diagonal(..., method='unit') (one Hessian product per coordinate) for an "
-                "exact diagonal"
-            )
-            if check == "raise":
-                raise NotPiecewiseLinearError(msg)
-            warnings.warn(msg, stacklevel=2)
-            exact = False
-            notes.extend(problems)
-
-    n = _num_samples(inputs)
+    n = _batch_size(inputs)
     if n == 0:
         raise ValueError("ggn_diagonal got an empty batch")
-    numel = sum(p.numel() for _, p in selected)
     with preserved_state(model, mode=None if mode == "as_is" else mode):
         with torch.no_grad():
             logits = _call(model, inputs)
-        u = output_hessian_factor(
-            loss, logits, target, temperature=temperature, label_smoothing=label_smoothing
-        )  # (N, K, C)
-        k = u.shape[1]
-        if chunk_size is None:
-            per_sample = max(1, 3 * k * numel * torch.finfo(work_dtype).bits // 8)
+        u = output_hessian_factor(loss, logits, target, temperature=temperature, label_smoothing=label_smoothing)
+        k = u.shape[1]  # u: (N, K, C)
+        if chunk_size is None:  # samples whose K vector-Jacobian products (x3 for vmap's work) fit the memory
+            per_sample = max(1, 3 * k * sum(p.numel() for _, p in selected) * torch.finfo(work_dtype).bits // 8)
             chunk_size = int(max(1, min(n, memory_bytes // per_sample)))
-        acc = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in selected}
-        used = None
-        if backend in ("auto", "func"):
-            try:
-                _ggn_func(model, selected, inputs, u, n, chunk_size, acc)
-                used = "func"
-            except Exception as e:
-                if backend == "func":
-                    raise
-                notes.append(f"torch.func failed ({type(e).__name__}: {str(e)[:200]}); used the autograd loop")
-                for a in acc.values():
-                    a.zero_()
-        if used is None:
-            _ggn_loop(model, selected, inputs, u, n, acc)
-            used = "loop"
-    values = {name: acc[name].to(work_dtype) for name in names}
+        acc, used = _accumulate(model, selected, inputs, u, chunk_size, backend, notes)
     notes.append(f"backend={used}")
     return HessianDiagonal(
-        values=values,
+        values={name: acc[name].to(work_dtype) for name in names},
         method="ggn",
         exact=exact,
         loss=loss,
@@ -778,18 +789,18 @@ def _ggn_func(
 
     def per_sample(x: Any, u_n: torch.Tensor) -> dict[str, torch.Tensor]:
         def f(theta: dict[str, torch.Tensor]) -> torch.Tensor:
-            xb = x.unsqueeze(0) if isinstance(x, torch.Tensor) else type(x)(t.unsqueeze(0) for t in x)
+            xb = _map_tensors(x, lambda t: t.unsqueeze(0))
             args = (xb,) if isinstance(xb, torch.Tensor) else tuple(xb)
-            return functional_call(model, theta, args, strict=False).squeeze(0)
+            out: torch.Tensor = functional_call(model, theta, args, strict=False).squeeze(0)
+            return out
 
-        _, pull = vjp(f, primals)
+        pull = vjp(f, primals)[1]
         g = vmap(pull)(u_n)[0]  # {name: (K, *shape)}
         return {name: (g[name] ** 2).sum(0) for name in names}
 
     batched = vmap(per_sample, randomness="error")
     for s in range(0, n, chunk):
-        sl = slice(s, min(n, s + chunk))
-        part = batched(_take(inputs, sl), u[sl])
+        part = batched(_slice(inputs, s, min(n, s + chunk), n), u[s : min(n, s + chunk)])
         for name in names:
             acc[name] += part[name].sum(0).to(torch.float64)
 
@@ -807,7 +818,7 @@ def _ggn_loop(
     k = u.shape[1]
     for i in range(n):
         with torch.enable_grad():
-            z = _call(model, _take(inputs, slice(i, i + 1)))[0]
+            z = _call(model, _slice(inputs, i, i + 1, n))[0]
             for j in range(k):
                 g = torch.autograd.grad(z, params, grad_outputs=u[i, j], retain_graph=j < k - 1, allow_unused=True)
                 for name, gi in zip(names, g):
@@ -853,7 +864,7 @@ def exact_diagonal(
     if method not in ("auto", "ggn", "unit"):
         raise ValueError(f"method must be 'auto', 'ggn' or 'unit', got {method!r}")
     model = op_or_model
-    kw = {"temperature": temperature, "label_smoothing": label_smoothing, "mode": mode}
+    kw: dict[str, Any] = {"temperature": temperature, "label_smoothing": label_smoothing, "mode": mode}
     if method == "auto":
         try:
             return ggn_diagonal(model, loss, inputs, target, params, check="raise", **kw, **ggn_kwargs)
@@ -866,7 +877,7 @@ def exact_diagonal(
         raise TypeError(f"unexpected arguments for method='unit': {', '.join(ggn_kwargs)}")
     if dtype is not None:
         model = copy.deepcopy(model).to(dtype)
-        inputs = _cast_inputs(inputs, dtype)
+        inputs = _cast(inputs, dtype)
         if loss == "kl":
             target = target.to(dtype)
     fn = loss_function(loss, temperature, label_smoothing)

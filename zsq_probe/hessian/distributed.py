@@ -33,35 +33,40 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("zsq_probe_hessian_group", default=None)
+_ACTIVE: contextvars.ContextVar[Group | None] = contextvars.ContextVar("zsq_probe_hessian_group", default=None)
 
 
 class Group:
     """A process group the Hessian is split over (`None` = torch.distributed's default group)."""
 
-    def __init__(self, group=None):
+    def __init__(self, group: Any = None) -> None:
         import torch.distributed as dist
 
         self.dist = dist
         self.group = group
-        self.rank = dist.get_rank(group)
-        self.size = dist.get_world_size(group)
-        self.src = dist.get_global_rank(group, 0) if group is not None else 0
+        self.rank: int = dist.get_rank(group)
+        self.size: int = dist.get_world_size(group)
+        self.src: int = dist.get_global_rank(group, 0) if group is not None else 0
 
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the ranks, in place."""
         if self.size > 1:
             self.dist.all_reduce(t, op=self.dist.ReduceOp.SUM, group=self.group)
         return t
 
     def broadcast(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` replaced, in place, by rank 0's."""
         if self.size > 1:
             self.dist.broadcast(t, src=self.src, group=self.group)
         return t
 
     def barrier(self) -> None:
+        """Wait for every rank of the group."""
         if self.size > 1:
             self.dist.barrier(group=self.group)
 
@@ -78,6 +83,7 @@ def world_size() -> int:
 
 
 def rank() -> int:
+    """This process's rank in the active split (0 outside one)."""
     g = _ACTIVE.get()
     return g.rank if g is not None else 0
 
@@ -88,12 +94,14 @@ def is_writer() -> bool:
 
 
 def barrier() -> None:
+    """Wait for every rank of the active split (nothing outside one)."""
     g = _ACTIVE.get()
     if g is not None:
         g.barrier()
 
 
 def launched_by_torchrun() -> bool:
+    """Whether this process is one of several torchrun started (WORLD_SIZE > 1 and RANK set)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
@@ -112,7 +120,9 @@ def shard(n: int, rank_: int, size: int) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def split_across_ranks(group=None, backend: str | None = None, device: str | None = None):
+def split_across_ranks(
+    group: Any = None, backend: str | None = None, device: str | None = None
+) -> Iterator[Group | None]:
     """Split every HessianOperator built inside over the ranks of `group` (default: the whole world).
 
     Joins the process group from torchrun's environment when none is set up yet (backend: `backend`, else nccl
@@ -123,8 +133,9 @@ def split_across_ranks(group=None, backend: str | None = None, device: str | Non
     created = False
     if dist.is_available() and not dist.is_initialized() and launched_by_torchrun():
         want = backend or ("nccl" if device and str(device).startswith("cuda") else "gloo")
-        if want == "nccl" and device:
-            torch.cuda.set_device(torch.device(local_device(device)))
+        local = local_device(device)
+        if want == "nccl" and local:
+            torch.cuda.set_device(torch.device(local))
         dist.init_process_group(backend=want)
         created = True
     g = Group(group) if dist.is_available() and dist.is_initialized() else None

@@ -1,18 +1,24 @@
-"""The Hessian-vector operator: flat parameter vectors, `HessianOperator` (v -> H v over a loss on batches)."""
+"""The Hessian-vector operator: flat parameter vectors, `HessianOperator` (v -> H v over a loss on batches),
+the protocol every estimator takes (`HessianVectorProduct`) and the helpers they share."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
+from zsq_probe.hessian import distributed
+
+if TYPE_CHECKING:
+    from scipy.sparse.linalg import LinearOperator
 
 
 class NonFiniteHessianError(UserError):
@@ -22,6 +28,68 @@ class NonFiniteHessianError(UserError):
 _MODES = ("eval", "train", "as_is")
 
 
+# --------------------------------------------------------------------------- the protocol
+
+
+@runtime_checkable
+class HessianVectorProduct(Protocol):
+    """What every estimator takes: a symmetric ``dim x dim`` map ``v -> H v`` on flat vectors of ``dtype``
+    on ``device`` (:class:`HessianOperator`, or e.g. a dense matrix behind ``matvec``).  An optional
+    ``num_products`` attribute, counting products, is read when present."""
+
+    @property
+    def dim(self) -> int:
+        """Length of the flat vectors."""
+        ...
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the vectors."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Device the vectors live on."""
+        ...
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``H v`` for a flat vector ``v``."""
+        ...
+
+
+def _check_op(op: object) -> None:
+    """Refuse an ``op`` that lacks one of :class:`HessianVectorProduct`'s members, naming it."""
+    for attr in ("dim", "dtype", "device", "matvec"):
+        if not hasattr(op, attr):
+            raise ValueError(f"expected a HessianOperator (or an object with .{attr}), got {type(op).__name__}")
+
+
+def _check_int(value: object, what: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool) ``>= minimum``; ValueError naming ``what`` else."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def products_of(op: object) -> int:
+    """Products ``op`` has made so far (its ``num_products``; 0 for an operator that does not count)."""
+    return int(getattr(op, "num_products", 0))
+
+
+def as_linear_operator(op: HessianVectorProduct) -> LinearOperator:
+    """``op`` as a ``scipy.sparse.linalg.LinearOperator`` in float64 (for ARPACK); products count."""
+    from scipy.sparse.linalg import LinearOperator
+
+    def mv(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(-1)))
+        out: np.ndarray = (
+            op.matvec(t.to(device=op.device, dtype=op.dtype)).to(device="cpu", dtype=torch.float64).numpy()
+        )
+        return out
+
+    return LinearOperator((op.dim, op.dim), matvec=mv, rmatvec=mv, dtype=np.float64)
+
+
 # --------------------------------------------------------------------------- flat vectors
 
 
@@ -29,7 +97,7 @@ def flatten_params(tensors: nn.Module | Mapping[str, torch.Tensor] | Iterable[to
     """One flat (detached) vector from a module's requires-grad parameters, a name->tensor
     mapping (in its order) or an iterable of tensors."""
     if isinstance(tensors, nn.Module):
-        items = [p for p in tensors.parameters() if p.requires_grad]
+        items: list[torch.Tensor] = [p for p in tensors.parameters() if p.requires_grad]
     elif isinstance(tensors, Mapping):
         items = list(tensors.values())
     else:
@@ -54,7 +122,7 @@ def unflatten(flat: torch.Tensor, like: HessianOperator | Mapping[str, Any]) -> 
     sizes = [math.prod(s) for s in shapes.values()]
     if flat.dim() != 1 or flat.numel() != sum(sizes):
         raise ValueError(f"unflatten: vector of shape {tuple(flat.shape)} does not match {sum(sizes)} parameters")
-    return {n: chunk.view(s) for (n, s), chunk in zip(shapes.items(), flat.split(sizes))}
+    return {n: chunk.view(s) for (n, s), chunk in zip(shapes.items(), torch.split(flat, sizes))}
 
 
 def rademacher(
@@ -93,7 +161,38 @@ def _select_params(model: nn.Module, params: str | Iterable[str] | None) -> list
     return [(n, p) for n, p in named if n in keep]
 
 
+def parameter_group(name: str, scope: str) -> str:
+    """The group a parameter belongs to: 'all' (model), its module ('layer'), or its block ('block':
+    pytorchcv's `features.stageN.unitM` / `features.init_block` / top-level module)."""
+    if scope == "model":
+        return "all"
+    module = name.rsplit(".", 1)[0] if "." in name else name
+    if scope == "layer":
+        return module
+    parts = name.split(".")
+    if parts[0] == "features" and len(parts) > 2:
+        return ".".join(parts[:3]) if parts[1].startswith("stage") else ".".join(parts[:2])
+    return parts[0]
+
+
+# --------------------------------------------------------------------------- batches
+# A batch's inputs are a tensor (batch first), or tuples / lists / mappings of them; one walker serves every
+# helper below (the operator's and the exact diagonal's).
+
+
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``obj`` with ``fn`` applied to every tensor in it (tuples, lists and mappings rebuilt, the rest kept)."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_map_tensors(o, fn) for o in obj)
+    if isinstance(obj, Mapping):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    return obj
+
+
 def _batch_size(inputs: Any) -> int:
+    """The first dimension of the first tensor in ``inputs`` (TypeError when there is none)."""
     first = inputs
     while isinstance(first, (tuple, list)) and first:
         first = first[0]
@@ -106,23 +205,41 @@ def _batch_size(inputs: Any) -> int:
 
 def _slice(obj: Any, start: int, stop: int, n: int) -> Any:
     """Rows [start, stop) of every batch-first tensor (first dimension n) in a tensor / tuple / mapping."""
-    if isinstance(obj, torch.Tensor):
-        return obj[start:stop] if obj.dim() > 0 and obj.shape[0] == n else obj
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_slice(o, start, stop, n) for o in obj)
-    if isinstance(obj, Mapping):
-        return {k: _slice(v, start, stop, n) for k, v in obj.items()}
-    return obj
+    return _map_tensors(obj, lambda t: t[start:stop] if t.dim() > 0 and t.shape[0] == n else t)
 
 
 def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to(o, device) for o in obj)
-    if isinstance(obj, Mapping):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
+    """Every tensor in ``obj`` moved to ``device``."""
+    return _map_tensors(obj, lambda t: t.to(device))
+
+
+def _cast(obj: Any, dtype: torch.dtype) -> Any:
+    """Every floating tensor in ``obj`` cast to ``dtype`` (labels and other integer tensors kept)."""
+    return _map_tensors(obj, lambda t: t.to(dtype) if t.is_floating_point() else t)
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    """``model(*inputs)`` for a tuple or list of inputs, else ``model(inputs)``."""
+    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+
+
+def _batch_pairs(batches: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """The ``(inputs, target)`` pairs of ``batches`` as a list (TypeError for a bare pair or a non-pair)."""
+    if (
+        isinstance(batches, tuple)
+        and len(batches) == 2
+        and isinstance(batches[0], torch.Tensor)
+        and isinstance(batches[1], torch.Tensor)
+    ):
+        raise TypeError("batches must be an iterable of (inputs, target) pairs: wrap a single batch as [(x, y)]")
+    pairs: list[tuple[Any, Any]] = []
+    for b in batches:
+        if not isinstance(b, (tuple, list)) or len(b) != 2:
+            raise TypeError("each batch must be an (inputs, target) pair")
+        pairs.append((b[0], b[1]))
+    if not pairs:
+        raise ValueError("HessianOperator got no batches")
+    return pairs
 
 
 def _available_bytes(device: torch.device) -> int | None:
@@ -141,6 +258,20 @@ def _available_bytes(device: torch.device) -> int | None:
         except (ValueError, OSError, AttributeError):
             return None
     return None
+
+
+def _check_options(model: object, loss_fn: object, mode: str, keep_graphs: bool | None, memory_fraction: float) -> None:
+    """HessianOperator's argument checks (TypeError for a non-module model or loss, ValueError for options)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"HessianOperator needs a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError("loss_fn must be callable as loss_fn(outputs, target)")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
+    if keep_graphs not in (None, True, False):
+        raise ValueError(f"keep_graphs must be True, False or None, got {keep_graphs!r}")
+    if not 0 < memory_fraction <= 1:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
 
 
 class HessianOperator:
@@ -186,22 +317,35 @@ class HessianOperator:
         freeze_activation_ranges: bool = True,
         process_group: Any = "active",
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"HessianOperator needs a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise TypeError("loss_fn must be callable as loss_fn(outputs, target)")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
-        if keep_graphs not in (None, True, False):
-            raise ValueError(f"keep_graphs must be True, False or None, got {keep_graphs!r}")
-        if not 0 < memory_fraction <= 1:
-            raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction!r}")
+        _check_options(model, loss_fn, mode, keep_graphs, memory_fraction)
         self.model = model
         self.loss_fn = loss_fn
         self.mode = mode
         self.freeze_activation_ranges = bool(freeze_activation_ranges)
+        self._select(params, device)
 
-        selected = _select_params(model, params)
+        self._batches: list[tuple[Any, Any]] = _batch_pairs(batches)
+        sizes = [_batch_size(x) for x, _ in self._batches]
+        if min(sizes) <= 0:
+            raise ValueError("every batch must hold at least one sample")
+        total = float(sum(sizes))
+        self.batch_sizes: list[int] = sizes  # whole batches (all ranks together)
+        self._weights: list[float] = [n / total for n in sizes]
+        self._group = self._split(process_group, sizes, total)
+        self.world_size: int = self._group.size if self._group is not None else 1
+
+        self.num_products: int = 0
+        self._closed = False
+        self._grads: list[torch.Tensor] | None = None  # weighted sum of per-batch gradients, with graph
+        if keep_graphs is None:
+            keep_graphs = True if len(self._batches) == 1 else self._graphs_fit(memory_fraction)
+        self.keep_graphs: bool = keep_graphs
+        if keep_graphs:
+            self._grads = self._build_graphs()
+
+    def _select(self, params: str | Iterable[str] | None, device: torch.device | str | None) -> None:
+        """The selected parameters, their names, shapes, ``dim``, their one ``dtype`` and ``device``."""
+        selected = _select_params(self.model, params)
         self.param_names: list[str] = [n for n, _ in selected]
         self._params: list[nn.Parameter] = [p for _, p in selected]
         self.param_shapes: list[tuple[int, ...]] = [tuple(p.shape) for p in self._params]
@@ -220,42 +364,9 @@ class HessianOperator:
             if want.type != self.device.type or (want.index is not None and want.index != self.device.index):
                 raise ValueError(f"the model is on {self.device}, not {want}: move it there first (model.to('{want}'))")
 
-        if (
-            isinstance(batches, tuple)
-            and len(batches) == 2
-            and isinstance(batches[0], torch.Tensor)
-            and isinstance(batches[1], torch.Tensor)
-        ):
-            raise TypeError("batches must be an iterable of (inputs, target) pairs: wrap a single batch as [(x, y)]")
-        self._batches: list[tuple[Any, Any]] = []
-        for b in batches:
-            if not isinstance(b, (tuple, list)) or len(b) != 2:
-                raise TypeError("each batch must be an (inputs, target) pair")
-            self._batches.append((b[0], b[1]))
-        if not self._batches:
-            raise ValueError("HessianOperator got no batches")
-        sizes = [_batch_size(x) for x, _ in self._batches]
-        if min(sizes) <= 0:
-            raise ValueError("every batch must hold at least one sample")
-        total = float(sum(sizes))
-        self.batch_sizes: list[int] = sizes  # whole batches (all ranks together)
-        self._weights: list[float] = [n / total for n in sizes]
-        self._group = self._split(process_group, sizes, total)
-        self.world_size: int = self._group.size if self._group is not None else 1
-
-        self.num_products: int = 0
-        self._closed = False
-        self._grads: list[torch.Tensor] | None = None  # weighted sum of per-batch gradients, with graph
-
-        if keep_graphs is None:
-            keep_graphs = True if len(self._batches) == 1 else self._graphs_fit(memory_fraction)
-        self.keep_graphs: bool = keep_graphs
-        if keep_graphs:
-            self._grads = self._build_graphs()
-
     # ----------------------------------------------------------------- model state
 
-    def _forward_state(self):
+    def _forward_state(self) -> contextlib.AbstractContextManager[None]:
         """The forward runs in ``self.mode`` on clones of every buffer; flags and buffers are put back."""
         from zsq_probe.module_state import preserved_state
 
@@ -267,8 +378,7 @@ class HessianOperator:
         inputs, target = self._batches[index]
         inputs, target = _to(inputs, self.device), _to(target, self.device)
         with torch.enable_grad(), self._forward_state():
-            outputs = self.model(*inputs) if isinstance(inputs, (tuple, list)) else self.model(inputs)
-            loss = self.loss_fn(outputs, target)
+            loss = self.loss_fn(_call(self.model, inputs), target)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ValueError("loss_fn must return a scalar tensor")
         loss = loss.reshape(())
@@ -282,10 +392,8 @@ class HessianOperator:
             grads = torch.autograd.grad(loss, self._params, create_graph=create_graph, allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self._params)]
 
-    def _split(self, process_group: Any, sizes: list[int], total: float):
+    def _split(self, process_group: Any, sizes: list[int], total: float) -> distributed.Group | None:
         """Keep this rank's share of every batch (weights: its samples over all samples); the group or None."""
-        from zsq_probe.hessian import distributed
-
         if isinstance(process_group, str) and process_group == "active":
             group = distributed.active()
         elif process_group is None:
@@ -299,14 +407,15 @@ class HessianOperator:
                 "a Hessian split across ranks needs a forward that treats samples independently: "
                 "mode='eval' (BN running statistics) or 'as_is' with such a model, not 'train'"
             )
-        batches, weights = [], []
+        batches: list[tuple[Any, Any]] = []
+        weights: list[float] = []
         for (x, t), n in zip(self._batches, sizes):
             start, stop = distributed.shard(n, group.rank, group.size)
             if stop > start:
                 batches.append((_slice(x, start, stop, n), _slice(t, start, stop, n)))
                 weights.append((stop - start) / total)
         self._batches, self._weights = batches, weights
-        self.local_batch_sizes = [_batch_size(x) for x, _ in batches]
+        self.local_batch_sizes: list[int] = [_batch_size(x) for x, _ in batches]
         return group
 
     def _build_graphs(self) -> list[torch.Tensor]:
@@ -348,10 +457,10 @@ class HessianOperator:
     def _check_vector(self, v: Any) -> torch.Tensor:
         if self._closed:
             raise ValueError("this HessianOperator is closed; build a new one")
-        v = torch.as_tensor(v)
-        if v.dim() != 1 or v.numel() != self.dim:
-            raise ValueError(f"vector must have shape ({self.dim},), got {tuple(v.shape)}")
-        return v.detach().to(device=self.device, dtype=self.dtype)
+        t = torch.as_tensor(v)
+        if t.dim() != 1 or t.numel() != self.dim:
+            raise ValueError(f"vector must have shape ({self.dim},), got {tuple(t.shape)}")
+        return t.detach().to(device=self.device, dtype=self.dtype)
 
     def _hvp(self, grads: Sequence[torch.Tensor], v_parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         live = [(i, g) for i, g in enumerate(grads) if g.requires_grad]
@@ -380,7 +489,7 @@ class HessianOperator:
         v = self._check_vector(v)
         if self._group is not None:
             v = self._group.broadcast(v.clone().contiguous())
-        parts = [c.view(s) for c, s in zip(v.split(self._numels), self.param_shapes)]
+        parts = [c.view(s) for c, s in zip(torch.split(v, self._numels), self.param_shapes)]
         if self.keep_graphs:
             assert self._grads is not None
             hv = self._hvp(self._grads, parts)
@@ -425,15 +534,9 @@ class HessianOperator:
         eye = torch.eye(self.dim, dtype=self.dtype, device=self.device)
         return torch.stack([self.matvec(eye[i]) for i in range(self.dim)], dim=1)
 
-    def as_linear_operator(self):
+    def as_linear_operator(self) -> LinearOperator:
         """A ``scipy.sparse.linalg.LinearOperator`` in float64 (for ARPACK); products count."""
-        from scipy.sparse.linalg import LinearOperator
-
-        def mv(x: np.ndarray) -> np.ndarray:
-            t = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(-1)))
-            return self.matvec(t).to(device="cpu", dtype=torch.float64).numpy()
-
-        return LinearOperator((self.dim, self.dim), matvec=mv, rmatvec=mv, dtype=np.float64)
+        return as_linear_operator(self)
 
     # ----------------------------------------------------------------- lifetime
 
@@ -444,6 +547,7 @@ class HessianOperator:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
 
     def __enter__(self) -> HessianOperator:

@@ -1,8 +1,9 @@
 """Trace of a Hessian operator with variance reduction and an interval a coverage test can hold to.
 
-:func:`estimate_trace` (and its two spellings :func:`hutchpp_trace`, :func:`hutchinson_interval`)
-returns a :class:`TraceInterval`: the estimate, a 95 % interval (``ci_low``, ``ci_high``), the
-products it cost and a sentence saying how the interval was made.
+:func:`estimate_trace` is the package's one trace API: it returns a :class:`TraceInterval` with the
+estimate, a 95 % interval (``ci_low``, ``ci_high``), the products it cost and a sentence saying how the
+interval was made (``slq_trace`` reports the SLQ density's trace in the same type).  ``hutchinson_trace``,
+``hutchpp_trace`` and ``hutchinson_interval`` are deprecated spellings of it.
 
 * ``method="hutch++"`` (default) -- Hutch++ (Meyer, Musco, Musco & Woodruff, "Hutch++: optimal
   stochastic trace estimation", SOSA 2021): ``tr(H) = tr(Q^T H Q) + tr((I-QQ^T) H (I-QQ^T))`` for
@@ -42,13 +43,21 @@ same vectors on every device), so CE and KL probes get independent vectors by pa
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
 
-from zsq_probe.hessian.operator import rademacher
+from zsq_probe.hessian.operator import HessianVectorProduct, _check_int, _check_op, rademacher
+
+if TYPE_CHECKING:
+    from zsq_probe.hessian.estimators import Eigenpairs
+
+Deflation = Union[torch.Tensor, Sequence[torch.Tensor], "Eigenpairs", None]
+"""Vectors whose span Hutch++ traces exactly: a ``(k, dim)`` tensor, a list of vectors or an ``Eigenpairs``."""
 
 METHODS = ("hutch++", "hutchinson")
 DEFAULT_MAX_PRODUCTS = 1000
@@ -93,56 +102,46 @@ class TraceInterval:
 
     @property
     def half_width(self) -> float:
+        """Half the interval's width."""
         return 0.5 * (self.ci_high - self.ci_low)
 
     @property
     def relative_half_width(self) -> float:
+        """The half-width over ``|estimate|`` (inf for an estimate of 0)."""
         return self.half_width / abs(self.estimate) if self.estimate != 0 else float("inf")
 
     def covers(self, value: float) -> bool:
+        """Whether ``value`` lies in ``[ci_low, ci_high]``."""
         return self.ci_low <= value <= self.ci_high
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_op(op: Any) -> None:
-    for attr in ("dim", "dtype", "device", "matvec"):
-        if not hasattr(op, attr):
-            raise ValueError(f"expected a HessianOperator (or an object with .{attr}), got {type(op).__name__}")
-
-
-def _int(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _deflation_rows(deflate: Any, op: Any) -> torch.Tensor | None:
+def _deflation_rows(deflate: Deflation, op: HessianVectorProduct) -> torch.Tensor | None:
     """Given vectors as rows of a (k, dim) tensor on the operator's device and dtype."""
     if deflate is None:
         return None
-    if hasattr(deflate, "eigenvectors") and not isinstance(deflate, torch.Tensor):  # an Eigenpairs
-        deflate = deflate.eigenvectors
-    if isinstance(deflate, (list, tuple)):
-        if not deflate:
+    vectors: Any = deflate
+    if hasattr(vectors, "eigenvectors") and not isinstance(vectors, torch.Tensor):  # an Eigenpairs
+        vectors = vectors.eigenvectors
+    if isinstance(vectors, (list, tuple)):
+        if not vectors:
             return None
-        rows = [torch.as_tensor(v).reshape(-1) for v in deflate]
+        rows = [torch.as_tensor(v).reshape(-1) for v in vectors]
         if any(r.numel() != op.dim for r in rows):
             raise ValueError(f"every deflation vector must have {op.dim} entries")
-        deflate = torch.stack(rows)
-    deflate = torch.as_tensor(deflate).detach()
-    if deflate.dim() == 1:
-        deflate = deflate.reshape(1, -1)
-    if deflate.dim() != 2 or deflate.shape[1] != op.dim:
-        raise ValueError(
-            f"deflate must be a (k, {op.dim}) tensor or a list of vectors, got shape {tuple(deflate.shape)}"
-        )
-    if deflate.shape[0] == 0:
+        vectors = torch.stack(rows)
+    block = torch.as_tensor(vectors).detach()
+    if block.dim() == 1:
+        block = block.reshape(1, -1)
+    if block.dim() != 2 or block.shape[1] != op.dim:
+        raise ValueError(f"deflate must be a (k, {op.dim}) tensor or a list of vectors, got shape {tuple(block.shape)}")
+    if block.shape[0] == 0:
         return None
-    if not torch.isfinite(deflate).all():
+    if not torch.isfinite(block).all():
         raise ValueError("deflation vectors must be finite")
-    return deflate.to(device=op.device, dtype=op.dtype)
+    return block.to(device=op.device, dtype=op.dtype)
 
 
 def _orthonormal_rows(block: torch.Tensor, against: torch.Tensor | None) -> torch.Tensor:
@@ -158,6 +157,7 @@ def _orthonormal_rows(block: torch.Tensor, against: torch.Tensor | None) -> torc
 
 
 def _skewness(x: np.ndarray) -> float:
+    """Sample skewness (NaN below three samples, 0 for constant samples)."""
     if len(x) < 3:
         return float("nan")
     d = x - x.mean()
@@ -179,9 +179,11 @@ class _Complement:
 
     @property
     def n(self) -> int:
+        """Complement samples so far."""
         return len(self.samples)
 
     def add(self, v: torch.Tensor, w: torch.Tensor, hw: torch.Tensor, q: torch.Tensor | None) -> None:
+        """Record the sample of ``v`` (``w`` its projection, ``hw = H w``)."""
         hw64 = hw.double()
         self.samples.append(float(torch.dot(w.double(), hw64)))
         self.hw_fro2.append(float(torch.dot(hw64, hw64)))
@@ -193,6 +195,7 @@ class _Complement:
         self.diag_sq_sum += d * d
 
     def sample_std(self) -> float:
+        """The samples' standard deviation (ddof 1; NaN below two samples)."""
         x = np.asarray(self.samples, dtype=np.float64)
         return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
 
@@ -212,8 +215,246 @@ class _Complement:
 # --------------------------------------------------------------------------- estimator
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """The checked arguments of one :func:`estimate_trace` call."""
+
+    method: str
+    rtol: float | None
+    atol: float | None
+    max_products: int
+    min_samples: int
+    sketch: int
+    seed: int
+    level: float
+
+
+def _settings(
+    method: str,
+    rtol: float | None,
+    atol: float | None,
+    max_products: int,
+    min_samples: int | None,
+    sketch: int | None,
+    deflate: Deflation,
+    seed: int,
+    level: float,
+) -> _Settings:
+    """Check :func:`estimate_trace`'s arguments and fill in the method's defaults."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if rtol is not None and not (isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and rtol > 0):
+        raise ValueError(f"rtol must be a positive number or None, got {rtol!r}")
+    if atol is not None and not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
+        raise ValueError(f"atol must be a number >= 0 or None, got {atol!r}")
+    if not (isinstance(level, float) and 0 < level < 1):
+        raise ValueError(f"level must be a float in (0, 1), got {level!r}")
+    max_products = _check_int(max_products, "max_products", 2)
+    min_samples = _check_int(DEFAULT_MIN_SAMPLES[method] if min_samples is None else min_samples, "min_samples", 2)
+    if method == "hutchinson":
+        if deflate is not None or sketch:
+            raise ValueError("method='hutchinson' takes no deflate or sketch (use method='hutch++')")
+        sketch = 0
+    sketch = _check_int(DEFAULT_SKETCH if sketch is None else sketch, "sketch", 0)
+    return _Settings(method, rtol, atol, max_products, min_samples, sketch, int(seed), level)
+
+
+class _Counted:
+    """``op`` with the products made through it counted (the budget covers every product of one estimate)."""
+
+    def __init__(self, op: HessianVectorProduct) -> None:
+        self.op = op
+        self.dim = int(op.dim)
+        self.dtype = op.dtype
+        self.device = op.device
+        self.used = 0
+
+    def matvec(self, x: torch.Tensor) -> torch.Tensor:
+        """``H x``, counted."""
+        self.used += 1
+        return self.op.matvec(x)
+
+
+@dataclass(frozen=True)
+class _LowRank:
+    """``Q`` (orthonormal rows: ``deflated`` given, the rest from a ``sketched``-vector sketch), ``tr(Q^T H Q)``
+    and ``||H Q||_F^2``."""
+
+    q: torch.Tensor | None
+    deflated: int
+    sketched: int
+    trace: float
+    fro2: float
+
+    @property
+    def rank(self) -> int:
+        """Columns of ``Q``."""
+        return 0 if self.q is None else int(self.q.shape[0])
+
+    def describe(self, method: str) -> str:
+        """How ``Q`` was made, for the interval's sentence."""
+        if method != "hutch++":
+            return "plain Hutchinson"
+        rank, k = self.rank, self.deflated
+        return f"Hutch++ rank {rank} ({k} deflated + {rank - k} from a {self.sketched}-vector sketch)"
+
+
+def _low_rank(op: _Counted, gen: torch.Generator, cfg: _Settings, deflate: Deflation) -> _LowRank:
+    """Hutch++'s exact part (Meyer et al. 2021): ``Q`` from the given vectors and a sketch ``H S``, traced exactly."""
+    dim = op.dim
+    u = _deflation_rows(deflate, op.op) if cfg.method == "hutch++" else None
+    k = 0 if u is None else u.shape[0]
+    q = None
+    if u is not None:
+        if k >= dim:
+            raise ValueError(f"deflate has {k} vectors for a dimension of {dim}")
+        q = _orthonormal_rows(u, None)
+    room = cfg.max_products - k - min(cfg.min_samples, max(dim - k, 0))
+    if room < 0:
+        raise ValueError(
+            f"max_products={cfg.max_products} cannot pay for {k} deflation vectors and {cfg.min_samples} "
+            "complement samples"
+        )
+    s = min(cfg.sketch, room // 2, dim - k)
+    if s > 0:
+        y = torch.stack([op.matvec(rademacher(dim, gen, op.dtype, op.device)) for _ in range(s)])
+        qs = _orthonormal_rows(y, q)
+        q = qs if q is None else torch.cat([q, qs])
+    trace = 0.0
+    fro2 = 0.0
+    if q is not None:
+        for row in q:
+            hq = op.matvec(row).double()
+            trace += float(torch.dot(row.double(), hq))
+            fro2 += float(torch.dot(hq, hq))  # ||H Q||_F^2 = sum ||H q_i||^2
+    return _LowRank(q, k, s, trace, fro2)
+
+
+@dataclass(frozen=True)
+class _Look:
+    """One look at the complement samples: the estimate, its interval's parts and whether to stop."""
+
+    n: int
+    estimate: float
+    sd: float
+    quantile: float
+    half: float
+    frobenius: float
+    tolerance: float
+    stopped_by: str
+
+
+def _look(comp: _Complement, low: _LowRank, cfg: _Settings) -> _Look:
+    """The estimate after ``comp.n`` samples; ``stopped_by="tolerance"`` once the half-width meets the rule."""
+    from scipy.stats import t as student_t
+
+    n = comp.n
+    estimate = low.trace + float(np.mean(comp.samples))
+    sd = max(comp.sample_std(), comp.identity_std()) if n > 1 else float("nan")
+    quantile = float(student_t.ppf(0.5 + cfg.level / 2, n - 1)) if n > 1 else float("nan")
+    half = quantile * sd / math.sqrt(n) if n > 1 else float("nan")
+    fro = math.sqrt(low.fro2 + float(np.mean(comp.hw_fro2)))
+    tol = float("nan")
+    stopped_by = "budget"
+    if cfg.rtol is not None:
+        tol = max(cfg.rtol * abs(estimate), cfg.rtol * fro if cfg.atol is None else cfg.atol)
+        if n > 1 and half <= tol:
+            stopped_by = "tolerance"
+    return _Look(n, estimate, sd, quantile, half, fro, tol, stopped_by)
+
+
+def _next_target(look: _Look, cfg: _Settings) -> int:
+    """Samples to have after the next round: what the current variance says is needed (times 1.2), and at
+    least 25 % more than now (few looks)."""
+    n = look.n
+    if n > 1 and look.sd > 0 and cfg.rtol is not None and look.tolerance > 0:
+        need = math.ceil(_GROWTH * (look.quantile * look.sd / look.tolerance) ** 2)
+    else:
+        need = 2 * n
+    return max(need, n + max(1, n // 4))
+
+
+def _complement(op: _Counted, gen: torch.Generator, low: _LowRank, cfg: _Settings) -> tuple[_Complement, _Look]:
+    """Hutchinson on ``(I - QQ^T) H (I - QQ^T)`` in rounds, until the stop rule holds or the budget is spent."""
+    comp = _Complement(op.dim, op.device)
+    q = low.q
+    target = cfg.min_samples
+    while True:
+        while comp.n < target and op.used < cfg.max_products:
+            v = rademacher(op.dim, gen, op.dtype, op.device)
+            w = v if q is None else v - q.T @ (q @ v)
+            comp.add(v, w, op.matvec(w), q)
+        look = _look(comp, low, cfg)
+        if look.stopped_by == "tolerance" or op.used >= cfg.max_products:
+            return comp, look
+        target = _next_target(look, cfg)
+
+
+def _exact(low: _LowRank, used: int, cfg: _Settings) -> TraceInterval:
+    """The result when ``Q`` spans everything: the low-rank part is the trace."""
+    return TraceInterval(
+        estimate=low.trace,
+        stderr=0.0,
+        ci_low=low.trace,
+        ci_high=low.trace,
+        num_vectors=0,
+        num_products=used,
+        estimator=cfg.method,
+        interval=f"exact: {low.describe(cfg.method)} spans the whole space",
+        low_rank_part=low.trace,
+        rank=low.rank,
+        deflated=low.deflated,
+        samples=(),
+        seed=cfg.seed,
+        level=cfg.level,
+        stopped_by="exact",
+        frobenius=math.sqrt(low.fro2),
+        tolerance=0.0,
+        skewness=float("nan"),
+        sample_stderr=0.0,
+    )
+
+
+def _interval(comp: _Complement, look: _Look, low: _LowRank, used: int, cfg: _Settings) -> TraceInterval:
+    """The result from the last look at the complement samples."""
+    n, tol = look.n, look.tolerance
+    x = np.asarray(comp.samples, dtype=np.float64)
+    if look.stopped_by == "tolerance":
+        scale = "atol" if cfg.atol is not None else "rtol*||H||_F"
+        stop = f"stopped at half-width <= {tol:.4g} (max(rtol*|estimate|, {scale}))"
+    else:
+        stop = f"budget of {cfg.max_products} products spent" + (
+            "" if cfg.rtol is None else f" before half-width <= {tol:.4g}"
+        )
+    how = (
+        f"student-t {100 * cfg.level:g}% over {n} complement samples of {low.describe(cfg.method)}, sd = "
+        f"max(sample sd, Rademacher-identity sd); {stop}"
+    )
+    return TraceInterval(
+        estimate=look.estimate,
+        stderr=look.sd / math.sqrt(n) if n > 1 else float("nan"),
+        ci_low=look.estimate - look.half,
+        ci_high=look.estimate + look.half,
+        num_vectors=n,
+        num_products=used,
+        estimator=cfg.method,
+        interval=how,
+        low_rank_part=low.trace,
+        rank=low.rank,
+        deflated=low.deflated,
+        samples=tuple(float(a) for a in x),
+        seed=cfg.seed,
+        level=cfg.level,
+        stopped_by=look.stopped_by,
+        frobenius=look.frobenius,
+        tolerance=tol,
+        skewness=_skewness(x),
+        sample_stderr=comp.sample_std() / math.sqrt(n) if n > 1 else float("nan"),
+    )
+
+
 def estimate_trace(
-    op: Any,
+    op: HessianVectorProduct,
     method: str = "hutch++",
     *,
     rtol: float | None = 0.05,
@@ -221,7 +462,7 @@ def estimate_trace(
     max_products: int = DEFAULT_MAX_PRODUCTS,
     min_samples: int | None = None,
     sketch: int | None = None,
-    deflate: Any = None,
+    deflate: Deflation = None,
     seed: int = 0,
     level: float = 0.95,
 ) -> TraceInterval:
@@ -240,155 +481,51 @@ def estimate_trace(
     ``seed``: every random vector comes from ``torch.Generator().manual_seed(seed)``.
     """
     _check_op(op)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if rtol is not None and not (isinstance(rtol, (int, float)) and not isinstance(rtol, bool) and rtol > 0):
-        raise ValueError(f"rtol must be a positive number or None, got {rtol!r}")
-    if atol is not None and not (isinstance(atol, (int, float)) and not isinstance(atol, bool) and atol >= 0):
-        raise ValueError(f"atol must be a number >= 0 or None, got {atol!r}")
-    if not (isinstance(level, float) and 0 < level < 1):
-        raise ValueError(f"level must be a float in (0, 1), got {level!r}")
-    max_products = _int(max_products, "max_products", 2)
-    min_samples = _int(DEFAULT_MIN_SAMPLES[method] if min_samples is None else min_samples, "min_samples", 2)
-    if method == "hutchinson":
-        if deflate is not None or sketch:
-            raise ValueError("method='hutchinson' takes no deflate or sketch (use method='hutch++')")
-        sketch = 0
-    sketch = _int(DEFAULT_SKETCH if sketch is None else sketch, "sketch", 0)
-    dim = int(op.dim)
+    cfg = _settings(method, rtol, atol, max_products, min_samples, sketch, deflate, seed, level)
+    counted = _Counted(op)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    low = _low_rank(counted, gen, cfg, deflate)
+    if low.rank >= counted.dim:
+        return _exact(low, counted.used, cfg)
+    comp, look = _complement(counted, gen, low, cfg)
+    return _interval(comp, look, low, counted.used, cfg)
 
-    gen = torch.Generator().manual_seed(int(seed))
-    used = 0
 
-    def matvec(x: torch.Tensor) -> torch.Tensor:
-        nonlocal used
-        used += 1
-        return op.matvec(x)
+# --------------------------------------------------------------------------- deprecated spellings
 
-    # ---------------------------------------------------------------- low-rank part
-    u = _deflation_rows(deflate, op) if method == "hutch++" else None
-    k = 0 if u is None else u.shape[0]
-    q = None
-    if u is not None:
-        if k >= dim:
-            raise ValueError(f"deflate has {k} vectors for a dimension of {dim}")
-        q = _orthonormal_rows(u, None)
-    room = max_products - k - min(min_samples, max(dim - k, 0))
-    if room < 0:
-        raise ValueError(
-            f"max_products={max_products} cannot pay for {k} deflation vectors and {min_samples} complement samples"
-        )
-    s = min(sketch, room // 2, dim - k)
-    if s > 0:
-        y = torch.stack([matvec(rademacher(dim, gen, op.dtype, op.device)) for _ in range(s)])
-        qs = _orthonormal_rows(y, q)
-        q = qs if q is None else torch.cat([q, qs])
-    rank = 0 if q is None else q.shape[0]
-    low_rank = 0.0
-    fro2_low = 0.0
-    if q is not None:
-        for row in q:
-            hq = matvec(row).double()
-            low_rank += float(torch.dot(row.double(), hq))
-            fro2_low += float(torch.dot(hq, hq))  # ||H Q||_F^2 = sum ||H q_i||^2
 
-    desc_q = (
-        f"Hutch++ rank {rank} ({k} deflated + {rank - k} from a {s}-vector sketch)"
-        if method == "hutch++"
-        else "plain Hutchinson"
-    )
-    if rank >= dim:  # Q spans everything: the low-rank part is the trace
-        return TraceInterval(
-            low_rank,
-            0.0,
-            low_rank,
-            low_rank,
-            0,
-            used,
-            method,
-            f"exact: {desc_q} spans the whole space",
-            low_rank,
-            rank,
-            k,
-            (),
-            int(seed),
-            level,
-            "exact",
-            math.sqrt(fro2_low),
-            0.0,
-            float("nan"),
-            0.0,
-        )
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated: use {new} (a TraceInterval either way)", DeprecationWarning, stacklevel=3)
 
-    # ---------------------------------------------------------------- complement (Hutchinson)
-    from scipy.stats import t as student_t
 
-    comp = _Complement(dim, op.device)
-    target = min_samples
-    stopped_by = "budget"
-    tol = float("nan")
-    while True:
-        while comp.n < target and used < max_products:
-            v = rademacher(dim, gen, op.dtype, op.device)
-            w = v if q is None else v - q.T @ (q @ v)
-            comp.add(v, w, matvec(w), q)
-        n = comp.n
-        mean = float(np.mean(comp.samples))
-        estimate = low_rank + mean
-        sd = max(comp.sample_std(), comp.identity_std()) if n > 1 else float("nan")
-        quantile = float(student_t.ppf(0.5 + level / 2, n - 1)) if n > 1 else float("nan")
-        half = quantile * sd / math.sqrt(n) if n > 1 else float("nan")
-        fro = math.sqrt(fro2_low + float(np.mean(comp.hw_fro2)))
-        if rtol is not None:
-            tol = max(rtol * abs(estimate), rtol * fro if atol is None else atol)
-            if n > 1 and half <= tol:
-                stopped_by = "tolerance"
-                break
-        if used >= max_products:
-            break
-        if n > 1 and sd > 0 and rtol is not None and tol > 0:
-            need = math.ceil(_GROWTH * (quantile * sd / tol) ** 2)
-        else:
-            need = 2 * n
-        target = max(need, n + max(1, n // 4))  # at least +25 %: few looks
+def hutchinson_trace(
+    op: HessianVectorProduct,
+    num_vectors: int = 100,
+    seed: int = 0,
+    rtol: float | None = None,
+    min_vectors: int = 10,
+) -> TraceInterval:
+    """Deprecated: ``estimate_trace(op, "hutchinson", rtol=rtol, max_products=num_vectors, min_samples=...)``.
 
-    x = np.asarray(comp.samples, dtype=np.float64)
-    if stopped_by == "tolerance":
-        stop = f"stopped at half-width <= {tol:.4g} (max(rtol*|estimate|, {'atol' if atol is not None else 'rtol*||H||_F'}))"
-    else:
-        stop = f"budget of {max_products} products spent" + ("" if rtol is None else f" before half-width <= {tol:.4g}")
-    how = (
-        f"student-t {100 * level:g}% over {n} complement samples of {desc_q}, sd = max(sample sd, "
-        f"Rademacher-identity sd); {stop}"
-    )
-    stderr = sd / math.sqrt(n) if n > 1 else float("nan")
-    return TraceInterval(
-        estimate=estimate,
-        stderr=stderr,
-        ci_low=estimate - half,
-        ci_high=estimate + half,
-        num_vectors=n,
-        num_products=used,
-        estimator=method,
-        interval=how,
-        low_rank_part=low_rank,
-        rank=rank,
-        deflated=k,
-        samples=tuple(float(a) for a in x),
-        seed=int(seed),
-        level=level,
-        stopped_by=stopped_by,
-        frobenius=fro,
-        tolerance=tol,
-        skewness=_skewness(x),
-        sample_stderr=comp.sample_std() / math.sqrt(n) if n > 1 else float("nan"),
+    ``num_vectors`` Rademacher vectors (fewer once ``rtol`` is met, after at least ``min_vectors``), now with
+    :func:`estimate_trace`'s interval and stop rule; returns its :class:`TraceInterval`."""
+    _deprecated("hutchinson_trace", 'estimate_trace(op, "hutchinson", ...)')
+    num_vectors = _check_int(num_vectors, "num_vectors", 2)
+    min_vectors = _check_int(min_vectors, "min_vectors")
+    return estimate_trace(
+        op,
+        "hutchinson",
+        rtol=rtol,
+        max_products=num_vectors,
+        min_samples=max(2, min(min_vectors, num_vectors)),
+        seed=seed,
     )
 
 
 def hutchpp_trace(
-    op: Any,
+    op: HessianVectorProduct,
     *,
-    deflate: Any = None,
+    deflate: Deflation = None,
     sketch: int | None = None,
     rtol: float | None = 0.05,
     atol: float | None = None,
@@ -397,7 +534,8 @@ def hutchpp_trace(
     seed: int = 0,
     level: float = 0.95,
 ) -> TraceInterval:
-    """Hutch++ with optional deflation: ``estimate_trace(op, "hutch++", ...)``."""
+    """Deprecated: ``estimate_trace(op, "hutch++", ...)``, same arguments."""
+    _deprecated("hutchpp_trace", 'estimate_trace(op, "hutch++", ...)')
     return estimate_trace(
         op,
         "hutch++",
@@ -413,7 +551,7 @@ def hutchpp_trace(
 
 
 def hutchinson_interval(
-    op: Any,
+    op: HessianVectorProduct,
     *,
     rtol: float | None = 0.05,
     atol: float | None = None,
@@ -422,7 +560,8 @@ def hutchinson_interval(
     seed: int = 0,
     level: float = 0.95,
 ) -> TraceInterval:
-    """Plain Rademacher Hutchinson with the same interval and stop rule: ``estimate_trace(op, "hutchinson", ...)``."""
+    """Deprecated: ``estimate_trace(op, "hutchinson", ...)``, same arguments."""
+    _deprecated("hutchinson_interval", 'estimate_trace(op, "hutchinson", ...)')
     return estimate_trace(
         op,
         "hutchinson",

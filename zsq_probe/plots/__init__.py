@@ -14,8 +14,9 @@ Draw into your own axes (a notebook)::
         fig, ax = plt.subplots()
         plots.draw_cosine(ax, "runs/gdfq")                     # a run folder, a RunDir or a DataFrame
 
-Importing this package neither selects a matplotlib backend nor changes rcParams; figures written to
-files are built without pyplot.  Module map: `style` (colours, rc settings, saving), `runs` (run
+Importing this package neither selects a matplotlib backend nor changes rcParams; it does not even import
+matplotlib (nor torchvision: the samples figure loads the data sets), which loads when a figure is drawn.
+Figures written to files are built without pyplot.  Module map: `style` (colours, rc settings, saving), `runs` (run
 labels, colours, table reading, SkipFigure), one module per topic (`cosine`, `hessian`, `loss_slice`,
 `inter_epoch`, `crossings`, `training`, `samples`, `comparison`), `catalog` (figures by name).
 """

@@ -15,6 +15,7 @@ from pathlib import Path
 from zsq_probe.analysis.epochs import parse_epochs
 from zsq_probe.errors import UserError
 from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice, samples, training
+from zsq_probe.plots import runs as R
 from zsq_probe.plots.runs import SkipFigure, open_runs
 from zsq_probe.plots.style import WIDTHS, check_format, current_width, figure_width, save
 
@@ -176,8 +177,6 @@ PROBE_SETTINGS = {  # what a caption states of the probes a figure reads (flat c
 def caption(figure: FigureSpec, runs, stem: str) -> str:
     """The sidecar caption of a figure: what is drawn, which runs (by method, with their seeds: n), the
     aggregation and the probe estimator's settings as the runs recorded them."""
-    from zsq_probe.plots import runs as R
-
     lines = [f"{stem} ({figure.name}, {WIDTHS[current_width()]} in wide): {figure.description}."]
     doc = (figure.build.__doc__ or "").strip()
     if doc:
@@ -221,6 +220,7 @@ def figure_names(only=None) -> list[str]:
 
 
 def spec(name: str) -> FigureSpec:
+    """The FigureSpec of a figure name (or alias); UserError for an unknown one."""
     return FIGURES[figure_names([name])[0]]
 
 

@@ -11,6 +11,8 @@ title gives the share of all codes changing per step and how many layers did not
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from zsq_probe.analysis import probe_tables
@@ -109,9 +111,7 @@ FLOOR = 1e-7  # share drawn for a layer whose codes did not change (log axis)
 
 def short_layer(name: str) -> str:
     """'features.stage1.unit1.body.conv1.conv' -> 's1.u1.c1': short labels for the layer axis."""
-    import re
-
-    out = []
+    out: list[str] = []
     for part in str(name).split("."):
         if part in DROP:
             continue
@@ -168,7 +168,7 @@ def crossings_grid(
             ax = axes[row][0]
             width = 0.8 / len(groups)
             labels = None
-            p_drawn = []  # one dotted line per distinct GI p (several GI methods may use different p)
+            p_drawn: list[float] = []  # one dotted line per distinct GI p (several GI methods may use different p)
             gi_groups = sum(bool(p_line(g[0])) for g in groups)
             for i, g in enumerate(groups):
                 got = group_layers(g, epoch, value, figure)

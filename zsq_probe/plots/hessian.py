@@ -118,7 +118,7 @@ def smoothed_density(nodes, weights, grid, sigma):
     nodes = np.asarray(nodes, dtype=float)[:, None]
     weights = np.asarray(weights, dtype=float)[:, None]
     dens = (weights * np.exp(-0.5 * ((grid[None, :] - nodes) / sigma) ** 2)).sum(0) / (sigma * np.sqrt(2 * np.pi))
-    area = np.trapezoid(dens, grid) if hasattr(np, "trapezoid") else np.trapz(dens, grid)
+    area = float(np.add.reduce(np.diff(grid) * (dens[1:] + dens[:-1]) / 2.0))  # the trapezoidal rule, as np.trapz
     return dens / area if area > 0 else dens
 
 

@@ -19,10 +19,15 @@ most 6 epochs (evenly spaced, first and last included).  Rows with direction 'ei
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import CE_CMAP, CE_COLOR, KL_CMAP, KL_COLOR, colormap, drawing, note
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.typing import RcKeyType
 
 COLUMNS = ["epoch", "loss", "direction", "scaling", "k", "loss_value"]  # needed; the rest optional (older runs)
 OPTIONAL = {"loss_kind": "unrecorded", "step_norm": np.nan, "theta_norm": np.nan}
@@ -30,7 +35,7 @@ MAX_EPOCHS = 6
 WIDTH = 6.8  # inches: saved with 0.1 in padding a side, the file is one 7 in text column wide
 ROW_HEIGHT = 2.45
 MIN_FONT = 7.5  # pt; >= 7 pt once the file is scaled to a 7 in column
-TEXT = {
+TEXT: dict[RcKeyType, Any] = {
     "font.size": 8,
     "axes.titlesize": 8,
     "axes.labelsize": MIN_FONT,
@@ -141,7 +146,7 @@ def _lines(ax, c, loss, epochs, cmap_name, x_of, y_of, handles, linestyle="-", o
 
 def _blank():
     """An invisible legend entry (keeps the CE and KL legend rows aligned)."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     return Line2D([], [], alpha=0.0, label=" ")
 
@@ -158,7 +163,7 @@ def _common_panel(ax, d, kind, handles) -> bool:
         return False
     requant = curves(d, "norm", "requantized") if kind == "surrogate" else None
     epochs = thin(main["epoch"].unique())
-    fractions = []
+    fractions: list[float] = []
 
     def x_of(g):
         r = _relative_step(g)
@@ -306,7 +311,7 @@ def slice_figure(runs):
         )
     common = any((d["scaling"] == "norm").any() for d in data.values())
     ncols = 3 if common else 2
-    import matplotlib
+    import matplotlib  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     with drawing((WIDTH, ROW_HEIGHT * len(runs) + 0.35)) as fig, matplotlib.rc_context(TEXT):
         fig.set_layout_engine("constrained", h_pad=0.06, w_pad=0.04)

@@ -2,8 +2,9 @@
 
 Each side is one run or several runs that differ only by seed: drawn as the mean over its seeds with the
 seed interval [min, max] shaded, and its n in the legend.  cosine and inter_epoch: one curve per side in its
-method's colour.  hessian: the CE and KL traces of both sides (KD solid, ZQ dashed) on a log axis (linear when a trace is <= 0), one
-estimate per loss (`probe_tables.TRACE_PREFERENCE`); with one seed the band is the estimator's 95 % interval.
+method's colour.  hessian: the CE and KL traces of both sides (KD solid, ZQ dashed) on a log axis (linear when a
+trace is <= 0), one estimate per loss (`probe_tables.TRACE_PREFERENCE`); with one seed the band is the
+estimator's 95 % interval.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def compare_figure(probe: str, kd_run, zq_run, kd_df=None, zq_df=None):
 
 
 def caption(probe: str, kd_runs, zq_runs) -> str:
+    """The overlay's caption: the runs of each side, their count and what the band shows."""
     names = {kind: ", ".join(R.open_run(r).name for r in runs) for kind, runs in (("KD", kd_runs), ("ZQ", zq_runs))}
     band = "mean over seeds, band the seed interval [min, max]; one seed: " + (
         "the estimator's 95 % interval" if probe == "hessian" else "no band"

@@ -7,12 +7,15 @@ it); data that is there but wrong raises `UserError`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.analysis.probe_tables import HOW_TO_GET, run_setting
+from zsq_probe.config import FLAT_KEYS
 from zsq_probe.errors import UserError
 from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style
 from zsq_probe.rundir.schema import TABLES, require_columns
@@ -34,6 +37,7 @@ def open_run(run) -> RunDir:
 
 
 def open_runs(paths) -> list[RunDir]:
+    """RunDirs of the runs given (one or a list); UserError when none is."""
     if not paths:
         raise UserError("no runs given: pass --runs RUN [RUN ...]")
     if isinstance(paths, (str, Path, RunDir)):
@@ -50,10 +54,6 @@ def config(run: RunDir) -> dict:
 def flat_config(doc: dict) -> dict:
     """A config.json 'config' dict with its nested sections ({'inundation': {'enabled': ...}}) turned into
     the flat keys `--set` uses ('gi'); a flat dict is returned as it is."""
-    try:
-        from zsq_probe.config import FLAT_KEYS
-    except ImportError:  # a config module without nested sections
-        FLAT_KEYS = {}
     flat_name = {where: key for key, where in FLAT_KEYS.items()}
     out = {}
     for key, value in doc.items():
@@ -65,10 +65,12 @@ def flat_config(doc: dict) -> dict:
 
 
 def method(run: RunDir) -> str:
+    """A run's method as its config names it ('?' when it names none)."""
     return str(config(run).get("method") or "?")
 
 
 def is_kd(run: RunDir) -> bool:
+    """Whether a run is real-data distillation (method 'kd')."""
     return method(run) == "kd"
 
 
@@ -101,6 +103,7 @@ def kind_color(run: RunDir, index: int = 0):
 
 
 def marker(run: RunDir, index: int = 0) -> str:
+    """A run's plot marker (by its method)."""
     return method_style(method(run), index)[1]
 
 
@@ -116,8 +119,8 @@ def kind_colors(runs) -> dict[str, object]:
 
 def method_colors(runs) -> dict[str, object]:
     """Run name -> its method's colour (style.METHOD_STYLE keyed by the canonical method name)."""
-    unknown = {}
-    out = {}
+    unknown: dict[str, int] = {}
+    out: dict[str, object] = {}
     for r in runs:
         m = canonical_method(method(r))
         out[r.name] = method_style(m, unknown.setdefault(m, len(unknown)))[0]
@@ -125,13 +128,12 @@ def method_colors(runs) -> dict[str, object]:
 
 
 def seed(run: RunDir):
+    """A run's seed as its config records it."""
     return config(run).get("seed")
 
 
 def seed_key(run: RunDir) -> str:
     """What identifies a run's setting apart from its seed (method, teacher, data, lr, epochs, ...)."""
-    import json
-
     return json.dumps(run_setting(run), sort_keys=True, default=str)
 
 
@@ -160,6 +162,7 @@ def group_label(group) -> str:
 
 # ----------------------------------------------------------------------------------------- tables
 def has_table(run: RunDir, table: str) -> bool:
+    """Whether a run holds any part of `table`."""
     return bool(run.part_keys(table))
 
 
@@ -195,8 +198,6 @@ def where(figure: str, run, table: str) -> str:
 
 def table_of(source, table: str, columns, figure: str = ""):
     """(run or None, DataFrame) from a run (RunDir or folder) or a DataFrame of `table` already read."""
-    import pandas as pd
-
     if isinstance(source, pd.DataFrame):
         require_columns(source, table, columns, f"{figure + ': ' if figure else ''}probes/{table}")
         return None, source
@@ -227,8 +228,6 @@ def middle_epoch(available) -> int:
 def seed_mean(frames, x: str, y: str):
     """Runs differing only by seed -> (x, mean, low, high, n) over the x values they share; the band is the
     seed interval [min, max] (what the findings compare)."""
-    import pandas as pd
-
     frames = [f[[x, y]].groupby(x, as_index=True)[y].mean() for f in frames if len(f)]
     if not frames:
         return np.array([]), np.array([]), np.array([]), np.array([]), 0

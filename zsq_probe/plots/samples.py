@@ -14,11 +14,14 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from zsq_probe import generators
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import drawing, safe_name
+from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class Samples:
     """One run's images: `real` (None when the test split is missing, `real_note` says why) and
     `synthetic`, each (classes, H, W[, 3]) in [0, 1]."""
 
-    run: object
+    run: RunDir
     epoch: int
     data: str
     generator: str
@@ -52,6 +55,7 @@ class Samples:
 
 
 def show_classes(num_classes: int) -> list[int]:
+    """The classes a samples figure shows: all of them, or MAX_CLASSES of them picked with a fixed seed."""
     if num_classes <= MAX_CLASSES:
         return list(range(num_classes))
     return sorted(np.random.RandomState(SEED).choice(num_classes, MAX_CLASSES, replace=False).tolist())
@@ -73,10 +77,8 @@ def build_generator(kind: str, num_classes: int, image_shape, cfg: dict, state: 
         }
     elif kind == "arc":
         options = {"model_name": cfg.get("teacher")}
-    from zsq_probe.generators import build_generator as build
-
     try:
-        gen = build(kind, num_classes, tuple(image_shape), teacher=None, **options)
+        gen = generators.build_generator(kind, num_classes, tuple(image_shape), teacher=None, **options)
     except (TypeError, ValueError) as e:  # UserError is a ValueError
         raise NoSamples(
             f"cannot rebuild the {kind!r} generator without the teacher ({one_line(e, None, with_type=False)})"
@@ -91,8 +93,7 @@ def build_generator(kind: str, num_classes: int, image_shape, cfg: dict, state: 
 
 
 def synthetic(gen, classes) -> np.ndarray:
-    import torch
-
+    """One generated image per class in `classes` (fixed seed), as an array (N, C, H, W)."""
     rng = torch.Generator().manual_seed(SEED)
     dim = int(getattr(gen, "latent_dim", 100))
     z = torch.randn((len(classes), dim), generator=rng)
@@ -103,12 +104,12 @@ def synthetic(gen, classes) -> np.ndarray:
 
 def real(data: str, root, classes, image_size: int | None = None) -> np.ndarray:
     """The first test image of each class (NaN where a class has none), at the teacher's input size."""
-    from zsq_probe.data.datasets import load_dataset
+    from zsq_probe.data.datasets import load_dataset  # torchvision: the samples figure only (zsq_probe.plots)
 
     ds = load_dataset(data, root, split="test", image_size=image_size)
     targets = getattr(ds, "targets", None)
     if targets is None:
-        targets = [int(ds[i][1]) for i in range(len(ds))]
+        targets = [int(ds[i][1]) for i in range(len(ds))]  # type: ignore[arg-type]  # map-style: sized
     first = {}
     for i, t in enumerate(targets):
         t = int(t)
@@ -143,6 +144,7 @@ def to_rgb(batch: np.ndarray, spec) -> np.ndarray:
 
 
 def class_names(data: str, classes) -> list[str]:
+    """Display names of `classes` in data set `data` (the class index where none is known)."""
     names = CLASS_NAMES.get(data)
     return [names[c] if names and c < len(names) else str(c) for c in classes]
 
@@ -152,9 +154,8 @@ def load_samples(run, epoch: int | None = None) -> Samples:
 
     NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
     """
+    # torchvision: the samples figure only (zsq_probe.plots)
     from zsq_probe.data.datasets import dataset_for_teacher, get_spec, teacher_input_size
-    from zsq_probe.generators import crop_to, generator_image_shape
-    from zsq_probe.rundir.store import load_checkpoint_file
 
     run = R.open_run(run)
     cfg = R.config(run)
@@ -178,10 +179,10 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     spec = get_spec(data, image_size=size)  # the teacher's input size (InceptionV3: 299)
     classes = show_classes(spec.num_classes)
     gen = build_generator(
-        kind, spec.num_classes, generator_image_shape(kind, spec.image_shape), cfg, state["generator"]
+        kind, spec.num_classes, generators.generator_image_shape(kind, spec.image_shape), cfg, state["generator"]
     )
     fake = synthetic(gen, [c for _ in range(PER_CLASS) for c in classes])
-    fake = stretch(to_rgb(crop_to(fake, spec.image_shape), spec))  # what the teacher saw (300 -> 299)
+    fake = stretch(to_rgb(generators.crop_to(fake, spec.image_shape), spec))  # what the teacher saw (300 -> 299)
     true, real_note = None, None
     try:
         true = to_rgb(real(data, cfg.get("data_root"), classes, size), spec)

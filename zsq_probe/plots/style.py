@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from zsq_probe.errors import UserError
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.typing import RcKeyType
 
 DPI = 300
 FORMATS = ("png", "pdf")
@@ -75,7 +79,7 @@ def method_style(name, index: int = 0) -> tuple[str, str]:
 
 
 # matplotlib rc settings of every figure; applied by style().  Sizes are points at the saved size.
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 8,
     "axes.titlesize": 8,
     "axes.labelsize": 8,
@@ -100,18 +104,20 @@ _width = [DEFAULT_WIDTH]
 
 
 def check_width(name: str) -> str:
+    """`name` when it is one of WIDTHS, else a UserError."""
     if name not in WIDTHS:
         raise UserError(f"unknown width {name!r}: choose one of {', '.join(WIDTHS)}")
     return name
 
 
 def current_width() -> str:
+    """The figure width in force (`figure_width`)."""
     return _width[0]
 
 
 @contextlib.contextmanager
 def figure_width(name: str | None):
-    """`with figure_width('column'):` figures built inside are sized for one column (3.3 in)."""
+    """Size the figures built inside the block for the width `name` ('column': one column, 3.3 in)."""
     if name is None:
         yield current_width()
         return
@@ -134,27 +140,29 @@ def fit_size(figsize) -> tuple[float, float]:
 
 
 def style():
-    """A context manager drawing in the figures' style: `with style(): fig, ax = plt.subplots(); ...`."""
-    import matplotlib
+    """A context manager drawing in the figures' style (rcParams STYLE), around pyplot calls or our own."""
+    import matplotlib  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     return matplotlib.rc_context(STYLE)
 
 
 def new_figure(figsize):
     """A matplotlib Figure not registered with pyplot (no backend, no window); draw inside style()."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     return Figure(figsize=figsize)
 
 
 def colormap(name: str):
-    import matplotlib
+    """The matplotlib colormap `name`."""
+    import matplotlib  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     return matplotlib.colormaps[name]
 
 
 # ------------------------------------------------------------------------------------------ output
 def check_format(fmt: str) -> str:
+    """`fmt` when it is one of FORMATS, else a UserError."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     return fmt
@@ -162,7 +170,7 @@ def check_format(fmt: str) -> str:
 
 def readable(fig):
     """Every text of `fig` at least MIN_FONT points; returns fig."""
-    from matplotlib.text import Text
+    from matplotlib.text import Text  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     for t in fig.findobj(Text):
         if t.get_text() and t.get_fontsize() < MIN_FONT:
@@ -193,13 +201,14 @@ def safe_name(text: str) -> str:
 # -------------------------------------------------------------------------------------------- axes
 def epoch_axis(ax, xlabel: str = "Epoch") -> None:
     """X axis labelled `xlabel` with at most ~8 integer ticks."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
 
 
 def zero_line(ax) -> None:
+    """A thin horizontal line at y = 0 behind the data."""
     ax.axhline(0.0, color="0.35", lw=0.8, ls="-", zorder=0)
 
 
@@ -219,8 +228,8 @@ def grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def drawing(figsize):
-    """`with drawing(figsize) as fig:` a new Figure at the chosen width (`figure_width`), built in the
-    figures' style with a constrained layout (labels kept inside the figure, not overlapping)."""
+    """A new Figure at the chosen width (`figure_width`), built in the figures' style with a constrained layout
+    (labels kept inside the figure, not overlapping): `with drawing(figsize) as fig: ...`."""
     with style():
         fig = new_figure(fit_size(figsize))
         fig.set_layout_engine("constrained", h_pad=0.02, w_pad=0.02)

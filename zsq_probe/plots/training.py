@@ -12,7 +12,7 @@ import numpy as np
 
 from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
-from zsq_probe.plots.style import drawing, epoch_axis, note, zero_line
+from zsq_probe.plots.style import current_width, drawing, epoch_axis, note, zero_line
 
 METRIC_COLUMNS = ["epoch", "loss_kl_scaled", "val_ce"]
 
@@ -72,8 +72,6 @@ def draw_training(axes, runs) -> None:
 def training_figure(runs):
     """Fig. 5: the three panels side by side, one legend for the ZQ methods (n = seeds)."""
     zq = zq_runs(runs)
-    from zsq_probe.plots.style import current_width
-
     column = current_width() == "column"
     with drawing((3.3, 5.6) if column else (7.0, 2.5)) as fig:
         axes = fig.subplots(3, 1, sharex=True) if column else fig.subplots(1, 3)

@@ -8,27 +8,50 @@
 | hessian      | hessian_trace, hessian_eigenvalues, hessian_density       | Fig. 2b, 2d, 9   | yes      |
 | slice        | slice                                                     | Fig. 2c          | yes      |
 
-A probe of your own: subclass `Probe`, give it a `name` and its `tables` (and `posthoc_tables` plus
-`measure_checkpoint` to run it on saved checkpoints), and `register_probe(MyProbe)`; then `probes=[name]`
-in a config switches it on like a built-in one.
+The names and tables live in `zsq_probe.probe_registry` (which the config and the command line read); the
+classes register against it here.  A probe of your own: subclass `Probe`, give it a `name` and its `tables`
+(and `posthoc_tables` plus `measure_checkpoint` to run it on saved checkpoints), and `register_probe(MyProbe)`;
+then `probes=[name]` in a config switches it on like a built-in one.  A probe that reuses another's results
+names it in `needs` and takes it in `connect` (the slice probe reuses the Hessian probe's eigenvectors).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar
+
+from zsq_probe.errors import UserError
+from zsq_probe.probe_registry import BUILTIN_PROBES, PROBES, probe_names
 from zsq_probe.probes.base import Probe
 from zsq_probe.probes.crossings import CrossingsProbe
 from zsq_probe.probes.curvature import HessianProbe, SliceProbe
 from zsq_probe.probes.gradients import CosineProbe, InterEpochProbe
 
-PROBES: dict[str, type[Probe]] = {}
+if TYPE_CHECKING:
+    from zsq_probe.config import RunConfig
+
+_ProbeClass = TypeVar("_ProbeClass", bound=type[Probe])
 
 
-def register_probe(cls: type[Probe]) -> type[Probe]:
-    """Make a Probe subclass available by its `name` (usable as a class decorator)."""
+def register_probe(cls: _ProbeClass) -> _ProbeClass:
+    """Make a Probe subclass available by its `name` (usable as a class decorator).
+
+    Raises:
+        TypeError: `cls` is not a Probe subclass.
+        ValueError: it has no name of its own, its name is taken by another class, or it is a built-in name
+            whose tables differ from the registry's (zsq_probe.probe_registry.BUILTIN_PROBES).
+    """
     if not (isinstance(cls, type) and issubclass(cls, Probe)):
         raise TypeError(f"register_probe expects a Probe subclass, got {cls!r}")
     if not cls.name or cls.name == Probe.name:
         raise ValueError(f"{cls.__name__} needs a `name` of its own")
     if cls.name in PROBES and PROBES[cls.name] is not cls:
         raise ValueError(f"a probe named {cls.name!r} is already registered ({PROBES[cls.name].__name__})")
+    spec = BUILTIN_PROBES.get(cls.name)
+    if spec is not None and (cls.tables, cls.posthoc_tables) != (spec.tables, spec.posthoc_tables):
+        raise ValueError(
+            f"{cls.__name__}: the built-in probe {cls.name!r} writes {spec.tables} (post hoc {spec.posthoc_tables}), "
+            f"not {cls.tables} (post hoc {cls.posthoc_tables})"
+        )
     PROBES[cls.name] = cls
     return cls
 
@@ -37,29 +60,53 @@ for _cls in (CosineProbe, InterEpochProbe, CrossingsProbe, HessianProbe, SlicePr
     register_probe(_cls)
 
 
-def probe_names() -> tuple[str, ...]:
-    return tuple(PROBES)
+def build_order(names: list[str]) -> list[str]:
+    """`names` in registration order, except that a probe comes after every probe it `needs` among them.
 
-
-def build_probes(cfg, origin: str = "online") -> list[Probe]:
-    """The probes cfg.probing.probes names, in registration order (the slice probe reuses the Hessian probe's batch
-    and eigenvectors of the same epoch, so it comes after it)."""
-    out, hessian = [], None
-    unknown = sorted(set(cfg.probing.probes) - set(PROBES))
+    Raises:
+        UserError: a name is not registered.
+        ValueError: a probe needs an unregistered probe, or needs form a cycle.
+    """
+    unknown = sorted(set(names) - set(PROBES))
     if unknown:
-        from zsq_probe.errors import UserError
-
         raise UserError(f"unknown probe(s) {unknown} (registered: {', '.join(PROBES)})")
-    for name, cls in PROBES.items():
-        if name not in cfg.probing.probes:
-            continue
-        if cls is SliceProbe:
-            out.append(SliceProbe(cfg, origin, hessian=hessian))
-        else:
-            probe = cls(cfg, origin)
-            hessian = probe if cls is HessianProbe else hessian
-            out.append(probe)
-    return out
+    chosen = set(names)
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ValueError(f"probe needs form a cycle through {name!r}")
+        visiting.add(name)
+        for need in PROBES[name].needs:
+            if need not in PROBES:
+                raise ValueError(f"probe {name!r} needs {need!r}, which is not registered")
+            if need in chosen:
+                visit(need)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in PROBES:
+        if name in chosen:
+            visit(name)
+    return order
 
 
-__all__ = ["PROBES", "Probe", "build_probes", "probe_names", "register_probe"]
+def build_probes(cfg: RunConfig, origin: str = "online") -> list[Probe]:
+    """The probes `cfg.probing.probes` names, built in `build_order`; each probe's `needs` that are switched
+    on too are handed to it (`Probe.connect`), so it reuses their results (the slice probe the Hessian probe's
+    batch and eigenvectors of the same epoch).  A need that is not switched on is left out: the probe measures
+    without it."""
+    built: dict[str, Probe] = {}
+    for name in build_order(list(cfg.probing.probes)):
+        probe = PROBES[name](cfg, origin)
+        for need in probe.needs:
+            if need in built:
+                probe.connect(built[need])
+        built[name] = probe
+    return list(built.values())
+
+
+__all__ = ["PROBES", "Probe", "build_order", "build_probes", "probe_names", "register_probe"]

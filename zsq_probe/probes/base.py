@@ -7,6 +7,8 @@ A probe is an `Observer` (zsq_probe.events) that
   * measures a checkpoint in `measure_checkpoint(ctx, epoch)` — the one code path of its online
     epoch-end measurement and of the post-hoc runner (`zsq_probe.probes.posthoc`); probes that cannot measure a
     saved checkpoint leave `posthoc_tables` empty;
+  * names in `needs` the probes whose results it reuses when they run too; `build_probes` builds those first
+    and hands each to `connect` (the slice probe reuses the Hessian probe's eigenvectors);
   * collects rows with `emit(table, **columns)`; at each epoch end the rows of the epoch are written as
     one parquet part per table (`RUN/probes/<table>/part-e<epoch>.parquet`), so a crash never loses an
     earlier epoch and a resumed run rewrites, never duplicates, the epochs after its checkpoint.
@@ -14,22 +16,45 @@ A probe is an `Observer` (zsq_probe.events) that
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zsq_probe.events import Observer, ProbeContext
+from zsq_probe.hessian.operator import parameter_group  # defined with the Hessian's parameter selection
 from zsq_probe.rundir.store import epoch_key
+
+if TYPE_CHECKING:
+    from zsq_probe.config import RunConfig
+    from zsq_probe.rundir.store import RunDir
+
+Row = dict[str, object]  # one parquet row: column -> value
 
 
 class Probe(Observer):
-    tables: tuple[str, ...] = ()
-    posthoc_tables: tuple[str, ...] = ()  # tables `measure_checkpoint` writes; () = no post-hoc measurement
-    needs_activation_ranges = True  # post hoc: skip checkpoints whose activation ranges are not set yet
+    """An observer that measures the student and writes its rows as one parquet part per table and epoch.
 
-    def __init__(self, cfg, origin: str = "online"):
+    Class attributes: `name` (how configs switch it on), `tables` (what it writes), `posthoc_tables` (what
+    `measure_checkpoint` writes; () = no post-hoc measurement), `needs` (probes whose results it reuses when
+    they run too) and `needs_activation_ranges` (post hoc: skip checkpoints whose activation ranges are not set).
+    """
+
+    tables: tuple[str, ...] = ()
+    posthoc_tables: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+    needs_activation_ranges = True
+
+    def __init__(self, cfg: RunConfig, origin: str = "online") -> None:
         self.cfg = cfg
         self.origin = origin
-        self.rows: dict[str, list[dict]] = {t: [] for t in self.tables}
+        self.rows: dict[str, list[Row]] = {t: [] for t in self.tables}
         self.run_name = ""
 
+    def connect(self, provider: Probe) -> None:
+        """Take a built probe this one names in `needs` (`build_probes` calls this before training, once per
+        need that is switched on too).  A probe that declares `needs` overrides it."""
+        raise NotImplementedError(f"probe {self.name!r} declares needs {self.needs} but does not take them")
+
     def on_train_start(self, ctx: ProbeContext) -> None:
+        """Remember the run's name (every row carries it)."""
         self.run_name = ctx.run.name
 
     def measure_checkpoint(self, ctx: ProbeContext, epoch: int) -> None:
@@ -39,37 +64,28 @@ class Probe(Observer):
     def check_posthoc(self, ctx: ProbeContext) -> None:
         """Raise UserError when this run cannot be probed post hoc by this probe."""
 
-    def emit(self, table: str, **columns) -> None:
+    def emit(self, table: str, **columns: object) -> None:
+        """Collect one row of `table` (with the run's name and method) until the next `flush`."""
         self.rows[table].append({"run": self.run_name, "method": self.cfg.method, **columns})
 
-    def flush(self, run, epoch: int, suffix: str = "") -> None:
+    def flush(self, run: RunDir, epoch: int, suffix: str = "") -> None:
+        """Write the collected rows as the epoch's part of each table, and start collecting afresh."""
         for table, rows in self.rows.items():
             if rows:
                 run.write_part(table, rows, epoch_key(epoch, suffix))
         self.rows = {t: [] for t in self.tables}
 
     def every_step(self, step: int) -> bool:
+        """Whether the gradient probes measure at this step (every `probing.every_steps`)."""
         return step % self.cfg.probing.every_steps == 0
 
     def every_epoch(self, epoch: int) -> bool:
+        """Whether the curvature probes measure at this epoch (every `probing.hessian_every_epochs`, and the last)."""
         return epoch % self.cfg.probing.hessian_every_epochs == 0 or epoch == self.cfg.epochs
 
 
-def parameter_group(name: str, scope: str) -> str:
-    """The group a parameter belongs to: 'all' (model), its module ('layer'), or its block ('block':
-    pytorchcv's `features.stageN.unitM` / `features.init_block` / top-level module)."""
-    if scope == "model":
-        return "all"
-    module = name.rsplit(".", 1)[0] if "." in name else name
-    if scope == "layer":
-        return module
-    parts = name.split(".")
-    if parts[0] == "features" and len(parts) > 2:
-        return ".".join(parts[:3]) if parts[1].startswith("stage") else ".".join(parts[:2])
-    return parts[0]
-
-
 def grouped_indices(names: list[str], scope: str) -> dict[str, list[int]]:
+    """Group -> indices into `names` of its parameters, for one scope (`parameter_group`)."""
     groups: dict[str, list[int]] = {}
     for i, n in enumerate(names):
         groups.setdefault(parameter_group(n, scope), []).append(i)

@@ -11,9 +11,11 @@ Counts stay on the device during the epoch and are read back once at its end."""
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 from zsq_probe.errors import UserError
-from zsq_probe.probes.base import Probe
+from zsq_probe.events import MetricsRow, ProbeContext, StepEvent
+from zsq_probe.probes.base import Probe, Row
 from zsq_probe.quantization.quantizer import _codes, quantized_layers, weight_quant_params
 
 
@@ -22,10 +24,14 @@ def changed_codes(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor
     return torch.stack([(after[k] != before[k]).sum() for k in before])
 
 
+CodesAndLevels = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]  # (codes, levels) per quantised layer
+
+
 @torch.no_grad()
-def codes_and_levels(model) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def codes_and_levels(model: nn.Module) -> CodesAndLevels:
     """Integer codes q (int8: k <= 8 bits) and grid levels q + zero_point (int16) of every quantised layer."""
-    codes, levels = {}, {}
+    codes: dict[str, torch.Tensor] = {}
+    levels: dict[str, torch.Tensor] = {}
     for name, m in quantized_layers(model).items():
         scale, zp = weight_quant_params(m.weight, m.w_bits)
         q = _codes(m.weight.detach(), scale, zp, m.w_bits)
@@ -41,16 +47,23 @@ class CrossingsProbe(Probe):
     tables = posthoc_tables = ("crossings",)
     needs_activation_ranges = False  # weight codes do not depend on activation ranges
 
-    def on_train_start(self, ctx):
+    def on_train_start(self, ctx: ProbeContext) -> None:
+        """Record the quantised layers and their codes before the first step."""
         super().on_train_start(ctx)
         self.layers = list(ctx.quant_layers)
         self.sizes = [ctx.quant_layers[k].weight.numel() for k in self.layers]
         self.codes, self.levels = codes_and_levels(ctx.student) if self.layers else ({}, {})
 
-    def on_epoch_start(self, ctx, epoch):
-        self.steps, self.counts, self.level_counts, self.kappas, self.flags = [], [], [], [], []
+    def on_epoch_start(self, ctx: ProbeContext, epoch: int) -> None:
+        """Start the epoch's counts afresh."""
+        self.steps: list[tuple[int, int]] = []
+        self.counts: list[torch.Tensor] = []
+        self.level_counts: list[torch.Tensor] = []
+        self.kappas: list[list[float]] = []
+        self.flags: list[list[str]] = []
 
-    def on_step(self, ctx, event):
+    def on_step(self, ctx: ProbeContext, event: StepEvent) -> None:
+        """Count the codes this student step changed (kept on the device)."""
         if not self.layers or not event.student_stepped:
             return
         codes, levels = codes_and_levels(ctx.student)
@@ -62,7 +75,8 @@ class CrossingsProbe(Probe):
             self.flags.append([event.gi["flags"].get(k, "") or "" for k in self.layers])
         self.steps.append((event.step, event.global_step))
 
-    def on_epoch_end(self, ctx, epoch, metrics):
+    def on_epoch_end(self, ctx: ProbeContext, epoch: int, metrics: MetricsRow) -> None:
+        """Per-step and epoch-total rows per layer (one read-back); write the epoch's part."""
         if self.steps:
             counts = torch.stack(self.counts).cpu().tolist()  # one read-back per epoch
             level_counts = torch.stack(self.level_counts).cpu().tolist()
@@ -111,18 +125,21 @@ class CrossingsProbe(Probe):
                 )
         self.flush(ctx.run, epoch)
 
-    def check_posthoc(self, ctx):
+    def check_posthoc(self, ctx: ProbeContext) -> None:
+        """A float student has no integer codes: UserError."""
         if not ctx.quant_layers:
             raise UserError(f"{ctx.run.path}: the student is not quantised, it has no integer codes")
 
-    def measure_checkpoint(self, ctx, epoch):
+    def measure_checkpoint(self, ctx: ProbeContext, epoch: int) -> None:
         """Net code changes since the previous checkpoint (a flip and flip back counts 0)."""
         before = max((e for e in ctx.checkpoint_epochs if e < epoch), default=None)
         if before is None:
             return  # nothing to compare the first checkpoint with
-        cache = getattr(self, "_checkpoint_codes", {})
+        cache: dict[int, CodesAndLevels] = getattr(self, "_checkpoint_codes", {})
         after = cache.get(epoch) or codes_and_levels(ctx.student)
         if before not in cache:
+            if ctx.load_checkpoint is None:
+                raise RuntimeError("crossings: measuring a checkpoint needs a post-hoc context (load_checkpoint)")
             ctx.load_checkpoint(before)
             cache[before] = codes_and_levels(ctx.student)
             ctx.load_checkpoint(epoch)
@@ -143,7 +160,7 @@ class CrossingsProbe(Probe):
             )
 
 
-def checkpoint_diff_rows(before, after) -> list[dict]:
+def checkpoint_diff_rows(before: CodesAndLevels, after: CodesAndLevels) -> list[Row]:
     """Net changes per layer between two checkpoints' (codes, levels) (a flip and flip back counts 0)."""
     counts = changed_codes(before[0], after[0]).tolist()
     level_counts = changed_codes(before[1], after[1]).tolist()

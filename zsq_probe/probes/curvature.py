@@ -8,32 +8,54 @@ activation ranges frozen; every mode, buffer and parameter is put back afterward
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn as nn
 
-from zsq_probe.hessian import HessianOperator, slq_density, slq_trace, top_eigenpairs
+from zsq_probe.events import MetricsRow, ProbeBatch, ProbeContext
+from zsq_probe.hessian import (
+    Eigenpairs,
+    HessianOperator,
+    SpectralDensity,
+    TraceInterval,
+    estimate_trace,
+    exact_trace,
+    slq_density,
+    slq_trace,
+    top_eigenpairs,
+)
+from zsq_probe.hessian.distributed import world_size
 from zsq_probe.module_state import preserved_state
-from zsq_probe.probes.base import Probe, grouped_indices
-from zsq_probe.quantization.losses import ce_to_labels, kl_to_teacher
-from zsq_probe.seeds import PROBE_VECTOR_STREAM, epoch_seed
+from zsq_probe.probes.base import Probe, Row, grouped_indices
+from zsq_probe.quantization.losses import LossFn, loss_function
+from zsq_probe.seeds import PROBE_VECTOR_STREAM, epoch_seed, sub_seed
+
+if TYPE_CHECKING:
+    from zsq_probe.config import ProbeConfig, RunConfig
 
 SMALL_PROBE_BATCH = 200  # top eigenvalues from 128 samples are known to vary 10x between draws
+LOSS_TARGETS = {"ce": "labels", "kl": "teacher_logits"}  # the ProbeBatch field each loss term takes
 
 
-def loss_functions(cfg) -> dict:
-    """The two loss terms the paper separates, with the target each takes from a ProbeBatch."""
-    T = cfg.temperature
+def loss_functions(cfg: RunConfig) -> dict[str, tuple[LossFn, str]]:
+    """The two loss terms the paper separates (zsq_probe.quantization.losses.loss_function: CE to the labels,
+    the KL term as trained, KLDiv reduction='mean' times T^2, docs/reference.md#student-loss), each with the
+    ProbeBatch field it takes as target."""
     return {
-        "ce": (lambda logits, labels: ce_to_labels(logits, labels, cfg.label_smoothing), "labels"),
-        # the KL term as trained (KLDiv reduction='mean' times T^2), docs/reference.md#student-loss
-        "kl": (lambda logits, t_logits: kl_to_teacher(logits, t_logits, T) * T * T, "teacher_logits"),
+        "ce": (loss_function("ce", label_smoothing=cfg.label_smoothing), LOSS_TARGETS["ce"]),
+        "kl": (loss_function("kl", temperature=cfg.temperature), LOSS_TARGETS["kl"]),
     }
 
 
 def warn_small_batch(size: int) -> None:
+    """Warn that a probe batch under SMALL_PROBE_BATCH samples gives unstable top eigenvalues."""
     if size < SMALL_PROBE_BATCH:
         warnings.warn(
             f"Hessian probe batch of {size} samples: top eigenvalues from small batches vary up to 10x "
@@ -42,7 +64,7 @@ def warn_small_batch(size: int) -> None:
         )
 
 
-def _trace_row(t, estimator: str, seed: int) -> dict:
+def _trace_row(t: TraceInterval, estimator: str, seed: int) -> Row:
     return {
         "estimator": estimator,
         "trace": t.estimate,
@@ -56,80 +78,114 @@ def _trace_row(t, estimator: str, seed: int) -> dict:
     }
 
 
-def curvature(student, param_names, batch, cfg, seed: int) -> tuple[dict[str, list[dict]], dict]:
+@dataclass(frozen=True)
+class _Measurement:
+    """What every Hessian of one curvature measurement shares: the student, the probe batch, the config, the
+    probe seed and the columns common to every row."""
+
+    student: nn.Module
+    batch: ProbeBatch
+    cfg: RunConfig
+    seed: int
+    common: Row
+
+
+def _hessian_jobs(param_names: list[str], cfg: RunConfig) -> list[tuple[str, str, str, list[str] | None]]:
+    """``(loss, scope, group, parameter names or None for all)`` of every Hessian to measure, in order."""
+    jobs: list[tuple[str, str, str, list[str] | None]] = []
+    for loss in LOSS_TARGETS:
+        for scope in cfg.probing.scopes:
+            for group, idx in grouped_indices(param_names, scope).items():
+                jobs.append((loss, scope, group, None if scope == "model" else [param_names[i] for i in idx]))
+    return jobs
+
+
+def _group_trace(op: HessianOperator, m: _Measurement, loss: str, scope: str, group: str) -> Row:
+    """Block / layer scope: fixed-size Hutchinson (the adaptive budget is for the model-scope estimate)."""
+    s = sub_seed(m.seed, loss, scope, group, "hutchinson")
+    n = m.cfg.probing.hessian_vectors
+    return _trace_row(
+        estimate_trace(op, "hutchinson", rtol=None, max_products=n, min_samples=n, seed=s), "hutchinson", s
+    )
+
+
+def _eigenvalue_rows(eig: Eigenpairs, m: _Measurement, loss: str) -> list[Row]:
+    return [
+        {
+            "loss": loss,
+            "rank": rank,
+            "eigenvalue": float(value),
+            "num_hvps": eig.num_products,
+            "seed": m.seed,
+            **m.common,
+        }
+        for rank, value in enumerate(eig.eigenvalues, start=1)
+    ]
+
+
+def _estimator_rows(
+    op: HessianOperator, m: _Measurement, loss: str, est: str, eig: Eigenpairs
+) -> tuple[Row, list[Row]]:
+    """One model-scope trace estimator of `probing.trace_estimators` (its own seed per loss): its trace row and,
+    for SLQ, its density rows."""
+    pc = m.cfg.probing
+    s = sub_seed(m.seed, loss, est)
+    if est in ("hutch++", "hutchinson"):
+        deflate = eig.eigenvectors if est == "hutch++" else None
+        t = estimate_trace(op, est, rtol=pc.trace_rtol, max_products=pc.trace_max_products, deflate=deflate, seed=s)
+        return _trace_row(t, est, s), []
+    if est == "slq":
+        density = slq_density(op, pc.slq_runs, pc.slq_steps, seed=s)
+        return _trace_row(slq_trace(density), "slq", s), density_rows(density, loss, s, pc, m.common)
+    return exact_trace_row(m.student, loss, m.batch, m.cfg), []
+
+
+def _model_scope(
+    op: HessianOperator, m: _Measurement, loss: str, where: Row, rows: dict[str, list[Row]]
+) -> torch.Tensor:
+    """Model scope: the top eigenpairs (seed `seed`, the slice probe's), then each trace estimator; rows are
+    added to `rows`; returns the top eigenvector."""
+    eig = top_pairs(op, m.cfg, m.seed)
+    rows["hessian_eigenvalues"] += _eigenvalue_rows(eig, m, loss)
+    top = eig.eigenvectors[0].clone()
+    for est in m.cfg.probing.trace_estimators:
+        trace_row, density = _estimator_rows(op, m, loss, est, eig)
+        rows["hessian_trace"].append({**where, **trace_row})
+        rows["hessian_density"] += density
+    return top
+
+
+def curvature(
+    student: nn.Module, param_names: list[str], batch: ProbeBatch, cfg: RunConfig, seed: int
+) -> tuple[dict[str, list[Row]], dict[str, torch.Tensor]]:
     """Traces with 95 % intervals, signed top-k eigenvalues and SLQ density of the CE and KL Hessians.
 
     Model scope: top eigenpairs first (seed `seed`, the one the slice probe uses), then each estimator of
     `probing.trace_estimators` with a seed of its own per loss (independent vectors): Hutch++ deflated by
     those eigenvectors (adaptive to `trace_rtol`), plain Hutchinson, SLQ (independent runs; its trace and
     interval from the runs), the exact trace (Gauss-Newton diagonal: exact for piecewise-linear nets).
-    Block / layer scopes: Hutchinson with `hessian_vectors` vectors and its t interval.  Returns rows per table and {loss: top eigenvector}."""
-    from zsq_probe.hessian.trace import estimate_trace
-    from zsq_probe.seeds import sub_seed
-
-    pc = cfg.probing
-    rows = {"hessian_trace": [], "hessian_eigenvalues": [], "hessian_density": []}
-    top = {}
-    from zsq_probe.hessian.distributed import world_size
-
+    Block / layer scopes: Hutchinson with `hessian_vectors` vectors and its t interval.  Returns rows per
+    table and {loss: top eigenvector}."""
     # world_size: processes the Hessian was split over (zsq_probe.hessian.distributed; 1 = one process)
-    common = {"probe_batch_size": batch.size, "probe_batch_source": batch.source, "world_size": world_size()}
-    for loss, (fn, target_name) in loss_functions(cfg).items():
-        target = getattr(batch, target_name)
-        for scope in pc.scopes:
-            for group, idx in grouped_indices(param_names, scope).items():
-                names = None if scope == "model" else [param_names[i] for i in idx]
-                where = dict(loss=loss, scope=scope, group=group, **common)
-                with HessianOperator(student, fn, [(batch.inputs, target)], params=names, mode="eval") as op:
-                    where["num_params"] = op.dim
-                    if scope != "model":
-                        s = sub_seed(seed, loss, scope, group, "hutchinson")
-                        # fixed-size Hutchinson per group (the adaptive budget is for the model-scope estimate)
-                        t = estimate_trace(
-                            op,
-                            "hutchinson",
-                            rtol=None,
-                            max_products=pc.hessian_vectors,
-                            min_samples=pc.hessian_vectors,
-                            seed=s,
-                        )
-                        rows["hessian_trace"].append({**where, **_trace_row(t, "hutchinson", s)})
-                        continue
-                    eig = top_pairs(op, cfg, seed)
-                    for rank, value in enumerate(eig.eigenvalues, start=1):
-                        rows["hessian_eigenvalues"].append(
-                            dict(
-                                loss=loss,
-                                rank=rank,
-                                eigenvalue=float(value),
-                                num_hvps=eig.num_products,
-                                seed=seed,
-                                **common,
-                            )
-                        )
-                    top[loss] = eig.eigenvectors[0].clone()
-                    for est in pc.trace_estimators:
-                        s = sub_seed(seed, loss, est)
-                        if est in ("hutch++", "hutchinson"):
-                            t = estimate_trace(
-                                op,
-                                est,
-                                rtol=pc.trace_rtol,
-                                max_products=pc.trace_max_products,
-                                deflate=eig.eigenvectors if est == "hutch++" else None,
-                                seed=s,
-                            )
-                            rows["hessian_trace"].append({**where, **_trace_row(t, est, s)})
-                        elif est == "slq":
-                            density = slq_density(op, pc.slq_runs, pc.slq_steps, seed=s)
-                            rows["hessian_trace"].append({**where, **_trace_row(slq_trace(density), "slq", s)})
-                            rows["hessian_density"] += density_rows(density, loss, s, pc, common)
-                        else:
-                            rows["hessian_trace"].append({**where, **exact_trace_row(student, loss, batch, cfg)})
+    common: Row = {"probe_batch_size": batch.size, "probe_batch_source": batch.source, "world_size": world_size()}
+    m = _Measurement(student, batch, cfg, seed, common)
+    fns = loss_functions(cfg)
+    rows: dict[str, list[Row]] = {"hessian_trace": [], "hessian_eigenvalues": [], "hessian_density": []}
+    top: dict[str, torch.Tensor] = {}
+    for loss, scope, group, names in _hessian_jobs(param_names, cfg):
+        fn, target_name = fns[loss]
+        with HessianOperator(
+            student, fn, [(batch.inputs, getattr(batch, target_name))], params=names, mode="eval"
+        ) as op:
+            where: Row = {"loss": loss, "scope": scope, "group": group, **common, "num_params": op.dim}
+            if scope == "model":
+                top[loss] = _model_scope(op, m, loss, where, rows)
+            else:
+                rows["hessian_trace"].append({**where, **_group_trace(op, m, loss, scope, group)})
     return rows, top
 
 
-def density_rows(density, loss: str, seed: int, pc, common: dict) -> list[dict]:
+def density_rows(density: SpectralDensity, loss: str, seed: int, pc: ProbeConfig, common: Row) -> list[Row]:
     """One row per Ritz node; weights sum to 1 over all rows of (loss, epoch); `sigma`: the Gaussian
     smoothing the figure applies, from `density_sigma` ('range': a fraction of the spectral range,
     'pyhessian': PyHessian's sqrt(1e-5 * max(1, range)))."""
@@ -139,34 +195,31 @@ def density_rows(density, loss: str, seed: int, pc, common: dict) -> list[dict]:
         sigma = math.sqrt(1e-5 * max(1.0, spread))
     else:
         sigma = max(pc.density_sigma_fraction * spread, 1e-12)
-    out = []
+    out: list[Row] = []
     for r, (xs, ws) in enumerate(zip(density.run_nodes, density.run_weights)):
         out += [
-            dict(
-                loss=loss,
-                slq_run=r,
-                node=float(x),
-                weight=float(w) / density.num_runs,
-                sigma=sigma,
-                sigma_rule=pc.density_sigma,
-                seed=seed,
+            {
+                "loss": loss,
+                "slq_run": r,
+                "node": float(x),
+                "weight": float(w) / density.num_runs,
+                "sigma": sigma,
+                "sigma_rule": pc.density_sigma,
+                "seed": seed,
                 **common,
-            )
+            }
             for x, w in zip(xs, ws)
         ]
     return out
 
 
-def exact_trace_row(student, loss: str, batch, cfg) -> dict:
+def exact_trace_row(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunConfig) -> Row:
     """The exact trace through the Gauss-Newton diagonal (refused for nets that are not piecewise linear)."""
-    from zsq_probe.hessian.diagonal import exact_trace
-
-    target = batch.labels if loss == "ce" else batch.teacher_logits
     t = exact_trace(
         student,
         loss,
         batch.inputs,
-        target,
+        getattr(batch, LOSS_TARGETS[loss]),
         method="ggn",
         temperature=cfg.temperature,
         label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0,
@@ -185,7 +238,7 @@ def exact_trace_row(student, loss: str, batch, cfg) -> dict:
     } | ({} if t.exact else {"stderr": nan, "ci_low": nan, "ci_high": nan})
 
 
-def top_pairs(op, cfg, seed: int):
+def top_pairs(op: HessianOperator, cfg: RunConfig, seed: int) -> Eigenpairs:
     """The signed top-k eigenpairs the probes report; one call shared by the Hessian and slice probes so an
     online slice (reusing the Hessian probe's vector) and a post-hoc one (computing it) agree."""
     return top_eigenpairs(op, k=min(cfg.probing.hessian_top_k, op.dim - 1), tol=1e-3, seed=seed)
@@ -197,7 +250,14 @@ SLICE_LOSS_KINDS = ("surrogate", "requantized")  # for a quantised student; a fl
 
 @torch.no_grad()
 def loss_along(
-    student, fn, inputs, target, direction: torch.Tensor, ks, params, surrogate: bool = False
+    student: nn.Module,
+    fn: LossFn,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    direction: torch.Tensor,
+    ks: Iterable[float],
+    params: Sequence[torch.Tensor],
+    surrogate: bool = False,
 ) -> list[float]:
     """fn(student(inputs), target) at theta + k*direction for each k.
 
@@ -213,23 +273,30 @@ def loss_along(
 
     saved = [p.detach().clone() for p in params]
     values = []
-    with preserved_state(student, mode="eval"):
-        with frozen_quantization(student, inputs) if surrogate else contextlib.nullcontext():
-            try:
-                for k in ks:
-                    offset = 0
-                    for p, p0 in zip(params, saved):
-                        n = p.numel()
-                        p.copy_(p0 + float(k) * direction[offset : offset + n].view_as(p))
-                        offset += n
-                    values.append(float(fn(student(inputs), target)))
-            finally:
-                for p, p0 in zip(params, saved):
-                    p.copy_(p0)
+    quantization = frozen_quantization(student, inputs) if surrogate else contextlib.nullcontext()
+    with preserved_state(student, mode="eval"), quantization:  # entered in this order, as nested blocks
+        try:
+            for k in ks:
+                _shift(params, saved, direction, float(k))
+                values.append(float(fn(student(inputs), target)))
+        finally:
+            for p, p0 in zip(params, saved):
+                p.copy_(p0)
     return values
 
 
-def random_direction(params, generator: torch.Generator, filter_normalized: bool) -> torch.Tensor:
+def _shift(params: Sequence[torch.Tensor], base: Sequence[torch.Tensor], direction: torch.Tensor, k: float) -> None:
+    """Set ``params`` (in place) to ``base + k * direction``, the flat ``direction`` split in parameter order."""
+    offset = 0
+    for p, p0 in zip(params, base):
+        n = p.numel()
+        p.copy_(p0 + k * direction[offset : offset + n].view_as(p))
+        offset += n
+
+
+def random_direction(
+    params: Sequence[torch.Tensor], generator: torch.Generator, filter_normalized: bool
+) -> torch.Tensor:
     """A Gaussian direction: unit norm, or filter-normalised (Li et al. 2018: each output filter rescaled
     to the norm of the weights' filter; biases and BN parameters get no component)."""
     parts = []
@@ -270,7 +337,82 @@ def slice_delta(
     raise ValueError(f"unknown slice scaling {scaling!r}")
 
 
-def slice_rows(student, params, batch, cfg, seed: int, top: dict | None) -> list[dict]:
+@dataclass(frozen=True)
+class _Slicing:
+    """What every slice of one measurement shares: the student and its parameters, the probe batch, the config
+    and seed, the grid ``ks``, the loss kinds and ``||theta||``."""
+
+    student: nn.Module
+    params: Sequence[torch.Tensor]
+    batch: ProbeBatch
+    cfg: RunConfig
+    seed: int
+    ks: np.ndarray
+    kinds: list[str]
+    theta_norm: float
+
+
+def _slice_directions(
+    op: HessianOperator, sl: _Slicing, loss: str, top: dict[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor]:
+    """The configured directions for `loss`: its top eigenvector (the Hessian probe's when given, else found
+    here as that probe would), then a random and a filter-normalised one from a generator seeded with `seed`."""
+    wanted = sl.cfg.probing.slice_directions
+    directions: dict[str, torch.Tensor] = {}
+    if "eigenvector" in wanted:
+        if top is not None and loss in top:
+            directions["eigenvector"] = top[loss]
+        else:
+            directions["eigenvector"] = top_pairs(op, sl.cfg, sl.seed).eigenvectors[0]
+    rng = torch.Generator().manual_seed(sl.seed)
+    if "random" in wanted:
+        directions["random"] = random_direction(sl.params, rng, filter_normalized=False)
+    if "filter" in wanted:
+        directions["filter"] = random_direction(sl.params, rng, filter_normalized=True)
+    return directions
+
+
+def _direction_rows(
+    sl: _Slicing, loss: str, fn: LossFn, target: torch.Tensor, name: str, d: torch.Tensor, gradient: torch.Tensor
+) -> list[Row]:
+    """The slices of `loss` along direction `d` (named `name`), for every scaling and loss kind."""
+    p_cfg = sl.cfg.probing
+    d = d.to(device=gradient.device, dtype=gradient.dtype)
+    along = float(gradient.double() @ d.double())
+    d_norm = float(d.double().norm())
+    rows: list[Row] = []
+    for scaling, kind in itertools.product(p_cfg.slice_scalings, sl.kinds):
+        delta = slice_delta(scaling, along, d_norm, sl.theta_norm, p_cfg.slice_norm_fraction)
+        values = loss_along(
+            sl.student, fn, sl.batch.inputs, target, d * delta, sl.ks, sl.params, surrogate=kind == "surrogate"
+        )
+        rows += [
+            {
+                "loss": loss,
+                "loss_kind": kind,
+                "direction": name,
+                "scaling": scaling,
+                "delta": delta,
+                "step_norm": abs(delta) * d_norm,
+                "theta_norm": sl.theta_norm,
+                "k": float(k),
+                "loss_value": v,
+                "probe_batch_size": sl.batch.size,
+                "seed": sl.seed,
+            }
+            for k, v in zip(sl.ks, values)
+        ]
+    return rows
+
+
+def slice_rows(
+    student: nn.Module,
+    params: Sequence[torch.Tensor],
+    batch: ProbeBatch,
+    cfg: RunConfig,
+    seed: int,
+    top: dict[str, torch.Tensor] | None,
+) -> list[Row]:
     """Loss slices for CE and KL along each configured direction and scaling (paper Fig. 2c uses the top
     eigenvector of that loss's Hessian and delta = the gradient along it).
 
@@ -280,76 +422,56 @@ def slice_rows(student, params, batch, cfg, seed: int, top: dict | None) -> list
     re-quantised loss (cfg.probing.slice_losses); a float student its one loss ('float')."""
     from zsq_probe.probes.surrogate import is_quantized
 
-    rows = []
     p_cfg = cfg.probing
-    ks = np.linspace(-SLICE_K_MAX, SLICE_K_MAX, p_cfg.slice_points)
     kinds = [k for k in SLICE_LOSS_KINDS if k in p_cfg.slice_losses] if is_quantized(student) else ["float"]
     theta_norm = float(torch.cat([p.detach().reshape(-1).double() for p in params]).norm())
+    ks = np.linspace(-SLICE_K_MAX, SLICE_K_MAX, p_cfg.slice_points)
+    sl = _Slicing(student, params, batch, cfg, seed, ks, kinds, theta_norm)
+    rows: list[Row] = []
     for loss, (fn, target_name) in loss_functions(cfg).items():
         target = getattr(batch, target_name)
         with HessianOperator(student, fn, [(batch.inputs, target)], mode="eval") as op:
             gradient = op.gradient()
-            if "eigenvector" in p_cfg.slice_directions and (top is None or loss not in top):
-                vector = top_pairs(op, cfg, seed).eigenvectors[0]  # what the Hessian probe would find
-            elif top is not None and loss in top:
-                vector = top[loss]
-            else:
-                vector = None
-        directions = {}
-        if "eigenvector" in p_cfg.slice_directions:
-            directions["eigenvector"] = vector
-        rng = torch.Generator().manual_seed(seed)
-        if "random" in p_cfg.slice_directions:
-            directions["random"] = random_direction(params, rng, filter_normalized=False)
-        if "filter" in p_cfg.slice_directions:
-            directions["filter"] = random_direction(params, rng, filter_normalized=True)
+            directions = _slice_directions(op, sl, loss, top)
         for name, d in directions.items():
-            d = d.to(device=gradient.device, dtype=gradient.dtype)
-            along = float(gradient.double() @ d.double())
-            d_norm = float(d.double().norm())
-            for scaling in p_cfg.slice_scalings:
-                delta = slice_delta(scaling, along, d_norm, theta_norm, p_cfg.slice_norm_fraction)
-                for kind in kinds:
-                    values = loss_along(
-                        student, fn, batch.inputs, target, d * delta, ks, params, surrogate=kind == "surrogate"
-                    )
-                    rows += [
-                        {
-                            "loss": loss,
-                            "loss_kind": kind,
-                            "direction": name,
-                            "scaling": scaling,
-                            "delta": delta,
-                            "step_norm": abs(delta) * d_norm,
-                            "theta_norm": theta_norm,
-                            "k": float(k),
-                            "loss_value": v,
-                            "probe_batch_size": batch.size,
-                            "seed": seed,
-                        }
-                        for k, v in zip(ks, values)
-                    ]
+            rows += _direction_rows(sl, loss, fn, target, name, d, gradient)
     return rows
 
 
-def curvature_seed(cfg, epoch: int) -> int:
+def curvature_seed(cfg: RunConfig, epoch: int) -> int:
+    """The seed of the curvature probes' random vectors at `epoch` (their own stream)."""
     return epoch_seed(cfg.seed, epoch, PROBE_VECTOR_STREAM)
 
 
+@dataclass(frozen=True)
+class TopEigenpairs:
+    """The Hessian probe's result of one epoch that the slice probe reuses: the probe batch it measured on and
+    the top eigenvector of each loss's Hessian (model scope), so an online slice needs no eigensolve of its own."""
+
+    epoch: int
+    batch: ProbeBatch
+    vectors: dict[str, torch.Tensor]  # loss (ce | kl) -> top eigenvector
+
+
 class HessianProbe(Probe):
+    """Traces, signed top eigenvalues and SLQ density of the CE and KL Hessians (`curvature`) every
+    `hessian_every_epochs` epochs; its latest eigenvectors are kept for the slice probe (`eigenpairs_at`)."""
+
     name = "hessian"
     tables = posthoc_tables = ("hessian_trace", "hessian_eigenvalues", "hessian_density")
 
-    def __init__(self, cfg, origin="online"):
+    def __init__(self, cfg: RunConfig, origin: str = "online") -> None:
         super().__init__(cfg, origin)
-        self.last = None  # (epoch, batch, top eigenvectors) for the slice probe
+        self.last: TopEigenpairs | None = None  # the latest measurement (None after a skipped epoch)
 
-    def on_epoch_end(self, ctx, epoch, metrics):
+    def on_epoch_end(self, ctx: ProbeContext, epoch: int, metrics: MetricsRow) -> None:
+        """Measure at the probed epochs; write the epoch's rows."""
         if self.every_epoch(epoch):
             self.measure_checkpoint(ctx, epoch)
         self.flush(ctx.run, epoch)
 
-    def measure_checkpoint(self, ctx, epoch):
+    def measure_checkpoint(self, ctx: ProbeContext, epoch: int) -> None:
+        """Measure the student on the epoch's probe batch (a non-finite Hessian skips the epoch, with a warning)."""
         batch = ctx.probe_batch(epoch, self.cfg.probing.batch_size)
         warn_small_batch(batch.size)
         seed = curvature_seed(self.cfg, epoch)
@@ -365,7 +487,11 @@ class HessianProbe(Probe):
         for table, rs in rows.items():
             for r in rs:
                 self.emit(table, epoch=epoch, origin=self.origin, **r)
-        self.last = (epoch, batch, top)
+        self.last = TopEigenpairs(epoch, batch, top)
+
+    def eigenpairs_at(self, epoch: int) -> TopEigenpairs | None:
+        """The latest measurement when it is of `epoch`; else None."""
+        return self.last if self.last is not None and self.last.epoch == epoch else None
 
 
 def _skip_nonfinite(probe: str, epoch: int, e: Exception) -> None:
@@ -379,22 +505,35 @@ def _skip_nonfinite(probe: str, epoch: int, e: Exception) -> None:
 
 
 class SliceProbe(Probe):
+    """1-D loss slices along the top Hessian eigenvector (and random directions) every `hessian_every_epochs`
+    epochs.  It `needs` the Hessian probe: when that one runs too, the slice reuses its probe batch and
+    eigenvectors of the same epoch (`TopEigenpairs`); else it computes the same eigenvectors itself (post hoc)."""
+
     name = "slice"
     tables = posthoc_tables = ("slice",)
+    needs = ("hessian",)
 
-    def __init__(self, cfg, origin="online", hessian: HessianProbe | None = None):
+    def __init__(self, cfg: RunConfig, origin: str = "online") -> None:
         super().__init__(cfg, origin)
-        self.hessian = hessian
+        self.hessian: HessianProbe | None = None
 
-    def on_epoch_end(self, ctx, epoch, metrics):
+    def connect(self, provider: Probe) -> None:
+        """Reuse the Hessian probe's batch and eigenvectors (`build_probes` hands it over)."""
+        if not isinstance(provider, HessianProbe):
+            raise TypeError(f"the slice probe reuses a HessianProbe, not {type(provider).__name__}")
+        self.hessian = provider
+
+    def on_epoch_end(self, ctx: ProbeContext, epoch: int, metrics: MetricsRow) -> None:
+        """Measure at the probed epochs; write the epoch's rows."""
         if self.every_epoch(epoch):
             self.measure_checkpoint(ctx, epoch)
         self.flush(ctx.run, epoch)
 
-    def measure_checkpoint(self, ctx, epoch):
-        shared = self.hessian.last if self.hessian is not None and self.hessian.last is not None else None
-        if shared is not None and shared[0] == epoch:
-            _, batch, top = shared  # same batch and eigenvectors the Hessian probe just computed
+    def measure_checkpoint(self, ctx: ProbeContext, epoch: int) -> None:
+        """Slice the student's CE and KL losses (a non-finite Hessian skips the epoch, with a warning)."""
+        shared = self.hessian.eigenpairs_at(epoch) if self.hessian is not None else None
+        if shared is not None:  # same batch and eigenvectors the Hessian probe just computed
+            batch, top = shared.batch, shared.vectors
         else:
             batch, top = ctx.probe_batch(epoch, self.cfg.probing.batch_size), None
             warn_small_batch(batch.size)

@@ -11,32 +11,45 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pandas as pd
+import torch.nn as nn
 
 from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext
-from zsq_probe.rundir.store import RunDir, epoch_key
+from zsq_probe.rundir.store import PathArg, RunDir, epoch_key
+
+if TYPE_CHECKING:
+    from zsq_probe.data.datasets import DatasetSpec
+    from zsq_probe.probes.base import Probe
 
 log = logging.getLogger(__name__)
 SUFFIX = "-posthoc"
 
 
-def ranges_set(model) -> bool:
+def ranges_set(model: nn.Module) -> bool:
+    """Whether every activation quantiser of `model` has its range set (learned from the first batches)."""
     from zsq_probe.quantization.quantizer import activation_quantizers
 
     return all(q.is_initialized for q in activation_quantizers(model).values())
 
 
-def posthoc_probes() -> dict:
+def posthoc_probes() -> dict[str, type[Probe]]:
     """Name -> probe class, for the registered probes that can measure a checkpoint."""
     from zsq_probe.probes import PROBES
 
     return {name: cls for name, cls in PROBES.items() if cls.posthoc_tables}
 
 
-def open_run(run_path, device: str = "cpu", teacher=None, data_spec=None) -> tuple[RunDir, ProbeContext]:
+def open_run(
+    run_path: PathArg,
+    device: str = "cpu",
+    teacher: nn.Module | None = None,
+    data_spec: DatasetSpec | None = None,
+) -> tuple[RunDir, ProbeContext]:
     """A run's store and a probe context over the models its config builds (no optimiser, no validation
     data); the context's `load_checkpoint(epoch)` puts a checkpoint's student (and generator) in place."""
     from zsq_probe.training.build import build_run
@@ -70,7 +83,13 @@ def open_run(run_path, device: str = "cpu", teacher=None, data_spec=None) -> tup
 
 
 def probe_run(
-    run_path, probe: str, epochs=None, device: str = "cpu", overwrite: bool = False, teacher=None, data_spec=None
+    run_path: PathArg,
+    probe: str,
+    epochs: Iterable[int] | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    teacher: nn.Module | None = None,
+    data_spec: DatasetSpec | None = None,
 ) -> pd.DataFrame:
     """Run one post-hoc probe over the run's checkpoints; returns the rows of its first table for the epochs
     asked (those written now and those probed before)."""
@@ -97,7 +116,7 @@ def probe_run(
         return _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed)
 
 
-def committed_keys(run: RunDir, probe: str, tables) -> set[str]:
+def committed_keys(run: RunDir, probe: str, tables: Iterable[str]) -> set[str]:
     """Keys of the epochs this post-hoc probe has committed: a commit marker, or (runs probed before markers
     existed) a part in every one of its tables."""
     keys = {k for (p, k) in run.commits() if p == probe}

@@ -17,12 +17,16 @@ rounding.  `frozen_quantization` makes a quantised model compute L_s.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
+
+if TYPE_CHECKING:
+    from zsq_probe.quantization.quantizer import QuantConv2d, QuantLinear
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -32,7 +36,7 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, (*QUANT_LAYER_TYPES, ActivationQuantizer)) for m in model.modules())
 
 
-def _weight_offset(layer) -> torch.Tensor:
+def _weight_offset(layer: QuantConv2d | QuantLinear) -> torch.Tensor:
     """q(w) - w of a quantised layer at its current weight: the constant its straight-through forward adds."""
     from zsq_probe.quantization.quantizer import dequantize, integer_codes_of, weight_quant_params
 
@@ -42,7 +46,7 @@ def _weight_offset(layer) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def frozen_quantization(model: nn.Module, inputs) -> Iterator[nn.Module]:
+def frozen_quantization(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor]) -> Iterator[nn.Module]:
     """Inside the block `model(inputs)` computes the straight-through surrogate at the current parameters
     theta (module docstring): quantised weights are `w + (q(theta) - theta)`, activation quantisers add the
     offsets `q(a) - a` recorded on one forward of `inputs` at theta.
@@ -63,7 +67,7 @@ def frozen_quantization(model: nn.Module, inputs) -> Iterator[nn.Module]:
         weight_offsets = [_weight_offset(m) for m in layers]
     recorded: dict[int, list[torch.Tensor]] = {id(q): [] for q in quantizers}
 
-    def record(module, args, output):
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         recorded[id(module)].append((output - args[0]).detach())
 
     if quantizers:
@@ -75,13 +79,13 @@ def frozen_quantization(model: nn.Module, inputs) -> Iterator[nn.Module]:
             for h in handles:
                 h.remove()
 
-    def frozen_weight(layer, offset):
+    def frozen_weight(layer: QuantConv2d | QuantLinear, offset: torch.Tensor) -> Callable[[], torch.Tensor]:
         return lambda: layer.weight + offset
 
-    def frozen_activation(name, offsets):
+    def frozen_activation(name: str, offsets: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
         calls = [0]
 
-        def forward(x):
+        def forward(x: torch.Tensor) -> torch.Tensor:
             if not offsets:
                 raise UserError(f"frozen_quantization: activation quantiser {name} was not used on the recorded batch")
             offset = offsets[calls[0] % len(offsets)]  # a quantiser used twice per forward keeps its order
@@ -97,10 +101,11 @@ def frozen_quantization(model: nn.Module, inputs) -> Iterator[nn.Module]:
 
     names = {id(m): n for n, m in model.named_modules()}
     try:
+        # instance attributes shadow the methods inside the block (popped again in `finally`)
         for m, offset in zip(layers, weight_offsets):
-            m.quantized_weight = frozen_weight(m, offset)
+            vars(m)["quantized_weight"] = frozen_weight(m, offset)
         for q in quantizers:
-            q.forward = frozen_activation(names.get(id(q), "?"), recorded[id(q)])
+            vars(q)["forward"] = frozen_activation(names.get(id(q), "?"), recorded[id(q)])
         yield model
     finally:
         for m in layers:

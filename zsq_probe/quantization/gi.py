@@ -41,7 +41,13 @@ import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
-from zsq_probe.quantization.quantizer import QUANT_LAYER_TYPES, check_bits, scale_and_zero_point
+from zsq_probe.quantization.quantizer import (
+    QUANT_LAYER_TYPES,
+    QuantConv2d,
+    QuantLinear,
+    check_bits,
+    scale_and_zero_point,
+)
 
 FLAG_CAP = "cap"  # frac(κ) < p even at the cap (zero gradient, tiny step, p unreachable)
 FLAG_NONFINITE = "nonfinite"  # the proposed step is NaN/inf: κ not applied (base result kept)
@@ -201,13 +207,15 @@ class GradientInundation:
         if not isinstance(layers, Mapping) or not layers:
             raise UserError("GradientInundation needs a non-empty dict of quantised layers (name -> module)")
         held = {id(p) for g in base_optimizer.param_groups for p in g["params"]}
+        quant_layers: dict[str, QuantConv2d | QuantLinear] = {}
         for name, m in layers.items():
             if not isinstance(m, QUANT_LAYER_TYPES):
                 raise UserError(f"GI layer '{name}' is a {type(m).__name__}, not a QuantConv2d/QuantLinear")
             check_bits(m.w_bits, f"w_bits of GI layer '{name}'")
             if id(m.weight) not in held:
                 raise UserError(f"the weight of GI layer '{name}' is not among the base optimiser's parameters")
-        if len({id(m.weight) for m in layers.values()}) != len(layers):
+            quant_layers[name] = m
+        if len({id(m.weight) for m in quant_layers.values()}) != len(layers):
             raise UserError("GI layers must have distinct weights")
         for what, cap in (("kappa_cap_warmup", kappa_cap_warmup), ("kappa_cap", kappa_cap)):
             if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1 <= cap < math.inf:
@@ -218,7 +226,7 @@ class GradientInundation:
             raise UserError(f"gi_rule={rule!r} (one of {', '.join(GI_RULES)})")
         self.rule = rule
         self.base = base_optimizer
-        self.layers = dict(layers)
+        self.layers = quant_layers
         self.p = p
         self.kappa_cap_warmup = float(kappa_cap_warmup)
         self.kappa_cap = float(kappa_cap)
@@ -236,6 +244,7 @@ class GradientInundation:
 
     @property
     def p(self) -> float:
+        """The share of each layer's codes a step must change (in [0, 1]; the trainer schedules it)."""
         return self._p
 
     @p.setter
@@ -250,29 +259,36 @@ class GradientInundation:
         return min(self.kappa_cap_warmup, self.kappa_cap) if self.warmup else self.kappa_cap
 
     def set_warmup(self, on: bool) -> None:
+        """Switch the warm-up cap (``kappa_cap_warmup``) on or off."""
         self.warmup = bool(on)
 
     # ----------------------------------------------------------------- optimiser protocol
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
+        """The base optimiser's parameter groups (shared: a learning rate set here is the base's)."""
         return self.base.param_groups
 
     @property
     def state(self) -> Any:
+        """The base optimiser's per-parameter state (momentum, moments)."""
         return self.base.state
 
     @property
     def defaults(self) -> dict[str, Any]:
+        """The base optimiser's default hyper-parameters."""
         return self.base.defaults
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group to the base optimiser (its layers take the plain base step)."""
         self.base.add_param_group(param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients, as the base optimiser does."""
         self.base.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
+        """The base optimiser's state and GI's settings (p, warm-up, caps, bisection steps, rule, layers)."""
         return {
             "base": self.base.state_dict(),
             "gradient_inundation": {
@@ -287,6 +303,7 @@ class GradientInundation:
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Put back a :meth:`state_dict` of an optimiser over the same layers."""
         if not isinstance(state_dict, Mapping) or set(state_dict) != {"base", "gradient_inundation"}:
             raise UserError("not a GradientInundation state dict (expected keys 'base' and 'gradient_inundation')")
         gi = state_dict["gradient_inundation"]
@@ -335,88 +352,19 @@ class GradientInundation:
         return loss
 
     def _inundate(self, layout: _Layout) -> None:
+        """rule="ours": κ per layer, searched for all layers at once (module docstring), then applied."""
         names = layout.names
-        n_layers = len(names)
-        dev = layout.device
-        p = self.p
-        tol = p / 100.0  # early stop of the binary search: |frac - p| < p/100
-        cap = self.kappa_limit
-
-        count1 = layout.new_counts()
-        bad = layout.new_counts()
-        for b in layout.buckets:
-            b.codes(b.old, out=b.q0)  # q0: codes before the step
-            b.snapshot(b.d)  # the base optimiser's result ...
-            bad_rows = b.codes(b.d, out=b.t)  # ... its codes: frac(1) on the base's own tensor
-            layout.per_layer_any(b, bad_rows, bad)
-            b.count_changed(count1)
-            b.d.sub_(b.old)  # d = w_base - w_old, the proposed step
-        nonfinite = bad > 0
+        count1, nonfinite = _base_step_counts(layout)
         nograd = layout.mask([self.layers[n].weight.grad is None for n in names])
-
-        # per-layer search state: device tensors, float64 for κ and fractions
-        done = (count1 / layout.numel_t >= p) | nonfinite | nograd
-        doubling = ~done
-        cur = torch.ones(n_layers, dtype=torch.float64, device=dev)  # largest κ known with frac < p
-        hi = torch.ones_like(cur)  # κ to apply: smallest found with frac >= p (1 when done at once)
-        count_hi = count1.clone()
-        steps = torch.zeros(n_layers, dtype=torch.int64, device=dev)
-        at_cap = torch.zeros(n_layers, dtype=torch.bool, device=dev)
-
-        max_iterations = math.ceil(math.log2(cap)) + 1 + self.bisection_steps
-        iterations = 0
-        for _ in range(max_iterations):
-            searching = (~done).tolist()  # the one host sync per search iteration
-            if not any(searching):
-                break
-            iterations += 1
-            doubled = torch.clamp(cur * 2, max=cap)
-            trial = torch.where(doubling, doubled, (cur + hi) / 2)
-            trial = torch.where(done, torch.ones_like(trial), trial)
-            count = layout.new_counts()
-            for b in layout.buckets:  # evaluate only the rows of layers still searching
-                span = b.row_span(searching)
-                if span is not None:
-                    b.codes(b.scaled(trial, *span), out=b.t[span[0] : span[1]], r0=span[0])
-                    b.count_changed(count, *span)
-            frac = count / layout.numel_t
-            ok = frac >= p
-            near = (frac - p).abs() < tol
-            active = ~done
-            in_doubling = active & doubling
-            in_bisection = active & ~doubling
-            found = in_doubling & ok  # p reached: bisect between κ/2 (cur) and κ
-            capped = in_doubling & ~ok & (doubled >= cap)
-            grow = in_doubling & ~ok & ~capped
-            accept = found | (in_bisection & ok) | capped
-            hi = torch.where(accept, trial, hi)
-            count_hi = torch.where(accept, count, count_hi)
-            cur = torch.where(grow | (in_bisection & ~ok), trial, cur)
-            steps = steps + in_bisection.to(torch.int64)
-            at_cap = at_cap | capped
-            finished = (
-                capped
-                | (found & (near | (self.bisection_steps == 0)))
-                | (in_bisection & (near | (steps >= self.bisection_steps)))
-            )
-            doubling = doubling & ~found
-            done = done | finished
-
-        kappa = torch.where(nonfinite | nograd, torch.ones_like(hi), hi)
-        flag = torch.zeros(n_layers, dtype=torch.float64, device=dev)
-        flag = torch.where(at_cap, 1.0, flag)
+        search = _KappaSearch(count1, (count1 / layout.numel_t >= self.p) | nonfinite | nograd, self)
+        iterations = search.run(layout)
+        kappa = torch.where(nonfinite | nograd, torch.ones_like(search.hi), search.hi)
+        flag = torch.zeros(len(names), dtype=torch.float64, device=layout.device)
+        flag = torch.where(search.at_cap, 1.0, flag)
         flag = torch.where(nonfinite, 2.0, flag)
         flag = torch.where(nograd, 3.0, flag)
-        stats = torch.stack([kappa, count_hi.to(torch.float64), flag]).cpu().tolist()  # the final sync
-
-        for b in layout.buckets:
-            scaled = [j for j, i in enumerate(b.layer_ids) if stats[0][i] != 1.0]
-            if not scaled:
-                continue  # κ = 1: the weights stay the base optimiser's result, bit for bit
-            for j in scaled:
-                r0, r1 = b.row_start[j], b.row_start[j] + b.rows[j]
-                b.weights[j].copy_(b.scaled(kappa, r0, r1).view_as(b.weights[j]))
-
+        stats = torch.stack([kappa, search.count_hi.to(torch.float64), flag]).cpu().tolist()  # the final sync
+        _apply_kappa(layout, kappa, stats[0])
         self.last_search_iterations = iterations
         self.last_kappa = dict(zip(names, stats[0]))
         self.last_changed_codes = {n: int(c) for n, c in zip(names, stats[1])}
@@ -430,9 +378,6 @@ class GradientInundation:
         keep ``kappa_cap``); then ``bisection_steps`` midpoints between κ/2 and κ, stopping when
         |frac - p| < p/100, and the *last midpoint* is applied, also when its frac < p or when the
         doubling hit the cap.  The step d is still the base optimiser's (weight decay included)."""
-        p = self.p
-        tol = p / 100.0
-        cap = self.kappa_limit
         names = layout.names
         kappas: dict[str, float] = {}
         changed: dict[str, int] = {}
@@ -442,52 +387,13 @@ class GradientInundation:
         for b in layout.buckets:
             for j, i in enumerate(b.layer_ids):
                 name = names[i]
-                r0, r1 = b.row_start[j], b.row_start[j] + b.rows[j]
-                old, q0, t = b.old[r0:r1], b.q0[r0:r1], b.t[r0:r1]
-                numel = layout.numels[i]
-                b.codes(old, out=q0, r0=r0)
-                b.d[r0:r1].copy_(b.weights[j].detach().view(r1 - r0, b.length))
-                nonfinite = bool(b.codes(b.d[r0:r1], out=t, r0=r0).any())
-                count = int(torch.ne(t, q0).sum())
-                b.d[r0:r1].sub_(old)
-                if self.layers[name].weight.grad is None or nonfinite:
-                    flags[name] = FLAG_NOGRAD if self.layers[name].weight.grad is None else FLAG_NONFINITE
-                    kappas[name], changed[name] = 1.0, count
-                    continue
-
-                def frac_at(k: float) -> int:
-                    w = torch.mul(b.d[r0:r1], k, out=b.w[r0:r1]).add_(old)
-                    b.codes(w, out=t, r0=r0)
-                    return int(torch.ne(t, q0).sum())
-
-                seq = [(1.0, count)]
-                kappa = 1.0
-                if count / numel < p:
-                    while True:  # doubling (reference: no early stop, break at p or past the warm-up bound)
-                        kappa = min(kappa * 2, cap)
-                        count = frac_at(kappa)
-                        seq.append((kappa, count))
-                        if count / numel >= p or kappa >= cap:
-                            break
-                    if count / numel < p:
-                        flags[name] = FLAG_CAP
-                    start, end, mid = kappa / 2, kappa, kappa
-                    for _ in range(self.bisection_steps):
-                        mid = (start + end) / 2
-                        count = frac_at(mid)
-                        seq.append((mid, count))
-                        if abs(count / numel - p) < tol:
-                            break
-                        if count / numel < p:
-                            start = mid
-                        else:
-                            end = mid
-                    kappa = mid  # the last midpoint, as the reference (GDFQ_AIT/optimizer.py:233)
-                    if seq[-1][0] != kappa:
-                        count = frac_at(kappa)
-                    b.weights[j].copy_(_scaled_rows(b, r0, r1, kappa, old).view_as(b.weights[j]))
-                iterations = max(iterations, len(seq) - 1)
-                kappas[name], changed[name], probes[name] = kappa, count, seq
+                nograd = self.layers[name].weight.grad is None
+                kappas[name], changed[name], flag, seq = self._reference_layer(b, j, layout.numels[i], nograd)
+                if flag is not None:
+                    flags[name] = flag
+                if seq is not None:
+                    iterations = max(iterations, len(seq) - 1)
+                    probes[name] = seq
         self.last_search_iterations = iterations
         self.last_kappa = {n: kappas[n] for n in names}
         self.last_changed_codes = {n: changed[n] for n in names}
@@ -495,7 +401,152 @@ class GradientInundation:
         self.last_flags = {n: flags[n] for n in names if n in flags}
         self.last_probes = probes
 
+    def _reference_layer(
+        self, b: _Bucket, j: int, numel: int, nograd: bool
+    ) -> tuple[float, int, str | None, list[tuple[float, int]] | None]:
+        """rule="reference" for layer j of bucket b: (κ applied, codes changed, flag or None, the (κ, count)
+        pairs probed or None for a layer left to the base optimiser)."""
+        r0, r1 = b.row_start[j], b.row_start[j] + b.rows[j]
+        old, q0, t = b.old[r0:r1], b.q0[r0:r1], b.t[r0:r1]
+        b.codes(old, out=q0, r0=r0)
+        b.d[r0:r1].copy_(b.weights[j].detach().view(r1 - r0, b.length))
+        nonfinite = bool(b.codes(b.d[r0:r1], out=t, r0=r0).any())
+        count = int(torch.ne(t, q0).sum())
+        b.d[r0:r1].sub_(old)
+        if nograd or nonfinite:
+            return 1.0, count, FLAG_NOGRAD if nograd else FLAG_NONFINITE, None
+        if count / numel >= self.p:
+            return 1.0, count, None, [(1.0, count)]
+        kappa, count, seq, capped = self._reference_search(b, r0, r1, numel, count)
+        b.weights[j].copy_(_scaled_rows(b, r0, r1, kappa, old).view_as(b.weights[j]))
+        return kappa, count, FLAG_CAP if capped else None, seq
+
+    def _reference_search(
+        self, b: _Bucket, r0: int, r1: int, numel: int, count: int
+    ) -> tuple[float, int, list[tuple[float, int]], bool]:
+        """The reference's doubling (no early stop; it ends at p or at the cap) and bisection of κ for rows
+        r0:r1 of bucket b, whose base step changed `count` codes; returns (the last midpoint, its changed
+        codes, every (κ, count) probed, whether the doubling ended at the cap short of p)."""
+        p, cap = self.p, self.kappa_limit
+        seq = [(1.0, count)]
+        kappa = 1.0
+        while True:  # doubling (reference: no early stop, break at p or past the warm-up bound)
+            kappa = min(kappa * 2, cap)
+            count = _changed_at(b, r0, r1, kappa)
+            seq.append((kappa, count))
+            if count / numel >= p or kappa >= cap:
+                break
+        capped = count / numel < p
+        start, end, mid = kappa / 2, kappa, kappa
+        for _ in range(self.bisection_steps):
+            mid = (start + end) / 2
+            count = _changed_at(b, r0, r1, mid)
+            seq.append((mid, count))
+            if abs(count / numel - p) < p / 100.0:
+                break
+            if count / numel < p:
+                start = mid
+            else:
+                end = mid
+        if seq[-1][0] != mid:  # the last midpoint is applied, as the reference (GDFQ_AIT/optimizer.py:233)
+            count = _changed_at(b, r0, r1, mid)
+        return mid, count, seq, capped
+
 
 def _scaled_rows(b: _Bucket, r0: int, r1: int, kappa: float, old: torch.Tensor) -> torch.Tensor:
     """``old + κ d`` for rows r0:r1 of bucket ``b`` (a mul then an add, as :meth:`_Bucket.scaled`)."""
     return torch.mul(b.d[r0:r1], kappa, out=b.w[r0:r1]).add_(old)
+
+
+def _changed_at(b: _Bucket, r0: int, r1: int, kappa: float) -> int:
+    """Codes of ``old + κ d`` for rows r0:r1 of bucket ``b`` (into ``t``) that differ from ``q0``."""
+    t = b.t[r0:r1]
+    b.codes(_scaled_rows(b, r0, r1, kappa, b.old[r0:r1]), out=t, r0=r0)
+    return int(torch.ne(t, b.q0[r0:r1]).sum())
+
+
+def _base_step_counts(layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """After the base step: ``q0`` (codes before it) and ``d`` (the step) in every bucket; returns per layer the
+    codes the base step changed and whether its result is non-finite."""
+    count1 = layout.new_counts()
+    bad = layout.new_counts()
+    for b in layout.buckets:
+        b.codes(b.old, out=b.q0)  # q0: codes before the step
+        b.snapshot(b.d)  # the base optimiser's result ...
+        bad_rows = b.codes(b.d, out=b.t)  # ... its codes: frac(1) on the base's own tensor
+        layout.per_layer_any(b, bad_rows, bad)
+        b.count_changed(count1)
+        b.d.sub_(b.old)  # d = w_base - w_old, the proposed step
+    return count1, bad > 0
+
+
+def _apply_kappa(layout: _Layout, kappa: torch.Tensor, kappas: list[float]) -> None:
+    """Write ``old + κ d`` into the weights of every layer whose κ (``kappas``, on the host) is not 1."""
+    for b in layout.buckets:
+        scaled = [j for j, i in enumerate(b.layer_ids) if kappas[i] != 1.0]
+        if not scaled:
+            continue  # κ = 1: the weights stay the base optimiser's result, bit for bit
+        for j in scaled:
+            r0, r1 = b.row_start[j], b.row_start[j] + b.rows[j]
+            b.weights[j].copy_(b.scaled(kappa, r0, r1).view_as(b.weights[j]))
+
+
+class _KappaSearch:
+    """rule="ours": the per-layer κ search state as device tensors (float64 for κ and fractions), all layers
+    stepping together: doubling until frac(κ) >= p (or the cap), then bisection between κ/2 and κ."""
+
+    def __init__(self, count1: torch.Tensor, done: torch.Tensor, gi: GradientInundation) -> None:
+        n_layers, dev = count1.shape[0], count1.device
+        self.p, self.tol, self.cap, self.bisection_steps = gi.p, gi.p / 100.0, gi.kappa_limit, gi.bisection_steps
+        self.done = done
+        self.doubling = ~done
+        self.cur = torch.ones(n_layers, dtype=torch.float64, device=dev)  # largest κ known with frac < p
+        self.hi = torch.ones_like(self.cur)  # κ to apply: smallest found with frac >= p (1 when done at once)
+        self.count_hi = count1.clone()
+        self.steps = torch.zeros(n_layers, dtype=torch.int64, device=dev)
+        self.at_cap = torch.zeros(n_layers, dtype=torch.bool, device=dev)
+
+    def run(self, layout: _Layout) -> int:
+        """Search until every layer is done (one host sync per iteration); returns the iterations run."""
+        max_iterations = math.ceil(math.log2(self.cap)) + 1 + self.bisection_steps
+        iterations = 0
+        for _ in range(max_iterations):
+            searching = (~self.done).tolist()  # the one host sync per search iteration
+            if not any(searching):
+                break
+            iterations += 1
+            doubled = torch.clamp(self.cur * 2, max=self.cap)
+            trial = torch.where(self.doubling, doubled, (self.cur + self.hi) / 2)
+            trial = torch.where(self.done, torch.ones_like(trial), trial)
+            count = layout.new_counts()
+            for b in layout.buckets:  # evaluate only the rows of layers still searching
+                span = b.row_span(searching)
+                if span is not None:
+                    b.codes(b.scaled(trial, *span), out=b.t[span[0] : span[1]], r0=span[0])
+                    b.count_changed(count, *span)
+            self.update(trial, doubled, count, count / layout.numel_t)
+        return iterations
+
+    def update(self, trial: torch.Tensor, doubled: torch.Tensor, count: torch.Tensor, frac: torch.Tensor) -> None:
+        """One iteration's outcome: the codes changed at κ = ``trial`` (``doubled`` where a layer doubles)."""
+        ok = frac >= self.p
+        near = (frac - self.p).abs() < self.tol
+        active = ~self.done
+        in_doubling = active & self.doubling
+        in_bisection = active & ~self.doubling
+        found = in_doubling & ok  # p reached: bisect between κ/2 (cur) and κ
+        capped = in_doubling & ~ok & (doubled >= self.cap)
+        grow = in_doubling & ~ok & ~capped
+        accept = found | (in_bisection & ok) | capped
+        self.hi = torch.where(accept, trial, self.hi)
+        self.count_hi = torch.where(accept, count, self.count_hi)
+        self.cur = torch.where(grow | (in_bisection & ~ok), trial, self.cur)
+        self.steps = self.steps + in_bisection.to(torch.int64)
+        self.at_cap = self.at_cap | capped
+        finished = (
+            capped
+            | (found & (near | (self.bisection_steps == 0)))
+            | (in_bisection & (near | (self.steps >= self.bisection_steps)))
+        )
+        self.doubling = self.doubling & ~found
+        self.done = self.done | finished

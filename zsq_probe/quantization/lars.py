@@ -48,6 +48,7 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One LARS step on every parameter with a gradient: momentum SGD scaled per layer by `local_lr`."""
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -164,10 +164,16 @@ def fake_quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- layers
 
 
-def _copy_param(src: torch.Tensor | None) -> nn.Parameter | None:
-    if src is None:
-        return None
+def _copy_param(src: torch.Tensor) -> nn.Parameter:
+    """A parameter holding a copy of ``src`` (not shared), with its ``requires_grad``."""
     return nn.Parameter(src.detach().clone(), requires_grad=src.requires_grad)
+
+
+def _copy_weight_and_bias(q: nn.Conv2d | nn.Linear, module: nn.Conv2d | nn.Linear) -> None:
+    """Give the quantised layer ``q`` copies of ``module``'s weight and bias."""
+    q.weight = _copy_param(module.weight)
+    if module.bias is not None:  # else ``q`` was built without one
+        q.bias = _copy_param(module.bias)
 
 
 class QuantConv2d(nn.Conv2d):
@@ -202,18 +208,20 @@ class QuantConv2d(nn.Conv2d):
             dtype=module.weight.dtype,
             w_bits=w_bits,
         )
-        q.weight = _copy_param(module.weight)
-        q.bias = _copy_param(module.bias)
+        _copy_weight_and_bias(q, module)
         q.train(module.training)
         return q
 
     def quantized_weight(self) -> torch.Tensor:
+        """The weight fake-quantised per output channel to `w_bits` (straight-through gradient)."""
         return fake_quantize_weight(self.weight, self.w_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution with the fake-quantised weight."""
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
     def extra_repr(self) -> str:
+        """nn.Conv2d's description plus the weight bits."""
         return super().extra_repr() + f", w_bits={self.w_bits}"
 
 
@@ -240,18 +248,20 @@ class QuantLinear(nn.Linear):
             dtype=module.weight.dtype,
             w_bits=w_bits,
         )
-        q.weight = _copy_param(module.weight)
-        q.bias = _copy_param(module.bias)
+        _copy_weight_and_bias(q, module)
         q.train(module.training)
         return q
 
     def quantized_weight(self) -> torch.Tensor:
+        """The weight fake-quantised per output row to `w_bits` (straight-through gradient)."""
         return fake_quantize_weight(self.weight, self.w_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear map with the fake-quantised weight."""
         return F.linear(x, self.quantized_weight(), self.bias)
 
     def extra_repr(self) -> str:
+        """nn.Linear's description plus the weight bits."""
         return super().extra_repr() + f", w_bits={self.w_bits}"
 
 
@@ -272,6 +282,13 @@ class ActivationQuantizer(nn.Module):
     helpers below), not by writing the buffer.
     """
 
+    # registered buffers (checkpointed); declared so that they type as tensors, not as `Tensor | Module`
+    range_min: torch.Tensor
+    range_max: torch.Tensor
+    initialized: torch.Tensor
+    frozen: torch.Tensor
+    beta_t: torch.Tensor  # range_ema="bias-corrected" only
+
     def __init__(self, a_bits: int, momentum: float = EMA_MOMENTUM, range_ema: str = "plain") -> None:
         super().__init__()
         self.a_bits = check_bits(a_bits, "a_bits")
@@ -291,13 +308,16 @@ class ActivationQuantizer(nn.Module):
 
     @property
     def is_frozen(self) -> bool:
+        """Whether the range is held (no EMA update on forward)."""
         return self._frozen
 
     @property
     def is_initialized(self) -> bool:
+        """Whether the range has been set (by a forward pass or calibration)."""
         return self._initialized
 
     def set_frozen(self, frozen: bool) -> None:
+        """Hold (True) or release (False) the range; the buffer follows for checkpoints."""
         self._frozen = bool(frozen)
         self.frozen.fill_(self._frozen)
 
@@ -345,10 +365,12 @@ class ActivationQuantizer(nn.Module):
             self.range_max.mul_(self.momentum).add_(bmax.to(self.range_max.dtype), alpha=1 - self.momentum)
 
     def quant_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, zero point) of the current range at `a_bits`."""
         k = self.a_bits
         return scale_and_zero_point(self.range_min, self.range_max, 2**k - 1, 2 ** (k - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` fake-quantised with the range (updated first unless frozen), with a straight-through gradient."""
         if not self._frozen:
             self._update_range(x)
         if not self._initialized:
@@ -362,6 +384,7 @@ class ActivationQuantizer(nn.Module):
         return x + delta
 
     def extra_repr(self) -> str:
+        """Bits, momentum, EMA rule and frozen state."""
         ema = "" if self.range_ema == "plain" else f", range_ema={self.range_ema}"
         return f"a_bits={self.a_bits}, momentum={self.momentum}{ema}, frozen={self._frozen}"
 
@@ -378,6 +401,7 @@ class QuantizedActivation(nn.Module):
         self.quantizer = quantizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation, then its quantiser."""
         return self.quantizer(self.activation(x))
 
 
@@ -501,18 +525,27 @@ def calibrate_activation_ranges(model: nn.Module, batches: Iterable[Any]) -> int
     return count
 
 
-def quantization_spec(model: nn.Module) -> dict[str, Any]:
-    """What is quantised in ``model`` and how, as a JSON-serialisable dict."""
-    layers = quantized_layers(model)
-    quantizers = activation_quantizers(model)
-    w_bits_set = sorted({m.w_bits for m in layers.values()})
-    a_bits_set = sorted({q.a_bits for q in quantizers.values()})
+# weighted layers quantize_model leaves in full precision (reported by quantization_spec)
+_UNQUANTIZED_WEIGHT_TYPES = (
+    nn.Conv1d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Embedding,
+    nn.Bilinear,
+)
 
-    def bits(values: list[int], per: dict[str, int]) -> Any:
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else per
 
+def _one_or_each(values: list[int], per: dict[str, int]) -> Any:
+    """Bits as one number when every layer has the same, else per layer (None when there is no layer)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else per
+
+
+def _not_quantized(model: nn.Module) -> dict[str, Any]:
+    """What stays in full precision in a quantised ``model``: the fixed list and the modules found."""
     other_acts = [
         {"name": n, "type": type(m).__name__}
         for n, m in model.named_modules()
@@ -521,24 +554,32 @@ def quantization_spec(model: nn.Module) -> dict[str, Any]:
     other_weights = [
         {"name": n, "type": type(m).__name__}
         for n, m in model.named_modules()
-        if isinstance(
-            m,
-            (
-                nn.Conv1d,
-                nn.Conv3d,
-                nn.ConvTranspose1d,
-                nn.ConvTranspose2d,
-                nn.ConvTranspose3d,
-                nn.Embedding,
-                nn.Bilinear,
-            ),
-        )
+        if isinstance(m, _UNQUANTIZED_WEIGHT_TYPES)
     ]
+    return {
+        "biases": True,
+        "network_input": True,
+        "residual_adds": True,
+        "batchnorm": "not folded; runs in full precision",
+        "functional_activations": "activations applied as functions (F.relu, torch.sigmoid, ...) "
+        "are invisible and stay full precision",
+        "other_activation_modules": other_acts,
+        "other_activation_module_count": len(other_acts),
+        "other_weight_layers": other_weights,
+    }
+
+
+def quantization_spec(model: nn.Module) -> dict[str, Any]:
+    """What is quantised in ``model`` and how, as a JSON-serialisable dict."""
+    layers = quantized_layers(model)
+    quantizers = activation_quantizers(model)
     names = list(layers)
     return {
         "scheme": SCHEME,
-        "w_bits": bits(w_bits_set, {n: m.w_bits for n, m in layers.items()}),
-        "a_bits": bits(a_bits_set, {n: q.a_bits for n, q in quantizers.items()}),
+        "w_bits": _one_or_each(sorted({m.w_bits for m in layers.values()}), {n: m.w_bits for n, m in layers.items()}),
+        "a_bits": _one_or_each(
+            sorted({q.a_bits for q in quantizers.values()}), {n: q.a_bits for n, q in quantizers.items()}
+        ),
         "rounding": ROUNDING,
         "weight_formula": "scale=(2^k-1)/max(max-min,1e-8); zp=round(scale*min)+2^(k-1); "
         "q=clamp(round(scale*w-zp),-2^(k-1),2^(k-1)-1); w_hat=(q+zp)/scale",
@@ -551,15 +592,5 @@ def quantization_spec(model: nn.Module) -> dict[str, Any]:
         "activation_quantizers": list(quantizers),
         "activation_quantizer_count": len(quantizers),
         "activation_ranges_frozen": sum(q.is_frozen for q in quantizers.values()),
-        "not_quantized": {
-            "biases": True,
-            "network_input": True,
-            "residual_adds": True,
-            "batchnorm": "not folded; runs in full precision",
-            "functional_activations": "activations applied as functions (F.relu, torch.sigmoid, ...) "
-            "are invisible and stay full precision",
-            "other_activation_modules": other_acts,
-            "other_activation_module_count": len(other_acts),
-            "other_weight_layers": other_weights,
-        },
+        "not_quantized": _not_quantized(model),
     }

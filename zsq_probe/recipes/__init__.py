@@ -13,6 +13,10 @@ the table; ``scale="tiny"`` maps every run onto the embedded digits teacher so i
 Modules: ``specs`` (run specs, tiny stand-ins), ``models`` (setting names), ``jobs`` (planning),
 ``train_runs`` (training), ``figures``, ``tables``, ``estimates`` (GPU-hours), ``catalog`` (the recipes by
 name), ``runner`` (the steps together), ``command`` (the command-line handler ``analyses/`` scripts call).
+
+Importing this package loads no torch (the command line imports it to build its parser): the data sets load
+where a recipe module is loaded, the trainer (through the executors) where a run trains and the plots where
+a figure is drawn.
 """
 
 from zsq_probe.recipes.catalog import RECIPES, load_recipe, recipe_listing, recipe_module

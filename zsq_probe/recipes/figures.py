@@ -26,10 +26,10 @@ def first_seed_jobs(entry: dict, jobs: list[Job]) -> list[Job]:
     order = wanted if wanted is not None else list(first)
     out, seen = [], set()
     for pid in order:
-        j = first.get(pid)
-        if j is not None and j.path not in seen:
-            seen.add(j.path)
-            out.append(j)
+        job = first.get(pid)
+        if job is not None and job.path not in seen:
+            seen.add(job.path)
+            out.append(job)
     return out
 
 
@@ -66,7 +66,7 @@ def figure_command(entry: dict, paths, out_dir, scale: str, fmt: str = "png") ->
 def draw_figures(recipe: dict, jobs: list[Job], out, scale: str, fmt: str = "png") -> int:
     """Draw each figure entry of the recipe into OUT/figures/<recipe>; returns the number that failed
     (an error, or no file written)."""
-    from zsq_probe.plots import write_figures
+    from zsq_probe.plots import write_figures  # torch: not on import (zsq_probe.recipes)
 
     out_dir = Path(out) / "figures" / recipe["name"]
     failed = 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zsq_probe.errors import UserError
+from zsq_probe.executors import failures, run_jobs
 from zsq_probe.recipes.catalog import load_recipe
 from zsq_probe.recipes.estimates import jobs_hours
 from zsq_probe.recipes.figures import draw_figures, figure_command, first_seed_jobs
@@ -32,6 +33,7 @@ class RecipePlan:
 
     @property
     def name(self) -> str:
+        """The recipe's name."""
         return self.recipe["name"]
 
 
@@ -49,6 +51,7 @@ class RecipeResult:
 
     @property
     def ok(self) -> bool:
+        """Whether every run and figure succeeded."""
         return not self.failures and not self.figures_failed
 
 
@@ -103,8 +106,6 @@ def run_plan(
     `executor`: 'local' (default; one worker trains in this process as always, more run side by side),
     'ray' or 'slurm', with `executor_options` (zsq_probe.executors.run_jobs).  Jobs submitted and not waited
     for (slurm, wait=False) leave the figures and table for a later `train=False` call."""
-    from zsq_probe.executors import failures, run_jobs
-
     recipe = plan.recipe
     result = RecipeResult(plan)
     if train:

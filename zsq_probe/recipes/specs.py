@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 
 from zsq_probe.errors import UserError
+from zsq_probe.presets import PRESETS, preset_overrides
 
 PAPER_SCALE, TINY_SCALE = "paper", "tiny"
 SCALES = (PAPER_SCALE, TINY_SCALE)
@@ -43,25 +44,26 @@ def format_value(v) -> str:
 
 
 def bits_label(w, a) -> str:
+    """'4w4a' for 4-bit weights and activations."""
     return f"{w}w{a}a"
 
 
 def data_of(teacher: str) -> str:
-    from zsq_probe.data.datasets import dataset_for_teacher
+    """The data set a teacher was trained on."""
+    from zsq_probe.data.datasets import dataset_for_teacher  # torch: not on import (zsq_probe.recipes)
 
     return dataset_for_teacher(teacher)
 
 
 def _full_precision(preset: str, data: str) -> bool:
     """Whether `preset` trains a full-precision student (KD); unknown presets are an error."""
-    from zsq_probe.presets import PRESETS, preset_overrides
-
     if preset not in PRESETS:
         raise UserError(f"recipe names unknown preset {preset!r}")
     return bool(preset_overrides(preset, data).get("full_precision_student"))
 
 
 def run_id(preset: str, teacher: str, w_bits, a_bits, probes=(), tag: str | None = None) -> str:
+    """A run's id from its preset, teacher, bits, probes and tag ('resnet20_cifar10-4w4a-ait-with-cosine')."""
     bits = "fp" if w_bits is None else bits_label(w_bits, a_bits)
     rid = f"{teacher}-{bits}-{preset}"
     if tag:
@@ -158,7 +160,8 @@ def scaled_specs(recipe: dict, scale: str) -> dict[str, dict]:
     if scale == PAPER_SCALE:
         return specs
     keep = recipe.get("tiny", {}).get("only")
-    out, by_id = {}, {}
+    out: dict[str, dict] = {}
+    by_id: dict[str, dict] = {}
     for pid, spec in specs.items():
         if keep and not any(fnmatch.fnmatchcase(pid, pat) for pat in keep):
             continue

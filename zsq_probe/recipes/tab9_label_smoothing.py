@@ -38,7 +38,7 @@ def _ce_only(teacher, c):
     return run("ce-only", teacher, 4, 4, tag="ce-only" + (f"-ls{c:g}" if c else ""), **extra)
 
 
-RUNS = {}
+RUNS: dict[tuple, dict] = {}  # (teacher, method, smoothing) or (teacher, "ait") -> run
 for t in PAPER:
     for c in SMOOTHING:
         RUNS[t, "baseline", c] = _baseline(t, c)

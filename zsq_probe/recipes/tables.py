@@ -130,80 +130,107 @@ def render_table(
     planned (--only, tiny scale), 'not run' a cell the paper has but zsq-probe cannot run, '—' a planned
     run without a finished seed; columns without a planned run are left out too.  `standins`: paper
     run id -> the label of the run trained for it (tiny scale), named in the block title."""
-    cols = _columns(table)
     cells = {(c["block"], c["row"], c["column"]): c for c in table_cells(table, values, expected_n)}
-    shown = [c for c in cols if any(v["planned"] for k, v in cells.items() if k[2] == c["name"])]
-    if shown:  # columns none of whose runs were planned (--only, tiny scale) are left out
-        cols = list(shown)
-        names = {c["name"] for c in cols}
-        cols = [dict(c, delta_from=None) if c.get("delta_from") not in names else c for c in cols]
+    cols = _shown_columns(_columns(table), cells)
     lines = [table["title"]]
     if header_note:
         lines.append(header_note)
-    row_head = table.get("row_header", "")
     for b in table["blocks"]:
-
-        def planned(r):
-            return any(cells.get((b["title"], r["label"], c["name"]), {}).get("planned") for c in cols)
-
-        if not any(planned(r) for r in b["rows"]):
+        rows = _block_rows(b, cols, cells)
+        if not rows:
             continue
-        # rows with a planned run, and the paper-only rows (every cell 'not run', e.g. Tab. 3's LARS)
-        rows = [r for r in b["rows"] if planned(r) or all(cl["run"] is None for cl in r["cells"].values())]
-        title = b["title"]
-        if standins:
-            labels = sorted({standins[cl["run"]] for r in rows for cl in r["cells"].values() if cl["run"] in standins})
-            if labels:
-                title += f"  [ours: {', '.join(labels)}]"
-        if teacher is not None and b.get("fp32") is not None:
-            t_vals = [
-                v for r in rows for c in cols for v in teacher.get((r["cells"].get(c["name"]) or {}).get("run"), [])
-            ]
-            ours = stats(t_vals)[0]
-            title += f"  (teacher top-1: ours {'—' if ours is None else f'{ours:.2f}'}, paper {b['fp32']:.2f})"
-        grid = []
-        for r in rows:
-            line = [r["label"]]
-            for c in cols:
-                cl = cells.get((b["title"], r["label"], c["name"]))
-                if cl is None:
-                    line += ["", ""]
-                    continue
-                ours, paper = cl["text"], cl["paper_text"]
-                base = c.get("delta_from")
-                if base:
-                    ref = cells.get((b["title"], r["label"], base))
-                    if ref is not None:
-                        ours += _delta(cl["mean"], ref["mean"])
-                        paper += _delta(cl["paper"], ref["paper"])
-                line += [ours, paper]
-            grid.append(line)
-        head1 = [""] + [x for c in cols for x in (c["name"], "")]
-        head2 = [row_head] + [x for _ in cols for x in ("ours", "paper")]
-        widths = [max(len(str(line[i])) for line in [head1, head2] + grid) for i in range(len(head2))]
-        # a column name spans its ours/paper pair
-        for k, c in enumerate(cols):
-            i = 1 + 2 * k
-            need = len(c["name"]) - (widths[i] + 3 + widths[i + 1])
-            if need > 0:
-                widths[i + 1] += need
-            head1[i] = c["name"]
-
-        def fmt(line, span=False):
-            parts = [f"{line[0]:<{widths[0]}}"]
-            for k in range(len(cols)):
-                i = 1 + 2 * k
-                if span:
-                    parts.append(f"{line[i]:<{widths[i] + 3 + widths[i + 1]}}")
-                else:
-                    parts.append(f"{line[i]:<{widths[i]}} | {line[i + 1]:<{widths[i + 1]}}")
-            return " || ".join(parts).rstrip()
-
-        lines += ["", title, fmt(head1, span=True), fmt(head2), "-" * len(fmt(head2))]
-        lines += [fmt(line) for line in grid]
+        grid = [_grid_line(b["title"], r, cols, cells) for r in rows]
+        lines += ["", _block_title(b, rows, cols, teacher, standins)]
+        lines += _format_grid(grid, cols, table.get("row_header", ""))
     if table.get("notes"):
         lines += [""] + [f"note: {n}" for n in table["notes"]]
     return "\n".join(lines)
+
+
+def _shown_columns(cols: list[dict], cells: dict) -> list[dict]:
+    """The columns with a planned run (all of them when none has one); a column whose `delta_from` is left
+    out shows no difference."""
+    shown = [c for c in cols if any(v["planned"] for k, v in cells.items() if k[2] == c["name"])]
+    if not shown:
+        return cols
+    names = {c["name"] for c in shown}
+    return [dict(c, delta_from=None) if c.get("delta_from") not in names else c for c in shown]
+
+
+def _block_rows(block: dict, cols: list[dict], cells: dict) -> list[dict]:
+    """A block's rows with a planned run, and its paper-only rows (every cell 'not run', e.g. Tab. 3's
+    LARS); none when no row has a planned run."""
+    planned = [
+        any(cells.get((block["title"], r["label"], c["name"]), {}).get("planned") for c in cols) for r in block["rows"]
+    ]
+    if not any(planned):
+        return []
+    return [
+        r
+        for r, has_planned in zip(block["rows"], planned)
+        if has_planned or all(cl["run"] is None for cl in r["cells"].values())
+    ]
+
+
+def _block_title(block: dict, rows: list[dict], cols: list[dict], teacher: dict | None, standins: dict | None) -> str:
+    """A block's title, with the stand-ins trained for it (tiny scale) and the teacher's top-1 beside the
+    paper's full-precision value."""
+    title = block["title"]
+    if standins:
+        labels = sorted({standins[cl["run"]] for r in rows for cl in r["cells"].values() if cl["run"] in standins})
+        if labels:
+            title += f"  [ours: {', '.join(labels)}]"
+    if teacher is not None and block.get("fp32") is not None:
+        t_vals = [v for r in rows for c in cols for v in teacher.get((r["cells"].get(c["name"]) or {}).get("run"), [])]
+        ours = stats(t_vals)[0]
+        title += f"  (teacher top-1: ours {'—' if ours is None else f'{ours:.2f}'}, paper {block['fp32']:.2f})"
+    return title
+
+
+def _grid_line(block_title: str, row: dict, cols: list[dict], cells: dict) -> list[str]:
+    """A row's label, then (ours, paper) per column, each with its difference to the `delta_from` column."""
+    line = [row["label"]]
+    for c in cols:
+        cl = cells.get((block_title, row["label"], c["name"]))
+        if cl is None:
+            line += ["", ""]
+            continue
+        ours, paper = cl["text"], cl["paper_text"]
+        base = c.get("delta_from")
+        ref = cells.get((block_title, row["label"], base)) if base else None
+        if ref is not None:
+            ours += _delta(cl["mean"], ref["mean"])
+            paper += _delta(cl["paper"], ref["paper"])
+        line += [ours, paper]
+    return line
+
+
+def _format_grid(grid: list[list[str]], cols: list[dict], row_head: str) -> list[str]:
+    """A block's lines: the column names (each spanning its ours/paper pair), the ours/paper header, a rule
+    and the grid, in aligned columns."""
+    head1 = [""] + [x for c in cols for x in (c["name"], "")]
+    head2 = [row_head] + [x for _ in cols for x in ("ours", "paper")]
+    widths = [max(len(str(line[i])) for line in [head1, head2] + grid) for i in range(len(head2))]
+    for k, c in enumerate(cols):  # a column name spans its ours/paper pair
+        i = 1 + 2 * k
+        need = len(c["name"]) - (widths[i] + 3 + widths[i + 1])
+        if need > 0:
+            widths[i + 1] += need
+    header = _format_line(head2, widths)
+    return [_format_line(head1, widths, span=True), header, "-" * len(header)] + [
+        _format_line(line, widths) for line in grid
+    ]
+
+
+def _format_line(line: list[str], widths: list[int], span: bool = False) -> str:
+    """One line of a block: the row label, then 'ours | paper' per column (`span`: one text per column)."""
+    parts = [f"{line[0]:<{widths[0]}}"]
+    for i in range(1, len(widths), 2):
+        if span:
+            parts.append(f"{line[i]:<{widths[i] + 3 + widths[i + 1]}}")
+        else:
+            parts.append(f"{line[i]:<{widths[i]}} | {line[i + 1]:<{widths[i + 1]}}")
+    return " || ".join(parts).rstrip()
 
 
 def write_table_csv(path: Path, rows: list[dict]) -> None:

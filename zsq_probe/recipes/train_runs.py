@@ -1,4 +1,5 @@
-"""Training a recipe's jobs through the library: finished runs are skipped, partial ones resumed."""
+"""Training a recipe's jobs one after another in this process: finished runs are skipped, partial ones resumed
+(`train_job`, zsq_probe.executors.base; the executors run them side by side)."""
 
 from __future__ import annotations
 
@@ -6,34 +7,10 @@ import logging
 import time
 
 from zsq_probe.errors import UserError
-from zsq_probe.recipes.jobs import Job, config_conflict, unique_jobs
+from zsq_probe.executors.base import train_job
+from zsq_probe.executors.job import Job, unique_jobs
 
 log = logging.getLogger(__name__)
-
-
-def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
-    """Train one job through `zsq_probe.training.train` (with the probes its config names) and return its
-    summary: skip it when finished (its config must match), resume it when partial.  `tensorboard`: also log
-    live curves (True: into RUN/tensorboard; a path: there; zsq_probe.training.tensorboard)."""
-    from zsq_probe.training import train
-
-    cfg = job.config()
-    status = job.status()
-    conflict = config_conflict(job, cfg)
-    if conflict:
-        raise UserError(conflict)
-    if status == "done":
-        return job.summary()
-    observers = None
-    if tensorboard:
-        from zsq_probe.probes import build_probes
-        from zsq_probe.training.tensorboard import TensorBoardObserver
-
-        logdir = None if tensorboard is True else tensorboard
-        observers = build_probes(cfg) + [TensorBoardObserver(logdir)]
-    return train(
-        cfg, job.path, resume=status == "partial", force=status == "partial", progress=progress, observers=observers
-    )
 
 
 def train_all(jobs: list[Job], progress: bool = False) -> list[tuple[Job, str]]:

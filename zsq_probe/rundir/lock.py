@@ -38,7 +38,7 @@ class RunLock:
         self.path = Path(folder) / LOCK_NAME
         self.what = what
         self.rank = _rank(rank)
-        self._fd = None
+        self._fd: int | None = None
 
     def acquire(self) -> RunLock:
         if self.rank != 0:

@@ -14,7 +14,8 @@ with SIGKILL at the first site whose name matches the fnmatch PATTERN (`fault_po
 `checkpoint:<epoch>` and `part:<table>:<key>` (after the temporary file is written, before the rename),
 `write:<file name>` (other files, e.g. config.json), `step:<epoch>:<step>` (the trainer, after an
 iteration), `commit:<probe>:<key>` (a post-hoc commit marker, before its rename) and
-`publish:<table>:<key>` (a committed post-hoc part, before it is renamed into place).  Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
+`publish:<table>:<key>` (a committed post-hoc part, before it is renamed into place).
+Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import platform
 import re
 import signal
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
@@ -34,6 +37,12 @@ import pyarrow.parquet as pq
 import torch
 
 from zsq_probe.errors import UserError, one_line
+
+PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
+JSONDict: TypeAlias = dict[str, Any]  # a parsed JSON object (config.json: nested values of any JSON type)
+CheckpointState: TypeAlias = dict[str, Any]  # a checkpoint: state dicts, tensors, numbers (weights_only-safe values)
+# the rows of one part: dicts (column -> value) or a DataFrame
+TableRows: TypeAlias = Iterable[Mapping[str, object]] | pd.DataFrame
 
 RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
@@ -97,7 +106,8 @@ def atomic_write_bytes(path: Path, data: bytes, site: str | None = None) -> None
     _fsync_dir(path.parent)
 
 
-def atomic_torch_save(obj, path: Path, site: str | None = None) -> None:
+def atomic_torch_save(obj: object, path: Path, site: str | None = None) -> None:
+    """`torch.save(obj)` to `path`, atomically (`atomic_write_bytes`)."""
     import io
 
     buf = io.BytesIO()
@@ -105,13 +115,14 @@ def atomic_torch_save(obj, path: Path, site: str | None = None) -> None:
     atomic_write_bytes(path, buf.getvalue(), site)
 
 
-def package_versions() -> dict:
+def package_versions() -> dict[str, str | None]:
+    """The versions of zsq-probe, Python and the libraries a run's numbers depend on (None: unknown)."""
     import numpy
     import pytorchcv  # noqa: F401
 
     import zsq_probe
 
-    def ver(mod):
+    def ver(mod: str) -> str | None:
         try:
             from importlib.metadata import version
 
@@ -133,28 +144,32 @@ def package_versions() -> dict:
 class RunDir:
     """A zsq-probe run folder on disk."""
 
-    def __init__(self, path):
+    def __init__(self, path: PathArg) -> None:
         self.path = Path(path)
 
     # --- layout
     @property
     def config_path(self) -> Path:
+        """RUN/config.json."""
         return self.path / "config.json"
 
     @property
     def checkpoint_dir(self) -> Path:
+        """RUN/checkpoints."""
         return self.path / "checkpoints"
 
     def table_dir(self, table: str) -> Path:
+        """RUN/probes/<table>, the folder of a table's parts."""
         return self.path / "probes" / table
 
     @property
     def name(self) -> str:
+        """The run folder's name (every row records it)."""
         return self.path.resolve().name
 
     # --- creation / opening
     @staticmethod
-    def ensure_new(path) -> None:
+    def ensure_new(path: PathArg) -> None:
         """Refuse a folder that already holds anything (nothing a user has is overwritten)."""
         path = Path(path)
         if not path.exists():
@@ -171,8 +186,9 @@ class RunDir:
         if left:
             raise UserError(f"{path} is not empty; pass --resume to continue that run, or choose another --out")
 
-    def write_config(self, config: dict, extra: dict | None = None) -> None:
-        doc = {
+    def write_config(self, config: Mapping[str, object], extra: Mapping[str, object] | None = None) -> None:
+        """Write config.json: the run config, the format and package versions, and `extra` keys."""
+        doc: dict[str, object] = {
             "format": RUN_FORMAT,
             "run_schema_version": RUN_SCHEMA_VERSION,
             "config": config,
@@ -182,7 +198,7 @@ class RunDir:
         atomic_write_bytes(self.config_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
-    def open(cls, path) -> RunDir:
+    def open(cls, path: PathArg) -> RunDir:
         """An existing run; a one-line error when the folder is not one (or one we cannot read)."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
@@ -219,7 +235,8 @@ class RunDir:
                         gone.append(p)
         return gone
 
-    def read_config_doc(self) -> dict:
+    def read_config_doc(self) -> JSONDict:
+        """config.json as a dict; a one-line UserError when it is missing or unreadable."""
         if not self.config_path.is_file():
             if any(_TEMP.match(p.name) for p in self.path.glob(".config.json.*")):
                 raise UserError(
@@ -237,11 +254,12 @@ class RunDir:
 
     # --- checkpoints
     def checkpoint_path(self, epoch: int) -> Path:
+        """RUN/checkpoints/epoch-NNNN.pt of `epoch`."""
         return self.checkpoint_dir / f"epoch-{epoch:04d}.pt"
 
     def checkpoints(self) -> dict[int, Path]:
         """Epoch -> checkpoint file, for every complete checkpoint on disk."""
-        out = {}
+        out: dict[int, Path] = {}
         if self.checkpoint_dir.is_dir():
             for p in self.checkpoint_dir.glob("epoch-*.pt"):
                 m = re.match(r"epoch-(\d+)\.pt$", p.name)
@@ -249,7 +267,8 @@ class RunDir:
                     out[int(m.group(1))] = p
         return dict(sorted(out.items()))
 
-    def save_checkpoint(self, epoch: int, state: dict, keep_all: bool = True) -> Path:
+    def save_checkpoint(self, epoch: int, state: CheckpointState, keep_all: bool = True) -> Path:
+        """Write the checkpoint of `epoch` atomically; `keep_all=False` deletes every other checkpoint."""
         path = self.checkpoint_path(epoch)
         atomic_torch_save(state, path, site=f"checkpoint:{epoch}")
         if not keep_all:
@@ -258,7 +277,11 @@ class RunDir:
                     p.unlink(missing_ok=True)
         return path
 
-    def load_checkpoint(self, epoch: int | None = None, map_location="cpu") -> tuple[int, dict]:
+    def load_checkpoint(
+        self, epoch: int | None = None, map_location: str | torch.device = "cpu"
+    ) -> tuple[int, CheckpointState]:
+        """(epoch, state) of the checkpoint of `epoch` (None: the last); a UserError when there is none or it
+        is not a zsq-probe checkpoint."""
         cps = self.checkpoints()
         if not cps:
             raise UserError(f"{self.path} has no checkpoints")
@@ -273,7 +296,7 @@ class RunDir:
         return epoch, state
 
     # --- parquet tables
-    def write_part(self, table: str, rows, key: str, staged: bool = False) -> Path | None:
+    def write_part(self, table: str, rows: TableRows, key: str, staged: bool = False) -> Path | None:
         """Write one part of `table` (rows: list of dicts or a DataFrame); same key replaces that part.
         `staged`: write it as `_staged-<key>.parquet` (invisible to parquet readers) for `commit_parts`."""
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
@@ -295,12 +318,14 @@ class RunDir:
     # --- all-or-nothing commits of several tables' parts (post-hoc probes)
     @property
     def commit_dir(self) -> Path:
+        """RUN/probes/_commits, the post-hoc commit markers."""
         return self.path / "probes" / "_commits"
 
     def commit_marker(self, probe: str, key: str) -> Path:
+        """The commit marker of one post-hoc probe's epoch `key`."""
         return self.commit_dir / f"{probe}.{key}.json"
 
-    def commit_parts(self, probe: str, parts: dict, key: str) -> None:
+    def commit_parts(self, probe: str, parts: Mapping[str, TableRows], key: str) -> None:
         """Write every table's part of one epoch all or nothing: each part is first staged under a hidden
         name (`_staged-<key>.parquet`), then the marker `probes/_commits/<probe>.<key>.json` (listing the
         tables) is written last -- the commit point -- and only then are the staged parts renamed into
@@ -311,7 +336,7 @@ class RunDir:
         atomic_write_bytes(self.commit_marker(probe, key), json.dumps(doc).encode(), site=f"commit:{probe}:{key}")
         self._publish(written, key)
 
-    def _publish(self, tables, key: str) -> None:
+    def _publish(self, tables: Iterable[str], key: str) -> None:
         for table in tables:
             staged = self.table_dir(table) / f"{STAGED_PREFIX}{key}.parquet"
             if staged.is_file():
@@ -321,7 +346,7 @@ class RunDir:
 
     def commits(self) -> dict[tuple[str, str], list[str]]:
         """(probe, key) -> tables, for every committed marker (unreadable markers count as absent)."""
-        out = {}
+        out: dict[tuple[str, str], list[str]] = {}
         if self.commit_dir.is_dir():
             for p in self.commit_dir.glob("*.json"):
                 try:
@@ -331,10 +356,10 @@ class RunDir:
                     continue
         return out
 
-    def recover_commits(self) -> dict:
+    def recover_commits(self) -> dict[str, list[str]]:
         """Finish what a killed `commit_parts` left: staged parts of a committed epoch are renamed into place
         (roll forward), staged parts without a marker are deleted (roll back).  Returns what it did."""
-        done = {"published": [], "removed": []}
+        done: dict[str, list[str]] = {"published": [], "removed": []}
         committed = self.commits()
         for (_probe, key), tables in committed.items():
             pending = [t for t in tables if (self.table_dir(t) / f"{STAGED_PREFIX}{key}.parquet").is_file()]
@@ -353,22 +378,25 @@ class RunDir:
         return done
 
     def part_keys(self, table: str) -> list[str]:
+        """The keys of a table's parts (`part-<key>.parquet`), sorted."""
         d = self.table_dir(table)
         if not d.is_dir():
             return []
         return sorted(m.group("key") for p in d.iterdir() if (m := _PART.match(p.name)))
 
-    def remove_parts(self, table: str, keep) -> None:
+    def remove_parts(self, table: str, keep: Callable[[str], bool]) -> None:
         """Delete parts whose key fails `keep(key)` (resume drops what a crash left past the checkpoint)."""
         for key in self.part_keys(table):
             if not keep(key):
                 (self.table_dir(table) / f"part-{key}.parquet").unlink(missing_ok=True)
 
     def tables(self) -> list[str]:
+        """The tables that have at least one part, sorted."""
         root = self.path / "probes"
         return sorted(p.name for p in root.iterdir() if p.is_dir() and self.part_keys(p.name)) if root.is_dir() else []
 
     def read_table(self, table: str) -> pd.DataFrame:
+        """Every part of `table` as one DataFrame (`read_table`)."""
         return read_table(self.table_dir(table))
 
     def check_part_versions(self, action: str) -> None:
@@ -384,7 +412,7 @@ class RunDir:
                 check_part_version(path, version, action)
 
 
-def part_schema_version(path) -> int:
+def part_schema_version(path: PathArg) -> int:
     """The table schema version of one part: its parquet metadata, else its `schema_version` column,
     else the current version (parts written before versions were recorded)."""
     try:
@@ -406,7 +434,7 @@ def part_schema_version(path) -> int:
     return TABLE_SCHEMA_VERSION
 
 
-def check_part_version(path, version: int, action: str) -> None:
+def check_part_version(path: PathArg, version: int, action: str) -> None:
     """Refuse (one line) a part of a newer table schema than this code's: the run was written by a newer
     zsq-probe, and reading or extending it here could misread or mix its rows."""
     if version > TABLE_SCHEMA_VERSION:
@@ -417,7 +445,7 @@ def check_part_version(path, version: int, action: str) -> None:
         )
 
 
-def read_table(folder) -> pd.DataFrame:
+def read_table(folder: PathArg) -> pd.DataFrame:
     """Every part of a table, in key order; refuses (one line, naming the version it reads) parts of a newer
     schema than this code reads.  Parts of older versions are read as they are (none exist yet: version 1 is
     the first; a future version 2 reader converts version-1 parts here)."""
@@ -457,15 +485,17 @@ def _own_version() -> str:
 
 
 def epoch_key(epoch: int, suffix: str = "") -> str:
+    """The part key of an epoch: `e00007` (+ suffix, e.g. `-posthoc`)."""
     return f"e{epoch:05d}{suffix}"
 
 
 def key_epoch(key: str) -> int | None:
+    """The epoch of a part key (None for a key that names none)."""
     m = re.match(r"^e(\d+)", key)
     return int(m.group(1)) if m else None
 
 
-def load_checkpoint_file(path, map_location="cpu") -> dict:
+def load_checkpoint_file(path: PathArg, map_location: str | torch.device = "cpu") -> CheckpointState:
     """Load a checkpoint with weights_only=True: no pickled code from a file someone sent you runs."""
     import pickle
     import warnings
@@ -473,7 +503,8 @@ def load_checkpoint_file(path, map_location="cpu") -> dict:
     try:
         with warnings.catch_warnings():  # a plain pickle's protocol note would be a second stderr line
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=True)
+            state: CheckpointState = torch.load(path, map_location=map_location, weights_only=True)
+            return state
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - every failure is one line naming what the file is

@@ -8,6 +8,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from zsq_probe.data.datasets import (
+    check_normalization,
+    dataset_for_teacher,
+    load_dataset,
+    make_loader,
+    teacher_input_size,
+)
+from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantization_spec, quantize_model
+from zsq_probe.teachers.loader import TeacherInfo, check_published_accuracy, comparison_top1, load_teacher
+
 
 @torch.no_grad()
 def top1_and_ce(model, loader, device="cpu", max_batches: int = 0) -> tuple[float, float]:
@@ -34,6 +44,7 @@ def top1_and_ce(model, loader, device="cpu", max_batches: int = 0) -> tuple[floa
 
 
 def sha256_of(path) -> str | None:
+    """The SHA-256 of a file (hex), or None when there is no such file."""
     if not path or not Path(path).is_file():
         return None
     h = hashlib.sha256()
@@ -64,41 +75,17 @@ def evaluate_quantized(
     `normalization`: "reference" (the AIT/GDFQ code's CIFAR statistics) or "pytorchcv" (imgclsmob's); the
     result names it with its constants, and the published-accuracy warning compares with the number that
     holds under it (zsq_probe.teachers.loader.comparison_top1)."""
-    from zsq_probe.data.datasets import (
-        check_normalization,
-        dataset_for_teacher,
-        load_dataset,
-        make_loader,
-        teacher_input_size,
-    )
-    from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantization_spec, quantize_model
-    from zsq_probe.teachers.loader import check_published_accuracy, comparison_top1, load_teacher
-
     normalization = check_normalization(normalization)
     model, info = load_teacher(teacher, weights=weights, root=weights_root, download=download)
     data = data or dataset_for_teacher(teacher)
-    size = teacher_input_size(teacher)  # 299 for InceptionV3 (pytorchcv's img_size), else the data set's own
-    test_set = load_dataset(
-        data, data_root, split="test", download=download, normalization=normalization, image_size=size
-    )
-    test = make_loader(test_set, batch_size, shuffle=False, seed=seed)
-    calib = make_loader(
-        load_dataset(data, data_root, split="train", download=download, normalization=normalization, image_size=size),
-        batch_size,
-        shuffle=True,
-        seed=seed,
-    )
+    spec, test, calib = _eval_loaders(teacher, data, data_root, download, normalization, batch_size, seed)
     model = model.to(device).eval()
     fp_top1, fp_ce = top1_and_ce(model, test, device, max_batches)
     qmodel = quantize_model(model, w_bits, a_bits).to(device).eval()
-    batches = []
-    for i, (x, _) in enumerate(calib):
-        if i >= calib_batches:
-            break
-        batches.append(x.to(device))
-    calibrate_activation_ranges(qmodel, batches)
+    calibrate_activation_ranges(qmodel, _first_batches(calib, calib_batches, device))
     q_top1, q_ce = top1_and_ce(qmodel, test, device, max_batches)
-    result = {
+    ref = comparison_top1(info, normalization)
+    return {
         "teacher": teacher,
         "data": data,
         "w_bits": w_bits,
@@ -109,6 +96,50 @@ def evaluate_quantized(
         "quant_ce": q_ce,
         "calib_batches": calib_batches,
         "calib_batch_size": batch_size,
+        **_weights_record(info),
+        "normalization": normalization,
+        "normalization_mean": list(spec.mean),
+        "normalization_std": list(spec.std),
+        "quantization": quantization_spec(qmodel),
+        "compared_top1": ref[0] if ref else None,
+        "compared_with": ref[1] if ref else None,
+        "warning": (
+            check_published_accuracy(info, fp_top1 * 100.0, normalization=normalization) if not max_batches else None
+        ),
+    }
+
+
+def _eval_loaders(teacher: str, data: str, data_root, download: bool, normalization: str, batch_size: int, seed: int):
+    """(the test split's DatasetSpec, its loader, a shuffled loader of the train split for calibration), at the
+    input size the teacher expects."""
+    size = teacher_input_size(teacher)  # 299 for InceptionV3 (pytorchcv's img_size), else the data set's own
+    test_set = load_dataset(
+        data, data_root, split="test", download=download, normalization=normalization, image_size=size
+    )
+    spec = test_set.spec  # type: ignore[attr-defined]  # load_dataset gives every data set it returns its spec
+    test = make_loader(test_set, batch_size, shuffle=False, seed=seed)
+    calib = make_loader(
+        load_dataset(data, data_root, split="train", download=download, normalization=normalization, image_size=size),
+        batch_size,
+        shuffle=True,
+        seed=seed,
+    )
+    return spec, test, calib
+
+
+def _first_batches(loader, count: int, device) -> list[torch.Tensor]:
+    """The inputs of the loader's first `count` batches, on `device`."""
+    batches = []
+    for i, (x, _) in enumerate(loader):
+        if i >= count:
+            break
+        batches.append(x.to(device))
+    return batches
+
+
+def _weights_record(info: TeacherInfo) -> dict:
+    """Which weights the teacher has: file, checksum, source and the published top-1s they come with."""
+    return {
         "weights_path": str(info.weights_path) if info.weights_path else None,
         "weights_sha256": info.weights_sha256 or sha256_of(info.weights_path),
         "weights_source": info.source,
@@ -118,13 +149,4 @@ def evaluate_quantized(
         "weights_record_match": info.weights_record_match,
         "paper_weights_file": info.paper_weights_file,
         "paper_top1": info.paper_top1,
-        "normalization": normalization,
-        "normalization_mean": list(test_set.spec.mean),
-        "normalization_std": list(test_set.spec.std),
-        "quantization": quantization_spec(qmodel),
     }
-    ref = comparison_top1(info, normalization)
-    result["compared_top1"], result["compared_with"] = (ref[0], ref[1]) if ref else (None, None)
-    warning = check_published_accuracy(info, fp_top1 * 100.0, normalization=normalization) if not max_batches else None
-    result["warning"] = warning
-    return result

@@ -8,6 +8,7 @@ import json
 import os
 import time
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -59,7 +60,8 @@ _DIGITS_FORMAT = 1  # bump when the cache file layout changes
 
 
 def digits_architecture() -> nn.Module:
-    from pytorchcv.models.resnet_cifar import CIFARResNet
+    """The embedded teacher's network (a small pytorchcv CIFARResNet, DIGITS_ARCH), randomly initialised."""
+    from pytorchcv.models.resnet_cifar import CIFARResNet  # where a network is built (zsq_probe.teachers.loader)
 
     a = DIGITS_ARCH
     net = CIFARResNet(
@@ -76,6 +78,7 @@ def digits_architecture() -> nn.Module:
 
 
 def digits_key() -> str:
+    """A short hash of everything the cached teacher depends on (format, architecture, training, data)."""
     spec = DATASETS["digits"]
     blob = json.dumps(
         {
@@ -141,7 +144,7 @@ def _fit_once(cfg: dict) -> tuple[nn.Module, float, int]:
                 sched.step()
         net.eval()
         top1 = evaluate_top1(net, make_loader(test, 256, shuffle=False, seed=0))
-    return net, top1, len(test)
+    return net, top1, len(test)  # type: ignore[arg-type]  # map-style data sets are sized; torch's stub is not
 
 
 def train_digits_teacher() -> tuple[nn.Module, dict]:
@@ -150,8 +153,6 @@ def train_digits_teacher() -> tuple[nn.Module, dict]:
     start = time.perf_counter()
     net, top1, n_test = fit_digits(cfg)
     seconds = time.perf_counter() - start
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         ptcv_version = version("pytorchcv")
     except PackageNotFoundError:
@@ -195,6 +196,7 @@ def read_cached_teacher(path: Path) -> tuple[nn.Module, dict] | None:
 
 
 def digits_teacher() -> tuple[nn.Module, dict, Path]:
+    """(network, its metadata, the cache file): trained and cached on first use, read from the cache after."""
     path = digits_teacher_path()
     cached = read_cached_teacher(path)
     if cached is None:

@@ -21,7 +21,9 @@ Weights are never downloaded unless ``download=True`` (the CLI's ``--download``)
 * ``digits``: a small pytorchcv ``CIFARResNet`` trained on first use on the digits train
   split and cached under :func:`cache_dir` ``/teachers/``.
 
-Accuracies are in percent throughout.
+Accuracies are in percent throughout.  pytorchcv is imported where a pytorchcv teacher is looked up, not with
+this module: the digits teacher needs none of its model zoo, which takes seconds to import, and its model store
+patched in tests is read at call time.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import torch.nn as nn
 
 from zsq_probe.data.datasets import DATASETS, dataset_for_teacher
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.rundir.safe_pickle import sniff_file
 from zsq_probe.teachers.digits import (
     DIGITS_ARCH,
     DIGITS_MIN_TOP1,
@@ -119,6 +122,7 @@ class WeightFile:
 
     @property
     def file_name(self) -> str:
+        """The file's name under pytorchcv's naming."""
         return f"{self.name}-{self.error}-{self.sha1[:8]}.pth"
 
 
@@ -175,6 +179,7 @@ class TeacherInfo:
     paper_weights_file: str | None = None  # the file the AIT paper's reference code loads (None: not a paper teacher)
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
 
@@ -197,7 +202,7 @@ def pytorchcv_root(root=None) -> Path:
 
 
 def _pytorchcv_models() -> dict:
-    from pytorchcv.model_provider import _models
+    from pytorchcv.model_provider import _models  # on first use (module docstring)
 
     return _models
 
@@ -205,7 +210,7 @@ def _pytorchcv_models() -> dict:
 @functools.lru_cache(maxsize=1)
 def _metainfo() -> dict[str, tuple[str, str, str, str, str]]:
     """Pytorchcv's model_metainfos.csv: name -> (weights, error, sha1, release tag, test data set)."""
-    from pytorchcv.models.common import model_store
+    from pytorchcv.models.common import model_store  # on first use (module docstring)
 
     rows = model_store.load_csv(model_store.get_model_metainfos_file_path())
     return {r[0]: (r[1], r[2], r[3], r[4], r[7]) for r in rows[1:] if len(r) >= 8}
@@ -235,7 +240,7 @@ def _check_name(name: str) -> str:
 
 def pytorchcv_weight_file(name: str) -> str:
     """Pytorchcv's file name for a model's pretrained weights, e.g. ``resnet20_cifar10-0597-9b0024ac.pth``."""
-    from pytorchcv.models.common.model_store import get_model_name_suffix_data
+    from pytorchcv.models.common.model_store import get_model_name_suffix_data  # on first use (module docstring)
 
     key = _check_name(name)
     try:
@@ -274,7 +279,7 @@ def build_architecture(name: str) -> nn.Module:
     key = _check_name(name)
     if key == "digits":
         return digits_architecture()
-    from pytorchcv.model_provider import get_model
+    from pytorchcv.model_provider import get_model  # on first use (module docstring)
 
     return get_model(key, pretrained=False)
 
@@ -309,8 +314,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _unloadable_weights_message(path: Path, exc: BaseException) -> str:
     """One line for a weights file torch.load(weights_only=True) refused or could not read."""
-    from zsq_probe.rundir.safe_pickle import sniff_file
-
     kind = sniff_file(path)
     m = re.search(r"GLOBAL ([\w.]+)", str(exc))
     names = f" (it names {m.group(1)})" if m else ""
@@ -364,7 +367,7 @@ def _load_into(net: nn.Module, state: dict[str, torch.Tensor], path: Path, name:
 def teacher_weight_files(name: str) -> list[WeightFile]:
     """The pytorchcv weight files known for a teacher, in the order they are looked for: the AIT paper's
     (:data:`PAPER_WEIGHT_FILES`) first, then today's pytorchcv file when it is another one."""
-    from pytorchcv.models.common.model_store import get_model_name_suffix_data
+    from pytorchcv.models.common.model_store import get_model_name_suffix_data  # on first use (module docstring)
 
     key = _check_name(name)
     files = [PAPER_WEIGHT_FILES[key]] if key in PAPER_WEIGHT_FILES else []
@@ -391,7 +394,7 @@ def known_weight_file(name: str, file_name: str) -> WeightFile | None:
 def _download_release(wf: WeightFile, folder: Path) -> Path:
     """Fetch a weight file that today's pytorchcv no longer lists, the way pytorchcv fetches its own:
     ``{imgclsmob}/releases/download/{release}/{file}.zip`` through its downloader, unzipped into ``folder``."""
-    from pytorchcv.models.common import model_store
+    from pytorchcv.models.common import model_store  # on first use (module docstring)
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / wf.file_name
@@ -426,7 +429,7 @@ def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[P
         wf = files[0]
         try:
             if wf.sha1 == _current_sha1(key):
-                from pytorchcv.models.common.model_store import get_model_file
+                from pytorchcv.models.common.model_store import get_model_file  # on first use (module docstring)
 
                 path = Path(get_model_file(key, local_model_store_dir_path=str(folder)))
             else:
@@ -448,7 +451,7 @@ def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[P
 
 
 def _current_sha1(key: str) -> str | None:
-    from pytorchcv.models.common.model_store import get_model_name_suffix_data
+    from pytorchcv.models.common.model_store import get_model_name_suffix_data  # on first use (module docstring)
 
     try:
         return get_model_name_suffix_data(key)[1]
@@ -479,68 +482,76 @@ def load_teacher(name: str, weights=None, root=None, download: bool = False) -> 
     key = _check_name(name)
     dataset = dataset_for_teacher(key)
     num_classes = DATASETS[dataset].num_classes
-    paper = PAPER_TEACHER_TOP1.get(key)
-    paper_file = PAPER_WEIGHT_FILES[key].file_name if key in PAPER_WEIGHT_FILES else None
-
+    common = {
+        "name": key,
+        "dataset": dataset,
+        "num_classes": num_classes,
+        "paper_top1": PAPER_TEACHER_TOP1.get(key),
+        "paper_weights_file": PAPER_WEIGHT_FILES[key].file_name if key in PAPER_WEIGHT_FILES else None,
+    }
     if weights is not None:
-        path = Path(weights).expanduser()
-        net = build_architecture(key)
-        _load_into(net, _read_state_dict(path), path, key, ignore_extra=False)
-        sha1, sha256 = _hashes(path)
-        wf = known_weight_file(key, path.name) if key != "digits" else None
-        top1, top5 = (wf.top1, wf.top5) if wf is not None else (None, None)
-        info = TeacherInfo(
-            key,
-            dataset,
-            num_classes,
-            str(path),
-            sha256,
-            top1,
-            "explicit",
-            top5,
-            paper,
-            weights_file=path.name,
-            weights_release=wf.release if wf else None,
-            weights_record_match=(sha1 == wf.sha1) if wf else None,
-            paper_weights_file=paper_file,
-        )
+        net, info = _explicit_teacher(key, Path(weights).expanduser(), common)
     elif key == "digits":
-        net, meta, path = digits_teacher()
-        info = TeacherInfo(
-            key,
-            dataset,
-            num_classes,
-            str(path),
-            _hashes(path)[1],
-            float(meta["test_top1"]),
-            "embedded",
-            None,
-            paper,
-            weights_file=path.name,
-        )
+        net, info = _embedded_teacher(common)
     else:
-        net = build_architecture(key)
-        path, sha256, wf, match = _pytorchcv_cached(net, key, root, download)
-        info = TeacherInfo(
-            key,
-            dataset,
-            num_classes,
-            str(path),
-            sha256,
-            wf.top1,
-            "pytorchcv-cache",
-            wf.top5,
-            paper,
-            weights_file=path.name,
-            weights_release=wf.release,
-            weights_record_match=match,
-            paper_weights_file=paper_file,
-        )
-
+        net, info = _cached_teacher(key, root, download, common)
     out = getattr(net, "num_classes", num_classes)
     if out != num_classes:
         raise UserError(f"teacher {key} predicts {out} classes but its data set {dataset} has {num_classes}")
     net.eval()
+    return net, info
+
+
+def _explicit_teacher(key: str, path: Path, common: dict) -> tuple[nn.Module, TeacherInfo]:
+    """The teacher with the state dict in `path` (strict); a file pytorchcv knows brings its accuracies."""
+    net = build_architecture(key)
+    _load_into(net, _read_state_dict(path), path, key, ignore_extra=False)
+    sha1, sha256 = _hashes(path)
+    wf = known_weight_file(key, path.name) if key != "digits" else None
+    info = TeacherInfo(
+        weights_path=str(path),
+        weights_sha256=sha256,
+        published_top1=wf.top1 if wf is not None else None,
+        source="explicit",
+        published_top5=wf.top5 if wf is not None else None,
+        weights_file=path.name,
+        weights_release=wf.release if wf else None,
+        weights_record_match=(sha1 == wf.sha1) if wf else None,
+        **common,
+    )
+    return net, info
+
+
+def _embedded_teacher(common: dict) -> tuple[nn.Module, TeacherInfo]:
+    """The embedded digits teacher (trained on first use and cached) with its own test top-1."""
+    net, meta, path = digits_teacher()
+    info = TeacherInfo(
+        weights_path=str(path),
+        weights_sha256=_hashes(path)[1],
+        published_top1=float(meta["test_top1"]),
+        source="embedded",
+        published_top5=None,
+        weights_file=path.name,
+        **common,
+    )
+    return net, info
+
+
+def _cached_teacher(key: str, root, download: bool, common: dict) -> tuple[nn.Module, TeacherInfo]:
+    """A pytorchcv teacher with its weight file from pytorchcv's folder (fetched there with `download`)."""
+    net = build_architecture(key)
+    path, sha256, wf, match = _pytorchcv_cached(net, key, root, download)
+    info = TeacherInfo(
+        weights_path=str(path),
+        weights_sha256=sha256,
+        published_top1=wf.top1,
+        source="pytorchcv-cache",
+        published_top5=wf.top5,
+        weights_file=path.name,
+        weights_release=wf.release,
+        weights_record_match=match,
+        **common,
+    )
     return net, info
 
 

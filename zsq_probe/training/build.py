@@ -10,33 +10,48 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
 
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from zsq_probe.config import RunConfig
+    from zsq_probe.data.datasets import DatasetSpec
+    from zsq_probe.quantization.gi import GradientInundation
+    from zsq_probe.quantization.quantizer import QuantConv2d, QuantLinear
+    from zsq_probe.teachers.loader import TeacherInfo
+    from zsq_probe.training.sources import BatchSource
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunParts:
-    cfg: object
+    """Everything a run is built from (`build_run`): the models, the batch source, the optimiser, validation."""
+
+    cfg: RunConfig
     device: torch.device
     teacher: nn.Module
-    teacher_info: object  # zsq_probe.teachers.loader.TeacherInfo
-    spec: object  # zsq_probe.data.datasets.DatasetSpec
+    teacher_info: TeacherInfo
+    spec: DatasetSpec
     student: nn.Module
     student_train_mode: bool  # ZQ students keep BN statistics frozen (eval); a random KD student learns them
     param_names: list[str]
     params: list[nn.Parameter]
-    quant_layers: dict
-    source: object  # a training.sources.BatchSource: GeneratorSource | RealDataSource | DistilledSource
-    optimizer: object | None  # the student's (GI-wrapped when cfg.inundation.enabled); None when built for probing only
-    val_loader: object | None
+    quant_layers: dict[str, QuantConv2d | QuantLinear]  # {} for a full-precision student
+    source: BatchSource  # GeneratorSource | RealDataSource | DistilledSource
+    # the student's (GI-wrapped when cfg.inundation.enabled); None when built for probing only
+    optimizer: torch.optim.Optimizer | GradientInundation | None
+    val_loader: DataLoader | None
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device `name` names; a UserError for CUDA on a machine without it."""
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine")
@@ -54,7 +69,9 @@ def module_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _custom_teacher(model: nn.Module, cfg, spec):
+def _custom_teacher(
+    model: nn.Module, cfg: RunConfig, spec: DatasetSpec | None
+) -> tuple[nn.Module, TeacherInfo, DatasetSpec]:
     from zsq_probe.teachers.loader import TeacherInfo
 
     if not isinstance(model, nn.Module):
@@ -73,21 +90,59 @@ def _custom_teacher(model: nn.Module, cfg, spec):
         published_top1=None,
         source="module",
     )
-    return copy.deepcopy(model), info
+    return copy.deepcopy(model), info, spec
 
 
-def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_training: bool = True) -> RunParts:
+def build_run(
+    cfg: RunConfig, teacher: nn.Module | None = None, data_spec: DatasetSpec | None = None, for_training: bool = True
+) -> RunParts:
     """Everything a run needs.  `teacher`: a module to use instead of loading `cfg.teacher` (which then only
     labels the run); `data_spec`: its DatasetSpec when `cfg.dataset.name` names none.  `for_training=False` builds
-    what probes need (no student optimiser, no validation data)."""
+    what probes need (no student optimiser, no validation data).
+
+    The steps run in a fixed order (each one that draws from torch's global RNG re-seeds it first): the data
+    spec, the teacher, the student, validation data, the batch source, the optimiser."""
     from zsq_probe.config import validate
-    from zsq_probe.data.datasets import dataset_for_teacher, get_spec, load_dataset, make_loader, teacher_input_size
-    from zsq_probe.quantization.quantizer import quantize_model, quantized_layers
-    from zsq_probe.teachers.loader import build_architecture, load_teacher
-    from zsq_probe.training.sources import DistilledSource, GeneratorSource, RealDataSource
+    from zsq_probe.quantization.quantizer import quantized_layers
 
     validate(cfg)
     device = resolve_device(cfg.device)
+    spec, size = data_spec_for(cfg, teacher, data_spec)
+    teacher, teacher_info, spec = build_teacher(cfg, teacher, spec, size, device)
+    student, student_train_mode = build_student(cfg, teacher, teacher_info, device)
+    param_names = [n for n, p in student.named_parameters() if p.requires_grad]
+    params = [p for p in student.parameters() if p.requires_grad]
+    layers = {} if cfg.quant.full_precision else quantized_layers(student)
+    # the named data set when the spec is its own (real images: validation, KD training data); else None
+    named = cfg.dataset.name if cfg.dataset.name is not None and spec.name == str(cfg.dataset.name).lower() else None
+    val_loader = build_val_loader(cfg, named, size, device) if for_training and named is not None else None
+    source = build_source(cfg, teacher, spec, named, size, device)
+    optimizer = build_optimizer(cfg, params, layers) if for_training else None
+    return RunParts(
+        cfg,
+        device,
+        teacher,
+        teacher_info,
+        spec,
+        student,
+        student_train_mode,
+        param_names,
+        params,
+        layers,
+        source,
+        optimizer,
+        val_loader,
+    )
+
+
+def data_spec_for(
+    cfg: RunConfig, teacher: nn.Module | None, data_spec: DatasetSpec | None
+) -> tuple[DatasetSpec | None, int | None]:
+    """(the data spec, the teacher's input size): `data_spec`, else that of `cfg.dataset.name` (None when the
+    config names no data set: the teacher's own, once loaded).  The size is pytorchcv's img_size (299 for
+    InceptionV3, else the data set's own; None for a teacher module).  A named teacher must match the data set."""
+    from zsq_probe.data.datasets import dataset_for_teacher, get_spec, teacher_input_size
+
     if teacher is None:
         expected = dataset_for_teacher(cfg.teacher)
         if cfg.dataset.name and get_spec(cfg.dataset.name).name != expected:
@@ -96,27 +151,46 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
                 f"--data or pick a teacher for {cfg.dataset.name}"
             )
     norm = cfg.dataset.normalization  # real images only (validation, KD data): zsq_probe.data.datasets
-    # the input size the teacher expects (pytorchcv's img_size: 299 for InceptionV3, else the data set's own)
     size = teacher_input_size(cfg.teacher) if teacher is None else None
-    spec = (
-        data_spec if data_spec is not None else (get_spec(cfg.dataset.name, norm, size) if cfg.dataset.name else None)
-    )
+    if data_spec is not None:
+        return data_spec, size
+    return (get_spec(cfg.dataset.name, norm, size) if cfg.dataset.name else None), size
+
+
+def build_teacher(
+    cfg: RunConfig, teacher: nn.Module | None, spec: DatasetSpec | None, size: int | None, device: torch.device
+) -> tuple[nn.Module, TeacherInfo, DatasetSpec]:
+    """(teacher, its info, the data spec): `cfg.teacher` loaded (global RNG seeded with the run's seed first)
+    or a copy of the module `teacher`; frozen, in eval mode, on `device`.  A teacher with inf/NaN weights is
+    refused before any run folder is written (it would poison every batch)."""
+    from zsq_probe.data.datasets import get_spec
+    from zsq_probe.teachers.loader import load_teacher
+    from zsq_probe.training.checkpoint import first_nonfinite_tensor
+
     torch.manual_seed(cfg.seed)
     if teacher is None:
         teacher, teacher_info = load_teacher(
             cfg.teacher, weights=cfg.weights, root=cfg.weights_root, download=cfg.download
         )
-        spec = spec or get_spec(teacher_info.dataset, norm, size)
+        spec = spec or get_spec(teacher_info.dataset, cfg.dataset.normalization, size)
     else:
-        teacher, teacher_info = _custom_teacher(teacher, cfg, spec)
+        teacher, teacher_info, spec = _custom_teacher(teacher, cfg, spec)
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    from zsq_probe.training.checkpoint import first_nonfinite_tensor
-
     bad = first_nonfinite_tensor(teacher.state_dict())
-    if bad:  # checked before any run folder is written: a NaN teacher would poison every batch
+    if bad:
         raise UserError(f"teacher {cfg.teacher}: weight {bad} holds inf/NaN values (a damaged weights file?)")
+    return teacher, teacher_info, spec
+
+
+def build_student(
+    cfg: RunConfig, teacher: nn.Module, teacher_info: TeacherInfo, device: torch.device
+) -> tuple[nn.Module, bool]:
+    """(student, whether it trains in train mode): a quantised (or full-precision) copy of the teacher, or of a
+    freshly initialised architecture (`student_init=random`, the KD baseline: global RNG re-seeded first)."""
+    from zsq_probe.quantization.quantizer import quantize_model
+    from zsq_probe.teachers.loader import build_architecture
 
     if cfg.quant.student_init == "random":
         if teacher_info.source == "module":
@@ -140,50 +214,60 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
         p.requires_grad_(True)
     student_train_mode = cfg.quant.student_init == "random"
     student.train(student_train_mode)
-    param_names = [n for n, p in student.named_parameters() if p.requires_grad]
-    params = [p for p in student.parameters() if p.requires_grad]
-    layers = {} if cfg.quant.full_precision else quantized_layers(student)
+    return student, student_train_mode
 
-    # real data: validation whenever the test split is there, training data for the KD baseline
-    val_loader = None
-    known_data = cfg.dataset.name is not None and spec is not None and spec.name == str(cfg.dataset.name).lower()
-    if for_training and known_data:
-        try:
-            val = load_dataset(
-                cfg.dataset.name,
-                cfg.dataset.root,
-                split="test",
-                download=cfg.download,
-                normalization=norm,
-                image_size=size,
-            )
-            val_loader = make_loader(
-                val,
-                cfg.val_batch_size,
-                shuffle=False,
-                seed=cfg.seed,
-                num_workers=cfg.dataset.num_workers,
-                persistent_workers=True,
-                pin_memory=cfg.dataset.pin_memory and device.type == "cuda",
-            )
-        except UserError as e:
-            if cfg.dataset.source == "real" or cfg.dataset.root is not None:  # a --data-root given is meant to be used
-                raise
-            log.info(f"note: no validation ({e})")
+
+def build_val_loader(cfg: RunConfig, name: str, size: int | None, device: torch.device) -> DataLoader | None:
+    """The test split of the data set `name` for validation; None (logged) when it is not there, unless the run
+    trains on real data or names a data root (then the UserError stands)."""
+    from zsq_probe.data.datasets import load_dataset, make_loader
+
+    try:
+        val = load_dataset(
+            name,
+            cfg.dataset.root,
+            split="test",
+            download=cfg.download,
+            normalization=cfg.dataset.normalization,
+            image_size=size,
+        )
+        return make_loader(
+            val,
+            cfg.val_batch_size,
+            shuffle=False,
+            seed=cfg.seed,
+            num_workers=cfg.dataset.num_workers,
+            persistent_workers=True,
+            pin_memory=cfg.dataset.pin_memory and device.type == "cuda",
+        )
+    except UserError as e:
+        if cfg.dataset.source == "real" or cfg.dataset.root is not None:  # a --data-root given is meant to be used
+            raise
+        log.info(f"note: no validation ({e})")
+        return None
+
+
+def build_source(
+    cfg: RunConfig, teacher: nn.Module, spec: DatasetSpec, named: str | None, size: int | None, device: torch.device
+) -> BatchSource:
+    """Where the student's batches come from (`cfg.dataset.source`): the training split of the named data set
+    `named` (KD baseline), a generator (built after re-seeding the global RNG), or ZeroQ's distilled set."""
+    from zsq_probe.data.datasets import load_dataset
+    from zsq_probe.training.sources import DistilledSource, GeneratorSource, RealDataSource
 
     if cfg.dataset.source == "real":
-        if not known_data:
+        if named is None:
             raise UserError(f"source=real needs a named data set (data=...), not a custom spec {spec.name!r}")
         train_set = load_dataset(
-            cfg.dataset.name,
+            named,
             cfg.dataset.root,
             split="train",
             download=cfg.download,
-            normalization=norm,
+            normalization=cfg.dataset.normalization,
             image_size=size,
         )
-        source = RealDataSource(train_set, teacher, cfg, device)
-    elif cfg.dataset.source == "generator":
+        return RealDataSource(train_set, teacher, cfg, device)
+    if cfg.dataset.source == "generator":
         from zsq_probe.generators import build_generator, generator_image_shape
 
         torch.manual_seed(cfg.seed)
@@ -194,34 +278,16 @@ def build_run(cfg, teacher: nn.Module | None = None, data_spec=None, for_trainin
             teacher=teacher,
             **generator_options(cfg),
         ).to(device)
-        source = GeneratorSource(generator, teacher, cfg, device, image_shape=spec.image_shape)
-    else:
-        source = DistilledSource(teacher, spec, cfg, device)
-
-    optimizer = build_optimizer(cfg, params, layers) if for_training else None
-    return RunParts(
-        cfg,
-        device,
-        teacher,
-        teacher_info,
-        spec,
-        student,
-        student_train_mode,
-        param_names,
-        params,
-        layers,
-        source,
-        optimizer,
-        val_loader,
-    )
+        return GeneratorSource(generator, teacher, cfg, device, image_shape=spec.image_shape)
+    return DistilledSource(teacher, spec, cfg, device)
 
 
-def generator_options(cfg) -> dict:
+def generator_options(cfg: RunConfig) -> dict[str, object]:
     """Generator keyword arguments the config implies (Qimera's official per-model settings, ARC's model)."""
     if cfg.synthesis.name == "qimera":
         from zsq_probe.generators import QIMERA_DEFAULTS
 
-        options = {}
+        options: dict[str, object] = {}
         if cfg.quant.w_bits in QIMERA_DEFAULTS.get(cfg.teacher, {}):
             options.update(preset=cfg.teacher, preset_bits=cfg.quant.w_bits)  # the official per-model settings
         for key, value in (
@@ -237,8 +303,13 @@ def generator_options(cfg) -> dict:
     return {}
 
 
-def build_optimizer(cfg, params, quant_layers):
+def build_optimizer(
+    cfg: RunConfig, params: list[nn.Parameter], quant_layers: dict[str, QuantConv2d | QuantLinear]
+) -> torch.optim.Optimizer | GradientInundation:
     """The student's optimiser; wrapped in gradient inundation (paper §4.2) when cfg.inundation.enabled."""
+    base: torch.optim.Optimizer
+    # Adam's / RMSprop's denominator epsilon: torch's default unless the config sets one
+    extra: dict[str, Any] = {} if cfg.optim.eps is None else {"eps": cfg.optim.eps}
     if cfg.optim.name == "sgd":
         base = torch.optim.SGD(
             params,
@@ -250,12 +321,10 @@ def build_optimizer(cfg, params, quant_layers):
     elif cfg.optim.name == "adam":
         # the reference passes eps=1e-5 and default betas (GDFQ/trainer.py:65-71, GDFQ_AIT/trainer.py:94-100);
         # eps=None keeps torch's default, the Tab. 3 presets set the reference's (zsq_probe/presets.py)
-        extra = {} if cfg.optim.eps is None else {"eps": cfg.optim.eps}
         base = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, **extra)
     elif cfg.optim.name == "rmsprop":
         # the reference: RMSprop(eps=1.0, alpha=momentum=0.9, momentum=0.9) (GDFQ/trainer.py:56-64,
         # GDFQ_AIT/trainer.py:85-93); the momentum and alpha are the config's, as is eps when set
-        extra = {} if cfg.optim.eps is None else {"eps": cfg.optim.eps}
         base = torch.optim.RMSprop(
             params,
             lr=cfg.optim.lr,

@@ -8,13 +8,18 @@ resumed run continues bit for bit on CPU.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import torch
 
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.rundir.store import atomic_write_bytes
+from zsq_probe.teachers.accuracy import top1_and_ce
+from zsq_probe.training.errors import NonFiniteError
 
 
 def training_state(parts, epoch: int, global_step: int, observers=()) -> dict:
+    """The checkpoint of a run after `epoch` epochs and `global_step` iterations: everything a resume needs."""
     state = {
         "epoch": epoch,
         "global_step": global_step,
@@ -36,6 +41,7 @@ def first_nonfinite_tensor(obj, prefix: str = "") -> str | None:
         if obj.is_floating_point() or obj.is_complex():
             return None if bool(torch.isfinite(obj).all()) else (prefix or "tensor")
         return None
+    items: Iterable[tuple[object, object]]
     if isinstance(obj, dict):
         items = obj.items()
     elif isinstance(obj, (list, tuple)):
@@ -54,8 +60,6 @@ def first_nonfinite_tensor(obj, prefix: str = "") -> str | None:
 def check_finite_state(state: dict, epoch: int) -> None:
     """Refuse to write a checkpoint holding inf/NaN weights (student, optimiser, generator): a checkpoint on disk
     is always one a run can resume from."""
-    from zsq_probe.training.loop import NonFiniteError
-
     for key in ("student", "generator"):  # the weights (optimiser states may hold inf by design)
         if key in state:
             bad = first_nonfinite_tensor(state[key], key)
@@ -97,8 +101,6 @@ def restore_training_state(parts, state: dict, observers=()) -> tuple[int, int]:
 def write_summary(run, parts, epochs_completed: int) -> dict:
     """RUN/summary.json: what was trained, the final and best validation top-1 and the run's total
     `skipped_steps` (updates on_nonfinite=skip left out)."""
-    from zsq_probe.rundir.store import atomic_write_bytes
-
     cfg = parts.cfg
     m = run.read_table("metrics")
     val = m["val_top1"].dropna()
@@ -124,8 +126,7 @@ def write_summary(run, parts, epochs_completed: int) -> dict:
 
 
 def teacher_top1(parts) -> float | None:
+    """The teacher's validation top-1 (the run's ceiling), or None for a run without validation data."""
     if parts.val_loader is None:
         return None
-    from zsq_probe.teachers.accuracy import top1_and_ce
-
     return top1_and_ce(parts.teacher, parts.val_loader, parts.device, parts.cfg.val_max_batches)[0]

@@ -15,20 +15,27 @@ import math
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext, StepEvent
 from zsq_probe.quantization.losses import student_terms, term_gradients
+from zsq_probe.quantization.quantizer import activation_ranges_frozen, set_activation_ranges_frozen
 from zsq_probe.rundir.store import epoch_key, fault_point
+from zsq_probe.teachers.accuracy import top1_and_ce
 from zsq_probe.training import checkpoint
+from zsq_probe.training.errors import NonFiniteError
 from zsq_probe.training.schedule import gi_share, student_lr
-from zsq_probe.training.sources import all_finite, check_iterations, first_nonfinite
+from zsq_probe.training.sources import NonFinite, all_finite, check_iterations, first_nonfinite
 
 log = logging.getLogger(__name__)
 
 METRIC_TERMS = ("kl", "kl_scaled", "ce", "student", "generator_ce", "bns", "generator")
+
+__all__ = ["METRIC_TERMS", "NonFiniteError", "STOP_SIGNALS", "Trainer", "TrainingInterrupted", "stop_on_signals"]
 
 
 SKIP_WARN_SHARE = 0.1  # on_nonfinite=skip: a warning when at least this share of an epoch's steps was skipped
@@ -42,15 +49,10 @@ def params_finite(student) -> torch.Tensor:
     return torch.stack([torch.isfinite(p.detach()).all() for p in params]).all()
 
 
-class NonFiniteError(UserError):
-    """A loss or gradient became NaN/inf; the message names the epoch, step and term, and the last good
-    checkpoint (nothing of the failed epoch is written).  `on_nonfinite=skip` skips such updates instead."""
-
-
 # Signals that stop training gracefully: the epoch under way finishes, its checkpoint is written, then
 # TrainingInterrupted is raised (a second signal stops at once, losing only that epoch).  Cluster jobs (SLURM
 # preemption and time-outs, Ray node loss) send these; a resume continues bit for bit from the checkpoint.
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+STOP_SIGNALS: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -69,12 +71,12 @@ def stop_on_signals(names=None):
     """While inside: the signals `names` (default STOP_SIGNALS) set `state["signal"]` instead of killing the
     process; a second one raises TrainingInterrupted at once.  Installed only in the main thread (signal
     handlers can only be set there; elsewhere nothing changes); the previous handlers come back after."""
-    state = {"signal": None, "epoch": 0, "path": None}
+    state: dict[str, Any] = {"signal": None, "epoch": 0, "path": None}
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
-    wanted = [getattr(signal, n, None) for n in (names if names is not None else STOP_SIGNALS)]
-    wanted = [s for s in dict.fromkeys(wanted) if s is not None]
+    found = [getattr(signal, n, None) for n in (names if names is not None else STOP_SIGNALS)]
+    wanted: list[signal.Signals] = [s for s in dict.fromkeys(found) if s is not None]
 
     def handler(signum, frame):
         name = signal.Signals(signum).name
@@ -94,11 +96,15 @@ def stop_on_signals(names=None):
 
 
 class Trainer:
+    """Trains a built run (`RunParts`) into its run folder, calling each observer's hooks; `progress`: a
+    progress bar per epoch."""
+
     def __init__(self, parts, run, observers=(), progress: bool = True):
         self.parts, self.cfg, self.run = parts, parts.cfg, run
         self.observers = list(observers)
         self.progress = progress
         self.epoch, self.global_step = 0, 0  # epochs completed, iterations done
+        self.skipped_total = 0  # on_nonfinite=skip: updates skipped by this trainer (resumes count afresh)
         self.iterations = check_iterations(self.cfg, parts.source)
         self.context = ProbeContext(
             cfg=self.cfg,
@@ -143,8 +149,6 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
     def start_epoch(self, epoch: int) -> dict:
         """Set the epoch's schedules and modes; return the values the metrics row records."""
-        from zsq_probe.quantization.quantizer import set_activation_ranges_frozen
-
         cfg, parts = self.cfg, self.parts
         lr, p = student_lr(cfg, epoch), gi_share(cfg, epoch)
         for g in parts.optimizer.param_groups:
@@ -165,101 +169,88 @@ class Trainer:
         }
 
     def run_epoch(self, epoch: int) -> dict:
-        cfg = self.cfg
+        """Train one epoch (`iters_per_epoch` steps; the student steps after the warm-up epochs) and return its
+        metrics row: the epoch means of the loss terms, the schedule's values and validation."""
         t0 = time.perf_counter()
         schedule = self.start_epoch(epoch)
-        stepping = epoch > cfg.warmup_epochs  # warm-up epochs train the generator only (GDFQ)
+        stepping = epoch > self.cfg.warmup_epochs  # warm-up epochs train the generator only (GDFQ)
         for o in self.observers:
             o.on_epoch_start(self.context, epoch)
-        sums, counts = dict.fromkeys(METRIC_TERMS, 0.0), dict.fromkeys(METRIC_TERMS, 0)
-        skipped_steps = 0
-        bar = progress_bar(self.iterations, f"epoch {epoch}/{cfg.epochs} {cfg.method}", self.progress)
+        totals = EpochTotals()
+        bar = EpochProgress(self.iterations, f"epoch {epoch}/{self.cfg.epochs} {self.cfg.method}", self.progress)
         for step in range(self.iterations):
-            batch = self.parts.source.next_batch()
-            skipped = batch.nonfinite is not None and self.on_nonfinite(epoch, step, batch.nonfinite)
-            want_terms = stepping and any(o.wants_term_gradients(epoch, step) for o in self.observers)
-            gi = term_grads = None
-            params_ok = None  # device flag: every student parameter finite after the optimiser step
-            if stepping:
-                s_logits, terms, term_grads, gi, nonfinite = self.student_step(batch, want_terms)
-
-                skipped = (nonfinite is not None and self.on_nonfinite(epoch, step, nonfinite)) or skipped
-            else:  # the student only runs forward (its activation ranges follow the EMA)
-                with torch.no_grad():
-                    s_logits, kl, ce = self.loss_terms(batch)
-                terms = {"kl": kl, "kl_scaled": kl * cfg.temperature**2, "ce": ce}
-            terms = {**batch.terms, **terms}
-            params_ok = params_finite(self.parts.student)  # weights and activation ranges (no sync here)
-            # one host sync per iteration for all metric terms
-            # (the parameters' finiteness flag rides on the same sync; it does not touch the training math)
-            flat = [v.detach().float().reshape(()) for v in terms.values()]
-            if params_ok is not None:
-                flat.append(params_ok.float().reshape(()).to(flat[0].device) if flat else params_ok.float())
-            synced = torch.stack(flat).tolist()
-            if params_ok is not None:
-                if synced.pop() != 1.0:
-                    self.on_poisoned_parameters(epoch, step)
-            values = dict(zip(terms, synced))
-            skipped_steps += skipped
-            for k, v in values.items():
-                if math.isfinite(v):  # a skipped step's NaN/inf does not enter the epoch means
-                    sums[k] += v
-                    counts[k] += 1
-            self.global_step += 1
-            if self.observers:
-                event = StepEvent(
-                    epoch,
-                    step,
-                    self.global_step,
-                    batch.inputs,
-                    batch.labels,
-                    batch.teacher_logits,
-                    s_logits,
-                    values,
-                    stepping and not skipped,
-                    None if skipped else term_grads,
-                    gi,
-                )
-                for o in self.observers:
-                    o.on_step(self.context, event)
+            values, skipped = self.train_step(epoch, step, stepping)
+            totals.add(values, skipped)
             fault_point(f"step:{epoch}:{step}")  # test-only fault injection (zsq_probe.rundir.store)
-            if bar is not None:
-                bar.update(1)
-                if step % 10 == 0 or step == self.iterations - 1:
-                    bar.set_postfix({k: f"{values[k]:.3g}" for k in ("kl_scaled", "ce") if k in values})
-        if bar is not None:
-            bar.close()
+            bar.step(step, values)
+        bar.close()
+        row = self.epoch_row(epoch, stepping, schedule, totals)
+        if totals.skipped_steps:
+            self.skipped_total += totals.skipped_steps
+            log_skipped_steps(epoch, totals.skipped_steps, self.iterations)
+        validate_now = self.parts.val_loader is not None and (
+            epoch % self.cfg.val_every == 0 or epoch == self.cfg.epochs
+        )
+        row["val_top1"], row["val_ce"] = self.measure_val_top1() if validate_now else (float("nan"), float("nan"))
+        row["wall_time_s"] = time.perf_counter() - t0
+        return row
 
+    def train_step(self, epoch: int, step: int, stepping: bool) -> tuple[dict[str, float], bool]:
+        """One iteration: a batch, the student's step (or, in the warm-up, its forward pass), one host sync of
+        the loss terms and the observers' `on_step`.  Returns (loss terms as floats, whether the update was
+        skipped under on_nonfinite=skip)."""
+        batch = self.parts.source.next_batch()
+        skipped = batch.nonfinite is not None and self.on_nonfinite(epoch, step, batch.nonfinite)
+        want_terms = stepping and any(o.wants_term_gradients(epoch, step) for o in self.observers)
+        gi = term_grads = None
+        if stepping:
+            s_logits, terms, term_grads, gi, nonfinite = self.student_step(batch, want_terms)
+            skipped = (nonfinite is not None and self.on_nonfinite(epoch, step, nonfinite)) or skipped
+        else:  # the student only runs forward (its activation ranges follow the EMA)
+            s_logits, terms = self.student_forward(batch)
+        # weights and activation ranges: a device flag that rides on the loss terms' one host sync
+        values, params_ok = synced_values({**batch.terms, **terms}, params_finite(self.parts.student))
+        if not params_ok:
+            self.on_poisoned_parameters(epoch, step)
+        self.global_step += 1
+        if self.observers:
+            event = StepEvent(
+                epoch,
+                step,
+                self.global_step,
+                batch.inputs,
+                batch.labels,
+                batch.teacher_logits,
+                s_logits,
+                values,
+                stepping and not skipped,
+                None if skipped else term_grads,
+                gi,
+            )
+            for o in self.observers:
+                o.on_step(self.context, event)
+        return values, skipped
+
+    def epoch_row(self, epoch: int, stepping: bool, schedule: dict, totals: EpochTotals) -> dict:
+        """The epoch's metrics row before validation: what ran, the loss means and the schedule's values."""
         row = {
             "run": self.run.name,
-            "method": cfg.method,
-            "preset": cfg.preset,
+            "method": self.cfg.method,
+            "preset": self.cfg.preset,
             "epoch": epoch,
             "iterations": self.iterations,
             "student_stepped": stepping,
             "act_ranges_frozen": schedule["act_ranges_frozen"],
         }
-        row.update({f"loss_{k}": sums[k] / counts[k] if counts[k] else float("nan") for k in METRIC_TERMS})
-        row.update(lr=schedule["lr"], gen_lr=schedule["gen_lr"], gi_p=schedule["gi_p"], skipped_steps=skipped_steps)
-        if skipped_steps:
-            self.skipped_total = getattr(self, "skipped_total", 0) + skipped_steps
-            share = skipped_steps / max(self.iterations, 1)
-            (log.warning if share >= SKIP_WARN_SHARE else log.info)(
-                f"epoch {epoch}: skipped {skipped_steps} of {self.iterations} steps ({100 * share:.0f}%) with a "
-                f"non-finite loss, gradient or batch (on_nonfinite=skip)"
-                + (
-                    "; the student barely trained — lower lr / gen_lr or check the teacher"
-                    if share >= SKIP_WARN_SHARE
-                    else ""
-                )
-            )
-        validate_now = self.parts.val_loader is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs)
-        row["val_top1"], row["val_ce"] = self.validate() if validate_now else (float("nan"), float("nan"))
-        row["wall_time_s"] = time.perf_counter() - t0
+        row.update({f"loss_{k}": v for k, v in totals.means().items()})
+        row.update(
+            lr=schedule["lr"], gen_lr=schedule["gen_lr"], gi_p=schedule["gi_p"], skipped_steps=totals.skipped_steps
+        )
         return row
 
     # ------------------------------------------------------------------ one student step
     def loss_terms(self, batch):
+        """The student's logits, KL to the teacher and CE to the labels on `batch` (zsq_probe.quantization.losses)."""
         return student_terms(
             self.parts.student,
             batch.inputs,
@@ -269,10 +260,14 @@ class Trainer:
             self.cfg.label_smoothing,
         )
 
+    def student_forward(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The warm-up's forward pass without a step; returns (logits, loss terms)."""
+        with torch.no_grad():
+            s_logits, kl, ce = self.loss_terms(batch)
+        return s_logits, {"kl": kl, "kl_scaled": kl * self.cfg.temperature**2, "ce": ce}
+
     def student_step(self, batch, want_terms: bool):
         """One optimiser step; returns (logits, loss terms, per-term grads, GI info, non-finite or None)."""
-        from zsq_probe.training.sources import NonFinite
-
         cfg, opt, params = self.cfg, self.parts.optimizer, self.parts.params
         s_logits, kl, ce = self.loss_terms(batch)
         kl_scaled = kl * cfg.temperature**2
@@ -316,6 +311,7 @@ class Trainer:
         )
 
     def kept_checkpoint(self) -> str:
+        """Which checkpoint a stopped run keeps (for the error message)."""
         cps = self.run.checkpoints()
         # checkpoints are only written with finite parameters (save_checkpoint), so the last one is good
         return (
@@ -333,10 +329,8 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ evaluation and the end of a run
-    def validate(self) -> tuple[float, float]:
-        from zsq_probe.quantization.quantizer import activation_ranges_frozen
-        from zsq_probe.teachers.accuracy import top1_and_ce
-
+    def measure_val_top1(self) -> tuple[float, float]:
+        """The student's (top-1, CE) on the validation loader, its activation ranges held."""
         parts = self.parts
         if parts.quant_layers:
             with activation_ranges_frozen(parts.student):  # test data must not move the ranges
@@ -348,7 +342,7 @@ class Trainer:
         parts = self.parts
         if parts.quant_layers:  # zeroq_calibration: ZeroQ's running min/max (default) or the training EMA
             parts.source.calibrate(parts.student)
-        val_top1, val_ce = self.validate() if parts.val_loader is not None else (float("nan"), float("nan"))
+        val_top1, val_ce = self.measure_val_top1() if parts.val_loader is not None else (float("nan"), float("nan"))
         nan = float("nan")
         row = {
             "run": self.run.name,
@@ -374,28 +368,91 @@ class Trainer:
         return self.write_summary()
 
     def write_summary(self) -> dict:
+        """Write RUN/summary.json (zsq_probe.training.checkpoint.write_summary) and return it."""
         return checkpoint.write_summary(self.run, self.parts, self.epoch)
 
     def save_checkpoint(self, epoch: int) -> None:
+        """Write the checkpoint of `epoch` (refused when a weight is inf/NaN: NonFiniteError)."""
         state = checkpoint.training_state(self.parts, self.epoch, self.global_step, self.observers)
         checkpoint.check_finite_state(state, epoch)
         self.run.save_checkpoint(epoch, state, keep_all=self.cfg.keep_checkpoints)
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's state: models, optimiser, RNG, observers, epoch and step counters."""
         self.epoch, self.global_step = checkpoint.restore_training_state(self.parts, state, self.observers)
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+def synced_values(terms: dict[str, torch.Tensor], flag: torch.Tensor) -> tuple[dict[str, float], bool]:
+    """The loss terms as floats and a device flag as a bool, in one host sync (one stacked tensor to the host);
+    the sync only reads values, it does not touch the training math."""
+    flat = [v.detach().float().reshape(()) for v in terms.values()]
+    flat.append(flag.float().reshape(()).to(flat[0].device) if flat else flag.float())
+    synced = torch.stack(flat).tolist()
+    ok = synced.pop() == 1.0
+    return dict(zip(terms, synced)), ok
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+@dataclass
+class EpochTotals:
+    """Running sums of an epoch's loss terms; a skipped step's NaN/inf does not enter the means."""
+
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRIC_TERMS, 0.0))
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METRIC_TERMS, 0))
+    skipped_steps: int = 0
+
+    def add(self, values: dict[str, float], skipped: bool) -> None:
+        """Count one step's loss terms (the finite ones) and whether its update was skipped."""
+        self.skipped_steps += skipped
+        for k, v in values.items():
+            if math.isfinite(v):
+                self.sums[k] += v
+                self.counts[k] += 1
+
+    def means(self) -> dict[str, float]:
+        """The epoch mean of each of METRIC_TERMS (NaN for a term no step had)."""
+        return {k: self.sums[k] / self.counts[k] if self.counts[k] else float("nan") for k in METRIC_TERMS}
+
+
+def log_skipped_steps(epoch: int, skipped: int, iterations: int) -> None:
+    """on_nonfinite=skip: note an epoch's skipped updates; a warning from SKIP_WARN_SHARE of its steps on."""
+    share = skipped / max(iterations, 1)
+    many = share >= SKIP_WARN_SHARE
+    (log.warning if many else log.info)(
+        f"epoch {epoch}: skipped {skipped} of {iterations} steps ({100 * share:.0f}%) with a "
+        f"non-finite loss, gradient or batch (on_nonfinite=skip)"
+        + ("; the student barely trained — lower lr / gen_lr or check the teacher" if many else "")
+    )
+
+
+class EpochProgress:
+    """An epoch's progress bar (nothing when disabled): one tick per step, the losses every 10 steps."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.total = total
+        self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True) if enabled else None
+
+    def step(self, step: int, values: dict[str, float]) -> None:
+        """Tick for `step`, showing its losses on every 10th step and the last."""
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if step % 10 == 0 or step == self.total - 1:
+            self.bar.set_postfix({k: f"{values[k]:.3g}" for k in ("kl_scaled", "ce") if k in values})
+
+    def close(self) -> None:
+        """Close the bar (it leaves no line behind)."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 def epoch_line(row: dict) -> str:
+    """The log line of an epoch's metrics row: losses, validation and wall time."""
     val = row.get("val_top1")
-    val_s = f"val top-1 {100 * val:6.2f}%  val CE {row['val_ce']:.4f}" if val == val else "no validation"
+    val_s = (
+        f"val top-1 {100 * val:6.2f}%  val CE {row['val_ce']:.4f}"
+        if val is not None and val == val
+        else "no validation"
+    )
     return (
         f"[{row['method']}] epoch {row['epoch']:>4}  KL*T^2 {row['loss_kl_scaled']:.4g}  CE {row['loss_ce']:.4g}  "
         f"{val_s}  ({row['wall_time_s']:.1f}s)"

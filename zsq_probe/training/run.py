@@ -4,27 +4,35 @@ resume drops whatever a crash left past the last checkpoint, so resumed epochs r
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from zsq_probe.config import CONFIG_SCHEMA_VERSION, config_diff, config_from_dict
+import torch.nn as nn
+
+from zsq_probe.config import CONFIG_SCHEMA_VERSION, RunConfig, config_diff, config_from_dict
 from zsq_probe.errors import UserError
-from zsq_probe.rundir.store import RunDir, key_epoch
+from zsq_probe.events import Observer
+from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
 from zsq_probe.training.build import build_run
 from zsq_probe.training.loop import Trainer
+
+if TYPE_CHECKING:
+    from zsq_probe.data.datasets import DatasetSpec
 
 log = logging.getLogger(__name__)
 
 
 def train(
-    cfg,
-    out,
+    cfg: RunConfig,
+    out: PathArg,
     *,
     resume: bool = False,
     force: bool = False,
-    observers=None,
+    observers: Sequence[Observer] | None = None,
     progress: bool = True,
-    teacher=None,
-    data_spec=None,
-) -> dict:
+    teacher: nn.Module | None = None,
+    data_spec: DatasetSpec | None = None,
+) -> dict[str, object]:
     """Run (or resume) a training job into the folder `out`; returns the run summary (summary.json).
 
     `observers`: None builds the probes `cfg.probing.probes` names; a list is used as given (add
@@ -60,7 +68,15 @@ def train(
         return trainer.fit()
 
 
-def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
+def _resume(
+    cfg: RunConfig,
+    out: PathArg,
+    force: bool,
+    observers: Sequence[Observer],
+    progress: bool,
+    teacher: nn.Module | None,
+    data_spec: DatasetSpec | None,
+) -> dict[str, object]:
     from zsq_probe.rundir.lock import RunLock
 
     run = RunDir.open(out)
@@ -68,7 +84,15 @@ def _resume(cfg, out, force, observers, progress, teacher, data_spec) -> dict:
         return _resume_locked(run, cfg, force, observers, progress, teacher, data_spec)
 
 
-def _resume_locked(run, cfg, force, observers, progress, teacher, data_spec) -> dict:
+def _resume_locked(
+    run: RunDir,
+    cfg: RunConfig,
+    force: bool,
+    observers: Sequence[Observer],
+    progress: bool,
+    teacher: nn.Module | None,
+    data_spec: DatasetSpec | None,
+) -> dict[str, object]:
     doc = run.read_config_doc()
     run.check_part_versions("resume")  # parts of a newer zsq-probe: never mixed with this version's
     changed = config_diff(config_from_dict(doc["config"]), cfg)
@@ -97,7 +121,7 @@ def _resume_locked(run, cfg, force, observers, progress, teacher, data_spec) -> 
     return trainer.fit()
 
 
-def _check_same_teacher(recorded: dict, teacher) -> None:
+def _check_same_teacher(recorded: Mapping[str, object], teacher: nn.Module | None) -> None:
     """A run started with a teacher module resumes only with that module (same state-dict fingerprint)."""
     if recorded.get("source") != "module" and teacher is None:
         return

@@ -10,10 +10,12 @@ def scheduled(value: float, milestones, gamma: float, epoch: int) -> float:
 
 
 def student_lr(cfg, epoch: int) -> float:
+    """The student's learning rate at `epoch` (its step schedule)."""
     return scheduled(cfg.optim.lr, cfg.optim.lr_milestones, cfg.optim.lr_gamma, epoch)
 
 
 def generator_lr(cfg, epoch: int) -> float:
+    """The generator's learning rate at `epoch` (the student's milestones and decay)."""
     return scheduled(cfg.synthesis.lr, cfg.optim.lr_milestones, cfg.optim.lr_gamma, epoch)
 
 

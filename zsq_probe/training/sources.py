@@ -12,10 +12,13 @@ their own stream.  Sources never touch the global RNG.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
 
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeBatch
@@ -25,6 +28,11 @@ from zsq_probe.quantization.losses import ce_to_labels
 from zsq_probe.seeds import DATA_ORDER_STREAM, SAMPLE_STREAM, ZEROQ_STREAM, epoch_seed, stream
 from zsq_probe.training.schedule import generator_lr
 
+if TYPE_CHECKING:
+    from zsq_probe.config import RunConfig
+    from zsq_probe.data.datasets import DatasetSpec
+    from zsq_probe.rundir.store import CheckpointState
+
 
 @dataclass
 class NonFinite:
@@ -32,25 +40,27 @@ class NonFinite:
 
     what: str
     loss: torch.Tensor
-    terms: dict
+    terms: dict[str, torch.Tensor]
 
 
 @dataclass
 class Batch:
+    """One training batch for the student, with the teacher's logits (and what the source's own step saw)."""
+
     inputs: torch.Tensor
     labels: torch.Tensor
     teacher_logits: torch.Tensor
-    terms: dict = field(default_factory=dict)  # metric terms the source computed (generator losses)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # metric terms the source computed (generator losses)
     nonfinite: NonFinite | None = None  # the source's own update hit a NaN/inf (it was not applied)
 
 
-def all_finite(loss: torch.Tensor, params) -> bool:
+def all_finite(loss: torch.Tensor, params: Iterable[torch.Tensor]) -> bool:
     """Whether the loss and every gradient are finite, with one host sync."""
     flags = [torch.isfinite(loss).all()] + [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
     return bool(torch.stack(flags).all())
 
 
-def first_nonfinite(total: torch.Tensor, terms: dict, total_name: str) -> str | None:
+def first_nonfinite(total: torch.Tensor, terms: dict[str, torch.Tensor], total_name: str) -> str | None:
     """None when `total` is finite; else the name of the first non-finite term (or of the total)."""
     if bool(torch.isfinite(total).all()):
         return None
@@ -65,45 +75,73 @@ class BatchSource(Protocol):
 
     name: str  # generator | real | zeroq (the probe batch's `source` column)
 
-    def iterations(self) -> int | None: ...  # its own epoch length (real data), else None
+    def iterations(self) -> int | None:
+        """Its own epoch length (real data), else None."""
 
-    def lr(self, epoch: int) -> float: ...  # its own optimiser's learning rate (generator), else NaN
+    def lr(self, epoch: int) -> float:
+        """Its own optimiser's learning rate (generator), else NaN."""
 
-    def start_epoch(self, epoch: int) -> None: ...  # schedules and the epoch's random stream
+    def start_epoch(self, epoch: int) -> None:
+        """Set the epoch's schedules and random stream."""
 
-    def next_batch(self) -> Batch: ...  # one training batch (a generator steps first)
+    def next_batch(self) -> Batch:
+        """One training batch (a generator steps first)."""
 
-    def draw(self, seed: int, size: int) -> ProbeBatch: ...  # a probe batch from the stream `seed`
+    def draw(self, seed: int, size: int) -> ProbeBatch:
+        """A probe batch from the stream `seed`."""
 
-    def state_dict(self) -> dict: ...  # merged into the checkpoint
+    def state_dict(self) -> CheckpointState:
+        """What the source needs to resume (merged into the checkpoint)."""
 
-    def load_state_dict(self, state: dict, optimizer: bool = True) -> None: ...
+    def load_state_dict(self, state: CheckpointState, optimizer: bool = True) -> None:
+        """Restore `state_dict`'s state (`optimizer=False`: the models only, for post-hoc probes)."""
 
 
-def _teacher_logits(teacher, x):
+def _sample(
+    generator: nn.Module, size: int, rng: torch.Generator | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, labels) of `size` samples from a zsq_probe.generators generator (each of them has `sample`)."""
+    sample = cast(Callable[..., tuple[torch.Tensor, torch.Tensor]], generator.sample)
+    return sample(size, generator=rng, device=device)
+
+
+def _teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with preserved_state(teacher, mode="eval"):
         return teacher(x)
 
 
 class GeneratorSource:
+    """Zero-shot batches: the generator steps on CE + BNS against the teacher, then hands its samples on."""
+
     name = "generator"
 
-    def __init__(self, generator, teacher, cfg, device, image_shape=None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        teacher: nn.Module,
+        cfg: RunConfig,
+        device: torch.device,
+        image_shape: Sequence[int] | None = None,
+    ) -> None:
         self.generator, self.teacher, self.cfg, self.device = generator, teacher, cfg, device
         # the teacher's input shape; a generator drawing larger (299 -> 300) is centre-cropped to it
-        self.image_shape = tuple(image_shape) if image_shape is not None else tuple(generator.image_shape)
+        shape = image_shape if image_shape is not None else cast(Sequence[int], generator.image_shape)
+        self.image_shape = tuple(shape)
         self.optimizer = torch.optim.Adam(
             generator.parameters(), lr=cfg.synthesis.lr, betas=(cfg.synthesis.beta1, cfg.synthesis.beta2)
         )
-        self.rng = None
+        self.rng: torch.Generator | None = None
 
     def iterations(self) -> int | None:
-        return None  # a generator has no epoch length of its own
+        """None: a generator has no epoch length of its own."""
+        return None
 
     def lr(self, epoch: int) -> float:
+        """The generator's learning rate at `epoch`."""
         return generator_lr(self.cfg, epoch)
 
     def start_epoch(self, epoch: int) -> None:
+        """Set the generator's learning rate and the epoch's sample stream."""
         for g in self.optimizer.param_groups:
             g["lr"] = self.lr(epoch)
         self.rng = stream(self.cfg.seed, epoch, SAMPLE_STREAM)
@@ -113,7 +151,7 @@ class GeneratorSource:
         from zsq_probe.generators import BNStatisticsLoss
 
         cfg = self.cfg
-        z, labels = self.generator.sample(cfg.batch_size, generator=self.rng, device=self.device)
+        z, labels = _sample(self.generator, cfg.batch_size, self.rng, self.device)
         self.generator.train()
         x = crop_to(self.generator(z, labels), self.image_shape)
         with BNStatisticsLoss(self.teacher) as bns:
@@ -139,35 +177,43 @@ class GeneratorSource:
 
     @torch.no_grad()
     def draw(self, seed: int, size: int) -> ProbeBatch:
+        """A probe batch of generated samples from the stream `seed` (the generator's modes are kept)."""
         rng = torch.Generator().manual_seed(seed)
         with preserved_state(self.generator, mode="train"):
-            z, labels = self.generator.sample(size, generator=rng, device=self.device)
+            z, labels = _sample(self.generator, size, rng, self.device)
             x = crop_to(self.generator(z, labels), self.image_shape)
         return ProbeBatch(x.detach(), labels.detach(), _teacher_logits(self.teacher, x).detach(), self.name, seed)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> CheckpointState:
+        """The generator's weights and its optimiser's state."""
         return {"generator": self.generator.state_dict(), "generator_optimizer": self.optimizer.state_dict()}
 
-    def load_state_dict(self, state: dict, optimizer: bool = True) -> None:
+    def load_state_dict(self, state: CheckpointState, optimizer: bool = True) -> None:
+        """Restore the generator (and its optimiser unless `optimizer=False`: post hoc)."""
         self.generator.load_state_dict(state["generator"])
         if optimizer:
             self.optimizer.load_state_dict(state["generator_optimizer"])
 
 
 class RealDataSource:
+    """The KD baseline's batches: the real training set, shuffled in one order per epoch."""
+
     name = "real"
 
-    def __init__(self, train_set, teacher, cfg, device):
+    def __init__(self, train_set: Dataset, teacher: nn.Module, cfg: RunConfig, device: torch.device) -> None:
         self.train_set, self.teacher, self.cfg, self.device = train_set, teacher, cfg, device
-        self.batches = None
+        self.batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def iterations(self) -> int:
-        return math.ceil(len(self.train_set) / self.cfg.batch_size)  # one pass over the training set
+        """One pass over the training set."""
+        return math.ceil(len(cast(Sized, self.train_set)) / self.cfg.batch_size)
 
     def lr(self, epoch: int) -> float:
-        return float("nan")  # no optimiser of its own
+        """NaN: no optimiser of its own."""
+        return float("nan")
 
     def start_epoch(self, epoch: int) -> None:
+        """Shuffle the training set in the epoch's order."""
         from zsq_probe.data.datasets import make_loader
 
         data = self.cfg.dataset
@@ -183,6 +229,9 @@ class RealDataSource:
         self.batches = _cycle(loader)
 
     def next_batch(self) -> Batch:
+        """The next real batch and the teacher's logits on it."""
+        if self.batches is None:
+            raise RuntimeError("RealDataSource.next_batch before start_epoch")
         x, y = next(self.batches)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)  # pinned: asynchronous
         with torch.no_grad():
@@ -191,17 +240,20 @@ class RealDataSource:
 
     @torch.no_grad()
     def draw(self, seed: int, size: int) -> ProbeBatch:
+        """A probe batch of `size` training images drawn without replacement from the stream `seed`."""
         rng = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(self.train_set), generator=rng)[:size].tolist()
+        idx = torch.randperm(len(cast(Sized, self.train_set)), generator=rng)[:size].tolist()
         items = [self.train_set[i] for i in idx]
         x = torch.stack([a for a, _ in items]).to(self.device)
         labels = torch.tensor([int(b) for _, b in items], device=self.device)
         return ProbeBatch(x, labels, _teacher_logits(self.teacher, x).detach(), self.name, seed)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> CheckpointState:
+        """Nothing: the order of an epoch follows from the seed."""
         return {}
 
-    def load_state_dict(self, state: dict, optimizer: bool = True) -> None: ...
+    def load_state_dict(self, state: CheckpointState, optimizer: bool = True) -> None:
+        """Nothing to restore."""
 
 
 class DistilledSource:
@@ -209,7 +261,7 @@ class DistilledSource:
 
     name = "zeroq"
 
-    def __init__(self, teacher, spec, cfg, device):
+    def __init__(self, teacher: nn.Module, spec: DatasetSpec, cfg: RunConfig, device: torch.device) -> None:
         from zsq_probe.generators import distill_zeroq
 
         self.teacher, self.cfg, self.device = teacher, cfg, device
@@ -229,18 +281,22 @@ class DistilledSource:
         with torch.no_grad():
             logits = torch.cat([teacher(self.images[i : i + 256]) for i in range(0, len(self.images), 256)])
         self.labels = logits.argmax(1)
-        self.rng = None
+        self.rng: torch.Generator | None = None
 
     def iterations(self) -> int | None:
+        """None: the distilled set has no epoch length."""
         return None
 
     def lr(self, epoch: int) -> float:
-        return float("nan")  # no optimiser of its own
+        """NaN: no optimiser of its own."""
+        return float("nan")
 
     def start_epoch(self, epoch: int) -> None:
+        """Start the epoch's sample stream."""
         self.rng = stream(self.cfg.seed, epoch, SAMPLE_STREAM)
 
     def next_batch(self) -> Batch:
+        """A batch sampled with replacement from the distilled set, and the teacher's logits on it."""
         idx = torch.randint(len(self.images), (self.cfg.batch_size,), generator=self.rng).to(self.images.device)
         x, y = self.images[idx], self.labels[idx]
         with torch.no_grad():
@@ -248,10 +304,11 @@ class DistilledSource:
         return Batch(x, y, t_logits)
 
     def calibration_batches(self) -> list[torch.Tensor]:
+        """The distilled images in the batches the calibration sees (`zeroq_calibration`)."""
         bs = self.distill_batch if self.cfg.synthesis.zeroq_calibration == "minmax" else self.cfg.batch_size
         return [self.images[i : i + bs] for i in range(0, len(self.images), bs)]
 
-    def calibrate(self, model) -> int:
+    def calibrate(self, model: nn.Module) -> int:
         """Set the student's activation ranges from the distilled images (zeroq_calibration: minmax = ZeroQ's
         running min/max from 0, ema = quant.calibrate_activation_ranges); returns the number of batches."""
         if self.cfg.synthesis.zeroq_calibration == "minmax":
@@ -264,23 +321,26 @@ class DistilledSource:
 
     @torch.no_grad()
     def draw(self, seed: int, size: int) -> ProbeBatch:
+        """A probe batch sampled with replacement from the distilled set, from the stream `seed`."""
         rng = torch.Generator().manual_seed(seed)
         idx = torch.randint(len(self.images), (size,), generator=rng).to(self.images.device)
         x, labels = self.images[idx], self.labels[idx]
         return ProbeBatch(x, labels, _teacher_logits(self.teacher, x).detach(), self.name, seed)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> CheckpointState:
+        """Nothing: the distilled set is rebuilt from the seed."""
         return {}
 
-    def load_state_dict(self, state: dict, optimizer: bool = True) -> None: ...
+    def load_state_dict(self, state: CheckpointState, optimizer: bool = True) -> None:
+        """Nothing to restore."""
 
 
-def _cycle(loader):
+def _cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     while True:
         yield from loader
 
 
-def check_iterations(cfg, source) -> int:
+def check_iterations(cfg: RunConfig, source: BatchSource) -> int:
     """Iterations per epoch: the config's, or one pass over real data when it says 0."""
     if cfg.iters_per_epoch:
         return cfg.iters_per_epoch

@@ -19,8 +19,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
+from zsq_probe.rundir.store import epoch_key
 
 EXTRA_HINT = "live curves need TensorBoard: pip install 'zsq-probe[tensorboard]'"
 
@@ -28,7 +32,7 @@ EXTRA_HINT = "live curves need TensorBoard: pip install 'zsq-probe[tensorboard]'
 def summary_writer_class():
     """Torch's SummaryWriter; a one-line UserError naming the extra when the tensorboard package is missing."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # the optional [tensorboard] extra
     except ImportError:
         raise UserError(EXTRA_HINT) from None
     return SummaryWriter
@@ -39,22 +43,13 @@ def _number(v) -> float | None:
         return float(v)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
-    try:
-        import numpy as np
-
-        if isinstance(v, np.generic) and np.issubdtype(type(v), np.number):
-            return float(v)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(v, np.generic) and np.issubdtype(type(v), np.number):
+        return float(v)
     return None
 
 
 def probe_scalars(run, epoch: int) -> dict[str, float]:
     """Tag -> value of the probes' summary scalars of `epoch`, from the parts the probes wrote for it."""
-    import pandas as pd
-
-    from zsq_probe.rundir.store import epoch_key
-
     out: dict[str, float] = {}
 
     def part(table):
@@ -99,6 +94,7 @@ class TensorBoardObserver(Observer):
         self.epochs = 0
 
     def on_train_start(self, ctx) -> None:
+        """Open the writer (RUN/tensorboard unless given); a resume drops what a crash left past its checkpoint."""
         logdir = self.logdir or Path(ctx.run.path) / "tensorboard"
         self.epochs = ctx.cfg.epochs
         done = sorted(ctx.run.checkpoints())
@@ -106,6 +102,7 @@ class TensorBoardObserver(Observer):
         self.writer = self._writer_class(log_dir=str(logdir), purge_step=(done[-1] + 1) if done else None)
 
     def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> None:
+        """Log the epoch's metrics and probe scalars; close after the last epoch."""
         if self.writer is None:
             return
         for k, v in metrics.items():
@@ -119,6 +116,7 @@ class TensorBoardObserver(Observer):
             self.close()
 
     def close(self) -> None:
+        """Flush and close the writer."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -1,0 +1,293 @@
+"""Structural checks of the package source: no import cycles among zsq_probe modules, no long functions.
+
+Both read the source with `ast` (nothing is imported), so they hold for code paths no other test runs.
+
+* Import cycles: an edge runs from a module to every zsq_probe module it imports, wherever the import
+  statement stands (inside a function too); only imports under `if TYPE_CHECKING:` are left out, since
+  they never run.  `from zsq_probe.pkg import name` is an edge to `zsq_probe.pkg.name` when that is a
+  module, else to `zsq_probe.pkg`.  Importing a module runs the packages above it first, so an edge to
+  `zsq_probe.a.b` is one to `zsq_probe.a` too; but never to the importer's own packages, which have
+  always started importing before it: a module inside `zsq_probe.pkg` importing a re-export of its own
+  package depends on the submodule the name comes from (found in the package's `__init__`; nothing when
+  the package defines it), not on the package.  `zsq_probe/_moved.py` (aliases of old module paths,
+  resolved at import time by name) imports nothing.
+* Function length: a function (def line through its last body line) over `MAX_FUNCTION_LINES` fails,
+  unless ALLOWLIST names it with its reason; an allowlisted function that is no longer long fails too.
+* Light imports: the modules whose docstrings promise it load none of the heavy packages on import (the
+  reason their heavy imports stay inside functions); this one does import, in a subprocess per module.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "zsq_probe"
+MAX_FUNCTION_LINES = 60
+
+# module-less aliases, resolved by name at import time: no static edges
+NO_EDGES = {"zsq_probe._moved"}
+
+# "module:qualname" -> why it may stay longer than MAX_FUNCTION_LINES
+ALLOWLIST: dict[str, str] = {}
+
+
+# ---------------------------------------------------------------------------------------------------- modules
+
+
+def module_files(root: Path, package: str) -> dict[str, Path]:
+    """Every module of `package` (found under `root`) by dotted name; a package is named by its __init__."""
+    out = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements of a module that can run: all of them but those under `if TYPE_CHECKING:`."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _absolute_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The module a `from X import ...` names, with a relative X resolved against the importing module."""
+    if not node.level:
+        return node.module or ""
+    anchor = module.split(".") if is_package else module.split(".")[:-1]
+    anchor = anchor[: len(anchor) - (node.level - 1)]
+    return ".".join([*anchor, node.module] if node.module else anchor)
+
+
+def _reexport_sources(tree: ast.AST, package: str, modules: dict[str, Path]) -> dict[str, str]:
+    """Names a package's __init__ takes from its modules (`from package.sub import name`): name -> module."""
+    out = {}
+    for node in _runtime_imports(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = _absolute_base(node, package, is_package=True)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out[alias.asname or alias.name] = sub if sub in modules else base
+    return out
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """module -> the package modules it imports (see the module docstring for what counts)."""
+    modules = module_files(root, package)
+    trees = {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in modules.items()}
+    reexports = {
+        name: _reexport_sources(trees[name], name, modules) for name, path in modules.items() if path.stem == "__init__"
+    }
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, tree in trees.items():
+        if name in NO_EDGES:
+            continue
+        is_package = modules[name].stem == "__init__"
+        for node in _runtime_imports(tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                base = _absolute_base(node, name, is_package)
+                targets = []
+                for alias in node.names:
+                    if f"{base}.{alias.name}" in modules:
+                        targets.append(f"{base}.{alias.name}")
+                    elif name.startswith(base + "."):  # a re-export of its own (ancestor) package
+                        source = reexports.get(base, {}).get(alias.name)
+                        if source is not None and source != base:
+                            targets.append(source)
+                    else:
+                        targets.append(base)
+            for target in targets:
+                graph[name].update(_with_packages(target, modules) - _with_packages(name, modules))
+    return graph
+
+
+def _with_packages(module: str, modules: dict[str, Path]) -> set[str]:
+    """A module and the packages above it: importing it runs each of their __init__ first."""
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(modules)
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components (iterative), each sorted; only those of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    components.append(sorted(component))
+    return sorted(components)
+
+
+def _describe(component: list[str], graph: dict[str, set[str]]) -> str:
+    members = set(component)
+    edges = [f"    {a} -> {b}" for a in component for b in sorted(graph[a] & members)]
+    return "cycle among " + ", ".join(component) + ":\n" + "\n".join(edges)
+
+
+def test_no_import_cycles():
+    graph = import_graph(ROOT, PACKAGE)
+    assert len(graph) > 50  # the walk found the package
+    cycles = strongly_connected(graph)
+    assert not cycles, "import cycles in zsq_probe:\n" + "\n".join(_describe(c, graph) for c in cycles)
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+
+
+def test_cycle_detector_finds_a_fabricated_cycle(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from pkg.b import g\n\ndef f():\n    return g()\n",
+            "pkg/b.py": "def g():\n    from pkg import a  # inside a function: still an edge\n    return a\n",
+            "pkg/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import f\n",
+            "pkg/sub/__init__.py": "from pkg.sub.x import X\n",
+            "pkg/sub/x.py": "X = 1\n",
+            "pkg/sub/y.py": "from pkg.sub import X  # its own package's re-export: an edge to pkg.sub.x\n",
+        },
+    )
+    graph = import_graph(tmp_path, "pkg")
+    assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == {"pkg.a"}
+    assert graph["pkg.c"] == set()  # TYPE_CHECKING only
+    assert graph["pkg.sub.y"] == {"pkg.sub.x"}
+    assert strongly_connected(graph) == [["pkg.a", "pkg.b"]]
+
+    (tmp_path / "pkg/b.py").write_text("def g():\n    return 1\n", encoding="utf-8")
+    assert strongly_connected(import_graph(tmp_path, "pkg")) == []
+
+
+# ------------------------------------------------------------------------------------------ light imports
+# The documented reasons some imports stay inside functions: what each import must not load.
+LIGHT_IMPORTS = {
+    "zsq_probe": ("torch", "pandas", "matplotlib"),  # zsq_probe/__init__.py: names load on first use
+    "zsq_probe.cli": ("torch",),  # the parser is built first; handlers load the library when they run
+    "zsq_probe.recipes": ("torch",),  # the command line imports it to build its parser
+    "zsq_probe.executors": ("torch",),  # the process that hands out jobs never trains one
+    "zsq_probe.plots": ("matplotlib", "torchvision"),  # matplotlib loads when a figure is drawn
+}
+
+
+def test_light_imports_stay_light():
+    code = (
+        "import importlib, json, sys; name = sys.argv[1]; importlib.import_module(name); "
+        "print(json.dumps(sorted(m for m in sys.argv[2:] if m in sys.modules)))"
+    )
+    for module, heavy in LIGHT_IMPORTS.items():
+        out = subprocess.run(
+            [sys.executable, "-c", code, module, *heavy], capture_output=True, text=True, timeout=300, cwd=ROOT
+        )
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == [], f"import {module} loads {out.stdout.strip()}"
+
+
+# ---------------------------------------------------------------------------------------------- function length
+
+
+def function_lengths(path: Path, module: str) -> dict[str, int]:
+    """ "module:qualname" -> lines from the def line through the last line of the body, for every function."""
+    out = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                qualname = f"{prefix}{child.name}"
+                out[f"{module}:{qualname}"] = child.end_lineno - child.lineno + 1
+                visit(child, f"{qualname}.<locals>.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), "")
+    return out
+
+
+def long_functions(root: Path, package: str, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """Every function of the package longer than `limit` lines: "module:qualname" -> its length."""
+    out = {}
+    for module, path in module_files(root, package).items():
+        out.update({name: n for name, n in function_lengths(path, module).items() if n > limit})
+    return out
+
+
+def test_no_long_functions():
+    long = long_functions(ROOT, PACKAGE)
+    unlisted = {name: n for name, n in long.items() if name not in ALLOWLIST}
+    stale = sorted(name for name in ALLOWLIST if name not in long)
+    assert not unlisted, f"functions over {MAX_FUNCTION_LINES} lines (split them up): " + ", ".join(
+        f"{name} ({n})" for name, n in sorted(unlisted.items())
+    )
+    assert not stale, f"allowlisted but no longer over {MAX_FUNCTION_LINES} lines (drop them from ALLOWLIST): {stale}"
+
+
+def test_allowlist_stays_short_and_gives_reasons():
+    assert len(ALLOWLIST) < 12
+    assert all(reason.strip() for reason in ALLOWLIST.values())
+
+
+@pytest.mark.parametrize("body_lines, flagged", [(59, False), (60, True)])
+def test_length_counter_flags_a_long_function(tmp_path, body_lines, flagged):
+    body = "".join(f"        x{i} = {i}\n" for i in range(body_lines))
+    _write(tmp_path, {"pkg/__init__.py": "", "pkg/m.py": f"class C:\n    @staticmethod\n    def f():\n{body}"})
+    assert function_lengths(tmp_path / "pkg/m.py", "pkg.m") == {"pkg.m:C.f": body_lines + 1}
+    assert ("pkg.m:C.f" in long_functions(tmp_path, "pkg")) == flagged

@@ -1,0 +1,70 @@
+"""The probe registry: which probes exist, by name, and the tables each writes.
+
+One registry that the config (`probing.probes`), the command line (`--probes all`, the post-hoc commands) and
+`zsq_probe.probes.build_probes` read:
+
+* `BUILTIN_PROBES`: the probes this package ships, name -> `ProbeSpec` (its tables, those it writes post hoc,
+  and the post-hoc command's help line).  `zsq_probe.probes` registers its classes against it (a class whose
+  tables differ from its spec is refused).
+* `PROBES`: name -> probe class, every registered probe (built in, then `register_probe` of your own);
+  `zsq_probe.probes.PROBES` is this same dict.
+* `probe_names()`: the names a config may switch on.
+
+A leaf module: it imports nothing from zsq_probe at run time (the probe classes only for type checking), so the
+config and the command line read the names without importing torch or the probes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zsq_probe.probes.base import Probe
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """What a built-in probe writes: its tables online, those `measure_checkpoint` writes post hoc (() = no
+    post-hoc measurement), and the one-line help of its post-hoc command (`zsq-probe NAME --run RUN`)."""
+
+    tables: tuple[str, ...]
+    posthoc_tables: tuple[str, ...] = ()
+    posthoc_help: str = ""
+
+
+_HESSIAN_TABLES = ("hessian_trace", "hessian_eigenvalues", "hessian_density")
+
+BUILTIN_PROBES: dict[str, ProbeSpec] = {
+    "cosine": ProbeSpec(
+        ("cosine",), ("cosine",), "post hoc: cos(grad CE, grad KL) of each checkpoint on its probe batch"
+    ),
+    "inter_epoch": ProbeSpec(("inter_epoch",)),
+    "crossings": ProbeSpec(
+        ("crossings",),
+        ("crossings",),
+        "post hoc: integer codes changed per layer between consecutive checkpoints",
+    ),
+    "hessian": ProbeSpec(
+        _HESSIAN_TABLES,
+        _HESSIAN_TABLES,
+        "post hoc: Hessian traces, top eigenvalues and SLQ density (CE and KL) per checkpoint",
+    ),
+    "slice": ProbeSpec(
+        ("slice",), ("slice",), "post hoc: loss along the top Hessian eigenvector (CE and KL) per checkpoint"
+    ),
+}
+BUILTIN_PROBE_NAMES: tuple[str, ...] = tuple(BUILTIN_PROBES)
+
+# name -> class of every registered probe; filled by zsq_probe.probes.register_probe (built-in ones first)
+PROBES: dict[str, type[Probe]] = {}
+
+
+def probe_names() -> tuple[str, ...]:
+    """The names a config may switch on: the built-in probes and every probe registered since."""
+    return tuple(dict.fromkeys([*BUILTIN_PROBE_NAMES, *PROBES]))
+
+
+def posthoc_probe_names() -> tuple[str, ...]:
+    """The built-in probes that measure saved checkpoints (the post-hoc commands)."""
+    return tuple(name for name, spec in BUILTIN_PROBES.items() if spec.posthoc_tables)
