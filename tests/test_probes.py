@@ -54,6 +54,7 @@ def probed_run(tmp_path_factory, digits_teacher):
         slice_directions=["eigenvector", "random", "filter"],
         slice_scalings=["gradient", "unit"],
         probe_scopes=["model", "block", "layer"],
+        hessian_every_epochs=2,  # the curvature probes at the last epoch only (the tests read epoch 2)
     )
     with pytest.warns(UserWarning, match="probe batch"):
         train(cfg, out, observers=build_probes(cfg), **QUIET)

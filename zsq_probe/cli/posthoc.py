@@ -11,8 +11,10 @@ import json
 
 from zsq_probe.probe_registry import BUILTIN_PROBES, posthoc_probe_names
 
-# one command per built-in probe that measures checkpoints (zsq_probe.probe_registry), with its help line
-COMMANDS = {name: BUILTIN_PROBES[name].posthoc_help for name in posthoc_probe_names()}
+# one command per built-in probe that measures checkpoints (zsq_probe.probe_registry), with its help line;
+# --help lists them in this order (a post-hoc probe missing here fails at import)
+_HELP_ORDER = ("cosine", "hessian", "slice", "crossings")
+COMMANDS = {name: BUILTIN_PROBES[name].posthoc_help for name in sorted(posthoc_probe_names(), key=_HELP_ORDER.index)}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
