@@ -5,12 +5,40 @@
 * ``digits_teacher``: the embedded digits teacher ``(model, TeacherInfo)``, trained once per
   session into that temporary cache. It is shared by every test: do not modify it in place
   (quantise / train a ``copy.deepcopy`` of it, or use ``digits_teacher_copy``).
+* Tiers: ``-m "not slow"`` is the quick tier; ``slow`` marks the end-to-end tests (wheel build, torchrun,
+  kill -9, Ray / submitit, coverage benchmarks).  The full suite runs both.
+* In parallel (pytest-xdist, ``-n 2 --dist loadgroup``): each worker is a process of its own with its own
+  session (its own cache and teacher) and runs torch on one intra-op thread, so two workers use the two cores
+  without oversubscribing them; subprocesses inherit ``OMP_NUM_THREADS=1``.  The tests of a module that use a
+  module-scoped fixture (a trained run, a built wheel) share one worker, so that fixture is built once.
 """
 
 import copy
 import os
 
 import pytest
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: one thread per worker process
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup``, the tests of a module that use its module- or class-scoped fixtures run on one
+    worker (one group per module), so each such fixture is built once; every other test is scheduled alone."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs}
+        if scopes & {"module", "class", "package"}:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -26,7 +26,7 @@ SMALL = {
     "act_range_epochs": 1,
     "val_max_batches": 1,
     "val_batch_size": 64,
-    "hessian_batch_size": 48,
+    "hessian_batch_size": 16,
     "hessian_every_epochs": 1,
     "probe_every_steps": 1,
     "hessian_vectors": 4,

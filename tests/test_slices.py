@@ -198,7 +198,7 @@ def test_kd_slices_online_equal_posthoc(tmp_path, digits_teacher):
             "warmup_epochs": 0,
             "val_max_batches": 1,
             "val_batch_size": 64,
-            "hessian_batch_size": 48,
+            "hessian_batch_size": 16,
             "hessian_every_epochs": 1,
             "hessian_vectors": 2,
             "trace_max_products": 16,
