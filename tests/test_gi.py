@@ -1,4 +1,5 @@
-"""Gradient inundation (AIT §4.2, docs/reference.md#gradient-inundation) against a plain per-layer re-statement of the rule."""
+"""Gradient inundation (AIT §4.2, docs/reference.md#gradient-inundation) against a plain per-layer re-statement
+of the rule."""
 
 import copy
 import math
@@ -146,7 +147,10 @@ def test_kappa_is_minimal_within_bisection_resolution():
         checked += 1
         q0 = integer_codes_of(old[name], 4)
         d = (new[name] - old[name]) / kappa  # the base step, recovered
-        frac = lambda k: (integer_codes_of(old[name] + k * d, 4) != q0).float().mean().item()  # noqa: E731
+
+        def frac(k, w=old[name], d=d, q0=q0):
+            return (integer_codes_of(w + k * d, 4) != q0).float().mean().item()
+
         top = 2.0 ** math.ceil(math.log2(kappa))  # where doubling stopped; bisection width top/2/2^5
         assert frac(kappa) >= p
         assert frac(kappa / 2) < p

@@ -32,7 +32,8 @@ from zsq_probe.quantization.quantizer import (
 
 
 def reference_codes(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-channel codes computed channel by channel in float32 numpy, straight from docs/reference.md#weight-quantiser."""
+    """Per-channel codes computed channel by channel in float32 numpy, straight from
+    docs/reference.md#weight-quantiser."""
     w = w.astype(np.float32)
     codes = np.empty(w.shape, np.int64)
     scales, zps = [], []

@@ -41,6 +41,7 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
+        """Take the lock (rank 0 only) or raise a UserError naming the holder."""
         if self.rank != 0:
             return self
         try:
@@ -70,6 +71,7 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Let the lock go; a second call does nothing."""
         if self._fd is not None:
             import fcntl
 
@@ -89,6 +91,7 @@ class RunLock:
 
 @contextmanager
 def run_lock(folder, what: str = "write", rank: int | None = None):
+    """Context manager holding the run folder's writer lock for `what`."""
     lock = RunLock(folder, what, rank).acquire()
     try:
         yield lock

@@ -55,6 +55,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` resolving only :data:`ALLOWED_GLOBALS` (no other class or function)."""
 
     def find_class(self, module: str, name: str):
+        """Resolve only the allowed numpy reconstruction globals; refuse everything else."""
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
@@ -63,7 +64,8 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"str/bytes and numpy arrays"
             ) from None
 
-    def persistent_load(self, pid):  # no persistent ids in a CIFAR batch
+    def persistent_load(self, pid):
+        """Refuse: a CIFAR batch has no persistent ids."""
         raise UnsafePickleError("refused to unpickle a persistent id: not a CIFAR batch")
 
 
@@ -73,6 +75,7 @@ def safe_load(file, *, encoding: str = "latin1"):
 
 
 def safe_loads(data: bytes, *, encoding: str = "latin1"):
+    """`safe_load` over bytes."""
     return safe_load(io.BytesIO(data), encoding=encoding)
 
 

@@ -164,6 +164,7 @@ def require_columns(df, table: str, columns=None, where: str = "") -> None:
 
 
 def markdown() -> str:
+    """The README's schema section: every table and its columns as markdown."""
     lines = []
     for table, cols in TABLES.items():
         lines.append(f"\n**`probes/{table}/`**\n\n| column | meaning |\n| --- | --- |")
