@@ -152,6 +152,8 @@ TINY = [
     "slq_steps=4",
     "--set",
     "hessian_vectors=2",
+    "--set",
+    "trace_max_products=24",
     "--no-progress",
 ]
 
@@ -167,9 +169,11 @@ def zsq(*args, fault: str | None = None, timeout: int = 180) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def tiny_run(digits_teacher, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("crash") / "run"
-    r = zsq("train", *TINY, "--out", out)
+def two_epoch_run(digits_teacher, tmp_path_factory) -> Path:
+    """Two epochs with a checkpoint each: every post-hoc command has two epochs to commit.  The one trained run
+    of this module: each test copies it before it changes it."""
+    out = tmp_path_factory.mktemp("crash2") / "run"
+    r = zsq("train", *TINY, "--epochs", "2", "--out", out)  # the later --epochs wins
     assert r.returncode == 0, r.stderr
     return out
 
@@ -197,11 +201,11 @@ def _posthoc_rows(run: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_kill_9_during_posthoc_hessian_then_rerun_loses_and_doubles_nothing(tiny_run, tmp_path):
+def test_kill_9_during_posthoc_hessian_then_rerun_loses_and_doubles_nothing(two_epoch_run, tmp_path):
     import shutil
 
     run = tmp_path / "killed"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(two_epoch_run, run)
     key = "e00001-posthoc"
     # killed between two tables' staged writes: nothing of the epoch is visible, not even hessian_trace
     r = zsq("hessian", "--run", run, "--epochs", "1", fault=f"part:hessian_eigenvalues:{key}")
@@ -233,16 +237,16 @@ HOLD = (
 
 
 @pytest.mark.slow
-def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_nothing(tiny_run, tmp_path):
+def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_nothing(two_epoch_run, tmp_path):
     import shutil
     import socket
 
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(two_epoch_run, run)
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        for args in (["train", "--resume", *TINY, "--out", run], ["cosine", "--run", run]):
+        for args in (["train", "--resume", *TINY, "--epochs", "2", "--out", run], ["cosine", "--run", run]):
             r = zsq(*args)
             lines = [x for x in r.stderr.splitlines() if x.strip()]
             assert r.returncode == 2 and len(lines) == 1, r.stderr
@@ -261,15 +265,6 @@ def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_noth
 
 
 # ------------------------------------------------------------------ cosine, slice, crossings under kill -9
-
-
-@pytest.fixture(scope="module")
-def two_epoch_run(digits_teacher, tmp_path_factory) -> Path:
-    """Two epochs with a checkpoint each: every post-hoc command has two epochs to commit."""
-    out = tmp_path_factory.mktemp("crash2") / "run"
-    r = zsq("train", *TINY, "--epochs", "2", "--out", out)  # the later --epochs wins
-    assert r.returncode == 0, r.stderr
-    return out
 
 
 def _table(run: Path, table: str) -> pd.DataFrame:
