@@ -7,10 +7,11 @@
   (quantise / train a ``copy.deepcopy`` of it, or use ``digits_teacher_copy``).
 * Tiers: ``-m "not slow"`` is the quick tier; ``slow`` marks the end-to-end tests (wheel build, torchrun,
   kill -9, Ray / submitit, coverage benchmarks).  The full suite runs both.
+* Threads: torch runs on one intra-op thread in every test process (``pytest_configure``).
 * In parallel (pytest-xdist, ``-n 2 --dist loadgroup``): each worker is a process of its own with its own
-  session (its own cache and teacher) and runs torch on one intra-op thread, so two workers use the two cores
-  without oversubscribing them; subprocesses inherit ``OMP_NUM_THREADS=1``.  The tests of a module that use a
-  module-scoped fixture (a trained run, a built wheel) share one worker, so that fixture is built once.
+  session (its own cache and teacher) and one thread, so two workers use two cores without oversubscribing
+  them.  The tests of a module that use a module-scoped fixture (a trained run, a built wheel) share one
+  worker, so that fixture is built once.
 """
 
 import copy
@@ -20,12 +21,17 @@ import pytest
 
 
 def pytest_configure(config):
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker: one thread per worker process
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = "1"
-        import torch
+    """One intra-op torch thread per test process (unless $OMP_NUM_THREADS says otherwise), inherited by the
+    subprocesses the tests start and by pytest-xdist's workers.  The tests' nets are tiny: a second thread gains
+    little on an idle machine, and on a busy one (or beside a second worker) multi-threaded kernels ran the
+    curvature tests 10-20x slower."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # pytest-xdist's controller runs no test: its workers set their own threads
+    import torch
 
-        torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

@@ -270,7 +270,7 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------------- distributed Hessian
 SMALL_HESSIAN = [
     "--set",
-    "hessian_batch_size=24",
+    "hessian_batch_size=48",
     "--set",
     "trace_max_products=24",
     "--set",

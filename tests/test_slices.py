@@ -201,7 +201,7 @@ def test_kd_slices_online_equal_posthoc(tmp_path, digits_teacher):
             "hessian_batch_size": 16,
             "hessian_every_epochs": 1,
             "hessian_vectors": 2,
-            "trace_max_products": 16,
+            "trace_max_products": 24,
             "slq_runs": 1,
             "slq_steps": 4,
             "hessian_top_k": 1,
