@@ -8,14 +8,16 @@
 * Tiers: ``-m "not slow"`` is the quick tier; ``slow`` marks the end-to-end tests (wheel build, torchrun,
   kill -9, Ray / submitit, coverage benchmarks).  The full suite runs both.
 * Threads: torch runs on one intra-op thread in every test process (``pytest_configure``).
-* In parallel (pytest-xdist, ``-n 2 --dist loadgroup``): each worker is a process of its own with its own
-  session (its own cache and teacher) and one thread, so two workers use two cores without oversubscribing
-  them.  The tests of a module that use a module-scoped fixture (a trained run, a built wheel) share one
-  worker, so that fixture is built once.
+* In parallel (pytest-xdist, ``-n 2``): each worker is a process of its own with its own session (its own
+  cache and teacher) and one thread, so two workers use two cores without oversubscribing them.  The tests of
+  a module that use a module-scoped fixture (a trained run, a built wheel) run on one worker, so that fixture
+  is built once (``pytest_xdist_make_scheduler``).
 """
 
+import ast
 import copy
 import os
+from pathlib import Path
 
 import pytest
 
@@ -34,17 +36,57 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup``, the tests of a module that use its module- or class-scoped fixtures run on one
-    worker (one group per module), so each such fixture is built once; every other test is scheduled alone."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None or item.get_closest_marker("xdist_group"):
+def _module_fixture_users(path: Path) -> frozenset[str]:
+    """Names of the test functions in the test module `path` that use one of its module- or class-scoped
+    fixtures (directly or through its other fixtures), read from the source: the xdist controller collects
+    nothing itself."""
+    tree = ast.parse(path.read_text())
+    fixtures, wide = {}, set()  # fixture name -> argument names; the module/class-scoped ones
+    tests = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        scopes = {defs[-1].scope for defs in info.name2fixturedefs.values() if defs}
-        if scopes & {"module", "class", "package"}:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        args = {a.arg for a in node.args.args + node.args.kwonlyargs}
+        for dec in node.decorator_list:
+            call = dec if isinstance(dec, ast.Call) else None
+            target = call.func if call else dec
+            if isinstance(target, ast.Attribute) and target.attr == "fixture":
+                fixtures[node.name] = args
+                scope = next((k.value for k in (call.keywords if call else []) if k.arg == "scope"), None)
+                if isinstance(scope, ast.Constant) and scope.value in ("module", "class", "package"):
+                    wide.add(node.name)
+        if node.name.startswith("test") and node.name not in fixtures:
+            tests[node.name] = args
+    changed = True
+    while changed:  # fixtures that use a wide one share its worker too
+        grown = {name for name, args in fixtures.items() if args & wide}
+        changed = not grown <= wide
+        wide |= grown
+    return frozenset(name for name, args in tests.items() if args & wide)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist (``-n 2``): every test is a unit of its own, except that the tests of a module that use its
+    module-scoped fixtures (a trained run, a built wheel) form one unit, on one worker, so such a fixture is
+    built once.  (``--dist loadgroup`` would do this with ``xdist_group`` marks, but it does not group on
+    pytest 9.2: pytest-xdist issue 1386.)  Only the default ``--dist load`` is replaced."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    users: dict[str, frozenset[str]] = {}
+
+    class ModuleFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            if module not in users:
+                path = Path(config.rootpath, module)
+                users[module] = _module_fixture_users(path) if path.suffix == ".py" else frozenset()
+            name = nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
+            return module if name in users[module] else nodeid
+
+    return ModuleFixtureScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)

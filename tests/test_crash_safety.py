@@ -154,6 +154,8 @@ TINY = [
     "hessian_vectors=2",
     "--set",
     "trace_max_products=24",
+    "--set",
+    "slice_points=5",
     "--no-progress",
 ]
 

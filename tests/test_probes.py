@@ -29,7 +29,7 @@ SMALL = {
     "hessian_batch_size": 16,
     "hessian_every_epochs": 1,
     "probe_every_steps": 1,
-    "hessian_vectors": 4,
+    "hessian_vectors": 2,
     "trace_max_products": 24,  # the model-scope trace's budget (400 by default: minutes per probe on a CPU)
     "slq_runs": 1,
     "slq_steps": 6,
