@@ -8,8 +8,9 @@
 * Tiers: ``-m "not slow"`` is the quick tier; ``slow`` marks the end-to-end tests (wheel build, torchrun,
   kill -9, Ray / submitit, coverage benchmarks).  The full suite runs both.
 * Threads: torch runs on one intra-op thread in every test process (``pytest_configure``).
-* In parallel (pytest-xdist, ``-n 2``): each worker is a process of its own with its own session (its own
-  cache and teacher) and one thread, so two workers use two cores without oversubscribing them.  The tests of
+* In parallel (pytest-xdist, ``-n 2``): each worker is a process of its own with one thread, so two workers
+  use two cores without oversubscribing them; the controller trains the teacher once, while the workers start,
+  into a cache folder they share.  The tests of
   a module that use a module-scoped fixture (a trained run, a built wheel) run on one worker, so that fixture
   is built once (``pytest_xdist_make_scheduler``).
 """
@@ -17,23 +18,86 @@
 import ast
 import copy
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 
 def pytest_configure(config):
-    """One intra-op torch thread per test process (unless $OMP_NUM_THREADS says otherwise), inherited by the
+    """One intra-op torch thread per test process (``$ZSQ_TEST_THREADS`` to change it), set with
+    ``torch.set_num_threads`` only: ``$OMP_NUM_THREADS`` would also move OpenBLAS (scipy's ARPACK) off the thread
+    count the reference parquet was written with, and its eigenvalues then differ in the last bits.  Inherited by the
     subprocesses the tests start and by pytest-xdist's workers.  The tests' nets are tiny: a second thread gains
     little on an idle machine, and on a busy one (or beside a second worker) multi-threaded kernels ran the
     curvature tests 10-20x slower."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    os.environ.setdefault("ZSQ_TEST_THREADS", "1")
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
-        return  # pytest-xdist's controller runs no test: its workers set their own threads
+        _start_shared_teacher(config)  # pytest-xdist's controller runs no test: its workers set their threads
+        return
     import torch
 
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    torch.set_num_threads(int(os.environ["ZSQ_TEST_THREADS"]))
+
+
+SHARED_CACHE_ENV = "ZSQ_PROBE_TEST_SHARED_CACHE"  # the xdist controller's cache folder, for its workers
+_SHARED_TEACHER = pytest.StashKey[tuple]()  # (the training process, its cache folder, its log file)
+_TRAIN_TEACHER = """
+import pathlib, sys
+ready = pathlib.Path(sys.argv[1])
+try:
+    from zsq_probe.teachers.loader import load_teacher
+    load_teacher("digits")
+except BaseException:
+    (ready / "failed").touch()
+    raise
+(ready / "ready").touch()
+"""
+
+
+def _start_shared_teacher(config):
+    """pytest-xdist's controller: train the digits teacher once for all workers, in a process of its own that
+    runs while the workers start and collect (each would otherwise train its own, ~6 s on one core), into a
+    cache folder the workers then share read-only (``zsq_cache_dir``)."""
+    cache = Path(tempfile.mkdtemp(prefix="zsq-probe-test-cache-"))
+    os.environ[SHARED_CACHE_ENV] = str(cache)
+    log = open(cache / "teacher.log", "wb")  # closed in pytest_unconfigure
+    env = dict(os.environ, ZSQ_PROBE_CACHE=str(cache))
+    proc = subprocess.Popen([sys.executable, "-c", _TRAIN_TEACHER, str(cache)], env=env, stdout=log, stderr=log)
+    config.stash[_SHARED_TEACHER] = (proc, cache, log)
+
+
+def pytest_unconfigure(config):
+    started = config.stash.get(_SHARED_TEACHER, None)
+    if started is None:
+        return
+    proc, cache, log = started
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    log.close()
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ.pop(SHARED_CACHE_ENV, None)
+
+
+def _shared_cache() -> Path | None:
+    """In a pytest-xdist worker: the controller's cache once its teacher is trained (None if that failed)."""
+    folder = os.environ.get(SHARED_CACHE_ENV)
+    if not folder or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    folder = Path(folder)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if (folder / "ready").exists():
+            return folder
+        if (folder / "failed").exists() or not folder.is_dir():
+            return None
+        time.sleep(0.1)
+    return None
 
 
 def _module_fixture_users(path: Path) -> frozenset[str]:
@@ -91,8 +155,10 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.fixture(scope="session", autouse=True)
 def zsq_cache_dir(tmp_path_factory):
-    """The session's private zsq-probe cache folder (``$ZSQ_PROBE_CACHE``)."""
-    path = tmp_path_factory.mktemp("zsq-cache")
+    """The session's zsq-probe cache folder (``$ZSQ_PROBE_CACHE``): a temporary one of its own, or under
+    pytest-xdist the one its controller trained the teacher into (every worker reads that teacher; no test
+    writes to this folder)."""
+    path = _shared_cache() or tmp_path_factory.mktemp("zsq-cache")
     old = os.environ.get("ZSQ_PROBE_CACHE")
     os.environ["ZSQ_PROBE_CACHE"] = str(path)
     yield path

@@ -425,6 +425,7 @@ def test_table_with_paper_std_and_unrunnable_rows(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ end to end (tiny)
+@pytest.mark.slow  # 14 tiny runs, then the whole recipe again: the end-to-end tier
 def test_tab1_end_to_end_tiny_and_resume(tmp_path, capsys, digits_teacher):
     out = tmp_path / "tab1"
     rc = main(["tab1", "--scale", "tiny", "--seeds", "1", "--out", str(out), "--quiet", *fast_sets()])

@@ -1,15 +1,18 @@
 """Same seed, same parquet: today's code reproduces, bit for bit, the tables the pre-refactor code wrote
-(tests/reference/README.md)."""
+(tests/reference/README.md); and the same runs, trained again with every probe off, end with the same weights
+(probes observe, they do not change training)."""
 
+import contextlib
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from zsq_probe.presets import resolve_config
-from zsq_probe.rundir.store import RunDir
+from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 from zsq_probe.training import train
 
 REFERENCE = Path(__file__).parent / "reference" / "prerefactor"
@@ -40,12 +43,30 @@ SMALL = {
 THREADS = 1  # float reductions depend on the intra-op thread count: the reference is made with one thread
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def one_thread():
     old = torch.get_num_threads()
     torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(old)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def small_run(preset, out, **flags):
+    """`SMALL` (with `flags` changed) trained into `out` with the reference's thread count; its RunDir."""
+    cfg = resolve_config(preset, teacher="digits", flags=dict(SMALL, **flags))
+    with one_thread(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small probe batch warns
+        train(cfg, out, progress=False)
+    return RunDir(out)
+
+
+@pytest.fixture(scope="module", params=["gdfq", "ait", "kd"])
+def probed(request, tmp_path_factory, digits_teacher):
+    """(preset, the RunDir of its SMALL run with every probe on), trained once for the tests below."""
+    preset = request.param
+    return preset, small_run(preset, tmp_path_factory.mktemp("reference") / preset)
 
 
 def canonical(df: pd.DataFrame) -> pd.DataFrame:
@@ -54,16 +75,28 @@ def canonical(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(list(df.columns), ignore_index=True, na_position="first")
 
 
-@pytest.mark.parametrize("preset", ["gdfq", "ait", "kd"])
-def test_same_seed_gives_the_reference_parquet(preset, tmp_path, digits_teacher, one_thread):
-    cfg = resolve_config(preset, teacher="digits", flags=dict(SMALL))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the small probe batch warns
-        train(cfg, tmp_path / preset, progress=False)
-    run = RunDir(tmp_path / preset)
+def test_same_seed_gives_the_reference_parquet(probed):
+    preset, run = probed
     expected = sorted(p.stem for p in (REFERENCE / preset).glob("*.parquet"))
     assert sorted(run.tables()) == expected
     for table in expected:
         got = canonical(run.read_table(table))
         want = canonical(pd.read_parquet(REFERENCE / preset / f"{table}.parquet"))
         pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=True, obj=f"{preset}/{table}")
+
+
+def final_weights(run: RunDir) -> dict:
+    return load_checkpoint_file(run.checkpoints()[max(run.checkpoints())])["student"]
+
+
+def test_probes_on_or_off_give_the_same_weights(probed, tmp_path):
+    """Every probe on (measuring at each epoch, the curvature probes too) or off: the same student at the end."""
+    preset, on = probed
+    off = small_run(preset, tmp_path / "off", probes=[])
+    assert not off.tables() or set(off.tables()) == {"metrics"}
+    a, b = final_weights(off), final_weights(on)
+    assert a.keys() == b.keys()
+    for k in a:
+        # per-term gradients summed vs one backward: equal to float round-off, not bit for bit
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+    np.testing.assert_allclose(off.read_table("metrics")["val_top1"], on.read_table("metrics")["val_top1"], atol=1e-2)

@@ -448,6 +448,8 @@ def test_tensorboard_observer_logs_metrics_and_probe_scalars(tmp_path, digits_te
                 "cosine,hessian",
                 *SMALL_HESSIAN,
                 "--set",
+                "hessian_batch_size=16",  # the later --set wins: tags, not values, are what this test reads
+                "--set",
                 "hessian_every_epochs=2",  # the curvature probes at the last epoch only: their tags are what counts
                 "--out",
                 str(out),

@@ -65,6 +65,27 @@ def frozen_quantization(model: nn.Module, inputs: torch.Tensor | Sequence[torch.
             raise UserError("frozen_quantization: the model's quantisers are already frozen (nested use)")
     with torch.no_grad():
         weight_offsets = [_weight_offset(m) for m in layers]
+    recorded = _record_activation_offsets(model, quantizers, inputs)
+
+    names = {id(m): n for n, m in model.named_modules()}
+    try:
+        # instance attributes shadow the methods inside the block (popped again in `finally`)
+        for m, offset in zip(layers, weight_offsets):
+            vars(m)["quantized_weight"] = _frozen_weight(m, offset)
+        for q in quantizers:
+            vars(q)["forward"] = _frozen_activation(names.get(id(q), "?"), recorded[id(q)])
+        yield model
+    finally:
+        for m in layers:
+            vars(m).pop("quantized_weight", None)
+        for q in quantizers:
+            vars(q).pop("forward", None)
+
+
+def _record_activation_offsets(
+    model: nn.Module, quantizers: Sequence[nn.Module], inputs: torch.Tensor | Sequence[torch.Tensor]
+) -> dict[int, list[torch.Tensor]]:
+    """Per activation quantiser (by id), the offsets `q(a) - a` of one forward of `inputs`, in call order."""
     recorded: dict[int, list[torch.Tensor]] = {id(q): [] for q in quantizers}
 
     def record(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -78,37 +99,26 @@ def frozen_quantization(model: nn.Module, inputs: torch.Tensor | Sequence[torch.
         finally:
             for h in handles:
                 h.remove()
+    return recorded
 
-    def frozen_weight(layer: QuantConv2d | QuantLinear, offset: torch.Tensor) -> Callable[[], torch.Tensor]:
-        return lambda: layer.weight + offset
 
-    def frozen_activation(name: str, offsets: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-        calls = [0]
+def _frozen_weight(layer: QuantConv2d | QuantLinear, offset: torch.Tensor) -> Callable[[], torch.Tensor]:
+    return lambda: layer.weight + offset
 
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            if not offsets:
-                raise UserError(f"frozen_quantization: activation quantiser {name} was not used on the recorded batch")
-            offset = offsets[calls[0] % len(offsets)]  # a quantiser used twice per forward keeps its order
-            calls[0] += 1
-            if x.shape != offset.shape:
-                raise UserError(
-                    f"frozen_quantization: the surrogate was recorded on a batch of shape "
-                    f"{tuple(offset.shape)} at {name}, not {tuple(x.shape)}"
-                )
-            return x + offset
 
-        return forward
+def _frozen_activation(name: str, offsets: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    calls = [0]
 
-    names = {id(m): n for n, m in model.named_modules()}
-    try:
-        # instance attributes shadow the methods inside the block (popped again in `finally`)
-        for m, offset in zip(layers, weight_offsets):
-            vars(m)["quantized_weight"] = frozen_weight(m, offset)
-        for q in quantizers:
-            vars(q)["forward"] = frozen_activation(names.get(id(q), "?"), recorded[id(q)])
-        yield model
-    finally:
-        for m in layers:
-            vars(m).pop("quantized_weight", None)
-        for q in quantizers:
-            vars(q).pop("forward", None)
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not offsets:
+            raise UserError(f"frozen_quantization: activation quantiser {name} was not used on the recorded batch")
+        offset = offsets[calls[0] % len(offsets)]  # a quantiser used twice per forward keeps its order
+        calls[0] += 1
+        if x.shape != offset.shape:
+            raise UserError(
+                f"frozen_quantization: the surrogate was recorded on a batch of shape "
+                f"{tuple(offset.shape)} at {name}, not {tuple(x.shape)}"
+            )
+        return x + offset
+
+    return forward
