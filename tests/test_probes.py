@@ -188,6 +188,69 @@ def test_posthoc_crossings_between_checkpoints(probed_run, tmp_path):
         s2["output.weight"], cfg.quant.w_bits
     )
     assert row.changed == int(expected.sum()) and row.statistic == "checkpoint_diff"
+    # the online epoch total's net change is the post-hoc net level change between the two checkpoints
+    online = pd.read_parquet(out / "probes" / "crossings")
+    total = online[(online.statistic == "epoch_total") & (online.epoch == 2)].set_index("layer")
+    posthoc = df[df.epoch == 2].set_index("layer")
+    assert (total.changed_net == posthoc.changed_net.loc[total.index]).all()
+    assert (total.changed_net <= total.changed_weights).all() and (total.changed_weights <= total.changed_level).all()
+
+
+class _Parts:
+    """A stand-in run store that keeps the parts written to it."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.rows = []
+
+    def write_part(self, table, rows, key):
+        self.rows += rows
+
+
+def test_crossings_flip_and_flip_back_is_two_step_changes_no_net_change_one_weight():
+    from zsq_probe.events import ProbeContext, StepEvent
+    from zsq_probe.probes.crossings import CrossingsProbe
+    from zsq_probe.quantization.quantizer import QuantLinear, quantized_layers
+
+    model = torch.nn.Sequential(QuantLinear(4, 2, w_bits=8))
+    with torch.no_grad():  # per channel min 0, max 1: scale 255, zero point 128 whatever the middle weights do
+        model[0].weight.copy_(torch.tensor([[0.0, 1.0, 0.2, 0.6], [0.0, 1.0, 0.4, 0.8]]))
+    original = model[0].weight.detach().clone()
+    run = _Parts()
+    ctx = ProbeContext(
+        cfg=resolve_config("kl-only", teacher="digits"),
+        run=run,
+        student=model,
+        teacher=model,
+        param_names=[],
+        params=[],
+        quant_layers=quantized_layers(model),
+        device=torch.device("cpu"),
+        iterations_per_epoch=3,
+        draw_probe_batch=None,
+    )
+    probe = CrossingsProbe(ctx.cfg)
+    probe.on_train_start(ctx)
+    up = original.clone()
+    up[0, 2] += 1.0 / 255  # one code up ...
+    moved = original.clone()
+    moved[1, 3] += 1.0 / 255
+    for epoch, weights in ((1, [up, original, original]), (2, [moved, moved, moved])):  # ... and back down
+        probe.on_epoch_start(ctx, epoch)
+        for step, w in enumerate(weights):
+            with torch.no_grad():
+                model[0].weight.copy_(w)
+            event = StepEvent(epoch, step, 3 * (epoch - 1) + step, None, None, None, None, {}, True)
+            probe.on_step(ctx, event)
+        probe.on_epoch_end(ctx, epoch, {"gi_p": float("nan")})
+    df = pd.DataFrame(run.rows)
+    steps = df[df.statistic == "step"]
+    assert list(steps[steps.epoch == 1].changed) == [1, 1, 0] and (steps.changed_net == -1).all()
+    assert (steps.changed_weights == -1).all()
+    totals = df[df.statistic == "epoch_total"].set_index("epoch")
+    assert totals.loc[1, ["changed", "changed_level", "changed_net", "changed_weights"]].tolist() == [2, 2, 0, 1]
+    assert totals.loc[2, ["changed", "changed_level", "changed_net", "changed_weights"]].tolist() == [1, 1, 1, 1]
 
 
 def test_inter_epoch_cosine_is_between_epoch_means(tmp_path, digits_teacher):

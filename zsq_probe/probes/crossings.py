@@ -6,6 +6,10 @@ Two counts per layer: `changed` counts the codes q the reference implementations
 differ because a per-channel zero point round(scale*min) often sits on a rounding boundary: when it flips,
 every q of the channel shifts by one while the dequantised weights barely move.
 
+Epoch totals add two counts of grid levels (q + zero_point), so neither counts zero-point flips: `changed_net`,
+the weights whose level at the epoch's end differs from the previous epoch end's (a flip and flip back counts 0),
+and `changed_weights`, the distinct weights whose level changed at least once within the epoch.
+
 Counts stay on the device during the epoch and are read back once at its end."""
 
 from __future__ import annotations
@@ -22,6 +26,19 @@ from zsq_probe.quantization.quantizer import _codes, quantized_layers, weight_qu
 def changed_codes(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> torch.Tensor:
     """Number of differing codes per layer, as one device tensor (no host sync)."""
     return torch.stack([(after[k] != before[k]).sum() for k in before])
+
+
+def changed_marking(
+    before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], ever: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Number of differing codes per layer (one device tensor, no host sync); marks them in `ever` (bool masks,
+    created on first use) so that `ever` holds the weights that changed at least once."""
+    counts = []
+    for k in before:
+        diff = after[k] != before[k]
+        ever[k] = ever[k] | diff if k in ever else diff
+        counts.append(diff.sum())
+    return torch.stack(counts)
 
 
 CodesAndLevels = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]  # (codes, levels) per quantised layer
@@ -55,7 +72,9 @@ class CrossingsProbe(Probe):
         self.codes, self.levels = codes_and_levels(ctx.student) if self.layers else ({}, {})
 
     def on_epoch_start(self, ctx: ProbeContext, epoch: int) -> None:
-        """Start the epoch's counts afresh."""
+        """Start the epoch's counts afresh; remember the levels the epoch starts from (its net change's base)."""
+        self.epoch_start_levels = self.levels
+        self.ever_changed: dict[str, torch.Tensor] = {}  # per layer: weights whose level changed in the epoch
         self.steps: list[tuple[int, int]] = []
         self.counts: list[torch.Tensor] = []
         self.level_counts: list[torch.Tensor] = []
@@ -68,7 +87,7 @@ class CrossingsProbe(Probe):
             return
         codes, levels = codes_and_levels(ctx.student)
         self.counts.append(changed_codes(self.codes, codes))
-        self.level_counts.append(changed_codes(self.levels, levels))
+        self.level_counts.append(changed_marking(self.levels, levels, self.ever_changed))
         self.codes, self.levels = codes, levels
         if event.gi is not None:
             self.kappas.append([event.gi["kappa"].get(k, float("nan")) for k in self.layers])
@@ -78,52 +97,69 @@ class CrossingsProbe(Probe):
     def on_epoch_end(self, ctx: ProbeContext, epoch: int, metrics: MetricsRow) -> None:
         """Per-step and epoch-total rows per layer (one read-back); write the epoch's part."""
         if self.steps:
-            counts = torch.stack(self.counts).cpu().tolist()  # one read-back per epoch
-            level_counts = torch.stack(self.level_counts).cpu().tolist()
+            net = changed_codes(self.epoch_start_levels, self.levels)
+            distinct = torch.stack([self.ever_changed[k].sum() for k in self.layers])
+            counts, level_counts, totals = (  # one read-back per epoch
+                t.cpu().tolist()
+                for t in (torch.stack(self.counts), torch.stack(self.level_counts), torch.stack([net, distinct]))
+            )
             p = metrics.get("gi_p", float("nan"))
-            for i, (step, gstep) in enumerate(self.steps):
-                for j, layer in enumerate(self.layers):
-                    self.emit(
-                        "crossings",
-                        epoch=epoch,
-                        step=step,
-                        global_step=gstep,
-                        statistic="step",
-                        origin=self.origin,
-                        layer=layer,
-                        changed=int(counts[i][j]),
-                        changed_level=int(level_counts[i][j]),
-                        layer_size=self.sizes[j],
-                        share=counts[i][j] / self.sizes[j],
-                        kappa=self.kappas[i][j] if self.kappas else float("nan"),
-                        gi_flag=self.flags[i][j] if self.flags else "",
-                        gi_p=p,
-                        steps=1,
-                    )
-            n = len(self.steps)
+            self._emit_steps(epoch, counts, level_counts, p)
+            self._emit_totals(epoch, counts, level_counts, totals, p)
+        self.flush(ctx.run, epoch)
+
+    def _emit_steps(self, epoch: int, counts: list[list[int]], level_counts: list[list[int]], p: object) -> None:
+        """One `step` row per student step and layer (net and distinct counts: -1, they are per epoch)."""
+        for i, (step, gstep) in enumerate(self.steps):
             for j, layer in enumerate(self.layers):
-                total = sum(c[j] for c in counts)
-                total_level = sum(c[j] for c in level_counts)
-                kappa = (sum(k[j] for k in self.kappas) / n) if self.kappas else float("nan")
-                flagged = sorted({f[j] for f in self.flags if f[j]}) if self.flags else []
                 self.emit(
                     "crossings",
                     epoch=epoch,
-                    step=-1,
-                    global_step=-1,
-                    statistic="epoch_total",
+                    step=step,
+                    global_step=gstep,
+                    statistic="step",
                     origin=self.origin,
                     layer=layer,
-                    changed=int(total),
-                    changed_level=int(total_level),
+                    changed=int(counts[i][j]),
+                    changed_level=int(level_counts[i][j]),
+                    changed_net=-1,
+                    changed_weights=-1,
                     layer_size=self.sizes[j],
-                    share=total / (self.sizes[j] * n),
-                    kappa=kappa,
-                    gi_flag=",".join(flagged),
+                    share=counts[i][j] / self.sizes[j],
+                    kappa=self.kappas[i][j] if self.kappas else float("nan"),
+                    gi_flag=self.flags[i][j] if self.flags else "",
                     gi_p=p,
-                    steps=n,
+                    steps=1,
                 )
-        self.flush(ctx.run, epoch)
+
+    def _emit_totals(
+        self, epoch: int, counts: list[list[int]], level_counts: list[list[int]], totals: list[list[int]], p: object
+    ) -> None:
+        """One `epoch_total` row per layer: step counts summed, net and distinct level changes, mean kappa."""
+        n = len(self.steps)
+        for j, layer in enumerate(self.layers):
+            total = sum(c[j] for c in counts)
+            kappa = (sum(k[j] for k in self.kappas) / n) if self.kappas else float("nan")
+            flagged = sorted({f[j] for f in self.flags if f[j]}) if self.flags else []
+            self.emit(
+                "crossings",
+                epoch=epoch,
+                step=-1,
+                global_step=-1,
+                statistic="epoch_total",
+                origin=self.origin,
+                layer=layer,
+                changed=int(total),
+                changed_level=int(sum(c[j] for c in level_counts)),
+                changed_net=int(totals[0][j]),
+                changed_weights=int(totals[1][j]),
+                layer_size=self.sizes[j],
+                share=total / (self.sizes[j] * n),
+                kappa=kappa,
+                gi_flag=",".join(flagged),
+                gi_p=p,
+                steps=n,
+            )
 
     def check_posthoc(self, ctx: ProbeContext) -> None:
         """A float student has no integer codes: UserError."""
@@ -169,6 +205,8 @@ def checkpoint_diff_rows(before: CodesAndLevels, after: CodesAndLevels) -> list[
             "layer": k,
             "changed": int(c),
             "changed_level": int(lc),
+            "changed_net": int(lc),  # the net change of grid levels between the two checkpoints
+            "changed_weights": -1,  # not known between checkpoints
             "layer_size": before[0][k].numel(),
             "share": c / before[0][k].numel(),
         }

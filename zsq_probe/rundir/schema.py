@@ -69,6 +69,11 @@ TABLES: dict[str, dict[str, str]] = {
         "layer": "quantised layer (module name)",
         "changed": "integer codes q that changed (count; what the reference code counts and GI targets)",
         "changed_level": "weights whose grid level q + zero_point changed (ignores per-channel zero-point flips)",
+        "changed_net": "epoch totals: weights whose grid level q + zero_point at the epoch's end differs from the "
+        "previous epoch end's (net change: a flip and flip back counts 0; zero-point flips ignored); checkpoint_diff: "
+        "the same between the two checkpoints; -1 in step rows",
+        "changed_weights": "epoch totals: distinct weights whose grid level q + zero_point changed at least once in "
+        "the epoch; -1 in step and checkpoint_diff rows",
         "layer_size": "number of weights (integer codes) in the layer",
         "share": "changed / layer_size (for epoch totals: per step on average, changed / (layer_size*steps))",
         "kappa": "gradient-inundation step multiplier of the layer (NaN without GI; epoch totals: mean)",

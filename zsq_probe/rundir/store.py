@@ -46,7 +46,7 @@ TableRows: TypeAlias = Iterable[Mapping[str, object]] | pd.DataFrame
 
 RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
-TABLE_SCHEMA_VERSION = 1
+TABLE_SCHEMA_VERSION = 2
 # what can be recovered of a damaged part (resume rewrites only the epochs after its checkpoint)
 DAMAGED_PART_ADVICE = (
     "a post-hoc part (part-e*-posthoc) is rebuilt by rerunning that probe with --overwrite; a "
@@ -447,8 +447,8 @@ def check_part_version(path: PathArg, version: int, action: str) -> None:
 
 def read_table(folder: PathArg) -> pd.DataFrame:
     """Every part of a table, in key order; refuses (one line, naming the version it reads) parts of a newer
-    schema than this code reads.  Parts of older versions are read as they are (none exist yet: version 1 is
-    the first; a future version 2 reader converts version-1 parts here)."""
+    schema than this code reads.  Parts of older versions are read as they are (version 1 lacks the columns
+    version 2 added: readers that use them fall back, e.g. crossings' `changed_net` to `changed_level`)."""
     folder = Path(folder)
     parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not parts:
