@@ -45,7 +45,7 @@ def test_config_json_round_trip_and_schema_1_flat_files():
 def test_presets_are_data_with_per_family_values():
     assert preset_overrides("gdfq", "imagenet")["lr"] == 1e-6  # GDFQ's ImageNet lr
     assert preset_overrides("ait", "imagenet")["lr"] == 1e-4  # AIT: 1e-4 everywhere (paper §5.1)
-    assert preset_overrides("kl-only-high-lr", "digits")["lr"] == pytest.approx(1e-2)  # x100 the paper's 1e-4
+    assert preset_overrides("kl-only-high-lr", "digits")["lr"] == pytest.approx(1e-2)  # 10x digits' 1e-3
     assert preset_overrides("kd", "digits")["lr_milestones"] == [8, 11]
     assert preset_overrides("kd", "cifar10")["lr"] == 0.05
     for name, preset in PRESETS.items():
@@ -53,6 +53,20 @@ def test_presets_are_data_with_per_family_values():
         for family in DATASET_SCALES:
             values = preset.resolve({"cifar": "cifar10", "imagenet": "imagenet", "digits": "digits"}[family])
             assert set(values) <= set(FLAT_KEYS), name
+
+
+@pytest.mark.parametrize("data, base, factor", [("cifar10", 1e-4, 100), ("imagenet", 1e-4, 100), ("digits", 1e-3, 10)])
+def test_high_lr_factor_is_relative_to_the_scale_base_lr(data, base, factor):
+    from zsq_probe.presets import lr_factor
+
+    lr = preset_overrides("kl-only-high-lr", data)["lr"]
+    assert lr == pytest.approx(base * factor) and lr_factor(lr, data) == pytest.approx(factor)
+    assert lr_factor(preset_overrides("kl-only", data)["lr"], data) == pytest.approx(1)
+    assert f"{factor}x" in PRESETS["kl-only-high-lr"].source_of("lr", data)  # the source states the factor used
+    assert f"{factor}x" in PRESETS["kl-only-high-lr"].help
+    from zsq_probe.plots.catalog import lr_text  # a figure caption states the factor too
+
+    assert f"({factor}x the " in lr_text({"lr": lr, "data": data})
 
 
 @pytest.mark.parametrize(

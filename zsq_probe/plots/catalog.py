@@ -18,6 +18,7 @@ from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice,
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.runs import SkipFigure, open_runs
 from zsq_probe.plots.style import WIDTHS, check_format, current_width, figure_width, save
+from zsq_probe.presets import DATASET_SCALES, dataset_family, lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,7 @@ def caption(figure: FigureSpec, runs, stem: str) -> str:
         cfg = R.config(g[0])
         seeds = ", ".join(f"{r.name} (seed {R.seed(r)})" for r in g)
         lines.append(
-            f"  - {R.method(g[0])} [{R.setting(g[0])}, {cfg.get('epochs')} epochs, lr {cfg.get('lr')}], "
-            f"n={len(g)}: {seeds}"
+            f"  - {R.method(g[0])} [{R.setting(g[0])}, {cfg.get('epochs')} epochs, {lr_text(cfg)}], n={len(g)}: {seeds}"
         )
     for table in figure.tables_needed:
         keys = PROBE_SETTINGS.get(table)
@@ -202,6 +202,18 @@ def caption(figure: FigureSpec, runs, stem: str) -> str:
         settings = ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
         lines.append(f"Probe settings ({table}; runs holding it: {', '.join(r.name for r in with_table)}): {settings}.")
     return "\n".join(lines)
+
+
+def lr_text(cfg: dict) -> str:
+    """'lr 0.01 (10x the digits scale's 0.001)': a run's student lr with its factor of the scale's base lr."""
+    lr, data = cfg.get("lr"), str(cfg.get("data"))
+    if not isinstance(lr, (int, float)):
+        return f"lr {lr}"
+    try:
+        family = dataset_family(data)
+    except UserError:  # an unknown data set: the lr alone
+        return f"lr {lr:g}"
+    return f"lr {lr:g} ({lr_factor(lr, data):g}x the {family} scale's {DATASET_SCALES[family]['lr']:g})"
 
 
 def figure_names(only=None) -> list[str]:

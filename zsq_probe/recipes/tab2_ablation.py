@@ -14,7 +14,8 @@ Tiny scale (2 CPU cores; measured ~5 min per seed on a busy 2-core box):
 
 Keeps the six loss/optimiser variants of the CIFAR-10 ResNet-20 column at 3w3a on digits; loses the
 other columns, the real models and data (see RECIPE["tiny"]).  'KL-only (high lr)' is 100 x the paper's
-1e-4 = 1e-2 on every data set, digits included.
+1e-4 = 1e-2 at paper scale and 10 x digits' 1e-3 = 1e-2 at the tiny scale (100x diverges there;
+zsq_probe.presets.HIGH_LR_FACTOR).
 """
 
 from zsq_probe.recipes.setting_names import MAIN_MODELS
@@ -57,7 +58,10 @@ RECIPE = {
                 ],
             }
         ],
-        "notes": ["KL-only (high lr): the student's learning rate x100 (preset kl-only-high-lr)."],
+        "notes": [
+            "KL-only (high lr): the student's learning rate x100 (preset kl-only-high-lr; x10 at the tiny digits "
+            "scale, where x100 diverges)."
+        ],
     },
     "tiny": tiny(
         only=["resnet20_cifar10-*"],
