@@ -55,6 +55,32 @@ def test_presets_are_data_with_per_family_values():
             assert set(values) <= set(FLAT_KEYS), name
 
 
+@pytest.mark.parametrize(
+    "teacher, rule",
+    [
+        ("resnet20_cifar10", "reference"),
+        ("resnet20_cifar100", "reference"),
+        ("resnet18", "reference"),
+        ("digits", "ours"),
+    ],
+)
+def test_gi_presets_use_the_official_kappa_rule_at_paper_scale(teacher, rule, capsys):
+    gi_presets = [name for name, p in PRESETS.items() if p.overrides.get("gi")]
+    assert {"ait", "ait-adam", "ait-rmsprop", "baseline+gi", "ce-only+gi", "qimera+ait", "arc+ait"} <= set(gi_presets)
+    for name in gi_presets:
+        assert resolve_config(name, teacher=teacher).inundation.rule == rule, name
+        assert resolve_config(name, teacher=teacher, overrides=["gi_rule=ours"]).inundation.rule == "ours"
+    for name in ("gdfq", "kl-only", "kl-only-high-lr"):  # no GI: the rule is not set (the config's default)
+        assert "gi_rule" not in preset_overrides(name, resolve_config(name, teacher=teacher).dataset.name)
+    data = resolve_config("ait", teacher=teacher).dataset.name
+    from zsq_probe.cli import main
+
+    assert main(["presets", "--data", data]) == 0
+    shown = capsys.readouterr().out
+    ait = shown.split("\nait ")[1].split("\n\n")[0]
+    assert f"gi_rule={rule}  [" in ait and ("GDFQ_AIT/optimizer.py" in ait) == (rule == "reference")
+
+
 @pytest.mark.parametrize("data, base, factor", [("cifar10", 1e-4, 100), ("imagenet", 1e-4, 100), ("digits", 1e-3, 10)])
 def test_high_lr_factor_is_relative_to_the_scale_base_lr(data, base, factor):
     from zsq_probe.presets import lr_factor

@@ -89,6 +89,18 @@ SCALE_SOURCES = {
 }
 
 
+# GI's kappa rule per data-set family, for every preset with GI on (zsq_probe/quantization/gi.py): at paper scale the
+# official optimiser's (the last bisection midpoint, GDFQ_AIT/optimizer.py:204-233), so a paper-scale run reproduces
+# the paper's code; the embedded digits scale keeps zsq-probe's rule (the smallest kappa found with share >= p)
+GI_RULE = {"cifar": "reference", "imagenet": "reference", "digits": "ours"}
+GI_RULE_SOURCES = {
+    "cifar": "GDFQ_AIT/optimizer.py:204-233 (paper scale: the official kappa search, last midpoint applied)",
+    "imagenet": "GDFQ_AIT/optimizer.py:204-233 (paper scale: the official kappa search, last midpoint applied)",
+    "digits": "zsq-probe's kappa search (digits scale, no official run to reproduce: the smallest kappa found with "
+    "share >= p, never short of p below the cap; docs/reference.md#gradient-inundation)",
+}
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named row of the paper's tables: flat-key overrides, plus values that differ per data-set family."""
@@ -108,6 +120,8 @@ class Preset:
         family = dataset_family(data)
         values = {"lr": DATASET_SCALES[family]["lr"], **self.overrides}
         values.update(self.per_family.get(family, {}))
+        if values.get("gi"):
+            values.setdefault("gi_rule", GI_RULE[family])
         return values
 
     def source_of(self, key: str, data: str) -> str:
@@ -118,6 +132,8 @@ class Preset:
                 return self.sources[k]
         if key == "lr" and key not in self.overrides and key not in self.per_family.get(family, {}):
             return SCALE_SOURCES[family]
+        if key == "gi_rule" and key not in self.overrides and key not in self.per_family.get(family, {}):
+            return GI_RULE_SOURCES[family]
         if key in ("method", "preset"):
             return "preset name"
         return self.table or "paper"
