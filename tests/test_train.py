@@ -177,3 +177,21 @@ def test_kd_baseline_uses_a_random_full_precision_student(tmp_path, digits_teach
     assert not trainer.parts.quant_layers and trainer.parts.student_train_mode
     t = dict(trainer.parts.teacher.named_parameters())
     assert any(not torch.equal(p, t[n]) for n, p in trainer.parts.student.named_parameters())
+
+
+def test_fig1_recipe_uses_paper_3_1_weights_and_the_generator_applies_them(tmp_path, digits_teacher):
+    from zsq_probe.recipes import load_recipe, plan
+
+    for scale in ("paper", "tiny"):
+        configs = [j.config() for j in plan(load_recipe("fig1"), scale, tmp_path / scale, seeds=[0])]
+        (zq,) = [c for c in configs if c.method == "gdfq"]
+        weights = (zq.synthesis.ce_weight, zq.synthesis.bns_weight, zq.ce_weight, zq.kd_weight)
+        assert weights == (0.5, 0.5, 0.5, 0.5), scale  # alpha = beta = 0.5 (paper §3.1, Eq. 5-6)
+    gdfq = resolve_config("gdfq", teacher="resnet20_cifar10")  # the preset keeps the code's 1 : 0.1 and 1 : 1
+    assert (gdfq.synthesis.ce_weight, gdfq.synthesis.bns_weight, gdfq.ce_weight, gdfq.kd_weight) == (1, 0.1, 1, 1)
+    cfg = tiny("gdfq", epochs=1, warmup_epochs=1)
+    cfg.set("gen_ce_weight", 0.5)
+    cfg.set("bns_weight", 0.25)
+    train(cfg, tmp_path / "run", progress=False)
+    m = RunDir(tmp_path / "run").read_table("metrics").iloc[0]
+    assert m.loss_generator == pytest.approx(0.5 * m.loss_generator_ce + 0.25 * m.loss_bns, rel=1e-5)

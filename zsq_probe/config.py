@@ -197,13 +197,15 @@ class DataConfig:
 
 @dataclass
 class GeneratorConfig:
-    """GDFQ's generator: CE + bns_weight * BNS, Adam (docs/reference.md#generator); Qimera and ZeroQ options."""
+    """GDFQ's generator: ce_weight * CE + bns_weight * BNS, Adam (docs/reference.md#generator); Qimera and ZeroQ
+    options."""
 
     name: str = "gdfq"  # gdfq | qimera | arc | none
     lr: float = 1e-3
     beta1: float = 0.5
     beta2: float = 0.999
     bns_weight: float = 0.1
+    ce_weight: float = 1.0  # the code's 1; paper Eq. 5 (1 - alpha) with alpha = 0.5 in the Fig. 1 recipe
     # Qimera: None = the official scripts' value for the teacher and bits (generators.QIMERA_DEFAULTS)
     qimera_mix_prob: float | None = None
     qimera_mix_k: int | None = None
@@ -224,8 +226,9 @@ class GeneratorConfig:
         for k in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, k) < 1.0:
                 _bad(f"gen_{k}={getattr(self, k)} (Adam's beta, in [0, 1))")
-        if not self.bns_weight >= 0:
-            _bad(f"bns_weight={self.bns_weight} (must be >= 0)")
+        for k in ("bns_weight", "ce_weight"):
+            if not getattr(self, k) >= 0:
+                _bad(f"{'gen_ce_weight' if k == 'ce_weight' else k}={getattr(self, k)} (must be >= 0)")
         # upper bounds: beyond them the distillation would allocate or loop for hours (a hang, not a run)
         for k, high in (
             ("zeroq_images", ZEROQ_MAX_IMAGES),
@@ -462,6 +465,7 @@ _RENAMED = {
     "gen_lr": ("synthesis", "lr"),
     "gen_beta1": ("synthesis", "beta1"),
     "gen_beta2": ("synthesis", "beta2"),
+    "gen_ce_weight": ("synthesis", "ce_weight"),
     "probe_every_steps": ("probing", "every_steps"),
     "hessian_batch_size": ("probing", "batch_size"),
     "probe_scopes": ("probing", "scopes"),

@@ -29,7 +29,7 @@ TABLES: dict[str, dict[str, str]] = {
         "loss_student": "mean training loss of the student: kd_weight*loss_kl_scaled + ce_weight*loss_ce",
         "loss_generator_ce": "mean CE of the teacher on generated samples (generator loss term)",
         "loss_bns": "mean BN-statistics loss of the generator (MSE of batch vs running mean and variance)",
-        "loss_generator": "mean generator loss: loss_generator_ce + bns_weight*loss_bns",
+        "loss_generator": "mean generator loss: gen_ce_weight*loss_generator_ce + bns_weight*loss_bns",
         "lr": "student learning rate in this epoch",
         "gen_lr": "generator learning rate in this epoch (NaN without a generator)",
         "gi_p": "gradient-inundation share p in this epoch (NaN without GI)",

@@ -1,7 +1,8 @@
 """Where the student's batches come from: one protocol, three sources.
 
 * `GeneratorSource` (zero-shot: GDFQ / Qimera / ARC).  Each iteration the generator takes its own step on
-  CE(teacher(G(z, y)), y) + bns_weight * BNS (AIT paper Eq. 5; GDFQ) and hands the detached samples on.
+  gen_ce_weight * CE(teacher(G(z, y)), y) + bns_weight * BNS (AIT paper Eq. 5; GDFQ's weights 1 and 0.1) and
+  hands the detached samples on.
 * `RealDataSource` (the KD baseline, paper §3.1): shuffled real training images, one order per epoch.
 * `DistilledSource` (ZeroQ): a fixed set distilled from the teacher's BN statistics once, sampled per step.
 
@@ -158,7 +159,7 @@ class GeneratorSource:
             t_logits = self.teacher(x)
         gen_ce = ce_to_labels(t_logits, labels)
         bns_loss = bns.loss()
-        gen_loss = gen_ce + cfg.synthesis.bns_weight * bns_loss
+        gen_loss = cfg.synthesis.ce_weight * gen_ce + cfg.synthesis.bns_weight * bns_loss
         self.optimizer.zero_grad(set_to_none=True)
         gen_loss.backward()
         nonfinite = None
