@@ -9,7 +9,8 @@ Paper scale:
 2 runs (KD: pretrained ResNet-20 teaching a randomly initialised full-precision ResNet-20 on CIFAR-10,
 CE + KL; ZQ: GDFQ at 4w4a with §3.1's alpha = beta = 0.5 in Eq. 5-6: generator 0.5 CE + 0.5 BNS, student
 0.5 CE + 0.5 KL, where the gdfq preset keeps the code's CE + 0.1 BNS and CE + KL), one seed, the cosine
-probe every 10 student steps.  Rough single-GPU estimate (A100/H100 class): ~2 GPU-hours.  Writes OUT/figures/fig1/fig1_cosine.png.
+probe every 10 student steps.  Rough single-GPU estimate (A100/H100 class): ~2 GPU-hours.  Writes
+OUT/figures/fig1/fig1_cosine.png.
 
 Tiny scale (2 CPU cores; ~1.5 min on a busy 2-core box, summed from measured per-run times):
 
