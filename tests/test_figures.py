@@ -279,6 +279,40 @@ def test_compare_cli_errors(runs, tmp_path, capsys):
     assert "not 'kd'" in capsys.readouterr().err
 
 
+def test_compare_with_seeds_uses_per_probe_the_seeds_that_carry_it(tmp_path, capsys):
+    """Two seeds a side where only the first has the Hessian probe (as in the demo): the Hessian is compared
+    over that seed (n=1 a side, the others named as left out), the cosine over both seeds."""
+    no_hessian = ("metrics", "cosine", "inter_epoch", "crossings")
+    kd = [
+        make_run(tmp_path / f"kd-s{i}", "kd", 0.3, 8.0, 2.0, seed=10 + i, source="real", **t)[0]
+        for i, t in enumerate(({}, {"tables": no_hessian}))
+    ]
+    zq = [
+        make_run(tmp_path / f"zq-s{i}", "gdfq", -0.1, 12.0, 0.5, seed=20 + i, **t)[0]
+        for i, t in enumerate(({}, {"tables": no_hessian}))
+    ]
+    argv = ["compare", str(kd[0].path), str(zq[0].path), "--kd-seeds", str(kd[1].path), "--zq-seeds", str(zq[1].path)]
+    assert main([*argv, "--probe", "hessian", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    alone = probe_tables.compare_runs(kd[0], zq[0], "hessian")
+    assert doc["n"] == {"kd": 1, "zq": 1} and doc["left_out"] == {"kd": ["kd-s1"], "zq": ["zq-s1"]}
+    assert doc["kd"]["median_trace_ce"] == pytest.approx(alone["kd"]["median_trace_ce"])
+    assert doc["zq"]["last_kl_over_ce"] == pytest.approx(alone["zq"]["last_kl_over_ce"])
+    assert main([*argv, "--probe", "hessian", "--out", str(tmp_path / "fig")]) == 0
+    text = capsys.readouterr().out
+    assert "(kd, n=1)" in text and "(gdfq, n=1)" in text
+    assert "left out (no probes/hessian_trace; n counts the seeds that have it): KD kd-s1; ZQ zq-s1" in text
+    assert "settings that differ (KD vs ZQ):" in text and "source: KD real, ZQ generator" in text
+    caption = next((tmp_path / "fig").glob("*.txt")).read_text()
+    assert "(n=1)" in caption and "kd-s1" not in caption and "zq-s1" not in caption
+    both = probe_tables.compare_runs(kd, zq, "cosine")  # every seed has the cosine probe
+    assert both["n"] == {"kd": 2, "zq": 2} and both["left_out"] == {"kd": [], "zq": []}
+    bare = make_run(tmp_path / "bare-s1", "gdfq", -0.1, 12.0, 0.5, seed=9, tables=no_hessian)[0]
+    assert main(["compare", str(kd[0].path), str(zq[1].path), "--zq-seeds", str(bare.path), "--probe", "hessian"]) == 2
+    err = capsys.readouterr().err
+    assert "no ZQ run (zq-s1, bare-s1) has probes/hessian_trace" in err and len(err.strip().splitlines()) == 1
+
+
 def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(tmp_path, capsys):
     kd = [make_run(tmp_path / f"kd-s{i}", "kd", 0.3, 8.0, 2.0, seed=10 + i, source="real")[0] for i in range(3)]
     zq = [make_run(tmp_path / f"zq-s{i}", "gdfq", -0.1, 12.0, 0.5, seed=20 + i)[0] for i in range(2)]

@@ -333,6 +333,35 @@ def run_setting(run) -> dict:
     return {k: v for k, v in raw.items() if k not in _NOT_SETTING and not any(w in k for w in _PROBE_WORDS)}
 
 
+# Flat keys that do not change what is trained (or name it): left out when comparing two runs' settings.
+_NOT_TRAINING = (
+    *("preset", "method", "seed", "device", "val_every", "val_batch_size", "val_max_batches", "checkpoint_every"),
+    *("keep_checkpoints", "num_workers", "pin_memory", "weights", "weights_root", "download", "data_root"),
+)
+
+
+def training_setting(run) -> dict:
+    """A run's flat config (the `--set` keys) without its seed, probe, validation and bookkeeping settings."""
+    from zsq_probe.config import config_from_dict
+
+    flat = config_from_dict(run.read_config_doc().get("config", {}) or {}).flat()
+    return {k: v for k, v in flat.items() if k not in _NOT_TRAINING and not any(w in k for w in _PROBE_WORDS)}
+
+
+def setting_differences(settings: dict[str, dict]) -> dict[str, dict[str, object]]:
+    """{label: flat setting} (`training_setting`) -> {key: {label: value}} for each key whose value differs."""
+    keys = sorted({k for s in settings.values() for k in s})
+    values = {k: {label: s.get(k) for label, s in settings.items()} for k in keys}
+    return {k: v for k, v in values.items() if len({repr(x) for x in v.values()}) > 1}
+
+
+def differences_text(differences: dict[str, dict[str, object]]) -> str:
+    """'lr: kd 0.05, gdfq 0.001; warmup_epochs: kd 0, gdfq 2' ('none' when there are none)."""
+    if not differences:
+        return "none"
+    return "; ".join(f"{k}: " + ", ".join(f"{label} {v}" for label, v in d.items()) for k, d in differences.items())
+
+
 def _run_method(run) -> str:
     return str(run.read_config_doc().get("config", {}).get("method") or "?")
 
@@ -414,22 +443,33 @@ def headline_verdict(probe: str, kd: dict, zq: dict, kd_span: dict, zq_span: dic
     return {"key": key, "zq_vs_kd": verdict, "zq_interval": a, "kd_interval": b, "basis": {"zq": why_a, "kd": why_b}}
 
 
+def _carrying(runs: list, table: str, role: str) -> tuple[list, list]:
+    """(the runs of a side that hold `table`, those that do not); UserError when none does."""
+    used = [r for r in runs if r.part_keys(table)]
+    if not used:
+        how = HOW_TO_GET.get(table, "")
+        if len(runs) == 1:
+            raise UserError(f"{role} run {runs[0].name} has no probes/{table} ({how})")
+        raise UserError(f"no {role} run ({', '.join(r.name for r in runs)}) has probes/{table} ({how})")
+    return used, [r for r in runs if r not in used]
+
+
 def compare_runs(kd_run, zq_run, probe: str = "cosine") -> dict:
     """compare_tables on two sides, each a run folder (or RunDir) or a list of runs that differ only by seed
     (aggregated: `kd` / `zq` hold the mean of each number over the seeds, `kd_span` / `zq_span` the seed
     interval [min, max], `n` the seeds, `verdict` the headline verdict), plus their names and methods,
     `warnings` (a KD run whose method is not 'kd', a ZQ run whose method is, two sides on different data
-    sets).  UserError when a run lacks the probe's table or a side mixes settings.  The overlay figure of the
-    same runs: zsq_probe.plots.plot_compare."""
+    sets), `differences` (every training setting the two sides differ in).  A side uses the seeds that hold
+    the probe's table (`n`, `seeds`; `left_out`: the others, by name).  UserError when no run of a side holds
+    it or a side mixes settings.  The overlay figure of the same runs: zsq_probe.plots.plot_compare."""
     if probe not in PROBE_TABLE:
         raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(COMPARABLE_PROBES)}")
-    kd_runs, zq_runs = _open_seeds(kd_run, "KD"), _open_seeds(zq_run, "ZQ")
     table = PROBE_TABLE[probe]
+    (kd_runs, kd_out), (zq_runs, zq_out) = (
+        _carrying(_open_seeds(side, role), table, role) for side, role in ((kd_run, "KD"), (zq_run, "ZQ"))
+    )
     frames = {}  # side -> one table per run (runs of two sides may share a folder name)
     for runs, role in ((kd_runs, "KD"), (zq_runs, "ZQ")):
-        for run in runs:
-            if not run.part_keys(table):
-                raise UserError(f"{role} run {run.name} has no probes/{table} ({HOW_TO_GET.get(table, '')})")
         frames[role.lower()] = [run.read_table(table) for run in runs]
     per_seed = {
         side: [SUMMARIZERS[probe](df, f"{r.name} probes/{table}") for r, df in zip(runs, frames[side])]
@@ -443,6 +483,11 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine") -> dict:
         result["per_seed"] = per_seed
     result["runs"] = {"kd": kd_runs[0].name, "zq": zq_runs[0].name}
     result["seeds"] = {"kd": [r.name for r in kd_runs], "zq": [r.name for r in zq_runs]}
+    result["paths"] = {"kd": [str(r.path) for r in kd_runs], "zq": [str(r.path) for r in zq_runs]}
+    result["left_out"] = {"kd": [r.name for r in kd_out], "zq": [r.name for r in zq_out]}
+    result["differences"] = setting_differences(
+        {"KD": training_setting(kd_runs[0]), "ZQ": training_setting(zq_runs[0])}
+    )
     result["methods"] = {"kd": _run_method(kd_runs[0]), "zq": _run_method(zq_runs[0])}
     result["warnings"] = []
     kd_name, zq_name = kd_runs[0].name, zq_runs[0].name

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     kd_runs, zq_runs = [args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds]
     result = compare_runs(kd_runs, zq_runs, args.probe)
-    figure = plot_compare(args.probe, kd_runs, zq_runs, None, None, args.out) if args.out else None
+    used = result["paths"]  # per side, the seeds that carry the probe
+    figure = plot_compare(args.probe, used["kd"], used["zq"], None, None, args.out) if args.out else None
     result["figure"] = str(figure) if figure else None
     for w in result.pop("warnings"):
         print(f"warning: {w}", file=sys.stderr)
@@ -99,6 +100,26 @@ def _cell(summary: dict, span: dict, key: str, kind: str) -> str:
     return v if not lo_hi else f"{v} [{_fmt(lo_hi[0], kind)}, {_fmt(lo_hi[1], kind)}]"
 
 
+def _left_out_and_differences(result: dict) -> list[str]:
+    """Lines naming the seeds without the probe (left out: n counts the others) and every setting that differs."""
+    from zsq_probe.analysis.probe_tables import PROBE_TABLE, differences_text
+
+    lines = []
+    left_out = result.get("left_out", {})
+    if any(left_out.values()):
+        table = PROBE_TABLE[result["probe"]]
+        sides = [f"{side.upper()} {', '.join(names)}" for side, names in left_out.items() if names]
+        lines.append(f"left out (no probes/{table}; n counts the seeds that have it): {'; '.join(sides)}")
+    if "differences" in result:
+        lines.append(f"settings that differ (KD vs ZQ): {differences_text(result['differences'])}")
+        if result["methods"]["kd"] == "kd":
+            lines.append(
+                "  (by design: KD trains a randomly initialised full-precision student on real data, with its own "
+                "lr, schedule and no generator warm-up)"
+            )
+    return lines
+
+
 def summary_text(result: dict) -> str:
     """The KD / ZQ table of a compare_runs result (means over seeds with [min, max] when a side has several)."""
     kd, zq, probe = result["kd"], result["zq"], result["probe"]
@@ -115,6 +136,7 @@ def summary_text(result: dict) -> str:
             + "; ZQ "
             + ", ".join(result["seeds"]["zq"])
         )
+    lines += _left_out_and_differences(result)
     if probe == "hessian":
         lines.append(f"estimator: KD {kd['estimator']}, ZQ {zq['estimator']} (median over epochs, model scope)")
     w, c = 30, 29 if max(n.values()) > 1 else 12
