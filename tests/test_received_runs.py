@@ -132,3 +132,46 @@ def test_symlinked_table_folder_into_another_run_is_refused_before_anything_is_w
         assert {k: v for k, v in _tree(run).items() if k != LOCK_NAME} == {
             k: v for k, v in before_run.items() if k != LOCK_NAME
         }
+
+
+# ------------------------------------------------------------------------------- 2. markers and parts
+
+
+def _posthoc_cosine(run: Path):
+    import pandas as pd
+
+    df = pd.read_parquet(run / "probes" / "cosine")
+    df = df[df.origin == "posthoc"].drop(columns=["run", "wall_time_s"], errors="ignore")
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def test_deleted_checkpoint_resume_then_posthoc_gives_every_row_of_the_uninterrupted_run(run_copy, capsys, caplog):
+    assert _run(["cosine", "--run", run_copy], capsys)[0] == 0
+    reference = _posthoc_cosine(run_copy)
+    assert sorted(reference.epoch.unique()) == [1, 2, 3]  # checkpoint 0: activation ranges not set yet
+    (run_copy / "checkpoints" / "epoch-0003.pt").unlink()  # what the corrupt-checkpoint error advises
+    assert _run(["train", "--resume", "--out", run_copy, *TINY, "--epochs", "3"], capsys)[0] == 0
+    markers = sorted(p.name for p in (run_copy / "probes" / "_commits").iterdir())
+    assert markers == [f"cosine.e0000{e}-posthoc.json" for e in (1, 2)]  # epoch 3's went with its part
+    assert _run(["cosine", "--run", run_copy], capsys)[0] == 0
+    import pandas.testing as pdt
+
+    pdt.assert_frame_equal(_posthoc_cosine(run_copy), reference)
+
+
+@pytest.mark.parametrize("damage", ["part deleted", "marker deleted"])
+def test_a_marker_without_its_part_or_a_part_without_its_marker_is_measured_again_with_one_warning(
+    run_copy, capsys, damage
+):
+    assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
+    reference = _posthoc_cosine(run_copy)
+    if damage == "part deleted":
+        (run_copy / "probes" / "cosine" / "part-e00002-posthoc.parquet").unlink()
+    else:
+        (run_copy / "probes" / "_commits" / "cosine.e00002-posthoc.json").unlink()
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)
+    assert rc == 0 and len(err) == 1 and "epoch(s) 2" in err[0] and "measuring them again" in err[0], err
+    import pandas.testing as pdt
+
+    pdt.assert_frame_equal(_posthoc_cosine(run_copy), reference)
+    assert (run_copy / "probes" / "_commits" / "cosine.e00002-posthoc.json").is_file()

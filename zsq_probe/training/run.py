@@ -116,7 +116,9 @@ def _resume_locked(
         extra.update(seed=cfg.seed, config_changes=history, config_schema_version=CONFIG_SCHEMA_VERSION)
         run.write_config(cfg.to_dict(), extra=extra)
     run.remove_temp_files()  # what writers killed mid-write left
-    for table in run.tables():  # what a crash left past the checkpoint is dropped
+    # what a crash (or a deleted checkpoint) left past the checkpoint is dropped, with its commit markers
+    run.remove_markers(lambda key: (key_epoch(key) or 0) <= trainer.epoch)
+    for table in run.tables():
         run.remove_parts(table, lambda key: (key_epoch(key) or 0) <= trainer.epoch)
     return trainer.fit()
 
