@@ -175,3 +175,42 @@ def test_a_marker_without_its_part_or_a_part_without_its_marker_is_measured_agai
 
     pdt.assert_frame_equal(_posthoc_cosine(run_copy), reference)
     assert (run_copy / "probes" / "_commits" / "cosine.e00002-posthoc.json").is_file()
+
+
+# ------------------------------------------------------------------------------- 3. what a resume may change
+
+
+@pytest.mark.parametrize(
+    "extra,setting",
+    [
+        (["--seed", "7"], "seed"),
+        (["--set", "seed=7"], "seed"),
+        (["--preset", "gdfq"], "preset"),
+        (["--set", "data=cifar10"], "data"),
+    ],
+    ids=["--seed", "--set seed", "--preset", "--set data"],
+)
+def test_resume_with_another_seed_preset_or_data_is_refused_even_forced(run_copy, capsys, extra, setting):
+    before = _tree(run_copy)
+    rc, err = _run(["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4", *extra], capsys)
+    assert rc == 2 and len(err) == 1 and f"cannot change {setting}" in err[0], err
+    assert len(err[0]) <= 200 + len("zsq-probe train: error: ") + len(str(run_copy))
+    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }
+
+
+def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(run_copy, capsys):
+    assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
+    before = _tree(run_copy)
+    argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4"]
+    rc, err = _run([*argv, "--set", "keep_checkpoints=false"], capsys)
+    assert rc == 2 and len(err) == 1 and "keep_checkpoints" in err[0] and "1, 2" in err[0], err
+    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }
+    # the checkpoints no table measured may go: a run without post-hoc rows accepts the change
+    shutil.rmtree(run_copy / "probes" / "cosine")
+    shutil.rmtree(run_copy / "probes" / "_commits")
+    assert _run([*argv, "--set", "keep_checkpoints=false"], capsys)[0] == 0
+    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["epoch-0004.pt"]
