@@ -12,13 +12,16 @@ from zsq_probe.errors import UserError
 from zsq_probe.presets import resolve_config
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
 
+DEFAULT_PRESET = "ait"
 HELP = "train a quantised student (ZQ presets) or the KD baseline into a run folder"
 
 
 def register(subparsers) -> None:
     """Add the `train` command."""
     p = subparsers.add_parser("train", help=HELP, description=HELP)
-    p.add_argument("--preset", default="ait", help="a preset (`zsq-probe presets` lists them)")
+    p.add_argument(
+        "--preset", default=None, help=f"a preset (`zsq-probe presets` lists them; default {DEFAULT_PRESET})"
+    )
     add_teacher_args(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--iters-per-epoch", type=int)
@@ -112,7 +115,11 @@ def build_config(args):
         config_file = str(Path(args.out) / "config.json")  # resume what was started; flags given still apply
     if not config_file:
         return resolve_config(
-            args.preset, teacher=args.teacher or DEFAULT_TEACHER, data=args.data, flags=flags, overrides=args.set
+            args.preset or DEFAULT_PRESET,
+            teacher=args.teacher or DEFAULT_TEACHER,
+            data=args.data,
+            flags=flags,
+            overrides=args.set,
         )
     try:
         with open(config_file) as f:
@@ -135,11 +142,11 @@ def build_config(args):
 
 
 def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
-    """--resume continues a run with the teacher and data set it was started with: an explicit --teacher or
-    --data naming others is refused (even with --force: the checkpoint belongs to that teacher and data)."""
+    """--resume continues a run with the preset, teacher and data set it was started with: an explicit
+    --preset, --teacher or --data naming others is refused (even with --force: the checkpoint belongs to them)."""
     from zsq_probe.data.datasets import dataset_for_teacher  # loads when the command runs (zsq_probe.cli)
 
-    if args.teacher is None and args.data is None:
+    if args.teacher is None and args.data is None and args.preset is None:
         return
     try:
         with open(config_path) as f:
@@ -149,6 +156,11 @@ def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
         return
     teacher = recorded.teacher
     data = recorded.dataset.name
+    if args.preset is not None and args.preset != recorded.preset:
+        raise UserError(
+            f"--resume cannot change preset ({recorded.preset!r} -> {args.preset!r}), not even with --force: "
+            f"the run's settings came from it; drop --preset, or start a new run in another --out"
+        )
     if args.teacher is not None and args.teacher != teacher:
         raise UserError(
             f"--resume: --teacher {args.teacher} differs from this run's teacher {teacher!r} "

@@ -20,7 +20,8 @@ import torch.nn as nn
 from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext
-from zsq_probe.rundir.store import PathArg, RunDir, epoch_key
+from zsq_probe.analysis.epochs import epoch_list
+from zsq_probe.rundir.store import PathArg, RunDir, epoch_key, key_epoch
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec
@@ -117,13 +118,27 @@ def probe_run(
 
 
 def committed_keys(run: RunDir, probe: str, tables: Iterable[str]) -> set[str]:
-    """Keys of the epochs this post-hoc probe has committed: a commit marker, or (runs probed before markers
-    existed) a part in every one of its tables."""
-    keys = {k for (p, k) in run.commits() if p == probe}
+    """Keys of the epochs this post-hoc probe has committed and whose parts are all there: a commit marker
+    with every part it lists, or (runs probed before markers existed, no `probes/_commits`) a part in every
+    one of its tables.  A marker without its parts, or a part without its marker, is not done: it is
+    recomputed (`inconsistent_keys` says which)."""
+    tables = list(tables)
+    keys = {k for (p, k), listed in run.commits().items() if p == probe and _parts_present(run, listed, k)}
     legacy = [set(run.part_keys(t)) for t in tables]
-    if legacy:
+    if legacy and not run.commit_dir.is_dir():
         keys |= {k for k in set.intersection(*legacy) if k.endswith(SUFFIX)}
     return keys
+
+
+def inconsistent_keys(run: RunDir, probe: str, tables: Iterable[str], done: set[str]) -> list[str]:
+    """Post-hoc keys of this probe that have a marker or a part but are not done (`committed_keys`)."""
+    seen = {k for (p, k) in run.commits() if p == probe}
+    seen |= {k for t in tables for k in run.part_keys(t) if k.endswith(SUFFIX)}
+    return sorted(seen - done)
+
+
+def _parts_present(run: RunDir, tables: Iterable[str], key: str) -> bool:
+    return all((run.table_dir(t) / f"part-{key}.parquet").is_file() for t in tables)
 
 
 def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed) -> pd.DataFrame:
@@ -135,7 +150,15 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
                 f"recovered an interrupted post-hoc write: published {fixed['published']}, "
                 f"removed uncommitted {fixed['removed']}"
             )
-    done = committed_keys(run, probe, type(instance).posthoc_tables)
+    tables = type(instance).posthoc_tables
+    done = committed_keys(run, probe, tables)
+    stale = [k for k in inconsistent_keys(run, probe, tables, done) if key_epoch(k) in wanted]
+    if stale:
+        log.warning(
+            f"{run.path}: {probe} epoch(s) {epoch_list(key_epoch(k) for k in stale)} have a commit marker "
+            f"without its parts or parts without their marker (a deleted checkpoint or part, or an interrupted "
+            f"write): measuring them again"
+        )
 
     distributed.barrier()  # every rank has read `done` before rank 0 writes anything: the same epochs everywhere
     out = []
@@ -158,6 +181,7 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
         instance.measure_checkpoint(ctx, epoch)
         frame = pd.DataFrame(instance.rows[first])
         if distributed.is_writer():  # every table of this epoch, or none (commit marker last)
+            run.discard_commit(probe, key, tables)  # an old marker and parts go first (--overwrite, repairs)
             run.commit_parts(probe, {t: r for t, r in instance.rows.items() if r}, epoch_key(epoch, SUFFIX))
             instance.rows = {t: [] for t in instance.tables}
         else:

@@ -5,13 +5,22 @@ The file records the holder's host and PID; a second writer fails at once with a
 naming them.  The kernel drops a flock when its process dies, so a lock left by a SIGKILLed writer never
 blocks (the stale file's contents are simply overwritten).  Under torchrun only rank 0 takes the lock
 (the other ranks never write).  On platforms without fcntl (Windows) the lock is a no-op.
+
+A run folder may come from someone else, so the lock file is never trusted: it is created with
+``O_CREAT|O_EXCL|O_NOFOLLOW`` or opened with ``O_NOFOLLOW|O_NONBLOCK``, and a symlink, a non-regular file, a
+file owned by another user, a file with other hard links or one holding anything but a lock record is refused
+(one line) -- never truncated or written.  Once the lock is held, `refuse_links` refuses a run folder holding
+a symlink anywhere inside it, before the command writes anything (a link could point into another run or
+anywhere on the machine).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +28,8 @@ from zsq_probe.errors import UserError
 
 LOCK_NAME = ".zsq-probe.lock"
 
-__all__ = ["LOCK_NAME", "RunLock", "run_lock"]
+__all__ = ["LOCK_NAME", "RunLock", "refuse_links", "run_lock"]
+_LOCK_KEYS = {"pid", "host", "what"}
 
 
 def _rank(rank) -> int:
@@ -49,7 +59,7 @@ class RunLock:
         except ImportError:  # pragma: no cover - Windows
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_lock_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -64,6 +74,12 @@ class RunLock:
                 f"run folder {self.path.parent} is in use by {holder}: wait for it to finish "
                 f"or stop it (a killed writer's lock is released by itself)"
             ) from None
+        try:
+            refuse_links(self.path.parent)  # before the command writes anything into the folder
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": self.what}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, info, 0)
@@ -87,6 +103,71 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def open_lock_file(path: Path) -> int:
+    """A read-write descriptor of the lock file `path`: created new (``O_EXCL``), or an existing one opened
+    without following a link and checked (`_check_lock_file`).  Raises a one-line UserError otherwise."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | nofollow, 0o644)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDWR | nofollow | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP or path.is_symlink():
+            raise UserError(_refusal(path, "is a symbolic link")) from None
+        if e.errno == errno.EISDIR:
+            raise UserError(_refusal(path, "is not a regular file")) from None
+        raise UserError(_refusal(path, f"cannot be opened ({e.strerror})")) from None
+    try:
+        _check_lock_file(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_lock_file(fd: int, path: Path) -> None:
+    """Refuse an existing lock file that zsq-probe cannot have written: not a regular file, another owner,
+    other hard links, or contents other than an (empty or) lock record."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(_refusal(path, "is not a regular file"))
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise UserError(_refusal(path, f"is owned by another user (uid {st.st_uid})"))
+    if st.st_nlink != 1:
+        raise UserError(_refusal(path, f"has {st.st_nlink} hard links"))
+    if st.st_size == 0:
+        return
+    try:
+        doc = json.loads(os.pread(fd, 4097, 0).decode()) if st.st_size <= 4096 else None
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or set(doc) != _LOCK_KEYS:
+        raise UserError(_refusal(path, "holds something other than a zsq-probe lock record"))
+
+
+def _refusal(path: Path, what: str) -> str:
+    return (
+        f"{path} {what}: zsq-probe writes its writer lock only to a file it created there; "
+        f"if this run folder came from someone else, delete that entry and check the folder for others"
+    )
+
+
+def refuse_links(folder) -> None:
+    """Raise a one-line UserError naming the first symbolic link inside the run folder `folder` (the folder
+    itself may be one): zsq-probe writes into a run folder only without following links."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(root) / name
+            if path.is_symlink():
+                raise UserError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}): zsq-probe does not write into a run "
+                    f"folder holding links (one could point into another run or anywhere); replace it with "
+                    f"a copy, or move the whole run folder instead"
+                )
 
 
 @contextmanager

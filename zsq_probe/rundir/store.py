@@ -385,10 +385,27 @@ class RunDir:
         return sorted(m.group("key") for p in d.iterdir() if (m := _PART.match(p.name)))
 
     def remove_parts(self, table: str, keep: Callable[[str], bool]) -> None:
-        """Delete parts whose key fails `keep(key)` (resume drops what a crash left past the checkpoint)."""
-        for key in self.part_keys(table):
+        """Delete parts whose key fails `keep(key)` (resume drops what a crash left past the checkpoint), and
+        first the commit markers that list them: a marker never outlives a part it describes."""
+        gone = [key for key in self.part_keys(table) if not keep(key)]
+        for (probe, key), tables in self.commits().items():
+            if key in gone and table in tables:
+                self.commit_marker(probe, key).unlink(missing_ok=True)
+        for key in gone:
+            (self.table_dir(table) / f"part-{key}.parquet").unlink(missing_ok=True)
+
+    def remove_markers(self, keep: Callable[[str], bool]) -> None:
+        """Delete the commit markers whose key fails `keep(key)` (those of epochs with no part, too)."""
+        for probe, key in self.commits():
             if not keep(key):
-                (self.table_dir(table) / f"part-{key}.parquet").unlink(missing_ok=True)
+                self.commit_marker(probe, key).unlink(missing_ok=True)
+
+    def discard_commit(self, probe: str, key: str, tables: Iterable[str]) -> None:
+        """Forget one post-hoc epoch before it is measured again (`--overwrite`): its marker first, then its
+        parts, so a kill in between leaves an epoch that is simply not done (and is recomputed)."""
+        self.commit_marker(probe, key).unlink(missing_ok=True)
+        for table in tables:
+            (self.table_dir(table) / f"part-{key}.parquet").unlink(missing_ok=True)
 
     def tables(self) -> list[str]:
         """The tables that have at least one part, sorted."""

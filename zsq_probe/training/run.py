@@ -96,6 +96,7 @@ def _resume_locked(
     doc = run.read_config_doc()
     run.check_part_versions("resume")  # parts of a newer zsq-probe: never mixed with this version's
     changed = config_diff(config_from_dict(doc["config"]), cfg)
+    _refuse_meaning_changes(run, changed)  # even with --force
     if changed and not force:
         first = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
@@ -116,9 +117,73 @@ def _resume_locked(
         extra.update(seed=cfg.seed, config_changes=history, config_schema_version=CONFIG_SCHEMA_VERSION)
         run.write_config(cfg.to_dict(), extra=extra)
     run.remove_temp_files()  # what writers killed mid-write left
-    for table in run.tables():  # what a crash left past the checkpoint is dropped
+    # what a crash (or a deleted checkpoint) left past the checkpoint is dropped, with its commit markers
+    run.remove_markers(lambda key: (key_epoch(key) or 0) <= trainer.epoch)
+    for table in run.tables():
         run.remove_parts(table, lambda key: (key_epoch(key) or 0) <= trainer.epoch)
     return trainer.fit()
+
+
+# settings a resumed run can never change: its checkpoints, the probe batches of past epochs (seeded by the run
+# seed) and the rows measured on them belong to these values (a new run folder is the way)
+FIXED_ON_RESUME = {
+    "seed": "the probe batches and post-hoc rows of past checkpoints are drawn from the run seed",
+    "preset": "the run's settings came from it",
+    "teacher": "the checkpoints were distilled from it",
+    "data": "the checkpoints were trained and validated on it",
+}
+RETENTION = "keep_checkpoints"
+
+
+def _refuse_meaning_changes(run: RunDir, changed: Mapping[str, tuple[object, object]]) -> None:
+    """A one-line UserError naming the first setting a resume may not change (even forced): those of
+    FIXED_ON_RESUME, and a checkpoint retention that would delete checkpoints probe tables measured."""
+    for key, why in FIXED_ON_RESUME.items():
+        if key in changed:
+            old, new = changed[key]
+            raise UserError(
+                f"--resume cannot change {key} ({old!r} -> {new!r}), not even with --force: {why}; "
+                f"start a new run in another --out"
+            )
+    if RETENTION in changed:
+        old, new = changed[RETENTION]
+        lost = sorted(set(measured_checkpoints(run)) - retained_checkpoints(run, new))
+        if lost:
+            from zsq_probe.analysis.epochs import epoch_list
+
+            raise UserError(
+                f"--resume with {RETENTION}={new} would delete checkpoint(s) {epoch_list(lost)} that probe tables "
+                f"measured; keep {RETENTION}={old}, or start a new run in another --out"
+            )
+
+
+def measured_checkpoints(run: RunDir) -> set[int]:
+    """Epochs of the run's checkpoints that rows were measured on: post-hoc parts or commit markers, and the
+    online parts of probe tables (not `metrics`)."""
+    keys = {key for (_, key) in run.commits()}
+    for table in run.tables():
+        if table not in ("metrics", "zeroq_distillation"):
+            keys |= set(run.part_keys(table))
+    epochs = {key_epoch(k) for k in keys}
+    return {e for e in run.checkpoints() if e in epochs}
+
+
+def retained_checkpoints(run: RunDir, policy: object) -> set[int]:
+    """The existing checkpoints a retention policy keeps once the next checkpoint is written: every one for
+    True / 'all'; the online-probed ones for 'probed'; none of them otherwise (False / 'last')."""
+    existing = set(run.checkpoints())
+    if policy is True or policy == "all":
+        return existing
+    if policy == "probed":
+        online = {
+            key_epoch(k)
+            for t in run.tables()
+            if t not in ("metrics", "zeroq_distillation")
+            for k in run.part_keys(t)
+            if not k.endswith("-posthoc")
+        }
+        return existing & online
+    return set()
 
 
 def _check_same_teacher(recorded: Mapping[str, object], teacher: nn.Module | None) -> None:

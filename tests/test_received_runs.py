@@ -1,0 +1,216 @@
+"""Issue 25 (and issue 24's item 5): run folders received from someone else, resumed with other flags or
+drawn together.  The tool never writes outside a run folder (the lock and every file it writes follow no
+link), markers and parts stay consistent, resume refuses what would change past results, runs are told
+apart by their run id, numeric flags are checked up front and figures are written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zsq_probe.cli import main
+from zsq_probe.rundir.lock import LOCK_NAME
+
+TINY = [
+    "--teacher",
+    "digits",
+    "--preset",
+    "ait",
+    "--iters-per-epoch",
+    "2",
+    "--batch-size",
+    "16",
+    "--set",
+    "warmup_epochs=0",
+    "--set",
+    "val_max_batches=1",
+    "--no-progress",
+]
+
+
+def _run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return rc, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def _tree(path: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `path` (links not followed)."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = Path(root) / f
+            if not p.is_symlink():
+                out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def three_epoch_run(digits_teacher, tmp_path_factory) -> Path:
+    """Three epochs, a checkpoint each (0-3): the one trained run of this module; tests copy it."""
+    out = tmp_path_factory.mktemp("received") / "run"
+    assert main(["train", *TINY, "--epochs", "3", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(three_epoch_run, tmp_path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(three_epoch_run, run)
+    return run
+
+
+# ------------------------------------------------------------------------------- 1. links and the lock
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["cosine", "--run", "{run}", "--epochs", "1"], ["train", "--resume", "--out", "{run}", *TINY, "--epochs", "3"]],
+)
+def test_symlinked_lock_pointing_at_a_user_file_is_refused_and_the_file_unchanged(run_copy, tmp_path, capsys, command):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n" * 1000)
+    (run_copy / LOCK_NAME).unlink(missing_ok=True)
+    (run_copy / LOCK_NAME).symlink_to(notes)
+    before = _tree(run_copy)
+    rc, err = _run([a.replace("{run}", str(run_copy)) for a in command], capsys)
+    assert rc == 2 and len(err) == 1 and "symbolic link" in err[0], err
+    assert notes.read_text() == "my notes\n" * 1000
+    assert _tree(run_copy) == before
+
+
+@pytest.mark.parametrize("kind", ["foreign content", "fifo", "hard link", "folder"])
+def test_a_lock_name_zsq_probe_did_not_create_is_refused_never_truncated(run_copy, tmp_path, capsys, kind):
+    lock = run_copy / LOCK_NAME
+    lock.unlink(missing_ok=True)
+    if kind == "foreign content":
+        lock.write_text("precious\n")
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "hard link":
+        other = tmp_path / "other.txt"
+        other.write_text("")
+        os.link(other, lock)
+    else:
+        lock.mkdir()
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1"], capsys)
+    assert rc == 2 and len(err) == 1 and str(lock) in err[0], err
+    if kind == "foreign content":
+        assert lock.read_text() == "precious\n"
+    assert not (run_copy / "probes" / "cosine").exists()
+
+
+def test_a_lock_owned_by_another_user_is_refused(run_copy, monkeypatch, capsys):
+    (run_copy / LOCK_NAME).write_text("")
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(run_copy / LOCK_NAME).st_uid + 1)
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1"], capsys)
+    assert rc == 2 and len(err) == 1 and "owned by another user" in err[0], err
+
+
+def test_symlinked_table_folder_into_another_run_is_refused_before_anything_is_written(
+    three_epoch_run, tmp_path, capsys
+):
+    """Issue 24 item 5: `probes/<table>` linked into another run; --resume --force would rewrite it."""
+    other, run = tmp_path / "other", tmp_path / "run"
+    shutil.copytree(three_epoch_run, other)
+    shutil.copytree(three_epoch_run, run)
+    shutil.rmtree(run / "probes" / "metrics")
+    (run / "probes" / "metrics").symlink_to(other / "probes" / "metrics", target_is_directory=True)
+    (run / "checkpoints" / "epoch-0003.pt").unlink()  # resume redoes epoch 3: it would rewrite metrics/e00003
+    before_other, before_run = _tree(other), _tree(run)
+    for argv in (
+        ["train", "--resume", "--force", "--out", run, *TINY, "--epochs", "3", "--set", "lr=0.01"],
+        ["cosine", "--run", run, "--epochs", "1"],
+    ):
+        rc, err = _run(argv, capsys)
+        assert rc == 2 and len(err) == 1 and "symbolic link" in err[0] and "metrics" in err[0], err
+        assert _tree(other) == before_other
+        assert {k: v for k, v in _tree(run).items() if k != LOCK_NAME} == {
+            k: v for k, v in before_run.items() if k != LOCK_NAME
+        }
+
+
+# ------------------------------------------------------------------------------- 2. markers and parts
+
+
+def _posthoc_cosine(run: Path):
+    import pandas as pd
+
+    df = pd.read_parquet(run / "probes" / "cosine")
+    df = df[df.origin == "posthoc"].drop(columns=["run", "wall_time_s"], errors="ignore")
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def test_deleted_checkpoint_resume_then_posthoc_gives_every_row_of_the_uninterrupted_run(run_copy, capsys, caplog):
+    assert _run(["cosine", "--run", run_copy], capsys)[0] == 0
+    reference = _posthoc_cosine(run_copy)
+    assert sorted(reference.epoch.unique()) == [1, 2, 3]  # checkpoint 0: activation ranges not set yet
+    (run_copy / "checkpoints" / "epoch-0003.pt").unlink()  # what the corrupt-checkpoint error advises
+    assert _run(["train", "--resume", "--out", run_copy, *TINY, "--epochs", "3"], capsys)[0] == 0
+    markers = sorted(p.name for p in (run_copy / "probes" / "_commits").iterdir())
+    assert markers == [f"cosine.e0000{e}-posthoc.json" for e in (1, 2)]  # epoch 3's went with its part
+    assert _run(["cosine", "--run", run_copy], capsys)[0] == 0
+    import pandas.testing as pdt
+
+    pdt.assert_frame_equal(_posthoc_cosine(run_copy), reference)
+
+
+@pytest.mark.parametrize("damage", ["part deleted", "marker deleted"])
+def test_a_marker_without_its_part_or_a_part_without_its_marker_is_measured_again_with_one_warning(
+    run_copy, capsys, damage
+):
+    assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
+    reference = _posthoc_cosine(run_copy)
+    if damage == "part deleted":
+        (run_copy / "probes" / "cosine" / "part-e00002-posthoc.parquet").unlink()
+    else:
+        (run_copy / "probes" / "_commits" / "cosine.e00002-posthoc.json").unlink()
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)
+    assert rc == 0 and len(err) == 1 and "epoch(s) 2" in err[0] and "measuring them again" in err[0], err
+    import pandas.testing as pdt
+
+    pdt.assert_frame_equal(_posthoc_cosine(run_copy), reference)
+    assert (run_copy / "probes" / "_commits" / "cosine.e00002-posthoc.json").is_file()
+
+
+# ------------------------------------------------------------------------------- 3. what a resume may change
+
+
+@pytest.mark.parametrize(
+    "extra,setting",
+    [
+        (["--seed", "7"], "seed"),
+        (["--set", "seed=7"], "seed"),
+        (["--preset", "gdfq"], "preset"),
+        (["--set", "data=cifar10"], "data"),
+    ],
+    ids=["--seed", "--set seed", "--preset", "--set data"],
+)
+def test_resume_with_another_seed_preset_or_data_is_refused_even_forced(run_copy, capsys, extra, setting):
+    before = _tree(run_copy)
+    rc, err = _run(["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4", *extra], capsys)
+    assert rc == 2 and len(err) == 1 and f"cannot change {setting}" in err[0], err
+    assert len(err[0]) <= 200 + len("zsq-probe train: error: ") + len(str(run_copy))
+    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }
+
+
+def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(run_copy, capsys):
+    assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
+    before = _tree(run_copy)
+    argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4"]
+    rc, err = _run([*argv, "--set", "keep_checkpoints=false"], capsys)
+    assert rc == 2 and len(err) == 1 and "keep_checkpoints" in err[0] and "1, 2" in err[0], err
+    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }
+    # the checkpoints no table measured may go: a run without post-hoc rows accepts the change
+    shutil.rmtree(run_copy / "probes" / "cosine")
+    shutil.rmtree(run_copy / "probes" / "_commits")
+    assert _run([*argv, "--set", "keep_checkpoints=false"], capsys)[0] == 0
+    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["epoch-0004.pt"]
