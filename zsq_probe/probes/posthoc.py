@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch.nn as nn
 
+from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext
-from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.rundir.store import PathArg, RunDir, epoch_key, key_epoch
 
 if TYPE_CHECKING:
