@@ -166,6 +166,7 @@ def make_run(
         if e > 1:
             for li, (layer, size) in enumerate(LAYERS):
                 changed = (li + 1) * (7 - e) * 3 if not gi else int(0.01 * size * STEPS) + li
+                level = changed // 3 if li == 0 else changed  # the first layer's zero points flip back and forth
                 parts["crossings"].append(
                     _row(
                         "crossings",
@@ -177,6 +178,9 @@ def make_run(
                         origin="online",
                         layer=layer,
                         changed=changed,
+                        changed_level=level,
+                        changed_net=level // 2,
+                        changed_weights=level,
                         layer_size=size,
                         share=changed / (size * STEPS),
                         kappa=4.0 if gi else np.nan,

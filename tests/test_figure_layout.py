@@ -95,6 +95,10 @@ def test_caption_sidecar_names_runs_and_seeds(seeded, tmp_path):
     assert paths[0].suffix == ".pdf"
     text = (tmp_path / "fig2b_hessian_trace.txt").read_text()
     assert "n=2" in text and "gdfq-s1" in text and "hessian_every_epochs" in text
+    # every other setting the drawn runs differ in is named (fabricated: source, generator, GI)
+    line = next(x for x in text.splitlines() if x.startswith("Settings the runs differ in besides method and seed"))
+    assert "gi: kd False, gdfq False, ait True" in line and "source: kd real, gdfq generator, ait generator" in line
+    assert "(KD's by design" in line
 
 
 def test_one_colour_per_method_everywhere():

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zsq_probe.analysis.epochs import parse_epochs
+from zsq_probe.analysis.probe_tables import differences_text, setting_differences, training_setting
 from zsq_probe.errors import UserError
 from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice, samples, training
 from zsq_probe.plots import runs as R
@@ -191,6 +192,7 @@ def caption(figure: FigureSpec, runs, stem: str) -> str:
         lines.append(
             f"  - {R.method(g[0])} [{R.setting(g[0])}, {cfg.get('epochs')} epochs, {lr_text(cfg)}], n={len(g)}: {seeds}"
         )
+    lines += differences_lines(R.seed_groups(runs))
     for table in figure.tables_needed:
         keys = PROBE_SETTINGS.get(table)
         if not keys:
@@ -202,6 +204,26 @@ def caption(figure: FigureSpec, runs, stem: str) -> str:
         settings = ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
         lines.append(f"Probe settings ({table}; runs holding it: {', '.join(r.name for r in with_table)}): {settings}.")
     return "\n".join(lines)
+
+
+def differences_lines(groups) -> list[str]:
+    """The caption's line naming every training setting the drawn run groups differ in besides method and seed
+    ([] for one group); a KD group's differences are by design (the KD baseline of paper §3.1)."""
+    if len(groups) < 2:
+        return []
+    settings: dict[str, dict] = {}
+    for g in groups:
+        label = R.method(g[0])
+        while label in settings:  # two groups of one method (another lr, say)
+            label += "'"
+        settings[label] = training_setting(g[0])
+    text = differences_text(setting_differences(settings))
+    kd = (
+        " (KD's by design: real data, a random full-precision student, its own lr and schedule)"
+        if "kd" in settings
+        else ""
+    )
+    return [f"Settings the runs differ in besides method and seed: {text}{kd}."]
 
 
 def lr_text(cfg: dict) -> str:
