@@ -214,3 +214,68 @@ def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(ru
     shutil.rmtree(run_copy / "probes" / "_commits")
     assert _run([*argv, "--set", "keep_checkpoints=false"], capsys)[0] == 0
     assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["epoch-0004.pt"]
+
+
+# ------------------------------------------------------------------------------- 4. numeric flags, unreadable
+
+
+@pytest.mark.parametrize(
+    "argv,mention",
+    [
+        (["eval", "--teacher", "digits", "--w-bits", "4", "--a-bits", "4", "--max-batches", "-1"], "--max-batches"),
+        (["eval", "--teacher", "digits", "--batch-size", "0"], "--batch-size"),
+        (["recipe", "fig1", "--threads", "0", "--dry-run"], "--threads"),
+        (["recipe", "fig1", "--max-retries", "-1", "--dry-run"], "--max-retries"),
+        (["recipe", "fig1", "--cpus-per-job", "-1", "--dry-run"], "--cpus-per-job"),
+        (["recipe", "fig1", "--workers", "0", "--dry-run"], "--workers"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_numeric_flags_out_of_range_are_one_line_exit_2(argv, mention, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(argv, capsys)
+    assert rc == 2 and len(err) == 1 and mention in err[0] and err[0].startswith("zsq-probe "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("epochs", ["0-2000000", "0-2000000000000", "5", "-1"])
+def test_epoch_ranges_past_the_run_are_refused_in_one_short_line(run_copy, capsys, epochs):
+    before = _tree(run_copy)
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", epochs], capsys)
+    assert rc == 2 and len(err) == 1, err
+    message = err[0].removeprefix("zsq-probe cosine: error: ")
+    assert len(message) <= 200 and "0..3" in message, message
+    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }
+
+
+def test_figures_epochs_are_bounded_by_the_runs_epochs(three_epoch_run, tmp_path, capsys):
+    rc, err = _run(["figures", "--runs", three_epoch_run, "--out", tmp_path / "f", "--epochs", "0-9999999"], capsys)
+    assert rc == 2 and len(err) == 1 and "0..3" in err[0] and len(err[0]) <= 250, err
+    assert not (tmp_path / "f").exists()
+
+
+def test_an_unreadable_checkpoint_is_called_unreadable_with_its_mode_not_damaged(run_copy, monkeypatch, capsys):
+    """Tests run as root, who reads a mode-000 file anyway: the permission check is what root lacks, so it is
+    made to answer as it does for any other user."""
+    cp = run_copy / "checkpoints" / "epoch-0002.pt"
+    cp.chmod(0)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == cp else real_access(p, mode, **kw))
+    import torch
+
+    real_load = torch.load
+
+    def load(f, *a, **kw):
+        if Path(f) == cp:
+            raise PermissionError(13, "Permission denied", str(f))
+        return real_load(f, *a, **kw)
+
+    monkeypatch.setattr(torch, "load", load)
+    try:
+        rc, err = _run(["cosine", "--run", run_copy, "--epochs", "2"], capsys)
+    finally:
+        cp.chmod(0o644)
+    assert rc == 2 and len(err) == 1, err
+    assert "unreadable (mode 000" in err[0] and "not damaged" in err[0] and "delete" not in err[0], err

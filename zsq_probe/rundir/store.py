@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import signal
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -246,6 +247,8 @@ class RunDir:
             raise UserError(f"{self.path} is not a zsq-probe run (no config.json)")
         try:
             doc = json.loads(self.config_path.read_text())
+        except PermissionError:
+            raise UserError(unreadable(self.config_path, "run config")) from None
         except (OSError, ValueError) as e:
             raise UserError(f"{self.config_path} is not readable JSON ({e.__class__.__name__})") from None
         if not isinstance(doc, dict):
@@ -434,7 +437,11 @@ def part_schema_version(path: PathArg) -> int:
     else the current version (parts written before versions were recorded)."""
     try:
         schema = pq.read_schema(path)
+    except PermissionError:
+        raise UserError(unreadable(path, "parquet part")) from None
     except (OSError, pa.ArrowException) as e:
+        if not os.access(path, os.R_OK):
+            raise UserError(unreadable(path, "parquet part")) from None
         raise UserError(
             f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
         ) from None
@@ -483,6 +490,18 @@ def read_table(folder: PathArg) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def unreadable(path: PathArg, what: str = "file") -> str:
+    """The message for a file this user may not read: unreadable, with its mode -- not damaged."""
+    try:
+        mode = f"mode {stat.S_IMODE(os.stat(path).st_mode):03o}"
+    except OSError:
+        mode = "mode unknown"
+    return (
+        f"{what} {path} is unreadable ({mode}: permission denied for this user); it is not damaged: give "
+        f"yourself read permission (chmod u+r) and run again"
+    )
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) is not a probe: keep the file
         return True
@@ -524,8 +543,13 @@ def load_checkpoint_file(path: PathArg, map_location: str | torch.device = "cpu"
             return state
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
+    except PermissionError:
+        raise UserError(unreadable(path, "checkpoint")) from None
     except Exception as e:  # noqa: BLE001 - every failure is one line naming what the file is
         from zsq_probe.rundir.safe_pickle import sniff_file
+
+        if not os.access(path, os.R_OK):
+            raise UserError(unreadable(path, "checkpoint")) from None
 
         kind = sniff_file(path)  # what the file is, found without unpickling it
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
