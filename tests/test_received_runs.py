@@ -279,3 +279,55 @@ def test_an_unreadable_checkpoint_is_called_unreadable_with_its_mode_not_damaged
         cp.chmod(0o644)
     assert rc == 2 and len(err) == 1, err
     assert "unreadable (mode 000" in err[0] and "not damaged" in err[0] and "delete" not in err[0], err
+
+
+# ------------------------------------------------------------------------------- 5. run ids
+
+
+def _other_run_named_run(three_epoch_run: Path, where: Path) -> Path:
+    """A second, different run in a folder also named `run`: a copy given its own run id and learning rate."""
+    import json
+
+    other = where / "run"
+    shutil.copytree(three_epoch_run, other)
+    doc = json.loads((other / "config.json").read_text())
+    doc["run_id"] = "f" * 32
+    doc["config"]["optim"]["lr"] = doc["config"]["optim"]["lr"] * 2
+    (other / "config.json").write_text(json.dumps(doc))
+    return other
+
+
+def test_every_run_gets_a_run_id_that_a_forced_resume_keeps(run_copy, capsys):
+    import json
+
+    rid = json.loads((run_copy / "config.json").read_text())["run_id"]
+    assert len(rid) == 32 and int(rid, 16) >= 0
+    argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4", "--set", "lr=0.01"]
+    assert _run(argv, capsys)[0] == 0
+    assert json.loads((run_copy / "config.json").read_text())["run_id"] == rid
+
+
+def test_two_runs_in_folders_named_run_draw_two_fig6_files(three_epoch_run, tmp_path, capsys):
+    other = _other_run_named_run(three_epoch_run, tmp_path / "b")
+    rc, err = _run(["figures", "--runs", three_epoch_run, other, "--out", tmp_path / "f", "--only", "fig6"], capsys)
+    assert rc == 0, err
+    pngs = sorted(p.name for p in (tmp_path / "f").glob("fig6_samples_*.png"))
+    from zsq_probe.rundir.store import RunDir
+
+    ids = sorted(RunDir(r).run_id[:8] for r in (three_epoch_run, other))
+    assert pngs == sorted(f"fig6_samples_run-{i}.png" for i in ids), pngs
+
+
+def test_a_copied_run_counts_once_with_a_warning(three_epoch_run, tmp_path, caplog):
+    from zsq_probe.plots import runs as R
+
+    copy = tmp_path / "copy-of-run"
+    shutil.copytree(three_epoch_run, copy)
+    with caplog.at_level("WARNING"):
+        runs = R.open_runs([three_epoch_run, copy])
+    assert [r.path for r in runs] == [three_epoch_run]
+    assert [len(g) for g in R.seed_groups(runs)] == [1]
+    warned = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "copy" in warned[0] and str(copy) in warned[0]
+    other = _other_run_named_run(three_epoch_run, tmp_path / "b")  # a run of its own is never merged
+    assert len(R.open_runs([three_epoch_run, copy, other])) == 2

@@ -168,6 +168,19 @@ class RunDir:
         """The run folder's name (every row records it)."""
         return self.path.resolve().name
 
+    @property
+    def run_id(self) -> str:
+        """What identifies the run wherever its folder is and whatever it is called: the `run_id` written into
+        config.json when the run was created (a copied folder keeps it); for runs written before run ids,
+        'config-' and a hash of config.json (which holds the seed and package versions)."""
+        doc = self.read_config_doc()
+        rid = doc.get("run_id")
+        if isinstance(rid, str) and rid:
+            return rid
+        import hashlib
+
+        return "config-" + hashlib.sha256(self.config_path.read_bytes()).hexdigest()[:16]
+
     # --- creation / opening
     @staticmethod
     def ensure_new(path: PathArg) -> None:
@@ -188,10 +201,14 @@ class RunDir:
             raise UserError(f"{path} is not empty; pass --resume to continue that run, or choose another --out")
 
     def write_config(self, config: Mapping[str, object], extra: Mapping[str, object] | None = None) -> None:
-        """Write config.json: the run config, the format and package versions, and `extra` keys."""
+        """Write config.json: the run config, the format and package versions, and `extra` keys; a new run id
+        (`run_id`) unless `extra` carries the run's own."""
+        import uuid
+
         doc: dict[str, object] = {
             "format": RUN_FORMAT,
             "run_schema_version": RUN_SCHEMA_VERSION,
+            "run_id": uuid.uuid4().hex,
             "config": config,
             "versions": package_versions(),
         }
