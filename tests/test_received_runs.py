@@ -331,3 +331,48 @@ def test_a_copied_run_counts_once_with_a_warning(three_epoch_run, tmp_path, capl
     assert len(warned) == 1 and "copy" in warned[0] and str(copy) in warned[0]
     other = _other_run_named_run(three_epoch_run, tmp_path / "b")  # a run of its own is never merged
     assert len(R.open_runs([three_epoch_run, copy, other])) == 2
+
+
+# ------------------------------------------------------------------------------- 6. figures written atomically
+
+
+@pytest.mark.slow
+def test_a_kill_inside_a_figure_write_leaves_no_partial_png_and_the_rerun_cleans_up(three_epoch_run, tmp_path):
+    import subprocess
+    import sys
+
+    from zsq_probe.rundir.store import FAULT_ENV
+
+    out = tmp_path / "figs"
+    argv = [sys.executable, "-m", "zsq_probe", "figures", "--runs", str(three_epoch_run), "--out", str(out)]
+    argv += ["--only", "fig6"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", **{FAULT_ENV: "write:fig6_samples_*.png"})
+    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert list(out.glob("*.png")) == []  # no 0-byte (or partial) figure under its name
+    left = [p.name for p in out.iterdir() if p.name.startswith(".fig6_samples_run.png.")]
+    assert len(left) == 1 and (out / left[0]).stat().st_size > 0
+    env.pop(FAULT_ENV)
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    png = out / "fig6_samples_run.png"
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the killed writer's copy is gone
+
+
+def test_a_figure_that_fails_while_drawing_leaves_no_file(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from zsq_probe.plots.style import save
+
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+
+    def fail(self, fname, **kw):
+        fname.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save(fig, tmp_path, "fig_x")
+    assert list(tmp_path.iterdir()) == []

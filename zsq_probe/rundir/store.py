@@ -21,6 +21,7 @@ Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import json
 import os
 import platform
@@ -105,6 +106,19 @@ def atomic_write_bytes(path: Path, data: bytes, site: str | None = None) -> None
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def remove_dead_temp_files(path: PathArg) -> list[Path]:
+    """Delete the temporary copies of `path` (`.NAME.PID-XXXX.tmp` beside it) whose writer is no longer
+    running: what a writer killed before its rename left.  Returns what it deleted."""
+    path = Path(path)
+    gone = []
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        m = _TEMP.match(p.name)
+        if m and m.group("name") == path.name and p.is_file() and not _process_alive(int(m.group("pid"))):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
 def atomic_torch_save(obj: object, path: Path, site: str | None = None) -> None:
