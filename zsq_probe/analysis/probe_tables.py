@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ import pandas as pd
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError
 from zsq_probe.rundir.schema import require_columns
+
+if TYPE_CHECKING:
+    from zsq_probe.rundir.store import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -352,11 +356,11 @@ def _run_data(run) -> str | None:
         return None
 
 
-def distinct_runs(runs: list) -> list:
+def distinct_runs(runs: list[RunDir]) -> list[RunDir]:
     """`runs` (RunDirs) with every copy of a run left out: folders holding the same run id (`RunDir.run_id`)
     are one run, counted once; a warning names each copy.  The same folder given twice is kept twice (callers
     that must refuse it do)."""
-    seen: dict[str, object] = {}
+    seen: dict[str, RunDir] = {}
     out = []
     for r in runs:
         rid = r.run_id
