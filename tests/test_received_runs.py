@@ -200,6 +200,17 @@ def test_resume_with_another_seed_preset_or_data_is_refused_even_forced(run_copy
     }
 
 
+def test_naming_the_teachers_own_data_set_on_resume_is_no_change_of_data(run_copy, capsys):
+    import json
+
+    doc = json.loads((run_copy / "config.json").read_text())
+    doc["config"]["dataset"]["name"] = None  # a config leaving the data set to the teacher's (train(cfg) can)
+    (run_copy / "config.json").write_text(json.dumps(doc))
+    argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "3", "--set", "data=digits"]
+    rc, err = _run(argv, capsys)
+    assert rc == 0, err
+
+
 def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(run_copy, capsys):
     assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
     before = _tree(run_copy)
