@@ -200,6 +200,17 @@ def test_resume_with_another_seed_preset_or_data_is_refused_even_forced(run_copy
     }
 
 
+def test_naming_the_teachers_own_data_set_on_resume_is_no_change_of_data(run_copy, capsys):
+    import json
+
+    doc = json.loads((run_copy / "config.json").read_text())
+    doc["config"]["dataset"]["name"] = None  # a config leaving the data set to the teacher's (train(cfg) can)
+    (run_copy / "config.json").write_text(json.dumps(doc))
+    argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "3", "--set", "data=digits"]
+    rc, err = _run(argv, capsys)
+    assert rc == 0, err
+
+
 def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(run_copy, capsys):
     assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
     before = _tree(run_copy)
@@ -214,3 +225,165 @@ def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(ru
     shutil.rmtree(run_copy / "probes" / "_commits")
     assert _run([*argv, "--set", "keep_checkpoints=false"], capsys)[0] == 0
     assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["epoch-0004.pt"]
+
+
+# ------------------------------------------------------------------------------- 4. numeric flags, unreadable
+
+
+@pytest.mark.parametrize(
+    "argv,mention",
+    [
+        (["eval", "--teacher", "digits", "--w-bits", "4", "--a-bits", "4", "--max-batches", "-1"], "--max-batches"),
+        (["eval", "--teacher", "digits", "--batch-size", "0"], "--batch-size"),
+        (["recipe", "fig1", "--threads", "0", "--dry-run"], "--threads"),
+        (["recipe", "fig1", "--max-retries", "-1", "--dry-run"], "--max-retries"),
+        (["recipe", "fig1", "--cpus-per-job", "-1", "--dry-run"], "--cpus-per-job"),
+        (["recipe", "fig1", "--workers", "0", "--dry-run"], "--workers"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_numeric_flags_out_of_range_are_one_line_exit_2(argv, mention, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(argv, capsys)
+    assert rc == 2 and len(err) == 1 and mention in err[0] and err[0].startswith("zsq-probe "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("epochs", ["0-2000000", "0-2000000000000", "5", "-1"])
+def test_epoch_ranges_past_the_run_are_refused_in_one_short_line(run_copy, capsys, epochs):
+    before = _tree(run_copy)
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", epochs], capsys)
+    assert rc == 2 and len(err) == 1, err
+    message = err[0].removeprefix("zsq-probe cosine: error: ")
+    assert len(message) <= 200 and "0..3" in message, message
+    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
+        k: v for k, v in before.items() if k != LOCK_NAME
+    }
+
+
+def test_figures_epochs_are_bounded_by_the_runs_epochs(three_epoch_run, tmp_path, capsys):
+    rc, err = _run(["figures", "--runs", three_epoch_run, "--out", tmp_path / "f", "--epochs", "0-9999999"], capsys)
+    assert rc == 2 and len(err) == 1 and "0..3" in err[0] and len(err[0]) <= 250, err
+    assert not (tmp_path / "f").exists()
+
+
+def test_an_unreadable_checkpoint_is_called_unreadable_with_its_mode_not_damaged(run_copy, monkeypatch, capsys):
+    """Tests run as root, who reads a mode-000 file anyway: the permission check is what root lacks, so it is
+    made to answer as it does for any other user."""
+    cp = run_copy / "checkpoints" / "epoch-0002.pt"
+    cp.chmod(0)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == cp else real_access(p, mode, **kw))
+    import torch
+
+    real_load = torch.load
+
+    def load(f, *a, **kw):
+        if Path(f) == cp:
+            raise PermissionError(13, "Permission denied", str(f))
+        return real_load(f, *a, **kw)
+
+    monkeypatch.setattr(torch, "load", load)
+    try:
+        rc, err = _run(["cosine", "--run", run_copy, "--epochs", "2"], capsys)
+    finally:
+        cp.chmod(0o644)
+    assert rc == 2 and len(err) == 1, err
+    assert "unreadable (mode 000" in err[0] and "not damaged" in err[0] and "delete" not in err[0], err
+
+
+# ------------------------------------------------------------------------------- 5. run ids
+
+
+def _other_run_named_run(three_epoch_run: Path, where: Path) -> Path:
+    """A second, different run in a folder also named `run`: a copy given its own run id and learning rate."""
+    import json
+
+    other = where / "run"
+    shutil.copytree(three_epoch_run, other)
+    doc = json.loads((other / "config.json").read_text())
+    doc["run_id"] = "f" * 32
+    doc["config"]["optim"]["lr"] = doc["config"]["optim"]["lr"] * 2
+    (other / "config.json").write_text(json.dumps(doc))
+    return other
+
+
+def test_every_run_gets_a_run_id_that_a_forced_resume_keeps(run_copy, capsys):
+    import json
+
+    rid = json.loads((run_copy / "config.json").read_text())["run_id"]
+    assert len(rid) == 32 and int(rid, 16) >= 0
+    argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4", "--set", "lr=0.01"]
+    assert _run(argv, capsys)[0] == 0
+    assert json.loads((run_copy / "config.json").read_text())["run_id"] == rid
+
+
+def test_two_runs_in_folders_named_run_draw_two_fig6_files(three_epoch_run, tmp_path, capsys):
+    other = _other_run_named_run(three_epoch_run, tmp_path / "b")
+    rc, err = _run(["figures", "--runs", three_epoch_run, other, "--out", tmp_path / "f", "--only", "fig6"], capsys)
+    assert rc == 0, err
+    pngs = sorted(p.name for p in (tmp_path / "f").glob("fig6_samples_*.png"))
+    from zsq_probe.rundir.store import RunDir
+
+    ids = sorted(RunDir(r).run_id[:8] for r in (three_epoch_run, other))
+    assert pngs == sorted(f"fig6_samples_run-{i}.png" for i in ids), pngs
+
+
+def test_a_copied_run_counts_once_with_a_warning(three_epoch_run, tmp_path, caplog):
+    from zsq_probe.plots import runs as R
+
+    copy = tmp_path / "copy-of-run"
+    shutil.copytree(three_epoch_run, copy)
+    with caplog.at_level("WARNING"):
+        runs = R.open_runs([three_epoch_run, copy])
+    assert [r.path for r in runs] == [three_epoch_run]
+    assert [len(g) for g in R.seed_groups(runs)] == [1]
+    warned = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "copy" in warned[0] and str(copy) in warned[0]
+    other = _other_run_named_run(three_epoch_run, tmp_path / "b")  # a run of its own is never merged
+    assert len(R.open_runs([three_epoch_run, copy, other])) == 2
+
+
+# ------------------------------------------------------------------------------- 6. figures written atomically
+
+
+@pytest.mark.slow
+def test_a_kill_inside_a_figure_write_leaves_no_partial_png_and_the_rerun_cleans_up(three_epoch_run, tmp_path):
+    import subprocess
+    import sys
+
+    from zsq_probe.rundir.store import FAULT_ENV
+
+    out = tmp_path / "figs"
+    argv = [sys.executable, "-m", "zsq_probe", "figures", "--runs", str(three_epoch_run), "--out", str(out)]
+    argv += ["--only", "fig6"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", **{FAULT_ENV: "write:fig6_samples_*.png"})
+    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert list(out.glob("*.png")) == []  # no 0-byte (or partial) figure under its name
+    left = [p.name for p in out.iterdir() if p.name.startswith(".fig6_samples_run.png.")]
+    assert len(left) == 1 and (out / left[0]).stat().st_size > 0
+    env.pop(FAULT_ENV)
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    png = out / "fig6_samples_run.png"
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the killed writer's copy is gone
+
+
+def test_a_figure_that_fails_while_drawing_leaves_no_file(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from zsq_probe.plots.style import save
+
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [1, 0])
+
+    def fail(self, fname, **kw):
+        fname.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save(fig, tmp_path, "fig_x")
+    assert list(tmp_path.iterdir()) == []

@@ -19,8 +19,10 @@ Row selection rules (written once, here):
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,11 @@ import pandas as pd
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError
 from zsq_probe.rundir.schema import require_columns
+
+if TYPE_CHECKING:
+    from zsq_probe.rundir.store import RunDir
+
+log = logging.getLogger(__name__)
 
 # The probes `zsq-probe compare` summarises, each with the one of its tables (zsq_probe.probe_registry) it reads.
 PROBE_TABLE = {"cosine": "cosine", "hessian": "hessian_trace", "inter_epoch": "inter_epoch"}
@@ -378,6 +385,22 @@ def _run_data(run) -> str | None:
         return None
 
 
+def distinct_runs(runs: list[RunDir]) -> list[RunDir]:
+    """`runs` (RunDirs) with every copy of a run left out: folders holding the same run id (`RunDir.run_id`)
+    are one run, counted once; a warning names each copy.  The same folder given twice is kept twice (callers
+    that must refuse it do)."""
+    seen: dict[str, RunDir] = {}
+    out = []
+    for r in runs:
+        rid = r.run_id
+        first = seen.setdefault(rid, r)
+        if first is not r and Path(first.path).resolve() != Path(r.path).resolve():
+            log.warning(f"{r.path} is a copy of run {first.path} (run id {rid}): counted once")
+            continue
+        out.append(r)
+    return out
+
+
 def _open_seeds(runs, role: str) -> list:
     """RunDirs of one side of a comparison; UserError when they are more than seeds of one setting."""
     from zsq_probe.rundir.store import RunDir
@@ -398,7 +421,7 @@ def _open_seeds(runs, role: str) -> list:
     paths = [Path(r.path).resolve() for r in runs]
     if len(set(paths)) < len(paths):
         raise UserError(f"{role} run given twice: {', '.join(str(p) for p in paths)}")
-    return runs
+    return distinct_runs(runs)
 
 
 def aggregate_seeds(summaries: list[dict]) -> tuple[dict, dict]:

@@ -6,6 +6,7 @@ import json
 import sys
 
 from zsq_probe.cli.common import DEFAULT_TEACHER, add_teacher_args
+from zsq_probe.config import MAX_BATCH_SIZE
 from zsq_probe.errors import UserError
 
 HELP = "FP and quantised top-1 of a teacher (activation ranges calibrated on real batches)"
@@ -40,6 +41,10 @@ def run(args) -> int:
             raise UserError(f"{flag} must be 2..8, got {bits}")
     if args.calib_batches < 1:
         raise UserError(f"--calib-batches must be >= 1, got {args.calib_batches}")
+    if args.max_batches < 0:
+        raise UserError(f"--max-batches must be >= 0 (0: every test batch), got {args.max_batches}")
+    if not 1 <= args.batch_size <= MAX_BATCH_SIZE:
+        raise UserError(f"--batch-size must be 1..{MAX_BATCH_SIZE}, got {args.batch_size}")
     r = evaluate_quantized(
         args.teacher or DEFAULT_TEACHER,
         weights=args.weights,

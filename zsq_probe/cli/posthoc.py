@@ -36,20 +36,17 @@ def run(args: argparse.Namespace) -> int:
     from zsq_probe.analysis.epochs import parse_epochs
     from zsq_probe.analysis.probe_tables import epoch_summary
     from zsq_probe.hessian import distributed
-    from zsq_probe.probes.posthoc import probe_run
+    from zsq_probe.probes.posthoc import last_epoch, probe_run
 
+    epochs = parse_epochs(args.epochs, last=last_epoch(args.run), what="this run")  # before any work
     if distributed.launched_by_torchrun():  # torchrun: split the Hessian across the ranks, rank 0 writes
         device = distributed.local_device(args.device) or args.device
         with distributed.split_across_ranks(device=device):
-            df = probe_run(
-                args.run, args.probe, epochs=parse_epochs(args.epochs), device=device, overwrite=args.overwrite
-            )
+            df = probe_run(args.run, args.probe, epochs=epochs, device=device, overwrite=args.overwrite)
             if not distributed.is_writer():
                 return 0
     else:
-        df = probe_run(
-            args.run, args.probe, epochs=parse_epochs(args.epochs), device=args.device, overwrite=args.overwrite
-        )
+        df = probe_run(args.run, args.probe, epochs=epochs, device=args.device, overwrite=args.overwrite)
     table = epoch_summary(args.probe, df)
     if args.json:
         flat = table.copy()

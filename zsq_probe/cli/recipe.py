@@ -111,6 +111,29 @@ def add_executor_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-wait", action="store_true", help="slurm: submit and return (then --no-train for the table)")
 
 
+# numeric flags: (attribute, flag, smallest value allowed); None (unset) takes the executor's default
+_NUMERIC_FLAGS = (
+    ("workers", "--workers", 1),
+    ("threads", "--threads", 1),
+    ("cpus_per_job", "--cpus-per-job", 1),
+    ("gpus_per_job", "--gpus-per-job", 0),
+    ("mem_per_job", "--mem-per-job", 0.001),
+    ("max_retries", "--max-retries", 0),
+    ("time", "--time", 1),
+    ("array_parallelism", "--array-parallelism", 1),
+)
+
+
+def check_numeric_flags(args) -> None:
+    """Refuse (one line) a numeric flag below its smallest value, or not finite, before anything is planned."""
+    import math
+
+    for attr, flag, least in _NUMERIC_FLAGS:
+        value = getattr(args, attr, None)
+        if value is not None and (not math.isfinite(value) or value < least):
+            raise UserError(f"{flag} must be >= {least}, got {value}")
+
+
 def executor_options(args) -> dict:
     """run_jobs options from the flags (unset flags: the executor's defaults)."""
     tb = True if args.tensorboard else None
@@ -154,6 +177,7 @@ def run_command(args) -> int:
     if args.name == "list":
         print(recipe_listing())
         return 0
+    check_numeric_flags(args)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     plan = plan_recipe(
         args.name,

@@ -146,7 +146,8 @@ def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
     --preset, --teacher or --data naming others is refused (even with --force: the checkpoint belongs to them)."""
     from zsq_probe.data.datasets import dataset_for_teacher  # loads when the command runs (zsq_probe.cli)
 
-    if args.teacher is None and args.data is None and args.preset is None:
+    preset = getattr(args, "preset", None)  # (a caller's own Namespace may lack it)
+    if args.teacher is None and args.data is None and preset is None:
         return
     try:
         with open(config_path) as f:
@@ -156,9 +157,9 @@ def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
         return
     teacher = recorded.teacher
     data = recorded.dataset.name
-    if args.preset is not None and args.preset != recorded.preset:
+    if preset is not None and preset != recorded.preset:
         raise UserError(
-            f"--resume cannot change preset ({recorded.preset!r} -> {args.preset!r}), not even with --force: "
+            f"--resume cannot change preset ({recorded.preset!r} -> {preset!r}), not even with --force: "
             f"the run's settings came from it; drop --preset, or start a new run in another --out"
         )
     if args.teacher is not None and args.teacher != teacher:

@@ -289,7 +289,8 @@ def write_figures(
         check_format(f)
     names = figure_names(only)
     runs = open_runs(runs)
-    options = {"epoch": epoch, "epochs": parse_epochs(epochs)}
+    last = max((e for r in runs if isinstance(e := R.config(r).get("epochs"), int)), default=0)
+    options = {"epoch": epoch, "epochs": parse_epochs(epochs, last=last or None, what="these runs")}
     written, failed = [], 0
     for name in names:
         figure = FIGURES[name]

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from zsq_probe.analysis.epochs import epoch_list
-from zsq_probe.analysis.probe_tables import HOW_TO_GET, run_setting
+from zsq_probe.analysis.probe_tables import HOW_TO_GET, distinct_runs, run_setting
 from zsq_probe.config import FLAT_KEYS
 from zsq_probe.errors import UserError
-from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style
+from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style, safe_name
 from zsq_probe.rundir.schema import TABLES, require_columns
 from zsq_probe.rundir.store import RunDir
 
@@ -42,7 +42,7 @@ def open_runs(paths) -> list[RunDir]:
         raise UserError("no runs given: pass --runs RUN [RUN ...]")
     if isinstance(paths, (str, Path, RunDir)):
         paths = [paths]
-    return [open_run(r) for r in paths]
+    return distinct_runs([open_run(r) for r in paths])  # a copied run is one run (one seed), with a warning
 
 
 def config(run: RunDir) -> dict:
@@ -153,6 +153,16 @@ def representatives(runs, table: str | None = None) -> list[RunDir]:
         if have:
             out.append(have[0])
     return out
+
+
+def file_labels(runs) -> dict[str, str]:
+    """Run id -> what a per-run figure's file name calls the run: its folder name, made safe for a file name,
+    with the first 8 characters of its run id added when another run drawn has the same folder name."""
+    names = [safe_name(r.name) for r in runs]
+    return {
+        r.run_id: name if names.count(name) == 1 else f"{name}-{safe_name(r.run_id)[:8]}"
+        for r, name in zip(runs, names)
+    }
 
 
 def group_label(group) -> str:

@@ -20,7 +20,7 @@ from zsq_probe import generators
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.plots import runs as R
-from zsq_probe.plots.style import drawing, safe_name
+from zsq_probe.plots.style import drawing
 from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 
 log = logging.getLogger(__name__)
@@ -240,9 +240,10 @@ def samples_figures(runs, epoch: int | None = None) -> list[tuple[str, object]]:
     logged; SkipFigure when no run has one."""
     figs, reasons = [], []
     reps = R.representatives(R.open_runs(runs))  # one run per seed group
+    labels = R.file_labels(reps)  # two runs in folders of the same name: two files
     for r in reps:
         try:
-            figs.append((f"fig6_samples_{safe_name(r.name)}", samples_figure(r, epoch)))
+            figs.append((f"fig6_samples_{labels[r.run_id]}", samples_figure(r, epoch)))
         except NoSamples as e:
             reasons.append(f"{r.name}: {e}")
     if not figs:

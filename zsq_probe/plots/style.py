@@ -12,10 +12,12 @@ pyplot, so no backend is chosen and no window opens.
 from __future__ import annotations
 
 import contextlib
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zsq_probe.errors import UserError
+from zsq_probe.rundir.store import atomic_write_bytes, remove_dead_temp_files
 
 if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
     from matplotlib.typing import RcKeyType
@@ -180,16 +182,22 @@ def readable(fig):
 
 def save(fig, out_dir, name: str, fmt: str = "png", caption: str | None = None) -> Path:
     """Write `fig` to OUT_DIR/NAME.FMT (folder created) at DPI with its size kept (the width it was made
-    for); `caption` goes to OUT_DIR/NAME.txt.  Returns the figure's path."""
+    for); `caption` goes to OUT_DIR/NAME.txt.  Both are written atomically (a hidden temporary name, then a
+    rename).  Returns the figure's path."""
     check_format(fmt)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.{fmt}"
     readable(fig)
+    buffer = io.BytesIO()
     with style():
-        fig.savefig(path, format=fmt, dpi=DPI)
+        fig.savefig(buffer, format=fmt, dpi=DPI)
+    # temporary name, then rename (like the parquet parts): a writer killed meanwhile leaves no partial figure
+    atomic_write_bytes(path, buffer.getvalue())
+    remove_dead_temp_files(path)  # what an earlier, killed writer of this figure left
     if caption:
-        (out / f"{name}.txt").write_text(caption.rstrip() + "\n")
+        atomic_write_bytes(out / f"{name}.txt", (caption.rstrip() + "\n").encode())
+        remove_dead_temp_files(out / f"{name}.txt")
     return path
 
 

@@ -104,7 +104,9 @@ def probe_run(
     wanted = ctx.checkpoint_epochs if epochs is None else sorted(set(epochs))
     missing = [e for e in wanted if e not in ctx.checkpoint_epochs]
     if missing:
-        raise UserError(f"{run.path} has no checkpoint for epoch(s) {missing} (has {ctx.checkpoint_epochs})")
+        raise UserError(
+            f"{run.path} has no checkpoint for epoch(s) {epoch_list(missing)} (has {epoch_list(ctx.checkpoint_epochs)})"
+        )
     cls = available[probe]
     instance = cls(ctx.cfg, origin="posthoc")
     instance.check_posthoc(ctx)
@@ -115,6 +117,11 @@ def probe_run(
 
     with RunLock(run.path, what=f"zsq-probe {probe}", rank=0 if distributed.is_writer() else 1):
         return _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed)
+
+
+def last_epoch(run_path: PathArg) -> int:
+    """The last epoch of a run as its config.json sets it (a one-line UserError when it is not a run)."""
+    return config_from_dict(RunDir.open(run_path).read_config_doc()["config"]).epochs
 
 
 def committed_keys(run: RunDir, probe: str, tables: Iterable[str]) -> set[str]:

@@ -21,11 +21,13 @@ Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import json
 import os
 import platform
 import re
 import signal
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -106,6 +108,19 @@ def atomic_write_bytes(path: Path, data: bytes, site: str | None = None) -> None
     _fsync_dir(path.parent)
 
 
+def remove_dead_temp_files(path: PathArg) -> list[Path]:
+    """Delete the temporary copies of `path` (`.NAME.PID-XXXX.tmp` beside it) whose writer is no longer
+    running: what a writer killed before its rename left.  Returns what it deleted."""
+    path = Path(path)
+    gone = []
+    for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        m = _TEMP.match(p.name)
+        if m and m.group("name") == path.name and p.is_file() and not _process_alive(int(m.group("pid"))):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 def atomic_torch_save(obj: object, path: Path, site: str | None = None) -> None:
     """`torch.save(obj)` to `path`, atomically (`atomic_write_bytes`)."""
     import io
@@ -167,6 +182,19 @@ class RunDir:
         """The run folder's name (every row records it)."""
         return self.path.resolve().name
 
+    @property
+    def run_id(self) -> str:
+        """What identifies the run wherever its folder is and whatever it is called: the `run_id` written into
+        config.json when the run was created (a copied folder keeps it); for runs written before run ids,
+        'config-' and a hash of config.json (which holds the seed and package versions)."""
+        doc = self.read_config_doc()
+        rid = doc.get("run_id")
+        if isinstance(rid, str) and rid:
+            return rid
+        import hashlib
+
+        return "config-" + hashlib.sha256(self.config_path.read_bytes()).hexdigest()[:16]
+
     # --- creation / opening
     @staticmethod
     def ensure_new(path: PathArg) -> None:
@@ -187,10 +215,14 @@ class RunDir:
             raise UserError(f"{path} is not empty; pass --resume to continue that run, or choose another --out")
 
     def write_config(self, config: Mapping[str, object], extra: Mapping[str, object] | None = None) -> None:
-        """Write config.json: the run config, the format and package versions, and `extra` keys."""
+        """Write config.json: the run config, the format and package versions, and `extra` keys; a new run id
+        (`run_id`) unless `extra` carries the run's own."""
+        import uuid
+
         doc: dict[str, object] = {
             "format": RUN_FORMAT,
             "run_schema_version": RUN_SCHEMA_VERSION,
+            "run_id": uuid.uuid4().hex,
             "config": config,
             "versions": package_versions(),
         }
@@ -246,6 +278,8 @@ class RunDir:
             raise UserError(f"{self.path} is not a zsq-probe run (no config.json)")
         try:
             doc = json.loads(self.config_path.read_text())
+        except PermissionError:
+            raise UserError(unreadable(self.config_path, "run config")) from None
         except (OSError, ValueError) as e:
             raise UserError(f"{self.config_path} is not readable JSON ({e.__class__.__name__})") from None
         if not isinstance(doc, dict):
@@ -434,7 +468,11 @@ def part_schema_version(path: PathArg) -> int:
     else the current version (parts written before versions were recorded)."""
     try:
         schema = pq.read_schema(path)
+    except PermissionError:
+        raise UserError(unreadable(path, "parquet part")) from None
     except (OSError, pa.ArrowException) as e:
+        if not os.access(path, os.R_OK):
+            raise UserError(unreadable(path, "parquet part")) from None
         raise UserError(
             f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
         ) from None
@@ -483,6 +521,18 @@ def read_table(folder: PathArg) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def unreadable(path: PathArg, what: str = "file") -> str:
+    """The message for a file this user may not read: unreadable, with its mode -- not damaged."""
+    try:
+        mode = f"mode {stat.S_IMODE(os.stat(path).st_mode):03o}"
+    except OSError:
+        mode = "mode unknown"
+    return (
+        f"{what} {path} is unreadable ({mode}: permission denied for this user); it is not damaged: give "
+        f"yourself read permission (chmod u+r) and run again"
+    )
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) is not a probe: keep the file
         return True
@@ -524,8 +574,13 @@ def load_checkpoint_file(path: PathArg, map_location: str | torch.device = "cpu"
             return state
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
+    except PermissionError:
+        raise UserError(unreadable(path, "checkpoint")) from None
     except Exception as e:  # noqa: BLE001 - every failure is one line naming what the file is
         from zsq_probe.rundir.safe_pickle import sniff_file
+
+        if not os.access(path, os.R_OK):
+            raise UserError(unreadable(path, "checkpoint")) from None
 
         kind = sniff_file(path)  # what the file is, found without unpickling it
         m = re.search(r"GLOBAL ([\w.]+)", str(e))

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 import torch.nn as nn
 
+from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.config import CONFIG_SCHEMA_VERSION, RunConfig, config_diff, config_from_dict
+from zsq_probe.data.datasets import dataset_for_teacher
 from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
@@ -96,7 +98,7 @@ def _resume_locked(
     doc = run.read_config_doc()
     run.check_part_versions("resume")  # parts of a newer zsq-probe: never mixed with this version's
     changed = config_diff(config_from_dict(doc["config"]), cfg)
-    _refuse_meaning_changes(run, changed)  # even with --force
+    _refuse_meaning_changes(run, changed, cfg.teacher)  # even with --force
     if changed and not force:
         first = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
@@ -135,12 +137,15 @@ FIXED_ON_RESUME = {
 RETENTION = "keep_checkpoints"
 
 
-def _refuse_meaning_changes(run: RunDir, changed: Mapping[str, tuple[object, object]]) -> None:
+def _refuse_meaning_changes(run: RunDir, changed: Mapping[str, tuple[object, object]], teacher: str) -> None:
     """A one-line UserError naming the first setting a resume may not change (even forced): those of
-    FIXED_ON_RESUME, and a checkpoint retention that would delete checkpoints probe tables measured."""
+    FIXED_ON_RESUME, and a checkpoint retention that would delete checkpoints probe tables measured.
+    `teacher`: the run's teacher (a `data` of None means its data set)."""
     for key, why in FIXED_ON_RESUME.items():
         if key in changed:
             old, new = changed[key]
+            if key == "data" and _data_set(old, teacher) == _data_set(new, teacher):
+                continue  # the teacher's own data set, named or left to the default
             raise UserError(
                 f"--resume cannot change {key} ({old!r} -> {new!r}), not even with --force: {why}; "
                 f"start a new run in another --out"
@@ -149,12 +154,20 @@ def _refuse_meaning_changes(run: RunDir, changed: Mapping[str, tuple[object, obj
         old, new = changed[RETENTION]
         lost = sorted(set(measured_checkpoints(run)) - retained_checkpoints(run, new))
         if lost:
-            from zsq_probe.analysis.epochs import epoch_list
-
             raise UserError(
                 f"--resume with {RETENTION}={new} would delete checkpoint(s) {epoch_list(lost)} that probe tables "
                 f"measured; keep {RETENTION}={old}, or start a new run in another --out"
             )
+
+
+def _data_set(name: object, teacher: str) -> object:
+    """The data set a config's `data` value means: itself, or (None) the teacher's."""
+    if name is not None:
+        return name
+    try:
+        return dataset_for_teacher(teacher)
+    except UserError:
+        return None
 
 
 def measured_checkpoints(run: RunDir) -> set[int]:
