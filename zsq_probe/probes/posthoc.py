@@ -136,6 +136,7 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
                 f"removed uncommitted {fixed['removed']}"
             )
     done = committed_keys(run, probe, type(instance).posthoc_tables)
+    markers = run.commits()  # (probe, key) -> the tables that epoch committed (none: no rows, e.g. crossings' first)
 
     distributed.barrier()  # every rank has read `done` before rank 0 writes anything: the same epochs everywhere
     out = []
@@ -146,7 +147,8 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
                 f"epoch {epoch}: already probed post hoc ({run.table_dir(first)}/part-{key}.parquet); "
                 f"--overwrite to redo"
             )
-            out.append(run.read_table(first).query("epoch == @epoch and origin == 'posthoc'"))
+            if first in markers.get((probe, key), [first]):  # an epoch committed with no rows has no part to read
+                out.append(run.read_table(first).query("epoch == @epoch and origin == 'posthoc'"))
             continue
         ctx.load_checkpoint(epoch)
         if instance.needs_activation_ranges and not ranges_set(ctx.student):
