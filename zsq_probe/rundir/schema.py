@@ -155,6 +155,23 @@ TABLES: dict[str, dict[str, str]] = {
 }
 
 
+# the columns that hold text; every other column of TABLES holds numbers (or booleans) and readers compute on it
+TEXT_COLUMNS = frozenset(
+    {
+        "run", "method", "preset", "statistic", "origin", "scope", "group", "layer", "gi_flag", "loss", "estimator",
+        "interval", "probe_batch_source", "sigma_rule", "loss_kind", "direction", "scaling", "stopped_by",
+    }
+)  # fmt: skip
+
+
+def text_in_numeric_columns(df, table: str) -> list[str]:
+    """The columns of `table` that must hold numbers but hold text in `df` (a damaged or hand-edited part)."""
+    cols = [c for c in TABLES.get(table, {}) if c not in TEXT_COLUMNS and c in df.columns]
+    return [
+        c for c in cols if df[c].dtype.kind not in "biufcmM" and df[c].map(lambda v: isinstance(v, (str, bytes))).any()
+    ]
+
+
 def require_columns(df, table: str, columns=None, where: str = "") -> None:
     """Fail loudly (UserError) when a table lacks columns a reader needs."""
     needed = list(columns if columns is not None else TABLES[table])

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 import torch
 
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.rundir.schema import text_in_numeric_columns
 
 PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
 JSONDict: TypeAlias = dict[str, Any]  # a parsed JSON object (config.json: nested values of any JSON type)
@@ -462,6 +463,9 @@ def read_table(folder: PathArg) -> pd.DataFrame:
             raise UserError(
                 f"{p} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
             ) from None
+        text = text_in_numeric_columns(df, folder.name)
+        if text:
+            raise UserError(f"{p} holds text in numeric column(s) {', '.join(text)}; {DAMAGED_PART_ADVICE}")
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
