@@ -3,6 +3,7 @@ refuses a model records it and the run goes on; the exact trace refuses cross-sa
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -115,3 +116,182 @@ def test_a_part_with_numbers_where_numbers_belong_still_reads(kd_and_zq):
     _, zq = kd_and_zq
     df = read_table(zq / "probes" / "cosine")
     assert df["epoch"].dtype.kind == "i" and df["cosine"].dtype.kind == "f" and len(df)
+
+
+# ------------------------------------------------------------------ item 3: budgets the estimators cannot pay
+
+HESSIAN_TRAIN = ["train", "--teacher", "digits", "--probes", "hessian", "--epochs", "1", "--no-progress"]
+BUDGET_CASES = [
+    ("max_products 16", ["trace_max_products=16"], "trace_max_products=16 cannot pay for Hutch++"),
+    ("top-k 20 on 30", ["hessian_top_k=20", "trace_max_products=30"], "(must be >= 36)"),
+    ("top-k 500", ["hessian_top_k=500"], "hessian_top_k=500"),
+    ("hutchinson 29", ["trace_estimators=hutchinson", "trace_max_products=29"], "Hutchinson's first 30"),
+    ("block vectors 1", ["probe_scopes=model,block", "hessian_vectors=1"], "hessian_vectors=1 with scope(s) block"),
+    ("layer vectors 1", ["probe_scopes=layer", "hessian_vectors=1"], "hessian_vectors=1 with scope(s) layer"),
+]
+
+
+@pytest.mark.parametrize("sets,mention", [c[1:] for c in BUDGET_CASES], ids=[c[0] for c in BUDGET_CASES])
+def test_budget_clashes_are_refused_before_anything_is_written(tmp_path, capsys, sets, mention):
+    out = tmp_path / "run"
+    out.mkdir()  # an empty run folder the user made: it must stay as it is
+    before = snapshot(tmp_path)
+    argv = [*HESSIAN_TRAIN, "--out", out] + [a for s in sets for a in ("--set", s)]
+    line = one_error_line(argv, capsys, "train")
+    assert mention in line, line
+    assert snapshot(tmp_path) == before
+
+
+def test_budgets_that_can_pay_are_accepted():
+    from zsq_probe.config import MAX_HESSIAN_TOP_K, ProbeConfig
+
+    ProbeConfig(hessian_top_k=3, trace_max_products=19).validate()  # 3 deflation + 16 samples: just enough
+    ProbeConfig(trace_estimators=["hutchinson"], trace_max_products=30).validate()
+    ProbeConfig(scopes=["block"], hessian_vectors=2).validate()
+    ProbeConfig(scopes=["model"], hessian_vectors=1).validate()  # model scope's Hutch++ does not use them
+    ProbeConfig(trace_estimators=["slq"], trace_max_products=8).validate()  # no adaptive estimator: no clash
+    ProbeConfig(hessian_top_k=MAX_HESSIAN_TOP_K, trace_max_products=MAX_HESSIAN_TOP_K + 16).validate()
+    with pytest.raises(UserError, match="hessian_top_k"):
+        ProbeConfig(hessian_top_k=MAX_HESSIAN_TOP_K + 1, trace_max_products=10_000).validate()
+
+
+def test_config_minimum_samples_are_the_estimators_own():
+    from zsq_probe import config
+    from zsq_probe.hessian.trace import DEFAULT_MIN_SAMPLES
+
+    assert DEFAULT_MIN_SAMPLES == {"hutch++": config.HUTCHPP_MIN_SAMPLES, "hutchinson": config.HUTCHINSON_MIN_SAMPLES}
+
+
+def test_the_smallest_accepted_hutchpp_budget_runs_in_the_estimator():
+    """The validation's bound is the estimator's own: at hessian_top_k + 16 Hutch++ runs, one below it raises."""
+    import torch
+
+    from zsq_probe.hessian.trace import estimate_trace
+
+    class Diagonal:
+        dim, dtype, device = 40, torch.float64, torch.device("cpu")
+
+        def matvec(self, x):
+            return torch.arange(1.0, 41.0, dtype=torch.float64) * x
+
+    deflate = torch.eye(40, dtype=torch.float64)[-3:]  # the top-3 eigenvectors
+    t = estimate_trace(Diagonal(), "hutch++", rtol=0.05, max_products=3 + 16, deflate=deflate, seed=0)
+    assert t.num_products <= 19 and t.num_vectors >= 16
+    with pytest.raises(ValueError, match="cannot pay"):
+        estimate_trace(Diagonal(), "hutch++", rtol=0.05, max_products=3 + 15, deflate=deflate, seed=0)
+
+
+class _NearlyFlat:
+    """diag(linspace(1, 1.0001, dim)): eigenvalues too close for ARPACK to separate quickly (560 products to
+    converge at dim 2000, k=3, tol=0, measured with an unbounded maxiter)."""
+
+    def __init__(self, dim: int) -> None:
+        import torch
+
+        self.dim, self.dtype, self.device = dim, torch.float64, torch.device("cpu")
+        self.diagonal = torch.linspace(1, 1.0001, dim, dtype=torch.float64)
+        self.num_products = 0
+
+    def matvec(self, x):
+        self.num_products += 1
+        return self.diagonal * x
+
+
+def test_arpack_stops_near_its_product_bound_and_says_so():
+    from zsq_probe.hessian import top_eigenpairs
+    from zsq_probe.hessian.estimators import ARPACK_MIN_PRODUCTS, arpack_maxiter
+
+    unbounded = top_eigenpairs(_NearlyFlat(2000), k=3, tol=0, seed=0, maxiter=100_000)
+    assert unbounded.converged and unbounded.num_products > ARPACK_MIN_PRODUCTS  # the bound matters here
+    op = _NearlyFlat(2000)
+    with pytest.warns(UserWarning, match="ARPACK did not converge"):
+        bounded = top_eigenpairs(op, k=3, tol=0, seed=0)
+    ncv = 16  # max(2k + 1, min(20, 4k + 4)) for k = 3
+    assert not bounded.converged and op.num_products == bounded.num_products
+    assert bounded.num_products <= ARPACK_MIN_PRODUCTS + ncv, bounded.num_products
+    assert arpack_maxiter(3, ncv, ARPACK_MIN_PRODUCTS) == 1 + (300 - 16) // 13
+
+
+# ------------------------------------------------------------------ item 4: refusals write nothing
+
+LOCK = ".zsq-probe.lock"
+
+
+def _without_lock(snap: dict) -> dict:
+    return {p: v for p, v in snap.items() if not p.endswith(LOCK)}
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory, digits_teacher) -> Path:
+    """A short GDFQ run, no probes, checkpoints at epochs 0, 1 and 2 (each test copies it before changing it)."""
+    from zsq_probe.presets import resolve_config
+    from zsq_probe.training.run import train
+
+    out = tmp_path_factory.mktemp("edges") / "run"
+    flags = {"epochs": 2, "iters_per_epoch": 2, "batch_size": 16, "warmup_epochs": 0, "val_max_batches": 1}
+    train(resolve_config("gdfq", teacher="digits", flags=flags), out, progress=False)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"epoch-000{i}.pt" for i in range(3)]
+    return out
+
+
+def _copy(run: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize(
+    "command,damage", [("crossings", "truncated"), ("crossings", "pickle"), ("cosine", "truncated")]
+)
+def test_posthoc_refuses_a_damaged_or_malicious_checkpoint_before_writing(
+    three_checkpoints, tmp_path, capsys, command, damage
+):
+    run = _copy(three_checkpoints, tmp_path / "run")
+    last = run / "checkpoints" / "epoch-0002.pt"  # epochs 0 and 1 are fine: before, crossings committed them
+    marker = tmp_path / "pwned"
+    last.write_bytes(last.read_bytes()[:1000] if damage == "truncated" else pickle.dumps(_Evil(marker)))
+    before = _without_lock(snapshot(tmp_path))
+    line = one_error_line([command, "--run", run], capsys, command)
+    assert "epoch-0002.pt" in line, line
+    assert _without_lock(snapshot(tmp_path)) == before and not marker.exists()
+
+
+def test_a_damaged_posthoc_part_is_refused_without_overwrite_and_rebuilt_with_it(three_checkpoints, tmp_path, capsys):
+    from zsq_probe.rundir.store import read_table
+
+    run = _copy(three_checkpoints, tmp_path / "run")
+    assert main(["crossings", "--run", str(run)]) == 0
+    table = run / "probes" / "crossings"
+    want = read_table(table).drop(columns=["wall_time_s"], errors="ignore")
+    part = table / "part-e00001-posthoc.parquet"
+    part.write_bytes(part.read_bytes()[:200])
+    capsys.readouterr()
+    before = _without_lock(snapshot(tmp_path))
+    line = one_error_line(["crossings", "--run", run], capsys, "crossings")
+    assert str(part) in line and "--overwrite" in line, line
+    assert _without_lock(snapshot(tmp_path)) == before
+    assert main(["crossings", "--run", str(run), "--overwrite"]) == 0
+    got = read_table(table).drop(columns=["wall_time_s"], errors="ignore")
+    pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_tensorboard_path_that_is_a_file_is_refused_before_the_run_folder_exists(tmp_path, capsys, where):
+    pytest.importorskip("torch.utils.tensorboard")
+    file = tmp_path / "curves"
+    file.write_text("not a folder")
+    logdir = file if where == "file" else file / "sub"
+    before = snapshot(tmp_path)
+    argv = ["train", "--teacher", "digits", "--epochs", "1", "--no-progress", "--tensorboard", logdir]
+    line = one_error_line([*argv, "--out", tmp_path / "run"], capsys, "train")
+    assert f"--tensorboard {logdir}" in line and "not a folder" in line, line
+    assert snapshot(tmp_path) == before

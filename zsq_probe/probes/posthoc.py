@@ -126,7 +126,24 @@ def committed_keys(run: RunDir, probe: str, tables: Iterable[str]) -> set[str]:
     return keys
 
 
+def check_inputs(run: RunDir, ctx: ProbeContext, instance: Probe, todo: list[int]) -> None:
+    """Before anything is written: every part of the probe's tables that stays must read (a damaged post-hoc
+    part is rebuilt only with --overwrite), and every checkpoint the measurement loads must load."""
+    from zsq_probe.rundir.store import read_part
+
+    rebuilt = {epoch_key(e, SUFFIX) for e in todo}
+    for table in type(instance).posthoc_tables:
+        for key in run.part_keys(table):
+            if key not in rebuilt:
+                read_part(run.table_dir(table) / f"part-{key}.parquet", table)
+    assert ctx.load_checkpoint is not None  # open_run's context
+    for epoch in sorted({c for e in todo for c in instance.posthoc_checkpoints(ctx, e)}):
+        ctx.load_checkpoint(epoch)
+
+
 def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed) -> pd.DataFrame:
+    done = committed_keys(run, probe, type(instance).posthoc_tables)  # recovery below leaves the markers as they are
+    check_inputs(run, ctx, instance, [e for e in wanted if overwrite or epoch_key(e, SUFFIX) not in done])
     if distributed.is_writer():  # finish or undo what a killed probe left (we hold the run's lock)
         fixed = run.recover_commits()
         run.remove_temp_files()
@@ -135,7 +152,6 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
                 f"recovered an interrupted post-hoc write: published {fixed['published']}, "
                 f"removed uncommitted {fixed['removed']}"
             )
-    done = committed_keys(run, probe, type(instance).posthoc_tables)
     markers = run.commits()  # (probe, key) -> the tables that epoch committed (none: no rows, e.g. crossings' first)
 
     distributed.barrier()  # every rank has read `done` before rank 0 writes anything: the same epochs everywhere

@@ -454,20 +454,23 @@ def read_table(folder: PathArg) -> pd.DataFrame:
     parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not parts:
         raise UserError(f"no parquet parts under {folder}")
-    frames = []
-    for p in parts:
-        check_part_version(p, part_schema_version(p), "read")
-        try:
-            df = pd.read_parquet(p)
-        except (OSError, pa.ArrowException) as e:
-            raise UserError(
-                f"{p} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
-            ) from None
-        text = text_in_numeric_columns(df, folder.name)
-        if text:
-            raise UserError(f"{p} holds text in numeric column(s) {', '.join(text)}; {DAMAGED_PART_ADVICE}")
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([read_part(p, folder.name) for p in parts], ignore_index=True)
+
+
+def read_part(path: PathArg, table: str) -> pd.DataFrame:
+    """One part of `table` as a DataFrame; a UserError (one line, saying how to rebuild it) when it is of a newer
+    schema, unreadable, or holds text where the schema has numbers."""
+    check_part_version(path, part_schema_version(path), "read")
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as e:
+        raise UserError(
+            f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
+        ) from None
+    text = text_in_numeric_columns(df, table)
+    if text:
+        raise UserError(f"{path} holds text in numeric column(s) {', '.join(text)}; {DAMAGED_PART_ADVICE}")
+    return df
 
 
 def _process_alive(pid: int) -> bool:
