@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from zsq_probe.cli import main
 from zsq_probe.errors import UserError
@@ -295,3 +296,84 @@ def test_tensorboard_path_that_is_a_file_is_refused_before_the_run_folder_exists
     line = one_error_line([*argv, "--out", tmp_path / "run"], capsys, "train")
     assert f"--tensorboard {logdir}" in line and "not a folder" in line, line
     assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------ items 6 and 7: the exact trace's refusals
+
+
+class _Mlp(torch.nn.Module):
+    """8 -> 12 -> 4 with `act` in between; `mix`: subtract the batch mean of the hidden layer (no norm module)."""
+
+    def __init__(self, act: torch.nn.Module, mix: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.act, self.fc2, self.mix = torch.nn.Linear(8, 12), act, torch.nn.Linear(12, 4), mix
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return self.fc2(h - h.mean(0) if self.mix else h)
+
+
+def _batch(n: int = 16):
+    from zsq_probe.events import ProbeBatch
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 8, generator=g)
+    return ProbeBatch(x, torch.randint(0, 4, (n,), generator=g), torch.randn(n, 4, generator=g), "real", 0)
+
+
+def _dense_trace(model, loss_fn, x, y) -> float:
+    from torch.func import functional_call, hessian
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    flat = torch.cat([v.reshape(-1) for v in params.values()])
+
+    def f(theta):
+        out, i = {}, 0
+        for k, v in params.items():
+            out[k] = theta[i : i + v.numel()].view_as(v)
+            i += v.numel()
+        return loss_fn(functional_call(model, out, (x,)), y)
+
+    return float(torch.diagonal(hessian(f)(flat)).sum())
+
+
+def test_the_exact_trace_refuses_a_model_that_mixes_samples():
+    from zsq_probe.hessian import exact_trace
+    from zsq_probe.hessian.diagonal import NotPiecewiseLinearError
+
+    b = _batch()
+    mixing = _Mlp(torch.nn.ReLU(), mix=True).double()
+    x = b.inputs.double()
+    true = _dense_trace(mixing, torch.nn.functional.cross_entropy, x, b.labels)
+    ggn = exact_trace(mixing, "ce", x, b.labels, method="ggn", check="off").trace  # what it reported before
+    assert abs(ggn - true) > 0.05 * abs(true), (ggn, true)  # the per-sample sum is wrong here ...
+    with pytest.raises(NotPiecewiseLinearError, match="mixes samples"):  # ... so it is refused
+        exact_trace(mixing, "ce", x, b.labels, method="ggn")
+    plain = _Mlp(torch.nn.ReLU()).double()  # the same net without the mixing: accepted, and exact
+    got = exact_trace(plain, "ce", x, b.labels, method="ggn").trace
+    assert got == pytest.approx(_dense_trace(plain, torch.nn.functional.cross_entropy, x, b.labels), rel=1e-9)
+
+
+def test_the_hessian_probe_records_an_exact_refusal_and_goes_on(caplog):
+    import logging
+
+    from zsq_probe.config import RunConfig
+    from zsq_probe.probes.curvature import curvature
+
+    cfg = RunConfig()
+    cfg.probing.trace_estimators = ["hutch++", "exact"]
+    cfg.probing.hessian_top_k, cfg.probing.trace_max_products = 2, 40
+    model = _Mlp(torch.nn.GELU())
+    names = [n for n, _ in model.named_parameters()]
+    with caplog.at_level(logging.WARNING, logger="zsq_probe.probes"):
+        rows, top = curvature(model, names, _batch(), cfg, seed=0)
+    trace = {(r["loss"], r["estimator"]): r for r in rows["hessian_trace"]}
+    assert set(trace) == {(loss, e) for loss in ("ce", "kl") for e in ("hutch++", "exact")}
+    for loss in ("ce", "kl"):
+        refused = trace[(loss, "exact")]
+        assert np.isnan(refused["trace"]) and refused["interval"].startswith("refused:"), refused
+        assert "GELU" in refused["interval"]
+        assert np.isfinite(trace[(loss, "hutch++")]["trace"]) and set(top) == {"ce", "kl"}
+    warned = [r for r in caplog.records if "no exact" in r.getMessage()]
+    assert len(warned) == 2, [r.getMessage() for r in caplog.records]  # one per loss

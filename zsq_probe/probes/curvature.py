@@ -214,16 +214,23 @@ def density_rows(density: SpectralDensity, loss: str, seed: int, pc: ProbeConfig
 
 
 def exact_trace_row(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunConfig) -> Row:
-    """The exact trace through the Gauss-Newton diagonal (refused for nets that are not piecewise linear)."""
-    t = exact_trace(
-        student,
-        loss,
-        batch.inputs,
-        getattr(batch, LOSS_TARGETS[loss]),
-        method="ggn",
-        temperature=cfg.temperature,
-        label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0,
-    )
+    """The exact trace through the Gauss-Newton diagonal.  A net that is not piecewise linear (or mixes samples)
+    is refused by the diagonal: the row then holds a NaN trace and the reason, with one warning, and the probe
+    goes on."""
+    from zsq_probe.hessian.diagonal import NotPiecewiseLinearError
+
+    try:
+        t = exact_trace(
+            student,
+            loss,
+            batch.inputs,
+            getattr(batch, LOSS_TARGETS[loss]),
+            method="ggn",
+            temperature=cfg.temperature,
+            label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0,
+        )
+    except NotPiecewiseLinearError as e:
+        return _refused_exact_row(loss, str(e))
     nan = float("nan")
     return {
         "estimator": "exact",
@@ -236,6 +243,25 @@ def exact_trace_row(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunCo
         "num_hvps": t.num_products,
         "seed": -1,
     } | ({} if t.exact else {"stderr": nan, "ci_low": nan, "ci_high": nan})
+
+
+def _refused_exact_row(loss: str, reason: str) -> Row:
+    """The `exact` row of a model the exact diagonal refuses: NaN trace, the reason in `interval`."""
+    import logging
+
+    logging.getLogger("zsq_probe.probes").warning(f"hessian probe: no exact {loss} trace: {reason}")
+    nan = float("nan")
+    return {
+        "estimator": "exact",
+        "trace": nan,
+        "stderr": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+        "interval": f"refused: {reason}",
+        "num_vectors": 0,
+        "num_hvps": 0,
+        "seed": -1,
+    }
 
 
 def top_pairs(op: HessianOperator, cfg: RunConfig, seed: int) -> Eigenpairs:
