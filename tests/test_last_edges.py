@@ -377,3 +377,62 @@ def test_the_hessian_probe_records_an_exact_refusal_and_goes_on(caplog):
         assert np.isfinite(trace[(loss, "hutch++")]["trace"]) and set(top) == {"ce", "kl"}
     warned = [r for r in caplog.records if "no exact" in r.getMessage()]
     assert len(warned) == 2, [r.getMessage() for r in caplog.records]  # one per loss
+
+
+# ------------------------------------------------------------------ item 8: what the products count
+
+
+def test_trace_rows_count_hessian_products_with_the_deflation_and_say_what_stopped_them():
+    from zsq_probe.config import RunConfig
+    from zsq_probe.hessian import HessianOperator, estimate_trace
+    from zsq_probe.probes.curvature import curvature, loss_functions, top_pairs
+    from zsq_probe.seeds import sub_seed
+
+    cfg = RunConfig()
+    cfg.probing.trace_estimators = ["hutch++", "hutchinson", "exact"]
+    cfg.probing.hessian_top_k, cfg.probing.trace_max_products = 2, 40
+    model, b = _Mlp(torch.nn.ReLU()), _batch()
+    names = [n for n, _ in model.named_parameters()]
+    rows, _ = curvature(model, names, b, cfg, seed=5)
+    trace = {(r["loss"], r["estimator"]): r for r in rows["hessian_trace"]}
+    for loss, (fn, target) in loss_functions(cfg).items():
+        with HessianOperator(model, fn, [(b.inputs, getattr(b, target))], mode="eval") as op:  # recount by hand
+            eig = top_pairs(op, cfg, 5)
+            t = estimate_trace(op, "hutch++", rtol=0.05, max_products=40, deflate=eig.eigenvectors,
+                               seed=sub_seed(5, loss, "hutch++"))  # fmt: skip
+            h = estimate_trace(op, "hutchinson", rtol=0.05, max_products=40, seed=sub_seed(5, loss, "hutchinson"))
+        assert eig.num_products > 0 and t.num_products <= 40
+        hpp, hut, exact = trace[(loss, "hutch++")], trace[(loss, "hutchinson")], trace[(loss, "exact")]
+        assert hpp["num_hvps"] == eig.num_products + t.num_products and hpp["num_vjps"] == 0
+        assert hpp["stopped_by"] == t.stopped_by and t.stopped_by in ("tolerance", "budget")
+        assert hut["num_hvps"] == h.num_products and hut["stopped_by"] == h.stopped_by
+        assert exact["num_hvps"] == 0 and exact["num_vjps"] == b.size * 4 and exact["stopped_by"] == "exact"
+    assert {r["loss"]: r["num_hvps"] for r in rows["hessian_eigenvalues"] if r["rank"] == 1}  # unchanged table
+
+
+def test_a_version_1_hessian_trace_part_reads_in_version_2_columns(tmp_path):
+    from zsq_probe.rundir.store import read_part
+
+    v1 = pd.DataFrame(
+        {"epoch": [1, 1], "estimator": ["exact", "hutch++"], "num_hvps": [640, 57], "schema_version": [1, 1]}
+    )
+    v1.to_parquet(tmp_path / "part-e00001.parquet")
+    got = read_part(tmp_path / "part-e00001.parquet", "hessian_trace")
+    assert got["num_hvps"].tolist() == [0, 57] and got["num_vjps"].tolist() == [640, 0]
+    assert got["stopped_by"].tolist() == ["exact", ""]
+
+
+def test_the_trace_caption_says_when_the_budget_stopped_estimates(tmp_path):
+    from tests.fabricated_runs import make_run
+    from zsq_probe.plots.catalog import caption, spec
+
+    run, _ = make_run(tmp_path / "zq", "gdfq", cos_center=-0.1, trace_scale=12.0, kl_scale=0.5, seed=2)
+    assert "budget" not in caption(spec("fig2b"), [run], "fig2b").split("Probe settings")[-1]
+    part = sorted(run.table_dir("hessian_trace").glob("part-*.parquet"))[0]
+    df = pd.read_parquet(part)
+    df["stopped_by"] = np.where(df["estimator"] == "hutchinson", "budget", "tolerance")
+    df.to_parquet(part)
+    n = int((df["estimator"] == "hutchinson").sum())
+    assert n
+    text = caption(spec("fig2b"), [run], "fig2b")
+    assert f"The product budget (trace_max_products) stopped {n} of " in text and f"zq ({n})" in text, text

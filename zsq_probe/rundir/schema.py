@@ -90,7 +90,13 @@ TABLES: dict[str, dict[str, str]] = {
         "ci_high": "upper bound of the 95 % interval",
         "interval": "how the interval was made",
         "num_vectors": "probe vectors (Hutchinson, Hutch++ complement) or Lanczos runs (SLQ); 0 for exact",
-        "num_hvps": "Hessian-vector products spent",
+        "num_hvps": "Hessian-vector products spent; for hutch++ including the top-eigenvector search that found its "
+        "deflation vectors (trace_max_products bounds the rest: deflated Rayleigh quotients, sketch, samples); "
+        "0 for exact",
+        "num_vjps": "vector-Jacobian products of the logits spent (exact: one per sample and class; 0 otherwise)",
+        "stopped_by": "why the estimate stopped: 'tolerance' (95 % half-width <= trace_rtol), 'budget' "
+        "(trace_max_products spent, or a fixed-size estimate: block / layer Hutchinson, SLQ), 'exact' (no "
+        "sampling) or 'refused' (exact on a model that is not piecewise linear: trace NaN, reason in interval)",
         "num_params": "parameters in the group",
         "probe_batch_size": "samples in the probe batch",
         "probe_batch_source": "'generator' (synthetic from the run's generator), 'real' or 'zeroq'",

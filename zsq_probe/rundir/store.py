@@ -47,7 +47,7 @@ TableRows: TypeAlias = Iterable[Mapping[str, object]] | pd.DataFrame
 
 RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
-TABLE_SCHEMA_VERSION = 1
+TABLE_SCHEMA_VERSION = 2  # 2: hessian_trace gained num_vjps and stopped_by (read_part converts version-1 parts)
 # what can be recovered of a damaged part (resume rewrites only the epochs after its checkpoint)
 DAMAGED_PART_ADVICE = (
     "a post-hoc part (part-e*-posthoc) is rebuilt by rerunning that probe with --overwrite; a "
@@ -448,8 +448,8 @@ def check_part_version(path: PathArg, version: int, action: str) -> None:
 
 def read_table(folder: PathArg) -> pd.DataFrame:
     """Every part of a table, in key order; refuses (one line, naming the version it reads) parts of a newer
-    schema than this code reads.  Parts of older versions are read as they are (none exist yet: version 1 is
-    the first; a future version 2 reader converts version-1 parts here)."""
+    schema than this code reads.  Parts of older versions are converted to this version's columns
+    (`read_part`)."""
     folder = Path(folder)
     parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not parts:
@@ -460,16 +460,31 @@ def read_table(folder: PathArg) -> pd.DataFrame:
 def read_part(path: PathArg, table: str) -> pd.DataFrame:
     """One part of `table` as a DataFrame; a UserError (one line, saying how to rebuild it) when it is of a newer
     schema, unreadable, or holds text where the schema has numbers."""
-    check_part_version(path, part_schema_version(path), "read")
+    version = part_schema_version(path)
+    check_part_version(path, version, "read")
     try:
         df = pd.read_parquet(path)
     except (OSError, pa.ArrowException) as e:
         raise UserError(
             f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
         ) from None
+    if version < 2 and table == "hessian_trace" and "num_vjps" not in df.columns:
+        df = _hessian_trace_from_v1(df)
     text = text_in_numeric_columns(df, table)
     if text:
         raise UserError(f"{path} holds text in numeric column(s) {', '.join(text)}; {DAMAGED_PART_ADVICE}")
+    return df
+
+
+def _hessian_trace_from_v1(df: pd.DataFrame) -> pd.DataFrame:
+    """A version-1 hessian_trace part in version 2's columns: the exact rows' `num_hvps` counted vector-Jacobian
+    products (now `num_vjps`); `stopped_by` was not recorded ('' = unknown, 'exact' for exact rows)."""
+    df = df.copy()
+    exact = df["estimator"] == "exact" if "estimator" in df.columns else pd.Series(False, index=df.index)
+    hvps = df["num_hvps"] if "num_hvps" in df.columns else pd.Series(0, index=df.index)
+    df["num_vjps"] = hvps.where(exact, 0)
+    df["num_hvps"] = hvps.where(~exact, 0)
+    df["stopped_by"] = exact.map({True: "exact", False: ""})
     return df
 
 
