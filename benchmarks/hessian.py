@@ -10,9 +10,12 @@ Prints, side by side in one run:
   4. (section ``trace``) the trace to +-5 % (95 % interval): products our default (Hutch++ deflated by the
      probe's top-3 eigenvectors, adaptive) spends vs the products plain Hutchinson needs for the same
      half-width (from the standard deviation of ``--reference-vectors`` Hutchinson samples, whose mean is
-     also the reference trace), for the CE and the KL Hessian.  ``--model digits`` measures the embedded
-     default's quantised student instead (a 3-epoch GDFQ run, probe batch 200) and checks against its
-     exact trace (Gauss-Newton diagonal, ``--exact``).
+     also the reference trace), for the CE and the KL Hessian, and the total products each needs for +-5 %
+     (ours rerun with a larger budget when the default 400 stops it first).  ``--model digits`` measures the
+     embedded default's quantised student instead (a 3-epoch GDFQ run, probe batch 200) and checks against its
+     exact trace (Gauss-Newton diagonal, ``--exact``); without trained resnet20 weights the section says so and
+     measures the digits student.  The check column is ``covers`` against an exact trace, else ``overlaps``
+     (two intervals overlap: not a coverage test).
 
     python benchmarks/hessian.py [--device cuda] [--batch-size 64] [--quick]
     python benchmarks/hessian.py --sections trace [--model digits --exact] [--reference-vectors 1000]
@@ -89,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         help="trace section: Hutchinson samples for the reference trace and its variance",
     )
     ap.add_argument("--exact", action="store_true", help="trace section, digits: the exact (GGN) trace too")
+    ap.add_argument(
+        "--max-products-to-5",
+        type=int,
+        default=5000,
+        help="trace section: budget of the rerun that finds the products ours needs for +-5 %% when the default "
+        "budget (400) stops it first",
+    )
     ap.add_argument("--quick", action="store_true", help="fewer repeats and iterations (smoke run)")
     args = ap.parse_args(argv)
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
@@ -411,7 +421,14 @@ def trace_section(args) -> int:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    ops, what = (digits_operators if args.model == "digits" else resnet20_operators)(args, device)
+    model = args.model
+    if model == "resnet20" and not glob.glob(os.path.expanduser("~/.torch/models/resnet20_cifar10-*.pth")):
+        print(
+            "# no trained resnet20_cifar10 weights in ~/.torch/models (never downloaded here): a random "
+            "initialisation says nothing about +-5 % on trained weights, so this measures the digits student"
+        )
+        model = "digits"
+    ops, what = (digits_operators if model == "digits" else resnet20_operators)(args, device)
     print(f"\n## 4. trace to +-5 % (95 % interval): {what}")
     print(
         f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, threads "
@@ -425,9 +442,11 @@ def trace_section(args) -> int:
         f"# Hutchinson: products needed for the half-width ours reached = (1.96 sd / half-width)^2 (and for "
         f"+-5 %), sd from {args.reference_vectors} samples whose mean is the reference trace"
     )
+    # with an exact trace the column tests coverage; without one only that two intervals overlap
+    check = "covers" if args.exact and model == "digits" else "overlaps"
     print(
         f"{'loss':5s}{'reference':>12s}{'+-95%':>9s}{'exact':>10s}{'ours':>10s}{'ours 95% interval':>22s}"
-        f"{'covers':>8s}{'ours prod':>10s}{'Hutch. prod':>12s}{'ratio':>8s}{'s/prod':>8s}"
+        f"{check:>9s}{'ours prod':>10s}{'Hutch. prod':>12s}{'ratio':>8s}{'s/prod':>8s}"
     )
     ok = True
     for loss, (op, extra) in ops.items():
@@ -463,8 +482,19 @@ def trace_section(args) -> int:
         ok &= covers and ours_products <= need / 4
         print(
             f"{loss:5s}{ref.estimate:12.5g}{ref_half:9.3g}{exact:10.5g}{ours.estimate:10.5g}"
-            f"{f'[{ours.ci_low:.5g}, {ours.ci_high:.5g}]':>22s}{'yes' if covers else 'NO':>8s}{ours_products:10d}"
+            f"{f'[{ours.ci_low:.5g}, {ours.ci_high:.5g}]':>22s}{'yes' if covers else 'NO':>9s}{ours_products:10d}"
             f"{need:12d}{ours_products / need:8.3f}{ours_s:8.3f}"
+        )
+        to5 = ours_products
+        if ours.stopped_by == "budget":  # the default budget ended it first: how many would +-5 % take?
+            longer = estimate_trace(
+                op, "hutch++", rtol=0.05, max_products=args.max_products_to_5, deflate=eig.eigenvectors,
+                seed=args.seed + 11,
+            )  # fmt: skip
+            to5 = eig.num_products + longer.num_products if longer.stopped_by == "tolerance" else -1
+        print(
+            f"      products to +-5 %: ours {to5 if to5 >= 0 else f'> {args.max_products_to_5}'} (top-3 search "
+            f"{eig.num_products} included), plain Hutchinson {need5}"
         )
         print(
             f"      ours: +-{100 * ours.relative_half_width:.1f} %, stopped by {ours.stopped_by}; Hutchinson needs "
@@ -473,7 +503,10 @@ def trace_section(args) -> int:
             f"samples skewness {ref.skewness:.2f}"
         )
         op.close()
-    print("target: ours covers the reference (exact where given) and ratio <= 0.25")
+    print(
+        f"target: ours {check} the reference ({'the exact trace' if check == 'covers' else 'its interval'}) and "
+        f"ratio <= 0.25"
+    )
     return 0 if ok else 1
 
 

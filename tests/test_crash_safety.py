@@ -314,3 +314,28 @@ def test_kill_9_during_each_posthoc_command_then_rerun_matches_an_uninterrupted_
     assert RunDir(run).part_keys(table) == keys
     pd.testing.assert_frame_equal(_table(run, table), want)  # nothing lost, nothing doubled, same values
     assert not [p.name for p in run.rglob("*") if p.name.startswith("_staged-") or p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_kill_9_after_crossings_commits_a_rowless_first_epoch_then_a_plain_rerun_finishes(two_epoch_run, tmp_path):
+    """Issue 24 item 1: crossings has no rows for the first checkpoint, so that epoch commits `tables: []`; a kill
+    before the next epoch's marker must not leave a run whose every rerun reads a table that has no parts."""
+    import json
+    import shutil
+
+    ref, run = tmp_path / "ref", tmp_path / "killed"
+    shutil.copytree(two_epoch_run, ref)
+    shutil.copytree(two_epoch_run, run)
+    r = zsq("crossings", "--run", ref)
+    assert r.returncode == 0, r.stderr
+    want = _table(ref, "crossings")
+    assert not want.empty
+    r = zsq("crossings", "--run", run, fault="part:crossings:*")  # the first staged part: after epoch 0's marker
+    assert r.returncode == -signal.SIGKILL, r.stderr[-500:]
+    markers = [json.loads(p.read_text()) for p in (run / "probes" / "_commits").glob("crossings.*.json")]
+    assert [m["tables"] for m in markers] == [[]], markers  # one epoch committed, with no rows
+    assert not RunDir(run).part_keys("crossings")
+    r = zsq("crossings", "--run", run)
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_frame_equal(_table(run, "crossings"), want)
+    assert not [p.name for p in run.rglob("*") if p.name.startswith("_staged-") or p.name.endswith(".tmp")]

@@ -250,6 +250,16 @@ class GeneratorConfig:
         _one_of(self.zeroq_calibration, ("minmax", "ema"), "zeroq_calibration")
 
 
+# top-k eigenpairs by ARPACK (tol 1e-3) of the CE Hessian of the digits W3A3 GDFQ student (77,754 parameters, after a
+# 20-iteration epoch), probe batch 200, one CPU thread, 1.5-1.7 s per product:
+# k=3: 17 products, 25 s; k=10: 22, 57 s; k=20: 64, 111 s; k=50: 180, 425 s per loss (measured 2026-12-02 on this
+# project's shared 2-core x86_64 machine). The probe runs it twice (CE, KL) per Hessian epoch, so past 50 an epoch
+# would take well over 15 min without a word; 500 ran past 240 s without reaching its first trace (issue 24)
+MAX_HESSIAN_TOP_K = 50
+HUTCHPP_MIN_SAMPLES = 16  # zsq_probe.hessian.trace.DEFAULT_MIN_SAMPLES (not imported: config stays torch-free)
+HUTCHINSON_MIN_SAMPLES = 30
+
+
 @dataclass
 class ProbeConfig:
     """Which probes run (names of zsq_probe.probe_registry), how often, and how big their measurements are."""
@@ -280,6 +290,28 @@ class ProbeConfig:
     slice_losses: list[str] = field(default_factory=lambda: ["surrogate", "requantized"])
     scopes: list[str] = field(default_factory=lambda: ["model"])  # + block, layer (cosine, trace)
 
+    def _check_budgets(self) -> None:
+        """The product budgets can pay for what the estimators must spend before their first stop check
+        (found here, before anything is written, instead of mid-run): Hutch++ its `hessian_top_k` deflation
+        products and 16 complement samples, Hutchinson 30 samples, block / layer Hutchinson 2 vectors."""
+        if "hutch++" in self.trace_estimators and self.trace_max_products < self.hessian_top_k + HUTCHPP_MIN_SAMPLES:
+            _bad(
+                f"trace_max_products={self.trace_max_products} cannot pay for Hutch++'s hessian_top_k="
+                f"{self.hessian_top_k} deflation products and {HUTCHPP_MIN_SAMPLES} complement samples "
+                f"(must be >= {self.hessian_top_k + HUTCHPP_MIN_SAMPLES})"
+            )
+        if "hutchinson" in self.trace_estimators and self.trace_max_products < HUTCHINSON_MIN_SAMPLES:
+            _bad(
+                f"trace_max_products={self.trace_max_products} cannot pay for Hutchinson's first "
+                f"{HUTCHINSON_MIN_SAMPLES} samples (must be >= {HUTCHINSON_MIN_SAMPLES})"
+            )
+        scoped = [s for s in self.scopes if s != "model"]
+        if scoped and self.hessian_vectors < 2:
+            _bad(
+                f"hessian_vectors={self.hessian_vectors} with scope(s) {', '.join(scoped)} (must be >= 2: "
+                f"an interval needs two Hutchinson samples)"
+            )
+
     def validate(self) -> None:
         """Check the section's values; the first bad one is a UserError naming it."""
         _finite(self)
@@ -298,7 +330,7 @@ class ProbeConfig:
         # upper bounds: a probe this big would run (or allocate) for days — a hang, not a measurement
         for k, high in (
             ("slice_points", 10_001),
-            ("hessian_top_k", 1_000),
+            ("hessian_top_k", MAX_HESSIAN_TOP_K),
             ("hessian_vectors", 100_000),
             ("slq_runs", 10_000),
             ("slq_steps", 10_000),
@@ -326,6 +358,7 @@ class ProbeConfig:
         _at_least(self, 8, "trace_max_products")
         for name in self.scopes:
             _one_of(name, ("model", "block", "layer"), "probe scope")
+        self._check_budgets()
         known = probe_names()  # the registry (zsq_probe.probe_registry): built-in and registered probes
         for name in self.probes:
             if name not in known:

@@ -459,6 +459,7 @@ def _check_cifar_contents(name: str, ds, split: str, data_dir: Path, spec: Datas
         )
     if n == 0:
         raise UserError(f"{label} {split} split in {data_dir} is empty; re-extract {archive} or pass --download")
+    _check_cifar_types(label, ds, data_dir, archive)
     bad = [t for t in ds.targets if not 0 <= int(t) < spec.num_classes]
     if bad:
         raise UserError(
@@ -474,6 +475,22 @@ def _check_cifar_contents(name: str, ds, split: str, data_dir: Path, spec: Datas
     if n != official:
         warnings.warn(
             f"{label} {split} split in {data_dir} has {n} images, the official one has {official}", stacklevel=4
+        )
+
+
+def _check_cifar_types(label: str, ds, data_dir: Path, archive: str) -> None:
+    """UserError when the images are not 8-bit (what torchvision's batches hold and PIL reads) or a label is not
+    an integer (a string, a float, a bool): found while loading, not when a figure or a loader meets them."""
+    if ds.data.dtype != np.uint8:
+        raise UserError(
+            f"{label} files in {data_dir} hold {ds.data.dtype} images, expected uint8 (0..255); "
+            f"re-extract {archive} or pass --download"
+        )
+    odd = next((t for t in ds.targets if isinstance(t, bool) or not isinstance(t, (int, np.integer))), None)
+    if odd is not None:
+        raise UserError(
+            f"{label} files in {data_dir} hold label {odd!r} ({type(odd).__name__}), expected integers; "
+            f"re-extract {archive} or pass --download"
         )
 
 

@@ -536,10 +536,35 @@ def piecewise_linear_problems(
                         problems.append(f"{name}: {type(m).__name__} normalises by per-sample statistics")
         with torch.enable_grad():
             out = _call(model, _map_tensors(inputs, lambda t: t[:1]))  # the first sample
+        problems.extend(_sample_mixing_problems(model, inputs))
     if not isinstance(out, torch.Tensor) or out.grad_fn is None:
         return problems
     problems.extend(_graph_problems(out.grad_fn, ids))
     return problems
+
+
+MIXING_RTOL = 1e-4  # float32 batched vs single-sample forwards differ by ~1e-6 of the logits' scale
+
+
+@torch.no_grad()
+def _sample_mixing_problems(model: nn.Module, inputs: Any) -> list[str]:
+    """The GGN diagonal sums one term per sample (``ggn_diagonal``'s vmap over samples): it assumes sample n's
+    logits depend on sample n alone.  Compare the batched logits with one forward per sample; a model that
+    mixes samples (``h - h.mean(0)`` without a norm module) differs everywhere.  A quantised activation that
+    lands on the other side of a rounding boundary changes one sample: up to max(2, 5 %) samples may differ."""
+    n = _batch_size(inputs)
+    batched = _call(model, inputs) if n > 1 else None
+    if not isinstance(batched, torch.Tensor) or batched.dim() < 1 or batched.shape[0] != n:
+        return []
+    single = torch.cat([_call(model, _slice(inputs, i, i + 1, n)) for i in range(n)])
+    tol = MIXING_RTOL * max(float(batched.abs().max()), 1e-30)
+    differ = int(((batched - single).abs().reshape(n, -1).amax(1) > tol).sum())
+    if differ <= max(2, n // 20):
+        return []
+    return [
+        f"the logits of {differ} of {n} samples change when computed one sample at a time (the model mixes "
+        f"samples, e.g. by batch statistics); the per-sample Gauss-Newton sum assumes it does not"
+    ]
 
 
 def _post_order(root: Any) -> list[Any]:

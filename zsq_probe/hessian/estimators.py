@@ -296,13 +296,24 @@ def _arpack_args(
         raise ValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-    if maxiter is not None:
-        maxiter = _check_int(maxiter, "maxiter")
     if ncv is not None:
         ncv = _check_int(ncv, "ncv", k + 1)
     else:
         ncv = max(2 * k + 1, min(20, 4 * k + 4))
-    return maxiter, min(ncv, op.dim)
+    ncv = min(ncv, op.dim)
+    if maxiter is not None:
+        return _check_int(maxiter, "maxiter"), ncv
+    return arpack_maxiter(k, ncv, max(ARPACK_MIN_PRODUCTS, ARPACK_PRODUCTS_PER_NCV * ncv)), ncv
+
+
+ARPACK_MIN_PRODUCTS = 300  # the default product bound of top_eigenpairs: max(300, 10 * ncv) (ARPACK's own
+ARPACK_PRODUCTS_PER_NCV = 10  # default, 10 * dim restarts, is a hang on a network Hessian)
+
+
+def arpack_maxiter(k: int, ncv: int, max_products: int) -> int:
+    """ARPACK restarts (``eigsh``'s ``maxiter``) that keep its products near ``max_products``: ``ncv`` products
+    to build the first basis, then at most ``ncv - k`` per implicit restart."""
+    return max(1, 1 + (max_products - ncv) // max(ncv - k, 1))
 
 
 def _ordered_pairs(
@@ -337,7 +348,9 @@ def top_eigenpairs(
     """The ``k`` largest *algebraic* (signed) eigenpairs of ``op`` by implicitly restarted
     Lanczos (ARPACK ``eigsh``, ``which="LA"``); ``which="SA"`` gives the smallest, ``"LM"``
     the largest magnitude. ``v0`` is a Gaussian vector from ``seed``; ``tol`` is ARPACK's
-    relative accuracy of the eigenvalues (0 for machine precision). ``ncv`` (Lanczos vectors per
+    relative accuracy of the eigenvalues (0 for machine precision). ``maxiter``: ARPACK restarts; by default
+    as many as keep the products near ``max(300, 10 * ncv)`` (:func:`arpack_maxiter`), after which the pairs
+    converged so far come back with ``converged=False`` and a warning. ``ncv`` (Lanczos vectors per
     restart; ARPACK checks convergence only at restarts) defaults to ``max(2k+1, min(20, 4k+4))``
     (SciPy's default is ``max(2k+1, 20)``): small for k=1, where network Hessians usually have a
     well-separated top eigenvalue (resnet20: about 9 products instead of 21 with SciPy's default of 20)."""

@@ -203,6 +203,8 @@ def caption(figure: FigureSpec, runs, stem: str) -> str:
         cfg = R.config(with_table[0])
         settings = ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
         lines.append(f"Probe settings ({table}; runs holding it: {', '.join(r.name for r in with_table)}): {settings}.")
+    if "hessian_trace" in figure.tables_needed:
+        lines += budget_stops(runs)
     return "\n".join(lines)
 
 
@@ -236,6 +238,26 @@ def lr_text(cfg: dict) -> str:
     except UserError:  # an unknown data set: the lr alone
         return f"lr {lr:g}"
     return f"lr {lr:g} ({lr_factor(lr, data):g}x the {family} scale's {DATASET_SCALES[family]['lr']:g})"
+
+
+def budget_stops(runs) -> list[str]:
+    """A caption line when the product budget, not the tolerance, stopped adaptive trace estimates (the
+    `stopped_by` column of hessian_trace): their intervals are wider than `trace_rtol` asked."""
+    stopped, total, where = 0, 0, []
+    for r in (r for r in runs if R.has_table(r, "hessian_trace")):
+        df = r.read_table("hessian_trace")
+        if "stopped_by" not in df.columns:
+            continue
+        adaptive = df[(df["estimator"].isin(["hutch++", "hutchinson"])) & (df["scope"] == "model")]
+        n = int((adaptive["stopped_by"] == "budget").sum())
+        stopped, total = stopped + n, total + len(adaptive)
+        where += [f"{r.name} ({n})"] if n else []
+    if not stopped:
+        return []
+    return [
+        f"The product budget (trace_max_products) stopped {stopped} of {total} adaptive model-scope trace "
+        f"estimates before their +-trace_rtol interval ({', '.join(where)}): those intervals are wider than asked."
+    ]
 
 
 def figure_names(only=None) -> list[str]:

@@ -61,6 +61,11 @@ class Probe(Observer):
         """Measure the student as it is now (the end of `epoch`) and `emit` the rows."""
         raise NotImplementedError(f"probe {self.name!r} does not measure checkpoints")
 
+    def posthoc_checkpoints(self, ctx: ProbeContext, epoch: int) -> list[int]:
+        """The checkpoints `measure_checkpoint(ctx, epoch)` loads (post hoc, every one is checked before anything
+        is written)."""
+        return [epoch]
+
     def check_posthoc(self, ctx: ProbeContext) -> None:
         """Raise UserError when this run cannot be probed post hoc by this probe."""
 

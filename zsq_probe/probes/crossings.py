@@ -166,6 +166,11 @@ class CrossingsProbe(Probe):
         if not ctx.quant_layers:
             raise UserError(f"{ctx.run.path}: the student is not quantised, it has no integer codes")
 
+    def posthoc_checkpoints(self, ctx: ProbeContext, epoch: int) -> list[int]:
+        """The checkpoint and the one before it (the codes it is compared with)."""
+        before = max((e for e in ctx.checkpoint_epochs if e < epoch), default=None)
+        return [epoch] if before is None else [before, epoch]
+
     def measure_checkpoint(self, ctx: ProbeContext, epoch: int) -> None:
         """Net code changes since the previous checkpoint (a flip and flip back counts 0)."""
         before = max((e for e in ctx.checkpoint_epochs if e < epoch), default=None)

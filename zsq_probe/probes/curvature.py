@@ -64,7 +64,9 @@ def warn_small_batch(size: int) -> None:
         )
 
 
-def _trace_row(t: TraceInterval, estimator: str, seed: int) -> Row:
+def _trace_row(t: TraceInterval, estimator: str, seed: int, deflation_products: int = 0) -> Row:
+    """A sampled estimate's row; `num_hvps` adds the products of the eigenvector search that found Hutch++'s
+    deflation vectors (`trace_max_products` bounds only the estimate's own)."""
     return {
         "estimator": estimator,
         "trace": t.estimate,
@@ -73,7 +75,9 @@ def _trace_row(t: TraceInterval, estimator: str, seed: int) -> Row:
         "ci_high": t.ci_high,
         "interval": t.interval,
         "num_vectors": t.num_vectors,
-        "num_hvps": t.num_products,
+        "num_hvps": t.num_products + deflation_products,
+        "num_vjps": 0,
+        "stopped_by": t.stopped_by,
         "seed": seed,
     }
 
@@ -133,7 +137,7 @@ def _estimator_rows(
     if est in ("hutch++", "hutchinson"):
         deflate = eig.eigenvectors if est == "hutch++" else None
         t = estimate_trace(op, est, rtol=pc.trace_rtol, max_products=pc.trace_max_products, deflate=deflate, seed=s)
-        return _trace_row(t, est, s), []
+        return _trace_row(t, est, s, eig.num_products if est == "hutch++" else 0), []
     if est == "slq":
         density = slq_density(op, pc.slq_runs, pc.slq_steps, seed=s)
         return _trace_row(slq_trace(density), "slq", s), density_rows(density, loss, s, pc, m.common)
@@ -214,16 +218,23 @@ def density_rows(density: SpectralDensity, loss: str, seed: int, pc: ProbeConfig
 
 
 def exact_trace_row(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunConfig) -> Row:
-    """The exact trace through the Gauss-Newton diagonal (refused for nets that are not piecewise linear)."""
-    t = exact_trace(
-        student,
-        loss,
-        batch.inputs,
-        getattr(batch, LOSS_TARGETS[loss]),
-        method="ggn",
-        temperature=cfg.temperature,
-        label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0,
-    )
+    """The exact trace through the Gauss-Newton diagonal.  A net that is not piecewise linear (or mixes samples)
+    is refused by the diagonal: the row then holds a NaN trace and the reason, with one warning, and the probe
+    goes on."""
+    from zsq_probe.hessian.diagonal import NotPiecewiseLinearError
+
+    try:
+        t = exact_trace(
+            student,
+            loss,
+            batch.inputs,
+            getattr(batch, LOSS_TARGETS[loss]),
+            method="ggn",
+            temperature=cfg.temperature,
+            label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0,
+        )
+    except NotPiecewiseLinearError as e:
+        return _refused_exact_row(loss, str(e))
     nan = float("nan")
     return {
         "estimator": "exact",
@@ -233,9 +244,32 @@ def exact_trace_row(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunCo
         "ci_high": t.trace,
         "interval": "exact (Gauss-Newton diagonal; no sampling)",
         "num_vectors": 0,
-        "num_hvps": t.num_products,
+        "num_hvps": 0,  # no Hessian-vector product: per-sample vector-Jacobian products of the logits
+        "num_vjps": t.num_products,
+        "stopped_by": "exact",
         "seed": -1,
     } | ({} if t.exact else {"stderr": nan, "ci_low": nan, "ci_high": nan})
+
+
+def _refused_exact_row(loss: str, reason: str) -> Row:
+    """The `exact` row of a model the exact diagonal refuses: NaN trace, the reason in `interval`."""
+    import logging
+
+    logging.getLogger("zsq_probe.probes").warning(f"hessian probe: no exact {loss} trace: {reason}")
+    nan = float("nan")
+    return {
+        "estimator": "exact",
+        "trace": nan,
+        "stderr": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+        "interval": f"refused: {reason}",
+        "num_vectors": 0,
+        "num_hvps": 0,
+        "num_vjps": 0,
+        "stopped_by": "refused",
+        "seed": -1,
+    }
 
 
 def top_pairs(op: HessianOperator, cfg: RunConfig, seed: int) -> Eigenpairs:

@@ -148,7 +148,24 @@ def _parts_present(run: RunDir, tables: Iterable[str], key: str) -> bool:
     return all((run.table_dir(t) / f"part-{key}.parquet").is_file() for t in tables)
 
 
+def check_inputs(run: RunDir, ctx: ProbeContext, instance: Probe, todo: list[int]) -> None:
+    """Before anything is written: every part of the probe's tables that stays must read (a damaged post-hoc
+    part is rebuilt only with --overwrite), and every checkpoint the measurement loads must load."""
+    from zsq_probe.rundir.store import read_part
+
+    rebuilt = {epoch_key(e, SUFFIX) for e in todo}
+    for table in type(instance).posthoc_tables:
+        for key in run.part_keys(table):
+            if key not in rebuilt:
+                read_part(run.table_dir(table) / f"part-{key}.parquet", table)
+    assert ctx.load_checkpoint is not None  # open_run's context
+    for epoch in sorted({c for e in todo for c in instance.posthoc_checkpoints(ctx, e)}):
+        ctx.load_checkpoint(epoch)
+
+
 def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed) -> pd.DataFrame:
+    done = committed_keys(run, probe, type(instance).posthoc_tables)  # recovery below leaves the markers as they are
+    check_inputs(run, ctx, instance, [e for e in wanted if overwrite or epoch_key(e, SUFFIX) not in done])
     if distributed.is_writer():  # finish or undo what a killed probe left (we hold the run's lock)
         fixed = run.recover_commits()
         run.remove_temp_files()
@@ -166,6 +183,7 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
             f"without its parts or parts without their marker (a deleted checkpoint or part, or an interrupted "
             f"write): measuring them again"
         )
+    markers = run.commits()  # (probe, key) -> the tables that epoch committed (none: no rows, e.g. crossings' first)
 
     distributed.barrier()  # every rank has read `done` before rank 0 writes anything: the same epochs everywhere
     out = []
@@ -176,7 +194,8 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
                 f"epoch {epoch}: already probed post hoc ({run.table_dir(first)}/part-{key}.parquet); "
                 f"--overwrite to redo"
             )
-            out.append(run.read_table(first).query("epoch == @epoch and origin == 'posthoc'"))
+            if first in markers.get((probe, key), [first]):  # an epoch committed with no rows has no part to read
+                out.append(run.read_table(first).query("epoch == @epoch and origin == 'posthoc'"))
             continue
         ctx.load_checkpoint(epoch)
         if instance.needs_activation_ranges and not ranges_set(ctx.student):

@@ -95,7 +95,13 @@ TABLES: dict[str, dict[str, str]] = {
         "ci_high": "upper bound of the 95 % interval",
         "interval": "how the interval was made",
         "num_vectors": "probe vectors (Hutchinson, Hutch++ complement) or Lanczos runs (SLQ); 0 for exact",
-        "num_hvps": "Hessian-vector products spent",
+        "num_hvps": "Hessian-vector products spent; for hutch++ including the top-eigenvector search that found its "
+        "deflation vectors (trace_max_products bounds the rest: deflated Rayleigh quotients, sketch, samples); "
+        "0 for exact",
+        "num_vjps": "vector-Jacobian products of the logits spent (exact: one per sample and class; 0 otherwise)",
+        "stopped_by": "why the estimate stopped: 'tolerance' (95 % half-width <= trace_rtol), 'budget' "
+        "(trace_max_products spent, or a fixed-size estimate: block / layer Hutchinson, SLQ), 'exact' (no "
+        "sampling) or 'refused' (exact on a model that is not piecewise linear: trace NaN, reason in interval)",
         "num_params": "parameters in the group",
         "probe_batch_size": "samples in the probe batch",
         "probe_batch_source": "'generator' (synthetic from the run's generator), 'real' or 'zeroq'",
@@ -158,6 +164,23 @@ TABLES: dict[str, dict[str, str]] = {
         "lr": "learning rate of the image optimiser",
     },
 }
+
+
+# the columns that hold text; every other column of TABLES holds numbers (or booleans) and readers compute on it
+TEXT_COLUMNS = frozenset(
+    {
+        "run", "method", "preset", "statistic", "origin", "scope", "group", "layer", "gi_flag", "loss", "estimator",
+        "interval", "probe_batch_source", "sigma_rule", "loss_kind", "direction", "scaling", "stopped_by",
+    }
+)  # fmt: skip
+
+
+def text_in_numeric_columns(df, table: str) -> list[str]:
+    """The columns of `table` that must hold numbers but hold text in `df` (a damaged or hand-edited part)."""
+    cols = [c for c in TABLES.get(table, {}) if c not in TEXT_COLUMNS and c in df.columns]
+    return [
+        c for c in cols if df[c].dtype.kind not in "biufcmM" and df[c].map(lambda v: isinstance(v, (str, bytes))).any()
+    ]
 
 
 def require_columns(df, table: str, columns=None, where: str = "") -> None:

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 import torch
 
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.rundir.schema import text_in_numeric_columns
 
 PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
 JSONDict: TypeAlias = dict[str, Any]  # a parsed JSON object (config.json: nested values of any JSON type)
@@ -48,6 +49,8 @@ TableRows: TypeAlias = Iterable[Mapping[str, object]] | pd.DataFrame
 
 RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
+# 2: hessian_trace gained num_vjps and stopped_by (read_part converts version-1 parts); crossings' epoch totals
+# gained changed_net and changed_weights (absent from version-1 parts: readers fall back to changed_level)
 TABLE_SCHEMA_VERSION = 2
 # what can be recovered of a damaged part (resume rewrites only the epochs after its checkpoint)
 DAMAGED_PART_ADVICE = (
@@ -502,23 +505,45 @@ def check_part_version(path: PathArg, version: int, action: str) -> None:
 
 def read_table(folder: PathArg) -> pd.DataFrame:
     """Every part of a table, in key order; refuses (one line, naming the version it reads) parts of a newer
-    schema than this code reads.  Parts of older versions are read as they are (version 1 lacks the columns
-    version 2 added: readers that use them fall back, e.g. crossings' `changed_net` to `changed_level`)."""
+    schema than this code reads.  Version-1 hessian_trace parts are converted to this version's columns
+    (`read_part`); version-1 crossings parts lack `changed_net`/`changed_weights` and their readers fall back
+    to `changed_level`."""
     folder = Path(folder)
     parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
     if not parts:
         raise UserError(f"no parquet parts under {folder}")
-    frames = []
-    for p in parts:
-        check_part_version(p, part_schema_version(p), "read")
-        try:
-            df = pd.read_parquet(p)
-        except (OSError, pa.ArrowException) as e:
-            raise UserError(
-                f"{p} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
-            ) from None
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([read_part(p, folder.name) for p in parts], ignore_index=True)
+
+
+def read_part(path: PathArg, table: str) -> pd.DataFrame:
+    """One part of `table` as a DataFrame; a UserError (one line, saying how to rebuild it) when it is of a newer
+    schema, unreadable, or holds text where the schema has numbers."""
+    version = part_schema_version(path)
+    check_part_version(path, version, "read")
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as e:
+        raise UserError(
+            f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
+        ) from None
+    if version < 2 and table == "hessian_trace" and "num_vjps" not in df.columns:
+        df = _hessian_trace_from_v1(df)
+    text = text_in_numeric_columns(df, table)
+    if text:
+        raise UserError(f"{path} holds text in numeric column(s) {', '.join(text)}; {DAMAGED_PART_ADVICE}")
+    return df
+
+
+def _hessian_trace_from_v1(df: pd.DataFrame) -> pd.DataFrame:
+    """A version-1 hessian_trace part in version 2's columns: the exact rows' `num_hvps` counted vector-Jacobian
+    products (now `num_vjps`); `stopped_by` was not recorded ('' = unknown, 'exact' for exact rows)."""
+    df = df.copy()
+    exact = df["estimator"] == "exact" if "estimator" in df.columns else pd.Series(False, index=df.index)
+    hvps = df["num_hvps"] if "num_hvps" in df.columns else pd.Series(0, index=df.index)
+    df["num_vjps"] = hvps.where(exact, 0)
+    df["num_hvps"] = hvps.where(~exact, 0)
+    df["stopped_by"] = exact.map({True: "exact", False: ""})
+    return df
 
 
 def unreadable(path: PathArg, what: str = "file") -> str:

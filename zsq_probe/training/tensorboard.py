@@ -17,6 +17,7 @@ Needs the optional extra: ``pip install 'zsq-probe[tensorboard]'``.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,18 @@ def probe_scalars(run, epoch: int) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(float(v))}
 
 
+def check_logdir(logdir: Path) -> Path:
+    """`logdir`, or a UserError (before the run folder is made) when it, or the nearest part of it that exists,
+    is a file or cannot be written."""
+    existing = next((p for p in [logdir, *logdir.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is an existing file" if existing == logdir else f"lies under {existing}, a file"
+        raise UserError(f"--tensorboard {logdir} {what}, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--tensorboard {logdir}: {existing} is not writable")
+    return logdir
+
+
 class TensorBoardObserver(Observer):
     """Logs the metrics row and the probes' scalars of every epoch to TensorBoard (`logdir`, default
     RUN/tensorboard).  Put it after the probes (train_job and the CLI do), so their parts of the epoch exist."""
@@ -89,7 +102,7 @@ class TensorBoardObserver(Observer):
 
     def __init__(self, logdir=None):
         self._writer_class = summary_writer_class()  # fail before training starts when the extra is missing
-        self.logdir = None if logdir is None else Path(logdir)
+        self.logdir = None if logdir is None else check_logdir(Path(logdir))
         self.writer = None
         self.epochs = 0
 
