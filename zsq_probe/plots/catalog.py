@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One paper figure: `build(runs, **options)` returns a Figure, or [(file stem, Figure)] when
-    `per_run` (one file per run)."""
+    """One paper figure: `build(runs, **options)` returns a Figure, or [(file stem, Figure)] (one file per
+    generator for fig6; a figure too tall for one page, style.MAX_HEIGHT, continues in STEM_2, ...)."""
 
     name: str
     filename: str
@@ -44,7 +44,7 @@ class FigureSpec:
                 f"{self.name} takes no option(s) {', '.join(unknown)} (it takes: {', '.join(self.options) or 'none'})"
             )
         built = self.build(runs, **options)
-        return built if self.per_run else [(self.filename, built)]
+        return built if isinstance(built, list) else [(self.filename, built)]
 
     def plot(self, runs, out_dir, fmt: str = "png", width: str | None = None, **options) -> list[Path]:
         """Write this figure for `runs` into `out_dir` (PNG or PDF at `width`: 'column' 3.3 in or 'text'
@@ -53,7 +53,7 @@ class FigureSpec:
         runs = open_runs(runs)
         with figure_width(width):
             return [
-                save(fig, out_dir, stem, fmt, caption=caption(self, runs, stem))
+                save(fig, out_dir, stem, fmt, caption=caption(self, runs, stem, fig))
                 for stem, fig in self.figures(runs, **options)
             ]
 
@@ -111,8 +111,8 @@ FIGURES: dict[str, FigureSpec] = {
             "fig4",
             "fig4_crossings_gi",
             ("crossings",),
-            "share of codes changed per layer under high lr (kl-only-high-lr) and under GI (ait), "
-            "p dotted red (paper Fig. 4)",
+            "share of codes changed per layer under a high lr (kl-only-high-lr) and under GI (ait), "
+            "GI's p at each epoch a dotted black line (paper Fig. 4)",
             crossings.crossings_gi_figure,
             ("epochs",),
         ),
@@ -174,22 +174,20 @@ PROBE_SETTINGS = {  # what a caption states of the probes a figure reads (flat c
 }
 
 
-def caption(figure: FigureSpec, runs, stem: str) -> str:
-    """The sidecar caption of a figure: what is drawn, which runs (by method, with their seeds: n), the
-    aggregation and the probe estimator's settings as the runs recorded them."""
+def caption(figure: FigureSpec, runs, stem: str, fig=None) -> str:
+    """The sidecar caption of a figure: what is drawn (the text its builder wrote, `runs.describe`), the runs
+    drawn and only those (by method, with their seeds: n; what an epoch is; the lr and its factor over the
+    scale's base lr), and the probe estimator's settings as the runs recorded them."""
     lines = [f"{stem} ({figure.name}, {WIDTHS[current_width()]} in wide): {figure.description}."]
-    doc = (figure.build.__doc__ or "").strip()
-    if doc:
-        lines.append(" ".join(doc.split()))
-    lines.append(
-        "Runs (methods whose runs differ only by seed are aggregated: mean, band/error bar = seed min-max, n = seeds):"
-    )
+    info = R.drawn(fig) if fig is not None else None
+    if info is not None:
+        runs = [r for r in runs if any(r.path == d.path for d in info.runs)] or list(info.runs)
+        lines.append(info.text)
+    lines.append("Runs drawn (runs differing only by seed are one method: n = seeds):")
     for g in R.seed_groups(runs):
-        cfg = R.config(g[0])
         seeds = ", ".join(f"{r.name} (seed {R.seed(r)})" for r in g)
         lines.append(
-            f"  - {R.method(g[0])} [{R.setting(g[0])}, {cfg.get('epochs')} epochs, lr {cfg.get('lr')}], "
-            f"n={len(g)}: {seeds}"
+            f"  - {R.method(g[0])} [{R.setting(g[0])}, {R.schedule_text(g[0])}, {R.lr_text(g[0])}], n={len(g)}: {seeds}"
         )
     for table in figure.tables_needed:
         keys = PROBE_SETTINGS.get(table)
