@@ -185,7 +185,7 @@ def shared_epochs(groups, epochs, figure):
 
 
 def method_label(group, n: int) -> str:
-    """'gdfq (n=2)', with the lr when it is not the scale's base lr ('kl-only-high-lr (n=1)\nlr 0.01 = 10× base')."""
+    """'gdfq (n=2)', and below it the lr when it is not the scale's base lr ('lr 0.01 = 10× base')."""
     return f"{R.method(group[0])} (n={n})" + (f"\n{R.lr_short(group[0])}" if R.raised_lr(group[0]) else "")
 
 
