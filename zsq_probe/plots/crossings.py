@@ -155,11 +155,12 @@ def short_layer(name: str) -> str:
     return ".".join(out) or str(name)[:8]
 
 
-def group_layers(group, epoch, value, figure):
-    """Per-layer `value` of a seed group at `epoch`: (layers, mean, low, high, p, n, count columns)."""
+def group_layers(group, epoch, value, figure, tables=None):
+    """Per-layer `value` of a seed group at `epoch`: (layers, mean, low, high, p, n, count columns).  `tables`:
+    {run name: its crossings table} already read (read here otherwise)."""
     frames, columns = [], set()
     for r in group:
-        df = R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
+        df = tables[r.name] if tables else R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
         if epoch in probe_tables.crossings_epochs(df, R.where(figure, r, "crossings")):
             columns.add(count_column(df))
             frames.append(probe_tables.crossings_per_layer(counted(df), epoch, R.where(figure, r, "crossings"))[0])
@@ -171,12 +172,12 @@ def group_layers(group, epoch, value, figure):
     return layers, vals.mean(0), vals.min(0), vals.max(0), p, len(frames), columns
 
 
-def shared_epochs(groups, epochs, figure):
+def shared_epochs(groups, epochs, figure, tables=None):
     """The epochs to draw: those asked for, else an early and the last epoch all the runs share."""
     available = None
     for g in groups:
         for r in g:
-            df = R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
+            df = tables[r.name] if tables else R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
             e = set(probe_tables.crossings_epochs(df, R.where(figure, r, "crossings")))
             available = e if available is None else available & e
     if not available:
@@ -195,21 +196,22 @@ def crossings_grid(runs, epochs, figure: str, stem: str, title: str, p_line=lamb
     weights changed per step; GI's p at that epoch as a dotted line with its own legend entry; unchanged layers
     drawn at FLOOR."""
     groups = R.seed_groups(runs)
-    eps = shared_epochs(groups, epochs, figure)
+    tables = {r.name: R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure) for r in runs}
+    eps = shared_epochs(groups, epochs, figure, tables)
     out = []
     for i, page in enumerate(R.pages(eps, EPOCHS_PER_PAGE)):
         with drawing((7.0, 2.0 * len(page) + 0.5)) as fig:
             axes = fig.subplots(len(page), 1, squeeze=False, sharex=True, sharey=True)
             columns: set[str] = set()
             for row, epoch in enumerate(page):
-                columns |= _epoch_panel(axes[row][0], groups, epoch, figure, p_line, legend_methods=row == 0)
+                columns |= _epoch_panel(axes[row][0], groups, tables, epoch, figure, p_line, row == 0)
             axes[-1][0].set_xlabel("layer (unchanged layers at the floor 1e-7)")
             fig.suptitle(title)
         out.append((R.page_stem(stem, i), R.describe(fig, runs, crossings_caption(figure, columns, p_line, runs))))
     return out
 
 
-def _epoch_panel(ax, groups, epoch, figure, p_line, legend_methods: bool) -> set[str]:
+def _epoch_panel(ax, groups, tables, epoch, figure, p_line, legend_methods: bool) -> set[str]:
     """One epoch's bars of every seed group, its p lines and its legend; returns the count columns read."""
     width = 0.8 / len(groups)
     labels = None
@@ -218,7 +220,7 @@ def _epoch_panel(ax, groups, epoch, figure, p_line, legend_methods: bool) -> set
     p_drawn: list[float] = []  # one dotted line per distinct GI p (several GI methods may use different p)
     gi_groups = sum(bool(p_line(g[0])) for g in groups)
     for i, g in enumerate(groups):
-        got = group_layers(g, epoch, "share_per_step", figure)
+        got = group_layers(g, epoch, "share_per_step", figure, tables)
         if got is None:
             continue
         layers, mean, low, high, p, n, cols = got
