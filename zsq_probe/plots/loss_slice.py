@@ -33,7 +33,7 @@ COLUMNS = ["epoch", "loss", "direction", "scaling", "k", "loss_value"]  # needed
 OPTIONAL = {"loss_kind": "unrecorded", "step_norm": np.nan, "theta_norm": np.nan}
 MAX_EPOCHS = 6
 WIDTH = 6.8  # inches: saved with 0.1 in padding a side, the file is one 7 in text column wide
-ROW_HEIGHT = 2.45
+ROW_HEIGHT = 2.15
 MIN_FONT = 7.5  # pt; >= 7 pt once the file is scaled to a 7 in column
 TEXT: dict[RcKeyType, Any] = {
     "font.size": 8,
@@ -46,9 +46,8 @@ TEXT: dict[RcKeyType, Any] = {
 }
 LOSSES = (("ce", "CE", CE_CMAP, CE_COLOR), ("kl", "KL·T²", KL_CMAP, KL_COLOR))
 KIND_ORDER = ("surrogate", "float", "requantized", "unrecorded")
-KIND_TEXT = {
-    "surrogate": "quantised student\nsolid: straight-through surrogate (quantisation offsets frozen at θ; its "
-    "Hessian gives e, λ)",
+KIND_TEXT = {  # one line a row; the caption explains the surrogate (quantisation offsets frozen at θ)
+    "surrogate": "quantised student; solid: straight-through surrogate (its Hessian gives e, λ)",
     "float": "full-precision student",
     "requantized": "quantised student, re-quantised loss",
     "unrecorded": "loss kind not recorded (older run)",
@@ -299,7 +298,7 @@ def _twin_panel(ax, d, kind, scaling, handles) -> None:
     ax.set_title(f"CE and KL, each its own δ ({scaling})")
 
 
-RUNS_PER_PAGE = 3  # rows per file: 3 x ROW_HEIGHT + title stays under style.MAX_HEIGHT; more go to STEM_2, ...
+RUNS_PER_PAGE = 4  # rows per file: 4 x ROW_HEIGHT + title stays under style.MAX_HEIGHT; more go to STEM_2, ...
 
 
 def slice_figure(runs):
