@@ -124,8 +124,8 @@ def _trace_page(runs, figure: str, title):
 
 def trace_caption(runs) -> str:
     """The trace figures' caption: estimator, interval, the KL Hessian's temperature, markers vs lines."""
-    temps = sorted({R.config(r).get("temperature") for r in runs} - {None})
-    t = ", ".join(f"{float(x):g}" for x in temps) or "not recorded"
+    temps = sorted({float(t) for r in runs if (t := R.config(r).get("temperature")) is not None})
+    t = ", ".join(f"{x:g}" for x in temps) or "not recorded"
     return (
         "Hessian trace of the student's CE loss (wine, circles) and of the KL term as trained, KL·T² (blue, "
         f"squares; T = {t}), w.r.t. all weights, at the epochs the Hessian probe ran; the run's preferred estimator "

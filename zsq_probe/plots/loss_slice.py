@@ -399,7 +399,8 @@ def clip_outliers(ax) -> list[str]:
     ranges = [float(np.ptp(np.asarray(ln.get_ydata(), dtype=float))) for ln in lines]
     if len(lines) < 2:
         return []
-    out, keep = [], []
+    out: list = []
+    keep: list = []
     for i, (ln, r) in enumerate(zip(lines, ranges)):
         others = max(ranges[:i] + ranges[i + 1 :])
         (out if others > 0 and r > OUTLIER * others else keep).append(ln)
