@@ -59,6 +59,9 @@ def _traces(ax, run, df, legend, figure):
         note(ax, "no CE/KL trace rows")
         return
     epoch_axis(ax)
+    measured = sorted({int(e) for e in curves["epoch"]})
+    if len(measured) <= FEW_POINTS:  # ticks at the epochs measured: nothing between them is
+        ax.set_xticks(measured)
     band = "" if est == "exact" else ",\n95% interval"
     ax.set_ylabel(f"Tr(H) ({est}{band})")
     if legend:
