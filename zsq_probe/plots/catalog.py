@@ -73,7 +73,7 @@ FIGURES: dict[str, FigureSpec] = {
             "fig2b",
             "fig2b_hessian_trace",
             ("hessian_trace",),
-            "Hessian trace of CE and KL over epochs, KD and ZQ panels (paper Fig. 2b)",
+            "Hessian trace of CE and of KL·T² over epochs, KD and ZQ panels (paper Fig. 2b)",
             hessian.trace_figure,
         ),
         FigureSpec(
@@ -103,7 +103,8 @@ FIGURES: dict[str, FigureSpec] = {
             "fig3bc",
             "fig3bc_crossings",
             ("crossings",),
-            "integer codes changed per layer (average per step) at an early and a late epoch (paper Fig. 3b/c)",
+            "share of weights changed per layer and step (net or level changes, not zero-point flips) at an early "
+            "and a late epoch, ZQ runs without GI or a raised lr (paper Fig. 3b/c)",
             crossings.crossings_figure,
             ("epochs",),
         ),
@@ -127,7 +128,7 @@ FIGURES: dict[str, FigureSpec] = {
             "fig6",
             "fig6_samples",
             (),  # reads config.json and a checkpoint's generator state instead
-            "real vs synthetic samples, one per class, from the run's generator checkpoint (paper Fig. 6)",
+            "real vs synthetic samples per class, one grid per distinct generator checkpoint (paper Fig. 6)",
             samples.samples_figures,
             ("epoch",),
             per_run=True,
@@ -136,14 +137,16 @@ FIGURES: dict[str, FigureSpec] = {
             "fig7_8",
             "fig7_8_cosine_grid",
             ("cosine",),
-            "grid of CE-KL cosine panels across models/data sets, KD vs ZQ per setting (paper Figs. 7, 8)",
+            "grid of CE-KL cosine panels across models/data sets, KD vs ZQ per setting; skipped for one setting "
+            "(paper Figs. 7, 8)",
             cosine.cosine_grid_figure,
         ),
         FigureSpec(
             "fig9",
             "fig9_trace_grid",
             ("hessian_trace",),
-            "grid of Hessian-trace panels (CE vs KL) across models/data sets, one per run (paper Fig. 9)",
+            "grid of Hessian-trace panels (CE vs KL·T²) across models/data sets, one per run; skipped for one "
+            "setting (paper Fig. 9)",
             hessian.trace_grid_figure,
         ),
     )
