@@ -1,4 +1,4 @@
-"""Fig. 2b: Hessian trace of CE and of KL over epochs, one panel per run.
+"""Fig. 2b: Hessian trace of CE and of KL·T² over epochs, one panel per run.
 
     python figures/fig2b_hessian_trace.py --runs RUN [RUN ...] --out DIR [--format png|pdf]
 

@@ -1,4 +1,4 @@
-"""Figs. 3b/3c: integer codes changed per layer and step at an early and a late epoch.
+"""Figs. 3b/3c: weights changed per layer and step (net or level changes) at an early and a late epoch.
 
     python figures/fig3bc_crossings.py --runs RUN [RUN ...] --out DIR [--format png|pdf] [--epochs A,B]
 

@@ -1,4 +1,4 @@
-"""Fig. 4: share of codes changed per layer and step under a high lr and under GI.
+"""Fig. 4: share of weights changed per layer and step under a high lr and under GI.
 
     python figures/fig4_crossings_gi.py --runs RUN [RUN ...] --out DIR [--format png|pdf] [--epochs A,B]
 

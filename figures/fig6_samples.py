@@ -1,4 +1,4 @@
-"""Fig. 6: real vs synthetic samples, one per class, from a run's generator checkpoint.
+"""Fig. 6: real vs synthetic samples per class, one grid per distinct generator checkpoint.
 
     python figures/fig6_samples.py --runs RUN [RUN ...] --out DIR [--format png|pdf] [--epoch E]
 

@@ -1,4 +1,4 @@
-"""Figs. 7/8: CE-KL gradient cosine across models and data sets.
+"""Figs. 7/8: CE-KL gradient cosine across models and data sets (skipped when the runs span one).
 
     python figures/fig7_8_cosine_grid.py --runs RUN [RUN ...] --out DIR [--format png|pdf]
 

@@ -1,4 +1,4 @@
-"""Fig. 9: Hessian trace of CE and KL across models and data sets.
+"""Fig. 9: Hessian trace of CE and KL·T² across models and data sets (skipped when the runs span one).
 
     python figures/fig9_trace_grid.py --runs RUN [RUN ...] --out DIR [--format png|pdf]
 

@@ -60,17 +60,28 @@ def make_run(
     source="generator",
     tables=("metrics", "cosine", "inter_epoch", "crossings", "hessian_trace", "hessian_density", "slice"),
     flat=False,
+    epochs=None,
+    warmup=0,
+    gi_p=None,
+    **config,
 ):
     """A run folder with every table of schema.TABLES (or those in `tables`); returns (run, step cosines).
-    `flat`: write the config as flat keys (an older run) instead of nested sections."""
+    `flat`: write the config as flat keys (an older run) instead of nested sections.  `epochs`: the epochs
+    (default EPOCHS); `warmup`: warm-up epochs without student steps (no cosine rows there); `gi_p`: GI's p per
+    epoch (a function of the epoch; default 0.01); `config`: further flat config keys."""
+    epoch_list = list(EPOCHS if epochs is None else epochs)
+    p_of = gi_p or (lambda e: 0.01)
     rng = np.random.default_rng(seed)
     run = RunDir(path)
     make_config = flat_config if flat else run_config
-    run.write_config(make_config(method, gi=gi, source=source, generator="gdfq" if source == "generator" else "none"))
+    extra = {"epochs": len(epoch_list), **({"warmup_epochs": warmup} if warmup else {}), **config}
+    run.write_config(
+        make_config(method, gi=gi, source=source, generator="gdfq" if source == "generator" else "none", **extra)
+    )
     name = run.name
     common = {"run": name, "method": method}
     step_cos = {}
-    for e in EPOCHS:
+    for e in epoch_list:
         parts = {t: [] for t in TABLES}
         parts["metrics"].append(
             _row(
@@ -86,7 +97,7 @@ def make_run(
                 loss_ce=1.0 / e,
                 loss_student=5.0 / e,
                 lr=1e-3,
-                gi_p=0.01 if gi else np.nan,
+                gi_p=p_of(e) if gi else np.nan,
                 skipped_steps=0,
                 val_top1=0.5 + 0.05 * e,
                 val_ce=2.0 - 0.1 * e,
@@ -95,7 +106,7 @@ def make_run(
         )
         cos = np.clip(rng.normal(cos_center, 0.15, STEPS), -1, 1)
         step_cos[e] = cos
-        for s, c in enumerate(cos):
+        for s, c in enumerate(cos if e > warmup else []):
             parts["cosine"].append(
                 _row(
                     "cosine",
@@ -151,7 +162,9 @@ def make_run(
                 batch_size=64,
             )
         )
-        if e > 1:
+        if e <= warmup:  # the student does not step: no gradient cosine
+            parts["cosine"] = []
+        if e > max(1, warmup + 1):
             parts["inter_epoch"].append(
                 _row(
                     "inter_epoch",
@@ -163,9 +176,9 @@ def make_run(
                     steps_averaged=STEPS,
                 )
             )
-        if e > 1:
+        if e > max(1, warmup):
             for li, (layer, size) in enumerate(LAYERS):
-                changed = (li + 1) * (7 - e) * 3 if not gi else int(0.01 * size * STEPS) + li
+                changed = (li + 1) * max(7 - e, 0) * 3 if not gi else int(0.01 * size * STEPS) + li
                 level = changed // 3 if li == 0 else changed  # the first layer's zero points flip back and forth
                 parts["crossings"].append(
                     _row(
@@ -185,7 +198,7 @@ def make_run(
                         share=changed / (size * STEPS),
                         kappa=4.0 if gi else np.nan,
                         gi_flag="",
-                        gi_p=0.01 if gi else np.nan,
+                        gi_p=p_of(e) if gi else np.nan,
                         steps=STEPS,
                     )
                 )

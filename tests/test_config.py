@@ -90,9 +90,9 @@ def test_high_lr_factor_is_relative_to_the_scale_base_lr(data, base, factor):
     assert lr_factor(preset_overrides("kl-only", data)["lr"], data) == pytest.approx(1)
     assert f"{factor}x" in PRESETS["kl-only-high-lr"].source_of("lr", data)  # the source states the factor used
     assert f"{factor}x" in PRESETS["kl-only-high-lr"].help
-    from zsq_probe.plots.catalog import lr_text  # a figure caption states the factor too
+    from zsq_probe.plots.runs import lr_text_for  # a figure caption states the factor too
 
-    assert f"({factor}x the " in lr_text({"lr": lr, "data": data})
+    assert f"({factor}× the " in lr_text_for({"lr": lr, "data": data})
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from fabricated_runs import make_run
 from zsq_probe.plots import FIGURES
 from zsq_probe.plots.style import MIN_FONT, WIDTHS, figure_width, readable
 
-NAMES = ["fig1", "fig2b", "fig2d", "fig3a", "fig3bc", "fig4", "fig5", "fig9"]
+NAMES = ["fig1", "fig2b", "fig2d", "fig3a", "fig3bc", "fig4", "fig5", "fig7_8", "fig9"]
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +19,8 @@ def seeded(tmp_path_factory):
         runs.append(make_run(root / f"kd-s{seed}", "kd", 0.3, 8.0, 2.0, seed=seed, source="real")[0])
         runs.append(make_run(root / f"gdfq-s{seed}", "gdfq", -0.1, 12.0, 0.5, seed=seed)[0])
         runs.append(make_run(root / f"ait-s{seed}", "ait", 0.2, 6.0, 0.3, gi=True, seed=seed)[0])
+    # a second (model, data set) setting: Figs. 7/8 and 9 compare settings and skip with one
+    runs.append(make_run(root / "gdfq-cifar", "gdfq", -0.1, 12.0, 0.5, teacher="resnet20_cifar10", data="cifar10")[0])
     return runs
 
 
@@ -91,10 +93,15 @@ def test_figure_is_readable(seeded, name, width):
 
 
 def test_caption_sidecar_names_runs_and_seeds(seeded, tmp_path):
-    paths = FIGURES["fig2b"].plot(seeded, tmp_path, "pdf", "column")
+    paths = FIGURES["fig1"].plot(seeded, tmp_path, "pdf", "column")
     assert paths[0].suffix == ".pdf"
+    text = (tmp_path / "fig1_cosine.txt").read_text()
+    assert "n=2" in text and "gdfq-s1" in text and "probe_every_steps" in text
+    # fig2b draws one seed per method: its caption lists the runs drawn, not the others
+    FIGURES["fig2b"].plot(seeded, tmp_path, "pdf", "column")
     text = (tmp_path / "fig2b_hessian_trace.txt").read_text()
-    assert "n=2" in text and "gdfq-s1" in text and "hessian_every_epochs" in text
+    runs_drawn = text.split("Runs drawn")[1].split("Probe settings")[0]
+    assert "gdfq-s0" in runs_drawn and "gdfq-s1" not in runs_drawn and "hessian_every_epochs" in text
     # every other setting the drawn runs differ in is named (fabricated: source, generator, GI)
     line = next(x for x in text.splitlines() if x.startswith("Settings the runs differ in besides method and seed"))
     assert "gi: kd False, gdfq False, ait True" in line and "source: kd real, gdfq generator, ait generator" in line

@@ -41,11 +41,12 @@ def all_figures(runs, tmp_path_factory):
     import io
 
     out = tmp_path_factory.mktemp("all-figures")
+    # a second (model, data set) setting: Figs. 7/8 and 9 compare settings (one setting: skipped, see below)
+    cifar, _ = make_run(out.parent / "zq-cifar", "gdfq", -0.1, 12.0, 0.5, teacher="resnet20_cifar10", data="cifar10")
     buf = io.StringIO()
+    paths = [str(runs[k].path) for k in ("kd", "zq", "ait")] + [str(cifar.path)]
     with contextlib.redirect_stdout(buf):
-        rc = main(
-            ["figures", "--runs", str(runs["kd"].path), str(runs["zq"].path), str(runs["ait"].path), "--out", str(out)]
-        )
+        rc = main(["figures", "--runs", *paths, "--out", str(out)])
     assert rc == 0
     written = {}
     for line in buf.getvalue().strip().splitlines():
@@ -379,14 +380,15 @@ def test_fig4_draws_one_p_line_per_distinct_gi_p(tmp_path):
     for key in rd.part_keys("crossings"):  # the second GI method ran with p = 0.02
         df = pd.read_parquet(rd.table_dir("crossings") / f"part-{key}.parquet").drop(columns="schema_version")
         rd.write_part("crossings", df.assign(gi_p=0.02), key)
-    fig = crossings_gi_figure([ait, other])
+    ((_, fig),) = crossings_gi_figure([ait, other])
     labels = {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
-    assert {"GI p = 0.01 (ait)", "GI p = 0.02 (qimera+ait)"} <= labels, labels
+    e = fig.axes[0].get_title().split()[-1]  # each p is labelled with the epoch it belongs to
+    assert {f"GI p = 0.01 (epoch {e}, ait)", f"GI p = 0.02 (epoch {e}, qimera+ait)"} <= labels, labels
     lines = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"]
     assert sorted(round(ln.get_ydata()[0], 6) for ln in lines) == [0.01, 0.02]
     # the same p twice: one line
     same, _ = make_run(tmp_path / "ait2", "baseline+gi", 0.2, 6.0, 0.3, gi=True, seed=5)
-    fig = crossings_gi_figure([ait, same])
+    ((_, fig),) = crossings_gi_figure([ait, same])
     assert [ln.get_ydata()[0] for ln in fig.axes[0].get_lines() if ln.get_linestyle() == ":"] == [0.01]
 
 

@@ -19,15 +19,14 @@ from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice,
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.runs import SkipFigure, open_runs
 from zsq_probe.plots.style import WIDTHS, check_format, current_width, figure_width, save
-from zsq_probe.presets import DATASET_SCALES, dataset_family, lr_factor
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One paper figure: `build(runs, **options)` returns a Figure, or [(file stem, Figure)] when
-    `per_run` (one file per run)."""
+    """One paper figure: `build(runs, **options)` returns a Figure, or [(file stem, Figure)] (one file per
+    generator for fig6; a figure too tall for one page, style.MAX_HEIGHT, continues in STEM_2, ...)."""
 
     name: str
     filename: str
@@ -46,7 +45,7 @@ class FigureSpec:
                 f"{self.name} takes no option(s) {', '.join(unknown)} (it takes: {', '.join(self.options) or 'none'})"
             )
         built = self.build(runs, **options)
-        return built if self.per_run else [(self.filename, built)]
+        return built if isinstance(built, list) else [(self.filename, built)]
 
     def plot(self, runs, out_dir, fmt: str = "png", width: str | None = None, **options) -> list[Path]:
         """Write this figure for `runs` into `out_dir` (PNG or PDF at `width`: 'column' 3.3 in or 'text'
@@ -55,7 +54,7 @@ class FigureSpec:
         runs = open_runs(runs)
         with figure_width(width):
             return [
-                save(fig, out_dir, stem, fmt, caption=caption(self, runs, stem))
+                save(fig, out_dir, stem, fmt, caption=caption(self, runs, stem, fig))
                 for stem, fig in self.figures(runs, **options)
             ]
 
@@ -75,7 +74,7 @@ FIGURES: dict[str, FigureSpec] = {
             "fig2b",
             "fig2b_hessian_trace",
             ("hessian_trace",),
-            "Hessian trace of CE and KL over epochs, KD and ZQ panels (paper Fig. 2b)",
+            "Hessian trace of CE and of KL·T² over epochs, KD and ZQ panels (paper Fig. 2b)",
             hessian.trace_figure,
         ),
         FigureSpec(
@@ -105,7 +104,8 @@ FIGURES: dict[str, FigureSpec] = {
             "fig3bc",
             "fig3bc_crossings",
             ("crossings",),
-            "integer codes changed per layer (average per step) at an early and a late epoch (paper Fig. 3b/c)",
+            "share of weights changed per layer and step (net or level changes, not zero-point flips) at an early "
+            "and a late epoch, ZQ runs without GI or a raised lr (paper Fig. 3b/c)",
             crossings.crossings_figure,
             ("epochs",),
         ),
@@ -113,8 +113,8 @@ FIGURES: dict[str, FigureSpec] = {
             "fig4",
             "fig4_crossings_gi",
             ("crossings",),
-            "share of codes changed per layer under high lr (kl-only-high-lr) and under GI (ait), "
-            "p dotted red (paper Fig. 4)",
+            "share of codes changed per layer under a high lr (kl-only-high-lr) and under GI (ait), "
+            "GI's p at each epoch a dotted black line (paper Fig. 4)",
             crossings.crossings_gi_figure,
             ("epochs",),
         ),
@@ -129,7 +129,7 @@ FIGURES: dict[str, FigureSpec] = {
             "fig6",
             "fig6_samples",
             (),  # reads config.json and a checkpoint's generator state instead
-            "real vs synthetic samples, one per class, from the run's generator checkpoint (paper Fig. 6)",
+            "real vs synthetic samples per class, one grid per distinct generator checkpoint (paper Fig. 6)",
             samples.samples_figures,
             ("epoch",),
             per_run=True,
@@ -138,14 +138,16 @@ FIGURES: dict[str, FigureSpec] = {
             "fig7_8",
             "fig7_8_cosine_grid",
             ("cosine",),
-            "grid of CE-KL cosine panels across models/data sets, KD vs ZQ per setting (paper Figs. 7, 8)",
+            "grid of CE-KL cosine panels across models/data sets, KD vs ZQ per setting; skipped for one setting "
+            "(paper Figs. 7, 8)",
             cosine.cosine_grid_figure,
         ),
         FigureSpec(
             "fig9",
             "fig9_trace_grid",
             ("hessian_trace",),
-            "grid of Hessian-trace panels (CE vs KL) across models/data sets, one per run (paper Fig. 9)",
+            "grid of Hessian-trace panels (CE vs KL·T²) across models/data sets, one per run; skipped for one "
+            "setting (paper Fig. 9)",
             hessian.trace_grid_figure,
         ),
     )
@@ -176,21 +178,20 @@ PROBE_SETTINGS = {  # what a caption states of the probes a figure reads (flat c
 }
 
 
-def caption(figure: FigureSpec, runs, stem: str) -> str:
-    """The sidecar caption of a figure: what is drawn, which runs (by method, with their seeds: n), the
-    aggregation and the probe estimator's settings as the runs recorded them."""
+def caption(figure: FigureSpec, runs, stem: str, fig=None) -> str:
+    """The sidecar caption of a figure: what is drawn (the text its builder wrote, `runs.describe`), the runs
+    drawn and only those (by method, with their seeds: n; what an epoch is; the lr and its factor over the
+    scale's base lr), and the probe estimator's settings as the runs recorded them."""
     lines = [f"{stem} ({figure.name}, {WIDTHS[current_width()]} in wide): {figure.description}."]
-    doc = (figure.build.__doc__ or "").strip()
-    if doc:
-        lines.append(" ".join(doc.split()))
-    lines.append(
-        "Runs (methods whose runs differ only by seed are aggregated: mean, band/error bar = seed min-max, n = seeds):"
-    )
+    info = R.drawn(fig) if fig is not None else None
+    if info is not None:
+        runs = [r for r in runs if any(r.path == d.path for d in info.runs)] or list(info.runs)
+        lines.append(info.text)
+    lines.append("Runs drawn (runs differing only by seed are one method: n = seeds):")
     for g in R.seed_groups(runs):
-        cfg = R.config(g[0])
         seeds = ", ".join(f"{r.name} (seed {R.seed(r)})" for r in g)
         lines.append(
-            f"  - {R.method(g[0])} [{R.setting(g[0])}, {cfg.get('epochs')} epochs, {lr_text(cfg)}], n={len(g)}: {seeds}"
+            f"  - {R.method(g[0])} [{R.setting(g[0])}, {R.schedule_text(g[0])}, {R.lr_text(g[0])}], n={len(g)}: {seeds}"
         )
     lines += differences_lines(R.seed_groups(runs))
     for table in figure.tables_needed:
@@ -226,18 +227,6 @@ def differences_lines(groups) -> list[str]:
         else ""
     )
     return [f"Settings the runs differ in besides method and seed: {text}{kd}."]
-
-
-def lr_text(cfg: dict) -> str:
-    """'lr 0.01 (10x the digits scale's 0.001)': a run's student lr with its factor of the scale's base lr."""
-    lr, data = cfg.get("lr"), str(cfg.get("data"))
-    if not isinstance(lr, (int, float)):
-        return f"lr {lr}"
-    try:
-        family = dataset_family(data)
-    except UserError:  # an unknown data set: the lr alone
-        return f"lr {lr:g}"
-    return f"lr {lr:g} ({lr_factor(lr, data):g}x the {family} scale's {DATASET_SCALES[family]['lr']:g})"
 
 
 def budget_stops(runs) -> list[str]:

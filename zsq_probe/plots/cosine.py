@@ -13,7 +13,7 @@ import numpy as np
 
 from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
-from zsq_probe.plots.style import CE_COLOR, KL_COLOR, drawing, epoch_axis, zero_line
+from zsq_probe.plots.style import CE_COLOR, SNAPSHOT_KL_COLOR, drawing, epoch_axis, zero_line
 
 
 def step_positions(steps) -> np.ndarray:
@@ -73,12 +73,15 @@ def _snapshot(ax, run, epochs, epoch, color, n: int = 1, small: bool = False):
     th = np.radians(angle)
     ax.annotate("", xy=(1, 0), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": CE_COLOR, "lw": 2})
     ax.annotate(
-        "", xy=(np.cos(th), np.sin(th)), xytext=(0, 0), arrowprops={"arrowstyle": "-|>", "color": KL_COLOR, "lw": 2}
+        "",
+        xy=(np.cos(th), np.sin(th)),
+        xytext=(0, 0),
+        arrowprops={"arrowstyle": "-|>", "color": SNAPSHOT_KL_COLOR, "lw": 2},
     )
     arc = np.linspace(0, th, 60)
     ax.plot(0.28 * np.cos(arc), 0.28 * np.sin(arc), color="0.3", lw=1)
     ax.text(1.02, -0.1, "∇CE", color=CE_COLOR, ha="right", va="top", fontsize=7)
-    ax.text(1.08 * np.cos(th), 1.08 * np.sin(th), "∇KL", color=KL_COLOR, ha="center", va="center", fontsize=7)
+    ax.text(1.08 * np.cos(th), 1.08 * np.sin(th), "∇KL", color=SNAPSHOT_KL_COLOR, ha="center", va="center", fontsize=7)
     ax.text(0.02, 0.02, f"{angle:.0f}°", transform=ax.transAxes, fontsize=7, va="bottom")
     ax.set_xlim(-1.25, 1.25)
     ax.set_ylim(-1.25, 1.25)
@@ -123,10 +126,11 @@ def cosine_figure(runs, epoch: int | None = None):
             color, mk = R.kind_color(g[0]), R.marker(g[0])
             R.draw_seed_band(top, [tables[r.name] for r in g], "epoch", "cosine", color, R.label(g[0]), mk)
         top.axvline(e, color="0.5", lw=0.8, ls=":")
+        warm = shade_warmup(top, groups, tables)
         zero_line(top)
         epoch_axis(top)
         top.set_ylabel("cos(∇CE, ∇KL)")
-        top.set_title("CE–KL gradient cosine (mean over seeds, band: min–max)")
+        top.set_title("CE–KL gradient cosine (mean over seeds n; band: seed min–max where n > 1)")
         top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         for i, g in enumerate(groups):
             rows = [tables[r.name][tables[r.name]["epoch"] == e] for r in g]
@@ -134,16 +138,55 @@ def cosine_figure(runs, epoch: int | None = None):
             for col in ("cosine", "angle_deg", "grad_norm_ce", "grad_norm_kl"):
                 mean[col] = float(np.mean([float(x[col].iloc[0]) for x in rows]))
             _snapshot(fig.add_subplot(gs[1, i]), g[0], mean, e, R.kind_color(g[0]), n=len(g))
-    return fig
+    return R.describe(fig, runs, fig1_caption(groups, e, warm))
+
+
+def warmup_epochs(group, tables) -> int:
+    """The warm-up epochs of a seed group (config `warmup_epochs`) when its cosine starts after them, else 0."""
+    warm = int(R.config(group[0]).get("warmup_epochs") or 0)
+    first = min(int(tables[r.name]["epoch"].min()) for r in group)
+    return warm if warm and first > warm else 0
+
+
+def shade_warmup(ax, groups, tables) -> int:
+    """Shade the ZQ warm-up epochs (generator only, the student does not step, so no cosine) in grey with a
+    legend entry; returns the warm-up length shaded (0: none)."""
+    from matplotlib.patches import Patch  # matplotlib loads when a figure is drawn (zsq_probe.plots)
+
+    warm = max((warmup_epochs(g, tables) for g in groups), default=0)
+    if not warm:
+        return 0
+    start = min(int(t["epoch"].min()) for t in tables.values())
+    ax.axvspan(min(start, 1) - 0.5, warm + 0.5, color="0.9", lw=0, zorder=0)
+    handle = Patch(color="0.9", label=f"ZQ warm-up (ep. 1–{warm}):\ngenerator only, no\nstudent step")
+    ax.add_artist(ax.legend(handles=[handle], loc="lower left", bbox_to_anchor=(1.0, 0.0)))
+    return warm
+
+
+def fig1_caption(groups, epoch: int, warm: int) -> str:
+    """Fig. 1's caption: what the panels, colours, band and snapshot show."""
+    ns = sorted({len(g) for g in groups})
+    band = "band: seed min–max where n > 1" if max(ns) > 1 else "one seed per method, no band"
+    text = (
+        f"Top: epoch-mean cosine between the CE and the KL gradient of the student, per method the mean over its "
+        f"seeds ({band}), in the method's colour. "
+    )
+    if warm:
+        text += (
+            f"The ZQ students do not train during the generator's warm-up (warmup_epochs = {warm} in their configs), "
+            f"so no cosine exists there and their curves start at epoch {warm + 1} (grey span). "
+        )
+    return text + (
+        f"Bottom: one snapshot per method at epoch {epoch} (dotted line), ∇CE (wine) set to (1, 0) and ∇KL (dark "
+        f"grey) at the measured angle, averaged over seeds; the frame has the method's colour."
+    )
 
 
 def cosine_grid_figure(runs):
     """Figs. 7/8: one column per setting (teacher/data): the cosine curves of its methods (mean over seeds,
     band min–max) above, angle snapshots at the middle shared epoch below."""
     runs = R.runs_with(R.open_runs(runs), "cosine", "fig7_8")
-    settings: dict[str, list] = {}
-    for r in R.kd_first(runs):
-        settings.setdefault(R.setting(r), []).append(r)
+    settings = R.require_settings(runs, "fig7_8", "fig1")
     ncols = len(settings)
     tables = {
         r.name: probe_tables.cosine_epochs(R.read(r, "cosine", probe_tables.COSINE_COLUMNS, "fig7_8"), r.name)
@@ -178,4 +221,9 @@ def cosine_grid_figure(runs):
                 for col in ("cosine", "angle_deg", "grad_norm_ce", "grad_norm_kl"):
                     mean[col] = float(np.mean([float(x[col].iloc[0]) for x in rows]))
                 _snapshot(fig.add_subplot(snaps[0, i]), g[0], mean, e, R.kind_color(g[0]), n=len(g), small=True)
-    return fig
+    text = (
+        "One column per (model, data set) setting: top, the epoch-mean CE–KL gradient cosine of each method (mean "
+        "over seeds, band: seed min–max where n > 1); bottom, angle snapshots at the middle epoch the setting's runs "
+        "share, ∇CE (wine) at (1, 0) and ∇KL (dark grey) at the measured angle."
+    )
+    return R.describe(fig, runs, text)

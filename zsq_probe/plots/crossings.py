@@ -1,12 +1,13 @@
-"""Integer codes crossing a rounding threshold, per layer: Figs. 3b/3c (codes changed per step at an
-early and a late epoch) and Fig. 4 (share of a layer's codes changed per step under a 100x learning
-rate, method 'kl-only-high-lr', and under gradient inundation, GI runs such as 'ait', with GI's p as
-a dotted red line).
+"""Weights moving to another quantisation level, per layer: Figs. 3b/3c (the ZQ runs without GI or a raised
+lr, e.g. GDFQ vs KL-only, at an early and a late epoch) and Fig. 4 (the high-learning-rate run, method
+'kl-only-high-lr', and gradient-inundation runs such as 'ait', with GI's p at each epoch as a dotted black line).
 
-One row of bar charts per run, one column per epoch.  Default epochs: an early one (15% into the
-epochs with data; the paper's 60 of 400) and the last one.  Per-layer values come from the
-`epoch_total` rows (else the epoch's `step` rows, else post-hoc `checkpoint_diff` rows).  A panel's
-title gives the share of all codes changing per step and how many layers did not change at all.
+What is counted (`count_column`): the net change between epoch-end codes (`changed_net`) when the run has it,
+else level changes (`changed_level`: q + zero_point, so a per-channel zero point flipping back and forth is not
+an update), never the raw code changes `changed` except for older runs without either (said in the caption).
+One panel per epoch, one bar per method (mean over seeds, error bar min-max).  Default epochs: an early one (15%
+into the epochs with data; the paper's 60 of 400) and the last one.  Per-layer values come from the
+`epoch_total` rows (else the epoch's `step` rows, else post-hoc `checkpoint_diff` rows).
 """
 
 from __future__ import annotations
@@ -24,6 +25,33 @@ from zsq_probe.plots.style import P_COLOR, drawing
 EARLY = 0.15
 HIGH_LR = "kl-only-high-lr"
 _BASIS = {"epoch_total": "per step", "step": "per step", "checkpoint_diff": "per step (net, post hoc)"}
+# the counts a figure may read, first preferred (issue 22: level or net changes, never zero-point flips)
+COUNT_COLUMNS = ("changed_net", "changed_level")
+COUNT_TEXT = {
+    "changed_net": "net change between epoch-end codes (a weight that moves and comes back counts 0)",
+    "changed_level": "level changes (q + zero point; zero-point flips of a channel are not counted)",
+    "changed": "integer codes q changed, zero-point flips included (an older run without level or net counts)",
+}
+EPOCHS_PER_PAGE = 3  # epoch panels per file (style.MAX_HEIGHT); more continue in STEM_2, ...
+
+
+def count_column(df) -> str:
+    """The count a crossings figure reads from `df`: the first of COUNT_COLUMNS recorded in every row of the
+    statistic the figure uses (`epoch_total`, else `step`, else `checkpoint_diff`), else 'changed'."""
+    for basis in ("epoch_total", "step", "checkpoint_diff"):
+        rows = df[df["statistic"] == basis]
+        if len(rows):
+            break
+    for column in COUNT_COLUMNS:
+        if column in rows and rows[column].notna().all():
+            return column
+    return "changed"
+
+
+def counted(df):
+    """`df` with `changed` holding the count_column's values (probe_tables.crossings_per_layer sums `changed`)."""
+    column = count_column(df)
+    return df if column == "changed" else df.assign(changed=df[column])
 
 
 def default_epochs(available) -> list[int]:
@@ -61,14 +89,15 @@ def draw_crossings(ax, source, epoch: int, *, value: str = "changed_per_step", p
     """Draw one run's per-layer bars at `epoch` into `ax`; returns the per-layer frame.
 
     `source`: a run (RunDir or folder) or its probes/crossings DataFrame.  `value`: 'changed_per_step'
-    (Fig. 3b/c) or 'share_per_step' (Fig. 4); `p_line`: draw GI's p as a dotted red line.
+    or 'share_per_step' of the count `count_column` picks (net or level changes); `p_line`: draw GI's p as a
+    dotted black line.
     """
     run, df = R.table_of(source, "crossings", probe_tables.CROSSING_COLUMNS)
     return _bars(ax, run, df, epoch, value, p_line, R.where("", run, "crossings"), color)
 
 
 def _bars(ax, run, df, epoch, value, p_line, where, color=None):
-    layers, basis = probe_tables.crossings_per_layer(df, epoch, where)
+    layers, basis = probe_tables.crossings_per_layer(counted(df), epoch, where)
     x = np.arange(len(layers))
     y = layers[value].to_numpy(dtype=float)
     color = R.default_color(run) if color is None else color
@@ -126,27 +155,29 @@ def short_layer(name: str) -> str:
     return ".".join(out) or str(name)[:8]
 
 
-def group_layers(group, epoch, value, figure):
-    """Per-layer `value` of a seed group at `epoch`: (layers, short labels, mean, low, high, p, n)."""
-    frames = []
+def group_layers(group, epoch, value, figure, tables=None):
+    """Per-layer `value` of a seed group at `epoch`: (layers, mean, low, high, p, n, count columns).  `tables`:
+    {run name: its crossings table} already read (read here otherwise)."""
+    frames, columns = [], set()
     for r in group:
-        df = R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
+        df = tables[r.name] if tables else R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
         if epoch in probe_tables.crossings_epochs(df, R.where(figure, r, "crossings")):
-            frames.append(probe_tables.crossings_per_layer(df, epoch, R.where(figure, r, "crossings"))[0])
+            columns.add(count_column(df))
+            frames.append(probe_tables.crossings_per_layer(counted(df), epoch, R.where(figure, r, "crossings"))[0])
     if not frames:
         return None
     layers = list(frames[0]["layer"])
     vals = np.array([[float(f.set_index("layer")[value].get(layer, np.nan)) for layer in layers] for f in frames])
     p = np.nanmean([float(f["gi_p"].mean()) for f in frames]) if uses_gi(group[0]) else np.nan
-    return layers, vals.mean(0), vals.min(0), vals.max(0), p, len(frames)
+    return layers, vals.mean(0), vals.min(0), vals.max(0), p, len(frames), columns
 
 
-def shared_epochs(groups, epochs, figure):
+def shared_epochs(groups, epochs, figure, tables=None):
     """The epochs to draw: those asked for, else an early and the last epoch all the runs share."""
     available = None
     for g in groups:
         for r in g:
-            df = R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
+            df = tables[r.name] if tables else R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
             e = set(probe_tables.crossings_epochs(df, R.where(figure, r, "crossings")))
             available = e if available is None else available & e
     if not available:
@@ -154,76 +185,115 @@ def shared_epochs(groups, epochs, figure):
     return _pick(available, epochs, f"{figure}: no crossings rows in every run", "epochs all runs have")
 
 
-def crossings_grid(
-    runs, epochs, figure: str, ylabel: str, title: str, value: str = "share_per_step", p_line=lambda run: False
-):
-    """One panel per chosen epoch (shared log y-axis): per layer, one bar per method (mean over its seeds,
-    error bar: seed min–max); GI's p as a dotted line (black; a further GI method with another p in its own
-    colour); unchanged layers drawn at FLOOR."""
+def method_label(group, n: int) -> str:
+    """'gdfq (n=2)', and below it the lr when it is not the scale's base lr ('lr 0.01 = 10× base')."""
+    return f"{R.method(group[0])} (n={n})" + (f"\n{R.lr_short(group[0])}" if R.raised_lr(group[0]) else "")
+
+
+def crossings_grid(runs, epochs, figure: str, stem: str, title: str, p_line=lambda run: False):
+    """Fig. 3b/c or 4 as [(file stem, Figure)]: one panel per chosen epoch (EPOCHS_PER_PAGE a file, shared log
+    y-axis): per layer, one bar per method (mean over its seeds, error bar: seed min–max) of the share of its
+    weights changed per step; GI's p at that epoch as a dotted line with its own legend entry; unchanged layers
+    drawn at FLOOR."""
     groups = R.seed_groups(runs)
-    eps = shared_epochs(groups, epochs, figure)
-    with drawing((7.0, 2.0 * len(eps) + 0.5)) as fig:
-        axes = fig.subplots(len(eps), 1, squeeze=False, sharex=True, sharey=True)
-        for row, epoch in enumerate(eps):
-            ax = axes[row][0]
-            width = 0.8 / len(groups)
-            labels = None
-            p_drawn: list[float] = []  # one dotted line per distinct GI p (several GI methods may use different p)
-            gi_groups = sum(bool(p_line(g[0])) for g in groups)
-            for i, g in enumerate(groups):
-                got = group_layers(g, epoch, value, figure)
-                if got is None:
-                    continue
-                layers, mean, low, high, p, n = got
-                labels = labels or [short_layer(x) for x in layers]
-                x = np.arange(len(layers)) + (i - (len(groups) - 1) / 2) * width
-                y = np.maximum(mean, FLOOR)
-                err = None if n < 2 else np.vstack([y - np.maximum(low, FLOOR), np.maximum(high, FLOOR) - y])
-                ax.bar(
-                    x,
-                    y - FLOOR,
-                    bottom=FLOOR,
-                    width=width,
-                    color=R.kind_color(g[0]),
-                    yerr=err,
-                    error_kw={"lw": 0.6, "capsize": 1},
-                    label=f"{R.method(g[0])} (n={n})",
-                )
-                if p_line(g[0]) and np.isfinite(p) and not any(np.isclose(p, q) for q in p_drawn):
-                    who = f" ({R.method(g[0])})" if gi_groups > 1 else ""
-                    ax.axhline(
-                        p,
-                        color=P_COLOR if not p_drawn else R.kind_color(g[0]),
-                        ls=":",
-                        lw=1.2,
-                        label=f"GI p = {p:.3g}{who}",
-                    )
-                    p_drawn.append(p)
-            ax.set_yscale("log")
-            ax.set_ylim(bottom=FLOOR)
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"epoch {epoch}")
-            ax.grid(axis="x", visible=False)
-            if labels:
-                ax.set_xticks(np.arange(len(labels)))
-                ax.set_xticklabels(labels, rotation=60, ha="right", rotation_mode="anchor")
-                ax.set_xlim(-0.6, len(labels) - 0.4)
-            if row == 0:
-                ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        axes[-1][0].set_xlabel("layer (unchanged layers at the floor 1e-7)")
-        fig.suptitle(title)
-    return fig
+    tables = {r.name: R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure) for r in runs}
+    eps = shared_epochs(groups, epochs, figure, tables)
+    out = []
+    for i, page in enumerate(R.pages(eps, EPOCHS_PER_PAGE)):
+        with drawing((7.0, 2.0 * len(page) + 0.5)) as fig:
+            axes = fig.subplots(len(page), 1, squeeze=False, sharex=True, sharey=True)
+            columns: set[str] = set()
+            for row, epoch in enumerate(page):
+                columns |= _epoch_panel(axes[row][0], groups, tables, epoch, figure, p_line, row == 0)
+            axes[-1][0].set_xlabel("layer (unchanged layers at the floor 1e-7)")
+            fig.suptitle(title)
+        out.append((R.page_stem(stem, i), R.describe(fig, runs, crossings_caption(figure, columns, p_line, runs))))
+    return out
+
+
+def _epoch_panel(ax, groups, tables, epoch, figure, p_line, legend_methods: bool) -> set[str]:
+    """One epoch's bars of every seed group, its p lines and its legend; returns the count columns read."""
+    width = 0.8 / len(groups)
+    labels = None
+    columns: set[str] = set()
+    p_handles: list = []
+    p_drawn: list[float] = []  # one dotted line per distinct GI p (several GI methods may use different p)
+    gi_groups = sum(bool(p_line(g[0])) for g in groups)
+    for i, g in enumerate(groups):
+        got = group_layers(g, epoch, "share_per_step", figure, tables)
+        if got is None:
+            continue
+        layers, mean, low, high, p, n, cols = got
+        columns |= cols
+        labels = labels or [short_layer(x) for x in layers]
+        x = np.arange(len(layers)) + (i - (len(groups) - 1) / 2) * width
+        y = np.maximum(mean, FLOOR)
+        err = None if n < 2 else np.vstack([y - np.maximum(low, FLOOR), np.maximum(high, FLOOR) - y])
+        ax.bar(
+            x,
+            y - FLOOR,
+            bottom=FLOOR,
+            width=width,
+            color=R.kind_color(g[0]),
+            yerr=err,
+            error_kw={"lw": 0.6, "capsize": 1},
+            label=method_label(g, n),
+        )
+        if p_line(g[0]) and np.isfinite(p) and not any(np.isclose(p, q) for q in p_drawn):
+            who = f", {R.method(g[0])}" if gi_groups > 1 else ""
+            color = P_COLOR if not p_drawn else R.kind_color(g[0])
+            p_handles.append(ax.axhline(p, color=color, ls=":", lw=1.2, label=f"GI p = {p:.3g} (epoch {epoch}{who})"))
+            p_drawn.append(p)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=FLOOR)
+    ax.set_ylabel("share changed / step")
+    ax.set_title(f"epoch {epoch}")
+    ax.grid(axis="x", visible=False)
+    if labels:
+        ax.set_xticks(np.arange(len(labels)))
+        ax.set_xticklabels(labels, rotation=60, ha="right", rotation_mode="anchor")
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+    handles = [h for h in ax.get_legend_handles_labels()[0] if legend_methods or h in p_handles]
+    if handles:  # every panel lists the p it draws (p follows its schedule); the first also the methods
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return columns
+
+
+def crossings_caption(figure: str, columns, p_line, runs) -> str:
+    """The crossings figures' caption: what is counted, how it is aggregated, what the p line is."""
+    what = "; ".join(COUNT_TEXT[c] for c in sorted(columns, key=list(COUNT_TEXT).index)) or COUNT_TEXT["changed"]
+    text = (
+        f"Per quantised layer, the share of its weights changed per student step over the epoch, counting the "
+        f"{what}; bars: mean over a method's seeds, error bars: seed min–max (n = seeds), log axis. "
+    )
+    if any(p_line(r) for r in runs):
+        text += (
+            "GI's p at the epoch of the panel (it follows the p schedule) is the dotted black line (a second GI "
+            "method with another p: a dotted line in its colour), each p in the panel's legend. "
+        )
+    if figure == "fig4":
+        lrs = sorted({R.lr_text(r) for r in runs if R.method(r) == HIGH_LR})
+        if lrs:
+            text += f"The high-lr run trains with {'; '.join(lrs)}."
+    return text
 
 
 def crossings_figure(runs, epochs=None):
-    """Figs. 3b/3c: share of a layer's codes changed per step (log), every run with crossings, at an early and
-    the last epoch (or `epochs`)."""
+    """Figs. 3b/3c: share of a layer's weights changed per step (log) at an early and the last epoch (or
+    `epochs`), for the ZQ runs without GI or a raised lr (e.g. GDFQ vs KL-only, the paper's contrast); the
+    high-lr and GI runs are Fig. 4's."""
     runs = R.runs_with(R.open_runs(runs), "crossings", "fig3bc")
-    return crossings_grid(runs, epochs, "fig3bc", "share changed / step", "Codes crossing a rounding threshold")
+    chosen = [r for r in runs if R.method(r) != HIGH_LR and not uses_gi(r)]
+    if not chosen:
+        raise R.SkipFigure(
+            "fig3bc draws ZQ runs without GI or a raised lr and every run with crossings is a high-lr or GI run "
+            "(fig4 draws those)"
+        )
+    return crossings_grid(chosen, epochs, "fig3bc", "fig3bc_crossings", "Weights changed per step (Fig. 3b/c)")
 
 
 def crossings_gi_figure(runs, epochs=None):
-    """Fig. 4: share of codes changed per layer and step for the high-lr runs, then the GI runs (p dotted)."""
+    """Fig. 4: share of weights changed per layer and step for the high-lr runs, then the GI runs (p dotted)."""
     runs = R.runs_with(R.open_runs(runs), "crossings", "fig4")
     chosen = [r for r in runs if R.method(r) == HIGH_LR] + [r for r in runs if uses_gi(r) and R.method(r) != HIGH_LR]
     if not chosen:
@@ -232,11 +302,5 @@ def crossings_gi_figure(runs, epochs=None):
             f"runs: {', '.join(f'{r.name} ({R.method(r)})' for r in runs)}"
         )
     return crossings_grid(
-        chosen,
-        epochs,
-        "fig4",
-        "share changed / step",
-        "High lr vs gradient inundation",
-        value="share_per_step",
-        p_line=uses_gi,
+        chosen, epochs, "fig4", "fig4_crossings_gi", "High lr vs gradient inundation (Fig. 4)", p_line=uses_gi
     )

@@ -33,21 +33,36 @@ def _curve(ax, run, df, color, label, figure):
 
 
 def inter_epoch_figure(runs):
-    """Fig. 3a: every method's inter-epoch cosine in one panel (mean over seeds, band min–max), KD first."""
+    """Fig. 3a: every method's inter-epoch cosine in one panel (mean over seeds, band min–max where a method has
+    more than one seed), KD first."""
     runs = R.kd_first(R.runs_with(R.open_runs(runs), "inter_epoch", "fig3a"))
+    groups = R.seed_groups(runs)
+    steps: set[int] = set()
     with drawing((7.0, 2.6)) as fig:
         ax = fig.subplots()
-        for g in R.seed_groups(runs):
-            frames = [
-                probe_tables.inter_epoch_curve(
-                    R.read(r, "inter_epoch", COLUMNS, "fig3a"), R.where("fig3a", r, "inter_epoch")
-                )
-                for r in g
-            ]
+        for g in groups:
+            tables = [R.read(r, "inter_epoch", COLUMNS, "fig3a") for r in g]
+            steps |= {int(x) for t in tables if "steps_averaged" in t for x in t["steps_averaged"].dropna()}
+            frames = [probe_tables.inter_epoch_curve(t, R.where("fig3a", r, "inter_epoch")) for r, t in zip(g, tables)]
             R.draw_seed_band(ax, frames, "epoch", "cosine", R.kind_color(g[0]), R.label(g[0]), R.marker(g[0]))
         zero_line(ax)
         epoch_axis(ax)
         ax.set_ylabel("cos(ḡ_KL(t), ḡ_KL(t−1))")
         ax.set_title("Inter-epoch cosine of the KL gradient")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return fig
+    return R.describe(fig, runs, inter_epoch_caption(groups, steps))
+
+
+def inter_epoch_caption(groups, steps) -> str:
+    """Fig. 3a's caption: what a point is (and over how many steps), and whether there are bands."""
+    ns = [len(g) for g in groups]
+    if max(ns) > 1:
+        band = "per method the mean over its seeds (n in the legend), band: seed min–max where n > 1"
+    else:
+        band = "one seed per method (n = 1 in the legend): single runs, no band, no seed spread"
+    averaged = f" over {', '.join(map(str, sorted(steps)))} sampled student steps" if steps else ""
+    return (
+        f"Cosine between the epoch-mean KL gradient of the student at epoch t (its mean{averaged}, every "
+        f"probe_every_steps steps) and that of epoch t−1; {band}. Near 1: the KL gradient keeps its direction "
+        "from epoch to epoch (the paper reads this as not yet at a minimum of the KL surface)."
+    )

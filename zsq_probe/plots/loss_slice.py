@@ -33,7 +33,7 @@ COLUMNS = ["epoch", "loss", "direction", "scaling", "k", "loss_value"]  # needed
 OPTIONAL = {"loss_kind": "unrecorded", "step_norm": np.nan, "theta_norm": np.nan}
 MAX_EPOCHS = 6
 WIDTH = 6.8  # inches: saved with 0.1 in padding a side, the file is one 7 in text column wide
-ROW_HEIGHT = 2.45
+ROW_HEIGHT = 2.15
 MIN_FONT = 7.5  # pt; >= 7 pt once the file is scaled to a 7 in column
 TEXT: dict[RcKeyType, Any] = {
     "font.size": 8,
@@ -46,9 +46,8 @@ TEXT: dict[RcKeyType, Any] = {
 }
 LOSSES = (("ce", "CE", CE_CMAP, CE_COLOR), ("kl", "KL·T²", KL_CMAP, KL_COLOR))
 KIND_ORDER = ("surrogate", "float", "requantized", "unrecorded")
-KIND_TEXT = {
-    "surrogate": "quantised student\nsolid: straight-through surrogate (quantisation offsets frozen at θ; its "
-    "Hessian gives e, λ)",
+KIND_TEXT = {  # one line a row; the caption explains the surrogate (quantisation offsets frozen at θ)
+    "surrogate": "quantised student; solid: straight-through surrogate (its Hessian gives e, λ)",
     "float": "full-precision student",
     "requantized": "quantised student, re-quantised loss",
     "unrecorded": "loss kind not recorded (older run)",
@@ -299,10 +298,13 @@ def _twin_panel(ax, d, kind, scaling, handles) -> None:
     ax.set_title(f"CE and KL, each its own δ ({scaling})")
 
 
+RUNS_PER_PAGE = 4  # rows per file: 4 x ROW_HEIGHT + title stays under style.MAX_HEIGHT; more go to STEM_2, ...
+
+
 def slice_figure(runs):
     """Fig. 2c: per run (KD first) the common-scale panel (CE and KL on one axis) and one panel per loss with
-    the paper's delta scaling."""
-    runs = R.kd_first(R.runs_with(R.open_runs(runs), "slice", "fig2c"))
+    the paper's delta scaling; RUNS_PER_PAGE runs a file."""
+    runs = R.kd_first(R.representatives(R.runs_with(R.open_runs(runs), "slice", "fig2c"), "slice"))  # a seed each
     data = {r.name: eigen_rows(R.read(r, "slice", COLUMNS, "fig2c")) for r in runs}
     if all(main_kind(d) is None for d in data.values()):
         raise R.SkipFigure(
@@ -310,33 +312,62 @@ def slice_figure(runs):
             "'eigenvector'; run `zsq-probe slice --run RUN`)"
         )
     common = any((d["scaling"] == "norm").any() for d in data.values())
-    ncols = 3 if common else 2
+    pages = R.pages(runs, RUNS_PER_PAGE)
+    return [(R.page_stem("fig2c_loss_slice", i), _slice_page(page, data, common)) for i, page in enumerate(pages)]
+
+
+def _slice_page(runs, data, common):
     import matplotlib  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
+    ncols = 3 if common else 2
     with drawing((WIDTH, ROW_HEIGHT * len(runs) + 0.35)) as fig, matplotlib.rc_context(TEXT):
         fig.set_layout_engine("constrained", h_pad=0.06, w_pad=0.04)
         rows = fig.subfigures(len(runs), 1, squeeze=False)[:, 0]
+        clipped: list[str] = []
         for sub, r in zip(rows, runs):
-            _run_row(sub, r, data[r.name], common, ncols)
+            clipped += _run_row(sub, r, data[r.name], common, ncols)
         fig.suptitle("Loss along the top Hessian eigenvector", fontweight="bold")
-    return fig
+    return R.describe(fig, runs, slice_caption(runs, common, clipped))
+
+
+def slice_caption(runs, common: bool, clipped) -> str:
+    """Fig. 2c's caption: the panels, the two δ scalings and why late curves are flat along the paper's δ."""
+    text = "Per run (row), the loss L(θ + k·δ·e) along the top Hessian eigenvector e of each loss, k ∈ [−½, ½]; "
+    if common:
+        text += (
+            "left: CE and KL·T² on one parameter-norm scale (|δ| a fixed fraction of ‖θ‖, the change from L(θ)), so "
+            "their curvatures compare by eye; "
+        )
+    text += (
+        ("the other panels use" if common else "the panels use")
+        + " the paper's δ = ∂L/∂e per loss: δ shrinks as the gradient along e vanishes, so "
+        "late-epoch curves are flat by construction there, not because the surface is. CE in reds, KL·T² in "
+        "blues, darker = later epoch; solid: the straight-through surrogate whose Hessian gives e, dashed: the "
+        "re-quantised loss at the last epoch drawn."
+    )
+    if clipped:
+        text += f" Off the y scale (annotated in the panel, far larger δ): {'; '.join(clipped)}."
+    return text
 
 
 def _run_row(sub, run, d, common, ncols):
+    """One run's row of panels; returns what was clipped off a δ panel's y scale ('KD, CE epoch 4', ...)."""
     axes = sub.subplots(1, ncols, squeeze=False)[0]
     kind = main_kind(d)
     if kind is None:
         for ax in axes:
             note(ax, f"{run.name}: no eigenvector slices")
         sub.suptitle(R.label(run), fontsize=8, x=0.01, ha="left")
-        return
+        return []
     handles: dict = {}
     panels = list(axes)
     if common:
         _common_panel(panels.pop(0), d, kind, handles)
     scaling = delta_scaling(d)
+    clipped = []
     for ax, (loss, *_rest) in zip(panels, LOSSES):
         _delta_panel(ax, d, kind, loss, scaling, handles)
+        clipped += [f"{R.label(run)}, {what}" for what in clip_outliers(ax)]
     what = KIND_TEXT[kind]
     if kind == "surrogate" and (d["loss_kind"] == "requantized").any():
         what += "; dashed: re-quantised"
@@ -355,3 +386,41 @@ def _run_row(sub, run, d, common, ncols):
             handlelength=1.8,
             columnspacing=1.5,
         )
+    return clipped
+
+
+OUTLIER = 10.0  # a curve whose y range exceeds this many times the largest of the others' is clipped off
+
+
+def clip_outliers(ax) -> list[str]:
+    """Keep a δ panel readable when one epoch's curve (a far larger δ) dwarfs the others: the y axis is set to
+    the other curves and the outlier is annotated with its peak; returns the labels of the curves clipped."""
+    lines = [ln for ln in ax.get_lines() if len(ln.get_ydata()) > 1]
+    ranges = [float(np.ptp(np.asarray(ln.get_ydata(), dtype=float))) for ln in lines]
+    if len(lines) < 2:
+        return []
+    out: list = []
+    keep: list = []
+    for i, (ln, r) in enumerate(zip(lines, ranges)):
+        others = max(ranges[:i] + ranges[i + 1 :])
+        (out if others > 0 and r > OUTLIER * others else keep).append(ln)
+    if not out or not keep:
+        return []
+    ys = np.concatenate([np.asarray(ln.get_ydata(), dtype=float) for ln in keep])
+    lo, hi = float(ys.min()), float(ys.max())
+    pad = 0.08 * (hi - lo or 1.0)
+    ax.set_ylim(lo - pad, hi + 3 * pad)
+    names = []
+    for ln in out:
+        names.append(f"{ln.get_label()} (peak {float(np.max(ln.get_ydata())):.3g})")
+    ax.text(
+        0.5,
+        0.97,
+        "off scale: " + ", ".join(names),
+        transform=ax.transAxes,
+        ha="center",
+        va="top",
+        fontsize=MIN_FONT,
+        color="0.3",
+    )
+    return names

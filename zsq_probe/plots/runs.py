@@ -8,6 +8,8 @@ it); data that is there but wrong raises `UserError`.
 from __future__ import annotations
 
 import json
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from zsq_probe.analysis.probe_tables import HOW_TO_GET, distinct_runs, run_setti
 from zsq_probe.config import FLAT_KEYS
 from zsq_probe.errors import UserError
 from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style, safe_name
+from zsq_probe.presets import DATASET_SCALES, dataset_family
 from zsq_probe.rundir.schema import TABLES, require_columns
 from zsq_probe.rundir.store import RunDir
 
@@ -256,3 +259,102 @@ def draw_seed_band(ax, frames, x: str, y: str, color, label: str, marker: str | 
     if n > 1:
         ax.fill_between(xs, low, high, color=color, alpha=0.2, lw=0)
     return n
+
+
+# ---------------------------------------------------------------------------------------- captions
+@dataclass(frozen=True)
+class Drawn:
+    """What a built figure shows, for its caption: the runs drawn (only those are listed) and the written
+    caption text (what is drawn, how it is aggregated, what the colours and lines mean)."""
+
+    runs: tuple
+    text: str
+
+
+_DRAWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def describe(fig, runs, text: str):
+    """Record on `fig` the runs it draws and its caption text (catalog.caption writes them); returns fig."""
+    _DRAWN[fig] = Drawn(tuple(runs), " ".join(text.split()))
+    return fig
+
+
+def drawn(fig) -> Drawn | None:
+    """What `describe` recorded for `fig` (None when nothing was)."""
+    return _DRAWN.get(fig)
+
+
+def scale_lr(run: RunDir) -> float | None:
+    """The base learning rate of the run's data-set scale (presets.DATASET_SCALES), None when unknown."""
+    try:
+        return float(DATASET_SCALES[dataset_family(str(config(run).get("data") or ""))]["lr"])
+    except (UserError, KeyError, TypeError, ValueError):
+        return None
+
+
+def raised_lr(run: RunDir) -> bool:
+    """Whether the run's lr differs from its data-set scale's base lr."""
+    lr, base = config(run).get("lr"), scale_lr(run)
+    return lr is not None and bool(base) and not np.isclose(float(lr), float(base or 0))
+
+
+def lr_short(run: RunDir) -> str:
+    """'lr 0.01 = 10× base' for a legend (the run's lr over its scale's base lr, from the config)."""
+    lr, base = float(config(run).get("lr") or 0), scale_lr(run) or 1.0
+    return f"lr {lr:g} = {lr / base:.3g}× base"
+
+
+def lr_text(run: RunDir) -> str:
+    """'lr 0.01 (10× the digits scale's 0.001)' when the run's lr differs from its scale's base lr, else 'lr 0.001'
+    (the factor is read from the config, never assumed)."""
+    return lr_text_for(config(run))
+
+
+def lr_text_for(cfg: dict) -> str:
+    """`lr_text` of a run's flat config."""
+    lr = cfg.get("lr")
+    if lr is None:
+        return "lr not recorded"
+    try:
+        base = float(DATASET_SCALES[dataset_family(str(cfg.get("data") or ""))]["lr"])
+    except (UserError, KeyError, TypeError, ValueError):
+        return f"lr {float(lr):g}"
+    if not np.isclose(float(lr), base):
+        return f"lr {float(lr):g} ({float(lr) / base:.3g}× the {cfg.get('data')} scale's {base:g})"
+    return f"lr {float(lr):g}"
+
+
+def schedule_text(run: RunDir) -> str:
+    """'12 epochs × 25 iterations, warm-up 2': what an epoch of this run is, from its config."""
+    cfg = config(run)
+    iters = cfg.get("iters_per_epoch")
+    per = f"{iters} iterations" if iters else "one pass over the data"
+    warm = cfg.get("warmup_epochs")
+    return f"{cfg.get('epochs')} epochs × {per}" + (f", warm-up {warm}" if warm and not is_kd(run) else "")
+
+
+def pages(items, per_page: int) -> list[list]:
+    """`items` cut into pages of at most `per_page` (a figure that would pass style.MAX_HEIGHT goes on to more
+    files)."""
+    items = list(items)
+    return [items[i : i + per_page] for i in range(0, len(items), per_page)] or [[]]
+
+
+def page_stem(stem: str, index: int) -> str:
+    """The file stem of page `index` (0-based): the first page keeps `stem`, then STEM_2, STEM_3, ..."""
+    return stem if index == 0 else f"{stem}_{index + 1}"
+
+
+def require_settings(runs, figure: str, instead: str) -> dict[str, list]:
+    """{setting (teacher/data): its runs, KD first}; SkipFigure with a one-line reason when the runs span one
+    setting (the cross-setting figure would repeat `instead`)."""
+    settings: dict[str, list] = {}
+    for r in kd_first(runs):
+        settings.setdefault(setting(r), []).append(r)
+    if len(settings) < 2:
+        raise SkipFigure(
+            f"{figure} compares (data set, model) settings and the runs span one ({next(iter(settings))}): "
+            f"{instead} draws it"
+        )
+    return settings

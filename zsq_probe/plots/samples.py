@@ -5,11 +5,14 @@ For each run trained with a generator: the generator is rebuilt from the run's c
 `generator` state (default: the last checkpoint) and asked for one sample per class; the real row
 holds the first test image of each class (`zsq_probe.data.datasets.load_dataset(..., split="test")`).  Both
 are de-normalised with the data set's mean/std.  At most 10 classes are shown (10 spread-out classes
-of a larger label set, fixed seed, as the paper does for ImageNet).  One figure per run.
+of a larger label set, fixed seed, as the paper does for ImageNet).  One figure per distinct generator: runs
+whose generator state dicts are bit-identical (same fingerprint, e.g. the same seed and a generator loss that
+does not involve the student) share one grid, and its caption names them all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -149,20 +152,16 @@ def class_names(data: str, classes) -> list[str]:
     return [names[c] if names and c < len(names) else str(c) for c in classes]
 
 
-def load_samples(run, epoch: int | None = None) -> Samples:
-    """Real and synthetic images of a run at checkpoint `epoch` (default: the last).
+def generator_checkpoint(run, epoch: int | None = None) -> tuple[int, dict]:
+    """(epoch, generator state dict) of a run's checkpoint at `epoch` (default: the last).
 
     NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
     """
-    # torchvision: the samples figure only (zsq_probe.plots)
-    from zsq_probe.data.datasets import dataset_for_teacher, get_spec, teacher_input_size
-
     run = R.open_run(run)
     cfg = R.config(run)
     if R.is_kd(run) or cfg.get("source", "generator") != "generator":
         raise NoSamples(f"no generator (method {R.method(run)}, source {cfg.get('source')})")
-    kind = cfg.get("generator") or "gdfq"
-    if kind == "none":
+    if (cfg.get("generator") or "gdfq") == "none":
         raise NoSamples("no generator (generator = none)")
     cps = run.checkpoints()
     if not cps:
@@ -173,14 +172,43 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     state = load_checkpoint_file(cps[e])
     if "generator" not in state:
         raise NoSamples(f"checkpoint {cps[e].name} has no generator state")
+    return e, state["generator"]
+
+
+def fingerprint(state: dict) -> str:
+    """A short SHA-256 of a state dict (names, dtypes, shapes and bytes of every tensor, in name order): equal
+    fingerprints mean bit-identical weights."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{t.dtype}{tuple(value.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()[:12]
+
+
+def load_samples(run, epoch: int | None = None) -> Samples:
+    """Real and synthetic images of a run at checkpoint `epoch` (default: the last).
+
+    NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
+    """
+    # torchvision: the samples figure only (zsq_probe.plots)
+    from zsq_probe.data.datasets import dataset_for_teacher, get_spec, teacher_input_size
+
+    run = R.open_run(run)
+    cfg = R.config(run)
+    e, state = generator_checkpoint(run, epoch)
+    kind = cfg.get("generator") or "gdfq"
     data = cfg.get("data") or dataset_for_teacher(cfg.get("teacher", "digits"))
     teacher = cfg.get("teacher", "digits")
     size = teacher_input_size(teacher) if data == dataset_for_teacher(teacher) else None
     spec = get_spec(data, image_size=size)  # the teacher's input size (InceptionV3: 299)
     classes = show_classes(spec.num_classes)
-    gen = build_generator(
-        kind, spec.num_classes, generators.generator_image_shape(kind, spec.image_shape), cfg, state["generator"]
-    )
+    gen = build_generator(kind, spec.num_classes, generators.generator_image_shape(kind, spec.image_shape), cfg, state)
     fake = synthetic(gen, [c for _ in range(PER_CLASS) for c in classes])
     fake = stretch(to_rgb(generators.crop_to(fake, spec.image_shape), spec))  # what the teacher saw (300 -> 299)
     true, real_note = None, None
@@ -221,31 +249,66 @@ def draw_samples(axes, samples: Samples) -> None:
         ax.text(0.5, 0.5, samples.real_note, transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.35")
 
 
-def samples_figure(run, epoch: int | None = None):
-    """Fig. 6 for one run: a class x sample grid, the first real test image of each class (top row) and
-    PER_CLASS synthetic images per class from the generator checkpoint at `epoch` (default: the last), each
-    synthetic image contrast-stretched (1st-99th percentile)."""
+CELL = 1.35  # inches per image at most: few classes do not make a tall figure (style.MAX_HEIGHT)
+
+
+def samples_figure(run, epoch: int | None = None, shared_with=()):
+    """Fig. 6 for one generator: a class x sample grid, the first real test image of each class (top row) and
+    PER_CLASS synthetic images per class from the run's generator checkpoint at `epoch` (default: the last), each
+    synthetic image contrast-stretched (1st-99th percentile).  `shared_with`: further runs holding the same
+    generator weights (named in the title and the caption)."""
     s = load_samples(run, epoch)
     n = len(s.classes)
     rows = 1 + PER_CLASS
-    with drawing((7.0, 7.0 / n * rows + 0.35)) as fig:
+    cell = min(7.0 / n, CELL)
+    runs = [s.run, *shared_with]
+    with drawing((7.0, cell * rows + 0.35)) as fig:
         fig.get_layout_engine().set(w_pad=0.0, h_pad=0.0, wspace=0.02, hspace=0.02)
         draw_samples(fig.subplots(rows, n, squeeze=False), s)
-        fig.suptitle(f"{R.method(s.run)}: real vs synthetic, epoch {s.epoch}")
-    return fig
+        methods = " = ".join(dict.fromkeys(R.method(r) for r in runs))
+        same = " (one generator: identical weights)" if len(runs) > 1 else ""
+        fig.suptitle(f"{methods}: real vs synthetic, epoch {s.epoch}{same}")
+    return R.describe(fig, runs, samples_caption(s, runs))
+
+
+def samples_caption(s: Samples, runs) -> str:
+    """Fig. 6's caption: what each row is, how the images are shown, and which runs share the generator."""
+    real = "the first real test image of each class" if s.real is not None else "no real images (no test split)"
+    text = (
+        f"Top row: {real}; the {PER_CLASS} rows below: synthetic images per class from the {s.generator} generator "
+        f"of run {s.run.name} at epoch {s.epoch} (fixed latent seed {SEED}), each contrast-stretched to its "
+        "1st–99th percentile after de-normalisation."
+    )
+    if len(runs) > 1:
+        names = ", ".join(r.name for r in runs)
+        text += (
+            f" The runs {names} hold bit-identical generator weights at this epoch (state-dict fingerprint "
+            f"{fingerprint(generator_checkpoint(s.run, s.epoch)[1])}), so one grid stands for all of them."
+        )
+    return text
 
 
 def samples_figures(runs, epoch: int | None = None) -> list[tuple[str, object]]:
-    """Fig. 6 for every run with a generator checkpoint: [(file stem, Figure)]; runs without one are
-    logged; SkipFigure when no run has one."""
-    figs, reasons = [], []
+    """Fig. 6, one figure per distinct generator (state-dict fingerprint) among the runs with a generator
+    checkpoint (one seed per method): [(file stem, Figure)]; runs without one are logged; SkipFigure when no
+    run has one."""
+    groups: dict[str, list] = {}
+    reasons = []
     reps = R.representatives(R.open_runs(runs))  # one run per seed group
     labels = R.file_labels(reps)  # two runs in folders of the same name: two files
     for r in reps:
         try:
-            figs.append((f"fig6_samples_{labels[r.run_id]}", samples_figure(r, epoch)))
-        except NoSamples as e:
-            reasons.append(f"{r.name}: {e}")
+            e, state = generator_checkpoint(r, epoch)
+        except NoSamples as err:
+            reasons.append(f"{r.name}: {err}")
+            continue
+        groups.setdefault(f"{e}:{fingerprint(state)}", []).append(r)
+    figs = []
+    for members in groups.values():
+        try:
+            figs.append((f"fig6_samples_{labels[members[0].run_id]}", samples_figure(members[0], epoch, members[1:])))
+        except NoSamples as err:
+            reasons.append(f"{members[0].name}: {err}")
     if not figs:
         raise R.SkipFigure("no run has a generator checkpoint to sample from (" + "; ".join(reasons) + ")")
     for reason in reasons:

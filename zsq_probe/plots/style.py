@@ -29,6 +29,7 @@ FORMATS = ("png", "pdf")
 WIDTHS = {"column": 3.3, "text": 7.0}
 DEFAULT_WIDTH = "text"
 MIN_FONT = 7.0  # pt at the chosen width: save() raises every smaller text to this
+MAX_HEIGHT = 9.0  # inches: no figure is taller (a page holds it with its caption); larger inputs go to more files
 
 # Okabe-Ito, colour-blind safe: one colour and one marker per method, keyed by the canonical method name
 OKABE_ITO = {
@@ -46,13 +47,13 @@ METHOD_STYLE = {  # method -> (colour, marker)
     "gdfq": (OKABE_ITO["vermillion"], "s"),
     "kl-only": (OKABE_ITO["blue"], "^"),
     "ait": (OKABE_ITO["orange"], "D"),
-    "kl-only-high-lr": (OKABE_ITO["sky"], "v"),
+    "kl-only-high-lr": ("#999999", "v"),  # grey: beside kl-only's blue in Figs. 3b/c, 4 and 5 (not a second blue)
     "qimera": (OKABE_ITO["purple"], "P"),
     "qimera+ait": (OKABE_ITO["black"], "X"),
     "baseline+gi": (OKABE_ITO["yellow"], "h"),
 }
 METHOD_COLORS = {m: c for m, (c, _) in METHOD_STYLE.items()}
-EXTRA_COLORS = ["#882255", "#999999", "#44AA99", "#DDCC77", "#332288", "#117733"]
+EXTRA_COLORS = ["#882255", "#56B4E9", "#44AA99", "#DDCC77", "#332288", "#117733"]
 EXTRA_MARKERS = ["p", "*", "<", ">", "d", "H"]
 KD_COLOR = METHOD_COLORS["kd"]
 ZQ_COLOR = METHOD_COLORS["gdfq"]
@@ -61,7 +62,9 @@ CE_COLOR = "#882255"
 KL_COLOR = "#0072B2"
 CE_CMAP = "Reds"
 KL_CMAP = "Blues"
-P_COLOR = "black"
+P_COLOR = "black"  # GI's p in Fig. 4: dotted black (the captions say so)
+# Fig. 1's angle snapshots: grad KL in dark grey, not KL_COLOR, which is kl-only's method blue in the same figure
+SNAPSHOT_KL_COLOR = "#404040"
 LOSS_COLORS = {"ce": CE_COLOR, "kl": KL_COLOR}
 LOSS_STYLES = {"ce": "-", "kl": "--"}
 
@@ -132,13 +135,13 @@ def figure_width(name: str | None):
 
 
 def fit_size(figsize) -> tuple[float, float]:
-    """`figsize` scaled to the chosen width (aspect kept, height kept readable)."""
+    """`figsize` scaled to the chosen width (aspect kept, height kept readable, at most MAX_HEIGHT)."""
     w, h = float(figsize[0]), float(figsize[1])
     target = WIDTHS[current_width()]
     scale = target / w
     height = h * scale
     floor = min(h, 2.2 if current_width() == "text" else 1.9)
-    return target, max(height, floor)
+    return target, min(max(height, floor), MAX_HEIGHT)
 
 
 def style():

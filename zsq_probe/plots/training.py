@@ -31,8 +31,11 @@ def draw_training(axes, runs) -> None:
     ax_kl, ax_cos, ax_ce = axes
     zq = zq_runs(runs)
     any_val, any_cos = False, False
+    mixed = len({iterations(r) for r in zq}) > 1
     for g in R.seed_groups(zq):
         color, mk, lab = R.kind_color(g[0]), R.marker(g[0]), R.method(g[0])
+        if mixed:  # an epoch is what each run's config says: say so where they differ
+            lab += f", epoch = {iterations(g[0])} it."
         ms = [
             R.read(r, "metrics", METRIC_COLUMNS, "fig5").groupby("epoch", as_index=False)[METRIC_COLUMNS[1:]].mean()
             for r in g
@@ -69,6 +72,30 @@ def draw_training(axes, runs) -> None:
         note(ax_ce, "no validation CE\n(no real test split)")
 
 
+def iterations(run) -> str:
+    """A run's iterations per epoch as its config says ('25'; 'one pass' when it sets none)."""
+    n = R.config(run).get("iters_per_epoch")
+    return str(n) if n else "one pass"
+
+
+def training_caption(zq) -> str:
+    """Fig. 5's caption: the three panels, the aggregation and what an epoch is for each method."""
+    groups = R.seed_groups(zq)
+    per = "; ".join(f"{R.method(g[0])}: {iterations(g[0])} iterations" for g in groups)
+    same = len({iterations(r) for r in zq}) == 1
+    return (
+        "(a) the KL term as trained (KLDiv × T²) averaged over the epoch's student steps, (b) the epoch-mean cosine "
+        "between the CE and the KL gradient, (c) the cross-entropy of the quantised student on the real validation "
+        "split against the hard labels; per ZQ method the mean over its seeds (n in the legend), band: seed "
+        "min–max where n > 1. "
+        + (
+            f"An epoch is {iterations(zq[0])} iterations in every run."
+            if same
+            else f"An epoch differs: {per} (legend)."
+        )
+    )
+
+
 def training_figure(runs):
     """Fig. 5: the three panels side by side, one legend for the ZQ methods (n = seeds)."""
     zq = zq_runs(runs)
@@ -77,5 +104,6 @@ def training_figure(runs):
         axes = fig.subplots(3, 1, sharex=True) if column else fig.subplots(1, 3)
         draw_training(axes, zq)
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2 if column else 4))
-    return fig
+        wide = 2 if column or max(map(len, labels), default=0) > 24 else 4  # long labels: two a row
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), wide))
+    return R.describe(fig, zq, training_caption(zq))
