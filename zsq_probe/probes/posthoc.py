@@ -15,12 +15,14 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import torch
 import torch.nn as nn
 
 from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext
 from zsq_probe.rundir.store import PathArg, RunDir, epoch_key
+from zsq_probe.training.threads import torch_threads
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec
@@ -90,14 +92,23 @@ def probe_run(
     overwrite: bool = False,
     teacher: nn.Module | None = None,
     data_spec: DatasetSpec | None = None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Run one post-hoc probe over the run's checkpoints; returns the rows of its first table for the epochs
-    asked (those written now and those probed before)."""
+    asked (those written now and those probed before).  `threads`: torch's CPU threads while it measures
+    (None: as set), put back afterwards; a count other than the run's (config.json `threads`) is logged, since
+    the numbers differ from the online ones by float round-off.  Draws no progress bar; progress is logged."""
+    with torch_threads(threads):
+        return _probe_run(run_path, probe, epochs, device, overwrite, teacher, data_spec)
+
+
+def _probe_run(run_path, probe, epochs, device, overwrite, teacher, data_spec) -> pd.DataFrame:
     available = posthoc_probes()
     if probe not in available:
         raise UserError(f"unknown post-hoc probe {probe!r} ({', '.join(available)})")
     run, ctx = open_run(run_path, device, teacher, data_spec)
     run.check_part_versions("probe")  # parts of a newer zsq-probe: never mixed with this version's
+    _note_threads(run)
     if not ctx.checkpoint_epochs:
         raise UserError(f"{run.path} has no checkpoints to probe")
     wanted = ctx.checkpoint_epochs if epochs is None else sorted(set(epochs))
@@ -114,6 +125,16 @@ def probe_run(
 
     with RunLock(run.path, what=f"zsq-probe {probe}", rank=0 if distributed.is_writer() else 1):
         return _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed)
+
+
+def _note_threads(run: RunDir) -> None:
+    """Log when torch's thread count differs from the one the run trained with (config.json `threads`)."""
+    recorded = run.read_config_doc().get("threads")
+    if isinstance(recorded, int) and recorded != torch.get_num_threads():
+        log.info(
+            f"probing with {torch.get_num_threads()} torch thread(s); {run.path} trained with {recorded}: numbers "
+            f"differ from the online ones by float round-off (--threads {recorded} to match)"
+        )
 
 
 def committed_keys(run: RunDir, probe: str, tables: Iterable[str]) -> set[str]:
