@@ -407,7 +407,17 @@ def test_posthoc_json_is_alone_on_stdout(piped_run, tmp_path, capsys):
     cap = capsys.readouterr()
     rows = json.loads(cap.out)  # the whole of stdout parses
     assert [r["epoch"] for r in rows] == [1]
-    assert cap.err.strip()  # the per-epoch progress lines went to stderr
+    assert cap.err.strip() and "probing with" not in cap.err  # progress lines on stderr; the run's own count
+
+    import torch
+
+    from zsq_probe.probes.posthoc import probe_run
+
+    before = torch.get_num_threads()
+    probe_run(run, "cosine", epochs=[1], overwrite=True, threads=before + 1)
+    assert torch.get_num_threads() == before  # put back
+    assert main(["cosine", "--run", str(run), "--epochs", "1", "--overwrite", "--threads", "2"]) == 0
+    assert "probing with 2 torch thread(s); " in capsys.readouterr().err  # the run trained with 1
 
 
 def test_a_non_finite_stop_exits_1(digits_teacher, tmp_path, monkeypatch, capsys):
@@ -460,3 +470,22 @@ def test_sigterm_outside_training_exits_143(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 143 and r.stderr.strip() == "zsq-probe presets: stopped by SIGTERM", r.stderr
+
+
+def test_compare_mentions_runs_trained_with_different_thread_counts(tmp_path, capsys):
+    from fabricated_runs import make_run
+
+    kd, _ = make_run(tmp_path / "kd", "kd", cos_center=0.3, trace_scale=1.0, kl_scale=0.1, source="real")
+    zq, _ = make_run(tmp_path / "zq", "ait", cos_center=-0.2, trace_scale=1.0, kl_scale=0.1)
+    for run, threads in ((kd, 1), (zq, 1)):
+        doc = run.read_config_doc()
+        run.write_config(doc["config"], extra={k: v for k, v in doc.items() if k != "config"} | {"threads": threads})
+    assert main(["compare", str(kd.path), str(zq.path)]) == 0
+    assert "thread" not in capsys.readouterr().err  # one count: nothing to say
+    doc = zq.read_config_doc()
+    zq.write_config(doc["config"], extra={k: v for k, v in doc.items() if k != "config"} | {"threads": 2})
+    assert main(["compare", str(kd.path), str(zq.path), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["probe"] == "cosine"  # still compared: the count is not a setting
+    warning = [line for line in cap.err.splitlines() if "thread" in line]
+    assert len(warning) == 1 and "different torch thread counts (kd 1, zq 2)" in warning[0], cap.err
