@@ -503,9 +503,7 @@ def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
 
 def test_figure_recipe_end_to_end_tiny(tmp_path, capsys, digits_teacher):
     out = tmp_path / "fig1"
-    rc = main(
-        ["fig1", "--scale", "tiny", "--out", str(out), *fast_sets(["epochs=2", "probe_every_steps=1"])]
-    )
+    rc = main(["fig1", "--scale", "tiny", "--out", str(out), *fast_sets(["epochs=2", "probe_every_steps=1"])])
     text = capsys.readouterr().err  # the progress lines
     assert rc == 0
     assert "$ zsq-probe figures --runs" in text
