@@ -108,7 +108,6 @@ def _probe_run(run_path, probe, epochs, device, overwrite, teacher, data_spec) -
         raise UserError(f"unknown post-hoc probe {probe!r} ({', '.join(available)})")
     run, ctx = open_run(run_path, device, teacher, data_spec)
     run.check_part_versions("probe")  # parts of a newer zsq-probe: never mixed with this version's
-    _note_threads(run)
     if not ctx.checkpoint_epochs:
         raise UserError(f"{run.path} has no checkpoints to probe")
     wanted = ctx.checkpoint_epochs if epochs is None else sorted(set(epochs))
@@ -124,6 +123,7 @@ def _probe_run(run_path, probe, epochs, device, overwrite, teacher, data_spec) -
     from zsq_probe.rundir.lock import RunLock
 
     with RunLock(run.path, what=f"zsq-probe {probe}", rank=0 if distributed.is_writer() else 1):
+        _note_threads(run)  # once it is ours: a refused second writer says one line
         return _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed)
 
 
