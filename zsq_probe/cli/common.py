@@ -1,5 +1,6 @@
-"""What several commands share: the teacher flags, the output and thread flags every command has, and the
-console logging a command runs under (log lines on stderr; stdout carries only the command's result)."""
+"""What several commands share: the teacher flags, the output and thread flags every command has, the console
+logging a command runs under (log lines on stderr; stdout carries only the command's result), and how SIGTERM
+and Ctrl-C become exit statuses (143, 130)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``analyses/__main__.py`` (``python -m analyses NAME ...``) and each ``analyses/<recipe>.py`` script call
 :func:`main`; ``zsq-probe recipe`` mounts :func:`add_arguments` and :func:`run_command`.  Progress
-lines come from the ``zsq_probe`` loggers, shown on the console while :func:`main` runs; the table, the
+lines come from the ``zsq_probe`` loggers, shown on stderr while :func:`main` runs; the table, the
 listing and the dry run are the command's output on stdout; errors are one line on stderr.
 """
 
