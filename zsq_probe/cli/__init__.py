@@ -8,7 +8,7 @@ line on stderr, with the exit status (README, "Exit codes"): 0 success; 1 a run 
 input (`UserError`, a system error such as a full disk); 130 SIGINT (Ctrl-C); 143 SIGTERM (128 + the
 signal's number for another stop signal, SIGUSR1: 138).
 
-Output: stdout carries the command's result alone (a table, JSON, the files written), so `--json | jq .` and
+Output: stdout carries the command's result alone (a table, JSON, a run summary), so `--json | jq .` and
 `> table.txt` work; the library's log lines (INFO and above, WARNING and above with --quiet) and the progress
 bars go to stderr.  Every command has --quiet and --progress / --no-progress (bars by default only when stderr
 is a terminal); those that compute have --threads N (zsq_probe.cli.common).
