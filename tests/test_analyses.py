@@ -460,9 +460,10 @@ def test_tab1_end_to_end_tiny_and_resume(tmp_path, capsys, digits_teacher):
 
     # run again: everything is skipped, the same table comes out
     before = {r: (out / "runs" / r / "summary.json").stat().st_mtime_ns for r in runs}
-    assert main(["tab1", "--scale", "tiny", "--seeds", "1", "--out", str(out), "--quiet", *fast_sets()]) == 0
-    again = capsys.readouterr().out
-    assert again.count("done already") == 14
+    assert main(["tab1", "--scale", "tiny", "--seeds", "1", "--out", str(out), *fast_sets()]) == 0
+    cap = capsys.readouterr()
+    again = cap.out
+    assert cap.err.count("done already") == 14  # the progress lines, on stderr
     assert again[again.index("Table 1.") :].split("(written")[0] == table.split("(written")[0]
     assert before == {r: (out / "runs" / r / "summary.json").stat().st_mtime_ns for r in runs}
 
@@ -488,9 +489,10 @@ def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
     with pytest.raises(KeyboardInterrupt):  # a run killed after its first epoch
         train(job.config(), job.path, observers=[CrashAt()], progress=False)
     assert job.status() == "partial"
-    rc = main(["tab2", "--scale", "tiny", "--seeds", "1", "--out", str(out), "--only", only, "--quiet", *sets])
-    text = capsys.readouterr().out
-    assert rc == 0 and "resuming" in text
+    rc = main(["tab2", "--scale", "tiny", "--seeds", "1", "--out", str(out), "--only", only, *sets])
+    cap = capsys.readouterr()
+    text = cap.out
+    assert rc == 0 and "resuming" in cap.err  # a progress line, on stderr
     assert job.status() == "done" and job.summary()["epochs_completed"] == 2
     assert list(RunDir(job.path).read_table("metrics")["epoch"]) == [1, 2]  # resumed, not restarted or duplicated
     # only the selected run shows in the table: one row with our value, others left out
@@ -501,10 +503,8 @@ def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
 
 def test_figure_recipe_end_to_end_tiny(tmp_path, capsys, digits_teacher):
     out = tmp_path / "fig1"
-    rc = main(
-        ["fig1", "--scale", "tiny", "--out", str(out), "--quiet", *fast_sets(["epochs=2", "probe_every_steps=1"])]
-    )
-    text = capsys.readouterr().out
+    rc = main(["fig1", "--scale", "tiny", "--out", str(out), *fast_sets(["epochs=2", "probe_every_steps=1"])])
+    text = capsys.readouterr().err  # the progress lines
     assert rc == 0
     assert "$ zsq-probe figures --runs" in text
     png = out / "figures" / "fig1" / "fig1_cosine.png"

@@ -227,8 +227,9 @@ def test_one_line_shortens_errors():
 
 
 def test_library_logging_prints_while_a_command_runs(tmp_path, capsys):
-    """INFO from the library's loggers is a plain stdout line during a command; afterwards the `zsq_probe`
-    logger is as it was (no handler left behind, level restored)."""
+    """INFO from the library's loggers is a plain stderr line during a command (stdout is kept for the command's
+    result); --quiet keeps warnings and errors; afterwards the `zsq_probe` logger is as it was (no handler left
+    behind, level restored)."""
     import logging
 
     from zsq_probe.cli.common import console_logging
@@ -241,8 +242,250 @@ def test_library_logging_prints_while_a_command_runs(tmp_path, capsys):
         logging.getLogger("zsq_probe.some.module").warning("a warning line")
     with console_logging(quiet=True):
         logging.getLogger("zsq_probe.other").info("quiet info")
+        logging.getLogger("zsq_probe.other").warning("quiet warning")
     cap = capsys.readouterr()
-    assert cap.out == "an info line\n" and cap.err == "a warning line\n"
+    assert cap.out == "" and cap.err == "an info line\na warning line\nquiet warning\n"
     assert logger.level == level and logger.handlers == handlers
     assert main(["cosine", "--run", str(tmp_path)]) == 2  # a failing command restores it too
     assert logger.level == level and logger.handlers == handlers
+
+
+# ------------------------------------------------------------------------ output, threads, help, exit codes
+def _parsers():
+    """(name, parser) of `zsq-probe` and of each of its commands."""
+    import argparse
+
+    from zsq_probe.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [("zsq-probe", parser), *sub.choices.items()]
+
+
+def test_every_option_has_help_text_and_lists_its_choices_once():
+    import re
+
+    missing, repeated = [], []
+    for name, parser in _parsers():
+        for action in parser._actions:
+            if action.help is None or not action.help.strip():
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+        for group in re.findall(r"\{([^{}]*)\}", parser.format_help()):
+            items = group.split(",")
+            if len(items) != len(set(items)):
+                repeated.append(f"{name}: {{{group}}}")
+    assert not missing, missing
+    assert not repeated, repeated
+
+
+def test_every_command_has_the_output_flags_and_those_that_compute_threads():
+    computing = {"eval", "train", "demo", "cosine", "hessian", "slice", "crossings", "recipe"}
+    for name, parser in _parsers()[1:]:
+        flags = {s for a in parser._actions for s in a.option_strings}
+        assert {"--quiet", "--progress", "--no-progress"} <= flags, name
+        assert ("--threads" in flags) == (name in computing), name
+
+
+def test_help_imports_no_torch():
+    """`zsq-probe --help` and every command's --help build the parser only: no torch (nor pandas, matplotlib)."""
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from zsq_probe.cli import COMMAND_MODULES, build_parser, main\n"
+        "import argparse\n"
+        "sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))\n"
+        "for argv in [['--help']] + [[c, '--help'] for c in sub.choices]:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "print(json.dumps([m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+
+
+def test_spelled_out_choices_match_the_library():
+    """figures and compare spell their choices out (so that --help loads no torch / pandas): the library's."""
+    from zsq_probe.analysis.probe_tables import COMPARABLE_PROBES
+    from zsq_probe.cli import compare, figures
+    from zsq_probe.plots.style import FORMATS, WIDTHS
+
+    assert figures.FORMAT_CHOICES == (*FORMATS, ",".join(FORMATS))
+    assert figures.WIDTH_CHOICES == tuple(WIDTHS)
+    assert tuple(compare.ROWS) == COMPARABLE_PROBES
+
+
+@pytest.mark.parametrize(
+    "flags, tty, shown",
+    [
+        ([], True, True),
+        ([], False, False),
+        (["--quiet"], True, False),
+        (["--quiet", "--progress"], True, False),
+        (["--progress"], False, True),
+        (["--no-progress"], True, False),
+    ],
+)
+def test_progress_bars_only_on_a_terminal_unless_forced(flags, tty, shown, monkeypatch):
+    import io
+
+    from zsq_probe.cli import build_parser
+    from zsq_probe.cli.common import show_progress
+
+    class Stderr(io.StringIO):
+        def isatty(self):
+            return tty
+
+    args = build_parser().parse_args(["figures", "--runs", "R", "--out", "O", *flags])
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    assert show_progress(args) is shown
+
+
+TINY_TRAIN = ["--preset", "gdfq", "--epochs", "1", "--iters-per-epoch", "2", "--batch-size", "16"]
+TINY_TRAIN += ["--set", "val_max_batches=1", "--set", "warmup_epochs=0"]
+
+
+@pytest.fixture(scope="module")
+def piped_run(digits_teacher, tmp_path_factory):
+    """`zsq-probe train --threads 1` in a fresh interpreter, stdout and stderr to pipes: (its folder, result)."""
+    out = tmp_path_factory.mktemp("piped") / "run"
+    r = subprocess.run(
+        [sys.executable, "-m", "zsq_probe", "train", *TINY_TRAIN, "--threads", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_piped_train_logs_on_stderr_without_bars_and_prints_only_its_summary(piped_run):
+    out, r = piped_run
+    assert json.loads(r.stdout)["epochs_completed"] == 1  # stdout: the summary and nothing else
+    assert "\r" not in r.stderr and "it/s" not in r.stderr  # no progress frames in a log file
+    assert "[gdfq] epoch    1" in r.stderr  # the log lines are there, on stderr
+    assert json.loads((out / "config.json").read_text())["threads"] == 1
+
+
+def test_threads_are_set_recorded_and_put_back_and_a_resume_with_others_says_so(digits_teacher, tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    out = tmp_path / "r"
+    args = ["train", *TINY_TRAIN, "--no-progress", "--out", str(out)]
+    assert main([*args, "--threads", str(before + 1)]) == 0
+    assert torch.get_num_threads() == before
+    doc = json.loads((out / "config.json").read_text())
+    assert doc["threads"] == before + 1 and "resumed_threads" not in doc
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--force", "--threads", str(before)]) == 0
+    err = capsys.readouterr().err
+    assert f"resuming with {before} torch thread(s); this run was started with {before + 1}" in err
+    doc = json.loads((out / "config.json").read_text())
+    assert doc["threads"] == before + 1 and doc["resumed_threads"] == [{"after_epoch": 1, "threads": before}]
+    assert main(["train", *TINY_TRAIN, "--out", str(tmp_path / "bad"), "--threads", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "zsq-probe train: error: --threads must be >= 1, got 0"
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_library_trains_without_bars_unless_asked(digits_teacher, tmp_path, capsys):
+    from zsq_probe.presets import resolve_config
+    from zsq_probe.training import train
+
+    cfg = resolve_config("gdfq", flags={"epochs": 1, "iters_per_epoch": 2, "batch_size": 16, "val_max_batches": 1})
+    train(cfg, tmp_path / "quiet")
+    assert capsys.readouterr().err == ""
+    train(cfg, tmp_path / "bars", progress=True)
+    assert "\r" in capsys.readouterr().err  # the same call with progress=True draws them (the test can fail)
+
+
+def test_posthoc_json_is_alone_on_stdout(piped_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(piped_run[0], run)
+    assert main(["cosine", "--run", str(run), "--epochs", "1", "--json", "--threads", "1"]) == 0
+    cap = capsys.readouterr()
+    rows = json.loads(cap.out)  # the whole of stdout parses
+    assert [r["epoch"] for r in rows] == [1]
+    assert cap.err.strip() and "probing with" not in cap.err  # progress lines on stderr; the run's own count
+
+    import torch
+
+    from zsq_probe.probes.posthoc import probe_run
+
+    before = torch.get_num_threads()
+    probe_run(run, "cosine", epochs=[1], overwrite=True, threads=before + 1)
+    assert torch.get_num_threads() == before  # put back
+    assert main(["cosine", "--run", str(run), "--epochs", "1", "--overwrite", "--threads", "2"]) == 0
+    assert "probing with 2 torch thread(s); " in capsys.readouterr().err  # the run trained with 1
+
+
+def test_a_non_finite_stop_exits_1(digits_teacher, tmp_path, monkeypatch, capsys):
+    import zsq_probe.quantization.losses as losses
+
+    real = losses.kl_to_teacher
+    monkeypatch.setattr(losses, "kl_to_teacher", lambda s, t, temperature: real(s, t, temperature) * float("nan"))
+    rc = main(["train", *TINY_TRAIN, "--quiet", "--out", str(tmp_path / "nan")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith("zsq-probe train: error: non-finite KL term at epoch 1, step 0"), err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_stops_training_after_a_checkpoint_and_exits_143(digits_teacher, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    argv = [*TINY_TRAIN, "--epochs", "200", "--iters-per-epoch", "5"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zsq_probe", "train", *argv, "--threads", "1", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "epoch-0001.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no first checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert stdout == "" and "zsq-probe train: stopped by SIGTERM after the checkpoint of epoch" in stderr
+    last = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("epoch-*.pt"))
+    assert 1 <= last < 200 and not (out / "summary.json").exists()
+
+
+def test_sigterm_outside_training_exits_143(tmp_path):
+    """SIGTERM while a command runs (not training): its message, exit status 143, `finally` blocks run."""
+    code = (
+        "import os, signal, sys\n"
+        "import zsq_probe.cli.presets as presets\n"
+        "from zsq_probe.cli import main\n"
+        "def handler(args):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return 0\n"
+        "presets.run = handler\n"
+        "sys.exit(main(['presets']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143 and r.stderr.strip() == "zsq-probe presets: stopped by SIGTERM", r.stderr
+
+
+def test_compare_mentions_runs_trained_with_different_thread_counts(tmp_path, capsys):
+    from fabricated_runs import make_run
+
+    kd, _ = make_run(tmp_path / "kd", "kd", cos_center=0.3, trace_scale=1.0, kl_scale=0.1, source="real")
+    zq, _ = make_run(tmp_path / "zq", "ait", cos_center=-0.2, trace_scale=1.0, kl_scale=0.1)
+    for run, threads in ((kd, 1), (zq, 1)):
+        doc = run.read_config_doc()
+        run.write_config(doc["config"], extra={k: v for k, v in doc.items() if k != "config"} | {"threads": threads})
+    assert main(["compare", str(kd.path), str(zq.path)]) == 0
+    assert "thread" not in capsys.readouterr().err  # one count: nothing to say
+    doc = zq.read_config_doc()
+    zq.write_config(doc["config"], extra={k: v for k, v in doc.items() if k != "config"} | {"threads": 2})
+    assert main(["compare", str(kd.path), str(zq.path), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["probe"] == "cosine"  # still compared: the count is not a setting
+    warning = [line for line in cap.err.splitlines() if "thread" in line]
+    assert len(warning) == 1 and "different torch thread counts (kd 1, zq 2)" in warning[0], cap.err

@@ -145,9 +145,11 @@ def test_console_script_draws_from_the_wheel(installed, workdir):
         "fig3a_inter_epoch.png",
         "fig5_training.png",
     ]
-    # one (model, data set) setting: the cross-setting figures skip, each with its one-line reason
-    assert out.stdout.count("wrote ") == 4 and "skipped fig2c" in out.stdout
-    assert "skipped fig7_8: " in out.stdout and "skipped fig9: " in out.stdout
+    # one (model, data set) setting: the cross-setting figures skip, each with its one-line reason (log lines, on
+    # stderr)
+    assert out.stderr.count("wrote ") == 4 and "skipped fig2c" in out.stderr
+    assert "skipped fig7_8: " in out.stderr and "skipped fig9: " in out.stderr
+    assert out.stdout == ""
 
 
 def test_python_m_draws_from_the_wheel_beside_a_stray_figures_py(installed, workdir):

@@ -80,7 +80,9 @@ def demo_plan(device: str, seed: int, overrides=()) -> dict:
     return plan
 
 
-def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bool = True, width: str = "text") -> dict:
+def run_demo(
+    out, device: str = "cpu", seed: int = 0, overrides=(), progress: bool = False, width: str = "text"
+) -> dict:
     """Teacher, PTQ accuracy, the four runs (resumed when interrupted), every figure and the findings,
     into `out`; progress is logged (INFO).  Returns the findings (also in OUT/findings.json, FINDINGS.md)."""
     check_out(out)

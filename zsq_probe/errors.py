@@ -1,7 +1,8 @@
 """The library's exception for bad input, and the one helper that shortens an error to one line.
 
-Library code raises `UserError` (a `ValueError`) for input a user can fix: a file, a name, a value.
-Only the command line (`zsq_probe.cli`) turns it into a one-line message and a non-zero exit status.
+Library code raises `UserError` (a `ValueError`) for input a user can fix: a file, a name, a value, and
+`ComputeError` (a `UserError`) when a run failed while computing.  Only the command line (`zsq_probe.cli`)
+turns them into a one-line message and an exit status (2 and 1).
 """
 
 from __future__ import annotations
@@ -9,6 +10,12 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Bad input from the user (a file, a name, a value): the message says what is wrong and how to fix it."""
+
+
+class ComputeError(UserError):
+    """A run failed while computing (non-finite numbers, a figure that could not be drawn): the message says
+    where and what to try.  The command line exits 1 on it (bad input: 2); a `UserError` for callers that
+    catch those."""
 
 
 def one_line(exc_or_text: BaseException | str, limit: int | None = 200, *, with_type: bool = True) -> str:

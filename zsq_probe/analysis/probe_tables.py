@@ -524,7 +524,25 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine") -> dict:
             f"KD_RUN {kd_name} was trained on {kd_data}, ZQ_RUN {zq_name} on "
             f"{zq_data}: the runs come from different data sets (and teachers)"
         )
+    result["warnings"] += _thread_count_warnings([*kd_runs, *zq_runs])
     return result
+
+
+def _thread_count_warnings(runs) -> list[str]:
+    """A warning when the runs trained with different torch thread counts (config.json `threads`): not a setting
+    that makes them different runs, but their numbers then differ by float round-off too (README: Threads)."""
+    counts = {}
+    for run in runs:
+        threads = run.read_config_doc().get("threads")
+        if isinstance(threads, int):
+            counts[run.name] = threads
+    if len(set(counts.values())) <= 1:
+        return []
+    listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return [
+        f"the runs trained with different torch thread counts ({listed}): their numbers also differ by float "
+        f"round-off from it"
+    ]
 
 
 # ----------------------------------------------------------------------------------- post hoc

@@ -2,13 +2,19 @@
 
 Each command module has `register(subparsers)`, which adds its commands and sets each one's handler
 (`handler(args) -> exit status`); COMMAND_MODULES lists them in `--help` order.  A handler parses
-flags, calls one library function and prints.  Here, and only here, library errors become one line
-on stderr: `UserError` (bad input) exits 2, Ctrl-C 130.  The library logs through `logging`; while a
-command runs, INFO lines of the `zsq_probe` loggers print as plain lines on stdout (warnings and errors
-on stderr), so a command shows what the library reports.
+flags, calls one library function and prints its result.  Here, and only here, library errors become one
+line on stderr, with the exit status (README, "Exit codes"): 0 success; 1 a run failed while computing
+(`ComputeError`: a non-finite stop, a figure that could not be drawn; a recipe with a failed job); 2 bad
+input (`UserError`, a system error such as a full disk); 130 SIGINT (Ctrl-C); 143 SIGTERM (128 + the
+signal's number for another stop signal, SIGUSR1: 138).
 
-Handlers import the library where they run: building the parser (`--help`, a mistyped flag) loads only
-what the commands' flags need (figure names and formats), not the trainer, probes, data sets or demo.
+Output: stdout carries the command's result alone (a table, JSON, a run summary), so `--json | jq .` and
+`> table.txt` work; the library's log lines (INFO and above, WARNING and above with --quiet) and the progress
+bars go to stderr.  Every command has --quiet and --progress / --no-progress (bars by default only when stderr
+is a terminal); those that compute have --threads N (zsq_probe.cli.common).
+
+Handlers import the library where they run: building the parser (`--help`, a mistyped flag) loads no torch
+(tests/test_cli.py checks it), nor the trainer, probes, data sets or demo.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import sys
 
 from zsq_probe import __version__
 from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, recipe, train
-from zsq_probe.cli.common import console_logging
-from zsq_probe.errors import UserError, one_line
+from zsq_probe.cli.common import check_threads, console_logging, interrupted_status, sigterm_raises
+from zsq_probe.errors import ComputeError, UserError, one_line
 
 COMMAND_MODULES = (evaluate, presets, train, demo, posthoc, figures, compare, recipe)
 
@@ -31,18 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Loss-surface diagnostics for zero-shot quantization (AIT / GDFQ): train, probe, plot.",
     )
     parser.add_argument("--version", action="version", version=f"zsq-probe {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, help="the command (zsq-probe COMMAND --help: its flags)"
+    )
     for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    """Run one `zsq-probe` command; returns its exit status (0 ok, 2 bad input, 130 interrupted)."""
+    """Run one `zsq-probe` command; returns its exit status (0 ok, 1 failed while computing, 2 bad input,
+    130 SIGINT, 143 SIGTERM)."""
     args = build_parser().parse_args(argv)
     try:
-        with console_logging(quiet=bool(getattr(args, "json", False))):
+        with sigterm_raises(), console_logging(quiet=bool(getattr(args, "quiet", False))):
+            check_threads(args)
             return args.handler(args) or 0
+    except ComputeError as e:
+        print(f"zsq-probe {args.command}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)
+        return 1
     except UserError as e:
         print(f"zsq-probe {args.command}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)
         return 2
@@ -54,6 +67,7 @@ def main(argv=None) -> int:
     except MemoryError:
         print(f"zsq-probe {args.command}: error: out of memory (lower batch_size / probe sizes)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"zsq-probe {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        status, text = interrupted_status(e)
+        print(f"zsq-probe {args.command}: {text}", file=sys.stderr)
+        return status

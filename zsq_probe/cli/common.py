@@ -1,10 +1,16 @@
-"""What several commands share: the teacher flags, and the console logging a command runs under."""
+"""What several commands share: the teacher flags, the output and thread flags every command has, the console
+logging a command runs under (log lines on stderr; stdout carries only the command's result), and how SIGTERM
+and Ctrl-C become exit statuses (143, 130)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
+import threading
+
+from zsq_probe.errors import UserError, one_line
 
 DEFAULT_TEACHER = "digits"
 
@@ -28,8 +34,53 @@ def add_teacher_args(p, data: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
+def add_output_args(p, threads: bool = False) -> None:
+    """Add the flags every command has to the parser `p`: --quiet, --progress / --no-progress and, with
+    `threads` (a command that computes), --threads N."""
+    g = p.add_argument_group("output and threads" if threads else "output")
+    g.add_argument("--quiet", action="store_true", help="warnings and errors only: no progress lines, no bars")
+    g.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const=True,
+        default=None,
+        help="progress bars on stderr even when it is not a terminal (default: bars only on a terminal)",
+    )
+    g.add_argument(
+        "--no-progress", dest="progress", action="store_const", const=False, help="no progress bars, even on a terminal"
+    )
+    if threads:
+        g.add_argument(
+            "--threads",
+            type=int,
+            metavar="N",
+            help="torch CPU threads (default: torch's own choice); recorded in a run's config.json, results "
+            "differ slightly with it (README: Threads)",
+        )
+
+
+def show_progress(args) -> bool:
+    """Whether a command draws progress bars: never with --quiet; else --progress / --no-progress, and without
+    either only when stderr is a terminal (so logs piped to a file hold no carriage-return frames)."""
+    if getattr(args, "quiet", False):
+        return False
+    forced = getattr(args, "progress", None)
+    if forced is not None:
+        return bool(forced)
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def check_threads(args) -> None:
+    """--threads must be a positive count (UserError otherwise, before anything runs)."""
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+
+
 class ConsoleHandler(logging.Handler):
-    """Log records as bare message lines: below WARNING on stdout, WARNING and above on stderr.
+    """Log records as bare message lines on stderr (stdout is kept for a command's result: a table, JSON).
 
     The streams are looked up for every record (not kept), so redirected or captured output sees them.
     """
@@ -40,22 +91,21 @@ class ConsoleHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write the record's message as one line on stdout (below WARNING) or stderr."""
+        """Write the record's message as one line on stderr."""
         if self.hide and record.levelno < logging.WARNING and record.name.startswith(self.hide):
             return
         try:
-            stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
-            stream.write(self.format(record) + "\n")
-            stream.flush()
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
         except Exception:  # noqa: BLE001 - logging must not raise
             self.handleError(record)
 
 
 @contextlib.contextmanager
 def console_logging(quiet: bool = False, hide: str | None = None):
-    """While inside: the `zsq_probe` loggers print INFO and above (WARNING and above when `quiet`, e.g.
-    for --json output; without the INFO lines of loggers under `hide`) through a ConsoleHandler.  The
-    previous level and handlers come back afterwards."""
+    """While inside: the `zsq_probe` loggers print INFO and above on stderr (WARNING and above when `quiet`,
+    i.e. --quiet; without the INFO lines of loggers under `hide`) through a ConsoleHandler.  The previous level
+    and handlers come back afterwards."""
     logger = logging.getLogger("zsq_probe")
     handler = ConsoleHandler(hide)
     old_level = logger.level
@@ -66,3 +116,37 @@ def console_logging(quiet: bool = False, hide: str | None = None):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived outside training (where the trainer stops after the epoch's checkpoint instead)."""
+
+    signame = "SIGTERM"
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While inside (main thread only): SIGTERM raises Terminated, so a command ends with its message and exit
+    status 143 and `finally` blocks (locks, temporary files) run; the previous handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def interrupted_status(e: KeyboardInterrupt) -> tuple[int, str]:
+    """(exit status, message) of a stop: 130 for Ctrl-C, 128 + the signal's number for a stop signal (SIGTERM:
+    143), with the trainer's "stopped by ... resume to continue" when training stopped."""
+    name = getattr(e, "signame", None) or "SIGINT"
+    number = getattr(signal, name, signal.SIGINT)
+    default = "interrupted" if name == "SIGINT" else f"stopped by {name}"
+    text = one_line(e, None, with_type=False) if str(e) else default
+    return 128 + int(number), text

@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from zsq_probe.cli.common import add_output_args
+
 HELP = (
     "compare a KD run with a ZQ run (each with its other seeds) on one probe: summary table and verdict "
     "(and overlaid curves with --out)"
@@ -38,9 +40,8 @@ ROWS = {  # probe -> (summary key, row label, number format)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `compare` command (one of COMPARABLE_PROBES, the rows of ROWS)."""
-    from zsq_probe.analysis.probe_tables import COMPARABLE_PROBES
-
+    """Add the `compare` command (one of the probes of ROWS: analysis.probe_tables.COMPARABLE_PROBES, spelled
+    here so that the parser loads no pandas; tests/test_cli.py checks that they agree)."""
     p = subparsers.add_parser("compare", help=HELP, description=HELP)
     p.add_argument("kd_run", metavar="KD_RUN", help="the real-data KD run (or any reference run)")
     p.add_argument("zq_run", metavar="ZQ_RUN", help="the zero-shot run")
@@ -55,9 +56,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--zq-seeds", nargs="+", default=[], metavar="RUN", help="more ZQ runs that differ from ZQ_RUN only by seed"
     )
-    p.add_argument("--probe", default="cosine", choices=COMPARABLE_PROBES)
+    p.add_argument("--probe", default="cosine", choices=tuple(ROWS), help="the probe compared (default cosine)")
     p.add_argument("--out", help="folder for a PNG of the overlaid curves")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    add_output_args(p)
     p.set_defaults(handler=run)
 
 
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(summary_text(result))
     if result["figure"]:
-        print(f"wrote {result['figure']}")
+        print(f"wrote {result['figure']}", file=sys.stderr)
     return 0
 
 

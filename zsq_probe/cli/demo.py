@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zsq_probe.cli.common import add_output_args, show_progress
+
 HELP = (
     "the whole story on the embedded digits default: teacher, KD/GDFQ/KL-only/AIT runs with every "
     "probe, every figure, the four findings as measured"
@@ -16,31 +18,33 @@ def register(subparsers) -> None:
         default="zsq-probe-demo",
         help="output folder (runs/, figures/, FINDINGS.md); an interrupted demo resumes there",
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every demo run (default 0)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field of every demo run"
     )
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--width",
         default="text",
         choices=["column", "text"],
         help="figure width: column (3.3 in) or text (7 in, default)",
     )
+    add_output_args(p, threads=True)
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     """Run the demo into --out; exit status 0."""
     from zsq_probe.demo import run_demo  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.training.threads import torch_threads
 
-    run_demo(
-        args.out,
-        device=args.device,
-        seed=args.seed,
-        overrides=args.set,
-        progress=not args.no_progress,
-        width=args.width,
-    )
+    with torch_threads(args.threads):  # every run records the count in its config.json
+        run_demo(
+            args.out,
+            device=args.device,
+            seed=args.seed,
+            overrides=args.set,
+            progress=show_progress(args),
+            width=args.width,
+        )
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from zsq_probe.cli.common import DEFAULT_TEACHER, add_teacher_args
+from zsq_probe.cli.common import DEFAULT_TEACHER, add_output_args, add_teacher_args
 from zsq_probe.config import MAX_BATCH_SIZE
 from zsq_probe.errors import UserError
 
@@ -16,10 +16,10 @@ def register(subparsers) -> None:
     """Add the `eval` command."""
     p = subparsers.add_parser("eval", help=HELP, description=HELP)
     add_teacher_args(p)
-    p.add_argument("--w-bits", type=int, default=4)
-    p.add_argument("--a-bits", type=int, default=4)
+    p.add_argument("--w-bits", type=int, default=4, help="weight bits, 2..8 (default 4)")
+    p.add_argument("--a-bits", type=int, default=4, help="activation bits, 2..8 (default 4)")
     p.add_argument("--calib-batches", type=int, default=4, help="train batches used to calibrate activation ranges")
-    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=200, help="images per evaluation batch (default 200)")
     p.add_argument("--max-batches", type=int, default=0, help="evaluate only this many test batches (0 = all)")
     p.add_argument(
         "--normalization",
@@ -29,12 +29,13 @@ def register(subparsers) -> None:
         "default) or 'pytorchcv' (imgclsmob's, under which pytorchcv publishes its accuracies)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_args(p, threads=True)
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     """Check the flags, evaluate the teacher in full precision and quantised, print the result; exit status 0."""
-    from zsq_probe.teachers.accuracy import evaluate_quantized  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.training.threads import torch_threads  # loads when the command runs (zsq_probe.cli)
 
     for flag, bits in (("--w-bits", args.w_bits), ("--a-bits", args.a_bits)):
         if not 2 <= bits <= 8:
@@ -45,7 +46,22 @@ def run(args) -> int:
         raise UserError(f"--max-batches must be >= 0 (0: every test batch), got {args.max_batches}")
     if not 1 <= args.batch_size <= MAX_BATCH_SIZE:
         raise UserError(f"--batch-size must be 1..{MAX_BATCH_SIZE}, got {args.batch_size}")
-    r = evaluate_quantized(
+    with torch_threads(args.threads):
+        r = _evaluate(args)
+    if r.get("warning"):
+        print(f"warning: {r['warning']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(r, indent=None, sort_keys=True))
+        return 0
+    print(report(r))
+    return 0
+
+
+def _evaluate(args) -> dict:
+    """evaluate_quantized on the flags' teacher and settings."""
+    from zsq_probe.teachers.accuracy import evaluate_quantized  # loads when the command runs (zsq_probe.cli)
+
+    return evaluate_quantized(
         args.teacher or DEFAULT_TEACHER,
         weights=args.weights,
         weights_root=args.weights_root,
@@ -60,13 +76,6 @@ def run(args) -> int:
         download=args.download,
         normalization=args.normalization,
     )
-    if r.get("warning"):
-        print(f"warning: {r['warning']}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(r, indent=None, sort_keys=True))
-        return 0
-    print(report(r))
-    return 0
 
 
 def report(r: dict) -> str:

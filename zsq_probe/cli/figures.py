@@ -8,16 +8,19 @@ import os
 import sys
 from pathlib import Path
 
-from zsq_probe.cli.common import console_logging
-from zsq_probe.errors import UserError, one_line
+from zsq_probe.cli.common import add_output_args, console_logging
+from zsq_probe.errors import ComputeError, UserError, one_line
 
 HELP = "draw every paper figure the given runs have data for (PNG/PDF)"
+
+# zsq_probe.plots.style's FORMATS (and both) and WIDTHS, spelled here so that the parser (`--help`) loads no
+# torch (importing zsq_probe.plots loads the run store); tests/test_cli.py checks that they agree
+FORMAT_CHOICES = ("png", "pdf", "png,pdf")
+WIDTH_CHOICES = ("column", "text")
 
 
 def register(subparsers) -> None:
     """Add the `figures` command."""
-    from zsq_probe.plots.style import FORMATS, WIDTHS  # loads with the parser, not with zsq_probe.cli
-
     p = subparsers.add_parser("figures", help=HELP, description=HELP)
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run folders (KD and ZQ runs)")
     p.add_argument("--out", required=True, help="output folder for the figure files")
@@ -27,13 +30,14 @@ def register(subparsers) -> None:
     p.add_argument(
         "--format",
         default="png",
-        choices=FORMATS + ("png,pdf",),
-        help="png, pdf (vector) or png,pdf (both); each figure also gets a caption STEM.txt",
+        choices=FORMAT_CHOICES,
+        metavar="FORMAT",
+        help="png (default), pdf (vector) or png,pdf (both); each figure also gets a caption STEM.txt",
     )
     p.add_argument(
         "--width",
         default="text",
-        choices=list(WIDTHS),
+        choices=WIDTH_CHOICES,
         help="figure width: column (3.3 in) or text (7 in); fonts are >= 7 pt at that size",
     )
     p.add_argument(
@@ -42,12 +46,13 @@ def register(subparsers) -> None:
         help="snapshot epoch for fig1 (default: the middle epoch all runs share), fig2d and fig6 (default: last)",
     )
     p.add_argument("--epochs", help="epochs for fig3bc/fig4, e.g. 60,350 or 3-12 (default: an early and the last)")
+    add_output_args(p)
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
-    """Write the figures asked for from the runs given; exit status 0, UserError when a figure failed or none
-    could be drawn."""
+    """Write the figures asked for from the runs given; exit status 0.  A figure that could not be drawn does not
+    stop the others: ComputeError (exit status 1) naming the files written; none to draw: UserError."""
     from zsq_probe.plots import write_figures  # loads when the command runs (zsq_probe.cli)
 
     out = Path(args.out)
@@ -60,7 +65,8 @@ def run(args) -> int:
         args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch, epochs=args.epochs, width=args.width
     )
     if failed:
-        raise UserError(f"{failed} figure(s) failed (see above); {len(written)} file(s) written to {args.out}")
+        names = ", ".join(Path(p).name for p in written) or "none"
+        raise ComputeError(f"{failed} figure(s) failed (see above); written to {args.out}: {names}")
     if not written:
         raise UserError(
             f"no figure written: the runs ({', '.join(args.runs)}) hold none of the data "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from zsq_probe.cli.common import add_output_args
 from zsq_probe.probe_registry import BUILTIN_PROBES, posthoc_probe_names
 
 # one command per built-in probe that measures checkpoints (zsq_probe.probe_registry), with its help line;
@@ -23,9 +24,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p = subparsers.add_parser(name, help=help_, description=help_)
         p.add_argument("--run", required=True, help="a run folder written by `zsq-probe train`")
         p.add_argument("--epochs", help="checkpoint epochs to probe, e.g. 0,5,10 or 2-8 (default: every checkpoint)")
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
         p.add_argument("--overwrite", action="store_true", help="recompute epochs already probed post hoc")
         p.add_argument("--json", action="store_true", help="print the per-epoch table as JSON records")
+        add_output_args(p, threads=True)
         p.set_defaults(handler=run, probe=name)
 
 
@@ -42,11 +44,25 @@ def run(args: argparse.Namespace) -> int:
     if distributed.launched_by_torchrun():  # torchrun: split the Hessian across the ranks, rank 0 writes
         device = distributed.local_device(args.device) or args.device
         with distributed.split_across_ranks(device=device):
-            df = probe_run(args.run, args.probe, epochs=epochs, device=device, overwrite=args.overwrite)
+            df = probe_run(
+                args.run,
+                args.probe,
+                epochs=epochs,
+                device=device,
+                overwrite=args.overwrite,
+                threads=args.threads,
+            )
             if not distributed.is_writer():
                 return 0
     else:
-        df = probe_run(args.run, args.probe, epochs=epochs, device=args.device, overwrite=args.overwrite)
+        df = probe_run(
+            args.run,
+            args.probe,
+            epochs=epochs,
+            device=args.device,
+            overwrite=args.overwrite,
+            threads=args.threads,
+        )
     table = epoch_summary(args.probe, df)
     if args.json:
         flat = table.copy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from zsq_probe.cli.common import add_output_args
 from zsq_probe.presets import PRESETS, preset_overrides
 
 HELP = "list the training presets (the paper's rows) with their settings and where each comes from"
@@ -19,6 +20,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="print {preset: {help, <flat key>: value, ..., sources: {key: source}, per_teacher}}",
     )
+    add_output_args(p)
     p.set_defaults(handler=run)
 
 

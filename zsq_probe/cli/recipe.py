@@ -2,7 +2,7 @@
 
 ``analyses/__main__.py`` (``python -m analyses NAME ...``) and each ``analyses/<recipe>.py`` script call
 :func:`main`; ``zsq-probe recipe`` mounts :func:`add_arguments` and :func:`run_command`.  Progress
-lines come from the ``zsq_probe`` loggers, shown on the console while :func:`main` runs; the table, the
+lines come from the ``zsq_probe`` loggers, shown on stderr while :func:`main` runs; the table, the
 listing and the dry run are the command's output on stdout; errors are one line on stderr.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zsq_probe.cli.common import console_logging
-from zsq_probe.errors import UserError, one_line
+from zsq_probe.cli.common import add_output_args, console_logging, interrupted_status, show_progress, sigterm_raises
+from zsq_probe.errors import ComputeError, UserError, one_line
 from zsq_probe.executors import EXECUTORS, report_text
 from zsq_probe.recipes.catalog import RECIPES, recipe_listing
 from zsq_probe.recipes.runner import dry_run_text, plan_recipe, run_plan
@@ -65,13 +65,12 @@ def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argp
     p.add_argument("--format", choices=("png", "pdf"), default="png", help="figure file format")
     p.add_argument("--dry-run", action="store_true", help="print the zsq-probe commands, run nothing")
     p.add_argument("--no-train", action="store_true", help="only draw figures / print the table from existing runs")
-    p.add_argument("--progress", action="store_true", help="progress bars while training")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument(
         "--tensorboard",
         action="store_true",
         help="also log live curves of every run to RUN/tensorboard (extra [tensorboard])",
     )
+    add_output_args(p)  # --threads: with the executors' flags
     add_executor_arguments(p)
     return p
 
@@ -192,14 +191,14 @@ def run_command(args) -> int:
         download=args.download,
     )
     if args.dry_run:
-        print(dry_run_text(plan, args.format, args.progress))
+        print(dry_run_text(plan, args.format, show_progress(args)))
         return 0
     result = run_plan(
         plan,
         metric=args.metric,
         fmt=args.format,
         train=not args.no_train,
-        progress=args.progress,
+        progress=show_progress(args),
         executor=args.executor,
         executor_options=executor_options(args),
     )
@@ -224,14 +223,18 @@ def main(argv=None, recipe: str | None = None, prog: str | None = None) -> int:
     """Parse `argv` and run; errors become one line on stderr (exit status 2)."""
     args = build_parser(recipe, prog).parse_args(argv)
     try:
-        with console_logging(hide="zsq_probe.training" if args.quiet else None):
+        with sigterm_raises(), console_logging(quiet=args.quiet):
             return run_command(args)
+    except ComputeError as e:  # a failed job is reported by run_command (exit status 1) and never reaches here
+        print(f"analyses {args.name}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)
+        return 1
     except UserError as e:
         print(f"analyses {args.name}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"analyses {args.name}: interrupted (run it again to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        status, text = interrupted_status(e)
+        print(f"analyses {args.name}: {text} (run it again to resume)", file=sys.stderr)
+        return status
     except BrokenPipeError:  # output piped into `head`
         return 0
 

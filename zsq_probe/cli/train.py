@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from zsq_probe.cli.common import DEFAULT_TEACHER, add_teacher_args
+from zsq_probe.cli.common import DEFAULT_TEACHER, add_output_args, add_teacher_args, show_progress
 from zsq_probe.config import config_from_dict, parse_assignment, validate
 from zsq_probe.errors import UserError
 from zsq_probe.presets import resolve_config
@@ -23,11 +23,11 @@ def register(subparsers) -> None:
         "--preset", default=None, help=f"a preset (`zsq-probe presets` lists them; default {DEFAULT_PRESET})"
     )
     add_teacher_args(p)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--iters-per-epoch", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--w-bits", type=int)
-    p.add_argument("--a-bits", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (default: the preset's for the data set)")
+    p.add_argument("--iters-per-epoch", type=int, help="student steps per epoch (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: the preset's)")
+    p.add_argument("--w-bits", type=int, help="weight bits of the quantised student, 2..8 (default: the preset's)")
+    p.add_argument("--a-bits", type=int, help="activation bits of the quantised student, 2..8 (default: the preset's)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument(
         "--probes", help="comma-separated probes to switch on (cosine,inter_epoch,crossings,hessian,slice) or 'all'"
@@ -41,7 +41,6 @@ def register(subparsers) -> None:
         help="a config JSON file (a run's config.json works) used instead of the preset; "
         "with --resume the run's own config.json is the default",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--num-workers",
         type=int,
@@ -56,6 +55,7 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="also log live curves to TensorBoard (default DIR: RUN/tensorboard; extra [tensorboard])",
     )
+    add_output_args(p, threads=True)
     p.set_defaults(handler=run)
 
 
@@ -71,7 +71,13 @@ def run(args) -> int:
 
         observers = build_probes(cfg) + [TensorBoardObserver(None if args.tensorboard is True else args.tensorboard)]
     summary = train(
-        cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress, observers=observers
+        cfg,
+        args.out,
+        resume=args.resume,
+        force=args.force,
+        progress=show_progress(args),
+        observers=observers,
+        threads=args.threads,
     )
     print(json.dumps(summary, indent=2))
     if summary.get("skipped_steps"):  # the last line: a run that skipped updates must not pass unnoticed

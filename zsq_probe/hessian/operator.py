@@ -14,14 +14,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from zsq_probe.errors import UserError
+from zsq_probe.errors import ComputeError
 from zsq_probe.hessian import distributed
 
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
 
 
-class NonFiniteHessianError(UserError):
+class NonFiniteHessianError(ComputeError):
     """A Hessian-vector product came out inf/NaN: no curvature estimate exists at this point."""
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import torch
 import torch.nn as nn
 
 from zsq_probe.analysis.epochs import epoch_list
@@ -22,6 +23,7 @@ from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext
 from zsq_probe.rundir.store import PathArg, RunDir, epoch_key, key_epoch
+from zsq_probe.training.threads import torch_threads
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec
@@ -91,9 +93,17 @@ def probe_run(
     overwrite: bool = False,
     teacher: nn.Module | None = None,
     data_spec: DatasetSpec | None = None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """Run one post-hoc probe over the run's checkpoints; returns the rows of its first table for the epochs
-    asked (those written now and those probed before)."""
+    asked (those written now and those probed before).  `threads`: torch's CPU threads while it measures
+    (None: as set), put back afterwards; a count other than the run's (config.json `threads`) is logged, since
+    the numbers differ from the online ones by float round-off.  Draws no progress bar; progress is logged."""
+    with torch_threads(threads):
+        return _probe_run(run_path, probe, epochs, device, overwrite, teacher, data_spec)
+
+
+def _probe_run(run_path, probe, epochs, device, overwrite, teacher, data_spec) -> pd.DataFrame:
     available = posthoc_probes()
     if probe not in available:
         raise UserError(f"unknown post-hoc probe {probe!r} ({', '.join(available)})")
@@ -116,12 +126,23 @@ def probe_run(
     from zsq_probe.rundir.lock import RunLock
 
     with RunLock(run.path, what=f"zsq-probe {probe}", rank=0 if distributed.is_writer() else 1):
+        _note_threads(run)  # once it is ours: a refused second writer says one line
         return _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed)
 
 
 def last_epoch(run_path: PathArg) -> int:
     """The last epoch of a run as its config.json sets it (a one-line UserError when it is not a run)."""
     return config_from_dict(RunDir.open(run_path).read_config_doc()["config"]).epochs
+
+
+def _note_threads(run: RunDir) -> None:
+    """Log when torch's thread count differs from the one the run trained with (config.json `threads`)."""
+    recorded = run.read_config_doc().get("threads")
+    if isinstance(recorded, int) and recorded != torch.get_num_threads():
+        log.info(
+            f"probing with {torch.get_num_threads()} torch thread(s); {run.path} trained with {recorded}: numbers "
+            f"differ from the online ones by float round-off (--threads {recorded} to match)"
+        )
 
 
 def committed_keys(run: RunDir, probe: str, tables: Iterable[str]) -> set[str]:

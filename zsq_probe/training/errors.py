@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from zsq_probe.errors import UserError
+from zsq_probe.errors import ComputeError
 
 
-class NonFiniteError(UserError):
+class NonFiniteError(ComputeError):
     """A loss or gradient became NaN/inf; the message names the epoch, step and term, and the last good
-    checkpoint (nothing of the failed epoch is written).  `on_nonfinite=skip` skips such updates instead."""
+    checkpoint (nothing of the failed epoch is written); the command line exits 1.  `on_nonfinite=skip` skips
+    such updates instead."""

@@ -97,9 +97,9 @@ def stop_on_signals(names=None):
 
 class Trainer:
     """Trains a built run (`RunParts`) into its run folder, calling each observer's hooks; `progress`: a
-    progress bar per epoch."""
+    progress bar per epoch on stderr (off by default)."""
 
-    def __init__(self, parts, run, observers=(), progress: bool = True):
+    def __init__(self, parts, run, observers=(), progress: bool = False):
         self.parts, self.cfg, self.run = parts, parts.cfg, run
         self.observers = list(observers)
         self.progress = progress

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import torch
 import torch.nn as nn
 
 from zsq_probe.analysis.epochs import epoch_list
@@ -17,6 +18,7 @@ from zsq_probe.events import Observer
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
 from zsq_probe.training.build import build_run
 from zsq_probe.training.loop import Trainer
+from zsq_probe.training.threads import torch_threads
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec
@@ -31,15 +33,33 @@ def train(
     resume: bool = False,
     force: bool = False,
     observers: Sequence[Observer] | None = None,
-    progress: bool = True,
+    progress: bool = False,
     teacher: nn.Module | None = None,
     data_spec: DatasetSpec | None = None,
+    threads: int | None = None,
 ) -> dict[str, object]:
     """Run (or resume) a training job into the folder `out`; returns the run summary (summary.json).
 
     `observers`: None builds the probes `cfg.probing.probes` names; a list is used as given (add
     `zsq_probe.probes.build_probes(cfg)` to it to keep the configured probes).  `teacher` / `data_spec`: a
-    teacher module of your own and its zsq_probe.data.datasets.DatasetSpec (see `build_run`)."""
+    teacher module of your own and its zsq_probe.data.datasets.DatasetSpec (see `build_run`).  `progress`: a
+    progress bar per epoch on stderr (none by default).  `threads`: torch's CPU threads while it trains (None:
+    as set), put back afterwards; the count in force is recorded in config.json (`threads`), and a resume with
+    another count says so (results differ by float round-off, not a changed setting)."""
+    with torch_threads(threads):
+        return _train(cfg, out, resume, force, observers, progress, teacher, data_spec)
+
+
+def _train(
+    cfg: RunConfig,
+    out: PathArg,
+    resume: bool,
+    force: bool,
+    observers: Sequence[Observer] | None,
+    progress: bool,
+    teacher: nn.Module | None,
+    data_spec: DatasetSpec | None,
+) -> dict[str, object]:
     if observers is None:
         from zsq_probe.probes import build_probes
 
@@ -64,6 +84,7 @@ def train(
                 "quantization": spec,
                 "config_schema_version": CONFIG_SCHEMA_VERSION,
                 "teacher": parts.teacher_info.to_dict(),
+                "threads": torch.get_num_threads(),
             },
         )
         run.remove_temp_files()  # a first attempt killed while writing config.json left its temporary copy
@@ -107,16 +128,24 @@ def _resume_locked(
             f"(the change is recorded in config.json)"
         )
     _check_same_teacher(doc.get("teacher") or {}, teacher)
+    threads = _note_thread_change(doc)
     trainer = Trainer(build_run(cfg, teacher=teacher, data_spec=data_spec), run, observers, progress)
     if run.checkpoints():
         epoch, state = run.load_checkpoint()
         trainer.load_state_dict(state)
         log.info(f"resuming {run.path} after epoch {epoch}")
     # only now that set-up and checkpoint succeeded is anything in the run changed
-    if changed:
-        history = doc.get("config_changes", []) + [{k: [a, b] for k, (a, b) in changed.items()}]
+    if changed or threads:
         extra = {k: v for k, v in doc.items() if k not in ("format", "run_schema_version", "config", "versions")}
-        extra.update(seed=cfg.seed, config_changes=history, config_schema_version=CONFIG_SCHEMA_VERSION)
+        if changed:
+            history = doc.get("config_changes", []) + [{k: [a, b] for k, (a, b) in changed.items()}]
+            extra.update(seed=cfg.seed, config_changes=history, config_schema_version=CONFIG_SCHEMA_VERSION)
+        if threads:
+            history = doc.get("resumed_threads")
+            extra["resumed_threads"] = [
+                *(history if isinstance(history, list) else []),
+                {"after_epoch": trainer.epoch, "threads": threads},
+            ]
         run.write_config(cfg.to_dict(), extra=extra)
     run.remove_temp_files()  # what writers killed mid-write left
     # what a crash (or a deleted checkpoint) left past the checkpoint is dropped, with its commit markers
@@ -197,6 +226,19 @@ def retained_checkpoints(run: RunDir, policy: object) -> set[int]:
         }
         return existing & online
     return set()
+
+
+def _note_thread_change(doc: Mapping[str, object]) -> int | None:
+    """Torch's thread count now when it differs from the one the run was started with (config.json `threads`;
+    logged as a warning: not a changed setting, but results differ by float round-off), else None."""
+    recorded, now = doc.get("threads"), torch.get_num_threads()
+    if not isinstance(recorded, int) or recorded == now:
+        return None
+    log.warning(
+        f"resuming with {now} torch thread(s); this run was started with {recorded}: the remaining epochs "
+        f"differ from an uninterrupted run by float round-off (recorded in config.json resumed_threads)"
+    )
+    return now
 
 
 def _check_same_teacher(recorded: Mapping[str, object], teacher: nn.Module | None) -> None:
