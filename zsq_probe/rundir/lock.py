@@ -151,8 +151,8 @@ def _check_lock_file(fd: int, path: Path) -> None:
 
 def _refusal(path: Path, what: str) -> str:
     return (
-        f"{path} {what}: zsq-probe writes its writer lock only to a file it created there; "
-        f"if this run folder came from someone else, delete that entry and check the folder for others"
+        f"{path} {what}: zsq-probe locks only a file it created; if the run came from someone else, "
+        f"delete that entry and check the folder"
     )
 
 
@@ -164,9 +164,8 @@ def refuse_links(folder) -> None:
             path = Path(root) / name
             if path.is_symlink():
                 raise UserError(
-                    f"{path} is a symbolic link (to {os.readlink(path)}): zsq-probe does not write into a run "
-                    f"folder holding links (one could point into another run or anywhere); replace it with "
-                    f"a copy, or move the whole run folder instead"
+                    f"{path} is a symbolic link (to {os.readlink(path)}): zsq-probe writes into no run folder "
+                    f"holding links; replace it with a copy"
                 )
 
 
