@@ -305,6 +305,15 @@ def _other_run_named_run(three_epoch_run: Path, where: Path) -> Path:
     doc["run_id"] = "f" * 32
     doc["config"]["optim"]["lr"] = doc["config"]["optim"]["lr"] * 2
     (other / "config.json").write_text(json.dumps(doc))
+    # another run has another generator: Fig. 6 draws one grid per distinct generator (state-dict fingerprint)
+    import torch
+
+    from zsq_probe.rundir.store import RunDir
+
+    for path in RunDir(other).checkpoints().values():
+        state = torch.load(path, weights_only=True)
+        state["generator"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["generator"].items()}
+        torch.save(state, path)
     return other
 
 
