@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from zsq_probe.analysis.probe_tables import interval_verdict, summarize_cosine, summarize_hessian
-from zsq_probe.errors import UserError
 from zsq_probe.plots import write_figures
 from zsq_probe.presets import resolve_config
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
+from zsq_probe.rundir.output import DEMO_NAMES, check_output, record_output
 from zsq_probe.rundir.store import RunDir
 from zsq_probe.teachers.accuracy import evaluate_quantized
 from zsq_probe.training import train
@@ -71,6 +71,7 @@ def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bo
     """Teacher, PTQ accuracy, the four runs (resumed when interrupted), every figure and the findings,
     into `out`; progress is logged (INFO).  Returns the findings (also in OUT/findings.json, FINDINGS.md)."""
     check_out(out)
+    record_output(out, "demo", DEMO_NAMES)
     out = Path(out)
     started = time.perf_counter()
     configs = demo_plan(device, seed, overrides)
@@ -355,7 +356,6 @@ def _f4_lines(t: dict) -> list[str]:
 
 
 def check_out(out) -> None:
-    """UserError when the demo's output folder is a file."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file")
+    """UserError when the demo's output folder is a file or holds files the demo did not write (its own earlier
+    output is resumed: zsq_probe.rundir.output)."""
+    check_output(out, "demo", own=DEMO_NAMES, resume=True)

@@ -20,15 +20,21 @@ never replaces one of them (`zsq_probe.plots.style.protect`: such a figure fails
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from zsq_probe.errors import UserError
-from zsq_probe.rundir.store import _TEMP, PathArg, atomic_write_bytes
+from zsq_probe.rundir.lock import LOCK_NAME
+
+# light on purpose (no torch, unlike rundir.store): zsq_probe.recipes checks its folder with it
+PathArg = str | os.PathLike[str]
 
 MANIFEST = ".zsq-probe-output.json"
 MANIFEST_FORMAT = "zsq-probe-output"
-LOCK_NAME = ".zsq-probe.lock"
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")  # rundir.store's temporary files
 DEMO_NAMES = ("runs", "figures", "findings.json", "FINDINGS.md")
 RECIPE_NAMES = ("runs", "figures", "tables", "logs", "slurm")
 RUN_NAMES = ("config.json", "checkpoints", "probes", "summary.json", "tensorboard")
@@ -57,7 +63,10 @@ def record_output(folder: PathArg, command: str, names: Iterable[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     files = sorted(manifest_names(folder, command) | {Path(n).name for n in names})
     doc = {"format": MANIFEST_FORMAT, "command": command, "files": files}
-    atomic_write_bytes(folder / MANIFEST, (json.dumps(doc, indent=2) + "\n").encode())
+    fd, tmp = tempfile.mkstemp(prefix=f"{MANIFEST}.{os.getpid()}-", suffix=".tmp", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, folder / MANIFEST)
 
 
 def foreign_entries(folder: PathArg, command: str, own: Collection[str] = ()) -> list[str]:

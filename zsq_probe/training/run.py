@@ -12,6 +12,7 @@ import torch.nn as nn
 from zsq_probe.config import CONFIG_SCHEMA_VERSION, RunConfig, config_diff, config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
+from zsq_probe.rundir.output import RUN_NAMES, check_output
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
 from zsq_probe.training.build import build_run
 from zsq_probe.training.loop import Trainer
@@ -80,6 +81,7 @@ def _resume(
     from zsq_probe.rundir.lock import RunLock
 
     run = RunDir.open(out)
+    check_output(run.path, "train", own=RUN_NAMES, resume=True)  # the output policy (zsq_probe.rundir.output)
     with RunLock(run.path, what="zsq-probe train --resume"):  # one writer per run folder
         return _resume_locked(run, cfg, force, observers, progress, teacher, data_spec)
 
