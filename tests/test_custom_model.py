@@ -103,3 +103,34 @@ def test_a_spec_without_training_images_cannot_feed_kd(tmp_path):
     cfg = zp.resolve_config("kd", teacher="mine", flags={"epochs": 1, "batch_size": 4})
     with pytest.raises(UserError, match="DatasetSpec"):
         zp.build_run(cfg, teacher=torchvision.models.resnet18(num_classes=3), data_spec=spec)
+
+
+def test_calibration_and_top1_of_a_module_on_its_spec(tmp_path):
+    """`evaluate_quantized` (the `eval` job) of a module of your own: FP top-1 on spec.val, the quantised model's
+    activation ranges calibrated on spec.train, the name given and the module's class recorded."""
+    import torchvision
+    from torchvision import transforms
+
+    import zsq_probe as zp
+    from zsq_probe.errors import UserError
+    from zsq_probe.teachers.accuracy import evaluate_quantized, top1_and_ce
+
+    write_shapes(tmp_path / "shapes", per_split=(("train", 4), ("val", 3)))
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.25,) * 3)])
+    train_set, val_set = (
+        torchvision.datasets.ImageFolder(tmp_path / "shapes" / s, transform=tf) for s in ("train", "val")
+    )
+    spec = zp.DatasetSpec("shapes", 3, (3, 32, 32), (0.5,) * 3, (0.25,) * 3, "mine", train=train_set, val=val_set)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3)
+    )
+    model(torch.zeros(1, 3, 32, 32))
+    model.eval()
+    result = evaluate_quantized(model, w_bits=4, a_bits=4, calib_batches=1, batch_size=4, data_spec=spec, name="tiny")
+    fp = top1_and_ce(model, torch.utils.data.DataLoader(val_set, batch_size=4))[0]
+    assert result["fp_top1"] == pytest.approx(fp) and 0.0 <= result["quant_top1"] <= 1.0
+    assert (result["teacher"], result["data"], result["weights_source"]) == ("tiny", "shapes", "module")
+    assert result["quantization"]  # the quantised layers, ranges calibrated on spec.train
+    with pytest.raises(UserError, match="train=...,"):
+        evaluate_quantized(model, data_spec=zp.DatasetSpec("s", 3, (3, 32, 32), (0.5,) * 3, (0.25,) * 3, "no data"))
