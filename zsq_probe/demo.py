@@ -17,7 +17,7 @@ from typing import Any
 from zsq_probe.analysis.probe_tables import interval_verdict, summarize_cosine, summarize_hessian
 from zsq_probe.plots import write_figures
 from zsq_probe.presets import resolve_config
-from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
+from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES, carried_probes
 from zsq_probe.rundir.output import DEMO_NAMES, check_output, record_output
 from zsq_probe.rundir.store import RunDir
 from zsq_probe.teachers.accuracy import evaluate_quantized
@@ -93,7 +93,7 @@ def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bo
         done = (path / "summary.json").is_file()
         log.info(
             f"[2/4] run {i}/{len(configs)}: {preset} ({cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} "
-            f"iterations, probes: {', '.join(cfg.get('probes'))}){' - already done' if done else ''}"
+            f"iterations, probes: {', '.join(run_probes(cfg)) or 'none'}){' - already done' if done else ''}"
         )
         if not done:
             resume = (path / "config.json").is_file()  # a run killed before its config starts afresh
@@ -116,6 +116,12 @@ def run_demo(out, device: str = "cpu", seed: int = 0, overrides=(), progress: bo
         f"{out / 'figures'}, findings in {out / 'FINDINGS.md'}"
     )
     return findings
+
+
+def run_probes(cfg) -> tuple[str, ...]:
+    """The probes a demo run carries: those its config names that write tables for its student (no integer-code
+    crossings for the KD baseline's full-precision student)."""
+    return carried_probes(cfg.get("probes"), bool(cfg.get("full_precision_student")))
 
 
 def by_method(runs: dict) -> dict:
