@@ -71,8 +71,8 @@ def test_readme_torchvision_imagefolder_example(tmp_path, monkeypatch):
     assert (ait["teacher"], ait["teacher_class"], ait["data"]) == ("my_resnet18", "ResNet", "shapes")
     recorded = json.loads(Path("runs/mine-ait/config.json").read_text())["teacher"]
     assert recorded["module_class"] == "ResNet" and recorded["name"] == "my_resnet18" and recorded["source"] == "module"
-    written, failed = write_figures(["runs/mine-kd", "runs/mine-ait"], "figs", only="fig5")
-    assert failed == 0 and written
+    written, failed = write_figures(["runs/mine-kd", "runs/mine-ait"], "figs", only="fig5,fig6")
+    assert failed == 0 and [p.name for p in written] == ["fig5_training.png"]  # fig6 skipped: no stored data spec
     assert "my_resnet18/shapes" in Path("figs/fig5_training.txt").read_text()
 
 

@@ -162,6 +162,8 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     if R.is_kd(run) or cfg.get("source", "generator") != "generator":
         raise NoSamples(f"no generator (method {R.method(run)}, source {cfg.get('source')})")
     kind = cfg.get("generator") or "gdfq"
+    if (run.read_config_doc().get("teacher") or {}).get("source") == "module":
+        raise NoSamples("the teacher is a module of your own: its data (DatasetSpec) is not stored with the run")
     if kind == "none":
         raise NoSamples("no generator (generator = none)")
     cps = run.checkpoints()
