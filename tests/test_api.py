@@ -2,6 +2,7 @@
 DataFrames, a figure drawn into the caller's axes, a teacher module of one's own, and a probe of one's own
 registered and run online and post hoc."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -135,6 +136,15 @@ def test_a_module_teacher_needs_a_data_spec(tmp_path, small_teacher):
     custom = zp.DatasetSpec("my-digits", spec.num_classes, spec.image_shape, spec.mean, spec.std, "mine")
     summary = zp.train(cfg, tmp_path / "y", progress=False, teacher=small_teacher, data_spec=custom)
     assert summary["epochs_completed"] == 2 and summary["final_val_top1"] is None  # no named data: no validation
+    # the spec carries its validation images: validation top-1 as for a built-in data set (the same numbers)
+    from zsq_probe.data import load_dataset
+
+    with_val = dataclasses.replace(custom, val=load_dataset("digits", split="test"))
+    summary = zp.train(cfg, tmp_path / "z", progress=False, teacher=small_teacher, data_spec=with_val)
+    cfg.dataset.name = "digits"
+    named = zp.train(cfg, tmp_path / "n", progress=False, teacher=small_teacher)
+    assert summary["data"] == "my-digits" and summary["teacher_class"] == type(small_teacher).__name__
+    assert summary["final_val_top1"] == named["final_val_top1"] and summary["teacher_top1"] == named["teacher_top1"]
 
 
 class WeightNorm(zp.Probe):

@@ -268,7 +268,7 @@ def test_compare_cli_json_and_table(runs, tmp_path, capsys):
     assert doc["zq"]["mean_inter_epoch_cosine"] == pytest.approx(0.9)
     _png_ok(doc["figure"])
 
-    assert main(["compare", kd, zq, "--probe", "hessian", "--out", str(tmp_path)]) == 0
+    assert main(["compare", kd, zq, "--probe", "hessian", "--out", str(tmp_path), "--overwrite"]) == 0
     cap = capsys.readouterr()
     assert "ratio KL / CE" in cap.out and "ZQ / KD" in cap.out and "wrote " in cap.err  # the file: a log line
 
@@ -433,6 +433,63 @@ def test_figures_cli_reports_a_broken_table(runs, tmp_path, capsys):
     assert "failed fig2b" in cap.err and "trace" in cap.err
     last = cap.err.strip().splitlines()[-1]
     assert last.startswith("zsq-probe figures: error: 1 figure(s) failed") and "fig3a_inter_epoch.png" in last
+
+
+def _tree(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_figures_out_refuses_a_foreign_file_and_overwrite_replaces_only_figures(tmp_path, capsys):
+    """The output policy (zsq_probe.rundir.output): a folder with a file `figures` did not write is refused
+    untouched; --overwrite replaces only the figures, never the user's files, not even one of a figure's name."""
+    run, _ = make_run(tmp_path / "m", "kl-only", -0.1, 1.0, 0.1, tables=("metrics",))
+    out = tmp_path / "paper"
+    out.mkdir()
+    (out / "notes.tex").write_text("my paper")
+    before = _tree(out)
+    argv = ["figures", "--runs", str(run.path), "--out", str(out), "--only", "fig5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.tex" in err[0] and "did not write" in err[0] and "--overwrite" in err[0]
+    assert _tree(out) == before
+
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    after = _tree(out)
+    assert after["notes.tex"] == b"my paper"
+    assert {"fig5_training.png", "fig5_training.txt", ".zsq-probe-output.json"} <= set(after)
+    (out / "fig5_training.png").write_bytes(b"old")
+    assert main([*argv, "--overwrite"]) == 0  # its own figure: replaced
+    _png_ok(out / "fig5_training.png")
+    own = tmp_path / "own"
+    assert main(["figures", "--runs", str(run.path), "--out", str(own), "--only", "fig5"]) == 0
+    assert main(["figures", "--runs", str(run.path), "--out", str(own), "--only", "fig5"]) == 2
+    assert "earlier zsq-probe figures output" in capsys.readouterr().err  # replaced only with --overwrite
+
+    # a file of a figure's name that figures did not write is never replaced: that figure fails
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "fig5_training.png").write_bytes(b"mine")
+    assert main(["figures", "--runs", str(run.path), "--out", str(other), "--only", "fig5", "--overwrite"]) == 2
+    assert "not replaced" in capsys.readouterr().err
+    assert (other / "fig5_training.png").read_bytes() == b"mine" and not (other / "fig5_training.txt").exists()
+
+
+def test_compare_out_follows_the_output_policy(runs, tmp_path, capsys):
+    kd, zq = str(runs["kd"].path), str(runs["zq"].path)
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["compare", kd, zq, "--out", str(out)]) == 2
+    assert "keep.txt" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    fresh = tmp_path / "fresh"
+    assert main(["compare", kd, zq, "--out", str(fresh)]) == 0
+    assert main(["compare", kd, zq, "--out", str(fresh)]) == 2  # its own earlier figure: only with --overwrite
+    capsys.readouterr()
+    assert main(["compare", kd, zq, "--out", str(fresh), "--overwrite"]) == 0
+    assert main(["compare", kd, zq, "--out", str(out), "--overwrite"]) == 0
+    assert (out / "keep.txt").read_text() == "mine" and len(list(out.glob("compare_cosine_*.png"))) == 1
 
 
 # ------------------------------------------------------------------------------- epochs, configs

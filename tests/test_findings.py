@@ -238,3 +238,27 @@ def test_f1_and_f3_read_every_run_over_the_same_student_epochs(tmp_path):
     # AIT's first layer: 14 codes q (4 levels) of its 1440 (weight, step) pairs change: below p = 0.01 in both
     assert f3["ait"]["layers_below_p"] == [1, 1] and f3["ait"]["code_layers_below_p"] == [1, 1]
     assert f3["ait"]["gi_rule"] == "ours" and f3["kl-only"]["gi_rule"] is None
+
+
+def test_the_demo_names_only_the_probes_whose_tables_a_run_writes(tmp_path, digits_teacher, caplog):
+    """The demo's run lines list the probes each run carries: a short run of each second-seed config (cosine and
+    crossings named) writes exactly those probes' tables -- no crossings for the KD baseline's float student."""
+    import logging
+
+    from zsq_probe.demo import demo_plan, run_probes
+    from zsq_probe.probe_registry import BUILTIN_PROBES
+    from zsq_probe.rundir.store import RunDir
+    from zsq_probe.training import train
+
+    plan = demo_plan("cpu", 0)
+    for name in ("kd-s1", "gdfq-s1"):
+        cfg = plan[name]
+        for key, value in (("epochs", 1), ("iters_per_epoch", 2), ("batch_size", 16), ("warmup_epochs", 0)):
+            cfg.set(key, value)
+        cfg.set("val_max_batches", 1)
+        with caplog.at_level(logging.WARNING):
+            train(cfg, tmp_path / name, progress=False)
+        written = set(RunDir(tmp_path / name).tables()) - {"metrics"}
+        assert written == {t for p in run_probes(cfg) for t in BUILTIN_PROBES[p].tables}, name
+    assert run_probes(plan["kd-s1"]) == ("cosine",) and run_probes(plan["gdfq-s1"]) == ("cosine", "crossings")
+    assert "crossings" in plan["kd-s0"].get("probes") and "crossings" not in run_probes(plan["kd-s0"])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from zsq_probe.cli import main
+from zsq_probe.config import parse_assignment
 from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
 from zsq_probe.presets import PRESETS, resolve_config
@@ -195,3 +196,36 @@ def test_fig1_recipe_uses_paper_3_1_weights_and_the_generator_applies_them(tmp_p
     train(cfg, tmp_path / "run", progress=False)
     m = RunDir(tmp_path / "run").read_table("metrics").iloc[0]
     assert m.loss_generator == pytest.approx(0.5 * m.loss_generator_ce + 0.25 * m.loss_bns, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("keep", "kept"),
+    [("probed", [2, 4, 5]), ("last", [5]), ("all", [0, 1, 2, 3, 4, 5]), ("false", [5]), ("true", None)],
+)
+def test_keep_checkpoints_keeps_the_probed_epochs_and_the_last(keep, kept, tmp_path, digits_teacher):
+    """keep_checkpoints=probed keeps the epochs the Hessian/slice cadence measured (every 2nd here) and the last,
+    so a post-hoc probe of those epochs still runs; the boolean of earlier versions still reads (true: all)."""
+    out = tmp_path / "run"
+    cfg = tiny("gdfq", epochs=5, iters_per_epoch=1)
+    for assignment in ("hessian_every_epochs=2", f"keep_checkpoints={keep}"):
+        cfg.set(*parse_assignment(assignment))
+    train(cfg, out, observers=[], progress=False)
+    assert sorted(RunDir(out).checkpoints()) == (kept or [0, 1, 2, 3, 4, 5])
+    saved = json.loads((out / "config.json").read_text())["config"]["keep_checkpoints"]
+    assert saved == {"true": "all", "false": "last"}.get(keep, keep)
+    if keep == "probed":
+        from zsq_probe.probes.posthoc import probe_run
+
+        rows = probe_run(out, "cosine", epochs=[2, 4])
+        assert sorted(rows["epoch"].unique()) == [2, 4]
+
+
+def test_keep_checkpoints_reads_booleans_and_refuses_other_words():
+    from zsq_probe.config import RunConfig, config_from_dict
+
+    assert config_from_dict({"keep_checkpoints": True}).keep_checkpoints == "all"  # a config.json of before
+    assert config_from_dict({"keep_checkpoints": False}).keep_checkpoints == "last"
+    assert RunConfig.from_flat({"keep_checkpoints": "Probed"}).keep_checkpoints == "probed"
+    bad = RunConfig.from_flat({"keep_checkpoints": "some"})
+    with pytest.raises(UserError, match="keep_checkpoints"):
+        bad.validate()

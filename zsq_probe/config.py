@@ -406,7 +406,9 @@ class RunConfig:
     val_batch_size: int = 200
     val_max_batches: int = 0  # 0 = the whole test split
     checkpoint_every: int = 1  # epochs; the last epoch is always checkpointed
-    keep_checkpoints: bool = True  # keep every checkpoint (post-hoc probes need them)
+    # which checkpoints stay once a later one is written: all | probed (the Hessian/slice cadence's epochs) | last;
+    # true / false (the boolean of earlier versions) still mean all / last
+    keep_checkpoints: str = "all"
     on_nonfinite: str = "stop"  # stop | skip
 
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -421,6 +423,7 @@ class RunConfig:
         for name in SECTIONS:
             getattr(self, name).validate()
         _one_of(self.on_nonfinite, ("stop", "skip"), "on_nonfinite")
+        _one_of(self.keep_checkpoints, KEEP_CHECKPOINTS, "keep_checkpoints")
         _finite(self)
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             _bad(f"seed={self.seed} (an integer in [0, 2**63 - 1])")
@@ -540,6 +543,8 @@ def parse_assignment(text: str) -> tuple[str, ConfigValue]:
 def coerce(key: str, raw: object) -> ConfigValue:
     """Convert a string (or JSON value) to the type of field `key`; one-line UserError when impossible."""
     key = _DOTTED.get(key, key)
+    if key == "keep_checkpoints":
+        return _keep_checkpoints(raw)
     tp = FIELD_TYPES[key]
     origin = typing.get_origin(tp)
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -584,6 +589,33 @@ def coerce(key: str, raw: object) -> ConfigValue:
     except (TypeError, ValueError):
         name = getattr(base, "__name__", str(base))
         raise UserError(f"config key {key!r} expects {name}, got {raw!r}") from None
+
+
+KEEP_CHECKPOINTS = ("all", "probed", "last")
+_KEEP_BOOLEANS = {"true": "all", "1": "all", "yes": "all", "on": "all", "false": "last", "0": "last", "no": "last"}
+
+
+def _keep_checkpoints(raw: object) -> str:
+    """keep_checkpoints as one of KEEP_CHECKPOINTS: the boolean of earlier versions maps true -> all, false -> last
+    (an unknown word is left for validate() to name)."""
+    if isinstance(raw, bool):
+        return "all" if raw else "last"
+    text = str(raw).strip().lower()
+    return _KEEP_BOOLEANS.get(text, text)
+
+
+def curvature_epoch(cfg: RunConfig, epoch: int) -> bool:
+    """Whether the Hessian and slice probes measure at `epoch`: every `hessian_every_epochs`, and the last."""
+    return epoch % cfg.probing.hessian_every_epochs == 0 or epoch == cfg.epochs
+
+
+def keeps_checkpoint(cfg: RunConfig, epoch: int) -> bool:
+    """Whether `keep_checkpoints` keeps the checkpoint of `epoch` once a later one is written (the newest always
+    stays): all; probed: the epochs the run's Hessian/slice cadence measures online (`curvature_epoch`, epochs >= 1:
+    the untrained epoch-0 checkpoint is not one); last: none."""
+    if cfg.keep_checkpoints == "probed":
+        return epoch >= 1 and curvature_epoch(cfg, epoch)
+    return cfg.keep_checkpoints == "all"
 
 
 def validate(cfg: RunConfig) -> None:

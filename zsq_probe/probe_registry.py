@@ -16,6 +16,7 @@ config and the command line read the names without importing torch or the probes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ class ProbeSpec:
     tables: tuple[str, ...]
     posthoc_tables: tuple[str, ...] = ()
     posthoc_help: str = ""
+    quantized_only: bool = False  # measures integer codes: writes nothing for a full-precision student (KD)
 
 
 _HESSIAN_TABLES = ("hessian_trace", "hessian_eigenvalues", "hessian_density")
@@ -44,6 +46,7 @@ BUILTIN_PROBES: dict[str, ProbeSpec] = {
         ("crossings",),
         ("crossings",),
         "post hoc: integer codes changed per layer between consecutive checkpoints",
+        quantized_only=True,
     ),
     "hessian": ProbeSpec(
         _HESSIAN_TABLES,
@@ -63,6 +66,14 @@ PROBES: dict[str, type[Probe]] = {}
 def probe_names() -> tuple[str, ...]:
     """The names a config may switch on: the built-in probes and every probe registered since."""
     return tuple(dict.fromkeys([*BUILTIN_PROBE_NAMES, *PROBES]))
+
+
+def carried_probes(names: Iterable[str], full_precision_student: bool) -> tuple[str, ...]:
+    """The probes of `names` that write tables for a run whose student is (not) full precision: a probe of integer
+    codes (`ProbeSpec.quantized_only`) writes none for a full-precision student (the KD baseline)."""
+    return tuple(
+        n for n in names if not (full_precision_student and n in BUILTIN_PROBES and BUILTIN_PROBES[n].quantized_only)
+    )
 
 
 def posthoc_probe_names() -> tuple[str, ...]:

@@ -379,7 +379,11 @@ def _run_data(run) -> str | None:
     from zsq_probe.data.datasets import dataset_for_teacher
 
     try:
-        cfg = config_from_dict(run.read_config_doc().get("config", {}))
+        doc = run.read_config_doc()
+        cfg = config_from_dict(doc.get("config", {}))
+        recorded = doc.get("teacher") or {}  # a teacher module of your own: its DatasetSpec's name
+        if recorded.get("source") == "module":
+            return recorded.get("dataset")
         return cfg.dataset.name or dataset_for_teacher(cfg.teacher)
     except Exception:  # noqa: BLE001 - an unknown data set only means no warning
         return None

@@ -57,7 +57,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--zq-seeds", nargs="+", default=[], metavar="RUN", help="more ZQ runs that differ from ZQ_RUN only by seed"
     )
     p.add_argument("--probe", default="cosine", choices=tuple(ROWS), help="the probe compared (default cosine)")
-    p.add_argument("--out", help="folder for a PNG of the overlaid curves")
+    p.add_argument("--out", help="folder for a PNG of the overlaid curves (a new folder, or one `compare` wrote)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --out: replace an earlier `compare` figure there, and write beside files compare did not write "
+        "(never replacing one)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     add_output_args(p)
     p.set_defaults(handler=run)
@@ -66,12 +72,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Compare the two sides on one probe; print the table (or JSON) and the figure's path."""
     from zsq_probe.analysis.probe_tables import compare_runs
-    from zsq_probe.plots import plot_compare
+    from zsq_probe.rundir.output import check_output
 
     kd_runs, zq_runs = [args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds]
+    if args.out:
+        check_output(args.out, "compare", overwrite=args.overwrite)  # the output policy (zsq_probe.rundir.output)
     result = compare_runs(kd_runs, zq_runs, args.probe)
     used = result["paths"]  # per side, the seeds that carry the probe
-    figure = plot_compare(args.probe, used["kd"], used["zq"], None, None, args.out) if args.out else None
+    figure = _draw(args, used["kd"], used["zq"]) if args.out else None
     result["figure"] = str(figure) if figure else None
     for w in result.pop("warnings"):
         print(f"warning: {w}", file=sys.stderr)
@@ -82,6 +90,21 @@ def run(args: argparse.Namespace) -> int:
     if result["figure"]:
         print(f"wrote {result['figure']}", file=sys.stderr)
     return 0
+
+
+def _draw(args: argparse.Namespace, kd_runs: list[str], zq_runs: list[str]):
+    """The overlay into --out, never replacing a file `compare` did not write; recorded in its manifest."""
+    from pathlib import Path
+
+    from zsq_probe.plots import plot_compare
+    from zsq_probe.plots.style import protect
+    from zsq_probe.rundir.output import foreign_entries, record_output
+
+    with protect(Path(args.out) / n for n in foreign_entries(args.out, "compare")):
+        figure = plot_compare(args.probe, kd_runs, zq_runs, None, None, args.out)
+    caption = figure.with_suffix(".txt")
+    record_output(args.out, "compare", [figure.name] + ([caption.name] if caption.is_file() else []))
+    return figure
 
 
 def _fmt(v, kind="num") -> str:

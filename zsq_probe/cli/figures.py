@@ -47,6 +47,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--epochs", help="epochs for fig3bc/fig4, e.g. 60,350 or 3-12 (default: an early and the last)")
     add_output_args(p)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the figures an earlier `figures` call wrote into --out, and write beside files it did not "
+        "write (never replacing one)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -54,16 +60,20 @@ def run(args) -> int:
     """Write the figures asked for from the runs given; exit status 0.  A figure that could not be drawn does not
     stop the others: ComputeError (exit status 1) naming the files written; none to draw: UserError."""
     from zsq_probe.plots import write_figures  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.plots.style import protect
+    from zsq_probe.rundir.output import check_output, foreign_entries, record_output
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is an existing file, not a folder")
+    check_output(out, "figures", overwrite=args.overwrite)  # the output policy (zsq_probe.rundir.output)
     parent = next((p for p in [out, *out.parents] if p.exists()), None)
     if parent is not None and not os.access(parent, os.W_OK):
         raise UserError(f"--out {out}: {parent} is not writable")
-    written, failed = write_figures(
-        args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch, epochs=args.epochs, width=args.width
-    )
+    with protect(out / name for name in foreign_entries(out, "figures")):
+        written, failed = write_figures(
+            args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch, epochs=args.epochs, width=args.width
+        )
+    if written:
+        record_output(out, "figures", written_names(written))
     if failed:
         names = ", ".join(Path(p).name for p in written) or "none"
         raise ComputeError(f"{failed} figure(s) failed (see above); written to {args.out}: {names}")
@@ -73,6 +83,12 @@ def run(args) -> int:
             f"the chosen figures need (see the skips above)"
         )
     return 0
+
+
+def written_names(paths) -> list[str]:
+    """The names of the figure files written and of their caption files (STEM.txt)."""
+    names = [Path(p).name for p in paths]
+    return names + [Path(p).with_suffix(".txt").name for p in paths if Path(p).with_suffix(".txt").is_file()]
 
 
 def figure_script(name: str, argv=None, prog: str | None = None) -> int:
@@ -93,9 +109,16 @@ def figure_script(name: str, argv=None, prog: str | None = None) -> int:
         p.add_argument("--epochs", help="epochs to compare, e.g. 60,350 or 3-12")
     args = p.parse_args(argv)
     options = {k: getattr(args, k) for k in figure.options}
+    from zsq_probe.plots.style import protect
+    from zsq_probe.rundir.output import check_output, foreign_entries, record_output
+
     try:
-        with console_logging():
+        # one figure per script, several into one folder: the scripts replace their own figures, never a file
+        # they did not write (zsq_probe.rundir.output)
+        check_output(args.out, "figures", overwrite=True)
+        with console_logging(), protect(Path(args.out) / n for n in foreign_entries(args.out, "figures")):
             paths = figure.plot(args.runs, args.out, args.format, args.width, **options)
+        record_output(args.out, "figures", written_names(paths))
     except SkipFigure as e:
         print(f"skipped {name}: {e.reason}", file=sys.stderr)
         return 2

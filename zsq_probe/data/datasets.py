@@ -84,7 +84,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a data set is: the image shape a model sees and the normalisation applied."""
+    """What a data set is: the image shape a model sees and the normalisation applied; for data of your own
+    (a teacher module passed to `train`), also the data itself.
+
+    `train` / `val`: map-style data sets yielding (normalised image tensor of `image_shape`, int label), as
+    torchvision's `ImageFolder` with a `transform` does.  `train` feeds the KD baseline (`source=real`) and
+    calibration (`zsq_probe.teachers.accuracy.evaluate_quantized`); `val` gives validation top-1 every
+    `val_every` epochs and the run summary's `final_val_top1`.  Neither is compared or written anywhere."""
 
     name: str
     num_classes: int
@@ -94,6 +100,8 @@ class DatasetSpec:
     description: str
     # the normalisation option the constants belong to ("reference" | "pytorchcv"); only CIFAR differs
     normalization: str = "reference"
+    train: Dataset | None = dataclasses.field(default=None, compare=False, repr=False)
+    val: Dataset | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 DIGITS_SPLIT_SEED = 0

@@ -83,9 +83,13 @@ def kind(run: RunDir) -> str:
 
 
 def setting(run: RunDir) -> str:
-    """teacher/data, e.g. 'resnet20_cifar10/cifar10'."""
+    """teacher/data, e.g. 'resnet20_cifar10/cifar10': the names the config gives (a teacher module of your own: its
+    cfg.teacher and its DatasetSpec's name, recorded under config.json's 'teacher')."""
     cfg = config(run)
-    return f"{cfg.get('teacher') or '?'}/{cfg.get('data') or '?'}"
+    recorded = run.read_config_doc().get("teacher") or {}
+    own = isinstance(recorded, dict) and recorded.get("source") == "module"
+    data = recorded.get("dataset") if own else cfg.get("data")
+    return f"{cfg.get('teacher') or '?'}/{data or '?'}"
 
 
 def label(run: RunDir) -> str:

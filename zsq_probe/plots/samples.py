@@ -161,7 +161,10 @@ def generator_checkpoint(run, epoch: int | None = None) -> tuple[int, dict]:
     cfg = R.config(run)
     if R.is_kd(run) or cfg.get("source", "generator") != "generator":
         raise NoSamples(f"no generator (method {R.method(run)}, source {cfg.get('source')})")
-    if (cfg.get("generator") or "gdfq") == "none":
+    kind = cfg.get("generator") or "gdfq"
+    if (run.read_config_doc().get("teacher") or {}).get("source") == "module":
+        raise NoSamples("the teacher is a module of your own: its data (DatasetSpec) is not stored with the run")
+    if kind == "none":
         raise NoSamples("no generator (generator = none)")
     cps = run.checkpoints()
     if not cps:

@@ -134,6 +134,28 @@ def figure_width(name: str | None):
         _width[0] = old
 
 
+_protected: list[frozenset[Path]] = [frozenset()]
+
+
+@contextlib.contextmanager
+def protect(paths):
+    """Inside the block `save` refuses (UserError) to replace any of `paths`: the files a command did not write
+    (the output policy, zsq_probe.rundir.output)."""
+    old = _protected[0]
+    _protected[0] = old | {Path(p).resolve() for p in paths}
+    try:
+        yield
+    finally:
+        _protected[0] = old
+
+
+def _check_unprotected(*paths: Path) -> None:
+    """UserError when one of `paths` is a file `protect` guards."""
+    for path in paths:
+        if path.resolve() in _protected[0]:
+            raise UserError(f"{path} exists and zsq-probe did not write it: not replaced")
+
+
 def fit_size(figsize) -> tuple[float, float]:
     """`figsize` scaled to the chosen width (aspect kept, height kept readable, at most MAX_HEIGHT)."""
     w, h = float(figsize[0]), float(figsize[1])
@@ -191,6 +213,7 @@ def save(fig, out_dir, name: str, fmt: str = "png", caption: str | None = None) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.{fmt}"
+    _check_unprotected(path, out / f"{name}.txt")
     readable(fig)
     buffer = io.BytesIO()
     with style():

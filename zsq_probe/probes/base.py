@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from zsq_probe.config import curvature_epoch
 from zsq_probe.events import Observer, ProbeContext
 from zsq_probe.hessian.operator import parameter_group  # defined with the Hessian's parameter selection
 from zsq_probe.rundir.store import epoch_key
@@ -86,7 +87,7 @@ class Probe(Observer):
 
     def every_epoch(self, epoch: int) -> bool:
         """Whether the curvature probes measure at this epoch (every `probing.hessian_every_epochs`, and the last)."""
-        return epoch % self.cfg.probing.hessian_every_epochs == 0 or epoch == self.cfg.epochs
+        return curvature_epoch(self.cfg, epoch)
 
 
 def grouped_indices(names: list[str], scope: str) -> dict[str, list[int]]:

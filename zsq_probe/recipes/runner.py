@@ -20,6 +20,7 @@ from zsq_probe.recipes.figures import draw_figures, figure_command, first_seed_j
 from zsq_probe.recipes.jobs import Job, check_existing, plan, unique_jobs
 from zsq_probe.recipes.specs import PAPER_SCALE, TINY_SCALE
 from zsq_probe.recipes.tables import report_table
+from zsq_probe.rundir.output import RECIPE_NAMES, check_output, record_output
 
 
 @dataclass
@@ -83,6 +84,7 @@ def plan_recipe(
             raise UserError(f"--seeds must be >= 1, got {seeds}")
         seeds = list(range(seeds))
     out = Path(out or default_out(recipe, scale)).expanduser()
+    check_output(out, "recipe", own=RECIPE_NAMES, resume=True)  # its own earlier output is resumed
     jobs = plan(recipe, scale, out, seeds, only, sets, device, data_root, weights_root, download)
     for j in unique_jobs(jobs):
         j.config()
@@ -108,6 +110,7 @@ def run_plan(
     for (slurm, wait=False) leave the figures and table for a later `train=False` call."""
     recipe = plan.recipe
     result = RecipeResult(plan)
+    record_output(plan.out, "recipe", RECIPE_NAMES)
     if train:
         options = dict(executor_options or {})
         if executor == "local":

@@ -304,13 +304,14 @@ class RunDir:
                     out[int(m.group(1))] = p
         return dict(sorted(out.items()))
 
-    def save_checkpoint(self, epoch: int, state: CheckpointState, keep_all: bool = True) -> Path:
-        """Write the checkpoint of `epoch` atomically; `keep_all=False` deletes every other checkpoint."""
+    def save_checkpoint(self, epoch: int, state: CheckpointState, keep: Callable[[int], bool] | None = None) -> Path:
+        """Write the checkpoint of `epoch` atomically; then delete every other checkpoint whose epoch `keep`
+        rejects (None: keep them all)."""
         path = self.checkpoint_path(epoch)
         atomic_torch_save(state, path, site=f"checkpoint:{epoch}")
-        if not keep_all:
+        if keep is not None:
             for e, p in self.checkpoints().items():
-                if e != epoch:
+                if e != epoch and not keep(e):
                     p.unlink(missing_ok=True)
         return path
 

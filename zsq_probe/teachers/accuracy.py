@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from zsq_probe.data.datasets import (
@@ -15,8 +18,12 @@ from zsq_probe.data.datasets import (
     make_loader,
     teacher_input_size,
 )
+from zsq_probe.errors import UserError
 from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantization_spec, quantize_model
 from zsq_probe.teachers.loader import TeacherInfo, check_published_accuracy, comparison_top1, load_teacher
+
+if TYPE_CHECKING:
+    from zsq_probe.data.datasets import DatasetSpec
 
 
 @torch.no_grad()
@@ -55,7 +62,7 @@ def sha256_of(path) -> str | None:
 
 
 def evaluate_quantized(
-    teacher: str,
+    teacher: str | nn.Module,
     weights=None,
     weights_root=None,
     data=None,
@@ -69,16 +76,23 @@ def evaluate_quantized(
     download=False,
     seed=0,
     normalization="reference",
+    data_spec: DatasetSpec | None = None,
+    name: str | None = None,
 ) -> dict:
     """FP and quantised top-1 of a teacher; activation ranges calibrated on `calib_batches` train batches.
 
-    `normalization`: "reference" (the AIT/GDFQ code's CIFAR statistics) or "pytorchcv" (imgclsmob's); the
-    result names it with its constants, and the published-accuracy warning compares with the number that
-    holds under it (zsq_probe.teachers.loader.comparison_top1)."""
+    `teacher`: a name, or a module of your own with `data_spec` carrying its `train` (calibration) and `val`
+    (top-1) data and `name` labelling it (default: its class name).  `normalization`: "reference" (the AIT/GDFQ
+    code's CIFAR statistics) or "pytorchcv" (imgclsmob's), named in the result with its constants; the
+    published-accuracy warning compares with the number that holds under it (loader.comparison_top1)."""
     normalization = check_normalization(normalization)
-    model, info = load_teacher(teacher, weights=weights, root=weights_root, download=download)
-    data = data or dataset_for_teacher(teacher)
-    spec, test, calib = _eval_loaders(teacher, data, data_root, download, normalization, batch_size, seed)
+    if isinstance(teacher, nn.Module):
+        model, info, spec, test, calib = _module_eval_parts(teacher, data_spec, name, batch_size, seed)
+        teacher, data = info.name, spec.name
+    else:
+        model, info = load_teacher(teacher, weights=weights, root=weights_root, download=download)
+        data = data or dataset_for_teacher(teacher)
+        spec, test, calib = _eval_loaders(teacher, data, data_root, download, normalization, batch_size, seed)
     model = model.to(device).eval()
     fp_top1, fp_ce = top1_and_ce(model, test, device, max_batches)
     qmodel = quantize_model(model, w_bits, a_bits).to(device).eval()
@@ -125,6 +139,28 @@ def _eval_loaders(teacher: str, data: str, data_root, download: bool, normalizat
         seed=seed,
     )
     return spec, test, calib
+
+
+def _module_eval_parts(model: nn.Module, spec: DatasetSpec | None, name: str | None, batch_size: int, seed: int):
+    """(a copy of the module, its TeacherInfo, the spec, a loader of spec.val, a shuffled loader of spec.train) for
+    `evaluate_quantized` of a module of your own; UserError when the spec lacks either data set."""
+    if spec is None or spec.train is None or spec.val is None:
+        raise UserError(
+            "a teacher module needs data_spec=DatasetSpec(..., train=..., val=...): calibration reads train, top-1 val"
+        )
+    info = TeacherInfo(
+        name=name or type(model).__name__,
+        dataset=spec.name,
+        num_classes=spec.num_classes,
+        weights_path=None,
+        weights_sha256=None,
+        published_top1=None,
+        source="module",
+        module_class=type(model).__name__,
+    )
+    test = make_loader(spec.val, batch_size, shuffle=False, seed=seed)
+    calib = make_loader(spec.train, batch_size, shuffle=True, seed=seed)
+    return copy.deepcopy(model), info, spec, test, calib
 
 
 def _first_batches(loader, count: int, device) -> list[torch.Tensor]:

@@ -177,6 +177,7 @@ class TeacherInfo:
     weights_release: str | None = None
     weights_record_match: bool | None = None
     paper_weights_file: str | None = None  # the file the AIT paper's reference code loads (None: not a paper teacher)
+    module_class: str | None = None  # the teacher module's class name (a module of your own: what cfg.teacher names)
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (JSON-ready)."""

@@ -18,7 +18,7 @@ import torch.nn as nn
 from zsq_probe.errors import UserError
 
 if TYPE_CHECKING:
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Dataset
 
     from zsq_probe.config import RunConfig
     from zsq_probe.data.datasets import DatasetSpec
@@ -89,6 +89,7 @@ def _custom_teacher(
         weights_sha256=module_fingerprint(model),
         published_top1=None,
         source="module",
+        module_class=type(model).__name__,
     )
     return copy.deepcopy(model), info, spec
 
@@ -115,7 +116,11 @@ def build_run(
     layers = {} if cfg.quant.full_precision else quantized_layers(student)
     # the named data set when the spec is its own (real images: validation, KD training data); else None
     named = cfg.dataset.name if cfg.dataset.name is not None and spec.name == str(cfg.dataset.name).lower() else None
-    val_loader = build_val_loader(cfg, named, size, device) if for_training and named is not None else None
+    val_loader = None
+    if for_training and named is not None:
+        val_loader = build_val_loader(cfg, named, size, device)
+    elif for_training and spec.val is not None:  # data of your own (DatasetSpec.val)
+        val_loader = validation_loader(cfg, spec.val, device)
     source = build_source(cfg, teacher, spec, named, size, device)
     optimizer = build_optimizer(cfg, params, layers) if for_training else None
     return RunParts(
@@ -193,13 +198,8 @@ def build_student(
     from zsq_probe.teachers.loader import build_architecture
 
     if cfg.quant.student_init == "random":
-        if teacher_info.source == "module":
-            raise UserError(
-                "student_init=random builds the teacher's architecture by its pytorchcv name; with a "
-                "teacher module, use student_init=teacher"
-            )
         torch.manual_seed(cfg.seed)
-        base = build_architecture(cfg.teacher)
+        base = reinitialized(teacher) if teacher_info.source == "module" else build_architecture(cfg.teacher)
     else:
         base = teacher
     student = (
@@ -217,10 +217,21 @@ def build_student(
     return student, student_train_mode
 
 
+def reinitialized(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every layer's parameters and buffers drawn afresh (`reset_parameters`, which resets
+    BatchNorm's running statistics too): the KD baseline's random student for a teacher module of your own."""
+    fresh = copy.deepcopy(model)
+    for module in fresh.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return fresh
+
+
 def build_val_loader(cfg: RunConfig, name: str, size: int | None, device: torch.device) -> DataLoader | None:
     """The test split of the data set `name` for validation; None (logged) when it is not there, unless the run
     trains on real data or names a data root (then the UserError stands)."""
-    from zsq_probe.data.datasets import load_dataset, make_loader
+    from zsq_probe.data.datasets import load_dataset
 
     try:
         val = load_dataset(
@@ -231,20 +242,27 @@ def build_val_loader(cfg: RunConfig, name: str, size: int | None, device: torch.
             normalization=cfg.dataset.normalization,
             image_size=size,
         )
-        return make_loader(
-            val,
-            cfg.val_batch_size,
-            shuffle=False,
-            seed=cfg.seed,
-            num_workers=cfg.dataset.num_workers,
-            persistent_workers=True,
-            pin_memory=cfg.dataset.pin_memory and device.type == "cuda",
-        )
+        return validation_loader(cfg, val, device)
     except UserError as e:
         if cfg.dataset.source == "real" or cfg.dataset.root is not None:  # a --data-root given is meant to be used
             raise
         log.info(f"note: no validation ({e})")
         return None
+
+
+def validation_loader(cfg: RunConfig, dataset: Dataset, device: torch.device) -> DataLoader:
+    """The validation loader over `dataset`: in order, `val_batch_size` images a batch."""
+    from zsq_probe.data.datasets import make_loader
+
+    return make_loader(
+        dataset,
+        cfg.val_batch_size,
+        shuffle=False,
+        seed=cfg.seed,
+        num_workers=cfg.dataset.num_workers,
+        persistent_workers=True,
+        pin_memory=cfg.dataset.pin_memory and device.type == "cuda",
+    )
 
 
 def build_source(
@@ -255,9 +273,14 @@ def build_source(
     from zsq_probe.data.datasets import load_dataset
     from zsq_probe.training.sources import DistilledSource, GeneratorSource, RealDataSource
 
-    if cfg.dataset.source == "real":
-        if named is None:
-            raise UserError(f"source=real needs a named data set (data=...), not a custom spec {spec.name!r}")
+    if cfg.dataset.source == "real" and named is None:
+        if spec.train is None:
+            raise UserError(
+                f"source=real needs real training images: a named data set (data=...) or DatasetSpec(train=...); "
+                f"the spec {spec.name!r} carries none"
+            )
+        return RealDataSource(spec.train, teacher, cfg, device)
+    if cfg.dataset.source == "real" and named is not None:
         train_set = load_dataset(
             named,
             cfg.dataset.root,

@@ -109,7 +109,8 @@ def write_summary(run, parts, epochs_completed: int) -> dict:
         "method": cfg.method,
         "preset": cfg.preset,
         "teacher": cfg.teacher,
-        "data": cfg.dataset.name,
+        "teacher_class": parts.teacher_info.module_class or type(parts.teacher).__name__,
+        "data": parts.spec.name,  # the data set's own name, or that of a DatasetSpec of your own
         "w_bits": cfg.quant.w_bits,
         "a_bits": cfg.quant.a_bits,
         "full_precision_student": cfg.quant.full_precision,

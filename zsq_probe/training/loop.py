@@ -16,11 +16,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from zsq_probe.config import keeps_checkpoint
 from zsq_probe.events import ProbeContext, StepEvent
 from zsq_probe.quantization.losses import student_terms, term_gradients
 from zsq_probe.quantization.quantizer import activation_ranges_frozen, set_activation_ranges_frozen
@@ -375,7 +377,7 @@ class Trainer:
         """Write the checkpoint of `epoch` (refused when a weight is inf/NaN: NonFiniteError)."""
         state = checkpoint.training_state(self.parts, self.epoch, self.global_step, self.observers)
         checkpoint.check_finite_state(state, epoch)
-        self.run.save_checkpoint(epoch, state, keep_all=self.cfg.keep_checkpoints)
+        self.run.save_checkpoint(epoch, state, keep=partial(keeps_checkpoint, self.cfg))
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint's state: models, optimiser, RNG, observers, epoch and step counters."""

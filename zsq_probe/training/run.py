@@ -15,6 +15,7 @@ from zsq_probe.config import CONFIG_SCHEMA_VERSION, RunConfig, config_diff, conf
 from zsq_probe.data.datasets import dataset_for_teacher
 from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
+from zsq_probe.rundir.output import RUN_NAMES, check_output
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
 from zsq_probe.training.build import build_run
 from zsq_probe.training.loop import Trainer
@@ -103,6 +104,7 @@ def _resume(
     from zsq_probe.rundir.lock import RunLock
 
     run = RunDir.open(out)
+    check_output(run.path, "train", own=RUN_NAMES, resume=True)  # the output policy (zsq_probe.rundir.output)
     with RunLock(run.path, what="zsq-probe train --resume"):  # one writer per run folder
         return _resume_locked(run, cfg, force, observers, progress, teacher, data_spec)
 
