@@ -98,9 +98,11 @@ def test_fig3bc_counts_level_changes_and_leaves_fig4_runs_out(tmp_path):
     ((_, fig),) = crossings_figure([gdfq, ait, high], epochs="3")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["gdfq (n=1)"]
-    # fabricated: changed = (li+1)*(7-e)*3 codes, of which li are zero-point flips (changed_level = changed - li)
-    level = [((li + 1) * 4 * 3 - li) / STEPS / size for li, (_, size) in enumerate(LAYERS)]
-    np.testing.assert_allclose(_bar_heights(ax), level)
+    # fabricated (tests/fabricated_runs.py): changed = (li+1)*(7-e)*3 codes; the first layer's zero points flip
+    # (changed_level = changed // 3 there); the net change over the epoch changed_net = changed_level // 2
+    levels = [(li + 1) * 4 * 3 // (3 if li == 0 else 1) for li in range(len(LAYERS))]
+    net = [lv // 2 / STEPS / size for lv, (_, size) in zip(levels, LAYERS)]
+    np.testing.assert_allclose(_bar_heights(ax), net)  # every row has changed_net: the figure reads it
     # a run with the net change between epoch-end codes: the figure reads that
     rd = RunDir(gdfq.path)
     for key in rd.part_keys("crossings"):

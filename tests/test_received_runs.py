@@ -169,7 +169,7 @@ def test_a_marker_without_its_part_or_a_part_without_its_marker_is_measured_agai
         (run_copy / "probes" / "cosine" / "part-e00002-posthoc.parquet").unlink()
     else:
         (run_copy / "probes" / "_commits" / "cosine.e00002-posthoc.json").unlink()
-    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1-2", "--quiet"], capsys)  # the warning alone
     assert rc == 0 and len(err) == 1 and "epoch(s) 2" in err[0] and "measuring them again" in err[0], err
     import pandas.testing as pdt
 
@@ -377,7 +377,8 @@ def test_a_kill_inside_a_figure_write_leaves_no_partial_png_and_the_rerun_cleans
     assert rerun.returncode == 0, rerun.stderr
     png = out / "fig6_samples_run.png"
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the killed writer's copy is gone
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert hidden == [".zsq-probe-output.json"], hidden  # the killed writer's copy is gone; the manifest stays
 
 
 def test_a_figure_that_fails_while_drawing_leaves_no_file(tmp_path, monkeypatch):

@@ -16,6 +16,27 @@ from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 from zsq_probe.training import train
 
 REFERENCE = Path(__file__).parent / "reference" / "prerefactor"
+MACHINE_FILE = REFERENCE / "machine.json"  # the arithmetic the reference was written with (make_reference.py)
+
+
+def machine() -> dict:
+    """What decides float results bit for bit besides the code and the thread count: torch's build and the CPU
+    kernels it dispatches to (an AVX2 host and an AVX-512 host round differently; so did two CPU models)."""
+    import platform
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor()
+    )
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": model}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 SMALL = {
     "epochs": 2,
     "iters_per_epoch": 3,
@@ -76,13 +97,30 @@ def canonical(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_same_seed_gives_the_reference_parquet(probed):
+    """Bit for bit on the arithmetic the reference was written with (MACHINE_FILE); on another CPU or torch build
+    the same tables, columns, dtypes, rows and row keys (the values follow other roundings: said in a warning)."""
+    import json
+
     preset, run = probed
     expected = sorted(p.stem for p in (REFERENCE / preset).glob("*.parquet"))
     assert sorted(run.tables()) == expected
+    recorded = json.loads(MACHINE_FILE.read_text())
+    same_machine = recorded == machine()
+    if not same_machine:
+        warnings.warn(f"reference written on {recorded}, this is {machine()}: values not compared", stacklevel=1)
     for table in expected:
         got = canonical(run.read_table(table))
         want = canonical(pd.read_parquet(REFERENCE / preset / f"{table}.parquet"))
-        pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=True, obj=f"{preset}/{table}")
+        if same_machine:
+            pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=True, obj=f"{preset}/{table}")
+            continue
+        assert list(got.columns) == list(want.columns) and (got.dtypes == want.dtypes).all(), f"{preset}/{table}"
+        keys = [c for c in ("epoch", "step", "statistic", "scope", "group", "loss", "estimator") if c in got.columns]
+        pd.testing.assert_frame_equal(
+            got[keys].sort_values(keys, ignore_index=True),
+            want[keys].sort_values(keys, ignore_index=True),
+            obj=f"{preset}/{table} keys",
+        )
 
 
 def final_weights(run: RunDir) -> dict:

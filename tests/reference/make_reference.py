@@ -1,5 +1,6 @@
 """Regenerate the reference parquet (tests/reference/README.md): `python tests/reference/make_reference.py`."""
 
+import json
 import os
 import sys
 import tempfile
@@ -9,7 +10,7 @@ from pathlib import Path
 os.environ.setdefault("ZSQ_PROBE_CACHE", tempfile.mkdtemp())
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
-from test_reference_parquet import REFERENCE, SMALL, THREADS
+from test_reference_parquet import MACHINE_FILE, REFERENCE, SMALL, THREADS, machine
 
 from zsq_probe.presets import resolve_config
 from zsq_probe.rundir.store import RunDir
@@ -31,3 +32,5 @@ for preset in ["gdfq", "ait", "kd"]:
             REFERENCE / preset / f"{table}.parquet", index=False
         )
         print(preset, table)
+MACHINE_FILE.write_text(json.dumps(machine(), indent=1) + "\n")
+print(MACHINE_FILE.read_text())
