@@ -158,7 +158,7 @@ def shade_warmup(ax, groups, tables) -> int:
         return 0
     start = min(int(t["epoch"].min()) for t in tables.values())
     ax.axvspan(min(start, 1) - 0.5, warm + 0.5, color="0.9", lw=0, zorder=0)
-    handle = Patch(color="0.9", label=f"ZQ warm-up (ep. 1–{warm}):\ngenerator only, no\nstudent step")
+    handle = Patch(color="0.9", label=f"ZQ warm-up\n(ep. 1–{warm}):\ngenerator only,\nno student step")
     ax.add_artist(ax.legend(handles=[handle], loc="lower left", bbox_to_anchor=(1.0, 0.0)))
     return warm
 
