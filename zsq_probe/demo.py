@@ -1,8 +1,9 @@
 """`zsq-probe demo`: the paper's story end to end on the embedded digits default, on a laptop.
 
-Teacher (trained once, cached) -> FP vs quantised accuracy -> four runs with every probe (KD baseline on
-real digits, GDFQ, KL-only, AIT) -> every figure -> the four findings as *measured* here, with a plain
-word where a finding does not hold at this scale."""
+Teacher (trained once, cached) -> FP vs quantised accuracy -> the KD baseline on real digits, GDFQ, KL-only and
+AIT at two seeds each, plus KL-only at a high lr for Fig. 4 (each with the probes its figures read: DEMO_RUNS,
+demo_plan) -> every figure -> the four findings as *measured* here, with a plain word where a finding does not
+hold at this scale."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from zsq_probe.analysis.probe_tables import (
     training_setting,
 )
 from zsq_probe.plots import write_figures
-from zsq_probe.presets import lr_factor, resolve_config
+from zsq_probe.presets import PRESETS, lr_factor, resolve_config
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES, carried_probes
 from zsq_probe.rundir.output import DEMO_NAMES, check_output, record_output
 from zsq_probe.rundir.store import RunDir
@@ -35,8 +36,12 @@ log = logging.getLogger(__name__)
 DEMO_RUNS = ("kd", "gdfq", "kl-only", "ait")
 DEMO_SEEDS = 2  # every demo method runs with seeds seed, seed+1: the verdicts compare across them
 HIGH_LR = "kl-only-high-lr"  # Fig. 4's high-learning-rate run (10x digits' lr: presets.HIGH_LR_FACTOR)
-# demo-specific probe settings (the figure captions state them): the first seed carries every probe; the
-# further seeds carry the cheap ones the findings aggregate (cosine, crossings); the high-lr runs crossings only
+# demo-specific probe settings (the figure captions state them): the first seed of KD and GDFQ carries every
+# probe (Fig. 2 and F2 contrast KD with ZQ, paper §3.2); the first seed of KL-only and AIT every probe but the
+# curvature ones (Hessian and slices: ~47 s of Hessian-vector products per run, which the findings never read);
+# the further seeds the cheap ones the findings aggregate (cosine, crossings); the high-lr runs crossings only
+CURVATURE_RUNS = ("kd", "gdfq")
+CURVATURE_PROBES = ("hessian", "slice")
 LIGHT_PROBES = ("cosine", "crossings")
 # the demo's Hessian settings (lighter than the digits scale's; stated in every figure's caption): they keep
 # the whole demo within 10 minutes on 2 CPU cores (653 s with a 200-sample probe batch, 2026-11-29)
@@ -51,9 +56,13 @@ DEMO_PROBE_SETTINGS = (
     "hessian_top_k=1",
     "slice_points=11",
 )
-# checkpoints: the probed epochs (4, 8, 12) and the last stay, the others go: 120 MB instead of 521 MB for the nine
-# runs (5.5 MB per checkpoint of a zero-shot run, generator and its optimiser included; 0.7 MB for KD; 13 each)
+# checkpoints: the probed epochs (4, 8, 12) and the last stay, the others go: 152 MB instead of about 660 MB for the
+# ten runs (6.5 MB per checkpoint of a zero-shot run, generator and its optimiser included; 1.3 MB for KD; 13 each)
 DEMO_RUN_SETTINGS = ("keep_checkpoints=probed",)
+# the zero-shot runs: 18 generator/student iterations per epoch instead of the digits scale's 25, every one alike
+# (warm-up, calibration and lr milestones in epochs unchanged); it keeps the ten runs within 10 minutes on 2 CPU
+# cores (694 s at 25, 2026-12-02).  KD keeps its one pass over the real training split per epoch (by design)
+DEMO_ZQ_SETTINGS = ("iters_per_epoch=18",)
 HIGH_LR_PROBES = ("crossings",)
 # the high-lr runs share the others' schedule (iterations per epoch, warm-up, calibration) and seeds; a step that
 # diverges is skipped and counted (metrics skipped_steps), not fatal
@@ -67,8 +76,20 @@ def demo_config(preset: str, device: str, seed: int, overrides=(), probes=BUILTI
         preset,
         teacher="digits",
         flags={"probes": list(probes), "device": device, "seed": seed},
-        overrides=list(DEMO_PROBE_SETTINGS) + list(DEMO_RUN_SETTINGS) + list(extra) + list(overrides),
+        overrides=list(DEMO_PROBE_SETTINGS)
+        + list(DEMO_RUN_SETTINGS)
+        + list(DEMO_ZQ_SETTINGS if PRESETS[preset].overrides.get("source") != "real" else ())
+        + list(extra)
+        + list(overrides),
     )
+
+
+def first_seed_probes(preset: str) -> tuple[str, ...]:
+    """The probes of a method's first-seed demo run: every one for KD and GDFQ, all but the curvature probes for
+    the others."""
+    if preset in CURVATURE_RUNS:
+        return BUILTIN_PROBE_NAMES
+    return tuple(p for p in BUILTIN_PROBE_NAMES if p not in CURVATURE_PROBES)
 
 
 def demo_plan(device: str, seed: int, overrides=()) -> dict:
@@ -76,7 +97,7 @@ def demo_plan(device: str, seed: int, overrides=()) -> dict:
     plan = {}
     for s in range(seed, seed + DEMO_SEEDS):
         for preset in DEMO_RUNS:
-            probes = BUILTIN_PROBE_NAMES if s == seed else LIGHT_PROBES
+            probes = first_seed_probes(preset) if s == seed else LIGHT_PROBES
             plan[f"{preset}-s{s}"] = demo_config(preset, device, s, overrides, probes)
     for s in range(seed, seed + DEMO_SEEDS):
         plan[f"{HIGH_LR}-s{s}"] = demo_config(HIGH_LR, device, s, overrides, HIGH_LR_PROBES, HIGH_LR_SETTINGS)
@@ -510,8 +531,8 @@ def _f3_lines(f3: dict) -> list[str]:
     return [
         "",
         "F3 (paper §4.1-4.2, Fig. 3b/c, 4): under KL-only training few integer codes cross a rounding "
-        "threshold, fewer than under GDFQ, some layers none; a 100x learning rate does not fix it; gradient "
-        "inundation makes every layer change at least p.",
+        "threshold, fewer than under GDFQ, some layers none; a 100x learning rate (the paper's factor; the run below "
+        "states the one used here) does not fix it; gradient inundation makes every layer change at least p.",
         f"    measured over student epochs {epochs_text(f3.get('epochs', []))} (per seed the mean over them), "
         f"weights moving to another grid level q + zero point (zero-point flips excluded; net: level at the "
         f"epoch's end against the previous epoch's end), as a share of the layer's weights: "
