@@ -200,7 +200,7 @@ def test_demo_high_lr_runs_share_the_others_schedule_and_seeds():
 def test_demo_curvature_probes_on_the_fig2_pair_and_zero_shot_runs_alike():
     """Fig. 2 and F2 contrast KD with GDFQ (paper §3.2): only their first seeds carry the Hessian and slice
     probes; KL-only and AIT keep the cosine, inter-epoch and crossings probes.  Every zero-shot run takes the
-    demo's 18 iterations per epoch; KD keeps its one pass over the real split."""
+    demo's 16 iterations per epoch; KD keeps its one pass over the real split."""
     from zsq_probe.demo import DEMO_RUNS, DEMO_SEEDS, demo_plan
 
     plan = demo_plan("cpu", 0)
@@ -210,7 +210,7 @@ def test_demo_curvature_probes_on_the_fig2_pair_and_zero_shot_runs_alike():
     for name in ("kl-only-s0", "ait-s0"):
         assert set(plan[name].get("probes")) == {"cosine", "inter_epoch", "crossings"}, name
     for name, cfg in plan.items():
-        assert cfg.get("iters_per_epoch") == (0 if name.startswith("kd-") else 18), name
+        assert cfg.get("iters_per_epoch") == (0 if name.startswith("kd-") else 16), name
         if not name.endswith("-s0"):
             assert not {"hessian", "slice", "inter_epoch"} & set(cfg.get("probes")), name
 
