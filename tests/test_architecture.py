@@ -225,6 +225,9 @@ LIGHT_IMPORTS = {
     "zsq_probe.recipes": ("torch",),  # the command line imports it to build its parser
     "zsq_probe.executors": ("torch",),  # the process that hands out jobs never trains one
     "zsq_probe.plots": ("matplotlib", "torchvision"),  # matplotlib loads when a figure is drawn
+    # torchvision (1.7 s) loads with the CIFAR / ImageNet readers only: a digits run never imports it
+    "zsq_probe.data": ("torchvision",),
+    "zsq_probe.training": ("torchvision",),
 }
 
 

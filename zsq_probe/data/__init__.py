@@ -10,8 +10,6 @@ from zsq_probe.data.datasets import (
     IMAGENET_CROP_RATIO,
     NORMALIZATIONS,
     DatasetSpec,
-    OnDiskCIFAR10,
-    OnDiskCIFAR100,
     TensorImageDataset,
     check_normalization,
     dataset_for_teacher,
@@ -39,3 +37,12 @@ __all__ = [
     "spec_for_teacher",
     "teacher_input_size",
 ]
+
+
+def __getattr__(name: str):
+    """`OnDiskCIFAR10` / `OnDiskCIFAR100` load with torchvision on first use (a digits run never imports it)."""
+    if name in ("OnDiskCIFAR10", "OnDiskCIFAR100"):
+        from zsq_probe.data import cifar_readers
+
+        return getattr(cifar_readers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

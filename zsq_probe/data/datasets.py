@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,14 +54,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from torchvision import datasets as _tvd
-from torchvision import transforms
-from torchvision.datasets import ImageFolder
-from torchvision.datasets.utils import download_and_extract_archive
-from torchvision.datasets.vision import VisionDataset
 
 from zsq_probe.errors import UserError, one_line
-from zsq_probe.rundir.safe_pickle import safe_load
 
 __all__ = [
     "DatasetSpec",
@@ -288,11 +280,17 @@ def _load_digits(split: str, augment: bool) -> TensorImageDataset:
 # --------------------------------------------------------------------------- CIFAR
 
 
+# torchvision (1.7 s to import) loads with the CIFAR and ImageNet readers only, inside these functions: a digits
+# run never imports it (tests/test_architecture.py, LIGHT_IMPORTS)
 def _normalize(spec: DatasetSpec):
+    from torchvision import transforms
+
     return transforms.Normalize(mean=spec.mean, std=spec.std)
 
 
 def _cifar_transform(spec: DatasetSpec, augment: bool):
+    from torchvision import transforms
+
     steps = []
     if augment:
         steps += [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
@@ -323,66 +321,9 @@ _CIFAR_INFO = {
 }
 
 
-class _PresenceCheckMixin:
-    """torchvision's CIFAR readers, minus the md5 checks and minus ``pickle.load``.
-
-    torchvision verifies every file's md5 (180 MB hashed on every construction) and answers a
-    mismatch with a generic 'not found or corrupted'; worse, it ``pickle.load``s every batch file, so a
-    hostile data folder runs code.  We check that the files of the requested split exist, then read the
-    same on-disk format with :func:`zsq_probe.rundir.safe_pickle.safe_load` (only dicts, lists, str/bytes and
-    numpy arrays can come out), giving the same ``data`` / ``targets`` / ``classes`` as torchvision; a
-    file that cannot be read becomes a UserError naming the folder (see :func:`_load_cifar`).
-    """
-
-    # torchvision's CIFAR10 / CIFAR100, which this mixes into, define these
-    root: str
-    base_folder: str
-    train_list: list[list[str]]
-    test_list: list[list[str]]
-    meta: dict[str, str]
-    download: Callable[[], None]
-
-    def __init__(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False) -> None:
-        VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
-        self.train = train
-        if download:
-            self.download()
-        if not self._check_integrity():
-            raise RuntimeError("Dataset not found; use download=True to download it")
-        data, targets = [], []
-        for file_name, _ in self.train_list if train else self.test_list:
-            with open(os.path.join(self.root, self.base_folder, file_name), "rb") as f:
-                entry = safe_load(f, encoding="latin1")
-            if not isinstance(entry, dict) or not isinstance(entry.get("data"), np.ndarray):
-                raise ValueError(f"{file_name} is not a CIFAR batch (no 'data' array)")
-            data.append(entry["data"])
-            targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
-        self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
-        self.targets = targets
-        self._load_meta()
-
-    def _check_integrity(self) -> bool:
-        files = self.train_list if self.train else self.test_list
-        folder = os.path.join(self.root, self.base_folder)
-        return all(os.path.isfile(os.path.join(folder, f)) for f, _ in files)
-
-    def _load_meta(self) -> None:
-        path = os.path.join(self.root, self.base_folder, self.meta["filename"])
-        with open(path, "rb") as infile:
-            data = safe_load(infile, encoding="latin1")
-        self.classes = list(data[self.meta["key"]])
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-
-class OnDiskCIFAR10(_PresenceCheckMixin, _tvd.CIFAR10):
-    """torchvision's CIFAR10 reader without md5 checks or pickle.load (module level: picklable for workers)."""
-
-
-class OnDiskCIFAR100(_PresenceCheckMixin, _tvd.CIFAR100):
-    """torchvision's CIFAR100 reader without md5 checks or pickle.load (module level: picklable for workers)."""
-
-
 def _cifar_classes(name: str):
+    from zsq_probe.data.cifar_readers import OnDiskCIFAR10, OnDiskCIFAR100
+
     return OnDiskCIFAR10 if name == "cifar10" else OnDiskCIFAR100
 
 
@@ -419,8 +360,10 @@ def _load_cifar(name: str, root, split: str, download: bool, augment: bool, spec
 
 def _download_cifar(name: str, parent: Path) -> None:
     """Fetch and extract the CIFAR archive into `parent` (torchvision's URL and md5)."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
     label, folder = _CIFAR_INFO[name][:2]
-    base = _tvd.CIFAR10 if name == "cifar10" else _tvd.CIFAR100  # torchvision's URL and archive md5
+    base = _cifar_classes(name)  # torchvision's URL and archive md5
     try:
         parent.mkdir(parents=True, exist_ok=True)
         download_and_extract_archive(base.url, str(parent), filename=base.filename, md5=base.tgz_md5)
@@ -515,6 +458,8 @@ def _imagenet_resize(size: int) -> int:
 
 
 def _imagenet_transform(spec: DatasetSpec, augment: bool):
+    from torchvision import transforms
+
     size = int(spec.image_shape[1])
     if augment:
         steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
@@ -539,6 +484,8 @@ def _load_imagenet(
             f"ImageNet folder {root_path} does not exist: pass --data-root DIR, the val folder "
             f"of WordNet-id class folders or a folder containing val/{how}"
         )
+    from torchvision.datasets import ImageFolder
+
     sub = "train" if split == "train" else "val"
     folder = root_path / sub if (root_path / sub).is_dir() else root_path
     try:
@@ -714,3 +661,12 @@ def _pytorchcv_img_sizes() -> dict[str, int]:
             pass
         _IMG_SIZES = sizes
     return _IMG_SIZES
+
+
+def __getattr__(name: str):
+    """The CIFAR readers (`OnDiskCIFAR10`, `OnDiskCIFAR100`), loaded with torchvision on first use."""
+    if name in ("OnDiskCIFAR10", "OnDiskCIFAR100"):
+        from zsq_probe.data import cifar_readers
+
+        return getattr(cifar_readers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
