@@ -40,9 +40,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """`OnDiskCIFAR10` / `OnDiskCIFAR100` load with torchvision on first use (a digits run never imports it)."""
-    if name in ("OnDiskCIFAR10", "OnDiskCIFAR100"):
-        from zsq_probe.data import cifar_readers
+    """`OnDiskCIFAR10` / `OnDiskCIFAR100`: zsq_probe.data.datasets' lazy re-exports (torchvision on first use)."""
+    from zsq_probe.data import datasets
 
-        return getattr(cifar_readers, name)
+    if name in datasets.LAZY_READERS:
+        return getattr(datasets, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

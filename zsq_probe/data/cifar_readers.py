@@ -24,7 +24,7 @@ class _PresenceCheckMixin:
     hostile data folder runs code.  We check that the files of the requested split exist, then read the
     same on-disk format with :func:`zsq_probe.rundir.safe_pickle.safe_load` (only dicts, lists, str/bytes and
     numpy arrays can come out), giving the same ``data`` / ``targets`` / ``classes`` as torchvision; a
-    file that cannot be read becomes a UserError naming the folder (see :func:`_load_cifar`).
+    file that cannot be read becomes a UserError naming the folder (zsq_probe.data.datasets._load_cifar).
     """
 
     # torchvision's CIFAR10 / CIFAR100, which this mixes into, define these

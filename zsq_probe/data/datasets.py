@@ -663,9 +663,13 @@ def _pytorchcv_img_sizes() -> dict[str, int]:
     return _IMG_SIZES
 
 
+# names served from zsq_probe.data.cifar_readers on first use (it imports torchvision)
+LAZY_READERS = ("OnDiskCIFAR10", "OnDiskCIFAR100")
+
+
 def __getattr__(name: str):
     """The CIFAR readers (`OnDiskCIFAR10`, `OnDiskCIFAR100`), loaded with torchvision on first use."""
-    if name in ("OnDiskCIFAR10", "OnDiskCIFAR100"):
+    if name in LAZY_READERS:
         from zsq_probe.data import cifar_readers
 
         return getattr(cifar_readers, name)
