@@ -290,6 +290,36 @@ def test_digits_split_fixed_disjoint_stratified():
     assert np.array_equal(again[2], train_idx) and np.array_equal(again[3], test_idx)
 
 
+def test_digits_split_cache_holds_sklearns_split_and_a_damaged_file_is_computed_again(tmp_path, monkeypatch):
+    """The cached split (what a process reads instead of importing scikit-learn) is sklearn's, array for array and
+    dtype for dtype; a damaged cache file is replaced, not trusted."""
+    monkeypatch.setenv("ZSQ_PROBE_CACHE", str(tmp_path))
+    want = data._digits_split_from_sklearn()
+    first = data._digits_split()  # computes and writes the cache
+    path = data._digits_split_cache()
+    assert path.is_file() and path.parent == tmp_path / "data"
+    cached = data._digits_split()  # reads it
+    for w, f, c in zip(want, first, cached):
+        assert np.array_equal(w, f) and np.array_equal(w, c) and w.dtype == c.dtype and w.shape == c.shape
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    again = data._digits_split()
+    assert all(np.array_equal(w, a) for w, a in zip(want, again))
+    assert all(np.array_equal(w, a) for w, a in zip(want, data._digits_split()))  # rewritten whole
+
+
+def test_with_the_split_cached_digits_load_without_sklearn(tmp_path, monkeypatch):
+    """The point of the cache: once written, loading the digits never reaches scikit-learn (seconds to import in
+    a fresh process)."""
+    monkeypatch.setenv("ZSQ_PROBE_CACHE", str(tmp_path))
+    data._digits_split()  # writes the cache
+
+    def no_sklearn():
+        raise AssertionError("the cached split was not used")
+
+    monkeypatch.setattr(data, "_digits_split_from_sklearn", no_sklearn)
+    assert len(load_dataset("digits", split="test")) == 599
+
+
 def test_digits_dataset_values_and_constants():
     spec = DATASETS["digits"]
     train = load_dataset("digits", split="train")

@@ -44,10 +44,13 @@ one-line errors; each format's reader is a short section.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +58,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from zsq_probe.data.cache import cache_dir
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.rundir.atomic import atomic_write_bytes
 
 __all__ = [
     "DatasetSpec",
@@ -244,7 +249,32 @@ class TensorImageDataset(Dataset):
 
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(images scaled to [0,1] as N x 8 x 8 float32, labels, train indices, test indices)."""
+    """(images scaled to [0,1] as N x 8 x 8 float32, labels, train indices, test indices), from the cache once a
+    process has computed them (importing scikit-learn takes seconds; each fresh process paid it before any work)."""
+    path = _digits_split_cache()
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["images"], z["labels"], z["train_idx"], z["test_idx"]
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):  # absent or damaged: computed again
+        pass
+    split = _digits_split_from_sklearn()
+    try:
+        buffer = io.BytesIO()
+        images, labels, train_idx, test_idx = split
+        np.savez(buffer, images=images, labels=labels, train_idx=train_idx, test_idx=test_idx)
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError:  # a read-only cache: nothing lost but the next process's seconds
+        pass
+    return split
+
+
+def _digits_split_cache() -> Path:
+    """The split's cache file, keyed by the scikit-learn release and the split's settings (both decide it)."""
+    key = f"{version('scikit-learn')}-{DIGITS_SPLIT_SEED}-{DIGITS_TEST_SHARE:.6f}"
+    return cache_dir() / "data" / f"digits-split-{key}.npz"
+
+
+def _digits_split_from_sklearn() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     # sklearn (seconds to import) loads only for the digits data, not with this module
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.executors.job import Job, config_conflict
+from zsq_probe.rundir.atomic import FAULT_ENV
 
 log = logging.getLogger("zsq_probe.executors")
 
@@ -74,8 +75,6 @@ def _arm_fault_once() -> None:
     spec = os.environ.get(FAULT_ONCE_ENV)
     if not spec or "=" not in spec:
         return
-    from zsq_probe.rundir.store import FAULT_ENV  # the store loads torch: only where a job runs
-
     marker, pattern = spec.split("=", 1)
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # only the first job to get here arms it

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from zsq_probe.executors.base import execute_job
-from zsq_probe.rundir.store import atomic_write_bytes
+from zsq_probe.rundir.atomic import atomic_write_bytes
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zsq_probe.errors import UserError
-from zsq_probe.rundir.store import atomic_write_bytes, remove_dead_temp_files
+from zsq_probe.rundir.atomic import atomic_write_bytes
+from zsq_probe.rundir.store import remove_dead_temp_files
 
 if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
     from matplotlib.typing import RcKeyType

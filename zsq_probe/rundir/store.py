@@ -20,15 +20,12 @@ Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import json
 import os
 import platform
 import re
-import signal
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -39,6 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.rundir.atomic import atomic_write_bytes, fault_point, fsync_dir
 from zsq_probe.rundir.schema import text_in_numeric_columns
 
 PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
@@ -62,53 +60,7 @@ STAGED_PREFIX = "_staged-"  # a post-hoc part written but not yet committed (see
 _PART = re.compile(r"^part-(?P<key>[A-Za-z0-9_.-]+)\.parquet$")
 # what atomic_write_bytes leaves behind when killed: .NAME.PID-RANDOM.tmp (PID: the writing process)
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
-FAULT_ENV = "ZSQ_PROBE_FAULT"
 CHECKPOINT_KEYS = ("epoch", "global_step", "student", "optimizer", "rng")
-_UMASK = os.umask(0o022)  # read the process umask once (at import) ...
-os.umask(_UMASK)  # ... and put it back
-
-
-def fault_point(site: str) -> None:
-    """Test-only fault injection (see the module docstring): SIGKILL this process when $ZSQ_PROBE_FAULT
-    matches `site`.  A no-op unless that variable is set."""
-    pattern = os.environ.get(FAULT_ENV)
-    if pattern and fnmatch.fnmatchcase(site, pattern):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable across a power cut (best effort; not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes, site: str | None = None) -> None:
-    """Write `data` to a hidden temporary file next to `path`, fsync it, rename it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600 files: give the usual umask-based mode instead
-                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        fault_point(site or f"write:{path.name}")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def remove_dead_temp_files(path: PathArg) -> list[Path]:
@@ -380,7 +332,7 @@ class RunDir:
             if staged.is_file():
                 fault_point(f"publish:{table}:{key}")
                 os.replace(staged, self.table_dir(table) / f"part-{key}.parquet")
-                _fsync_dir(staged.parent)
+                fsync_dir(staged.parent)
 
     def commits(self) -> dict[tuple[str, str], list[str]]:
         """(probe, key) -> tables, for every committed marker (unreadable markers count as absent)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -14,21 +13,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from zsq_probe.data.cache import cache_dir
 from zsq_probe.data.datasets import DATASETS, load_dataset, make_loader
 from zsq_probe.errors import one_line
-from zsq_probe.rundir.store import atomic_torch_save, atomic_write_bytes
-
-
-def cache_dir() -> Path:
-    """zsq-probe's cache: ``$ZSQ_PROBE_CACHE``, else ``$XDG_CACHE_HOME/zsq-probe``, else ``~/.cache/zsq-probe``."""
-    env = os.environ.get("ZSQ_PROBE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "zsq-probe"
-    return Path("~").expanduser() / ".cache" / "zsq-probe"
-
+from zsq_probe.rundir.atomic import atomic_write_bytes
+from zsq_probe.rundir.store import atomic_torch_save
 
 # The embedded teacher: pytorchcv's CIFARResNet, one basic unit per stage (a ResNet-8), on 1x16x16.
 DIGITS_ARCH: dict = {

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 
 from zsq_probe.errors import UserError, one_line
-from zsq_probe.rundir.store import atomic_write_bytes
+from zsq_probe.rundir.atomic import atomic_write_bytes
 from zsq_probe.teachers.accuracy import top1_and_ce
 from zsq_probe.training.errors import NonFiniteError
 

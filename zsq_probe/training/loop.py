@@ -26,7 +26,8 @@ from zsq_probe.config import keeps_checkpoint
 from zsq_probe.events import ProbeContext, StepEvent
 from zsq_probe.quantization.losses import student_terms, term_gradients
 from zsq_probe.quantization.quantizer import activation_ranges_frozen, set_activation_ranges_frozen
-from zsq_probe.rundir.store import epoch_key, fault_point
+from zsq_probe.rundir.atomic import fault_point
+from zsq_probe.rundir.store import epoch_key
 from zsq_probe.teachers.accuracy import top1_and_ce
 from zsq_probe.training import checkpoint
 from zsq_probe.training.errors import NonFiniteError
