@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pytorchcv.model_provider import get_model
 
 from zsq_probe.errors import UserError
 from zsq_probe.quantization.quantizer import (
@@ -47,6 +46,14 @@ def reference_codes(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.n
         scales.append(scale)
         zps.append(zp)
     return codes, np.array(scales, np.float32), np.array(zps, np.float32)
+
+
+def get_model(name: str, pretrained: bool = False):
+    """pytorchcv's `get_model`, imported when a test builds a model: its model_provider imports every pytorchcv model
+    and torchvision (~4 s), which collecting this module would otherwise cost every pytest-xdist worker."""
+    from pytorchcv.model_provider import get_model as pytorchcv_get_model
+
+    return pytorchcv_get_model(name, pretrained=pretrained)
 
 
 @pytest.fixture(scope="module")
