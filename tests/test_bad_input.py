@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from tiny_runs import tiny_train
 
 from zsq_probe.cli import main
 
@@ -422,29 +423,9 @@ def test_summary_records_skipped_steps_and_the_cli_ends_with_them(digits_teacher
     monkeypatch.setattr(losses, "kl_to_teacher", kl)
     out = tmp_path / "skip"
     # 11 steps: one skipped is under the per-epoch warning share, so the final line is the only one on stderr
-    rc, err = _run(
-        [
-            "train",
-            "--preset",
-            "gdfq",
-            "--epochs",
-            "1",
-            "--iters-per-epoch",
-            "11",
-            "--batch-size",
-            "16",
-            "--set",
-            "warmup_epochs=0",
-            "--set",
-            "val_max_batches=1",
-            "--set",
-            "on_nonfinite=skip",
-            "--quiet",  # warnings and errors only: the closing warning is the one line
-            "--out",
-            str(out),
-        ],
-        capsys,
-    )
+    # --quiet: warnings and errors only, so the closing warning is the one line
+    flags = tiny_train("gdfq", epochs=1, iters=11, sets=["on_nonfinite=skip"], extra=["--quiet"])
+    rc, err = _run(["train", *flags, "--out", str(out)], capsys)
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
     assert len(err) == 1 and err[0].startswith("warning: 1 training step(s)") and "skipped" in err[0], err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from forked_cli import Finished, forked_main, main_in_process
+from tiny_runs import tiny_train
 
 from zsq_probe.errors import UserError
-from zsq_probe.rundir.store import FAULT_ENV, RunDir
+from zsq_probe.rundir.store import RunDir
 
 # ------------------------------------------------------------------ safe CIFAR loading
 
@@ -129,45 +132,33 @@ def test_restricted_unpickler_accepts_numpy_1_names():
 
 # ------------------------------------------------------------------ post-hoc probes under kill -9
 
-TINY = [
-    "--preset",
+TINY = tiny_train(
     "ait",
-    "--epochs",
-    "1",
-    "--iters-per-epoch",
-    "2",
-    "--batch-size",
-    "16",
-    "--set",
-    "warmup_epochs=0",
-    "--set",
-    "val_max_batches=1",
-    "--set",
-    "hessian_batch_size=16",
-    "--set",
-    "hessian_top_k=2",
-    "--set",
-    "slq_runs=1",
-    "--set",
-    "slq_steps=4",
-    "--set",
-    "hessian_vectors=2",
-    "--set",
-    "trace_max_products=24",
-    "--set",
-    "slice_points=5",
-    "--no-progress",
-]
+    epochs=1,
+    sets=[
+        "hessian_batch_size=16",
+        "hessian_top_k=2",
+        "slq_runs=1",
+        "slq_steps=4",
+        "hessian_vectors=2",
+        "trace_max_products=18",  # the least Hutch++ takes with top_k 2
+        "slice_points=5",
+    ],
+    extra=["--no-progress"],
+)
 
 
-def zsq(*args, fault: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.pop(FAULT_ENV, None)
-    if fault:
-        env[FAULT_ENV] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "zsq_probe", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
-    )
+def zsq(*args, fault: str | None = None) -> Finished:
+    """`zsq-probe <args>` in a forked process (the fault hook kills it with SIGKILL); fresh interpreters would add
+    ~3 s of imports each and test nothing more here."""
+    return forked_main(args, fault=fault, timeout=180)
+
+
+def in_process(*args) -> None:
+    """`zsq-probe <args>` in this process: what needs no process of its own (the runs the killed ones start from
+    or are compared with)."""
+    r = main_in_process(args)
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +166,7 @@ def two_epoch_run(digits_teacher, tmp_path_factory) -> Path:
     """Two epochs with a checkpoint each: every post-hoc command has two epochs to commit.  The one trained run
     of this module: each test copies it before it changes it."""
     out = tmp_path_factory.mktemp("crash2") / "run"
-    r = zsq("train", *TINY, "--epochs", "2", "--out", out)  # the later --epochs wins
-    assert r.returncode == 0, r.stderr
+    in_process("train", *TINY, "--epochs", "2", "--out", out)  # the later --epochs wins
     return out
 
 
@@ -204,8 +194,6 @@ def _posthoc_rows(run: Path) -> dict:
 
 @pytest.mark.slow
 def test_kill_9_during_posthoc_hessian_then_rerun_loses_and_doubles_nothing(two_epoch_run, tmp_path):
-    import shutil
-
     run = tmp_path / "killed"
     shutil.copytree(two_epoch_run, run)
     key = "e00001-posthoc"
@@ -240,7 +228,6 @@ HOLD = (
 
 @pytest.mark.slow
 def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_nothing(two_epoch_run, tmp_path):
-    import shutil
     import socket
 
     run = tmp_path / "run"
@@ -282,6 +269,20 @@ def _table(run: Path, table: str) -> pd.DataFrame:
     return df.sort_values(keys).reset_index(drop=True)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(two_epoch_run, tmp_path_factory) -> dict[str, tuple[pd.DataFrame, list[str]]]:
+    """command -> (its table, its part keys) from one uninterrupted run of each post-hoc command on a copy of
+    two_epoch_run (a copy each): the reference every killed-and-rerun copy must end equal to."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    tables = {}
+    for command in ("cosine", "slice", "crossings"):  # each command writes the table of its name
+        ref = folder / command
+        shutil.copytree(two_epoch_run, ref)
+        in_process(command, "--run", ref)
+        tables[command] = (_table(ref, command), RunDir(ref).part_keys(command))
+    return tables
+
+
 # one kill site per command (hessian above covers part and publish): the last epoch's staged part, its
 # commit marker, and the rename after the marker
 @pytest.mark.slow
@@ -290,17 +291,11 @@ def _table(run: Path, table: str) -> pd.DataFrame:
     [("cosine", "cosine", "part"), ("slice", "slice", "commit"), ("crossings", "crossings", "publish")],
 )
 def test_kill_9_during_each_posthoc_command_then_rerun_matches_an_uninterrupted_run(
-    two_epoch_run, tmp_path, command, table, site
+    two_epoch_run, uninterrupted, tmp_path, command, table, site
 ):
-    import shutil
-
-    ref, run = tmp_path / "ref", tmp_path / "killed"
-    shutil.copytree(two_epoch_run, ref)
+    run = tmp_path / "killed"
     shutil.copytree(two_epoch_run, run)
-    r = zsq(command, "--run", ref)
-    assert r.returncode == 0, r.stderr
-    want = _table(ref, table)
-    keys = RunDir(ref).part_keys(table)
+    want, keys = uninterrupted[command]
     assert len(keys) >= 2 and not want.empty, keys  # two epochs committed, the kill hits the last
     last = keys[-1]
     where = f"{site}:{command if site == 'commit' else table}:{last}"
@@ -317,18 +312,16 @@ def test_kill_9_during_each_posthoc_command_then_rerun_matches_an_uninterrupted_
 
 
 @pytest.mark.slow
-def test_kill_9_after_crossings_commits_a_rowless_first_epoch_then_a_plain_rerun_finishes(two_epoch_run, tmp_path):
+def test_kill_9_after_crossings_commits_a_rowless_first_epoch_then_a_plain_rerun_finishes(
+    two_epoch_run, uninterrupted, tmp_path
+):
     """Issue 24 item 1: crossings has no rows for the first checkpoint, so that epoch commits `tables: []`; a kill
     before the next epoch's marker must not leave a run whose every rerun reads a table that has no parts."""
     import json
-    import shutil
 
-    ref, run = tmp_path / "ref", tmp_path / "killed"
-    shutil.copytree(two_epoch_run, ref)
+    run = tmp_path / "killed"
     shutil.copytree(two_epoch_run, run)
-    r = zsq("crossings", "--run", ref)
-    assert r.returncode == 0, r.stderr
-    want = _table(ref, "crossings")
+    want, _ = uninterrupted["crossings"]
     assert not want.empty
     r = zsq("crossings", "--run", run, fault="part:crossings:*")  # the first staged part: after epoch 0's marker
     assert r.returncode == -signal.SIGKILL, r.stderr[-500:]

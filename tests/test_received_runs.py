@@ -11,25 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from forked_cli import forked_main
+from tiny_runs import tiny_train
 
 from zsq_probe.cli import main
 from zsq_probe.rundir.lock import LOCK_NAME
 
-TINY = [
-    "--teacher",
-    "digits",
-    "--preset",
-    "ait",
-    "--iters-per-epoch",
-    "2",
-    "--batch-size",
-    "16",
-    "--set",
-    "warmup_epochs=0",
-    "--set",
-    "val_max_batches=1",
-    "--no-progress",
-]
+TINY = ["--teacher", "digits", *tiny_train("ait", extra=["--no-progress"])]  # --epochs: each test its own
 
 
 def _run(argv, capsys):
@@ -358,22 +346,15 @@ def test_a_copied_run_counts_once_with_a_warning(three_epoch_run, tmp_path, capl
 
 @pytest.mark.slow
 def test_a_kill_inside_a_figure_write_leaves_no_partial_png_and_the_rerun_cleans_up(three_epoch_run, tmp_path):
-    import subprocess
-    import sys
-
-    from zsq_probe.rundir.store import FAULT_ENV
-
+    # both in processes forked from this one: the kill is a real SIGKILL, without a fresh interpreter's imports
     out = tmp_path / "figs"
-    argv = [sys.executable, "-m", "zsq_probe", "figures", "--runs", str(three_epoch_run), "--out", str(out)]
-    argv += ["--only", "fig6"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", **{FAULT_ENV: "write:fig6_samples_*.png"})
-    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    argv = ["figures", "--runs", three_epoch_run, "--out", out, "--only", "fig6"]
+    killed = forked_main(argv, fault="write:fig6_samples_*.png", timeout=300)
     assert killed.returncode == -9, killed.stderr
     assert list(out.glob("*.png")) == []  # no 0-byte (or partial) figure under its name
     left = [p.name for p in out.iterdir() if p.name.startswith(".fig6_samples_run.png.")]
     assert len(left) == 1 and (out / left[0]).stat().st_size > 0
-    env.pop(FAULT_ENV)
-    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    rerun = forked_main(argv, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     png = out / "fig6_samples_run.png"
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000

@@ -1,8 +1,10 @@
 """Reliability (issue 7): what survives a kill -9, a NaN, bad input and a hostile checkpoint.
 
-* Crash safety: a real `zsq-probe train` subprocess is SIGKILLed at several points (the test-only hook
-  ZSQ_PROBE_FAULT, see zsq_probe.rundir.store), resumed each time, and must end with every probe table holding
-  each key exactly once, no epoch missing, and weights equal bit for bit to an uninterrupted run.
+* Crash safety: a `zsq-probe train` process is SIGKILLed at several points (the test-only hook ZSQ_PROBE_FAULT,
+  see zsq_probe.rundir.store), resumed each time, and must end with every probe table holding each key exactly
+  once, no epoch missing, and weights equal bit for bit to an uninterrupted run.  The first kill hits a real
+  `python -m zsq_probe train` subprocess; the others hit processes forked from the test process that run the
+  same command line (tests/forked_cli.py), without a fresh interpreter's imports.
 * Numerical faults: a NaN/inf loss or gradient stops the run naming epoch, step and term (last good
   checkpoint kept), or is skipped and counted with on_nonfinite=skip.
 * Bad input from the CLI: one line on stderr, exit status 2, nothing in the target folder changed.
@@ -23,32 +25,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from forked_cli import forked_main, main_in_process
+from tiny_runs import tiny_train
 
 from zsq_probe.cli import main
-from zsq_probe.rundir.store import FAULT_ENV, TABLE_SCHEMA_VERSION, RunDir, load_checkpoint_file, read_table
+from zsq_probe.rundir.atomic import FAULT_ENV
+from zsq_probe.rundir.store import TABLE_SCHEMA_VERSION, RunDir, load_checkpoint_file, read_table
 
-# a run of 3 tiny epochs with the probes that write a part per epoch (about 5 s per process on one core)
-TINY = [
-    "--preset",
+# a run of 3 tiny epochs with the probes that write a part per epoch (about 2 s of work on one core, after the imports)
+TINY = tiny_train(
     "ait",
-    "--epochs",
-    "3",
-    "--iters-per-epoch",
-    "3",
-    "--batch-size",
-    "16",
-    "--set",
-    "warmup_epochs=0",
-    "--set",
-    "val_max_batches=1",
-    "--set",
-    "hessian_batch_size=32",
-    "--set",
-    "probe_every_steps=1",
-    "--probes",
-    "cosine,crossings,inter_epoch",
-    "--no-progress",
-]
+    epochs=3,
+    iters=3,
+    sets=["hessian_batch_size=16", "probe_every_steps=1"],  # the probes' batch: the comparisons hold at any size
+    extra=["--probes", "cosine,crossings,inter_epoch", "--no-progress"],
+)
 # what makes a row unique in each table
 KEYS = {
     "metrics": ["epoch"],
@@ -60,18 +51,19 @@ EPOCHS = {"metrics": [1, 2, 3], "cosine": [1, 2, 3], "crossings": [1, 2, 3], "in
 VOLATILE = ["run", "wall_time_s"]  # the folder name and the clock differ between two runs
 
 
-def train_process(out: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    """`zsq-probe train` in a fresh interpreter, sharing the session's teacher cache ($ZSQ_PROBE_CACHE)."""
+def train_process(out: Path, *extra: str, fault: str | None = None, fresh_interpreter: bool = False):
+    """`zsq-probe train` in a process of its own that `fault` may SIGKILL: forked from this one (forked_cli: no
+    ~3 s of imports), or with `fresh_interpreter` a `python -m zsq_probe` subprocess.  Both share the session's
+    teacher cache ($ZSQ_PROBE_CACHE) and run one intra-op thread."""
+    argv = ["train", *TINY, "--out", str(out), *extra]
+    if not fresh_interpreter:
+        return forked_main(argv, fault=fault, timeout=240)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop(FAULT_ENV, None)
     if fault:
         env[FAULT_ENV] = fault
     return subprocess.run(
-        [sys.executable, "-m", "zsq_probe", "train", *TINY, "--out", str(out), *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+        [sys.executable, "-m", "zsq_probe", *argv], env=env, capture_output=True, text=True, timeout=240
     )
 
 
@@ -105,19 +97,10 @@ def cli(args, capsys):
 @pytest.fixture(scope="module")
 def reference(digits_teacher, tmp_path_factory) -> Path:
     """An uninterrupted run: the same command as the interrupted ones, in this process (no interpreter to
-    start) with their one intra-op thread (train_process sets OMP_NUM_THREADS=1)."""
-    import contextlib
-    import io
-
+    start) with their one intra-op thread."""
     out = tmp_path_factory.mktemp("reliability") / "reference"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-            rc = main(["train", *TINY, "--out", str(out)])
-    finally:
-        torch.set_num_threads(threads)
-    assert rc == 0, err.getvalue()
+    r = main_in_process(["train", *TINY, "--out", out])
+    assert r.returncode == 0, r.stderr
     return out
 
 
@@ -170,7 +153,8 @@ def test_kill_9_at_any_point_then_resume_equals_an_uninterrupted_run(reference, 
     ]
     config = None
     for i, (site, present, absent) in enumerate(chain):
-        r = train_process(out, *(["--resume"] if i > 1 else []), fault=site)
+        # the first link through the real command line; the rest forked (the same main, the same SIGKILL)
+        r = train_process(out, *(["--resume"] if i > 1 else []), fault=site, fresh_interpreter=i == 0)
         assert r.returncode == -signal.SIGKILL, (site, r.returncode, r.stderr[-2000:])
         for name in present:
             assert (out / name).is_file(), (site, name)
@@ -217,22 +201,8 @@ def test_kill_9_at_any_point_then_resume_equals_an_uninterrupted_run(reference, 
 
 
 # ------------------------------------------------------------------------------------------ NaN / inf
-TINY_NAN = [
-    "train",
-    "--preset",
-    "gdfq",
-    "--epochs",
-    "3",
-    "--iters-per-epoch",
-    "3",
-    "--batch-size",
-    "16",
-    "--set",
-    "warmup_epochs=0",
-    "--set",
-    "val_max_batches=1",
-    "--quiet",  # warnings and errors only: the error is the one line on stderr
-]
+# --quiet: warnings and errors only, so the error is the one line on stderr
+TINY_NAN = ["train", *tiny_train("gdfq", epochs=3, iters=3, extra=["--quiet"])]
 
 
 def poison_kl(monkeypatch, at: dict):

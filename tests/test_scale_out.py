@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from forked_cli import Forked, wait_all
+from tiny_runs import tiny_train
 
 from zsq_probe.errors import UserError
 from zsq_probe.recipes import load_recipe, plan
@@ -31,6 +33,7 @@ FAST = [
     "val_max_batches=1",
     "probes=cosine",
     "probe_every_steps=1",
+    "hessian_batch_size=16",  # the probes' batch (200 by default): what the tests compare holds at any size
 ]
 ONLY = ["resnet20_cifar10-4w4a-gdfq", "resnet20_cifar10-4w4a-ait", "resnet20_cifar10-4w4a-kl-only"]
 
@@ -268,18 +271,9 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------- distributed Hessian
-SMALL_HESSIAN = [
-    "--set",
-    "hessian_batch_size=48",
-    "--set",
-    "trace_max_products=24",
-    "--set",
-    "slq_runs=2",
-    "--set",
-    "slq_steps=6",
-    "--set",
-    "hessian_top_k=2",
-]
+# the smallest Hessian probe the checks need (Hutch++ needs top_k + 16 products): the torchrun comparison and the
+# TensorBoard tags hold at any size, and a product's cost grows with the batch
+SMALL_HESSIAN = ["hessian_batch_size=16", "trace_max_products=18", "slq_runs=2", "slq_steps=4", "hessian_top_k=2"]
 
 
 def _torchrun(*args, timeout=240):
@@ -297,32 +291,8 @@ def test_torchrun_hessian_equals_one_process_and_writes_once(tmp_path, digits_te
     from zsq_probe.probes.posthoc import probe_run
 
     base = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--preset",
-                "gdfq",
-                "--epochs",
-                "1",
-                "--iters-per-epoch",
-                "2",
-                "--batch-size",
-                "16",
-                "--set",
-                "warmup_epochs=0",
-                "--set",
-                "act_range_epochs=1",
-                "--set",
-                "val_max_batches=1",
-                *SMALL_HESSIAN,
-                "--out",
-                str(base),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    flags = tiny_train("gdfq", epochs=1, sets=["act_range_epochs=1", *SMALL_HESSIAN], extra=["--no-progress"])
+    assert main(["train", *flags, "--out", str(base)]) == 0
     one, two = tmp_path / "one", tmp_path / "two"
     shutil.copytree(base, one)
     shutil.copytree(base, two)
@@ -371,12 +341,31 @@ with split_across_ranks() as group:
 
 
 @pytest.mark.slow
-def test_python_api_splits_products_across_gloo_ranks(tmp_path):
-    script = tmp_path / "api.py"
-    script.write_text(API_SCRIPT)
-    proc = _torchrun(str(script))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("API OK") == 1
+def test_python_api_splits_products_across_gloo_ranks():
+    """Two gloo ranks forked from this process, with the environment torchrun gives its ranks (the test above
+    runs torchrun itself): fresh interpreters would add ~10 s of imports and test nothing more here."""
+    import socket
+
+    with socket.socket() as s:  # a free local port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    ranks = [
+        Forked(
+            lambda: exec(compile(API_SCRIPT, "api.py", "exec"), {"__name__": "__main__"}),
+            env={
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port,
+                "WORLD_SIZE": "2",
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": "2",
+            },
+        )
+        for rank in range(2)
+    ]
+    finished = wait_all(ranks, timeout=240)
+    assert [f.returncode for f in finished] == [0, 0], [f.stderr[-3000:] for f in finished]
+    assert "".join(f.stdout for f in finished).count("API OK") == 1
 
 
 def test_shards_cover_the_batch():
@@ -424,41 +413,14 @@ def test_tensorboard_observer_logs_metrics_and_probe_scalars(tmp_path, digits_te
     from zsq_probe.cli import main
 
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--preset",
-                "ait",
-                "--epochs",
-                "2",
-                "--iters-per-epoch",
-                "2",
-                "--batch-size",
-                "16",
-                "--set",
-                "warmup_epochs=0",
-                "--set",
-                "act_range_epochs=1",
-                "--set",
-                "val_max_batches=1",
-                "--set",
-                "probe_every_steps=1",
-                "--probes",
-                "cosine,hessian",
-                *SMALL_HESSIAN,
-                "--set",
-                "hessian_batch_size=16",  # the later --set wins: tags, not values, are what this test reads
-                "--set",
-                "hessian_every_epochs=2",  # the curvature probes at the last epoch only: their tags are what counts
-                "--out",
-                str(out),
-                "--no-progress",
-                "--tensorboard",
-            ]
-        )
-        == 0
-    )
+    sets = [
+        "act_range_epochs=1",
+        "probe_every_steps=1",
+        *SMALL_HESSIAN,
+        "hessian_every_epochs=2",  # the curvature probes at the last epoch only: their tags are what counts
+    ]
+    flags = tiny_train("ait", epochs=2, sets=sets, extra=["--probes", "cosine,hessian", "--no-progress"])
+    assert main(["train", *flags, "--out", str(out), "--tensorboard"]) == 0
     acc = EventAccumulator(str(out / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 from zsq_probe.errors import UserError, one_line
+from zsq_probe.rundir.atomic import FAULT_ENV as FAULT_ENV  # re-exported: tests and tools set it by this name
 from zsq_probe.rundir.atomic import atomic_write_bytes, fault_point, fsync_dir
 from zsq_probe.rundir.schema import text_in_numeric_columns
 
