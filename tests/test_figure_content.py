@@ -10,11 +10,12 @@ from fabricated_runs import LAYERS, STEPS, make_run, run_config
 
 from zsq_probe.plots import FIGURES, SkipFigure, plot_figure
 from zsq_probe.plots import runs as R
-from zsq_probe.plots.crossings import crossings_figure, crossings_gi_figure
+from zsq_probe.plots.crossings import EPOCHS_PER_PAGE, crossings_figure, crossings_gi_figure
 from zsq_probe.plots.style import MAX_HEIGHT, METHOD_STYLE, SNAPSHOT_KL_COLOR, figure_width
 from zsq_probe.rundir.store import RunDir
 
-MANY = list(range(1, 13))  # 12 epochs
+# crossings rows start at epoch 2: three full pages of epoch panels and one more epoch (fig3bc_crossings_4)
+MANY = list(range(1, 3 * EPOCHS_PER_PAGE + 3))
 CIFAR = {"teacher": "resnet20_cifar10", "data": "cifar10"}
 
 
@@ -31,17 +32,17 @@ def _generator_checkpoint(run, seed: int, epoch: int):
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
-    """Ten runs of two settings over 12 epochs, two seeds of some methods."""
+    """Six runs of two settings over MANY epochs, two seeds of one method: five drawn one seed per method, one
+    more than a page of Fig. 2c holds, and enough for full pages of every figure paged by runs (two rows of
+    Figs. 2b, 2d and 9); Fig. 1's height shrinks with more methods."""
     root = tmp_path_factory.mktemp("many")
-    runs = []
-    for extra, tag in (({}, "digits"), (CIFAR, "cifar")):
-        for seed in (0, 1):
-            runs.append(
-                make_run(root / f"{tag}-gdfq-s{seed}", "gdfq", -0.1, 12.0, 0.5, seed=seed, epochs=MANY, **extra)[0]
-            )
-        runs.append(make_run(root / f"{tag}-kd", "kd", 0.3, 8.0, 2.0, source="real", epochs=MANY, **extra)[0])
-        runs.append(make_run(root / f"{tag}-kl-only", "kl-only", 0.1, 9.0, 0.4, epochs=MANY, **extra)[0])
-        runs.append(make_run(root / f"{tag}-ait", "ait", 0.2, 6.0, 0.3, gi=True, epochs=MANY, **extra)[0])
+    runs = [
+        make_run(root / f"digits-gdfq-s{seed}", "gdfq", -0.1, 12.0, 0.5, seed=seed, epochs=MANY)[0] for seed in (0, 1)
+    ]
+    runs.append(make_run(root / "digits-kd", "kd", 0.3, 8.0, 2.0, source="real", epochs=MANY)[0])
+    runs.append(make_run(root / "digits-ait", "ait", 0.2, 6.0, 0.3, gi=True, epochs=MANY)[0])
+    runs.append(make_run(root / "cifar-kl-only", "kl-only", 0.1, 9.0, 0.4, epochs=MANY, **CIFAR)[0])
+    runs.append(make_run(root / "cifar-ait", "ait", 0.2, 6.0, 0.3, gi=True, epochs=MANY, **CIFAR)[0])
     return runs
 
 
@@ -52,7 +53,7 @@ def test_no_figure_is_taller_than_a_page_for_many_epochs_and_runs(many):
         for spec in FIGURES.values():
             if spec.name == "fig6":  # needs a generator checkpoint; its height grows with classes, capped by CELL
                 continue
-            options = {"epochs": "2-12"} if "epochs" in spec.options else {}
+            options = {"epochs": f"2-{MANY[-1]}"} if "epochs" in spec.options else {}
             for stem, fig in spec.figures(many, **options):
                 heights[stem] = fig.get_figheight()
     assert max(heights.values()) <= MAX_HEIGHT + 1e-9, heights
@@ -146,19 +147,21 @@ def test_fig6_draws_one_grid_per_distinct_generator(tmp_path):
 
 @pytest.mark.parametrize("name,instead", [("fig7_8", "fig1"), ("fig9", "fig2b")])
 def test_cross_setting_figures_skip_with_one_setting(tmp_path, name, instead):
-    kd, _ = make_run(tmp_path / "kd", "kd", 0.3, 8.0, 2.0, source="real")
-    zq, _ = make_run(tmp_path / "zq", "gdfq", -0.1, 12.0, 0.5)
+    tables = ("metrics", *FIGURES[name].tables_needed)  # the figure reads no other
+    kd, _ = make_run(tmp_path / "kd", "kd", 0.3, 8.0, 2.0, source="real", tables=tables)
+    zq, _ = make_run(tmp_path / "zq", "gdfq", -0.1, 12.0, 0.5, tables=tables)
     with pytest.raises(SkipFigure) as err:
         FIGURES[name].figures([kd, zq])
     reason = err.value.reason
     assert "\n" not in reason and "span one" in reason and "digits/digits" in reason and instead in reason
-    other, _ = make_run(tmp_path / "cifar", "gdfq", -0.1, 12.0, 0.5, **CIFAR)
+    other, _ = make_run(tmp_path / "cifar", "gdfq", -0.1, 12.0, 0.5, tables=tables, **CIFAR)
     assert FIGURES[name].figures([kd, zq, other])
 
 
 def test_fig1_explains_the_warm_up_and_keeps_the_kl_arrow_apart_from_kl_only(tmp_path):
-    kd, _ = make_run(tmp_path / "kd", "kd", 0.3, 8.0, 2.0, source="real")
-    zq, _ = make_run(tmp_path / "kl", "kl-only", 0.1, 9.0, 0.4, warmup=2)
+    tables = ("metrics", *FIGURES["fig1"].tables_needed)  # the figure reads no other
+    kd, _ = make_run(tmp_path / "kd", "kd", 0.3, 8.0, 2.0, source="real", tables=tables)
+    zq, _ = make_run(tmp_path / "kl", "kl-only", 0.1, 9.0, 0.4, warmup=2, tables=tables)
     (path,) = plot_figure("fig1", [kd, zq], tmp_path / "out")
     caption = path.with_suffix(".txt").read_text()
     assert "warm-up (warmup_epochs = 2" in caption and "start at epoch 3" in caption

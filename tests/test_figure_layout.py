@@ -98,7 +98,7 @@ def test_caption_sidecar_names_runs_and_seeds(seeded, tmp_path):
     text = (tmp_path / "fig1_cosine.txt").read_text()
     assert "n=2" in text and "gdfq-s1" in text and "probe_every_steps" in text
     # fig2b draws one seed per method: its caption lists the runs drawn, not the others
-    FIGURES["fig2b"].plot(seeded, tmp_path, "pdf", "column")
+    FIGURES["fig2b"].plot(seeded, tmp_path, "png", "column")  # its caption is read: PNG is the faster file
     text = (tmp_path / "fig2b_hessian_trace.txt").read_text()
     runs_drawn = text.split("Runs drawn")[1].split("Probe settings")[0]
     assert "gdfq-s0" in runs_drawn and "gdfq-s1" not in runs_drawn and "hessian_every_epochs" in text

@@ -228,7 +228,12 @@ def test_f1_and_f3_read_every_run_over_the_same_student_epochs(tmp_path):
     from zsq_probe.demo import _measure_f1, _measure_f3, common_student_epochs
 
     def seeds(method, **kw):
-        return [make_run(tmp_path / f"{method}-s{i}", method, seed=10 * i + len(method), **kw)[0] for i in range(2)]
+        # only the tables F1 and F3 read (epochs from metrics)
+        tables = ("metrics", "cosine", "crossings")
+        return [
+            make_run(tmp_path / f"{method}-s{i}", method, seed=10 * i + len(method), tables=tables, **kw)[0]
+            for i in range(2)
+        ]
 
     groups = {
         "kd": seeds("kd", cos_center=0.3, trace_scale=8.0, kl_scale=2.0, source="real"),

@@ -56,7 +56,7 @@ def test_an_inceptionv3_run_feeds_its_teacher_299_px_generated_and_validation_im
         "gdfq",
         teacher="inceptionv3",
         flags={"data_root": str(tmp_path), "device": "cpu", "probes": []},
-        overrides=["batch_size=2", "val_batch_size=1"],
+        overrides=["batch_size=1", "val_batch_size=1"],  # one image a batch: 300 px generator passes are slow
     )
     with pytest.warns(UserWarning, match="1 class folders"):  # a one-class stand-in for ImageNet's val folder
         parts = build_run(cfg)
@@ -65,8 +65,8 @@ def test_an_inceptionv3_run_feeds_its_teacher_299_px_generated_and_validation_im
     parts.source.start_epoch(1)
     teacher.seen.clear()
     batch = parts.source.next_batch()
-    assert batch.inputs.shape == (2, 3, 299, 299) and set(teacher.seen) == {(299, 299)}
-    probe = parts.source.draw(seed=1, size=2)
-    assert probe.inputs.shape == (2, 3, 299, 299)
+    assert batch.inputs.shape == (1, 3, 299, 299) and set(teacher.seen) == {(299, 299)}
+    probe = parts.source.draw(seed=1, size=1)
+    assert probe.inputs.shape == (1, 3, 299, 299)
     x, _ = next(iter(parts.val_loader))
     assert x.shape == (1, 3, 299, 299)  # imgclsmob's Resize 342 / CenterCrop 299

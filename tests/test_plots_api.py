@@ -99,38 +99,38 @@ def test_write_figures_logs_what_it_did(runs, tmp_path, caplog, capsys):
 
 
 # ------------------------------------------------------------------------------- side effects
-@pytest.mark.parametrize("chosen", [None, "svg"])
-def test_importing_plots_leaves_the_backend_alone(chosen):
-    """`import zsq_probe.plots` selects no matplotlib backend and changes no rcParams: the default one, or
-    one the user chose first (a notebook's inline backend), is still there afterwards."""
+def test_importing_plots_leaves_the_backend_alone():
+    """`import zsq_probe.plots` keeps a backend the user chose first (a notebook's inline backend) and changes no
+    rcParams.  With none chosen: the import's own check in test_drawing_a_file_leaves_backend_and_pyplot_alone."""
     import os
 
     code = (
-        "import matplotlib, json; "
-        + (f"matplotlib.use({chosen!r}); " if chosen else "")
-        + "before = matplotlib.get_backend(); rc = dict(matplotlib.rcParams); import zsq_probe.plots; "
+        "import matplotlib, json; matplotlib.use('svg'); "
+        "before = matplotlib.get_backend(); rc = dict(matplotlib.rcParams); import zsq_probe.plots; "
         "print(json.dumps([before, matplotlib.get_backend(), dict(matplotlib.rcParams) == rc]))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "PYTHONPATH")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     before, after, same_rc = json.loads(out.stdout.strip().splitlines()[-1])
-    assert before == after and same_rc
-    if chosen:
-        assert after == chosen
+    assert before == after == "svg" and same_rc
 
 
 def test_drawing_a_file_leaves_backend_and_pyplot_alone(runs, tmp_path):
-    """Figures written to files are built without pyplot: no backend chosen, no rcParams changed."""
+    """`import zsq_probe.plots` selects no matplotlib backend and changes no rcParams (the default backend is
+    still there afterwards), and figures written to files are built without pyplot: no backend chosen, no
+    rcParams changed."""
     import os
 
-    # rcParams read raw (dict.items): asking for the backend would itself import pyplot to resolve it
+    # rcParams read raw (dict.items): asking for the backend would itself import pyplot to resolve it; the raw
+    # backend entry unchanged is the default backend kept
     code = (
         "import sys, json, matplotlib; raw = lambda: dict(dict.items(matplotlib.rcParams)); rc = raw(); "
+        "import zsq_probe.plots; imported = raw() == rc; "
         "from zsq_probe.plots import write_figures; "
         "written, failed = write_figures(sys.argv[1:2], sys.argv[2], only='fig1,fig5'); "
         "pyplot = 'matplotlib.pyplot' in sys.modules; "
-        "print(json.dumps([raw() == rc, pyplot, len(written), failed]))"
+        "print(json.dumps([imported, raw() == rc, pyplot, len(written), failed]))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "PYTHONPATH")}
     out = subprocess.run(
@@ -142,8 +142,8 @@ def test_drawing_a_file_leaves_backend_and_pyplot_alone(runs, tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    same_rc, pyplot, n, failed = json.loads(out.stdout.strip().splitlines()[-1])
-    assert same_rc and not pyplot and (n, failed) == (2, 0)
+    imported, same_rc, pyplot, n, failed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert imported and same_rc and not pyplot and (n, failed) == (2, 0)
 
 
 def _python_files(*folders):
