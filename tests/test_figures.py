@@ -36,7 +36,9 @@ def _png_ok(path):
 # --------------------------------------------------------------------------------------- each figure
 @pytest.fixture(scope="module")
 def all_figures(runs, tmp_path_factory):
-    """`zsq-probe figures` once over the KD, GDFQ and AIT runs: {figure name: [paths]}."""
+    """`zsq-probe figures --width column` once over the KD, GDFQ and AIT runs: {figure name: [paths]}.  The column
+    width draws a third faster than the text width (fewer pixels at the same dpi) and is otherwise drawn for two
+    figures only; tests/test_figure_layout.py checks every figure's readability at the text width."""
     import contextlib
     import io
 
@@ -46,7 +48,7 @@ def all_figures(runs, tmp_path_factory):
     buf = io.StringIO()
     paths = [str(runs[k].path) for k in ("kd", "zq", "ait")] + [str(cifar.path)]
     with contextlib.redirect_stderr(buf):  # "wrote NAME: PATH" is a log line, on stderr
-        rc = main(["figures", "--runs", *paths, "--out", str(out)])
+        rc = main(["figures", "--runs", *paths, "--out", str(out), "--width", "column"])
     assert rc == 0
     written = {}
     for line in buf.getvalue().strip().splitlines():
