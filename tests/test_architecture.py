@@ -249,6 +249,7 @@ print(json.dumps(verdicts))
 """
 
 
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
 def test_light_imports_stay_light():
     # while every module stays light, one interpreter judges them all (7 took ~1.5 s each); a module left
     # unjudged gets a further one

@@ -358,6 +358,7 @@ def piped_run(digits_teacher, tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
 def test_piped_train_logs_on_stderr_without_bars_and_prints_only_its_summary(piped_run):
     out, r = piped_run
     assert json.loads(r.stdout)["epochs_completed"] == 1  # stdout: the summary and nothing else
@@ -398,11 +399,10 @@ def test_the_library_trains_without_bars_unless_asked(digits_teacher, tmp_path, 
     assert "\r" in capsys.readouterr().err  # the same call with progress=True draws them (the test can fail)
 
 
-def test_posthoc_json_is_alone_on_stdout(piped_run, tmp_path, capsys):
-    import shutil
-
+def test_posthoc_json_is_alone_on_stdout(digits_teacher, tmp_path, capsys):
     run = tmp_path / "run"
-    shutil.copytree(piped_run[0], run)
+    assert main(["train", *TINY_TRAIN, "--quiet", "--threads", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
     assert main(["cosine", "--run", str(run), "--epochs", "1", "--json", "--threads", "1"]) == 0
     cap = capsys.readouterr()
     rows = json.loads(cap.out)  # the whole of stdout parses

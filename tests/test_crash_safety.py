@@ -95,7 +95,13 @@ def test_malicious_cifar_batch_is_refused_and_runs_nothing(tmp_path):
         load_dataset("cifar10", root=tmp_path / "data", split="train")
     assert "\n" not in str(err.value) and "refused to unpickle global" in str(err.value), err.value
     assert not marker.exists()
-    # and through the command line, in a fresh interpreter: exit 2, one line, nothing run
+
+
+@pytest.mark.slow  # a fresh interpreter: the command line's own process is the point (the slow tier, README)
+def test_malicious_cifar_batch_through_the_command_line_runs_nothing(tmp_path):
+    """The same batch through `python -m zsq_probe train`: exit 2, one line, nothing run."""
+    marker = tmp_path / "pwned"
+    _fabricate_cifar10(tmp_path / "data", evil_marker=marker)
     r = subprocess.run(
         [
             sys.executable,

@@ -83,6 +83,7 @@ def test_pdf_on_request(runs, tmp_path):
     assert path.suffix == ".pdf" and path.read_bytes()[:5] == b"%PDF-"
 
 
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
 def test_script_runs_standalone(runs, tmp_path):
     out = subprocess.run(
         [

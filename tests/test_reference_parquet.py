@@ -83,7 +83,12 @@ def small_run(preset, out, **flags):
     return RunDir(out)
 
 
-@pytest.fixture(scope="module", params=["gdfq", "ait", "kd"])
+# AIT (the generator, the quantised student, GI and every probe) guards the numbers in the quick tier; GDFQ and KD
+# (each ~15 s on one core) run in the full suite
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param("gdfq", marks=pytest.mark.slow), "ait", pytest.param("kd", marks=pytest.mark.slow)],
+)
 def probed(request, tmp_path_factory, digits_teacher):
     """(preset, the RunDir of its SMALL run with every probe on), trained once for the tests below."""
     preset = request.param
