@@ -15,6 +15,10 @@ from zsq_probe.presets import resolve_config
 from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 from zsq_probe.training import train
 
+# Three end-to-end runs with every probe (~15 s each on one core): the slow tier, which CI's full suite runs; after a
+# refactor, run this file (README, "Gates and tests") before the quick tier is trusted
+pytestmark = pytest.mark.slow
+
 REFERENCE = Path(__file__).parent / "reference" / "prerefactor"
 MACHINE_FILE = REFERENCE / "machine.json"  # the arithmetic the reference was written with (make_reference.py)
 
@@ -83,12 +87,7 @@ def small_run(preset, out, **flags):
     return RunDir(out)
 
 
-# AIT (the generator, the quantised student, GI and every probe) guards the numbers in the quick tier; GDFQ and KD
-# (each ~15 s on one core) run in the full suite
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param("gdfq", marks=pytest.mark.slow), "ait", pytest.param("kd", marks=pytest.mark.slow)],
-)
+@pytest.fixture(scope="module", params=["gdfq", "ait", "kd"])
 def probed(request, tmp_path_factory, digits_teacher):
     """(preset, the RunDir of its SMALL run with every probe on), trained once for the tests below."""
     preset = request.param
