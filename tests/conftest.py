@@ -8,8 +8,8 @@
 * Tiers: ``-m "not slow"`` is the quick tier; ``slow`` marks the end-to-end tests (wheel build, torchrun,
   kill -9, Ray / submitit, coverage benchmarks), the checks whose point is a fresh interpreter (``python -m``
   entry points, import-time guarantees, piped output), real-size model builds and the bit-exact reference
-  runs (tests/test_reference_parquet.py: run it after a refactor).  A test that splits into an in-process half and a fresh-interpreter half
-  is two tests, one per tier.  The full suite runs both.
+  runs (tests/test_reference_parquet.py: run it after a refactor).  A test that splits into an in-process half
+  and a fresh-interpreter half is two tests, one per tier.  The full suite runs both.
 * Threads: torch runs on one intra-op thread in every test process (``pytest_configure``).
 * In parallel (pytest-xdist, ``-n 2``): each worker is a process of its own with one thread, so two workers
   use two cores without oversubscribing them; the controller trains the teacher once, while the workers start,
