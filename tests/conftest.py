@@ -7,15 +7,17 @@
   (quantise / train a ``copy.deepcopy`` of it, or use ``digits_teacher_copy``).
 * Tiers: ``-m "not slow"`` is the quick tier; ``slow`` marks the end-to-end tests (wheel build, torchrun,
   kill -9, Ray / submitit, coverage benchmarks), the checks whose point is a fresh interpreter (``python -m``
-  entry points, import-time guarantees, piped output), real-size model builds and the bit-exact reference
-  runs (tests/test_reference_parquet.py: run it after a refactor).  A test that splits into an in-process half
-  and a fresh-interpreter half is two tests, one per tier.  The full suite runs both.
+  entry points, import-time guarantees, piped output), real-size model builds, the bit-exact reference
+  runs (tests/test_reference_parquet.py: run it after a refactor), every figure through ``zsq-probe figures``
+  and the figures' many-runs scale check (the quick tier draws each figure in process).  A test that splits
+  into an in-process half and a fresh-interpreter half is two tests, one per tier.  The full suite runs both.
 * Threads: torch runs on one intra-op thread in every test process (``pytest_configure``).
 * In parallel (pytest-xdist, ``-n 2``): each worker is a process of its own with one thread, so two workers
   use two cores without oversubscribing them; the controller trains the teacher once, while the workers start,
-  into a cache folder they share.  The tests of
-  a module that use a module-scoped fixture (a trained run, a built wheel) run on one worker, so that fixture
-  is built once (``pytest_xdist_make_scheduler``).
+  into a cache folder they share.  The tests of a module that use a module-scoped fixture (a trained run, a
+  built wheel) run on one worker, so that fixture is built once (``pytest_xdist_make_scheduler``).  Modules
+  marked ``teacher_free`` run first and do not wait for that teacher (``pytest_runtest_setup``); a test so
+  marked that loads the teacher anyway is an error (it would train a private copy).
 """
 
 import ast
@@ -75,6 +77,14 @@ def _start_shared_teacher(config):
 
 
 def pytest_unconfigure(config):
+    caches = config.stash.get(_CACHES, None)
+    if caches is not None:
+        for folder in caches["own"]:
+            shutil.rmtree(folder, ignore_errors=True)
+        if caches["env"] is None:
+            os.environ.pop("ZSQ_PROBE_CACHE", None)
+        else:
+            os.environ["ZSQ_PROBE_CACHE"] = caches["env"]
     started = config.stash.get(_SHARED_TEACHER, None)
     if started is None:
         return
@@ -101,6 +111,61 @@ def _shared_cache() -> Path | None:
             return None
         time.sleep(0.1)
     return None
+
+
+_CACHES = pytest.StashKey[dict]()  # this process's cache folders and the $ZSQ_PROBE_CACHE it started with
+
+
+def _caches(config) -> dict:
+    if _CACHES not in config.stash:
+        config.stash[_CACHES] = {"env": os.environ.get("ZSQ_PROBE_CACHE"), "own": []}
+    return config.stash[_CACHES]
+
+
+def _own_cache(config) -> Path:
+    """A cache folder of this process's own (removed when the session ends)."""
+    folder = Path(tempfile.mkdtemp(prefix="zsq-probe-test-cache-"))
+    _caches(config)["own"].append(folder)
+    return folder
+
+
+def _teacher_cache(config) -> Path:
+    """The cache folder the digits teacher is in: under pytest-xdist the controller's once its teacher is trained
+    (this waits for it), else (or if that failed) one of this process's own, where the first test that needs the
+    teacher trains it."""
+    caches = _caches(config)
+    if "teacher" not in caches:
+        caches["teacher"] = _shared_cache() or _own_cache(config)
+    return caches["teacher"]
+
+
+def _teacher_free_cache(config) -> Path | None:
+    """Under pytest-xdist, the cache folder of the tests marked ``teacher_free``: not the controller's, which
+    they must not wait for (they run while it trains).  None outside pytest-xdist."""
+    if not os.environ.get(SHARED_CACHE_ENV) or not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    caches = _caches(config)
+    if "teacher_free" not in caches:
+        caches["teacher_free"] = _own_cache(config)
+    return caches["teacher_free"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Point ``$ZSQ_PROBE_CACHE`` at the test's cache folder before any fixture of it is set up (a module-scoped
+    run trains with the teacher too), so no test reads or writes the user's cache."""
+    folder = _teacher_free_cache(item.config) if item.get_closest_marker("teacher_free") else None
+    os.environ["ZSQ_PROBE_CACHE"] = str(folder or _teacher_cache(item.config))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    if not item.get_closest_marker("teacher_free"):
+        return
+    folder = _teacher_free_cache(item.config)
+    if folder is not None and (folder / "teachers").exists():
+        shutil.rmtree(folder / "teachers")  # the next teacher-free test is judged on its own
+        pytest.fail(f"{item.nodeid} is marked teacher_free but loaded the digits teacher: remove the mark")
 
 
 def _module_fixture_users(path: Path) -> frozenset[str]:
@@ -142,33 +207,54 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    users: dict[str, frozenset[str]] = {}
-
     class ModuleFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            if module not in users:
-                path = Path(config.rootpath, module)
-                users[module] = _module_fixture_users(path) if path.suffix == ".py" else frozenset()
-            name = nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
-            return module if name in users[module] else nodeid
+            return _work_unit(config, nodeid)
+
+        def schedule(self) -> None:
+            # the workers' collection order (pytest_collection_modifyitems) is the order of work; xdist's reorder
+            # (largest unit first) would undo its teacher-free start
+            self.config.option.loadscopereorder = False
+            super().schedule()
 
     return ModuleFixtureScheduling(config, log)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def zsq_cache_dir(tmp_path_factory):
-    """The session's zsq-probe cache folder (``$ZSQ_PROBE_CACHE``): a temporary one of its own, or under
-    pytest-xdist the one its controller trained the teacher into (every worker reads that teacher; no test
-    writes to this folder)."""
-    path = _shared_cache() or tmp_path_factory.mktemp("zsq-cache")
-    old = os.environ.get("ZSQ_PROBE_CACHE")
-    os.environ["ZSQ_PROBE_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("ZSQ_PROBE_CACHE", None)
-    else:
-        os.environ["ZSQ_PROBE_CACHE"] = old
+_USERS = pytest.StashKey[dict]()  # module path -> the names of its tests that share a module-scoped fixture
+
+
+def _work_unit(config, nodeid: str) -> str:
+    """pytest-xdist's unit of work for a test: its module if it uses one of the module's module-scoped
+    fixtures, else the test itself."""
+    users = config.stash.setdefault(_USERS, {})
+    module = nodeid.split("::", 1)[0]
+    if module not in users:
+        path = Path(config.rootpath, module)
+        users[module] = _module_fixture_users(path) if path.suffix == ".py" else frozenset()
+    name = nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
+    return module if name in users[module] else nodeid
+
+
+def pytest_collection_modifyitems(config, items):
+    """A pytest-xdist worker's order of work: the units of ``teacher_free`` tests first, so both workers run
+    tests while the controller trains the teacher; then the rest; within each, larger units first (a large
+    unit last would leave the other worker idle)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    units: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        units.setdefault(_work_unit(config, item.nodeid), []).append(i)
+    waits = {u: any(not items[i].get_closest_marker("teacher_free") for i in idx) for u, idx in units.items()}
+    order = sorted(units, key=lambda u: (waits[u], -len(units[u]), units[u][0]))
+    items[:] = [items[i] for u in order for i in units[u]]
+
+
+@pytest.fixture(scope="session")
+def zsq_cache_dir(request) -> Path:
+    """The cache folder the session's digits teacher is in (``$ZSQ_PROBE_CACHE`` of every test not marked
+    ``teacher_free``): a temporary one of this process's own, or under pytest-xdist the one its controller trained
+    the teacher into (every worker reads that teacher; no test writes to this folder)."""
+    return _teacher_cache(request.config)
 
 
 @pytest.fixture(scope="session")

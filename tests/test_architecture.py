@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "zsq_probe"
 MAX_FUNCTION_LINES = 60

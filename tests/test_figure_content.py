@@ -14,6 +14,8 @@ from zsq_probe.plots.crossings import EPOCHS_PER_PAGE, crossings_figure, crossin
 from zsq_probe.plots.style import MAX_HEIGHT, METHOD_STYLE, SNAPSHOT_KL_COLOR, figure_width
 from zsq_probe.rundir.store import RunDir
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 # crossings rows start at epoch 2: three full pages of epoch panels and one more epoch (fig3bc_crossings_4)
 MANY = list(range(1, 3 * EPOCHS_PER_PAGE + 3))
 CIFAR = {"teacher": "resnet20_cifar10", "data": "cifar10"}
@@ -46,6 +48,7 @@ def many(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow  # every figure over six runs of many epochs, ~7 s on one core: a scale check (the slow tier, README)
 def test_no_figure_is_taller_than_a_page_for_many_epochs_and_runs(many):
     """At the text width (the column width scales every figure down); Fig. 6's height is per class, not per run."""
     heights = {}

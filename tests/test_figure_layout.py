@@ -8,6 +8,8 @@ from fabricated_runs import make_run
 from zsq_probe.plots import FIGURES
 from zsq_probe.plots.style import MIN_FONT, WIDTHS, figure_width, readable
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 NAMES = ["fig1", "fig2b", "fig2d", "fig3a", "fig3bc", "fig4", "fig5", "fig7_8", "fig9"]
 
 

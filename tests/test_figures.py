@@ -18,6 +18,8 @@ from zsq_probe.errors import UserError
 from zsq_probe.plots import FIGURES, SkipFigure, plot_figure
 from zsq_probe.rundir.store import RunDir
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -60,6 +62,10 @@ def all_figures(runs, tmp_path_factory):
     return written
 
 
+# The slow tier (README): every figure through the command line over four runs, ~10 s on one core.  The quick
+# tier draws each figure elsewhere: test_figure_layout (fig1-fig5, fig7_8, fig9), test_slices (fig2c),
+# test_figure_content (fig6).
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_each_figure_writes_a_png(all_figures, name):
     spec = FIGURES[name]

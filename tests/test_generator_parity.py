@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from zsq_probe.generators import QimeraGenerator, distill_zeroq
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 # ----------------------------------------------------------------------------------------------- item 1
 AIT_SCRIPTS = {  # iamkanghyunchoi/ait Qimera_AIT/run_<x>_4bit.sh, line 3
     ("resnet20_cifar10", "cifar10"): (0.4, 2, "teacher"),

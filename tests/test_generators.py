@@ -20,6 +20,8 @@ from zsq_probe.generators import (
     distill_zeroq,
 )
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 SHAPES = [(1, 16, 16), (3, 32, 32), (3, 224, 224)]
 
 

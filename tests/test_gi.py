@@ -13,6 +13,8 @@ from zsq_probe.errors import UserError
 from zsq_probe.quantization.gi import GradientInundation
 from zsq_probe.quantization.quantizer import integer_codes, integer_codes_of, quantize_model, quantized_layers
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 
 class _Net(nn.Module):
     """Quantised layers "c0", "c1", "c2a", "c2b", "fc"; "c2a" and "c2b" share a channel

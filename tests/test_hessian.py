@@ -26,6 +26,8 @@ from zsq_probe.hessian import (
     unflatten,
 )
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 DT = torch.float64
 
 

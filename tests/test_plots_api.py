@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from fabricated_runs import EPOCHS, LAYERS, make_run, paper_runs
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

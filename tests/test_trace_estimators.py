@@ -25,6 +25,8 @@ from zsq_probe.hessian import (
 )
 from zsq_probe.quantization.losses import kl_to_teacher
 
+pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
+
 DT = torch.float64
 T = 20.0
 
