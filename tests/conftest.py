@@ -237,15 +237,16 @@ def _work_unit(config, nodeid: str) -> str:
 
 def pytest_collection_modifyitems(config, items):
     """A pytest-xdist worker's order of work: the units of ``teacher_free`` tests first, so both workers run
-    tests while the controller trains the teacher; then the rest; within each, larger units first (a large
-    unit last would leave the other worker idle)."""
+    tests while the controller trains the teacher; then the rest; within each, units with a ``slow`` test
+    first (the Ray or torchrun test, ~25 s, last would leave the other worker idle), then larger units first."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     units: dict[str, list[int]] = {}
     for i, item in enumerate(items):
         units.setdefault(_work_unit(config, item.nodeid), []).append(i)
     waits = {u: any(not items[i].get_closest_marker("teacher_free") for i in idx) for u, idx in units.items()}
-    order = sorted(units, key=lambda u: (waits[u], -len(units[u]), units[u][0]))
+    slow = {u: any(items[i].get_closest_marker("slow") for i in idx) for u, idx in units.items()}
+    order = sorted(units, key=lambda u: (waits[u], not slow[u], -len(units[u]), units[u][0]))
     items[:] = [items[i] for u in order for i in units[u]]
 
 
