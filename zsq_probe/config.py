@@ -410,6 +410,9 @@ class RunConfig:
     # true / false (the boolean of earlier versions) still mean all / last
     keep_checkpoints: str = "all"
     on_nonfinite: str = "stop"  # stop | skip
+    # a health check tripped (zsq_probe.training.health): warn (one line each, recorded) | stop (exit 1 after
+    # the epoch's checkpoint and summary; --resume continues)
+    on_collapse: str = "warn"
 
     quant: QuantConfig = field(default_factory=QuantConfig)
     optim: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -423,6 +426,7 @@ class RunConfig:
         for name in SECTIONS:
             getattr(self, name).validate()
         _one_of(self.on_nonfinite, ("stop", "skip"), "on_nonfinite")
+        _one_of(self.on_collapse, ("warn", "stop"), "on_collapse")
         _one_of(self.keep_checkpoints, KEEP_CHECKPOINTS, "keep_checkpoints")
         _finite(self)
         if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:

@@ -24,6 +24,7 @@ from zsq_probe.analysis.probe_tables import (
     training_setting,
 )
 from zsq_probe.plots import write_figures
+from zsq_probe.plots.runs import tripped_checks_text
 from zsq_probe.presets import PRESETS, lr_factor, resolve_config
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES, carried_probes
 from zsq_probe.rundir.output import DEMO_NAMES, check_output, record_output
@@ -322,12 +323,39 @@ def measure_findings(runs: dict, ptq: dict) -> dict:
             top.append(s["final_val_top1"])
             kl.append(float(r.read_table("metrics").sort_values("epoch").iloc[-1]["loss_kl_scaled"]))
         f["F4"][k] = {"final_val_top1": seed_stats(top), "final_kl_scaled": seed_stats(kl)}
+    f["ranges"] = range_rules(groups)
+    f["health"] = {r.name: text for g in groups.values() for r in g if (text := tripped_checks_text(r))}
     f["differences"] = {
         "F1": run_differences(groups, [("kd", "gdfq")]),
         "F3": run_differences(groups, [("gdfq", "kl-only"), ("kl-only", "ait"), ("kl-only", HIGH_LR)]),
         "F4": run_differences(groups, [("gdfq", "ait"), ("gdfq", "kl-only")]),
     }
     return f
+
+
+def range_rules(groups: dict) -> dict[str, str]:
+    """Method -> its quantised runs' activation-range rule and the range updates before freezing."""
+    out = {}
+    for method, runs in groups.items():
+        cfg = runs[0].read_config_doc()["config"] if runs else {}
+        quant = cfg.get("quant", {})
+        if quant and not quant.get("full_precision"):
+            updates = int(quant.get("act_range_epochs", 0)) * int(cfg.get("iters_per_epoch", 0))
+            out[method] = f"range_ema={quant.get('range_ema')}, {updates} updates before freezing"
+    return out
+
+
+def health_text_lines(f: dict) -> list[str]:
+    """FINDINGS' lines on the activation-range rule and on runs whose health checks tripped."""
+    rules = "; ".join(f"{m}: {text}" for m, text in f.get("ranges", {}).items())
+    lines = ["", f"Activation ranges (the reference's bias-corrected rule needs 153 updates to settle): {rules}."]
+    tripped = f.get("health", {})
+    if tripped:
+        runs = "; ".join(f"{name}: {text}" for name, text in tripped.items())
+        lines.append(f"Health checks tripped (read these runs' numbers with care): {runs}.")
+    else:
+        lines.append("Health checks: none tripped in any run (zsq_probe.training.health).")
+    return lines
 
 
 def _iv(st: dict, scale: float = 1.0, fmt: str = ".2f", unit: str = "") -> str:
@@ -422,6 +450,7 @@ def findings_text(f: dict) -> str:
         lines.append("    other differences: as F1 (the same runs).")
     lines += _f3_lines(f["F3"]) + differences_lines(diffs.get("F3", {}))
     lines += _f4_lines(f["F4"]) + differences_lines(diffs.get("F4", {}))
+    lines += health_text_lines(f)
     lines += [
         "",
         f"Scale: a few hundred steps on a 77k-parameter student, {n} seeds per method. The paper trains 400 "

@@ -8,7 +8,7 @@ probe's measurement of a checkpoint is one code path online and post hoc.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict
 
@@ -80,6 +80,7 @@ class ProbeContext:
     origin: str = "online"  # online | posthoc
     load_checkpoint: Callable[[int], None] | None = None  # post hoc: load that epoch's student (and source)
     checkpoint_epochs: list[int] = field(default_factory=list)  # post hoc: the run's checkpoint epochs
+    real_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None  # validation images, when the run has them
 
     def probe_batch(self, epoch: int, size: int) -> ProbeBatch:
         """The epoch's probe batch, from the probe stream (seeded by run seed and epoch)."""

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.cli.common import DEFAULT_TEACHER, add_output_args, add_teacher_args, show_progress
 from zsq_probe.config import config_from_dict, parse_assignment, validate
 from zsq_probe.errors import UserError
@@ -85,6 +86,14 @@ def run(args) -> int:
             f"warning: {summary['skipped_steps']} training step(s) of this run were skipped with a non-finite "
             f"loss, gradient or batch (on_nonfinite=skip; skipped_steps in summary.json and per epoch in "
             f"probes/metrics)",
+            file=sys.stderr,
+        )
+    health = summary.get("health")
+    if isinstance(health, dict) and health.get("tripped"):  # a collapsed student must not pass unnoticed either
+        where = ", ".join(f"{check} (epochs {epoch_list(epochs)})" for check, epochs in health["tripped"].items())
+        print(
+            f"warning: health checks tripped: {where} (the warning lines above say why; `health` in "
+            f"probes/metrics and summary.json)",
             file=sys.stderr,
         )
     return 0

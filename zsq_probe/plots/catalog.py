@@ -206,7 +206,34 @@ def caption(figure: FigureSpec, runs, stem: str, fig=None) -> str:
         lines.append(f"Probe settings ({table}; runs holding it: {', '.join(r.name for r in with_table)}): {settings}.")
     if "hessian_trace" in figure.tables_needed:
         lines += budget_stops(runs)
+    lines += range_rule_lines(runs) + health_lines(runs)
     return "\n".join(lines)
+
+
+def range_rule_lines(runs) -> list[str]:
+    """The caption's line naming the activation-range rule of the quantised runs drawn, with the updates their
+    ranges took before freezing (the reference's bias-corrected rule needs 153 to settle)."""
+    rules: dict[str, list[str]] = {}
+    for r in runs:
+        cfg = R.config(r)
+        if cfg.get("full_precision_student"):
+            continue
+        updates = int(cfg.get("act_range_epochs") or 0) * int(cfg.get("iters_per_epoch") or 0)
+        rules.setdefault(f"range_ema={cfg.get('range_ema', 'plain')}, {updates} updates before freezing", []).append(
+            r.name
+        )
+    if not rules:
+        return []
+    text = "; ".join(f"{rule} ({', '.join(names)})" for rule, names in rules.items())
+    return [f"Activation ranges: {text}."]
+
+
+def health_lines(runs) -> list[str]:
+    """The caption's line naming every run drawn whose health checks tripped (zsq_probe.training.health)."""
+    named = [f"{r.name}: {text}" for r in runs if (text := R.tripped_checks_text(r))]
+    if not named:
+        return []
+    return [f"Health checks tripped (the student may have collapsed; see each run's summary.json): {'; '.join(named)}."]
 
 
 def differences_lines(groups) -> list[str]:

@@ -21,7 +21,7 @@ from zsq_probe.config import FLAT_KEYS
 from zsq_probe.errors import UserError
 from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style, safe_name
 from zsq_probe.presets import DATASET_SCALES, dataset_family
-from zsq_probe.rundir.schema import TABLES, require_columns
+from zsq_probe.rundir.schema import TABLES, require_columns, tripped_health_checks
 from zsq_probe.rundir.store import RunDir
 
 
@@ -336,6 +336,15 @@ def schedule_text(run: RunDir) -> str:
     per = f"{iters} iterations" if iters else "one pass over the data"
     warm = cfg.get("warmup_epochs")
     return f"{cfg.get('epochs')} epochs × {per}" + (f", warm-up {warm}" if warm and not is_kd(run) else "")
+
+
+def tripped_checks_text(run: RunDir) -> str:
+    """'chance_top1 (epochs 1, 2), wide_ranges (epochs 1, 2)' from the metrics table's `health` column ('' when
+    none tripped or the run predates the checks)."""
+    if not has_table(run, "metrics"):
+        return ""
+    tripped = tripped_health_checks(run.read_table("metrics"))
+    return ", ".join(f"{check} (epochs {epoch_list(sorted(set(e)))})" for check, e in tripped.items())
 
 
 def pages(items, per_page: int) -> list[list]:

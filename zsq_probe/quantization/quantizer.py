@@ -32,17 +32,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zsq_probe.errors import UserError
+from zsq_probe.quantization.range_rules import EMA_MOMENTUM, RANGE_EMA_RULES
 
 MIN_BITS = 2
 MAX_BITS = 8
 RANGE_EPS = 1e-8  # docs/reference.md#weight-quantiser: scale = (2^k-1)/max(max-min, 1e-8)
-# activation-range update rules: "plain" = m*range + (1-m)*batch, the first batch initialises; "bias-corrected" = the
-# AIT/GDFQ reference's QuantAct (GDFQ_AIT/quantization_utils/quant_modules.py:54,87-89, commit 13a6c8c): from 0,
-# beta_t *= m; range = (m*range + (1-m)*batch) / (1 - beta_t).  The stored range is fed back already divided, so
-# the division compounds: short runs get far wider ranges (x5 after 2 updates for a constant batch range, ~1e3
-# after 10-20); it tends to the plain EMA only once beta_t ~ 0 (a few hundred updates).
-RANGE_EMA_RULES = ("plain", "bias-corrected")
-EMA_MOMENTUM = 0.9  # docs/reference.md#activation-quantiser: activation range = EMA(0.9) of batch min/max
+# the activation-range rules (plain, bias-corrected) and the reference rule's blow-up: quantization/range_rules.py
 
 SCHEME = (
     "asymmetric; weights per output channel, min/max recomputed every forward; activations per tensor, EMA 0.9 range"

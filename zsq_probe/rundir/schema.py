@@ -37,6 +37,11 @@ TABLES: dict[str, dict[str, str]] = {
         "(on_nonfinite=skip; their losses are left out of the loss_* means)",
         "val_top1": "top-1 accuracy on the real test split, in [0, 1] (NaN when no test data)",
         "val_ce": "cross-entropy on the real test split against the hard labels (nats)",
+        "val_top_class_share": "share of the test split given the student's most often predicted class, in [0, 1]",
+        "val_entropy_ratio": "mean entropy of the student's softmax on the test split / ln C (1 = uniform output)",
+        "health": "health checks tripped at the epoch's end, comma-separated ('' = none; zsq_probe.training.health)",
+        "health_range_ratio": "widest activation range of the student / the teacher's on real images (NaN without "
+        "real data or ranges; > 4 trips wide_ranges)",
         "wall_time_s": "wall-clock seconds of the epoch (training + validation)",
     },
     "cosine": {
@@ -170,9 +175,19 @@ TABLES: dict[str, dict[str, str]] = {
 TEXT_COLUMNS = frozenset(
     {
         "run", "method", "preset", "statistic", "origin", "scope", "group", "layer", "gi_flag", "loss", "estimator",
-        "interval", "probe_batch_source", "sigma_rule", "loss_kind", "direction", "scaling", "stopped_by",
+        "interval", "probe_batch_source", "sigma_rule", "loss_kind", "direction", "scaling", "stopped_by", "health",
     }
 )  # fmt: skip
+
+
+def tripped_health_checks(metrics) -> dict[str, list[int]]:
+    """{check: [epochs]} from a metrics table's `health` column ({} when none tripped or the column is absent)."""
+    tripped: dict[str, list[int]] = {}
+    if "health" in metrics:
+        for epoch, checks in zip(metrics["epoch"], metrics["health"].fillna("")):
+            for check in filter(None, str(checks).split(",")):
+                tripped.setdefault(check, []).append(int(epoch))
+    return tripped
 
 
 def text_in_numeric_columns(df, table: str) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,28 +28,57 @@ if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What a classifier did on a labelled loader: top-1 in [0, 1], mean CE against the hard labels, the share
+    of samples given the most often predicted class, and the mean entropy of its softmax over ln C (1.0: the
+    uniform output of a student that says nothing).  NaN when the loader gave no sample."""
+
+    top1: float
+    ce: float
+    top_class_share: float
+    entropy_ratio: float
+
+
 @torch.no_grad()
-def top1_and_ce(model, loader, device="cpu", max_batches: int = 0) -> tuple[float, float]:
-    """(top-1 accuracy in [0, 1], mean cross-entropy against the hard labels) over the loader.
+def predictions_on(model, loader, device="cpu", max_batches: int = 0) -> Predictions:
+    """:class:`Predictions` of `model` over the loader (its first `max_batches` batches; 0 = all).
 
     The model is evaluated in eval mode and put back in the mode it was found in."""
     was_training = model.training
     model.eval()
-    correct, total, ce_sum = 0, 0, 0.0
+    correct, total, ce_sum, entropy_sum = 0, 0, 0.0, 0.0
+    counts: torch.Tensor | None = None
     try:
         for i, (x, y) in enumerate(loader):
             if max_batches and i >= max_batches:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # pinned loaders: async
             logits = model(x)
-            ce_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
+            log_p = F.log_softmax(logits.float(), dim=1)
+            ce_sum += F.nll_loss(log_p, y, reduction="sum").item()
+            entropy_sum += -(log_p.exp() * log_p).sum().item()
+            predicted = logits.argmax(1)
+            correct += (predicted == y).sum().item()
+            hist = torch.bincount(predicted, minlength=logits.shape[1]).cpu()
+            counts = hist if counts is None else counts + hist
             total += y.numel()
     finally:
         model.train(was_training)
-    if total == 0:
-        return float("nan"), float("nan")
-    return correct / total, ce_sum / total
+    if total == 0 or counts is None:
+        nan = float("nan")
+        return Predictions(nan, nan, nan, nan)
+    classes = counts.numel()
+    entropy_ratio = entropy_sum / total / math.log(classes) if classes > 1 else float("nan")
+    return Predictions(correct / total, ce_sum / total, int(counts.max()) / total, entropy_ratio)
+
+
+def top1_and_ce(model, loader, device="cpu", max_batches: int = 0) -> tuple[float, float]:
+    """(top-1 accuracy in [0, 1], mean cross-entropy against the hard labels) over the loader.
+
+    The model is evaluated in eval mode and put back in the mode it was found in."""
+    result = predictions_on(model, loader, device, max_batches)
+    return result.top1, result.ce
 
 
 def sha256_of(path) -> str | None:

@@ -14,6 +14,7 @@ import torch
 
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.rundir.atomic import atomic_write_bytes
+from zsq_probe.rundir.schema import tripped_health_checks
 from zsq_probe.teachers.accuracy import top1_and_ce
 from zsq_probe.training.errors import NonFiniteError
 
@@ -121,9 +122,17 @@ def write_summary(run, parts, epochs_completed: int) -> dict:
         "teacher_top1": teacher_top1(parts),
         # on_nonfinite=skip: updates skipped over the whole run (every epoch's metrics row, resumes included)
         "skipped_steps": int(m["skipped_steps"].fillna(0).sum()) if "skipped_steps" in m else 0,
+        "health": health_summary(m),
     }
     atomic_write_bytes(run.path / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def health_summary(metrics) -> dict[str, object]:
+    """{"ok": no health check tripped, "tripped": {check: [epochs]}} from the metrics table's `health` column
+    (zsq_probe.training.health)."""
+    tripped = tripped_health_checks(metrics)
+    return {"ok": not tripped, "tripped": tripped}
 
 
 def teacher_top1(parts) -> float | None:

@@ -28,9 +28,10 @@ from zsq_probe.quantization.losses import student_terms, term_gradients
 from zsq_probe.quantization.quantizer import activation_ranges_frozen, set_activation_ranges_frozen
 from zsq_probe.rundir.atomic import fault_point
 from zsq_probe.rundir.store import epoch_key
-from zsq_probe.teachers.accuracy import top1_and_ce
+from zsq_probe.teachers.accuracy import Predictions, predictions_on
 from zsq_probe.training import checkpoint
 from zsq_probe.training.errors import NonFiniteError
+from zsq_probe.training.health import CollapseError, HealthCheck, unsettled_range_warning
 from zsq_probe.training.schedule import gi_share, student_lr
 from zsq_probe.training.sources import NonFinite, all_finite, check_iterations, first_nonfinite
 
@@ -104,7 +105,8 @@ class Trainer:
 
     def __init__(self, parts, run, observers=(), progress: bool = False):
         self.parts, self.cfg, self.run = parts, parts.cfg, run
-        self.observers = list(observers)
+        self.health = HealthCheck(self.cfg)  # on in every run: the first observer, so the others see its columns
+        self.observers = [self.health, *observers]
         self.progress = progress
         self.epoch, self.global_step = 0, 0  # epochs completed, iterations done
         self.skipped_total = 0  # on_nonfinite=skip: updates skipped by this trainer (resumes count afresh)
@@ -120,6 +122,7 @@ class Trainer:
             device=parts.device,
             iterations_per_epoch=self.iterations,
             draw_probe_batch=parts.source.draw,
+            real_loader=parts.val_loader,
         )
 
     # ------------------------------------------------------------------ the run
@@ -128,6 +131,9 @@ class Trainer:
         checkpoint, never mid-epoch (TrainingInterrupted), so a resume continues bit for bit."""
         with stop_on_signals() as stop:
             stop["epoch"], stop["path"] = self.epoch, self.run.path
+            warning = unsettled_range_warning(self.cfg, self.iterations)
+            if warning and self.epoch < self.cfg.quant.act_range_epochs:  # before the ranges freeze
+                log.warning(warning)
             for o in self.observers:
                 o.on_train_start(self.context)
             if self.epoch == 0 and not self.run.checkpoints():
@@ -145,9 +151,22 @@ class Trainer:
                 if epoch % self.cfg.checkpoint_every == 0 or last or (stop["signal"] and not last):
                     self.save_checkpoint(epoch)
                 stop["epoch"] = epoch
+                if self.health.findings and self.cfg.on_collapse == "stop":
+                    self.stop_on_collapse(epoch)
                 if stop["signal"] and not last:
                     raise TrainingInterrupted(stop["signal"], epoch, self.run.path)
             return self.write_summary()
+
+    def stop_on_collapse(self, epoch: int) -> None:
+        """on_collapse=stop: the epoch's checkpoint (if the cadence skipped it) and summary.json, then stop."""
+        if epoch not in self.run.checkpoints():
+            self.save_checkpoint(epoch)
+        self.write_summary()
+        checks = ", ".join(f.check for f in self.health.findings)
+        raise CollapseError(
+            f"stopped after epoch {epoch}: health check(s) {checks} tripped (on_collapse=stop); checkpoint and "
+            f"summary.json written; --resume continues (add --set on_collapse=warn --force to train on regardless)"
+        )
 
     # ------------------------------------------------------------------ one epoch
     def start_epoch(self, epoch: int) -> dict:
@@ -194,7 +213,13 @@ class Trainer:
         validate_now = self.parts.val_loader is not None and (
             epoch % self.cfg.val_every == 0 or epoch == self.cfg.epochs
         )
-        row["val_top1"], row["val_ce"] = self.measure_val_top1() if validate_now else (float("nan"), float("nan"))
+        val = self.measure_val() if validate_now else Predictions(*[float("nan")] * 4)
+        row.update(
+            val_top1=val.top1,
+            val_ce=val.ce,
+            val_top_class_share=val.top_class_share,
+            val_entropy_ratio=val.entropy_ratio,
+        )
         row["wall_time_s"] = time.perf_counter() - t0
         return row
 
@@ -332,21 +357,21 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ evaluation and the end of a run
-    def measure_val_top1(self) -> tuple[float, float]:
-        """The student's (top-1, CE) on the validation loader, its activation ranges held."""
+    def measure_val(self) -> Predictions:
+        """The student's top-1, CE and prediction spread on the validation loader, its activation ranges held."""
         parts = self.parts
         if parts.quant_layers:
             with activation_ranges_frozen(parts.student):  # test data must not move the ranges
-                return top1_and_ce(parts.student, parts.val_loader, parts.device, self.cfg.val_max_batches)
-        return top1_and_ce(parts.student, parts.val_loader, parts.device, self.cfg.val_max_batches)
+                return predictions_on(parts.student, parts.val_loader, parts.device, self.cfg.val_max_batches)
+        return predictions_on(parts.student, parts.val_loader, parts.device, self.cfg.val_max_batches)
 
     def calibrate_only(self) -> dict:
         """ZeroQ's own baseline: activation ranges calibrated on the distilled data, no fine-tuning."""
         parts = self.parts
         if parts.quant_layers:  # zeroq_calibration: ZeroQ's running min/max (default) or the training EMA
             parts.source.calibrate(parts.student)
-        val_top1, val_ce = self.measure_val_top1() if parts.val_loader is not None else (float("nan"), float("nan"))
         nan = float("nan")
+        val = self.measure_val() if parts.val_loader is not None else Predictions(nan, nan, nan, nan)
         row = {
             "run": self.run.name,
             "method": self.cfg.method,
@@ -360,10 +385,13 @@ class Trainer:
             "gen_lr": nan,
             "gi_p": nan,
             "skipped_steps": 0,
-            "val_top1": val_top1,
-            "val_ce": val_ce,
+            "val_top1": val.top1,
+            "val_ce": val.ce,
+            "val_top_class_share": val.top_class_share,
+            "val_entropy_ratio": val.entropy_ratio,
             "wall_time_s": 0.0,
         }
+        self.health.on_epoch_end(self.context, 0, row)
         self.run.write_part("zeroq_distillation", parts.source.history, epoch_key(0))
         self.run.write_part("metrics", [row], epoch_key(0))
         self.save_checkpoint(0)
