@@ -1,4 +1,5 @@
-"""`zsq-probe demo`: the paper's story end to end on the embedded digits default, on a laptop.
+"""`zsq-probe demo`: the paper's story end to end on the embedded digits default, on a laptop (or, with
+`--scale laptop`, on real CIFAR-10 with a trained ResNet-20 teacher of the user's: DemoScale, LAPTOP).
 
 Teacher (trained once, cached) -> FP vs quantised accuracy -> the KD baseline on real digits, GDFQ, KL-only and
 AIT at two seeds each, plus KL-only at a high lr for Fig. 4 (each with the probes its figures read: DEMO_RUNS,
@@ -12,6 +13,7 @@ import logging
 import math
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,10 @@ from zsq_probe.analysis.probe_tables import (
     summarize_hessian,
     training_setting,
 )
+from zsq_probe.errors import UserError
 from zsq_probe.plots import write_figures
 from zsq_probe.plots.runs import tripped_checks_text
-from zsq_probe.presets import PRESETS, lr_factor, resolve_config
+from zsq_probe.presets import LAPTOP_SCALE_SETTINGS, PRESETS, lr_factor, resolve_config
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES, carried_probes
 from zsq_probe.rundir.output import DEMO_NAMES, check_output, record_output
 from zsq_probe.rundir.store import RunDir
@@ -71,16 +74,72 @@ HIGH_LR_PROBES = ("crossings",)
 HIGH_LR_SETTINGS = ("on_nonfinite=skip",)
 
 
-def demo_config(preset: str, device: str, seed: int, overrides=(), probes=BUILTIN_PROBE_NAMES, extra=()):
-    """A demo run's config: the preset on the digits scale (presets.DATASET_SCALES; KD reads digits' real
-    training split) with the demo's probe settings, then `extra` and `overrides`."""
+@dataclass(frozen=True)
+class DemoScale:
+    """Where the demo runs: the teacher, its data and weights, the settings every run gets (before the
+    demo's probe settings), those of the zero-shot runs, and how FINDINGS describes the setting."""
+
+    name: str
+    teacher: str
+    settings: tuple[str, ...]
+    zq_settings: tuple[str, ...]
+    probe_settings: tuple[str, ...]
+    setting_text: str  # "16x16 digits, 10 classes, ResNet-8 teacher"
+    scale_text: str  # FINDINGS' closing line on what the scale is
+    data_root: str | None = None
+    weights: str | None = None
+    flags: dict[str, object] = field(default_factory=dict)
+
+
+DIGITS = DemoScale(
+    name="digits",
+    teacher="digits",
+    settings=DEMO_RUN_SETTINGS,
+    zq_settings=DEMO_ZQ_SETTINGS,
+    probe_settings=DEMO_PROBE_SETTINGS,
+    setting_text="16x16 digits, 10 classes, ResNet-8 teacher",
+    scale_text="a few hundred steps on a 77k-parameter student",
+)
+# --scale laptop: presets.LAPTOP_SCALE_SETTINGS for every run (KD too: 40 real batches per epoch instead of a
+# pass over the 50,000 images), the Hessian probe lighter than the CIFAR scale's (its Hutch++ trace on ResNet-20
+# batch 64 takes ~0.6 s a product on one core)
+LAPTOP_PROBE_SETTINGS = ("trace_max_products=60", "slq_runs=4", "slq_steps=8", "hessian_top_k=1", "slice_points=11")
+
+
+def laptop_scale(data_root, weights=None, weights_root=None) -> DemoScale:
+    """The demo on real CIFAR-10 (the python layout under `data_root`) with resnet20_cifar10 `weights`."""
+    if not data_root:
+        raise UserError("--scale laptop needs --data-root (the folder holding cifar-10-batches-py/)")
+    settings = tuple(
+        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in LAPTOP_SCALE_SETTINGS.items()
+    )
+    return DemoScale(
+        name="laptop",
+        teacher="resnet20_cifar10",
+        settings=settings + DEMO_RUN_SETTINGS,
+        zq_settings=(),
+        probe_settings=LAPTOP_PROBE_SETTINGS,
+        setting_text="CIFAR-10 (the user's copy), 10 classes, ResNet-20 teacher",
+        scale_text=f"{LAPTOP_SCALE_SETTINGS['epochs']} epochs x {LAPTOP_SCALE_SETTINGS['iters_per_epoch']} "
+        "iterations on a 0.27M-parameter student",
+        data_root=str(data_root),
+        weights=None if weights is None else str(weights),
+        flags={"weights_root": weights_root},
+    )
+
+
+def demo_config(preset: str, device: str, seed: int, overrides=(), probes=BUILTIN_PROBE_NAMES, extra=(), scale=DIGITS):
+    """A demo run's config: the preset at the demo's scale (digits: presets.DATASET_SCALES, KD reads digits'
+    real training split) with the scale's and the demo's probe settings, then `extra` and `overrides`."""
+    flags = {"probes": list(probes), "device": device, "seed": seed, "data_root": scale.data_root}
+    flags.update(weights=scale.weights, **scale.flags)
     return resolve_config(
         preset,
-        teacher="digits",
-        flags={"probes": list(probes), "device": device, "seed": seed},
-        overrides=list(DEMO_PROBE_SETTINGS)
-        + list(DEMO_RUN_SETTINGS)
-        + list(DEMO_ZQ_SETTINGS if PRESETS[preset].overrides.get("source") != "real" else ())
+        teacher=scale.teacher,
+        flags=flags,
+        overrides=list(scale.settings)
+        + list(scale.probe_settings)
+        + list(scale.zq_settings if PRESETS[preset].overrides.get("source") != "real" else ())
         + list(extra)
         + list(overrides),
     )
@@ -94,36 +153,39 @@ def first_seed_probes(preset: str) -> tuple[str, ...]:
     return tuple(p for p in BUILTIN_PROBE_NAMES if p not in CURVATURE_PROBES)
 
 
-def demo_plan(device: str, seed: int, overrides=()) -> dict:
+def demo_plan(device: str, seed: int, overrides=(), scale: DemoScale = DIGITS) -> dict:
     """Run name -> config: each method of DEMO_RUNS and the high-lr run at DEMO_SEEDS seeds."""
     plan = {}
     for s in range(seed, seed + DEMO_SEEDS):
         for preset in DEMO_RUNS:
             probes = first_seed_probes(preset) if s == seed else LIGHT_PROBES
-            plan[f"{preset}-s{s}"] = demo_config(preset, device, s, overrides, probes)
+            plan[f"{preset}-s{s}"] = demo_config(preset, device, s, overrides, probes, scale=scale)
     for s in range(seed, seed + DEMO_SEEDS):
-        plan[f"{HIGH_LR}-s{s}"] = demo_config(HIGH_LR, device, s, overrides, HIGH_LR_PROBES, HIGH_LR_SETTINGS)
+        plan[f"{HIGH_LR}-s{s}"] = demo_config(
+            HIGH_LR, device, s, overrides, HIGH_LR_PROBES, HIGH_LR_SETTINGS, scale=scale
+        )
     return plan
 
 
 def run_demo(
-    out, device: str = "cpu", seed: int = 0, overrides=(), progress: bool = False, width: str = "text"
+    out,
+    device: str = "cpu",
+    seed: int = 0,
+    overrides=(),
+    progress: bool = False,
+    width: str = "text",
+    scale: DemoScale = DIGITS,
 ) -> dict:
     """Teacher, PTQ accuracy, the four runs (resumed when interrupted), every figure and the findings,
     into `out`; progress is logged (INFO).  Returns the findings (also in OUT/findings.json, FINDINGS.md)."""
+    configs = demo_plan(device, seed, overrides, scale)  # bad settings are refused before anything is written
     check_out(out)
     record_output(out, "demo", DEMO_NAMES)
     out = Path(out)
     started = time.perf_counter()
-    configs = demo_plan(device, seed, overrides)
     zq = configs[f"gdfq-s{seed}"]
     w_bits, a_bits = zq.get("w_bits"), zq.get("a_bits")
-    log.info(f"[1/4] digits teacher and post-training quantisation at {w_bits}w{a_bits}a")
-    ptq = evaluate_quantized("digits", w_bits=w_bits, a_bits=a_bits, calib_batches=4, device=device)
-    log.info(
-        f"      teacher FP top-1 {100 * ptq['fp_top1']:.2f}%, quantised (calibrated ranges, no training) "
-        f"{100 * ptq['quant_top1']:.2f}%"
-    )
+    ptq = post_training_quantization(scale, w_bits, a_bits, device)
 
     runs = {}
     for i, (preset, cfg) in enumerate(configs.items(), start=1):
@@ -145,6 +207,7 @@ def run_demo(
 
     log.info("[4/4] findings")
     findings = measure_findings(runs, ptq)
+    findings["scale"] = {"name": scale.name, "setting": scale.setting_text, "scale": scale.scale_text}
     text = findings_text(findings)
     (out / "findings.json").write_text(json.dumps(findings, indent=2, default=float) + "\n")
     (out / "FINDINGS.md").write_text(text + "\n")
@@ -154,6 +217,26 @@ def run_demo(
         f"{out / 'figures'}, findings in {out / 'FINDINGS.md'}"
     )
     return findings
+
+
+def post_training_quantization(scale: DemoScale, w_bits, a_bits, device: str) -> dict:
+    """The teacher's FP and quantised top-1 (ranges calibrated on 4 real training batches, no training)."""
+    log.info(f"[1/4] {scale.teacher} teacher and post-training quantisation at {w_bits}w{a_bits}a")
+    ptq = evaluate_quantized(
+        scale.teacher,
+        weights=scale.weights,
+        weights_root=scale.flags.get("weights_root"),
+        data_root=scale.data_root,
+        w_bits=w_bits,
+        a_bits=a_bits,
+        calib_batches=4,
+        device=device,
+    )
+    log.info(
+        f"      teacher FP top-1 {100 * ptq['fp_top1']:.2f}%, quantised (calibrated ranges, no training) "
+        f"{100 * ptq['quant_top1']:.2f}%"
+    )
+    return ptq
 
 
 def run_probes(cfg) -> tuple[str, ...]:
@@ -438,8 +521,10 @@ def findings_text(f: dict) -> str:
     """FINDINGS.md: each of the paper's four findings beside what the demo measured, with its verdict."""
     n = f["F4"]["gdfq"]["final_val_top1"]["n"]
     diffs = f.get("differences", {})
-    lines = ["# What this demo measured (embedded digits default; compare with the AIT paper's claims)", ""]
-    lines += _setting_lines(f["ptq"], n)
+    where = f.get("scale", {})
+    heading = "embedded digits default" if where.get("name", "digits") == "digits" else where["setting"]
+    lines = [f"# What this demo measured ({heading}; compare with the AIT paper's claims)", ""]
+    lines += _setting_lines(f["ptq"], n, where.get("setting", DIGITS.setting_text))
     lines += _f1_lines(f["F1"]) + differences_lines(diffs.get("F1", {}))
     lines += [
         "",
@@ -453,17 +538,17 @@ def findings_text(f: dict) -> str:
     lines += health_text_lines(f)
     lines += [
         "",
-        f"Scale: a few hundred steps on a 77k-parameter student, {n} seeds per method. The paper trains 400 "
+        f"Scale: {where.get('scale', DIGITS.scale_text)}, {n} seeds per method. The paper trains 400 "
         "epochs x 200 iterations on CIFAR/ImageNet; read these as a smoke test of the instrument, not a "
         "replication.",
     ]
     return "\n".join(lines)
 
 
-def _setting_lines(p: dict, seeds: int) -> list[str]:
+def _setting_lines(p: dict, seeds: int, setting: str) -> list[str]:
     """The setting (teacher, bits, post-training accuracy, seeds) and the rule every verdict follows."""
     return [
-        f"Setting: 16x16 digits, 10 classes, ResNet-8 teacher {_pct(p['fp_top1'])} top-1; quantised to "
+        f"Setting: {setting} {_pct(p['fp_top1'])} top-1; quantised to "
         f"{p['w_bits']}w{p['a_bits']}a with calibrated ranges and no training: {_pct(p['quant_top1'])}. "
         f"Each method ran with {seeds} seeds.",
         "",

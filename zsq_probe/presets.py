@@ -67,6 +67,20 @@ DATASET_SCALES: dict[str, dict] = {
         "trace_max_products": 100,
     },
 }
+# `--scale laptop` (recipes): the CIFAR scale cut so that a ResNet-20 / CIFAR-10 run of any method finishes in
+# <= 30 min on 2 CPU cores, its probes included (docs/real-data.md has what was tried and measured).
+LAPTOP_SCALE_SETTINGS: dict[str, object] = {
+    "epochs": 10,
+    "iters_per_epoch": 40,
+    "batch_size": 64,
+    "warmup_epochs": 2,
+    "act_range_epochs": 2,
+    "lr_milestones": [6, 8],
+    "gi_p_milestones": [6, 8],
+    "val_batch_size": 500,
+    "hessian_every_epochs": 5,
+    "hessian_batch_size": 64,
+}
 _FAMILY = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "digits": "digits"}
 
 

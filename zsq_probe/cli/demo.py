@@ -24,6 +24,17 @@ def register(subparsers) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field of every demo run"
     )
     p.add_argument(
+        "--scale",
+        default="digits",
+        choices=["digits", "laptop"],
+        help="digits: the embedded default (nothing downloaded); laptop: real CIFAR-10 from --data-root with a "
+        "trained resnet20_cifar10 (--weights FILE or pytorchcv's cache), presets.LAPTOP_SCALE_SETTINGS "
+        "(docs/real-data.md)",
+    )
+    p.add_argument("--data-root", help="--scale laptop: the folder holding cifar-10-batches-py/")
+    p.add_argument("--weights", help="--scale laptop: the teacher's weights file (a state dict)")
+    p.add_argument("--weights-root", help="--scale laptop: pytorchcv's weight cache (default ~/.torch/models)")
+    p.add_argument(
         "--width",
         default="text",
         choices=["column", "text"],
@@ -35,8 +46,13 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run the demo into --out; exit status 0."""
-    from zsq_probe.demo import run_demo  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.demo import DIGITS, laptop_scale, run_demo  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.errors import UserError
     from zsq_probe.training.threads import torch_threads
+
+    if args.scale == "digits" and (args.data_root or args.weights or args.weights_root):
+        raise UserError("--data-root, --weights and --weights-root are for --scale laptop (digits is embedded)")
+    scale = laptop_scale(args.data_root, args.weights, args.weights_root) if args.scale == "laptop" else DIGITS
 
     with torch_threads(args.threads):  # every run records the count in its config.json
         run_demo(
@@ -46,5 +62,6 @@ def run(args) -> int:
             overrides=args.set,
             progress=show_progress(args),
             width=args.width,
+            scale=scale,
         )
     return 0

@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argp
         choices=SCALES,
         default=PAPER_SCALE,
         help="paper: the paper's teachers and schedule (GPU, data on disk); tiny: each run's stand-in "
-        "on the embedded digits teacher (2 CPU cores)",
+        "on the embedded digits teacher (2 CPU cores); laptop: the ResNet-20 / CIFAR-10 runs on real data, "
+        "scaled to 2 CPU cores (docs/real-data.md)",
     )
     p.add_argument(
         "--out",
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argp
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--data-root", help="folder with CIFAR-10/100 (torchvision layout) / ImageNet (image folder)")
     p.add_argument("--weights-root", help="pytorchcv weight cache (default ~/.torch/models)")
+    p.add_argument("--weights", help="the teacher's weights file (--scale laptop: a state dict of resnet20_cifar10)")
     p.add_argument("--download", action="store_true", help="let zsq-probe download missing weights/data")
     p.add_argument("--seeds", type=int, help="use seeds 0..N-1 (default: the recipe's, 3 for tables)")
     p.add_argument("--only", help="comma-separated fnmatch patterns on run ids: train/report only these runs")
@@ -189,6 +191,7 @@ def run_command(args) -> int:
         data_root=args.data_root,
         weights_root=args.weights_root,
         download=args.download,
+        weights=args.weights,
     )
     if args.dry_run:
         print(dry_run_text(plan, args.format, show_progress(args)))

@@ -93,7 +93,12 @@ class Job:
         argv += ["--seed", str(self.seed)]
         if s["probes"]:
             argv += ["--probes", ",".join(s["probes"])]
-        for key, flag in (("device", "--device"), ("data_root", "--data-root"), ("weights_root", "--weights-root")):
+        for key, flag in (
+            ("device", "--device"),
+            ("data_root", "--data-root"),
+            ("weights_root", "--weights-root"),
+            ("weights", "--weights"),
+        ):
             if f.get(key):
                 argv += [flag, str(f[key])]
         if f.get("download"):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from zsq_probe.errors import UserError
 from zsq_probe.executors.job import Job, config_conflict, unique_jobs
-from zsq_probe.recipes.specs import PAPER_SCALE, SCALES, TINY_SCALE, scaled_specs
+from zsq_probe.presets import LAPTOP_SCALE_SETTINGS
+from zsq_probe.recipes.specs import LAPTOP_SCALE, PAPER_SCALE, SCALES, TINY_SCALE, scaled_specs
 
 __all__ = ["Job", "check_existing", "config_conflict", "plan", "unique_jobs"]
 
@@ -24,6 +25,11 @@ def _assignment(key: str, value) -> str:
     if isinstance(value, (list, tuple)):
         return f"{key}={','.join(str(v) for v in value)}"
     return f"{key}={value}"
+
+
+def scale_sets(scale: str) -> list[str]:
+    """The `--set` assignments a scale puts before every run's own (laptop: presets.LAPTOP_SCALE_SETTINGS)."""
+    return [_assignment(k, v) for k, v in LAPTOP_SCALE_SETTINGS.items()] if scale == LAPTOP_SCALE else []
 
 
 def plan(
@@ -37,19 +43,16 @@ def plan(
     data_root=None,
     weights_root=None,
     download=False,
+    weights=None,
 ) -> list[Job]:
     """Every (run, seed) of the recipe at `scale`, each with its folder OUT/runs/<id>-s<seed>.
 
     `seeds`: the seeds (default: the recipe's, or its tiny seeds at tiny scale); `only`: fnmatch patterns
     on run ids (the paper id or the trained stand-in's id); `sets`: key=value config overrides for every
-    run, applied before each run's own.  Runs that two paper ids share at tiny scale are planned once."""
-    if scale not in SCALES:
-        raise UserError(f"--scale must be {PAPER_SCALE} or {TINY_SCALE}, got {scale!r}")
-    if seeds is None:
-        seeds = (recipe.get("tiny", {}).get("seeds") if scale == TINY_SCALE else None) or recipe["seeds"]
-    seeds = list(seeds)
-    if not seeds:
-        raise UserError("no seeds: --seeds must be >= 1")
+    run, applied before each run's own (at laptop scale after presets.LAPTOP_SCALE_SETTINGS); `weights`: the
+    teacher's weights file (laptop scale: its one teacher).  Runs that two paper ids share at tiny scale are
+    planned once."""
+    seeds = _checked_seeds(recipe, scale, seeds, weights)
     specs = scaled_specs(recipe, scale)
     if only:
         specs = {
@@ -77,13 +80,29 @@ def plan(
                 "probes": list(spec["probes"]),
                 "device": device,
             }
-            if scale == PAPER_SCALE:  # digits is embedded: no data or weight folders at tiny scale
+            if scale != TINY_SCALE:  # digits is embedded: no data or weight folders at tiny scale
                 flags.update(data_root=data_root, weights_root=weights_root, download=download or None)
-            run_sets = list(sets) + [_assignment(k, v) for k, v in spec["overrides"].items()]
+            if scale == LAPTOP_SCALE:
+                flags.update(weights=weights)
+            run_sets = scale_sets(scale) + list(sets) + [_assignment(k, v) for k, v in spec["overrides"].items()]
             job = Job(pid, spec, seed, out / "runs" / f"{spec['id']}-s{seed}", flags, run_sets)
             seen[key] = job
             jobs.append(job)
     return jobs
+
+
+def _checked_seeds(recipe: dict, scale: str, seeds, weights) -> list[int]:
+    """The seeds to plan (the recipe's, or its tiny ones, when None); UserError for a bad scale, no seeds or
+    `weights` at a scale with several teachers."""
+    if scale not in SCALES:
+        raise UserError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if weights is not None and scale != LAPTOP_SCALE:
+        raise UserError("--weights names one teacher's file: only --scale laptop has one teacher")
+    if seeds is None:
+        seeds = (recipe.get("tiny", {}).get("seeds") if scale == TINY_SCALE else None) or recipe["seeds"]
+    if not list(seeds):
+        raise UserError("no seeds: --seeds must be >= 1")
+    return list(seeds)
 
 
 def check_existing(jobs: list[Job]) -> None:

@@ -18,7 +18,7 @@ from zsq_probe.recipes.catalog import load_recipe
 from zsq_probe.recipes.estimates import jobs_hours
 from zsq_probe.recipes.figures import draw_figures, figure_command, first_seed_jobs
 from zsq_probe.recipes.jobs import Job, check_existing, plan, unique_jobs
-from zsq_probe.recipes.specs import PAPER_SCALE, TINY_SCALE
+from zsq_probe.recipes.specs import PAPER_SCALE
 from zsq_probe.recipes.tables import report_table
 from zsq_probe.rundir.output import RECIPE_NAMES, check_output, record_output
 
@@ -57,8 +57,8 @@ class RecipeResult:
 
 
 def default_out(recipe: dict, scale: str) -> Path:
-    """runs/<name> (runs/<name>-tiny at tiny scale)."""
-    return Path(f"runs/{recipe['name']}" + ("-tiny" if scale == TINY_SCALE else ""))
+    """runs/<name> (runs/<name>-tiny, runs/<name>-laptop at those scales)."""
+    return Path(f"runs/{recipe['name']}" + ("" if scale == PAPER_SCALE else f"-{scale}"))
 
 
 def plan_recipe(
@@ -73,6 +73,7 @@ def plan_recipe(
     data_root=None,
     weights_root=None,
     download=False,
+    weights=None,
 ) -> RecipePlan:
     """Plan `recipe` (a name such as 'tab2', or a RECIPE dict) at `scale` into `out` (default
     :func:`default_out`).  `seeds`: a count N (seeds 0..N-1) or a list (default: the recipe's); `only`:
@@ -85,7 +86,7 @@ def plan_recipe(
         seeds = list(range(seeds))
     out = Path(out or default_out(recipe, scale)).expanduser()
     check_output(out, "recipe", own=RECIPE_NAMES, resume=True)  # its own earlier output is resumed
-    jobs = plan(recipe, scale, out, seeds, only, sets, device, data_root, weights_root, download)
+    jobs = plan(recipe, scale, out, seeds, only, sets, device, data_root, weights_root, download, weights)
     for j in unique_jobs(jobs):
         j.config()
     check_existing(jobs)
@@ -139,6 +140,7 @@ def run_recipe(
     data_root=None,
     weights_root=None,
     download=False,
+    weights=None,
     metric: str = "best",
     fmt: str = "png",
     train: bool = True,
@@ -158,6 +160,7 @@ def run_recipe(
         data_root=data_root,
         weights_root=weights_root,
         download=download,
+        weights=weights,
     )
     return run_plan(
         planned,

@@ -13,9 +13,11 @@ import fnmatch
 from zsq_probe.errors import UserError
 from zsq_probe.presets import PRESETS, preset_overrides
 
-PAPER_SCALE, TINY_SCALE = "paper", "tiny"
-SCALES = (PAPER_SCALE, TINY_SCALE)
+PAPER_SCALE, TINY_SCALE, LAPTOP_SCALE = "paper", "tiny", "laptop"
+SCALES = (PAPER_SCALE, TINY_SCALE, LAPTOP_SCALE)
 TINY_TEACHER = "digits"
+# --scale laptop: the recipe's ResNet-20 / CIFAR-10 runs at presets.LAPTOP_SCALE (real data on 2 CPU cores)
+LAPTOP_TEACHERS = ("resnet20_cifar10",)
 
 # Abbreviations of override keys in run ids.
 _ID_KEYS = {"gi_p": "p", "lr": "lr", "label_smoothing": "ls", "kd_weight": "kd", "ce_weight": "ce"}
@@ -159,6 +161,14 @@ def scaled_specs(recipe: dict, scale: str) -> dict[str, dict]:
     specs = recipe_runs(recipe)
     if scale == PAPER_SCALE:
         return specs
+    if scale == LAPTOP_SCALE:
+        kept = {pid: s for pid, s in specs.items() if s["teacher"] in LAPTOP_TEACHERS}
+        if not kept:
+            raise UserError(
+                f"recipe {recipe['name']} has no {' or '.join(LAPTOP_TEACHERS)} run: --scale laptop covers "
+                f"ResNet-20 on CIFAR-10 only (use --scale tiny)"
+            )
+        return kept
     keep = recipe.get("tiny", {}).get("only")
     out: dict[str, dict] = {}
     by_id: dict[str, dict] = {}

@@ -184,8 +184,8 @@ def tripped_health_checks(metrics) -> dict[str, list[int]]:
     """{check: [epochs]} from a metrics table's `health` column ({} when none tripped or the column is absent)."""
     tripped: dict[str, list[int]] = {}
     if "health" in metrics:
-        for epoch, checks in zip(metrics["epoch"], metrics["health"].fillna("")):
-            for check in filter(None, str(checks).split(",")):
+        for epoch, checks in zip(metrics["epoch"], metrics["health"]):
+            for check in filter(None, checks.split(",") if isinstance(checks, str) else ()):
                 tripped.setdefault(check, []).append(int(epoch))
     return tripped
 
