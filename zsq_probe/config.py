@@ -270,8 +270,10 @@ class ProbeConfig:
     batch_size: int = 200  # the probe batch (fixed size, drawn from the probe's own stream)
     # sized so the whole probe suite at this cadence stays near 10 % of training (benchmarks/probe_overhead.py)
     hessian_vectors: int = 10  # Hutchinson probe vectors (block / layer scopes; model scope with "hutchinson")
-    # model-scope trace estimators: hutch++ (adaptive, deflated by the top eigenvectors), hutchinson, slq, exact
-    trace_estimators: list[str] = field(default_factory=lambda: ["hutch++", "slq"])
+    # model-scope trace estimators: auto (exact where the model qualifies and batch x classes <= 32 x
+    # trace_max_products, else hutch++: zsq_probe.probes.curvature.auto_choice), hutch++ (adaptive, deflated by the
+    # top eigenvectors), hutchinson, slq, exact
+    trace_estimators: list[str] = field(default_factory=lambda: ["auto", "slq"])
     trace_rtol: float = 0.05  # adaptive stop: 95 % half-width <= trace_rtol * |trace|
     trace_max_products: int = 400  # product budget of one adaptive trace estimate
     density_sigma: str = "range"  # density smoothing: range (a fraction of the spectral range) | pyhessian
@@ -294,7 +296,8 @@ class ProbeConfig:
         """The product budgets can pay for what the estimators must spend before their first stop check
         (found here, before anything is written, instead of mid-run): Hutch++ its `hessian_top_k` deflation
         products and 16 complement samples, Hutchinson 30 samples, block / layer Hutchinson 2 vectors."""
-        if "hutch++" in self.trace_estimators and self.trace_max_products < self.hessian_top_k + HUTCHPP_MIN_SAMPLES:
+        hutchpp = {"hutch++", "auto"} & set(self.trace_estimators)  # auto may run Hutch++
+        if hutchpp and self.trace_max_products < self.hessian_top_k + HUTCHPP_MIN_SAMPLES:
             _bad(
                 f"trace_max_products={self.trace_max_products} cannot pay for Hutch++'s hessian_top_k="
                 f"{self.hessian_top_k} deflation products and {HUTCHPP_MIN_SAMPLES} complement samples "
@@ -351,7 +354,7 @@ class ProbeConfig:
         for name in self.slice_losses:
             _one_of(name, ("surrogate", "requantized"), "slice loss")
         for name in self.trace_estimators:
-            _one_of(name, ("hutch++", "hutchinson", "slq", "exact"), "trace estimator")
+            _one_of(name, ("auto", "hutch++", "hutchinson", "slq", "exact"), "trace estimator")
         _one_of(self.density_sigma, ("range", "pyhessian"), "density_sigma")
         if not self.trace_rtol > 0:
             _bad(f"trace_rtol={self.trace_rtol} (must be > 0)")

@@ -9,6 +9,7 @@ activation ranges frozen; every mode, buffer and parameter is put back afterward
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ import torch.nn as nn
 from zsq_probe.events import MetricsRow, ProbeBatch, ProbeContext
 from zsq_probe.hessian import (
     Eigenpairs,
+    ExactTrace,
     HessianOperator,
     SpectralDensity,
     TraceInterval,
@@ -31,6 +33,7 @@ from zsq_probe.hessian import (
     slq_trace,
     top_eigenpairs,
 )
+from zsq_probe.hessian.diagonal import NotPiecewiseLinearError
 from zsq_probe.hessian.distributed import world_size
 from zsq_probe.module_state import preserved_state
 from zsq_probe.probes.base import Probe, Row, grouped_indices
@@ -41,6 +44,14 @@ if TYPE_CHECKING:
     from zsq_probe.config import ProbeConfig, RunConfig
 
 SMALL_PROBE_BATCH = 200  # top eigenvalues from 128 samples are known to vary 10x between draws
+# trace_estimators "auto": the exact trace (Gauss-Newton diagonal) when the model qualifies and its batch x classes
+# per-sample vector-Jacobian products stay within EXACT_PRODUCTS_PER_BUDGET x trace_max_products, Hutch++ otherwise.
+# Measured (docs/benchmarks.md, one thread): one Hessian-vector product costs as much as 173 per-sample products on
+# the digits student (batch 200) and ~143 on a trained ResNet-20 (batch 64), and Hutch++ spends 0.19-0.8 of its
+# budget to reach +-5 %.  At 32 x the budget the exact trace costs 32/143 = 0.22 of the budget in HVP time at most:
+# no more than Hutch++ spent in any measured case, and it is exact.  Digits (200 x 10 = 2000 <= 32 x 100) and CIFAR
+# (200 x 10 <= 32 x 400) get the exact trace; ImageNet (64 x 1000 = 64,000 > 12,800) gets Hutch++.
+EXACT_PRODUCTS_PER_BUDGET = 32
 LOSS_TARGETS = {"ce": "labels", "kl": "teacher_logits"}  # the ProbeBatch field each loss term takes
 
 
@@ -97,8 +108,9 @@ class _Measurement:
 def _hessian_jobs(param_names: list[str], cfg: RunConfig) -> list[tuple[str, str, str, list[str] | None]]:
     """``(loss, scope, group, parameter names or None for all)`` of every Hessian to measure, in order."""
     jobs: list[tuple[str, str, str, list[str] | None]] = []
+    scopes = sorted(cfg.probing.scopes, key=lambda scope: scope != "model")  # model first: its exact diagonal
     for loss in LOSS_TARGETS:
-        for scope in cfg.probing.scopes:
+        for scope in scopes:
             for group, idx in grouped_indices(param_names, scope).items():
                 jobs.append((loss, scope, group, None if scope == "model" else [param_names[i] for i in idx]))
     return jobs
@@ -128,32 +140,64 @@ def _eigenvalue_rows(eig: Eigenpairs, m: _Measurement, loss: str) -> list[Row]:
 
 
 def _estimator_rows(
-    op: HessianOperator, m: _Measurement, loss: str, est: str, eig: Eigenpairs
+    op: HessianOperator, m: _Measurement, loss: str, est: str, eig: Eigenpairs, exact: dict[str, ExactTrace]
 ) -> tuple[Row, list[Row]]:
     """One model-scope trace estimator of `probing.trace_estimators` (its own seed per loss): its trace row and,
-    for SLQ, its density rows."""
+    for SLQ, its density rows.  "auto" runs `exact` or Hutch++ (auto_choice) and says which and why in `reason`;
+    an exact trace that ran is kept in `exact[loss]` (the block / layer scopes read their traces from it)."""
     pc = m.cfg.probing
+    reason = ""
+    if est == "auto":
+        est, reason = auto_choice(m)
     s = sub_seed(m.seed, loss, est)
     if est in ("hutch++", "hutchinson"):
         deflate = eig.eigenvectors if est == "hutch++" else None
         t = estimate_trace(op, est, rtol=pc.trace_rtol, max_products=pc.trace_max_products, deflate=deflate, seed=s)
-        return _trace_row(t, est, s, eig.num_products if est == "hutch++" else 0), []
+        return {**_trace_row(t, est, s, eig.num_products if est == "hutch++" else 0), "reason": reason}, []
     if est == "slq":
         density = slq_density(op, pc.slq_runs, pc.slq_steps, seed=s)
-        return _trace_row(slq_trace(density), "slq", s), density_rows(density, loss, s, pc, m.common)
-    return exact_trace_row(m.student, loss, m.batch, m.cfg), []
+        return {**_trace_row(slq_trace(density), "slq", s), "reason": ""}, density_rows(density, loss, s, pc, m.common)
+    result = exact_trace_or_reason(m.student, loss, m.batch, m.cfg)
+    if isinstance(result, str) and reason:  # auto: the model does not qualify after all -> Hutch++
+        why = f"auto: hutch++ (no exact trace: {result})"
+        t = estimate_trace(
+            op, "hutch++", rtol=pc.trace_rtol, max_products=pc.trace_max_products, deflate=eig.eigenvectors, seed=s
+        )
+        return {**_trace_row(t, "hutch++", s, eig.num_products), "reason": why}, []
+    if isinstance(result, str):
+        return {**_refused_exact_row(loss, result), "reason": ""}, []
+    exact[loss] = result
+    return {**exact_row(result), "reason": reason}, []
+
+
+def auto_choice(m: _Measurement) -> tuple[str, str]:
+    """("exact" or "hutch++", the reason) for trace_estimators "auto": exact when the probe batch's per-sample
+    products (batch x classes) fit EXACT_PRODUCTS_PER_BUDGET x trace_max_products; whether the model qualifies
+    (piecewise linear) is checked when the exact trace runs, and a refusal falls back to Hutch++."""
+    classes = int(m.batch.teacher_logits.shape[-1])
+    products = m.batch.size * classes
+    limit = EXACT_PRODUCTS_PER_BUDGET * m.cfg.probing.trace_max_products
+    cost = f"{m.batch.size} x {classes} = {products} per-sample products"
+    if products <= limit:
+        return "exact", f"auto: exact ({cost} <= {EXACT_PRODUCTS_PER_BUDGET} x trace_max_products = {limit})"
+    return "hutch++", f"auto: hutch++ ({cost} > {EXACT_PRODUCTS_PER_BUDGET} x trace_max_products = {limit})"
 
 
 def _model_scope(
-    op: HessianOperator, m: _Measurement, loss: str, where: Row, rows: dict[str, list[Row]]
+    op: HessianOperator,
+    m: _Measurement,
+    loss: str,
+    where: Row,
+    rows: dict[str, list[Row]],
+    exact: dict[str, ExactTrace],
 ) -> torch.Tensor:
     """Model scope: the top eigenpairs (seed `seed`, the slice probe's), then each trace estimator; rows are
-    added to `rows`; returns the top eigenvector."""
+    added to `rows` (an exact trace that ran to `exact`); returns the top eigenvector."""
     eig = top_pairs(op, m.cfg, m.seed)
     rows["hessian_eigenvalues"] += _eigenvalue_rows(eig, m, loss)
     top = eig.eigenvectors[0].clone()
     for est in m.cfg.probing.trace_estimators:
-        trace_row, density = _estimator_rows(op, m, loss, est, eig)
+        trace_row, density = _estimator_rows(op, m, loss, est, eig, exact)
         rows["hessian_trace"].append({**where, **trace_row})
         rows["hessian_density"] += density
     return top
@@ -176,17 +220,41 @@ def curvature(
     fns = loss_functions(cfg)
     rows: dict[str, list[Row]] = {"hessian_trace": [], "hessian_eigenvalues": [], "hessian_density": []}
     top: dict[str, torch.Tensor] = {}
+    exact: dict[str, ExactTrace] = {}  # loss -> the model-scope exact trace, when one ran
     for loss, scope, group, names in _hessian_jobs(param_names, cfg):
+        if scope != "model" and loss in exact:  # per-group traces from the same diagonal: no products
+            where = {"loss": loss, "scope": scope, "group": group, **common, "num_params": _group_size(student, names)}
+            rows["hessian_trace"].append({**where, **_group_exact_row(exact[loss], scope, group)})
+            continue
         fn, target_name = fns[loss]
         with HessianOperator(
             student, fn, [(batch.inputs, getattr(batch, target_name))], params=names, mode="eval"
         ) as op:
-            where: Row = {"loss": loss, "scope": scope, "group": group, **common, "num_params": op.dim}
+            where = {"loss": loss, "scope": scope, "group": group, **common, "num_params": op.dim}
             if scope == "model":
-                top[loss] = _model_scope(op, m, loss, where, rows)
+                top[loss] = _model_scope(op, m, loss, where, rows, exact)
             else:
-                rows["hessian_trace"].append({**where, **_group_trace(op, m, loss, scope, group)})
+                rows["hessian_trace"].append({**where, **_group_trace(op, m, loss, scope, group), "reason": ""})
     return rows, top
+
+
+def _group_size(student: nn.Module, names: list[str] | None) -> int:
+    """Parameters in a block / layer group (`names`; None: all)."""
+    wanted = None if names is None else set(names)
+    return sum(p.numel() for n, p in student.named_parameters() if wanted is None or n in wanted)
+
+
+def _group_exact_row(t: ExactTrace, scope: str, group: str) -> Row:
+    """A block / layer trace read from the model-scope exact diagonal (no products of its own)."""
+    value = t.by(scope)[group]
+    return {
+        **exact_row(t),
+        "trace": value,
+        "ci_low": value,
+        "ci_high": value,
+        "num_vjps": 0,
+        "reason": "from the model-scope exact diagonal (no products of its own)",
+    }
 
 
 def density_rows(density: SpectralDensity, loss: str, seed: int, pc: ProbeConfig, common: Row) -> list[Row]:
@@ -217,14 +285,11 @@ def density_rows(density: SpectralDensity, loss: str, seed: int, pc: ProbeConfig
     return out
 
 
-def exact_trace_row(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunConfig) -> Row:
-    """The exact trace through the Gauss-Newton diagonal.  A net that is not piecewise linear (or mixes samples)
-    is refused by the diagonal: the row then holds a NaN trace and the reason, with one warning, and the probe
-    goes on."""
-    from zsq_probe.hessian.diagonal import NotPiecewiseLinearError
-
+def exact_trace_or_reason(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunConfig) -> ExactTrace | str:
+    """The exact trace through the Gauss-Newton diagonal, or why the diagonal refused the net (not piecewise
+    linear, or it mixes samples)."""
     try:
-        t = exact_trace(
+        return exact_trace(
             student,
             loss,
             batch.inputs,
@@ -234,7 +299,11 @@ def exact_trace_row(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunCo
             label_smoothing=cfg.label_smoothing if loss == "ce" else 0.0,
         )
     except NotPiecewiseLinearError as e:
-        return _refused_exact_row(loss, str(e))
+        return str(e)
+
+
+def exact_row(t: ExactTrace) -> Row:
+    """The row of an exact trace: no interval (the estimate is a point), no sampling."""
     nan = float("nan")
     return {
         "estimator": "exact",
@@ -252,9 +321,8 @@ def exact_trace_row(student: nn.Module, loss: str, batch: ProbeBatch, cfg: RunCo
 
 
 def _refused_exact_row(loss: str, reason: str) -> Row:
-    """The `exact` row of a model the exact diagonal refuses: NaN trace, the reason in `interval`."""
-    import logging
-
+    """The `exact` row of a model the exact diagonal refuses (asked for by name): NaN trace, the reason in
+    `interval`, one warning."""
     logging.getLogger("zsq_probe.probes").warning(f"hessian probe: no exact {loss} trace: {reason}")
     nan = float("nan")
     return {

@@ -93,7 +93,9 @@ TABLES: dict[str, dict[str, str]] = {
         "scope": "'model', 'block' or 'layer'",
         "group": "parameter group ('all' or a block / layer name)",
         "estimator": "'hutch++' (adaptive, deflated by the top eigenvectors), 'hutchinson' (Rademacher), 'slq' "
-        "(stochastic Lanczos quadrature, independent runs) or 'exact' (Gauss-Newton diagonal)",
+        "(stochastic Lanczos quadrature, independent runs) or 'exact' (Gauss-Newton diagonal; a point, no interval)",
+        "reason": "why this estimator ran when trace_estimators named 'auto' ('auto: exact (...)' / 'auto: hutch++ "
+        "(...)'), or that a block / layer trace was read from the model-scope exact diagonal; '' otherwise",
         "trace": "estimated trace of the Hessian of the loss w.r.t. the group's parameters",
         "stderr": "standard error of the estimate (0 for exact)",
         "ci_low": "lower bound of the 95 % interval (the estimate itself for exact)",
@@ -176,6 +178,7 @@ TEXT_COLUMNS = frozenset(
     {
         "run", "method", "preset", "statistic", "origin", "scope", "group", "layer", "gi_flag", "loss", "estimator",
         "interval", "probe_batch_source", "sigma_rule", "loss_kind", "direction", "scaling", "stopped_by", "health",
+        "reason",
     }
 )  # fmt: skip
 
