@@ -793,8 +793,7 @@ def ggn_diagonal(
     work_dtype = selected[0][1].dtype
     exact, notes = _linearity_verdict(model, inputs, names, mode, check)
 
-    n = _batch_size(inputs)
-    if n == 0:
+    if (n := _batch_size(inputs)) == 0:
         raise ValueError("ggn_diagonal got an empty batch")
     with preserved_state(model, mode=None if mode == "as_is" else mode):
         with torch.no_grad():
