@@ -157,7 +157,8 @@ def low_rank_factor(u: torch.Tensor) -> torch.Tensor:
     h = u.double().transpose(1, 2) @ u.double()
     values, vectors = torch.linalg.eigh(h)  # ascending: the first is the null direction (~0)
     top = values[:, 1:].clamp_min(0).sqrt()  # (N, C-1)
-    return (vectors[:, :, 1:] * top[:, None, :]).transpose(1, 2).to(u.dtype)
+    factor: torch.Tensor = (vectors[:, :, 1:] * top[:, None, :]).transpose(1, 2).to(u.dtype)
+    return factor
 
 
 def output_hessian(loss: str, logits: torch.Tensor, target: torch.Tensor, **kw: Any) -> torch.Tensor:
