@@ -80,7 +80,7 @@ def test_auto_takes_the_exact_trace_and_its_groups_equal_the_dense_hessian():
         got = [r for r in rows["hessian_trace"] if r["loss"] == loss]
         model_row = next(r for r in got if r["scope"] == "model")
         assert model_row["estimator"] == "exact" and model_row["reason"] == (
-            f"auto: exact (16 x 4 = 64 per-sample products <= {EXACT_PRODUCTS_PER_BUDGET} x trace_max_products "
+            f"auto: exact (16 x 3 = 48 per-sample products <= {EXACT_PRODUCTS_PER_BUDGET} x trace_max_products "
             f"= {EXACT_PRODUCTS_PER_BUDGET * 40})"
         )
         total = float(sum(v.sum() for v in dense.values()))
@@ -101,12 +101,12 @@ def test_auto_takes_the_exact_trace_and_its_groups_equal_the_dense_hessian():
 
 
 def test_auto_takes_hutchpp_past_the_product_limit_and_says_why():
-    classes = 40  # 16 x 40 = 640 > 32 x 19
+    classes = 40  # 16 x 39 = 624 > 32 x 19
     model, b, cfg = _Net(nn.ReLU(), classes).to(D), _batch(classes=classes), _cfg(budget=19)
     rows, _ = curvature(model, [n for n, _ in model.named_parameters()], b, cfg, seed=0)
     model_rows = [r for r in rows["hessian_trace"] if r["scope"] == "model"]
     assert {r["estimator"] for r in model_rows} == {"hutch++"}
-    assert all(r["reason"] == "auto: hutch++ (16 x 40 = 640 per-sample products > 32 x trace_max_products = 608)"
+    assert all(r["reason"] == "auto: hutch++ (16 x 39 = 624 per-sample products > 32 x trace_max_products = 608)"
                for r in model_rows)  # fmt: skip
     assert {r["estimator"] for r in rows["hessian_trace"] if r["scope"] != "model"} == {"hutchinson"}
 

@@ -270,7 +270,7 @@ class ProbeConfig:
     batch_size: int = 200  # the probe batch (fixed size, drawn from the probe's own stream)
     # sized so the whole probe suite at this cadence stays near 10 % of training (benchmarks/probe_overhead.py)
     hessian_vectors: int = 10  # Hutchinson probe vectors (block / layer scopes; model scope with "hutchinson")
-    # model-scope trace estimators: auto (exact where the model qualifies and batch x classes <= 32 x
+    # model-scope trace estimators: auto (exact where the model qualifies and batch x (classes - 1) <= 32 x
     # trace_max_products, else hutch++: zsq_probe.probes.curvature.auto_choice), hutch++ (adaptive, deflated by the
     # top eigenvectors), hutchinson, slq, exact
     trace_estimators: list[str] = field(default_factory=lambda: ["auto", "slq"])

@@ -482,8 +482,9 @@ def f2_lines(h_kd: dict, h_zq: dict) -> list[str]:
     gap_text = {"below": "holds", "above": "does not hold (the gap is larger in KD)", "inconclusive": "inconclusive"}[
         gap
     ]
+    interval = "a point: exact, no interval" if h_zq["estimator"] == "exact" else "95 % interval"
     return [
-        f"    measured ({h_zq['estimator']} trace, 95 % interval, last probed epoch): ZQ (GDFQ) epoch "
+        f"    measured ({h_zq['estimator']} trace, {interval}, last probed epoch): ZQ (GDFQ) epoch "
         f"{h_zq['last_epoch']}: {trace(h_zq, 'ce')}, {trace(h_zq, 'kl')}, KL/CE in {ratio(r_zq)}; KD epoch "
         f"{h_kd['last_epoch']}: {trace(h_kd, 'ce')}, {trace(h_kd, 'kl')}, KL/CE in {ratio(r_kd)}.",
         f"    -> KL flatter in ZQ: {flat_text}; larger gap in ZQ than KD: {gap_text} (a difference counts "
@@ -529,7 +530,8 @@ def findings_text(f: dict) -> str:
     lines += [
         "",
         "F2 (paper §3.2, Fig. 2b): the KL surface is flatter than CE (smaller Hessian trace), and the gap "
-        "is larger in ZQ than in KD (one run each: the estimator's 95 % interval).",
+        "is larger in ZQ than in KD (one run each: the estimator's 95 % interval; an exact trace is a point, so two "
+        "exact traces differ whenever they are not equal).",
     ] + f2_lines(f["F2"]["kd"], f["F2"]["gdfq"])
     if diffs.get("F1"):
         lines.append("    other differences: as F1 (the same runs).")

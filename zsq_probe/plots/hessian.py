@@ -132,9 +132,24 @@ def trace_caption(runs) -> str:
     return (
         "Hessian trace of the student's CE loss (wine, circles) and of the KL term as trained, KL·T² (blue, "
         f"squares; T = {t}), w.r.t. all weights, at the epochs the Hessian probe ran; the run's preferred estimator "
-        "with its 95 % interval (band, or error bars when a run has few measurements: markers are not joined, "
-        "nothing is measured between them). One panel per run holding the probe (one seed per method)."
+        "(the exact trace where the run has it, else Hutch++, Hutchinson or SLQ) with its 95 % interval (band, or "
+        "error bars when a run has few measurements: markers are not joined, nothing is measured between them); an "
+        f"exact trace (the Gauss-Newton diagonal) is a point and has no interval.{_estimators_drawn(runs)} One panel "
+        "per run holding the probe (one seed per method)."
     )
+
+
+def _estimators_drawn(runs) -> str:
+    """' Estimator drawn: exact (kd-s0, gdfq-s0).' — which estimator each run's panel shows."""
+    drawn: dict[str, list[str]] = {}
+    for r in runs:
+        if not R.has_table(r, "hessian_trace"):
+            continue
+        est = probe_tables.preferred_estimator(probe_tables.trace_curves(r.read_table("hessian_trace"), r.name))
+        drawn.setdefault(str(est), []).append(r.name)
+    if not drawn:
+        return ""
+    return " Estimator drawn: " + "; ".join(f"{est} ({', '.join(names)})" for est, names in drawn.items()) + "."
 
 
 def trace_grid_figure(runs):

@@ -44,13 +44,13 @@ if TYPE_CHECKING:
     from zsq_probe.config import ProbeConfig, RunConfig
 
 SMALL_PROBE_BATCH = 200  # top eigenvalues from 128 samples are known to vary 10x between draws
-# trace_estimators "auto": the exact trace (Gauss-Newton diagonal) when the model qualifies and its batch x classes
-# per-sample vector-Jacobian products stay within EXACT_PRODUCTS_PER_BUDGET x trace_max_products, Hutch++ otherwise.
+# trace_estimators "auto": the exact trace (Gauss-Newton diagonal) when the model qualifies and its batch x (classes
+# - 1) per-sample vector-Jacobian products stay within EXACT_PRODUCTS_PER_BUDGET x trace_max_products, Hutch++ otherwise.
 # Measured (docs/benchmarks.md, one thread): one Hessian-vector product costs as much as 173 per-sample products on
 # the digits student (batch 200) and ~143 on a trained ResNet-20 (batch 64), and Hutch++ spends 0.19-0.8 of its
 # budget to reach +-5 %.  At 32 x the budget the exact trace costs 32/143 = 0.22 of the budget in HVP time at most:
-# no more than Hutch++ spent in any measured case, and it is exact.  Digits (200 x 10 = 2000 <= 32 x 100) and CIFAR
-# (200 x 10 <= 32 x 400) get the exact trace; ImageNet (64 x 1000 = 64,000 > 12,800) gets Hutch++.
+# no more than Hutch++ spent in any measured case, and it is exact.  Digits (200 x 9 = 1800 <= 32 x 100) and CIFAR
+# (200 x 9 <= 32 x 400) get the exact trace; ImageNet (64 x 999 = 63,936 > 12,800) gets Hutch++.
 EXACT_PRODUCTS_PER_BUDGET = 32
 LOSS_TARGETS = {"ce": "labels", "kl": "teacher_logits"}  # the ProbeBatch field each loss term takes
 
@@ -172,12 +172,12 @@ def _estimator_rows(
 
 def auto_choice(m: _Measurement) -> tuple[str, str]:
     """("exact" or "hutch++", the reason) for trace_estimators "auto": exact when the probe batch's per-sample
-    products (batch x classes) fit EXACT_PRODUCTS_PER_BUDGET x trace_max_products; whether the model qualifies
+    products (batch x (classes - 1)) fit EXACT_PRODUCTS_PER_BUDGET x trace_max_products; whether the model qualifies
     (piecewise linear) is checked when the exact trace runs, and a refusal falls back to Hutch++."""
-    classes = int(m.batch.teacher_logits.shape[-1])
-    products = m.batch.size * classes
+    ranks = max(int(m.batch.teacher_logits.shape[-1]) - 1, 1)  # the output Hessian's rank: C - 1
+    products = m.batch.size * ranks
     limit = EXACT_PRODUCTS_PER_BUDGET * m.cfg.probing.trace_max_products
-    cost = f"{m.batch.size} x {classes} = {products} per-sample products"
+    cost = f"{m.batch.size} x {ranks} = {products} per-sample products"
     if products <= limit:
         return "exact", f"auto: exact ({cost} <= {EXACT_PRODUCTS_PER_BUDGET} x trace_max_products = {limit})"
     return "hutch++", f"auto: hutch++ ({cost} > {EXACT_PRODUCTS_PER_BUDGET} x trace_max_products = {limit})"
