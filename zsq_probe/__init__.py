@@ -35,6 +35,7 @@ _EXPORTS = {
     "StepEvent": "zsq_probe.events",
     "RunDir": "zsq_probe.rundir.store",
     "DatasetSpec": "zsq_probe.data.datasets",
+    "evaluate_quantized": "zsq_probe.teachers.accuracy",
     "UserError": "zsq_probe.errors",
 }
 
