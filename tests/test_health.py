@@ -272,3 +272,19 @@ def test_a_healthy_tiny_run_trips_no_check(tmp_path, digits_teacher):
     assert done.returncode == 0 and "health check" not in done.stderr and "warning" not in done.stderr
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["health"] == {"ok": True, "tripped": {}} and summary["final_val_top1"] > 0.5
+
+
+def test_captions_name_the_range_rule_and_the_runs_that_tripped(tmp_path, digits_teacher):
+    from zsq_probe.plots import write_figures
+
+    collapsed, healthy = tmp_path / "collapsed", tmp_path / "healthy"
+    assert main_in_process([*COLLAPSE, "--out", collapsed]).returncode == 0
+    flags = ["train", "--preset", "gdfq", "--epochs", "2", "--iters-per-epoch", "4", "--set", "warmup_epochs=1"]
+    assert main_in_process([*flags, "--seed", "1", "--out", healthy]).returncode == 0
+    written, failed = write_figures([collapsed, healthy], tmp_path / "figs", only=["fig5"])
+    assert failed == 0 and written
+    caption = next((tmp_path / "figs").glob("fig5*.txt")).read_text()
+    assert "Activation ranges: range_ema=bias-corrected, 4 updates before freezing (collapsed); " in caption
+    assert "range_ema=plain, 8 updates before freezing (healthy)" in caption
+    assert "Health checks tripped (the student may have collapsed; see each run's summary.json): collapsed: " in caption
+    assert "chance_top1 (epochs 1, 2)" in caption and "healthy:" not in caption
