@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import secrets
 import signal
-import tempfile
 from pathlib import Path
 
 FAULT_ENV = "ZSQ_PROBE_FAULT"
-_UMASK = os.umask(0o022)  # read the process umask once (at import) ...
-os.umask(_UMASK)  # ... and put it back
+_TEMP_ATTEMPTS = 100
 
 
 def fault_point(site: str) -> None:
@@ -37,15 +36,26 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _new_temp_file(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new hidden file `.NAME.PID-XXXX.tmp` beside `path`, created with mode 0o666 so the kernel
+    applies the process umask (as for any file the user writes; mkstemp's 0600 would not), never an existing one."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = str(path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def atomic_write_bytes(path: Path, data: bytes, site: str | None = None) -> None:
     """Write `data` to a hidden temporary file next to `path`, fsync it, rename it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600 files: give the usual umask-based mode instead
-                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
