@@ -40,6 +40,7 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(model_store, "_download", refuse)
     monkeypatch.setattr(model_store, "get_model_file", refuse)
+    monkeypatch.setattr(models, "_fetch", refuse)  # our own downloader (release files pytorchcv no longer lists)
 
 
 def states_equal(a: nn.Module, b: nn.Module) -> bool:

@@ -42,6 +42,7 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(model_store, "_download", refuse)
     monkeypatch.setattr(model_store, "get_model_file", refuse)
+    monkeypatch.setattr(models, "_fetch", refuse)  # our own downloader (release files pytorchcv no longer lists)
 
 
 def quiet(fn, *args, **kwargs):
@@ -321,16 +322,15 @@ def test_resnet18_given_path_is_recognised_by_name(r18_state_file, tmp_path):
 def test_resnet18_download_fetches_the_papers_release(r18_state_file, tmp_path, monkeypatch):
     calls = []
 
-    def fake_download(url, path=None, overwrite=False, **kwargs):
+    def fake_download(url, path):
         calls.append(url)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
             zf.write(r18_state_file, arcname=PAPER_R18)
         with open(path, "wb") as f:
             f.write(buf.getvalue())
-        return path
 
-    monkeypatch.setattr(model_store, "_download", fake_download)
+    monkeypatch.setattr(models, "_fetch", fake_download)
     with pytest.warns(UserWarning, match="differs from pytorchcv's record"):
         _, info = load_teacher("resnet18", root=tmp_path, download=True)
     assert calls == [f"https://github.com/osmr/imgclsmob/releases/download/v0.0.153/{PAPER_R18}.zip"]

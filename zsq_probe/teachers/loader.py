@@ -392,16 +392,31 @@ def known_weight_file(name: str, file_name: str) -> WeightFile | None:
         return None
 
 
+def _fetch(url: str, path: Path, timeout: float = 60.0) -> None:
+    """Download `url` to `path` (through a temporary file beside it, renamed when complete)."""
+    import shutil
+    import urllib.request
+
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as f:
+            shutil.copyfileobj(response, f)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _download_release(wf: WeightFile, folder: Path) -> Path:
     """Fetch a weight file that today's pytorchcv no longer lists, the way pytorchcv fetches its own:
-    ``{imgclsmob}/releases/download/{release}/{file}.zip`` through its downloader, unzipped into ``folder``."""
+    ``{imgclsmob}/releases/download/{release}/{file}.zip`` (pytorchcv's public repository URL; our own few lines
+    of urllib, not its private downloader), unzipped into ``folder``."""
     from pytorchcv.models.common import model_store  # on first use (module docstring)
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / wf.file_name
     archive = folder / (wf.file_name + ".zip")
     url = f"{model_store.imgclsmob_repo_url}/releases/download/{wf.release}/{wf.file_name}.zip"
-    model_store._download(url=url, path=str(archive), overwrite=True)
+    _fetch(url, archive)
     try:
         with zipfile.ZipFile(archive) as zf:
             if wf.file_name not in zf.namelist():
