@@ -52,6 +52,11 @@ TRAIN_CASES = [
     ("hessian_top_k=0", ["--set", "hessian_top_k=0"], "hessian_top_k"),
     ("zeroq_images=1e12", ["--set", "zeroq_images=1000000000000"], "zeroq_images"),
     ("slice_points=1e9", ["--set", "slice_points=1000000000"], "slice_points"),
+    # issue 35: bounds on threads and workers (4 x the usable CPUs), devices this torch cannot use
+    ("threads 100000", ["--threads", "100000"], "--threads must be in [1, "),
+    ("threads 0", ["--threads", "0"], "--threads must be in [1, "),
+    ("num-workers 100000", ["--num-workers", "100000"], "num_workers=100000 (at most"),
+    ("device cuda:64", ["--device", "cuda:64"], "--device cuda:64: this torch sees"),
 ]
 
 
@@ -59,6 +64,18 @@ def _run(argv, capsys):
     rc = main(argv)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     return rc, err
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this torch has MPS")
+def test_a_device_this_torch_lacks_is_one_line_exit_2(tmp_path, capsys):
+    for command in (TRAIN, ["cosine", "--run", str(tmp_path / "no-run")], ["eval", "--teacher", "digits"]):
+        rc, err = _run(
+            [*command, "--device", "mps", *(["--out", str(tmp_path / "r")] if command is TRAIN else [])], capsys
+        )
+        assert rc == 2 and err == [
+            f"zsq-probe {command[0]}: error: --device mps: this torch ({torch.__version__}) has no usable mps device"
+        ]
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("argv,mention", [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,41 @@ def _check_device(device: str) -> None:
         torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         _bad(f"device={device!r} (cpu, cuda, cuda:N, mps, ...)")
+
+
+def device_available(device: str) -> None:
+    """UserError unless this torch can use `device` now (a run's config may name a device of another machine, so
+    this is checked where a command is about to compute, not when a config is read)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"--device {device!r} is not a device name (cpu, cuda, cuda:N, mps, ...)") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            raise UserError(f"--device {device}: this torch sees {count} CUDA device(s)")
+        return
+    backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise UserError(f"--device {device}: this torch ({torch.__version__}) has no usable {dev.type} device")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the platform says, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
+def max_workers() -> int:
+    """The most threads or data-loading workers a command takes: 4 x usable_cpus() (more only oversubscribes,
+    and torch segfaults on a count such as 100000)."""
+    return 4 * usable_cpus()
 
 
 def _bad(msg: str) -> NoReturn:
@@ -193,6 +229,11 @@ class DataConfig:
         _one_of(self.source, ("generator", "real", "zeroq"), "source")
         _one_of(self.normalization, ("reference", "pytorchcv"), "normalization")
         _at_least(self, 0, "num_workers")
+        if self.num_workers > max_workers():
+            _bad(
+                f"num_workers={self.num_workers} (at most {max_workers()}: 4 x the {usable_cpus()} CPU(s) this "
+                "process may use)"
+            )
 
 
 @dataclass

@@ -24,7 +24,7 @@ import sys
 
 from zsq_probe import __version__
 from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, recipe, train
-from zsq_probe.cli.common import check_threads, console_logging, interrupted_status, sigterm_raises
+from zsq_probe.cli.common import check_device, check_threads, console_logging, interrupted_status, sigterm_raises
 from zsq_probe.errors import ComputeError, UserError, one_line
 
 COMMAND_MODULES = (evaluate, presets, train, demo, posthoc, figures, compare, recipe)
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     try:
         with sigterm_raises(), console_logging(quiet=bool(getattr(args, "quiet", False))):
             check_threads(args)
+            check_device(args)
             return args.handler(args) or 0
     except ComputeError as e:
         print(f"zsq-probe {args.command}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)

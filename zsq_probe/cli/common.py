@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 
+from zsq_probe.config import device_available, max_workers, usable_cpus
 from zsq_probe.errors import UserError, one_line
 
 DEFAULT_TEACHER = "digits"
@@ -73,10 +74,22 @@ def show_progress(args) -> bool:
 
 
 def check_threads(args) -> None:
-    """--threads must be a positive count (UserError otherwise, before anything runs)."""
+    """--threads in [1, 4 x the CPUs this process may use] (config.max_workers; UserError otherwise, before
+    anything runs: torch segfaults on a huge count)."""
     threads = getattr(args, "threads", None)
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
+    if threads is not None and not 1 <= threads <= max_workers():
+        raise UserError(
+            f"--threads must be in [1, {max_workers()}] (4 x the {usable_cpus()} CPU(s) this process may use), "
+            f"got {threads}"
+        )
+
+
+def check_device(args) -> None:
+    """--device names a device this torch has (UserError otherwise: 'mps' on a torch without MPS, a CUDA index past
+    the last GPU, ...); checked before anything runs."""
+    device = getattr(args, "device", None)
+    if device:
+        device_available(device)
 
 
 class ConsoleHandler(logging.Handler):

@@ -44,8 +44,9 @@ if TYPE_CHECKING:
     from zsq_probe.config import ProbeConfig, RunConfig
 
 SMALL_PROBE_BATCH = 200  # top eigenvalues from 128 samples are known to vary 10x between draws
-# trace_estimators "auto": the exact trace (Gauss-Newton diagonal) when the model qualifies and its batch x (classes
-# - 1) per-sample vector-Jacobian products stay within EXACT_PRODUCTS_PER_BUDGET x trace_max_products, Hutch++ otherwise.
+# trace_estimators "auto": the exact trace (Gauss-Newton diagonal) when the model qualifies and its
+# batch x (classes - 1) per-sample vector-Jacobian products stay within EXACT_PRODUCTS_PER_BUDGET x
+# trace_max_products, Hutch++ otherwise.
 # Measured (docs/benchmarks.md, one thread): one Hessian-vector product costs as much as 173 per-sample products on
 # the digits student (batch 200) and ~143 on a trained ResNet-20 (batch 64), and Hutch++ spends 0.19-0.8 of its
 # budget to reach +-5 %.  At 32 x the budget the exact trace costs 32/143 = 0.22 of the budget in HVP time at most:
