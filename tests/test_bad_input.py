@@ -446,3 +446,20 @@ def test_summary_records_skipped_steps_and_the_cli_ends_with_them(digits_teacher
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
     assert len(err) == 1 and err[0].startswith("warning: 1 training step(s)") and "skipped" in err[0], err
+
+
+@pytest.mark.parametrize(
+    "argv,line",
+    [
+        (
+            ["train", "--threads", "x", "--out", "r"],
+            "zsq-probe train: error: argument --threads: invalid int value: 'x'",
+        ),
+        (["figures"], "zsq-probe figures: error: the following arguments are required: --runs, --out"),
+        (["train", "--out", "r", "--width", "3"], "zsq-probe: error: unrecognized arguments: --width 3"),
+    ],
+)
+def test_argparse_errors_are_one_line_exit_2(tmp_path, capsys, argv, line):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and capsys.readouterr().err.splitlines() == [line]

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from zsq_probe.cli import main
+from zsq_probe.config import max_workers, usable_cpus
 
 
 def run_cli(args, capsys):
@@ -384,7 +385,10 @@ def test_threads_are_set_recorded_and_put_back_and_a_resume_with_others_says_so(
     doc = json.loads((out / "config.json").read_text())
     assert doc["threads"] == before + 1 and doc["resumed_threads"] == [{"after_epoch": 1, "threads": before}]
     assert main(["train", *TINY_TRAIN, "--out", str(tmp_path / "bad"), "--threads", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "zsq-probe train: error: --threads must be >= 1, got 0"
+    assert capsys.readouterr().err.strip() == (
+        f"zsq-probe train: error: --threads must be in [1, {max_workers()}] (4 x the {usable_cpus()} CPU(s) this "
+        "process may use), got 0"
+    )
     assert not (tmp_path / "bad").exists()
 
 

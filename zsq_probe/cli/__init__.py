@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 
 from zsq_probe import __version__
 from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, recipe, train
@@ -30,15 +31,28 @@ from zsq_probe.errors import ComputeError, UserError, one_line
 COMMAND_MODULES = (evaluate, presets, train, demo, posthoc, figures, compare, recipe)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (`zsq-probe train: error: argument --threads: invalid int
+    value: 'x'`) and exit status 2, like every other bad input; `--help` still prints the usage."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print `PROG: error: MESSAGE` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `zsq-probe` argument parser: every command module's commands, in COMMAND_MODULES order."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="zsq-probe",
         description="Loss-surface diagnostics for zero-shot quantization (AIT / GDFQ): train, probe, plot.",
     )
     parser.add_argument("--version", action="version", version=f"zsq-probe {__version__}")
     sub = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, help="the command (zsq-probe COMMAND --help: its flags)"
+        parser_class=OneLineParser,
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        help="the command (zsq-probe COMMAND --help: its flags)",
     )
     for module in COMMAND_MODULES:
         module.register(sub)
