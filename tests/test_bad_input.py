@@ -57,6 +57,14 @@ TRAIN_CASES = [
     ("threads 0", ["--threads", "0"], "--threads must be in [1, "),
     ("num-workers 100000", ["--num-workers", "100000"], "num_workers=100000 (at most"),
     ("device cuda:64", ["--device", "cuda:64"], "--device cuda:64: this torch sees"),
+    ("preset ''", ["--preset", ""], "--preset: empty value"),
+    ("probes ','", ["--probes", ","], "--probes: empty value or list item in ','"),
+    ("probes a,,b", ["--probes", "cosine,,crossings"], "--probes: empty value or list item"),
+    ("force alone", ["--force"], "--force only goes with --resume"),
+    ("data-root for digits", ["--data-root", "/no/such/folder"], "the embedded digits default reads no data folder"),
+    ("data-root a file", ["--data-root", __file__], "the embedded digits default reads no data folder"),
+    ("set method", ["--set", "method=bogus"], "--set method=...: the method label comes from --preset"),
+    ("set preset", ["--preset", "gdfq", "--set", "preset=ait"], "--set preset=...: the preset is chosen with --preset"),
 ]
 
 

@@ -583,9 +583,18 @@ def parse_assignment(text: str) -> tuple[str, ConfigValue]:
         raise UserError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
     key = _DOTTED.get(key.strip(), key.strip())
+    if key in NOT_SETTABLE:
+        raise UserError(f"--set {key}=...: {NOT_SETTABLE[key]}")
     if key not in FIELD_TYPES:
         raise UserError(f"--set: unknown config key {key!r}{did_you_mean(key, FIELD_NAMES)}")
     return key, coerce(key, raw.strip())
+
+
+# keys --set may not change: every row and the summary are labelled with them, and they must say what ran
+NOT_SETTABLE = {
+    "method": "the method label comes from --preset (`zsq-probe presets` lists them), not from --set",
+    "preset": "the preset is chosen with --preset, not with --set",
+}
 
 
 def coerce(key: str, raw: object) -> ConfigValue:

@@ -32,7 +32,7 @@ def parse_epochs(value, last: int | None = None, what: str = "the run") -> list[
         for part in value.split(","):
             part = part.strip()
             if not part:
-                continue
+                raise UserError(f"epochs {shown} has an empty item (write them as 0,5,10-12)")
             if "-" in part[1:]:
                 first, final = (int(x) for x in part.split("-", 1))
                 if final < first:

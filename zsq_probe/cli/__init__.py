@@ -25,7 +25,15 @@ import typing
 
 from zsq_probe import __version__
 from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, recipe, train
-from zsq_probe.cli.common import check_device, check_threads, console_logging, interrupted_status, sigterm_raises
+from zsq_probe.cli.common import (
+    check_device,
+    check_flag_sense,
+    check_no_empty_values,
+    check_threads,
+    console_logging,
+    interrupted_status,
+    sigterm_raises,
+)
 from zsq_probe.errors import ComputeError, UserError, one_line
 
 COMMAND_MODULES = (evaluate, presets, train, demo, posthoc, figures, compare, recipe)
@@ -65,6 +73,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with sigterm_raises(), console_logging(quiet=bool(getattr(args, "quiet", False))):
+            check_no_empty_values(args)
+            check_flag_sense(args)
             check_threads(args)
             check_device(args)
             return args.handler(args) or 0

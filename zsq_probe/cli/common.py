@@ -84,6 +84,41 @@ def check_threads(args) -> None:
         )
 
 
+def check_no_empty_values(args) -> None:
+    """No flag is an empty string, a list with an empty item or a comma list with an empty item (`--preset ""`,
+    `--out ""`, `--probes cosine,,crossings`): UserError naming the flag, before anything runs."""
+    for key, value in vars(args).items():
+        if key in ("handler", "command") or value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if not isinstance(item, str):
+                continue
+            parts = item.split(",") if key in COMMA_LISTS else [item]
+            if any(not part.strip() for part in parts):
+                flag = "--" + key.replace("_", "-")
+                raise UserError(f"{flag}: empty value{' or list item' if key in COMMA_LISTS else ''} in {item!r}")
+
+
+def check_flag_sense(args) -> None:
+    """Flags that cannot do what they say: `--force` without `--resume` (it only lets a resume change settings),
+    and a `--data-root` for the embedded digits default, which reads none (a mistyped or missing `--teacher`,
+    most likely).  A data root of a real data set is checked by its loader, which says what it expected."""
+    if getattr(args, "force", False) and not getattr(args, "resume", False):
+        raise UserError("--force only goes with --resume (it lets a resume change the run's settings)")
+    root = getattr(args, "data_root", None)
+    teacher, data = getattr(args, "teacher", None), getattr(args, "data", None)
+    digits = data == "digits" or (data is None and teacher in (None, DEFAULT_TEACHER) and hasattr(args, "teacher"))
+    if root is not None and digits and not getattr(args, "resume", False):
+        raise UserError(
+            f"--data-root {root}: the embedded digits default reads no data folder (name the teacher with --teacher, "
+            f"e.g. resnet20_cifar10)"
+        )
+
+
+COMMA_LISTS = ("probes", "only", "epochs", "format", "kd_seeds", "zq_seeds")
+
+
 def check_device(args) -> None:
     """--device names a device this torch has (UserError otherwise: 'mps' on a torch without MPS, a CUDA index past
     the last GPU, ...); checked before anything runs."""
