@@ -212,7 +212,7 @@ def test_ranges_that_freeze_before_the_generator_settles_are_named(caplog):
         row: dict[str, object] = {"epoch": epoch, "loss_bns": bns, **healthy}
         health.on_epoch_end(ctx, epoch, row)
         assert row["health"] == expected, (epoch, bns)
-    assert "BNS loss (0.6, the epoch's mean) is 67% of its value at the first step (0.9; > 50%)" in caplog.text
+    assert "BNS loss (0.6, the epoch's mean) is 67% of its highest value in the first epoch (0.9; > 50%)" in caplog.text
 
 
 def test_the_checks_leave_the_student_as_they_found_it():
