@@ -288,3 +288,23 @@ def test_captions_name_the_range_rule_and_the_runs_that_tripped(tmp_path, digits
     assert "range_ema=plain, 8 updates before freezing (healthy)" in caption
     assert "Health checks tripped (the student may have collapsed; see each run's summary.json): collapsed: " in caption
     assert "chance_top1 (epochs 1, 2)" in caption and "healthy:" not in caption
+
+
+def test_reference_ranges_that_will_settle_are_not_judged_while_they_settle(caplog):
+    cfg = resolve_config("gdfq", "resnet20_cifar10", flags={"iters_per_epoch": 40, "act_range_epochs": 4})
+    assert cfg.quant.range_ema == "bias-corrected"  # 160 updates >= 153: the reference's rule by default
+    health = HealthCheck(cfg)
+    health.classes = 10
+    ctx = _context(ConstantLogits(torch.zeros(10)), ConstantLogits(torch.zeros(10)), cfg)
+    ctx.iterations_per_epoch = 40
+    collapsed = {"val_top_class_share": 1.0, "val_entropy_ratio": 1.0, "val_top1": 0.1, "loss_bns": float("nan")}
+    judged = []
+    for epoch in (1, 2, 3, 4, 5):
+        row: dict[str, object] = {"epoch": epoch, **collapsed}
+        with caplog.at_level(logging.INFO, logger="zsq_probe.training.health"):
+            health.on_epoch_end(ctx, epoch, row)
+        judged.append(row["health"] != "")
+    assert judged == [False, False, False, True, True]  # 40, 80, 120 updates: settling; 160 >= 153 from epoch 4
+    assert "have had 40 of the 153 updates they need to settle (a steady range reads 1.28e+03x too wide now)" in (
+        caplog.text
+    )
