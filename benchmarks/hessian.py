@@ -13,7 +13,7 @@ Sections (``--sections``, default all four):
      one table per loss with a row per method: products (Hessian-vector products "HVP", or per-sample
      vector-Jacobian products "VJP"), seconds (CPU seconds, ``time.process_time``; wall seconds on CUDA), the
      trace, its 95 % interval when the method gives one, and whether that interval covers the exact trace.
-     Rows: ours ``auto`` (what trace_estimators "auto" picks: the exact trace where batch x classes <=
+     Rows: ours ``auto`` (what trace_estimators "auto" picks: the exact trace where batch x (classes - 1) <=
      EXACT_PRODUCTS_PER_BUDGET x 400), ours ``exact`` (Gauss-Newton diagonal, ``--exact``), ours Hutch++ (the
      probe's default: top-3 eigenvectors deflate Hutch++, adaptive to +-5 %, budget 400), plain Hutchinson
      (``--reference-vectors`` samples, and the products it needs for +-5 % from their sd), BackPACK
@@ -779,8 +779,8 @@ def resnet20_trace(args: argparse.Namespace, device: torch.device) -> int:
     for loss in ("ce", "kl"):
         ok &= resnet20_loss_table(p, loss, args, libs)
     print(
-        "target: ours Hutch++ covers the exact trace (without --exact: overlaps the Hutchinson reference) and "
-        "spends <= 1/4 of the products plain Hutchinson needs for its half-width"
+        "target: ours Hutch++ covers the exact trace (without --exact: overlaps the Hutchinson reference), and with "
+        "--exact and BackPACK installed, ours/BackPACK time <= 1.0 for the exact diagonal"
     )
     return 0 if ok else 1
 
@@ -824,7 +824,11 @@ def resnet20_loss_table(p: Problem, loss: str, args: argparse.Namespace, libs: d
     low, high = (
         (exact, exact) if math.isfinite(exact) else (st.ref.estimate - st.ref_half, st.ref.estimate + st.ref_half)
     )
-    return st.ours.ci_low <= high and low <= st.ours.ci_high and st.products <= st.need / 4
+    covers = st.ours.ci_low <= high and low <= st.ours.ci_high
+    # issue 33's targets: the default's estimate covers the exact trace, and the exact diagonal costs no more than
+    # BackPACK's (the old "<= 1/4 of Hutchinson's products" held on the digits student only: 0.34 / 0.16 here)
+    as_fast = "ours" not in exact_secs or "backpack" not in exact_secs or exact_secs["ours"] <= exact_secs["backpack"]
+    return covers and as_fast
 
 
 def clear_grads(model: nn.Module) -> None:
@@ -1093,10 +1097,11 @@ def stochastic_rows(st: Stochastic) -> list[Row]:
 
 def auto_row(p: Problem, exact_rows: list[Row], st: Stochastic) -> Row:
     """What trace_estimators "auto" picks (zsq_probe.probes.curvature.auto_choice's rule): the exact trace where
-    batch x classes <= EXACT_PRODUCTS_PER_BUDGET x the budget, else Hutch++ (the numbers of that row)."""
+    batch x (classes - 1) <= EXACT_PRODUCTS_PER_BUDGET x the budget, else Hutch++ (the numbers of that row)."""
     from zsq_probe.probes.curvature import EXACT_PRODUCTS_PER_BUDGET
 
     n, c = p.t_logits.shape
+    c -= 1  # the output Hessian's rank: the products the exact diagonal runs per sample
     limit = EXACT_PRODUCTS_PER_BUDGET * OURS_BUDGET
     rule = f"{n} x {c} = {n * c} {'<=' if n * c <= limit else '>'} {EXACT_PRODUCTS_PER_BUDGET} x {OURS_BUDGET}"
     if n * c > limit:
