@@ -48,7 +48,7 @@ def run(args) -> int:
     """Run the demo into --out; exit status 0."""
     from zsq_probe.demo import DIGITS, laptop_scale, run_demo  # loads when the command runs (zsq_probe.cli)
     from zsq_probe.errors import UserError
-    from zsq_probe.training.threads import torch_threads
+    from zsq_probe.threads import torch_threads
 
     if args.scale == "digits" and (args.data_root or args.weights or args.weights_root):
         raise UserError("--data-root, --weights and --weights-root are for --scale laptop (digits is embedded)")

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Check the flags, evaluate the teacher in full precision and quantised, print the result; exit status 0."""
-    from zsq_probe.training.threads import torch_threads  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.threads import torch_threads  # loads when the command runs (zsq_probe.cli)
 
     for flag, bits in (("--w-bits", args.w_bits), ("--a-bits", args.a_bits)):
         if not 2 <= bits <= 8:

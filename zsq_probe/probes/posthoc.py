@@ -23,7 +23,7 @@ from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext
 from zsq_probe.rundir.store import PathArg, RunDir, epoch_key, key_epoch
-from zsq_probe.training.threads import torch_threads
+from zsq_probe.threads import torch_threads
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec

@@ -19,7 +19,7 @@ from zsq_probe.rundir.output import RUN_NAMES, check_output
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
 from zsq_probe.training.build import build_run
 from zsq_probe.training.loop import Trainer
-from zsq_probe.training.threads import torch_threads
+from zsq_probe.threads import torch_threads
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec
