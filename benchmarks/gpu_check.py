@@ -54,7 +54,7 @@ def median_seconds(fn, device, steps: int, warmup: int) -> float:
 def tiny_run(device: str, out: Path) -> dict:
     from zsq_probe.presets import resolve_config
     from zsq_probe.rundir.store import RunDir
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
 
     flags = {
         "epochs": 2,

@@ -543,8 +543,8 @@ def digits_operators(args, device):
     from zsq_probe.hessian import HessianOperator
     from zsq_probe.presets import resolve_config
     from zsq_probe.probes.curvature import loss_functions
-    from zsq_probe.probes.posthoc import open_run
-    from zsq_probe.training.run import train
+    from zsq_probe.runs.posthoc import open_run
+    from zsq_probe.runs.training_run import train
 
     out = tempfile.mkdtemp(prefix="zsq-bench-digits-")
     cfg = resolve_config("gdfq", "digits", overrides=["epochs=3", f"seed={args.seed}"])

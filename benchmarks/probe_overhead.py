@@ -24,7 +24,7 @@ from zsq_probe.config import RunConfig
 from zsq_probe.presets import resolve_config
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
 from zsq_probe.probes import build_probes
-from zsq_probe.training import train
+from zsq_probe.runs import train
 
 
 def timed_run(cfg, out: Path) -> float:

@@ -309,7 +309,7 @@ def test_the_runner_trains_through_the_library(tmp_path, monkeypatch):
         )
         return {"best_val_top1": 0.5, "final_val_top1": 0.5}
 
-    monkeypatch.setattr("zsq_probe.training.train", fake_train)
+    monkeypatch.setattr("zsq_probe.runs.train", fake_train)
     result = run_recipe("fig1", "tiny", tmp_path, seeds=1, sets=FAST)
     jobs = {j.path: j for j in result.plan.jobs}
     assert len(calls) == len(jobs) == 2 and result.ok and result.table is None
@@ -479,7 +479,7 @@ def test_tab1_end_to_end_tiny_and_resume(tmp_path, capsys, digits_teacher):
 def test_a_partial_run_is_resumed(tmp_path, capsys, digits_teacher):
     from zsq_probe.events import Observer
     from zsq_probe.rundir.store import RunDir
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
 
     class CrashAt(Observer):
         def on_epoch_start(self, ctx, epoch):

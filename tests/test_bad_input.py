@@ -176,7 +176,7 @@ def _tiny_cfg(**sets):
 
 
 def test_poisoned_parameters_stop_the_run_without_a_poisoned_checkpoint(tmp_path, monkeypatch):
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
     from zsq_probe.training.loop import NonFiniteError, Trainer
 
     original = Trainer.student_step
@@ -211,7 +211,7 @@ def test_checkpoint_guard_refuses_non_finite_state():
 def test_parameter_check_does_not_change_the_numbers(tmp_path):
     """The per-step check only reads: two identical runs give identical metrics (the reference parquet test
     pins the numbers bit for bit against the stored run)."""
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
 
     a = train(_tiny_cfg(epochs=1), tmp_path / "a", progress=False)
     b = train(_tiny_cfg(epochs=1), tmp_path / "b", progress=False)

@@ -394,7 +394,7 @@ def test_threads_are_set_recorded_and_put_back_and_a_resume_with_others_says_so(
 
 def test_the_library_trains_without_bars_unless_asked(digits_teacher, tmp_path, capsys):
     from zsq_probe.presets import resolve_config
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
 
     cfg = resolve_config("gdfq", flags={"epochs": 1, "iters_per_epoch": 2, "batch_size": 16, "val_max_batches": 1})
     train(cfg, tmp_path / "quiet")
@@ -415,7 +415,7 @@ def test_posthoc_json_is_alone_on_stdout(digits_teacher, tmp_path, capsys):
 
     import torch
 
-    from zsq_probe.probes.posthoc import probe_run
+    from zsq_probe.runs.posthoc import probe_run
 
     before = torch.get_num_threads()
     probe_run(run, "cosine", epochs=[1], overwrite=True, threads=before + 1)

@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from zsq_probe.demo import HIGH_LR, crossing_stats, findings_text, seed_stats
+from zsq_probe.runs.demo import HIGH_LR, crossing_stats, findings_text, seed_stats
 
 
 def _crossings(changed, size=1000, steps=10, p=float("nan"), epoch=12, level=None, net=None):
@@ -186,7 +186,7 @@ def test_every_verdict_follows_the_interval_rule_on_the_papers_pairs():
 
 def test_demo_high_lr_runs_share_the_others_schedule_and_seeds():
     from zsq_probe.config import config_diff
-    from zsq_probe.demo import DEMO_SEEDS, demo_plan
+    from zsq_probe.runs.demo import DEMO_SEEDS, demo_plan
 
     plan = demo_plan("cpu", 0)
     assert [k for k in plan if k.startswith(HIGH_LR)] == [f"{HIGH_LR}-s{s}" for s in range(DEMO_SEEDS)]
@@ -201,7 +201,7 @@ def test_demo_curvature_probes_on_the_fig2_pair_and_zero_shot_runs_alike():
     """Fig. 2 and F2 contrast KD with GDFQ (paper §3.2): only their first seeds carry the Hessian and slice
     probes; KL-only and AIT keep the cosine, inter-epoch and crossings probes.  Every zero-shot run takes the
     demo's 16 iterations per epoch; KD keeps its one pass over the real split."""
-    from zsq_probe.demo import DEMO_RUNS, DEMO_SEEDS, demo_plan
+    from zsq_probe.runs.demo import DEMO_RUNS, DEMO_SEEDS, demo_plan
 
     plan = demo_plan("cpu", 0)
     assert len(plan) == len(DEMO_RUNS) * DEMO_SEEDS + DEMO_SEEDS
@@ -225,7 +225,7 @@ def _stepping_from_epoch_1(run):
 def test_f1_and_f3_read_every_run_over_the_same_student_epochs(tmp_path):
     from fabricated_runs import LAYERS, STEPS, make_run
 
-    from zsq_probe.demo import _measure_f1, _measure_f3, common_student_epochs
+    from zsq_probe.runs.demo import _measure_f1, _measure_f3, common_student_epochs
 
     def seeds(method, **kw):
         # only the tables F1 and F3 read (epochs from metrics)
@@ -268,10 +268,10 @@ def test_the_demo_names_only_the_probes_whose_tables_a_run_writes(tmp_path, digi
     crossings named) writes exactly those probes' tables -- no crossings for the KD baseline's float student."""
     import logging
 
-    from zsq_probe.demo import demo_plan, run_probes
     from zsq_probe.probe_registry import BUILTIN_PROBES
     from zsq_probe.rundir.store import RunDir
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
+    from zsq_probe.runs.demo import demo_plan, run_probes
 
     plan = demo_plan("cpu", 0)
     for name in ("kd-s1", "gdfq-s1"):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from zsq_probe.cli import main
-from zsq_probe.demo import demo_plan, laptop_scale
 from zsq_probe.errors import UserError
 from zsq_probe.presets import LAPTOP_SCALE_SETTINGS
 from zsq_probe.recipes import plan_recipe
+from zsq_probe.runs.demo import demo_plan, laptop_scale
 
 pytestmark = pytest.mark.teacher_free
 

@@ -226,7 +226,7 @@ def _without_lock(snap: dict) -> dict:
 def three_checkpoints(tmp_path_factory, digits_teacher) -> Path:
     """A short GDFQ run, no probes, checkpoints at epochs 0, 1 and 2 (each test copies it before changing it)."""
     from zsq_probe.presets import resolve_config
-    from zsq_probe.training.run import train
+    from zsq_probe.runs.training_run import train
 
     out = tmp_path_factory.mktemp("edges") / "run"
     flags = {"epochs": 2, "iters_per_epoch": 2, "batch_size": 16, "warmup_epochs": 0, "val_max_batches": 1}

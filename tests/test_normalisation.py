@@ -114,7 +114,7 @@ def r20_root(tmp_path_factory):
 @pytest.mark.parametrize("norm", ["reference", "pytorchcv"])
 def test_training_validates_and_records_under_the_configured_normalisation(r20_root, tmp_path, norm, no_network):
     from zsq_probe.rundir.store import RunDir
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
     from zsq_probe.training.build import build_run
 
     cfg = resolve_config(

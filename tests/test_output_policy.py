@@ -42,7 +42,7 @@ def test_the_manifest_records_what_a_command_wrote(tmp_path):
 
 
 def test_demo_refuses_a_foreign_folder_and_resumes_its_own(tmp_path, capsys):
-    from zsq_probe.demo import check_out
+    from zsq_probe.runs.demo import check_out
 
     out = tmp_path / "demo"
     out.mkdir()

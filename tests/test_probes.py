@@ -12,10 +12,11 @@ from zsq_probe.events import Observer
 from zsq_probe.module_state import preserved_state
 from zsq_probe.presets import resolve_config
 from zsq_probe.probes import build_probes
-from zsq_probe.probes.posthoc import probe_run
 from zsq_probe.quantization.losses import ce_to_labels, kl_to_teacher
 from zsq_probe.rundir.store import RunDir, load_checkpoint_file
-from zsq_probe.training import build_run, train
+from zsq_probe.runs import train
+from zsq_probe.runs.posthoc import probe_run
+from zsq_probe.training import build_run
 
 QUIET = {"progress": False}
 SMALL = {
@@ -102,7 +103,7 @@ def test_cosine_rows_match_the_definition(probed_run):
 
 def test_checkpoint_cosine_equals_a_direct_computation(probed_run, digits_teacher):
     out, cfg = probed_run
-    from zsq_probe.probes.posthoc import open_run
+    from zsq_probe.runs.posthoc import open_run
 
     run, ctx = open_run(out)
     ctx.load_checkpoint(2)

@@ -13,7 +13,7 @@ import torch
 
 from zsq_probe.presets import resolve_config
 from zsq_probe.rundir.store import RunDir, load_checkpoint_file
-from zsq_probe.training import train
+from zsq_probe.runs import train
 
 # Three end-to-end runs with every probe (~15 s each on one core): the slow tier, which CI's full suite runs; after a
 # refactor, run this file (README, "Gates and tests") before the quick tier is trusted

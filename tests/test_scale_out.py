@@ -52,7 +52,7 @@ def reference_run(job, folder):
     reductions, hence the cosine angles, depend on the thread count)."""
     import torch
 
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -86,7 +86,8 @@ def one_thread():
 
 def test_sigusr1_stops_after_the_epoch_checkpoint_and_the_resume_is_bit_identical(tmp_path, digits_teacher, one_thread):
     from zsq_probe.events import Observer
-    from zsq_probe.training import TrainingInterrupted, train
+    from zsq_probe.runs import train
+    from zsq_probe.training import TrainingInterrupted
 
     job = tiny_jobs(tmp_path / "a", epochs=3, only=ONLY[:1])[0]
 
@@ -288,7 +289,7 @@ def test_torchrun_hessian_equals_one_process_and_writes_once(tmp_path, digits_te
     import shutil
 
     from zsq_probe.cli import main
-    from zsq_probe.probes.posthoc import probe_run
+    from zsq_probe.runs.posthoc import probe_run
 
     base = tmp_path / "run"
     flags = tiny_train("gdfq", epochs=1, sets=["act_range_epochs=1", *SMALL_HESSIAN], extra=["--no-progress"])

@@ -186,8 +186,8 @@ def test_kd_slices_online_equal_posthoc(tmp_path, digits_teacher):
     the Hessian probe runs only for its eigenvector, so its trace is SLQ's few products alone."""
     from zsq_probe.presets import resolve_config
     from zsq_probe.probes import build_probes
-    from zsq_probe.probes.posthoc import probe_run
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
+    from zsq_probe.runs.posthoc import probe_run
 
     cfg = resolve_config(
         "kd",

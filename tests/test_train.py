@@ -12,7 +12,8 @@ from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
 from zsq_probe.presets import PRESETS, resolve_config
 from zsq_probe.rundir.store import RunDir, load_checkpoint_file
-from zsq_probe.training import Trainer, build_run, scheduled, train
+from zsq_probe.runs import train
+from zsq_probe.training import Trainer, build_run, scheduled
 
 TINY = {
     "epochs": 2,
@@ -211,7 +212,7 @@ def test_keep_checkpoints_keeps_the_probed_epochs_and_the_last(keep, kept, tmp_p
     assert sorted(RunDir(out).checkpoints()) == kept
     assert json.loads((out / "config.json").read_text())["config"]["keep_checkpoints"] == keep
     if keep == "probed":
-        from zsq_probe.probes.posthoc import probe_run
+        from zsq_probe.runs.posthoc import probe_run
 
         rows = probe_run(out, "cosine", epochs=[2, 3])
         assert sorted(rows["epoch"].unique()) == [2, 3]

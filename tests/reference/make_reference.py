@@ -14,7 +14,7 @@ from test_reference_parquet import MACHINE_FILE, REFERENCE, SMALL, THREADS, mach
 
 from zsq_probe.presets import resolve_config
 from zsq_probe.rundir.store import RunDir
-from zsq_probe.training import train
+from zsq_probe.runs import train
 
 torch.set_num_threads(THREADS)
 tmp = Path(tempfile.mkdtemp())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +31,7 @@ from zsq_probe.errors import UserError
 from zsq_probe.rundir.schema import require_columns
 
 if TYPE_CHECKING:
-    from zsq_probe.rundir.store import RunDir
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -256,12 +255,12 @@ def compare_tables(kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str 
     if probe not in SUMMARIZERS:
         raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(COMPARABLE_PROBES)}")
     table = PROBE_TABLE[probe]
-    return _contrast(
+    return contrast_summaries(
         probe, SUMMARIZERS[probe](kd, f"{kd_name} probes/{table}"), SUMMARIZERS[probe](zq, f"{zq_name} probes/{table}")
     )
 
 
-def _contrast(probe: str, s_kd: dict, s_zq: dict) -> dict:
+def contrast_summaries(probe: str, s_kd: dict, s_zq: dict) -> dict:
     """{probe, kd, zq} and the ZQ - KD differences (cosines) or ZQ / KD ratios (traces)."""
     out = {"probe": probe, "kd": s_kd, "zq": s_zq}
     if probe == "cosine":
@@ -327,107 +326,7 @@ def crossings_per_layer(df: pd.DataFrame, epoch: int, where: str = "crossings") 
     return out.reset_index(), basis
 
 
-# ------------------------------------------------------------------------------------- run pairs
-# A run's setting apart from its seed: what must agree for runs to be seeds of one experiment (probe
-# settings, device and checkpoint cadence do not change the training).
-_NOT_SETTING = ("seed", "probing", "device", "checkpoint_every", "keep_checkpoints", "val_every")
-_PROBE_WORDS = ("probe", "hessian", "slice", "density", "trace", "slq")
-
-
-def run_setting(run) -> dict:
-    """A run's config without its seed and probe settings (runs with equal settings are seeds of one run)."""
-    raw = run.read_config_doc().get("config", {}) or {}
-    return {k: v for k, v in raw.items() if k not in _NOT_SETTING and not any(w in k for w in _PROBE_WORDS)}
-
-
-# Flat keys that do not change what is trained (or name it): left out when comparing two runs' settings.
-_NOT_TRAINING = (
-    *("preset", "method", "seed", "device", "val_every", "val_batch_size", "val_max_batches", "checkpoint_every"),
-    *("keep_checkpoints", "num_workers", "pin_memory", "weights", "weights_root", "download", "data_root"),
-)
-
-
-def training_setting(run) -> dict:
-    """A run's flat config (the `--set` keys) without its seed, probe, validation and bookkeeping settings."""
-    from zsq_probe.config import config_from_dict
-
-    flat = config_from_dict(run.read_config_doc().get("config", {}) or {}).flat()
-    return {k: v for k, v in flat.items() if k not in _NOT_TRAINING and not any(w in k for w in _PROBE_WORDS)}
-
-
-def setting_differences(settings: dict[str, dict]) -> dict[str, dict[str, object]]:
-    """{label: flat setting} (`training_setting`) -> {key: {label: value}} for each key whose value differs."""
-    keys = sorted({k for s in settings.values() for k in s})
-    values = {k: {label: s.get(k) for label, s in settings.items()} for k in keys}
-    return {k: v for k, v in values.items() if len({repr(x) for x in v.values()}) > 1}
-
-
-def differences_text(differences: dict[str, dict[str, object]]) -> str:
-    """'lr: kd 0.05, gdfq 0.001; warmup_epochs: kd 0, gdfq 2' ('none' when there are none)."""
-    if not differences:
-        return "none"
-    return "; ".join(f"{k}: " + ", ".join(f"{label} {v}" for label, v in d.items()) for k, d in differences.items())
-
-
-def _run_method(run) -> str:
-    return str(run.read_config_doc().get("config", {}).get("method") or "?")
-
-
-def _run_data(run) -> str | None:
-    """The data set a run was trained on (its config's, else its teacher's); None when not known."""
-    from zsq_probe.config import config_from_dict
-    from zsq_probe.data.datasets import dataset_for_teacher
-
-    try:
-        doc = run.read_config_doc()
-        cfg = config_from_dict(doc.get("config", {}))
-        recorded = doc.get("teacher") or {}  # a teacher module of your own: its DatasetSpec's name
-        if recorded.get("source") == "module":
-            return recorded.get("dataset")
-        return cfg.dataset.name or dataset_for_teacher(cfg.teacher)
-    except Exception:  # noqa: BLE001 - an unknown data set only means no warning
-        return None
-
-
-def distinct_runs(runs: list[RunDir]) -> list[RunDir]:
-    """`runs` (RunDirs) with every copy of a run left out: folders holding the same run id (`RunDir.run_id`)
-    are one run, counted once; a warning names each copy.  The same folder given twice is kept twice (callers
-    that must refuse it do)."""
-    seen: dict[str, RunDir] = {}
-    out = []
-    for r in runs:
-        rid = r.run_id
-        first = seen.setdefault(rid, r)
-        if first is not r and Path(first.path).resolve() != Path(r.path).resolve():
-            log.warning(f"{r.path} is a copy of run {first.path} (run id {rid}): counted once")
-            continue
-        out.append(r)
-    return out
-
-
-def _open_seeds(runs, role: str) -> list:
-    """RunDirs of one side of a comparison; UserError when they are more than seeds of one setting."""
-    from zsq_probe.rundir.store import RunDir
-
-    runs = [
-        r if isinstance(r, RunDir) else RunDir.open(r)
-        for r in ([runs] if not isinstance(runs, (list, tuple)) else runs)
-    ]
-    first = run_setting(runs[0])
-    for r in runs[1:]:
-        other = run_setting(r)
-        if other != first:
-            keys = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
-            raise UserError(
-                f"{role} runs {runs[0].name} and {r.name} differ in more than the seed "
-                f"({', '.join(keys)}): give only seeds of one setting per side"
-            )
-    paths = [Path(r.path).resolve() for r in runs]
-    if len(set(paths)) < len(paths):
-        raise UserError(f"{role} run given twice: {', '.join(str(p) for p in paths)}")
-    return distinct_runs(runs)
-
-
+# ------------------------------------------------------------------------------ seeds and verdicts
 def aggregate_seeds(summaries: list[dict]) -> tuple[dict, dict]:
     """Summaries of seeds of one setting -> (mean of each number, seed interval [min, max] of each number);
     other values (names, estimators) are the first seed's, lists (one seed's intervals) None.  One seed: the
@@ -468,85 +367,6 @@ def headline_verdict(probe: str, kd: dict, zq: dict, kd_span: dict, zq_span: dic
     (a, why_a), (b, why_b) = interval(zq, zq_span, n["zq"]), interval(kd, kd_span, n["kd"])
     verdict = interval_verdict(*(a or (None, None)), *(b or (None, None)))
     return {"key": key, "zq_vs_kd": verdict, "zq_interval": a, "kd_interval": b, "basis": {"zq": why_a, "kd": why_b}}
-
-
-def _carrying(runs: list, table: str, role: str) -> tuple[list, list]:
-    """(the runs of a side that hold `table`, those that do not); UserError when none does."""
-    used = [r for r in runs if r.part_keys(table)]
-    if not used:
-        how = HOW_TO_GET.get(table, "")
-        if len(runs) == 1:
-            raise UserError(f"{role} run {runs[0].name} has no probes/{table} ({how})")
-        raise UserError(f"no {role} run ({', '.join(r.name for r in runs)}) has probes/{table} ({how})")
-    return used, [r for r in runs if r not in used]
-
-
-def compare_runs(kd_run, zq_run, probe: str = "cosine") -> dict:
-    """compare_tables on two sides, each a run folder (or RunDir) or a list of runs that differ only by seed
-    (aggregated: `kd` / `zq` hold the mean of each number over the seeds, `kd_span` / `zq_span` the seed
-    interval [min, max], `n` the seeds, `verdict` the headline verdict), plus their names and methods,
-    `warnings` (a KD run whose method is not 'kd', a ZQ run whose method is, two sides on different data
-    sets), `differences` (every training setting the two sides differ in).  A side uses the seeds that hold
-    the probe's table (`n`, `seeds`; `left_out`: the others, by name).  UserError when no run of a side holds
-    it or a side mixes settings.  The overlay figure of the same runs: zsq_probe.plots.plot_compare."""
-    if probe not in PROBE_TABLE:
-        raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(COMPARABLE_PROBES)}")
-    table = PROBE_TABLE[probe]
-    (kd_runs, kd_out), (zq_runs, zq_out) = (
-        _carrying(_open_seeds(side, role), table, role) for side, role in ((kd_run, "KD"), (zq_run, "ZQ"))
-    )
-    frames = {}  # side -> one table per run (runs of two sides may share a folder name)
-    for runs, role in ((kd_runs, "KD"), (zq_runs, "ZQ")):
-        frames[role.lower()] = [run.read_table(table) for run in runs]
-    per_seed = {
-        side: [SUMMARIZERS[probe](df, f"{r.name} probes/{table}") for r, df in zip(runs, frames[side])]
-        for side, runs in (("kd", kd_runs), ("zq", zq_runs))
-    }
-    (kd, kd_span), (zq, zq_span) = aggregate_seeds(per_seed["kd"]), aggregate_seeds(per_seed["zq"])
-    result = _contrast(probe, kd, zq)
-    n = {"kd": len(kd_runs), "zq": len(zq_runs)}
-    result.update(kd_span=kd_span, zq_span=zq_span, n=n, verdict=headline_verdict(probe, kd, zq, kd_span, zq_span, n))
-    if max(n.values()) > 1:
-        result["per_seed"] = per_seed
-    result["runs"] = {"kd": kd_runs[0].name, "zq": zq_runs[0].name}
-    result["seeds"] = {"kd": [r.name for r in kd_runs], "zq": [r.name for r in zq_runs]}
-    result["paths"] = {"kd": [str(r.path) for r in kd_runs], "zq": [str(r.path) for r in zq_runs]}
-    result["left_out"] = {"kd": [r.name for r in kd_out], "zq": [r.name for r in zq_out]}
-    result["differences"] = setting_differences(
-        {"KD": training_setting(kd_runs[0]), "ZQ": training_setting(zq_runs[0])}
-    )
-    result["methods"] = {"kd": _run_method(kd_runs[0]), "zq": _run_method(zq_runs[0])}
-    result["warnings"] = []
-    kd_name, zq_name = kd_runs[0].name, zq_runs[0].name
-    if result["methods"]["kd"] != "kd":
-        result["warnings"].append(f"KD_RUN {kd_name} has method {result['methods']['kd']!r}, not 'kd'")
-    if result["methods"]["zq"] == "kd":
-        result["warnings"].append(f"ZQ_RUN {zq_name} has method 'kd' (a real-data run)")
-    kd_data, zq_data = _run_data(kd_runs[0]), _run_data(zq_runs[0])
-    if kd_data and zq_data and kd_data != zq_data:  # compared all the same, but not like for like
-        result["warnings"].append(
-            f"KD_RUN {kd_name} was trained on {kd_data}, ZQ_RUN {zq_name} on "
-            f"{zq_data}: the runs come from different data sets (and teachers)"
-        )
-    result["warnings"] += _thread_count_warnings([*kd_runs, *zq_runs])
-    return result
-
-
-def _thread_count_warnings(runs) -> list[str]:
-    """A warning when the runs trained with different torch thread counts (config.json `threads`): not a setting
-    that makes them different runs, but their numbers then differ by float round-off too (README: Threads)."""
-    counts = {}
-    for run in runs:
-        threads = run.read_config_doc().get("threads")
-        if isinstance(threads, int):
-            counts[run.name] = threads
-    if len(set(counts.values())) <= 1:
-        return []
-    listed = ", ".join(f"{name} {n}" for name, n in counts.items())
-    return [
-        f"the runs trained with different torch thread counts ({listed}): their numbers also differ by float "
-        f"round-off from it"
-    ]
 
 
 # ----------------------------------------------------------------------------------- post hoc

@@ -71,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Compare the two sides on one probe; print the table (or JSON) and the figure's path."""
-    from zsq_probe.analysis.probe_tables import compare_runs
     from zsq_probe.rundir.output import check_output
+    from zsq_probe.runs.compare import compare_runs
 
     kd_runs, zq_runs = [args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds]
     if args.out:
@@ -127,7 +127,8 @@ def _cell(summary: dict, span: dict, key: str, kind: str) -> str:
 
 def _left_out_and_differences(result: dict) -> list[str]:
     """Lines naming the seeds without the probe (left out: n counts the others) and every setting that differs."""
-    from zsq_probe.analysis.probe_tables import PROBE_TABLE, differences_text
+    from zsq_probe.analysis.probe_tables import PROBE_TABLE
+    from zsq_probe.analysis.run_settings import differences_text
 
     lines = []
     left_out = result.get("left_out", {})

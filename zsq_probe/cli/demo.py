@@ -1,4 +1,4 @@
-"""`zsq-probe demo`: the paper's story end to end on the embedded digits default (`zsq_probe.demo`)."""
+"""`zsq-probe demo`: the paper's story end to end on the embedded digits default (`zsq_probe.runs.demo`)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Run the demo into --out; exit status 0."""
-    from zsq_probe.demo import DIGITS, laptop_scale, run_demo  # loads when the command runs (zsq_probe.cli)
     from zsq_probe.errors import UserError
+    from zsq_probe.runs.demo import DIGITS, laptop_scale, run_demo  # loads when the command runs (zsq_probe.cli)
     from zsq_probe.threads import torch_threads
 
     if args.scale == "digits" and (args.data_root or args.weights or args.weights_root):

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from zsq_probe.analysis.epochs import parse_epochs
     from zsq_probe.analysis.probe_tables import epoch_summary
     from zsq_probe.hessian import distributed
-    from zsq_probe.probes.posthoc import last_epoch, probe_run
+    from zsq_probe.runs.posthoc import last_epoch, probe_run
 
     epochs = parse_epochs(args.epochs, last=last_epoch(args.run), what="this run")  # before any work
     if distributed.launched_by_torchrun():  # torchrun: split the Hessian across the ranks, rank 0 writes

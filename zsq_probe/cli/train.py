@@ -1,4 +1,4 @@
-"""`zsq-probe train`: flags (or a config file) -> a RunConfig -> `zsq_probe.training.train`."""
+"""`zsq-probe train`: flags (or a config file) -> a RunConfig -> `zsq_probe.runs.train`."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Train (or resume) the run the flags describe, with the probes its config names; exit status 0."""
-    from zsq_probe.training import train  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.runs import train  # loads when the command runs (zsq_probe.cli)
 
     cfg = build_config(args)
     observers = None

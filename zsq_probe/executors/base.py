@@ -136,12 +136,12 @@ def execute_job(
 
 
 def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
-    """Train one job through `zsq_probe.training.train` (with the probes its config names) and return its
+    """Train one job through `zsq_probe.runs.train` (with the probes its config names) and return its
     summary: skip it when finished (its config must match), resume it when partial.  `tensorboard`: also log
     live curves (True: into RUN/tensorboard; a path: there; zsq_probe.training.tensorboard)."""
     # the trainer and probes load where a job trains (a dispatching parent stays light: see the package)
     from zsq_probe.probes import build_probes
-    from zsq_probe.training import train
+    from zsq_probe.runs import train
     from zsq_probe.training.tensorboard import TensorBoardObserver
 
     cfg = job.config()

@@ -10,7 +10,7 @@ From the command line, under torchrun (its own parser takes `--run` for its `--r
 From Python (launched by torchrun, or with the process group set up by you):
 
     from zsq_probe.hessian.distributed import split_across_ranks
-    from zsq_probe.probes.posthoc import probe_run
+    from zsq_probe.runs.posthoc import probe_run
 
     with split_across_ranks():            # joins torchrun's group (gloo on CPU, nccl on CUDA) if needed
         probe_run("RUN", "hessian")       # same rows as one process; only rank 0 writes them

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zsq_probe.analysis.epochs import parse_epochs
-from zsq_probe.analysis.probe_tables import differences_text, setting_differences, training_setting
+from zsq_probe.analysis.run_settings import differences_text, setting_differences, training_setting
 from zsq_probe.errors import UserError
 from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice, samples, training
 from zsq_probe.plots import runs as R

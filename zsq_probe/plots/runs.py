@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from zsq_probe.analysis.epochs import epoch_list
-from zsq_probe.analysis.probe_tables import HOW_TO_GET, distinct_runs, run_setting
+from zsq_probe.analysis.probe_tables import HOW_TO_GET
+from zsq_probe.analysis.run_settings import distinct_runs, run_setting
 from zsq_probe.config import FLAT_KEYS
 from zsq_probe.errors import UserError
 from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style, safe_name

@@ -5,7 +5,7 @@ A probe is an `Observer` (zsq_probe.events) that
   * measures through the `ProbeContext` it is handed, without changing training: it draws from its own
     random streams and leaves modes, buffers and activation ranges as it found them (`preserved_state`);
   * measures a checkpoint in `measure_checkpoint(ctx, epoch)` — the one code path of its online
-    epoch-end measurement and of the post-hoc runner (`zsq_probe.probes.posthoc`); probes that cannot measure a
+    epoch-end measurement and of the post-hoc runner (`zsq_probe.runs.posthoc`); probes that cannot measure a
     saved checkpoint leave `posthoc_tables` empty;
   * names in `needs` the probes whose results it reuses when they run too; `build_probes` builds those first
     and hands each to `connect` (the slice probe reuses the Hessian probe's eigenvectors);

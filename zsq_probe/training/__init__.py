@@ -1,9 +1,8 @@
 """Training: build a run from its config (`build`), feed it batches (`sources`), loop (`loop`), checkpoint
-(`checkpoint`) and start or resume it in a folder (`run.train`)."""
+(`checkpoint`).  Starting or resuming a run in a folder, with its probes, is `zsq_probe.runs.train`."""
 
 from zsq_probe.training.build import RunParts, build_run
 from zsq_probe.training.loop import METRIC_TERMS, NonFiniteError, Trainer, TrainingInterrupted
-from zsq_probe.training.run import train
 from zsq_probe.training.schedule import scheduled
 
 __all__ = [
@@ -14,5 +13,4 @@ __all__ = [
     "TrainingInterrupted",
     "build_run",
     "scheduled",
-    "train",
 ]

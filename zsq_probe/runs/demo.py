@@ -17,14 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zsq_probe.analysis.probe_tables import (
-    differences_text,
-    interval_verdict,
-    setting_differences,
-    summarize_cosine,
-    summarize_hessian,
-    training_setting,
-)
+from zsq_probe.analysis.probe_tables import interval_verdict, summarize_cosine, summarize_hessian
+from zsq_probe.analysis.run_settings import differences_text, setting_differences, training_setting
 from zsq_probe.errors import UserError
 from zsq_probe.plots import write_figures
 from zsq_probe.plots.runs import tripped_checks_text
@@ -32,8 +26,8 @@ from zsq_probe.presets import LAPTOP_SCALE_SETTINGS, PRESETS, lr_factor, resolve
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES, carried_probes
 from zsq_probe.rundir.output import DEMO_NAMES, check_output, record_output
 from zsq_probe.rundir.store import RunDir
+from zsq_probe.runs import train
 from zsq_probe.teachers.accuracy import evaluate_quantized
-from zsq_probe.training import train
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +315,7 @@ def crossing_stats(table, epochs, p_by_epoch: dict | None = None) -> dict:
 
 def run_differences(groups: dict, pairs) -> dict:
     """'a vs b' -> {setting: {method: value}} for each pair of methods: every training setting their (first
-    seed's) runs differ in, besides the method itself (presets.PRESETS; analysis.probe_tables.training_setting)."""
+    seed's) runs differ in, besides the method itself (presets.PRESETS; analysis.run_settings.training_setting)."""
     return {
         f"{a} vs {b}": setting_differences({a: training_setting(groups[a][0]), b: training_setting(groups[b][0])})
         for a, b in pairs

@@ -17,9 +17,9 @@ from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
 from zsq_probe.rundir.output import RUN_NAMES, check_output
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
+from zsq_probe.threads import torch_threads
 from zsq_probe.training.build import build_run
 from zsq_probe.training.loop import Trainer
-from zsq_probe.threads import torch_threads
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec
