@@ -15,7 +15,7 @@ from torch.func import functional_call, hessian
 from zsq_probe.config import RunConfig
 from zsq_probe.events import ProbeBatch
 from zsq_probe.hessian.diagonal import low_rank_factor, output_hessian_factor
-from zsq_probe.hessian.operator import parameter_group
+from zsq_probe.hessian.results import parameter_group
 from zsq_probe.probes.curvature import EXACT_PRODUCTS_PER_BUDGET, curvature, loss_functions
 
 pytestmark = pytest.mark.teacher_free

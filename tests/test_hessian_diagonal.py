@@ -11,15 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zsq_probe.hessian import HessianOperator
-from zsq_probe.hessian.diagonal import (
-    NotPiecewiseLinearError,
-    coordinate_products,
-    exact_diagonal,
-    exact_trace,
-    ggn_diagonal,
-    output_hessian,
-    piecewise_linear_problems,
-)
+from zsq_probe.hessian.diagonal import coordinate_products, exact_diagonal, exact_trace, ggn_diagonal, output_hessian
+from zsq_probe.hessian.linearity import NotPiecewiseLinearError, piecewise_linear_problems
 from zsq_probe.quantization.losses import loss_function
 
 D = torch.float64

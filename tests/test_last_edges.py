@@ -340,7 +340,7 @@ def _dense_trace(model, loss_fn, x, y) -> float:
 
 def test_the_exact_trace_refuses_a_model_that_mixes_samples():
     from zsq_probe.hessian import exact_trace
-    from zsq_probe.hessian.diagonal import NotPiecewiseLinearError
+    from zsq_probe.hessian.linearity import NotPiecewiseLinearError
 
     b = _batch()
     mixing = _Mlp(torch.nn.ReLU(), mix=True).double()

@@ -26,33 +26,36 @@ running statistics and activation-quantiser ranges are neither updated nor captu
 graph) and the parameters (``.grad`` is never written).
 """
 
-from zsq_probe.hessian.estimators import (
-    Eigenpairs,
-    LanczosResult,
-    SpectralDensity,
-    gaussian_density,
-    lanczos,
-    slq_density,
-    slq_trace,
-    top_eigenpair,
-    top_eigenpairs,
+from zsq_probe.hessian.diagonal import (
+    coordinate_products,
+    exact_diagonal,
+    exact_trace,
+    ggn_diagonal,
+    loss_function,
+    output_hessian,
+    output_hessian_factor,
 )
+from zsq_probe.hessian.estimators import lanczos, slq_density, slq_trace, top_eigenpair, top_eigenpairs
+from zsq_probe.hessian.linearity import NotPiecewiseLinearError, piecewise_linear_problems
 from zsq_probe.hessian.operator import (
     HessianOperator,
     HessianVectorProduct,
     as_linear_operator,
     flatten_params,
-    parameter_group,
     rademacher,
     unflatten,
 )
-from zsq_probe.hessian.trace import (
+from zsq_probe.hessian.results import (
+    Eigenpairs,
+    ExactTrace,
+    HessianDiagonal,
+    LanczosResult,
+    SpectralDensity,
     TraceInterval,
-    estimate_trace,
-    hutchinson_interval,
-    hutchinson_trace,
-    hutchpp_trace,
+    gaussian_density,
+    parameter_group,
 )
+from zsq_probe.hessian.trace import estimate_trace, hutchinson_interval, hutchinson_trace, hutchpp_trace
 
 __all__ = [
     "HessianOperator",
@@ -73,27 +76,6 @@ __all__ = [
     "unflatten",
     "as_linear_operator",
     "parameter_group",
-    # deprecated spellings of estimate_trace
-    "hutchinson_trace",
-    "hutchpp_trace",
-    "hutchinson_interval",
-]
-
-from zsq_probe.hessian.diagonal import (
-    ExactTrace,
-    HessianDiagonal,
-    NotPiecewiseLinearError,
-    coordinate_products,
-    exact_diagonal,
-    exact_trace,
-    ggn_diagonal,
-    loss_function,
-    output_hessian,
-    output_hessian_factor,
-    piecewise_linear_problems,
-)
-
-__all__ += [
     "HessianDiagonal",
     "ExactTrace",
     "NotPiecewiseLinearError",
@@ -105,4 +87,8 @@ __all__ += [
     "output_hessian",
     "output_hessian_factor",
     "piecewise_linear_problems",
+    # deprecated spellings of estimate_trace
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "hutchinson_interval",
 ]

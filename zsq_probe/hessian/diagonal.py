@@ -52,31 +52,28 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from zsq_probe.hessian.operator import (
-    HessianOperator,
-    _batch_size,
-    _call,
-    _cast,
-    _map_tensors,
-    _select_params,
-    _slice,
-    _to,
-    parameter_group,
+from zsq_probe.hessian.batches import (
+    batch_size,
+    batch_to,
+    call_model,
+    cast_batch,
+    map_tensors,
+    select_params,
+    slice_batch,
 )
+from zsq_probe.hessian.linearity import NotPiecewiseLinearError, piecewise_linear_problems
+from zsq_probe.hessian.operator import HessianOperator
+from zsq_probe.hessian.results import ExactTrace, HessianDiagonal
 from zsq_probe.module_state import preserved_state
 from zsq_probe.quantization.losses import check_loss, loss_function
 
 __all__ = [
-    "ExactTrace",
-    "HessianDiagonal",
-    "NotPiecewiseLinearError",
     "coordinate_products",
     "exact_diagonal",
     "exact_trace",
@@ -85,15 +82,9 @@ __all__ = [
     "loss_function",
     "output_hessian",
     "output_hessian_factor",
-    "piecewise_linear_problems",
 ]
 
-CHECKS = ("raise", "warn", "off")
-
-
-class NotPiecewiseLinearError(ValueError):
-    """The network is not piecewise linear in each single parameter: the GGN diagonal is not the
-    Hessian diagonal there."""
+CHECKS = ("raise", "warn", "off")  # what ggn_diagonal does with a network that fails the linearity check
 
 
 # --------------------------------------------------------------------------- H_out
@@ -170,107 +161,6 @@ def output_hessian(loss: str, logits: torch.Tensor, target: torch.Tensor, **kw: 
 # --------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True)
-class ExactTrace:
-    """An exact trace (``estimator="exact"``; no interval) with its per-parameter parts."""
-
-    trace: float
-    per_parameter: dict[str, float]
-    method: str
-    loss: str | None
-    exact: bool
-    num_params: int
-    num_products: int
-    seconds: float
-    estimator: str = "exact"
-
-    def by(self, scope: str = "layer") -> dict[str, float]:
-        """Traces summed per ``"model"`` / ``"layer"`` (module) / ``"block"`` group, as the probes group."""
-        return _group(self.per_parameter, scope)
-
-    def as_row(self) -> dict[str, Any]:
-        """The trace as a row of the ``hessian_trace`` table's columns."""
-        return {
-            "estimator": self.estimator,
-            "trace": self.trace,
-            "loss": self.loss,
-            "method": self.method,
-            "exact": self.exact,
-            "num_params": self.num_params,
-            "num_hvps": self.num_products,
-        }
-
-
-@dataclass(frozen=True)
-class HessianDiagonal:
-    """The Hessian diagonal per parameter (``values[name]`` shaped like the parameter, detached).
-
-    ``method``: ``"unit"`` (one product per coordinate) or ``"ggn"`` (Gauss--Newton diagonal);
-    ``exact``: whether it is the Hessian diagonal (``False`` only for a GGN diagonal computed with
-    ``check="warn"`` on a network that failed the piecewise-linearity check; ``notes`` says why).
-    ``num_products``: Hessian-vector products (unit) or per-sample vector--Jacobian products (ggn)."""
-
-    values: dict[str, torch.Tensor]
-    method: str
-    exact: bool
-    loss: str | None = None
-    num_samples: int = 0
-    num_products: int = 0
-    seconds: float = 0.0
-    notes: tuple[str, ...] = field(default=(), repr=False)
-
-    @property
-    def param_names(self) -> list[str]:
-        """Names of the parameters, in order."""
-        return list(self.values)
-
-    @property
-    def dim(self) -> int:
-        """Entries of the diagonal."""
-        return sum(v.numel() for v in self.values.values())
-
-    def flat(self) -> torch.Tensor:
-        """The diagonal as one flat vector in parameter order."""
-        return torch.cat([v.reshape(-1) for v in self.values.values()])
-
-    def trace(self) -> float:
-        """The sum of the diagonal (float64)."""
-        return float(sum(float(v.sum(dtype=torch.float64)) for v in self.values.values()))
-
-    def parameter_traces(self) -> dict[str, float]:
-        """The trace of each parameter's block: ``{name: sum of its diagonal}``."""
-        return {n: float(v.sum(dtype=torch.float64)) for n, v in self.values.items()}
-
-    def traces(self, scope: str = "layer") -> dict[str, float]:
-        """Traces per ``"model"`` (``{"all": tr}``), ``"layer"`` (module) or ``"block"`` group."""
-        return _group(self.parameter_traces(), scope)
-
-    def to_trace(self) -> ExactTrace:
-        """The diagonal's trace as an :class:`ExactTrace`."""
-        per = self.parameter_traces()
-        return ExactTrace(
-            trace=float(sum(per.values())),
-            per_parameter=per,
-            method=self.method,
-            loss=self.loss,
-            exact=self.exact,
-            num_params=self.dim,
-            num_products=self.num_products,
-            seconds=self.seconds,
-        )
-
-
-def _group(per_parameter: Mapping[str, float], scope: str) -> dict[str, float]:
-    """Sum ``per_parameter`` over the groups of ``scope`` (:func:`~zsq_probe.hessian.operator.parameter_group`)."""
-    if scope not in ("model", "layer", "block"):
-        raise ValueError(f"scope must be 'model', 'layer' or 'block', got {scope!r}")
-    out: dict[str, float] = {}
-    for name, value in per_parameter.items():
-        g = parameter_group(name, scope)
-        out[g] = out.get(g, 0.0) + value
-    return out
-
-
 # --------------------------------------------------------------------------- unit products
 
 
@@ -306,371 +196,6 @@ def _unit_diagonal(op: HessianOperator, max_dim: int, loss: str | None) -> Hessi
         num_products=op.num_products - before,
         seconds=time.perf_counter() - start,
     )
-
-
-# --------------------------------------------------------------------------- piecewise-linearity check
-
-_SMOOTH_MODULES: tuple[type[nn.Module], ...] = tuple(
-    t
-    for t in (
-        getattr(nn, name, None)
-        for name in (
-            "GELU",
-            "Sigmoid",
-            "Tanh",
-            "Softplus",
-            "SiLU",
-            "ELU",
-            "CELU",
-            "SELU",
-            "Mish",
-            "Hardswish",
-            "Hardsigmoid",
-            "LogSigmoid",
-            "Softsign",
-            "Tanhshrink",
-            "Softmax",
-            "Softmin",
-            "LogSoftmax",
-            "GLU",
-            "LayerNorm",
-            "GroupNorm",
-            "LocalResponseNorm",
-            "RMSNorm",
-            "MultiheadAttention",
-            "Transformer",
-            "TransformerEncoderLayer",
-            "TransformerDecoderLayer",
-            "RNN",
-            "LSTM",
-            "GRU",
-            "Bilinear",
-        )
-    )
-    if t is not None
-)
-
-# autograd nodes that are linear in every differentiable input (sums, copies, reshapes, pooling,
-# padding, indexing): no product of two parameter-dependent tensors
-_LINEAR_NODES = (
-    "AccumulateGrad",
-    "Add",
-    "Sub",
-    "Neg",
-    "Sum",
-    "Mean",
-    "View",
-    "Reshape",
-    "UnsafeView",
-    "Unsqueeze",
-    "Squeeze",
-    "Expand",
-    "Permute",
-    "Transpose",
-    "T",
-    "Select",
-    "Slice",
-    "Index",
-    "Cat",
-    "Stack",
-    "Split",
-    "Unbind",
-    "Clone",
-    "Contiguous",
-    "Alias",
-    "AsStrided",
-    "Flatten",
-    "Unflatten",
-    "ToCopy",
-    "Copy",
-    "AvgPool",
-    "AdaptiveAvgPool",
-    "ConstantPadNd",
-    "ReflectionPad",
-    "ReplicationPad",
-    "UpsampleNearest",
-    "UpsampleBilinear",
-    "UpsampleBicubic",
-    "UpsampleLinear",
-    "Roll",
-    "Flip",
-    "Repeat",
-    "Narrow",
-    "Gather",
-    "Diagonal",
-    "PixelShuffle",
-    "PixelUnshuffle",
-    "Im2Col",
-    "Col2Im",
-    "Unfold",
-    "Embedding",
-    "Lerp",
-    "Cumsum",
-    "Trace",
-    "Tril",
-    "Triu",
-    "Im2col",
-    "Col2im",
-    "Lift",
-    "DetachBackward",
-)
-# piecewise linear in their one differentiable input
-_KINK_NODES = (
-    "Relu",
-    "Threshold",
-    "Hardtanh",
-    "LeakyRelu",
-    "Rrelu",
-    "MaxPool",
-    "AdaptiveMaxPool",
-    "Max",
-    "Min",
-    "Maximum",
-    "Minimum",
-    "Clamp",
-    "Abs",
-    "Where",
-    "MaskedFill",
-    "MaskedScatter",
-    "Hardshrink",
-    "Softshrink",
-    "Sort",
-    "Topk",
-    "Kthvalue",
-    "Median",
-    "Amax",
-    "Amin",
-    "Sgn",
-    "Sign",
-    "Round",
-    "Floor",
-    "Ceil",
-    "Trunc",
-    "Dropout",
-    "NativeDropout",
-    "Relu6",
-)
-# bilinear: linear in each input separately -- fine unless two inputs share a parameter
-_BILINEAR_NODES = (
-    "Mul",
-    "Mm",
-    "Bmm",
-    "Addmm",
-    "Addmv",
-    "Addbmm",
-    "Baddbmm",
-    "Mv",
-    "Dot",
-    "Matmul",
-    "Linear",
-    "Convolution",
-    "Conv",
-    "CudnnConvolution",
-    "MkldnnConvolution",
-    "SlowConv",
-    "ThnnConv",
-    "Einsum",
-    "Prelu",
-    "PreluKernel",
-    "Outer",
-    "Addcmul",
-    "Kron",
-    "Tensordot",
-)
-_BATCHNORM_NODES = ("NativeBatchNorm", "CudnnBatchNorm", "MiopenBatchNorm", "BatchNorm")
-
-
-def _additive_inputs(name: str) -> tuple[int, ...]:
-    """Positions of a bilinear node's inputs that are added, not multiplied (biases)."""
-    base = name.rsplit("::", 1)[-1]
-    if base.startswith(("Addmm", "Addmv", "Addbmm", "Baddbmm", "Addcmul")):
-        return (0,)
-    if base.startswith(("Convolution", "Conv", "CudnnConv", "MkldnnConv", "SlowConv", "ThnnConv", "Linear")) or any(
-        base.startswith(b) for b in _BATCHNORM_NODES
-    ):
-        return (2,)
-    return ()
-
-
-def _node_kind(name: str) -> str:
-    base = name.rsplit("::", 1)[-1]
-    for suffix in ("Backward0", "Backward1", "Backward2", "Backward"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    if base in _BATCHNORM_NODES:
-        return "batchnorm"
-    if base in _LINEAR_NODES or base.startswith(
-        (
-            "View",
-            "Reshape",
-            "AvgPool",
-            "AdaptiveAvgPool",
-            "Upsample",
-            "ReflectionPad",
-            "ReplicationPad",
-            "Index",
-            "Slice",
-            "Select",
-        )
-    ):
-        return "linear"
-    if base in _KINK_NODES or base.startswith(("MaxPool", "AdaptiveMaxPool", "Clamp", "Relu", "Hardtanh")):
-        return "kink"
-    if base in _BILINEAR_NODES or base.startswith(("Conv", "Addmm", "Mkldnn", "CudnnConv")):
-        return "bilinear"
-    if base == "Div":
-        return "div"
-    return "unknown"
-
-
-def piecewise_linear_problems(
-    model: nn.Module, inputs: Any, params: str | Iterable[str] | None = None, mode: str = "eval"
-) -> list[str]:
-    """Why ``model`` (in ``mode``, on ``inputs``) may not be piecewise linear in each single selected
-    parameter; an empty list when every module and every autograd node of the logits' graph is known
-    to be. Checks modules (smooth activations, normalisation by batch/sample statistics, BatchNorm in
-    train mode) and the graph of one forward on the first sample (smooth ops such as functional GELU,
-    divisions by parameter-dependent tensors, products of two tensors that depend on one parameter --
-    e.g. a layer applied twice)."""
-    problems: list[str] = []
-    selected = _select_params(model, params)
-    ids = {id(p): n for n, p in selected}
-    if mode == "train":
-        problems.append(
-            "mode='train': BatchNorm normalises by batch statistics (not piecewise linear, and the "
-            "samples are not independent)"
-        )
-    with preserved_state(model, mode=None if mode == "as_is" else mode):
-        for name, m in model.named_modules():
-            if isinstance(m, _SMOOTH_MODULES):
-                problems.append(f"{name or 'model'}: {type(m).__name__} is smooth / not piecewise linear")
-            if isinstance(m, nn.modules.batchnorm._NormBase):
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    if m.training or not m.track_running_stats or m.running_mean is None:
-                        problems.append(
-                            f"{name}: {type(m).__name__} normalises by batch statistics "
-                            "(train mode or no running statistics)"
-                        )
-                else:  # InstanceNorm
-                    if not (m.track_running_stats and not m.training):
-                        problems.append(f"{name}: {type(m).__name__} normalises by per-sample statistics")
-        with torch.enable_grad():
-            out = _call(model, _map_tensors(inputs, lambda t: t[:1]))  # the first sample
-        problems.extend(_sample_mixing_problems(model, inputs))
-    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
-        return problems
-    problems.extend(_graph_problems(out.grad_fn, ids))
-    return problems
-
-
-MIXING_RTOL = 1e-4  # float32 batched vs single-sample forwards differ by ~1e-6 of the logits' scale
-MIXING_SAMPLES = 8  # samples the mixing check computes one at a time
-
-
-@torch.no_grad()
-def _sample_mixing_problems(model: nn.Module, inputs: Any) -> list[str]:
-    """The GGN diagonal sums one term per sample (``ggn_diagonal``'s vmap over samples): it assumes sample n's
-    logits depend on sample n alone.  Compare the batched logits with one forward per sample; a model that
-    mixes samples (``h - h.mean(0)`` without a norm module) differs everywhere.  A quantised activation that
-    lands on the other side of a rounding boundary changes one sample: up to max(2, 5 %) samples may differ.
-    The first MIXING_SAMPLES samples are compared (mixing changes every sample; the single forwards are the
-    check's cost: 64 of them were a tenth of the exact trace's time on ResNet-20)."""
-    n = _batch_size(inputs)
-    batched = _call(model, inputs) if n > 1 else None
-    if not isinstance(batched, torch.Tensor) or batched.dim() < 1 or batched.shape[0] != n:
-        return []
-    m = min(n, MIXING_SAMPLES)
-    single = torch.cat([_call(model, _slice(inputs, i, i + 1, n)) for i in range(m)])
-    tol = MIXING_RTOL * max(float(batched.abs().max()), 1e-30)
-    differ = int(((batched[:m] - single).abs().reshape(m, -1).amax(1) > tol).sum())
-    if differ <= max(2, m // 20):
-        return []
-    return [
-        f"the logits of {differ} of {m} samples change when computed one sample at a time (the model mixes "
-        f"samples, e.g. by batch statistics); the per-sample Gauss-Newton sum assumes it does not"
-    ]
-
-
-def _post_order(root: Any) -> list[Any]:
-    """The autograd nodes reachable from ``root``, every node after the nodes it takes inputs from."""
-    order: list[Any] = []
-    seen: set[Any] = set()
-    stack = [(root, False)]
-    while stack:  # iterative post-order DFS
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if node in seen:
-            continue
-        seen.add(node)
-        stack.append((node, True))
-        for child, _ in node.next_functions:
-            if child is not None and child not in seen:
-                stack.append((child, False))
-    return order
-
-
-def _product_problems(node: Any, deps: Mapping[Any, frozenset[str]]) -> list[str]:
-    """A bilinear node's problems: two multiplied factors that depend on one selected parameter."""
-    factors = [
-        deps.get(c, frozenset()) if c is not None else frozenset()
-        for pos, (c, _) in enumerate(node.next_functions)
-        if pos not in _additive_inputs(node.name())
-    ]
-    problems = []
-    for i in range(len(factors)):
-        for j in range(i + 1, len(factors)):
-            shared = factors[i] & factors[j]
-            if shared:
-                problems.append(
-                    f"{node.name()}: a product of two factors that both depend on "
-                    f"{', '.join(sorted(shared))[:120]} (a parameter used twice on one path?)"
-                )
-    return problems
-
-
-def _node_problems(node: Any, deps: Mapping[Any, frozenset[str]]) -> list[str]:
-    """Why ``node`` (downstream of a selected parameter) may not be piecewise linear in each parameter."""
-    kind = _node_kind(node.name())
-    if kind in ("linear", "kink"):
-        return []
-    problems = []
-    if kind == "batchnorm":
-        if bool(getattr(node, "_saved_training", False)):
-            problems.append(f"{node.name()}: batch normalisation with batch statistics (training=True)")
-        kind = "bilinear"
-    if kind == "div":
-        den = node.next_functions[1][0] if len(node.next_functions) > 1 else None
-        if den is not None and deps.get(den):
-            problems.append(
-                f"{node.name()}: division by a tensor that depends on parameters ({', '.join(sorted(deps[den]))[:120]})"
-            )
-        return problems
-    if kind == "bilinear":
-        return problems + _product_problems(node, deps)
-    return [f"{node.name()}: operation not known to be piecewise linear"]
-
-
-def _graph_problems(root: Any, param_ids: Mapping[int, str]) -> list[str]:
-    """Walk the autograd graph from ``root``; each node's set of selected parameters it depends on."""
-    deps: dict[Any, frozenset[str]] = {}
-    problems: list[str] = []
-    for node in _post_order(root):
-        child_deps = [deps.get(c, frozenset()) for c, _ in node.next_functions if c is not None]
-        mine: frozenset[str] = frozenset().union(*child_deps) if child_deps else frozenset()
-        if type(node).__name__ == "AccumulateGrad" or node.name().endswith("AccumulateGrad"):
-            var = getattr(node, "variable", None)
-            if var is not None and id(var) in param_ids:
-                mine = frozenset([param_ids[id(var)]])
-        deps[node] = mine
-        if not mine:
-            continue  # no selected parameter upstream: constant for the Hessian
-        for msg in _node_problems(node, deps):
-            if msg not in problems:  # each problem once
-                problems.append(msg)
-    return problems
 
 
 # --------------------------------------------------------------------------- GGN diagonal
@@ -749,13 +274,13 @@ def _working_copy(
 ) -> tuple[nn.Module, list[str], list[tuple[str, nn.Parameter]], Any, torch.Tensor]:
     """``(model, names, selected, inputs, target)`` in the working dtype (a private copy of the model when
     ``dtype`` differs from its) on the selected parameters' device."""
-    names = [n for n, _ in _select_params(model, params)]
+    names = [n for n, _ in select_params(model, params)]
     if dtype is not None and any(p.dtype != dtype for p in model.parameters() if p.is_floating_point()):
         model = copy.deepcopy(model).to(dtype)
-    selected = _select_params(model, names)
+    selected = select_params(model, names)
     work_dtype, device = selected[0][1].dtype, selected[0][1].device
-    inputs = _cast(_to(inputs, device), work_dtype)
-    target = _to(target, device)
+    inputs = cast_batch(batch_to(inputs, device), work_dtype)
+    target = batch_to(target, device)
     if loss == "kl" or target.is_floating_point():
         target = target.to(work_dtype)
     return model, names, selected, inputs, target
@@ -798,11 +323,11 @@ def ggn_diagonal(
     work_dtype = selected[0][1].dtype
     exact, notes = _linearity_verdict(model, inputs, names, mode, check)
 
-    if (n := _batch_size(inputs)) == 0:
+    if (n := batch_size(inputs)) == 0:
         raise ValueError("ggn_diagonal got an empty batch")
     with preserved_state(model, mode=None if mode == "as_is" else mode):
         with torch.no_grad():
-            logits = _call(model, inputs)
+            logits = call_model(model, inputs)
         u = output_hessian_factor(loss, logits, target, temperature=temperature, label_smoothing=label_smoothing)
         u = low_rank_factor(u)  # rank C - 1: one vector-Jacobian product per sample fewer
         k = u.shape[1]  # u: (N, K, C)
@@ -839,7 +364,7 @@ def _ggn_func(
 
     def per_sample(x: Any, u_n: torch.Tensor) -> dict[str, torch.Tensor]:
         def f(theta: dict[str, torch.Tensor]) -> torch.Tensor:
-            xb = _map_tensors(x, lambda t: t.unsqueeze(0))
+            xb = map_tensors(x, lambda t: t.unsqueeze(0))
             args = (xb,) if isinstance(xb, torch.Tensor) else tuple(xb)
             out: torch.Tensor = functional_call(model, theta, args, strict=False).squeeze(0)
             return out
@@ -850,7 +375,7 @@ def _ggn_func(
 
     batched = vmap(per_sample, randomness="error")
     for s in range(0, n, chunk):
-        part = batched(_slice(inputs, s, min(n, s + chunk), n), u[s : min(n, s + chunk)])
+        part = batched(slice_batch(inputs, s, min(n, s + chunk), n), u[s : min(n, s + chunk)])
         for name in names:
             acc[name] += part[name].sum(0).to(torch.float64)
 
@@ -868,7 +393,7 @@ def _ggn_loop(
     k = u.shape[1]
     for i in range(n):
         with torch.enable_grad():
-            z = _call(model, _slice(inputs, i, i + 1, n))[0]
+            z = call_model(model, slice_batch(inputs, i, i + 1, n))[0]
             for j in range(k):
                 g = torch.autograd.grad(z, params, grad_outputs=u[i, j], retain_graph=j < k - 1, allow_unused=True)
                 for name, gi in zip(names, g):
@@ -927,7 +452,7 @@ def exact_diagonal(
         raise TypeError(f"unexpected arguments for method='unit': {', '.join(ggn_kwargs)}")
     if dtype is not None:
         model = copy.deepcopy(model).to(dtype)
-        inputs = _cast(inputs, dtype)
+        inputs = cast_batch(inputs, dtype)
         if loss == "kl":
             target = target.to(dtype)
     fn = loss_function(loss, temperature, label_smoothing)

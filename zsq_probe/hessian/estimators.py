@@ -7,24 +7,19 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from zsq_probe.hessian.arguments import check_int, check_operator
 from zsq_probe.hessian.operator import (
     HessianVectorProduct,
-    _check_int,
-    _check_op,
     as_linear_operator,
     products_of,
     rademacher,
 )
-from zsq_probe.hessian.trace import TraceInterval, _skewness
-
-if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
+from zsq_probe.hessian.results import Eigenpairs, LanczosResult, SpectralDensity, TraceInterval
+from zsq_probe.hessian.trace import sample_skewness
 
 StopRule = Callable[[Sequence[float], Sequence[float], float], bool]
 """``until(alphas, betas, next_beta)``: stop Lanczos after the current step."""
@@ -36,39 +31,6 @@ def _mean_stderr(samples: Sequence[float]) -> tuple[float, float]:
     mean = float(x.mean())
     stderr = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
     return mean, stderr
-
-
-@dataclass(frozen=True)
-class LanczosResult:
-    """``T = tridiag(betas, alphas, betas)`` with ``Q^T H Q = T`` for the orthonormal basis
-    ``Q`` (rows of ``basis``, kept only when asked for). Fewer steps than asked mean the Krylov
-    space became invariant (exact breakdown): the quadrature is then exact."""
-
-    alphas: np.ndarray
-    betas: np.ndarray
-    basis: torch.Tensor | None = field(repr=False, default=None)
-    num_products: int = 0
-
-    @property
-    def num_steps(self) -> int:
-        """Lanczos steps taken (the size of ``T``)."""
-        return len(self.alphas)
-
-    def tridiagonal(self) -> np.ndarray:
-        """``T`` as a dense matrix."""
-        out: np.ndarray = np.diag(self.alphas) + np.diag(self.betas, 1) + np.diag(self.betas, -1)
-        return out
-
-    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ritz values (ascending) and Gauss-quadrature weights (squared first components of
-        the eigenvectors of ``T``, normalised to sum 1)."""
-        from scipy.linalg import eigh_tridiagonal
-
-        if len(self.alphas) == 1:
-            return self.alphas.copy(), np.ones(1)
-        nodes, vecs = eigh_tridiagonal(self.alphas, self.betas)
-        weights = vecs[0] ** 2
-        return nodes, weights / weights.sum()
 
 
 def _start_vector(op: HessianVectorProduct, v0: torch.Tensor | None, seed: int) -> torch.Tensor:
@@ -98,8 +60,8 @@ def lanczos(
     ``seed``), with full reorthogonalisation (classical Gram-Schmidt, twice) unless told not to.
     ``num_steps`` is capped at ``op.dim``; the run stops early at an invariant subspace, or when
     ``until(alphas, betas, next_beta)`` says so after a step."""
-    _check_op(op)
-    num_steps = min(_check_int(num_steps, "num_steps"), op.dim)
+    check_operator(op)
+    num_steps = min(check_int(num_steps, "num_steps"), op.dim)
     q = _start_vector(op, v0, seed)
     keep = reorthogonalize or return_basis
     basis = torch.empty((num_steps if keep else 2, op.dim), dtype=op.dtype, device=op.device)
@@ -136,31 +98,6 @@ def lanczos(
     )
 
 
-@dataclass(frozen=True)
-class SpectralDensity:
-    """Stochastic Lanczos quadrature: ``nodes`` (Ritz values of every run) and ``weights``
-    (each run's Gauss weights, normalised to sum 1, divided by the number of runs: all weights
-    sum to 1). ``sum(weights * nodes**j)`` estimates ``tr(H^j) / dim``."""
-
-    nodes: np.ndarray
-    weights: np.ndarray
-    run_nodes: tuple[np.ndarray, ...] = field(repr=False)
-    run_weights: tuple[np.ndarray, ...] = field(repr=False)
-    dim: int
-    num_runs: int
-    num_steps: int
-    seed: int
-    num_products: int = 0
-
-    def moment(self, j: int) -> float:
-        """``sum(weights * nodes**j)``, the estimate of ``tr(H^j) / dim``."""
-        return float(np.sum(self.weights * self.nodes ** int(j)))
-
-    def smooth(self, grid: ArrayLike, sigma: float) -> np.ndarray:
-        """The density smoothed by a Gaussian of width ``sigma``, on ``grid``."""
-        return gaussian_density(self.nodes, self.weights, grid, sigma)
-
-
 def slq_density(
     op: HessianVectorProduct, num_runs: int = 1, num_steps: int = 90, seed: int = 0, reorthogonalize: bool = True
 ) -> SpectralDensity:
@@ -168,9 +105,9 @@ def slq_density(
     ``num_steps`` steps, run ``r`` starting from the ``r``-th Rademacher vector of a generator
     seeded with ``seed``.  The same seed gives the vectors ``estimate_trace(op, "hutchinson")`` draws:
     to have SLQ as an estimate of its own, give it a seed of its own."""
-    _check_op(op)
-    num_runs = _check_int(num_runs, "num_runs")
-    num_steps = _check_int(num_steps, "num_steps")
+    check_operator(op)
+    num_runs = check_int(num_runs, "num_runs")
+    num_steps = check_int(num_steps, "num_steps")
     gen = torch.Generator().manual_seed(int(seed))
     run_nodes: list[np.ndarray] = []
     run_weights: list[np.ndarray] = []
@@ -253,37 +190,9 @@ def _slq_interval(
         level=0.95,
         stopped_by="budget",
         frobenius=frobenius,
-        skewness=_skewness(x),
+        skewness=sample_skewness(x),
         sample_stderr=_mean_stderr(samples)[1],
     )
-
-
-def gaussian_density(nodes: ArrayLike, weights: ArrayLike, grid: ArrayLike, sigma: float) -> np.ndarray:
-    """``sum_k weights_k * N(grid; nodes_k, sigma^2)`` on ``grid`` (integrates to ``sum(weights)``)."""
-    if not (isinstance(sigma, (int, float)) and sigma > 0):
-        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-    x = np.asarray(nodes, dtype=np.float64).reshape(-1)
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    if x.shape != w.shape:
-        raise ValueError(f"nodes and weights differ in length ({x.size} vs {w.size})")
-    g = np.asarray(grid, dtype=np.float64)
-    z = (g[..., None] - x) / sigma
-    out: np.ndarray = np.sum(w * np.exp(-0.5 * z * z), axis=-1) / (sigma * math.sqrt(2 * math.pi))
-    return out
-
-
-@dataclass(frozen=True)
-class Eigenpairs:
-    """Eigenvalues (``"LA"``: descending; ``"SA"``: ascending; ``"LM"``: by magnitude,
-    descending) and unit eigenvectors as rows of a ``(k, dim)`` tensor on the operator's device,
-    each with its largest-magnitude entry positive. ``converged`` is False when ARPACK stopped
-    at ``maxiter``; then only the converged pairs are returned."""
-
-    eigenvalues: np.ndarray
-    eigenvectors: torch.Tensor = field(repr=False)
-    num_products: int
-    converged: bool = True
-    which: str = "LA"
 
 
 def _arpack_args(
@@ -297,12 +206,12 @@ def _arpack_args(
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     if ncv is not None:
-        ncv = _check_int(ncv, "ncv", k + 1)
+        ncv = check_int(ncv, "ncv", k + 1)
     else:
         ncv = max(2 * k + 1, min(20, 4 * k + 4))
     ncv = min(ncv, op.dim)
     if maxiter is not None:
-        return _check_int(maxiter, "maxiter"), ncv
+        return check_int(maxiter, "maxiter"), ncv
     return arpack_maxiter(k, ncv, max(ARPACK_MIN_PRODUCTS, ARPACK_PRODUCTS_PER_NCV * ncv)), ncv
 
 
@@ -356,8 +265,8 @@ def top_eigenpairs(
     well-separated top eigenvalue (resnet20: about 9 products instead of 21 with SciPy's default of 20)."""
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
-    _check_op(op)
-    k = _check_int(k, "k")
+    check_operator(op)
+    k = check_int(k, "k")
     if k == 1 and which == "LA" and ncv is None:
         return top_eigenpair(op, tol=tol, seed=seed, max_steps=maxiter or min(op.dim, 300))
     maxiter, ncv = _arpack_args(op, k, which, tol, maxiter, ncv)

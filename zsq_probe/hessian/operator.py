@@ -16,6 +16,13 @@ import torch.nn as nn
 
 from zsq_probe.errors import ComputeError
 from zsq_probe.hessian import distributed
+from zsq_probe.hessian.batches import (
+    batch_size,
+    batch_to,
+    call_model,
+    select_params,
+    slice_batch,
+)
 
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
@@ -55,20 +62,6 @@ class HessianVectorProduct(Protocol):
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``H v`` for a flat vector ``v``."""
         ...
-
-
-def _check_op(op: object) -> None:
-    """Refuse an ``op`` that lacks one of :class:`HessianVectorProduct`'s members, naming it."""
-    for attr in ("dim", "dtype", "device", "matvec"):
-        if not hasattr(op, attr):
-            raise ValueError(f"expected a HessianOperator (or an object with .{attr}), got {type(op).__name__}")
-
-
-def _check_int(value: object, what: str, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (not a bool) ``>= minimum``; ValueError naming ``what`` else."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def products_of(op: object) -> int:
@@ -137,90 +130,9 @@ def rademacher(
 # --------------------------------------------------------------------------- the operator
 
 
-def _select_params(model: nn.Module, params: str | Iterable[str] | None) -> list[tuple[str, nn.Parameter]]:
-    named = list(model.named_parameters())
-    if params is None:
-        chosen = [(n, p) for n, p in named if p.requires_grad]
-        if not chosen:
-            raise ValueError("the model has no parameters that require grad")
-        return chosen
-    wanted = [params] if isinstance(params, str) else list(params)
-    if not wanted or not all(isinstance(w, str) for w in wanted):
-        raise TypeError("params must be a parameter name, a module prefix, or a list of them")
-    keep: set[str] = set()
-    for w in wanted:
-        prefix = w.rstrip(".")
-        hits = [n for n, _ in named if n == prefix or n.startswith(prefix + ".") or prefix == ""]
-        if not hits:
-            some = ", ".join(n for n, _ in named[:6])
-            raise ValueError(f"no parameter named or under '{w}' (parameters are e.g. {some})")
-        trainable = [n for n in hits if dict(named)[n].requires_grad]
-        if not trainable:
-            raise ValueError(f"parameters under '{w}' do not require grad")
-        keep.update(trainable)
-    return [(n, p) for n, p in named if n in keep]
-
-
-def parameter_group(name: str, scope: str) -> str:
-    """The group a parameter belongs to: 'all' (model), its module ('layer'), or its block ('block':
-    pytorchcv's `features.stageN.unitM` / `features.init_block` / top-level module)."""
-    if scope == "model":
-        return "all"
-    module = name.rsplit(".", 1)[0] if "." in name else name
-    if scope == "layer":
-        return module
-    parts = name.split(".")
-    if parts[0] == "features" and len(parts) > 2:
-        return ".".join(parts[:3]) if parts[1].startswith("stage") else ".".join(parts[:2])
-    return parts[0]
-
-
 # --------------------------------------------------------------------------- batches
 # A batch's inputs are a tensor (batch first), or tuples / lists / mappings of them; one walker serves every
 # helper below (the operator's and the exact diagonal's).
-
-
-def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """``obj`` with ``fn`` applied to every tensor in it (tuples, lists and mappings rebuilt, the rest kept)."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_map_tensors(o, fn) for o in obj)
-    if isinstance(obj, Mapping):
-        return {k: _map_tensors(v, fn) for k, v in obj.items()}
-    return obj
-
-
-def _batch_size(inputs: Any) -> int:
-    """The first dimension of the first tensor in ``inputs`` (TypeError when there is none)."""
-    first = inputs
-    while isinstance(first, (tuple, list)) and first:
-        first = first[0]
-    if isinstance(first, Mapping) and first:
-        first = next(iter(first.values()))
-    if isinstance(first, torch.Tensor) and first.dim() > 0:
-        return int(first.shape[0])
-    raise TypeError("cannot tell the batch size: inputs must be a tensor (batch first) or a tuple of tensors")
-
-
-def _slice(obj: Any, start: int, stop: int, n: int) -> Any:
-    """Rows [start, stop) of every batch-first tensor (first dimension n) in a tensor / tuple / mapping."""
-    return _map_tensors(obj, lambda t: t[start:stop] if t.dim() > 0 and t.shape[0] == n else t)
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    """Every tensor in ``obj`` moved to ``device``."""
-    return _map_tensors(obj, lambda t: t.to(device))
-
-
-def _cast(obj: Any, dtype: torch.dtype) -> Any:
-    """Every floating tensor in ``obj`` cast to ``dtype`` (labels and other integer tensors kept)."""
-    return _map_tensors(obj, lambda t: t.to(dtype) if t.is_floating_point() else t)
-
-
-def _call(model: nn.Module, inputs: Any) -> Any:
-    """``model(*inputs)`` for a tuple or list of inputs, else ``model(inputs)``."""
-    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
 
 
 def _batch_pairs(batches: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
@@ -325,7 +237,7 @@ class HessianOperator:
         self._select(params, device)
 
         self._batches: list[tuple[Any, Any]] = _batch_pairs(batches)
-        sizes = [_batch_size(x) for x, _ in self._batches]
+        sizes = [batch_size(x) for x, _ in self._batches]
         if min(sizes) <= 0:
             raise ValueError("every batch must hold at least one sample")
         total = float(sum(sizes))
@@ -345,7 +257,7 @@ class HessianOperator:
 
     def _select(self, params: str | Iterable[str] | None, device: torch.device | str | None) -> None:
         """The selected parameters, their names, shapes, ``dim``, their one ``dtype`` and ``device``."""
-        selected = _select_params(self.model, params)
+        selected = select_params(self.model, params)
         self.param_names: list[str] = [n for n, _ in selected]
         self._params: list[nn.Parameter] = [p for _, p in selected]
         self.param_shapes: list[tuple[int, ...]] = [tuple(p.shape) for p in self._params]
@@ -376,9 +288,9 @@ class HessianOperator:
 
     def _batch_gradient(self, index: int, create_graph: bool = True) -> list[torch.Tensor]:
         inputs, target = self._batches[index]
-        inputs, target = _to(inputs, self.device), _to(target, self.device)
+        inputs, target = batch_to(inputs, self.device), batch_to(target, self.device)
         with torch.enable_grad(), self._forward_state():
-            loss = self.loss_fn(_call(self.model, inputs), target)
+            loss = self.loss_fn(call_model(self.model, inputs), target)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ValueError("loss_fn must return a scalar tensor")
         loss = loss.reshape(())
@@ -412,10 +324,10 @@ class HessianOperator:
         for (x, t), n in zip(self._batches, sizes):
             start, stop = distributed.shard(n, group.rank, group.size)
             if stop > start:
-                batches.append((_slice(x, start, stop, n), _slice(t, start, stop, n)))
+                batches.append((slice_batch(x, start, stop, n), slice_batch(t, start, stop, n)))
                 weights.append((stop - start) / total)
         self._batches, self._weights = batches, weights
-        self.local_batch_sizes: list[int] = [_batch_size(x) for x, _ in batches]
+        self.local_batch_sizes: list[int] = [batch_size(x) for x, _ in batches]
         return group
 
     def _build_graphs(self) -> list[torch.Tensor]:

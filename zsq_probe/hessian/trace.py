@@ -45,16 +45,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
 import torch
 
-from zsq_probe.hessian.operator import HessianVectorProduct, _check_int, _check_op, rademacher
-
-if TYPE_CHECKING:
-    from zsq_probe.hessian.estimators import Eigenpairs
+from zsq_probe.hessian.arguments import check_int, check_operator
+from zsq_probe.hessian.operator import HessianVectorProduct, rademacher
+from zsq_probe.hessian.results import Eigenpairs, TraceInterval
 
 Deflation = Union[torch.Tensor, Sequence[torch.Tensor], "Eigenpairs", None]
 """Vectors whose span Hutch++ traces exactly: a ``(k, dim)`` tensor, a list of vectors or an ``Eigenpairs``."""
@@ -64,55 +63,6 @@ DEFAULT_MAX_PRODUCTS = 1000
 DEFAULT_SKETCH = 20
 DEFAULT_MIN_SAMPLES = {"hutch++": 16, "hutchinson": 30}
 _GROWTH = 1.2  # each later round aims at 1.2x the samples the current variance says are needed
-
-
-@dataclass(frozen=True)
-class TraceInterval:
-    """A trace estimate with its interval.
-
-    ``estimate = low_rank_part + mean(samples)``; ``stderr`` is the standard deviation used for
-    the interval divided by ``sqrt(num_vectors)``; ``[ci_low, ci_high]`` the ``level`` interval,
-    made as ``interval`` says (equal to the estimate when the complement is empty: ``rank ==
-    dim``).  ``num_vectors``: complement (Hutchinson) vectors; ``num_products``: every product,
-    sketch and low-rank part included; ``rank``: columns of ``Q`` (``deflated`` of them given,
-    the rest from the sketch).  ``stopped_by``: ``"tolerance"``, ``"budget"`` or ``"exact"``.
-    ``frobenius``: the estimate of ``||H||_F``; ``tolerance``: the half-width the stop rule asked
-    for at the end; ``skewness``: sample skewness of the complement samples.
-    """
-
-    estimate: float
-    stderr: float
-    ci_low: float
-    ci_high: float
-    num_vectors: int
-    num_products: int
-    estimator: str
-    interval: str
-    low_rank_part: float = 0.0
-    rank: int = 0
-    deflated: int = 0
-    samples: tuple[float, ...] = field(repr=False, default=())
-    seed: int = 0
-    level: float = 0.95
-    stopped_by: str = "budget"
-    frobenius: float = float("nan")
-    tolerance: float = float("nan")
-    skewness: float = float("nan")
-    sample_stderr: float = float("nan")
-
-    @property
-    def half_width(self) -> float:
-        """Half the interval's width."""
-        return 0.5 * (self.ci_high - self.ci_low)
-
-    @property
-    def relative_half_width(self) -> float:
-        """The half-width over ``|estimate|`` (inf for an estimate of 0)."""
-        return self.half_width / abs(self.estimate) if self.estimate != 0 else float("inf")
-
-    def covers(self, value: float) -> bool:
-        """Whether ``value`` lies in ``[ci_low, ci_high]``."""
-        return self.ci_low <= value <= self.ci_high
 
 
 # --------------------------------------------------------------------------- helpers
@@ -156,7 +106,7 @@ def _orthonormal_rows(block: torch.Tensor, against: torch.Tensor | None) -> torc
     return cols.T.contiguous()
 
 
-def _skewness(x: np.ndarray) -> float:
+def sample_skewness(x: np.ndarray) -> float:
     """Sample skewness (NaN below three samples, 0 for constant samples)."""
     if len(x) < 3:
         return float("nan")
@@ -249,13 +199,13 @@ def _settings(
         raise ValueError(f"atol must be a number >= 0 or None, got {atol!r}")
     if not (isinstance(level, float) and 0 < level < 1):
         raise ValueError(f"level must be a float in (0, 1), got {level!r}")
-    max_products = _check_int(max_products, "max_products", 2)
-    min_samples = _check_int(DEFAULT_MIN_SAMPLES[method] if min_samples is None else min_samples, "min_samples", 2)
+    max_products = check_int(max_products, "max_products", 2)
+    min_samples = check_int(DEFAULT_MIN_SAMPLES[method] if min_samples is None else min_samples, "min_samples", 2)
     if method == "hutchinson":
         if deflate is not None or sketch:
             raise ValueError("method='hutchinson' takes no deflate or sketch (use method='hutch++')")
         sketch = 0
-    sketch = _check_int(DEFAULT_SKETCH if sketch is None else sketch, "sketch", 0)
+    sketch = check_int(DEFAULT_SKETCH if sketch is None else sketch, "sketch", 0)
     return _Settings(method, rtol, atol, max_products, min_samples, sketch, int(seed), level)
 
 
@@ -448,7 +398,7 @@ def _interval(comp: _Complement, look: _Look, low: _LowRank, used: int, cfg: _Se
         stopped_by=look.stopped_by,
         frobenius=look.frobenius,
         tolerance=tol,
-        skewness=_skewness(x),
+        skewness=sample_skewness(x),
         sample_stderr=comp.sample_std() / math.sqrt(n) if n > 1 else float("nan"),
     )
 
@@ -480,7 +430,7 @@ def estimate_trace(
     part of ``low_rank_part`` (``k`` products) and the complement has their span projected out.
     ``seed``: every random vector comes from ``torch.Generator().manual_seed(seed)``.
     """
-    _check_op(op)
+    check_operator(op)
     cfg = _settings(method, rtol, atol, max_products, min_samples, sketch, deflate, seed, level)
     counted = _Counted(op)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -510,8 +460,8 @@ def hutchinson_trace(
     ``num_vectors`` Rademacher vectors (fewer once ``rtol`` is met, after at least ``min_vectors``), now with
     :func:`estimate_trace`'s interval and stop rule; returns its :class:`TraceInterval`."""
     _deprecated("hutchinson_trace", 'estimate_trace(op, "hutchinson", ...)')
-    num_vectors = _check_int(num_vectors, "num_vectors", 2)
-    min_vectors = _check_int(min_vectors, "min_vectors")
+    num_vectors = check_int(num_vectors, "num_vectors", 2)
+    min_vectors = check_int(min_vectors, "min_vectors")
     return estimate_trace(
         op,
         "hutchinson",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from zsq_probe.config import curvature_epoch
 from zsq_probe.events import Observer, ProbeContext
-from zsq_probe.hessian.operator import parameter_group  # defined with the Hessian's parameter selection
+from zsq_probe.hessian.results import parameter_group
 from zsq_probe.rundir.store import epoch_key
 
 if TYPE_CHECKING:

@@ -33,8 +33,8 @@ from zsq_probe.hessian import (
     slq_trace,
     top_eigenpairs,
 )
-from zsq_probe.hessian.diagonal import NotPiecewiseLinearError
 from zsq_probe.hessian.distributed import world_size
+from zsq_probe.hessian.linearity import NotPiecewiseLinearError
 from zsq_probe.module_state import preserved_state
 from zsq_probe.probes.base import Probe, Row, grouped_indices
 from zsq_probe.quantization.losses import LossFn, loss_function
