@@ -242,7 +242,7 @@ def test_curvature_probe_skips_a_nan_epoch_with_a_warning(caplog):
     from types import SimpleNamespace
 
     from zsq_probe.hessian.operator import NonFiniteHessianError
-    from zsq_probe.probes import curvature as curv
+    from zsq_probe.probes import hessian as curv
 
     probe = curv.HessianProbe.__new__(curv.HessianProbe)
     probe.cfg = _tiny_cfg(hessian_batch_size=200)

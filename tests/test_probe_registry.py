@@ -10,7 +10,8 @@ from zsq_probe.config import RunConfig
 from zsq_probe.errors import UserError
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES, BUILTIN_PROBES, probe_names
 from zsq_probe.probes import PROBES, Probe, build_order, build_probes, register_probe
-from zsq_probe.probes.curvature import HessianProbe, SliceProbe
+from zsq_probe.probes.hessian import HessianProbe
+from zsq_probe.probes.slice import SliceProbe
 
 
 def _cfg(*probes):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from zsq_probe.config import RunConfig
 from zsq_probe.errors import UserError
 from zsq_probe.hessian import HessianOperator
-from zsq_probe.probes.curvature import loss_along, slice_rows
+from zsq_probe.probes.slice import loss_along, slice_rows
 from zsq_probe.probes.surrogate import frozen_quantization, is_quantized
 from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantize_model
 

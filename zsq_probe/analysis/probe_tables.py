@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,9 +28,6 @@ import pandas as pd
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError
 from zsq_probe.rundir.schema import require_columns
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, TypeVar
 from zsq_probe.errors import UserError
 from zsq_probe.probe_registry import BUILTIN_PROBES, PROBES, probe_names
 from zsq_probe.probes.base import Probe
+from zsq_probe.probes.cosine import CosineProbe
 from zsq_probe.probes.crossings import CrossingsProbe
-from zsq_probe.probes.curvature import HessianProbe, SliceProbe
-from zsq_probe.probes.gradients import CosineProbe, InterEpochProbe
+from zsq_probe.probes.hessian import HessianProbe
+from zsq_probe.probes.inter_epoch import InterEpochProbe
+from zsq_probe.probes.slice import SliceProbe
 
 if TYPE_CHECKING:
     from zsq_probe.config import RunConfig
