@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zsq_probe.data.datasets import dataset_for_teacher, load_dataset
+from zsq_probe.data.datasets import load_dataset
 from zsq_probe.teachers.loader import build_architecture
+from zsq_probe.teachers.metadata import dataset_for_teacher
 
 
 def as_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:

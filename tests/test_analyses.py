@@ -189,8 +189,8 @@ def test_tab1_recipe_matches_the_paper_layout():
 
 
 def test_tab7_and_fig6_recipes_match_the_paper():
-    from zsq_probe.data.datasets import teacher_input_size
     from zsq_probe.teachers.loader import PAPER_TEACHER_TOP1, PAPER_WEIGHT_FILES
+    from zsq_probe.teachers.metadata import teacher_input_size
 
     recipe = load_recipe("tab7")
     teachers = {"inceptionv3": 79.00, "sqnxt23_w2": 69.39, "shufflenet_g1_w1": 65.07}

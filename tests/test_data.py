@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from zsq_probe.data import datasets as data
-from zsq_probe.data.datasets import DATASETS, dataset_for_teacher, load_dataset, make_loader
+from zsq_probe.data.datasets import DATASETS, load_dataset, make_loader
 from zsq_probe.errors import UserError
+from zsq_probe.teachers.metadata import dataset_for_teacher
 
 CIFAR10_PER_BATCH = 3
 

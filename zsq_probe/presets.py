@@ -468,7 +468,7 @@ def resolve_config(
     overrides: list[str] | None = None,
 ) -> RunConfig:
     """Build the resolved config: defaults -> data-set scale -> preset -> flags -> --set overrides."""
-    from zsq_probe.data.datasets import dataset_for_teacher
+    from zsq_probe.teachers.metadata import dataset_for_teacher
 
     data = data or dataset_for_teacher(teacher)
     values: dict = {}

@@ -159,7 +159,7 @@ def build_config(args):
 def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
     """--resume continues a run with the preset, teacher and data set it was started with: an explicit
     --preset, --teacher or --data naming others is refused (even with --force: the checkpoint belongs to them)."""
-    from zsq_probe.data.datasets import dataset_for_teacher  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.teachers.metadata import dataset_for_teacher  # loads when the command runs (zsq_probe.cli)
 
     preset = getattr(args, "preset", None)  # (a caller's own Namespace may lack it)
     if args.teacher is None and args.data is None and preset is None:

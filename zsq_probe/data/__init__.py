@@ -12,12 +12,9 @@ from zsq_probe.data.datasets import (
     DatasetSpec,
     TensorImageDataset,
     check_normalization,
-    dataset_for_teacher,
     get_spec,
     load_dataset,
     make_loader,
-    spec_for_teacher,
-    teacher_input_size,
 )
 
 __all__ = [
@@ -30,12 +27,9 @@ __all__ = [
     "OnDiskCIFAR100",
     "TensorImageDataset",
     "check_normalization",
-    "dataset_for_teacher",
     "get_spec",
     "load_dataset",
     "make_loader",
-    "spec_for_teacher",
-    "teacher_input_size",
 ]
 
 

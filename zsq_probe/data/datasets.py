@@ -25,9 +25,9 @@ unless the caller passes ``download=True`` (the CLI's ``--download``).
   position in sorted folder order (the order pytorchcv's 1000-class models use). Test
   transform: Resize(256) / CenterCrop(224); mean (0.485, 0.456, 0.406), std (0.229, 0.224,
   0.225) under both normalisation options (the reference and pytorchcv agree). A teacher with
-  another input size (InceptionV3: 299, :func:`teacher_input_size`) gets
+  another input size (InceptionV3: 299, `teachers.metadata.teacher_input_size`) gets
   Resize(ceil(size / 0.875)) / CenterCrop(size), imgclsmob's rule (342 / 299): pass
-  ``image_size=`` to :func:`get_spec` / :func:`load_dataset`, or use :func:`spec_for_teacher`.
+  ``image_size=`` to :func:`get_spec` / :func:`load_dataset`, or use `teachers.metadata.spec_for_teacher`.
 
 ``augment=True`` (train-time augmentation, for the real-data KD baseline): digits -- random
 translation by up to 2 pixels (zero padding in normalised space is the background value);
@@ -73,9 +73,6 @@ __all__ = [
     "get_spec",
     "load_dataset",
     "make_loader",
-    "dataset_for_teacher",
-    "teacher_input_size",
-    "spec_for_teacher",
 ]
 
 
@@ -180,7 +177,8 @@ def check_normalization(normalization) -> str:
 def get_spec(name: str, normalization: str = "reference", image_size: int | None = None) -> DatasetSpec:
     """The :class:`DatasetSpec` of a data set name under a normalisation option (only CIFAR's constants
     depend on it); unknown name or option -> UserError.  ``image_size``: ImageNet's square input size
-    (default 224; e.g. 299 for InceptionV3, see :func:`teacher_input_size`); other data sets have one size."""
+    (default 224; e.g. 299 for InceptionV3, see `teachers.metadata.teacher_input_size`); other data sets have
+    one size."""
     key = str(name).lower()
     if key not in DATASETS:
         raise UserError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
@@ -566,7 +564,7 @@ def load_dataset(
     folder has a different number of classes; other data sets raise UserError on a mismatch).
     ``normalization``: ``"reference"`` (default) or ``"pytorchcv"``; only CIFAR's constants differ
     (see the module docstring). The data set's ``spec`` records which was applied.
-    ``image_size``: ImageNet's input size (default 224; :func:`teacher_input_size` gives a teacher's).
+    ``image_size``: ImageNet's input size (default 224; `teachers.metadata.teacher_input_size` gives a teacher's).
     Missing or malformed data -> UserError with a one-line message.
     """
     spec = get_spec(name, normalization, image_size)
@@ -619,78 +617,6 @@ def make_loader(
         pin_memory=bool(pin_memory) and torch.cuda.is_available(),
         persistent_workers=bool(persistent_workers) and int(num_workers) > 0,
     )
-
-
-# suffixes of pytorchcv models trained on data sets (or tasks) this toolkit does not handle
-_UNSUPPORTED_SUFFIXES = {
-    "svhn": "SVHN",
-    "cub": "CUB-200-2011",
-    "voc": "Pascal VOC (segmentation)",
-    "coco": "COCO (detection/segmentation/pose)",
-    "ade20k": "ADE20K (segmentation)",
-    "cityscapes": "Cityscapes (segmentation)",
-    "celebamaskhq": "CelebAMask-HQ (segmentation)",
-    "widerface": "WIDER FACE (detection)",
-}
-
-
-def dataset_for_teacher(teacher_name: str) -> str:
-    """Which data set a teacher expects: ``*_cifar10`` -> cifar10, ``*_cifar100`` -> cifar100,
-    ``digits`` -> digits, anything else -> imagenet. SVHN and non-classification pytorchcv
-    models -> UserError."""
-    name = str(teacher_name).strip().lower()
-    if not name:
-        raise UserError("empty teacher name: pass e.g. --teacher resnet20_cifar10 (or digits)")
-    if name == "digits":
-        return "digits"
-    suffix = name.rsplit("_", 1)[-1] if "_" in name else ""
-    if suffix == "cifar10":
-        return "cifar10"
-    if suffix == "cifar100":
-        return "cifar100"
-    if suffix in _UNSUPPORTED_SUFFIXES:
-        raise UserError(
-            f"teacher {teacher_name!r} is trained on {_UNSUPPORTED_SUFFIXES[suffix]}, which zsq-probe does not "
-            f"support: use a CIFAR-10/100 model (*_cifar10, *_cifar100), an ImageNet model, or digits"
-        )
-    return "imagenet"
-
-
-def teacher_input_size(teacher_name: str) -> int | None:
-    """The square input size an ImageNet teacher expects: pytorchcv's published ``img_size`` of the model
-    (299 for inceptionv3, 224 for most); 224 for an ImageNet name pytorchcv does not list; None for
-    CIFAR and digits teachers (their data sets have one size)."""
-    if dataset_for_teacher(teacher_name) != "imagenet":
-        return None
-    return _pytorchcv_img_sizes().get(str(teacher_name).strip().lower(), DATASETS["imagenet"].image_shape[1])
-
-
-def spec_for_teacher(teacher_name: str, normalization: str = "reference") -> DatasetSpec:
-    """The :class:`DatasetSpec` of a teacher's data set at the input size the teacher expects."""
-    return get_spec(dataset_for_teacher(teacher_name), normalization, teacher_input_size(teacher_name))
-
-
-_IMG_SIZES: dict[str, int] | None = None
-
-
-def _pytorchcv_img_sizes() -> dict[str, int]:
-    """Pytorchcv's model_metainfos.csv: model name -> img_size (its test input size)."""
-    global _IMG_SIZES
-    if _IMG_SIZES is None:
-        sizes = {}
-        try:
-            from pytorchcv.models.common import model_store  # not in older pytorchcv releases: sizes unknown
-
-            rows = model_store.load_csv(model_store.get_model_metainfos_file_path())
-            header = rows[0]
-            col = header.index("img_size")
-            for r in rows[1:]:
-                if len(r) > col and str(r[col]).isdigit():
-                    sizes[str(r[0])] = int(r[col])
-        except (ImportError, AttributeError, OSError, ValueError):
-            pass
-        _IMG_SIZES = sizes
-    return _IMG_SIZES
 
 
 # names served from zsq_probe.data.cifar_readers on first use (it imports torchvision)

@@ -200,7 +200,8 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
     """
     # torchvision: the samples figure only (zsq_probe.plots)
-    from zsq_probe.data.datasets import dataset_for_teacher, get_spec, teacher_input_size
+    from zsq_probe.data.datasets import get_spec
+    from zsq_probe.teachers.metadata import dataset_for_teacher, teacher_input_size
 
     run = R.open_run(run)
     cfg = R.config(run)

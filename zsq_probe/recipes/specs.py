@@ -52,7 +52,7 @@ def bits_label(w, a) -> str:
 
 def data_of(teacher: str) -> str:
     """The data set a teacher was trained on."""
-    from zsq_probe.data.datasets import dataset_for_teacher  # torch: not on import (zsq_probe.recipes)
+    from zsq_probe.teachers.metadata import dataset_for_teacher  # torch: not on import (zsq_probe.recipes)
 
     return dataset_for_teacher(teacher)
 

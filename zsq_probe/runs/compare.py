@@ -25,7 +25,7 @@ def _run_method(run) -> str:
 def _run_data(run) -> str | None:
     """The data set a run was trained on (its config's, else its teacher's); None when not known."""
     from zsq_probe.config import config_from_dict
-    from zsq_probe.data.datasets import dataset_for_teacher
+    from zsq_probe.teachers.metadata import dataset_for_teacher
 
     try:
         doc = run.read_config_doc()

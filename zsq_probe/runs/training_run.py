@@ -12,11 +12,11 @@ import torch.nn as nn
 
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.config import CONFIG_SCHEMA_VERSION, RunConfig, config_diff, config_from_dict
-from zsq_probe.data.datasets import dataset_for_teacher
 from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
 from zsq_probe.rundir.output import RUN_NAMES, check_output
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
+from zsq_probe.teachers.metadata import dataset_for_teacher
 from zsq_probe.threads import torch_threads
 from zsq_probe.training.build import build_run
 from zsq_probe.training.loop import Trainer

@@ -15,14 +15,13 @@ import torch.nn.functional as F
 
 from zsq_probe.data.datasets import (
     check_normalization,
-    dataset_for_teacher,
     load_dataset,
     make_loader,
-    teacher_input_size,
 )
 from zsq_probe.errors import UserError
 from zsq_probe.quantization.quantizer import calibrate_activation_ranges, quantization_spec, quantize_model
 from zsq_probe.teachers.loader import TeacherInfo, check_published_accuracy, comparison_top1, load_teacher
+from zsq_probe.teachers.metadata import dataset_for_teacher, teacher_input_size
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from zsq_probe.data.datasets import DATASETS, dataset_for_teacher
+from zsq_probe.data.datasets import DATASETS
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.rundir.safe_pickle import sniff_file
 from zsq_probe.teachers.digits import (
@@ -56,6 +56,7 @@ from zsq_probe.teachers.digits import (
     digits_teacher_path,
     evaluate_top1,
 )
+from zsq_probe.teachers.metadata import dataset_for_teacher
 
 __all__ = [
     "TeacherInfo",

@@ -146,7 +146,8 @@ def data_spec_for(
     """(the data spec, the teacher's input size): `data_spec`, else that of `cfg.dataset.name` (None when the
     config names no data set: the teacher's own, once loaded).  The size is pytorchcv's img_size (299 for
     InceptionV3, else the data set's own; None for a teacher module).  A named teacher must match the data set."""
-    from zsq_probe.data.datasets import dataset_for_teacher, get_spec, teacher_input_size
+    from zsq_probe.data.datasets import get_spec
+    from zsq_probe.teachers.metadata import dataset_for_teacher, teacher_input_size
 
     if teacher is None:
         expected = dataset_for_teacher(cfg.teacher)
