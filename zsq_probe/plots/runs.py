@@ -8,12 +8,15 @@ it); data that is there but wrong raises `UserError`.
 from __future__ import annotations
 
 import json
+import os
 import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Any, SupportsInt, TypeAlias, TypeVar
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.analysis.probe_tables import HOW_TO_GET
@@ -23,46 +26,60 @@ from zsq_probe.errors import UserError
 from zsq_probe.plots.style import ZQ_COLOR, canonical_method, method_style, safe_name
 from zsq_probe.presets import DATASET_SCALES, dataset_family
 from zsq_probe.rundir.schema import TABLES, require_columns, tripped_health_checks
-from zsq_probe.rundir.store import RunDir
+from zsq_probe.rundir.store import JSONDict, PathArg, RunDir
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.typing import ColorType
+
+RunSource: TypeAlias = RunDir | PathArg  # a run: a RunDir or its folder
+RunsArg: TypeAlias = RunSource | Iterable[RunSource]  # one run or several
+TableSource: TypeAlias = RunSource | pd.DataFrame  # a run, or one of its tables already read
+# epochs as a caller gives them: '60,350', '3-12', one number or numbers (zsq_probe.analysis.epochs.parse_epochs)
+EpochsArg: TypeAlias = str | int | Iterable[SupportsInt] | None
+SeedCurves: TypeAlias = tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], int]
+
+_T = TypeVar("_T")
 
 
 class SkipFigure(Exception):
     """The given runs lack the data this figure needs; str(exc) says what and how to get it."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
 
 # ------------------------------------------------------------------------------------------ runs
-def open_run(run) -> RunDir:
+def open_run(run: RunSource) -> RunDir:
     """A RunDir from a RunDir or a run folder path."""
     return run if isinstance(run, RunDir) else RunDir.open(run)
 
 
-def open_runs(paths) -> list[RunDir]:
+def open_runs(paths: RunsArg) -> list[RunDir]:
     """RunDirs of the runs given (one or a list); UserError when none is."""
     if not paths:
         raise UserError("no runs given: pass --runs RUN [RUN ...]")
-    if isinstance(paths, (str, Path, RunDir)):
-        paths = [paths]
-    return distinct_runs([open_run(r) for r in paths])  # a copied run is one run (one seed), with a warning
+    items: Iterable[RunSource] = [paths] if isinstance(paths, (str, os.PathLike, RunDir)) else paths
+    return distinct_runs([open_run(r) for r in items])  # a copied run is one run (one seed), with a warning
 
 
-def config(run: RunDir) -> dict:
+def config(run: RunDir) -> JSONDict:
     """The run's config as flat keys (method, teacher, data, gi, source, generator, ...), whether its
     config.json holds one flat dict or nested sections."""
     return flat_config(run.read_config_doc().get("config", {}) or {})
 
 
-def flat_config(doc: dict) -> dict:
+def flat_config(doc: Mapping[str, object]) -> JSONDict:
     """A config.json 'config' dict with its nested sections ({'inundation': {'enabled': ...}}) turned into
     the flat keys `--set` uses ('gi'); a flat dict is returned as it is."""
     flat_name = {where: key for key, where in FLAT_KEYS.items()}
-    out = {}
+    out: JSONDict = {}
     for key, value in doc.items():
         if isinstance(value, dict):
-            out.update({flat_name.get((key, name), name): v for name, v in value.items()})
+            section: Mapping[str, object] = value  # a config.json section: its keys are strings
+            out.update({flat_name.get((key, name), name): v for name, v in section.items()})
         else:
             out[key] = value
     return out
@@ -99,13 +116,13 @@ def label(run: RunDir) -> str:
     return "KD" if m == "kd" else f"ZQ: {m}"
 
 
-def kd_first(runs) -> list[RunDir]:
+def kd_first(runs: Iterable[RunDir]) -> list[RunDir]:
     """KD runs before ZQ runs (the paper's panel order), otherwise in the order given."""
     return sorted(runs, key=lambda r: not is_kd(r))
 
 
 # ---------------------------------------------------------------------------------------- colours
-def kind_color(run: RunDir, index: int = 0):
+def kind_color(run: RunDir, index: int = 0) -> str:
     """The run's method colour (style.METHOD_STYLE, the same in every figure)."""
     return method_style(method(run), index)[0]
 
@@ -115,17 +132,17 @@ def marker(run: RunDir, index: int = 0) -> str:
     return method_style(method(run), index)[1]
 
 
-def default_color(run):
+def default_color(run: RunDir | None) -> str:
     """A run's method colour; the GDFQ colour for a table given without its run."""
     return kind_color(run) if run is not None else ZQ_COLOR
 
 
-def kind_colors(runs) -> dict[str, object]:
+def kind_colors(runs: Iterable[RunDir]) -> dict[str, object]:
     """Run name -> its method's colour (one colour per method in every figure)."""
     return method_colors(runs)
 
 
-def method_colors(runs) -> dict[str, object]:
+def method_colors(runs: Iterable[RunDir]) -> dict[str, object]:
     """Run name -> its method's colour (style.METHOD_STYLE keyed by the canonical method name)."""
     unknown: dict[str, int] = {}
     out: dict[str, object] = {}
@@ -135,7 +152,7 @@ def method_colors(runs) -> dict[str, object]:
     return out
 
 
-def seed(run: RunDir):
+def seed(run: RunDir) -> object:
     """A run's seed as its config records it."""
     return config(run).get("seed")
 
@@ -145,17 +162,17 @@ def seed_key(run: RunDir) -> str:
     return json.dumps(run_setting(run), sort_keys=True, default=str)
 
 
-def seed_groups(runs) -> list[list[RunDir]]:
+def seed_groups(runs: Iterable[RunDir]) -> list[list[RunDir]]:
     """Runs that differ only by seed (and probe settings) grouped, in the order first seen."""
-    groups: dict[str, list] = {}
+    groups: dict[str, list[RunDir]] = {}
     for r in runs:
         groups.setdefault(seed_key(r), []).append(r)
     return list(groups.values())
 
 
-def representatives(runs, table: str | None = None) -> list[RunDir]:
+def representatives(runs: Iterable[RunDir], table: str | None = None) -> list[RunDir]:
     """One run per seed group (the first holding `table` when given): the panels of per-run figures."""
-    out = []
+    out: list[RunDir] = []
     for g in seed_groups(runs):
         have = [r for r in g if table is None or has_table(r, table)]
         if have:
@@ -163,7 +180,7 @@ def representatives(runs, table: str | None = None) -> list[RunDir]:
     return out
 
 
-def file_labels(runs) -> dict[str, str]:
+def file_labels(runs: Sequence[RunDir]) -> dict[str, str]:
     """Run id -> what a per-run figure's file name calls the run: its folder name, made safe for a file name,
     with the first 8 characters of its run id added when another run drawn has the same folder name."""
     names = [safe_name(r.name) for r in runs]
@@ -173,7 +190,7 @@ def file_labels(runs) -> dict[str, str]:
     }
 
 
-def group_label(group) -> str:
+def group_label(group: Sequence[RunDir]) -> str:
     """'gdfq (n=2)': a method and the number of seeds aggregated."""
     return f"{method(group[0])} (n={len(group)})"
 
@@ -184,7 +201,7 @@ def has_table(run: RunDir, table: str) -> bool:
     return bool(run.part_keys(table))
 
 
-def runs_with(runs, table: str, figure: str, what: str | None = None) -> list[RunDir]:
+def runs_with(runs: Sequence[RunDir], table: str, figure: str, what: str | None = None) -> list[RunDir]:
     """The runs holding `table`; SkipFigure naming the table and how to produce it when none does."""
     have = [r for r in runs if has_table(r, table)]
     if not have:
@@ -196,7 +213,7 @@ def runs_with(runs, table: str, figure: str, what: str | None = None) -> list[Ru
     return have
 
 
-def read(run: RunDir, table: str, columns=None, figure: str = ""):
+def read(run: RunDir, table: str, columns: Sequence[str] | None = None, figure: str = "") -> pd.DataFrame:
     """A table of a run with its needed columns checked (UserError naming a missing column)."""
     df = run.read_table(table)
     require_columns(
@@ -208,13 +225,15 @@ def read(run: RunDir, table: str, columns=None, figure: str = ""):
     return df
 
 
-def where(figure: str, run, table: str) -> str:
+def where(figure: str, run: RunDir | None, table: str) -> str:
     """Where a table came from, for messages: 'fig1: run-name probes/cosine' (parts left out when unknown)."""
     parts = [f"{figure}:" if figure else "", run.name if run is not None else "", f"probes/{table}"]
     return " ".join(p for p in parts if p)
 
 
-def table_of(source, table: str, columns, figure: str = ""):
+def table_of(
+    source: TableSource, table: str, columns: Sequence[str], figure: str = ""
+) -> tuple[RunDir | None, pd.DataFrame]:
     """(run or None, DataFrame) from a run (RunDir or folder) or a DataFrame of `table` already read."""
     if isinstance(source, pd.DataFrame):
         require_columns(source, table, columns, f"{figure + ': ' if figure else ''}probes/{table}")
@@ -224,38 +243,47 @@ def table_of(source, table: str, columns, figure: str = ""):
 
 
 # ----------------------------------------------------------------------------------------- epochs
-def pick_epoch(available, wanted, what: str) -> int:
+def pick_epoch(available: Iterable[SupportsInt], wanted: SupportsInt | None, what: str) -> int:
     """`wanted` if it has data (UserError otherwise); the last epoch with data when None."""
-    available = sorted(int(e) for e in available)
-    if not available:
+    epochs = sorted(int(e) for e in available)
+    if not epochs:
         raise SkipFigure(f"{what}: no epochs with data")
     if wanted is None:
-        return available[-1]
-    if int(wanted) not in available:
-        raise UserError(f"{what}: no data for epoch {wanted} (epochs with data: {epoch_list(available)})")
+        return epochs[-1]
+    if int(wanted) not in epochs:
+        raise UserError(f"{what}: no data for epoch {wanted} (epochs with data: {epoch_list(epochs)})")
     return int(wanted)
 
 
-def middle_epoch(available) -> int:
+def middle_epoch(available: Iterable[SupportsInt]) -> int:
     """The paper's snapshots are 'captured from middle of the training' (epoch 200 of 400)."""
-    available = sorted(int(e) for e in available)
-    return available[(len(available) - 1) // 2]
+    epochs = sorted(int(e) for e in available)
+    return epochs[(len(epochs) - 1) // 2]
 
 
 # ------------------------------------------------------------------------------------------ seeds
-def seed_mean(frames, x: str, y: str):
+def seed_mean(frames: Iterable[pd.DataFrame], x: str, y: str) -> SeedCurves:
     """Runs differing only by seed -> (x, mean, low, high, n) over the x values they share; the band is the
     seed interval [min, max] (what the findings compare)."""
-    frames = [f[[x, y]].groupby(x, as_index=True)[y].mean() for f in frames if len(f)]
-    if not frames:
+    means = [f[[x, y]].groupby(x, as_index=True)[y].mean() for f in frames if len(f)]
+    if not means:
         return np.array([]), np.array([]), np.array([]), np.array([]), 0
-    table = pd.concat(frames, axis=1).sort_index()
+    table = pd.concat(means, axis=1).sort_index()
     xs = table.index.to_numpy(dtype=float)
     values = table.to_numpy(dtype=float)
-    return xs, np.nanmean(values, axis=1), np.nanmin(values, axis=1), np.nanmax(values, axis=1), len(frames)
+    return xs, np.nanmean(values, axis=1), np.nanmin(values, axis=1), np.nanmax(values, axis=1), len(means)
 
 
-def draw_seed_band(ax, frames, x: str, y: str, color, label: str, marker: str | None = "o", ls: str = "-"):
+def draw_seed_band(
+    ax: Axes,
+    frames: Iterable[pd.DataFrame],
+    x: str,
+    y: str,
+    color: ColorType,
+    label: str,
+    marker: str | None = "o",
+    ls: str = "-",
+) -> int:
     """Mean over seeds (line, `label` + ' (n=N)') with the seed interval [min, max] shaded; returns n."""
     xs, mean, low, high, n = seed_mean(frames, x, y)
     if n == 0:
@@ -272,20 +300,20 @@ class Drawn:
     """What a built figure shows, for its caption: the runs drawn (only those are listed) and the written
     caption text (what is drawn, how it is aggregated, what the colours and lines mean)."""
 
-    runs: tuple
+    runs: tuple[RunDir, ...]
     text: str
 
 
-_DRAWN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DRAWN: weakref.WeakKeyDictionary[Figure, Drawn] = weakref.WeakKeyDictionary()
 
 
-def describe(fig, runs, text: str):
+def describe(fig: Figure, runs: Iterable[RunDir], text: str) -> Figure:
     """Record on `fig` the runs it draws and its caption text (catalog.caption writes them); returns fig."""
     _DRAWN[fig] = Drawn(tuple(runs), " ".join(text.split()))
     return fig
 
 
-def drawn(fig) -> Drawn | None:
+def drawn(fig: Figure) -> Drawn | None:
     """What `describe` recorded for `fig` (None when nothing was)."""
     return _DRAWN.get(fig)
 
@@ -316,7 +344,7 @@ def lr_text(run: RunDir) -> str:
     return lr_text_for(config(run))
 
 
-def lr_text_for(cfg: dict) -> str:
+def lr_text_for(cfg: Mapping[str, Any]) -> str:
     """`lr_text` of a run's flat config."""
     lr = cfg.get("lr")
     if lr is None:
@@ -348,11 +376,11 @@ def tripped_checks_text(run: RunDir) -> str:
     return ", ".join(f"{check} (epochs {epoch_list(sorted(set(e)))})" for check, e in tripped.items())
 
 
-def pages(items, per_page: int) -> list[list]:
+def pages(items: Iterable[_T], per_page: int) -> list[list[_T]]:
     """`items` cut into pages of at most `per_page` (a figure that would pass style.MAX_HEIGHT goes on to more
     files)."""
-    items = list(items)
-    return [items[i : i + per_page] for i in range(0, len(items), per_page)] or [[]]
+    listed = list(items)
+    return [listed[i : i + per_page] for i in range(0, len(listed), per_page)] or [[]]
 
 
 def page_stem(stem: str, index: int) -> str:
@@ -360,10 +388,10 @@ def page_stem(stem: str, index: int) -> str:
     return stem if index == 0 else f"{stem}_{index + 1}"
 
 
-def require_settings(runs, figure: str, instead: str) -> dict[str, list]:
+def require_settings(runs: Iterable[RunDir], figure: str, instead: str) -> dict[str, list[RunDir]]:
     """{setting (teacher/data): its runs, KD first}; SkipFigure with a one-line reason when the runs span one
     setting (the cross-setting figure would repeat `instead`)."""
-    settings: dict[str, list] = {}
+    settings: dict[str, list[RunDir]] = {}
     for r in kd_first(runs):
         settings.setdefault(setting(r), []).append(r)
     if len(settings) < 2:

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zsq_probe.errors import UserError
 from zsq_probe.rundir.atomic import atomic_write_bytes
-from zsq_probe.rundir.store import remove_dead_temp_files
+from zsq_probe.rundir.store import PathArg, remove_dead_temp_files
 
 if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
+    from matplotlib.figure import Figure
     from matplotlib.typing import RcKeyType
 
 DPI = 300
@@ -70,13 +74,13 @@ LOSS_COLORS = {"ce": CE_COLOR, "kl": KL_COLOR}
 LOSS_STYLES = {"ce": "-", "kl": "--"}
 
 
-def canonical_method(name) -> str:
+def canonical_method(name: object) -> str:
     """The method name colours and markers are keyed by: lower case, 'qimera-ait' -> 'qimera+ait'."""
     m = str(name or "?").strip().lower().replace("_", "-")
     return {"qimera-ait": "qimera+ait", "kl_only": "kl-only"}.get(m, m)
 
 
-def method_style(name, index: int = 0) -> tuple[str, str]:
+def method_style(name: object, index: int = 0) -> tuple[str, str]:
     """(colour, marker) of a method, the same in every figure; unknown methods take spare ones by `index`."""
     m = canonical_method(name)
     if m in METHOD_STYLE:
@@ -122,7 +126,7 @@ def current_width() -> str:
 
 
 @contextlib.contextmanager
-def figure_width(name: str | None):
+def figure_width(name: str | None) -> Iterator[str]:
     """Size the figures built inside the block for the width `name` ('column': one column, 3.3 in)."""
     if name is None:
         yield current_width()
@@ -139,7 +143,7 @@ _protected: list[frozenset[Path]] = [frozenset()]
 
 
 @contextlib.contextmanager
-def protect(paths):
+def protect(paths: Iterable[PathArg]) -> Iterator[None]:
     """Inside the block `save` refuses (UserError) to replace any of `paths`: the files a command did not write
     (the output policy, zsq_probe.rundir.output)."""
     old = _protected[0]
@@ -157,7 +161,7 @@ def _check_unprotected(*paths: Path) -> None:
             raise UserError(f"{path} exists and zsq-probe did not write it: not replaced")
 
 
-def fit_size(figsize) -> tuple[float, float]:
+def fit_size(figsize: Sequence[float]) -> tuple[float, float]:
     """`figsize` scaled to the chosen width (aspect kept, height kept readable, at most MAX_HEIGHT)."""
     w, h = float(figsize[0]), float(figsize[1])
     target = WIDTHS[current_width()]
@@ -167,21 +171,25 @@ def fit_size(figsize) -> tuple[float, float]:
     return target, min(max(height, floor), MAX_HEIGHT)
 
 
-def style():
-    """A context manager drawing in the figures' style (rcParams STYLE), around pyplot calls or our own."""
+def style() -> contextlib.AbstractContextManager[None]:
+    """A context manager drawing in the figures' style (rcParams STYLE), around pyplot calls or our own.
+
+    Returns:
+        A context manager (``matplotlib.rc_context``) applying `STYLE` inside its block and nothing outside it.
+    """
     import matplotlib  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     return matplotlib.rc_context(STYLE)
 
 
-def new_figure(figsize):
+def new_figure(figsize: tuple[float, float]) -> Figure:
     """A matplotlib Figure not registered with pyplot (no backend, no window); draw inside style()."""
     from matplotlib.figure import Figure  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     return Figure(figsize=figsize)
 
 
-def colormap(name: str):
+def colormap(name: str) -> Colormap:
     """The matplotlib colormap `name`."""
     import matplotlib  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
@@ -196,20 +204,34 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def readable(fig):
+def readable(fig: Figure) -> Figure:
     """Every text of `fig` at least MIN_FONT points; returns fig."""
     from matplotlib.text import Text  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     for t in fig.findobj(Text):
-        if t.get_text() and t.get_fontsize() < MIN_FONT:
+        if t.get_text() and float(t.get_fontsize()) < MIN_FONT:  # a size in points (a name such as 'large' resolved)
             t.set_fontsize(MIN_FONT)
     return fig
 
 
-def save(fig, out_dir, name: str, fmt: str = "png", caption: str | None = None) -> Path:
-    """Write `fig` to OUT_DIR/NAME.FMT (folder created) at DPI with its size kept (the width it was made
-    for); `caption` goes to OUT_DIR/NAME.txt.  Both are written atomically (a hidden temporary name, then a
-    rename).  Returns the figure's path."""
+def save(fig: Figure, out_dir: PathArg, name: str, fmt: str = "png", caption: str | None = None) -> Path:
+    """Write `fig` to OUT_DIR/NAME.FMT (folder created) at DPI with its size kept (the width it was made for).
+
+    Both files are written atomically (a hidden temporary name, then a rename).
+
+    Args:
+        fig: The figure to write.
+        out_dir: The folder to write into (created when missing).
+        name: The file stem.
+        fmt: 'png' or 'pdf'.
+        caption: Text written to OUT_DIR/NAME.txt beside the figure (none when empty).
+
+    Returns:
+        The figure's path.
+
+    Raises:
+        UserError: `fmt` is not one of FORMATS, or a file is one `protect` guards.
+    """
     check_format(fmt)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +256,7 @@ def safe_name(text: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- axes
-def epoch_axis(ax, xlabel: str = "Epoch") -> None:
+def epoch_axis(ax: Axes, xlabel: str = "Epoch") -> None:
     """X axis labelled `xlabel` with at most ~8 integer ticks."""
     from matplotlib.ticker import MaxNLocator  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
@@ -242,12 +264,12 @@ def epoch_axis(ax, xlabel: str = "Epoch") -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
 
 
-def zero_line(ax) -> None:
+def zero_line(ax: Axes) -> None:
     """A thin horizontal line at y = 0 behind the data."""
     ax.axhline(0.0, color="0.35", lw=0.8, ls="-", zorder=0)
 
 
-def note(ax, text: str) -> None:
+def note(ax: Axes, text: str) -> None:
     """A panel that has no data says so in words (never an empty, silent panel)."""
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7.5, color="0.35", wrap=True)
     ax.set_xticks([])
@@ -262,7 +284,7 @@ def grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def drawing(figsize):
+def drawing(figsize: Sequence[float]) -> Iterator[Figure]:
     """A new Figure at the chosen width (`figure_width`), built in the figures' style with a constrained layout
     (labels kept inside the figure, not overlapping): `with drawing(figsize) as fig: ...`."""
     with style():
