@@ -9,32 +9,71 @@ of 400).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
 
 from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import CE_COLOR, SNAPSHOT_KL_COLOR, drawing, epoch_axis, zero_line
+from zsq_probe.rundir.store import RunDir
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.typing import ColorType
 
 
-def step_positions(steps) -> np.ndarray:
+def step_positions(steps: pd.DataFrame) -> NDArray[np.float64]:
     """X of each step row: its epoch, spread over [epoch-0.4, epoch+0.4] by step index."""
     n = steps.groupby("epoch")["step"].transform("max").to_numpy(dtype=float) + 1
-    return steps["epoch"].to_numpy(dtype=float) + (steps["step"].to_numpy(dtype=float) / np.maximum(n, 1) - 0.5) * 0.8
+    x: NDArray[np.float64] = (
+        steps["epoch"].to_numpy(dtype=float) + (steps["step"].to_numpy(dtype=float) / np.maximum(n, 1) - 0.5) * 0.8
+    )
+    return x
 
 
 # ------------------------------------------------------------------------------------- one panel
-def draw_cosine(ax, source, *, color=None, scatter: bool = True, label: str | None = None):
+def draw_cosine(
+    ax: Axes,
+    source: R.TableSource,
+    *,
+    color: ColorType | None = None,
+    scatter: bool = True,
+    label: str | None = None,
+) -> pd.DataFrame:
     """Draw one run's cosine curve into `ax`: epoch means (line) over per-step values (dots).
 
-    `source`: a run (RunDir or folder) or its probes/cosine DataFrame.  `color` defaults to the run's
-    kind (KD green, ZQ orange).  Returns the epoch-mean frame (epoch, cosine, angle_deg, ...).
+    Args:
+        ax: The axes to draw into.
+        source: A run (RunDir or folder) or its probes/cosine DataFrame.
+        color: The curve's colour; default the run's method colour.
+        scatter: Whether to draw the per-step values as dots behind the line.
+        label: The legend label; default the run's label ('KD', 'ZQ: gdfq').
+
+    Returns:
+        The epoch-mean frame (epoch, cosine, angle_deg, ...).
+
+    Raises:
+        UserError: The table lacks a needed column.
     """
     run, df = R.table_of(source, "cosine", probe_tables.COSINE_COLUMNS)
     color = R.default_color(run) if color is None else color
     return _curves(ax, run, df, color, scatter, label, figure="")
 
 
-def _curves(ax, run, df, color, scatter, label, figure):
+def _curves(
+    ax: Axes,
+    run: RunDir | None,
+    df: pd.DataFrame,
+    color: ColorType,
+    scatter: bool,
+    label: str | None,
+    figure: str,
+) -> pd.DataFrame:
     where = R.where(figure, run, "cosine")
     epochs = probe_tables.cosine_epochs(df, where)
     steps = probe_tables.cosine_steps(df, where)
@@ -55,8 +94,21 @@ def _curves(ax, run, df, color, scatter, label, figure):
     return epochs
 
 
-def draw_cosine_snapshot(ax, source, epoch: int | None = None, *, color=None):
-    """Draw the 2-D angle between grad CE and grad KL at `epoch` (default: the middle epoch with data)."""
+def draw_cosine_snapshot(
+    ax: Axes, source: R.TableSource, epoch: int | None = None, *, color: ColorType | None = None
+) -> None:
+    """Draw the 2-D angle between grad CE and grad KL at one epoch into `ax`.
+
+    Args:
+        ax: The axes to draw into.
+        source: A run (RunDir or folder) or its probes/cosine DataFrame.
+        epoch: The epoch drawn; default the middle epoch with data.
+        color: The frame's colour; default the run's method colour.
+
+    Raises:
+        UserError: The table lacks a needed column, or `epoch` has no data.
+        SkipFigure: The table has no epoch with data.
+    """
     run, df = R.table_of(source, "cosine", probe_tables.COSINE_COLUMNS)
     where = R.where("", run, "cosine")
     epochs = probe_tables.cosine_epochs(df, where)
@@ -65,7 +117,15 @@ def draw_cosine_snapshot(ax, source, epoch: int | None = None, *, color=None):
     _snapshot(ax, run, epochs, e, color)
 
 
-def _snapshot(ax, run, epochs, epoch, color, n: int = 1, small: bool = False):
+def _snapshot(
+    ax: Axes,
+    run: RunDir | None,
+    epochs: pd.DataFrame,
+    epoch: int,
+    color: ColorType,
+    n: int = 1,
+    small: bool = False,
+) -> None:
     row = epochs[epochs["epoch"] == epoch].iloc[0]
     angle = float(row["angle_deg"])
     if not np.isfinite(angle):
@@ -98,7 +158,7 @@ def _snapshot(ax, run, epochs, epoch, color, n: int = 1, small: bool = False):
 
 
 # ------------------------------------------------------------------------------------ figures
-def common_epoch(tables: dict, epoch, figure: str) -> int:
+def common_epoch(tables: Mapping[str, pd.DataFrame], epoch: int | None, figure: str) -> int:
     """The one snapshot epoch of every run: `epoch` (must have data in all), else the middle of the epochs
     all runs share (the paper: epoch 200 of 400 for both)."""
     shared = sorted(set.intersection(*[{int(e) for e in t["epoch"]} for t in tables.values()]))
@@ -107,10 +167,23 @@ def common_epoch(tables: dict, epoch, figure: str) -> int:
     return R.middle_epoch(shared) if epoch is None else R.pick_epoch(shared, epoch, f"{figure} (epochs all runs share)")
 
 
-def cosine_figure(runs, epoch: int | None = None):
-    """Fig. 1: the epoch-mean cosine of each method (mean over its seeds, band = seed interval [min, max]) in
-    one panel, KD first; below, one angle snapshot per method at one common epoch (`epoch`, default the
-    middle epoch all runs share), the angle averaged over the seeds."""
+def cosine_figure(runs: R.RunsArg, epoch: int | None = None) -> Figure:
+    """Fig. 1: the epoch-mean CE-KL gradient cosine of each method, with angle snapshots below.
+
+    The top panel holds one curve per method (mean over its seeds, band = seed interval [min, max]), KD
+    first; below, one angle snapshot per method at one common epoch, the angle averaged over the seeds.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+        epoch: The snapshot epoch; default the middle epoch all runs share.
+
+    Returns:
+        The figure, its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/cosine, or the runs share no epoch.
+        UserError: No runs are given, a table lacks a needed column, or `epoch` has no data in every run.
+    """
     runs = R.kd_first(R.runs_with(R.open_runs(runs), "cosine", "fig1"))
     groups = R.seed_groups(runs)
     tables = {
@@ -141,14 +214,14 @@ def cosine_figure(runs, epoch: int | None = None):
     return R.describe(fig, runs, fig1_caption(groups, e, warm))
 
 
-def warmup_epochs(group, tables) -> int:
+def warmup_epochs(group: Sequence[RunDir], tables: Mapping[str, pd.DataFrame]) -> int:
     """The warm-up epochs of a seed group (config `warmup_epochs`) when its cosine starts after them, else 0."""
     warm = int(R.config(group[0]).get("warmup_epochs") or 0)
     first = min(int(tables[r.name]["epoch"].min()) for r in group)
     return warm if warm and first > warm else 0
 
 
-def shade_warmup(ax, groups, tables) -> int:
+def shade_warmup(ax: Axes, groups: Sequence[Sequence[RunDir]], tables: Mapping[str, pd.DataFrame]) -> int:
     """Shade the ZQ warm-up epochs (generator only, the student does not step, so no cosine) in grey with a
     legend entry; returns the warm-up length shaded (0: none)."""
     from matplotlib.patches import Patch  # matplotlib loads when a figure is drawn (zsq_probe.plots)
@@ -163,7 +236,7 @@ def shade_warmup(ax, groups, tables) -> int:
     return warm
 
 
-def fig1_caption(groups, epoch: int, warm: int) -> str:
+def fig1_caption(groups: Sequence[Sequence[RunDir]], epoch: int, warm: int) -> str:
     """Fig. 1's caption: what the panels, colours, band and snapshot show."""
     ns = sorted({len(g) for g in groups})
     band = "band: seed min–max where n > 1" if max(ns) > 1 else "one seed per method, no band"
@@ -182,9 +255,23 @@ def fig1_caption(groups, epoch: int, warm: int) -> str:
     )
 
 
-def cosine_grid_figure(runs):
-    """Figs. 7/8: one column per setting (teacher/data): the cosine curves of its methods (mean over seeds,
-    band min–max) above, angle snapshots at the middle shared epoch below."""
+def cosine_grid_figure(runs: R.RunsArg) -> Figure:
+    """Figs. 7/8: one column per setting (teacher/data), the cosine curves of its methods and their snapshots.
+
+    Each column holds the cosine curves of its methods (mean over seeds, band min–max) above and angle
+    snapshots at the middle epoch the setting's runs share below.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+
+    Returns:
+        The figure, its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/cosine, the runs span one setting (fig1 draws it), or a setting's runs
+            share no epoch.
+        UserError: No runs are given, or a table lacks a needed column.
+    """
     runs = R.runs_with(R.open_runs(runs), "cosine", "fig7_8")
     settings = R.require_settings(runs, "fig7_8", "fig1")
     ncols = len(settings)

@@ -6,25 +6,49 @@ this as "not yet at a minimum of the KL surface").
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
 from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import drawing, epoch_axis, zero_line
+from zsq_probe.rundir.store import RunDir
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.typing import ColorType
 
 COLUMNS = ["epoch", "cosine"]
 
 
-def draw_inter_epoch(ax, source, *, color=None, label: str | None = None):
-    """Draw one run's inter-epoch cosine curve into `ax`; returns the curve (epoch, cosine).
+def draw_inter_epoch(
+    ax: Axes, source: R.TableSource, *, color: ColorType | None = None, label: str | None = None
+) -> pd.DataFrame:
+    """Draw one run's inter-epoch cosine curve into `ax`.
 
-    `source`: a run (RunDir or folder) or its probes/inter_epoch DataFrame.  `color` defaults to the
-    run's kind (KD green, ZQ orange).
+    Args:
+        ax: The axes to draw into.
+        source: A run (RunDir or folder) or its probes/inter_epoch DataFrame.
+        color: The curve's colour; default the run's method colour.
+        label: The legend label; default the run's label ('KD', 'ZQ: gdfq').
+
+    Returns:
+        The curve (epoch, cosine).
+
+    Raises:
+        UserError: The table lacks a needed column.
     """
     run, df = R.table_of(source, "inter_epoch", COLUMNS)
     color = R.default_color(run) if color is None else color
     return _curve(ax, run, df, color, label, "")
 
 
-def _curve(ax, run, df, color, label, figure):
+def _curve(
+    ax: Axes, run: RunDir | None, df: pd.DataFrame, color: ColorType, label: str | None, figure: str
+) -> pd.DataFrame:
     c = probe_tables.inter_epoch_curve(df, R.where(figure, run, "inter_epoch"))
     if label is None and run is not None:
         label = R.label(run)
@@ -32,9 +56,21 @@ def _curve(ax, run, df, color, label, figure):
     return c
 
 
-def inter_epoch_figure(runs):
-    """Fig. 3a: every method's inter-epoch cosine in one panel (mean over seeds, band min–max where a method has
-    more than one seed), KD first."""
+def inter_epoch_figure(runs: R.RunsArg) -> Figure:
+    """Fig. 3a: every method's inter-epoch cosine in one panel, KD first.
+
+    Each method is the mean over its seeds, with the band min–max where it has more than one seed.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+
+    Returns:
+        The figure, its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/inter_epoch.
+        UserError: No runs are given, or a table lacks a needed column.
+    """
     runs = R.kd_first(R.runs_with(R.open_runs(runs), "inter_epoch", "fig3a"))
     groups = R.seed_groups(runs)
     steps: set[int] = set()
@@ -53,7 +89,7 @@ def inter_epoch_figure(runs):
     return R.describe(fig, runs, inter_epoch_caption(groups, steps))
 
 
-def inter_epoch_caption(groups, steps) -> str:
+def inter_epoch_caption(groups: Sequence[Sequence[RunDir]], steps: Collection[int]) -> str:
     """Fig. 3a's caption: what a point is (and over how many steps), and whether there are bands."""
     ns = [len(g) for g in groups]
     if max(ns) > 1:

@@ -9,27 +9,49 @@ estimator's 95 % interval.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import pandas as pd
 
 from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import CE_COLOR, KL_COLOR, drawing, epoch_axis, safe_name, save, zero_line
+from zsq_probe.rundir.store import PathArg, RunDir
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+FramesArg: TypeAlias = pd.DataFrame | Sequence[pd.DataFrame] | None  # a side's tables: one, one per run, or read
 
 
-def _side(runs, frames, table: str):
-    runs = [R.open_run(r) for r in (runs if isinstance(runs, (list, tuple)) else [runs])]
+def _side(runs: R.RunsArg, frames: FramesArg, table: str) -> tuple[list[RunDir], list[pd.DataFrame]]:
+    opened = [R.open_run(r) for r in R.as_list(runs)]
     if frames is None:
-        frames = [r.read_table(table) for r in runs]
+        frames = [r.read_table(table) for r in opened]
     elif not isinstance(frames, (list, tuple)):
         frames = [frames]
-    return runs, list(frames)
+    return opened, list(frames)
 
 
-def draw_compare(ax, probe: str, kd_run, zq_run, kd_df=None, zq_df=None) -> None:
-    """Overlay `probe` ('cosine', 'hessian' or 'inter_epoch') of a KD and a ZQ side in `ax`.
+def draw_compare(
+    ax: Axes, probe: str, kd_run: R.RunsArg, zq_run: R.RunsArg, kd_df: FramesArg = None, zq_df: FramesArg = None
+) -> None:
+    """Overlay `probe` of a KD and a ZQ side in `ax`.
 
-    A side is a run (RunDir or folder) or a list of runs differing only by seed; their tables are read unless
-    given as `kd_df` / `zq_df` (a DataFrame, or a list matching the runs).
+    Args:
+        ax: The axes to draw into.
+        probe: 'cosine', 'hessian' or 'inter_epoch'.
+        kd_run: The KD side: a run (RunDir or folder) or a list of runs differing only by seed.
+        zq_run: The ZQ side, likewise.
+        kd_df: The KD side's tables (a DataFrame, or a list matching the runs); read from the runs when None.
+        zq_df: The ZQ side's tables, likewise.
+
+    Raises:
+        KeyError: `probe` is not one of the three.
+        UserError: A run cannot be opened or its table read.
     """
     table = probe_tables.PROBE_TABLE[probe]
     sides = (("KD",) + _side(kd_run, kd_df, table) + ("-",), ("ZQ",) + _side(zq_run, zq_df, table) + ("--",))
@@ -69,14 +91,31 @@ def draw_compare(ax, probe: str, kd_run, zq_run, kd_df=None, zq_df=None) -> None
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
-def compare_figure(probe: str, kd_run, zq_run, kd_df=None, zq_df=None):
-    """A Figure holding draw_compare's panel."""
+def compare_figure(
+    probe: str, kd_run: R.RunsArg, zq_run: R.RunsArg, kd_df: FramesArg = None, zq_df: FramesArg = None
+) -> Figure:
+    """A Figure holding draw_compare's panel.
+
+    Args:
+        probe: 'cosine', 'hessian' or 'inter_epoch'.
+        kd_run: The KD side: a run (RunDir or folder) or a list of runs differing only by seed.
+        zq_run: The ZQ side, likewise.
+        kd_df: The KD side's tables (a DataFrame, or a list matching the runs); read from the runs when None.
+        zq_df: The ZQ side's tables, likewise.
+
+    Returns:
+        The figure.
+
+    Raises:
+        KeyError: `probe` is not one of the three.
+        UserError: A run cannot be opened or its table read.
+    """
     with drawing((7.0, 2.8)) as fig:
         draw_compare(fig.subplots(), probe, kd_run, zq_run, kd_df, zq_df)
     return fig
 
 
-def caption(probe: str, kd_runs, zq_runs) -> str:
+def caption(probe: str, kd_runs: Sequence[R.RunSource], zq_runs: Sequence[R.RunSource]) -> str:
     """The overlay's caption: the runs of each side, their count and what the band shows."""
     names = {kind: ", ".join(R.open_run(r).name for r in runs) for kind, runs in (("KD", kd_runs), ("ZQ", zq_runs))}
     band = "mean over seeds, band the seed interval [min, max]; one seed: " + (
@@ -88,10 +127,35 @@ def caption(probe: str, kd_runs, zq_runs) -> str:
     )
 
 
-def plot_compare(probe: str, kd_run, zq_run, kd_df, zq_df, out_dir, fmt: str = "png") -> Path:
-    """Write the overlay to OUT_DIR/compare_<probe>_<kd>_vs_<zq>.<fmt> (first run of each side); its path."""
-    kd_runs = kd_run if isinstance(kd_run, (list, tuple)) else [kd_run]
-    zq_runs = zq_run if isinstance(zq_run, (list, tuple)) else [zq_run]
+def plot_compare(
+    probe: str,
+    kd_run: R.RunsArg,
+    zq_run: R.RunsArg,
+    kd_df: FramesArg,
+    zq_df: FramesArg,
+    out_dir: PathArg,
+    fmt: str = "png",
+) -> Path:
+    """Write the overlay to OUT_DIR/compare_<probe>_<kd>_vs_<zq>.<fmt> (first run of each side), with its caption.
+
+    Args:
+        probe: 'cosine', 'hessian' or 'inter_epoch'.
+        kd_run: The KD side: a run (RunDir or folder) or a list of runs differing only by seed.
+        zq_run: The ZQ side, likewise.
+        kd_df: The KD side's tables (a DataFrame, or a list matching the runs); read from the runs when None.
+        zq_df: The ZQ side's tables, likewise.
+        out_dir: The folder to write into (created when missing).
+        fmt: 'png' or 'pdf'.
+
+    Returns:
+        The figure's path.
+
+    Raises:
+        KeyError: `probe` is not one of the three.
+        UserError: A run cannot be opened or its table read, `fmt` is unknown, or the file is protected.
+    """
+    kd_runs = R.as_list(kd_run)
+    zq_runs = R.as_list(zq_run)
     fig = compare_figure(probe, kd_runs, zq_runs, kd_df, zq_df)
     kd0, zq0 = R.open_run(kd_runs[0]), R.open_run(zq_runs[0])
     return save(

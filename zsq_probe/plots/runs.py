@@ -61,8 +61,12 @@ def open_runs(paths: RunsArg) -> list[RunDir]:
     """RunDirs of the runs given (one or a list); UserError when none is."""
     if not paths:
         raise UserError("no runs given: pass --runs RUN [RUN ...]")
-    items: Iterable[RunSource] = [paths] if isinstance(paths, (str, os.PathLike, RunDir)) else paths
-    return distinct_runs([open_run(r) for r in items])  # a copied run is one run (one seed), with a warning
+    return distinct_runs([open_run(r) for r in as_list(paths)])  # a copied run is one run (one seed), with a warning
+
+
+def as_list(runs: RunsArg) -> list[RunSource]:
+    """One run (a RunDir or a folder) as a list of one; several runs as a list."""
+    return [runs] if isinstance(runs, (str, os.PathLike, RunDir)) else list(runs)
 
 
 def config(run: RunDir) -> JSONDict:

@@ -8,16 +8,24 @@ KD runs are left out (the figure compares ZQ methods).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import current_width, drawing, epoch_axis, note, zero_line
+from zsq_probe.rundir.store import RunDir
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 METRIC_COLUMNS = ["epoch", "loss_kl_scaled", "val_ce"]
 
 
-def zq_runs(runs) -> list:
+def zq_runs(runs: R.RunsArg) -> list[RunDir]:
     """The ZQ runs among `runs` that have probes/metrics (SkipFigure when there are none)."""
     zq = [r for r in R.open_runs(runs) if not R.is_kd(r)]
     if not zq:
@@ -25,9 +33,19 @@ def zq_runs(runs) -> list:
     return R.runs_with(zq, "metrics", "fig5")
 
 
-def draw_training(axes, runs) -> None:
-    """Draw Fig. 5's three panels (KL, cosine, validation CE) of the ZQ `runs` into `axes` (three Axes): one
-    curve per method, the mean over its seeds with the seed interval [min, max] shaded, labelled with n."""
+def draw_training(axes: Sequence[Axes], runs: R.RunsArg) -> None:
+    """Draw Fig. 5's three panels (KL, cosine, validation CE) of the ZQ `runs` into `axes`.
+
+    One curve per method, the mean over its seeds with the seed interval [min, max] shaded, labelled with n.
+
+    Args:
+        axes: Three axes: KL, cosine, validation CE.
+        runs: Run folders or RunDirs (one or several); KD runs are left out.
+
+    Raises:
+        SkipFigure: Only KD runs are given, or no ZQ run has probes/metrics.
+        UserError: No runs are given, or a table lacks a needed column.
+    """
     ax_kl, ax_cos, ax_ce = axes
     zq = zq_runs(runs)
     any_val, any_cos = False, False
@@ -72,13 +90,13 @@ def draw_training(axes, runs) -> None:
         note(ax_ce, "no validation CE\n(no real test split)")
 
 
-def iterations(run) -> str:
+def iterations(run: RunDir) -> str:
     """A run's iterations per epoch as its config says ('25'; 'one pass' when it sets none)."""
     n = R.config(run).get("iters_per_epoch")
     return str(n) if n else "one pass"
 
 
-def training_caption(zq) -> str:
+def training_caption(zq: Sequence[RunDir]) -> str:
     """Fig. 5's caption: the three panels, the aggregation and what an epoch is for each method."""
     groups = R.seed_groups(zq)
     per = "; ".join(f"{R.method(g[0])}: {iterations(g[0])} iterations" for g in groups)
@@ -96,8 +114,19 @@ def training_caption(zq) -> str:
     )
 
 
-def training_figure(runs):
-    """Fig. 5: the three panels side by side, one legend for the ZQ methods (n = seeds)."""
+def training_figure(runs: R.RunsArg) -> Figure:
+    """Fig. 5: KL, CE-KL cosine and validation CE of the ZQ methods side by side, one legend (n = seeds).
+
+    Args:
+        runs: Run folders or RunDirs (one or several); KD runs are left out.
+
+    Returns:
+        The figure, its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: Only KD runs are given, or no ZQ run has probes/metrics.
+        UserError: No runs are given, or a table lacks a needed column.
+    """
     zq = zq_runs(runs)
     column = current_width() == "column"
     with drawing((3.3, 5.6) if column else (7.0, 2.5)) as fig:
