@@ -11,11 +11,23 @@ range; default epoch: the last with density rows.  CE red, KL blue throughout.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
 import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 
 from zsq_probe.analysis import probe_tables
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import LOSS_COLORS, LOSS_STYLES, drawing, epoch_axis, grid_shape, note
+from zsq_probe.rundir.store import RunDir
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+DensityPanel: TypeAlias = tuple[RunDir, int, pd.DataFrame]  # (run, epoch, its density rows at that epoch)
 
 DENSITY_COLUMNS = ["epoch", "loss", "node", "weight"]
 SIGMA_FRACTION = 0.01
@@ -23,10 +35,16 @@ FLOOR = 1e-7  # relative to the panel's highest density
 
 
 # ------------------------------------------------------------------------------------------ traces
-def draw_hessian_trace(ax, source, *, legend: bool = True) -> None:
+def draw_hessian_trace(ax: Axes, source: R.TableSource, *, legend: bool = True) -> None:
     """Draw the CE and KL trace curves of one run into `ax`.
 
-    `source`: a run (RunDir or folder) or its probes/hessian_trace DataFrame.
+    Args:
+        ax: The axes to draw into.
+        source: A run (RunDir or folder) or its probes/hessian_trace DataFrame.
+        legend: Whether to draw a legend.
+
+    Raises:
+        UserError: The table lacks a needed column.
     """
     run, df = R.table_of(source, "hessian_trace", probe_tables.TRACE_COLUMNS)
     _traces(ax, run, df, legend, "")
@@ -35,7 +53,7 @@ def draw_hessian_trace(ax, source, *, legend: bool = True) -> None:
 FEW_POINTS = 4  # a curve with this many epochs or fewer is drawn as markers with error bars, not a line
 
 
-def loss_label(run, loss: str) -> str:
+def loss_label(run: RunDir | None, loss: str) -> str:
     """'CE', or 'KL·T² (T = 20)': the KL Hessian is that of the KL term as trained (KLDiv x T^2)."""
     if loss != "kl":
         return loss.upper()
@@ -43,7 +61,7 @@ def loss_label(run, loss: str) -> str:
     return f"KL·T² (T = {float(t):g})" if t is not None else "KL·T²"
 
 
-def _traces(ax, run, df, legend, figure):
+def _traces(ax: Axes, run: RunDir | None, df: pd.DataFrame, legend: bool, figure: str) -> None:
     """One curve per loss — the run's preferred estimate (probe_tables.TRACE_PREFERENCE) — with its 95 % interval
     (a band, or error bars on markers when FEW_POINTS or fewer epochs: no line implies values between them)."""
     curves = probe_tables.trace_curves(df, R.where(figure, run, "hessian_trace"))
@@ -68,7 +86,7 @@ def _traces(ax, run, df, legend, figure):
         ax.legend(loc="best")
 
 
-def _trace_curve(ax, c, color, ls, marker, label) -> None:
+def _trace_curve(ax: Axes, c: pd.DataFrame, color: str, ls: str, marker: str, label: str) -> None:
     x, y = c["epoch"].to_numpy(dtype=float), c["trace"].to_numpy(dtype=float)
     has_ci = bool(c["ci_low"].notna().any())
     if len(c) <= FEW_POINTS:
@@ -83,9 +101,10 @@ def _trace_curve(ax, c, color, ls, marker, label) -> None:
         ax.fill_between(x, c["ci_low"], c["ci_high"], color=color, alpha=0.2, lw=0)
 
 
-def _log_if_wide(axes) -> None:
+def _log_if_wide(axes: Sequence[Axes]) -> None:
     """A log y-axis shared by the panels when their traces span more than a factor 5 (KD vs ZQ)."""
-    lows, highs = [], []
+    lows: list[float] = []
+    highs: list[float] = []
     for ax in axes:
         for line in ax.get_lines():  # errorbar markers are Line2D too
             y = np.asarray(line.get_ydata(), dtype=float)
@@ -101,15 +120,28 @@ def _log_if_wide(axes) -> None:
 TRACE_PANELS = 8  # per file: two rows of four (style.MAX_HEIGHT); more runs continue in STEM_2, ...
 
 
-def trace_figure(runs):
-    """Fig. 2b: one trace panel per setting run (KD first; one seed carries the Hessian probe), CE and KL·T²
-    with the estimator's 95 % interval, one y-axis shared by the panels of a file (log when they span > 5x)."""
+def trace_figure(runs: R.RunsArg) -> list[tuple[str, Figure]]:
+    """Fig. 2b: one Hessian-trace panel per run (KD first; one seed per method carries the Hessian probe).
+
+    Each panel shows CE and KL·T² with the estimator's 95 % interval; the panels of a file share one y-axis
+    (log when they span more than 5x); more than TRACE_PANELS runs continue in further files.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+
+    Returns:
+        [(file stem, figure)], one a page, each with its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/hessian_trace.
+        UserError: No runs are given, or a table lacks a needed column.
+    """
     runs = R.kd_first(R.representatives(R.runs_with(R.open_runs(runs), "hessian_trace", "fig2b"), "hessian_trace"))
     figs = [_trace_page(page, "fig2b", R.label) for page in R.pages(runs, TRACE_PANELS)]
     return [(R.page_stem("fig2b_hessian_trace", i), fig) for i, fig in enumerate(figs)]
 
 
-def _trace_page(runs, figure: str, title):
+def _trace_page(runs: Sequence[RunDir], figure: str, title: Callable[[RunDir], str]) -> Figure:
     nrows, ncols = grid_shape(len(runs), 4)
     with drawing((7.0, 2.6 * nrows)) as fig:
         axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
@@ -125,7 +157,7 @@ def _trace_page(runs, figure: str, title):
     return R.describe(fig, runs, trace_caption(runs))
 
 
-def trace_caption(runs) -> str:
+def trace_caption(runs: Iterable[RunDir]) -> str:
     """The trace figures' caption: estimator, interval, the KL Hessian's temperature, markers vs lines."""
     temps = sorted({float(t) for r in runs if (t := R.config(r).get("temperature")) is not None})
     t = ", ".join(f"{x:g}" for x in temps) or "not recorded"
@@ -139,7 +171,7 @@ def trace_caption(runs) -> str:
     )
 
 
-def _estimators_drawn(runs) -> str:
+def _estimators_drawn(runs: Iterable[RunDir]) -> str:
     """' Estimator drawn: exact (kd-s0, gdfq-s0).' — which estimator each run's panel shows."""
     drawn: dict[str, list[str]] = {}
     for r in runs:
@@ -152,25 +184,39 @@ def _estimators_drawn(runs) -> str:
     return " Estimator drawn: " + "; ".join(f"{est} ({', '.join(names)})" for est, names in drawn.items()) + "."
 
 
-def trace_grid_figure(runs):
-    """Fig. 9: one trace panel per run (one seed per setting), grouped by setting (teacher/data), shared y;
-    skipped when the runs span one setting (Fig. 2b draws it)."""
+def trace_grid_figure(runs: R.RunsArg) -> list[tuple[str, Figure]]:
+    """Fig. 9: one Hessian-trace panel per run (one seed per method), grouped by setting (teacher/data), shared y.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+
+    Returns:
+        [(file stem, figure)], one a page, each with its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/hessian_trace, or the runs span one setting (Fig. 2b draws it).
+        UserError: No runs are given, or a table lacks a needed column.
+    """
     runs = R.representatives(R.runs_with(R.open_runs(runs), "hessian_trace", "fig9"), "hessian_trace")
     R.require_settings(runs, "fig9", "fig2b")
-    runs = sorted(runs, key=lambda r: (R.setting(r), not R.is_kd(r)))
+    ordered = sorted(runs, key=lambda r: (R.setting(r), not R.is_kd(r)))
     figs = [
         _trace_page(page, "fig9", lambda r: f"{R.setting(r).split('/')[0]}: {R.label(r)}")
-        for page in R.pages(runs, TRACE_PANELS)
+        for page in R.pages(ordered, TRACE_PANELS)
     ]
     return [(R.page_stem("fig9_trace_grid", i), fig) for i, fig in enumerate(figs)]
 
 
 # ----------------------------------------------------------------------------------------- density
-def smoothed_density(nodes, weights, grid, sigma):
+def smoothed_density(
+    nodes: ArrayLike, weights: ArrayLike, grid: NDArray[np.float64], sigma: float
+) -> NDArray[np.float64]:
     """sum_i w_i N(grid; node_i, sigma^2), normalised to integrate to 1 over `grid`."""
-    nodes = np.asarray(nodes, dtype=float)[:, None]
-    weights = np.asarray(weights, dtype=float)[:, None]
-    dens = (weights * np.exp(-0.5 * ((grid[None, :] - nodes) / sigma) ** 2)).sum(0) / (sigma * np.sqrt(2 * np.pi))
+    node_col = np.asarray(nodes, dtype=float)[:, None]
+    weight_col = np.asarray(weights, dtype=float)[:, None]
+    dens: NDArray[np.float64] = (weight_col * np.exp(-0.5 * ((grid[None, :] - node_col) / sigma) ** 2)).sum(0) / (
+        sigma * np.sqrt(2 * np.pi)
+    )
     area = float(np.add.reduce(np.diff(grid) * (dens[1:] + dens[:-1]) / 2.0))  # the trapezoidal rule, as np.trapz
     return dens / area if area > 0 else dens
 
@@ -179,10 +225,20 @@ MIN_SLQ_RUNS = 8  # fewer independent SLQ runs give a few spikes, not a density 
 DENSITY_PANELS = 8  # per file: two rows of four
 
 
-def draw_eigen_density(ax, source, epoch: int | None = None) -> int:
-    """Draw the CE and KL eigenvalue densities of one run at `epoch` (default: the last with rows).
+def draw_eigen_density(ax: Axes, source: R.TableSource, epoch: int | None = None) -> int:
+    """Draw the CE and KL eigenvalue densities of one run at one epoch into `ax`.
 
-    `source`: a run (RunDir or folder) or its probes/hessian_density DataFrame.  Returns the epoch drawn.
+    Args:
+        ax: The axes to draw into.
+        source: A run (RunDir or folder) or its probes/hessian_density DataFrame.
+        epoch: The epoch drawn; default the last with rows.
+
+    Returns:
+        The epoch drawn.
+
+    Raises:
+        UserError: The table lacks a needed column, or `epoch` has no rows.
+        SkipFigure: The table has no epoch with rows.
     """
     run, df = R.table_of(source, "hessian_density", DENSITY_COLUMNS)
     e = R.pick_epoch(df["epoch"].unique(), epoch, R.where("", run, "hessian_density"))
@@ -196,7 +252,7 @@ def draw_eigen_density(ax, source, epoch: int | None = None) -> int:
     return e
 
 
-def density_rows(df, epoch):
+def density_rows(df: pd.DataFrame, epoch: int) -> pd.DataFrame:
     """The finite SLQ nodes of one measurement at `epoch` (online rows when there are any: a post-hoc
     measurement of the same checkpoint repeats them)."""
     d = df[df["epoch"] == epoch]
@@ -207,12 +263,12 @@ def density_rows(df, epoch):
     return d[np.isfinite(d["node"].astype(float)) & np.isfinite(d["weight"].astype(float))]
 
 
-def _span(d) -> tuple[float, float, float]:
+def _span(d: pd.DataFrame) -> tuple[float, float, float]:
     lo, hi = float(d["node"].min()), float(d["node"].max())
     return lo, hi, max(hi - lo, 1e-3 * max(abs(lo), abs(hi), 1.0))
 
 
-def own_sigma(d) -> float:
+def own_sigma(d: pd.DataFrame) -> float:
     """The kernel width a run recorded (`sigma`, median), else SIGMA_FRACTION of its eigenvalue range."""
     recorded = d["sigma"].astype(float) if "sigma" in d else None
     if recorded is not None and recorded.notna().any():
@@ -220,17 +276,17 @@ def own_sigma(d) -> float:
     return SIGMA_FRACTION * _span(d)[2]
 
 
-def slq_run_count(d) -> int:
+def slq_run_count(d: pd.DataFrame) -> int:
     """Independent SLQ runs behind one loss's density (the fewest over the losses drawn)."""
     if "slq_run" not in d:
         return 1
     return int(d.groupby("loss")["slq_run"].nunique().min())
 
 
-def _density(ax, run, d, epoch, sigma):
+def _density(ax: Axes, run: RunDir | None, d: pd.DataFrame, epoch: int, sigma: float) -> None:
     lo, hi, span = _span(d)
     grid = np.linspace(lo - 0.05 * span, hi + 0.05 * span, 4000)  # this panel's own eigenvalue range
-    curves = {}
+    curves: dict[str, NDArray[np.float64]] = {}
     for loss in ("ce", "kl"):
         g = d[d["loss"] == loss]
         if len(g):
@@ -254,11 +310,24 @@ def _density(ax, run, d, epoch, sigma):
     ax.set_title(f"{name}, epoch {epoch}\n{n} SLQ run{'s' if n > 1 else ''}")
 
 
-def density_figure(runs, epoch: int | None = None):
-    """Fig. 2d: one density panel per run (KD first) at `epoch` (default: each run's last), each panel over its
-    own eigenvalue range, one kernel width σ for every panel."""
+def density_figure(runs: R.RunsArg, epoch: int | None = None) -> list[tuple[str, Figure]]:
+    """Fig. 2d: one Hessian eigenvalue-density panel per run (KD first), one kernel width σ for every panel.
+
+    Each panel spans its own eigenvalue range; more than DENSITY_PANELS runs continue in further files.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+        epoch: The epoch drawn; default each run's last with rows.
+
+    Returns:
+        [(file stem, figure)], one a page, each with its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/hessian_density, or a run's table has no epoch with rows.
+        UserError: No runs are given, a table lacks a needed column, or `epoch` has no rows in a run.
+    """
     runs = R.kd_first(R.representatives(R.runs_with(R.open_runs(runs), "hessian_density", "fig2d"), "hessian_density"))
-    panels = []
+    panels: list[DensityPanel] = []
     for r in runs:
         df = R.read(r, "hessian_density", DENSITY_COLUMNS, "fig2d")
         e = R.pick_epoch(df["epoch"].unique(), epoch, f"fig2d {r.name}")
@@ -269,10 +338,9 @@ def density_figure(runs, epoch: int | None = None):
     return [(R.page_stem("fig2d_eigen_density", i), fig) for i, fig in enumerate(figs)]
 
 
-def _density_page(panels, sigma: float):
+def _density_page(panels: Sequence[DensityPanel], sigma: float) -> Figure:
     nrows, ncols = grid_shape(len(panels), 4)
-    with drawing((7.0, 2.6 * nrows)) as fig:
-        fig.get_layout_engine().set(h_pad=0.06)
+    with drawing((7.0, 2.6 * nrows), h_pad=0.06) as fig:
         axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
         flat = [ax for row in axes for ax in row]
         for i, (ax, (r, e, d)) in enumerate(zip(flat, panels)):
@@ -290,7 +358,7 @@ def _density_page(panels, sigma: float):
     return R.describe(fig, [p[0] for p in panels], density_caption(panels, sigma))
 
 
-def density_caption(panels, sigma: float) -> str:
+def density_caption(panels: Iterable[DensityPanel], sigma: float) -> str:
     """Fig. 2d's caption: the estimator, the runs behind each density, the one kernel width, the axes."""
     counts = sorted({slq_run_count(d) for _, _, d in panels if not d.empty})
     few = [c for c in counts if c < MIN_SLQ_RUNS]

@@ -266,8 +266,7 @@ def samples_figure(run, epoch: int | None = None, shared_with=()):
     rows = 1 + PER_CLASS
     cell = min(7.0 / n, CELL)
     runs = [s.run, *shared_with]
-    with drawing((7.0, cell * rows + 0.35)) as fig:
-        fig.get_layout_engine().set(w_pad=0.0, h_pad=0.0, wspace=0.02, hspace=0.02)
+    with drawing((7.0, cell * rows + 0.35), w_pad=0.0, h_pad=0.0, wspace=0.02, hspace=0.02) as fig:
         draw_samples(fig.subplots(rows, n, squeeze=False), s)
         methods = " = ".join(dict.fromkeys(R.method(r) for r in runs))
         same = " (one generator: identical weights)" if len(runs) > 1 else ""

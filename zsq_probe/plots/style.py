@@ -284,10 +284,11 @@ def grid_shape(n: int, max_cols: int = 3) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def drawing(figsize: Sequence[float]) -> Iterator[Figure]:
+def drawing(figsize: Sequence[float], **layout: float) -> Iterator[Figure]:
     """A new Figure at the chosen width (`figure_width`), built in the figures' style with a constrained layout
-    (labels kept inside the figure, not overlapping): `with drawing(figsize) as fig: ...`."""
+    (labels kept inside the figure, not overlapping): `with drawing(figsize) as fig: ...`.  `layout`: settings
+    of the constrained layout (h_pad, w_pad, hspace, wspace) over its defaults (pads of 0.02 in)."""
     with style():
         fig = new_figure(fit_size(figsize))
-        fig.set_layout_engine("constrained", h_pad=0.02, w_pad=0.02)
+        fig.set_layout_engine("constrained", **{"h_pad": 0.02, "w_pad": 0.02, **layout})
         yield fig
