@@ -13,14 +13,30 @@ into the epochs with data; the paper's 60 of 400) and the last one.  Per-layer v
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, SupportsInt, TypeAlias
 
 import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
 
 from zsq_probe.analysis import probe_tables
 from zsq_probe.analysis.epochs import epoch_list, parse_epochs
 from zsq_probe.errors import UserError
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import P_COLOR, drawing
+from zsq_probe.rundir.store import RunDir
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.typing import ColorType
+
+# a seed group's per-layer values at one epoch: (layers, mean, low, high, GI's p, seeds, count columns read)
+LayerStats: TypeAlias = tuple[
+    list[str], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], float, int, set[str]
+]
 
 EARLY = 0.15
 HIGH_LR = "kl-only-high-lr"
@@ -35,7 +51,7 @@ COUNT_TEXT = {
 EPOCHS_PER_PAGE = 3  # epoch panels per file (style.MAX_HEIGHT); more continue in STEM_2, ...
 
 
-def count_column(df) -> str:
+def count_column(df: pd.DataFrame) -> str:
     """The count a crossings figure reads from `df`: the first of COUNT_COLUMNS recorded in every row of the
     statistic the figure uses (`epoch_total`, else `step`, else `checkpoint_diff`), else 'changed'."""
     for basis in ("epoch_total", "step", "checkpoint_diff"):
@@ -48,20 +64,20 @@ def count_column(df) -> str:
     return "changed"
 
 
-def counted(df):
+def counted(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with `changed` holding the count_column's values (probe_tables.crossings_per_layer sums `changed`)."""
     column = count_column(df)
     return df if column == "changed" else df.assign(changed=df[column])
 
 
-def default_epochs(available) -> list[int]:
+def default_epochs(available: Iterable[SupportsInt]) -> list[int]:
     """An early epoch (15% into those with data) and the last one."""
-    available = sorted({int(e) for e in available})
-    early = available[int(round(EARLY * (len(available) - 1)))]
-    return sorted({early, available[-1]})
+    epochs = sorted({int(e) for e in available})
+    early = epochs[int(round(EARLY * (len(epochs) - 1)))]
+    return sorted({early, epochs[-1]})
 
 
-def choose_epochs(df, epochs, where) -> list[int]:
+def choose_epochs(df: pd.DataFrame, epochs: R.EpochsArg, where: str) -> list[int]:
     """The epochs asked for (numbers, '2,4' or '3-12'; UserError when one has no rows) or the default pair."""
     available = probe_tables.crossings_epochs(df, where)
     if not available:
@@ -69,7 +85,7 @@ def choose_epochs(df, epochs, where) -> list[int]:
     return _pick(available, epochs, f"{where}: no crossings rows", "epochs with data")
 
 
-def _pick(available, epochs, what: str, have: str) -> list[int]:
+def _pick(available: Collection[int], epochs: R.EpochsArg, what: str, have: str) -> list[int]:
     """`epochs` (parsed; UserError naming those without data) or the default early/last pair of `available`."""
     chosen = parse_epochs(epochs)
     if chosen is None:
@@ -80,23 +96,50 @@ def _pick(available, epochs, what: str, have: str) -> list[int]:
     return chosen
 
 
-def uses_gi(run) -> bool:
+def uses_gi(run: RunDir) -> bool:
     """Whether a run trained with gradient inundation (its config's `gi`, or method 'ait')."""
     return bool(R.config(run).get("gi")) or R.method(run) == "ait"
 
 
-def draw_crossings(ax, source, epoch: int, *, value: str = "changed_per_step", p_line: bool = False, color=None):
-    """Draw one run's per-layer bars at `epoch` into `ax`; returns the per-layer frame.
+def draw_crossings(
+    ax: Axes,
+    source: R.TableSource,
+    epoch: int,
+    *,
+    value: str = "changed_per_step",
+    p_line: bool = False,
+    color: ColorType | None = None,
+) -> pd.DataFrame:
+    """Draw one run's per-layer bars at `epoch` into `ax`.
 
-    `source`: a run (RunDir or folder) or its probes/crossings DataFrame.  `value`: 'changed_per_step'
-    or 'share_per_step' of the count `count_column` picks (net or level changes); `p_line`: draw GI's p as a
-    dotted black line.
+    Args:
+        ax: The axes to draw into.
+        source: A run (RunDir or folder) or its probes/crossings DataFrame.
+        epoch: The epoch drawn.
+        value: 'changed_per_step' or 'share_per_step' of the count `count_column` picks (net or level changes).
+        p_line: Whether to draw GI's p as a dotted black line.
+        color: The bars' colour; default the run's method colour.
+
+    Returns:
+        The per-layer frame.
+
+    Raises:
+        UserError: The table lacks a needed column, or `epoch` has no rows.
     """
     run, df = R.table_of(source, "crossings", probe_tables.CROSSING_COLUMNS)
     return _bars(ax, run, df, epoch, value, p_line, R.where("", run, "crossings"), color)
 
 
-def _bars(ax, run, df, epoch, value, p_line, where, color=None):
+def _bars(
+    ax: Axes,
+    run: RunDir | None,
+    df: pd.DataFrame,
+    epoch: int,
+    value: str,
+    p_line: bool,
+    where: str,
+    color: ColorType | None = None,
+) -> pd.DataFrame:
     layers, basis = probe_tables.crossings_per_layer(counted(df), epoch, where)
     x = np.arange(len(layers))
     y = layers[value].to_numpy(dtype=float)
@@ -155,10 +198,17 @@ def short_layer(name: str) -> str:
     return ".".join(out) or str(name)[:8]
 
 
-def group_layers(group, epoch, value, figure, tables=None):
+def group_layers(
+    group: Sequence[RunDir],
+    epoch: int,
+    value: str,
+    figure: str,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+) -> LayerStats | None:
     """Per-layer `value` of a seed group at `epoch`: (layers, mean, low, high, p, n, count columns).  `tables`:
     {run name: its crossings table} already read (read here otherwise)."""
-    frames, columns = [], set()
+    frames: list[pd.DataFrame] = []
+    columns: set[str] = set()
     for r in group:
         df = tables[r.name] if tables else R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
         if epoch in probe_tables.crossings_epochs(df, R.where(figure, r, "crossings")):
@@ -168,13 +218,18 @@ def group_layers(group, epoch, value, figure, tables=None):
         return None
     layers = list(frames[0]["layer"])
     vals = np.array([[float(f.set_index("layer")[value].get(layer, np.nan)) for layer in layers] for f in frames])
-    p = np.nanmean([float(f["gi_p"].mean()) for f in frames]) if uses_gi(group[0]) else np.nan
+    p = float(np.nanmean([float(f["gi_p"].mean()) for f in frames])) if uses_gi(group[0]) else np.nan
     return layers, vals.mean(0), vals.min(0), vals.max(0), p, len(frames), columns
 
 
-def shared_epochs(groups, epochs, figure, tables=None):
+def shared_epochs(
+    groups: Iterable[Iterable[RunDir]],
+    epochs: R.EpochsArg,
+    figure: str,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+) -> list[int]:
     """The epochs to draw: those asked for, else an early and the last epoch all the runs share."""
-    available = None
+    available: set[int] | None = None
     for g in groups:
         for r in g:
             df = tables[r.name] if tables else R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure)
@@ -185,12 +240,19 @@ def shared_epochs(groups, epochs, figure, tables=None):
     return _pick(available, epochs, f"{figure}: no crossings rows in every run", "epochs all runs have")
 
 
-def method_label(group, n: int) -> str:
+def method_label(group: Sequence[RunDir], n: int) -> str:
     """'gdfq (n=2)', and below it the lr when it is not the scale's base lr ('lr 0.01 = 10× base')."""
     return f"{R.method(group[0])} (n={n})" + (f"\n{R.lr_short(group[0])}" if R.raised_lr(group[0]) else "")
 
 
-def crossings_grid(runs, epochs, figure: str, stem: str, title: str, p_line=lambda run: False):
+def crossings_grid(
+    runs: Sequence[RunDir],
+    epochs: R.EpochsArg,
+    figure: str,
+    stem: str,
+    title: str,
+    p_line: Callable[[RunDir], bool] = lambda run: False,
+) -> list[tuple[str, Figure]]:
     """Fig. 3b/c or 4 as [(file stem, Figure)]: one panel per chosen epoch (EPOCHS_PER_PAGE a file, shared log
     y-axis): per layer, one bar per method (mean over its seeds, error bar: seed min–max) of the share of its
     weights changed per step; GI's p at that epoch as a dotted line with its own legend entry; unchanged layers
@@ -198,7 +260,7 @@ def crossings_grid(runs, epochs, figure: str, stem: str, title: str, p_line=lamb
     groups = R.seed_groups(runs)
     tables = {r.name: R.read(r, "crossings", probe_tables.CROSSING_COLUMNS, figure) for r in runs}
     eps = shared_epochs(groups, epochs, figure, tables)
-    out = []
+    out: list[tuple[str, Figure]] = []
     for i, page in enumerate(R.pages(eps, EPOCHS_PER_PAGE)):
         with drawing((7.0, 2.0 * len(page) + 0.5)) as fig:
             axes = fig.subplots(len(page), 1, squeeze=False, sharex=True, sharey=True)
@@ -211,12 +273,20 @@ def crossings_grid(runs, epochs, figure: str, stem: str, title: str, p_line=lamb
     return out
 
 
-def _epoch_panel(ax, groups, tables, epoch, figure, p_line, legend_methods: bool) -> set[str]:
+def _epoch_panel(
+    ax: Axes,
+    groups: Sequence[Sequence[RunDir]],
+    tables: Mapping[str, pd.DataFrame],
+    epoch: int,
+    figure: str,
+    p_line: Callable[[RunDir], bool],
+    legend_methods: bool,
+) -> set[str]:
     """One epoch's bars of every seed group, its p lines and its legend; returns the count columns read."""
     width = 0.8 / len(groups)
-    labels = None
+    labels: list[str] | None = None
     columns: set[str] = set()
-    p_handles: list = []
+    p_handles: list[Line2D] = []
     p_drawn: list[float] = []  # one dotted line per distinct GI p (several GI methods may use different p)
     gi_groups = sum(bool(p_line(g[0])) for g in groups)
     for i, g in enumerate(groups):
@@ -259,7 +329,9 @@ def _epoch_panel(ax, groups, tables, epoch, figure, p_line, legend_methods: bool
     return columns
 
 
-def crossings_caption(figure: str, columns, p_line, runs) -> str:
+def crossings_caption(
+    figure: str, columns: Iterable[str], p_line: Callable[[RunDir], bool], runs: Sequence[RunDir]
+) -> str:
     """The crossings figures' caption: what is counted, how it is aggregated, what the p line is."""
     what = "; ".join(COUNT_TEXT[c] for c in sorted(columns, key=list(COUNT_TEXT).index)) or COUNT_TEXT["changed"]
     text = (
@@ -278,10 +350,25 @@ def crossings_caption(figure: str, columns, p_line, runs) -> str:
     return text
 
 
-def crossings_figure(runs, epochs=None):
-    """Figs. 3b/3c: share of a layer's weights changed per step (log) at an early and the last epoch (or
-    `epochs`), for the ZQ runs without GI or a raised lr (e.g. GDFQ vs KL-only, the paper's contrast); the
-    high-lr and GI runs are Fig. 4's."""
+def crossings_figure(runs: R.RunsArg, epochs: R.EpochsArg = None) -> list[tuple[str, Figure]]:
+    """Figs. 3b/3c: share of a layer's weights changed per step (log axis), one panel per epoch.
+
+    Draws the ZQ runs without GI or a raised lr (e.g. GDFQ vs KL-only, the paper's contrast); the high-lr and
+    GI runs are Fig. 4's.  EPOCHS_PER_PAGE epochs a file; more continue in further files.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+        epochs: The epochs drawn ('60,350', '3-12', a number or numbers); default an early epoch (15% into
+            those all runs share) and the last one.
+
+    Returns:
+        [(file stem, figure)], one a page, each with its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/crossings, every such run is a high-lr or GI run, or the runs share no
+            epoch with crossings rows.
+        UserError: No runs are given, a table lacks a needed column, or an epoch asked for has no rows.
+    """
     runs = R.runs_with(R.open_runs(runs), "crossings", "fig3bc")
     chosen = [r for r in runs if R.method(r) != HIGH_LR and not uses_gi(r)]
     if not chosen:
@@ -292,8 +379,22 @@ def crossings_figure(runs, epochs=None):
     return crossings_grid(chosen, epochs, "fig3bc", "fig3bc_crossings", "Weights changed per step (Fig. 3b/c)")
 
 
-def crossings_gi_figure(runs, epochs=None):
-    """Fig. 4: share of weights changed per layer and step for the high-lr runs, then the GI runs (p dotted)."""
+def crossings_gi_figure(runs: R.RunsArg, epochs: R.EpochsArg = None) -> list[tuple[str, Figure]]:
+    """Fig. 4: share of weights changed per layer and step for the high-lr runs, then the GI runs (p dotted).
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+        epochs: The epochs drawn ('60,350', '3-12', a number or numbers); default an early epoch (15% into
+            those all runs share) and the last one.
+
+    Returns:
+        [(file stem, figure)], one a page, each with its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/crossings, none of those is a high-lr (kl-only-high-lr) or GI run, or the
+            runs share no epoch with crossings rows.
+        UserError: No runs are given, a table lacks a needed column, or an epoch asked for has no rows.
+    """
     runs = R.runs_with(R.open_runs(runs), "crossings", "fig4")
     chosen = [r for r in runs if R.method(r) == HIGH_LR] + [r for r in runs if uses_gi(r) and R.method(r) != HIGH_LR]
     if not chosen:

@@ -19,14 +19,21 @@ most 6 epochs (evenly spaced, first and last included).  Rows with direction 'ei
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import CE_CMAP, CE_COLOR, KL_CMAP, KL_COLOR, colormap, drawing, note
+from zsq_probe.rundir.store import RunDir
 
 if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
+    from matplotlib.lines import Line2D
     from matplotlib.typing import RcKeyType
 
 COLUMNS = ["epoch", "loss", "direction", "scaling", "k", "loss_value"]  # needed; the rest optional (older runs)
@@ -52,7 +59,7 @@ KIND_TEXT = {  # one line a row; the caption explains the surrogate (quantisatio
     "requantized": "quantised student, re-quantised loss",
     "unrecorded": "loss kind not recorded (older run)",
 }
-DELTA_TEXT = {"gradient": "δ = ∂L/∂e, paper", "unit": "δ = 1"}
+DELTA_TEXT: dict[str | None, str] = {"gradient": "δ = ∂L/∂e, paper", "unit": "δ = 1"}
 KIND_SHORT = {
     "surrogate": "STE surrogate (dashed: re-quantised)",
     "float": "float student",
@@ -62,7 +69,7 @@ KIND_SHORT = {
 
 
 # ------------------------------------------------------------------------------------------- data
-def eigen_rows(df):
+def eigen_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The eigenvector rows of a slice table, with the optional columns filled in for older runs."""
     d = df[df["direction"] == "eigenvector"].copy()
     for column, default in OPTIONAL.items():
@@ -73,45 +80,45 @@ def eigen_rows(df):
     return d
 
 
-def main_kind(d) -> str | None:
+def main_kind(d: pd.DataFrame) -> str | None:
     """The loss kind the solid lines show: the surrogate for a quantised student, else what there is."""
     kinds = set(d["loss_kind"])
     return next((k for k in KIND_ORDER if k in kinds), None)
 
 
-def delta_scaling(d) -> str | None:
+def delta_scaling(d: pd.DataFrame) -> str | None:
     """The per-loss scaling of the paper-style panels: 'gradient' when present, else 'unit'."""
     scalings = set(d["scaling"])
     return next((s for s in ("gradient", "unit") if s in scalings), None)
 
 
-def curves(d, scaling: str, kind: str):
+def curves(d: pd.DataFrame, scaling: str | None, kind: str) -> pd.DataFrame:
     """Mean loss (and step norms) per (loss, epoch, k) for one scaling and loss kind (online and post-hoc rows
     of the same checkpoint averaged)."""
     s = d[(d["scaling"] == scaling) & (d["loss_kind"] == kind)]
     return s.groupby(["loss", "epoch", "k"], as_index=False)[["loss_value", "step_norm", "theta_norm"]].mean()
 
 
-def thin(epochs, n=MAX_EPOCHS):
+def thin(epochs: Iterable[int], n: int = MAX_EPOCHS) -> list[int]:
     """At most n of the epochs, evenly spaced, first and last included."""
-    epochs = sorted(epochs)
-    if len(epochs) <= n:
-        return epochs
-    idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, n)).astype(int))
-    return [epochs[i] for i in idx]
+    ordered = sorted(epochs)
+    if len(ordered) <= n:
+        return ordered
+    idx = np.unique(np.round(np.linspace(0, len(ordered) - 1, n)).astype(int))
+    return [ordered[i] for i in idx]
 
 
-def _shade(i, n):
+def _shade(i: int, n: int) -> float:
     return 0.4 + 0.6 * i / (n - 1) if n > 1 else 1.0
 
 
-def _relative_step(g) -> np.ndarray | None:
+def _relative_step(g: pd.DataFrame) -> NDArray[np.float64] | None:
     """step_norm / theta_norm of a curve, or None when the run did not record them."""
-    r = (g["step_norm"] / g["theta_norm"]).to_numpy(dtype=float)
+    r: NDArray[np.float64] = (g["step_norm"] / g["theta_norm"]).to_numpy(dtype=float)
     return r if np.isfinite(r).all() else None
 
 
-def _percent(values) -> str:
+def _percent(values: ArrayLike) -> str:
     v = np.asarray(values, dtype=float)
     lo, hi = float(v.min()) * 100, float(v.max()) * 100
     if np.isclose(lo, hi, rtol=0.05):
@@ -123,10 +130,22 @@ def _percent(values) -> str:
 LEGEND_EPOCHS = 4  # up to this many epochs each gets a legend entry; more: the first and the last (darker = later)
 
 
-def _lines(ax, c, loss, epochs, cmap_name, x_of, y_of, handles, linestyle="-", only_last=False, label=None):
+def _lines(
+    ax: Axes,
+    c: pd.DataFrame,
+    loss: str,
+    epochs: Sequence[int],
+    cmap_name: str,
+    x_of: Callable[[pd.DataFrame], ArrayLike],
+    y_of: Callable[[pd.DataFrame], ArrayLike],
+    handles: dict[str, Line2D],
+    linestyle: str = "-",
+    only_last: bool = False,
+    label: Callable[[int], str] | None = None,
+) -> list[pd.DataFrame]:
     cmap = colormap(cmap_name)
     rows = c[c["loss"] == loss]
-    drawn = []
+    drawn: list[pd.DataFrame] = []
     for i, e in enumerate(epochs):
         if only_last and i != len(epochs) - 1:
             continue
@@ -143,18 +162,22 @@ def _lines(ax, c, loss, epochs, cmap_name, x_of, y_of, handles, linestyle="-", o
     return drawn
 
 
-def _blank():
+def _blank() -> Line2D:
     """An invisible legend entry (keeps the CE and KL legend rows aligned)."""
     from matplotlib.lines import Line2D  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     return Line2D([], [], alpha=0.0, label=" ")
 
 
-def _epoch_label(name):
+def _epoch_label(name: str) -> Callable[[int], str]:
     return lambda e: f"{name} epoch {e}"
 
 
-def _common_panel(ax, d, kind, handles) -> bool:
+def _requantized_label(name: str) -> Callable[[int], str]:
+    return lambda e: f"{name} re-quantised, epoch {e}"
+
+
+def _common_panel(ax: Axes, d: pd.DataFrame, kind: str, handles: dict[str, Line2D]) -> bool:
     """CE and KL along the common parameter-norm scale on one axis: Delta L against ||dtheta|| / ||theta||."""
     main = curves(d, "norm", kind)
     if main.empty:
@@ -164,15 +187,17 @@ def _common_panel(ax, d, kind, handles) -> bool:
     epochs = thin(main["epoch"].unique())
     fractions: list[float] = []
 
-    def x_of(g):
+    def x_of(g: pd.DataFrame) -> NDArray[np.float64]:
         r = _relative_step(g)
+        k: NDArray[np.float64] = g["k"].to_numpy()
         if r is not None:
             fractions.extend(r)
-            return 100 * g["k"].to_numpy() * r
-        return g["k"].to_numpy()
+            return 100 * k * r
+        return k
 
-    def y_of(g):
-        k, v = g["k"].to_numpy(), g["loss_value"].to_numpy()
+    def y_of(g: pd.DataFrame) -> NDArray[np.float64]:
+        k: NDArray[np.float64] = g["k"].to_numpy()
+        v: NDArray[np.float64] = g["loss_value"].to_numpy()
         return v - np.interp(0.0, k, v)
 
     for loss, name, cmap, _ in LOSSES:
@@ -189,7 +214,7 @@ def _common_panel(ax, d, kind, handles) -> bool:
                 handles,
                 "--",
                 only_last=True,
-                label=lambda e, n=name: f"{n} re-quantised, epoch {e}",
+                label=_requantized_label(name),
             )
     ax.axhline(0.0, color="0.6", lw=0.6, zorder=0)
     if fractions:
@@ -201,12 +226,14 @@ def _common_panel(ax, d, kind, handles) -> bool:
     return True
 
 
-def _delta_panel(ax, d, kind, loss, scaling, handles) -> bool:
+def _delta_panel(
+    ax: Axes, d: pd.DataFrame, kind: str, loss: str, scaling: str | None, handles: dict[str, Line2D]
+) -> bool:
     """One loss along its own (paper) delta: L against k."""
     name, cmap, color = next((n, c, col) for key, n, c, col in LOSSES if key == loss)
     main = curves(d, scaling, kind) if scaling else d.iloc[:0]
     main = main[main["loss"] == loss] if len(main) else main
-    if main.empty:
+    if main.empty or not scaling:  # no scaling: `main` is empty
         note(ax, f"no {name} rows with the paper's δ\n(slice_scalings: add 'gradient')")
         return False
     requant = curves(d, scaling, "requantized") if kind == "surrogate" else None
@@ -226,7 +253,7 @@ def _delta_panel(ax, d, kind, loss, scaling, handles) -> bool:
             handles,
             "--",
             only_last=True,
-            label=lambda e: f"{name} re-quantised, epoch {e}",
+            label=_requantized_label(name),
         )
     steps = [r for g in drawn if (r := _relative_step(g)) is not None]
     span = f"\n‖δe‖ = {_percent(np.concatenate(steps))} of ‖θ‖" if steps else ""
@@ -237,13 +264,20 @@ def _delta_panel(ax, d, kind, loss, scaling, handles) -> bool:
 
 
 # ------------------------------------------------------------------------------------ public API
-def draw_loss_slice(ax, source, scaling: str | None = None, loss: str | None = None) -> None:
+def draw_loss_slice(ax: Axes, source: R.TableSource, scaling: str | None = None, loss: str | None = None) -> None:
     """Draw one run's slices along the top eigenvector into `ax`.
 
-    `source`: a run (RunDir or folder) or its probes/slice DataFrame.  `scaling` None: the common
-    parameter-norm scale when the run has it (CE and KL on one axis, the change from theta), else the paper's
-    delta.  With `scaling` 'gradient' or 'unit', `loss` ('ce' or 'kl') draws that loss alone; without `loss`
-    both share the panel on twin y axes (left CE, right KL), each k in units of its own delta.
+    Args:
+        ax: The axes to draw into.
+        source: A run (RunDir or folder) or its probes/slice DataFrame.
+        scaling: None: the common parameter-norm scale when the run has it (CE and KL on one axis, the change
+            from theta), else the paper's delta.  'norm': the common scale; 'gradient' or 'unit': the paper's
+            delta (or a unit delta).
+        loss: With `scaling` 'gradient' or 'unit', 'ce' or 'kl' draws that loss alone; without it both share the
+            panel on twin y axes (left CE, right KL), each k in units of its own delta.
+
+    Raises:
+        UserError: The table lacks a needed column.
     """
     run, df = R.table_of(source, "slice", COLUMNS)
     d = eigen_rows(df)
@@ -253,7 +287,7 @@ def draw_loss_slice(ax, source, scaling: str | None = None, loss: str | None = N
         return
     if scaling is None:
         scaling = "norm" if (d["scaling"] == "norm").any() else delta_scaling(d)
-    handles: dict = {}
+    handles: dict[str, Line2D] = {}
     if scaling == "norm":
         _common_panel(ax, d, kind, handles)
     elif loss is not None:
@@ -266,7 +300,7 @@ def draw_loss_slice(ax, source, scaling: str | None = None, loss: str | None = N
         ax.legend(handles=list(handles.values()), fontsize=MIN_FONT, frameon=False)
 
 
-def _twin_panel(ax, d, kind, scaling, handles) -> None:
+def _twin_panel(ax: Axes, d: pd.DataFrame, kind: str, scaling: str | None, handles: dict[str, Line2D]) -> None:
     """The paper's single panel: CE (left axis) and KL (right axis), each along its own delta."""
     ax_kl = ax.twinx()
     ax_kl.grid(False)
@@ -290,7 +324,7 @@ def _twin_panel(ax, d, kind, scaling, handles) -> None:
                 handles,
                 "--",
                 only_last=True,
-                label=lambda e, n=name: f"{n} re-quantised, epoch {e}",
+                label=_requantized_label(name),
             )
         axis.set_ylabel(name, color=color)
         axis.tick_params(axis="y", colors=color)
@@ -301,9 +335,22 @@ def _twin_panel(ax, d, kind, scaling, handles) -> None:
 RUNS_PER_PAGE = 4  # rows per file: 4 x ROW_HEIGHT + title stays under style.MAX_HEIGHT; more go to STEM_2, ...
 
 
-def slice_figure(runs):
-    """Fig. 2c: per run (KD first) the common-scale panel (CE and KL on one axis) and one panel per loss with
-    the paper's delta scaling; RUNS_PER_PAGE runs a file."""
+def slice_figure(runs: R.RunsArg) -> list[tuple[str, Figure]]:
+    """Fig. 2c: per run (KD first) the loss along the top Hessian eigenvector, one row of panels a run.
+
+    Each row holds the common-scale panel (CE and KL on one axis) when a run has one and one panel per loss
+    with the paper's delta scaling; RUNS_PER_PAGE runs a file, more continue in further files.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+
+    Returns:
+        [(file stem, figure)], one a page, each with its caption recorded (`runs.describe`).
+
+    Raises:
+        SkipFigure: No run has probes/slice, or none has slices along the top eigenvector.
+        UserError: No runs are given, or a table lacks a needed column.
+    """
     runs = R.kd_first(R.representatives(R.runs_with(R.open_runs(runs), "slice", "fig2c"), "slice"))  # a seed each
     data = {r.name: eigen_rows(R.read(r, "slice", COLUMNS, "fig2c")) for r in runs}
     if all(main_kind(d) is None for d in data.values()):
@@ -316,7 +363,7 @@ def slice_figure(runs):
     return [(R.page_stem("fig2c_loss_slice", i), _slice_page(page, data, common)) for i, page in enumerate(pages)]
 
 
-def _slice_page(runs, data, common):
+def _slice_page(runs: Sequence[RunDir], data: Mapping[str, pd.DataFrame], common: bool) -> Figure:
     import matplotlib  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     ncols = 3 if common else 2
@@ -330,7 +377,7 @@ def _slice_page(runs, data, common):
     return R.describe(fig, runs, slice_caption(runs, common, clipped))
 
 
-def slice_caption(runs, common: bool, clipped) -> str:
+def slice_caption(runs: Sequence[RunDir], common: bool, clipped: Sequence[str]) -> str:
     """Fig. 2c's caption: the panels, the two δ scalings and why late curves are flat along the paper's δ."""
     text = "Per run (row), the loss L(θ + k·δ·e) along the top Hessian eigenvector e of each loss, k ∈ [−½, ½]; "
     if common:
@@ -350,7 +397,7 @@ def slice_caption(runs, common: bool, clipped) -> str:
     return text
 
 
-def _run_row(sub, run, d, common, ncols):
+def _run_row(sub: SubFigure, run: RunDir, d: pd.DataFrame, common: bool, ncols: int) -> list[str]:
     """One run's row of panels; returns what was clipped off a δ panel's y scale ('KD, CE epoch 4', ...)."""
     axes = sub.subplots(1, ncols, squeeze=False)[0]
     kind = main_kind(d)
@@ -359,12 +406,12 @@ def _run_row(sub, run, d, common, ncols):
             note(ax, f"{run.name}: no eigenvector slices")
         sub.suptitle(R.label(run), fontsize=8, x=0.01, ha="left")
         return []
-    handles: dict = {}
+    handles: dict[str, Line2D] = {}
     panels = list(axes)
     if common:
         _common_panel(panels.pop(0), d, kind, handles)
     scaling = delta_scaling(d)
-    clipped = []
+    clipped: list[str] = []
     for ax, (loss, *_rest) in zip(panels, LOSSES):
         _delta_panel(ax, d, kind, loss, scaling, handles)
         clipped += [f"{R.label(run)}, {what}" for what in clip_outliers(ax)]
@@ -392,15 +439,15 @@ def _run_row(sub, run, d, common, ncols):
 OUTLIER = 10.0  # a curve whose y range exceeds this many times the largest of the others' is clipped off
 
 
-def clip_outliers(ax) -> list[str]:
+def clip_outliers(ax: Axes) -> list[str]:
     """Keep a δ panel readable when one epoch's curve (a far larger δ) dwarfs the others: the y axis is set to
     the other curves and the outlier is annotated with its peak; returns the labels of the curves clipped."""
-    lines = [ln for ln in ax.get_lines() if len(ln.get_ydata()) > 1]
+    lines = [ln for ln in ax.get_lines() if len(np.asarray(ln.get_ydata())) > 1]
     ranges = [float(np.ptp(np.asarray(ln.get_ydata(), dtype=float))) for ln in lines]
     if len(lines) < 2:
         return []
-    out: list = []
-    keep: list = []
+    out: list[Line2D] = []
+    keep: list[Line2D] = []
     for i, (ln, r) in enumerate(zip(lines, ranges)):
         others = max(ranges[:i] + ranges[i + 1 :])
         (out if others > 0 and r > OUTLIER * others else keep).append(ln)
