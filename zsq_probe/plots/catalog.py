@@ -8,9 +8,10 @@ Each entry knows its file name, the tables it reads, a one-line description, whi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from zsq_probe.analysis.epochs import parse_epochs
 from zsq_probe.analysis.run_settings import differences_text, setting_differences, training_setting
@@ -19,25 +20,55 @@ from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice,
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.runs import SkipFigure, open_runs
 from zsq_probe.plots.style import WIDTHS, check_format, current_width, figure_width, save
+from zsq_probe.rundir.store import PathArg, RunDir
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
+
+Built: TypeAlias = "Figure | list[tuple[str, Figure]]"  # what a figure's builder returns
+FigureNames: TypeAlias = str | Iterable[object] | None  # 'fig1,fig2b', a list of names, or None for all
 
 
 @dataclass(frozen=True)
 class FigureSpec:
     """One paper figure: `build(runs, **options)` returns a Figure, or [(file stem, Figure)] (one file per
-    generator for fig6; a figure too tall for one page, style.MAX_HEIGHT, continues in STEM_2, ...)."""
+    generator for fig6; a figure too tall for one page, style.MAX_HEIGHT, continues in STEM_2, ...).
+
+    Attributes:
+        name: The figure's name ('fig1').
+        filename: The file stem of its (first) file.
+        tables_needed: The probe tables it reads.
+        description: One line saying what it shows (the caption's first line).
+        build: `build(runs, **options)`, the function that draws it.
+        options: The options `build` takes ('epoch', 'epochs').
+        per_run: Whether it is one figure per run (fig6).
+    """
 
     name: str
     filename: str
     tables_needed: tuple[str, ...]
     description: str
-    build: Callable
+    build: Callable[..., Built]
     options: tuple[str, ...] = ()
     per_run: bool = False
 
-    def figures(self, runs, **options) -> list[tuple[str, object]]:
-        """[(file stem, Figure)] of this figure for `runs` (RunDirs or folders); SkipFigure when they lack data."""
+    def figures(self, runs: R.RunsArg, **options: object) -> list[tuple[str, Figure]]:
+        """This figure for `runs`, nothing written.
+
+        Args:
+            runs: Run folders or RunDirs (one or several).
+            **options: The options the figure takes (`options`).
+
+        Returns:
+            [(file stem, Figure)].
+
+        Raises:
+            TypeError: An option the figure does not take.
+            SkipFigure: The runs lack the data the figure needs.
+            UserError: No runs are given, or their data is wrong (a missing column, an epoch without data).
+        """
         runs = open_runs(runs)
         unknown = sorted(set(options) - set(self.options))
         if unknown:
@@ -47,9 +78,27 @@ class FigureSpec:
         built = self.build(runs, **options)
         return built if isinstance(built, list) else [(self.filename, built)]
 
-    def plot(self, runs, out_dir, fmt: str = "png", width: str | None = None, **options) -> list[Path]:
-        """Write this figure for `runs` into `out_dir` (PNG or PDF at `width`: 'column' 3.3 in or 'text'
-        7 in), each with its caption in STEM.txt; returns the figure files written."""
+    def plot(
+        self, runs: R.RunsArg, out_dir: PathArg, fmt: str = "png", width: str | None = None, **options: object
+    ) -> list[Path]:
+        """Write this figure for `runs` into `out_dir`, each file with its caption in STEM.txt.
+
+        Args:
+            runs: Run folders or RunDirs (one or several).
+            out_dir: The folder to write into (created when missing).
+            fmt: 'png' or 'pdf'.
+            width: 'column' (3.3 in) or 'text' (7 in); default the width in force (`style.figure_width`).
+            **options: The options the figure takes (`options`).
+
+        Returns:
+            The figure files written.
+
+        Raises:
+            TypeError: An option the figure does not take.
+            SkipFigure: The runs lack the data the figure needs.
+            UserError: No runs are given, their data is wrong, `fmt` or `width` is unknown, or a file is one
+                `style.protect` guards.
+        """
         check_format(fmt)
         runs = open_runs(runs)
         with figure_width(width):
@@ -178,7 +227,7 @@ PROBE_SETTINGS = {  # what a caption states of the probes a figure reads (flat c
 }
 
 
-def caption(figure: FigureSpec, runs, stem: str, fig=None) -> str:
+def caption(figure: FigureSpec, runs: Sequence[RunDir], stem: str, fig: Figure | None = None) -> str:
     """The sidecar caption of a figure: what is drawn (the text its builder wrote, `runs.describe`), the runs
     drawn and only those (by method, with their seeds: n; what an epoch is; the lr and its factor over the
     scale's base lr), and the probe estimator's settings as the runs recorded them."""
@@ -210,7 +259,7 @@ def caption(figure: FigureSpec, runs, stem: str, fig=None) -> str:
     return "\n".join(lines)
 
 
-def range_rule_lines(runs) -> list[str]:
+def range_rule_lines(runs: Iterable[RunDir]) -> list[str]:
     """The caption's line naming the activation-range rule of the quantised runs drawn, with the updates their
     ranges took before freezing (the reference's bias-corrected rule needs 153 to settle)."""
     rules: dict[str, list[str]] = {}
@@ -228,7 +277,7 @@ def range_rule_lines(runs) -> list[str]:
     return [f"Activation ranges: {text}."]
 
 
-def health_lines(runs) -> list[str]:
+def health_lines(runs: Iterable[RunDir]) -> list[str]:
     """The caption's line naming every run drawn whose health checks tripped (zsq_probe.training.health)."""
     named = [f"{r.name}: {text}" for r in runs if (text := R.tripped_checks_text(r))]
     if not named:
@@ -236,12 +285,12 @@ def health_lines(runs) -> list[str]:
     return [f"Health checks tripped (the student may have collapsed; see each run's summary.json): {'; '.join(named)}."]
 
 
-def differences_lines(groups) -> list[str]:
+def differences_lines(groups: Sequence[Sequence[RunDir]]) -> list[str]:
     """The caption's line naming every training setting the drawn run groups differ in besides method and seed
     ([] for one group); a KD group's differences are by design (the KD baseline of paper §3.1)."""
     if len(groups) < 2:
         return []
-    settings: dict[str, dict] = {}
+    settings: dict[str, dict[str, object]] = {}
     for g in groups:
         label = R.method(g[0])
         while label in settings:  # two groups of one method (another lr, say)
@@ -256,10 +305,11 @@ def differences_lines(groups) -> list[str]:
     return [f"Settings the runs differ in besides method and seed: {text}{kd}."]
 
 
-def budget_stops(runs) -> list[str]:
+def budget_stops(runs: Iterable[RunDir]) -> list[str]:
     """A caption line when the product budget, not the tolerance, stopped adaptive trace estimates (the
     `stopped_by` column of hessian_trace): their intervals are wider than `trace_rtol` asked."""
-    stopped, total, where = 0, 0, []
+    stopped, total = 0, 0
+    where: list[str] = []
     for r in (r for r in runs if R.has_table(r, "hessian_trace")):
         df = r.read_table("hessian_trace")
         if "stopped_by" not in df.columns:
@@ -276,8 +326,18 @@ def budget_stops(runs) -> list[str]:
     ]
 
 
-def figure_names(only=None) -> list[str]:
-    """The figure names chosen by `only` ('fig1,fig2b', a list, or None for all), in the paper's order."""
+def figure_names(only: FigureNames = None) -> list[str]:
+    """The figure names chosen by `only`.
+
+    Args:
+        only: 'fig1,fig2b', a list of names, or None (or empty) for all.
+
+    Returns:
+        The names: all of them in the paper's order, else those of `only` in its order.
+
+    Raises:
+        UserError: An unknown name, or `only` names none.
+    """
     valid = list(FIGURES)
     if not only:
         return valid
@@ -296,31 +356,97 @@ def spec(name: str) -> FigureSpec:
     return FIGURES[figure_names([name])[0]]
 
 
-def make_figures(name: str, runs, **options) -> list[tuple[str, object]]:
-    """Figure `name` for `runs` as [(file stem, matplotlib Figure)], nothing written (e.g. to show in a notebook)."""
+def make_figures(name: str, runs: R.RunsArg, **options: object) -> list[tuple[str, Figure]]:
+    """Figure `name` for `runs`, nothing written (e.g. to show in a notebook).
+
+    Args:
+        name: A figure name (`FIGURES`).
+        runs: Run folders or RunDirs (one or several).
+        **options: The options the figure takes ('epoch', 'epochs').
+
+    Returns:
+        [(file stem, matplotlib Figure)].
+
+    Raises:
+        TypeError: An option the figure does not take.
+        SkipFigure: The runs lack the data the figure needs.
+        UserError: An unknown name, no runs, or wrong data in them.
+    """
     return spec(name).figures(runs, **options)
 
 
-def make_figure(name: str, runs, **options):
-    """Figure `name` for `runs` as one matplotlib Figure (fig6, one figure per run: the first run's)."""
+def make_figure(name: str, runs: R.RunsArg, **options: object) -> Figure:
+    """Figure `name` for `runs` as one matplotlib Figure, nothing written.
+
+    Args:
+        name: A figure name (`FIGURES`).
+        runs: Run folders or RunDirs (one or several).
+        **options: The options the figure takes ('epoch', 'epochs').
+
+    Returns:
+        The figure (of a figure written to several files, fig6 say, the first).
+
+    Raises:
+        TypeError: An option the figure does not take.
+        SkipFigure: The runs lack the data the figure needs.
+        UserError: An unknown name, no runs, or wrong data in them.
+    """
     return make_figures(name, runs, **options)[0][1]
 
 
-def plot_figure(name: str, runs, out_dir, fmt: str = "png", width: str | None = None, **options) -> list[Path]:
-    """Write figure `name` for `runs` into `out_dir`; returns the files written (SkipFigure: no data)."""
+def plot_figure(
+    name: str, runs: R.RunsArg, out_dir: PathArg, fmt: str = "png", width: str | None = None, **options: object
+) -> list[Path]:
+    """Write figure `name` for `runs` into `out_dir`, each file with its caption in STEM.txt.
+
+    Args:
+        name: A figure name (`FIGURES`).
+        runs: Run folders or RunDirs (one or several).
+        out_dir: The folder to write into (created when missing).
+        fmt: 'png' or 'pdf'.
+        width: 'column' (3.3 in) or 'text' (7 in); default the width in force (`style.figure_width`).
+        **options: The options the figure takes ('epoch', 'epochs').
+
+    Returns:
+        The figure files written.
+
+    Raises:
+        TypeError: An option the figure does not take.
+        SkipFigure: The runs lack the data the figure needs.
+        UserError: An unknown name, no runs, wrong data in them, an unknown `fmt` or `width`, or a file is one
+            `style.protect` guards.
+    """
     return spec(name).plot(runs, out_dir, fmt, width, **options)
 
 
 def write_figures(
-    runs, out, only=None, fmt="png", epoch: int | None = None, epochs=None, width: str | None = None
+    runs: R.RunsArg,
+    out: PathArg,
+    only: FigureNames = None,
+    fmt: str | Iterable[str] = "png",
+    epoch: int | None = None,
+    epochs: R.EpochsArg = None,
+    width: str | None = None,
 ) -> tuple[list[Path], int]:
-    """Draw every chosen figure (`only`: names; default all) the runs have data for into `out`.
+    """Draw every chosen figure the runs have data for into `out`.
 
-    `runs`: run folders or RunDirs.  `epoch`: the snapshot epoch of fig1/fig2d/fig6; `epochs`: the epochs of
-    fig3bc/fig4 ('60,350', '3-12' or a list).  `fmt`: 'png', 'pdf' or both ('png,pdf' or a list); `width`:
-    'column' (3.3 in) or 'text' (7 in, the default).  Each figure written, skipped (with the reason) or failed is
-    logged (INFO / INFO / ERROR on the `zsq_probe.plots.catalog` logger).  Returns (files written,
-    number of figures that failed).
+    Each figure written, skipped (with the reason) or failed is logged (INFO / INFO / ERROR on the
+    `zsq_probe.plots.catalog` logger); a figure that fails with a UserError does not stop the others.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+        out: The folder to write into (created when missing).
+        only: The figure names ('fig1,fig2b' or a list); default all.
+        fmt: 'png', 'pdf' or both ('png,pdf' or a list).
+        epoch: The snapshot epoch of fig1/fig2d/fig6.
+        epochs: The epochs of fig3bc/fig4 ('60,350', '3-12' or a list).
+        width: 'column' (3.3 in) or 'text' (7 in, the default).
+
+    Returns:
+        (files written, number of figures that failed).
+
+    Raises:
+        UserError: An unknown format or figure name, no runs, or `epochs` is not epochs of these runs.
     """
     fmts = [f.strip() for f in fmt.split(",")] if isinstance(fmt, str) else list(fmt)
     for f in fmts:
@@ -329,7 +455,8 @@ def write_figures(
     runs = open_runs(runs)
     last = max((e for r in runs if isinstance(e := R.config(r).get("epochs"), int)), default=0)
     options = {"epoch": epoch, "epochs": parse_epochs(epochs, last=last or None, what="these runs")}
-    written, failed = [], 0
+    written: list[Path] = []
+    failed = 0
     for name in names:
         figure = FIGURES[name]
         kw = {k: v for k, v in options.items() if k in figure.options}

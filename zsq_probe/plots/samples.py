@@ -14,17 +14,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
+from torch import nn
 
 from zsq_probe import generators
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import drawing
-from zsq_probe.rundir.store import RunDir, load_checkpoint_file
+from zsq_probe.rundir.store import PathArg, RunDir, load_checkpoint_file
+
+if TYPE_CHECKING:  # matplotlib and torchvision load when the figure is drawn, not with this module
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from zsq_probe.data.datasets import DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +61,8 @@ class Samples:
     generator: str
     classes: list[int]
     names: list[str]
-    real: np.ndarray | None
-    synthetic: np.ndarray
+    real: NDArray[np.float64] | None
+    synthetic: NDArray[np.float64]
     grayscale: bool
     real_note: str | None = None
 
@@ -64,9 +74,11 @@ def show_classes(num_classes: int) -> list[int]:
     return sorted(np.random.RandomState(SEED).choice(num_classes, MAX_CLASSES, replace=False).tolist())
 
 
-def build_generator(kind: str, num_classes: int, image_shape, cfg: dict, state: dict):
+def build_generator(
+    kind: str, num_classes: int, image_shape: Sequence[int], cfg: Mapping[str, Any], state: Mapping[str, Any]
+) -> nn.Module:
     """The run's generator with the checkpoint's weights; NoSamples(reason) when it cannot be rebuilt."""
-    options = {}
+    options: dict[str, object] = {}
     if kind == "qimera":
         emb = state.get("label_emb.weight")
         if emb is None:
@@ -95,17 +107,20 @@ def build_generator(kind: str, num_classes: int, image_shape, cfg: dict, state: 
     return gen.eval()
 
 
-def synthetic(gen, classes) -> np.ndarray:
+def synthetic(gen: nn.Module, classes: Sequence[int]) -> NDArray[np.float32]:
     """One generated image per class in `classes` (fixed seed), as an array (N, C, H, W)."""
     rng = torch.Generator().manual_seed(SEED)
     dim = int(getattr(gen, "latent_dim", 100))
     z = torch.randn((len(classes), dim), generator=rng)
     with torch.no_grad():
-        x = gen(z, torch.tensor(classes, dtype=torch.long))
-    return x.float().cpu().numpy()
+        x: torch.Tensor = gen(z, torch.tensor(classes, dtype=torch.long))
+    images: NDArray[np.float32] = x.float().cpu().numpy()
+    return images
 
 
-def real(data: str, root, classes, image_size: int | None = None) -> np.ndarray:
+def real(
+    data: str, root: PathArg | None, classes: Collection[int], image_size: int | None = None
+) -> NDArray[np.float32]:
     """The first test image of each class (NaN where a class has none), at the teacher's input size."""
     from zsq_probe.data.datasets import load_dataset  # torchvision: the samples figure only (zsq_probe.plots)
 
@@ -113,22 +128,23 @@ def real(data: str, root, classes, image_size: int | None = None) -> np.ndarray:
     targets = getattr(ds, "targets", None)
     if targets is None:
         targets = [int(ds[i][1]) for i in range(len(ds))]  # type: ignore[arg-type]  # map-style: sized
-    first = {}
+    first: dict[int, int] = {}
     for i, t in enumerate(targets):
         t = int(t)
         if t in classes and t not in first:
             first[t] = i
             if len(first) == len(classes):
                 break
-    return np.stack(
+    images: NDArray[np.float32] = np.stack(
         [ds[first[c]][0].numpy() if c in first else np.full_like(ds[0][0].numpy(), np.nan) for c in classes]
     )
+    return images
 
 
 PER_CLASS = 4  # synthetic samples per class: Fig. 6's class x sample grid
 
 
-def stretch(images: np.ndarray) -> np.ndarray:
+def stretch(images: NDArray[np.float64]) -> NDArray[np.float64]:
     """Each image's 1st-99th percentile stretched to [0, 1] (synthetic images are mostly saturated after
     de-normalisation; the stretch shows their structure; the caption says so)."""
     out = np.empty_like(images)
@@ -138,21 +154,21 @@ def stretch(images: np.ndarray) -> np.ndarray:
     return out
 
 
-def to_rgb(batch: np.ndarray, spec) -> np.ndarray:
+def to_rgb(batch: NDArray[np.floating[Any]], spec: DatasetSpec) -> NDArray[np.float64]:
     """(B, C, H, W) normalised -> (B, H, W[, 3]) in [0, 1]."""
     mean = np.asarray(spec.mean, dtype=float)[None, :, None, None]
     std = np.asarray(spec.std, dtype=float)[None, :, None, None]
-    x = np.clip(batch * std + mean, 0.0, 1.0).transpose(0, 2, 3, 1)
+    x: NDArray[np.float64] = np.clip(batch * std + mean, 0.0, 1.0).transpose(0, 2, 3, 1)
     return x[..., 0] if x.shape[-1] == 1 else x
 
 
-def class_names(data: str, classes) -> list[str]:
+def class_names(data: str, classes: Iterable[int]) -> list[str]:
     """Display names of `classes` in data set `data` (the class index where none is known)."""
     names = CLASS_NAMES.get(data)
     return [names[c] if names and c < len(names) else str(c) for c in classes]
 
 
-def generator_checkpoint(run, epoch: int | None = None) -> tuple[int, dict]:
+def generator_checkpoint(run: R.RunSource, epoch: int | None = None) -> tuple[int, dict[str, Any]]:
     """(epoch, generator state dict) of a run's checkpoint at `epoch` (default: the last).
 
     NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
@@ -178,7 +194,7 @@ def generator_checkpoint(run, epoch: int | None = None) -> tuple[int, dict]:
     return e, state["generator"]
 
 
-def fingerprint(state: dict) -> str:
+def fingerprint(state: Mapping[str, object]) -> str:
     """A short SHA-256 of a state dict (names, dtypes, shapes and bytes of every tensor, in name order): equal
     fingerprints mean bit-identical weights."""
     h = hashlib.sha256()
@@ -194,10 +210,20 @@ def fingerprint(state: dict) -> str:
     return h.hexdigest()[:12]
 
 
-def load_samples(run, epoch: int | None = None) -> Samples:
-    """Real and synthetic images of a run at checkpoint `epoch` (default: the last).
+def load_samples(run: R.RunSource, epoch: int | None = None) -> Samples:
+    """Real and synthetic images of a run at one of its checkpoints.
 
-    NoSamples when the run has no generator or checkpoint; UserError when `epoch` has no checkpoint.
+    Args:
+        run: A run folder or RunDir.
+        epoch: The checkpoint's epoch; default the last.
+
+    Returns:
+        The run's images: one real test image per class (None, with the reason, when the test split is missing)
+        and PER_CLASS synthetic images per class.
+
+    Raises:
+        NoSamples: The run has no generator or no checkpoint, or its generator cannot be rebuilt.
+        UserError: `epoch` has no checkpoint.
     """
     # torchvision: the samples figure only (zsq_probe.plots)
     from zsq_probe.data.datasets import get_spec
@@ -213,8 +239,8 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     spec = get_spec(data, image_size=size)  # the teacher's input size (InceptionV3: 299)
     classes = show_classes(spec.num_classes)
     gen = build_generator(kind, spec.num_classes, generators.generator_image_shape(kind, spec.image_shape), cfg, state)
-    fake = synthetic(gen, [c for _ in range(PER_CLASS) for c in classes])
-    fake = stretch(to_rgb(generators.crop_to(fake, spec.image_shape), spec))  # what the teacher saw (300 -> 299)
+    drawn = synthetic(gen, [c for _ in range(PER_CLASS) for c in classes])
+    fake = stretch(to_rgb(generators.crop_to(drawn, spec.image_shape), spec))  # what the teacher saw (300 -> 299)
     true, real_note = None, None
     try:
         true = to_rgb(real(data, cfg.get("data_root"), classes, size), spec)
@@ -225,9 +251,14 @@ def load_samples(run, epoch: int | None = None) -> Samples:
     )
 
 
-def draw_samples(axes, samples: Samples) -> None:
-    """Draw real (top row) and synthetic images (PER_CLASS rows below) into `axes`, a
-    (1 + PER_CLASS) x len(samples.classes) grid: one column per class."""
+def draw_samples(axes: Sequence[Sequence[Axes]] | NDArray[np.object_], samples: Samples) -> None:
+    """Draw real (top row) and synthetic images (PER_CLASS rows below) into `axes`, one column per class.
+
+    Args:
+        axes: A (1 + PER_CLASS) x len(samples.classes) grid of axes (rows of axes, or the array
+            `Figure.subplots(..., squeeze=False)` returns).
+        samples: What `load_samples` returns.
+    """
     n = len(samples.classes)
     rows = len(axes)
     k = rows - 1
@@ -256,11 +287,24 @@ def draw_samples(axes, samples: Samples) -> None:
 CELL = 1.35  # inches per image at most: few classes do not make a tall figure (style.MAX_HEIGHT)
 
 
-def samples_figure(run, epoch: int | None = None, shared_with=()):
-    """Fig. 6 for one generator: a class x sample grid, the first real test image of each class (top row) and
-    PER_CLASS synthetic images per class from the run's generator checkpoint at `epoch` (default: the last), each
-    synthetic image contrast-stretched (1st-99th percentile).  `shared_with`: further runs holding the same
-    generator weights (named in the title and the caption)."""
+def samples_figure(run: R.RunSource, epoch: int | None = None, shared_with: Iterable[RunDir] = ()) -> Figure:
+    """Fig. 6 for one generator: real vs synthetic images in a class x sample grid.
+
+    The top row holds the first real test image of each class, the PER_CLASS rows below synthetic images per
+    class from the run's generator checkpoint, each contrast-stretched (1st-99th percentile).
+
+    Args:
+        run: A run folder or RunDir.
+        epoch: The checkpoint's epoch; default the last.
+        shared_with: Further runs holding the same generator weights (named in the title and the caption).
+
+    Returns:
+        The figure, its caption recorded (`runs.describe`).
+
+    Raises:
+        NoSamples: The run has no generator or no checkpoint, or its generator cannot be rebuilt.
+        UserError: `epoch` has no checkpoint.
+    """
     s = load_samples(run, epoch)
     n = len(s.classes)
     rows = 1 + PER_CLASS
@@ -274,7 +318,7 @@ def samples_figure(run, epoch: int | None = None, shared_with=()):
     return R.describe(fig, runs, samples_caption(s, runs))
 
 
-def samples_caption(s: Samples, runs) -> str:
+def samples_caption(s: Samples, runs: Sequence[RunDir]) -> str:
     """Fig. 6's caption: what each row is, how the images are shown, and which runs share the generator."""
     real = "the first real test image of each class" if s.real is not None else "no real images (no test split)"
     text = (
@@ -291,12 +335,12 @@ def samples_caption(s: Samples, runs) -> str:
     return text
 
 
-def samples_figures(runs, epoch: int | None = None) -> list[tuple[str, object]]:
+def samples_figures(runs: R.RunsArg, epoch: int | None = None) -> list[tuple[str, Figure]]:
     """Fig. 6, one figure per distinct generator (state-dict fingerprint) among the runs with a generator
     checkpoint (one seed per method): [(file stem, Figure)]; runs without one are logged; SkipFigure when no
     run has one."""
-    groups: dict[str, list] = {}
-    reasons = []
+    groups: dict[str, list[RunDir]] = {}
+    reasons: list[str] = []
     reps = R.representatives(R.open_runs(runs))  # one run per seed group
     labels = R.file_labels(reps)  # two runs in folders of the same name: two files
     for r in reps:
@@ -306,7 +350,7 @@ def samples_figures(runs, epoch: int | None = None) -> list[tuple[str, object]]:
             reasons.append(f"{r.name}: {err}")
             continue
         groups.setdefault(f"{e}:{fingerprint(state)}", []).append(r)
-    figs = []
+    figs: list[tuple[str, Figure]] = []
     for members in groups.values():
         try:
             figs.append((f"fig6_samples_{labels[members[0].run_id]}", samples_figure(members[0], epoch, members[1:])))
