@@ -58,7 +58,7 @@ def draw_cosine(
         The epoch-mean frame (epoch, cosine, angle_deg, ...).
 
     Raises:
-        UserError: The table lacks a needed column.
+        UserError: `source` is not a run, or its table lacks a needed column.
     """
     run, df = R.table_of(source, "cosine", probe_tables.COSINE_COLUMNS)
     color = R.default_color(run) if color is None else color
@@ -106,7 +106,7 @@ def draw_cosine_snapshot(
         color: The frame's colour; default the run's method colour.
 
     Raises:
-        UserError: The table lacks a needed column, or `epoch` has no data.
+        UserError: `source` is not a run, its table lacks a needed column, or `epoch` has no data.
         SkipFigure: The table has no epoch with data.
     """
     run, df = R.table_of(source, "cosine", probe_tables.COSINE_COLUMNS)

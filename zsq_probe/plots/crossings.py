@@ -124,7 +124,7 @@ def draw_crossings(
         The per-layer frame.
 
     Raises:
-        UserError: The table lacks a needed column, or `epoch` has no rows.
+        UserError: `source` is not a run, its table lacks a needed column, or `epoch` has no rows.
     """
     run, df = R.table_of(source, "crossings", probe_tables.CROSSING_COLUMNS)
     return _bars(ax, run, df, epoch, value, p_line, R.where("", run, "crossings"), color)

@@ -44,7 +44,7 @@ def draw_hessian_trace(ax: Axes, source: R.TableSource, *, legend: bool = True) 
         legend: Whether to draw a legend.
 
     Raises:
-        UserError: The table lacks a needed column.
+        UserError: `source` is not a run, or its table lacks a needed column.
     """
     run, df = R.table_of(source, "hessian_trace", probe_tables.TRACE_COLUMNS)
     _traces(ax, run, df, legend, "")
@@ -237,7 +237,7 @@ def draw_eigen_density(ax: Axes, source: R.TableSource, epoch: int | None = None
         The epoch drawn.
 
     Raises:
-        UserError: The table lacks a needed column, or `epoch` has no rows.
+        UserError: `source` is not a run, its table lacks a needed column, or `epoch` has no rows.
         SkipFigure: The table has no epoch with rows.
     """
     run, df = R.table_of(source, "hessian_density", DENSITY_COLUMNS)

@@ -39,7 +39,7 @@ def draw_inter_epoch(
         The curve (epoch, cosine).
 
     Raises:
-        UserError: The table lacks a needed column.
+        UserError: `source` is not a run, or its table lacks a needed column.
     """
     run, df = R.table_of(source, "inter_epoch", COLUMNS)
     color = R.default_color(run) if color is None else color

@@ -277,7 +277,7 @@ def draw_loss_slice(ax: Axes, source: R.TableSource, scaling: str | None = None,
             panel on twin y axes (left CE, right KL), each k in units of its own delta.
 
     Raises:
-        UserError: The table lacks a needed column.
+        UserError: `source` is not a run, or its table lacks a needed column.
     """
     run, df = R.table_of(source, "slice", COLUMNS)
     d = eigen_rows(df)

@@ -223,7 +223,7 @@ def load_samples(run: R.RunSource, epoch: int | None = None) -> Samples:
 
     Raises:
         NoSamples: The run has no generator or no checkpoint, or its generator cannot be rebuilt.
-        UserError: `epoch` has no checkpoint.
+        UserError: `run` is not a run, or `epoch` has no checkpoint.
     """
     # torchvision: the samples figure only (zsq_probe.plots)
     from zsq_probe.data.datasets import get_spec
@@ -303,7 +303,7 @@ def samples_figure(run: R.RunSource, epoch: int | None = None, shared_with: Iter
 
     Raises:
         NoSamples: The run has no generator or no checkpoint, or its generator cannot be rebuilt.
-        UserError: `epoch` has no checkpoint.
+        UserError: `run` is not a run, or `epoch` has no checkpoint.
     """
     s = load_samples(run, epoch)
     n = len(s.classes)
