@@ -22,6 +22,20 @@ def fault_point(site: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` may still be running (this process, and on Windows any pid, counts as running: there
+    `os.kill(pid, 0)` is no probe); a temporary file of a writer no longer running is debris."""
+    if pid == os.getpid() or os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename durable across a power cut (best effort; not every platform can open a folder)."""
     try:

@@ -38,6 +38,7 @@ import torch
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.rundir.atomic import FAULT_ENV as FAULT_ENV  # re-exported: tests and tools set it by this name
 from zsq_probe.rundir.atomic import atomic_write_bytes, fault_point, fsync_dir
+from zsq_probe.rundir.atomic import process_alive as _process_alive
 from zsq_probe.rundir.schema import text_in_numeric_columns
 
 PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
@@ -510,18 +511,6 @@ def unreadable(path: PathArg, what: str = "file") -> str:
         f"{what} {path} is unreadable ({mode}: permission denied for this user); it is not damaged: give "
         f"yourself read permission (chmod u+r) and run again"
     )
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) is not a probe: keep the file
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def _own_version() -> str:
