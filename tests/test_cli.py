@@ -279,12 +279,10 @@ def test_every_option_has_help_text_and_lists_its_choices_once():
     assert not repeated, repeated
 
 
-def test_every_command_has_the_output_flags_and_those_that_compute_threads():
-    computing = {"eval", "train", "demo", "cosine", "hessian", "slice", "crossings", "recipe"}
+def test_every_command_has_the_output_flags_and_threads():
     for name, parser in _parsers()[1:]:
         flags = {s for a in parser._actions for s in a.option_strings}
-        assert {"--quiet", "--progress", "--no-progress"} <= flags, name
-        assert ("--threads" in flags) == (name in computing), name
+        assert {"--quiet", "--progress", "--no-progress", "--threads"} <= flags, name
 
 
 def test_help_imports_no_torch():

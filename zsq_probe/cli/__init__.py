@@ -10,8 +10,8 @@ signal's number for another stop signal, SIGUSR1: 138).
 
 Output: stdout carries the command's result alone (a table, JSON, a run summary), so `--json | jq .` and
 `> table.txt` work; the library's log lines (INFO and above, WARNING and above with --quiet) and the progress
-bars go to stderr.  Every command has --quiet and --progress / --no-progress (bars by default only when stderr
-is a terminal); those that compute have --threads N (zsq_probe.cli.common).
+bars go to stderr.  Every command has --quiet, --progress / --no-progress (bars by default only when stderr
+is a terminal) and --threads N (zsq_probe.cli.common; `presets` computes nothing and only checks it).
 
 Handlers import the library where they run: building the parser (`--help`, a mistyped flag) loads no torch
 (tests/test_cli.py checks it), nor the trainer, probes, data sets or demo.

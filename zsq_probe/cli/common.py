@@ -35,9 +35,9 @@ def add_teacher_args(p, data: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
-def add_output_args(p, threads: bool = False) -> None:
+def add_output_args(p, threads: bool = False, threads_help: str | None = None) -> None:
     """Add the flags every command has to the parser `p`: --quiet, --progress / --no-progress and, with
-    `threads` (a command that computes), --threads N."""
+    `threads` (a command that computes), --threads N (`threads_help`: its help text, when not the default)."""
     g = p.add_argument_group("output and threads" if threads else "output")
     g.add_argument("--quiet", action="store_true", help="warnings and errors only: no progress lines, no bars")
     g.add_argument(
@@ -56,7 +56,8 @@ def add_output_args(p, threads: bool = False) -> None:
             "--threads",
             type=int,
             metavar="N",
-            help="torch CPU threads (default: torch's own choice); recorded in a run's config.json, results "
+            help=threads_help
+            or "torch CPU threads (default: torch's own choice); recorded in a run's config.json, results "
             "differ slightly with it (README: Threads)",
         )
 

@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(never replacing one)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    add_output_args(p)
+    add_output_args(p, threads=True, threads_help="torch CPU threads while it reads and draws (default: torch's own)")
     p.set_defaults(handler=run)
 
 
@@ -73,13 +73,15 @@ def run(args: argparse.Namespace) -> int:
     """Compare the two sides on one probe; print the table (or JSON) and the figure's path."""
     from zsq_probe.rundir.output import check_output
     from zsq_probe.runs.compare import compare_runs
+    from zsq_probe.threads import torch_threads
 
     kd_runs, zq_runs = [args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds]
     if args.out:
         check_output(args.out, "compare", overwrite=args.overwrite)  # the output policy (zsq_probe.rundir.output)
-    result = compare_runs(kd_runs, zq_runs, args.probe)
-    used = result["paths"]  # per side, the seeds that carry the probe
-    figure = _draw(args, used["kd"], used["zq"]) if args.out else None
+    with torch_threads(args.threads):
+        result = compare_runs(kd_runs, zq_runs, args.probe)
+        used = result["paths"]  # per side, the seeds that carry the probe
+        figure = _draw(args, used["kd"], used["zq"]) if args.out else None
     result["figure"] = str(figure) if figure else None
     for w in result.pop("warnings"):
         print(f"warning: {w}", file=sys.stderr)
@@ -93,18 +95,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _draw(args: argparse.Namespace, kd_runs: list[str], zq_runs: list[str]):
-    """The overlay into --out, never replacing a file `compare` did not write; recorded in its manifest."""
+    """The overlay into --out, never replacing a file `compare` did not write; listed in its manifest before it
+    lands (zsq_probe.rundir.output.writing_output)."""
     from pathlib import Path
 
     from zsq_probe.plots import plot_compare
-    from zsq_probe.plots.style import protect
-    from zsq_probe.rundir.output import foreign_entries, record_output
+    from zsq_probe.plots.overlay import compare_stem
+    from zsq_probe.plots.style import announce_writes, protect
+    from zsq_probe.rundir.output import foreign_entries, writing_output
 
-    with protect(Path(args.out) / n for n in foreign_entries(args.out, "compare")):
-        figure = plot_compare(args.probe, kd_runs, zq_runs, None, None, args.out)
-    caption = figure.with_suffix(".txt")
-    record_output(args.out, "compare", [figure.name] + ([caption.name] if caption.is_file() else []))
-    return figure
+    stem = compare_stem(args.probe, kd_runs, zq_runs)
+    foreign = [Path(args.out) / n for n in foreign_entries(args.out, "compare")]
+    with protect(foreign), writing_output(args.out, "compare", [f"{stem}.png", f"{stem}.txt"]) as claim:
+        with announce_writes(claim):
+            return plot_compare(args.probe, kd_runs, zq_runs, None, None, args.out)
 
 
 def _fmt(v, kind="num") -> str:

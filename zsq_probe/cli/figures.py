@@ -17,6 +17,7 @@ HELP = "draw every paper figure the given runs have data for (PNG/PDF)"
 # torch (importing zsq_probe.plots loads the run store); tests/test_cli.py checks that they agree
 FORMAT_CHOICES = ("png", "pdf", "png,pdf")
 WIDTH_CHOICES = ("column", "text")
+THREADS_HELP = "torch CPU threads while it draws (default: torch's own choice; fig6 runs the generators)"
 
 
 def register(subparsers) -> None:
@@ -46,7 +47,7 @@ def register(subparsers) -> None:
         help="snapshot epoch for fig1 (default: the middle epoch all runs share), fig2d and fig6 (default: last)",
     )
     p.add_argument("--epochs", help="epochs for fig3bc/fig4, e.g. 60,350 or 3-12 (default: an early and the last)")
-    add_output_args(p)
+    add_output_args(p, threads=True, threads_help=THREADS_HELP)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -58,22 +59,29 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Write the figures asked for from the runs given; exit status 0.  A figure that could not be drawn does not
-    stop the others: ComputeError (exit status 1) naming the files written; none to draw: UserError."""
+    stop the others: ComputeError (exit status 1) naming the files written; none to draw: UserError.  Bad
+    options (an epoch outside the runs', an unknown figure) are refused before anything is written."""
     from zsq_probe.plots import write_figures  # loads when the command runs (zsq_probe.cli)
-    from zsq_probe.plots.style import protect
-    from zsq_probe.rundir.output import check_output, foreign_entries, record_output
+    from zsq_probe.plots.catalog import figure_options, planned_files
+    from zsq_probe.plots.runs import open_runs
+    from zsq_probe.plots.style import announce_writes, protect
+    from zsq_probe.rundir.output import check_output, foreign_entries, writing_output
+    from zsq_probe.threads import torch_threads
 
     out = Path(args.out)
     check_output(out, "figures", overwrite=args.overwrite)  # the output policy (zsq_probe.rundir.output)
     parent = next((p for p in [out, *out.parents] if p.exists()), None)
     if parent is not None and not os.access(parent, os.W_OK):
         raise UserError(f"--out {out}: {parent} is not writable")
-    with protect(out / name for name in foreign_entries(out, "figures")):
-        written, failed = write_figures(
-            args.runs, args.out, only=args.only, fmt=args.format, epoch=args.epoch, epochs=args.epochs, width=args.width
-        )
-    if written:
-        record_output(out, "figures", written_names(written))
+    runs = open_runs(args.runs)
+    figure_options(runs, args.epoch, args.epochs)
+    planned = planned_files(args.only, args.format)
+    foreign = [out / name for name in foreign_entries(out, "figures")]
+    with torch_threads(args.threads), protect(foreign), writing_output(out, "figures", planned) as claim:
+        with announce_writes(claim):
+            written, failed = write_figures(
+                runs, out, only=args.only, fmt=args.format, epoch=args.epoch, epochs=args.epochs, width=args.width
+            )
     if failed:
         names = ", ".join(Path(p).name for p in written) or "none"
         raise ComputeError(f"{failed} figure(s) failed (see above); written to {args.out}: {names}")
@@ -109,16 +117,20 @@ def figure_script(name: str, argv=None, prog: str | None = None) -> int:
         p.add_argument("--epochs", help="epochs to compare, e.g. 60,350 or 3-12")
     args = p.parse_args(argv)
     options = {k: getattr(args, k) for k in figure.options}
-    from zsq_probe.plots.style import protect
-    from zsq_probe.rundir.output import check_output, foreign_entries, record_output
+    from zsq_probe.plots.catalog import figure_options
+    from zsq_probe.plots.style import announce_writes, protect
+    from zsq_probe.rundir.output import check_output, foreign_entries, writing_output
 
     try:
         # one figure per script, several into one folder: the scripts replace their own figures, never a file
         # they did not write (zsq_probe.rundir.output)
         check_output(args.out, "figures", overwrite=True)
-        with console_logging(), protect(Path(args.out) / n for n in foreign_entries(args.out, "figures")):
-            paths = figure.plot(args.runs, args.out, args.format, args.width, **options)
-        record_output(args.out, "figures", written_names(paths))
+        figure_options(args.runs, options.get("epoch"), options.get("epochs"))
+        foreign = [Path(args.out) / n for n in foreign_entries(args.out, "figures")]
+        planned = [f"{figure.filename}.{args.format}", f"{figure.filename}.txt"]
+        with console_logging(), protect(foreign), writing_output(args.out, "figures", planned) as claim:
+            with announce_writes(claim):
+                paths = figure.plot(args.runs, args.out, args.format, args.width, **options)
     except SkipFigure as e:
         print(f"skipped {name}: {e.reason}", file=sys.stderr)
         return 2

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         action="store_true",
         help="print {preset: {help, <flat key>: value, ..., sources: {key: source}, per_teacher}}",
     )
-    add_output_args(p)
+    # like every command; `presets` computes nothing, so only the bound is checked (zsq_probe.cli.common)
+    add_output_args(p, threads=True, threads_help="accepted like every command's (presets computes nothing)")
     p.set_defaults(handler=run)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from zsq_probe.analysis.epochs import parse_epochs
+from zsq_probe.analysis.epochs import MAX_EPOCH, parse_epochs
 from zsq_probe.analysis.run_settings import differences_text, setting_differences, training_setting
 from zsq_probe.errors import UserError
 from zsq_probe.plots import cosine, crossings, hessian, inter_epoch, loss_slice, samples, training
@@ -351,6 +351,30 @@ def figure_names(only: FigureNames = None) -> list[str]:
     return names
 
 
+def figure_formats(fmt) -> list[str]:
+    """The formats of `fmt` ('png', 'pdf', 'png,pdf' or a list); UserError for an unknown one."""
+    fmts = [f.strip() for f in fmt.split(",")] if isinstance(fmt, str) else list(fmt)
+    return [check_format(f) for f in fmts]
+
+
+def planned_files(only=None, fmt="png") -> list[str]:
+    """The file names `write_figures(only=, fmt=)` writes when every figure has data and fits one file (a figure
+    per run, fig6, and a continuation page, STEM_2, have names of their own): each figure and its caption."""
+    stems = [FIGURES[name].filename for name in figure_names(only)]
+    return [f"{stem}.{ext}" for stem in stems for ext in (*figure_formats(fmt), "txt")]
+
+
+def figure_options(runs, epoch: int | None = None, epochs=None) -> dict:
+    """{"epoch": epoch, "epochs": [parsed epochs]} once both are within the runs' epochs, 0 to the most any
+    run's config trains (UserError naming the flag, the value and those epochs): refused before any drawing."""
+    runs = open_runs(runs)
+    last = max((e for r in runs if isinstance(e := R.config(r).get("epochs"), int)), default=0)
+    if epoch is not None and not 0 <= epoch <= (last or MAX_EPOCH):
+        have = f"0..{last}" if last else "0 and up"
+        raise UserError(f"--epoch {epoch} is outside the runs' epochs ({have})")
+    return {"epoch": epoch, "epochs": parse_epochs(epochs, last=last or None, what="these runs")}
+
+
 def spec(name: str) -> FigureSpec:
     """The FigureSpec of a figure name (or alias); UserError for an unknown one."""
     return FIGURES[figure_names([name])[0]]
@@ -448,13 +472,10 @@ def write_figures(
     Raises:
         UserError: An unknown format or figure name, no runs, or `epochs` is not epochs of these runs.
     """
-    fmts = [f.strip() for f in fmt.split(",")] if isinstance(fmt, str) else list(fmt)
-    for f in fmts:
-        check_format(f)
+    fmts = figure_formats(fmt)
     names = figure_names(only)
     runs = open_runs(runs)
-    last = max((e for r in runs if isinstance(e := R.config(r).get("epochs"), int)), default=0)
-    options = {"epoch": epoch, "epochs": parse_epochs(epochs, last=last or None, what="these runs")}
+    options = figure_options(runs, epoch, epochs)
     written: list[Path] = []
     failed = 0
     for name in names:

@@ -127,6 +127,12 @@ def caption(probe: str, kd_runs: Sequence[R.RunSource], zq_runs: Sequence[R.RunS
     )
 
 
+def compare_stem(probe: str, kd_run: R.RunsArg, zq_run: R.RunsArg) -> str:
+    """The file stem of the overlay: compare_<probe>_<kd>_vs_<zq> (first run of each side)."""
+    kd0, zq0 = R.open_run(R.as_list(kd_run)[0]), R.open_run(R.as_list(zq_run)[0])
+    return f"compare_{probe}_{safe_name(kd0.name)}_vs_{safe_name(zq0.name)}"
+
+
 def plot_compare(
     probe: str,
     kd_run: R.RunsArg,
@@ -157,11 +163,5 @@ def plot_compare(
     kd_runs = R.as_list(kd_run)
     zq_runs = R.as_list(zq_run)
     fig = compare_figure(probe, kd_runs, zq_runs, kd_df, zq_df)
-    kd0, zq0 = R.open_run(kd_runs[0]), R.open_run(zq_runs[0])
-    return save(
-        fig,
-        out_dir,
-        f"compare_{probe}_{safe_name(kd0.name)}_vs_{safe_name(zq0.name)}",
-        fmt,
-        caption=caption(probe, kd_runs, zq_runs),
-    )
+    stem = compare_stem(probe, kd_runs, zq_runs)
+    return save(fig, out_dir, stem, fmt, caption=caption(probe, kd_runs, zq_runs))

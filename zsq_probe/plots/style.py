@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,21 @@ def protect(paths: Iterable[PathArg]) -> Iterator[None]:
         _protected[0] = old
 
 
+_announce: list[Callable[[list[Path]], None] | None] = [None]
+
+
+@contextlib.contextmanager
+def announce_writes(callback: Callable[[list[Path]], None]):
+    """Inside the block `save` calls `callback([figure path, caption path])` after the `protect` check and before
+    either file lands: the output manifest lists them first (`zsq_probe.rundir.output.writing_output`)."""
+    old = _announce[0]
+    _announce[0] = callback
+    try:
+        yield
+    finally:
+        _announce[0] = old
+
+
 def _check_unprotected(*paths: Path) -> None:
     """UserError when one of `paths` is a file `protect` guards."""
     for path in paths:
@@ -237,6 +252,8 @@ def save(fig: Figure, out_dir: PathArg, name: str, fmt: str = "png", caption: st
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.{fmt}"
     _check_unprotected(path, out / f"{name}.txt")
+    if _announce[0] is not None:
+        _announce[0]([path, out / f"{name}.txt"] if caption else [path])
     readable(fig)
     buffer = io.BytesIO()
     with style():
