@@ -177,8 +177,8 @@ def test_a_probe_of_ones_own_runs_online_and_post_hoc(tmp_path, digits_teacher):
         np.testing.assert_allclose(post.batch_mean, online.batch_mean, rtol=1e-6)
         assert len(zp.read_table(tmp_path / "r", "weight_norm")) == 4
     finally:
-        from zsq_probe.probes import PROBES
+        from zsq_probe.probes import unregister_probe
 
-        PROBES.pop("weight_norm", None)
+        unregister_probe("weight_norm")
     with pytest.raises(zp.UserError, match="unknown probe"):
         zp.resolve_config("gdfq", teacher="digits", flags=dict(FAST, probes=["weight_norm"]))

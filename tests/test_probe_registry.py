@@ -9,7 +9,7 @@ import pytest
 from zsq_probe.config import RunConfig
 from zsq_probe.errors import UserError
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES, BUILTIN_PROBES, probe_names
-from zsq_probe.probes import PROBES, Probe, build_order, build_probes, register_probe
+from zsq_probe.probes import PROBES, Probe, build_order, build_probes, register_probe, unregister_probe
 from zsq_probe.probes.hessian import HessianProbe
 from zsq_probe.probes.slice import SliceProbe
 
@@ -32,7 +32,7 @@ def registered():
 
     yield add
     for name in names:
-        PROBES.pop(name, None)
+        unregister_probe(name)
 
 
 class Provider(Probe):
@@ -57,8 +57,7 @@ class Consumer(Probe):
 def test_the_registry_is_the_probes_package_registry():
     import zsq_probe.probe_registry as registry
 
-    assert registry.PROBES is PROBES
-    assert tuple(PROBES) == BUILTIN_PROBE_NAMES == probe_names()
+    assert tuple(PROBES) == tuple(registry.REGISTERED) == BUILTIN_PROBE_NAMES == probe_names()
     for name, spec in BUILTIN_PROBES.items():
         assert PROBES[name].tables == spec.tables
         assert PROBES[name].posthoc_tables == spec.posthoc_tables
@@ -75,7 +74,7 @@ def test_the_config_accepts_exactly_the_registry_names(registered):
         _cfg("test_consumer").validate()
     registered(Consumer)
     _cfg("test_consumer").validate()  # a registered probe joins the names
-    PROBES.pop("test_consumer")
+    unregister_probe("test_consumer")
     with pytest.raises(UserError, match="unknown probe 'test_consumer'"):
         _cfg("test_consumer").validate()
 

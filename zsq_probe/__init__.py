@@ -12,9 +12,8 @@ The Python API (README "Python API"; docs/architecture.md)::
 Names are imported on first use, so `import zsq_probe` stays light.
 """
 
-__version__ = "0.1.0"
-
 from zsq_probe import _moved
+from zsq_probe.version import __version__
 
 _moved.install()  # old module paths (zsq_probe.store, zsq_probe.quant, ...) keep importing
 

@@ -6,22 +6,18 @@ One registry that the config (`probing.probes`), the command line (`--probes all
 * `BUILTIN_PROBES`: the probes this package ships, name -> `ProbeSpec` (its tables, those it writes post hoc,
   and the post-hoc command's help line).  `zsq_probe.probes` registers its classes against it (a class whose
   tables differ from its spec is refused).
-* `PROBES`: name -> probe class, every registered probe (built in, then `register_probe` of your own);
-  `zsq_probe.probes.PROBES` is this same dict.
+* `REGISTERED`: name -> `ProbeSpec` of every registered probe (built in, then `register_probe` of your own);
+  the classes themselves are `zsq_probe.probes.PROBES`.
 * `probe_names()`: the names a config may switch on.
 
-A leaf module: it imports nothing from zsq_probe at run time (the probe classes only for type checking), so the
-config and the command line read the names without importing torch or the probes.
+A leaf module: it imports nothing from zsq_probe, so the config and the command line read the names without
+importing torch or the probes; the built-in probe classes take their tables from `BUILTIN_PROBES` (declared once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from zsq_probe.probes.base import Probe
 
 
 @dataclass(frozen=True)
@@ -59,13 +55,13 @@ BUILTIN_PROBES: dict[str, ProbeSpec] = {
 }
 BUILTIN_PROBE_NAMES: tuple[str, ...] = tuple(BUILTIN_PROBES)
 
-# name -> class of every registered probe; filled by zsq_probe.probes.register_probe (built-in ones first)
-PROBES: dict[str, type[Probe]] = {}
+# name -> what every registered probe writes; filled by zsq_probe.probes.register_probe (built-in ones first)
+REGISTERED: dict[str, ProbeSpec] = {}
 
 
 def probe_names() -> tuple[str, ...]:
     """The names a config may switch on: the built-in probes and every probe registered since."""
-    return tuple(dict.fromkeys([*BUILTIN_PROBE_NAMES, *PROBES]))
+    return tuple(dict.fromkeys([*BUILTIN_PROBE_NAMES, *REGISTERED]))
 
 
 def carried_probes(names: Iterable[str], full_precision_student: bool) -> tuple[str, ...]:

@@ -23,7 +23,6 @@ import argparse
 import sys
 import typing
 
-from zsq_probe import __version__
 from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, recipe, train
 from zsq_probe.cli.common import (
     check_device,
@@ -35,6 +34,7 @@ from zsq_probe.cli.common import (
     sigterm_raises,
 )
 from zsq_probe.errors import ComputeError, UserError, one_line
+from zsq_probe.version import __version__
 
 COMMAND_MODULES = (evaluate, presets, train, demo, posthoc, figures, compare, recipe)
 

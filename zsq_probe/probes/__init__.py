@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeVar
 
 from zsq_probe.errors import UserError
-from zsq_probe.probe_registry import BUILTIN_PROBES, PROBES, probe_names
+from zsq_probe.probe_registry import BUILTIN_PROBES, REGISTERED, ProbeSpec, probe_names
 from zsq_probe.probes.base import Probe
 from zsq_probe.probes.cosine import CosineProbe
 from zsq_probe.probes.crossings import CrossingsProbe
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from zsq_probe.config import RunConfig
 
 _ProbeClass = TypeVar("_ProbeClass", bound=type[Probe])
+
+# name -> class of every registered probe (built-in ones first); the registry holds what each writes
+PROBES: dict[str, type[Probe]] = {}
 
 
 def register_probe(cls: _ProbeClass) -> _ProbeClass:
@@ -55,7 +58,18 @@ def register_probe(cls: _ProbeClass) -> _ProbeClass:
             f"not {cls.tables} (post hoc {cls.posthoc_tables})"
         )
     PROBES[cls.name] = cls
+    REGISTERED[cls.name] = spec or ProbeSpec(tuple(cls.tables), tuple(cls.posthoc_tables))
     return cls
+
+
+def unregister_probe(name: str) -> None:
+    """Forget a probe registered with `register_probe` (a no-op for a name not registered).
+
+    Args:
+        name: The probe's name.
+    """
+    PROBES.pop(name, None)
+    REGISTERED.pop(name, None)
 
 
 for _cls in (CosineProbe, InterEpochProbe, CrossingsProbe, HessianProbe, SliceProbe):
@@ -111,4 +125,4 @@ def build_probes(cfg: RunConfig, origin: str = "online") -> list[Probe]:
     return list(built.values())
 
 
-__all__ = ["PROBES", "Probe", "build_order", "build_probes", "probe_names", "register_probe"]
+__all__ = ["PROBES", "Probe", "build_order", "build_probes", "probe_names", "register_probe", "unregister_probe"]

@@ -10,6 +10,7 @@ import torch
 
 from zsq_probe.events import MetricsRow, ProbeContext, StepEvent
 from zsq_probe.module_state import preserved_state
+from zsq_probe.probe_registry import BUILTIN_PROBES
 from zsq_probe.probes.base import Probe, Row
 from zsq_probe.probes.gradients import column_mean, cosine_rows, gradient_products
 from zsq_probe.quantization.losses import term_gradients
@@ -33,8 +34,8 @@ class CosineProbe(Probe):
     epoch's probe batch (also post hoc)."""
 
     name = "cosine"
-    tables = ("cosine",)
-    posthoc_tables = ("cosine",)
+    tables = BUILTIN_PROBES["cosine"].tables  # declared once, in the registry
+    posthoc_tables = BUILTIN_PROBES["cosine"].posthoc_tables
 
     def __init__(self, cfg: RunConfig, origin: str = "online") -> None:
         super().__init__(cfg, origin)

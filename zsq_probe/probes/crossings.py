@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from zsq_probe.errors import UserError
 from zsq_probe.events import MetricsRow, ProbeContext, StepEvent
+from zsq_probe.probe_registry import BUILTIN_PROBES
 from zsq_probe.probes.base import Probe, Row
 from zsq_probe.quantization.quantizer import _codes, quantized_layers, weight_quant_params
 
@@ -61,7 +62,8 @@ class CrossingsProbe(Probe):
     between a checkpoint and the one before it."""
 
     name = "crossings"
-    tables = posthoc_tables = ("crossings",)
+    tables = BUILTIN_PROBES["crossings"].tables  # declared once, in the registry
+    posthoc_tables = BUILTIN_PROBES["crossings"].posthoc_tables
     needs_activation_ranges = False  # weight codes do not depend on activation ranges
 
     def on_train_start(self, ctx: ProbeContext) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from zsq_probe.events import MetricsRow, ProbeContext
 from zsq_probe.module_state import preserved_state
+from zsq_probe.probe_registry import BUILTIN_PROBES
 from zsq_probe.probes.base import Probe
 from zsq_probe.probes.curvature import TopEigenpairs, curvature, curvature_seed, skip_nonfinite_epoch, warn_small_batch
 
@@ -20,7 +21,8 @@ class HessianProbe(Probe):
     `hessian_every_epochs` epochs; its latest eigenvectors are kept for the slice probe (`eigenpairs_at`)."""
 
     name = "hessian"
-    tables = posthoc_tables = ("hessian_trace", "hessian_eigenvalues", "hessian_density")
+    tables = BUILTIN_PROBES["hessian"].tables  # declared once, in the registry
+    posthoc_tables = BUILTIN_PROBES["hessian"].posthoc_tables
 
     def __init__(self, cfg: RunConfig, origin: str = "online") -> None:
         super().__init__(cfg, origin)

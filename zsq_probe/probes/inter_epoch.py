@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from zsq_probe.events import MetricsRow, ProbeContext, StepEvent
+from zsq_probe.probe_registry import BUILTIN_PROBES
 from zsq_probe.probes.base import Probe
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ class InterEpochProbe(Probe):
     training device during the epoch; the epoch means are kept on the CPU (float64)."""
 
     name = "inter_epoch"
-    tables = ("inter_epoch",)
+    tables = BUILTIN_PROBES["inter_epoch"].tables  # declared once, in the registry
 
     def __init__(self, cfg: RunConfig, origin: str = "online") -> None:
         super().__init__(cfg, origin)

@@ -18,6 +18,7 @@ from zsq_probe.hessian import (
     HessianOperator,
 )
 from zsq_probe.module_state import preserved_state
+from zsq_probe.probe_registry import BUILTIN_PROBES
 from zsq_probe.probes.base import Probe, Row
 from zsq_probe.probes.curvature import curvature_seed, loss_functions, skip_nonfinite_epoch, top_pairs, warn_small_batch
 from zsq_probe.probes.hessian import HessianProbe
@@ -229,7 +230,8 @@ class SliceProbe(Probe):
     eigenvectors of the same epoch (`TopEigenpairs`); else it computes the same eigenvectors itself (post hoc)."""
 
     name = "slice"
-    tables = posthoc_tables = ("slice",)
+    tables = BUILTIN_PROBES["slice"].tables  # declared once, in the registry
+    posthoc_tables = BUILTIN_PROBES["slice"].posthoc_tables
     needs = ("hessian",)
 
     def __init__(self, cfg: RunConfig, origin: str = "online") -> None:

@@ -37,9 +37,9 @@ import torch
 
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.rundir.atomic import FAULT_ENV as FAULT_ENV  # re-exported: tests and tools set it by this name
-from zsq_probe.rundir.atomic import atomic_write_bytes, fault_point, fsync_dir
-from zsq_probe.rundir.atomic import process_alive as _process_alive
+from zsq_probe.rundir.atomic import atomic_write_bytes, fault_point, fsync_dir, process_alive
 from zsq_probe.rundir.schema import text_in_numeric_columns
+from zsq_probe.version import __version__
 
 PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
 JSONDict: TypeAlias = dict[str, Any]  # a parsed JSON object (config.json: nested values of any JSON type)
@@ -72,7 +72,7 @@ def remove_dead_temp_files(path: PathArg) -> list[Path]:
     gone = []
     for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         m = _TEMP.match(p.name)
-        if m and m.group("name") == path.name and p.is_file() and not _process_alive(int(m.group("pid"))):
+        if m and m.group("name") == path.name and p.is_file() and not process_alive(int(m.group("pid"))):
             p.unlink(missing_ok=True)
             gone.append(p)
     return gone
@@ -92,8 +92,6 @@ def package_versions() -> dict[str, str | None]:
     import numpy
     import pytorchcv  # noqa: F401
 
-    import zsq_probe
-
     def ver(mod: str) -> str | None:
         try:
             from importlib.metadata import version
@@ -103,7 +101,7 @@ def package_versions() -> dict[str, str | None]:
             return None
 
     return {
-        "zsq_probe": zsq_probe.__version__,
+        "zsq_probe": __version__,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "pytorchcv": ver("pytorchcv"),
@@ -219,7 +217,7 @@ class RunDir:
             if folder.is_dir():
                 for p in folder.iterdir():
                     m = _TEMP.match(p.name)
-                    if m and p.is_file() and not _process_alive(int(m.group("pid"))):
+                    if m and p.is_file() and not process_alive(int(m.group("pid"))):
                         p.unlink(missing_ok=True)
                         gone.append(p)
         return gone
@@ -514,9 +512,7 @@ def unreadable(path: PathArg, what: str = "file") -> str:
 
 
 def _own_version() -> str:
-    import zsq_probe
-
-    return f"version {zsq_probe.__version__}"
+    return f"version {__version__}"
 
 
 def epoch_key(epoch: int, suffix: str = "") -> str:
