@@ -1,17 +1,19 @@
-"""Structural checks of the package: no import cycles among zsq_probe modules, no long functions, light
-imports that stay light (docs/architecture.md, "Structure rules").
+"""Structural checks of the package: imports point down the declared layers, no import cycles among zsq_probe
+modules, no long functions, light imports that stay light (docs/architecture.md, "Layers" and "Structure rules").
 
-The first two read the source with `ast` (nothing is imported), so they hold for code paths no other test runs.
+The first three read the source with `ast` (nothing is imported), so they hold for code paths no other test runs.
 
+* Layers: `LAYERS` lists the package's parts bottom to top, each layer a list of packages or modules; a module may
+  import its own part and any part of a lower layer, nothing of its own layer or above (so `training` and `probes`,
+  one layer, never import each other).  Every module belongs to exactly one part.
 * Import cycles: an edge runs from a module to every zsq_probe module it imports, wherever the import
-  statement stands (inside a function too); only imports under `if TYPE_CHECKING:` are left out, since
-  they never run.  `from zsq_probe.pkg import name` is an edge to `zsq_probe.pkg.name` when that is a
-  module, else to `zsq_probe.pkg`.  Importing a module runs the packages above it first, so an edge to
-  `zsq_probe.a.b` is one to `zsq_probe.a` too; but never to the importer's own packages, which have
-  always started importing before it: a module inside `zsq_probe.pkg` importing a re-export of its own
-  package depends on the submodule the name comes from (found in the package's `__init__`; nothing when
-  the package defines it), not on the package.  `zsq_probe/_moved.py` (aliases of old module paths,
-  resolved at import time by name) imports nothing.
+  statement stands: inside a function and under `if TYPE_CHECKING:` too (a type-only import never runs, but
+  it still ties the two modules together).  `from zsq_probe.pkg import name` is an edge to
+  `zsq_probe.pkg.name` when that is a module, else to `zsq_probe.pkg`.  Importing a module runs the
+  packages above it first, so an edge to `zsq_probe.a.b` is one to `zsq_probe.a` too; but never to the
+  importer's own packages, which have always started importing before it: a module inside `zsq_probe.pkg`
+  importing a re-export of its own package depends on the submodule the name comes from (found in the
+  package's `__init__`; nothing when the package defines it), not on the package.
 * Function length: a function (def line through its last body line) over `MAX_FUNCTION_LINES` fails,
   unless ALLOWLIST names it with its reason; an allowlisted function that is no longer long fails too.
 * Light imports: the modules whose docstrings promise it load none of the heavy packages on import (the
@@ -37,8 +39,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "zsq_probe"
 MAX_FUNCTION_LINES = 60
 
-# aliases of old module paths, resolved by name at import time: no static edges
-NO_EDGES = {"zsq_probe._moved"}
+
+# The package's parts, bottom to top (docs/architecture.md draws the same): a module imports its own part and the
+# layers below, never its own layer or above.
+LAYERS: list[list[str]] = [
+    ["zsq_probe.errors", "zsq_probe.version"],
+    ["zsq_probe.seeds", "zsq_probe.threads", "zsq_probe.probe_registry"],
+    ["zsq_probe.rundir", "zsq_probe.quantization", "zsq_probe.config"],
+    ["zsq_probe.module_state", "zsq_probe.data", "zsq_probe.generators"],
+    ["zsq_probe.hessian", "zsq_probe.teachers", "zsq_probe.events"],
+    ["zsq_probe.presets", "zsq_probe.analysis"],
+    ["zsq_probe.plots"],
+    ["zsq_probe.training", "zsq_probe.probes"],
+    ["zsq_probe.runs"],
+    ["zsq_probe.executors"],
+    ["zsq_probe.recipes"],
+    ["zsq_probe.cli"],
+    ["zsq_probe.__main__", "zsq_probe"],
+]
 
 # "module:qualname" -> why it may stay longer than MAX_FUNCTION_LINES
 ALLOWLIST: dict[str, str] = {}
@@ -64,14 +82,15 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """The import statements of a module that can run: all of them but those under `if TYPE_CHECKING:`."""
+def _import_statements(tree: ast.AST, type_checking: bool = True) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements of a module, wherever they stand (inside functions too); those under
+    `if TYPE_CHECKING:` only when `type_checking` (they never run, but they still tie the modules together)."""
     stack = [tree]
     while stack:
         node = stack.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if not type_checking and isinstance(node, ast.If) and _is_type_checking(node.test):
             stack.extend(node.orelse)
             continue
         stack.extend(ast.iter_child_nodes(node))
@@ -89,7 +108,7 @@ def _absolute_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:
 def _reexport_sources(tree: ast.AST, package: str, modules: dict[str, Path]) -> dict[str, str]:
     """Names a package's __init__ takes from its modules (`from package.sub import name`): name -> module."""
     out = {}
-    for node in _runtime_imports(tree):
+    for node in _import_statements(tree, type_checking=False):
         if isinstance(node, ast.ImportFrom):
             base = _absolute_base(node, package, is_package=True)
             for alias in node.names:
@@ -98,7 +117,7 @@ def _reexport_sources(tree: ast.AST, package: str, modules: dict[str, Path]) -> 
     return out
 
 
-def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+def import_graph(root: Path, package: str, type_checking: bool = True) -> dict[str, set[str]]:
     """module -> the package modules it imports (see the module docstring for what counts)."""
     modules = module_files(root, package)
     trees = {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in modules.items()}
@@ -107,10 +126,8 @@ def import_graph(root: Path, package: str) -> dict[str, set[str]]:
     }
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, tree in trees.items():
-        if name in NO_EDGES:
-            continue
         is_package = modules[name].stem == "__init__"
-        for node in _runtime_imports(tree):
+        for node in _import_statements(tree, type_checking):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
@@ -185,6 +202,64 @@ def _describe(component: list[str], graph: dict[str, set[str]]) -> str:
     return "cycle among " + ", ".join(component) + ":\n" + "\n".join(edges)
 
 
+def part_of(module: str, layers: list[list[str]]) -> tuple[int, str] | None:
+    """(layer index, part) of a module: the longest part name that is the module or a package above it."""
+    found = [
+        (len(part), i, part)
+        for i, layer in enumerate(layers)
+        for part in layer
+        if module == part or module.startswith(part + ".")
+    ]
+    return max(found)[1:] if found else None
+
+
+def layer_violations(graph: dict[str, set[str]], layers: list[list[str]]) -> list[str]:
+    """Every import that points up or sideways across `layers`, and every module in no part, as lines."""
+    out = [f"{m}: in no part of LAYERS" for m in sorted(graph) if part_of(m, layers) is None]
+    for module in sorted(graph):
+        here = part_of(module, layers)
+        for target in sorted(graph[module]):
+            there = part_of(target, layers)
+            if here is None or there is None or there[1] == here[1]:
+                continue
+            if there[0] >= here[0]:
+                how = "sideways (same layer)" if there[0] == here[0] else "up"
+                out.append(f"{module} ({here[1]}) imports {target} ({there[1]}): {how}")
+    return out
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph(ROOT, PACKAGE)
+    parts = [part for layer in LAYERS for part in layer]
+    assert len(parts) == len(set(parts))  # each part declared once
+    problems = layer_violations(graph, LAYERS)
+    assert not problems, "imports across docs/architecture.md's layers:\n" + "\n".join(problems)
+
+
+def test_layer_check_finds_an_import_inside_a_function_or_under_type_checking(tmp_path):
+    layers = [["pkg.base"], ["pkg.left", "pkg.right"], ["pkg"]]
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/base.py": "X = 1\n",
+            "pkg/left/__init__.py": "from pkg.base import X\n",
+            "pkg/right/__init__.py": "def f():\n    from pkg.left import X  # sideways, in a function\n    return X\n",
+            "pkg/right/typed.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.left\n",
+        },
+    )
+    problems = layer_violations(import_graph(tmp_path, "pkg"), layers)
+    assert problems == [
+        "pkg.right (pkg.right) imports pkg.left (pkg.left): sideways (same layer)",
+        "pkg.right.typed (pkg.right) imports pkg.left (pkg.left): sideways (same layer)",
+    ]
+    _write(tmp_path, {"pkg/base.py": "import pkg.left\n"})
+    assert (
+        layer_violations(import_graph(tmp_path, "pkg"), layers)[0]
+        == "pkg.base (pkg.base) imports pkg.left (pkg.left): up"
+    )
+
+
 def test_no_import_cycles():
     graph = import_graph(ROOT, PACKAGE)
     assert len(graph) > 50  # the walk found the package
@@ -213,7 +288,8 @@ def test_cycle_detector_finds_a_fabricated_cycle(tmp_path):
     )
     graph = import_graph(tmp_path, "pkg")
     assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == {"pkg.a"}
-    assert graph["pkg.c"] == set()  # TYPE_CHECKING only
+    assert graph["pkg.c"] == {"pkg.a"}  # TYPE_CHECKING only: still an edge
+    assert import_graph(tmp_path, "pkg", type_checking=False)["pkg.c"] == set()
     assert graph["pkg.sub.y"] == {"pkg.sub.x"}
     assert strongly_connected(graph) == [["pkg.a", "pkg.b"]]
 

@@ -12,10 +12,7 @@ The Python API (README "Python API"; docs/architecture.md)::
 Names are imported on first use, so `import zsq_probe` stays light.
 """
 
-from zsq_probe import _moved
 from zsq_probe.version import __version__
-
-_moved.install()  # old module paths (zsq_probe.store, zsq_probe.quant, ...) keep importing
 
 _EXPORTS = {
     "RunConfig": "zsq_probe.config",
