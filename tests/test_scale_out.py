@@ -317,7 +317,7 @@ def test_torchrun_hessian_equals_one_process_and_writes_once(tmp_path, digits_te
 
 API_SCRIPT = r"""
 import torch, torch.nn as nn, torch.nn.functional as F
-from zsq_probe.hessian import HessianOperator, hutchinson_trace
+from zsq_probe.hessian import HessianOperator, estimate_trace
 from zsq_probe.hessian.distributed import split_across_ranks, world_size, is_writer
 
 torch.manual_seed(0)
@@ -333,8 +333,8 @@ with split_across_ranks() as group:
     got = split.matvec(v)
     assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6), (got - ref).abs().max()
     assert torch.allclose(split.gradient(), full.gradient(), rtol=1e-5, atol=1e-7)
-    t_full = hutchinson_trace(full, num_vectors=8, seed=3, min_vectors=8)
-    t_split = hutchinson_trace(split, num_vectors=8, seed=3, min_vectors=8)
+    t_full = estimate_trace(full, "hutchinson", rtol=None, max_products=8, min_samples=8, seed=3)
+    t_split = estimate_trace(split, "hutchinson", rtol=None, max_products=8, min_samples=8, seed=3)
     assert abs(t_full.estimate - t_split.estimate) <= 1e-4 * max(1.0, abs(t_full.estimate))
     if is_writer():
         print("API OK", t_split.estimate)

@@ -16,9 +16,6 @@ from zsq_probe.hessian import (
     HessianOperator,
     TraceInterval,
     estimate_trace,
-    hutchinson_interval,
-    hutchinson_trace,
-    hutchpp_trace,
     slq_density,
     slq_trace,
     top_eigenpairs,
@@ -143,22 +140,13 @@ def _key(r: TraceInterval) -> tuple:
     return (r.estimator, r.samples, r.estimate, r.ci_low, r.ci_high, r.num_products, r.rank, r.interval)
 
 
-def test_deprecated_spellings_warn_and_give_the_same_interval():
-    op = operator("float-ce")
-    plain = estimate_trace(op, "hutchinson", seed=5)
-    with pytest.warns(DeprecationWarning, match="estimate_trace"):
-        same = hutchinson_interval(op, seed=5)
-    assert _key(same) == _key(plain)
-    with pytest.warns(DeprecationWarning, match="estimate_trace"):
-        pp = hutchpp_trace(op, sketch=4, rtol=None, max_products=40, seed=1)
-    assert _key(pp) == _key(estimate_trace(op, "hutch++", sketch=4, rtol=None, max_products=40, seed=1))
-    # the old fixed-size Hutchinson: num_vectors products, a TraceInterval now
-    with pytest.warns(DeprecationWarning, match="estimate_trace"):
-        old = hutchinson_trace(op, num_vectors=12, seed=3)
-    assert isinstance(old, TraceInterval) and old.num_vectors == old.num_products == 12
-    assert _key(old) == _key(estimate_trace(op, "hutchinson", rtol=None, max_products=12, min_samples=10, seed=3))
-    with pytest.raises(ValueError), pytest.warns(DeprecationWarning):
-        hutchinson_trace(op, num_vectors=0)
+def test_estimate_trace_is_the_only_trace_api():
+    import zsq_probe.hessian as hessian
+    import zsq_probe.hessian.trace as trace
+
+    for old in ("hutchinson_trace", "hutchpp_trace", "hutchinson_interval"):  # pre-release names, deleted
+        assert not hasattr(hessian, old) and not hasattr(trace, old)
+    assert "estimate_trace" in hessian.__all__
 
 
 def test_mean_over_seeds_is_the_exact_trace():

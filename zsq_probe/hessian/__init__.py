@@ -14,9 +14,6 @@ function over a :class:`HessianVectorProduct` (anything with ``.dim``, ``.dtype`
   the top eigenvector; power iteration on ``H`` finds the largest *magnitude*, which is a large
   negative eigenvalue when the loss is non-convex there).
 
-``hutchinson_trace``, ``hutchpp_trace`` and ``hutchinson_interval`` are deprecated spellings of
-:func:`estimate_trace` (they warn and return its :class:`TraceInterval`).
-
 The loss is ``sum_b n_b * loss_fn(model(x_b), t_b) / sum_b n_b`` over the batches (``n_b`` the
 batch size), so several batches give the Hessian of the size-weighted mean loss. Products reuse
 the gradient graph: the gradient is taken once with ``create_graph=True`` and every product is
@@ -55,7 +52,7 @@ from zsq_probe.hessian.results import (
     gaussian_density,
     parameter_group,
 )
-from zsq_probe.hessian.trace import estimate_trace, hutchinson_interval, hutchinson_trace, hutchpp_trace
+from zsq_probe.hessian.trace import estimate_trace
 
 __all__ = [
     "HessianOperator",
@@ -87,8 +84,4 @@ __all__ = [
     "output_hessian",
     "output_hessian_factor",
     "piecewise_linear_problems",
-    # deprecated spellings of estimate_trace
-    "hutchinson_trace",
-    "hutchpp_trace",
-    "hutchinson_interval",
 ]

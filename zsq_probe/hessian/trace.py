@@ -2,8 +2,7 @@
 
 :func:`estimate_trace` is the package's one trace API: it returns a :class:`TraceInterval` with the
 estimate, a 95 % interval (``ci_low``, ``ci_high``), the products it cost and a sentence saying how the
-interval was made (``slq_trace`` reports the SLQ density's trace in the same type).  ``hutchinson_trace``,
-``hutchpp_trace`` and ``hutchinson_interval`` are deprecated spellings of it.
+interval was made (``slq_trace`` reports the SLQ density's trace in the same type).
 
 * ``method="hutch++"`` (default) -- Hutch++ (Meyer, Musco, Musco & Woodruff, "Hutch++: optimal
   stochastic trace estimation", SOSA 2021): ``tr(H) = tr(Q^T H Q) + tr((I-QQ^T) H (I-QQ^T))`` for
@@ -43,7 +42,6 @@ same vectors on every device), so CE and KL probes get independent vectors by pa
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -439,86 +437,3 @@ def estimate_trace(
         return _exact(low, counted.used, cfg)
     comp, look = _complement(counted, gen, low, cfg)
     return _interval(comp, look, low, counted.used, cfg)
-
-
-# --------------------------------------------------------------------------- deprecated spellings
-
-
-def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated: use {new} (a TraceInterval either way)", DeprecationWarning, stacklevel=3)
-
-
-def hutchinson_trace(
-    op: HessianVectorProduct,
-    num_vectors: int = 100,
-    seed: int = 0,
-    rtol: float | None = None,
-    min_vectors: int = 10,
-) -> TraceInterval:
-    """Deprecated: ``estimate_trace(op, "hutchinson", rtol=rtol, max_products=num_vectors, min_samples=...)``.
-
-    ``num_vectors`` Rademacher vectors (fewer once ``rtol`` is met, after at least ``min_vectors``), now with
-    :func:`estimate_trace`'s interval and stop rule; returns its :class:`TraceInterval`."""
-    _deprecated("hutchinson_trace", 'estimate_trace(op, "hutchinson", ...)')
-    num_vectors = check_int(num_vectors, "num_vectors", 2)
-    min_vectors = check_int(min_vectors, "min_vectors")
-    return estimate_trace(
-        op,
-        "hutchinson",
-        rtol=rtol,
-        max_products=num_vectors,
-        min_samples=max(2, min(min_vectors, num_vectors)),
-        seed=seed,
-    )
-
-
-def hutchpp_trace(
-    op: HessianVectorProduct,
-    *,
-    deflate: Deflation = None,
-    sketch: int | None = None,
-    rtol: float | None = 0.05,
-    atol: float | None = None,
-    max_products: int = DEFAULT_MAX_PRODUCTS,
-    min_samples: int | None = None,
-    seed: int = 0,
-    level: float = 0.95,
-) -> TraceInterval:
-    """Deprecated: ``estimate_trace(op, "hutch++", ...)``, same arguments."""
-    _deprecated("hutchpp_trace", 'estimate_trace(op, "hutch++", ...)')
-    return estimate_trace(
-        op,
-        "hutch++",
-        rtol=rtol,
-        atol=atol,
-        max_products=max_products,
-        min_samples=min_samples,
-        sketch=sketch,
-        deflate=deflate,
-        seed=seed,
-        level=level,
-    )
-
-
-def hutchinson_interval(
-    op: HessianVectorProduct,
-    *,
-    rtol: float | None = 0.05,
-    atol: float | None = None,
-    max_products: int = DEFAULT_MAX_PRODUCTS,
-    min_samples: int | None = None,
-    seed: int = 0,
-    level: float = 0.95,
-) -> TraceInterval:
-    """Deprecated: ``estimate_trace(op, "hutchinson", ...)``, same arguments."""
-    _deprecated("hutchinson_interval", 'estimate_trace(op, "hutchinson", ...)')
-    return estimate_trace(
-        op,
-        "hutchinson",
-        rtol=rtol,
-        atol=atol,
-        max_products=max_products,
-        min_samples=min_samples,
-        seed=seed,
-        level=level,
-    )
