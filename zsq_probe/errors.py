@@ -7,6 +7,8 @@ turns them into a one-line message and an exit status (2 and 1).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class UserError(ValueError):
     """Bad input from the user (a file, a name, a value): the message says what is wrong and how to fix it."""
@@ -34,8 +36,16 @@ def one_line(exc_or_text: BaseException | str, limit: int | None = 200, *, with_
     return f"{name}: {text}" if with_type else text
 
 
-def did_you_mean(name: str, choices) -> str:
-    """The closest of `choices` as " (did you mean a, b?)", or an empty string."""
+def did_you_mean(name: str, choices: Iterable[object]) -> str:
+    """The closest of `choices` to `name`, as a hint to append to an error message.
+
+    Args:
+        name: The name the user gave.
+        choices: The valid names (compared as strings).
+
+    Returns:
+        " (did you mean a, b?)" with up to three close matches, or an empty string when none is close.
+    """
     import difflib
 
     m = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3)

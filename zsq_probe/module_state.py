@@ -5,17 +5,32 @@ Hessian operator use this so that measuring never changes what is measured."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextlib.contextmanager
-def preserved_state(*models, mode: str | None = None, freeze_ranges: bool = True):
-    """Inside the block: `mode` ("eval", "train" or None = as found), frozen activation ranges, and private
-    clones of every buffer (so BN running statistics and activation ranges never move, and autograd graphs
-    built inside keep their own copies).  After it: every module's training flag and its original buffer
-    objects, untouched."""
+def preserved_state(*models: torch.nn.Module, mode: str | None = None, freeze_ranges: bool = True) -> Iterator[None]:
+    """Run a block on `models` and put back every training flag and buffer afterwards.
+
+    Inside the block: `mode`, frozen activation ranges, and private clones of every buffer (so BN running
+    statistics and activation ranges never move, and autograd graphs built inside keep their own copies).
+    After it: every module's training flag and its original buffer objects, untouched.
+
+    Args:
+        *models: The modules to preserve.
+        mode: "eval" or "train" to switch every model to that mode inside the block; None keeps each as found.
+        freeze_ranges: Freeze the activation quantisers' ranges inside the block.
+
+    Yields:
+        None, once the models are prepared.
+    """
     from zsq_probe.quantization.quantizer import activation_ranges_frozen
 
-    saved = []
+    saved: list[tuple[list[torch.nn.Module], list[bool], list[dict[str, torch.Tensor | None]]]] = []
     for model in models:
         modules = list(model.modules())
         saved.append((modules, [m.training for m in modules], [dict(m._buffers) for m in modules]))

@@ -4,6 +4,8 @@ The implementation lives in `zsq_probe.data.datasets`; the names users import fr
 re-exported here.
 """
 
+from typing import Any
+
 from zsq_probe.data.datasets import (
     CIFAR_NORMALIZATION,
     DATASETS,
@@ -33,10 +35,21 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """`OnDiskCIFAR10` / `OnDiskCIFAR100`: zsq_probe.data.datasets' lazy re-exports (torchvision on first use)."""
+def __getattr__(name: str) -> type[Any]:
+    """`OnDiskCIFAR10` / `OnDiskCIFAR100`: zsq_probe.data.datasets' lazy re-exports (torchvision on first use).
+
+    Args:
+        name: The attribute asked for.
+
+    Returns:
+        The reader class of that name.
+
+    Raises:
+        AttributeError: `name` is not one of the lazy readers.
+    """
     from zsq_probe.data import datasets
 
     if name in datasets.LAZY_READERS:
-        return getattr(datasets, name)
+        reader: type[Any] = getattr(datasets, name)
+        return reader
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

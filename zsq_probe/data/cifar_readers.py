@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from torchvision import datasets as _tvd
@@ -35,7 +36,14 @@ class _PresenceCheckMixin:
     meta: dict[str, str]
     download: Callable[[], None]
 
-    def __init__(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        train: bool = True,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[Any], Any] | None = None,
+        download: bool = False,
+    ) -> None:
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
         if download:
@@ -67,9 +75,9 @@ class _PresenceCheckMixin:
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
-class OnDiskCIFAR10(_PresenceCheckMixin, _tvd.CIFAR10):
+class OnDiskCIFAR10(_PresenceCheckMixin, _tvd.CIFAR10):  # type: ignore[misc]  # torchvision has no stubs here
     """torchvision's CIFAR10 reader without md5 checks or pickle.load (module level: picklable for workers)."""
 
 
-class OnDiskCIFAR100(_PresenceCheckMixin, _tvd.CIFAR100):
+class OnDiskCIFAR100(_PresenceCheckMixin, _tvd.CIFAR100):  # type: ignore[misc]  # torchvision has no stubs here
     """torchvision's CIFAR100 reader without md5 checks or pickle.load (module level: picklable for workers)."""

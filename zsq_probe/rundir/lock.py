@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,7 +33,7 @@ __all__ = ["LOCK_NAME", "RunLock", "refuse_links", "run_lock"]
 _LOCK_KEYS = {"pid", "host", "what"}
 
 
-def _rank(rank) -> int:
+def _rank(rank: int | None) -> int:
     if rank is not None:
         return int(rank)
     try:
@@ -42,9 +43,15 @@ def _rank(rank) -> int:
 
 
 class RunLock:
-    """``with RunLock(run_folder, what="train"):`` -- hold the run folder's writer lock."""
+    """``with RunLock(run_folder, what="train"):`` -- hold the run folder's writer lock.
 
-    def __init__(self, folder, what: str = "write", rank: int | None = None):
+    Args:
+        folder: The run folder.
+        what: What the holder is doing, recorded in the lock file for the message a second writer gets.
+        rank: This process's rank; None reads ``$RANK`` (0 when unset).  Only rank 0 takes the lock.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], what: str = "write", rank: int | None = None) -> None:
         self.path = Path(folder) / LOCK_NAME
         self.what = what
         self.rank = _rank(rank)
@@ -101,7 +108,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
@@ -156,9 +163,15 @@ def _refusal(path: Path, what: str) -> str:
     )
 
 
-def refuse_links(folder) -> None:
-    """Raise a one-line UserError naming the first symbolic link inside the run folder `folder` (the folder
-    itself may be one): zsq-probe writes into a run folder only without following links."""
+def refuse_links(folder: str | os.PathLike[str]) -> None:
+    """Refuse a run folder holding a symbolic link: zsq-probe writes into a run folder only without following links.
+
+    Args:
+        folder: The run folder (it may itself be a link).
+
+    Raises:
+        UserError: One line naming the first symbolic link inside `folder`.
+    """
     for root, dirs, files in os.walk(folder, followlinks=False):
         for name in sorted(dirs + files):
             path = Path(root) / name
@@ -170,8 +183,20 @@ def refuse_links(folder) -> None:
 
 
 @contextmanager
-def run_lock(folder, what: str = "write", rank: int | None = None):
-    """Context manager holding the run folder's writer lock for `what`."""
+def run_lock(folder: str | os.PathLike[str], what: str = "write", rank: int | None = None) -> Iterator[RunLock]:
+    """Context manager holding the run folder's writer lock for `what`.
+
+    Args:
+        folder: The run folder.
+        what: What the holder is doing (recorded in the lock file).
+        rank: This process's rank; None reads ``$RANK``.  Only rank 0 takes the lock.
+
+    Yields:
+        The held lock.
+
+    Raises:
+        UserError: Another process holds the lock, or the lock file or the folder is refused.
+    """
     lock = RunLock(folder, what, rank).acquire()
     try:
         yield lock

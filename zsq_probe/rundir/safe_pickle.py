@@ -12,14 +12,16 @@ exactly these and refuses every other global, so a file whose ``__reduce__`` nam
 from __future__ import annotations
 
 import io
+import os
 import pickle
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
 __all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "UnsafePickleError", "safe_load", "safe_loads", "sniff_file"]
 
 
-def _numpy_attr(*path: str):
+def _numpy_attr(*path: str) -> object:
     """The first of numpy's dotted attribute paths that exists (numpy 1 vs 2 module names)."""
     import importlib
 
@@ -37,7 +39,11 @@ def _allowed() -> dict[tuple[str, str], object]:
 
     reconstruct = _numpy_attr("numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct")
     scalar = _numpy_attr("numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar")
-    table = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): codecs.encode}
+    table: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         table[(mod, "_reconstruct")] = reconstruct
         table[(mod, "scalar")] = scalar
@@ -54,8 +60,19 @@ class UnsafePickleError(pickle.UnpicklingError):
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` resolving only :data:`ALLOWED_GLOBALS` (no other class or function)."""
 
-    def find_class(self, module: str, name: str):
-        """Resolve only the allowed numpy reconstruction globals; refuse everything else."""
+    def find_class(self, module: str, name: str) -> object:
+        """Resolve only the allowed numpy reconstruction globals; refuse everything else.
+
+        Args:
+            module: The global's module, as the pickle names it.
+            name: The global's name in that module.
+
+        Returns:
+            The allowed object.
+
+        Raises:
+            UnsafePickleError: The global is not in `ALLOWED_GLOBALS`.
+        """
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
@@ -64,18 +81,47 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"str/bytes and numpy arrays"
             ) from None
 
-    def persistent_load(self, pid):
-        """Refuse: a CIFAR batch has no persistent ids."""
+    def persistent_load(self, pid: object) -> NoReturn:
+        """Refuse: a CIFAR batch has no persistent ids.
+
+        Args:
+            pid: The persistent id the pickle holds.
+
+        Raises:
+            UnsafePickleError: Always.
+        """
         raise UnsafePickleError("refused to unpickle a persistent id: not a CIFAR batch")
 
 
-def safe_load(file, *, encoding: str = "latin1"):
-    """Unpickle an open binary file with :class:`RestrictedUnpickler` (``encoding`` as in pickle.load)."""
+def safe_load(file: IO[bytes], *, encoding: str = "latin1") -> Any:
+    """Unpickle an open binary file with :class:`RestrictedUnpickler`.
+
+    Args:
+        file: The file, opened for reading bytes.
+        encoding: How to decode 8-bit strings written by Python 2 (as in pickle.load).
+
+    Returns:
+        The unpickled object (dicts, lists, str/bytes and numpy arrays only).
+
+    Raises:
+        UnsafePickleError: The pickle names a global outside `ALLOWED_GLOBALS` or holds a persistent id.
+    """
     return RestrictedUnpickler(file, encoding=encoding).load()
 
 
-def safe_loads(data: bytes, *, encoding: str = "latin1"):
-    """`safe_load` over bytes."""
+def safe_loads(data: bytes, *, encoding: str = "latin1") -> Any:
+    """`safe_load` over bytes.
+
+    Args:
+        data: The pickled bytes.
+        encoding: How to decode 8-bit strings written by Python 2 (as in pickle.loads).
+
+    Returns:
+        The unpickled object.
+
+    Raises:
+        UnsafePickleError: As in `safe_load`.
+    """
     return safe_load(io.BytesIO(data), encoding=encoding)
 
 
@@ -84,14 +130,21 @@ _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 _SNIFF_LIMIT = 1 << 20
 
 
-def sniff_file(path) -> str:
-    """What a file that torch.load(weights_only=True) refused most likely is, for the error message:
-    'zip' (torch.save's format), 'torch-legacy' (the pre-1.6 torch.save format), 'pickle' (a plain pickle
-    stream: pickle.dump of a model or dict), 'empty', or 'unknown' (random bytes, text, ...).
+def sniff_file(path: str | os.PathLike[str]) -> str:
+    """What a file that torch.load(weights_only=True) refused most likely is, for the error message.
 
     Nothing is unpickled: the first MiB is only parsed opcode by opcode (pickletools.genops), and counts as
     a pickle when it parses cleanly to a STOP at the end of the file (or, for a larger file starting with a
-    protocol-2+ header, up to where the MiB read ends)."""
+    protocol-2+ header, up to where the MiB read ends).
+
+    Args:
+        path: The file.
+
+    Returns:
+        'zip' (torch.save's format), 'torch-legacy' (the pre-1.6 torch.save format), 'pickle' (a plain pickle
+        stream: pickle.dump of a model or dict), 'empty', or 'unknown' (random bytes, text, an unreadable
+        file, ...).
+    """
     import pickletools
 
     try:

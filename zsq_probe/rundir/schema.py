@@ -8,7 +8,13 @@ iteration within the epoch, from 0; `global_step` counts iterations since the st
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from zsq_probe.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COMMON = {
     "run": "run folder name",
@@ -183,8 +189,15 @@ TEXT_COLUMNS = frozenset(
 )  # fmt: skip
 
 
-def tripped_health_checks(metrics) -> dict[str, list[int]]:
-    """{check: [epochs]} from a metrics table's `health` column ({} when none tripped or the column is absent)."""
+def tripped_health_checks(metrics: pd.DataFrame) -> dict[str, list[int]]:
+    """The health checks that tripped, from a metrics table's `health` column.
+
+    Args:
+        metrics: A run's metrics table.
+
+    Returns:
+        {check: [epochs]}; {} when none tripped or the column is absent.
+    """
     tripped: dict[str, list[int]] = {}
     if "health" in metrics:
         for epoch, checks in zip(metrics["epoch"], metrics["health"]):
@@ -193,16 +206,34 @@ def tripped_health_checks(metrics) -> dict[str, list[int]]:
     return tripped
 
 
-def text_in_numeric_columns(df, table: str) -> list[str]:
-    """The columns of `table` that must hold numbers but hold text in `df` (a damaged or hand-edited part)."""
+def text_in_numeric_columns(df: pd.DataFrame, table: str) -> list[str]:
+    """The columns of `table` that must hold numbers but hold text in `df` (a damaged or hand-edited part).
+
+    Args:
+        df: Rows of `table`.
+        table: The table's name in `TABLES`.
+
+    Returns:
+        The names of those columns, in the schema's order.
+    """
     cols = [c for c in TABLES.get(table, {}) if c not in TEXT_COLUMNS and c in df.columns]
     return [
         c for c in cols if df[c].dtype.kind not in "biufcmM" and df[c].map(lambda v: isinstance(v, (str, bytes))).any()
     ]
 
 
-def require_columns(df, table: str, columns=None, where: str = "") -> None:
-    """Fail loudly (UserError) when a table lacks columns a reader needs."""
+def require_columns(df: pd.DataFrame, table: str, columns: Iterable[str] | None = None, where: str = "") -> None:
+    """Fail loudly when a table lacks columns a reader needs.
+
+    Args:
+        df: Rows of `table`.
+        table: The table's name in `TABLES`.
+        columns: The columns needed; None: every column of `table`.
+        where: What to name in the message (default: the table).
+
+    Raises:
+        UserError: One or more of the columns are missing.
+    """
     needed = list(columns if columns is not None else TABLES[table])
     missing = [c for c in needed if c not in df.columns]
     if missing:
