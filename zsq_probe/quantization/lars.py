@@ -14,16 +14,31 @@ Used by the `gdfq-lars` preset (paper Tab. 3, Baseline-LARS); gradient inundatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import overload
+
 import torch
+from torch.optim.optimizer import ParamsT
 
 from zsq_probe.errors import UserError
 
 
 class LARS(torch.optim.Optimizer):
-    """LARS with heavy-ball momentum; state per parameter: ``momentum_buffer``."""
+    """LARS with heavy-ball momentum; state per parameter: ``momentum_buffer``.
+
+    Args:
+        params: The parameters (or parameter groups) to optimise.
+        lr: The global learning rate gamma (> 0).
+        momentum: The heavy-ball momentum m, in [0, 1).
+        weight_decay: The weight decay beta (>= 0).
+        trust_coef: The trust coefficient eta (> 0).
+
+    Raises:
+        UserError: A hyper-parameter is out of its range.
+    """
 
     def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coef: float = 1e-3
+        self, params: ParamsT, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, trust_coef: float = 1e-3
     ) -> None:
         if not lr > 0:
             raise UserError(f"LARS: lr={lr} (must be > 0)")
@@ -46,9 +61,25 @@ class LARS(torch.optim.Optimizer):
         ok = (w_norm > 0) & (g_norm > 0)
         return torch.where(ok, ratio, torch.ones_like(ratio))  # no host sync
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):
-        """One LARS step on every parameter with a gradient: momentum SGD scaled per layer by `local_lr`."""
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One LARS step on every parameter with a gradient: momentum SGD scaled per layer by `local_lr`.
+
+        Args:
+            closure: Re-evaluates the model and returns the loss (run with gradients enabled), or None.
+
+        Returns:
+            The closure's loss, or None without a closure.
+
+        Raises:
+            UserError: A parameter has a sparse gradient.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -25,7 +25,7 @@ def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     number of classes too, unlike 'batchmean'); the trainer multiplies it by T^2 as they do."""
     log_p_student = F.log_softmax(student_logits / temperature, dim=1)
     p_teacher = F.softmax(teacher_logits / temperature, dim=1)
-    pointwise = torch.special.xlogy(p_teacher, p_teacher) - p_teacher * log_p_student
+    pointwise: torch.Tensor = torch.special.xlogy(p_teacher, p_teacher) - p_teacher * log_p_student
     return pointwise.mean()
 
 

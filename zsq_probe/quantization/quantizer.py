@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -113,14 +113,24 @@ def weight_quant_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch
         return scale.reshape(shape), zero_point.reshape(shape)
 
 
-def scale_and_zero_point(lo: torch.Tensor, hi: torch.Tensor, levels, half) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_and_zero_point(
+    lo: torch.Tensor, hi: torch.Tensor, levels: float | torch.Tensor, half: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``scale = (2^k-1)/max(hi-lo, 1e-8)``, ``zp = round(scale*lo) + 2^(k-1)`` (docs/reference.md#weight-quantiser).
 
-    ``levels`` = 2^k-1 and ``half`` = 2^(k-1), numbers or tensors broadcasting against ``lo``.
     Written as reciprocal-times-levels, which is what torch does for ``number / tensor`` (so
     the reference code's ``(2**k-1)/torch.clamp(...)`` gives the same bits); gradient
     inundation evaluates codes with this same function, so its counts match
     :func:`integer_codes_of` bit for bit.
+
+    Args:
+        lo: The range's lower ends.
+        hi: The range's upper ends (same shape as `lo`).
+        levels: 2^k-1, a number or a tensor broadcasting against `lo`.
+        half: 2^(k-1), a number or a tensor broadcasting against `lo`.
+
+    Returns:
+        (scale, zero point), shaped as `lo` broadcast against `levels` and `half`.
     """
     scale = torch.reciprocal(torch.clamp(hi - lo, min=RANGE_EPS)) * levels
     return scale, torch.round(scale * lo) + half
@@ -213,11 +223,13 @@ class QuantConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution with the fake-quantised weight."""
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        out: torch.Tensor = self._conv_forward(x, self.quantized_weight(), self.bias)
+        return out
 
     def extra_repr(self) -> str:
         """nn.Conv2d's description plus the weight bits."""
-        return super().extra_repr() + f", w_bits={self.w_bits}"
+        conv: str = super().extra_repr()  # type: ignore[no-untyped-call]  # torch leaves _ConvNd's unannotated
+        return conv + f", w_bits={self.w_bits}"
 
 
 class QuantLinear(nn.Linear):
@@ -326,7 +338,14 @@ class ActivationQuantizer(nn.Module):
         self._initialized = False
 
     def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
     ) -> None:
         names = ("range_min", "range_max", "initialized", "frozen")
         if not any(prefix + n in state_dict for n in names):
@@ -397,7 +416,8 @@ class QuantizedActivation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The activation, then its quantiser."""
-        return self.quantizer(self.activation(x))
+        out: torch.Tensor = self.quantizer(self.activation(x))
+        return out
 
 
 # --------------------------------------------------------------------------- models
