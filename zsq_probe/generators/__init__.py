@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch.nn as nn
 
@@ -25,7 +26,7 @@ from zsq_probe.generators.gdfq import GDFQGenerator
 from zsq_probe.generators.qimera import QIMERA_DEFAULTS, QimeraGenerator, SlotLatent, teacher_class_weights
 from zsq_probe.generators.zeroq import ZeroQStatisticsLoss, distill_zeroq
 
-GENERATORS = {"gdfq": GDFQGenerator, "qimera": QimeraGenerator, "arc": ARCGenerator}
+GENERATORS: dict[str, type[nn.Module]] = {"gdfq": GDFQGenerator, "qimera": QimeraGenerator, "arc": ARCGenerator}
 
 __all__ = [
     "ARC_GENOTYPES",
@@ -52,23 +53,45 @@ UPSAMPLING = {"gdfq": 4, "qimera": 4, "arc": 8}
 
 
 def generator_image_shape(kind: str, image_shape: Sequence[int]) -> tuple[int, int, int]:
-    """The shape a generator of `kind` draws for a teacher expecting `image_shape`: each side rounded up to the
-    generator's upsampling multiple (InceptionV3's 299 -> 300); its samples are centre-cropped back
-    (`crop_to`).  A side that already is a multiple is kept, so every other teacher is unchanged."""
+    """The shape a generator of `kind` draws for a teacher expecting `image_shape`.
+
+    Each side is rounded up to the generator's upsampling multiple (InceptionV3's 299 -> 300); its samples are
+    centre-cropped back (`crop_to`).  A side that already is a multiple is kept, so every other teacher is
+    unchanged.
+
+    Args:
+        kind: The generator's name (a key of GENERATORS; another name: no rounding).
+        image_shape: The teacher's (C, H, W).
+
+    Returns:
+        The (C, H, W) the generator draws.
+    """
     m = UPSAMPLING.get(kind, 1)
     c, h, w = (int(s) for s in image_shape)
     return c, -(-h // m) * m, -(-w // m) * m
 
 
 def build_generator(
-    kind: str, num_classes: int, image_shape: Sequence[int], teacher: nn.Module | None = None, **options
+    kind: str, num_classes: int, image_shape: Sequence[int], teacher: nn.Module | None = None, **options: Any
 ) -> nn.Module:
-    """Build a generator: ``kind`` in {"gdfq", "qimera", "arc"}; ``options`` go to its constructor.
+    """Build a generator.
 
-    gdfq: latent_dim=100, variant="auto"|"cifar"|"imagenet".
-    qimera: mix_prob, mix_k, preset (a key of QIMERA_DEFAULTS), preset_bits, embedding_init, embedding_dim,
-    freeze_embedding, noise_scale, variant; uses ``teacher`` for the class embedding.
-    arc: latent_dim=100, genotype, model_name (teacher name selecting ARC_GENOTYPES), channels=64.
+    Args:
+        kind: "gdfq", "qimera" or "arc".
+        num_classes: The teacher's number of classes.
+        image_shape: The (C, H, W) to draw.
+        teacher: Qimera's class embedding comes from it; the other generators ignore it.
+        **options: Keyword arguments of the generator's constructor.
+            gdfq: latent_dim=100, variant="auto"|"cifar"|"imagenet".
+            qimera: mix_prob, mix_k, preset (a key of QIMERA_DEFAULTS), preset_bits, embedding_init,
+            embedding_dim, freeze_embedding, noise_scale, variant.
+            arc: latent_dim=100, genotype, model_name (teacher name selecting ARC_GENOTYPES), channels=64.
+
+    Returns:
+        The generator.
+
+    Raises:
+        UserError: `kind` is unknown or an option is not one its constructor takes.
     """
     if kind not in GENERATORS:
         raise UserError(f"unknown generator {kind!r}; choose one of {', '.join(GENERATORS)}")

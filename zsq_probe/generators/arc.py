@@ -31,9 +31,11 @@ genotype (the one searched for ResNet-20/CIFAR-10).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.types import Device
 
 from zsq_probe.errors import UserError
 from zsq_probe.generators.common import (
@@ -55,7 +57,7 @@ CROSS_OPS = ("none", "nearest", "bilinear")
 CBN_EPS = 0.8
 
 
-def _cell(up, ops, cross=None):
+def _cell(up: Sequence[str], ops: Sequence[str], cross: Sequence[str] | None = None) -> dict[str, list[str] | None]:
     return {"up": list(up), "ops": list(ops), "cross": None if cross is None else list(cross)}
 
 
@@ -64,7 +66,7 @@ _N, _B = "nearest", "bilinear"
 
 # Searched genotypes, keyed by pytorchcv teacher name.  Per cell: two up edges, five normal edges
 # (c0..c4 in the DAG of the module docstring), six cross edges (cells 2 and 3).
-ARC_GENOTYPES: dict[str, dict] = {
+ARC_GENOTYPES: dict[str, dict[str, Any]] = {
     "resnet20_cifar10": {
         "cells": [
             _cell([_N, _N], [_D5, "none", _D5, _D3, _C5]),
@@ -104,8 +106,18 @@ ARC_GENOTYPES: dict[str, dict] = {
 ARC_GENOTYPES["default"] = ARC_GENOTYPES["resnet20_cifar10"]
 
 
-def check_genotype(genotype) -> dict:
-    """Validate a genotype dict ``{"cells": [3 x {"up": [2], "ops": [5], "cross": None | [6]}]}``."""
+def check_genotype(genotype: object) -> dict[str, Any]:
+    """Validate a genotype dict ``{"cells": [3 x {"up": [2], "ops": [5], "cross": None | [6]}]}``.
+
+    Args:
+        genotype: The value to check.
+
+    Returns:
+        `genotype`.
+
+    Raises:
+        UserError: It is not such a dict, or names an operation outside UP_OPS, NORMAL_OPS or CROSS_OPS.
+    """
     bad = UserError(
         "ARC genotype must be {'cells': [three cells]}, each {'up': 2 of "
         + str(UP_OPS)
@@ -139,45 +151,47 @@ def check_genotype(genotype) -> dict:
 
 
 class _Zero(nn.Module):
-    def forward(self, x, labels):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x)
 
 
 class _ZeroUp(nn.Module):
-    def forward(self, x, labels):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3])
 
 
 class _Identity(nn.Module):
-    def forward(self, x, labels):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return x
 
 
 class _ConvOp(nn.Module):
     """CBN -> LeakyReLU(0.2) -> conv (kernel k, dilation d, 'same' padding)."""
 
-    def __init__(self, ch: int, k: int, dilation: int, num_classes: int):
+    def __init__(self, ch: int, k: int, dilation: int, num_classes: int) -> None:
         super().__init__()
         self.bn = CategoricalConditionalBatchNorm2d(num_classes, ch, eps=CBN_EPS)  # reference: 1000 rows (see top)
         self.act = nn.LeakyReLU(0.2)
         self.conv = nn.Conv2d(ch, ch, k, padding=dilation * (k - 1) // 2, dilation=dilation)
 
-    def forward(self, x, labels):
-        return self.conv(self.act(self.bn(x, labels)))
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.conv(self.act(self.bn(x, labels)))
+        return out
 
 
 class _UpOp(nn.Module):
     """x2 interpolation (nearest/bilinear) -> CBN -> LeakyReLU(0.2) -> conv1x1."""
 
-    def __init__(self, ch: int, mode: str, num_classes: int):
+    def __init__(self, ch: int, mode: str, num_classes: int) -> None:
         super().__init__()
         self.mode = mode
         self.bn = CategoricalConditionalBatchNorm2d(num_classes, ch, eps=CBN_EPS)  # reference: 1000 rows (see top)
         self.act = nn.LeakyReLU(0.2)
         self.conv = nn.Conv2d(ch, ch, 1)
 
-    def forward(self, x, labels):
-        return self.conv(self.act(self.bn(upsample2(x, self.mode), labels)))
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.conv(self.act(self.bn(upsample2(x, self.mode), labels)))
+        return out
 
 
 def _normal_op(name: str, ch: int, num_classes: int) -> nn.Module:
@@ -194,21 +208,26 @@ def _cross_op(name: str, ch: int, num_classes: int) -> nn.Module:
 
 
 class _Cell(nn.Module):
-    def __init__(self, spec: dict, ch: int, num_classes: int):
+    def __init__(self, spec: dict[str, Any], ch: int, num_classes: int) -> None:
         super().__init__()
         self.ups = nn.ModuleList(_UpOp(ch, u, num_classes) for u in spec["up"])
         self.ops = nn.ModuleList(_normal_op(o, ch, num_classes) for o in spec["ops"])
         cross = spec["cross"]
         self.cross = None if cross is None else nn.ModuleList(_cross_op(c, ch, num_classes) for c in cross)
 
-    def forward(self, x, labels, prev=None):
-        n0, n1 = self.ups[0](x, labels), self.ups[1](x, labels)
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor, prev: Sequence[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n0: torch.Tensor = self.ups[0](x, labels)
+        n1: torch.Tensor = self.ups[1](x, labels)
         c = self.ops
-        n2 = c[0](n0, labels) + c[1](n1, labels)
+        n2: torch.Tensor = c[0](n0, labels) + c[1](n1, labels)
         if self.cross is not None:
+            assert prev is not None, "a cell with cross edges needs the previous cell's nodes"
             n2 = n2 + sum(self.cross[i](prev[i], labels) for i in range(3))
-        n3 = c[2](n0, labels) + c[3](n1, labels) + c[4](n2, labels)
+        n3: torch.Tensor = c[2](n0, labels) + c[3](n1, labels) + c[4](n2, labels)
         if self.cross is not None:
+            assert prev is not None, "a cell with cross edges needs the previous cell's nodes"
             n3 = n3 + sum(self.cross[3 + i](prev[i], labels) for i in range(3))
         return n0, n1, n2, n3
 
@@ -218,6 +237,17 @@ class ARCGenerator(nn.Module):
 
     ``genotype``: a genotype dict or a key of :data:`ARC_GENOTYPES`; if omitted, ``model_name`` (the
     teacher's pytorchcv name) selects the searched genotype, falling back to ``"default"``.
+
+    Args:
+        num_classes: The teacher's number of classes.
+        image_shape: The (C, H, W) to draw; H and W multiples of 8.
+        latent_dim: The latent size (>= 3: it is split into three chunks).
+        genotype: A genotype dict, a key of ARC_GENOTYPES, or None (chosen by `model_name`).
+        model_name: The teacher's pytorchcv name, choosing the genotype when `genotype` is None.
+        channels: The channels of every cell.
+
+    Raises:
+        UserError: An argument is out of its range or the genotype is unknown or malformed.
     """
 
     label_kind = "hard"
@@ -227,10 +257,10 @@ class ARCGenerator(nn.Module):
         num_classes: int,
         image_shape: Sequence[int],
         latent_dim: int = 100,
-        genotype: dict | str | None = None,
+        genotype: dict[str, Any] | str | None = None,
         model_name: str | None = None,
         channels: int = 64,
-    ):
+    ) -> None:
         super().__init__()
         who = "ARC generator"
         self.num_classes = check_num_classes(num_classes, who)
@@ -266,7 +296,18 @@ class ARCGenerator(nn.Module):
         self.out_bn = nn.BatchNorm2d(c, affine=False)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) from latents `z` (B, latent_dim) and hard labels (B,)."""
+        """Images from latents and hard labels.
+
+        Args:
+            z: Latents (B, latent_dim).
+            labels: Hard labels (B,).
+
+        Returns:
+            Images (B, C, H, W).
+
+        Raises:
+            UserError: `z` or `labels` has the wrong shape, or a label is out of range.
+        """
         who = "ARC generator"
         z = check_latent(z, self.latent_dim, who)
         labels = check_hard_labels(labels, z.shape[0], self.num_classes, who)
@@ -276,10 +317,25 @@ class ARCGenerator(nn.Module):
         nodes = self.cells[1](nodes[3] + inj[1], labels, prev=nodes[:3])
         nodes = self.cells[2](nodes[3] + inj[2], labels, prev=nodes[:3])
         out = self.rgb_conv(self.rgb_act(self.rgb_bn(nodes[3], labels)))
-        return self.out_bn(torch.tanh(out))
+        images: torch.Tensor = self.out_bn(torch.tanh(out))
+        return images
 
-    def sample(self, batch_size: int, generator: torch.Generator, device=None):
-        """(z, labels): N(0, 1) latents then uniform hard labels, both from `generator`."""
+    def sample(
+        self, batch_size: int, generator: torch.Generator, device: Device = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """N(0, 1) latents then uniform hard labels, both from `generator`.
+
+        Args:
+            batch_size: How many to draw.
+            generator: The stream to draw from.
+            device: Where the results go; None: the generator's device.
+
+        Returns:
+            (z (batch_size, latent_dim), labels (batch_size,)).
+
+        Raises:
+            UserError: `batch_size` is not a positive int or `generator` is not a torch.Generator.
+        """
         check_batch_size(batch_size, "ARC sample")
         rng = check_rng(generator, "ARC sample")
         device = device if device is not None else rng.device

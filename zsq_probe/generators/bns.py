@@ -16,18 +16,28 @@ Each teacher forward inside the block overwrites the recorded statistics (the la
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.hooks import RemovableHandle
 
 from zsq_probe.errors import UserError
 from zsq_probe.generators.common import running_stats
 
 
 class BNStatisticsLoss:
-    """Context manager recording BN-input statistics of ``teacher``; :meth:`loss` gives GDFQ's BNS."""
+    """Context manager recording BN-input statistics of ``teacher``; :meth:`loss` gives GDFQ's BNS.
 
-    def __init__(self, teacher: nn.Module):
+    Args:
+        teacher: The model whose BatchNorm2d layers are matched.
+
+    Raises:
+        UserError: `teacher` is not a module, has no BatchNorm2d, or one of them tracks no running statistics.
+    """
+
+    def __init__(self, teacher: nn.Module) -> None:
         if not isinstance(teacher, nn.Module):
             raise UserError(f"BNStatisticsLoss: the teacher must be a torch.nn.Module, got {type(teacher).__name__}")
         self.layers = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -40,15 +50,15 @@ class BNStatisticsLoss:
             if m.running_mean is None or m.running_var is None:
                 raise UserError(f"BNStatisticsLoss: a BatchNorm2d of the teacher ({m}) tracks no running statistics")
         self._stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._handles: list = []
+        self._handles: list[RemovableHandle] = []
 
     @property
     def num_layers(self) -> int:
         """The teacher's BatchNorm2d layers whose statistics are matched."""
         return len(self.layers)
 
-    def _hook(self, index: int):
-        def hook(module, inputs, output):
+    def _hook(self, index: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             x = inputs[0]
             self._stats[index] = (x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False))
 
@@ -69,7 +79,7 @@ class BNStatisticsLoss:
     def __enter__(self) -> BNStatisticsLoss:
         return self.attach()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
     def clear(self) -> None:

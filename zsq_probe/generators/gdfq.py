@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+from torch.types import Device
 
 from zsq_probe.errors import UserError
 from zsq_probe.generators.common import (
@@ -51,13 +52,19 @@ class GDFQBody(nn.Module):
 
     ``conditional=True`` swaps the three BNs before the output conv for class-conditional ones
     (GDFQ's ImageNet generator).  Shared with Qimera, which feeds it a different input vector.
+
+    Args:
+        in_dim: The size of the input vector.
+        num_classes: The number of classes (for the conditional BNs).
+        image_shape: The (C, H, W) to draw; H and W multiples of 4.
+        conditional: Use class-conditional BNs.
     """
 
     bn0: nn.Module  # CategoricalConditionalBatchNorm2d when conditional, else nn.BatchNorm2d
     bn1: nn.Module
     bn2: nn.Module
 
-    def __init__(self, in_dim: int, num_classes: int, image_shape: tuple[int, int, int], conditional: bool):
+    def __init__(self, in_dim: int, num_classes: int, image_shape: tuple[int, int, int], conditional: bool) -> None:
         super().__init__()
         c, h, w = image_shape
         self.init_hw = (h // 4, w // 4)
@@ -77,18 +84,28 @@ class GDFQBody(nn.Module):
         self.act = nn.LeakyReLU(0.2)
         self.out_bn = nn.BatchNorm2d(c, affine=False)
 
-    def _bn(self, bn: nn.Module, x: torch.Tensor, cond) -> torch.Tensor:
-        return bn(x, cond) if self.conditional else bn(x)
+    def _bn(self, bn: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        out: torch.Tensor = bn(x, cond) if self.conditional else bn(x)
+        return out
 
-    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
-        """Images from the generator input `x` (B, in_dim); `cond`: the labels of the conditional BNs (ImageNet)."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from the generator input.
+
+        Args:
+            x: The generator input (B, in_dim).
+            cond: The labels of the conditional BNs (ImageNet layout); None without them.
+
+        Returns:
+            Images (B, C, H, W).
+        """
         out = self.l1(x).view(x.shape[0], 128, *self.init_hw)
         out = self._bn(self.bn0, out, cond)
         out = self.conv1(upsample2(out))
         out = self.act(self._bn(self.bn1, out, cond))
         out = self.conv2(upsample2(out))
         out = self.act(self._bn(self.bn2, out, cond))
-        return self.out_bn(torch.tanh(self.conv3(out)))
+        images: torch.Tensor = self.out_bn(torch.tanh(self.conv3(out)))
+        return images
 
 
 class GDFQGenerator(nn.Module):
@@ -97,11 +114,22 @@ class GDFQGenerator(nn.Module):
     ``z``: ``(B, latent_dim)``; ``labels``: LongTensor ``(B,)`` of hard class labels.
     ``sample(batch_size, generator, device)`` draws ``z ~ N(0,1)`` then uniform labels, both from
     the given ``torch.Generator`` only.
+
+    Args:
+        num_classes: The teacher's number of classes.
+        image_shape: The (C, H, W) to draw; H and W multiples of 4.
+        latent_dim: The latent size.
+        variant: "cifar", "imagenet" or "auto" (by image size: `resolve_variant`).
+
+    Raises:
+        UserError: An argument is out of its range.
     """
 
     label_kind = "hard"
 
-    def __init__(self, num_classes: int, image_shape: Sequence[int], latent_dim: int = 100, variant: str = "auto"):
+    def __init__(
+        self, num_classes: int, image_shape: Sequence[int], latent_dim: int = 100, variant: str = "auto"
+    ) -> None:
         super().__init__()
         who = "GDFQ generator"
         self.num_classes = check_num_classes(num_classes, who)
@@ -116,16 +144,42 @@ class GDFQGenerator(nn.Module):
         self.body = GDFQBody(latent_dim, self.num_classes, self.image_shape, conditional=conditional)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) from latents `z` (B, latent_dim) and hard labels (B,)."""
+        """Images from latents and hard labels.
+
+        Args:
+            z: Latents (B, latent_dim).
+            labels: Hard labels (B,).
+
+        Returns:
+            Images (B, C, H, W).
+
+        Raises:
+            UserError: `z` or `labels` has the wrong shape, or a label is out of range.
+        """
         who = "GDFQ generator"
         z = check_latent(z, self.latent_dim, who)
         labels = check_hard_labels(labels, z.shape[0], self.num_classes, who)
-        if self.label_emb is not None:
-            return self.body(z * self.label_emb(labels))
-        return self.body(z, labels)
+        images: torch.Tensor = (
+            self.body(z * self.label_emb(labels)) if self.label_emb is not None else self.body(z, labels)
+        )
+        return images
 
-    def sample(self, batch_size: int, generator: torch.Generator, device=None):
-        """(z, labels): N(0, 1) latents then uniform hard labels, both from `generator`."""
+    def sample(
+        self, batch_size: int, generator: torch.Generator, device: Device = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """N(0, 1) latents then uniform hard labels, both from `generator`.
+
+        Args:
+            batch_size: How many to draw.
+            generator: The stream to draw from.
+            device: Where the results go; None: the generator's device.
+
+        Returns:
+            (z (batch_size, latent_dim), labels (batch_size,)).
+
+        Raises:
+            UserError: `batch_size` is not a positive int or `generator` is not a torch.Generator.
+        """
         check_batch_size(batch_size, "GDFQ sample")
         rng = check_rng(generator, "GDFQ sample")
         device = device if device is not None else rng.device

@@ -40,10 +40,12 @@ Labels convention here: :meth:`QimeraGenerator.sample` returns ``(z, soft_labels
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypedDict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.types import Device
 
 from zsq_probe.errors import UserError
 from zsq_probe.generators.common import (
@@ -59,11 +61,20 @@ from zsq_probe.generators.common import (
 )
 from zsq_probe.generators.gdfq import GDFQBody, resolve_variant
 
+
+class QimeraScriptSettings(TypedDict):
+    """One run script's Qimera settings (a value of :data:`QIMERA_DEFAULTS`)."""
+
+    mix_prob: float  # --multi_label_prob
+    mix_k: int  # --multi_label_num
+    embedding_init: str  # "random" with --randemb, else "teacher"
+
+
 # Per teacher (pytorchcv name) and bit width: the settings of Qimera's published run scripts
 # (run_*_4bit.sh and other_train_scripts/run_*_5bit.sh): --multi_label_prob, --multi_label_num,
 # and whether --randemb (random embedding instead of the teacher's last-layer weights) is passed.  The
 # `qimera` preset uses these; `qimera+ait` sets the AIT repository's own values (presets.QIMERA_AIT_SCRIPTS).
-QIMERA_DEFAULTS: dict[str, dict[int, dict]] = {
+QIMERA_DEFAULTS: dict[str, dict[int, QimeraScriptSettings]] = {
     "resnet20_cifar10": {
         4: {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "random"},
         5: {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "random"},
@@ -95,11 +106,19 @@ class SlotLatent:
     (softmax of a normal draw, rows sum to 1).  Keeping the slots -- rather than only the scatter-added soft
     labels -- lets a class drawn twice keep both noise draws, as in the reference
     (Qimera_AIT/trainer.py:259-267).  Behaves like the noise tensor for ``shape``/``dim()``/``to()``.
+
+    Args:
+        noise: The noise of each slot (B, K, D).
+        classes: The class of each slot (B, K).
+        weights: The weight of each slot (B, K).
+
+    Raises:
+        UserError: They are not tensors of those shapes.
     """
 
     __slots__ = ("noise", "classes", "weights")
 
-    def __init__(self, noise: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor):
+    def __init__(self, noise: torch.Tensor, classes: torch.Tensor, weights: torch.Tensor) -> None:
         if not (
             isinstance(noise, torch.Tensor) and isinstance(classes, torch.Tensor) and isinstance(weights, torch.Tensor)
         ):
@@ -125,8 +144,16 @@ class SlotLatent:
         """The noise's device."""
         return self.noise.device
 
-    def to(self, *args, **kwargs) -> SlotLatent:
-        """The latent moved (and cast) like `Tensor.to`; the class indices only change device."""
+    def to(self, *args: Any, **kwargs: Any) -> SlotLatent:
+        """The latent moved (and cast) like `Tensor.to`; the class indices only change device.
+
+        Args:
+            *args: As for `Tensor.to`.
+            **kwargs: As for `Tensor.to`.
+
+        Returns:
+            A new latent; noise and weights moved and cast, classes moved to the noise's device.
+        """
         noise = self.noise.to(*args, **kwargs)
         return SlotLatent(noise, self.classes.to(noise.device), self.weights.to(*args, **kwargs))
 
@@ -167,7 +194,7 @@ def _qimera_settings(
     """(mix_prob, mix_k, embedding_init): the defaults, then the preset's (QIMERA_DEFAULTS), then the
     arguments given; UserError for a value out of range."""
     who = "Qimera generator"
-    settings: dict = {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "teacher" if has_teacher else "random"}
+    settings: dict[str, Any] = {"mix_prob": 0.4, "mix_k": 2, "embedding_init": "teacher" if has_teacher else "random"}
     if preset is not None:
         if preset not in QIMERA_DEFAULTS:
             raise UserError(f"{who}: unknown preset {preset!r}; known: {', '.join(sorted(QIMERA_DEFAULTS))}")
@@ -214,7 +241,25 @@ def _class_embedding(
 
 
 class QimeraGenerator(nn.Module):
-    """Qimera's generator; see the module docstring for the label/latent conventions."""
+    """Qimera's generator; see the module docstring for the label/latent conventions.
+
+    Args:
+        num_classes: The teacher's number of classes.
+        image_shape: The (C, H, W) to draw; H and W multiples of 4.
+        teacher: The teacher; its last layer's weights give the class embedding (embedding_init="teacher").
+        mix_prob: The probability that a batch is superposed; None: the preset's, else 0.4.
+        mix_k: The classes superposed per sample; None: the preset's, else 2.
+        preset: A key of QIMERA_DEFAULTS (a teacher's name) whose run-script settings to start from.
+        preset_bits: The bit width choosing the preset's settings.
+        embedding_init: "teacher" or "random"; None: the preset's, else "teacher" when a teacher is given.
+        embedding_dim: The embedding's size; needed without a teacher, else checked against it.
+        freeze_embedding: Keep the class embedding fixed.
+        noise_scale: The factor on the noise added to the embedding.
+        variant: The GDFQ body's layout: "cifar", "imagenet" or "auto" (by image size).
+
+    Raises:
+        UserError: An argument is out of its range or does not fit the teacher.
+    """
 
     label_kind = "soft"
 
@@ -232,7 +277,7 @@ class QimeraGenerator(nn.Module):
         freeze_embedding: bool = False,
         noise_scale: float = 1.0,
         variant: str = "auto",
-    ):
+    ) -> None:
         super().__init__()
         who = "Qimera generator"
         self.num_classes = check_num_classes(num_classes, who)
@@ -253,7 +298,9 @@ class QimeraGenerator(nn.Module):
         self.body = GDFQBody(dim, self.num_classes, self.image_shape, conditional=self.variant == "imagenet")
 
     # ------------------------------------------------------------------ forward
-    def _slots(self, z: torch.Tensor, labels: torch.Tensor):
+    def _slots(
+        self, z: torch.Tensor | SlotLatent, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool, torch.Tensor]:
         """-> (class indices (B,K), weights (B,K), noise (B,K,D), per-slot normalisation?, BN condition)."""
         who = "Qimera generator"
         b = z.shape[0]
@@ -288,8 +335,19 @@ class QimeraGenerator(nn.Module):
         w, idx = labels.topk(k, dim=1)
         return idx, w, z[:, None, :].expand(b, k, z.shape[1]), False, labels
 
-    def generator_input(self, z: torch.Tensor, labels: torch.Tensor):
-        """The vector fed to the GDFQ body, and the condition for the conditional BNs."""
+    def generator_input(self, z: torch.Tensor | SlotLatent, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vector fed to the GDFQ body, and the condition for the conditional BNs.
+
+        Args:
+            z: Latents (B, D) or (B, K, D), or a SlotLatent.
+            labels: Hard labels (B,) or soft labels (B, num_classes).
+
+        Returns:
+            (input (B, D), condition: the labels the conditional BNs get).
+
+        Raises:
+            UserError: `z` and `labels` have shapes that do not fit each other or the generator.
+        """
         if not isinstance(z, SlotLatent):
             z = check_latent(z, self.latent_dim, "Qimera generator", allow_slots=True)
         idx, w, noise, per_slot, cond = self._slots(z, labels)
@@ -300,19 +358,45 @@ class QimeraGenerator(nn.Module):
         x = (x - mean) / torch.sqrt(var + NORM_EPS)
         return (w.to(x.dtype)[:, :, None] * x).sum(1), cond
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Images from `z` (a tensor or SlotLatent) and hard or soft labels (see the module docstring)."""
+    def forward(self, z: torch.Tensor | SlotLatent, labels: torch.Tensor) -> torch.Tensor:
+        """Images from latents and hard or soft labels (see the module docstring).
+
+        Args:
+            z: Latents (B, D) or (B, K, D), or a SlotLatent.
+            labels: Hard labels (B,) or soft labels (B, num_classes).
+
+        Returns:
+            Images (B, C, H, W).
+
+        Raises:
+            UserError: `z` or `labels` is not a tensor, or their shapes do not fit.
+        """
         if not isinstance(z, (torch.Tensor, SlotLatent)) or not isinstance(labels, torch.Tensor):
             raise UserError("Qimera generator: z must be a tensor or SlotLatent and labels a tensor")
         gen_input, cond = self.generator_input(z, labels)
-        return self.body(gen_input, cond)
+        images: torch.Tensor = self.body(gen_input, cond)
+        return images
 
     # ------------------------------------------------------------------ sampling
     def sample(
-        self, batch_size: int, generator: torch.Generator, device=None
+        self, batch_size: int, generator: torch.Generator, device: Device = None
     ) -> tuple[torch.Tensor | SlotLatent, torch.Tensor]:
-        """``(z, soft_labels)``: z ``(B, D)`` (plain batch) or a :class:`SlotLatent` ``(B, K, D)`` (superposed,
-        probability mix_prob).  Draw order as Qimera_AIT/trainer.py:253-271: mix flag, z, classes, weights."""
+        """Latents and soft labels, a superposed batch with probability mix_prob.
+
+        Draw order as Qimera_AIT/trainer.py:253-271: mix flag, z, classes, weights.
+
+        Args:
+            batch_size: How many to draw.
+            generator: The stream to draw from.
+            device: Where the results go; None: the generator's device.
+
+        Returns:
+            (z, soft labels (B, num_classes)): z is (B, D) for a plain batch (one-hot labels) or a
+            :class:`SlotLatent` (B, K, D) for a superposed one.
+
+        Raises:
+            UserError: `batch_size` is not a positive int or `generator` is not a torch.Generator.
+        """
         check_batch_size(batch_size, "Qimera sample")
         rng = check_rng(generator, "Qimera sample")
         device = device if device is not None else rng.device

@@ -27,19 +27,30 @@ max)``), each activation quantised with the range already widened by its own bat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypedDict, cast
 
 import torch
 import torch.nn as nn
+from torch.types import Device
+from torch.utils.hooks import RemovableHandle
 
 from zsq_probe.errors import UserError
 from zsq_probe.generators.common import check_batch_size, check_image_shape, check_rng, running_stats
-from zsq_probe.quantization.quantizer import activation_quantizers
+from zsq_probe.quantization.quantizer import ActivationQuantizer, activation_quantizers
 
 EPS = 1e-6
 REFERENCE_IMAGES = 32  # ZeroQ's uniform_test.py --batch_size default, one batch (distill_data.py num_batch=1)
 CALIBRATION_RULES = ("minmax", "ema")
+
+
+class DistillRecord(TypedDict):
+    """One row of `distill_zeroq`'s history (the run's ``zeroq_distillation`` table)."""
+
+    batch: int
+    iteration: int
+    loss: float  # before that iteration's step
+    lr: float
 
 
 def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,23 +62,33 @@ def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _own_loss(target: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """ZeroQ's L2 loss: ||target - value||^2 / batch, target (C,) broadcast over value (B, C)."""
-    return (target - value).norm() ** 2 / value.shape[0]  # norm()**2 as distill_data.py:35 (same rounding)
+    loss: torch.Tensor = (target - value).norm() ** 2 / value.shape[
+        0
+    ]  # norm()**2 as distill_data.py:35 (same rounding)
+    return loss
 
 
 class ZeroQStatisticsLoss:
-    """Context manager: records per-image BN-input statistics of ``teacher``; :meth:`loss` is ZeroQ's loss."""
+    """Context manager: records per-image BN-input statistics of ``teacher``; :meth:`loss` is ZeroQ's loss.
 
-    def __init__(self, teacher: nn.Module):
+    Args:
+        teacher: The model whose BatchNorm2d layers are matched.
+
+    Raises:
+        UserError: The teacher has no BatchNorm2d, or one of them tracks no running statistics.
+    """
+
+    def __init__(self, teacher: nn.Module) -> None:
         self.layers = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
         if not self.layers:
             raise UserError("ZeroQ: the teacher has no BatchNorm2d layer; distilled data needs BN statistics")
         if any(m.running_mean is None or m.running_var is None for m in self.layers):
             raise UserError("ZeroQ: every BatchNorm2d of the teacher must track running statistics")
         self._stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._handles: list = []
+        self._handles: list[RemovableHandle] = []
 
-    def _hook(self, index: int):
-        def hook(module, inputs):
+    def _hook(self, index: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             self._stats[index] = _mean_std(inputs[0])
 
         return hook
@@ -76,7 +97,7 @@ class ZeroQStatisticsLoss:
         self._handles = [m.register_forward_pre_hook(self._hook(i)) for i, m in enumerate(self.layers)]
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -104,7 +125,7 @@ class ZeroQStatisticsLoss:
         return cast(torch.Tensor, mean_loss + std_loss)  # a tensor: at least one layer was recorded
 
 
-def _teacher_device(teacher: nn.Module):
+def _teacher_device(teacher: nn.Module) -> torch.device:
     for t in list(teacher.parameters()) + list(teacher.buffers()):
         return t.device
     return torch.device("cpu")
@@ -119,19 +140,33 @@ def distill_zeroq(
     iterations: int = 500,
     lr: float = 0.5,
     generator: torch.Generator,
-    device=None,
+    device: Device = None,
     progress: Callable[[int, int, float], None] | None = None,
     init: str = "uniform",
     patience: int = 100,
     min_lr: float = 1e-4,
-):
-    """ZeroQ's distilled data: ``(images (num_images, C, H, W), history)``.
+) -> tuple[torch.Tensor, list[DistillRecord]]:
+    """ZeroQ's distilled data; the teacher's mode is restored and its parameters receive no gradient.
 
-    ``num_images`` are made in batches of ``batch_size`` (the last may be smaller), each optimised
-    on its own for ``iterations`` steps.  ``history`` is a list of rows
-    ``{"batch", "iteration", "loss", "lr"}`` (the loss before that iteration's step).
-    ``progress(batch, iteration, loss)`` is called every iteration if given.  The teacher's mode
-    is restored and its parameters receive no gradient.
+    Args:
+        teacher: The model whose BN statistics the images match.
+        num_images: How many images to make, in batches of `batch_size` (the last may be smaller).
+        image_shape: Their (C, H, W).
+        batch_size: How many are optimised together (each batch on its own).
+        iterations: Adam steps per batch.
+        lr: Adam's starting learning rate.
+        generator: The stream the starting images are drawn from.
+        device: Where the images are optimised; None: the teacher's device.
+        progress: Called as ``progress(batch, iteration, loss)`` every iteration.
+        init: The starting images: "uniform" (ZeroQ's code) or "gaussian" (module docstring).
+        patience: ReduceLROnPlateau's patience.
+        min_lr: ReduceLROnPlateau's smallest learning rate.
+
+    Returns:
+        (images (num_images, C, H, W), history: one row per batch and iteration).
+
+    Raises:
+        UserError: An argument is out of its range, or the teacher cannot run on images of `image_shape`.
     """
     who = "ZeroQ"
     _check_distill_args(teacher, num_images, batch_size, iterations, lr, init)
@@ -142,29 +177,46 @@ def distill_zeroq(
     was_training = teacher.training
     teacher.eval()
     images: list[torch.Tensor] = []
-    history: list[dict] = []
+    history: list[DistillRecord] = []
     try:
         with stats:
             for b, start in enumerate(range(0, num_images, batch_size)):
                 x = _initial_images(min(batch_size, num_images - start), shape, rng, init).to(device)
-                opt = torch.optim.Adam([x.requires_grad_(True)], lr=float(lr))
-                sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                    opt, mode="min", factor=0.1, patience=patience, min_lr=min_lr
-                )
-                for it in range(iterations):
-                    value = _distill_step(teacher, stats, x, opt, first=it == 0 and b == 0)
-                    history.append({"batch": b, "iteration": it, "loss": value, "lr": opt.param_groups[0]["lr"]})
-                    if progress is not None:
-                        progress(b, it, value)
-                    opt.step()
-                    sched.step(value)
+                history += _optimise_batch(teacher, stats, x, b, iterations, lr, patience, min_lr, progress)
                 images.append(x.detach())
     finally:
         teacher.train(was_training)
     return torch.cat(images), history
 
 
-def _check_distill_args(teacher, num_images, batch_size, iterations, lr, init) -> None:
+def _optimise_batch(
+    teacher: nn.Module,
+    stats: ZeroQStatisticsLoss,
+    x: torch.Tensor,
+    b: int,
+    iterations: int,
+    lr: float,
+    patience: int,
+    min_lr: float,
+    progress: Callable[[int, int, float], None] | None,
+) -> list[DistillRecord]:
+    """Optimise the images `x` (batch `b`) in place with Adam and ReduceLROnPlateau; its history rows."""
+    opt = torch.optim.Adam([x.requires_grad_(True)], lr=float(lr))
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=patience, min_lr=min_lr)
+    history: list[DistillRecord] = []
+    for it in range(iterations):
+        value = _distill_step(teacher, stats, x, opt, first=it == 0 and b == 0)
+        history.append({"batch": b, "iteration": it, "loss": value, "lr": opt.param_groups[0]["lr"]})
+        if progress is not None:
+            progress(b, it, value)
+        opt.step()
+        sched.step(value)
+    return history
+
+
+def _check_distill_args(
+    teacher: object, num_images: object, batch_size: object, iterations: object, lr: object, init: object
+) -> None:
     """UserError for a distill_zeroq argument out of its range."""
     who = "ZeroQ"
     if not isinstance(teacher, nn.Module):
@@ -187,7 +239,9 @@ def _initial_images(n: int, shape: tuple[int, ...], rng: torch.Generator, init: 
     return (torch.randint(0, 255, (n, *shape), generator=rng, device=rng.device).float() - 127.5) / 5418.75
 
 
-def _distill_step(teacher: nn.Module, stats: ZeroQStatisticsLoss, x: torch.Tensor, opt, first: bool) -> float:
+def _distill_step(
+    teacher: nn.Module, stats: ZeroQStatisticsLoss, x: torch.Tensor, opt: torch.optim.Optimizer, first: bool
+) -> float:
     """The loss of the images ``x`` (returned) and its gradient in ``x.grad``, ready for the optimiser's step;
     `first`: the first pass, where a teacher that cannot take the images' shape is the user's error."""
     stats.clear()
@@ -203,21 +257,31 @@ def _distill_step(teacher: nn.Module, stats: ZeroQStatisticsLoss, x: torch.Tenso
     return float(loss.detach())
 
 
-def calibrate_running_minmax(model: nn.Module, batches) -> int:
+def calibrate_running_minmax(model: nn.Module, batches: Iterable[torch.Tensor | Sequence[torch.Tensor]]) -> int:
     """ZeroQ's calibration: every activation range = running min/max over ``batches``, starting from 0.
 
     Mirrors the reference's ``QuantAct`` (quant_modules.py:50-75): before quantising, each quantiser's range
     becomes ``[min(lo, batch min), max(hi, batch max)]`` with ``lo = hi = 0`` at the start, so the range
     always contains 0 and never shrinks.  The model runs in eval mode under no_grad; afterwards the ranges
-    are frozen and the train/eval flags restored.  Returns the number of batches.  (Kept here rather than in
+    are frozen and the train/eval flags restored.  (Kept here rather than in
     :mod:`zsq_probe.quantization.quantizer`, whose own calibration is the training EMA.)
+
+    Args:
+        model: The quantised model.
+        batches: Input batches, or tuples or lists whose first entry is the input.
+
+    Returns:
+        The number of batches.
+
+    Raises:
+        UserError: The model has no activation quantisers, or `batches` is empty.
     """
     quantizers = list(activation_quantizers(model).values())
     if not quantizers:
         raise UserError("ZeroQ calibration: the model has no activation quantisers (was it quantised?)")
     modes = {m: m.training for m in model.modules()}
 
-    def widen(q, inputs):
+    def widen(q: ActivationQuantizer, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0].detach()
         q.range_min.copy_(torch.minimum(q.range_min, x.amin().to(q.range_min.dtype)))
         q.range_max.copy_(torch.maximum(q.range_max, x.amax().to(q.range_max.dtype)))
