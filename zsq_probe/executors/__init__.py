@@ -18,8 +18,11 @@ Dispatching stays light: these modules import torch, the trainer and the probes 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from zsq_probe.errors import UserError
-from zsq_probe.executors.base import FAULT_ONCE_ENV, STATES, execute_job, failures, report_text, require
+from zsq_probe.executors.base import FAULT_ONCE_ENV, STATES, JobOutcome, execute_job, failures, report_text, require
 from zsq_probe.executors.job import Job, unique_jobs
 from zsq_probe.executors.local import run_local
 from zsq_probe.executors.ray_executor import run_ray
@@ -32,6 +35,7 @@ __all__ = [
     "STATES",
     "FAULT_ONCE_ENV",
     "Job",
+    "JobOutcome",
     "execute_job",
     "failures",
     "report_text",
@@ -40,9 +44,20 @@ __all__ = [
 ]
 
 
-def run_jobs(jobs, executor: str = "local", **options) -> list[dict]:
-    """Run the distinct jobs of `jobs` with `executor` ('local', 'ray' or 'slurm'); `options` go to
-    `run_local`, `run_ray` or `run_slurm` (None values mean: the default)."""
+def run_jobs(jobs: Iterable[Job], executor: str = "local", **options: Any) -> list[JobOutcome]:
+    """Run the distinct jobs of `jobs` with `executor`.
+
+    Args:
+        jobs: The jobs (two sharing a run folder run once).
+        executor: 'local', 'ray' or 'slurm'.
+        **options: Keyword arguments of `run_local`, `run_ray` or `run_slurm` (None values mean: the default).
+
+    Returns:
+        One outcome per distinct job, in order.
+
+    Raises:
+        UserError: `executor` is unknown, an option is out of its range, or its extra is not installed.
+    """
     todo = unique_jobs(list(jobs))
     options = {k: v for k, v in options.items() if v is not None}
     if executor == "local":

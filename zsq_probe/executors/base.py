@@ -15,11 +15,18 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.executors.job import Job, config_conflict
 from zsq_probe.rundir.atomic import FAULT_ENV
+
+if TYPE_CHECKING:
+    from zsq_probe.events import Observer
+    from zsq_probe.rundir.store import PathArg
 
 log = logging.getLogger("zsq_probe.executors")
 
@@ -32,29 +39,76 @@ STATES = ("done", "skipped", "failed", "interrupted", "submitted")
 FAULT_ONCE_ENV = "ZSQ_PROBE_FAULT_ONCE"
 
 
-def require(module: str, extra: str):
-    """Import an optional dependency, or a one-line UserError naming the extra that installs it."""
+class JobOutcome(TypedDict):
+    """One job's report (plain data, so it crosses process boundaries): what `outcome` builds."""
+
+    run: str  # the run folder's name
+    id: str  # the run id of the spec trained
+    seed: int
+    path: str  # the run folder
+    state: str  # one of STATES
+    message: str  # why it failed or was interrupted ("" otherwise)
+    seconds: float
+    resumed: bool  # whether it went on from a partial run
+    where: str  # the device, host or SLURM job it ran on
+    best_val_top1: float | None  # from the run's summary
+    final_val_top1: float | None
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency.
+
+    Args:
+        module: The module to import.
+        extra: The package extra that installs it (``pip install 'zsq-probe[extra]'``).
+
+    Returns:
+        The module.
+
+    Raises:
+        UserError: It is not installed; the message names the extra.
+    """
     try:
         return importlib.import_module(module)
     except ImportError:
         raise UserError(f"this executor needs {module}: pip install 'zsq-probe[{extra}]'") from None
 
 
-def as_job(job) -> Job:
-    """A Job, from itself or from the plain dict `Job.to_dict` made of it (what a worker receives)."""
+def as_job(job: Job | Mapping[str, Any]) -> Job:
+    """A Job, from itself or from the plain dict `Job.to_dict` made of it (what a worker receives).
+
+    Args:
+        job: A job or its `Job.to_dict`.
+
+    Returns:
+        The job.
+    """
     return job if isinstance(job, Job) else Job.from_dict(job)
 
 
 def outcome(
-    job,
+    job: Job,
     state: str,
     message: str = "",
     seconds: float = 0.0,
-    summary: dict | None = None,
+    summary: Mapping[str, Any] | None = None,
     resumed: bool = False,
     where: str = "",
-) -> dict:
-    """One job's report (plain data, so it crosses process boundaries)."""
+) -> JobOutcome:
+    """One job's report (plain data, so it crosses process boundaries).
+
+    Args:
+        job: The job.
+        state: One of STATES.
+        message: Why it failed or was interrupted.
+        seconds: How long it ran.
+        summary: The run's summary (its top-1 values are copied).
+        resumed: Whether it went on from a partial run.
+        where: The device, host or SLURM job it ran on.
+
+    Returns:
+        The report.
+    """
     summary = summary or {}
     return {
         "run": job.name,
@@ -86,20 +140,30 @@ def _arm_fault_once() -> None:
 
 
 def execute_job(
-    job,
+    job: Job | Mapping[str, Any],
     *,
     device: str | None = None,
     threads: int | None = None,
-    tensorboard=False,
+    tensorboard: bool | PathArg = False,
     catch_interrupt: bool = True,
     where: str = "",
     progress: bool = False,
-) -> dict:
+) -> JobOutcome:
     """Run one job here (skip, resume or start it) and return its outcome; errors become a 'failed' outcome.
 
-    `device`: where it trains (overrides the job's --device); `threads`: torch's intra-op threads in this
-    process; `catch_interrupt`: a TrainingInterrupted (SIGTERM/SIGUSR1 after a checkpoint) becomes an
-    'interrupted' outcome instead of propagating."""
+    Args:
+        job: The job or its `Job.to_dict`.
+        device: Where it trains (overrides the job's --device).
+        threads: torch's intra-op threads in this process.
+        tensorboard: Also log live curves (`train_job`).
+        catch_interrupt: A TrainingInterrupted (SIGTERM/SIGUSR1 after a checkpoint) becomes an 'interrupted'
+            outcome instead of propagating.
+        where: What the outcome names as the place it ran.
+        progress: Show the trainer's progress bar.
+
+    Returns:
+        Its outcome.
+    """
     # torch and the trainer load here, where a job trains: a parent that only dispatches jobs stays light
     import torch
 
@@ -135,10 +199,23 @@ def execute_job(
     return outcome(job, state, "", time.time() - t0, summary, resumed=status == "partial", where=where)
 
 
-def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
-    """Train one job through `zsq_probe.runs.train` (with the probes its config names) and return its
-    summary: skip it when finished (its config must match), resume it when partial.  `tensorboard`: also log
-    live curves (True: into RUN/tensorboard; a path: there; zsq_probe.training.tensorboard)."""
+def train_job(job: Job, progress: bool = False, tensorboard: bool | PathArg = False) -> dict[str, Any]:
+    """Train one job through `zsq_probe.runs.train` (with the probes its config names).
+
+    Skips it when finished (its config must match), resumes it when partial.
+
+    Args:
+        job: The job.
+        progress: Show the trainer's progress bar.
+        tensorboard: Also log live curves (True: into RUN/tensorboard; a path: there;
+            zsq_probe.training.tensorboard).
+
+    Returns:
+        The run's summary (summary.json).
+
+    Raises:
+        UserError: The folder holds a run of another config, or training failed on bad input.
+    """
     # the trainer and probes load where a job trains (a dispatching parent stays light: see the package)
     from zsq_probe.probes import build_probes
     from zsq_probe.runs import train
@@ -151,17 +228,26 @@ def train_job(job: Job, progress: bool = False, tensorboard=False) -> dict:
         raise UserError(conflict)
     if status == "done":
         return job.summary() or {}
-    observers = None
+    observers: list[Observer] | None = None
     if tensorboard:
         logdir = None if tensorboard is True else tensorboard
-        observers = build_probes(cfg) + [TensorBoardObserver(logdir)]
+        # typed as what it is here (training.tensorboard may leave its constructor unannotated)
+        tensorboard_observer: Callable[[PathArg | None], Observer] = TensorBoardObserver
+        observers = [*build_probes(cfg), tensorboard_observer(logdir)]
     return train(
         cfg, job.path, resume=status == "partial", force=status == "partial", progress=progress, observers=observers
     )
 
 
-def finished_line(out: dict) -> str:
-    """The progress line of a job that ended."""
+def finished_line(out: JobOutcome) -> str:
+    """The progress line of a job that ended.
+
+    Args:
+        out: Its outcome.
+
+    Returns:
+        One line: the run, its state and, when it trained, its time and top-1.
+    """
     head = f"{out['id']} seed {out['seed']}"
     if out["state"] == "skipped":
         return f"{head}: done already ({out['path']})"
@@ -177,8 +263,15 @@ def finished_line(out: dict) -> str:
     return f"{head}: finished{where} in {out['seconds']:.1f}s{' (resumed)' if out['resumed'] else ''} ({acc})"
 
 
-def report_text(outcomes: list[dict]) -> str:
-    """The final report: one line per job (state, seconds, run folder, message) and the counts."""
+def report_text(outcomes: Sequence[JobOutcome]) -> str:
+    """The final report: one line per job (state, seconds, run folder, message) and the counts.
+
+    Args:
+        outcomes: The jobs' outcomes.
+
+    Returns:
+        The report's lines ("no jobs" without outcomes).
+    """
     if not outcomes:
         return "no jobs"
     width = max(len(o["run"]) for o in outcomes)
@@ -191,8 +284,16 @@ def report_text(outcomes: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def failures(jobs, outcomes: list[dict]) -> list[tuple]:
-    """(job, message) for each job that did not end done or skipped (what RecipeResult.failures holds)."""
+def failures(jobs: Iterable[Job], outcomes: Iterable[JobOutcome]) -> list[tuple[Job, str]]:
+    """The jobs that did not end done or skipped (what RecipeResult.failures holds).
+
+    Args:
+        jobs: The jobs.
+        outcomes: Their outcomes (matched by run folder).
+
+    Returns:
+        (job, message) for each.
+    """
     by_path = {str(j.path): j for j in jobs}
     return [
         (by_path[o["path"]], f"{o['state']}: {o['message']}" if o["state"] == "interrupted" else o["message"])
@@ -201,9 +302,17 @@ def failures(jobs, outcomes: list[dict]) -> list[tuple]:
     ]
 
 
-def python_path_env(env: dict | None = None) -> dict:
-    """os.environ (or `env`) with this zsq_probe's folder first on PYTHONPATH, so a worker process imports the
-    same code even when it is not installed."""
+def python_path_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment with this zsq_probe's folder first on PYTHONPATH.
+
+    So a worker process imports the same code even when it is not installed.
+
+    Args:
+        env: The environment to start from (default: os.environ).
+
+    Returns:
+        A copy of it with PYTHONPATH set.
+    """
     env = dict(os.environ if env is None else env)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

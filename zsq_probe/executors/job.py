@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from zsq_probe.config import config_diff, config_from_dict
+from zsq_probe.config import RunConfig, config_diff, config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.presets import resolve_config
+
+if TYPE_CHECKING:
+    from zsq_probe.recipes.specs import RunSpec
 
 # Config fields that may differ between a finished run and the job asking for it (where it ran, not what).
 _IGNORED = ("device", "data_root", "weights_root", "download", "weights", "num_workers", "pin_memory")
@@ -24,10 +29,10 @@ class Job:
     """One run and seed of a recipe: what to train and where."""
 
     paper_id: str  # the recipe's run id (what tables and figures refer to)
-    spec: dict  # the spec trained at this scale
+    spec: RunSpec  # the spec trained at this scale
     seed: int
     path: Path
-    flags: dict  # RunConfig fields set like command-line flags (bits, seed, probes, device, data folders)
+    flags: dict[str, Any]  # RunConfig fields set like command-line flags (bits, seed, probes, device, data folders)
     sets: list[str]  # key=value assignments in order: the global ones, then the run's own overrides
 
     @property
@@ -40,8 +45,12 @@ class Job:
         """The run folder's name, <run-id>-s<seed> (log and report names)."""
         return self.path.name
 
-    def to_dict(self) -> dict:
-        """The job as plain JSON data: what every executor ships to its worker (zsq_probe.executors)."""
+    def to_dict(self) -> dict[str, Any]:
+        """The job as plain JSON data: what every executor ships to its worker (zsq_probe.executors).
+
+        Returns:
+            {"paper_id", "spec", "seed", "path", "flags", "sets"}; `from_dict` makes the job again.
+        """
         return {
             "paper_id": self.paper_id,
             "spec": self.spec,
@@ -52,12 +61,26 @@ class Job:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> Job:
-        """The job `to_dict` described (what a worker receives)."""
+    def from_dict(cls, d: Mapping[str, Any]) -> Job:
+        """The job `to_dict` described (what a worker receives).
+
+        Args:
+            d: What `to_dict` returned (after a JSON round trip, say).
+
+        Returns:
+            The job.
+        """
         return cls(d["paper_id"], d["spec"], int(d["seed"]), Path(d["path"]), dict(d["flags"]), list(d["sets"]))
 
-    def config(self):
-        """The job's resolved and validated RunConfig."""
+    def config(self) -> RunConfig:
+        """The job's resolved and validated RunConfig.
+
+        Returns:
+            The config: the spec's preset, teacher and data, then the job's flags, then its --set assignments.
+
+        Raises:
+            UserError: The config is not valid.
+        """
         return resolve_config(
             self.spec["preset"],
             teacher=self.spec["teacher"],
@@ -74,15 +97,16 @@ class Job:
             return "partial"
         return "new"
 
-    def summary(self) -> dict | None:
+    def summary(self) -> dict[str, Any] | None:
         """The finished run's summary.json, or None (not finished, or unreadable)."""
         p = self.path / "summary.json"
         if not p.is_file():
             return None
         try:
-            return json.loads(p.read_text())
+            summary: dict[str, Any] = json.loads(p.read_text())
         except (OSError, ValueError):
             return None
+        return summary
 
     def command(self, progress: bool = True) -> str:
         """The equivalent `zsq-probe train` command line (printed by the dry run, never executed)."""
@@ -115,7 +139,8 @@ class Job:
 
 def unique_jobs(jobs: list[Job]) -> list[Job]:
     """The jobs with distinct run folders, in order (two paper ids may share one trained run)."""
-    out, seen = [], set()
+    out: list[Job] = []
+    seen: set[Path] = set()
     for j in jobs:
         if j.path not in seen:
             seen.add(j.path)
@@ -123,8 +148,17 @@ def unique_jobs(jobs: list[Job]) -> list[Job]:
     return out
 
 
-def config_conflict(job: Job, cfg=None) -> str | None:
-    """Why the run already in the job's folder cannot serve it (another config), or None."""
+def config_conflict(job: Job, cfg: RunConfig | None = None) -> str | None:
+    """Why the run already in the job's folder cannot serve it (another config), or None.
+
+    Args:
+        job: The job.
+        cfg: The job's config, when resolved already (default: `job.config()`).
+
+    Returns:
+        A one-line reason naming the folder and up to three differing fields, or None when the folder holds
+        no run or a run of the same config (where it runs may differ).
+    """
     if job.status() == "new":
         return None
     cfg = cfg or job.config()

@@ -20,14 +20,31 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from zsq_probe.errors import UserError
-from zsq_probe.executors.base import execute_job, finished_line, log, outcome, python_path_env
+from zsq_probe.executors.base import JobOutcome, execute_job, finished_line, log, outcome, python_path_env
+from zsq_probe.executors.job import Job
+
+if TYPE_CHECKING:
+    from zsq_probe.rundir.store import PathArg
 
 
-def parse_devices(devices) -> list[str]:
-    """The devices of `--devices` ('cpu,cuda:0' or a list); UserError for a name that is not a device."""
+def parse_devices(devices: str | Iterable[str] | None) -> list[str]:
+    """The devices of `--devices`.
+
+    Args:
+        devices: 'cpu,cuda:0', a list of names, or None.
+
+    Returns:
+        The device names ([] for None).
+
+    Raises:
+        UserError: A name is not a device (cpu, cuda, cuda:N, mps).
+    """
     if devices is None:
         return []
     items = devices.split(",") if isinstance(devices, str) else list(devices)
@@ -39,22 +56,46 @@ def parse_devices(devices) -> list[str]:
 
 
 def default_threads(workers: int) -> int:
-    """Threads per worker when not given: the machine's cores shared out among `workers`."""
+    """Threads per worker when not given: the machine's cores shared out among `workers`.
+
+    Args:
+        workers: The number of workers.
+
+    Returns:
+        The CPU count divided among them, at least 1.
+    """
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def run_local(
-    jobs,
+    jobs: Sequence[Job],
     *,
     workers: int | None = None,
-    devices=None,
+    devices: str | Iterable[str] | None = None,
     threads: int | None = None,
-    tensorboard=False,
-    log_dir=None,
+    tensorboard: bool | PathArg = False,
+    log_dir: PathArg | None = None,
     poll_s: float = 0.2,
     progress: bool = False,
-) -> list[dict]:
-    """Run `jobs` (distinct run folders) with `workers` worker slots; returns one outcome per job, in order."""
+) -> list[JobOutcome]:
+    """Run `jobs` (distinct run folders) with `workers` worker slots.
+
+    Args:
+        jobs: The jobs.
+        workers: How many run at once (default: one per device, else 1).
+        devices: The devices of the worker slots, cycled through (`parse_devices`); none: CPU.
+        threads: torch's intra-op threads per worker (default: the CPUs shared among the workers).
+        tensorboard: Also log live curves (`zsq_probe.executors.base.train_job`).
+        log_dir: Where each job's log goes (default: OUT/logs next to OUT/runs).
+        poll_s: How often running jobs are checked, in seconds.
+        progress: Show the trainer's progress bar (one worker in this process only).
+
+    Returns:
+        One outcome per job, in order.
+
+    Raises:
+        UserError: `workers`, `devices` or `threads` is out of its range.
+    """
     devices = parse_devices(devices)
     workers = int(workers or len(devices) or 1)
     if workers < 1:
@@ -68,7 +109,9 @@ def run_local(
     return _processes(jobs, slots, threads or default_threads(workers), tensorboard, log_dir, poll_s)
 
 
-def _in_process(jobs, threads, tensorboard, progress) -> list[dict]:
+def _in_process(
+    jobs: Sequence[Job], threads: int | None, tensorboard: bool | PathArg, progress: bool
+) -> list[JobOutcome]:
     """Today's sequential runner: every job in this process; a signal stops the whole run (resume later)."""
     outs = []
     for i, job in enumerate(jobs, 1):
@@ -90,7 +133,17 @@ def _in_process(jobs, threads, tensorboard, progress) -> list[dict]:
 
 
 class _Running:
-    def __init__(self, index, job, slot, device, proc, result, logfile, t0):
+    def __init__(
+        self,
+        index: int,
+        job: Job,
+        slot: int,
+        device: str,
+        proc: subprocess.Popen[bytes],
+        result: Path,
+        logfile: Path,
+        t0: float,
+    ) -> None:
         self.index, self.job, self.slot, self.device, self.proc = index, job, slot, device, proc
         self.result, self.logfile, self.t0 = result, logfile, t0
 
@@ -103,7 +156,14 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _processes(jobs, slots, threads, tensorboard, log_dir, poll_s) -> list[dict]:
+def _processes(
+    jobs: Sequence[Job],
+    slots: list[str],
+    threads: int,
+    tensorboard: bool | PathArg,
+    log_dir: PathArg | None,
+    poll_s: float,
+) -> list[JobOutcome]:
     if not jobs:
         return []
     log_dir = Path(log_dir) if log_dir else jobs[0].path.parent.parent / "logs"
@@ -111,12 +171,12 @@ def _processes(jobs, slots, threads, tensorboard, log_dir, poll_s) -> list[dict]
     queue = list(enumerate(jobs))
     free = list(range(len(slots)))
     running: list[_Running] = []
-    outs: dict[int, dict] = {}
+    outs: dict[int, JobOutcome] = {}
     stop: dict[str, str | None] = {"signal": None}
     forwarded = False
     main = threading.current_thread() is threading.main_thread()
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stop["signal"] = signal.Signals(signum).name
 
     previous = signal.signal(signal.SIGTERM, on_signal) if main else None
@@ -127,17 +187,7 @@ def _processes(jobs, slots, threads, tensorboard, log_dir, poll_s) -> list[dict]
                 i, job = queue.pop(0)
                 slot = free.pop(0)
                 running.append(_start(i, job, slot, slots[slot], threads, tensorboard, log_dir, env0, len(jobs)))
-            for r in list(running):
-                code = r.proc.poll()
-                if code is None:
-                    continue
-                running.remove(r)
-                free.append(r.slot)
-                outs[r.index] = _collect(r, code)
-                out = outs[r.index]
-                (log.error if out["state"] == "failed" else log.info)(
-                    "[%d/%d] %s", r.index + 1, len(jobs), finished_line(out)
-                )
+            _reap(running, free, outs, len(jobs))
             if stop["signal"] is not None and not forwarded:
                 forwarded = True
                 _forward(running)  # each running job stops after its epoch's checkpoint
@@ -160,7 +210,20 @@ def _processes(jobs, slots, threads, tensorboard, log_dir, poll_s) -> list[dict]
     return [outs[i] for i in range(len(jobs))]
 
 
-def _forward(running) -> None:
+def _reap(running: list[_Running], free: list[int], outs: dict[int, JobOutcome], total: int) -> None:
+    """Take the jobs whose process ended out of `running`: their outcome into `outs` (logged), their slot free."""
+    for r in list(running):
+        code = r.proc.poll()
+        if code is None:
+            continue
+        running.remove(r)
+        free.append(r.slot)
+        outs[r.index] = _collect(r, code)
+        out = outs[r.index]
+        (log.error if out["state"] == "failed" else log.info)("[%d/%d] %s", r.index + 1, total, finished_line(out))
+
+
+def _forward(running: Iterable[_Running]) -> None:
     for r in running:
         try:
             r.proc.send_signal(signal.SIGTERM)
@@ -168,7 +231,17 @@ def _forward(running) -> None:
             pass
 
 
-def _start(i, job, slot, device, threads, tensorboard, log_dir, env0, total) -> _Running:
+def _start(
+    i: int,
+    job: Job,
+    slot: int,
+    device: str,
+    threads: int,
+    tensorboard: bool | PathArg,
+    log_dir: Path,
+    env0: dict[str, str],
+    total: int,
+) -> _Running:
     name = job.name
     spec = log_dir / f"{name}.job.json"
     result = log_dir / f"{name}.result.json"
@@ -212,9 +285,10 @@ def _start(i, job, slot, device, threads, tensorboard, log_dir, env0, total) -> 
     return _Running(i, job, slot, device, proc, result, logfile, time.time())
 
 
-def _collect(r: _Running, code) -> dict:
+def _collect(r: _Running, code: int | None) -> JobOutcome:
     try:
-        return json.loads(r.result.read_text())
+        out: JobOutcome = json.loads(r.result.read_text())
+        return out
     except (OSError, ValueError):
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit status {code}"
         last = _last_line(r.logfile)

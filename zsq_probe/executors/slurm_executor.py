@@ -22,10 +22,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from zsq_probe.errors import UserError, one_line
-from zsq_probe.executors.base import as_job, execute_job, finished_line, log, outcome, require
+from zsq_probe.executors.base import JobOutcome, as_job, execute_job, finished_line, log, outcome, require
+from zsq_probe.executors.job import Job
+
+if TYPE_CHECKING:
+    from submitit.helpers import DelayedSubmission
+
+    from zsq_probe.rundir.store import PathArg
 
 # config-file keys -> submitit AutoExecutor parameters
 _KEYS = {
@@ -51,13 +59,25 @@ def _preempt_signal() -> int:
 
 class SubmititTask:
     """What each array element runs: one job (skip, resume or start it).  `checkpoint` is submitit's hook for
-    preemption and time-outs: it resubmits the same job, which resumes from the run's last checkpoint."""
+    preemption and time-outs: it resubmits the same job, which resumes from the run's last checkpoint.
 
-    def __init__(self, tensorboard=False, threads: int | None = None):
+    Args:
+        tensorboard: Also log live curves (`zsq_probe.executors.base.train_job`).
+        threads: torch's intra-op threads in the SLURM job.
+    """
+
+    def __init__(self, tensorboard: bool | PathArg = False, threads: int | None = None) -> None:
         self.tensorboard, self.threads = tensorboard, threads
 
-    def __call__(self, job: dict) -> dict:
-        """Run one job (a `Job.to_dict`) in this SLURM job; on preemption after a checkpoint, requeue it."""
+    def __call__(self, job: dict[str, Any]) -> JobOutcome:
+        """Run one job in this SLURM job; on preemption after a checkpoint, requeue it.
+
+        Args:
+            job: The job's `Job.to_dict`.
+
+        Returns:
+            Its outcome ('interrupted' when it was requeued).
+        """
         # the trainer loads in the SLURM job, not in the process that submits it (see zsq_probe.executors)
         from zsq_probe.training import TrainingInterrupted, loop
 
@@ -81,15 +101,33 @@ class SubmititTask:
         finally:
             loop.STOP_SIGNALS = old
 
-    def checkpoint(self, *args, **kwargs):
-        """On preemption or time-out (submitit's hook): the same job submitted again (it resumes)."""
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
+        """On preemption or time-out (submitit's hook): the same job submitted again (it resumes).
+
+        Args:
+            *args: The arguments the task was called with (the job).
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            Submitit's resubmission of this task with the same arguments.
+        """
         from submitit.helpers import DelayedSubmission  # the optional [slurm] extra
 
         return DelayedSubmission(self, *args, **kwargs)  # the same job again: it resumes
 
 
-def read_config(path) -> dict:
-    """The settings of a --slurm-config file (JSON, or TOML from Python 3.11 on); {} without one."""
+def read_config(path: PathArg | None) -> dict[str, Any]:
+    """The settings of a --slurm-config file (JSON, or TOML from Python 3.11 on).
+
+    Args:
+        path: The file (.toml: TOML, else JSON), or None.
+
+    Returns:
+        Its settings ({} without a file).
+
+    Raises:
+        UserError: It cannot be read or parsed, is not a mapping, or holds an unknown setting.
+    """
     if path is None:
         return {}
     path = Path(path)
@@ -114,8 +152,16 @@ def read_config(path) -> dict:
     return doc
 
 
-def executor_parameters(settings: dict, name: str) -> dict:
-    """Submitit AutoExecutor parameters from our settings (None values dropped)."""
+def executor_parameters(settings: Mapping[str, Any], name: str) -> dict[str, object]:
+    """Submitit AutoExecutor parameters from our settings (None values dropped).
+
+    Args:
+        settings: Our settings (keys of the module's config files).
+        name: The job name.
+
+    Returns:
+        The AutoExecutor parameters, with a 60-minute time limit and one task on one node unless set.
+    """
     params: dict[str, object] = {"name": name}
     for key, value in settings.items():
         if value is not None:
@@ -127,24 +173,40 @@ def executor_parameters(settings: dict, name: str) -> dict:
 
 
 def run_slurm(
-    jobs,
+    jobs: Iterable[Job | Mapping[str, Any]],
     *,
-    folder,
+    folder: PathArg,
     name: str = "zsq-probe",
-    config_file=None,
+    config_file: PathArg | None = None,
     cluster: str | None = "slurm",
     wait: bool = True,
-    tensorboard=False,
+    tensorboard: bool | PathArg = False,
     threads: int | None = None,
-    **settings,
-) -> list[dict]:
-    """Submit `jobs` as one array and (by default) wait for it; returns one outcome per job, in order.
+    **settings: Any,
+) -> list[JobOutcome]:
+    """Submit `jobs` as one array and (by default) wait for it.
 
-    `settings`: partition, time, gpus_per_job, cpus_per_job, mem_gb, account, array_parallelism, ... (see the
-    module docstring), over those of `config_file`.  `cluster`: 'slurm'; 'local' or 'debug' run the same code
-    path through submitit's local executors (tests, a machine without SLURM)."""
+    Args:
+        jobs: The jobs (or their `Job.to_dict`).
+        folder: Where submitit's files go.
+        name: The SLURM job name.
+        config_file: A --slurm-config file (`read_config`).
+        cluster: 'slurm'; 'local' or 'debug' run the same code path through submitit's local executors
+            (tests, a machine without SLURM).
+        wait: Wait for the array; False: return 'submitted' outcomes.
+        tensorboard: Also log live curves (`zsq_probe.executors.base.train_job`).
+        threads: torch's intra-op threads per job (default: cpus_per_job).
+        **settings: partition, time, gpus_per_job, cpus_per_job, mem_gb, account, array_parallelism, ... (see
+            the module docstring), over those of `config_file`.
+
+    Returns:
+        One outcome per job, in order.
+
+    Raises:
+        UserError: submitit is not installed, or a setting is unknown.
+    """
     submitit = require("submitit", "slurm")
-    jobs = [as_job(j) for j in jobs]
+    planned = [as_job(j) for j in jobs]
     merged = {**read_config(config_file), **{k: v for k, v in settings.items() if v is not None}}
     unknown = sorted(set(merged) - set(_KEYS))
     if unknown:
@@ -155,22 +217,22 @@ def run_slurm(
         params = {k: v for k, v in params.items() if not k.startswith("slurm_")}
     executor.update_parameters(**params)
     threads = threads or merged.get("cpus_per_job")
-    todo = [j for j in jobs if j.status() != "done"]
-    outs = {str(j.path): outcome(j, "skipped", "", summary=j.summary() or {}) for j in jobs if j.status() == "done"}
+    todo = [j for j in planned if j.status() != "done"]
+    outs = {str(j.path): outcome(j, "skipped", "", summary=j.summary() or {}) for j in planned if j.status() == "done"}
     submitted = executor.map_array(SubmititTask(tensorboard, threads), [j.to_dict() for j in todo]) if todo else []
     for j, sj in zip(todo, submitted):
-        log.info(
-            "%s seed %d: submitted as %s %s -> %s",
-            j.id,
-            j.seed,
-            "SLURM job" if cluster == "slurm" else f"submitit {cluster} job",
-            sj.job_id,
-            j.path,
-        )
+        what = "SLURM job" if cluster == "slurm" else f"submitit {cluster} job"
+        log.info("%s seed %d: submitted as %s %s -> %s", j.id, j.seed, what, sj.job_id, j.path)
     if not wait:
         for j, sj in zip(todo, submitted):
             outs[str(j.path)] = outcome(j, "submitted", f"job {sj.job_id}")
-        return [outs[str(j.path)] for j in jobs]
+        return [outs[str(j.path)] for j in planned]
+    _wait(todo, submitted, outs)
+    return [outs[str(j.path)] for j in planned]
+
+
+def _wait(todo: list[Job], submitted: list[Any], outs: dict[str, JobOutcome]) -> None:
+    """Wait for each submitted job (submitit's Job) in turn: its outcome into `outs` by run folder, logged."""
     for j, sj in zip(todo, submitted):
         try:
             out = sj.result()
@@ -178,4 +240,3 @@ def run_slurm(
             out = outcome(j, "failed", one_line(e, 300), resumed=j.status() == "partial", where=str(sj.job_id))
         outs[str(j.path)] = out
         (log.error if out["state"] == "failed" else log.info)("%s", finished_line(out))
-    return [outs[str(j.path)] for j in jobs]

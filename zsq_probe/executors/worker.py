@@ -7,15 +7,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from zsq_probe.executors.base import execute_job
 from zsq_probe.rundir.atomic import atomic_write_bytes
 
 
-def main(argv=None) -> int:
-    """Run the job JOB.json describes and write its outcome to RESULT.json; exit status 0 when it ended done or
-    skipped, 1 otherwise, 2 on bad arguments."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job JOB.json describes and write its outcome to RESULT.json.
+
+    Args:
+        argv: [JOB.json, RESULT.json] (default: the command line's).
+
+    Returns:
+        The exit status: 0 when the job ended done or skipped, 1 otherwise, 2 on bad arguments.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print("usage: python -m zsq_probe.executors.worker JOB.json RESULT.json", file=sys.stderr)

@@ -11,17 +11,22 @@ Output layout under ``OUT``::
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from zsq_probe.errors import UserError
 from zsq_probe.executors.job import Job, config_conflict, unique_jobs
 from zsq_probe.presets import LAPTOP_SCALE_SETTINGS
-from zsq_probe.recipes.specs import LAPTOP_SCALE, PAPER_SCALE, SCALES, TINY_SCALE, scaled_specs
+from zsq_probe.recipes.specs import LAPTOP_SCALE, PAPER_SCALE, SCALES, TINY_SCALE, Recipe, RunSpec, scaled_specs
+
+if TYPE_CHECKING:
+    from zsq_probe.rundir.store import PathArg
 
 __all__ = ["Job", "check_existing", "config_conflict", "plan", "unique_jobs"]
 
 
-def _assignment(key: str, value) -> str:
+def _assignment(key: str, value: object) -> str:
     if isinstance(value, (list, tuple)):
         return f"{key}={','.join(str(v) for v in value)}"
     return f"{key}={value}"
@@ -33,37 +38,47 @@ def scale_sets(scale: str) -> list[str]:
 
 
 def plan(
-    recipe: dict,
+    recipe: Recipe,
     scale: str = PAPER_SCALE,
-    out="runs",
-    seeds=None,
-    only=None,
-    sets=(),
-    device=None,
-    data_root=None,
-    weights_root=None,
-    download=False,
-    weights=None,
+    out: PathArg = "runs",
+    seeds: Sequence[int] | None = None,
+    only: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
+    device: str | None = None,
+    data_root: str | None = None,
+    weights_root: str | None = None,
+    download: bool = False,
+    weights: str | None = None,
 ) -> list[Job]:
     """Every (run, seed) of the recipe at `scale`, each with its folder OUT/runs/<id>-s<seed>.
 
-    `seeds`: the seeds (default: the recipe's, or its tiny seeds at tiny scale); `only`: fnmatch patterns
-    on run ids (the paper id or the trained stand-in's id); `sets`: key=value config overrides for every
-    run, applied before each run's own (at laptop scale after presets.LAPTOP_SCALE_SETTINGS); `weights`: the
-    teacher's weights file (laptop scale: its one teacher).  Runs that two paper ids share at tiny scale are
-    planned once."""
+    Runs that two paper ids share at tiny scale are planned once.
+
+    Args:
+        recipe: The recipe.
+        scale: PAPER_SCALE, TINY_SCALE or LAPTOP_SCALE.
+        out: The output folder OUT.
+        seeds: The seeds (default: the recipe's, or its tiny seeds at tiny scale).
+        only: fnmatch patterns on run ids (the paper id or the trained stand-in's id).
+        sets: key=value config overrides for every run, applied before each run's own (at laptop scale after
+            presets.LAPTOP_SCALE_SETTINGS).
+        device: The device every run trains on.
+        data_root: The data sets' folder (not at tiny scale).
+        weights_root: The teachers' weights folder (not at tiny scale).
+        download: Download missing data sets (not at tiny scale).
+        weights: The teacher's weights file (laptop scale: its one teacher).
+
+    Returns:
+        The jobs, by run and seed.
+
+    Raises:
+        UserError: A bad scale, no seeds, `weights` at a scale with several teachers, or `only` matching no run.
+    """
     seeds = _checked_seeds(recipe, scale, seeds, weights)
     specs = scaled_specs(recipe, scale)
     if only:
-        specs = {
-            pid: s
-            for pid, s in specs.items()
-            if any(fnmatch.fnmatchcase(pid, p) or fnmatch.fnmatchcase(s["id"], p) for p in only)
-        }
-        if not specs:
-            raise UserError(
-                f"--only {','.join(only)} matches none of {recipe['name']}'s runs; `--dry-run` lists their ids"
-            )
+        specs = _only_specs(recipe, specs, only)
+    shared = {"device": device, **_folder_flags(scale, data_root, weights_root, download, weights)}
     out = Path(out)
     jobs: list[Job] = []
     seen: dict[tuple[str, int], Job] = {}
@@ -73,25 +88,50 @@ def plan(
             if key in seen:
                 jobs.append(Job(pid, spec, seed, seen[key].path, seen[key].flags, seen[key].sets))
                 continue
-            flags = {
-                "w_bits": spec["w_bits"],
-                "a_bits": spec["a_bits"],
-                "seed": seed,
-                "probes": list(spec["probes"]),
-                "device": device,
-            }
-            if scale != TINY_SCALE:  # digits is embedded: no data or weight folders at tiny scale
-                flags.update(data_root=data_root, weights_root=weights_root, download=download or None)
-            if scale == LAPTOP_SCALE:
-                flags.update(weights=weights)
-            run_sets = scale_sets(scale) + list(sets) + [_assignment(k, v) for k, v in spec["overrides"].items()]
-            job = Job(pid, spec, seed, out / "runs" / f"{spec['id']}-s{seed}", flags, run_sets)
-            seen[key] = job
-            jobs.append(job)
+            seen[key] = _new_job(pid, spec, seed, out / "runs", scale_sets(scale) + list(sets), shared)
+            jobs.append(seen[key])
     return jobs
 
 
-def _checked_seeds(recipe: dict, scale: str, seeds, weights) -> list[int]:
+def _new_job(pid: str, spec: RunSpec, seed: int, runs: Path, sets: list[str], shared: dict[str, Any]) -> Job:
+    """A job in a folder of its own, runs/<id>-s<seed>: the spec's bits and probes, the seed, the `shared` flags
+    (device, data and weight folders); `sets`, then the spec's own overrides, as --set assignments."""
+    flags: dict[str, Any] = {
+        "w_bits": spec["w_bits"],
+        "a_bits": spec["a_bits"],
+        "seed": seed,
+        "probes": list(spec["probes"]),
+        **shared,
+    }
+    run_sets = sets + [_assignment(k, v) for k, v in spec["overrides"].items()]
+    return Job(pid, spec, seed, runs / f"{spec['id']}-s{seed}", flags, run_sets)
+
+
+def _only_specs(recipe: Recipe, specs: dict[str, RunSpec], only: Sequence[str]) -> dict[str, RunSpec]:
+    """The specs whose paper id or trained id matches an fnmatch pattern of `only`; UserError when none does."""
+    kept = {
+        pid: s
+        for pid, s in specs.items()
+        if any(fnmatch.fnmatchcase(pid, p) or fnmatch.fnmatchcase(s["id"], p) for p in only)
+    }
+    if not kept:
+        raise UserError(f"--only {','.join(only)} matches none of {recipe['name']}'s runs; `--dry-run` lists their ids")
+    return kept
+
+
+def _folder_flags(
+    scale: str, data_root: str | None, weights_root: str | None, download: bool, weights: str | None
+) -> dict[str, Any]:
+    """The data and weight flags of every job at `scale`."""
+    flags: dict[str, Any] = {}
+    if scale != TINY_SCALE:  # digits is embedded: no data or weight folders at tiny scale
+        flags.update(data_root=data_root, weights_root=weights_root, download=download or None)
+    if scale == LAPTOP_SCALE:
+        flags.update(weights=weights)
+    return flags
+
+
+def _checked_seeds(recipe: Recipe, scale: str, seeds: Sequence[int] | None, weights: str | None) -> list[int]:
     """The seeds to plan (the recipe's, or its tiny ones, when None); UserError for a bad scale, no seeds or
     `weights` at a scale with several teachers."""
     if scale not in SCALES:

@@ -9,25 +9,30 @@ Nothing here prints: progress goes to the ``zsq_probe.recipes`` loggers, the tab
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from zsq_probe.errors import UserError
-from zsq_probe.executors import failures, run_jobs
+from zsq_probe.executors import JobOutcome, failures, run_jobs
 from zsq_probe.recipes.catalog import load_recipe
 from zsq_probe.recipes.estimates import jobs_hours
 from zsq_probe.recipes.figures import draw_figures, figure_command, first_seed_jobs
 from zsq_probe.recipes.jobs import Job, check_existing, plan, unique_jobs
-from zsq_probe.recipes.specs import PAPER_SCALE
+from zsq_probe.recipes.specs import PAPER_SCALE, Recipe
 from zsq_probe.recipes.tables import report_table
 from zsq_probe.rundir.output import RECIPE_NAMES, check_output, record_output
+
+if TYPE_CHECKING:
+    from zsq_probe.rundir.store import PathArg
 
 
 @dataclass
 class RecipePlan:
     """A recipe at one scale: its jobs and output folder, every config resolved and checked."""
 
-    recipe: dict
+    recipe: Recipe
     scale: str
     out: Path
     jobs: list[Job]
@@ -35,7 +40,8 @@ class RecipePlan:
     @property
     def name(self) -> str:
         """The recipe's name."""
-        return self.recipe["name"]
+        name: str = self.recipe["name"]
+        return name
 
 
 @dataclass
@@ -48,7 +54,7 @@ class RecipeResult:
     figures_failed: int = 0
     table: str | None = None
     table_path: Path | None = None
-    outcomes: list[dict] = field(default_factory=list)  # one per distinct run: zsq_probe.executors states
+    outcomes: list[JobOutcome] = field(default_factory=list)  # one per distinct run: zsq_probe.executors states
 
     @property
     def ok(self) -> bool:
@@ -56,29 +62,57 @@ class RecipeResult:
         return not self.failures and not self.figures_failed
 
 
-def default_out(recipe: dict, scale: str) -> Path:
-    """runs/<name> (runs/<name>-tiny, runs/<name>-laptop at those scales)."""
+def default_out(recipe: Recipe, scale: str) -> Path:
+    """Where a recipe's output goes by default.
+
+    Args:
+        recipe: The recipe.
+        scale: The scale it runs at.
+
+    Returns:
+        runs/<name> (runs/<name>-tiny, runs/<name>-laptop at those scales).
+    """
     return Path(f"runs/{recipe['name']}" + ("" if scale == PAPER_SCALE else f"-{scale}"))
 
 
 def plan_recipe(
-    recipe,
+    recipe: str | Recipe,
     scale: str = PAPER_SCALE,
-    out=None,
+    out: PathArg | None = None,
     *,
-    seeds=None,
-    only=None,
-    sets=(),
-    device=None,
-    data_root=None,
-    weights_root=None,
-    download=False,
-    weights=None,
+    seeds: int | Sequence[int] | None = None,
+    only: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
+    device: str | None = None,
+    data_root: str | None = None,
+    weights_root: str | None = None,
+    download: bool = False,
+    weights: str | None = None,
 ) -> RecipePlan:
-    """Plan `recipe` (a name such as 'tab2', or a RECIPE dict) at `scale` into `out` (default
-    :func:`default_out`).  `seeds`: a count N (seeds 0..N-1) or a list (default: the recipe's); `only`:
-    fnmatch patterns on run ids; `sets`: key=value overrides for every run.  Every config is resolved and
-    validated, and folders holding a run of another config are refused, before anything runs."""
+    """Plan `recipe` at `scale`.
+
+    Every config is resolved and validated, and folders holding a run of another config are refused, before
+    anything runs.
+
+    Args:
+        recipe: A name such as 'tab2', or a RECIPE dict.
+        scale: PAPER_SCALE, TINY_SCALE or LAPTOP_SCALE.
+        out: The output folder (default :func:`default_out`).
+        seeds: A count N (seeds 0..N-1) or a list (default: the recipe's).
+        only: fnmatch patterns on run ids.
+        sets: key=value overrides for every run.
+        device: The device every run trains on.
+        data_root: The data sets' folder.
+        weights_root: The teachers' weights folder.
+        download: Download missing data sets.
+        weights: The teacher's weights file (laptop scale).
+
+    Returns:
+        The plan.
+
+    Raises:
+        UserError: An argument, a config or the output folder is refused.
+    """
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     if isinstance(seeds, int):
         if seeds < 1:
@@ -101,14 +135,29 @@ def run_plan(
     train: bool = True,
     progress: bool = False,
     executor: str = "local",
-    executor_options: dict | None = None,
+    executor_options: dict[str, Any] | None = None,
 ) -> RecipeResult:
-    """Train the plan's runs (`train=False`: use what exists), draw its figures, build its table (top-1
-    `metric`: 'best' or 'final'); a failed run or figure does not stop the rest.
+    """Train the plan's runs, draw its figures, build its table; a failed run or figure does not stop the rest.
 
-    `executor`: 'local' (default; one worker trains in this process as always, more run side by side),
-    'ray' or 'slurm', with `executor_options` (zsq_probe.executors.run_jobs).  Jobs submitted and not waited
-    for (slurm, wait=False) leave the figures and table for a later `train=False` call."""
+    Jobs submitted and not waited for (slurm, wait=False) leave the figures and table for a later
+    `train=False` call.
+
+    Args:
+        plan: The plan.
+        metric: The table's top-1: 'best' or 'final'.
+        fmt: The figures' file format.
+        train: Train the runs; False: use what exists.
+        progress: Show the trainer's progress bar.
+        executor: 'local' (default; one worker trains in this process as always, more run side by side),
+            'ray' or 'slurm'.
+        executor_options: Options of the executor (zsq_probe.executors.run_jobs).
+
+    Returns:
+        What it gave: failures, figures failed, the table.
+
+    Raises:
+        UserError: The executor or its options are refused.
+    """
     recipe = plan.recipe
     result = RecipeResult(plan)
     record_output(plan.out, "recipe", RECIPE_NAMES)
@@ -129,26 +178,33 @@ def run_plan(
 
 
 def run_recipe(
-    recipe,
+    recipe: str | Recipe,
     scale: str = PAPER_SCALE,
-    out=None,
+    out: PathArg | None = None,
     *,
-    seeds=None,
-    only=None,
-    sets=(),
-    device=None,
-    data_root=None,
-    weights_root=None,
-    download=False,
-    weights=None,
+    seeds: int | Sequence[int] | None = None,
+    only: Sequence[str] | None = None,
+    sets: Sequence[str] = (),
+    device: str | None = None,
+    data_root: str | None = None,
+    weights_root: str | None = None,
+    download: bool = False,
+    weights: str | None = None,
     metric: str = "best",
     fmt: str = "png",
     train: bool = True,
     progress: bool = False,
     executor: str = "local",
-    executor_options: dict | None = None,
+    executor_options: dict[str, Any] | None = None,
 ) -> RecipeResult:
-    """:func:`plan_recipe` then :func:`run_plan`."""
+    """:func:`plan_recipe` then :func:`run_plan`, each with its own arguments (documented there).
+
+    Returns:
+        What :func:`run_plan` gave.
+
+    Raises:
+        UserError: Planning or running refused an argument.
+    """
     planned = plan_recipe(
         recipe,
         scale,

@@ -9,6 +9,8 @@ so recipes pointed at the same output folder share the runs they have in common.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias, TypedDict
 
 from zsq_probe.errors import UserError
 from zsq_probe.presets import PRESETS, preset_overrides
@@ -35,9 +37,57 @@ TINY_LOSES = (
 )
 TINY_BITS = "bit widths one lower (4w4a -> 3w3a, 5w5a -> 4w4a), since digits at 4w4a barely loses accuracy"
 
+Recipe: TypeAlias = dict[str, Any]
+"""A ``RECIPE`` dict: name, paper, title, runs (RunSpecs), seeds, tiny (a TinyRule), and a table or figures."""
 
-def format_value(v) -> str:
-    """A config value as run ids and command lines show it (floats short, lists joined by '+')."""
+Column: TypeAlias = str | dict[str, Any]
+"""A table column: its name, or a dict with its "name" (and "delta_from": the column its differences are to)."""
+
+PaperValue: TypeAlias = float | tuple[float, float] | list[float] | None
+"""A paper's value in a table cell: a number, a (mean, std) pair, or None when the paper has none."""
+
+
+class RunSpec(TypedDict):
+    """One run of a recipe, as :func:`run` makes it."""
+
+    id: str  # the run id (:func:`run_id`)
+    preset: str
+    teacher: str
+    data: str
+    w_bits: int | None  # None (and a_bits None) for a full-precision student
+    a_bits: int | None
+    probes: list[str]
+    tag: str | None
+    overrides: dict[str, Any]  # RunConfig fields applied last
+
+
+class TableCell(TypedDict):
+    """A table cell, as :func:`cell` makes it."""
+
+    run: str | None  # the id of the run whose seeds give our value; None: we do not run it
+    paper: PaperValue
+
+
+class TinyRule(TypedDict):
+    """The tiny-scale part of a recipe, as :func:`tiny` makes it."""
+
+    only: list[str] | None  # fnmatch patterns on run ids; None: every run
+    bits: str  # 'minus1' or 'keep'
+    summary: str
+    keeps: str
+    loses: str
+    seeds: list[int] | None  # None: the recipe's seeds
+
+
+def format_value(v: object) -> str:
+    """A config value as run ids and command lines show it.
+
+    Args:
+        v: The value.
+
+    Returns:
+        Its text: floats short (``%g``), lists and tuples joined by '+', anything else as str().
+    """
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple)):
@@ -45,8 +95,16 @@ def format_value(v) -> str:
     return str(v)
 
 
-def bits_label(w, a) -> str:
-    """'4w4a' for 4-bit weights and activations."""
+def bits_label(w: int | None, a: int | None) -> str:
+    """'4w4a' for 4-bit weights and activations.
+
+    Args:
+        w: The weight bits.
+        a: The activation bits.
+
+    Returns:
+        The label.
+    """
     return f"{w}w{a}a"
 
 
@@ -64,8 +122,27 @@ def _full_precision(preset: str, data: str) -> bool:
     return bool(preset_overrides(preset, data).get("full_precision_student"))
 
 
-def run_id(preset: str, teacher: str, w_bits, a_bits, probes=(), tag: str | None = None) -> str:
-    """A run's id from its preset, teacher, bits, probes and tag ('resnet20_cifar10-4w4a-ait-with-cosine')."""
+def run_id(
+    preset: str,
+    teacher: str,
+    w_bits: int | None,
+    a_bits: int | None,
+    probes: Sequence[str] = (),
+    tag: str | None = None,
+) -> str:
+    """A run's id from its preset, teacher, bits, probes and tag.
+
+    Args:
+        preset: The preset.
+        teacher: The teacher.
+        w_bits: The weight bits; None: a full-precision student ('fp').
+        a_bits: The activation bits.
+        probes: The probes switched on.
+        tag: What names its overrides.
+
+    Returns:
+        The id, such as 'resnet20_cifar10-4w4a-ait-with-cosine'.
+    """
     bits = "fp" if w_bits is None else bits_label(w_bits, a_bits)
     rid = f"{teacher}-{bits}-{preset}"
     if tag:
@@ -80,15 +157,29 @@ def run(
     teacher: str,
     w_bits: int | None = 4,
     a_bits: int | None = 4,
-    probes=(),
+    probes: Sequence[str] = (),
     tag: str | None = None,
-    **overrides,
-) -> dict:
+    **overrides: Any,
+) -> RunSpec:
     """One run of a recipe: a preset on a teacher at w_bits/a_bits, probes switched on, config overrides.
 
-    ``overrides`` are RunConfig fields applied last (after the preset and any global ``--set``): they are
-    what defines the experiment (Tab. 5's learning rate, Tab. 4's p, ...).  ``tag`` names them in the run
-    id; without one the id lists them (``-lr1e-05``).  Full-precision presets (KD) carry no bits.
+    Full-precision presets (KD) carry no bits.
+
+    Args:
+        preset: The preset.
+        teacher: The teacher (its data set follows from it).
+        w_bits: The weight bits.
+        a_bits: The activation bits.
+        probes: The probes switched on.
+        tag: What names the overrides in the run id; None: the id lists them (``-lr1e-05``).
+        **overrides: RunConfig fields applied last (after the preset and any global ``--set``): what defines
+            the experiment (Tab. 5's learning rate, Tab. 4's p, ...).
+
+    Returns:
+        The run's spec.
+
+    Raises:
+        UserError: The preset is unknown.
     """
     data = data_of(teacher)
     if _full_precision(preset, data):
@@ -108,20 +199,53 @@ def run(
     }
 
 
-def column_name(column) -> str:
-    """A table column's name: columns are given as a name or as a dict with a "name"."""
-    return column if isinstance(column, str) else column["name"]
+def column_name(column: Column | Mapping[str, Any]) -> str:
+    """A table column's name.
+
+    Args:
+        column: A name, or a dict with a "name".
+
+    Returns:
+        The name.
+    """
+    if isinstance(column, str):
+        return column
+    name: str = column["name"]
+    return name
 
 
-def cell(spec: dict | None, paper=None) -> dict:
-    """A table cell: the run whose seeds give our value (None: we do not run it) and the paper's value
-    (a number, a (mean, std) pair, or None when the paper has none)."""
+def cell(spec: RunSpec | None, paper: PaperValue = None) -> TableCell:
+    """A table cell.
+
+    Args:
+        spec: The run whose seeds give our value; None: we do not run it.
+        paper: The paper's value: a number, a (mean, std) pair, or None when the paper has none.
+
+    Returns:
+        The cell.
+    """
     return {"run": None if spec is None else spec["id"], "paper": paper}
 
 
-def tiny(only=None, bits: str = "minus1", keeps: str = "", loses: str = "", seeds=None) -> dict:
-    """The tiny-scale part of a recipe: which paper runs keep a digits stand-in (fnmatch patterns on run
-    ids; None = all), the bit rule ('minus1' or 'keep') and what the stand-in keeps and loses."""
+def tiny(
+    only: Sequence[str] | None = None,
+    bits: str = "minus1",
+    keeps: str = "",
+    loses: str = "",
+    seeds: list[int] | None = None,
+) -> TinyRule:
+    """The tiny-scale part of a recipe.
+
+    Args:
+        only: Which paper runs keep a digits stand-in (fnmatch patterns on run ids); None: all.
+        bits: The bit rule: 'minus1' (one bit fewer) or 'keep'.
+        keeps: What the stand-in keeps, beyond what every stand-in keeps.
+        loses: What it loses, beyond what every stand-in loses.
+        seeds: The seeds at tiny scale; None: the recipe's.
+
+    Returns:
+        The tiny rule.
+    """
     bit_text = TINY_BITS if bits == "minus1" else "the paper's bit widths unchanged"
     summary = "teacher digits, " + bit_text
     if only:
@@ -138,26 +262,56 @@ def tiny(only=None, bits: str = "minus1", keeps: str = "", loses: str = "", seed
     }
 
 
-def recipe_runs(recipe: dict) -> dict[str, dict]:
-    """Run id -> spec of every run of the recipe."""
+def recipe_runs(recipe: Recipe) -> dict[str, RunSpec]:
+    """Every run of the recipe.
+
+    Args:
+        recipe: The recipe.
+
+    Returns:
+        Run id -> spec.
+    """
     return {spec["id"]: spec for spec in recipe["runs"]}
 
 
-def tiny_spec(spec: dict, recipe: dict) -> dict:
-    """The digits stand-in of a paper run: same preset, probes and overrides; teacher/data digits; bits
-    lowered by one (4w4a -> 3w3a, 5w5a -> 4w4a; never below 2) unless the recipe keeps them."""
+def tiny_spec(spec: RunSpec, recipe: Recipe) -> RunSpec:
+    """The digits stand-in of a paper run.
+
+    Same preset, probes and overrides; teacher/data digits; bits lowered by one (4w4a -> 3w3a, 5w5a -> 4w4a;
+    never below 2) unless the recipe keeps them.
+
+    Args:
+        spec: The paper run.
+        recipe: Its recipe (its tiny rule).
+
+    Returns:
+        The stand-in's spec (a new dict).
+    """
     rule = recipe.get("tiny", {}).get("bits", "minus1")
     w, a = spec["w_bits"], spec["a_bits"]
     if w is not None and rule == "minus1":
+        assert a is not None, "a spec's bits are both set or both None (run)"
         w, a = max(2, w - 1), max(2, a - 1)
-    new = dict(spec, teacher=TINY_TEACHER, data="digits", w_bits=w, a_bits=a)
+    new: RunSpec = {**spec, "teacher": TINY_TEACHER, "data": "digits", "w_bits": w, "a_bits": a}
     new["id"] = run_id(spec["preset"], TINY_TEACHER, w, a, spec["probes"], spec.get("tag"))
     return new
 
 
-def scaled_specs(recipe: dict, scale: str) -> dict[str, dict]:
-    """Paper run id -> the spec trained for it at `scale` (at tiny scale only the recipe's `tiny.only`
-    runs are kept, each mapped to its digits stand-in)."""
+def scaled_specs(recipe: Recipe, scale: str) -> dict[str, RunSpec]:
+    """The specs trained at `scale`.
+
+    Args:
+        recipe: The recipe.
+        scale: PAPER_SCALE, LAPTOP_SCALE (its ResNet-20 / CIFAR-10 runs) or TINY_SCALE (the recipe's
+            `tiny.only` runs, each mapped to its digits stand-in).
+
+    Returns:
+        Paper run id -> the spec trained for it.
+
+    Raises:
+        UserError: The recipe has no run at laptop scale, or two tiny stand-ins share an id with different
+            settings.
+    """
     specs = recipe_runs(recipe)
     if scale == PAPER_SCALE:
         return specs
@@ -170,8 +324,8 @@ def scaled_specs(recipe: dict, scale: str) -> dict[str, dict]:
             )
         return kept
     keep = recipe.get("tiny", {}).get("only")
-    out: dict[str, dict] = {}
-    by_id: dict[str, dict] = {}
+    out: dict[str, RunSpec] = {}
+    by_id: dict[str, RunSpec] = {}
     for pid, spec in specs.items():
         if keep and not any(fnmatch.fnmatchcase(pid, pat) for pat in keep):
             continue
