@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 from zsq_probe.errors import UserError
 from zsq_probe.recipes.estimates import estimate_hours
+from zsq_probe.recipes.specs import Recipe
 
 # short name -> module of zsq_probe.recipes, in the paper's order
 RECIPES = {
@@ -30,18 +32,38 @@ RECIPES = {
 }
 
 
-def recipe_module(name: str):
-    """The module defining recipe `name` (a short name such as 'tab1' or a module name such as
-    'tab1_backbones'); its docstring says how to run it and what it costs."""
+def recipe_module(name: str) -> ModuleType:
+    """The module defining a recipe; its docstring says how to run it and what it costs.
+
+    Args:
+        name: A short name such as 'tab1' or a module name such as 'tab1_backbones'.
+
+    Returns:
+        The module.
+
+    Raises:
+        UserError: No recipe has that name.
+    """
     module = RECIPES.get(name) or (name if name in RECIPES.values() else None)
     if module is None:
         raise UserError(f"unknown analysis {name!r}; choose one of: {', '.join(sorted(RECIPES))} (or 'list')")
     return importlib.import_module(f"zsq_probe.recipes.{module}")
 
 
-def load_recipe(name: str) -> dict:
-    """The RECIPE dict of `name` (a short or a module name)."""
-    return recipe_module(name).RECIPE
+def load_recipe(name: str) -> Recipe:
+    """The RECIPE dict of a recipe.
+
+    Args:
+        name: A short or a module name.
+
+    Returns:
+        The recipe.
+
+    Raises:
+        UserError: No recipe has that name.
+    """
+    recipe: Recipe = recipe_module(name).RECIPE
+    return recipe
 
 
 def recipe_listing() -> str:

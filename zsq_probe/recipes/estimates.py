@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from zsq_probe.recipes.jobs import unique_jobs
+from zsq_probe.recipes.jobs import Job, unique_jobs
+from zsq_probe.recipes.specs import Recipe, RunSpec
 
 # Hours per run at paper scale (400 epochs x 200 iterations, validation every epoch) on a current
 # data-centre GPU such as an A100/H100.  Probes add their PROBE_FACTOR share.  Used by the dry run, the
@@ -30,8 +31,15 @@ EST_ZEROQ_HOURS = 0.1  # distillation of the ZeroQ set + calibration, no fine-tu
 PROBE_FACTOR = {"cosine": 0.15, "inter_epoch": 0.1, "crossings": 0.05, "hessian": 0.6, "slice": 0.2}
 
 
-def spec_hours(spec: dict) -> float:
-    """Rough single-GPU hours of one run at paper scale."""
+def spec_hours(spec: RunSpec) -> float:
+    """Rough single-GPU hours of one run at paper scale.
+
+    Args:
+        spec: The run.
+
+    Returns:
+        The hours.
+    """
     base = EST_HOURS.get(spec["teacher"], 5.0)
     if spec["preset"] == "zeroq":
         h = EST_ZEROQ_HOURS
@@ -42,12 +50,27 @@ def spec_hours(spec: dict) -> float:
     return h * (1 + sum(PROBE_FACTOR.get(p, 0.2) for p in spec["probes"]))
 
 
-def estimate_hours(recipe: dict, seeds: int | None = None) -> float:
-    """Rough single-GPU hours of a whole recipe at paper scale (runs x seeds)."""
+def estimate_hours(recipe: Recipe, seeds: int | None = None) -> float:
+    """Rough single-GPU hours of a whole recipe at paper scale (runs x seeds).
+
+    Args:
+        recipe: The recipe.
+        seeds: The seeds per run (default: the recipe's).
+
+    Returns:
+        The hours.
+    """
     n = len(recipe["seeds"]) if seeds is None else seeds
     return n * sum(spec_hours(s) for s in recipe["runs"])
 
 
-def jobs_hours(jobs) -> float:
-    """Rough single-GPU hours of the distinct runs among `jobs`."""
+def jobs_hours(jobs: list[Job]) -> float:
+    """Rough single-GPU hours of the distinct runs among `jobs`.
+
+    Args:
+        jobs: The jobs.
+
+    Returns:
+        The hours.
+    """
     return sum(spec_hours(j.spec) for j in unique_jobs(jobs))

@@ -22,7 +22,7 @@ distilled set) and AIT (KL-only + GI); it loses the real models, data and schedu
 """
 
 from zsq_probe.recipes.setting_names import MODEL_NAMES
-from zsq_probe.recipes.specs import bits_label, cell, run, tiny
+from zsq_probe.recipes.specs import RunSpec, bits_label, cell, run, tiny
 
 # (paper name, baseline preset, + AIT preset) — ZeroQ has no AIT column
 BACKBONES = [
@@ -54,7 +54,7 @@ PAPER = {
 }
 
 
-def _run(preset, teacher, bits):
+def _run(preset: str, teacher: str, bits: int) -> RunSpec:
     if preset == "zeroq":  # calibration only: pin epochs=0 against a global --set epochs=N
         return run(preset, teacher, bits, bits, tag="", epochs=0)
     return run(preset, teacher, bits, bits)

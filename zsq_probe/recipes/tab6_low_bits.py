@@ -21,10 +21,10 @@ RECIPE["tiny"]).
 """
 
 from zsq_probe.recipes.setting_names import MODEL_NAMES
-from zsq_probe.recipes.specs import bits_label, cell, column_name, run, tiny
+from zsq_probe.recipes.specs import Column, bits_label, cell, column_name, run, tiny
 
 PRESETS = ["gdfq", "ait", "arc", "arc+ait"]
-COLUMNS = {
+COLUMNS: dict[str, Column] = {
     "gdfq": "GDFQ",
     "ait": {"name": "GDFQ+AIT", "delta_from": "GDFQ"},
     "arc": "ARC",

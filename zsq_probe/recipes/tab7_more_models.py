@@ -23,10 +23,10 @@ GDFQ+AIT at 3w3a (for 4w4a) and 4w4a (for 5w5a); loses the InceptionV3 and Squee
 map onto the same digits runs), the real models and data (see RECIPE["tiny"]).
 """
 
-from zsq_probe.recipes.specs import bits_label, cell, column_name, run, tiny
+from zsq_probe.recipes.specs import Column, bits_label, cell, column_name, run, tiny
 
 PRESETS = ["gdfq", "ait"]
-COLUMNS = {"gdfq": "GDFQ", "ait": {"name": "GDFQ+AIT", "delta_from": "GDFQ"}}
+COLUMNS: dict[str, Column] = {"gdfq": "GDFQ", "ait": {"name": "GDFQ+AIT", "delta_from": "GDFQ"}}
 NAMES = {
     "inceptionv3": "ImageNet InceptionV3",
     "sqnxt23_w2": "ImageNet SqueezeNext (2.0-SqNxt-23)",

@@ -18,8 +18,10 @@ Keeps the CIFAR-10 ResNet-20 block (both losses at four c values, and AIT) at 3w
 CIFAR-100 and ImageNet blocks, the real models and data (see RECIPE["tiny"]).
 """
 
+from typing import Any
+
 from zsq_probe.recipes.setting_names import MODEL_NAMES
-from zsq_probe.recipes.specs import cell, run, tiny
+from zsq_probe.recipes.specs import RunSpec, cell, run, tiny
 
 SMOOTHING = [0.0, 0.1, 0.3, 0.5]
 PAPER = {  # teacher -> (baseline per c, CE-only per c, AIT)
@@ -29,16 +31,16 @@ PAPER = {  # teacher -> (baseline per c, CE-only per c, AIT)
 }
 
 
-def _baseline(teacher, c):
+def _baseline(teacher: str, c: float) -> RunSpec:
     return run("gdfq", teacher, 4, 4) if c == 0 else run("gdfq", teacher, 4, 4, tag=f"ls{c:g}", label_smoothing=c)
 
 
-def _ce_only(teacher, c):
-    extra = {"label_smoothing": c} if c else {}
+def _ce_only(teacher: str, c: float) -> RunSpec:
+    extra: dict[str, Any] = {"label_smoothing": c} if c else {}
     return run("ce-only", teacher, 4, 4, tag="ce-only" + (f"-ls{c:g}" if c else ""), **extra)
 
 
-RUNS: dict[tuple, dict] = {}  # (teacher, method, smoothing) or (teacher, "ait") -> run
+RUNS: dict[tuple[str, str, float] | tuple[str, str], RunSpec] = {}  # (teacher, method, smoothing) or (teacher, "ait")
 for t in PAPER:
     for c in SMOOTHING:
         RUNS[t, "baseline", c] = _baseline(t, c)

@@ -5,16 +5,52 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 from zsq_probe.recipes.jobs import Job
-from zsq_probe.recipes.specs import TINY_SCALE, bits_label
+from zsq_probe.recipes.specs import TINY_SCALE, PaperValue, Recipe, bits_label
+
+if TYPE_CHECKING:
+    from zsq_probe.rundir.store import PathArg
 
 METRICS = {"best": "best_val_top1", "final": "final_val_top1"}
 
+Layout: TypeAlias = Mapping[str, Any]
+"""A part of a recipe's table layout: the table, a block, a row or a column (dicts the recipe writes)."""
 
-def stats(values) -> tuple[float | None, float | None, int]:
-    """(mean, sample std with ddof=1 or None when n < 2, n) of the finite values."""
+
+class CellRow(TypedDict):
+    """One (block, row, column) cell of the table's long form (:func:`table_cells`)."""
+
+    block: str
+    row: str
+    column: str
+    run: str | None  # the paper run id; None: the paper's value only
+    planned: bool  # whether the run was planned
+    n: int  # finished seeds
+    mean: float | None
+    std: float | None
+    paper: float | None  # the paper's mean
+    paper_std: float | None
+    text: str  # ours as shown
+    paper_text: str  # the paper's as shown
+
+
+CellKey: TypeAlias = tuple[str, str, str]
+"""(block title, row label, column name)."""
+
+
+def stats(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
+    """The mean and spread of the finite values.
+
+    Args:
+        values: The values (None and non-finite ones are left out).
+
+    Returns:
+        (mean, sample std with ddof=1, n); the std is None when n < 2, the mean too when n == 0.
+    """
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     n = len(vals)
     if n == 0:
@@ -26,8 +62,19 @@ def stats(values) -> tuple[float | None, float | None, int]:
     return mean, math.sqrt(var), n
 
 
-def format_stat(mean, std, n, expected_n: int | None = None, digits: int = 2) -> str:
-    """'65.80 ± 0.20' (n seeds), '65.80 (n=1)' (one seed), '—' (none); '[n=2]' when seeds are missing."""
+def format_stat(mean: float | None, std: float | None, n: int, expected_n: int | None = None, digits: int = 2) -> str:
+    """Our value as the table shows it.
+
+    Args:
+        mean: The mean over seeds.
+        std: Their sample std (needed when n >= 2).
+        n: The number of seeds.
+        expected_n: The seeds planned; fewer are marked.
+        digits: Decimals.
+
+    Returns:
+        '65.80 ± 0.20' (n seeds), '65.80 (n=1)' (one seed), '—' (none); '[n=2]' added when seeds are missing.
+    """
     if n == 0 or mean is None:
         return "—"
     if n == 1:
@@ -38,8 +85,16 @@ def format_stat(mean, std, n, expected_n: int | None = None, digits: int = 2) ->
     return text
 
 
-def format_paper(value, digits: int = 2) -> str:
-    """The paper's value: '91.23', '65.41 ± 0.20' (a mean ± std pair) or '—' (none)."""
+def format_paper(value: PaperValue, digits: int = 2) -> str:
+    """The paper's value as the table shows it.
+
+    Args:
+        value: A number, a (mean, std) pair or None.
+        digits: Decimals.
+
+    Returns:
+        '91.23', '65.41 ± 0.20' (a mean ± std pair) or '—' (none).
+    """
     if value is None:
         return "—"
     if isinstance(value, (list, tuple)):
@@ -47,19 +102,34 @@ def format_paper(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def paper_mean(value):
-    """The paper's value as one number (the mean of a mean ± std pair), or None."""
+def paper_mean(value: PaperValue) -> float | None:
+    """The paper's value as one number.
+
+    Args:
+        value: A number, a (mean, std) pair or None.
+
+    Returns:
+        The number, the pair's mean, or None.
+    """
     if value is None:
         return None
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
-def _columns(table: dict) -> list[dict]:
+def _columns(table: Layout) -> list[dict[str, Any]]:
     return [c if isinstance(c, dict) else {"name": c} for c in table["columns"]]
 
 
-def collect(jobs: list[Job], metric: str = "best") -> tuple[dict, dict]:
-    """Paper run id -> list of top-1 values in percent (one per finished seed), and the teacher top-1s."""
+def collect(jobs: Iterable[Job], metric: str = "best") -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The jobs' finished top-1 values.
+
+    Args:
+        jobs: The jobs.
+        metric: 'best' or 'final' top-1.
+
+    Returns:
+        (paper run id -> top-1 values in percent, one per finished seed; paper run id -> the teachers' top-1s).
+    """
     key = METRICS[metric]
     values: dict[str, list[float]] = {}
     teacher: dict[str, list[float]] = {}
@@ -75,11 +145,19 @@ def collect(jobs: list[Job], metric: str = "best") -> tuple[dict, dict]:
     return values, teacher
 
 
-def table_cells(table: dict, values: dict, expected_n: int | None = None) -> list[dict]:
-    """Long form of the table: one dict per (block, row, column) cell with our stats and the paper's value.
-    `values`: paper run id -> values (runs absent from `values` were not planned)."""
+def table_cells(table: Layout, values: Mapping[str, list[float]], expected_n: int | None = None) -> list[CellRow]:
+    """Long form of the table: one row per (block, row, column) cell with our stats and the paper's value.
+
+    Args:
+        table: The recipe's table layout.
+        values: Paper run id -> values (runs absent from `values` were not planned).
+        expected_n: The seeds planned per run.
+
+    Returns:
+        The cells, block by block, row by row, column by column.
+    """
     cols = _columns(table)
-    out = []
+    out: list[CellRow] = []
     for b in table["blocks"]:
         for row in b["rows"]:
             for c in cols:
@@ -110,26 +188,37 @@ def table_cells(table: dict, values: dict, expected_n: int | None = None) -> lis
     return out
 
 
-def _delta(a, b) -> str:
+def _delta(a: float | None, b: float | None) -> str:
     if a is None or b is None:
         return ""
     return f" ({a - b:+.2f})"
 
 
 def render_table(
-    table: dict,
-    values: dict,
-    teacher: dict | None = None,
+    table: Layout,
+    values: Mapping[str, list[float]],
+    teacher: Mapping[str, list[float]] | None = None,
     expected_n: int | None = None,
     header_note: str = "",
-    standins: dict | None = None,
+    standins: Mapping[str, str] | None = None,
 ) -> str:
     """The paper's table layout, each of our cells ('mean ± std' over seeds) beside the paper's value.
 
     Blocks and rows none of whose runs were planned are left out; '·' marks a cell whose run was not
     planned (--only, tiny scale), 'not run' a cell the paper has but zsq-probe cannot run, '—' a planned
-    run without a finished seed; columns without a planned run are left out too.  `standins`: paper
-    run id -> the label of the run trained for it (tiny scale), named in the block title."""
+    run without a finished seed; columns without a planned run are left out too.
+
+    Args:
+        table: The recipe's table layout.
+        values: Paper run id -> our values.
+        teacher: Paper run id -> the teachers' top-1s, shown beside a block's paper full-precision value.
+        expected_n: The seeds planned per run.
+        header_note: Lines under the title.
+        standins: Paper run id -> the label of the run trained for it (tiny scale), named in the block title.
+
+    Returns:
+        The table's text.
+    """
     cells = {(c["block"], c["row"], c["column"]): c for c in table_cells(table, values, expected_n)}
     cols = _shown_columns(_columns(table), cells)
     lines = [table["title"]]
@@ -147,7 +236,7 @@ def render_table(
     return "\n".join(lines)
 
 
-def _shown_columns(cols: list[dict], cells: dict) -> list[dict]:
+def _shown_columns(cols: list[dict[str, Any]], cells: Mapping[CellKey, CellRow]) -> list[dict[str, Any]]:
     """The columns with a planned run (all of them when none has one); a column whose `delta_from` is left
     out shows no difference."""
     shown = [c for c in cols if any(v["planned"] for k, v in cells.items() if k[2] == c["name"])]
@@ -157,12 +246,15 @@ def _shown_columns(cols: list[dict], cells: dict) -> list[dict]:
     return [dict(c, delta_from=None) if c.get("delta_from") not in names else c for c in shown]
 
 
-def _block_rows(block: dict, cols: list[dict], cells: dict) -> list[dict]:
+def _is_planned(cells: Mapping[CellKey, CellRow], key: CellKey) -> bool:
+    cell = cells.get(key)
+    return cell is not None and cell["planned"]
+
+
+def _block_rows(block: Layout, cols: list[dict[str, Any]], cells: Mapping[CellKey, CellRow]) -> list[Layout]:
     """A block's rows with a planned run, and its paper-only rows (every cell 'not run', e.g. Tab. 3's
     LARS); none when no row has a planned run."""
-    planned = [
-        any(cells.get((block["title"], r["label"], c["name"]), {}).get("planned") for c in cols) for r in block["rows"]
-    ]
+    planned = [any(_is_planned(cells, (block["title"], r["label"], c["name"])) for c in cols) for r in block["rows"]]
     if not any(planned):
         return []
     return [
@@ -172,22 +264,31 @@ def _block_rows(block: dict, cols: list[dict], cells: dict) -> list[dict]:
     ]
 
 
-def _block_title(block: dict, rows: list[dict], cols: list[dict], teacher: dict | None, standins: dict | None) -> str:
+def _block_title(
+    block: Layout,
+    rows: list[Layout],
+    cols: list[dict[str, Any]],
+    teacher: Mapping[str, list[float]] | None,
+    standins: Mapping[str, str] | None,
+) -> str:
     """A block's title, with the stand-ins trained for it (tiny scale) and the teacher's top-1 beside the
     paper's full-precision value."""
-    title = block["title"]
+    title: str = block["title"]
     if standins:
         labels = sorted({standins[cl["run"]] for r in rows for cl in r["cells"].values() if cl["run"] in standins})
         if labels:
             title += f"  [ours: {', '.join(labels)}]"
     if teacher is not None and block.get("fp32") is not None:
-        t_vals = [v for r in rows for c in cols for v in teacher.get((r["cells"].get(c["name"]) or {}).get("run"), [])]
+        runs = [(r["cells"].get(c["name"]) or {}).get("run") for r in rows for c in cols]
+        t_vals = [v for run in runs if run is not None for v in teacher.get(run, [])]
         ours = stats(t_vals)[0]
         title += f"  (teacher top-1: ours {'—' if ours is None else f'{ours:.2f}'}, paper {block['fp32']:.2f})"
     return title
 
 
-def _grid_line(block_title: str, row: dict, cols: list[dict], cells: dict) -> list[str]:
+def _grid_line(
+    block_title: str, row: Layout, cols: list[dict[str, Any]], cells: Mapping[CellKey, CellRow]
+) -> list[str]:
     """A row's label, then (ours, paper) per column, each with its difference to the `delta_from` column."""
     line = [row["label"]]
     for c in cols:
@@ -205,7 +306,7 @@ def _grid_line(block_title: str, row: dict, cols: list[dict], cells: dict) -> li
     return line
 
 
-def _format_grid(grid: list[list[str]], cols: list[dict], row_head: str) -> list[str]:
+def _format_grid(grid: list[list[str]], cols: list[dict[str, Any]], row_head: str) -> list[str]:
     """A block's lines: the column names (each spanning its ours/paper pair), the ours/paper header, a rule
     and the grid, in aligned columns."""
     head1 = [""] + [x for c in cols for x in (c["name"], "")]
@@ -233,8 +334,13 @@ def _format_line(line: list[str], widths: list[int], span: bool = False) -> str:
     return " || ".join(parts).rstrip()
 
 
-def write_table_csv(path: Path, rows: list[dict]) -> None:
-    """The long form (one line per planned or paper-only cell) as CSV."""
+def write_table_csv(path: Path, rows: Iterable[CellRow]) -> None:
+    """The long form (one line per planned or paper-only cell) as CSV.
+
+    Args:
+        path: The CSV file (its folder is made).
+        rows: The cells (`table_cells`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["block", "row", "column", "run", "n", "mean", "std", "paper", "paper_std"]
     with open(path, "w", newline="") as f:
@@ -245,9 +351,22 @@ def write_table_csv(path: Path, rows: list[dict]) -> None:
                 w.writerow(r)
 
 
-def report_table(recipe: dict, jobs: list[Job], out, scale: str, metric: str = "best", seeds: int | None = None) -> str:
-    """The recipe's table from the jobs' finished runs (`metric`: best or final top-1), also written to
-    OUT/tables/<recipe>.txt and .csv; `seeds`: the expected seeds per run (default: the jobs')."""
+def report_table(
+    recipe: Recipe, jobs: list[Job], out: PathArg, scale: str, metric: str = "best", seeds: int | None = None
+) -> str:
+    """The recipe's table from the jobs' finished runs, also written to OUT/tables/<recipe>.txt and .csv.
+
+    Args:
+        recipe: The recipe.
+        jobs: Its jobs.
+        out: The output folder OUT.
+        scale: The scale they ran at.
+        metric: 'best' or 'final' top-1.
+        seeds: The expected seeds per run (default: the jobs').
+
+    Returns:
+        The table's text.
+    """
     table = recipe["table"]
     values, teacher = collect(jobs, metric)
     n_seeds = len({j.seed for j in jobs}) if seeds is None else seeds
