@@ -163,6 +163,9 @@ def execute_job(
 
     Returns:
         Its outcome.
+
+    Raises:
+        TrainingInterrupted: A signal stopped it after a checkpoint, with `catch_interrupt=False`.
     """
     # torch and the trainer load here, where a job trains: a parent that only dispatches jobs stays light
     import torch
@@ -184,14 +187,8 @@ def execute_job(
             raise
         return outcome(job, "interrupted", str(e), time.time() - t0, resumed=status == "partial", where=where)
     except UserError as e:
-        return outcome(
-            job,
-            "failed",
-            one_line(e, None, with_type=False),
-            time.time() - t0,
-            resumed=status == "partial",
-            where=where,
-        )
+        message = one_line(e, None, with_type=False)
+        return outcome(job, "failed", message, time.time() - t0, resumed=status == "partial", where=where)
     except Exception as e:  # noqa: BLE001 - one job's bug must not stop the others: reported, traceback logged
         log.error("%s: %s", job.name, traceback.format_exc())
         return outcome(job, "failed", one_line(e), time.time() - t0, resumed=status == "partial", where=where)
