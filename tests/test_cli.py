@@ -102,14 +102,14 @@ def test_presets_lists_the_paper_rows(capsys):
     assert table["ait"]["gi"] is True and table["ait"]["ce_weight"] == 0.0
 
 
-def test_readme_schema_section_matches_the_code():
+def test_docs_schema_section_matches_the_code():
     from pathlib import Path
 
     from zsq_probe.rundir.schema import markdown
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert markdown().strip() in readme, (
-        "regenerate the README's table section with `python -m zsq_probe.rundir.schema`"
+    page = (Path(__file__).resolve().parent.parent / "docs" / "run-directory.md").read_text()
+    assert markdown().strip() in page, (
+        "regenerate docs/run-directory.md's 'Table columns' section with `python -m zsq_probe.rundir.schema`"
     )
 
 
@@ -357,7 +357,7 @@ def piped_run(digits_teacher, tmp_path_factory):
     return out, r
 
 
-@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, docs/development.md)
 def test_piped_train_logs_on_stderr_without_bars_and_prints_only_its_summary(piped_run):
     out, r = piped_run
     assert json.loads(r.stdout)["epochs_completed"] == 1  # stdout: the summary and nothing else

@@ -3,7 +3,7 @@
 Each command module has `register(subparsers)`, which adds its commands and sets each one's handler
 (`handler(args) -> exit status`); COMMAND_MODULES lists them in `--help` order.  A handler parses
 flags, calls one library function and prints its result.  Here, and only here, library errors become one
-line on stderr, with the exit status (README, "Exit codes"): 0 success; 1 a run failed while computing
+line on stderr, with the exit status (docs/cli.md, "Exit codes"): 0 success; 1 a run failed while computing
 (`ComputeError`: a non-finite stop, a figure that could not be drawn; a recipe with a failed job); 2 bad
 input (`UserError`, a system error such as a full disk); 130 SIGINT (Ctrl-C); 143 SIGTERM (128 + the
 signal's number for another stop signal, SIGUSR1: 138).

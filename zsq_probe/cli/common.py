@@ -58,7 +58,7 @@ def add_output_args(p, threads: bool = False, threads_help: str | None = None) -
             metavar="N",
             help=threads_help
             or "torch CPU threads (default: torch's own choice); recorded in a run's config.json, results "
-            "differ slightly with it (README: Threads)",
+            "differ slightly with it (docs/cli.md: Threads)",
         )
 
 

@@ -78,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser, recipe: str | None = None) -> argp
 
 
 def add_executor_arguments(p: argparse.ArgumentParser) -> None:
-    """Where the jobs run: zsq_probe.executors (README: "Run a recipe on a cluster")."""
+    """Where the jobs run: zsq_probe.executors (docs/recipes.md: "Run a recipe on a cluster")."""
     g = p.add_argument_group("executors", "where the runs train (finished runs are skipped, partial ones resumed)")
     g.add_argument(
         "--executor",

@@ -211,7 +211,7 @@ def runs_with(runs: Sequence[RunDir], table: str, figure: str, what: str | None 
     if not have:
         names = ", ".join(r.name for r in runs)
         raise SkipFigure(
-            f"no run has probes/{table} ({HOW_TO_GET.get(table, 'see the README')}; runs: {names})"
+            f"no run has probes/{table} ({HOW_TO_GET.get(table, 'see docs/run-directory.md')}; runs: {names})"
             + (f"; {what}" if what else "")
         )
     return have

@@ -1,9 +1,9 @@
 """The parquet tables a run writes: names, columns and their meaning (units included).
 
 One source of truth: probes write these columns, figure scripts check them (`require_columns`), and the
-README's schema section is printed from here (`python -m zsq_probe.rundir.schema`).  Every table also carries
-`schema_version` (an int per row, and in the parquet metadata).  Epochs count from 1; `step` is the
-iteration within the epoch, from 0; `global_step` counts iterations since the start of the run.
+"Table columns" section of docs/run-directory.md is printed from here (`python -m zsq_probe.rundir.schema`).
+Every table also carries `schema_version` (an int per row, and in the parquet metadata).  Epochs count from 1;
+`step` is the iteration within the epoch, from 0; `global_step` counts iterations since the start of the run.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def require_columns(df: pd.DataFrame, table: str, columns: Iterable[str] | None 
 
 
 def markdown() -> str:
-    """The README's schema section: every table and its columns as markdown."""
+    """The "Table columns" section of docs/run-directory.md: every table and its columns as markdown."""
     lines = []
     for table, cols in TABLES.items():
         lines.append(f"\n**`probes/{table}/`**\n\n| column | meaning |\n| --- | --- |")
