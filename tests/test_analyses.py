@@ -345,7 +345,7 @@ def test_analyses_holds_thin_entry_points(tmp_path):
         assert "matplotlib.use" not in path.read_text(), path.name
 
 
-@pytest.mark.slow  # two fresh interpreters: the entry points themselves are the point (the slow tier, README)
+@pytest.mark.slow  # two fresh interpreters: the entry points themselves are the point (slow tier, docs/development.md)
 def test_analyses_runs_as_a_script_and_as_a_module(tmp_path):
     """`python analyses/tab2_ablation.py` and `python -m analyses tab2` from the repository root: the same plan."""
     args = ["--dry-run", "--seeds", "1", "--only", "resnet18-*", "--out", str(tmp_path)]

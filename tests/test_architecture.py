@@ -327,7 +327,7 @@ print(json.dumps(verdicts))
 """
 
 
-@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, docs/development.md)
 def test_light_imports_stay_light():
     # while every module stays light, one interpreter judges them all (7 took ~1.5 s each); a module left
     # unjudged gets a further one

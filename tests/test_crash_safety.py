@@ -97,7 +97,7 @@ def test_malicious_cifar_batch_is_refused_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.slow  # a fresh interpreter: the command line's own process is the point (the slow tier, README)
+@pytest.mark.slow  # a fresh interpreter: the command line's own process is the point (slow tier, docs/development.md)
 def test_malicious_cifar_batch_through_the_command_line_runs_nothing(tmp_path):
     """The same batch through `python -m zsq_probe train`: exit 2, one line, nothing run."""
     marker = tmp_path / "pwned"

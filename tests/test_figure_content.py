@@ -48,7 +48,7 @@ def many(tmp_path_factory):
     return runs
 
 
-@pytest.mark.slow  # every figure over six runs of many epochs, ~7 s on one core: a scale check (the slow tier, README)
+@pytest.mark.slow  # every figure over six runs of many epochs, ~7 s on one core: a scale check (slow tier)
 def test_no_figure_is_taller_than_a_page_for_many_epochs_and_runs(many):
     """At the text width (the column width scales every figure down); Fig. 6's height is per class, not per run."""
     heights = {}

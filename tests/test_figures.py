@@ -63,8 +63,8 @@ def all_figures(runs, tmp_path_factory):
     return written
 
 
-# The slow tier (README): every figure through the command line over four runs, ~10 s on one core.  The quick
-# tier draws each figure elsewhere: test_figure_layout (fig1-fig5, fig7_8, fig9), test_slices (fig2c),
+# The slow tier (docs/development.md): every figure through the command line over four runs, ~10 s on one core.
+# The quick tier draws each figure elsewhere: test_figure_layout (fig1-fig5, fig7_8, fig9), test_slices (fig2c),
 # test_figure_content (fig6).
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FIGURES))
@@ -90,7 +90,7 @@ def test_pdf_on_request(runs, tmp_path):
     assert path.suffix == ".pdf" and path.read_bytes()[:5] == b"%PDF-"
 
 
-@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, docs/development.md)
 def test_script_runs_standalone(runs, tmp_path):
     out = subprocess.run(
         [

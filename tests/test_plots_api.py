@@ -101,7 +101,7 @@ def test_write_figures_logs_what_it_did(runs, tmp_path, caplog, capsys):
 
 
 # ------------------------------------------------------------------------------- side effects
-@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, docs/development.md)
 def test_importing_plots_leaves_the_backend_alone():
     """`import zsq_probe.plots` keeps a backend the user chose first (a notebook's inline backend) and changes no
     rcParams.  With none chosen: the import's own check in test_drawing_a_file_leaves_backend_and_pyplot_alone."""
@@ -119,7 +119,7 @@ def test_importing_plots_leaves_the_backend_alone():
     assert before == after == "svg" and same_rc
 
 
-@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, docs/development.md)
 def test_drawing_a_file_leaves_backend_and_pyplot_alone(runs, tmp_path):
     """`import zsq_probe.plots` selects no matplotlib backend and changes no rcParams (the default backend is
     still there afterwards), and figures written to files are built without pyplot: no backend chosen, no

@@ -79,7 +79,7 @@ def test_the_config_accepts_exactly_the_registry_names(registered):
         _cfg("test_consumer").validate()
 
 
-@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, README)
+@pytest.mark.slow  # a fresh interpreter: the start-up is the point (the slow tier, docs/development.md)
 def test_config_validation_reads_the_names_without_importing_the_probes():
     code = (
         "import sys\n"

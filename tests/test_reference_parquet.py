@@ -16,7 +16,7 @@ from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 from zsq_probe.runs import train
 
 # Three end-to-end runs with every probe (~15 s each on one core): the slow tier, which CI's full suite runs; after a
-# refactor, run this file (README, "Gates and tests") before the quick tier is trusted
+# refactor, run this file (docs/development.md, "Tests") before the quick tier is trusted
 pytestmark = pytest.mark.slow
 
 REFERENCE = Path(__file__).parent / "reference" / "prerefactor"
