@@ -42,7 +42,7 @@ def test_generator_shape_rounds_up_to_the_upsampling_and_crop_takes_the_centre()
     assert crop_to(gen(z, labels), (3, 30, 30)).shape == (2, 3, 30, 30)
 
 
-@pytest.mark.slow  # builds a real-size quantised InceptionV3 student (~7 s on one core): the slow tier, README
+@pytest.mark.slow  # builds a real-size quantised InceptionV3 student (~7 s on one core): slow tier
 def test_an_inceptionv3_run_feeds_its_teacher_299_px_generated_and_validation_images(tmp_path, monkeypatch):
     from zsq_probe.presets import resolve_config
     from zsq_probe.training.build import build_run
