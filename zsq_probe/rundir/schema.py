@@ -152,10 +152,9 @@ TABLES: dict[str, dict[str, str]] = {
         **COMMON,
         "origin": "'online' or 'posthoc'",
         "loss": "'ce' or 'kl' (the KL term as trained: KLDiv mean * T^2), the loss evaluated along the line",
-        "loss_kind": "what was evaluated: 'surrogate' (quantised student, straight-through surrogate: weight and "
-        "activation quantisation offsets frozen at theta, the loss whose Hessian the eigenvector "
-        "and delta come from), 'requantized' (quantised student re-quantised at every point) or "
-        "'float' (full-precision student); always BN in eval mode, activation ranges frozen",
+        "loss_kind": "'surrogate' (quantised student, straight-through: weight and activation quantisation "
+        "offsets frozen at theta; the loss whose Hessian gives the eigenvector and delta), 'requantized' "
+        "(re-quantised at every point) or 'float' (full-precision student); BN in eval mode, ranges frozen",
         "direction": "'eigenvector' (top Hessian eigenvector of that loss, unit norm), 'random' (unit norm) or "
         "'filter' (filter-normalised)",
         "scaling": "'gradient' (delta = gradient of the loss along the direction, the paper's Fig. 2c; differs "
