@@ -11,8 +11,8 @@
    frozen) of resnet20_cifar10 4w4a at batch 200 with GI-SGD, and of resnet18 4w4a at batch 16 (224 x 224) with
    SGD; one Hessian-vector product of resnet18 4w4a at batch 64.  Median seconds after a warm-up.
 
-Prints one line per check and PASS/FAIL; exit status 1 when a correctness check fails.  Put its output in the
-README's benchmark table whenever a GPU is available.  As of this writing it has only run on a CPU: the CUDA
+Prints one line per check and PASS/FAIL; exit status 1 when a correctness check fails.  Put its output in
+docs/benchmarks.md whenever a GPU is available.  As of this writing it has only run on a CPU: the CUDA
 path is untested.
 """
 
