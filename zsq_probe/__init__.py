@@ -1,6 +1,6 @@
 """zsq-probe: loss-surface diagnostics for zero-shot quantization.
 
-The Python API (README "Python API"; docs/architecture.md)::
+The Python API (docs/python-api.md; docs/architecture.md)::
 
     import zsq_probe as zp
 

@@ -1,7 +1,7 @@
 """Torch's intra-op CPU thread count for the length of a block, put back afterwards.
 
 Results depend on it: a different count splits reductions differently, so float round-off differs (by how much:
-README, "Threads").  A run records the count it trained with in config.json (`threads`)."""
+docs/cli.md, "Threads").  A run records the count it trained with in config.json (`threads`)."""
 
 from __future__ import annotations
 

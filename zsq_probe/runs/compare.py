@@ -125,7 +125,7 @@ def compare_runs(kd_run, zq_run, probe: str = "cosine") -> dict:
 
 def _thread_count_warnings(runs) -> list[str]:
     """A warning when the runs trained with different torch thread counts (config.json `threads`): not a setting
-    that makes them different runs, but their numbers then differ by float round-off too (README: Threads)."""
+    that makes them different runs, but their numbers then differ by float round-off too (docs/cli.md: Threads)."""
     counts = {}
     for run in runs:
         threads = run.read_config_doc().get("threads")
