@@ -347,9 +347,9 @@ HEADLINE = {"cosine": "mean_epoch_cosine", "hessian": "last_kl_over_ce", "inter_
 
 
 def headline_verdict(probe: str, kd: dict, zq: dict, kd_span: dict, zq_span: dict, n: dict) -> dict:
-    """The one verdict rule (docs/demo.md, "The verdict rule"): ZQ 'above' / 'below' KD on the probe's headline number when the two
-    intervals do not overlap, else 'inconclusive'.  Intervals: the seed interval [min, max] when a side has
-    two seeds or more; for the Hessian with one seed, the estimators' 95 % intervals of the last epoch's
+    """The one verdict rule (docs/demo.md, "The verdict rule"): ZQ 'above' / 'below' KD on the probe's headline
+    number when the two intervals do not overlap, else 'inconclusive'.  Intervals: the seed interval [min, max]
+    when a side has two seeds or more; for the Hessian with one seed, the estimators' 95 % intervals of the last epoch's
     KL/CE ratio; otherwise none (inconclusive)."""
     key = HEADLINE[probe]
 
