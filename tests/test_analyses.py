@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -307,7 +308,7 @@ def test_the_runner_trains_through_the_library(tmp_path, monkeypatch):
                 "progress": progress,
             }
         )
-        return {"best_val_top1": 0.5, "final_val_top1": 0.5}
+        return SimpleNamespace(to_dict=lambda: {"best_val_top1": 0.5, "final_val_top1": 0.5})  # a RunSummary's
 
     monkeypatch.setattr("zsq_probe.runs.train", fake_train)
     result = run_recipe("fig1", "tiny", tmp_path, seeds=1, sets=FAST)

@@ -3,6 +3,7 @@ DataFrames, a figure drawn into the caller's axes, a teacher module of one's own
 registered and run online and post hoc."""
 
 import dataclasses
+import importlib
 import warnings
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_config_train_tables_and_a_figure_in_given_axes(tmp_path, digits_teacher
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small probe batch
         summary = zp.train(cfg, tmp_path / "ait", progress=False)  # no observers passed: cfg's probes run
-    assert summary["epochs_completed"] == 2
+    assert summary.epochs_completed == 2
     cosine = zp.read_table(tmp_path / "ait", "cosine")
     trace = zp.read_table(tmp_path / "ait", "hessian_trace")
     assert isinstance(cosine, pd.DataFrame) and set(cosine.epoch) == {1, 2}
@@ -104,7 +105,7 @@ def test_a_teacher_module_of_ones_own(tmp_path, small_teacher):
     cfg = zp.resolve_config("gdfq", teacher="digits", flags=dict(FAST, probes=["crossings"]))
     cfg.teacher = "my-smallnet"  # the label of the run; the module is the teacher
     summary = zp.train(cfg, tmp_path / "own", progress=False, teacher=small_teacher)
-    assert summary["teacher"] == "my-smallnet" and summary["teacher_top1"] > 0.3  # chance: 0.1
+    assert summary.teacher == "my-smallnet" and summary.teacher_top1 > 0.3  # chance: 0.1
     doc = zp.RunDir.open(tmp_path / "own").read_config_doc()
     assert doc["teacher"]["source"] == "module" and len(doc["teacher"]["weights_sha256"]) == 64
     layers = set(zp.read_table(tmp_path / "own", "crossings").layer)
@@ -117,12 +118,8 @@ def test_a_teacher_module_of_ones_own(tmp_path, small_teacher):
         zp.train(cfg, tmp_path / "own", resume=True, force=True, progress=False, teacher=SmallNet())
     with pytest.raises(zp.UserError, match="pass the same module"):
         zp.train(cfg, tmp_path / "own", resume=True, force=True, progress=False)
-    assert (
-        zp.train(cfg, tmp_path / "own", resume=True, force=True, progress=False, teacher=small_teacher)[
-            "epochs_completed"
-        ]
-        == 3
-    )
+    resumed = zp.train(cfg, tmp_path / "own", resume=True, force=True, progress=False, teacher=small_teacher)
+    assert resumed.epochs_completed == 3
 
 
 def test_a_module_teacher_needs_a_data_spec(tmp_path, small_teacher):
@@ -135,7 +132,7 @@ def test_a_module_teacher_needs_a_data_spec(tmp_path, small_teacher):
     spec = get_spec("digits")
     custom = zp.DatasetSpec("my-digits", spec.num_classes, spec.image_shape, spec.mean, spec.std, "mine")
     summary = zp.train(cfg, tmp_path / "y", progress=False, teacher=small_teacher, data_spec=custom)
-    assert summary["epochs_completed"] == 2 and summary["final_val_top1"] is None  # no named data: no validation
+    assert summary.epochs_completed == 2 and summary.final_val_top1 is None  # no named data: no validation
     # the spec carries its validation images: validation top-1 as for a built-in data set (the same numbers)
     from zsq_probe.data import load_dataset
 
@@ -143,8 +140,8 @@ def test_a_module_teacher_needs_a_data_spec(tmp_path, small_teacher):
     summary = zp.train(cfg, tmp_path / "z", progress=False, teacher=small_teacher, data_spec=with_val)
     cfg.dataset.name = "digits"
     named = zp.train(cfg, tmp_path / "n", progress=False, teacher=small_teacher)
-    assert summary["data"] == "my-digits" and summary["teacher_class"] == type(small_teacher).__name__
-    assert summary["final_val_top1"] == named["final_val_top1"] and summary["teacher_top1"] == named["teacher_top1"]
+    assert summary.data == "my-digits" and summary.teacher_class == type(small_teacher).__name__
+    assert summary.final_val_top1 == named.final_val_top1 and summary.teacher_top1 == named.teacher_top1
 
 
 class WeightNorm(zp.Probe):
@@ -182,3 +179,22 @@ def test_a_probe_of_ones_own_runs_online_and_post_hoc(tmp_path, digits_teacher):
         unregister_probe("weight_norm")
     with pytest.raises(zp.UserError, match="unknown probe"):
         zp.resolve_config("gdfq", teacher="digits", flags=dict(FAST, probes=["weight_norm"]))
+
+
+def test_every_public_name_is_typed_and_listed():
+    """`zp.<name>` resolves for mypy and editors: each lazy name of _EXPORTS is imported under TYPE_CHECKING from
+    the module the lazy loader takes it from, and __all__ lists exactly those names."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(zp.__file__).read_text())
+    typed = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for stmt in node.body:
+                if isinstance(stmt, ast.ImportFrom):
+                    typed.update({alias.name: stmt.module for alias in stmt.names})
+    for name, module in zp._EXPORTS.items():
+        assert typed.get(name) == module, name
+        assert getattr(zp, name) is getattr(importlib.import_module(module), name)
+    assert sorted(zp.__all__) == sorted(["__version__", "read_table", *zp._EXPORTS])

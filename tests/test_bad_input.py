@@ -215,7 +215,7 @@ def test_parameter_check_does_not_change_the_numbers(tmp_path):
 
     a = train(_tiny_cfg(epochs=1), tmp_path / "a", progress=False)
     b = train(_tiny_cfg(epochs=1), tmp_path / "b", progress=False)
-    assert a["final_val_top1"] == b["final_val_top1"]
+    assert a.final_val_top1 == b.final_val_top1
 
 
 # ---------------------------------------------------------------- probes on a non-finite loss surface

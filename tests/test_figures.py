@@ -309,8 +309,8 @@ def test_compare_with_seeds_uses_per_probe_the_seeds_that_carry_it(tmp_path, cap
     doc = json.loads(capsys.readouterr().out)
     alone = compare_runs(kd[0], zq[0], "hessian")
     assert doc["n"] == {"kd": 1, "zq": 1} and doc["left_out"] == {"kd": ["kd-s1"], "zq": ["zq-s1"]}
-    assert doc["kd"]["median_trace_ce"] == pytest.approx(alone["kd"]["median_trace_ce"])
-    assert doc["zq"]["last_kl_over_ce"] == pytest.approx(alone["zq"]["last_kl_over_ce"])
+    assert doc["kd"]["median_trace_ce"] == pytest.approx(alone.kd["median_trace_ce"])
+    assert doc["zq"]["last_kl_over_ce"] == pytest.approx(alone.zq["last_kl_over_ce"])
     assert main([*argv, "--probe", "hessian", "--out", str(tmp_path / "fig")]) == 0
     text = capsys.readouterr().out
     assert "(kd, n=1)" in text and "(gdfq, n=1)" in text
@@ -319,7 +319,7 @@ def test_compare_with_seeds_uses_per_probe_the_seeds_that_carry_it(tmp_path, cap
     caption = next((tmp_path / "fig").glob("*.txt")).read_text()
     assert "(n=1)" in caption and "kd-s1" not in caption and "zq-s1" not in caption
     both = compare_runs(kd, zq, "cosine")  # every seed has the cosine probe
-    assert both["n"] == {"kd": 2, "zq": 2} and both["left_out"] == {"kd": [], "zq": []}
+    assert both.n == {"kd": 2, "zq": 2} and both.left_out == {"kd": [], "zq": []}
     bare = make_run(tmp_path / "bare-s1", "gdfq", -0.1, 12.0, 0.5, seed=9, tables=no_hessian)[0]
     assert main(["compare", str(kd[0].path), str(zq[1].path), "--zq-seeds", str(bare.path), "--probe", "hessian"]) == 2
     err = capsys.readouterr().err
@@ -331,27 +331,25 @@ def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(
     zq = [make_run(tmp_path / f"zq-s{i}", "gdfq", -0.1, 12.0, 0.5, seed=20 + i)[0] for i in range(2)]
     result = compare_runs(kd, zq, "cosine")
     per_seed = [probe_tables.summarize_cosine(r.read_table("cosine"))["mean_epoch_cosine"] for r in zq]
-    assert result["n"] == {"kd": 3, "zq": 2}
-    assert result["zq"]["mean_epoch_cosine"] == pytest.approx(np.mean(per_seed))
-    assert result["zq_span"]["mean_epoch_cosine"] == pytest.approx([min(per_seed), max(per_seed)])
-    assert result["zq_minus_kd"]["mean_epoch_cosine"] == pytest.approx(
-        np.mean(per_seed) - result["kd"]["mean_epoch_cosine"]
-    )
-    assert result["verdict"]["zq_vs_kd"] == "below" and result["verdict"]["basis"]["zq"] == "seeds [min, max]"
+    assert result.n == {"kd": 3, "zq": 2}
+    assert result.zq["mean_epoch_cosine"] == pytest.approx(np.mean(per_seed))
+    assert result.zq_span["mean_epoch_cosine"] == pytest.approx([min(per_seed), max(per_seed)])
+    assert result.zq_minus_kd["mean_epoch_cosine"] == pytest.approx(np.mean(per_seed) - result.kd["mean_epoch_cosine"])
+    assert result.verdict["zq_vs_kd"] == "below" and result.verdict["basis"]["zq"] == "seeds [min, max]"
     # the same setting on both sides: the seed intervals overlap, so no difference is called
     same = [make_run(tmp_path / f"kd2-s{i}", "gdfq", 0.3, 8.0, 2.0, seed=30 + i)[0] for i in range(2)]
-    assert compare_runs(kd[:2], same, "cosine")["verdict"]["zq_vs_kd"] == "inconclusive"
+    assert compare_runs(kd[:2], same, "cosine").verdict["zq_vs_kd"] == "inconclusive"
     # one seed a side: no interval, no verdict -- except the Hessian, whose estimator has its own interval
     one = compare_runs(kd[0], zq[0], "cosine")
-    assert one["verdict"]["zq_vs_kd"] == "inconclusive" and one["kd_span"]["mean_epoch_cosine"] is None
-    hess = compare_runs(kd[0], zq[0], "hessian")["verdict"]
+    assert one.verdict["zq_vs_kd"] == "inconclusive" and one.kd_span["mean_epoch_cosine"] is None
+    hess = compare_runs(kd[0], zq[0], "hessian").verdict
     assert hess["key"] == "last_kl_over_ce" and hess["zq_vs_kd"] == "below", hess  # 0.5/12 against 2/8
     # runs of the two sides may share a folder name: each side still reads its own tables
     twin_kd, _ = make_run(tmp_path / "a" / "s0", "kd", 0.3, 8.0, 2.0, seed=10, source="real")
     twin_zq, _ = make_run(tmp_path / "b" / "s0", "gdfq", -0.1, 12.0, 0.5, seed=20)
     twins = compare_runs(twin_kd, twin_zq, "cosine")
-    assert twins["kd"]["mean_epoch_cosine"] == pytest.approx(one["kd"]["mean_epoch_cosine"])
-    assert twins["zq"]["mean_epoch_cosine"] == pytest.approx(one["zq"]["mean_epoch_cosine"])
+    assert twins.kd["mean_epoch_cosine"] == pytest.approx(one.kd["mean_epoch_cosine"])
+    assert twins.zq["mean_epoch_cosine"] == pytest.approx(one.zq["mean_epoch_cosine"])
     # a side mixing settings is refused, naming what differs
     ait, _ = make_run(tmp_path / "ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3)
     with pytest.raises(UserError, match="differ in more than the seed .*method"):
@@ -376,7 +374,7 @@ def test_compare_aggregates_seeds_and_calls_a_difference_only_past_their_spread(
     )
     text = capsys.readouterr().out
     assert "n=3" in text and "n=2" in text and "verdict on mean_epoch_cosine: ZQ below KD" in text
-    lo, hi = result["zq_span"]["mean_epoch_cosine"]
+    lo, hi = result.zq_span["mean_epoch_cosine"]
     assert f"[{lo:+.4f}, {hi:+.4f}]" in text
     png = next((tmp_path / "fig").glob("compare_cosine_*.png"))
     _png_ok(png)

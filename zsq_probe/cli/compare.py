@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output(args.out, "compare", overwrite=args.overwrite)  # the output policy (zsq_probe.rundir.output)
     with torch_threads(args.threads):
-        result = compare_runs(kd_runs, zq_runs, args.probe)
+        result = compare_runs(kd_runs, zq_runs, args.probe).to_dict()
         used = result["paths"]  # per side, the seeds that carry the probe
         figure = _draw(args, used["kd"], used["zq"]) if args.out else None
     result["figure"] = str(figure) if figure else None

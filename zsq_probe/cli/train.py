@@ -79,7 +79,7 @@ def run(args) -> int:
         progress=show_progress(args),
         observers=observers,
         threads=args.threads,
-    )
+    ).to_dict()
     print(json.dumps(summary, indent=2))
     if summary.get("skipped_steps"):  # the last line: a run that skipped updates must not pass unnoticed
         print(

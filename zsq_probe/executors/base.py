@@ -231,9 +231,10 @@ def train_job(job: Job, progress: bool = False, tensorboard: bool | PathArg = Fa
         # typed as what it is here (training.tensorboard may leave its constructor unannotated)
         tensorboard_observer: Callable[[PathArg | None], Observer] = TensorBoardObserver
         observers = [*build_probes(cfg), tensorboard_observer(logdir)]
-    return train(
+    summary = train(
         cfg, job.path, resume=status == "partial", force=status == "partial", progress=progress, observers=observers
     )
+    return summary.to_dict()
 
 
 def finished_line(out: JobOutcome) -> str:

@@ -16,6 +16,7 @@ from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
 from zsq_probe.rundir.output import RUN_NAMES, check_output
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
+from zsq_probe.runs.summary import RunSummary
 from zsq_probe.teachers.metadata import dataset_for_teacher
 from zsq_probe.threads import torch_threads
 from zsq_probe.training.build import build_run
@@ -38,17 +39,31 @@ def train(
     teacher: nn.Module | None = None,
     data_spec: DatasetSpec | None = None,
     threads: int | None = None,
-) -> dict[str, object]:
-    """Run (or resume) a training job into the folder `out`; returns the run summary (summary.json).
+) -> RunSummary:
+    """Run (or resume) a training job into the folder `out`.
 
-    `observers`: None builds the probes `cfg.probing.probes` names; a list is used as given (add
-    `zsq_probe.probes.build_probes(cfg)` to it to keep the configured probes).  `teacher` / `data_spec`: a
-    teacher module of your own and its zsq_probe.data.datasets.DatasetSpec (see `build_run`).  `progress`: a
-    progress bar per epoch on stderr (none by default).  `threads`: torch's CPU threads while it trains (None:
-    as set), put back afterwards; the count in force is recorded in config.json (`threads`), and a resume with
-    another count says so (results differ by float round-off, not a changed setting)."""
+    Args:
+        cfg: The run's config (`zsq_probe.presets.resolve_config`).
+        out: The run folder: new or empty, or the run to resume.
+        resume: Continue the run in `out` from its last checkpoint (its config must match `cfg`).
+        force: With `resume`, accept settings that only shape the epochs still to come (docs/cli.md).
+        observers: None builds the probes `cfg.probing.probes` names; a list is used as given (add
+            `zsq_probe.probes.build_probes(cfg)` to it to keep the configured probes).
+        progress: A progress bar per epoch on stderr.
+        teacher: A teacher module of your own (see `zsq_probe.training.build_run`).
+        data_spec: The `zsq_probe.data.datasets.DatasetSpec` of `teacher`'s data.
+        threads: Torch's CPU threads while it trains (None: as set), put back afterwards; the count in force is
+            recorded in config.json (`threads`), and a resume with another count says so.
+
+    Returns:
+        The run's summary (what RUN/summary.json holds).
+
+    Raises:
+        UserError: Bad input (a config that does not validate, a folder that is not new, a resume with other
+            settings, missing data or weights), before anything is written.
+    """
     with torch_threads(threads):
-        return _train(cfg, out, resume, force, observers, progress, teacher, data_spec)
+        return RunSummary.from_dict(_train(cfg, out, resume, force, observers, progress, teacher, data_spec))
 
 
 def _train(
