@@ -26,7 +26,7 @@ _row = schema_row
 
 
 def flat_config(method, **extra) -> dict:
-    """A run config as flat keys (what config.json held before the config had sections)."""
+    """A run config as flat keys (`--set` names); `run_config` nests them as config.json holds them."""
     cfg = {
         "method": method,
         "preset": method,
@@ -64,24 +64,22 @@ def make_run(
     seed=0,
     source="generator",
     tables=("metrics", "cosine", "inter_epoch", "crossings", "hessian_trace", "hessian_density", "slice"),
-    flat=False,
     epochs=None,
     warmup=0,
     gi_p=None,
     **config,
 ):
     """A run folder with every table of schema.TABLES (or those in `tables`); returns (run, step cosines).
-    `flat`: write the config as flat keys (an older run) instead of nested sections.  `epochs`: the epochs
+    `epochs`: the epochs
     (default EPOCHS); `warmup`: warm-up epochs without student steps (no cosine rows there); `gi_p`: GI's p per
     epoch (a function of the epoch; default 0.01); `config`: further flat config keys."""
     epoch_list = list(EPOCHS if epochs is None else epochs)
     p_of = gi_p or (lambda e: 0.01)
     rng = np.random.default_rng(seed)
     run = RunDir(path)
-    make_config = flat_config if flat else run_config
     extra = {"epochs": len(epoch_list), **({"warmup_epochs": warmup} if warmup else {}), **config}
     run.write_config(
-        make_config(method, gi=gi, source=source, generator="gdfq" if source == "generator" else "none", **extra)
+        run_config(method, gi=gi, source=source, generator="gdfq" if source == "generator" else "none", **extra)
     )
     name = run.name
     common = {"run": name, "method": method}

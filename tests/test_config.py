@@ -30,12 +30,13 @@ def test_flat_and_dotted_keys_reach_the_nested_fields():
     assert sorted(v for v in FLAT_KEYS.values() if v[0]) == sorted(fields)
 
 
-def test_config_json_round_trip_and_schema_1_flat_files():
+def test_config_json_round_trip_and_no_flat_version_1_files():
     cfg = resolve_config("kd", teacher="digits", flags={"epochs": 3, "probes": ["hessian"]})
     doc = json.loads(json.dumps(cfg.to_dict()))
     assert doc["optim"]["lr"] == 0.05 and doc["dataset"]["source"] == "real" and "lr" not in doc
     assert config_from_dict(doc) == cfg
-    assert config_from_dict(cfg.flat()) == cfg  # a schema-1 config.json: one flat dict
+    with pytest.raises(UserError, match="version-1 .flat. config; this zsq-probe reads config version 2"):
+        config_from_dict(cfg.flat())  # a pre-release config.json (one flat dict): refused, not converted
     with pytest.raises(UserError, match="unknown keys"):
         config_from_dict({**doc, "optim": {**doc["optim"], "lrr": 1.0}})
     other = resolve_config("kd", teacher="digits", flags={"epochs": 4, "probes": ["hessian"]})

@@ -521,19 +521,3 @@ def test_epoch_ranges_are_read_alike_by_figures_and_post_hoc(runs, tmp_path, cap
     _png_ok(tmp_path / "fig3bc_crossings.png")
     fig = FIGURES["fig3bc"].figures([runs["zq"]], epochs="3-5")[0][1]
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
-
-
-def test_runs_with_a_flat_config_still_plot(tmp_path):
-    """Runs written before the config had sections (config.json holds flat keys) draw the same."""
-    flat, _ = make_run(tmp_path / "flat-ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3, flat=True)
-    nested, _ = make_run(tmp_path / "nested-ait", "ait", 0.2, 6.0, 0.3, gi=True, seed=3)
-    assert "gi" in flat.read_config_doc()["config"] and "inundation" in nested.read_config_doc()["config"]
-    from zsq_probe.plots import runs as R
-
-    for run in (flat, nested):
-        cfg = R.config(run)
-        assert (cfg["gi"], cfg["data"], cfg["source"], cfg["generator"]) == (True, "digits", "generator", "gdfq")
-        assert R.setting(run) == "digits/digits"
-    a = plot_figure("fig4", [flat], tmp_path / "a")[0].read_bytes()
-    b = plot_figure("fig4", [nested], tmp_path / "b")[0].read_bytes()
-    assert len(a) > 5000 and len(b) > 5000

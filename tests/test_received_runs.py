@@ -203,7 +203,7 @@ def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(ru
     assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
     before = _tree(run_copy)
     argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4"]
-    rc, err = _run([*argv, "--set", "keep_checkpoints=false"], capsys)
+    rc, err = _run([*argv, "--set", "keep_checkpoints=last"], capsys)
     assert rc == 2 and len(err) == 1 and "keep_checkpoints" in err[0] and "1, 2" in err[0], err
     assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
         k: v for k, v in before.items() if k != LOCK_NAME
@@ -211,7 +211,7 @@ def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(ru
     # the checkpoints no table measured may go: a run without post-hoc rows accepts the change
     shutil.rmtree(run_copy / "probes" / "cosine")
     shutil.rmtree(run_copy / "probes" / "_commits")
-    assert _run([*argv, "--set", "keep_checkpoints=false"], capsys)[0] == 0
+    assert _run([*argv, "--set", "keep_checkpoints=last"], capsys)[0] == 0
     assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["epoch-0004.pt"]
 
 

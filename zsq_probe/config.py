@@ -10,7 +10,7 @@
       .probing  ProbeConfig      which probes run, how often and how big
 
 Every field also has a flat key (`lr`, `gi_p`, `warmup_epochs`, `hessian_every_epochs`, ...: `FLAT_KEYS`), the
-names `--set`, presets and run configs of schema version 1 use; dotted keys (`optim.lr`) work too.
+names `--set` and presets use; dotted keys (`optim.lr`) work too.
 
 Presets and the data-set scales live in `zsq_probe.presets` (which resolves a config from them).  Every bad
 value is a UserError naming it.
@@ -32,7 +32,7 @@ from zsq_probe.probe_registry import probe_names
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-CONFIG_SCHEMA_VERSION = 2  # 2: nested sections; 1: one flat dict (still read)
+CONFIG_SCHEMA_VERSION = 2  # nested sections (version 1, one flat dict, was never released and is refused)
 # the value of one field (what `RunConfig.get` returns and `coerce` makes of a string or JSON value)
 ConfigValue = str | int | float | bool | list[int] | list[float] | list[str] | None
 
@@ -450,8 +450,7 @@ class RunConfig:
     val_batch_size: int = 200
     val_max_batches: int = 0  # 0 = the whole test split
     checkpoint_every: int = 1  # epochs; the last epoch is always checkpointed
-    # which checkpoints stay once a later one is written: all | probed (the Hessian/slice cadence's epochs) | last;
-    # true / false (the boolean of earlier versions) still mean all / last
+    # which checkpoints stay once a later one is written: all | probed (the Hessian/slice cadence's epochs) | last
     keep_checkpoints: str = "all"
     on_nonfinite: str = "stop"  # stop | skip
     # a health check tripped (zsq_probe.training.health): warn (one line each, recorded) | stop (exit 1 after
@@ -600,8 +599,6 @@ NOT_SETTABLE = {
 def coerce(key: str, raw: object) -> ConfigValue:
     """Convert a string (or JSON value) to the type of field `key`; one-line UserError when impossible."""
     key = _DOTTED.get(key, key)
-    if key == "keep_checkpoints":
-        return _keep_checkpoints(raw)
     tp = FIELD_TYPES[key]
     origin = typing.get_origin(tp)
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -649,16 +646,6 @@ def coerce(key: str, raw: object) -> ConfigValue:
 
 
 KEEP_CHECKPOINTS = ("all", "probed", "last")
-_KEEP_BOOLEANS = {"true": "all", "1": "all", "yes": "all", "on": "all", "false": "last", "0": "last", "no": "last"}
-
-
-def _keep_checkpoints(raw: object) -> str:
-    """keep_checkpoints as one of KEEP_CHECKPOINTS: the boolean of earlier versions maps true -> all, false -> last
-    (an unknown word is left for validate() to name)."""
-    if isinstance(raw, bool):
-        return "all" if raw else "last"
-    text = str(raw).strip().lower()
-    return _KEEP_BOOLEANS.get(text, text)
 
 
 def curvature_epoch(cfg: RunConfig, epoch: int) -> bool:
@@ -681,10 +668,26 @@ def validate(cfg: RunConfig) -> None:
 
 
 def config_from_dict(d: Mapping[str, object]) -> RunConfig:
-    """Rebuild a RunConfig from config.json: nested (schema 2) or flat (schema 1).  Unknown keys are an
-    error (a different schema)."""
+    """Rebuild a RunConfig from the nested sections of config.json (or a `--config` file).
+
+    Args:
+        d: The config: its sections (`quant`, `optim`, ...) and the top-level keys that belong to no section.
+
+    Returns:
+        The config (not yet validated).
+
+    Raises:
+        UserError: Unknown keys (a config of another version), or section keys given flat at the top level
+            (version 1's one flat dict; this version reads version 2 only).
+    """
     flat: dict[str, object] = {}
     unknown: list[str] = []
+    sectioned = [k for k, v in d.items() if k not in SECTIONS and k in FLAT_KEYS and FLAT_KEYS[k][0]]
+    if sectioned:
+        raise UserError(
+            f"config holds section keys at the top level ({', '.join(sorted(sectioned)[:3])}, ...): a version-1 "
+            f"(flat) config; this zsq-probe reads config version {CONFIG_SCHEMA_VERSION} (nested sections) only"
+        )
     for k, v in d.items():
         if k in SECTIONS and isinstance(v, dict):
             for name, value in v.items():
