@@ -254,15 +254,40 @@ def top_eigenpairs(
     which: str = "LA",
     ncv: int | None = None,
 ) -> Eigenpairs:
-    """The ``k`` largest *algebraic* (signed) eigenpairs of ``op`` by implicitly restarted
-    Lanczos (ARPACK ``eigsh``, ``which="LA"``); ``which="SA"`` gives the smallest, ``"LM"``
-    the largest magnitude. ``v0`` is a Gaussian vector from ``seed``; ``tol`` is ARPACK's
-    relative accuracy of the eigenvalues (0 for machine precision). ``maxiter``: ARPACK restarts; by default
-    as many as keep the products near ``max(300, 10 * ncv)`` (:func:`arpack_maxiter`), after which the pairs
-    converged so far come back with ``converged=False`` and a warning. ``ncv`` (Lanczos vectors per
-    restart; ARPACK checks convergence only at restarts) defaults to ``max(2k+1, min(20, 4k+4))``
-    (SciPy's default is ``max(2k+1, 20)``): small for k=1, where network Hessians usually have a
-    well-separated top eigenvalue (resnet20: about 9 products instead of 21 with SciPy's default of 20)."""
+    """The ``k`` largest *algebraic* (signed) eigenpairs of ``op`` by implicitly restarted Lanczos (ARPACK).
+
+    Args:
+        op: Anything with ``.dim``, ``.dtype``, ``.device`` and ``.matvec`` (a :class:`HessianOperator`).
+        k: How many pairs.
+        tol: ARPACK's relative accuracy of the eigenvalues (0 for machine precision).
+        seed: The start vector is a Gaussian vector from ``seed``.
+        maxiter: ARPACK restarts; by default as many as keep the products near ``max(300, 10 * ncv)``
+            (:func:`arpack_maxiter`), after which the pairs converged so far come back with ``converged=False``
+            and a warning.
+        which: ``"LA"`` (largest algebraic, default), ``"SA"`` (smallest) or ``"LM"`` (largest magnitude).
+        ncv: Lanczos vectors per restart (ARPACK checks convergence only at restarts); default
+            ``max(2k+1, min(20, 4k+4))`` (SciPy's is ``max(2k+1, 20)``): small for k=1, where network Hessians
+            usually have a well-separated top eigenvalue (resnet20: about 9 products instead of 21).
+
+    Returns:
+        The eigenvalues and unit eigenvectors (:class:`Eigenpairs`).
+
+    Raises:
+        ValueError: ``k`` not below ``op.dim``, an unknown ``which`` or an argument out of range.
+
+    Example:
+        >>> import torch
+        >>> from zsq_probe.hessian import HessianOperator, top_eigenpairs
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+        >>> op = HessianOperator(model, torch.nn.functional.cross_entropy, [(x, y)])
+        >>> dense = torch.stack([op.matvec(e) for e in torch.eye(op.dim)])  # the 67 x 67 Hessian, for the check
+        >>> pairs = top_eigenpairs(op, k=2, seed=0)
+        >>> top_two = torch.linalg.eigvalsh(dense).flip(0)[:2]  # signed, largest first
+        >>> torch.allclose(torch.as_tensor(pairs.eigenvalues, dtype=top_two.dtype), top_two, rtol=1e-4)
+        True
+    """
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
     check_operator(op)

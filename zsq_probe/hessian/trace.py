@@ -414,19 +414,43 @@ def estimate_trace(
     seed: int = 0,
     level: float = 0.95,
 ) -> TraceInterval:
-    """Estimate ``tr(H)`` of ``op`` (anything with ``.dim``, ``.dtype``, ``.device``, ``.matvec``).
+    """Estimate ``tr(H)`` of ``op`` with an interval, stopping as soon as the interval is tight enough.
 
-    ``method``: ``"hutch++"`` (default) or ``"hutchinson"``.  ``rtol``: stop once the ``level``
-    interval's half-width is at most ``max(rtol * |estimate|, atol)``; ``None`` spends the whole
-    budget.  ``atol``: absolute half-width that also suffices (default ``rtol * ||H||_F``, the
-    Frobenius norm estimated from the same products: a trace near 0 stops at a precision
-    relative to the size of ``H``).  ``max_products``: budget of products, all parts included.
-    ``min_samples``: complement vectors before the first stop check (default 16 for Hutch++, 30
-    for Hutchinson).  ``sketch``: random sketch vectors for Hutch++ (default 20; fewer when the
-    budget or ``dim`` requires).  ``deflate``: vectors (a ``(k, dim)`` tensor, a list of
-    vectors or an ``Eigenpairs``) whose span goes into ``Q``: their exact Rayleigh quotients are
-    part of ``low_rank_part`` (``k`` products) and the complement has their span projected out.
-    ``seed``: every random vector comes from ``torch.Generator().manual_seed(seed)``.
+    Args:
+        op: Anything with ``.dim``, ``.dtype``, ``.device`` and ``.matvec`` (a :class:`HessianOperator`).
+        method: ``"hutch++"`` (default) or ``"hutchinson"``.
+        rtol: Stop once the ``level`` interval's half-width is at most ``max(rtol * |estimate|, atol)``;
+            ``None`` spends the whole budget.
+        atol: Absolute half-width that also suffices (default ``rtol * ||H||_F``, the Frobenius norm estimated
+            from the same products: a trace near 0 stops at a precision relative to the size of ``H``).
+        max_products: Budget of products, all parts included.
+        min_samples: Complement vectors before the first stop check (default 16 for Hutch++, 30 for Hutchinson).
+        sketch: Random sketch vectors for Hutch++ (default 20; fewer when the budget or ``dim`` requires).
+        deflate: Vectors (a ``(k, dim)`` tensor, a list of vectors or an ``Eigenpairs``) whose span goes into
+            ``Q``: their exact Rayleigh quotients are part of ``low_rank_part`` (``k`` products) and the
+            complement has their span projected out.
+        seed: Every random vector comes from ``torch.Generator().manual_seed(seed)``.
+        level: The interval's coverage.
+
+    Returns:
+        The estimate, its interval and what it cost (:class:`TraceInterval`).
+
+    Raises:
+        ValueError: An unknown method, a budget too small for it, or an argument out of range.
+
+    Example:
+        >>> import torch
+        >>> from zsq_probe.hessian import HessianOperator, estimate_trace
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+        >>> op = HessianOperator(model, torch.nn.functional.cross_entropy, [(x, y)])
+        >>> dense = torch.stack([op.matvec(e) for e in torch.eye(op.dim)])  # the 67 x 67 Hessian, for the check
+        >>> est = estimate_trace(op, seed=0)
+        >>> bool(est.covers(float(dense.trace())))  # the 95 % interval holds the exact trace
+        True
+        >>> est.stopped_by, est.relative_half_width <= 0.05  # stopped once within +-5 %
+        ('tolerance', True)
     """
     check_operator(op)
     cfg = _settings(method, rtol, atol, max_products, min_samples, sketch, deflate, seed, level)
