@@ -147,7 +147,7 @@ def first_seed_probes(preset: str) -> tuple[str, ...]:
     return tuple(p for p in BUILTIN_PROBE_NAMES if p not in CURVATURE_PROBES)
 
 
-def demo_plan(device: str, seed: int, overrides=(), scale: DemoScale = DIGITS) -> dict:
+def demo_plan(device: str, seed: int, overrides=(), scale: DemoScale = DIGITS) -> dict[str, Any]:
     """Run name -> config: each method of DEMO_RUNS and the high-lr run at DEMO_SEEDS seeds."""
     plan = {}
     for s in range(seed, seed + DEMO_SEEDS):
@@ -169,7 +169,7 @@ def run_demo(
     progress: bool = False,
     width: str = "text",
     scale: DemoScale = DIGITS,
-) -> dict:
+) -> dict[str, Any]:
     """Teacher, PTQ accuracy, the four runs (resumed when interrupted), every figure and the findings,
     into `out`; progress is logged (INFO).  Returns the findings (also in OUT/findings.json, FINDINGS.md)."""
     configs = demo_plan(device, seed, overrides, scale)  # bad settings are refused before anything is written
@@ -213,7 +213,7 @@ def run_demo(
     return findings
 
 
-def post_training_quantization(scale: DemoScale, w_bits, a_bits, device: str) -> dict:
+def post_training_quantization(scale: DemoScale, w_bits, a_bits, device: str) -> dict[str, Any]:
     """The teacher's FP and quantised top-1 (ranges calibrated on 4 real training batches, no training)."""
     log.info(f"[1/4] {scale.teacher} teacher and post-training quantisation at {w_bits}w{a_bits}a")
     ptq = evaluate_quantized(
@@ -239,15 +239,15 @@ def run_probes(cfg) -> tuple[str, ...]:
     return carried_probes(cfg.get("probes"), bool(cfg.get("full_precision_student")))
 
 
-def by_method(runs: dict) -> dict:
+def by_method(runs: dict[str, Any]) -> dict[str, Any]:
     """Method -> [run folders] of its seeds (run names '<method>-s<seed>')."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     for name, path in runs.items():
         out.setdefault(name.rsplit("-s", 1)[0], []).append(path)
     return out
 
 
-def seed_stats(values) -> dict:
+def seed_stats(values) -> dict[str, Any]:
     """mean, n and the seed interval [min, max] of per-seed values (None dropped)."""
     v = [float(x) for x in values if x is not None]
     if not v:
@@ -267,7 +267,7 @@ def common_student_epochs(runs) -> list[int]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def _epoch_crossings(d, p: float) -> dict:
+def _epoch_crossings(d, p: float) -> dict[str, Any]:
     """One epoch's `epoch_total` rows -> shares per step (levels, codes q), net share, layers without / below p."""
     slots = d["layer_size"] * d["steps"]  # (weight, step) pairs
     level = d["changed_level"] if "changed_level" in d else d["changed"]
@@ -286,7 +286,7 @@ def _epoch_crossings(d, p: float) -> dict:
     }
 
 
-def crossing_stats(table, epochs, p_by_epoch: dict | None = None) -> dict:
+def crossing_stats(table, epochs, p_by_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
     """Integer-code crossings over `epochs` (the epoch totals): the mean over those epochs of the grid levels
     changed per step (zero-point flips excluded), of the codes q changed per step, and of the net level change
     per epoch (a share of the weights); layers without any level change (mean over epochs); layers whose level
@@ -313,7 +313,7 @@ def crossing_stats(table, epochs, p_by_epoch: dict | None = None) -> dict:
     }
 
 
-def run_differences(groups: dict, pairs) -> dict:
+def run_differences(groups: dict[str, Any], pairs) -> dict[str, Any]:
     """'a vs b' -> {setting: {method: value}} for each pair of methods: every training setting their (first
     seed's) runs differ in, besides the method itself (presets.PRESETS; analysis.run_settings.training_setting)."""
     return {
@@ -323,7 +323,7 @@ def run_differences(groups: dict, pairs) -> dict:
     }
 
 
-def _measure_f1(groups: dict, epochs: list[int]) -> dict:
+def _measure_f1(groups: dict[str, Any], epochs: list[int]) -> dict[str, Any]:
     """F1 over the student epochs both sides share: per seed the mean epoch cosine and the share of negative
     steps within `epochs`, then the seed statistics."""
     out: dict[str, Any] = {"epochs": epochs}
@@ -341,7 +341,7 @@ def _measure_f1(groups: dict, epochs: list[int]) -> dict:
     return out
 
 
-def _measure_f3(groups: dict, epochs: list[int]) -> dict:
+def _measure_f3(groups: dict[str, Any], epochs: list[int]) -> dict[str, Any]:
     """F3 over the student epochs all its runs share, per method and seed (crossing_stats), then seed
     statistics; runs without GI are read against the AIT run's p of each epoch."""
     out: dict[str, Any] = {"epochs": epochs}
@@ -368,7 +368,7 @@ def _measure_f3(groups: dict, epochs: list[int]) -> dict:
     return out
 
 
-def measure_findings(runs: dict, ptq: dict) -> dict:
+def measure_findings(runs: dict[str, Any], ptq: dict[str, Any]) -> dict[str, Any]:
     """The four findings of the paper, computed from the runs' parquet tables; each method's seeds kept
     apart (per-seed values) and summarised as mean with the seed interval [min, max].  F1 and F3 read both
     sides over the same student epochs (after the ZQ runs' generator warm-up)."""
@@ -410,7 +410,7 @@ def measure_findings(runs: dict, ptq: dict) -> dict:
     return f
 
 
-def range_rules(groups: dict) -> dict[str, str]:
+def range_rules(groups: dict[str, Any]) -> dict[str, str]:
     """Method -> its quantised runs' activation-range rule and the range updates before freezing."""
     out = {}
     for method, runs in groups.items():
@@ -422,7 +422,7 @@ def range_rules(groups: dict) -> dict[str, str]:
     return out
 
 
-def health_text_lines(f: dict) -> list[str]:
+def health_text_lines(f: dict[str, Any]) -> list[str]:
     """FINDINGS' lines on the activation-range rule and on runs whose health checks tripped."""
     rules = "; ".join(f"{m}: {text}" for m, text in f.get("ranges", {}).items())
     lines = ["", f"Activation ranges (the reference's bias-corrected rule needs 153 updates to settle): {rules}."]
@@ -435,14 +435,14 @@ def health_text_lines(f: dict) -> list[str]:
     return lines
 
 
-def _iv(st: dict, scale: float = 1.0, fmt: str = ".2f", unit: str = "") -> str:
+def _iv(st: dict[str, Any], scale: float = 1.0, fmt: str = ".2f", unit: str = "") -> str:
     """'mean [min, max] (n=2)' of seed_stats."""
     if not st or st["mean"] is None:
         return "n/a"
     return f"{scale * st['mean']:{fmt}}{unit} [{scale * st['low']:{fmt}}, {scale * st['high']:{fmt}}] (n={st['n']})"
 
 
-def seed_verdict(a: dict, b: dict) -> str:
+def seed_verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
     """interval_verdict of two seed_stats: 'below' / 'above' / 'inconclusive'."""
     if a["n"] < 2 or b["n"] < 2:
         return "inconclusive"
@@ -454,7 +454,7 @@ def _pct(x):
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-def f2_lines(h_kd: dict, h_zq: dict) -> list[str]:
+def f2_lines(h_kd: dict[str, Any], h_zq: dict[str, Any]) -> list[str]:
     """F2 from 95 % intervals at each run's last probed epoch: a difference counts only when the intervals
     do not overlap."""
 
@@ -503,7 +503,7 @@ def epochs_text(epochs: list[int]) -> str:
     return ", ".join(str(e) for e in epochs)
 
 
-def differences_lines(differences: dict) -> list[str]:
+def differences_lines(differences: dict[str, Any]) -> list[str]:
     """'    other differences, a vs b: ...' for each compared pair (every training setting they differ in)."""
     lines = []
     for pair, diff in differences.items():
@@ -512,7 +512,7 @@ def differences_lines(differences: dict) -> list[str]:
     return lines
 
 
-def findings_text(f: dict) -> str:
+def findings_text(f: dict[str, Any]) -> str:
     """FINDINGS.md: each of the paper's four findings beside what the demo measured, with its verdict."""
     n = f["F4"]["gdfq"]["final_val_top1"]["n"]
     diffs = f.get("differences", {})
@@ -541,7 +541,7 @@ def findings_text(f: dict) -> str:
     return "\n".join(lines)
 
 
-def _setting_lines(p: dict, seeds: int, setting: str) -> list[str]:
+def _setting_lines(p: dict[str, Any], seeds: int, setting: str) -> list[str]:
     """The setting (teacher, bits, post-training accuracy, seeds) and the rule every verdict follows."""
     return [
         f"Setting: {setting} {_pct(p['fp_top1'])} top-1; quantised to "
@@ -556,7 +556,7 @@ def _setting_lines(p: dict, seeds: int, setting: str) -> list[str]:
     ]
 
 
-def _f1_lines(f1: dict) -> list[str]:
+def _f1_lines(f1: dict[str, Any]) -> list[str]:
     """F1: the gradient cosine of ZQ (GDFQ) against real-data KD, over the student epochs both share."""
     kd, zq = f1["kd"]["mean_epoch_cosine"], f1["gdfq"]["mean_epoch_cosine"]
     v = seed_verdict(zq, kd)
@@ -576,19 +576,19 @@ def _f1_lines(f1: dict) -> list[str]:
     ]
 
 
-def _f3_shares(c: dict) -> str:
+def _f3_shares(c: dict[str, Any]) -> str:
     """'level 0.0012% [...] (n=2) per step, net 0.01% [...] per epoch'."""
     net = c.get("net_share_per_epoch") or {}
     net_text = f", net {_iv(net, 100, '.4f', '%')} per epoch" if net.get("mean") is not None else ""
     return f"{_iv(c['level_share_per_step'], 100, '.4f', '%')} per step{net_text}"
 
 
-def _high_lr_name(c: dict) -> str:
+def _high_lr_name(c: dict[str, Any]) -> str:
     """'KL-only at 10x lr (0.01)': the high-lr run with the factor actually used."""
     return f"KL-only at {c['lr_factor']:g}x lr ({c['lr']:g})"
 
 
-def _f3_verdicts(f3: dict) -> list[str]:
+def _f3_verdicts(f3: dict[str, Any]) -> list[str]:
     """The three contrasts of F3: Fig. 3c (KL-only vs GDFQ), Fig. 4c/d (AIT vs KL-only), Fig. 4a/b (high lr)."""
     kl, ait, gdfq, hi = f3["kl-only"], f3["ait"], f3.get("gdfq"), f3.get(HIGH_LR)
     share = "level_share_per_step"
@@ -617,7 +617,7 @@ def _f3_verdicts(f3: dict) -> list[str]:
     return out
 
 
-def _f3_lines(f3: dict) -> list[str]:
+def _f3_lines(f3: dict[str, Any]) -> list[str]:
     """F3: weights moving to another grid level per step (zero-point flips excluded), GDFQ vs KL-only (Fig. 3c),
     KL-only vs AIT and vs the high-lr run (Fig. 4), over the student epochs all four share."""
     kl, ait, gdfq, hi = f3["kl-only"], f3["ait"], f3.get("gdfq"), f3.get(HIGH_LR)
@@ -654,7 +654,7 @@ def _f3_lines(f3: dict) -> list[str]:
     ]
 
 
-def _f4_lines(t: dict) -> list[str]:
+def _f4_lines(t: dict[str, Any]) -> list[str]:
     """F4: final top-1 of AIT and KL-only against GDFQ (KD from scratch for scale)."""
     ait, gdfq, klo = t["ait"]["final_val_top1"], t["gdfq"]["final_val_top1"], t["kl-only"]["final_val_top1"]
     v_a, v_k = seed_verdict(ait, gdfq), seed_verdict(klo, gdfq)
