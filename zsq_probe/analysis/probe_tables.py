@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, SupportsFloat, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,11 @@ from zsq_probe.errors import UserError
 from zsq_probe.rundir.schema import require_columns
 
 log = logging.getLogger(__name__)
+
+# A probe's summary, what `compare` prints and JSON holds: numbers (float | int | None), names (str) and
+# intervals ([low, high] | None), by key.
+Summary: TypeAlias = dict[str, Any]
+Interval: TypeAlias = list[float]  # [low, high]
 
 # The probes `zsq-probe compare` summarises, each with the one of its tables (zsq_probe.probe_registry) it reads.
 PROBE_TABLE = {"cosine": "cosine", "hessian": "hessian_trace", "inter_epoch": "inter_epoch"}
@@ -48,7 +55,7 @@ HOW_TO_GET = {
 }
 
 
-def _finite(x) -> float | None:
+def _finite(x: SupportsFloat | None) -> float | None:
     """A float for JSON: NaN / inf / None -> None."""
     if x is None:
         return None
@@ -110,9 +117,20 @@ def cosine_epochs(df: pd.DataFrame, where: str = "cosine") -> pd.DataFrame:
     return out.sort_values("epoch").reset_index(drop=True)
 
 
-def summarize_cosine(df: pd.DataFrame, where: str = "cosine") -> dict:
-    """The cosine numbers `compare` prints: steps, share of negative steps, epoch-mean cosines (mean, median,
-    last), and which rows they come from (`basis`)."""
+def summarize_cosine(df: pd.DataFrame, where: str = "cosine") -> Summary:
+    """The cosine numbers `compare` prints.
+
+    Args:
+        df: a run's cosine table.
+        where: what the table is, for messages.
+
+    Returns:
+        steps, share of negative steps, epoch-mean cosines (mean, median, last), and which rows they come from
+        (`basis`).
+
+    Raises:
+        UserError: a column is missing, or the table has no rows to summarise.
+    """
     steps = cosine_steps(df, where)
     epochs = cosine_epochs(df, where)
     cos = steps["cosine"].to_numpy(dtype=float)
@@ -171,8 +189,20 @@ def preferred_estimator(curves: pd.DataFrame) -> str | None:
     return next((e for e in TRACE_PREFERENCE if e in have), None)
 
 
-def summarize_hessian(df: pd.DataFrame, where: str = "hessian_trace") -> dict:
-    """Median (over epochs) trace per loss, of the preferred estimator, with the median interval bounds."""
+def summarize_hessian(df: pd.DataFrame, where: str = "hessian_trace") -> Summary:
+    """Median (over epochs) trace per loss, of the preferred estimator, with the median interval bounds.
+
+    Args:
+        df: a run's hessian_trace table.
+        where: what the table is, for messages.
+
+    Returns:
+        The estimator, the epochs, per loss the median trace and interval bounds, their KL / CE ratio, and the
+        last epoch with both losses: its traces, intervals, ratio and the ratio's range.
+
+    Raises:
+        UserError: a column is missing, or the table has no model-scope rows.
+    """
     curves = trace_curves(df, where)
     est = preferred_estimator(curves) or str(curves["estimator"].iloc[0])
     c = curves[curves["estimator"] == est]
@@ -203,16 +233,38 @@ def summarize_hessian(df: pd.DataFrame, where: str = "hessian_trace") -> dict:
     return out
 
 
-def ratio_range(num_low, num_high, den_low, den_high):
-    """[low, high] of num/den over the two intervals, when both are positive; else None."""
-    if None in (num_low, num_high, den_low, den_high) or num_low <= 0 or den_low <= 0:
+def ratio_range(
+    num_low: float | None, num_high: float | None, den_low: float | None, den_high: float | None
+) -> Interval | None:
+    """The range of num / den over two intervals.
+
+    Args:
+        num_low: the numerator's interval, low end.
+        num_high: its high end.
+        den_low: the denominator's interval, low end.
+        den_high: its high end.
+
+    Returns:
+        [low, high] of num / den, when both intervals are known and positive; else None.
+    """
+    if num_low is None or num_high is None or den_low is None or den_high is None or num_low <= 0 or den_low <= 0:
         return None
     return [num_low / den_high, num_high / den_low]
 
 
-def interval_verdict(a_low, a_high, b_low, b_high) -> str:
-    """'below' / 'above' when interval a lies wholly below / above interval b, else 'inconclusive'."""
-    if None in (a_low, a_high, b_low, b_high):
+def interval_verdict(a_low: float | None, a_high: float | None, b_low: float | None, b_high: float | None) -> str:
+    """Where interval a lies with respect to interval b.
+
+    Args:
+        a_low: interval a, low end.
+        a_high: its high end.
+        b_low: interval b, low end.
+        b_high: its high end.
+
+    Returns:
+        'below' / 'above' when a lies wholly below / above b, else 'inconclusive' (an end unknown included).
+    """
+    if a_low is None or a_high is None or b_low is None or b_high is None:
         return "inconclusive"
     if a_high < b_low:
         return "below"
@@ -228,8 +280,19 @@ def inter_epoch_curve(df: pd.DataFrame, where: str = "inter_epoch") -> pd.DataFr
     return df.groupby("epoch", as_index=False)["cosine"].mean().sort_values("epoch").reset_index(drop=True)
 
 
-def summarize_inter_epoch(df: pd.DataFrame, where: str = "inter_epoch") -> dict:
-    """The inter-epoch numbers `compare` prints: epochs and the mean, median and last cosine."""
+def summarize_inter_epoch(df: pd.DataFrame, where: str = "inter_epoch") -> Summary:
+    """The inter-epoch numbers `compare` prints.
+
+    Args:
+        df: a run's inter_epoch table.
+        where: what the table is, for messages.
+
+    Returns:
+        The epochs and the mean, median and last inter-epoch cosine.
+
+    Raises:
+        UserError: a column is missing.
+    """
     c = inter_epoch_curve(df, where)
     return {
         "epochs": int(len(c)),
@@ -239,15 +302,35 @@ def summarize_inter_epoch(df: pd.DataFrame, where: str = "inter_epoch") -> dict:
     }
 
 
-SUMMARIZERS = {"cosine": summarize_cosine, "hessian": summarize_hessian, "inter_epoch": summarize_inter_epoch}
+SUMMARIZERS: dict[str, Callable[[pd.DataFrame, str], Summary]] = {
+    "cosine": summarize_cosine,
+    "hessian": summarize_hessian,
+    "inter_epoch": summarize_inter_epoch,
+}
 
 
-def _ratio(a, b):
-    return _finite(a / b) if a is not None and b not in (None, 0) else None
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else _finite(a / b)
 
 
-def compare_tables(kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str = "kd", zq_name: str = "zq") -> dict:
-    """Summaries of the same probe for a KD run and a ZQ run, and their ZQ/KD ratios."""
+def compare_tables(
+    kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str = "kd", zq_name: str = "zq"
+) -> dict[str, Any]:
+    """Summaries of the same probe for a KD run and a ZQ run, and their ZQ/KD ratios.
+
+    Args:
+        kd: the KD run's table of the probe.
+        zq: the ZQ run's.
+        probe: 'cosine', 'hessian' or 'inter_epoch'.
+        kd_name: the KD run's name, for messages.
+        zq_name: the ZQ run's.
+
+    Returns:
+        `contrast_summaries` of the two summaries.
+
+    Raises:
+        UserError: an unknown probe, or a table lacks what its summary needs.
+    """
     if probe not in SUMMARIZERS:
         raise UserError(f"unknown probe {probe!r}: choose one of {', '.join(COMPARABLE_PROBES)}")
     table = PROBE_TABLE[probe]
@@ -256,9 +339,19 @@ def compare_tables(kd: pd.DataFrame, zq: pd.DataFrame, probe: str, kd_name: str 
     )
 
 
-def contrast_summaries(probe: str, s_kd: dict, s_zq: dict) -> dict:
-    """{probe, kd, zq} and the ZQ - KD differences (cosines) or ZQ / KD ratios (traces)."""
-    out = {"probe": probe, "kd": s_kd, "zq": s_zq}
+def contrast_summaries(probe: str, s_kd: Summary, s_zq: Summary) -> dict[str, Any]:
+    """Two summaries of one probe side by side.
+
+    Args:
+        probe: 'cosine', 'hessian' or 'inter_epoch'.
+        s_kd: the KD side's summary.
+        s_zq: the ZQ side's.
+
+    Returns:
+        {probe, kd, zq} and the ZQ - KD differences (`zq_minus_kd`: cosines) or ZQ / KD ratios (`zq_over_kd`:
+        traces).
+    """
+    out: dict[str, Any] = {"probe": probe, "kd": s_kd, "zq": s_zq}
     if probe == "cosine":
         out["zq_minus_kd"] = {
             k: (None if s_kd[k] is None or s_zq[k] is None else s_zq[k] - s_kd[k])
@@ -280,7 +373,18 @@ CROSSING_COLUMNS = ("epoch", "statistic", "layer", "changed", "layer_size", "ste
 
 
 def crossings_epochs(df: pd.DataFrame, where: str = "crossings") -> list[int]:
-    """The epochs a crossings table has rows for, sorted."""
+    """The epochs a crossings table has rows for.
+
+    Args:
+        df: a run's crossings table.
+        where: what the table is, for messages.
+
+    Returns:
+        The epochs, sorted.
+
+    Raises:
+        UserError: a column is missing.
+    """
     require_columns(df, "crossings", CROSSING_COLUMNS, where)
     return sorted(int(e) for e in df["epoch"].unique())
 
@@ -323,10 +427,16 @@ def crossings_per_layer(df: pd.DataFrame, epoch: int, where: str = "crossings") 
 
 
 # ------------------------------------------------------------------------------ seeds and verdicts
-def aggregate_seeds(summaries: list[dict]) -> tuple[dict, dict]:
-    """Summaries of seeds of one setting -> (mean of each number, seed interval [min, max] of each number);
-    other values (names, estimators) are the first seed's, lists (one seed's intervals) None.  One seed: the
-    summary itself, intervals None."""
+def aggregate_seeds(summaries: list[Summary]) -> tuple[Summary, dict[str, list[float | None] | None]]:
+    """The seeds of one setting as one summary.
+
+    Args:
+        summaries: one summary per seed (at least one).
+
+    Returns:
+        (mean of each number, seed interval [min, max] of each number); other values (names, estimators) are the
+        first seed's, lists (one seed's intervals) None.  One seed: the summary itself, intervals None.
+    """
     mean = dict(summaries[0])
     span: dict[str, list[float | None] | None] = {}
     for key, v in summaries[0].items():
@@ -346,14 +456,36 @@ def aggregate_seeds(summaries: list[dict]) -> tuple[dict, dict]:
 HEADLINE = {"cosine": "mean_epoch_cosine", "hessian": "last_kl_over_ce", "inter_epoch": "mean_inter_epoch_cosine"}
 
 
-def headline_verdict(probe: str, kd: dict, zq: dict, kd_span: dict, zq_span: dict, n: dict) -> dict:
+def headline_verdict(
+    probe: str,
+    kd: Summary,
+    zq: Summary,
+    kd_span: Mapping[str, Sequence[float | None] | None],
+    zq_span: Mapping[str, Sequence[float | None] | None],
+    n: Mapping[str, int],
+) -> dict[str, Any]:
     """The one verdict rule (docs/demo.md, "The verdict rule"): ZQ 'above' / 'below' KD on the probe's headline
-    number when the two intervals do not overlap, else 'inconclusive'.  Intervals: the seed interval [min, max]
-    when a side has two seeds or more; for the Hessian with one seed, the estimators' 95 % intervals of the last epoch's
-    KL/CE ratio; otherwise none (inconclusive)."""
+    number when the two intervals do not overlap, else 'inconclusive'.
+
+    Intervals: the seed interval [min, max] when a side has two seeds or more; for the Hessian with one seed, the
+    estimators' 95 % intervals of the last epoch's KL/CE ratio; otherwise none (inconclusive).
+
+    Args:
+        probe: 'cosine', 'hessian' or 'inter_epoch'.
+        kd: the KD side's summary (`aggregate_seeds`' mean).
+        zq: the ZQ side's.
+        kd_span: the KD side's seed intervals (`aggregate_seeds`).
+        zq_span: the ZQ side's.
+        n: the seeds per side, {"kd": count, "zq": count}.
+
+    Returns:
+        {key, zq_vs_kd (the verdict), zq_interval, kd_interval, basis: {zq, kd} (where each interval comes from)}.
+    """
     key = HEADLINE[probe]
 
-    def interval(s, span, count):
+    def interval(
+        s: Summary, span: Mapping[str, Sequence[float | None] | None], count: int
+    ) -> tuple[Sequence[float | None] | None, str]:
         if count > 1:
             return span.get(key), "seeds [min, max]"
         if probe == "hessian" and s.get("last_kl_over_ce_range"):
@@ -369,9 +501,18 @@ def headline_verdict(probe: str, kd: dict, zq: dict, kd_span: dict, zq_span: dic
 def epoch_summary(probe: str, df: pd.DataFrame) -> pd.DataFrame:
     """One row per epoch of a post-hoc probe's rows, what `zsq-probe cosine|hessian|slice|crossings` prints.
 
-    cosine: model-scope cosine, angle and gradient norms; hessian: model-scope trace per (loss,
-    estimator); slice: the loss at theta and its max/min along the line per loss (eigenvector rows
-    when present); crossings: codes changed, layer sizes, their share and the layers without change.
+    Args:
+        probe: 'cosine', 'hessian', 'slice' or 'crossings'.
+        df: the probe's rows.
+
+    Returns:
+        cosine: model-scope cosine, angle and gradient norms; hessian: model-scope trace per (loss, estimator);
+        slice: the loss at theta and its max/min along the line per loss (eigenvector rows when present);
+        crossings: codes changed, layer sizes, their share and the layers without change.  `df` itself when
+        it is empty.
+
+    Raises:
+        UserError: an unknown probe.
     """
     if df.empty:
         return df

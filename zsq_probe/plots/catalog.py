@@ -8,10 +8,10 @@ Each entry knows its file name, the tables it reads, a one-line description, whi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypedDict
 
 from zsq_probe.analysis.epochs import MAX_EPOCH, parse_epochs
 from zsq_probe.analysis.run_settings import differences_text, setting_differences, training_setting
@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 
 Built: TypeAlias = "Figure | list[tuple[str, Figure]]"  # what a figure's builder returns
 FigureNames: TypeAlias = str | Iterable[object] | None  # 'fig1,fig2b', a list of names, or None for all
+
+
+class FigureOptions(TypedDict):
+    """The options of the figures that take them, checked against the runs (`figure_options`)."""
+
+    epoch: int | None  # the snapshot epoch of fig1/fig2d/fig6
+    epochs: list[int] | None  # the epochs of fig3bc/fig4
 
 
 @dataclass(frozen=True)
@@ -290,7 +297,7 @@ def differences_lines(groups: Sequence[Sequence[RunDir]]) -> list[str]:
     ([] for one group); a KD group's differences are by design (the KD baseline of paper §3.1)."""
     if len(groups) < 2:
         return []
-    settings: dict[str, dict[str, object]] = {}
+    settings: dict[str, Mapping[str, object]] = {}
     for g in groups:
         label = R.method(g[0])
         while label in settings:  # two groups of one method (another lr, say)
@@ -351,22 +358,55 @@ def figure_names(only: FigureNames = None) -> list[str]:
     return names
 
 
-def figure_formats(fmt) -> list[str]:
-    """The formats of `fmt` ('png', 'pdf', 'png,pdf' or a list); UserError for an unknown one."""
+def figure_formats(fmt: str | Iterable[str]) -> list[str]:
+    """The formats of `fmt`.
+
+    Args:
+        fmt: 'png', 'pdf', 'png,pdf' or a list of formats.
+
+    Returns:
+        The formats, in the order given.
+
+    Raises:
+        UserError: An unknown format.
+    """
     fmts = [f.strip() for f in fmt.split(",")] if isinstance(fmt, str) else list(fmt)
     return [check_format(f) for f in fmts]
 
 
-def planned_files(only=None, fmt="png") -> list[str]:
+def planned_files(only: FigureNames = None, fmt: str | Iterable[str] = "png") -> list[str]:
     """The file names `write_figures(only=, fmt=)` writes when every figure has data and fits one file (a figure
-    per run, fig6, and a continuation page, STEM_2, have names of their own): each figure and its caption."""
+    per run, fig6, and a continuation page, STEM_2, have names of their own).
+
+    Args:
+        only: The figure names ('fig1,fig2b' or a list); default all.
+        fmt: 'png', 'pdf' or both ('png,pdf' or a list).
+
+    Returns:
+        Each figure's file name and its caption's (STEM.txt).
+
+    Raises:
+        UserError: An unknown format or figure name.
+    """
     stems = [FIGURES[name].filename for name in figure_names(only)]
     return [f"{stem}.{ext}" for stem in stems for ext in (*figure_formats(fmt), "txt")]
 
 
-def figure_options(runs, epoch: int | None = None, epochs=None) -> dict:
-    """{"epoch": epoch, "epochs": [parsed epochs]} once both are within the runs' epochs, 0 to the most any
-    run's config trains (UserError naming the flag, the value and those epochs): refused before any drawing."""
+def figure_options(runs: R.RunsArg, epoch: int | None = None, epochs: R.EpochsArg = None) -> FigureOptions:
+    """The figure options once both are within the runs' epochs, 0 to the most any run's config trains: refused
+    before any drawing.
+
+    Args:
+        runs: Run folders or RunDirs (one or several).
+        epoch: The snapshot epoch of fig1/fig2d/fig6.
+        epochs: The epochs of fig3bc/fig4 ('60,350', '3-12' or a list).
+
+    Returns:
+        {"epoch": epoch, "epochs": the parsed epochs (None when not given)}.
+
+    Raises:
+        UserError: Naming the flag, the value and the runs' epochs; no runs.
+    """
     runs = open_runs(runs)
     last = max((e for r in runs if isinstance(e := R.config(r).get("epochs"), int)), default=0)
     if epoch is not None and not 0 <= epoch <= (last or MAX_EPOCH):

@@ -158,9 +158,16 @@ _announce: list[Callable[[list[Path]], None] | None] = [None]
 
 
 @contextlib.contextmanager
-def announce_writes(callback: Callable[[list[Path]], None]):
+def announce_writes(callback: Callable[[list[Path]], None]) -> Iterator[None]:
     """Inside the block `save` calls `callback([figure path, caption path])` after the `protect` check and before
-    either file lands: the output manifest lists them first (`zsq_probe.rundir.output.writing_output`)."""
+    either file lands: the output manifest lists them first (`zsq_probe.rundir.output.writing_output`).
+
+    Args:
+        callback: called with the two paths of each figure `save` writes inside the block.
+
+    Yields:
+        None, while `callback` is on.
+    """
     old = _announce[0]
     _announce[0] = callback
     try:
