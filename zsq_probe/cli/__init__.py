@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import typing
+from collections.abc import Sequence
 
 from zsq_probe.cli import compare, demo, evaluate, figures, posthoc, presets, recipe, train
 from zsq_probe.cli.common import (
@@ -67,9 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    """Run one `zsq-probe` command; returns its exit status (0 ok, 1 failed while computing, 2 bad input,
-    130 SIGINT, 143 SIGTERM)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `zsq-probe` command.
+
+    Args:
+        argv: the command line after `zsq-probe` (default sys.argv[1:]).
+
+    Returns:
+        The exit status: 0 ok, 1 failed while computing, 2 bad input, 130 SIGINT, 143 SIGTERM.
+    """
     args = build_parser().parse_args(argv)
     try:
         with sigterm_raises(), console_logging(quiet=bool(getattr(args, "quiet", False))):
@@ -77,7 +84,8 @@ def main(argv=None) -> int:
             check_flag_sense(args)
             check_threads(args)
             check_device(args)
-            return args.handler(args) or 0
+            status: int = args.handler(args) or 0
+            return status
     except ComputeError as e:
         print(f"zsq-probe {args.command}: error: {one_line(e, None, with_type=False)}", file=sys.stderr)
         return 1

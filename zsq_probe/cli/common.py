@@ -4,11 +4,15 @@ and Ctrl-C become exit statuses (143, 130)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import NoReturn
 
 from zsq_probe.config import device_available, max_workers, usable_cpus
 from zsq_probe.errors import UserError, one_line
@@ -16,9 +20,14 @@ from zsq_probe.errors import UserError, one_line
 DEFAULT_TEACHER = "digits"
 
 
-def add_teacher_args(p, data: bool = True) -> None:
+def add_teacher_args(p: argparse.ArgumentParser, data: bool = True) -> None:
     """Add the teacher flags (--teacher, --weights, --weights-root, --download), with `data` --data and
-    --data-root, and --device to the parser `p`."""
+    --data-root, and --device to the parser `p`.
+
+    Args:
+        p: the command's parser.
+        data: also add --data and --data-root.
+    """
     # default None, resolved to DEFAULT_TEACHER where a fresh run / evaluation is built: an explicit --teacher
     # can then be told apart (e.g. refused on --resume when it differs from the run's own)
     p.add_argument(
@@ -35,9 +44,15 @@ def add_teacher_args(p, data: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
-def add_output_args(p, threads: bool = False, threads_help: str | None = None) -> None:
+def add_output_args(p: argparse.ArgumentParser, threads: bool = False, threads_help: str | None = None) -> None:
     """Add the flags every command has to the parser `p`: --quiet, --progress / --no-progress and, with
-    `threads` (a command that computes), --threads N (`threads_help`: its help text, when not the default)."""
+    `threads` (a command that computes), --threads N.
+
+    Args:
+        p: the command's parser.
+        threads: also add --threads N.
+        threads_help: the help text of --threads, when not the default one.
+    """
     g = p.add_argument_group("output and threads" if threads else "output")
     g.add_argument("--quiet", action="store_true", help="warnings and errors only: no progress lines, no bars")
     g.add_argument(
@@ -62,9 +77,16 @@ def add_output_args(p, threads: bool = False, threads_help: str | None = None) -
         )
 
 
-def show_progress(args) -> bool:
+def show_progress(args: argparse.Namespace) -> bool:
     """Whether a command draws progress bars: never with --quiet; else --progress / --no-progress, and without
-    either only when stderr is a terminal (so logs piped to a file hold no carriage-return frames)."""
+    either only when stderr is a terminal (so logs piped to a file hold no carriage-return frames).
+
+    Args:
+        args: the parsed flags (a flag the command lacks counts as not given).
+
+    Returns:
+        True when progress bars are drawn.
+    """
     if getattr(args, "quiet", False):
         return False
     forced = getattr(args, "progress", None)
@@ -74,9 +96,16 @@ def show_progress(args) -> bool:
     return bool(isatty and isatty())
 
 
-def check_threads(args) -> None:
-    """--threads in [1, 4 x the CPUs this process may use] (config.max_workers; UserError otherwise, before
-    anything runs: torch segfaults on a huge count)."""
+def check_threads(args: argparse.Namespace) -> None:
+    """--threads in [1, 4 x the CPUs this process may use] (config.max_workers), checked before anything runs:
+    torch segfaults on a huge count.
+
+    Args:
+        args: the parsed flags.
+
+    Raises:
+        UserError: --threads is outside that range.
+    """
     threads = getattr(args, "threads", None)
     if threads is not None and not 1 <= threads <= max_workers():
         raise UserError(
@@ -85,9 +114,16 @@ def check_threads(args) -> None:
         )
 
 
-def check_no_empty_values(args) -> None:
+def check_no_empty_values(args: argparse.Namespace) -> None:
     """No flag is an empty string, a list with an empty item or a comma list with an empty item (`--preset ""`,
-    `--out ""`, `--probes cosine,,crossings`): UserError naming the flag, before anything runs."""
+    `--out ""`, `--probes cosine,,crossings`), checked before anything runs.
+
+    Args:
+        args: the parsed flags.
+
+    Raises:
+        UserError: naming the first flag with an empty value.
+    """
     for key, value in vars(args).items():
         if key in ("handler", "command") or value is None:
             continue
@@ -101,10 +137,17 @@ def check_no_empty_values(args) -> None:
                 raise UserError(f"{flag}: empty value{' or list item' if key in COMMA_LISTS else ''} in {item!r}")
 
 
-def check_flag_sense(args) -> None:
+def check_flag_sense(args: argparse.Namespace) -> None:
     """Flags that cannot do what they say: `--force` without `--resume` (it only lets a resume change settings),
     and a `--data-root` for the embedded digits default, which reads none (a mistyped or missing `--teacher`,
-    most likely).  A data root of a real data set is checked by its loader, which says what it expected."""
+    most likely).  A data root of a real data set is checked by its loader, which says what it expected.
+
+    Args:
+        args: the parsed flags.
+
+    Raises:
+        UserError: one of those flags is given where it does nothing.
+    """
     if getattr(args, "force", False) and not getattr(args, "resume", False):
         raise UserError("--force only goes with --resume (it lets a resume change the run's settings)")
     root = getattr(args, "data_root", None)
@@ -120,9 +163,15 @@ def check_flag_sense(args) -> None:
 COMMA_LISTS = ("probes", "only", "epochs", "format", "kd_seeds", "zq_seeds")
 
 
-def check_device(args) -> None:
-    """--device names a device this torch has (UserError otherwise: 'mps' on a torch without MPS, a CUDA index past
-    the last GPU, ...); checked before anything runs."""
+def check_device(args: argparse.Namespace) -> None:
+    """--device names a device this torch has; checked before anything runs.
+
+    Args:
+        args: the parsed flags.
+
+    Raises:
+        UserError: this torch lacks the device ('mps' on a torch without MPS, a CUDA index past the last GPU, ...).
+    """
     device = getattr(args, "device", None)
     if device:
         device_available(device)
@@ -134,7 +183,7 @@ class ConsoleHandler(logging.Handler):
     The streams are looked up for every record (not kept), so redirected or captured output sees them.
     """
 
-    def __init__(self, hide: str | None = None):
+    def __init__(self, hide: str | None = None) -> None:
         super().__init__()
         self.hide = hide  # INFO lines of loggers under this name are not shown (e.g. the per-epoch lines)
         self.setFormatter(logging.Formatter("%(message)s"))
@@ -151,10 +200,17 @@ class ConsoleHandler(logging.Handler):
 
 
 @contextlib.contextmanager
-def console_logging(quiet: bool = False, hide: str | None = None):
-    """While inside: the `zsq_probe` loggers print INFO and above on stderr (WARNING and above when `quiet`,
-    i.e. --quiet; without the INFO lines of loggers under `hide`) through a ConsoleHandler.  The previous level
-    and handlers come back afterwards."""
+def console_logging(quiet: bool = False, hide: str | None = None) -> Iterator[None]:
+    """While inside: the `zsq_probe` loggers print INFO and above on stderr through a ConsoleHandler.  The previous
+    level and handlers come back afterwards.
+
+    Args:
+        quiet: WARNING and above only (--quiet).
+        hide: the INFO lines of loggers under this name are not shown.
+
+    Yields:
+        None, while the logging is on.
+    """
     logger = logging.getLogger("zsq_probe")
     handler = ConsoleHandler(hide)
     old_level = logger.level
@@ -174,14 +230,14 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_raises():
+def sigterm_raises() -> Iterator[None]:
     """While inside (main thread only): SIGTERM raises Terminated, so a command ends with its message and exit
     status 143 and `finally` blocks (locks, temporary files) run; the previous handler comes back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -192,8 +248,15 @@ def sigterm_raises():
 
 
 def interrupted_status(e: KeyboardInterrupt) -> tuple[int, str]:
-    """(exit status, message) of a stop: 130 for Ctrl-C, 128 + the signal's number for a stop signal (SIGTERM:
-    143), with the trainer's "stopped by ... resume to continue" when training stopped."""
+    """The exit status and message of a stop.
+
+    Args:
+        e: the KeyboardInterrupt (Ctrl-C) or its subclass for a stop signal (a `signame` attribute).
+
+    Returns:
+        (exit status, message): 130 for Ctrl-C, 128 + the signal's number for a stop signal (SIGTERM: 143); the
+        message is the trainer's "stopped by ... resume to continue" when training stopped.
+    """
     name = getattr(e, "signame", None) or "SIGINT"
     number = getattr(signal, name, signal.SIGINT)
     default = "interrupted" if name == "SIGINT" else f"stopped by {name}"

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from zsq_probe.cli.common import add_output_args
 
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output(args.out, "compare", overwrite=args.overwrite)  # the output policy (zsq_probe.rundir.output)
     with torch_threads(args.threads):
-        result = compare_runs(kd_runs, zq_runs, args.probe).to_dict()
+        result = compare_runs(kd_runs, zq_runs, args.probe).to_dict()  # the --json document
         used = result["paths"]  # per side, the seeds that carry the probe
         figure = _draw(args, used["kd"], used["zq"]) if args.out else None
     result["figure"] = str(figure) if figure else None
@@ -94,11 +97,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _draw(args: argparse.Namespace, kd_runs: list[str], zq_runs: list[str]):
+def _draw(args: argparse.Namespace, kd_runs: list[str], zq_runs: list[str]) -> Path:
     """The overlay into --out, never replacing a file `compare` did not write; listed in its manifest before it
     lands (zsq_probe.rundir.output.writing_output)."""
-    from pathlib import Path
-
     from zsq_probe.plots import plot_compare
     from zsq_probe.plots.overlay import compare_stem
     from zsq_probe.plots.style import announce_writes, protect
@@ -111,7 +112,7 @@ def _draw(args: argparse.Namespace, kd_runs: list[str], zq_runs: list[str]):
             return plot_compare(args.probe, kd_runs, zq_runs, None, None, args.out)
 
 
-def _fmt(v, kind="num") -> str:
+def _fmt(v: float | None, kind: str = "num") -> str:
     if v is None:
         return "-"
     if kind == "pct":
@@ -123,18 +124,18 @@ def _fmt(v, kind="num") -> str:
     return f"{v:.4g}"
 
 
-def _cell(summary: dict, span: dict, key: str, kind: str) -> str:
+def _cell(summary: Mapping[str, Any], span: Mapping[str, Any], key: str, kind: str) -> str:
     v = _fmt(summary.get(key), kind)
     lo_hi = span.get(key)
     return v if not lo_hi else f"{v} [{_fmt(lo_hi[0], kind)}, {_fmt(lo_hi[1], kind)}]"
 
 
-def _left_out_and_differences(result: dict) -> list[str]:
+def _left_out_and_differences(result: Mapping[str, Any]) -> list[str]:
     """Lines naming the seeds without the probe (left out: n counts the others) and every setting that differs."""
     from zsq_probe.analysis.probe_tables import PROBE_TABLE
     from zsq_probe.analysis.run_settings import differences_text
 
-    lines = []
+    lines: list[str] = []
     left_out = result.get("left_out", {})
     if any(left_out.values()):
         table = PROBE_TABLE[result["probe"]]
@@ -150,8 +151,15 @@ def _left_out_and_differences(result: dict) -> list[str]:
     return lines
 
 
-def summary_text(result: dict) -> str:
-    """The KD / ZQ table of a compare_runs result (means over seeds with [min, max] when a side has several)."""
+def summary_text(result: Mapping[str, Any]) -> str:
+    """The KD / ZQ table of a compare_runs result.
+
+    Args:
+        result: what `zsq_probe.runs.compare.compare_runs` returns.
+
+    Returns:
+        The table as lines of text: means over seeds with [min, max] when a side has several, then the verdict.
+    """
     kd, zq, probe = result["kd"], result["zq"], result["probe"]
     n = result.get("n", {"kd": 1, "zq": 1})
     spans = result.get("kd_span", {}), result.get("zq_span", {})

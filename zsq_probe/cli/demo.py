@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from zsq_probe.cli.common import add_output_args, show_progress
 
 HELP = (
@@ -10,7 +12,7 @@ HELP = (
 )
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `demo` command."""
     p = subparsers.add_parser("demo", help=HELP, description=HELP)
     p.add_argument(
@@ -44,7 +46,7 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the demo into --out; exit status 0."""
     from zsq_probe.errors import UserError
     from zsq_probe.runs.demo import DIGITS, laptop_scale, run_demo  # loads when the command runs (zsq_probe.cli)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from zsq_probe.cli.common import DEFAULT_TEACHER, add_output_args, add_teacher_args
 from zsq_probe.config import MAX_BATCH_SIZE
@@ -12,7 +15,7 @@ from zsq_probe.errors import UserError
 HELP = "FP and quantised top-1 of a teacher (activation ranges calibrated on real batches)"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `eval` command."""
     p = subparsers.add_parser("eval", help=HELP, description=HELP)
     add_teacher_args(p)
@@ -33,7 +36,7 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Check the flags, evaluate the teacher in full precision and quantised, print the result; exit status 0."""
     from zsq_probe.threads import torch_threads  # loads when the command runs (zsq_probe.cli)
 
@@ -57,7 +60,7 @@ def run(args) -> int:
     return 0
 
 
-def _evaluate(args) -> dict:
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """evaluate_quantized on the flags' teacher and settings."""
     from zsq_probe.teachers.accuracy import evaluate_quantized  # loads when the command runs (zsq_probe.cli)
 
@@ -78,8 +81,15 @@ def _evaluate(args) -> dict:
     )
 
 
-def report(r: dict) -> str:
-    """The human-readable table of an evaluate_quantized result."""
+def report(r: Mapping[str, Any]) -> str:
+    """The human-readable table of an evaluate_quantized result.
+
+    Args:
+        r: what `zsq_probe.teachers.accuracy.evaluate_quantized` returns.
+
+    Returns:
+        The table, as lines of text.
+    """
     spec = r["quantization"]
     label = "quantised {}w{}a".format(r["w_bits"], r["a_bits"])
     not_q = [k.replace("_", " ") for k, v in spec["not_quantized"].items() if v and not k.startswith("other_")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from zsq_probe.cli.common import add_output_args, console_logging
@@ -20,7 +21,7 @@ WIDTH_CHOICES = ("column", "text")
 THREADS_HELP = "torch CPU threads while it draws (default: torch's own choice; fig6 runs the generators)"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `figures` command."""
     p = subparsers.add_parser("figures", help=HELP, description=HELP)
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run folders (KD and ZQ runs)")
@@ -57,7 +58,7 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Write the figures asked for from the runs given; exit status 0.  A figure that could not be drawn does not
     stop the others: ComputeError (exit status 1) naming the files written; none to draw: UserError.  Bad
     options (an epoch outside the runs', an unknown figure) are refused before anything is written."""
@@ -93,15 +94,31 @@ def run(args) -> int:
     return 0
 
 
-def written_names(paths) -> list[str]:
-    """The names of the figure files written and of their caption files (STEM.txt)."""
+def written_names(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The names of the figure files written and of their caption files.
+
+    Args:
+        paths: the figure files written.
+
+    Returns:
+        Their names, then the names of those of their caption files (STEM.txt) that exist.
+    """
     names = [Path(p).name for p in paths]
     return names + [Path(p).with_suffix(".txt").name for p in paths if Path(p).with_suffix(".txt").is_file()]
 
 
-def figure_script(name: str, argv=None, prog: str | None = None) -> int:
+def figure_script(name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """`python figures/<script>.py --runs RUN [RUN ...] --out DIR [--format png|pdf] [--epoch E | --epochs A,B]`
-    for figure `name`: prints the files written; a skip or an error is one line on stderr and exit status 2."""
+    for figure `name`: prints the files written; a skip or an error is one line on stderr.
+
+    Args:
+        name: the figure's name (`zsq_probe.plots.FIGURES`).
+        argv: the script's command line (default sys.argv[1:]).
+        prog: the program name in usage and messages (default argparse's).
+
+    Returns:
+        The exit status: 0, or 2 for a skip or an error.
+    """
     from zsq_probe.plots import FIGURES, SkipFigure  # torch: not with zsq_probe.cli (its docstring)
     from zsq_probe.plots.style import FORMATS
 

@@ -3,7 +3,9 @@ each value comes from (the paper table or the reference script; the data is `zsq
 
 from __future__ import annotations
 
+import argparse
 import json
+from typing import Any
 
 from zsq_probe.cli.common import add_output_args
 from zsq_probe.presets import PRESETS, preset_overrides
@@ -11,7 +13,7 @@ from zsq_probe.presets import PRESETS, preset_overrides
 HELP = "list the training presets (the paper's rows) with their settings and where each comes from"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `presets` command."""
     p = subparsers.add_parser("presets", help=HELP, description=HELP)
     p.add_argument("--data", default="cifar10", help="show the settings resolved for this data set")
@@ -25,9 +27,9 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Print the presets with the settings each resolves to for --data (a table, or JSON); exit status 0."""
-    table = {}
+    table: dict[str, dict[str, Any]] = {}
     for name, preset in PRESETS.items():
         entry = {"help": preset.help, **preset_overrides(name, args.data)}
         entry["sources"] = preset.resolve_sources(args.data)

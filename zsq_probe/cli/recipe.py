@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from zsq_probe.cli.common import add_output_args, console_logging, interrupted_status, show_progress, sigterm_raises
 from zsq_probe.errors import ComputeError, UserError, one_line
@@ -125,8 +127,15 @@ _NUMERIC_FLAGS = (
 )
 
 
-def check_numeric_flags(args) -> None:
-    """Refuse (one line) a numeric flag below its smallest value, or not finite, before anything is planned."""
+def check_numeric_flags(args: argparse.Namespace) -> None:
+    """Refuse (one line) a numeric flag below its smallest value, or not finite, before anything is planned.
+
+    Args:
+        args: the parsed flags.
+
+    Raises:
+        UserError: naming the flag, its smallest value and the value given.
+    """
     import math
 
     for attr, flag, least in _NUMERIC_FLAGS:
@@ -135,8 +144,15 @@ def check_numeric_flags(args) -> None:
             raise UserError(f"{flag} must be >= {least}, got {value}")
 
 
-def executor_options(args) -> dict:
-    """run_jobs options from the flags (unset flags: the executor's defaults)."""
+def executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """run_jobs options from the flags.
+
+    Args:
+        args: the parsed flags (--executor picks which options).
+
+    Returns:
+        The options of that executor (None for an unset flag: the executor's default).
+    """
     tb = True if args.tensorboard else None
     if args.executor == "local":
         return {"workers": args.workers, "devices": args.devices, "threads": args.threads, "tensorboard": tb}
@@ -168,13 +184,31 @@ def executor_options(args) -> dict:
 
 
 def build_parser(recipe: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser of one recipe's command (`python -m analyses`, or a script for `recipe`)."""
+    """The argument parser of one recipe's command.
+
+    Args:
+        recipe: the recipe of a script for one recipe (no NAME argument); None for `python -m analyses`.
+        prog: the program name (default 'python -m analyses').
+
+    Returns:
+        The parser.
+    """
     return add_arguments(argparse.ArgumentParser(prog=prog or "python -m analyses", description=DESCRIPTION), recipe)
 
 
-def run_command(args) -> int:
-    """Run parsed arguments and print the table (or listing, or dry run); 0 when everything ran, 1 when a
-    run or figure failed; raises UserError.  Progress is logged: run it under :func:`console_logging`."""
+def run_command(args: argparse.Namespace) -> int:
+    """Run parsed arguments and print the table (or listing, or dry run).  Progress is logged: run it under
+    :func:`console_logging`.
+
+    Args:
+        args: the parsed flags (`add_arguments`).
+
+    Returns:
+        0 when everything ran (or was submitted), 1 when a run or figure failed.
+
+    Raises:
+        UserError: bad flags, an unknown recipe, a run that cannot be planned.
+    """
     if args.name == "list":
         print(recipe_listing())
         return 0
@@ -222,8 +256,17 @@ def run_command(args) -> int:
     return 0 if result.ok else 1
 
 
-def main(argv=None, recipe: str | None = None, prog: str | None = None) -> int:
-    """Parse `argv` and run; errors become one line on stderr (exit status 2)."""
+def main(argv: Sequence[str] | None = None, recipe: str | None = None, prog: str | None = None) -> int:
+    """Parse `argv` and run; errors become one line on stderr.
+
+    Args:
+        argv: the command line (default sys.argv[1:]).
+        recipe: the recipe of a script for one recipe (`build_parser`).
+        prog: the program name (`build_parser`).
+
+    Returns:
+        The exit status: 0 ok, 1 a run failed, 2 bad input, 128 + the signal's number when stopped.
+    """
     args = build_parser(recipe, prog).parse_args(argv)
     try:
         with sigterm_raises(), console_logging(quiet=args.quiet):
@@ -242,7 +285,7 @@ def main(argv=None, recipe: str | None = None, prog: str | None = None) -> int:
         return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `recipe` command."""
     p = subparsers.add_parser(
         "recipe", help="run one paper experiment (figure or table) from its recipe", description=DESCRIPTION

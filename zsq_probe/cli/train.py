@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.cli.common import DEFAULT_TEACHER, add_output_args, add_teacher_args, show_progress
@@ -13,11 +15,15 @@ from zsq_probe.errors import UserError
 from zsq_probe.presets import resolve_config
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES
 
+if TYPE_CHECKING:
+    from zsq_probe.config import RunConfig
+    from zsq_probe.events import Observer
+
 DEFAULT_PRESET = "ait"
 HELP = "train a quantised student (ZQ presets) or the KD baseline into a run folder"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `train` command."""
     p = subparsers.add_parser("train", help=HELP, description=HELP)
     p.add_argument(
@@ -60,17 +66,17 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Train (or resume) the run the flags describe, with the probes its config names; exit status 0."""
     from zsq_probe.runs import train  # loads when the command runs (zsq_probe.cli)
 
     cfg = build_config(args)
-    observers = None
+    observers: list[Observer] | None = None
     if args.tensorboard:
         from zsq_probe.probes import build_probes  # loads when the command runs (zsq_probe.cli)
         from zsq_probe.training.tensorboard import TensorBoardObserver
 
-        observers = build_probes(cfg) + [TensorBoardObserver(None if args.tensorboard is True else args.tensorboard)]
+        observers = [*build_probes(cfg), TensorBoardObserver(None if args.tensorboard is True else args.tensorboard)]
     summary = train(
         cfg,
         args.out,
@@ -99,9 +105,20 @@ def run(args) -> int:
     return 0
 
 
-def build_config(args):
+def build_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the flags ask for: the preset resolved for teacher and data, or --config's file
-    (the run's own config.json when resuming), then the flags given, then --set."""
+    (the run's own config.json when resuming), then the flags given, then --set.
+
+    Args:
+        args: the parsed `train` flags.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        UserError: an unreadable --config, a bad flag or --set value, or a resume naming another preset, teacher
+            or data set than the run's.
+    """
     probes = None
     if args.probes:
         probes = list(BUILTIN_PROBE_NAMES) if args.probes == "all" else [s for s in args.probes.split(",") if s]
@@ -156,7 +173,7 @@ def build_config(args):
     return cfg
 
 
-def _refuse_other_teacher_or_data(args, config_path: Path) -> None:
+def _refuse_other_teacher_or_data(args: argparse.Namespace, config_path: Path) -> None:
     """--resume continues a run with the preset, teacher and data set it was started with: an explicit
     --preset, --teacher or --data naming others is refused (even with --force: the checkpoint belongs to them)."""
     from zsq_probe.teachers.metadata import dataset_for_teacher  # loads when the command runs (zsq_probe.cli)
