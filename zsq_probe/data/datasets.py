@@ -52,6 +52,7 @@ import zipfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import numpy as np
 import torch
@@ -61,6 +62,16 @@ from torch.utils.data import DataLoader, Dataset
 from zsq_probe.data.cache import cache_dir
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.rundir.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:  # torchvision loads with the CIFAR readers only (below)
+    from zsq_probe.data.cifar_readers import OnDiskCIFAR10, OnDiskCIFAR100
+    from zsq_probe.rundir.output import PathArg
+
+Sample: TypeAlias = tuple[torch.Tensor, int]  # (normalised image tensor, label)
+ImageDataset: TypeAlias = Dataset[Sample]  # a map-style data set of such samples
+Transform: TypeAlias = Any  # a torchvision transform (torchvision is untyped here)
+OnDiskCIFAR: TypeAlias = "OnDiskCIFAR10 | OnDiskCIFAR100"
+_T = TypeVar("_T")
 
 __all__ = [
     "DatasetSpec",
@@ -94,8 +105,8 @@ class DatasetSpec:
     description: str
     # the normalisation option the constants belong to ("reference" | "pytorchcv"); only CIFAR differs
     normalization: str = "reference"
-    train: Dataset | None = dataclasses.field(default=None, compare=False, repr=False)
-    val: Dataset | None = dataclasses.field(default=None, compare=False, repr=False)
+    train: ImageDataset | None = dataclasses.field(default=None, compare=False, repr=False)
+    val: ImageDataset | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 DIGITS_SPLIT_SEED = 0
@@ -163,8 +174,18 @@ DATASETS: dict[str, DatasetSpec] = {
 _SPLITS = ("train", "test")
 
 
-def check_normalization(normalization) -> str:
-    """A normalisation option's name; anything but "reference" / "pytorchcv" -> UserError."""
+def check_normalization(normalization: object) -> str:
+    """A normalisation option's name.
+
+    Args:
+        normalization: "reference" or "pytorchcv" (any case, spaces around allowed).
+
+    Returns:
+        The name, lower case.
+
+    Raises:
+        UserError: anything else.
+    """
     key = str(normalization).strip().lower()
     if key not in NORMALIZATIONS:
         raise UserError(
@@ -209,7 +230,7 @@ def get_spec(name: str, normalization: str = "reference", image_size: int | None
 # --------------------------------------------------------------------------- digits
 
 
-class TensorImageDataset(Dataset):
+class TensorImageDataset(Dataset[Sample]):
     """Images held in memory as one normalised tensor (used for the embedded digits set)."""
 
     def __init__(
@@ -220,7 +241,7 @@ class TensorImageDataset(Dataset):
         classes: list[str],
         augment: bool = False,
         max_shift: int = 2,
-    ):
+    ) -> None:
         if images.shape[0] != labels.shape[0]:
             raise ValueError("images and labels differ in length")
         self.images = images
@@ -233,7 +254,7 @@ class TensorImageDataset(Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Sample:
         x = self.images[index]
         if self.augment and self.max_shift > 0:
             s = self.max_shift
@@ -310,13 +331,13 @@ def _load_digits(split: str, augment: bool) -> TensorImageDataset:
 
 # torchvision (1.7 s to import) loads with the CIFAR and ImageNet readers only, inside these functions: a digits
 # run never imports it (tests/test_architecture.py, LIGHT_IMPORTS)
-def _normalize(spec: DatasetSpec):
+def _normalize(spec: DatasetSpec) -> Transform:
     from torchvision import transforms
 
     return transforms.Normalize(mean=spec.mean, std=spec.std)
 
 
-def _cifar_transform(spec: DatasetSpec, augment: bool):
+def _cifar_transform(spec: DatasetSpec, augment: bool) -> Transform:
     from torchvision import transforms
 
     steps = []
@@ -349,13 +370,15 @@ _CIFAR_INFO = {
 }
 
 
-def _cifar_classes(name: str):
+def _cifar_classes(name: str) -> type[OnDiskCIFAR]:
     from zsq_probe.data.cifar_readers import OnDiskCIFAR10, OnDiskCIFAR100
 
     return OnDiskCIFAR10 if name == "cifar10" else OnDiskCIFAR100
 
 
-def _load_cifar(name: str, root, split: str, download: bool, augment: bool, spec: DatasetSpec | None = None) -> Dataset:
+def _load_cifar(
+    name: str, root: PathArg | None, split: str, download: bool, augment: bool, spec: DatasetSpec | None = None
+) -> ImageDataset:
     """One split of CIFAR-10/100 from torchvision's python-pickle folder under `root` (fetched there with
     `download`); every way the folder can be wrong is a UserError naming it."""
     spec = spec if spec is not None else DATASETS[name]
@@ -426,7 +449,7 @@ def _check_cifar_folder(name: str, root_path: Path, parent: Path, needed: list[s
         )
 
 
-def _check_cifar_contents(name: str, ds, split: str, data_dir: Path, spec: DatasetSpec) -> None:
+def _check_cifar_contents(name: str, ds: OnDiskCIFAR, split: str, data_dir: Path, spec: DatasetSpec) -> None:
     """UserError when the files read hold no images, unmatched labels, labels or classes of another data set;
     a warning when the split's size is not the official one."""
     label, _, archive, _, _, meta_file, sizes = _CIFAR_INFO[name]
@@ -457,7 +480,7 @@ def _check_cifar_contents(name: str, ds, split: str, data_dir: Path, spec: Datas
         )
 
 
-def _check_cifar_types(label: str, ds, data_dir: Path, archive: str) -> None:
+def _check_cifar_types(label: str, ds: OnDiskCIFAR, data_dir: Path, archive: str) -> None:
     """UserError when the images are not 8-bit (what torchvision's batches hold and PIL reads) or a label is not
     an integer (a string, a float, a bool): found while loading, not when a figure or a loader meets them."""
     if ds.data.dtype != np.uint8:
@@ -485,7 +508,7 @@ def _imagenet_resize(size: int) -> int:
     return int(math.ceil(size / IMAGENET_CROP_RATIO))  # 224 -> 256, 299 -> 342
 
 
-def _imagenet_transform(spec: DatasetSpec, augment: bool):
+def _imagenet_transform(spec: DatasetSpec, augment: bool) -> Transform:
     from torchvision import transforms
 
     size = int(spec.image_shape[1])
@@ -497,8 +520,13 @@ def _imagenet_transform(spec: DatasetSpec, augment: bool):
 
 
 def _load_imagenet(
-    root, split: str, download: bool, augment: bool, num_classes: int | None, spec: DatasetSpec | None = None
-) -> Dataset:
+    root: PathArg | None,
+    split: str,
+    download: bool,
+    augment: bool,
+    num_classes: int | None,
+    spec: DatasetSpec | None = None,
+) -> ImageDataset:
     spec = spec if spec is not None else DATASETS["imagenet"]
     if root is None:
         raise UserError(
@@ -538,7 +566,8 @@ def _load_imagenet(
             stacklevel=3,
         )
     ds.spec = spec
-    return ds
+    images: ImageDataset = ds  # torchvision's ImageFolder (untyped here) with the transform yields Samples
+    return images
 
 
 # --------------------------------------------------------------------------- public API
@@ -546,26 +575,37 @@ def _load_imagenet(
 
 def load_dataset(
     name: str,
-    root=None,
+    root: PathArg | None = None,
     split: str = "train",
     download: bool = False,
     augment: bool = False,
     num_classes: int | None = None,
     normalization: str = "reference",
     image_size: int | None = None,
-) -> Dataset:
+) -> ImageDataset:
     """A data set yielding ``(normalised float tensor, int label)``.
 
-    ``root``: for CIFAR the folder containing ``cifar-10-batches-py/`` (``cifar-100-python/``)
-    or that folder itself; for ImageNet the val folder of class folders or a folder
-    containing ``val/`` (and ``train/`` for ``split="train"``); ignored for digits.
-    ``split``: ``"train"`` or ``"test"`` (ImageNet's ``"test"`` is its val set).
-    ``num_classes``: how many classes the consuming teacher predicts (ImageNet warns when the
-    folder has a different number of classes; other data sets raise UserError on a mismatch).
-    ``normalization``: ``"reference"`` (default) or ``"pytorchcv"``; only CIFAR's constants differ
-    (see the module docstring). The data set's ``spec`` records which was applied.
-    ``image_size``: ImageNet's input size (default 224; `teachers.metadata.teacher_input_size` gives a teacher's).
-    Missing or malformed data -> UserError with a one-line message.
+    Args:
+        name: ``"digits"``, ``"cifar10"``, ``"cifar100"`` or ``"imagenet"``.
+        root: for CIFAR the folder containing ``cifar-10-batches-py/`` (``cifar-100-python/``) or that folder
+            itself; for ImageNet the val folder of class folders or a folder containing ``val/`` (and ``train/``
+            for ``split="train"``); ignored for digits.
+        split: ``"train"`` or ``"test"`` (ImageNet's ``"test"`` is its val set).
+        download: fetch a missing CIFAR folder into `root`.
+        augment: train-time augmentation (module docstring).
+        num_classes: how many classes the consuming teacher predicts (ImageNet warns when the folder has a
+            different number of classes; other data sets raise UserError on a mismatch).
+        normalization: ``"reference"`` (default) or ``"pytorchcv"``; only CIFAR's constants differ (see the
+            module docstring).  The data set's ``spec`` records which was applied.
+        image_size: ImageNet's input size (default 224; `teachers.metadata.teacher_input_size` gives a
+            teacher's).
+
+    Returns:
+        The data set (with a ``spec`` attribute, its DatasetSpec).
+
+    Raises:
+        UserError: missing or malformed data, an unknown name, split or normalisation, or a class count that does
+            not match, with a one-line message.
     """
     spec = get_spec(name, normalization, image_size)
     if split not in _SPLITS:
@@ -583,7 +623,7 @@ def load_dataset(
 
 
 def make_loader(
-    dataset: Dataset,
+    dataset: Dataset[_T],
     batch_size: int,
     shuffle: bool,
     seed: int,
@@ -591,13 +631,28 @@ def make_loader(
     drop_last: bool = False,
     pin_memory: bool = False,
     persistent_workers: bool = False,
-) -> DataLoader:
+) -> DataLoader[_T]:
     """A DataLoader whose order depends only on ``seed`` (its own ``torch.Generator``).
 
     Worker processes (``num_workers > 0``) get torch/random/numpy seeds derived from that
-    generator, so augmentation in workers is reproducible too. ``pin_memory``: batches in
-    page-locked memory (fast, asynchronous copies to a GPU; only when CUDA is available);
-    ``persistent_workers``: keep the workers between passes (a loader iterated every epoch).
+    generator, so augmentation in workers is reproducible too.
+
+    Args:
+        dataset: a map-style data set.
+        batch_size: samples per batch (>= 1).
+        shuffle: a new order every pass, drawn from the generator.
+        seed: the generator's seed.
+        num_workers: loader worker processes (0: in this process).
+        drop_last: leave out the last, smaller batch.
+        pin_memory: batches in page-locked memory (fast, asynchronous copies to a GPU; only when CUDA is
+            available).
+        persistent_workers: keep the workers between passes (a loader iterated every epoch).
+
+    Returns:
+        The loader.
+
+    Raises:
+        UserError: a batch size below 1, a negative worker count, or an empty data set.
     """
     if int(batch_size) < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
@@ -623,10 +678,21 @@ def make_loader(
 LAZY_READERS = ("OnDiskCIFAR10", "OnDiskCIFAR100")
 
 
-def __getattr__(name: str):
-    """The CIFAR readers (`OnDiskCIFAR10`, `OnDiskCIFAR100`), loaded with torchvision on first use."""
+def __getattr__(name: str) -> type[OnDiskCIFAR]:
+    """The CIFAR readers (`OnDiskCIFAR10`, `OnDiskCIFAR100`), loaded with torchvision on first use.
+
+    Args:
+        name: the attribute looked up.
+
+    Returns:
+        The reader class.
+
+    Raises:
+        AttributeError: any other name.
+    """
     if name in LAZY_READERS:
         from zsq_probe.data import cifar_readers
 
-        return getattr(cifar_readers, name)
+        reader: type[OnDiskCIFAR] = getattr(cifar_readers, name)
+        return reader
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
