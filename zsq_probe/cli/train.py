@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,6 +154,12 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             flags=flags,
             overrides=args.set,
         )
+    return _config_from_file(config_file, flags, args.set)
+
+
+def _config_from_file(config_file: str, flags: Mapping[str, object], sets: list[str]) -> RunConfig:
+    """--config's file (a bare config object or a run's config.json), then the `flags` given (not None; the
+    teacher stays the file's), then the --set assignments `sets`; validated."""
     try:
         with open(config_file) as f:
             doc = json.load(f)
@@ -167,7 +174,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     for k, v in flags.items():
         if v is not None and k != "teacher":  # the teacher comes from the file
             cfg.set(k, v)
-    for a in args.set:
+    for a in sets:
         cfg.set(*parse_assignment(a))
     validate(cfg)
     return cfg
