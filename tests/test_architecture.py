@@ -14,8 +14,9 @@ The first three read the source with `ast` (nothing is imported), so they hold f
   importer's own packages, which have always started importing before it: a module inside `zsq_probe.pkg`
   importing a re-export of its own package depends on the submodule the name comes from (found in the
   package's `__init__`; nothing when the package defines it), not on the package.
-* Function length: a function (def line through its last body line) over `MAX_FUNCTION_LINES` fails,
-  unless ALLOWLIST names it with its reason; an allowlisted function that is no longer long fails too.
+* Function length: a function (def line through its last body line, its docstring left out: Args / Returns /
+  Example sections are documentation, not code) over `MAX_FUNCTION_LINES` fails, unless ALLOWLIST names it
+  with its reason; an allowlisted function that is no longer long fails too.
 * Light imports: the modules whose docstrings promise it load none of the heavy packages on import (the
   reason their heavy imports stay inside functions); this one does import, in one subprocess: each module in
   turn, judged only while none of its heavy packages is loaded yet (what a fresh interpreter would show; a
@@ -352,14 +353,18 @@ def test_light_imports_stay_light():
 
 
 def function_lengths(path: Path, module: str) -> dict[str, int]:
-    """ "module:qualname" -> lines from the def line through the last line of the body, for every function."""
+    """ "module:qualname" -> lines from the def line through the last line of the body, less the docstring's, for
+    every function."""
     out = {}
 
     def visit(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 qualname = f"{prefix}{child.name}"
-                out[f"{module}:{qualname}"] = child.end_lineno - child.lineno + 1
+                first = child.body[0]
+                has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+                doc = first.end_lineno - first.lineno + 1 if has_doc and isinstance(first.value.value, str) else 0
+                out[f"{module}:{qualname}"] = child.end_lineno - child.lineno + 1 - doc
                 visit(child, f"{qualname}.<locals>.")
             elif isinstance(child, ast.ClassDef):
                 visit(child, f"{prefix}{child.name}.")
@@ -414,3 +419,13 @@ def test_length_counter_flags_a_long_function(tmp_path, body_lines, flagged):
     _write(tmp_path, {"pkg/__init__.py": "", "pkg/m.py": f"class C:\n    @staticmethod\n    def f():\n{body}"})
     assert function_lengths(tmp_path / "pkg/m.py", "pkg.m") == {"pkg.m:C.f": body_lines + 1}
     assert ("pkg.m:C.f" in long_functions(tmp_path, "pkg")) == flagged
+
+
+def test_function_length_counts_code_not_the_docstring(tmp_path):
+    doc = "\n".join(["    Args:"] + [f"        a{i}: documented." for i in range(70)])
+    body = "\n".join(f"    x{i} = {i}" for i in range(61))
+    path = tmp_path / "m.py"
+    path.write_text(f'def short(a):\n    """One line.\n\n{doc}\n    """\n    return a\n\n\ndef long():\n{body}\n')
+    lengths = function_lengths(path, "m")
+    assert lengths["m:short"] == 2  # def + return: the 74-line docstring is not counted
+    assert lengths["m:long"] == 62 > MAX_FUNCTION_LINES

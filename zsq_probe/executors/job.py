@@ -11,17 +11,28 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypedDict
 
 from zsq_probe.config import RunConfig, config_diff, config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.presets import resolve_config
 
-if TYPE_CHECKING:
-    from zsq_probe.recipes.specs import RunSpec
-
 # Config fields that may differ between a finished run and the job asking for it (where it ran, not what).
 _IGNORED = ("device", "data_root", "weights_root", "download", "weights", "num_workers", "pin_memory")
+
+
+class RunSpec(TypedDict):
+    """One run of a recipe, as :func:`run` makes it."""
+
+    id: str  # the run id (:func:`run_id`)
+    preset: str
+    teacher: str
+    data: str
+    w_bits: int | None  # None (and a_bits None) for a full-precision student
+    a_bits: int | None
+    probes: list[str]
+    tag: str | None
+    overrides: dict[str, Any]  # RunConfig fields applied last
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias, TypedDict
 
 from zsq_probe.errors import UserError
+from zsq_probe.executors.job import RunSpec as RunSpec  # a recipe run is a job's spec
 from zsq_probe.presets import PRESETS, preset_overrides
 
 PAPER_SCALE, TINY_SCALE, LAPTOP_SCALE = "paper", "tiny", "laptop"
@@ -45,20 +46,6 @@ Column: TypeAlias = str | dict[str, Any]
 
 PaperValue: TypeAlias = float | tuple[float, float] | list[float] | None
 """A paper's value in a table cell: a number, a (mean, std) pair, or None when the paper has none."""
-
-
-class RunSpec(TypedDict):
-    """One run of a recipe, as :func:`run` makes it."""
-
-    id: str  # the run id (:func:`run_id`)
-    preset: str
-    teacher: str
-    data: str
-    w_bits: int | None  # None (and a_bits None) for a full-precision student
-    a_bits: int | None
-    probes: list[str]
-    tag: str | None
-    overrides: dict[str, Any]  # RunConfig fields applied last
 
 
 class TableCell(TypedDict):

@@ -13,9 +13,10 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zsq_probe.analysis.probe_tables import interval_verdict, summarize_cosine, summarize_hessian
 from zsq_probe.analysis.run_settings import differences_text, setting_differences, training_setting
@@ -25,9 +26,14 @@ from zsq_probe.plots.runs import tripped_checks_text
 from zsq_probe.presets import LAPTOP_SCALE_SETTINGS, PRESETS, lr_factor, resolve_config
 from zsq_probe.probe_registry import BUILTIN_PROBE_NAMES, carried_probes
 from zsq_probe.rundir.output import DEMO_NAMES, check_output, record_output
-from zsq_probe.rundir.store import RunDir
+from zsq_probe.rundir.store import PathArg, RunDir
 from zsq_probe.runs import train
 from zsq_probe.teachers.accuracy import evaluate_quantized
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from zsq_probe.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +106,9 @@ DIGITS = DemoScale(
 LAPTOP_PROBE_SETTINGS = ("trace_max_products=60", "slq_runs=4", "slq_steps=8", "hessian_top_k=1", "slice_points=11")
 
 
-def laptop_scale(data_root, weights=None, weights_root=None) -> DemoScale:
+def laptop_scale(
+    data_root: PathArg | None, weights: PathArg | None = None, weights_root: PathArg | None = None
+) -> DemoScale:
     """The demo on real CIFAR-10 (the python layout under `data_root`) with resnet20_cifar10 `weights`."""
     if not data_root:
         raise UserError("--scale laptop needs --data-root (the folder holding cifar-10-batches-py/)")
@@ -122,7 +130,15 @@ def laptop_scale(data_root, weights=None, weights_root=None) -> DemoScale:
     )
 
 
-def demo_config(preset: str, device: str, seed: int, overrides=(), probes=BUILTIN_PROBE_NAMES, extra=(), scale=DIGITS):
+def demo_config(
+    preset: str,
+    device: str,
+    seed: int,
+    overrides: Sequence[str] = (),
+    probes: Sequence[str] = BUILTIN_PROBE_NAMES,
+    extra: Sequence[str] = (),
+    scale: DemoScale = DIGITS,
+) -> RunConfig:
     """A demo run's config: the preset at the demo's scale (digits: presets.DATASET_SCALES, KD reads digits'
     real training split) with the scale's and the demo's probe settings, then `extra` and `overrides`."""
     flags = {"probes": list(probes), "device": device, "seed": seed, "data_root": scale.data_root}
@@ -147,7 +163,7 @@ def first_seed_probes(preset: str) -> tuple[str, ...]:
     return tuple(p for p in BUILTIN_PROBE_NAMES if p not in CURVATURE_PROBES)
 
 
-def demo_plan(device: str, seed: int, overrides=(), scale: DemoScale = DIGITS) -> dict[str, Any]:
+def demo_plan(device: str, seed: int, overrides: Sequence[str] = (), scale: DemoScale = DIGITS) -> dict[str, RunConfig]:
     """Run name -> config: each method of DEMO_RUNS and the high-lr run at DEMO_SEEDS seeds."""
     plan = {}
     for s in range(seed, seed + DEMO_SEEDS):
@@ -162,10 +178,10 @@ def demo_plan(device: str, seed: int, overrides=(), scale: DemoScale = DIGITS) -
 
 
 def run_demo(
-    out,
+    out: PathArg,
     device: str = "cpu",
     seed: int = 0,
-    overrides=(),
+    overrides: Sequence[str] = (),
     progress: bool = False,
     width: str = "text",
     scale: DemoScale = DIGITS,
@@ -178,7 +194,7 @@ def run_demo(
     out = Path(out)
     started = time.perf_counter()
     zq = configs[f"gdfq-s{seed}"]
-    w_bits, a_bits = zq.get("w_bits"), zq.get("a_bits")
+    w_bits, a_bits = zq.quant.w_bits, zq.quant.a_bits
     ptq = post_training_quantization(scale, w_bits, a_bits, device)
 
     runs = {}
@@ -213,7 +229,7 @@ def run_demo(
     return findings
 
 
-def post_training_quantization(scale: DemoScale, w_bits, a_bits, device: str) -> dict[str, Any]:
+def post_training_quantization(scale: DemoScale, w_bits: int, a_bits: int, device: str) -> dict[str, Any]:
     """The teacher's FP and quantised top-1 (ranges calibrated on 4 real training batches, no training)."""
     log.info(f"[1/4] {scale.teacher} teacher and post-training quantisation at {w_bits}w{a_bits}a")
     ptq = evaluate_quantized(
@@ -233,10 +249,10 @@ def post_training_quantization(scale: DemoScale, w_bits, a_bits, device: str) ->
     return ptq
 
 
-def run_probes(cfg) -> tuple[str, ...]:
+def run_probes(cfg: RunConfig) -> tuple[str, ...]:
     """The probes a demo run carries: those its config names that write tables for its student (no integer-code
     crossings for the KD baseline's full-precision student)."""
-    return carried_probes(cfg.get("probes"), bool(cfg.get("full_precision_student")))
+    return carried_probes(cfg.probing.probes, cfg.quant.full_precision)
 
 
 def by_method(runs: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +263,7 @@ def by_method(runs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def seed_stats(values) -> dict[str, Any]:
+def seed_stats(values: Iterable[float | None]) -> dict[str, Any]:
     """mean, n and the seed interval [min, max] of per-seed values (None dropped)."""
     v = [float(x) for x in values if x is not None]
     if not v:
@@ -261,13 +277,13 @@ def student_epochs(run: RunDir) -> set[int]:
     return {int(e) for e in m.loc[m["student_stepped"].astype(bool), "epoch"]}
 
 
-def common_student_epochs(runs) -> list[int]:
+def common_student_epochs(runs: Iterable[RunDir]) -> list[int]:
     """The student epochs every one of `runs` has: the window both sides of a finding are read over."""
     sets = [student_epochs(r) for r in runs]
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def _epoch_crossings(d, p: float) -> dict[str, Any]:
+def _epoch_crossings(d: pd.DataFrame, p: float) -> dict[str, Any]:
     """One epoch's `epoch_total` rows -> shares per step (levels, codes q), net share, layers without / below p."""
     slots = d["layer_size"] * d["steps"]  # (weight, step) pairs
     level = d["changed_level"] if "changed_level" in d else d["changed"]
@@ -286,7 +302,9 @@ def _epoch_crossings(d, p: float) -> dict[str, Any]:
     }
 
 
-def crossing_stats(table, epochs, p_by_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
+def crossing_stats(
+    table: pd.DataFrame, epochs: Iterable[int], p_by_epoch: Mapping[int, float] | None = None
+) -> dict[str, Any]:
     """Integer-code crossings over `epochs` (the epoch totals): the mean over those epochs of the grid levels
     changed per step (zero-point flips excluded), of the codes q changed per step, and of the net level change
     per epoch (a share of the weights); layers without any level change (mean over epochs); layers whose level
@@ -298,8 +316,13 @@ def crossing_stats(table, epochs, p_by_epoch: dict[str, Any] | None = None) -> d
         own = float(d["gi_p"].iloc[0])
         p = own if math.isfinite(own) else float((p_by_epoch or {}).get(int(e), float("nan")))
         per.append(dict(_epoch_crossings(d, p), epoch=int(e)))
-    mean = lambda k: None if any(x[k] is None for x in per) or not per else sum(x[k] for x in per) / len(per)  # noqa: E731
-    most = lambda k: None if any(x[k] is None for x in per) or not per else max(x[k] for x in per)  # noqa: E731
+
+    def mean(k: str) -> float | None:
+        return None if any(x[k] is None for x in per) or not per else sum(x[k] for x in per) / len(per)
+
+    def most(k: str) -> float | None:
+        return None if any(x[k] is None for x in per) or not per else max(x[k] for x in per)
+
     return {
         "epochs": [x["epoch"] for x in per],
         "layers": int(c["layer"].nunique()),
@@ -313,7 +336,7 @@ def crossing_stats(table, epochs, p_by_epoch: dict[str, Any] | None = None) -> d
     }
 
 
-def run_differences(groups: dict[str, Any], pairs) -> dict[str, Any]:
+def run_differences(groups: Mapping[str, list[RunDir]], pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """'a vs b' -> {setting: {method: value}} for each pair of methods: every training setting their (first
     seed's) runs differ in, besides the method itself (presets.PRESETS; analysis.run_settings.training_setting)."""
     return {
@@ -358,7 +381,7 @@ def _measure_f3(groups: dict[str, Any], epochs: list[int]) -> dict[str, Any]:
             "p_values": sorted({v for v in per[0]["p_by_epoch"].values() if math.isfinite(v)}, reverse=True),
             "gi_rule": cfg.get("gi_rule") if cfg.get("gi") else None,
             "lr": cfg.get("lr"),
-            "lr_factor": lr_factor(float(cfg["lr"]), str(cfg["data"])),
+            "lr_factor": lr_factor(float(str(cfg["lr"])), str(cfg["data"])),
             "skipped_steps": [int(r.read_table("metrics")["skipped_steps"].fillna(0).sum()) for r in runs],
         }
         for key in ("level_share_per_step", "code_share_per_step", "net_share_per_epoch"):
@@ -449,7 +472,7 @@ def seed_verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
     return interval_verdict(a["low"], a["high"], b["low"], b["high"])
 
 
-def _pct(x):
+def _pct(x: float | None) -> str:
     """A share in [0, 1] as a percentage, or 'n/a'."""
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
@@ -458,7 +481,7 @@ def f2_lines(h_kd: dict[str, Any], h_zq: dict[str, Any]) -> list[str]:
     """F2 from 95 % intervals at each run's last probed epoch: a difference counts only when the intervals
     do not overlap."""
 
-    def trace(h, loss):
+    def trace(h: Mapping[str, Any], loss: str) -> str:
         return (
             f"{loss.upper()} {h[f'last_trace_{loss}']:.4g} [{h[f'last_ci_low_{loss}']:.4g}, "
             f"{h[f'last_ci_high_{loss}']:.4g}]"
@@ -471,7 +494,10 @@ def f2_lines(h_kd: dict[str, Any], h_zq: dict[str, Any]) -> list[str]:
     )
     r_zq, r_kd = h_zq["last_kl_over_ce_range"], h_kd["last_kl_over_ce_range"]
     gap = interval_verdict(*(r_zq or [None, None]), *(r_kd or [None, None]))
-    ratio = lambda r: "n/a" if r is None else f"[{r[0]:.3g}, {r[1]:.3g}]"  # noqa: E731
+
+    def ratio(r: Sequence[float] | None) -> str:
+        return "n/a" if r is None else f"[{r[0]:.3g}, {r[1]:.3g}]"
+
     flat_text = {"below": "holds", "above": "does not hold (KL sharper)", "inconclusive": "inconclusive"}[flat]
     gap_text = {"below": "holds", "above": "does not hold (the gap is larger in KD)", "inconclusive": "inconclusive"}[
         gap
@@ -671,7 +697,7 @@ def _f4_lines(t: dict[str, Any]) -> list[str]:
     ]
 
 
-def check_out(out) -> None:
+def check_out(out: PathArg) -> None:
     """UserError when the demo's output folder is a file or holds files the demo did not write (its own earlier
     output is resumed: zsq_probe.rundir.output)."""
     check_output(out, "demo", own=DEMO_NAMES, resume=True)
