@@ -458,6 +458,50 @@ def test_sigterm_stops_training_after_a_checkpoint_and_exits_143(digits_teacher,
     assert 1 <= last < 200 and not (out / "summary.json").exists()
 
 
+def _sigterm_at(site: str, argv: list[str]):
+    """`zsq-probe <argv>` in a forked child that sends itself SIGTERM once: at the training step `site`
+    ("step:<epoch>:<step>") or, for site "summary", while summary.json is written."""
+    import os
+    import signal
+
+    from forked_cli import Forked, wait_all
+
+    def target() -> int:
+        import zsq_probe.training.checkpoint as checkpoint
+        import zsq_probe.training.loop as loop
+
+        def term() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        if site == "summary":
+            write = checkpoint.write_summary
+            checkpoint.write_summary = lambda *a, **k: (term(), write(*a, **k))[1]
+        else:
+            loop.fault_point = lambda at: term() if at == site else None
+        return main(argv)
+
+    (finished,) = wait_all([Forked(target, args=argv)], timeout=240)
+    return finished
+
+
+@pytest.mark.parametrize("site", ["step:2:0", "summary"], ids=["in the last epoch", "while the summary is written"])
+def test_sigterm_in_the_last_epoch_exits_143_and_a_resume_finishes(digits_teacher, tmp_path, site):
+    """Issue 35: SIGTERM during the last epoch (or after it, while summary.json is written) exits 143 like one
+    in any other epoch: the epoch's checkpoint is written; without a summary, the resume writes it."""
+    out = tmp_path / "run"
+    argv = ["train", *TINY_TRAIN, "--epochs", "2", "--quiet", "--out", str(out)]
+    r = _sigterm_at(site, argv)
+    assert r.returncode == 143, r.stderr[-2000:]
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert lines[0].startswith("SIGTERM received: stopping after this epoch's checkpoint"), lines
+    stopped = f"zsq-probe train: stopped by SIGTERM after the checkpoint of epoch 2 ({out}); resume to continue"
+    assert lines[1:] == [stopped], lines
+    assert (out / "checkpoints" / "epoch-0002.pt").is_file()
+    assert (out / "summary.json").exists() == (site == "summary")
+    assert main(["train", "--resume", *TINY_TRAIN, "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["epochs_completed"] == 2
+
+
 def test_sigterm_outside_training_exits_143(tmp_path):
     """SIGTERM while a command runs (not training): its message, exit status 143, `finally` blocks run."""
     code = (

@@ -128,34 +128,43 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict:
         """Train the remaining epochs.  SIGTERM/SIGUSR1 (STOP_SIGNALS) stop it after the epoch under way and its
-        checkpoint, never mid-epoch (TrainingInterrupted), so a resume continues bit for bit."""
+        checkpoint, never mid-epoch (TrainingInterrupted), so a resume continues bit for bit.  A signal during the
+        last epoch stops it the same way, before summary.json (the resume writes it); one that arrives later,
+        while the summary is written, still ends in TrainingInterrupted: a stop signal always means a stop."""
         with stop_on_signals() as stop:
             stop["epoch"], stop["path"] = self.epoch, self.run.path
-            warning = unsettled_range_warning(self.cfg, self.iterations)
-            if warning and self.epoch < self.cfg.quant.act_range_epochs:  # before the ranges freeze
-                log.warning(warning)
+            summary = self.train_epochs(stop)
+            if stop["signal"]:
+                raise TrainingInterrupted(stop["signal"], self.epoch, self.run.path)
+            return summary
+
+    def train_epochs(self, stop: dict[str, Any]) -> dict:
+        """`fit` under its signal handlers (`stop`: what `stop_on_signals` yields): the remaining epochs, each
+        with its checkpoint when the cadence, the last epoch or a stop signal asks for one, then the summary."""
+        warning = unsettled_range_warning(self.cfg, self.iterations)
+        if warning and self.epoch < self.cfg.quant.act_range_epochs:  # before the ranges freeze
+            log.warning(warning)
+        for o in self.observers:
+            o.on_train_start(self.context)
+        if self.epoch == 0 and not self.run.checkpoints():
+            self.save_checkpoint(0)
+        if self.cfg.dataset.source == "zeroq" and self.cfg.epochs == 0:
+            return self.calibrate_only()
+        for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
+            row = self.run_epoch(epoch)
             for o in self.observers:
-                o.on_train_start(self.context)
-            if self.epoch == 0 and not self.run.checkpoints():
-                self.save_checkpoint(0)
-            if self.cfg.dataset.source == "zeroq" and self.cfg.epochs == 0:
-                return self.calibrate_only()
-            for epoch in range(self.epoch + 1, self.cfg.epochs + 1):
-                row = self.run_epoch(epoch)
-                for o in self.observers:
-                    o.on_epoch_end(self.context, epoch, row)
-                self.run.write_part("metrics", [row], epoch_key(epoch))
-                self.epoch = epoch
-                log.info(epoch_line(row))
-                last = epoch == self.cfg.epochs
-                if epoch % self.cfg.checkpoint_every == 0 or last or (stop["signal"] and not last):
-                    self.save_checkpoint(epoch)
-                stop["epoch"] = epoch
-                if self.health.findings and self.cfg.on_collapse == "stop":
-                    self.stop_on_collapse(epoch)
-                if stop["signal"] and not last:
-                    raise TrainingInterrupted(stop["signal"], epoch, self.run.path)
-            return self.write_summary()
+                o.on_epoch_end(self.context, epoch, row)
+            self.run.write_part("metrics", [row], epoch_key(epoch))
+            self.epoch = epoch
+            log.info(epoch_line(row))
+            if epoch % self.cfg.checkpoint_every == 0 or epoch == self.cfg.epochs or stop["signal"]:
+                self.save_checkpoint(epoch)
+            stop["epoch"] = epoch
+            if self.health.findings and self.cfg.on_collapse == "stop":
+                self.stop_on_collapse(epoch)
+            if stop["signal"]:  # the last epoch too: the summary waits for the resume
+                raise TrainingInterrupted(stop["signal"], epoch, self.run.path)
+        return self.write_summary()
 
     def stop_on_collapse(self, epoch: int) -> None:
         """on_collapse=stop: the epoch's checkpoint (if the cadence skipped it) and summary.json, then stop."""
