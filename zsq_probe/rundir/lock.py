@@ -12,6 +12,11 @@ file owned by another user, a file with other hard links or one holding anything
 (one line) -- never truncated or written.  Once the lock is held, `refuse_links` refuses a run folder holding
 a symlink anywhere inside it, before the command writes anything (a link could point into another run or
 anywhere on the machine).
+
+A command refused while it holds the lock (a `UserError` other than a `ComputeError`: exit status 2) leaves
+no trace of it: a lock file it created is removed, an existing one gets its bytes and times back, so a refused
+command leaves the run folder as it found it.  A writer that finds the lock file replaced or removed after its
+flock succeeded (a refused command removed it meanwhile) opens it afresh.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import socket
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from zsq_probe.errors import UserError
+from zsq_probe.errors import ComputeError, UserError
 
 LOCK_NAME = ".zsq-probe.lock"
 
@@ -43,7 +49,8 @@ def _rank(rank: int | None) -> int:
 
 
 class RunLock:
-    """``with RunLock(run_folder, what="train"):`` -- hold the run folder's writer lock.
+    """``with RunLock(run_folder, what="train"):`` -- hold the run folder's writer lock; a block that ends in a
+    refusal (`refuses`) puts the lock file back as it was.
 
     Args:
         folder: The run folder.
@@ -56,9 +63,10 @@ class RunLock:
         self.what = what
         self.rank = _rank(rank)
         self._fd: int | None = None
+        self._found: _Found | None = None  # the lock file as this writer found it (None: it created it)
 
     def acquire(self) -> RunLock:
-        """Take the lock (rank 0 only) or raise a UserError naming the holder."""
+        """Take the lock (rank 0 only) or raise a UserError naming the holder; a refusal here leaves no trace."""
         if self.rank != 0:
             return self
         try:
@@ -66,39 +74,44 @@ class RunLock:
         except ImportError:  # pragma: no cover - Windows
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = open_lock_file(self.path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = ""
+        for _ in range(_OPEN_ATTEMPTS):
+            fd, created = open_lock_file(self.path)
             try:
-                doc = json.loads(os.read(fd, 4096).decode() or "{}")
-                holder = f"PID {doc.get('pid')} on host {doc.get('host')} ({doc.get('what')})"
-            except (OSError, ValueError):
-                holder = "another process"
-            os.close(fd)
-            raise UserError(
-                f"run folder {self.path.parent} is in use by {holder}: wait for it to finish "
-                f"or stop it (a killed writer's lock is released by itself)"
-            ) from None
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _holder(fd)
+                os.close(fd)
+                raise UserError(
+                    f"run folder {self.path.parent} is in use by {holder}: wait for it to finish "
+                    f"or stop it (a killed writer's lock is released by itself)"
+                ) from None
+            if _is_current(fd, self.path):
+                break
+            os.close(fd)  # a refused writer removed the file between our open and our flock: open it afresh
+        else:
+            raise UserError(f"run folder {self.path.parent}: its lock file keeps being replaced; try again")
+        found = None if created else _Found.read(fd)
         try:
             refuse_links(self.path.parent)  # before the command writes anything into the folder
         except BaseException:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            _put_back(fd, self.path, found)
             raise
         info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": self.what}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, info, 0)
-        self._fd = fd
+        self._fd, self._found = fd, found
         return self
 
-    def release(self) -> None:
-        """Let the lock go; a second call does nothing."""
+    def release(self, restore: bool = False) -> None:
+        """Let the lock go (the file is left empty); `restore`: put the lock file back as it was found instead
+        (removed when this writer created it).  A second call does nothing."""
         if self._fd is not None:
+            fd, self._fd = self._fd, None
+            if restore:
+                _put_back(fd, self.path, self._found)
+                return
             import fcntl
 
-            fd, self._fd = self._fd, None
             try:
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -108,16 +121,78 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.release(restore=refuses(exc))
 
 
-def open_lock_file(path: Path) -> int:
-    """A read-write descriptor of the lock file `path`: created new (``O_EXCL``), or an existing one opened
-    without following a link and checked (`_check_lock_file`).  Raises a one-line UserError otherwise."""
+def refuses(exc: BaseException | None) -> bool:
+    """Whether `exc` is a refusal (bad input, exit status 2): a UserError that is not a ComputeError."""
+    return isinstance(exc, UserError) and not isinstance(exc, ComputeError)
+
+
+_OPEN_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class _Found:
+    """An existing lock file's bytes and access/modification times, to put back after a refusal."""
+
+    data: bytes
+    times_ns: tuple[int, int]
+
+    @classmethod
+    def read(cls, fd: int) -> _Found:
+        st = os.fstat(fd)
+        return cls(os.pread(fd, max(st.st_size, 1), 0), (st.st_atime_ns, st.st_mtime_ns))
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from its record (the file `fd`)."""
+    try:
+        doc = json.loads(os.read(fd, 4096).decode() or "{}")
+        return f"PID {doc.get('pid')} on host {doc.get('host')} ({doc.get('what')})"
+    except (OSError, ValueError, AttributeError):
+        return "another process"
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (not removed or replaced since it was opened)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    st = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _put_back(fd: int, path: Path, found: _Found | None) -> None:
+    """Leave the locked file `fd` as it was found and let it go: removed when it was created (`found` None),
+    else its bytes and times restored.  Done while the flock is still held."""
+    import fcntl
+
+    try:
+        if found is None:
+            if _is_current(fd, path):
+                os.unlink(path)
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, found.data, 0)
+            if os.utime in os.supports_fd:
+                os.utime(fd, ns=found.times_ns)
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def open_lock_file(path: Path) -> tuple[int, bool]:
+    """(a read-write descriptor of the lock file `path`, whether it was created): created new (``O_EXCL``), or
+    an existing one opened without following a link and checked (`_check_lock_file`).  Raises a one-line
+    UserError otherwise."""
     nofollow = getattr(os, "O_NOFOLLOW", 0)
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | nofollow, 0o644)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | nofollow, 0o644), True
     except FileExistsError:
         pass
     try:
@@ -133,7 +208,7 @@ def open_lock_file(path: Path) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, False
 
 
 def _check_lock_file(fd: int, path: Path) -> None:
@@ -200,5 +275,8 @@ def run_lock(folder: str | os.PathLike[str], what: str = "write", rank: int | No
     lock = RunLock(folder, what, rank).acquire()
     try:
         yield lock
+    except BaseException as e:
+        lock.release(restore=refuses(e))
+        raise
     finally:
         lock.release()
