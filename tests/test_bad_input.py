@@ -269,11 +269,8 @@ def test_curvature_probe_skips_a_nan_epoch_with_a_warning(caplog):
 
 
 def _unchanged(before, path):
-    """Every file that was there is byte-identical; nothing new but the (empty) writer lock file."""
-    from zsq_probe.rundir.lock import LOCK_NAME
-
-    after = _tree(path)
-    assert {k: v for k, v in after.items() if k != LOCK_NAME} == before
+    """Every file that was there is byte-identical and nothing is new, not even a writer lock file."""
+    assert _tree(path) == before
 
 
 def _fake_run(path, cfg=None):

@@ -215,12 +215,6 @@ def test_arpack_stops_near_its_product_bound_and_says_so():
 
 # ------------------------------------------------------------------ item 4: refusals write nothing
 
-LOCK = ".zsq-probe.lock"
-
-
-def _without_lock(snap: dict) -> dict:
-    return {p: v for p, v in snap.items() if not p.endswith(LOCK)}
-
 
 @pytest.fixture(scope="module")
 def three_checkpoints(tmp_path_factory, digits_teacher) -> Path:
@@ -260,10 +254,10 @@ def test_posthoc_refuses_a_damaged_or_malicious_checkpoint_before_writing(
     last = run / "checkpoints" / "epoch-0002.pt"  # epochs 0 and 1 are fine: before, crossings committed them
     marker = tmp_path / "pwned"
     last.write_bytes(last.read_bytes()[:1000] if damage == "truncated" else pickle.dumps(_Evil(marker)))
-    before = _without_lock(snapshot(tmp_path))
+    before = snapshot(tmp_path)
     line = one_error_line([command, "--run", run], capsys, command)
     assert "epoch-0002.pt" in line, line
-    assert _without_lock(snapshot(tmp_path)) == before and not marker.exists()
+    assert snapshot(tmp_path) == before and not marker.exists()
 
 
 def test_a_damaged_posthoc_part_is_refused_without_overwrite_and_rebuilt_with_it(three_checkpoints, tmp_path, capsys):
@@ -276,10 +270,10 @@ def test_a_damaged_posthoc_part_is_refused_without_overwrite_and_rebuilt_with_it
     part = table / "part-e00001-posthoc.parquet"
     part.write_bytes(part.read_bytes()[:200])
     capsys.readouterr()
-    before = _without_lock(snapshot(tmp_path))
+    before = snapshot(tmp_path)
     line = one_error_line(["crossings", "--run", run], capsys, "crossings")
     assert str(part) in line and "--overwrite" in line, line
-    assert _without_lock(snapshot(tmp_path)) == before
+    assert snapshot(tmp_path) == before
     assert main(["crossings", "--run", str(run), "--overwrite"]) == 0
     got = read_table(table).drop(columns=["wall_time_s"], errors="ignore")
     pd.testing.assert_frame_equal(got, want)

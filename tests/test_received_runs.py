@@ -117,9 +117,7 @@ def test_symlinked_table_folder_into_another_run_is_refused_before_anything_is_w
         rc, err = _run(argv, capsys)
         assert rc == 2 and len(err) == 1 and "symbolic link" in err[0] and "metrics" in err[0], err
         assert _tree(other) == before_other
-        assert {k: v for k, v in _tree(run).items() if k != LOCK_NAME} == {
-            k: v for k, v in before_run.items() if k != LOCK_NAME
-        }
+        assert _tree(run) == before_run
 
 
 # ------------------------------------------------------------------------------- 2. markers and parts
@@ -183,9 +181,7 @@ def test_resume_with_another_seed_preset_or_data_is_refused_even_forced(run_copy
     rc, err = _run(["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4", *extra], capsys)
     assert rc == 2 and len(err) == 1 and f"cannot change {setting}" in err[0], err
     assert len(err[0]) <= 200 + len("zsq-probe train: error: ") + len(str(run_copy))
-    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
-        k: v for k, v in before.items() if k != LOCK_NAME
-    }
+    assert _tree(run_copy) == before
 
 
 def test_naming_the_teachers_own_data_set_on_resume_is_no_change_of_data(run_copy, capsys):
@@ -205,9 +201,7 @@ def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(ru
     argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4"]
     rc, err = _run([*argv, "--set", "keep_checkpoints=last"], capsys)
     assert rc == 2 and len(err) == 1 and "keep_checkpoints" in err[0] and "1, 2" in err[0], err
-    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
-        k: v for k, v in before.items() if k != LOCK_NAME
-    }
+    assert _tree(run_copy) == before
     # the checkpoints no table measured may go: a run without post-hoc rows accepts the change
     shutil.rmtree(run_copy / "probes" / "cosine")
     shutil.rmtree(run_copy / "probes" / "_commits")
@@ -244,9 +238,7 @@ def test_epoch_ranges_past_the_run_are_refused_in_one_short_line(run_copy, capsy
     assert rc == 2 and len(err) == 1, err
     message = err[0].removeprefix("zsq-probe cosine: error: ")
     assert len(message) <= 200 and "0..3" in message, message
-    assert {k: v for k, v in _tree(run_copy).items() if k != LOCK_NAME} == {
-        k: v for k, v in before.items() if k != LOCK_NAME
-    }
+    assert _tree(run_copy) == before
 
 
 def test_figures_epochs_are_bounded_by_the_runs_epochs(three_epoch_run, tmp_path, capsys):

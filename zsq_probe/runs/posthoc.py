@@ -54,18 +54,25 @@ def open_run(
     data_spec: DatasetSpec | None = None,
 ) -> tuple[RunDir, ProbeContext]:
     """A run's store and a probe context over the models its config builds (no optimiser, no validation
-    data); the context's `load_checkpoint(epoch)` puts a checkpoint's student (and generator) in place."""
+    data); the context's `load_checkpoint(epoch)` puts a checkpoint's student (and generator) in place.  A
+    one-line UserError when the teacher built now or a checkpoint loaded is not the run's that config.json
+    describes (`check_teacher_fingerprint`, `check_checkpoint_identity`)."""
     from zsq_probe.training.build import build_run
-    from zsq_probe.training.checkpoint import restore_models
+    from zsq_probe.training.checkpoint import check_checkpoint_identity, check_teacher_fingerprint, restore_models
     from zsq_probe.training.sources import check_iterations
 
     run = RunDir.open(run_path)
-    cfg = config_from_dict(run.read_config_doc()["config"])
+    doc = run.read_config_doc()
+    cfg = config_from_dict(doc["config"])
     cfg.device, cfg.probing.probes = device, []
     parts = build_run(cfg, teacher=teacher, data_spec=data_spec, for_training=False)
+    check_teacher_fingerprint(doc, parts.teacher_info, run.config_path)
 
     def load_checkpoint(epoch: int) -> None:
-        restore_models(parts, run.load_checkpoint(epoch, map_location=parts.device)[1])
+        state = run.load_checkpoint(epoch, map_location=parts.device)[1]
+        # config.json labels the rows: the checkpoint must be of the run it describes
+        check_checkpoint_identity(state, doc, run.checkpoint_path(epoch), run.config_path)
+        restore_models(parts, state)
 
     ctx = ProbeContext(
         cfg=cfg,

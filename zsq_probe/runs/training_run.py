@@ -20,6 +20,7 @@ from zsq_probe.runs.summary import RunSummary
 from zsq_probe.teachers.metadata import dataset_for_teacher
 from zsq_probe.threads import torch_threads
 from zsq_probe.training.build import build_run
+from zsq_probe.training.checkpoint import check_checkpoint_identity, check_teacher_fingerprint
 from zsq_probe.training.loop import Trainer
 
 if TYPE_CHECKING:
@@ -146,9 +147,12 @@ def _resume_locked(
         )
     _check_same_teacher(doc.get("teacher") or {}, teacher)
     threads = _note_thread_change(doc)
-    trainer = Trainer(build_run(cfg, teacher=teacher, data_spec=data_spec), run, observers, progress)
+    parts = build_run(cfg, teacher=teacher, data_spec=data_spec)
+    check_teacher_fingerprint(doc, parts.teacher_info, run.config_path)
+    trainer = Trainer(parts, run, observers, progress)
     if run.checkpoints():
         epoch, state = run.load_checkpoint()
+        check_checkpoint_identity(state, doc, run.checkpoint_path(epoch), run.config_path)
         trainer.load_state_dict(state)
         log.info(f"resuming {run.path} after epoch {epoch}")
     # only now that set-up and checkpoint succeeded is anything in the run changed
@@ -177,6 +181,7 @@ def _resume_locked(
 FIXED_ON_RESUME = {
     "seed": "the probe batches and post-hoc rows of past checkpoints are drawn from the run seed",
     "preset": "the run's settings came from it",
+    "method": "every row and checkpoint of the run is labelled with it",
     "teacher": "the checkpoints were distilled from it",
     "data": "the checkpoints were trained and validated on it",
 }

@@ -2,13 +2,16 @@
 
 A checkpoint (RUN/checkpoints/epoch-NNNN.pt, docs/run-directory.md) holds the student, its optimiser, the
 batch source's state (generator and its optimiser), torch's RNG state and each observer's state, so a
-resumed run continues bit for bit on CPU.
+resumed run continues bit for bit on CPU.  It also records the run it belongs to -- its config (preset,
+method, seed) and its teacher's fingerprint -- which a resume and a post-hoc probe check against config.json
+(`check_checkpoint_identity`) before they use it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import torch
 
@@ -17,6 +20,11 @@ from zsq_probe.rundir.atomic import atomic_write_bytes
 from zsq_probe.rundir.schema import tripped_health_checks
 from zsq_probe.teachers.accuracy import top1_and_ce
 from zsq_probe.training.errors import NonFiniteError
+
+# what a checkpoint records of the run it belongs to: these config keys, and its teacher's fingerprint (the
+# sha256 of the weight file, or of the state dict of a teacher passed as a module; config.json's teacher record)
+IDENTITY_KEYS = ("preset", "method", "seed")
+TEACHER_FINGERPRINT = "teacher_weights_sha256"
 
 
 def training_state(parts, epoch: int, global_step: int, observers=()) -> dict:
@@ -27,6 +35,7 @@ def training_state(parts, epoch: int, global_step: int, observers=()) -> dict:
         "student": parts.student.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
         "config": parts.cfg.to_dict(),
+        TEACHER_FINGERPRINT: parts.teacher_info.weights_sha256,
         "rng": {"torch": torch.get_rng_state()},
         "observers": {o.name: o.state_dict() for o in observers},
     }
@@ -34,6 +43,54 @@ def training_state(parts, epoch: int, global_step: int, observers=()) -> dict:
         state["rng"]["cuda"] = torch.cuda.get_rng_state(parts.device)
     state.update(parts.source.state_dict())
     return state
+
+
+def check_checkpoint_identity(state: Mapping, doc: Mapping, checkpoint: Path, config_path: Path) -> None:
+    """Refuse (one-line UserError naming the key, both values and the files) a checkpoint whose run is not the one
+    config.json describes: its preset, method or seed (IDENTITY_KEYS of its `config`) or its teacher's
+    fingerprint differ from config.json's (`config`, `teacher.weights_sha256`).  config.json labels every row a
+    post-hoc probe writes and is what a resume rebuilds, so an edited config.json, or checkpoints copied from
+    another run, must not be used.  A checkpoint that records no identity (an earlier development version) is
+    refused too."""
+    recorded = state.get("config")
+    if not isinstance(recorded, Mapping) or TEACHER_FINGERPRINT not in state:
+        raise UserError(
+            f"checkpoint {checkpoint} does not record which run it belongs to (no config or teacher fingerprint: "
+            f"written by an earlier zsq-probe); train the run again with this version"
+        )
+    config, teacher = doc.get("config"), doc.get("teacher")
+    config = config if isinstance(config, Mapping) else {}
+    teacher = teacher if isinstance(teacher, Mapping) else {}
+    pairs = [(key, config.get(key), recorded.get(key)) for key in IDENTITY_KEYS]
+    pairs.append(("teacher.weights_sha256", teacher.get("weights_sha256"), state[TEACHER_FINGERPRINT]))
+    for key, said, held in pairs:
+        if said != held:
+            raise UserError(
+                f"{config_path} says {key}={_shown(said)} but checkpoint {checkpoint} records {key}={_shown(held)}: "
+                f"config.json was edited or the checkpoints come from another run; put back {key}={_shown(held)} "
+                f"or use the run folder the checkpoints belong to"
+            )
+
+
+def check_teacher_fingerprint(doc: Mapping, teacher_info, config_path: Path) -> None:
+    """Refuse (one-line UserError) a teacher whose fingerprint (`TeacherInfo.weights_sha256`: its weight file's
+    sha256, or a module's state-dict sha256) differs from the one config.json records for the run (`teacher`):
+    the run's checkpoints were distilled from that teacher.  Nothing to check when config.json records none."""
+    recorded = doc.get("teacher")
+    said = recorded.get("weights_sha256") if isinstance(recorded, Mapping) else None
+    if said is not None and said != teacher_info.weights_sha256:
+        raise UserError(
+            f"the teacher loaded now ({teacher_info.weights_path or teacher_info.name}, weights_sha256="
+            f"{_shown(teacher_info.weights_sha256)}) is not the one this run was trained with ({config_path} "
+            f"teacher.weights_sha256={_shown(said)}); give the run its own teacher's weights"
+        )
+
+
+def _shown(value: object) -> str:
+    """A value for a one-line message: repr, a sha256 cut to its first 16 digits."""
+    if isinstance(value, str) and len(value) == 64:
+        return repr(value[:16] + "...")
+    return repr(value)
 
 
 def first_nonfinite_tensor(obj, prefix: str = "") -> str | None:
