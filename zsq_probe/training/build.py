@@ -47,7 +47,7 @@ class RunParts:
     source: BatchSource  # GeneratorSource | RealDataSource | DistilledSource
     # the student's (GI-wrapped when cfg.inundation.enabled); None when built for probing only
     optimizer: torch.optim.Optimizer | GradientInundation | None
-    val_loader: DataLoader | None
+    val_loader: DataLoader[Any] | None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -229,9 +229,21 @@ def reinitialized(model: nn.Module) -> nn.Module:
     return fresh
 
 
-def build_val_loader(cfg: RunConfig, name: str, size: int | None, device: torch.device) -> DataLoader | None:
-    """The test split of the data set `name` for validation; None (logged) when it is not there, unless the run
-    trains on real data or names a data root (then the UserError stands)."""
+def build_val_loader(cfg: RunConfig, name: str, size: int | None, device: torch.device) -> DataLoader[Any] | None:
+    """The test split of the data set `name` for validation.
+
+    Args:
+        cfg: The run's config (data root, download, normalisation, loader settings).
+        name: The data set's name.
+        size: The teacher's input size (ImageNet), or None for the data set's own.
+        device: Where the run trains (pinned memory on CUDA).
+
+    Returns:
+        The validation loader, or None (logged) when the split is not there.
+
+    Raises:
+        UserError: The split is not there and the run trains on real data or names a data root.
+    """
     from zsq_probe.data.datasets import load_dataset
 
     try:
@@ -251,8 +263,17 @@ def build_val_loader(cfg: RunConfig, name: str, size: int | None, device: torch.
         return None
 
 
-def validation_loader(cfg: RunConfig, dataset: Dataset, device: torch.device) -> DataLoader:
-    """The validation loader over `dataset`: in order, `val_batch_size` images a batch."""
+def validation_loader(cfg: RunConfig, dataset: Dataset[Any], device: torch.device) -> DataLoader[Any]:
+    """The validation loader over `dataset`: in order, `val_batch_size` images a batch.
+
+    Args:
+        cfg: The run's config (batch size, seed, workers, pinned memory).
+        dataset: The validation images, (image, label) items.
+        device: Where the run trains (pinned memory on CUDA).
+
+    Returns:
+        The loader.
+    """
     from zsq_probe.data.datasets import make_loader
 
     return make_loader(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,26 +22,51 @@ from zsq_probe.rundir.schema import tripped_health_checks
 from zsq_probe.teachers.accuracy import top1_and_ce
 from zsq_probe.training.errors import NonFiniteError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # what a checkpoint records of the run it belongs to: these config keys, and its teacher's fingerprint (the
 # sha256 of the weight file, or of the state dict of a teacher passed as a module; config.json's teacher record)
 IDENTITY_KEYS = ("preset", "method", "seed")
 TEACHER_FINGERPRINT = "teacher_weights_sha256"
 
 
-def training_state(parts, epoch: int, global_step: int, observers=()) -> dict:
-    """The checkpoint of a run after `epoch` epochs and `global_step` iterations: everything a resume needs."""
-    state = {
+    from zsq_probe.events import Observer
+    from zsq_probe.quantization.gi import GradientInundation
+    from zsq_probe.rundir.store import CheckpointState, RunDir
+    from zsq_probe.training.build import RunParts
+
+
+def training_state(
+    parts: RunParts, epoch: int, global_step: int, observers: Iterable[Observer] = ()
+) -> CheckpointState:
+    """The checkpoint of a run after `epoch` epochs and `global_step` iterations: everything a resume needs.
+
+    Args:
+        parts: The run (student, optimiser, batch source, config, device).
+        epoch: Epochs completed.
+        global_step: Iterations done.
+        observers: Observers whose `state_dict` is saved under "observers" by name.
+
+    Returns:
+        The checkpoint's state.
+
+    Raises:
+        RuntimeError: `parts` was built without an optimiser (`build_run(..., for_training=False)`).
+    """
+    rng: dict[str, torch.Tensor] = {"torch": torch.get_rng_state()}
+    state: CheckpointState = {
         "epoch": epoch,
         "global_step": global_step,
         "student": parts.student.state_dict(),
-        "optimizer": parts.optimizer.state_dict(),
+        "optimizer": training_optimizer(parts).state_dict(),
         "config": parts.cfg.to_dict(),
         TEACHER_FINGERPRINT: parts.teacher_info.weights_sha256,
-        "rng": {"torch": torch.get_rng_state()},
+        "rng": rng,
         "observers": {o.name: o.state_dict() for o in observers},
     }
     if torch.cuda.is_available() and parts.device.type == "cuda":
-        state["rng"]["cuda"] = torch.cuda.get_rng_state(parts.device)
+        rng["cuda"] = torch.cuda.get_rng_state(parts.device)
     state.update(parts.source.state_dict())
     return state
 
@@ -93,8 +119,33 @@ def _shown(value: object) -> str:
     return repr(value)
 
 
-def first_nonfinite_tensor(obj, prefix: str = "") -> str | None:
-    """The key path of the first floating tensor holding inf/NaN in a nested state, else None."""
+def training_optimizer(parts: RunParts) -> torch.optim.Optimizer | GradientInundation:
+    """The student's optimiser of a run built for training.
+
+    Args:
+        parts: The run.
+
+    Returns:
+        `parts.optimizer`.
+
+    Raises:
+        RuntimeError: The run was built without one (`build_run(..., for_training=False)`, for probes).
+    """
+    if parts.optimizer is None:
+        raise RuntimeError("the run was built without an optimiser (build_run(..., for_training=False))")
+    return parts.optimizer
+
+
+def first_nonfinite_tensor(obj: object, prefix: str = "") -> str | None:
+    """The key path of the first floating tensor holding inf/NaN in a nested state, else None.
+
+    Args:
+        obj: A tensor, or dicts, lists and tuples of them (other values are skipped, as is any "rng" key).
+        prefix: The key path of `obj` itself.
+
+    Returns:
+        The dotted key path ("tensor" for a bare tensor without a prefix), or None when all are finite.
+    """
     if isinstance(obj, torch.Tensor):
         if obj.is_floating_point() or obj.is_complex():
             return None if bool(torch.isfinite(obj).all()) else (prefix or "tensor")
@@ -115,9 +166,17 @@ def first_nonfinite_tensor(obj, prefix: str = "") -> str | None:
     return None
 
 
-def check_finite_state(state: dict, epoch: int) -> None:
-    """Refuse to write a checkpoint holding inf/NaN weights (student, optimiser, generator): a checkpoint on disk
-    is always one a run can resume from."""
+def check_finite_state(state: Mapping[str, object], epoch: int) -> None:
+    """Refuse to write a checkpoint holding inf/NaN weights (student, generator): a checkpoint on disk is always
+    one a run can resume from.
+
+    Args:
+        state: The checkpoint's state (`training_state`).
+        epoch: The epoch it is written for (named in the message).
+
+    Raises:
+        NonFiniteError: A weight of the student or the generator holds inf/NaN.
+    """
     for key in ("student", "generator"):  # the weights (optimiser states may hold inf by design)
         if key in state:
             bad = first_nonfinite_tensor(state[key], key)
@@ -129,8 +188,16 @@ def check_finite_state(state: dict, epoch: int) -> None:
                 )
 
 
-def restore_models(parts, state: dict) -> None:
-    """Put the student and the batch source (generator) back to a checkpoint's state — what probes need."""
+def restore_models(parts: RunParts, state: CheckpointState) -> None:
+    """Put the student and the batch source (generator) back to a checkpoint's state — what probes need.
+
+    Args:
+        parts: The run to restore into.
+        state: A checkpoint's state.
+
+    Raises:
+        UserError: The checkpoint does not fit the run's models.
+    """
     try:
         parts.student.load_state_dict(state["student"])
         parts.source.load_state_dict(state, optimizer=parts.optimizer is not None)
@@ -138,12 +205,28 @@ def restore_models(parts, state: dict) -> None:
         raise UserError(f"the checkpoint does not fit this run's models ({one_line(e)})") from None
 
 
-def restore_training_state(parts, state: dict, observers=()) -> tuple[int, int]:
-    """Everything training needs to continue; returns (epochs completed, global step)."""
+def restore_training_state(
+    parts: RunParts, state: CheckpointState, observers: Iterable[Observer] = ()
+) -> tuple[int, int]:
+    """Everything training needs to continue: models, optimiser, RNG and observers.
+
+    Args:
+        parts: The run to restore into (built for training).
+        state: A checkpoint's state.
+        observers: Observers to give back their saved state (by name; those without one are left as they are).
+
+    Returns:
+        (epochs completed, global step).
+
+    Raises:
+        UserError: The checkpoint does not fit the run's models.
+        RuntimeError: `parts` was built without an optimiser.
+    """
     restore_models(parts, state)
+    optimizer = training_optimizer(parts)
     try:
         epoch, global_step = int(state["epoch"]), int(state["global_step"])
-        parts.optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"the checkpoint does not fit this run's models ({one_line(e)})") from None
@@ -156,13 +239,22 @@ def restore_training_state(parts, state: dict, observers=()) -> tuple[int, int]:
     return epoch, global_step
 
 
-def write_summary(run, parts, epochs_completed: int) -> dict:
+def write_summary(run: RunDir, parts: RunParts, epochs_completed: int) -> dict[str, object]:
     """RUN/summary.json: what was trained, the final and best validation top-1 and the run's total
-    `skipped_steps` (updates on_nonfinite=skip left out)."""
+    `skipped_steps` (updates on_nonfinite=skip left out).
+
+    Args:
+        run: The run folder (its metrics table is read).
+        parts: The run's models and config.
+        epochs_completed: Epochs trained.
+
+    Returns:
+        The summary as written.
+    """
     cfg = parts.cfg
     m = run.read_table("metrics")
     val = m["val_top1"].dropna()
-    summary = {
+    summary: dict[str, object] = {
         "run": run.name,
         "method": cfg.method,
         "preset": cfg.preset,
@@ -185,15 +277,29 @@ def write_summary(run, parts, epochs_completed: int) -> dict:
     return summary
 
 
-def health_summary(metrics) -> dict[str, object]:
+def health_summary(metrics: pd.DataFrame) -> dict[str, object]:
     """{"ok": no health check tripped, "tripped": {check: [epochs]}} from the metrics table's `health` column
-    (zsq_probe.training.health)."""
+    (zsq_probe.training.health).
+
+    Args:
+        metrics: The run's metrics table.
+
+    Returns:
+        The summary's "health" entry.
+    """
     tripped = tripped_health_checks(metrics)
     return {"ok": not tripped, "tripped": tripped}
 
 
-def teacher_top1(parts) -> float | None:
-    """The teacher's validation top-1 (the run's ceiling), or None for a run without validation data."""
+def teacher_top1(parts: RunParts) -> float | None:
+    """The teacher's validation top-1 (the run's ceiling), or None for a run without validation data.
+
+    Args:
+        parts: The run (teacher, validation loader, device, config).
+
+    Returns:
+        The top-1 in [0, 1], or None.
+    """
     if parts.val_loader is None:
         return None
     return top1_and_ce(parts.teacher, parts.val_loader, parts.device, parts.cfg.val_max_batches)[0]

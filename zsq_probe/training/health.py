@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from zsq_probe.errors import ComputeError
@@ -26,6 +29,9 @@ from zsq_probe.events import MetricsRow, Observer, ProbeContext, StepEvent
 from zsq_probe.module_state import preserved_state
 from zsq_probe.quantization.quantizer import QuantizedActivation
 from zsq_probe.quantization.range_rules import BIAS_CORRECTED_SETTLE_UPDATES, bias_corrected_range_factor
+
+if TYPE_CHECKING:
+    from zsq_probe.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +92,16 @@ class Finding:
         return f"health check {self.check} at epoch {epoch}: {self.detail}; {self.fix or FIX[self.check]}"
 
 
-def unsettled_range_warning(cfg, iterations: int) -> str | None:
-    """The loud line for range_ema=bias-corrected ranges that freeze before the rule settles (None: they settle,
-    or the student is not quantised)."""
+def unsettled_range_warning(cfg: RunConfig, iterations: int) -> str | None:
+    """The loud line for range_ema=bias-corrected ranges that freeze before the rule settles.
+
+    Args:
+        cfg: The run's config.
+        iterations: Iterations per epoch.
+
+    Returns:
+        The warning, or None when the ranges settle in time, follow another rule or the student is not quantised.
+    """
     if cfg.quant.full_precision or cfg.quant.range_ema != "bias-corrected" or cfg.dataset.source == "zeroq":
         return None
     updates = cfg.quant.act_range_epochs * iterations
@@ -104,11 +117,20 @@ def unsettled_range_warning(cfg, iterations: int) -> str | None:
     )
 
 
-def settling_ranges(cfg, epoch: int, iterations: int) -> str:
-    """Why the student is not judged at the end of `epoch` ('' when it is): range_ema=bias-corrected whose ranges
-    have had fewer than BIAS_CORRECTED_SETTLE_UPDATES updates yet but will have them before they freeze (a
-    steady range reads 1283x too wide after 40 updates and 1.3x after 120: measured on CIFAR-10, a 4 x 40 schedule
-    sat at 10 % after epochs 1-2 and reached 79.9 % after epoch 3)."""
+def settling_ranges(cfg: RunConfig, epoch: int, iterations: int) -> str:
+    """Why the student is not judged at the end of `epoch`: range_ema=bias-corrected whose ranges have had fewer
+    than BIAS_CORRECTED_SETTLE_UPDATES updates yet but will have them before they freeze (a steady range reads
+    1283x too wide after 40 updates and 1.3x after 120: measured on CIFAR-10, a 4 x 40 schedule sat at 10 % after
+    epochs 1-2 and reached 79.9 % after epoch 3).
+
+    Args:
+        cfg: The run's config.
+        epoch: The epoch just trained, counted from 1.
+        iterations: Iterations per epoch.
+
+    Returns:
+        The reason, or '' when the student is judged.
+    """
     q = cfg.quant
     if q.full_precision or q.range_ema != "bias-corrected" or epoch > q.act_range_epochs:
         return ""
@@ -123,11 +145,15 @@ def settling_ranges(cfg, epoch: int, iterations: int) -> str:
 
 
 class HealthCheck(Observer):
-    """Judges the student at every epoch end (after validation); see the module docstring for the checks."""
+    """Judges the student at every epoch end (after validation); see the module docstring for the checks.
+
+    Args:
+        cfg: The run's config.
+    """
 
     name = "health"
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.teacher_width: dict[str, float] = {}  # quantised activation -> the teacher's range on real images
         self.classes = 0
@@ -261,8 +287,8 @@ def teacher_real_ranges(ctx: ProbeContext, batches: int) -> dict[str, float]:
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
 
-    def record(name: str):
-        def hook(_module, _inputs, output) -> None:
+    def record(name: str) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], None]:
+        def hook(_module: nn.Module, _inputs: tuple[Any, ...], output: torch.Tensor) -> None:
             lo[name] = min(lo.get(name, math.inf), float(output.amin()))
             hi[name] = max(hi.get(name, -math.inf), float(output.amax()))
 

@@ -15,15 +15,20 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
+import torch.nn as nn
 from tqdm.auto import tqdm
 
 from zsq_probe.config import keeps_checkpoint
-from zsq_probe.events import ProbeContext, StepEvent
+from zsq_probe.events import GIStep, MetricsRow, Observer, ProbeContext, StepEvent
+from zsq_probe.quantization.gi import GradientInundation
 from zsq_probe.quantization.losses import student_terms, term_gradients
 from zsq_probe.quantization.quantizer import activation_ranges_frozen, set_activation_ranges_frozen
 from zsq_probe.rundir.atomic import fault_point
@@ -33,7 +38,27 @@ from zsq_probe.training import checkpoint
 from zsq_probe.training.errors import NonFiniteError
 from zsq_probe.training.health import CollapseError, HealthCheck, unsettled_range_warning
 from zsq_probe.training.schedule import gi_share, student_lr
-from zsq_probe.training.sources import NonFinite, all_finite, check_iterations, first_nonfinite
+from zsq_probe.training.sources import (
+    Batch,
+    DistilledSource,
+    NonFinite,
+    all_finite,
+    check_iterations,
+    first_nonfinite,
+)
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from zsq_probe.rundir.store import CheckpointState, PathArg, RunDir
+    from zsq_probe.training.build import RunParts
+
+    # what signal.signal returns: a handler, SIG_DFL / SIG_IGN, or None (a handler not set from Python)
+    _SignalHandler: TypeAlias = Callable[[int, FrameType | None], Any] | int | None
+    # Trainer.student_step: (logits, loss terms, per-term gradients, GI step, non-finite or None)
+    StudentStep: TypeAlias = tuple[
+        torch.Tensor, dict[str, torch.Tensor], dict[str, list[torch.Tensor]] | None, GIStep | None, NonFinite | None
+    ]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +70,15 @@ __all__ = ["METRIC_TERMS", "NonFiniteError", "STOP_SIGNALS", "Trainer", "Trainin
 SKIP_WARN_SHARE = 0.1  # on_nonfinite=skip: a warning when at least this share of an epoch's steps was skipped
 
 
-def params_finite(student) -> torch.Tensor:
-    """A device flag (no host sync): whether every parameter and floating buffer (activation ranges) is finite."""
+def params_finite(student: nn.Module) -> torch.Tensor:
+    """A device flag (no host sync): whether every parameter and floating buffer (activation ranges) is finite.
+
+    Args:
+        student: The model to check.
+
+    Returns:
+        A 0-d bool tensor (on the model's device; a CPU True for a model without any).
+    """
     params = list(student.parameters()) + [b for b in student.buffers() if b.is_floating_point()]
     if not params:
         return torch.tensor(True)
@@ -59,37 +91,62 @@ def params_finite(student) -> torch.Tensor:
 STOP_SIGNALS: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
 
 
+class StopState(TypedDict):
+    """What `stop_on_signals` shares with the loop: the stop signal received (None: none yet), and the last
+    epoch whose checkpoint is written and the run folder (for TrainingInterrupted's message)."""
+
+    signal: str | None
+    epoch: int
+    path: Path | None
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on a signal (SIGTERM/SIGUSR1) after writing the checkpoint of `epoch` (or, on a
     second signal, at once: the epoch under way is lost).  Resume the run to continue.  A KeyboardInterrupt,
-    so the command line reports it like Ctrl-C and callers that catch Exception do not swallow it."""
+    so the command line reports it like Ctrl-C and callers that catch Exception do not swallow it.
 
-    def __init__(self, signame: str, epoch: int, path=None):
+    Args:
+        signame: The signal's name ("SIGTERM").
+        epoch: The last epoch whose checkpoint is written.
+        path: The run folder (named in the message), if known.
+    """
+
+    def __init__(self, signame: str, epoch: int, path: PathArg | None = None) -> None:
         self.signame, self.epoch, self.path = signame, epoch, path
         where = f" ({path})" if path else ""
         super().__init__(f"stopped by {signame} after the checkpoint of epoch {epoch}{where}; resume to continue")
 
 
 @contextlib.contextmanager
-def stop_on_signals(names=None):
-    """While inside: the signals `names` (default STOP_SIGNALS) set `state["signal"]` instead of killing the
-    process; a second one raises TrainingInterrupted at once.  Installed only in the main thread (signal
-    handlers can only be set there; elsewhere nothing changes); the previous handlers come back after."""
-    state: dict[str, Any] = {"signal": None, "epoch": 0, "path": None}
+def stop_on_signals(names: Iterable[str] | None = None) -> Iterator[StopState]:
+    """While inside: the signals `names` set `state["signal"]` instead of killing the process; a second one
+    raises TrainingInterrupted at once.  Installed only in the main thread (signal handlers can only be set
+    there; elsewhere nothing changes); the previous handlers come back after.
+
+    Args:
+        names: Signal names (default STOP_SIGNALS, read when entered); those this platform lacks are skipped.
+
+    Yields:
+        The shared state; the caller keeps its "epoch" and "path" current.
+
+    Raises:
+        TrainingInterrupted: From the handler, on the second signal.
+    """
+    state: StopState = {"signal": None, "epoch": 0, "path": None}
     if threading.current_thread() is not threading.main_thread():
         yield state
         return
     found = [getattr(signal, n, None) for n in (names if names is not None else STOP_SIGNALS)]
     wanted: list[signal.Signals] = [s for s in dict.fromkeys(found) if s is not None]
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if state["signal"] is not None:  # the second signal: stop now (the epoch under way is lost)
             raise TrainingInterrupted(name, state["epoch"], state["path"])
         state["signal"] = name
         log.warning(f"{name} received: stopping after this epoch's checkpoint (send it again to stop at once)")
 
-    previous = {}
+    previous: dict[signal.Signals, _SignalHandler] = {}
     try:
         for s in wanted:
             previous[s] = signal.signal(s, handler)
@@ -99,14 +156,34 @@ def stop_on_signals(names=None):
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
-class Trainer:
-    """Trains a built run (`RunParts`) into its run folder, calling each observer's hooks; `progress`: a
-    progress bar per epoch on stderr (off by default)."""
+class EpochSchedule(TypedDict):
+    """What `Trainer.start_epoch` set for an epoch (the metrics row records it)."""
 
-    def __init__(self, parts, run, observers=(), progress: bool = False):
+    lr: float  # the student's learning rate
+    gen_lr: float  # the batch source's own (NaN: none)
+    gi_p: float  # GI's p (NaN: GI off)
+    act_ranges_frozen: bool
+
+
+class Trainer:
+    """Trains a built run (`RunParts`) into its run folder, calling each observer's hooks.
+
+    Args:
+        parts: The run, built for training (`build_run(cfg)`: with the student's optimiser).
+        run: The run folder it writes.
+        observers: The probes and other observers, called in order after the health check (HealthCheck).
+        progress: A progress bar per epoch on stderr (off by default).
+
+    Raises:
+        UserError: `iters_per_epoch=0` with a batch source that has no epoch length of its own.
+    """
+
+    def __init__(
+        self, parts: RunParts, run: RunDir, observers: Iterable[Observer] = (), progress: bool = False
+    ) -> None:
         self.parts, self.cfg, self.run = parts, parts.cfg, run
         self.health = HealthCheck(self.cfg)  # on in every run: the first observer, so the others see its columns
-        self.observers = [self.health, *observers]
+        self.observers: list[Observer] = [self.health, *observers]
         self.progress = progress
         self.epoch, self.global_step = 0, 0  # epochs completed, iterations done
         self.skipped_total = 0  # on_nonfinite=skip: updates skipped by this trainer (resumes count afresh)
@@ -125,12 +202,26 @@ class Trainer:
             real_loader=parts.val_loader,
         )
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | GradientInundation:
+        """The student's optimiser (RuntimeError for a run built without one, for probes only)."""
+        return checkpoint.training_optimizer(self.parts)
+
     # ------------------------------------------------------------------ the run
-    def fit(self) -> dict:
+    def fit(self) -> dict[str, object]:
         """Train the remaining epochs.  SIGTERM/SIGUSR1 (STOP_SIGNALS) stop it after the epoch under way and its
         checkpoint, never mid-epoch (TrainingInterrupted), so a resume continues bit for bit.  A signal during the
         last epoch stops it the same way, before summary.json (the resume writes it); one that arrives later,
-        while the summary is written, still ends in TrainingInterrupted: a stop signal always means a stop."""
+        while the summary is written, still ends in TrainingInterrupted: a stop signal always means a stop.
+
+        Returns:
+            The run summary (RUN/summary.json).
+
+        Raises:
+            TrainingInterrupted: A stop signal arrived (after the epoch's checkpoint, or at once on a second one).
+            NonFiniteError: A loss, gradient or weight became inf/NaN (unless on_nonfinite=skip skips the step).
+            CollapseError: A health check tripped under on_collapse=stop.
+        """
         with stop_on_signals() as stop:
             stop["epoch"], stop["path"] = self.epoch, self.run.path
             summary = self.train_epochs(stop)
@@ -167,7 +258,14 @@ class Trainer:
         return self.write_summary()
 
     def stop_on_collapse(self, epoch: int) -> None:
-        """on_collapse=stop: the epoch's checkpoint (if the cadence skipped it) and summary.json, then stop."""
+        """on_collapse=stop: the epoch's checkpoint (if the cadence skipped it) and summary.json, then stop.
+
+        Args:
+            epoch: The epoch just trained.
+
+        Raises:
+            CollapseError: Always, naming the tripped checks.
+        """
         if epoch not in self.run.checkpoints():
             self.save_checkpoint(epoch)
         self.write_summary()
@@ -178,15 +276,23 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ one epoch
-    def start_epoch(self, epoch: int) -> dict:
-        """Set the epoch's schedules and modes; return the values the metrics row records."""
-        cfg, parts = self.cfg, self.parts
+    def start_epoch(self, epoch: int) -> EpochSchedule:
+        """Set the epoch's schedules and modes.
+
+        Args:
+            epoch: The epoch about to run, counted from 1.
+
+        Returns:
+            The values the metrics row records.
+        """
+        cfg, parts, optimizer = self.cfg, self.parts, self.optimizer
         lr, p = student_lr(cfg, epoch), gi_share(cfg, epoch)
-        for g in parts.optimizer.param_groups:
+        for g in optimizer.param_groups:
             g["lr"] = lr
         if cfg.inundation.enabled:
-            parts.optimizer.p = p
-            parts.optimizer.warmup = epoch == cfg.warmup_epochs + 1  # κ capped in the first student epoch
+            gi = inundated(optimizer)
+            gi.p = p
+            gi.warmup = epoch == cfg.warmup_epochs + 1  # κ capped in the first student epoch
         frozen = epoch > cfg.quant.act_range_epochs
         if parts.quant_layers:
             set_activation_ranges_frozen(parts.student, frozen)
@@ -199,9 +305,18 @@ class Trainer:
             "act_ranges_frozen": frozen,
         }
 
-    def run_epoch(self, epoch: int) -> dict:
-        """Train one epoch (`iters_per_epoch` steps; the student steps after the warm-up epochs) and return its
-        metrics row: the epoch means of the loss terms, the schedule's values and validation."""
+    def run_epoch(self, epoch: int) -> MetricsRow:
+        """Train one epoch (`iters_per_epoch` steps; the student steps after the warm-up epochs).
+
+        Args:
+            epoch: The epoch, counted from 1.
+
+        Returns:
+            Its metrics row: the epoch means of the loss terms, the schedule's values and validation.
+
+        Raises:
+            NonFiniteError: A loss, gradient or weight became inf/NaN (unless on_nonfinite=skip skips the step).
+        """
         t0 = time.perf_counter()
         schedule = self.start_epoch(epoch)
         stepping = epoch > self.cfg.warmup_epochs  # warm-up epochs train the generator only (GDFQ)
@@ -234,12 +349,24 @@ class Trainer:
 
     def train_step(self, epoch: int, step: int, stepping: bool) -> tuple[dict[str, float], bool]:
         """One iteration: a batch, the student's step (or, in the warm-up, its forward pass), one host sync of
-        the loss terms and the observers' `on_step`.  Returns (loss terms as floats, whether the update was
-        skipped under on_nonfinite=skip)."""
+        the loss terms and the observers' `on_step`.
+
+        Args:
+            epoch: The epoch, counted from 1.
+            step: The iteration within the epoch, from 0.
+            stepping: Whether the student steps (False in the warm-up epochs).
+
+        Returns:
+            (loss terms as floats, whether the update was skipped under on_nonfinite=skip).
+
+        Raises:
+            NonFiniteError: A loss, gradient or weight became inf/NaN (unless on_nonfinite=skip skips the step).
+        """
         batch = self.parts.source.next_batch()
         skipped = batch.nonfinite is not None and self.on_nonfinite(epoch, step, batch.nonfinite)
         want_terms = stepping and any(o.wants_term_gradients(epoch, step) for o in self.observers)
-        gi = term_grads = None
+        gi: GIStep | None = None
+        term_grads: dict[str, list[torch.Tensor]] | None = None
         if stepping:
             s_logits, terms, term_grads, gi, nonfinite = self.student_step(batch, want_terms)
             skipped = (nonfinite is not None and self.on_nonfinite(epoch, step, nonfinite)) or skipped
@@ -268,9 +395,19 @@ class Trainer:
                 o.on_step(self.context, event)
         return values, skipped
 
-    def epoch_row(self, epoch: int, stepping: bool, schedule: dict, totals: EpochTotals) -> dict:
-        """The epoch's metrics row before validation: what ran, the loss means and the schedule's values."""
-        row = {
+    def epoch_row(self, epoch: int, stepping: bool, schedule: EpochSchedule, totals: EpochTotals) -> MetricsRow:
+        """The epoch's metrics row before validation: what ran, the loss means and the schedule's values.
+
+        Args:
+            epoch: The epoch, counted from 1.
+            stepping: Whether the student stepped.
+            schedule: What `start_epoch` set.
+            totals: The epoch's loss sums and skipped steps.
+
+        Returns:
+            The row.
+        """
+        row: MetricsRow = {
             "run": self.run.name,
             "method": self.cfg.method,
             "preset": self.cfg.preset,
@@ -286,8 +423,15 @@ class Trainer:
         return row
 
     # ------------------------------------------------------------------ one student step
-    def loss_terms(self, batch):
-        """The student's logits, KL to the teacher and CE to the labels on `batch` (zsq_probe.quantization.losses)."""
+    def loss_terms(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The student's logits, KL to the teacher and CE to the labels on `batch` (zsq_probe.quantization.losses).
+
+        Args:
+            batch: The training batch.
+
+        Returns:
+            (logits, KL, CE), unweighted.
+        """
         return student_terms(
             self.parts.student,
             batch.inputs,
@@ -297,15 +441,30 @@ class Trainer:
             self.cfg.label_smoothing,
         )
 
-    def student_forward(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The warm-up's forward pass without a step; returns (logits, loss terms)."""
+    def student_forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The warm-up's forward pass without a step.
+
+        Args:
+            batch: The training batch.
+
+        Returns:
+            (logits, loss terms).
+        """
         with torch.no_grad():
             s_logits, kl, ce = self.loss_terms(batch)
         return s_logits, {"kl": kl, "kl_scaled": kl * self.cfg.temperature**2, "ce": ce}
 
-    def student_step(self, batch, want_terms: bool):
-        """One optimiser step; returns (logits, loss terms, per-term grads, GI info, non-finite or None)."""
-        cfg, opt, params = self.cfg, self.parts.optimizer, self.parts.params
+    def student_step(self, batch: Batch, want_terms: bool) -> StudentStep:
+        """One optimiser step (none when the loss or a gradient is inf/NaN).
+
+        Args:
+            batch: The training batch.
+            want_terms: Compute the per-term gradients (an observer wants them this step).
+
+        Returns:
+            (logits, loss terms, per-term grads or None, GI step or None, what was non-finite or None).
+        """
+        cfg, opt, params = self.cfg, self.optimizer, self.parts.params
         s_logits, kl, ce = self.loss_terms(batch)
         kl_scaled = kl * cfg.temperature**2
         loss = cfg.kd_weight * kl_scaled + cfg.ce_weight * ce
@@ -319,24 +478,37 @@ class Trainer:
             for p, gk, gc in zip(params, term_grads["kl"], term_grads["ce"]):
                 p.grad = w_kl * gk + w_ce * gc
         else:
-            loss.backward()
+            torch.autograd.backward(loss)  # Tensor.backward, which torch leaves unannotated
         if not all_finite(loss, params):  # one host sync for the loss and every gradient
             opt.zero_grad(set_to_none=True)
             weighted = {n: t for n, t, w in (("KL term", kl, cfg.kd_weight), ("CE term", ce, cfg.ce_weight)) if w}
             what = first_nonfinite(loss, weighted, "student loss") or "gradient of the student loss"
             return s_logits.detach(), terms, None, None, NonFinite(what, loss, {"kl": kl, "ce": ce})
         opt.step()
-        gi = None
+        gi: GIStep | None = None
         if cfg.inundation.enabled:
+            inundation = inundated(opt)
             gi = {
-                "kappa": dict(opt.last_kappa),
-                "changed": dict(opt.last_changed_codes),
-                "flags": dict(getattr(opt, "last_flags", {})),
+                "kappa": dict(inundation.last_kappa),
+                "changed": dict(inundation.last_changed_codes),
+                "flags": dict(inundation.last_flags),
             }
         return s_logits.detach(), terms, term_grads, gi, None
 
-    def on_nonfinite(self, epoch: int, step: int, bad) -> bool:
-        """on_nonfinite=skip: True (the update was skipped; counted in skipped_steps).  Else stop the run."""
+    def on_nonfinite(self, epoch: int, step: int, bad: NonFinite) -> bool:
+        """on_nonfinite=skip: True (the update was skipped; counted in skipped_steps).  Else stop the run.
+
+        Args:
+            epoch: The epoch, counted from 1.
+            step: The iteration within the epoch.
+            bad: What was non-finite.
+
+        Returns:
+            True (on_nonfinite=skip).
+
+        Raises:
+            NonFiniteError: on_nonfinite=stop (the default).
+        """
         if self.cfg.on_nonfinite == "skip":
             return True
         values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in bad.terms.items())
@@ -357,7 +529,15 @@ class Trainer:
 
     def on_poisoned_parameters(self, epoch: int, step: int) -> None:
         """A step made a weight or an activation range inf/NaN: it cannot be skipped any more, so the run stops
-        (in skip mode too) before anything of this epoch is written."""
+        (in skip mode too) before anything of this epoch is written.
+
+        Args:
+            epoch: The epoch, counted from 1.
+            step: The iteration within the epoch.
+
+        Raises:
+            NonFiniteError: Always.
+        """
         raise NonFiniteError(
             f"the student's weights or activation ranges became non-finite at epoch {epoch}, "
             f"step {step} (global step {self.global_step + 1}; lr={self.cfg.optim.lr:g}); stopped, "
@@ -367,21 +547,36 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation and the end of a run
     def measure_val(self) -> Predictions:
-        """The student's top-1, CE and prediction spread on the validation loader, its activation ranges held."""
-        parts = self.parts
+        """The student's top-1, CE and prediction spread on the validation loader, its activation ranges held.
+
+        Raises:
+            TypeError: The run has no validation loader.
+        """
+        parts, loader = self.parts, self.parts.val_loader
+        if loader is None:
+            raise TypeError("measure_val needs a run with validation data")
         if parts.quant_layers:
             with activation_ranges_frozen(parts.student):  # test data must not move the ranges
-                return predictions_on(parts.student, parts.val_loader, parts.device, self.cfg.val_max_batches)
-        return predictions_on(parts.student, parts.val_loader, parts.device, self.cfg.val_max_batches)
+                return predictions_on(parts.student, loader, parts.device, self.cfg.val_max_batches)
+        return predictions_on(parts.student, loader, parts.device, self.cfg.val_max_batches)
 
-    def calibrate_only(self) -> dict:
-        """ZeroQ's own baseline: activation ranges calibrated on the distilled data, no fine-tuning."""
-        parts = self.parts
+    def calibrate_only(self) -> dict[str, object]:
+        """ZeroQ's own baseline: activation ranges calibrated on the distilled data, no fine-tuning.
+
+        Returns:
+            The run summary (RUN/summary.json).
+
+        Raises:
+            TypeError: The run's batch source is not ZeroQ's distilled set.
+        """
+        parts, source = self.parts, self.parts.source
+        if not isinstance(source, DistilledSource):
+            raise TypeError(f"calibrate_only needs ZeroQ's distilled data (source=zeroq), not {source.name}")
         if parts.quant_layers:  # zeroq_calibration: ZeroQ's running min/max (default) or the training EMA
-            parts.source.calibrate(parts.student)
+            source.calibrate(parts.student)
         nan = float("nan")
         val = self.measure_val() if parts.val_loader is not None else Predictions(nan, nan, nan, nan)
-        row = {
+        row: MetricsRow = {
             "run": self.run.name,
             "method": self.cfg.method,
             "preset": self.cfg.preset,
@@ -401,30 +596,69 @@ class Trainer:
             "wall_time_s": 0.0,
         }
         self.health.on_epoch_end(self.context, 0, row)
-        self.run.write_part("zeroq_distillation", parts.source.history, epoch_key(0))
+        self.run.write_part("zeroq_distillation", source.history, epoch_key(0))
         self.run.write_part("metrics", [row], epoch_key(0))
         self.save_checkpoint(0)
         log.info(epoch_line(row))
         return self.write_summary()
 
-    def write_summary(self) -> dict:
+    def write_summary(self) -> dict[str, object]:
         """Write RUN/summary.json (zsq_probe.training.checkpoint.write_summary) and return it."""
         return checkpoint.write_summary(self.run, self.parts, self.epoch)
 
     def save_checkpoint(self, epoch: int) -> None:
-        """Write the checkpoint of `epoch` (refused when a weight is inf/NaN: NonFiniteError)."""
+        """Write the checkpoint of `epoch`.
+
+        Args:
+            epoch: The epoch it is written for (0: before training).
+
+        Raises:
+            NonFiniteError: A weight is inf/NaN (nothing is written).
+        """
         state = checkpoint.training_state(self.parts, self.epoch, self.global_step, self.observers)
         checkpoint.check_finite_state(state, epoch)
         self.run.save_checkpoint(epoch, state, keep=partial(keeps_checkpoint, self.cfg))
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from a checkpoint's state: models, optimiser, RNG, observers, epoch and step counters."""
+    def load_state_dict(self, state: CheckpointState) -> None:
+        """Continue from a checkpoint's state: models, optimiser, RNG, observers, epoch and step counters.
+
+        Args:
+            state: The checkpoint's state.
+
+        Raises:
+            UserError: The checkpoint does not fit this run's models.
+        """
         self.epoch, self.global_step = checkpoint.restore_training_state(self.parts, state, self.observers)
+
+
+def inundated(optimizer: torch.optim.Optimizer | GradientInundation) -> GradientInundation:
+    """The student's optimiser of a run with cfg.inundation.enabled: GI-wrapped (`build_optimizer`).
+
+    Args:
+        optimizer: The run's optimiser.
+
+    Returns:
+        `optimizer`.
+
+    Raises:
+        TypeError: It is not wrapped in gradient inundation.
+    """
+    if not isinstance(optimizer, GradientInundation):
+        raise TypeError(f"inundation.enabled needs a GradientInundation optimiser, not {type(optimizer).__name__}")
+    return optimizer
 
 
 def synced_values(terms: dict[str, torch.Tensor], flag: torch.Tensor) -> tuple[dict[str, float], bool]:
     """The loss terms as floats and a device flag as a bool, in one host sync (one stacked tensor to the host);
-    the sync only reads values, it does not touch the training math."""
+    the sync only reads values, it does not touch the training math.
+
+    Args:
+        terms: Loss terms (0-d tensors).
+        flag: A 0-d bool tensor.
+
+    Returns:
+        (the terms as floats, the flag).
+    """
     flat = [v.detach().float().reshape(()) for v in terms.values()]
     flat.append(flag.float().reshape(()).to(flat[0].device) if flat else flag.float())
     synced = torch.stack(flat).tolist()
@@ -441,7 +675,12 @@ class EpochTotals:
     skipped_steps: int = 0
 
     def add(self, values: dict[str, float], skipped: bool) -> None:
-        """Count one step's loss terms (the finite ones) and whether its update was skipped."""
+        """Count one step's loss terms (the finite ones) and whether its update was skipped.
+
+        Args:
+            values: The step's loss terms (keys among METRIC_TERMS).
+            skipped: Whether its update was skipped.
+        """
         self.skipped_steps += skipped
         for k, v in values.items():
             if math.isfinite(v):
@@ -454,7 +693,13 @@ class EpochTotals:
 
 
 def log_skipped_steps(epoch: int, skipped: int, iterations: int) -> None:
-    """on_nonfinite=skip: note an epoch's skipped updates; a warning from SKIP_WARN_SHARE of its steps on."""
+    """on_nonfinite=skip: note an epoch's skipped updates; a warning from SKIP_WARN_SHARE of its steps on.
+
+    Args:
+        epoch: The epoch.
+        skipped: Its skipped updates.
+        iterations: Its iterations.
+    """
     share = skipped / max(iterations, 1)
     many = share >= SKIP_WARN_SHARE
     (log.warning if many else log.info)(
@@ -465,14 +710,25 @@ def log_skipped_steps(epoch: int, skipped: int, iterations: int) -> None:
 
 
 class EpochProgress:
-    """An epoch's progress bar (nothing when disabled): one tick per step, the losses every 10 steps."""
+    """An epoch's progress bar (nothing when disabled): one tick per step, the losses every 10 steps.
 
-    def __init__(self, total: int, desc: str, enabled: bool):
+    Args:
+        total: The epoch's steps.
+        desc: The bar's label.
+        enabled: Whether to show it.
+    """
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
         self.total = total
         self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True) if enabled else None
 
     def step(self, step: int, values: dict[str, float]) -> None:
-        """Tick for `step`, showing its losses on every 10th step and the last."""
+        """Tick for `step`, showing its losses on every 10th step and the last.
+
+        Args:
+            step: The iteration within the epoch, from 0.
+            values: Its loss terms.
+        """
         if self.bar is None:
             return
         self.bar.update(1)
@@ -485,12 +741,19 @@ class EpochProgress:
             self.bar.close()
 
 
-def epoch_line(row: dict) -> str:
-    """The log line of an epoch's metrics row: losses, validation and wall time."""
+def epoch_line(row: MetricsRow) -> str:
+    """The log line of an epoch's metrics row: losses, validation and wall time.
+
+    Args:
+        row: The metrics row (method, epoch, loss means, validation, wall time).
+
+    Returns:
+        The line.
+    """
     val = row.get("val_top1")
     val_s = (
         f"val top-1 {100 * val:6.2f}%  val CE {row['val_ce']:.4f}"
-        if val is not None and val == val
+        if isinstance(val, (int, float)) and val == val
         else "no validation"
     )
     return (

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -108,7 +108,8 @@ def _sample(
 
 def _teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with preserved_state(teacher, mode="eval"):
-        return teacher(x)
+        logits: torch.Tensor = teacher(x)
+    return logits
 
 
 class GeneratorSource:
@@ -161,7 +162,7 @@ class GeneratorSource:
         bns_loss = bns.loss()
         gen_loss = cfg.synthesis.ce_weight * gen_ce + cfg.synthesis.bns_weight * bns_loss
         self.optimizer.zero_grad(set_to_none=True)
-        gen_loss.backward()
+        torch.autograd.backward(gen_loss)  # Tensor.backward, which torch leaves unannotated
         nonfinite = None
         if all_finite(gen_loss, self.generator.parameters()):
             self.optimizer.step()
@@ -197,11 +198,18 @@ class GeneratorSource:
 
 
 class RealDataSource:
-    """The KD baseline's batches: the real training set, shuffled in one order per epoch."""
+    """The KD baseline's batches: the real training set, shuffled in one order per epoch.
+
+    Args:
+        train_set: The training images, (image tensor, int label) items.
+        teacher: The teacher (its logits come with each batch).
+        cfg: The run's config (batch size, seed, loader settings).
+        device: Where the batches go.
+    """
 
     name = "real"
 
-    def __init__(self, train_set: Dataset, teacher: nn.Module, cfg: RunConfig, device: torch.device) -> None:
+    def __init__(self, train_set: Dataset[Any], teacher: nn.Module, cfg: RunConfig, device: torch.device) -> None:
         self.train_set, self.teacher, self.cfg, self.device = train_set, teacher, cfg, device
         self.batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -336,7 +344,7 @@ class DistilledSource:
         """Nothing to restore."""
 
 
-def _cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _cycle(loader: DataLoader[Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     while True:
         yield from loader
 

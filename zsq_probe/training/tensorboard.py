@@ -19,19 +19,30 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from zsq_probe.errors import UserError
-from zsq_probe.events import Observer
-from zsq_probe.rundir.store import epoch_key
+from zsq_probe.events import MetricsRow, Observer, ProbeContext
+from zsq_probe.rundir.store import PathArg, RunDir, epoch_key
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 EXTRA_HINT = "live curves need TensorBoard: pip install 'zsq-probe[tensorboard]'"
 
 
-def summary_writer_class():
-    """Torch's SummaryWriter; a one-line UserError naming the extra when the tensorboard package is missing."""
+def summary_writer_class() -> type[SummaryWriter]:
+    """Torch's SummaryWriter class.
+
+    Returns:
+        `torch.utils.tensorboard.SummaryWriter`.
+
+    Raises:
+        UserError: The tensorboard package (the optional extra) is missing (one line naming the extra).
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter  # the optional [tensorboard] extra
     except ImportError:
@@ -39,7 +50,7 @@ def summary_writer_class():
     return SummaryWriter
 
 
-def _number(v) -> float | None:
+def _number(v: object) -> float | None:
     if isinstance(v, bool):
         return float(v)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -49,11 +60,19 @@ def _number(v) -> float | None:
     return None
 
 
-def probe_scalars(run, epoch: int) -> dict[str, float]:
-    """Tag -> value of the probes' summary scalars of `epoch`, from the parts the probes wrote for it."""
+def probe_scalars(run: RunDir, epoch: int) -> dict[str, float]:
+    """Tag -> value of the probes' summary scalars of `epoch`, from the parts the probes wrote for it.
+
+    Args:
+        run: The run folder.
+        epoch: The epoch whose parts are read.
+
+    Returns:
+        The finite scalars by TensorBoard tag.
+    """
     out: dict[str, float] = {}
 
-    def part(table):
+    def part(table: str) -> pd.DataFrame | None:
         path = run.table_dir(table) / f"part-{epoch_key(epoch)}.parquet"
         return pd.read_parquet(path) if path.is_file() else None
 
@@ -83,8 +102,17 @@ def probe_scalars(run, epoch: int) -> dict[str, float]:
 
 
 def check_logdir(logdir: Path) -> Path:
-    """`logdir`, or a UserError (before the run folder is made) when it, or the nearest part of it that exists,
-    is a file or cannot be written."""
+    """Check a TensorBoard folder before the run folder is made.
+
+    Args:
+        logdir: The folder (it need not exist yet).
+
+    Returns:
+        `logdir`.
+
+    Raises:
+        UserError: It, or the nearest part of it that exists, is a file or cannot be written.
+    """
     existing = next((p for p in [logdir, *logdir.parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():
         what = "is an existing file" if existing == logdir else f"lies under {existing}, a file"
@@ -95,18 +123,25 @@ def check_logdir(logdir: Path) -> Path:
 
 
 class TensorBoardObserver(Observer):
-    """Logs the metrics row and the probes' scalars of every epoch to TensorBoard (`logdir`, default
-    RUN/tensorboard).  Put it after the probes (train_job and the CLI do), so their parts of the epoch exist."""
+    """Logs the metrics row and the probes' scalars of every epoch to TensorBoard.  Put it after the probes
+    (train_job and the CLI do), so their parts of the epoch exist.
+
+    Args:
+        logdir: Where the event files go (default RUN/tensorboard).
+
+    Raises:
+        UserError: The tensorboard package is missing, or `logdir` is a file or cannot be written.
+    """
 
     name = "tensorboard"
 
-    def __init__(self, logdir=None):
+    def __init__(self, logdir: PathArg | None = None) -> None:
         self._writer_class = summary_writer_class()  # fail before training starts when the extra is missing
         self.logdir = None if logdir is None else check_logdir(Path(logdir))
-        self.writer = None
+        self.writer: SummaryWriter | None = None
         self.epochs = 0
 
-    def on_train_start(self, ctx) -> None:
+    def on_train_start(self, ctx: ProbeContext) -> None:
         """Open the writer (RUN/tensorboard unless given); a resume drops what a crash left past its checkpoint."""
         logdir = self.logdir or Path(ctx.run.path) / "tensorboard"
         self.epochs = ctx.cfg.epochs
@@ -114,7 +149,7 @@ class TensorBoardObserver(Observer):
         # a resumed run continues after its last checkpoint: drop the curves a crash left past it
         self.writer = self._writer_class(log_dir=str(logdir), purge_step=(done[-1] + 1) if done else None)
 
-    def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> None:
+    def on_epoch_end(self, ctx: ProbeContext, epoch: int, metrics: MetricsRow) -> None:
         """Log the epoch's metrics and probe scalars; close after the last epoch."""
         if self.writer is None:
             return
