@@ -7,8 +7,10 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 import torch.nn as nn
@@ -19,8 +21,38 @@ from zsq_probe.errors import one_line
 from zsq_probe.rundir.atomic import atomic_write_bytes
 from zsq_probe.rundir.store import atomic_torch_save
 
+# The embedded teacher's architecture ("class" is a keyword: the functional form)
+DigitsArch = TypedDict(
+    "DigitsArch",
+    {
+        "class": str,
+        "channels": list[list[int]],
+        "init_block_channels": int,
+        "bottleneck": bool,
+        "in_channels": int,
+        "in_size": list[int],
+        "num_classes": int,
+        "final_pool_kernel": int,
+    },
+)
+
+
+class DigitsTraining(TypedDict):
+    """How the embedded teacher is trained (`fit_digits`)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    epochs: int
+    batch_size: int
+    augment: bool
+    seed: int
+    threads: int
+
+
 # The embedded teacher: pytorchcv's CIFARResNet, one basic unit per stage (a ResNet-8), on 1x16x16.
-DIGITS_ARCH: dict = {
+DIGITS_ARCH: DigitsArch = {
     "class": "pytorchcv.models.resnet_cifar.CIFARResNet",
     "channels": [[16], [32], [64]],
     "init_block_channels": 16,
@@ -31,7 +63,7 @@ DIGITS_ARCH: dict = {
     "final_pool_kernel": 4,  # 16 -> 8 -> 4 after two stride-2 stages
 }
 
-DIGITS_TRAIN: dict = {
+DIGITS_TRAIN: DigitsTraining = {
     "optimizer": "adam",
     "lr": 3e-3,
     "weight_decay": 1e-4,
@@ -53,7 +85,7 @@ def digits_architecture() -> nn.Module:
     from pytorchcv.models.resnet_cifar import CIFARResNet  # where a network is built (zsq_probe.teachers.loader)
 
     a = DIGITS_ARCH
-    net = CIFARResNet(
+    net: nn.Module = CIFARResNet(
         channels=[list(c) for c in a["channels"]],
         init_block_channels=a["init_block_channels"],
         bottleneck=a["bottleneck"],
@@ -62,7 +94,7 @@ def digits_architecture() -> nn.Module:
         num_classes=a["num_classes"],
     )
     # pytorchcv's final pool is AvgPool2d(8) for 32x32 inputs; ours ends at 4x4 (same module name)
-    net.features.final_pool = nn.AvgPool2d(kernel_size=a["final_pool_kernel"], stride=1)
+    net.get_submodule("features").final_pool = nn.AvgPool2d(kernel_size=a["final_pool_kernel"], stride=1)
     return net
 
 
@@ -87,8 +119,16 @@ def digits_teacher_path() -> Path:
 
 
 @torch.no_grad()
-def evaluate_top1(model: nn.Module, loader) -> float:
-    """Top-1 accuracy in percent of ``model`` (eval mode) over a loader of (image, label)."""
+def evaluate_top1(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy in percent of ``model`` (eval mode) over a loader of (image, label).
+
+    Args:
+        model: The classifier (put back in the mode it was found in).
+        loader: Batches of (images, class indices).
+
+    Returns:
+        The top-1 in percent (0 for an empty loader).
+    """
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -99,12 +139,18 @@ def evaluate_top1(model: nn.Module, loader) -> float:
     return 100.0 * correct / max(total, 1)
 
 
-def fit_digits(cfg: dict) -> tuple[nn.Module, float, int]:
-    """Train the digits architecture with ``cfg``: (model in eval mode, test top-1 %, test size).
+def fit_digits(cfg: DigitsTraining) -> tuple[nn.Module, float, int]:
+    """Train the digits architecture with ``cfg``.
 
     Runs on ``cfg["threads"]`` CPU threads: this net is too small to gain from more, multi-threaded
     CPU kernels were ~10x slower on a busy 2-core machine, and a fixed thread count keeps the result
     repeatable. Leaves torch's global RNG and thread count as they were.
+
+    Args:
+        cfg: The recipe (`DIGITS_TRAIN` or a variant of it).
+
+    Returns:
+        (model in eval mode, test top-1 %, test size).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg["threads"])
@@ -114,7 +160,7 @@ def fit_digits(cfg: dict) -> tuple[nn.Module, float, int]:
         torch.set_num_threads(threads)
 
 
-def _fit_once(cfg: dict) -> tuple[nn.Module, float, int]:
+def _fit_once(cfg: DigitsTraining) -> tuple[nn.Module, float, int]:
     with torch.random.fork_rng(devices=[]):  # leaves the caller's global RNG untouched
         torch.manual_seed(cfg["seed"])
         net = digits_architecture()
@@ -136,8 +182,12 @@ def _fit_once(cfg: dict) -> tuple[nn.Module, float, int]:
     return net, top1, len(test)  # type: ignore[arg-type]  # map-style data sets are sized; torch's stub is not
 
 
-def train_digits_teacher() -> tuple[nn.Module, dict]:
-    """Train the embedded teacher (deterministic, leaves torch's global RNG untouched)."""
+def train_digits_teacher() -> tuple[nn.Module, dict[str, Any]]:
+    """Train the embedded teacher (deterministic, leaves torch's global RNG untouched).
+
+    Returns:
+        (the network in eval mode, its metadata: key, test top-1, recipe, versions, time).
+    """
     cfg = DIGITS_TRAIN
     start = time.perf_counter()
     net, top1, n_test = fit_digits(cfg)
@@ -166,8 +216,15 @@ def train_digits_teacher() -> tuple[nn.Module, dict]:
     return net, meta
 
 
-def read_cached_teacher(path: Path) -> tuple[nn.Module, dict] | None:
-    """The cached teacher, or None when absent or unusable (then it is retrained)."""
+def read_cached_teacher(path: Path) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The cached teacher (a warning when the file is there but unusable).
+
+    Args:
+        path: The cache file (`digits_teacher_path()`).
+
+    Returns:
+        (network, metadata), or None when absent or unusable (then it is retrained).
+    """
     if not path.is_file():
         return None
     try:
@@ -184,8 +241,12 @@ def read_cached_teacher(path: Path) -> tuple[nn.Module, dict] | None:
     return net, meta
 
 
-def digits_teacher() -> tuple[nn.Module, dict, Path]:
-    """(network, its metadata, the cache file): trained and cached on first use, read from the cache after."""
+def digits_teacher() -> tuple[nn.Module, dict[str, Any], Path]:
+    """The embedded teacher: trained and cached on first use, read from the cache after.
+
+    Returns:
+        (network, its metadata, the cache file).
+    """
     path = digits_teacher_path()
     cached = read_cached_teacher(path)
     if cached is None:

@@ -37,12 +37,15 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 import torch.nn as nn
 
+from zsq_probe.data.cache import cache_dir
 from zsq_probe.data.datasets import DATASETS
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.rundir.safe_pickle import sniff_file
@@ -50,13 +53,15 @@ from zsq_probe.teachers.digits import (
     DIGITS_ARCH,
     DIGITS_MIN_TOP1,
     DIGITS_TRAIN,
-    cache_dir,
     digits_architecture,
     digits_teacher,
     digits_teacher_path,
     evaluate_top1,
 )
 from zsq_probe.teachers.metadata import dataset_for_teacher
+
+if TYPE_CHECKING:
+    from zsq_probe.rundir.store import PathArg
 
 __all__ = [
     "TeacherInfo",
@@ -180,7 +185,7 @@ class TeacherInfo:
     paper_weights_file: str | None = None  # the file the AIT paper's reference code loads (None: not a paper teacher)
     module_class: str | None = None  # the teacher module's class name (a module of your own: what cfg.teacher names)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
 
@@ -198,15 +203,23 @@ def _hashes(path: Path) -> tuple[str, str]:
     return sha1.hexdigest(), sha256.hexdigest()
 
 
-def pytorchcv_root(root=None) -> Path:
-    """The folder pytorchcv keeps weight files in: ``root`` or ``~/.torch/models``."""
+def pytorchcv_root(root: PathArg | None = None) -> Path:
+    """The folder pytorchcv keeps weight files in.
+
+    Args:
+        root: The folder (``~`` expanded); None for pytorchcv's default.
+
+    Returns:
+        ``root`` or ``~/.torch/models``, expanded.
+    """
     return Path(root if root is not None else _DEFAULT_PYTORCHCV_ROOT).expanduser()
 
 
-def _pytorchcv_models() -> dict:
+def _pytorchcv_models() -> dict[str, Callable[..., nn.Module]]:
     from pytorchcv.model_provider import _models  # on first use (module docstring)
 
-    return _models
+    models: dict[str, Callable[..., nn.Module]] = _models  # name -> the function that builds it
+    return models
 
 
 @functools.lru_cache(maxsize=1)
@@ -277,13 +290,23 @@ def build_architecture(name: str) -> nn.Module:
 
     Initialisation draws from torch's global RNG: call ``torch.manual_seed`` first for a
     reproducible model. No weights are loaded or downloaded.
+
+    Args:
+        name: ``"digits"`` or a pytorchcv classification model name.
+
+    Returns:
+        The model.
+
+    Raises:
+        UserError: An unknown or unsupported name.
     """
     key = _check_name(name)
     if key == "digits":
         return digits_architecture()
     from pytorchcv.model_provider import get_model  # on first use (module docstring)
 
-    return get_model(key, pretrained=False)
+    net: nn.Module = get_model(key, pretrained=False)
+    return net
 
 
 # --------------------------------------------------------------------------- weight files
@@ -428,7 +451,9 @@ def _download_release(wf: WeightFile, folder: Path) -> Path:
     return path
 
 
-def _pytorchcv_cached(net: nn.Module, key: str, root, download: bool) -> tuple[Path, str, WeightFile, bool]:
+def _pytorchcv_cached(
+    net: nn.Module, key: str, root: PathArg | None, download: bool
+) -> tuple[Path, str, WeightFile, bool]:
     """Load a known pytorchcv weight file for ``key`` from pytorchcv's folder into ``net``;
     (path, sha256, which file, whether its sha1 matches the release's record)."""
     files = teacher_weight_files(key)
@@ -471,9 +496,10 @@ def _current_sha1(key: str) -> str | None:
     from pytorchcv.models.common.model_store import get_model_name_suffix_data  # on first use (module docstring)
 
     try:
-        return get_model_name_suffix_data(key)[1]
+        sha1: str = get_model_name_suffix_data(key)[1]
     except ValueError:
         return None
+    return sha1
 
 
 def _describe_file(key: str, wf: WeightFile, files: list[WeightFile]) -> str:
@@ -488,18 +514,38 @@ def _describe_file(key: str, wf: WeightFile, files: list[WeightFile]) -> str:
 # --------------------------------------------------------------------------- public API
 
 
-def load_teacher(name: str, weights=None, root=None, download: bool = False) -> tuple[nn.Module, TeacherInfo]:
+class _CommonInfo(TypedDict):
+    """The TeacherInfo fields every way of loading a teacher sets alike."""
+
+    name: str
+    dataset: str
+    num_classes: int
+    paper_top1: float | None
+    paper_weights_file: str | None
+
+
+def load_teacher(
+    name: str, weights: PathArg | None = None, root: PathArg | None = None, download: bool = False
+) -> tuple[nn.Module, TeacherInfo]:
     """A pretrained teacher in eval mode and where it came from.
 
-    ``name``: ``"digits"`` (embedded, trained on first use and cached) or any pytorchcv
-    classification model name. ``weights``: an explicit state-dict file (strict load).
-    ``root``: pytorchcv's weight folder (default ``~/.torch/models``; unused for digits).
-    ``download``: let pytorchcv fetch a missing weight file (never otherwise).
+    Args:
+        name: ``"digits"`` (embedded, trained on first use and cached) or any pytorchcv classification model name.
+        weights: An explicit state-dict file (strict load).
+        root: Pytorchcv's weight folder (default ``~/.torch/models``; unused for digits).
+        download: Let pytorchcv fetch a missing weight file (never otherwise).
+
+    Returns:
+        (the teacher in eval mode, where its weights came from).
+
+    Raises:
+        UserError: An unknown or unsupported name, weights that are missing, unreadable or do not fit, or a
+            teacher whose number of classes is not its data set's.
     """
     key = _check_name(name)
     dataset = dataset_for_teacher(key)
     num_classes = DATASETS[dataset].num_classes
-    common = {
+    common: _CommonInfo = {
         "name": key,
         "dataset": dataset,
         "num_classes": num_classes,
@@ -519,7 +565,7 @@ def load_teacher(name: str, weights=None, root=None, download: bool = False) -> 
     return net, info
 
 
-def _explicit_teacher(key: str, path: Path, common: dict) -> tuple[nn.Module, TeacherInfo]:
+def _explicit_teacher(key: str, path: Path, common: _CommonInfo) -> tuple[nn.Module, TeacherInfo]:
     """The teacher with the state dict in `path` (strict); a file pytorchcv knows brings its accuracies."""
     net = build_architecture(key)
     _load_into(net, _read_state_dict(path), path, key, ignore_extra=False)
@@ -539,7 +585,7 @@ def _explicit_teacher(key: str, path: Path, common: dict) -> tuple[nn.Module, Te
     return net, info
 
 
-def _embedded_teacher(common: dict) -> tuple[nn.Module, TeacherInfo]:
+def _embedded_teacher(common: _CommonInfo) -> tuple[nn.Module, TeacherInfo]:
     """The embedded digits teacher (trained on first use and cached) with its own test top-1."""
     net, meta, path = digits_teacher()
     info = TeacherInfo(
@@ -554,7 +600,9 @@ def _embedded_teacher(common: dict) -> tuple[nn.Module, TeacherInfo]:
     return net, info
 
 
-def _cached_teacher(key: str, root, download: bool, common: dict) -> tuple[nn.Module, TeacherInfo]:
+def _cached_teacher(
+    key: str, root: PathArg | None, download: bool, common: _CommonInfo
+) -> tuple[nn.Module, TeacherInfo]:
     """A pytorchcv teacher with its weight file from pytorchcv's folder (fetched there with `download`)."""
     net = build_architecture(key)
     path, sha256, wf, match = _pytorchcv_cached(net, key, root, download)
