@@ -232,10 +232,11 @@ def run_demo(
 def post_training_quantization(scale: DemoScale, w_bits: int, a_bits: int, device: str) -> dict[str, Any]:
     """The teacher's FP and quantised top-1 (ranges calibrated on 4 real training batches, no training)."""
     log.info(f"[1/4] {scale.teacher} teacher and post-training quantisation at {w_bits}w{a_bits}a")
+    weights_root = scale.flags.get("weights_root")  # a folder name from the command line (config flags: objects)
     ptq = evaluate_quantized(
         scale.teacher,
         weights=scale.weights,
-        weights_root=scale.flags.get("weights_root"),
+        weights_root=None if weights_root is None else str(weights_root),
         data_root=scale.data_root,
         w_bits=w_bits,
         a_bits=a_bits,
