@@ -8,16 +8,51 @@ command-line flags -> `--set` overrides (docs/reference.md#hyper-parameters-per-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
-from zsq_probe.config import RunConfig, locate, parse_assignment, validate
+from zsq_probe.config import ConfigValue, RunConfig, locate, parse_assignment, validate
 from zsq_probe.errors import UserError, did_you_mean
 from zsq_probe.quantization.range_rules import BIAS_CORRECTED_SETTLE_UPDATES
 
 # ---------------------------------------------------------------------------------------- data-set scales
+
+
+class _ScaleSettings(TypedDict):
+    """The settings every data-set scale sets."""
+
+    epochs: int
+    iters_per_epoch: int
+    batch_size: int
+    warmup_epochs: int
+    act_range_epochs: int
+    lr_milestones: list[int]
+    gi_p: float
+    gi_p_milestones: list[int]
+    lr: float
+    val_batch_size: int
+    hessian_batch_size: int
+
+
+class DatasetScale(_ScaleSettings, total=False):
+    """A data-set family's flat-key settings (`DATASET_SCALES`): those every scale sets, and probe and bit-width
+    settings only some set."""
+
+    hessian_every_epochs: int
+    probe_every_steps: int
+    hessian_vectors: int
+    slq_runs: int
+    slq_steps: int
+    hessian_top_k: int
+    w_bits: int
+    a_bits: int
+    trace_max_products: int
+
+
 # Paper §5.1 (docs/reference.md#hyper-parameters): hyper-parameters per data-set family.  Digits is the
 # embedded default: the same recipe scaled down to run on 2 CPU cores in minutes.
-DATASET_SCALES: dict[str, dict] = {
+DATASET_SCALES: dict[str, DatasetScale] = {
     "cifar": {
         "epochs": 400,
         "iters_per_epoch": 200,
@@ -134,25 +169,48 @@ class Preset:
 
     name: str
     help: str
-    overrides: dict
-    per_family: dict = field(default_factory=dict)  # family -> flat-key overrides on top of `overrides`
-    per_teacher: dict = field(default_factory=dict)  # teacher -> flat-key overrides on top of the family's
+    overrides: Mapping[str, ConfigValue]
+    # family -> flat-key overrides on top of `overrides`
+    per_family: Mapping[str, Mapping[str, ConfigValue]] = field(default_factory=dict)
+    # teacher -> flat-key overrides on top of the family's
+    per_teacher: Mapping[str, Mapping[str, ConfigValue]] = field(default_factory=dict)
     # where the values come from: flat key (or "key@family") -> "paper Tab. 3" / "GDFQ/trainer.py:56-64" ...;
     # a key without an entry takes `table` (the paper table the preset is a row of)
-    sources: dict = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
     table: str = ""
 
-    def resolve(self, data: str) -> dict:
-        """The preset's flat-key overrides for a data set (its family's values win)."""
+    def resolve(self, data: str) -> dict[str, ConfigValue]:
+        """The preset's flat-key overrides for a data set (its family's values win).
+
+        Args:
+            data: The data set's name.
+
+        Returns:
+            Flat key -> value, the scale's `lr` first.
+
+        Raises:
+            UserError: An unknown data set.
+        """
         family = dataset_family(data)
-        values = {"lr": DATASET_SCALES[family]["lr"], **self.overrides}
+        values: dict[str, ConfigValue] = {"lr": DATASET_SCALES[family]["lr"], **self.overrides}
         values.update(self.per_family.get(family, {}))
         if values.get("gi"):
             values.setdefault("gi_rule", GI_RULE[family])
         return values
 
     def source_of(self, key: str, data: str) -> str:
-        """Where the preset's value of a flat key for a data set comes from (paper table or reference file)."""
+        """Where the preset's value of a flat key for a data set comes from (paper table or reference file).
+
+        Args:
+            key: The flat key.
+            data: The data set's name.
+
+        Returns:
+            The source.
+
+        Raises:
+            UserError: An unknown data set.
+        """
         family = dataset_family(data)
         for k in (f"{key}@{family}", key):
             if k in self.sources:
@@ -165,11 +223,21 @@ class Preset:
             return "preset name"
         return self.table or "paper"
 
-    def resolve_sources(self, data: str) -> dict:
-        """{flat key: source} for every value `resolve(data)` sets (per-teacher values: see `teacher_sources`)."""
+    def resolve_sources(self, data: str) -> dict[str, str]:
+        """{flat key: source} for every value `resolve(data)` sets (per-teacher values: see `teacher_sources`).
+
+        Args:
+            data: The data set's name.
+
+        Returns:
+            Flat key -> source.
+
+        Raises:
+            UserError: An unknown data set.
+        """
         return {k: self.source_of(k, data) for k in self.resolve(data)}
 
-    def teacher_sources(self) -> dict:
+    def teacher_sources(self) -> dict[str, dict[str, str]]:
         """{teacher: {flat key: source}} for the per-teacher values."""
         return {
             t: {k: self.sources.get(f"{k}@{t}", self.sources.get(k, self.table or "paper")) for k in v}
@@ -177,7 +245,7 @@ class Preset:
         }
 
 
-_KL_ONLY = {"kd_weight": 1.0, "ce_weight": 0.0, "weight_decay": 0.0}
+_KL_ONLY: dict[str, ConfigValue] = {"kd_weight": 1.0, "ce_weight": 0.0, "weight_decay": 0.0}
 # kl-only-high-lr's lr as a factor of the data-set scale's base lr: the paper's 100x at paper scale (Tab. 2, Fig. 4);
 # at digits 100x (lr 0.1) goes non-finite at the third student step ("further increasing the learning rate results
 # in divergence", paper §5.3), so the digits stand-in is 10x (lr 1e-2)
@@ -187,7 +255,9 @@ _SRC_HIGH_LR = {
     "lr@imagenet": "paper Tab. 2 / Fig. 4 (100x the paper's 1e-4)",
     "lr@digits": "zsq-probe: 10x the digits scale's 1e-3 (100x diverges at the third student step)",
 }
-_GDFQ_IMAGENET = {"imagenet": {"lr": 1e-6}}  # GDFQ's ImageNet learning rate; AIT uses 1e-4 everywhere
+_GDFQ_IMAGENET: dict[str, dict[str, ConfigValue]] = {
+    "imagenet": {"lr": 1e-6}
+}  # GDFQ's ImageNet learning rate; AIT uses 1e-4 everywhere
 # sources of the shared values (docs/reference-parity.md has the full table)
 _SRC_AIT_WD = "GDFQ_AIT/*.hocon:16 (weightDecay = 0.0)"
 _SRC_GDFQ_WD = "GDFQ/cifar100_resnet20.hocon:15, GDFQ/imagenet_resnet18.hocon:15 (weightDecay = 1e-4)"
@@ -200,8 +270,8 @@ _SRC_KL_ONLY = {
 _SRC_GDFQ = {"weight_decay": _SRC_GDFQ_WD, "lr@imagenet": _SRC_GDFQ_LR_IN}
 # Tab. 3 optimisers as the reference builds them (GDFQ/trainer.py:56-71, GDFQ_AIT/trainer.py:85-100; Qimera's
 # trainer.py:60-72 is the same): RMSprop(eps=1.0, alpha=momentum=0.9, momentum=0.9), Adam(eps=1e-5, betas default)
-_RMSPROP_REF = {"optimizer": "rmsprop", "eps": 1.0, "rmsprop_alpha": 0.9, "momentum": 0.9}
-_ADAM_REF = {"optimizer": "adam", "eps": 1e-5}
+_RMSPROP_REF: dict[str, ConfigValue] = {"optimizer": "rmsprop", "eps": 1.0, "rmsprop_alpha": 0.9, "momentum": 0.9}
+_ADAM_REF: dict[str, ConfigValue] = {"optimizer": "adam", "eps": 1e-5}
 _SRC_RMSPROP = {
     "optimizer": "paper Tab. 3",
     "eps": "GDFQ/trainer.py:60, GDFQ_AIT/trainer.py:89 (eps=1.0)",
@@ -222,7 +292,7 @@ _SRC_LARS = {
 # --multi_label_prob, --multi_label_num, --randemb), not Qimera's (generators.QIMERA_DEFAULTS, used by `qimera`).
 # Only 4-bit scripts exist; these values apply at every bit width.  No --randemb = the teacher's last-layer
 # weights as the class embedding (Qimera_AIT/main.py:455-471).
-QIMERA_AIT_SCRIPTS: dict[str, dict] = {
+QIMERA_AIT_SCRIPTS: dict[str, dict[str, ConfigValue]] = {
     "resnet20_cifar10": {"qimera_mix_prob": 0.4, "qimera_mix_k": 2, "qimera_embedding_init": "teacher"},
     "resnet20_cifar100": {"qimera_mix_prob": 0.4, "qimera_mix_k": 25, "qimera_embedding_init": "teacher"},
     "resnet18": {"qimera_mix_prob": 0.4, "qimera_mix_k": 250, "qimera_embedding_init": "random"},
@@ -231,7 +301,15 @@ QIMERA_AIT_SCRIPTS: dict[str, dict] = {
 }
 
 
-def _preset(name, help, per_family=None, table="", sources=None, **overrides) -> Preset:
+def _preset(
+    name: str,
+    help: str,
+    per_family: Mapping[str, Mapping[str, ConfigValue]] | None = None,
+    /,
+    table: str = "",
+    sources: Mapping[str, str] | None = None,
+    **overrides: ConfigValue,
+) -> Preset:
     return Preset(
         name, help, dict(method=name, **overrides), per_family or {}, sources=dict(sources or {}), table=table
     )
@@ -449,12 +527,34 @@ PRESETS: dict[str, Preset] = {
 
 
 def lr_factor(lr: float, data: str) -> float:
-    """A student learning rate as a factor of the data set's scale's base lr (kl-only-high-lr: 100, digits 10)."""
+    """A student learning rate as a factor of the data set's scale's base lr (kl-only-high-lr: 100, digits 10).
+
+    Args:
+        lr: The learning rate.
+        data: The data set's name.
+
+    Returns:
+        `lr` over the scale's `lr`.
+
+    Raises:
+        UserError: An unknown data set.
+    """
     return lr / DATASET_SCALES[dataset_family(data)]["lr"]
 
 
-def preset_overrides(name: str, data: str) -> dict:
-    """Flat-key overrides of a preset for a data set."""
+def preset_overrides(name: str, data: str) -> dict[str, ConfigValue]:
+    """Flat-key overrides of a preset for a data set.
+
+    Args:
+        name: The preset's name.
+        data: The data set's name.
+
+    Returns:
+        Flat key -> value (`Preset.resolve`).
+
+    Raises:
+        UserError: An unknown preset or data set.
+    """
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; `zsq-probe presets` lists them")
     return PRESETS[name].resolve(data)
@@ -464,19 +564,33 @@ def resolve_config(
     preset: str,
     teacher: str = "digits",
     data: str | None = None,
-    flags: dict | None = None,
+    flags: Mapping[str, object] | None = None,
     overrides: list[str] | None = None,
 ) -> RunConfig:
-    """Build the resolved config: defaults -> data-set scale -> preset -> flags -> --set overrides."""
+    """Build the resolved config: defaults -> data-set scale -> preset -> flags -> --set overrides.
+
+    Args:
+        preset: The preset's name.
+        teacher: The teacher's name (a `teacher` flag or override wins).
+        data: The data set's name (default: the teacher's).
+        flags: Flat key -> value (None values are left out).
+        overrides: `--set` assignments, "key=value".
+
+    Returns:
+        The validated config.
+
+    Raises:
+        UserError: An unknown preset, data set or key, or a value the config refuses.
+    """
     from zsq_probe.teachers.metadata import dataset_for_teacher
 
     data = data or dataset_for_teacher(teacher)
-    values: dict = {}
+    values: dict[str, object] = {}
     values.update(DATASET_SCALES[dataset_family(data)])
     values.update(preset_overrides(preset, data))
     given = {k: v for k, v in (flags or {}).items() if v is not None}
     given.update(dict(parse_assignment(a) for a in (overrides or [])))
-    values.update(PRESETS[preset].per_teacher.get(given.get("teacher", teacher), {}))  # below flags and --set
+    values.update(PRESETS[preset].per_teacher.get(str(given.get("teacher", teacher)), {}))  # below flags and --set
     values.update(given)
     values.update(preset=preset, teacher=values.get("teacher", teacher), data=values.get("data") or data)
     for key in values:

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the presets with the settings each resolves to for --data (a table, or JSON); exit status 0."""
     table: dict[str, dict[str, Any]] = {}
     for name, preset in PRESETS.items():
-        entry = {"help": preset.help, **preset_overrides(name, args.data)}
+        entry: dict[str, Any] = {"help": preset.help, **preset_overrides(name, args.data)}  # JSON: values and more
         entry["sources"] = preset.resolve_sources(args.data)
         if preset.per_teacher:
             entry["per_teacher"] = {
