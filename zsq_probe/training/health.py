@@ -282,7 +282,15 @@ def _float(value: object) -> float:
 @torch.no_grad()
 def teacher_real_ranges(ctx: ProbeContext, batches: int) -> dict[str, float]:
     """The width (max - min) of the teacher's output at each of the student's quantised activations, over the
-    first `batches` real validation batches (the same module names: the student is a quantised copy)."""
+    first `batches` real validation batches (the same module names: the student is a quantised copy).
+
+    Args:
+        ctx: The run's context (teacher, student, real images, device).
+        batches: How many validation batches to read.
+
+    Returns:
+        Quantised activation name -> the teacher's width there (layers the teacher lacks are left out).
+    """
     names = [n for n, m in ctx.student.named_modules() if isinstance(m, QuantizedActivation)]
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}

@@ -142,7 +142,11 @@ class TensorBoardObserver(Observer):
         self.epochs = 0
 
     def on_train_start(self, ctx: ProbeContext) -> None:
-        """Open the writer (RUN/tensorboard unless given); a resume drops what a crash left past its checkpoint."""
+        """Open the writer (RUN/tensorboard unless given); a resume drops what a crash left past its checkpoint.
+
+        Args:
+            ctx: The run's context (its folder, config and checkpoints).
+        """
         logdir = self.logdir or Path(ctx.run.path) / "tensorboard"
         self.epochs = ctx.cfg.epochs
         done = sorted(ctx.run.checkpoints())
@@ -150,7 +154,13 @@ class TensorBoardObserver(Observer):
         self.writer = self._writer_class(log_dir=str(logdir), purge_step=(done[-1] + 1) if done else None)
 
     def on_epoch_end(self, ctx: ProbeContext, epoch: int, metrics: MetricsRow) -> None:
-        """Log the epoch's metrics and probe scalars; close after the last epoch."""
+        """Log the epoch's metrics and probe scalars; close after the last epoch.
+
+        Args:
+            ctx: The run's context (its folder).
+            epoch: The epoch just trained (the x-axis).
+            metrics: Its metrics row (the numbers are logged, the epoch itself aside).
+        """
         if self.writer is None:
             return
         for k, v in metrics.items():
