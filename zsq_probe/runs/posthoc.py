@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -110,7 +111,15 @@ def probe_run(
         return _probe_run(run_path, probe, epochs, device, overwrite, teacher, data_spec)
 
 
-def _probe_run(run_path, probe, epochs, device, overwrite, teacher, data_spec) -> pd.DataFrame:
+def _probe_run(
+    run_path: PathArg,
+    probe: str,
+    epochs: Iterable[int] | None,
+    device: str,
+    overwrite: bool,
+    teacher: nn.Module | None,
+    data_spec: DatasetSpec | None,
+) -> pd.DataFrame:
     available = posthoc_probes()
     if probe not in available:
         raise UserError(f"unknown post-hoc probe {probe!r} ({', '.join(available)})")
@@ -154,15 +163,9 @@ def _note_threads(run: RunDir) -> None:
 
 def committed_keys(run: RunDir, probe: str, tables: Iterable[str]) -> set[str]:
     """Keys of the epochs this post-hoc probe has committed and whose parts are all there: a commit marker
-    with every part it lists, or (runs probed before markers existed, no `probes/_commits`) a part in every
-    one of its tables.  A marker without its parts, or a part without its marker, is not done: it is
-    recomputed (`inconsistent_keys` says which)."""
-    tables = list(tables)
-    keys = {k for (p, k), listed in run.commits().items() if p == probe and _parts_present(run, listed, k)}
-    legacy = [set(run.part_keys(t)) for t in tables]
-    if legacy and not run.commit_dir.is_dir():
-        keys |= {k for k in set.intersection(*legacy) if k.endswith(SUFFIX)}
-    return keys
+    with every part it lists.  A marker without its parts, or a part without its marker (every post-hoc part is
+    committed by a marker), is not done: it is recomputed (`inconsistent_keys` says which)."""
+    return {k for (p, k), listed in run.commits().items() if p == probe and _parts_present(run, listed, k)}
 
 
 def inconsistent_keys(run: RunDir, probe: str, tables: Iterable[str], done: set[str]) -> list[str]:
@@ -191,7 +194,16 @@ def check_inputs(run: RunDir, ctx: ProbeContext, instance: Probe, todo: list[int
         ctx.load_checkpoint(epoch)
 
 
-def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distributed) -> pd.DataFrame:
+def _probe_epochs(
+    run: RunDir,
+    ctx: ProbeContext,
+    instance: Probe,
+    probe: str,
+    first: str,
+    wanted: list[int],
+    overwrite: bool,
+    distributed: ModuleType,
+) -> pd.DataFrame:
     done = committed_keys(run, probe, type(instance).posthoc_tables)  # recovery below leaves the markers as they are
     check_inputs(run, ctx, instance, [e for e in wanted if overwrite or epoch_key(e, SUFFIX) not in done])
     if distributed.is_writer():  # finish or undo what a killed probe left (we hold the run's lock)
@@ -207,7 +219,8 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
     stale = [k for k in inconsistent_keys(run, probe, tables, done) if key_epoch(k) in wanted]
     if stale:
         log.warning(
-            f"{run.path}: {probe} epoch(s) {epoch_list(key_epoch(k) for k in stale)} have a commit marker "
+            f"{run.path}: {probe} epoch(s) {epoch_list(e for k in stale if (e := key_epoch(k)) is not None)} have "
+            f"a commit marker "
             f"without its parts or parts without their marker (a deleted checkpoint or part, or an interrupted "
             f"write): measuring them again"
         )
@@ -225,6 +238,7 @@ def _probe_epochs(run, ctx, instance, probe, first, wanted, overwrite, distribut
             if first in markers.get((probe, key), [first]):  # an epoch committed with no rows has no part to read
                 out.append(run.read_table(first).query("epoch == @epoch and origin == 'posthoc'"))
             continue
+        assert ctx.load_checkpoint is not None  # open_run's context loads checkpoints
         ctx.load_checkpoint(epoch)
         if instance.needs_activation_ranges and not ranges_set(ctx.student):
             log.info(

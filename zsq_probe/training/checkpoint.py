@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,16 +25,16 @@ from zsq_probe.training.errors import NonFiniteError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from zsq_probe.events import Observer
+    from zsq_probe.quantization.gi import GradientInundation
+    from zsq_probe.rundir.store import CheckpointState, RunDir
+    from zsq_probe.teachers.loader import TeacherInfo
+    from zsq_probe.training.build import RunParts
+
 # what a checkpoint records of the run it belongs to: these config keys, and its teacher's fingerprint (the
 # sha256 of the weight file, or of the state dict of a teacher passed as a module; config.json's teacher record)
 IDENTITY_KEYS = ("preset", "method", "seed")
 TEACHER_FINGERPRINT = "teacher_weights_sha256"
-
-
-    from zsq_probe.events import Observer
-    from zsq_probe.quantization.gi import GradientInundation
-    from zsq_probe.rundir.store import CheckpointState, RunDir
-    from zsq_probe.training.build import RunParts
 
 
 def training_state(
@@ -71,7 +71,9 @@ def training_state(
     return state
 
 
-def check_checkpoint_identity(state: Mapping, doc: Mapping, checkpoint: Path, config_path: Path) -> None:
+def check_checkpoint_identity(
+    state: Mapping[str, Any], doc: Mapping[str, Any], checkpoint: Path, config_path: Path
+) -> None:
     """Refuse (one-line UserError naming the key, both values and the files) a checkpoint whose run is not the one
     config.json describes: its preset, method or seed (IDENTITY_KEYS of its `config`) or its teacher's
     fingerprint differ from config.json's (`config`, `teacher.weights_sha256`).  config.json labels every row a
@@ -98,7 +100,7 @@ def check_checkpoint_identity(state: Mapping, doc: Mapping, checkpoint: Path, co
             )
 
 
-def check_teacher_fingerprint(doc: Mapping, teacher_info, config_path: Path) -> None:
+def check_teacher_fingerprint(doc: Mapping[str, Any], teacher_info: TeacherInfo, config_path: Path) -> None:
     """Refuse (one-line UserError) a teacher whose fingerprint (`TeacherInfo.weights_sha256`: its weight file's
     sha256, or a module's state-dict sha256) differs from the one config.json records for the run (`teacher`):
     the run's checkpoints were distilled from that teacher.  Nothing to check when config.json records none."""

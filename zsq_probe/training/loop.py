@@ -229,7 +229,7 @@ class Trainer:
                 raise TrainingInterrupted(stop["signal"], self.epoch, self.run.path)
             return summary
 
-    def train_epochs(self, stop: dict[str, Any]) -> dict:
+    def train_epochs(self, stop: StopState) -> dict[str, object]:
         """`fit` under its signal handlers (`stop`: what `stop_on_signals` yields): the remaining epochs, each
         with its checkpoint when the cadence, the last epoch or a stop signal asks for one, then the summary."""
         warning = unsettled_range_warning(self.cfg, self.iterations)
