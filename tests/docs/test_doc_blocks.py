@@ -147,3 +147,15 @@ def test_the_docs_hold_python_blocks():
     silently with nothing to run)."""
     names = {block.path.relative_to(ROOT).as_posix() for path in doc_files() for block in extract_blocks(path)}
     assert {"README.md", "docs/python-api.md", "docs/run-directory.md"} <= names
+
+
+@pytest.mark.teacher_free
+def test_every_zp_name_in_the_docs_exists():
+    """A `zp.<name>` written in README.md or docs/ is a public name of the package (`zsq_probe.__all__`) that
+    resolves, so the docs cannot name an API that is not there."""
+    import zsq_probe as zp
+
+    named = {m for path in doc_files() for m in re.findall(r"\bzp\.([A-Za-z_]\w*)", path.read_text())}
+    assert named, "the docs name no zp.* at all: the pattern or the docs changed"
+    missing = sorted(n for n in named if n not in zp.__all__ or not hasattr(zp, n))
+    assert not missing, f"docs name zp.{', zp.'.join(missing)}, which zsq_probe does not export"
