@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zsq_probe.config import config_from_dict
+
 if TYPE_CHECKING:
     from zsq_probe.config import ConfigValue
     from zsq_probe.rundir.store import RunDir
@@ -50,8 +52,6 @@ def training_setting(run: RunDir) -> dict[str, ConfigValue]:
     Returns:
         {flat key: value} of the settings that change what is trained.
     """
-    from zsq_probe.config import config_from_dict
-
     flat = config_from_dict(run.read_config_doc().get("config", {}) or {}).flat()
     return {k: v for k, v in flat.items() if k not in _NOT_TRAINING and not any(w in k for w in _PROBE_WORDS)}
 

@@ -23,6 +23,7 @@ from zsq_probe.hessian.batches import (
     select_params,
     slice_batch,
 )
+from zsq_probe.module_state import preserved_state
 
 if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
@@ -280,8 +281,6 @@ class HessianOperator:
 
     def _forward_state(self) -> contextlib.AbstractContextManager[None]:
         """The forward runs in ``self.mode`` on clones of every buffer; flags and buffers are put back."""
-        from zsq_probe.module_state import preserved_state
-
         return preserved_state(
             self.model, mode=None if self.mode == "as_is" else self.mode, freeze_ranges=self.freeze_activation_ranges
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from zsq_probe.events import MetricsRow, ProbeContext
+from zsq_probe.hessian.operator import NonFiniteHessianError
 from zsq_probe.module_state import preserved_state
 from zsq_probe.probe_registry import BUILTIN_PROBES
 from zsq_probe.probes.base import Probe
@@ -39,7 +40,6 @@ class HessianProbe(Probe):
         batch = ctx.probe_batch(epoch, self.cfg.probing.batch_size)
         warn_small_batch(batch.size)
         seed = curvature_seed(self.cfg, epoch)
-        from zsq_probe.hessian.operator import NonFiniteHessianError
 
         try:
             with preserved_state(ctx.student):

@@ -17,11 +17,13 @@ from zsq_probe.events import MetricsRow, ProbeBatch, ProbeContext
 from zsq_probe.hessian import (
     HessianOperator,
 )
+from zsq_probe.hessian.operator import NonFiniteHessianError
 from zsq_probe.module_state import preserved_state
 from zsq_probe.probe_registry import BUILTIN_PROBES
 from zsq_probe.probes.base import Probe, Row
 from zsq_probe.probes.curvature import curvature_seed, loss_functions, skip_nonfinite_epoch, top_pairs, warn_small_batch
 from zsq_probe.probes.hessian import HessianProbe
+from zsq_probe.probes.surrogate import frozen_quantization, is_quantized
 from zsq_probe.quantization.losses import LossFn
 
 if TYPE_CHECKING:
@@ -54,8 +56,6 @@ def loss_along(
     reports); else the student as it is (re-quantised at every point for a quantised one).  Parameters,
     flags and buffers are restored exactly."""
     import contextlib
-
-    from zsq_probe.probes.surrogate import frozen_quantization
 
     saved = [p.detach().clone() for p in params]
     values = []
@@ -206,8 +206,6 @@ def slice_rows(
     probe differentiates, whatever mode the student trains in.  A quantised student gives each slice as the
     straight-through surrogate (the loss whose Hessian the eigenvector and delta come from) and as the
     re-quantised loss (cfg.probing.slice_losses); a float student its one loss ('float')."""
-    from zsq_probe.probes.surrogate import is_quantized
-
     p_cfg = cfg.probing
     kinds = [k for k in SLICE_LOSS_KINDS if k in p_cfg.slice_losses] if is_quantized(student) else ["float"]
     theta_norm = float(torch.cat([p.detach().reshape(-1).double() for p in params]).norm())
@@ -258,7 +256,6 @@ class SliceProbe(Probe):
         else:
             batch, top = ctx.probe_batch(epoch, self.cfg.probing.batch_size), None
             warn_small_batch(batch.size)
-        from zsq_probe.hessian.operator import NonFiniteHessianError
 
         try:
             with preserved_state(ctx.student, mode="eval"):  # the Hessian's student, whatever mode it trains in

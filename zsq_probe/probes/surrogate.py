@@ -24,6 +24,13 @@ import torch
 import torch.nn as nn
 
 from zsq_probe.errors import UserError
+from zsq_probe.quantization.quantizer import (
+    QUANT_LAYER_TYPES,
+    ActivationQuantizer,
+    dequantize,
+    integer_codes_of,
+    weight_quant_params,
+)
 
 if TYPE_CHECKING:
     from zsq_probe.quantization.quantizer import QuantConv2d, QuantLinear
@@ -31,15 +38,11 @@ if TYPE_CHECKING:
 
 def is_quantized(model: nn.Module) -> bool:
     """Whether `model` holds quantised layers or activation quantisers (zsq_probe.quantization.quantizer)."""
-    from zsq_probe.quantization.quantizer import QUANT_LAYER_TYPES, ActivationQuantizer
-
     return any(isinstance(m, (*QUANT_LAYER_TYPES, ActivationQuantizer)) for m in model.modules())
 
 
 def _weight_offset(layer: QuantConv2d | QuantLinear) -> torch.Tensor:
     """q(w) - w of a quantised layer at its current weight: the constant its straight-through forward adds."""
-    from zsq_probe.quantization.quantizer import dequantize, integer_codes_of, weight_quant_params
-
     w = layer.weight.detach()
     scale, zero_point = weight_quant_params(w, layer.w_bits)
     return dequantize(integer_codes_of(w, layer.w_bits), scale, zero_point) - w
@@ -56,8 +59,6 @@ def frozen_quantization(model: nn.Module, inputs: torch.Tensor | Sequence[torch.
     Only batches shaped like `inputs` can be evaluated inside (the activation offsets are per element; a
     UserError otherwise).  A float model is left as it is.  After the block the model computes its own
     forward again; nothing else is changed."""
-    from zsq_probe.quantization.quantizer import QUANT_LAYER_TYPES, ActivationQuantizer
-
     layers = [m for m in model.modules() if isinstance(m, QUANT_LAYER_TYPES)]
     quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
     for m in layers + quantizers:

@@ -18,8 +18,10 @@ from zsq_probe.analysis.probe_tables import (
     headline_verdict,
 )
 from zsq_probe.analysis.run_settings import distinct_runs, run_setting, setting_differences, training_setting
+from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.rundir.store import PathArg, RunDir
+from zsq_probe.teachers.metadata import dataset_for_teacher
 
 # a side of a comparison: one run (folder or RunDir) or the seeds of one setting
 RunsArg: TypeAlias = "PathArg | RunDir | list[PathArg | RunDir] | tuple[PathArg | RunDir, ...]"
@@ -31,9 +33,6 @@ def _run_method(run: RunDir) -> str:
 
 def _run_data(run: RunDir) -> str | None:
     """The data set a run was trained on (its config's, else its teacher's); None when not known."""
-    from zsq_probe.config import config_from_dict
-    from zsq_probe.teachers.metadata import dataset_for_teacher
-
     try:
         doc = run.read_config_doc()
         cfg = config_from_dict(doc.get("config", {}))

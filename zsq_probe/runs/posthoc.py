@@ -194,6 +194,17 @@ def check_inputs(run: RunDir, ctx: ProbeContext, instance: Probe, todo: list[int
         ctx.load_checkpoint(epoch)
 
 
+def _recover_interrupted_writes(run: RunDir) -> None:
+    """Finish the renames of committed epochs, delete uncommitted staged parts and dead writers' temporary files."""
+    fixed = run.recover_commits()
+    run.remove_temp_files()
+    if fixed["published"] or fixed["removed"]:
+        log.info(
+            f"recovered an interrupted post-hoc write: published {fixed['published']}, "
+            f"removed uncommitted {fixed['removed']}"
+        )
+
+
 def _probe_epochs(
     run: RunDir,
     ctx: ProbeContext,
@@ -207,13 +218,7 @@ def _probe_epochs(
     done = committed_keys(run, probe, type(instance).posthoc_tables)  # recovery below leaves the markers as they are
     check_inputs(run, ctx, instance, [e for e in wanted if overwrite or epoch_key(e, SUFFIX) not in done])
     if distributed.is_writer():  # finish or undo what a killed probe left (we hold the run's lock)
-        fixed = run.recover_commits()
-        run.remove_temp_files()
-        if fixed["published"] or fixed["removed"]:
-            log.info(
-                f"recovered an interrupted post-hoc write: published {fixed['published']}, "
-                f"removed uncommitted {fixed['removed']}"
-            )
+        _recover_interrupted_writes(run)
     tables = type(instance).posthoc_tables
     done = committed_keys(run, probe, tables)
     stale = [k for k in inconsistent_keys(run, probe, tables, done) if key_epoch(k) in wanted]

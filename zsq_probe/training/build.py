@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
+from zsq_probe.config import validate
+from zsq_probe.data.datasets import get_spec, load_dataset, make_loader
 from zsq_probe.errors import UserError
+from zsq_probe.generators import QIMERA_DEFAULTS, build_generator, generator_image_shape
+from zsq_probe.quantization.gi import GradientInundation
+from zsq_probe.quantization.lars import LARS
+from zsq_probe.quantization.quantizer import quantize_model, quantized_layers
+from zsq_probe.teachers.loader import TeacherInfo, build_architecture, load_teacher
+from zsq_probe.teachers.metadata import dataset_for_teacher, teacher_input_size
+from zsq_probe.training.checkpoint import first_nonfinite_tensor
+from zsq_probe.training.parts import RunParts
+from zsq_probe.training.sources import DistilledSource, GeneratorSource, RealDataSource
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset
@@ -28,26 +38,6 @@ if TYPE_CHECKING:
     from zsq_probe.training.sources import BatchSource
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunParts:
-    """Everything a run is built from (`build_run`): the models, the batch source, the optimiser, validation."""
-
-    cfg: RunConfig
-    device: torch.device
-    teacher: nn.Module
-    teacher_info: TeacherInfo
-    spec: DatasetSpec
-    student: nn.Module
-    student_train_mode: bool  # ZQ students keep BN statistics frozen (eval); a random KD student learns them
-    param_names: list[str]
-    params: list[nn.Parameter]
-    quant_layers: dict[str, QuantConv2d | QuantLinear]  # {} for a full-precision student
-    source: BatchSource  # GeneratorSource | RealDataSource | DistilledSource
-    # the student's (GI-wrapped when cfg.inundation.enabled); None when built for probing only
-    optimizer: torch.optim.Optimizer | GradientInundation | None
-    val_loader: DataLoader[Any] | None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,7 +62,6 @@ def module_fingerprint(model: nn.Module) -> str:
 def _custom_teacher(
     model: nn.Module, cfg: RunConfig, spec: DatasetSpec | None
 ) -> tuple[nn.Module, TeacherInfo, DatasetSpec]:
-    from zsq_probe.teachers.loader import TeacherInfo
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"teacher must be a torch.nn.Module, got {type(model).__name__}")
@@ -103,9 +92,6 @@ def build_run(
 
     The steps run in a fixed order (each one that draws from torch's global RNG re-seeds it first): the data
     spec, the teacher, the student, validation data, the batch source, the optimiser."""
-    from zsq_probe.config import validate
-    from zsq_probe.quantization.quantizer import quantized_layers
-
     validate(cfg)
     device = resolve_device(cfg.device)
     spec, size = data_spec_for(cfg, teacher, data_spec)
@@ -146,9 +132,6 @@ def data_spec_for(
     """(the data spec, the teacher's input size): `data_spec`, else that of `cfg.dataset.name` (None when the
     config names no data set: the teacher's own, once loaded).  The size is pytorchcv's img_size (299 for
     InceptionV3, else the data set's own; None for a teacher module).  A named teacher must match the data set."""
-    from zsq_probe.data.datasets import get_spec
-    from zsq_probe.teachers.metadata import dataset_for_teacher, teacher_input_size
-
     if teacher is None:
         expected = dataset_for_teacher(cfg.teacher)
         if cfg.dataset.name and get_spec(cfg.dataset.name).name != expected:
@@ -169,10 +152,6 @@ def build_teacher(
     """(teacher, its info, the data spec): `cfg.teacher` loaded (global RNG seeded with the run's seed first)
     or a copy of the module `teacher`; frozen, in eval mode, on `device`.  A teacher with inf/NaN weights is
     refused before any run folder is written (it would poison every batch)."""
-    from zsq_probe.data.datasets import get_spec
-    from zsq_probe.teachers.loader import load_teacher
-    from zsq_probe.training.checkpoint import first_nonfinite_tensor
-
     torch.manual_seed(cfg.seed)
     if teacher is None:
         teacher, teacher_info = load_teacher(
@@ -195,9 +174,6 @@ def build_student(
 ) -> tuple[nn.Module, bool]:
     """(student, whether it trains in train mode): a quantised (or full-precision) copy of the teacher, or of a
     freshly initialised architecture (`student_init=random`, the KD baseline: global RNG re-seeded first)."""
-    from zsq_probe.quantization.quantizer import quantize_model
-    from zsq_probe.teachers.loader import build_architecture
-
     if cfg.quant.student_init == "random":
         torch.manual_seed(cfg.seed)
         base = reinitialized(teacher) if teacher_info.source == "module" else build_architecture(cfg.teacher)
@@ -244,8 +220,6 @@ def build_val_loader(cfg: RunConfig, name: str, size: int | None, device: torch.
     Raises:
         UserError: The split is not there and the run trains on real data or names a data root.
     """
-    from zsq_probe.data.datasets import load_dataset
-
     try:
         val = load_dataset(
             name,
@@ -274,8 +248,6 @@ def validation_loader(cfg: RunConfig, dataset: Dataset[Any], device: torch.devic
     Returns:
         The loader.
     """
-    from zsq_probe.data.datasets import make_loader
-
     return make_loader(
         dataset,
         cfg.val_batch_size,
@@ -292,9 +264,6 @@ def build_source(
 ) -> BatchSource:
     """Where the student's batches come from (`cfg.dataset.source`): the training split of the named data set
     `named` (KD baseline), a generator (built after re-seeding the global RNG), or ZeroQ's distilled set."""
-    from zsq_probe.data.datasets import load_dataset
-    from zsq_probe.training.sources import DistilledSource, GeneratorSource, RealDataSource
-
     if cfg.dataset.source == "real" and named is None:
         if spec.train is None:
             raise UserError(
@@ -313,8 +282,6 @@ def build_source(
         )
         return RealDataSource(train_set, teacher, cfg, device)
     if cfg.dataset.source == "generator":
-        from zsq_probe.generators import build_generator, generator_image_shape
-
         torch.manual_seed(cfg.seed)
         generator = build_generator(
             cfg.synthesis.name,
@@ -330,8 +297,6 @@ def build_source(
 def generator_options(cfg: RunConfig) -> dict[str, object]:
     """Generator keyword arguments the config implies (Qimera's official per-model settings, ARC's model)."""
     if cfg.synthesis.name == "qimera":
-        from zsq_probe.generators import QIMERA_DEFAULTS
-
         options: dict[str, object] = {}
         if cfg.quant.w_bits in QIMERA_DEFAULTS.get(cfg.teacher, {}):
             options.update(preset=cfg.teacher, preset_bits=cfg.quant.w_bits)  # the official per-model settings
@@ -379,8 +344,6 @@ def build_optimizer(
             **extra,
         )
     else:  # lars (You, Gitman, Ginsburg 2017; zsq_probe.quantization.lars)
-        from zsq_probe.quantization.lars import LARS
-
         base = LARS(
             params,
             lr=cfg.optim.lr,
@@ -390,7 +353,6 @@ def build_optimizer(
         )
     if not cfg.inundation.enabled:
         return base
-    from zsq_probe.quantization.gi import GradientInundation
 
     return GradientInundation(
         base, quant_layers, p=cfg.inundation.p, kappa_cap_warmup=cfg.inundation.warmup_cap, rule=cfg.inundation.rule

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from zsq_probe.quantization.gi import GradientInundation
     from zsq_probe.rundir.store import CheckpointState, RunDir
     from zsq_probe.teachers.loader import TeacherInfo
-    from zsq_probe.training.build import RunParts
+    from zsq_probe.training.parts import RunParts
 
 # what a checkpoint records of the run it belongs to: these config keys, and its teacher's fingerprint (the
 # sha256 of the weight file, or of the state dict of a teacher passed as a module; config.json's teacher record)

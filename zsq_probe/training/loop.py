@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     from zsq_probe.rundir.store import CheckpointState, PathArg, RunDir
-    from zsq_probe.training.build import RunParts
+    from zsq_probe.training.parts import RunParts
 
     # what signal.signal returns: a handler, SIG_DFL / SIG_IGN, or None (a handler not set from Python)
     _SignalHandler: TypeAlias = Callable[[int, FrameType | None], Any] | int | None

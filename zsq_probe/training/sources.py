@@ -21,11 +21,15 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from zsq_probe.data.datasets import make_loader
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeBatch
+from zsq_probe.generators import BNStatisticsLoss, distill_zeroq
 from zsq_probe.generators.common import crop_to
+from zsq_probe.generators.zeroq import calibrate_running_minmax
 from zsq_probe.module_state import preserved_state
 from zsq_probe.quantization.losses import ce_to_labels
+from zsq_probe.quantization.quantizer import calibrate_activation_ranges
 from zsq_probe.seeds import DATA_ORDER_STREAM, SAMPLE_STREAM, ZEROQ_STREAM, epoch_seed, stream
 from zsq_probe.training.schedule import generator_lr
 
@@ -150,8 +154,6 @@ class GeneratorSource:
 
     def next_batch(self) -> Batch:
         """Sample a batch, step the generator on CE + BNS; the samples come back detached."""
-        from zsq_probe.generators import BNStatisticsLoss
-
         cfg = self.cfg
         z, labels = _sample(self.generator, cfg.batch_size, self.rng, self.device)
         self.generator.train()
@@ -223,8 +225,6 @@ class RealDataSource:
 
     def start_epoch(self, epoch: int) -> None:
         """Shuffle the training set in the epoch's order."""
-        from zsq_probe.data.datasets import make_loader
-
         data = self.cfg.dataset
         loader = make_loader(
             self.train_set,
@@ -271,7 +271,6 @@ class DistilledSource:
     name = "zeroq"
 
     def __init__(self, teacher: nn.Module, spec: DatasetSpec, cfg: RunConfig, device: torch.device) -> None:
-        from zsq_probe.generators import distill_zeroq
 
         self.teacher, self.cfg, self.device = teacher, cfg, device
         syn = cfg.synthesis
@@ -321,10 +320,7 @@ class DistilledSource:
         """Set the student's activation ranges from the distilled images (zeroq_calibration: minmax = ZeroQ's
         running min/max from 0, ema = quant.calibrate_activation_ranges); returns the number of batches."""
         if self.cfg.synthesis.zeroq_calibration == "minmax":
-            from zsq_probe.generators.zeroq import calibrate_running_minmax
-
             return calibrate_running_minmax(model, self.calibration_batches())
-        from zsq_probe.quantization.quantizer import calibrate_activation_ranges
 
         return calibrate_activation_ranges(model, self.calibration_batches())
 
