@@ -129,7 +129,7 @@ def test_fig6_draws_one_grid_per_distinct_generator(tmp_path):
     # runs[other] differs from runs[gdfq] by its seed only; make it another seed group so both are drawn
     cfg = runs["other"].read_config_doc()["config"]
     cfg["optim"]["lr"] = 5e-4
-    runs["other"].write_config(cfg)
+    runs["other"].write_config(cfg, extra={"run_id": runs["other"].run_id})  # its parts record its run id
     paths = plot_figure("fig6", list(runs.values()), tmp_path / "out")
     assert [p.name for p in paths] == ["fig6_samples_gdfq.png", "fig6_samples_other.png"]
     caption = (tmp_path / "out" / "fig6_samples_gdfq.txt").read_text()

@@ -92,11 +92,13 @@ def kd_and_zq(tmp_path):
 
 
 def _stringify(run: Path, table: str, columns) -> Path:
+    from zsq_probe.rundir.store import RunDir
+
     part = sorted((run / "probes" / table).glob("part-*.parquet"))[0]
     df = pd.read_parquet(part)
     for c in columns:
         df[c] = df[c].astype(str)
-    df.to_parquet(part)
+    RunDir(run).write_part(table, df, part.name.removeprefix("part-").removesuffix(".parquet"))
     return part
 
 
@@ -405,18 +407,6 @@ def test_trace_rows_count_hessian_products_with_the_deflation_and_say_what_stopp
     assert {r["loss"]: r["num_hvps"] for r in rows["hessian_eigenvalues"] if r["rank"] == 1}  # unchanged table
 
 
-def test_a_version_1_hessian_trace_part_reads_in_version_2_columns(tmp_path):
-    from zsq_probe.rundir.store import read_part
-
-    v1 = pd.DataFrame(
-        {"epoch": [1, 1], "estimator": ["exact", "hutch++"], "num_hvps": [640, 57], "schema_version": [1, 1]}
-    )
-    v1.to_parquet(tmp_path / "part-e00001.parquet")
-    got = read_part(tmp_path / "part-e00001.parquet", "hessian_trace")
-    assert got["num_hvps"].tolist() == [0, 57] and got["num_vjps"].tolist() == [640, 0]
-    assert got["stopped_by"].tolist() == ["exact", ""]
-
-
 def test_the_trace_caption_says_when_the_budget_stopped_estimates(tmp_path):
     from tests.fabricated_runs import make_run
     from zsq_probe.plots.catalog import caption, spec
@@ -426,7 +416,7 @@ def test_the_trace_caption_says_when_the_budget_stopped_estimates(tmp_path):
     part = sorted(run.table_dir("hessian_trace").glob("part-*.parquet"))[0]
     df = pd.read_parquet(part)
     df["stopped_by"] = np.where(df["estimator"] == "hutchinson", "budget", "tolerance")
-    df.to_parquet(part)
+    run.write_part("hessian_trace", df, part.name.removeprefix("part-").removesuffix(".parquet"))
     n = int((df["estimator"] == "hutchinson").sum())
     assert n
     text = caption(spec("fig2b"), [run], "fig2b")

@@ -8,6 +8,8 @@
 Every file is written to a temporary name in the same folder (`.NAME.PID-XXXX.tmp`) and renamed into place:
 a reader (or a resumed run after kill -9) never sees a half-written file.  Readers never look at the
 hidden temporary names (pandas/pyarrow skip names starting with '.'); a resumed run deletes leftovers.
+Each part names its table, run, key, epochs and content hash (`zsq_probe.rundir.parts`): readers and resume
+check them and refuse, never read or delete, a part that is not what its place says.
 
 Test-only fault injection: with ZSQ_PROBE_FAULT=PATTERN in the environment, the process kills itself
 with SIGKILL at the first site whose name matches the fnmatch PATTERN (`fault_point`).  Sites:
@@ -25,21 +27,29 @@ import json
 import os
 import platform
 import re
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.rundir.atomic import FAULT_ENV as FAULT_ENV  # re-exported: tests and tools set it by this name
 from zsq_probe.rundir.atomic import atomic_write_bytes, fault_point, fsync_dir, process_alive
-from zsq_probe.rundir.schema import text_in_numeric_columns
-from zsq_probe.version import __version__
+from zsq_probe.rundir.parts import NOT_COMMITTED as NOT_COMMITTED
+from zsq_probe.rundir.parts import TABLE_SCHEMA_VERSION as TABLE_SCHEMA_VERSION  # re-exported
+from zsq_probe.rundir.parts import (
+    check_part_version,
+    encode_part,
+    own_version,
+    part_key,
+    part_schema_version,
+    read_part,
+    unreadable,
+    verify_part,
+)
 
 PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
 JSONDict: TypeAlias = dict[str, Any]  # a parsed JSON object (config.json: nested values of any JSON type)
@@ -49,15 +59,6 @@ TableRows: TypeAlias = Iterable[Mapping[str, object]] | pd.DataFrame
 
 RUN_FORMAT = "zsq-probe-run"
 RUN_SCHEMA_VERSION = 1
-# 2: hessian_trace gained num_vjps and stopped_by (read_part converts version-1 parts); crossings' epoch totals
-# gained changed_net and changed_weights (absent from version-1 parts: readers fall back to changed_level)
-TABLE_SCHEMA_VERSION = 2
-# what can be recovered of a damaged part (resume rewrites only the epochs after its checkpoint)
-DAMAGED_PART_ADVICE = (
-    "a post-hoc part (part-e*-posthoc) is rebuilt by rerunning that probe with --overwrite; a "
-    "training part cannot be rebuilt (resume rewrites only epochs after the last checkpoint): "
-    "delete it to read the rest without that epoch"
-)
 STAGED_PREFIX = "_staged-"  # a post-hoc part written but not yet committed (see RunDir.commit_parts)
 _PART = re.compile(r"^part-(?P<key>[A-Za-z0-9_.-]+)\.parquet$")
 # what atomic_write_bytes leaves behind when killed: .NAME.PID-RANDOM.tmp (PID: the writing process)
@@ -202,7 +203,7 @@ class RunDir:
             wrote = (doc.get("versions") or {}).get("zsq_probe")
             by = f" (written by zsq-probe {wrote})" if wrote else ""
             raise UserError(
-                f"{run.path} has run schema version {v}{by}; this zsq-probe ({_own_version()}) reads "
+                f"{run.path} has run schema version {v}{by}; this zsq-probe ({own_version()}) reads "
                 f"version {RUN_SCHEMA_VERSION}: open it with the zsq-probe release that wrote it"
             )
         if not isinstance(doc.get("config"), dict):
@@ -286,24 +287,26 @@ class RunDir:
         return epoch, state
 
     # --- parquet tables
+    def part_path(self, table: str, key: str) -> Path:
+        """RUN/probes/<table>/part-<key>.parquet."""
+        return self.table_dir(table) / f"part-{key}.parquet"
+
     def write_part(self, table: str, rows: TableRows, key: str, staged: bool = False) -> Path | None:
         """Write one part of `table` (rows: list of dicts or a DataFrame); same key replaces that part.
-        `staged`: write it as `_staged-<key>.parquet` (invisible to parquet readers) for `commit_parts`."""
+        `staged`: write it as `_staged-<key>.parquet` (invisible to parquet readers) for `commit_parts`.
+        The part records its table, this run's id, its key, epochs and content hash (`zsq_probe.rundir.parts`)."""
+        written = self._write_part(table, rows, key, staged)
+        return written[0] if written else None
+
+    def _write_part(self, table: str, rows: TableRows, key: str, staged: bool) -> tuple[Path, str] | None:
+        """(path, content hash) of the part written, None when there are no rows."""
         df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         if df.empty:
             return None
-        df = df.copy()
-        df["schema_version"] = TABLE_SCHEMA_VERSION
-        tbl = pa.Table.from_pandas(df, preserve_index=False)
-        meta = dict(tbl.schema.metadata or {})
-        meta[b"zsq_probe.table"] = table.encode()
-        meta[b"zsq_probe.schema_version"] = str(TABLE_SCHEMA_VERSION).encode()
-        tbl = tbl.replace_schema_metadata(meta)
-        sink = pa.BufferOutputStream()
-        pq.write_table(tbl, sink)
+        data, sha = encode_part(df, table, self.run_id, key)
         path = self.table_dir(table) / f"{STAGED_PREFIX if staged else 'part-'}{key}.parquet"
-        atomic_write_bytes(path, sink.getvalue().to_pybytes(), site=f"part:{table}:{key}")
-        return path
+        atomic_write_bytes(path, data, site=f"part:{table}:{key}")
+        return path, sha
 
     # --- all-or-nothing commits of several tables' parts (post-hoc probes)
     @property
@@ -318,13 +321,14 @@ class RunDir:
     def commit_parts(self, probe: str, parts: Mapping[str, TableRows], key: str) -> None:
         """Write every table's part of one epoch all or nothing: each part is first staged under a hidden
         name (`_staged-<key>.parquet`), then the marker `probes/_commits/<probe>.<key>.json` (listing the
-        tables) is written last -- the commit point -- and only then are the staged parts renamed into
-        place.  A kill before the marker leaves only staged files (deleted by `recover_commits`); a kill
-        after it is rolled forward by `recover_commits`.  Readers never see a staged file or a marker."""
-        written = [t for t, rows in parts.items() if self.write_part(t, rows, key, staged=True) is not None]
-        doc = {"probe": probe, "key": key, "tables": written}
+        tables and each part's content hash) is written last -- the commit point -- and only then are the
+        staged parts renamed into place.  A kill before the marker leaves only staged files (deleted by
+        `recover_commits`); a kill after it is rolled forward by `recover_commits`.  Readers never see a staged
+        file or a marker."""
+        hashes = {t: w[1] for t, rows in parts.items() if (w := self._write_part(t, rows, key, staged=True))}
+        doc = {"probe": probe, "key": key, "tables": list(hashes), "sha256": hashes}
         atomic_write_bytes(self.commit_marker(probe, key), json.dumps(doc).encode(), site=f"commit:{probe}:{key}")
-        self._publish(written, key)
+        self._publish(hashes, key)
 
     def _publish(self, tables: Iterable[str], key: str) -> None:
         for table in tables:
@@ -343,6 +347,19 @@ class RunDir:
                     doc = json.loads(p.read_text())
                     out[(str(doc["probe"]), str(doc["key"]))] = [str(t) for t in doc["tables"]]
                 except (OSError, ValueError, KeyError, TypeError):
+                    continue
+        return out
+
+    def committed_hashes(self) -> dict[tuple[str, str], str]:
+        """(table, key) -> the content hash its commit marker names ("" for a marker that names none)."""
+        out: dict[tuple[str, str], str] = {}
+        if self.commit_dir.is_dir():
+            for p in self.commit_dir.glob("*.json"):
+                try:
+                    doc = json.loads(p.read_text())
+                    hashes = doc.get("sha256") if isinstance(doc.get("sha256"), dict) else {}
+                    out.update({(str(t), str(doc["key"])): str(hashes.get(t, "")) for t in doc["tables"]})
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
                     continue
         return out
 
@@ -403,116 +420,53 @@ class RunDir:
         return sorted(p.name for p in root.iterdir() if p.is_dir() and self.part_keys(p.name)) if root.is_dir() else []
 
     def read_table(self, table: str) -> pd.DataFrame:
-        """Every part of `table` as one DataFrame (`read_table`)."""
-        return read_table(self.table_dir(table))
+        """Every part of `table` as one DataFrame, in file-name order, each checked first (`read_part`): a part
+        of another table, key or run, or whose rows do not match its content hash or its commit marker's, is
+        refused with one line naming it, as is one of a newer schema than this code reads."""
+        folder = self.table_dir(table)
+        paths = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+        if not paths:
+            raise UserError(f"no parquet parts under {folder}")
+        run_id, named = self.run_id, self.committed_hashes()
+        frames = [read_part(p, table, run_id, named.get((table, part_key(p)), NOT_COMMITTED)) for p in paths]
+        return pd.concat(frames, ignore_index=True)
+
+    def read_part(self, table: str, key: str) -> pd.DataFrame:
+        """One part of `table` (`part-<key>.parquet`), checked as `read_table` checks it."""
+        return read_part(
+            self.part_path(table, key), table, self.run_id, self.committed_hashes().get((table, key), NOT_COMMITTED)
+        )
+
+    def check_parts(self, action: str) -> None:
+        """Check every part of every table as `read_table` does, without parsing its rows: what a resume runs
+        before it writes anything.  Raises the first refusal (one line; `action` names what a newer schema
+        version stops)."""
+        run_id, named = self.run_id, self.committed_hashes()
+        for table in self.tables():
+            for p in sorted(self.table_dir(table).glob("part-*.parquet")):
+                verify_part(p, table, run_id, named.get((table, part_key(p)), NOT_COMMITTED), action)
 
     def check_part_versions(self, action: str) -> None:
-        """Refuse (one line) a run holding any part of a newer table schema than this code's (before a resume
-        adds parts of this version beside them).  Unreadable parts are left to the readers' own message."""
+        """Refuse (one line) a run holding any part of a newer table schema than this code's (before a post-hoc
+        probe adds parts of this version beside them).  Other problems are left to the readers' own message."""
         for table in self.tables():
             for key in self.part_keys(table):
-                path = self.table_dir(table) / f"part-{key}.parquet"
-                try:
-                    version = part_schema_version(path)
-                except (UserError, OSError, pa.ArrowException):
-                    continue
-                check_part_version(path, version, action)
-
-
-def part_schema_version(path: PathArg) -> int:
-    """The table schema version of one part: its parquet metadata, else its `schema_version` column,
-    else the current version (parts written before versions were recorded)."""
-    try:
-        schema = pq.read_schema(path)
-    except PermissionError:
-        raise UserError(unreadable(path, "parquet part")) from None
-    except (OSError, pa.ArrowException) as e:
-        if not os.access(path, os.R_OK):
-            raise UserError(unreadable(path, "parquet part")) from None
-        raise UserError(
-            f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
-        ) from None
-    meta = schema.metadata or {}
-    if b"zsq_probe.schema_version" in meta:
-        try:
-            return int(meta[b"zsq_probe.schema_version"])
-        except ValueError:
-            pass
-    if "schema_version" in schema.names:
-        col = pq.read_table(path, columns=["schema_version"]).column(0)
-        if len(col):
-            return int(pa.compute.max(col).as_py())
-    return TABLE_SCHEMA_VERSION
-
-
-def check_part_version(path: PathArg, version: int, action: str) -> None:
-    """Refuse (one line) a part of a newer table schema than this code's: the run was written by a newer
-    zsq-probe, and reading or extending it here could misread or mix its rows."""
-    if version > TABLE_SCHEMA_VERSION:
-        raise UserError(
-            f"{path} was written by a newer zsq-probe (table schema version {version}); this zsq-probe "
-            f"({_own_version()}) reads versions up to {TABLE_SCHEMA_VERSION}: upgrade zsq-probe to "
-            f"{action} this run"
-        )
+                path = self.part_path(table, key)
+                version = part_schema_version(path)
+                if version is not None:
+                    check_part_version(path, version, action)
 
 
 def read_table(folder: PathArg) -> pd.DataFrame:
-    """Every part of a table, in key order; refuses (one line, naming the version it reads) parts of a newer
-    schema than this code reads.  Version-1 hessian_trace parts are converted to this version's columns
-    (`read_part`); version-1 crossings parts lack `changed_net`/`changed_weights` and their readers fall back
-    to `changed_level`."""
+    """Every part of the table folder `folder` (RUN/probes/<table>), checked against its run (`RunDir.read_table`)."""
     folder = Path(folder)
-    parts = sorted(p for p in folder.glob("part-*.parquet")) if folder.is_dir() else []
-    if not parts:
-        raise UserError(f"no parquet parts under {folder}")
-    return pd.concat([read_part(p, folder.name) for p in parts], ignore_index=True)
-
-
-def read_part(path: PathArg, table: str) -> pd.DataFrame:
-    """One part of `table` as a DataFrame; a UserError (one line, saying how to rebuild it) when it is of a newer
-    schema, unreadable, or holds text where the schema has numbers."""
-    version = part_schema_version(path)
-    check_part_version(path, version, "read")
-    try:
-        df = pd.read_parquet(path)
-    except (OSError, pa.ArrowException) as e:
+    run = RunDir(folder.parent.parent)
+    if folder.parent.name != "probes" or not run.config_path.is_file():
         raise UserError(
-            f"{path} is not a readable parquet file ({one_line(e, limit=160, with_type=False)}); {DAMAGED_PART_ADVICE}"
-        ) from None
-    if version < 2 and table == "hessian_trace" and "num_vjps" not in df.columns:
-        df = _hessian_trace_from_v1(df)
-    text = text_in_numeric_columns(df, table)
-    if text:
-        raise UserError(f"{path} holds text in numeric column(s) {', '.join(text)}; {DAMAGED_PART_ADVICE}")
-    return df
-
-
-def _hessian_trace_from_v1(df: pd.DataFrame) -> pd.DataFrame:
-    """A version-1 hessian_trace part in version 2's columns: the exact rows' `num_hvps` counted vector-Jacobian
-    products (now `num_vjps`); `stopped_by` was not recorded ('' = unknown, 'exact' for exact rows)."""
-    df = df.copy()
-    exact = df["estimator"] == "exact" if "estimator" in df.columns else pd.Series(False, index=df.index)
-    hvps = df["num_hvps"] if "num_hvps" in df.columns else pd.Series(0, index=df.index)
-    df["num_vjps"] = hvps.where(exact, 0)
-    df["num_hvps"] = hvps.where(~exact, 0)
-    df["stopped_by"] = exact.map({True: "exact", False: ""})
-    return df
-
-
-def unreadable(path: PathArg, what: str = "file") -> str:
-    """The message for a file this user may not read: unreadable, with its mode -- not damaged."""
-    try:
-        mode = f"mode {stat.S_IMODE(os.stat(path).st_mode):03o}"
-    except OSError:
-        mode = "mode unknown"
-    return (
-        f"{what} {path} is unreadable ({mode}: permission denied for this user); it is not damaged: give "
-        f"yourself read permission (chmod u+r) and run again"
-    )
-
-
-def _own_version() -> str:
-    return f"version {__version__}"
+            f"{folder} is not a table folder of a run (RUN/probes/<table>): parts are read with the run whose id "
+            f"they record"
+        )
+    return run.read_table(folder.name)
 
 
 def epoch_key(epoch: int, suffix: str = "") -> str:

@@ -182,13 +182,11 @@ def _parts_present(run: RunDir, tables: Iterable[str], key: str) -> bool:
 def check_inputs(run: RunDir, ctx: ProbeContext, instance: Probe, todo: list[int]) -> None:
     """Before anything is written: every part of the probe's tables that stays must read (a damaged post-hoc
     part is rebuilt only with --overwrite), and every checkpoint the measurement loads must load."""
-    from zsq_probe.rundir.store import read_part
-
     rebuilt = {epoch_key(e, SUFFIX) for e in todo}
     for table in type(instance).posthoc_tables:
         for key in run.part_keys(table):
             if key not in rebuilt:
-                read_part(run.table_dir(table) / f"part-{key}.parquet", table)
+                run.read_part(table, key)
     assert ctx.load_checkpoint is not None  # open_run's context
     for epoch in sorted({c for e in todo for c in instance.posthoc_checkpoints(ctx, e)}):
         ctx.load_checkpoint(epoch)

@@ -121,6 +121,9 @@ def _resume(
 
     run = RunDir.open(out)
     check_output(run.path, "train", own=RUN_NAMES, resume=True)  # the output policy (zsq_probe.rundir.output)
+    # every part, kept or dropped, is what its place says (table, key, run, content hash) before anything --
+    # the lock file included -- is written; a newer zsq-probe's parts are never mixed with this version's
+    run.check_parts("resume")
     with RunLock(run.path, what="zsq-probe train --resume"):  # one writer per run folder
         return _resume_locked(run, cfg, force, observers, progress, teacher, data_spec)
 
@@ -135,7 +138,6 @@ def _resume_locked(
     data_spec: DatasetSpec | None,
 ) -> dict[str, object]:
     doc = run.read_config_doc()
-    run.check_part_versions("resume")  # parts of a newer zsq-probe: never mixed with this version's
     changed = config_diff(config_from_dict(doc["config"]), cfg)
     _refuse_meaning_changes(run, changed, cfg.teacher)  # even with --force
     if changed and not force:
