@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: {parent} is not writable")
     runs = open_runs(args.runs)
     figure_options(runs, args.epoch, args.epochs)
+    for r in runs:  # a part that is not what its place says: refused before anything is written
+        r.check_parts("read")
     planned = planned_files(args.only, args.format)
     foreign = [out / name for name in foreign_entries(out, "figures")]
     with torch_threads(args.threads), protect(foreign), writing_output(out, "figures", planned) as claim:
@@ -135,6 +137,7 @@ def figure_script(name: str, argv: Sequence[str] | None = None, prog: str | None
     args = p.parse_args(argv)
     options = {k: getattr(args, k) for k in figure.options}
     from zsq_probe.plots.catalog import figure_options
+    from zsq_probe.plots.runs import open_runs
     from zsq_probe.plots.style import announce_writes, protect
     from zsq_probe.rundir.output import check_output, foreign_entries, writing_output
 
@@ -143,6 +146,8 @@ def figure_script(name: str, argv: Sequence[str] | None = None, prog: str | None
         # they did not write (zsq_probe.rundir.output)
         check_output(args.out, "figures", overwrite=True)
         figure_options(args.runs, options.get("epoch"), options.get("epochs"))
+        for r in open_runs(args.runs):  # a part that is not what its place says: refused before anything is written
+            r.check_parts("read")
         foreign = [Path(args.out) / n for n in foreign_entries(args.out, "figures")]
         planned = [f"{figure.filename}.{args.format}", f"{figure.filename}.txt"]
         with console_logging(), protect(foreign), writing_output(args.out, "figures", planned) as claim:
