@@ -86,12 +86,13 @@ def encode_part(df: pd.DataFrame, table: str, run_id: str, key: str) -> tuple[by
     buf = io.BytesIO()
     with pq.ParquetWriter(buf, tbl.schema) as writer:
         writer.write_table(tbl)
-        rows = len(buf.getbuffer())  # every row group is written: what follows is the footer
-        sha = hashlib.sha256(buf.getbuffer()).hexdigest()
+        footer_at = buf.tell()  # every row group is written: what follows is the footer
+        with buf.getbuffer() as written:  # released before the writer appends the footer
+            sha = hashlib.sha256(written).hexdigest()
         writer.add_key_value_metadata({META_PREFIX + CONTENT_HASH: sha})
     data = buf.getvalue()
-    if _footer_start(data) != rows:  # the hash must cover exactly what a reader hashes
-        raise RuntimeError(f"parquet writer left {len(data)} bytes with its footer not at {rows}")
+    if _footer_start(data) != footer_at:  # the hash must cover exactly what a reader hashes
+        raise RuntimeError(f"parquet writer left {len(data)} bytes with its footer not at {footer_at}")
     return data, sha
 
 
