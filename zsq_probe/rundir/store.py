@@ -50,6 +50,7 @@ from zsq_probe.rundir.parts import (
     unreadable,
     verify_part,
 )
+from zsq_probe.version import __version__
 
 PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
 JSONDict: TypeAlias = dict[str, Any]  # a parsed JSON object (config.json: nested values of any JSON type)
