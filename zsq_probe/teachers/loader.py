@@ -32,6 +32,7 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import inspect
 import os
 import pickle
 import re
@@ -215,11 +216,17 @@ def pytorchcv_root(root: PathArg | None = None) -> Path:
     return Path(root if root is not None else _DEFAULT_PYTORCHCV_ROOT).expanduser()
 
 
+@functools.lru_cache(maxsize=1)
 def _pytorchcv_models() -> dict[str, Callable[..., nn.Module]]:
-    from pytorchcv.model_provider import _models  # on first use (module docstring)
+    """Pytorchcv's model names -> the function that builds each: the public functions its model_provider module
+    re-exports from pytorchcv.models (the names `get_model` accepts; no private table of pytorchcv is read)."""
+    import pytorchcv.model_provider as provider  # on first use (module docstring)
 
-    models: dict[str, Callable[..., nn.Module]] = _models  # name -> the function that builds it
-    return models
+    return {
+        name: fn
+        for name, fn in vars(provider).items()
+        if not name.startswith("_") and inspect.isfunction(fn) and fn.__module__.startswith("pytorchcv.models.")
+    }
 
 
 @functools.lru_cache(maxsize=1)
