@@ -21,7 +21,7 @@ from zsq_probe.errors import UserError
 from zsq_probe.events import MetricsRow, ProbeContext, StepEvent
 from zsq_probe.probe_registry import BUILTIN_PROBES
 from zsq_probe.probes.base import Probe, Row
-from zsq_probe.quantization.quantizer import _codes, quantized_layers, weight_quant_params
+from zsq_probe.quantization.quantizer import quantized_layers, rounded_codes, weight_quant_params
 
 
 def changed_codes(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -52,7 +52,7 @@ def codes_and_levels(model: nn.Module) -> CodesAndLevels:
     levels: dict[str, torch.Tensor] = {}
     for name, m in quantized_layers(model).items():
         scale, zp = weight_quant_params(m.weight, m.w_bits)
-        q = _codes(m.weight.detach(), scale, zp, m.w_bits)
+        q = rounded_codes(m.weight.detach(), scale, zp, m.w_bits)
         codes[name], levels[name] = q.to(torch.int8), (q + zp).to(torch.int16)
     return codes, levels
 

@@ -136,9 +136,20 @@ def scale_and_zero_point(
     return scale, torch.round(scale * lo) + half
 
 
-def _codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int) -> torch.Tensor:
-    # q = clamp(round(scale*x - zp), -2^(k-1), 2^(k-1)-1), still floating point.
-    # Two separate ops (no fused multiply-add) so every caller gets the same bits.
+def rounded_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int) -> torch.Tensor:
+    """The integer codes of `x` on the grid (`scale`, `zero_point`), still as floats (paper eq. 1):
+    ``q = clamp(round(scale * x - zp), -2^(k-1), 2^(k-1) - 1)``.
+
+    Args:
+        x: The values (weights or activations).
+        scale: The grid's scale (codes per unit).
+        zero_point: The grid's zero point.
+        bits: The bit width k.
+
+    Returns:
+        The codes, in x's dtype.
+    """
+    # two separate ops (no fused multiply-add) so every caller gets the same bits
     return torch.clamp(torch.round(scale * x - zero_point), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
 
 
@@ -146,7 +157,7 @@ def integer_codes_of(w: torch.Tensor, bits: int) -> torch.Tensor:
     """Integer codes (``torch.int8``; every code fits for 2..8 bits) of ``w`` quantised per channel."""
     scale, zero_point = weight_quant_params(w, bits)
     with torch.no_grad():
-        return _codes(w.detach(), scale, zero_point, bits).to(torch.int8)
+        return rounded_codes(w.detach(), scale, zero_point, bits).to(torch.int8)
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
@@ -162,7 +173,7 @@ def fake_quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
     """
     scale, zero_point = weight_quant_params(w, bits)
     with torch.no_grad():
-        dq = dequantize(_codes(w.detach(), scale, zero_point, bits), scale, zero_point)
+        dq = dequantize(rounded_codes(w.detach(), scale, zero_point, bits), scale, zero_point)
     return w + (dq - w.detach())
 
 
@@ -392,7 +403,7 @@ class ActivationQuantizer(nn.Module):
         with torch.no_grad():
             scale, zero_point = self.quant_params()
             xd = x.detach()
-            dq = dequantize(_codes(xd, scale, zero_point, self.a_bits), scale, zero_point).to(x.dtype)
+            dq = dequantize(rounded_codes(xd, scale, zero_point, self.a_bits), scale, zero_point).to(x.dtype)
             delta = dq - xd
         # out-of-place STE (x may be the output of an inplace ReLU; we never write into it)
         return x + delta
