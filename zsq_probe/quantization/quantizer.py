@@ -137,8 +137,8 @@ def scale_and_zero_point(
 
 
 def rounded_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int) -> torch.Tensor:
-    """The integer codes of `x` on the grid (`scale`, `zero_point`), still as floats (paper eq. 1):
-    ``q = clamp(round(scale * x - zp), -2^(k-1), 2^(k-1) - 1)``.
+    """The integer codes of `x` on the grid (`scale`, `zero_point`), still as floats:
+    ``q = clamp(round(scale * x - zp), -2^(k-1), 2^(k-1) - 1)`` (docs/reference.md, "Weight quantiser").
 
     Args:
         x: The values (weights or activations).
