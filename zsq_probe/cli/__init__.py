@@ -29,6 +29,7 @@ from zsq_probe.cli.common import (
     check_device,
     check_flag_sense,
     check_no_empty_values,
+    check_paths,
     check_threads,
     console_logging,
     interrupted_status,
@@ -82,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_raises(), console_logging(quiet=bool(getattr(args, "quiet", False))):
             check_no_empty_values(args)
             check_flag_sense(args)
+            check_paths(args)
             check_threads(args)
             check_device(args)
             status: int = args.handler(args) or 0

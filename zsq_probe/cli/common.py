@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
@@ -160,11 +161,43 @@ def check_flag_sense(args: argparse.Namespace) -> None:
         )
 
 
-COMMA_LISTS = ("probes", "only", "epochs", "format", "kd_seeds", "zq_seeds")
+COMMA_LISTS = ("probes", "only", "epochs", "format", "kd_seeds", "zq_seeds", "devices")
+
+# folders a command reads: (dest, what the folder holds)
+READ_FOLDERS = (("data_root", "the data set"), ("weights_root", "pytorchcv's weight files"))
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The folders and files a command reads, checked before anything runs: --data-root and --weights-root are
+    folders (a missing one only with --download, which fetches into it), --slurm-config a file.  A fresh `train`
+    or `eval` leaves a missing --data-root to its data set's loader, whose message says what it expected there.
+
+    Args:
+        args: the parsed flags.
+
+    Raises:
+        UserError: naming the flag and what is wrong with its path.
+    """
+    download = bool(getattr(args, "download", False))
+    loader_says = hasattr(args, "teacher") and not getattr(args, "resume", False)  # train / eval: the loader's line
+    for dest, holds in READ_FOLDERS:
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        flag, path = "--" + dest.replace("_", "-"), Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{flag} {value}: a file, not a folder (the folder holding {holds})")
+        if not path.exists() and not download and not (dest == "data_root" and loader_says):
+            fetch = "; --download fetches into a new one" if hasattr(args, "download") else ""
+            raise UserError(f"{flag} {value}: no such folder (the folder holding {holds}{fetch})")
+    config = getattr(args, "slurm_config", None)
+    if config is not None and not Path(config).expanduser().is_file():
+        what = "a folder, not a file" if Path(config).expanduser().is_dir() else "no such file"
+        raise UserError(f"--slurm-config {config}: {what} (a JSON or TOML file of slurm settings)")
 
 
 def check_device(args: argparse.Namespace) -> None:
-    """--device names a device this torch has; checked before anything runs.
+    """--device (and each of `recipe`'s --devices) names a device this torch has; checked before anything runs.
 
     Args:
         args: the parsed flags.
@@ -175,6 +208,12 @@ def check_device(args: argparse.Namespace) -> None:
     device = getattr(args, "device", None)
     if device:
         device_available(device)
+    for item in (getattr(args, "devices", None) or "").split(","):
+        if item.strip():
+            try:
+                device_available(item.strip())
+            except UserError as e:
+                raise UserError(f"--devices {args.devices}: {str(e).removeprefix('--device ')}") from None
 
 
 class ConsoleHandler(logging.Handler):

@@ -114,34 +114,39 @@ def add_executor_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-wait", action="store_true", help="slurm: submit and return (then --no-train for the table)")
 
 
-# numeric flags: (attribute, flag, smallest value allowed); None (unset) takes the executor's default
+# numeric flags: (attribute, flag, smallest value, largest value or None for max_workers(), why that bound); None
+# (unset) takes the executor's default.  The largest values are past any machine or cluster job there is.
 _NUMERIC_FLAGS = (
-    ("workers", "--workers", 1),
-    ("threads", "--threads", 1),
-    ("cpus_per_job", "--cpus-per-job", 1),
-    ("gpus_per_job", "--gpus-per-job", 0),
-    ("mem_per_job", "--mem-per-job", 0.001),
-    ("max_retries", "--max-retries", 0),
-    ("time", "--time", 1),
-    ("array_parallelism", "--array-parallelism", 1),
+    ("workers", "--workers", 1, None, ""),
+    ("threads", "--threads", 1, None, ""),
+    ("cpus_per_job", "--cpus-per-job", 1, 4096, " (no machine has more CPUs)"),
+    ("gpus_per_job", "--gpus-per-job", 0, 64, " (no machine has more GPUs)"),
+    ("mem_per_job", "--mem-per-job", 0.001, 65536, " GB (64 TB: no machine has more memory)"),
+    ("max_retries", "--max-retries", 0, 1000, ""),
+    ("time", "--time", 1, 525_600, " minutes (a year)"),
+    ("array_parallelism", "--array-parallelism", 1, 100_000, ""),
 )
 
 
 def check_numeric_flags(args: argparse.Namespace) -> None:
-    """Refuse (one line) a numeric flag below its smallest value, or not finite, before anything is planned.
+    """Refuse (one line) a numeric flag outside its range, or not finite, before anything is planned.
 
     Args:
         args: the parsed flags.
 
     Raises:
-        UserError: naming the flag, its smallest value and the value given.
+        UserError: naming the flag, its range and the value given.
     """
     import math
 
-    for attr, flag, least in _NUMERIC_FLAGS:
+    from zsq_probe.config import max_workers, usable_cpus
+
+    for attr, flag, least, most, why in _NUMERIC_FLAGS:
         value = getattr(args, attr, None)
-        if value is not None and (not math.isfinite(value) or value < least):
-            raise UserError(f"{flag} must be >= {least}, got {value}")
+        if most is None:
+            most, why = max_workers(), f" (4 x the {usable_cpus()} CPU(s) this process may use)"
+        if value is not None and (not math.isfinite(value) or not least <= value <= most):
+            raise UserError(f"{flag} must be in [{least}, {most}]{why}, got {value}")
 
 
 def executor_options(args: argparse.Namespace) -> dict[str, Any]:

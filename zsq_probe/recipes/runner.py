@@ -27,6 +27,8 @@ from zsq_probe.rundir.output import RECIPE_NAMES, check_output, record_output
 if TYPE_CHECKING:
     from zsq_probe.rundir.store import PathArg
 
+MAX_SEEDS = 1000  # a count of seeds (0..N-1) every run of a recipe is planned with; the paper's tables use 3 or 5
+
 
 @dataclass
 class RecipePlan:
@@ -115,8 +117,8 @@ def plan_recipe(
     """
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise UserError(f"--seeds must be >= 1, got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise UserError(f"--seeds must be in [1, {MAX_SEEDS}] (seeds 0..N-1 of every run), got {seeds}")
         seeds = list(range(seeds))
     out = Path(out or default_out(recipe, scale)).expanduser()
     check_output(out, "recipe", own=RECIPE_NAMES, resume=True)  # its own earlier output is resumed

@@ -190,6 +190,7 @@ def run_demo(
     into `out`; progress is logged (INFO).  Returns the findings (also in OUT/findings.json, FINDINGS.md)."""
     configs = demo_plan(device, seed, overrides, scale)  # bad settings are refused before anything is written
     check_out(out)
+    check_real_inputs(scale)
     record_output(out, "demo", DEMO_NAMES)
     out = Path(out)
     started = time.perf_counter()
@@ -227,6 +228,28 @@ def run_demo(
         f"{out / 'figures'}, findings in {out / 'FINDINGS.md'}"
     )
     return findings
+
+
+def check_real_inputs(scale: DemoScale) -> None:
+    """A real-data scale's teacher weights and data splits, read before the demo writes or logs anything: a
+    missing or unreadable one is then one error line, with no output folder.
+
+    Args:
+        scale: the demo's scale (digits, embedded: nothing to read).
+
+    Raises:
+        UserError: the teacher's weights or the data set cannot be loaded.
+    """
+    if scale.data_root is None:
+        return
+    from zsq_probe.data.datasets import load_dataset
+    from zsq_probe.teachers.loader import load_teacher
+    from zsq_probe.teachers.metadata import dataset_for_teacher
+
+    weights_root = scale.flags.get("weights_root")
+    load_teacher(scale.teacher, weights=scale.weights, root=None if weights_root is None else str(weights_root))
+    for split in ("train", "test"):
+        load_dataset(dataset_for_teacher(scale.teacher), root=scale.data_root, split=split)
 
 
 def post_training_quantization(scale: DemoScale, w_bits: int, a_bits: int, device: str) -> dict[str, Any]:
