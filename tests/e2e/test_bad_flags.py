@@ -332,3 +332,12 @@ def test_a_bad_data_root_is_refused_on_resume_too(tiny_run, tmp_path, capsys, wh
     rc, err = _run(["train", "--out", str(tiny_run), "--resume", "--data-root", root, "--no-progress"], capsys)
     assert rc == 2 and len(err) == 1 and err[0].startswith(f"zsq-probe train: error: --data-root {root}: "), err
     assert _snapshot(tmp_path, tiny_run.parent) == before
+
+
+def test_every_accepted_value_names_a_flag_and_a_bad_value_it_has():
+    """No stale allow-list entry: each names a command's flag and one of that flag's bad values, and says why."""
+    commands = _commands()
+    for (command, dest, label), why in ACCEPTED.items():
+        parsers = commands.values() if command == "*" else [commands[command]]
+        labels = {lab for p in parsers for a in _value_actions(p) if a.dest == dest for lab, _ in _values(a)}
+        assert label in labels and why, (command, dest, label)
