@@ -73,8 +73,8 @@ def probe_scalars(run: RunDir, epoch: int) -> dict[str, float]:
     out: dict[str, float] = {}
 
     def part(table: str) -> pd.DataFrame | None:
-        path = run.table_dir(table) / f"part-{epoch_key(epoch)}.parquet"
-        return pd.read_parquet(path) if path.is_file() else None
+        key = epoch_key(epoch)
+        return run.read_part(table, key) if run.part_path(table, key).is_file() else None  # checked as any reader
 
     df = part("cosine")
     if df is not None and "statistic" in df:
