@@ -8,7 +8,7 @@
 * Tiers: ``-m "not slow"`` is the quick tier; ``slow`` marks the end-to-end tests (wheel build, torchrun,
   kill -9, Ray / submitit, coverage benchmarks), the checks whose point is a fresh interpreter (``python -m``
   entry points, import-time guarantees, piped output), real-size model builds, the bit-exact reference
-  runs (tests/test_reference_parquet.py: run it after a refactor), every figure through ``zsq-probe figures``
+  runs (tests/e2e/test_reference_parquet.py: run it after a refactor), every figure through ``zsq-probe figures``
   and the figures' many-runs scale check (the quick tier draws each figure in process).  A test that splits
   into an in-process half and a fresh-interpreter half is two tests, one per tier.  The full suite runs both.
 * Threads: torch runs on one intra-op thread in every test process (``pytest_configure``).

@@ -16,8 +16,8 @@ import zipfile
 
 import pytest
 import torch
+from fabricated_data import expected_cifar_tensor, make_cifar10, make_cifar100
 from pytorchcv.models.common import model_store
-from test_data import expected_cifar_tensor, make_cifar10, make_cifar100
 
 from zsq_probe.cli import main
 from zsq_probe.config import RunConfig, config_from_dict

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 os.environ.setdefault("ZSQ_PROBE_CACHE", tempfile.mkdtemp())
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 import torch
 from test_reference_parquet import MACHINE_FILE, REFERENCE, SMALL, THREADS, machine
 

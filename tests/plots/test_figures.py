@@ -21,7 +21,7 @@ from zsq_probe.runs.compare import compare_runs
 
 pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

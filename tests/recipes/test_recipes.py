@@ -22,7 +22,7 @@ from zsq_probe.recipes.jobs import unique_jobs
 from zsq_probe.recipes.specs import run, tiny_spec
 from zsq_probe.recipes.tables import format_paper, format_stat, paper_mean, report_table, stats
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tables_needed() -> dict:

@@ -21,7 +21,7 @@ from fabricated_runs import make_run
 
 pytestmark = pytest.mark.slow  # builds a wheel and a venv: the end-to-end tier
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRAP = 'raise RuntimeError("the stray {name}.py in the working directory was imported")\n'
 
 

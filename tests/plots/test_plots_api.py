@@ -12,7 +12,7 @@ from fabricated_runs import EPOCHS, LAYERS, make_run, paper_runs
 
 pytestmark = pytest.mark.teacher_free  # never loads the digits teacher: runs first under xdist (conftest)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ def test_docs_schema_section_matches_the_code():
 
     from zsq_probe.rundir.schema import markdown
 
-    page = (Path(__file__).resolve().parent.parent / "docs" / "run-directory.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "run-directory.md").read_text()
     assert markdown().strip() in page, (
         "regenerate docs/run-directory.md's 'Table columns' section with `python -m zsq_probe.rundir.schema`"
     )
@@ -203,7 +203,7 @@ def test_the_library_never_imports_the_cli():
     command line, directly, relatively or by name."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     offenders = []
     for path in sorted((root / "zsq_probe").rglob("*.py")):
         rel = path.relative_to(root)

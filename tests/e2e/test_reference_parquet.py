@@ -19,7 +19,7 @@ from zsq_probe.runs import train
 # refactor, run this file (docs/development.md, "Tests") before the quick tier is trusted
 pytestmark = pytest.mark.slow
 
-REFERENCE = Path(__file__).parent / "reference" / "prerefactor"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "prerefactor"
 MACHINE_FILE = REFERENCE / "machine.json"  # the arithmetic the reference was written with (make_reference.py)
 
 
