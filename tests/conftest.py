@@ -5,6 +5,8 @@
 * ``digits_teacher``: the embedded digits teacher ``(model, TeacherInfo)``, trained once per
   session into that temporary cache. It is shared by every test: do not modify it in place
   (quantise / train a ``copy.deepcopy`` of it, or use ``digits_teacher_copy``).
+* ``three_epoch_run``: a tiny three-epoch AIT run (tests/tiny_runs.py's ``TINY_AIT``), trained once per test
+  module that uses it; ``run_copy`` is a private copy of it that a test may change.
 * Tiers: ``-m "not slow"`` is the quick tier; ``slow`` marks the end-to-end tests (wheel build, torchrun,
   kill -9, Ray / submitit, coverage benchmarks), the checks whose point is a fresh interpreter (``python -m``
   entry points, import-time guarantees, piped output), real-size model builds, the bit-exact reference
@@ -14,10 +16,11 @@
 * Threads: torch runs on one intra-op thread in every test process (``pytest_configure``).
 * In parallel (pytest-xdist, ``-n 2``): each worker is a process of its own with one thread, so two workers
   use two cores without oversubscribing them; the controller trains the teacher once, while the workers start,
-  into a cache folder they share.  The tests of a module that use a module-scoped fixture (a trained run, a
-  built wheel) run on one worker, so that fixture is built once (``pytest_xdist_make_scheduler``).  Modules
-  marked ``teacher_free`` run first and do not wait for that teacher (``pytest_runtest_setup``); a test so
-  marked that loads the teacher anyway is an error (it would train a private copy).
+  into a cache folder they share.  The tests of a module that use a module-scoped fixture (its own or a
+  conftest.py's: a trained run, a built wheel) run on one worker, so that fixture is built once
+  (``pytest_xdist_make_scheduler``).  Modules marked ``teacher_free`` run first and do not wait for that teacher
+  (``pytest_runtest_setup``); a test so marked that loads the teacher anyway is an error (it would train a
+  private copy).
 """
 
 import ast
@@ -168,13 +171,12 @@ def pytest_runtest_teardown(item):
         pytest.fail(f"{item.nodeid} is marked teacher_free but loaded the digits teacher: remove the mark")
 
 
-def _module_fixture_users(path: Path) -> frozenset[str]:
-    """Names of the test functions in the test module `path` that use one of its module- or class-scoped
-    fixtures (directly or through its other fixtures), read from the source: the xdist controller collects
-    nothing itself."""
-    tree = ast.parse(path.read_text())
-    fixtures, wide = {}, set()  # fixture name -> argument names; the module/class-scoped ones
-    tests = {}
+def _fixtures_and_tests(tree: ast.Module) -> tuple[dict[str, set[str]], set[str], dict[str, set[str]]]:
+    """The fixtures of a parsed file (name -> argument names), those of them module-, class- or package-scoped, and
+    its test functions (name -> argument names)."""
+    fixtures: dict[str, set[str]] = {}
+    wide: set[str] = set()
+    tests: dict[str, set[str]] = {}
     for node in ast.walk(tree):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
@@ -189,6 +191,22 @@ def _module_fixture_users(path: Path) -> frozenset[str]:
                     wide.add(node.name)
         if node.name.startswith("test") and node.name not in fixtures:
             tests[node.name] = args
+    return fixtures, wide, tests
+
+
+def _module_fixture_users(path: Path, root: Path) -> frozenset[str]:
+    """Names of the test functions in the test module `path` that use a module- or class-scoped fixture of its own
+    or of a conftest.py between it and `root` (directly or through other fixtures), read from the source: the xdist
+    controller collects nothing itself."""
+    fixtures, wide = {}, set()
+    for conftest in reversed([d / "conftest.py" for d in path.parents if d == root or root in d.parents]):
+        if conftest.is_file():  # the nearer conftest.py last: its fixtures hide the farther ones'
+            found, found_wide, _ = _fixtures_and_tests(ast.parse(conftest.read_text()))
+            fixtures.update(found)
+            wide = (wide - set(found)) | found_wide
+    own, own_wide, tests = _fixtures_and_tests(ast.parse(path.read_text()))
+    fixtures.update(own)  # the module's own fixtures hide the conftest ones of the same name
+    wide = (wide - set(own)) | own_wide
     changed = True
     while changed:  # fixtures that use a wide one share its worker too
         grown = {name for name, args in fixtures.items() if args & wide}
@@ -230,7 +248,7 @@ def _work_unit(config, nodeid: str) -> str:
     module = nodeid.split("::", 1)[0]
     if module not in users:
         path = Path(config.rootpath, module)
-        users[module] = _module_fixture_users(path) if path.suffix == ".py" else frozenset()
+        users[module] = _module_fixture_users(path, Path(config.rootpath)) if path.suffix == ".py" else frozenset()
     name = nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
     return module if name in users[module] else nodeid
 
@@ -274,3 +292,27 @@ def digits_teacher_copy(digits_teacher):
     """A private deep copy of the digits teacher (model, info) that a test may modify."""
     model, info = digits_teacher
     return copy.deepcopy(model), copy.deepcopy(info)
+
+
+# ------------------------------------------------------------------ a trained run shared by several packages' tests
+
+
+@pytest.fixture(scope="module")
+def three_epoch_run(digits_teacher, tmp_path_factory) -> Path:
+    """Three tiny AIT epochs (tiny_runs.TINY_AIT), a checkpoint each (0-3): trained once per test module that uses it
+    (the tests of run folders received from someone else: rundir, runs, analysis, plots); tests copy it."""
+    from tiny_runs import TINY_AIT
+
+    from zsq_probe.cli import main
+
+    out = tmp_path_factory.mktemp("received") / "run"
+    assert main(["train", *TINY_AIT, "--epochs", "3", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(three_epoch_run, tmp_path) -> Path:
+    """A private copy of three_epoch_run that a test may change."""
+    run = tmp_path / "run"
+    shutil.copytree(three_epoch_run, run)
+    return run

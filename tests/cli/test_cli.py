@@ -1,4 +1,5 @@
-"""The command line as a user meets it: help, eval on the embedded teacher, one-line errors."""
+"""The command line as a user meets it: help, eval on the embedded teacher, one-line errors (numeric flags out of
+range: issue 25; the refusals of bad input: test_errors.py)."""
 
 import json
 import subprocess
@@ -535,3 +536,28 @@ def test_compare_mentions_runs_trained_with_different_thread_counts(tmp_path, ca
     assert json.loads(cap.out)["probe"] == "cosine"  # still compared: the count is not a setting
     warning = [line for line in cap.err.splitlines() if "thread" in line]
     assert len(warning) == 1 and "different torch thread counts (kd 1, zq 2)" in warning[0], cap.err
+
+
+def _run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return rc, [line for line in captured.err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "argv,mention",
+    [
+        (["eval", "--teacher", "digits", "--w-bits", "4", "--a-bits", "4", "--max-batches", "-1"], "--max-batches"),
+        (["eval", "--teacher", "digits", "--batch-size", "0"], "--batch-size"),
+        (["recipe", "fig1", "--threads", "0", "--dry-run"], "--threads"),
+        (["recipe", "fig1", "--max-retries", "-1", "--dry-run"], "--max-retries"),
+        (["recipe", "fig1", "--cpus-per-job", "-1", "--dry-run"], "--cpus-per-job"),
+        (["recipe", "fig1", "--workers", "0", "--dry-run"], "--workers"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_numeric_flags_out_of_range_are_one_line_exit_2(argv, mention, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(argv, capsys)
+    assert rc == 2 and len(err) == 1 and mention in err[0] and err[0].startswith("zsq-probe "), err
+    assert list(tmp_path.iterdir()) == []

@@ -1,11 +1,16 @@
 """The run config: nested sections with flat and dotted keys, presets as data, old flat configs still load,
-bad values and unknown data sets are errors."""
+bad values, config files and unknown data sets are errors; probe budgets the estimators cannot pay are refused
+before anything is written (issue 24); the normalisation and the loader settings are config fields."""
 
 import dataclasses
+import hashlib
 import json
+import os
+from pathlib import Path
 
 import pytest
 
+from zsq_probe.cli import main
 from zsq_probe.config import FLAT_KEYS, RunConfig, config_diff, config_from_dict, parse_assignment
 from zsq_probe.errors import UserError
 from zsq_probe.presets import DATASET_SCALES, PRESETS, dataset_family, preset_overrides, resolve_config
@@ -120,3 +125,127 @@ def test_unknown_data_sets_and_keys_are_errors():
         resolve_config("gdfq", teacher="digits", data="mnist")
     with pytest.raises(UserError, match="did you mean lr"):
         resolve_config("gdfq", teacher="digits", overrides=["lrr=1"])
+
+
+def snapshot(*folders) -> dict:
+    """{path: (size, mtime_ns, bytes)} of every file and folder under the given paths (missing ones: absent)."""
+    out: dict = {}
+    for top in map(Path, folders):
+        for p in [top, *top.rglob("*")] if top.exists() else []:
+            st = p.lstat()
+            out[str(p)] = (st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
+    return out
+
+
+def one_error_line(argv, capsys, command: str) -> str:
+    """Run the CLI: exit 2 and exactly one `zsq-probe <command>: error:` line on stderr, no traceback."""
+    rc = main([str(a) for a in argv])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1, (rc, err)
+    assert err[0].startswith(f"zsq-probe {command}: error:"), err
+    return err[0]
+
+
+HESSIAN_TRAIN = ["train", "--teacher", "digits", "--probes", "hessian", "--epochs", "1", "--no-progress"]
+
+
+BUDGET_CASES = [
+    ("max_products 16", ["trace_max_products=16"], "trace_max_products=16 cannot pay for Hutch++"),
+    ("top-k 20 on 30", ["hessian_top_k=20", "trace_max_products=30"], "(must be >= 36)"),
+    ("top-k 500", ["hessian_top_k=500"], "hessian_top_k=500"),
+    ("hutchinson 29", ["trace_estimators=hutchinson", "trace_max_products=29"], "Hutchinson's first 30"),
+    ("block vectors 1", ["probe_scopes=model,block", "hessian_vectors=1"], "hessian_vectors=1 with scope(s) block"),
+    ("layer vectors 1", ["probe_scopes=layer", "hessian_vectors=1"], "hessian_vectors=1 with scope(s) layer"),
+]
+
+
+@pytest.mark.parametrize("sets,mention", [c[1:] for c in BUDGET_CASES], ids=[c[0] for c in BUDGET_CASES])
+def test_budget_clashes_are_refused_before_anything_is_written(tmp_path, capsys, sets, mention):
+    out = tmp_path / "run"
+    out.mkdir()  # an empty run folder the user made: it must stay as it is
+    before = snapshot(tmp_path)
+    argv = [*HESSIAN_TRAIN, "--out", out] + [a for s in sets for a in ("--set", s)]
+    line = one_error_line(argv, capsys, "train")
+    assert mention in line, line
+    assert snapshot(tmp_path) == before
+
+
+def test_budgets_that_can_pay_are_accepted():
+    from zsq_probe.config import MAX_HESSIAN_TOP_K, ProbeConfig
+
+    ProbeConfig(hessian_top_k=3, trace_max_products=19).validate()  # 3 deflation + 16 samples: just enough
+    ProbeConfig(trace_estimators=["hutchinson"], trace_max_products=30).validate()
+    ProbeConfig(scopes=["block"], hessian_vectors=2).validate()
+    ProbeConfig(scopes=["model"], hessian_vectors=1).validate()  # model scope's Hutch++ does not use them
+    ProbeConfig(trace_estimators=["slq"], trace_max_products=8).validate()  # no adaptive estimator: no clash
+    ProbeConfig(hessian_top_k=MAX_HESSIAN_TOP_K, trace_max_products=MAX_HESSIAN_TOP_K + 16).validate()
+    with pytest.raises(UserError, match="hessian_top_k"):
+        ProbeConfig(hessian_top_k=MAX_HESSIAN_TOP_K + 1, trace_max_products=10_000).validate()
+
+
+def test_config_minimum_samples_are_the_estimators_own():
+    from zsq_probe import config
+    from zsq_probe.hessian.trace import DEFAULT_MIN_SAMPLES
+
+    assert DEFAULT_MIN_SAMPLES == {"hutch++": config.HUTCHPP_MIN_SAMPLES, "hutchinson": config.HUTCHINSON_MIN_SAMPLES}
+
+
+def _tree(path):
+    """{relative path: sha256} of everything under `path` (or of the file itself)."""
+    if not os.path.exists(path):
+        return None
+    if os.path.isfile(path):
+        return {"": hashlib.sha256(open(path, "rb").read()).hexdigest()}
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, path)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+TRAIN = ["train", "--teacher", "digits", "--no-progress"]
+
+
+def _run(argv, capsys):
+    rc = main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return rc, err
+
+
+@pytest.mark.parametrize(
+    "doc,mention",
+    [([1, 2, 3], "JSON object"), ({"w_bits": None}, "w_bits"), ({"quant": {"w_bits": None}}, "w_bits")],
+    ids=["json list", "w_bits null flat", "w_bits null nested"],
+)
+def test_bad_config_file(tmp_path, capsys, doc, mention):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(doc))
+    before = _tree(cfg)
+    out = tmp_path / "run"
+    rc, err = _run(TRAIN + ["--config", str(cfg), "--out", str(out)], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert mention in err[0]
+    assert not out.exists() and _tree(cfg) == before
+
+
+def test_num_workers_and_pin_memory_are_config_fields_and_flags():
+    from zsq_probe.cli import build_parser
+    from zsq_probe.cli.train import build_config
+
+    args = build_parser().parse_args(["train", "--out", "x", "--num-workers", "4", "--pin-memory"])
+    cfg = build_config(args)
+    assert cfg.dataset.num_workers == 4 and cfg.dataset.pin_memory is True and cfg.get("num_workers") == 4
+    with pytest.raises(UserError, match="num_workers"):
+        cfg.set("num_workers", -1)
+        cfg.validate()
+
+
+def test_config_records_normalisation_with_flat_and_dotted_keys():
+    cfg = RunConfig()
+    assert cfg.dataset.normalization == "reference" and cfg.to_dict()["dataset"]["normalization"] == "reference"
+    cfg = resolve_config("ait", teacher="resnet20_cifar10", overrides=["normalization=pytorchcv"])
+    assert cfg.get("dataset.normalization") == "pytorchcv" and cfg.flat()["normalization"] == "pytorchcv"
+    assert config_from_dict(json.loads(cfg.to_json())) == cfg
+    with pytest.raises(UserError, match="normalization='imagenet'"):
+        resolve_config("gdfq", teacher="resnet20_cifar10", overrides=["dataset.normalization=imagenet"])

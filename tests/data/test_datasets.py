@@ -1,7 +1,16 @@
-"""zsq_probe.data.datasets: real on-disk formats fabricated in tmp_path and read through load_dataset."""
+"""zsq_probe.data.datasets: real on-disk formats fabricated in tmp_path and read through load_dataset; CIFAR files of
+the wrong types or holding pickled code are refused (issues 13 and 24); the CIFAR normalisation as the AIT
+reference evaluates it, or pytorchcv's on request (issue 12, item 4: the statistics from iamkanghyunchoi/ait
+GDFQ_AIT/dataloader.py lines 130-134, the same in xushoukai/GDFQ dataloader.py lines 129-133; pytorchcv's from
+osmr/imgclsmob pytorch/datasets/cifar10_cls_dataset.py, cifar10_val_transform, inherited by CIFAR-100); loader
+workers give the same batches (issue 15)."""
 
+import os
 import pickle
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +19,7 @@ from fabricated_data import CIFAR10_PER_BATCH, _pickle, expected_cifar_tensor, m
 from PIL import Image
 
 from zsq_probe.data import datasets as data
-from zsq_probe.data.datasets import DATASETS, load_dataset, make_loader
+from zsq_probe.data.datasets import DATASETS, get_spec, load_dataset, make_loader
 from zsq_probe.errors import UserError
 from zsq_probe.teachers.metadata import dataset_for_teacher
 
@@ -381,3 +390,222 @@ def test_make_loader_with_workers_is_reproducible():
     a, b = first_batches(4), first_batches(4)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not torch.equal(first_batches(5)[0], a[0])
+
+
+def snapshot(*folders) -> dict:
+    """{path: (size, mtime_ns, bytes)} of every file and folder under the given paths (missing ones: absent)."""
+    out: dict = {}
+    for top in map(Path, folders):
+        for p in [top, *top.rglob("*")] if top.exists() else []:
+            st = p.lstat()
+            out[str(p)] = (st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
+    return out
+
+
+def _cifar10(root: Path, labels=None, data_dtype=np.uint8, n: int = 4) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "labels": labels if labels is not None else rng.integers(0, 10, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072)).astype(data_dtype),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
+
+
+@pytest.mark.parametrize(
+    "kind,mention",
+    [("string labels", "label 'cat' (str)"), ("float64 images", "float64 images, expected uint8")],
+)
+def test_cifar_files_of_the_wrong_types_are_one_line_refusals(tmp_path, kind, mention):
+    from zsq_probe.data.datasets import load_dataset
+
+    if kind == "string labels":
+        _cifar10(tmp_path, labels=["cat", "dog", "cat", "dog"])
+    else:
+        _cifar10(tmp_path, data_dtype=np.float64)
+    before = snapshot(tmp_path)
+    for split in ("train", "test"):
+        with pytest.raises(UserError) as err:
+            load_dataset("cifar10", root=tmp_path, split=split)
+        assert mention in str(err.value) and "\n" not in str(err.value), err.value
+    assert snapshot(tmp_path) == before
+
+
+def test_genuine_cifar_types_still_load(tmp_path):
+    from zsq_probe.data.datasets import load_dataset
+
+    _cifar10(tmp_path)
+    with pytest.warns(UserWarning, match="official"):
+        ds = load_dataset("cifar10", root=tmp_path, split="test")
+    assert ds.data.dtype == np.uint8 and len(ds) == 4 and all(isinstance(t, int) for t in ds.targets)
+
+
+def test_loader_workers_give_the_same_validation_batches():
+    from zsq_probe.data.datasets import load_dataset, make_loader
+
+    val = load_dataset("digits", split="test")
+    a = [x for x, _ in make_loader(val, 200, shuffle=False, seed=0)]
+    b = [
+        x
+        for x, _ in make_loader(
+            val, 200, shuffle=False, seed=0, num_workers=1, pin_memory=True, persistent_workers=True
+        )
+    ]
+    assert len(a) == len(b) and all(torch.equal(x, z) for x, z in zip(a, b))
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _fabricate_cifar10(root: Path, n: int = 6, evil_marker: Path | None = None) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [f"img{i}.png" for i in range(n)],
+        }
+        if evil_marker is not None and name == "data_batch_1":
+            batch["labels"] = _Evil(evil_marker)
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {"label_names": [f"c{i}" for i in range(10)], "num_cases_per_batch": n, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+def _fabricate_cifar100(root: Path, n: int = 6) -> None:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("train", "test"):
+        batch = {
+            "batch_label": name,
+            "fine_labels": rng.integers(0, 100, n).tolist(),
+            "coarse_labels": rng.integers(0, 20, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [b"x"] * n,
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    meta = {"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"k{i}" for i in range(20)]}
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_genuine_cifar_folder_loads_what_torchvision_loads(name, tmp_path, monkeypatch):
+    from torchvision import datasets as tvd
+
+    from zsq_probe.data.datasets import load_dataset
+
+    (_fabricate_cifar10 if name == "cifar10" else _fabricate_cifar100)(tmp_path)
+    tv_cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tv_cls, "_check_integrity", lambda self: True)  # fabricated files: no md5
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)
+    with pytest.warns(UserWarning, match="official"):
+        ours = load_dataset(name, root=tmp_path, split="train")
+    theirs = tv_cls(root=str(tmp_path), train=True, download=False)
+    assert np.array_equal(ours.data, theirs.data) and ours.data.dtype == theirs.data.dtype
+    assert ours.targets == theirs.targets and ours.classes == theirs.classes
+    x0, y0 = ours[0]
+    assert x0.shape == (3, 32, 32) and y0 == theirs[0][1]
+
+
+def test_malicious_cifar_batch_is_refused_and_runs_nothing(tmp_path):
+    from zsq_probe.data.datasets import load_dataset
+
+    marker = tmp_path / "pwned"
+    _fabricate_cifar10(tmp_path / "data", evil_marker=marker)
+    with pytest.raises(UserError) as err:
+        load_dataset("cifar10", root=tmp_path / "data", split="train")
+    assert "\n" not in str(err.value) and "refused to unpickle global" in str(err.value), err.value
+    assert not marker.exists()
+
+
+@pytest.mark.slow  # a fresh interpreter: the command line's own process is the point (slow tier, docs/development.md)
+def test_malicious_cifar_batch_through_the_command_line_runs_nothing(tmp_path):
+    """The same batch through `python -m zsq_probe train`: exit 2, one line, nothing run."""
+    marker = tmp_path / "pwned"
+    _fabricate_cifar10(tmp_path / "data", evil_marker=marker)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zsq_probe",
+            "train",
+            "--teacher",
+            "resnet20_cifar10",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert not marker.exists()
+    if "refused to unpickle" in r.stderr:  # this path loads real data (some teachers use synthetic data only)
+        assert r.returncode == 2 and len([x for x in r.stderr.splitlines() if x.strip()]) == 1, r.stderr
+
+
+REF_C10 = ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768))
+
+
+REF_C100 = ((0.50705882, 0.48666667, 0.44078431), (0.26745098, 0.25568627, 0.27607843))
+
+
+PYTORCHCV = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+
+
+def quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def test_cifar_constants_per_data_set_and_option():
+    assert (get_spec("cifar10").mean, get_spec("cifar10").std) == REF_C10
+    assert (get_spec("cifar100").mean, get_spec("cifar100").std) == REF_C100
+    for name in ("cifar10", "cifar100"):
+        spec = get_spec(name, "pytorchcv")
+        assert (spec.mean, spec.std, spec.normalization) == (*PYTORCHCV, "pytorchcv")
+        assert DATASETS[name].normalization == "reference" and get_spec(name) is DATASETS[name]
+    for name in ("digits", "imagenet"):  # one normalisation either way
+        a, b = get_spec(name), get_spec(name, "pytorchcv")
+        assert (a.mean, a.std) == (b.mean, b.std)
+    with pytest.raises(UserError, match="unknown normalisation 'imgclsmob'.*reference.*pytorchcv") as err:
+        get_spec("cifar10", "imgclsmob")
+    assert "\n" not in str(err.value)
+
+
+def test_loaded_cifar_images_use_the_chosen_statistics(tmp_path):
+    _, _, (test_x, _), _ = make_cifar10(tmp_path)
+    _, out100, _ = make_cifar100(tmp_path)
+    for norm in ("reference", "pytorchcv"):
+        c10 = quiet(load_dataset, "cifar10", root=tmp_path, split="test", normalization=norm)
+        c100 = quiet(load_dataset, "cifar100", root=tmp_path, split="test", normalization=norm)
+        assert c10.spec.normalization == c100.spec.normalization == norm
+        torch.testing.assert_close(
+            c10[2][0], expected_cifar_tensor(test_x[2], get_spec("cifar10", norm)), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            c100[1][0], expected_cifar_tensor(out100["test"][0][1], get_spec("cifar100", norm)), atol=1e-5, rtol=0
+        )
+    default = quiet(load_dataset, "cifar100", root=tmp_path, split="test")
+    pixel = torch.from_numpy(out100["test"][0][0].astype("float32")).view(3, 32, 32)[:, 0, 0] / 255
+    want = (pixel - torch.tensor(REF_C100[0])) / torch.tensor(REF_C100[1])
+    torch.testing.assert_close(default[0][0][:, 0, 0], want, atol=1e-5, rtol=0)

@@ -1,4 +1,5 @@
-"""zsq_probe.hessian against dense Hessians of small networks (float64)."""
+"""zsq_probe.hessian against dense Hessians of small networks (float64); ARPACK stops near its product bound and
+says so (issue 24); a non-finite product is a clear error, not a crash inside scipy (issue 13)."""
 
 from __future__ import annotations
 
@@ -613,3 +614,51 @@ def test_agrees_with_pyhessian_trace_and_top_eigenvalue():
     assert abs(ours.estimate - ph_mean) < 4 * np.hypot(ours.sample_stderr, ph_err)
     assert ours_top == pytest.approx(eigs[-1], rel=1e-5)
     assert ph_top == pytest.approx(ours_top, rel=1e-3)
+
+
+class _NearlyFlat:
+    """diag(linspace(1, 1.0001, dim)): eigenvalues too close for ARPACK to separate quickly (560 products to
+    converge at dim 2000, k=3, tol=0, measured with an unbounded maxiter)."""
+
+    def __init__(self, dim: int) -> None:
+        import torch
+
+        self.dim, self.dtype, self.device = dim, torch.float64, torch.device("cpu")
+        self.diagonal = torch.linspace(1, 1.0001, dim, dtype=torch.float64)
+        self.num_products = 0
+
+    def matvec(self, x):
+        self.num_products += 1
+        return self.diagonal * x
+
+
+def test_arpack_stops_near_its_product_bound_and_says_so():
+    from zsq_probe.hessian import top_eigenpairs
+    from zsq_probe.hessian.estimators import ARPACK_MIN_PRODUCTS, arpack_maxiter
+
+    unbounded = top_eigenpairs(_NearlyFlat(2000), k=3, tol=0, seed=0, maxiter=100_000)
+    assert unbounded.converged and unbounded.num_products > ARPACK_MIN_PRODUCTS  # the bound matters here
+    op = _NearlyFlat(2000)
+    with pytest.warns(UserWarning, match="ARPACK did not converge"):
+        bounded = top_eigenpairs(op, k=3, tol=0, seed=0)
+    ncv = 16  # max(2k + 1, min(20, 4k + 4)) for k = 3
+    assert not bounded.converged and op.num_products == bounded.num_products
+    assert bounded.num_products <= ARPACK_MIN_PRODUCTS + ncv, bounded.num_products
+    assert arpack_maxiter(3, ncv, ARPACK_MIN_PRODUCTS) == 1 + (300 - 16) // 13
+
+
+def test_hessian_product_on_nan_model_is_a_clear_error_not_a_scipy_crash():
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from zsq_probe.hessian import HessianOperator, top_eigenpairs
+    from zsq_probe.hessian.operator import NonFiniteHessianError
+
+    model = nn.Linear(4, 3)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with pytest.warns(UserWarning):
+        with HessianOperator(model, F.cross_entropy, [(x, y)]) as op:
+            with pytest.raises(NonFiniteHessianError):
+                top_eigenpairs(op, k=1, seed=0)

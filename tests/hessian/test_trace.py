@@ -1,5 +1,6 @@
 """zsq_probe.hessian.trace (Hutch++ with deflation, adaptive Hutchinson, intervals) against the dense
-float64 Hessians of small networks.  The full >= 200-seed coverage is benchmarks/trace_coverage.py."""
+float64 Hessians of small networks; the smallest budget the config accepts runs (issue 24).  The full >= 200-seed
+coverage is benchmarks/trace_coverage.py."""
 
 from __future__ import annotations
 
@@ -257,3 +258,22 @@ def test_interval_coverage(name):
     assert all(isinstance(r, TraceInterval) and r.estimator == "slq" for r in runs)
     covered = np.mean([r.covers(exact) for r in runs])
     assert covered >= 0.85, (name, "slq", covered)
+
+
+def test_the_smallest_accepted_hutchpp_budget_runs_in_the_estimator():
+    """The validation's bound is the estimator's own: at hessian_top_k + 16 Hutch++ runs, one below it raises."""
+    import torch
+
+    from zsq_probe.hessian.trace import estimate_trace
+
+    class Diagonal:
+        dim, dtype, device = 40, torch.float64, torch.device("cpu")
+
+        def matvec(self, x):
+            return torch.arange(1.0, 41.0, dtype=torch.float64) * x
+
+    deflate = torch.eye(40, dtype=torch.float64)[-3:]  # the top-3 eigenvectors
+    t = estimate_trace(Diagonal(), "hutch++", rtol=0.05, max_products=3 + 16, deflate=deflate, seed=0)
+    assert t.num_products <= 19 and t.num_vectors >= 16
+    with pytest.raises(ValueError, match="cannot pay"):
+        estimate_trace(Diagonal(), "hutch++", rtol=0.05, max_products=3 + 15, deflate=deflate, seed=0)

@@ -1,7 +1,8 @@
 """What the figures say (issue 22, item 7), on fabricated runs: no figure taller than style.MAX_HEIGHT for many
 epochs and runs; Fig. 4's legend names each p it draws; Figs. 3b/c and 4 count level (or net) changes, never
 zero-point flips, and do not mix each other's runs; Fig. 6 draws one grid per distinct generator; Figs. 7/8 and 9
-skip with a one-line reason when the runs span one setting; captions list the runs drawn and nothing else."""
+skip with a one-line reason when the runs span one setting; captions list the runs drawn and nothing else, and say
+when the product budget stopped trace estimates (issue 24)."""
 
 import numpy as np
 import pandas as pd
@@ -191,3 +192,19 @@ def test_fig2d_one_sigma_and_each_panel_its_own_range(tmp_path):
     assert title.startswith("σ = ") and "every panel" in title
     info = R.drawn(fig)
     assert info is not None and "one Gaussian kernel of width σ" in info.text and "fewer than 8" in info.text
+
+
+def test_the_trace_caption_says_when_the_budget_stopped_estimates(tmp_path):
+    from tests.fabricated_runs import make_run
+    from zsq_probe.plots.catalog import caption, spec
+
+    run, _ = make_run(tmp_path / "zq", "gdfq", cos_center=-0.1, trace_scale=12.0, kl_scale=0.5, seed=2)
+    assert "budget" not in caption(spec("fig2b"), [run], "fig2b").split("Probe settings")[-1]
+    part = sorted(run.table_dir("hessian_trace").glob("part-*.parquet"))[0]
+    df = pd.read_parquet(part)
+    df["stopped_by"] = np.where(df["estimator"] == "hutchinson", "budget", "tolerance")
+    df.to_parquet(part)
+    n = int((df["estimator"] == "hutchinson").sum())
+    assert n
+    text = caption(spec("fig2b"), [run], "fig2b")
+    assert f"The product budget (trace_max_products) stopped {n} of " in text and f"zq ({n})" in text, text

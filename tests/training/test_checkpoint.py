@@ -1,6 +1,7 @@
-"""Issue 35: a refused command leaves the run folder byte for byte as it was, its writer lock included; post-hoc
-probes and resumes refuse checkpoints that are not of the run config.json describes (preset, method, seed,
-teacher fingerprint); `--set` cannot relabel a run."""
+"""Checkpoints of another run (issue 35): post-hoc probes and resumes refuse checkpoints that are not of the run
+config.json describes (preset, method, seed, teacher fingerprint: zsq_probe.training.checkpoint), `--set` cannot
+relabel a run, and each refusal is one line, exit status 2, leaving every file of the run, its writer lock included,
+byte for byte as it was."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from zsq_probe.errors import ComputeError, UserError
-from zsq_probe.rundir.lock import LOCK_NAME, RunLock, run_lock
+from zsq_probe.rundir.lock import LOCK_NAME
 
 DEAD_WRITER = b'{"pid": 999999, "host": "elsewhere", "what": "zsq-probe train"}'
 
@@ -42,45 +42,6 @@ def set_lock(run: Path, state: str) -> None:
         lock.write_bytes(DEAD_WRITER)
     if lock.exists():
         os.utime(lock, ns=(1_000_000_000, 1_000_000_000))  # a time no rewrite would give it back by chance
-
-
-# ------------------------------------------------------------------ the lock alone
-
-
-@pytest.mark.parametrize("state", ["absent", "empty", "dead writer"])
-@pytest.mark.parametrize("use", ["class", "function"])
-def test_a_refusal_under_the_lock_leaves_its_file_as_it_was(tmp_path, state, use):
-    set_lock(tmp_path, state)
-    before = files(tmp_path)
-    with pytest.raises(UserError, match="refused"):
-        with RunLock(tmp_path, what="test") if use == "class" else run_lock(tmp_path, what="test") as lock:
-            assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()  # held: its record
-            assert lock is not None
-            raise UserError("refused")
-    assert files(tmp_path) == before
-
-
-@pytest.mark.parametrize("error", [ComputeError("failed"), RuntimeError("bug")], ids=["ComputeError", "RuntimeError"])
-def test_a_failure_that_is_no_refusal_releases_the_lock_as_usual(tmp_path, error):
-    set_lock(tmp_path, "dead writer")
-    with pytest.raises(type(error)), RunLock(tmp_path):
-        raise error
-    assert (tmp_path / LOCK_NAME).read_bytes() == b""  # released: empty, as after a command that ran
-    with RunLock(tmp_path):  # and free
-        pass
-
-
-def test_a_refused_writer_that_removed_the_lock_file_leaves_the_next_one_a_working_lock(tmp_path):
-    first = RunLock(tmp_path).acquire()
-    first.release(restore=True)  # it created the file: gone again
-    assert not (tmp_path / LOCK_NAME).exists()
-    with RunLock(tmp_path, what="second"):
-        with pytest.raises(UserError, match="in use by PID"):
-            RunLock(tmp_path).acquire()
-    assert (tmp_path / LOCK_NAME).read_bytes() == b""
-
-
-# ------------------------------------------------------------------ refused commands on a trained run
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +103,11 @@ def _no_identity(state: dict) -> None:
 
 
 RESUME = ["train", "--resume", "--out", "{run}"]
+
+
 COSINE = ["cosine", "--run", "{run}"]
+
+
 # (id, edit of the run before the command or None, argv, what the one line says)
 REFUSALS = [
     ("resume --seed", None, [*RESUME, "--seed", "7"], "cannot change seed (0 -> 7)"),

@@ -1,0 +1,163 @@
+"""The run folder's writer lock (zsq_probe.rundir.lock): a lock name zsq-probe did not create (a symbolic link to
+a user's file, foreign content, a fifo, a hard link, a folder, another user's file) is refused and never truncated,
+as is a table folder linked into another run (issue 25); a refusal under the lock leaves its file byte for byte as it
+was, any other failure releases it (issue 35)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from tiny_runs import TINY_AIT as TINY
+
+from zsq_probe.cli import main
+from zsq_probe.errors import ComputeError, UserError
+from zsq_probe.rundir.lock import LOCK_NAME, RunLock, run_lock
+
+
+def _run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return rc, [line for line in captured.err.splitlines() if line.strip()]
+
+
+def _tree(path: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `path` (links not followed)."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = Path(root) / f
+            if not p.is_symlink():
+                out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["cosine", "--run", "{run}", "--epochs", "1"], ["train", "--resume", "--out", "{run}", *TINY, "--epochs", "3"]],
+)
+def test_symlinked_lock_pointing_at_a_user_file_is_refused_and_the_file_unchanged(run_copy, tmp_path, capsys, command):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n" * 1000)
+    (run_copy / LOCK_NAME).unlink(missing_ok=True)
+    (run_copy / LOCK_NAME).symlink_to(notes)
+    before = _tree(run_copy)
+    rc, err = _run([a.replace("{run}", str(run_copy)) for a in command], capsys)
+    assert rc == 2 and len(err) == 1 and "symbolic link" in err[0], err
+    assert notes.read_text() == "my notes\n" * 1000
+    assert _tree(run_copy) == before
+
+
+@pytest.mark.parametrize("kind", ["foreign content", "fifo", "hard link", "folder"])
+def test_a_lock_name_zsq_probe_did_not_create_is_refused_never_truncated(run_copy, tmp_path, capsys, kind):
+    lock = run_copy / LOCK_NAME
+    lock.unlink(missing_ok=True)
+    if kind == "foreign content":
+        lock.write_text("precious\n")
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "hard link":
+        other = tmp_path / "other.txt"
+        other.write_text("")
+        os.link(other, lock)
+    else:
+        lock.mkdir()
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1"], capsys)
+    assert rc == 2 and len(err) == 1 and str(lock) in err[0], err
+    if kind == "foreign content":
+        assert lock.read_text() == "precious\n"
+    assert not (run_copy / "probes" / "cosine").exists()
+
+
+def test_a_lock_owned_by_another_user_is_refused(run_copy, monkeypatch, capsys):
+    (run_copy / LOCK_NAME).write_text("")
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(run_copy / LOCK_NAME).st_uid + 1)
+    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1"], capsys)
+    assert rc == 2 and len(err) == 1 and "owned by another user" in err[0], err
+
+
+def test_symlinked_table_folder_into_another_run_is_refused_before_anything_is_written(
+    three_epoch_run, tmp_path, capsys
+):
+    """Issue 24 item 5: `probes/<table>` linked into another run; --resume --force would rewrite it."""
+    other, run = tmp_path / "other", tmp_path / "run"
+    shutil.copytree(three_epoch_run, other)
+    shutil.copytree(three_epoch_run, run)
+    shutil.rmtree(run / "probes" / "metrics")
+    (run / "probes" / "metrics").symlink_to(other / "probes" / "metrics", target_is_directory=True)
+    (run / "checkpoints" / "epoch-0003.pt").unlink()  # resume redoes epoch 3: it would rewrite metrics/e00003
+    before_other, before_run = _tree(other), _tree(run)
+    for argv in (
+        ["train", "--resume", "--force", "--out", run, *TINY, "--epochs", "3", "--set", "lr=0.01"],
+        ["cosine", "--run", run, "--epochs", "1"],
+    ):
+        rc, err = _run(argv, capsys)
+        assert rc == 2 and len(err) == 1 and "symbolic link" in err[0] and "metrics" in err[0], err
+        assert _tree(other) == before_other
+        assert _tree(run) == before_run
+
+
+DEAD_WRITER = b'{"pid": 999999, "host": "elsewhere", "what": "zsq-probe train"}'
+
+
+def files(folder: Path) -> dict[str, tuple[str, int]]:
+    """{relative path: (sha256, mtime_ns)} of every file under `folder`, hidden ones (the lock) included."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root, name)
+            out[str(path.relative_to(folder))] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                path.stat().st_mtime_ns,
+            )
+    return out
+
+
+def set_lock(run: Path, state: str) -> None:
+    """The run's lock file as training leaves it ("empty"), missing ("absent", a copy without hidden files) or
+    holding the record of a writer that was killed ("dead writer")."""
+    lock = run / LOCK_NAME
+    lock.unlink(missing_ok=True)
+    if state == "empty":
+        lock.write_bytes(b"")
+    elif state == "dead writer":
+        lock.write_bytes(DEAD_WRITER)
+    if lock.exists():
+        os.utime(lock, ns=(1_000_000_000, 1_000_000_000))  # a time no rewrite would give it back by chance
+
+
+@pytest.mark.parametrize("state", ["absent", "empty", "dead writer"])
+@pytest.mark.parametrize("use", ["class", "function"])
+def test_a_refusal_under_the_lock_leaves_its_file_as_it_was(tmp_path, state, use):
+    set_lock(tmp_path, state)
+    before = files(tmp_path)
+    with pytest.raises(UserError, match="refused"):
+        with RunLock(tmp_path, what="test") if use == "class" else run_lock(tmp_path, what="test") as lock:
+            assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()  # held: its record
+            assert lock is not None
+            raise UserError("refused")
+    assert files(tmp_path) == before
+
+
+@pytest.mark.parametrize("error", [ComputeError("failed"), RuntimeError("bug")], ids=["ComputeError", "RuntimeError"])
+def test_a_failure_that_is_no_refusal_releases_the_lock_as_usual(tmp_path, error):
+    set_lock(tmp_path, "dead writer")
+    with pytest.raises(type(error)), RunLock(tmp_path):
+        raise error
+    assert (tmp_path / LOCK_NAME).read_bytes() == b""  # released: empty, as after a command that ran
+    with RunLock(tmp_path):  # and free
+        pass
+
+
+def test_a_refused_writer_that_removed_the_lock_file_leaves_the_next_one_a_working_lock(tmp_path):
+    first = RunLock(tmp_path).acquire()
+    first.release(restore=True)  # it created the file: gone again
+    assert not (tmp_path / LOCK_NAME).exists()
+    with RunLock(tmp_path, what="second"):
+        with pytest.raises(UserError, match="in use by PID"):
+            RunLock(tmp_path).acquire()
+    assert (tmp_path / LOCK_NAME).read_bytes() == b""
