@@ -272,7 +272,8 @@ def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     process has computed them (importing scikit-learn takes seconds; each fresh process paid it before any work)."""
     path = _digits_split_cache()
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # our own file object: np.load leaves its file open when the cache is no zip at all
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as z:
             return z["images"], z["labels"], z["train_idx"], z["test_idx"]
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):  # absent or damaged: computed again
         pass
