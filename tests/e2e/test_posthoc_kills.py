@@ -133,6 +133,7 @@ def test_second_writer_is_refused_naming_the_pid_and_a_killed_holder_blocks_noth
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+        holder.stdout.close()
     from zsq_probe.rundir.lock import RunLock
 
     with RunLock(run, what="after kill"):  # the kernel dropped the dead holder's flock

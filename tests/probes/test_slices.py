@@ -280,7 +280,8 @@ def test_fig2c_common_scale_and_own_delta_panels(tmp_path):
     fig = make_figure("fig2c", [zq.path, kd.path])
     # readable in one 7 in text column: the file is at most 7 in wide, so no text shrinks below its size
     (path,) = plot_figure("fig2c", [zq.path, kd.path], tmp_path / "out")
-    width_in = Image.open(path).size[0] / DPI
+    with Image.open(path) as image:
+        width_in = image.size[0] / DPI
     assert 6.5 <= width_in <= 7.0
     texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip() and t.get_visible()]
     assert min(t.get_fontsize() for t in texts) >= 7

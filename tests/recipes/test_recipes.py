@@ -409,7 +409,8 @@ def test_table_from_fabricated_summaries(tmp_path):
     assert (tmp_path / "tables" / "tab2.txt").read_text().strip() == text.strip()
     import csv
 
-    rows = list(csv.DictReader(open(tmp_path / "tables" / "tab2.csv")))
+    with open(tmp_path / "tables" / "tab2.csv") as table:
+        rows = list(csv.DictReader(table))
     row = next(r for r in rows if r["run"] == "resnet20_cifar100-4w4a-ait")
     assert float(row["mean"]) == pytest.approx(65.8) and float(row["std"]) == pytest.approx(0.2)
     assert float(row["paper"]) == 65.80 and row["n"] == "3"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 from zsq_probe.cli import main
 
@@ -14,12 +15,12 @@ def _tree(path):
     if not os.path.exists(path):
         return None
     if os.path.isfile(path):
-        return {"": hashlib.sha256(open(path, "rb").read()).hexdigest()}
+        return {"": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
     out = {}
     for root, _, files in os.walk(path):
         for f in files:
             p = os.path.join(root, f)
-            out[os.path.relpath(p, path)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+            out[os.path.relpath(p, path)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
     return out
 
 
