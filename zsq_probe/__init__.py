@@ -91,7 +91,7 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = [  # the names of _EXPORTS, written out so tools see them (tests/test_api.py holds the two equal)
+__all__ = [  # the names of _EXPORTS, written out so tools see them (tests/package/test_api.py holds the two equal)
     "__version__",
     "read_table",
     "RunConfig",

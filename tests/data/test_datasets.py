@@ -34,7 +34,7 @@ def load_quiet(*args, **kwargs):
 
 
 def test_specs():
-    # default: the reference's per-data-set CIFAR statistics (tests/test_normalisation.py has both options)
+    # default: the reference's per-data-set CIFAR statistics (both: test_cifar_constants_per_data_set_and_option)
     assert DATASETS["cifar10"].mean == (0.49139968, 0.48215827, 0.44653124)
     assert DATASETS["cifar10"].std == (0.24703233, 0.24348505, 0.26158768)
     assert DATASETS["cifar100"].mean == (0.50705882, 0.48666667, 0.44078431)

@@ -41,7 +41,7 @@ def _png_ok(path):
 def all_figures(runs, tmp_path_factory):
     """`zsq-probe figures --width column` once over the KD, GDFQ and AIT runs: {figure name: [paths]}.  The column
     width draws a third faster than the text width (fewer pixels at the same dpi) and is otherwise drawn for two
-    figures only; tests/test_figure_layout.py checks every figure's readability at the text width."""
+    figures only; tests/plots/test_figure_layout.py checks every figure's readability at the text width."""
     import contextlib
     import io
 

@@ -199,7 +199,7 @@ def test_plain_range_ema_is_the_embedded_default_and_the_paper_schedule_uses_bia
         q(torch.tensor([lo, hi]))
     assert q.range_min.item() == pytest.approx(0.9 * EMA_MINS[0] + 0.1 * EMA_MINS[1], rel=1e-6)
     assert RunConfig().get("range_ema") == "plain"
-    # no scale names the rule: the schedule picks it (the reference's only where it settles; tests/test_health.py)
+    # no scale names the rule: the schedule picks it (the reference's only where it settles; training/test_health.py)
     assert all("range_ema" not in scale for scale in DATASET_SCALES.values())
     assert resolve_config("gdfq", "resnet20_cifar10").quant.range_ema == "bias-corrected"  # 4 x 200 updates
     assert resolve_config("gdfq", "resnet18").quant.range_ema == "bias-corrected"

@@ -1,6 +1,7 @@
 """The output policy of every command that writes (zsq_probe.rundir.output): a folder holding files the command
 did not write is refused (exit 2, one line, nothing touched); its own earlier output is resumed (`demo`,
-`recipe`, `train --resume`).  `figures` and `compare --out` (replaced only with --overwrite): test_figures.py.
+`recipe`, `train --resume`).  `figures` and `compare --out` (replaced only with --overwrite):
+tests/plots/test_figures.py.
 Manifest first (issue 35): what a command is about to write is listed before it lands, so a killed command's
 output is finished by a plain rerun (the kills themselves: tests/e2e/test_output_kills.py); `figures` refuses an
 epoch outside the runs' before writing; `figures`, `compare` and `presets` take --threads."""

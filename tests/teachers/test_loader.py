@@ -266,7 +266,8 @@ def test_published_accuracies():
 
 
 def test_check_published_accuracy():
-    # under pytorchcv's normalisation the pytorchcv number is compared (the reference's: tests/test_normalisation.py)
+    # under pytorchcv's normalisation the pytorchcv number is compared (the reference's normalisation:
+    # test_published_comparison_picks_the_matching_number)
     info = TeacherInfo("resnet20_cifar10", "cifar10", 10, "/w.pth", None, 94.03, "pytorchcv-cache", None, 93.89)
     assert check_published_accuracy(info, 93.5, normalization="pytorchcv") is None
     assert check_published_accuracy(info, 95.0, normalization="pytorchcv") is None

@@ -14,7 +14,7 @@ bars go to stderr.  Every command has --quiet, --progress / --no-progress (bars 
 is a terminal) and --threads N (zsq_probe.cli.common; `presets` computes nothing and only checks it).
 
 Handlers import the library where they run: building the parser (`--help`, a mistyped flag) loads no torch
-(tests/test_cli.py checks it), nor the trainer, probes, data sets or demo.
+(tests/cli/test_cli.py checks it), nor the trainer, probes, data sets or demo.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ ROWS = {  # probe -> (summary key, row label, number format)
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `compare` command (one of the probes of ROWS: analysis.probe_tables.COMPARABLE_PROBES, spelled
-    here so that the parser loads no pandas; tests/test_cli.py checks that they agree)."""
+    here so that the parser loads no pandas; tests/cli/test_cli.py checks that they agree)."""
     p = subparsers.add_parser("compare", help=HELP, description=HELP)
     p.add_argument("kd_run", metavar="KD_RUN", help="the real-data KD run (or any reference run)")
     p.add_argument("zq_run", metavar="ZQ_RUN", help="the zero-shot run")

@@ -15,7 +15,7 @@ from zsq_probe.errors import ComputeError, UserError, one_line
 HELP = "draw every paper figure the given runs have data for (PNG/PDF)"
 
 # zsq_probe.plots.style's FORMATS (and both) and WIDTHS, spelled here so that the parser (`--help`) loads no
-# torch (importing zsq_probe.plots loads the run store); tests/test_cli.py checks that they agree
+# torch (importing zsq_probe.plots loads the run store); tests/cli/test_cli.py checks that they agree
 FORMAT_CHOICES = ("png", "pdf", "png,pdf")
 WIDTH_CHOICES = ("column", "text")
 THREADS_HELP = "torch CPU threads while it draws (default: torch's own choice; fig6 runs the generators)"

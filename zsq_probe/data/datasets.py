@@ -331,7 +331,7 @@ def _load_digits(split: str, augment: bool) -> TensorImageDataset:
 
 
 # torchvision (1.7 s to import) loads with the CIFAR and ImageNet readers only, inside these functions: a digits
-# run never imports it (tests/test_architecture.py, LIGHT_IMPORTS)
+# run never imports it (tests/package/test_architecture.py, LIGHT_IMPORTS)
 def _normalize(spec: DatasetSpec) -> Transform:
     from torchvision import transforms
 
