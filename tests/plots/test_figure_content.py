@@ -195,7 +195,8 @@ def test_fig2d_one_sigma_and_each_panel_its_own_range(tmp_path):
 
 
 def test_the_trace_caption_says_when_the_budget_stopped_estimates(tmp_path):
-    from tests.fabricated_runs import make_run
+    from fabricated_runs import make_run
+
     from zsq_probe.plots.catalog import caption, spec
 
     run, _ = make_run(tmp_path / "zq", "gdfq", cos_center=-0.1, trace_scale=12.0, kl_scale=0.5, seed=2)

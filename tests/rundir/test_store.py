@@ -34,7 +34,7 @@ def one_error_line(argv, capsys, command: str) -> str:
 
 @pytest.fixture
 def kd_and_zq(tmp_path):
-    from tests.fabricated_runs import make_run
+    from fabricated_runs import make_run
 
     kd, _ = make_run(tmp_path / "kd", "kd", cos_center=0.3, trace_scale=8.0, kl_scale=2.0, seed=1, source="real")
     zq, _ = make_run(tmp_path / "zq", "gdfq", cos_center=-0.1, trace_scale=12.0, kl_scale=0.5, seed=2)

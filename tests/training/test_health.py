@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from forked_cli import main_in_process
 
-from tests.forked_cli import main_in_process
 from zsq_probe.events import ProbeBatch, ProbeContext
 from zsq_probe.presets import default_range_ema, resolve_config
 from zsq_probe.quantization.quantizer import ActivationQuantizer, quantize_model, quantized_layers
