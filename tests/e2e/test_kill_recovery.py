@@ -2,9 +2,9 @@
 random moment; a plain rerun (resumed where there is a run to resume) ends with every table equal to an
 uninterrupted run's: the same rows, the same numbers, bit for bit.
 
-What other tests already cover is not repeated: tests/test_reliability.py kills a fresh `train` at its first write
-(config.json) and a chain of resumes at fixed sites (a checkpoint, a step, a parquet part); tests/test_crash_safety.py
-kills each post-hoc command at its last epoch's part, commit marker or publish.  Here: the first write of a resume
+What other tests already cover is not repeated: tests/e2e/test_train_kills.py kills a fresh `train` at its first
+write (config.json) and a chain of resumes at fixed sites (a checkpoint, a step, a parquet part);
+tests/e2e/test_posthoc_kills.py kills each post-hoc command at its last epoch's part, commit marker or publish.  Here: the first write of a resume
 and of a post-hoc probe, and random moments of all three.  The kills are real (tests/forked_cli.py): the fault hook
 ($ZSQ_PROBE_FAULT) or a SIGKILL after a random delay, whose seed each assertion names."""
 
@@ -27,7 +27,7 @@ from zsq_probe.rundir.store import RunDir, load_checkpoint_file
 
 pytestmark = pytest.mark.slow
 
-# 3 tiny epochs with the probes that write a part per epoch (tests/test_reliability.py's run)
+# 3 tiny epochs with the probes that write a part per epoch (tests/e2e/test_train_kills.py's run)
 TINY = tiny_train(
     "ait",
     epochs=3,

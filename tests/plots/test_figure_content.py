@@ -204,7 +204,7 @@ def test_the_trace_caption_says_when_the_budget_stopped_estimates(tmp_path):
     part = sorted(run.table_dir("hessian_trace").glob("part-*.parquet"))[0]
     df = pd.read_parquet(part)
     df["stopped_by"] = np.where(df["estimator"] == "hutchinson", "budget", "tolerance")
-    df.to_parquet(part)
+    run.write_part("hessian_trace", df, part.name.removeprefix("part-").removesuffix(".parquet"))
     n = int((df["estimator"] == "hutchinson").sum())
     assert n
     text = caption(spec("fig2b"), [run], "fig2b")

@@ -25,10 +25,16 @@ def _other_run_named_run(three_epoch_run: Path, where: Path) -> Path:
     doc["run_id"] = "f" * 32
     doc["config"]["optim"]["lr"] = doc["config"]["optim"]["lr"] * 2
     (other / "config.json").write_text(json.dumps(doc))
-    # another run has another generator: Fig. 6 draws one grid per distinct generator (state-dict fingerprint)
+    import pandas as pd
     import torch
 
     from zsq_probe.rundir.store import RunDir
+
+    run = RunDir(other)
+    for table in run.tables():  # its parts record its own run id
+        for key in run.part_keys(table):
+            run.write_part(table, pd.read_parquet(run.part_path(table, key)), key)
+    # another run has another generator: Fig. 6 draws one grid per distinct generator (state-dict fingerprint)
 
     for path in RunDir(other).checkpoints().values():
         state = torch.load(path, weights_only=True)

@@ -21,6 +21,7 @@ from forked_cli import main_in_process
 from tiny_runs import tiny_train
 
 from zsq_probe.cli import main
+from zsq_probe.errors import UserError
 from zsq_probe.rundir.store import TABLE_SCHEMA_VERSION, RunDir, load_checkpoint_file, read_table
 
 
@@ -165,14 +166,19 @@ def test_parts_carry_their_schema_version(reference):
             assert set(pq.read_table(path, columns=["schema_version"]).column(0).to_pylist()) == {TABLE_SCHEMA_VERSION}
 
 
-def test_newer_table_versions_are_refused_older_and_unversioned_read(run_copy, capsys):
+def test_newer_table_versions_and_parts_without_their_identity_are_refused(run_copy, capsys):
     folder = run_copy / "probes" / "cosine"
-    # a part from before versions were recorded (no metadata, no column) is read as the current version
+    # a part from before parts recorded their run and content hash (no metadata, no column): refused, naming both
     plain = pa.Table.from_pandas(
         pd.read_parquet(folder / "part-e00001.parquet").drop(columns=["schema_version"]), preserve_index=False
     ).replace_schema_metadata({})
     pq.write_table(plain, folder / "part-e00001.parquet")
-    assert len(read_table(folder)) == len(RunDir(run_copy).read_table("cosine"))
+    with pytest.raises(UserError) as refused:
+        read_table(folder)
+    message = str(refused.value)
+    assert "\n" not in message and "part-e00001.parquet" in message and "zsq_probe.run_id" in message, message
+    assert "zsq_probe.content_sha256" in message, message
+    (folder / "part-e00001.parquet").unlink()
     # a part written by a newer zsq-probe: refused, naming both versions
     newer = pq.read_table(folder / "part-e00002.parquet")
     meta = dict(newer.schema.metadata)

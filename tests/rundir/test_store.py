@@ -42,11 +42,13 @@ def kd_and_zq(tmp_path):
 
 
 def _stringify(run: Path, table: str, columns) -> Path:
+    from zsq_probe.rundir.store import RunDir
+
     part = sorted((run / "probes" / table).glob("part-*.parquet"))[0]
     df = pd.read_parquet(part)
     for c in columns:
         df[c] = df[c].astype(str)
-    df.to_parquet(part)
+    RunDir(run).write_part(table, df, part.name.removeprefix("part-").removesuffix(".parquet"))
     return part
 
 
@@ -67,18 +69,6 @@ def test_a_part_with_numbers_where_numbers_belong_still_reads(kd_and_zq):
     _, zq = kd_and_zq
     df = read_table(zq / "probes" / "cosine")
     assert df["epoch"].dtype.kind == "i" and df["cosine"].dtype.kind == "f" and len(df)
-
-
-def test_a_version_1_hessian_trace_part_reads_in_version_2_columns(tmp_path):
-    from zsq_probe.rundir.store import read_part
-
-    v1 = pd.DataFrame(
-        {"epoch": [1, 1], "estimator": ["exact", "hutch++"], "num_hvps": [640, 57], "schema_version": [1, 1]}
-    )
-    v1.to_parquet(tmp_path / "part-e00001.parquet")
-    got = read_part(tmp_path / "part-e00001.parquet", "hessian_trace")
-    assert got["num_hvps"].tolist() == [0, 57] and got["num_vjps"].tolist() == [640, 0]
-    assert got["stopped_by"].tolist() == ["exact", ""]
 
 
 def _run(argv, capsys):

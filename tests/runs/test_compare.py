@@ -31,7 +31,8 @@ def test_compare_of_runs_on_different_data_sets_warns_and_still_compares(tmp_pat
         tmp_path / "kd", "kd", cos_center=0.3, trace_scale=1.0, kl_scale=0.1, source="real", tables=("cosine",)
     )
     zq, _ = make_run(tmp_path / "zq", "ait", cos_center=-0.2, trace_scale=1.0, kl_scale=0.1, tables=("cosine",))
-    zq.write_config(run_config("ait", teacher="resnet20_cifar10", data="cifar10"))  # a CIFAR ZQ run
+    # a CIFAR ZQ run (the same run id: its parts record it)
+    zq.write_config(run_config("ait", teacher="resnet20_cifar10", data="cifar10"), extra={"run_id": zq.run_id})
     before = {p: _tree(p) for p in (kd.path, zq.path)}
     rc = main(["compare", str(kd.path), str(zq.path), "--probe", "cosine"])
     cap = capsys.readouterr()
