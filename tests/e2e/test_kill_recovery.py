@@ -4,9 +4,10 @@ uninterrupted run's: the same rows, the same numbers, bit for bit.
 
 What other tests already cover is not repeated: tests/e2e/test_train_kills.py kills a fresh `train` at its first
 write (config.json) and a chain of resumes at fixed sites (a checkpoint, a step, a parquet part);
-tests/e2e/test_posthoc_kills.py kills each post-hoc command at its last epoch's part, commit marker or publish.  Here: the first write of a resume
-and of a post-hoc probe, and random moments of all three.  The kills are real (tests/forked_cli.py): the fault hook
-($ZSQ_PROBE_FAULT) or a SIGKILL after a random delay, whose seed each assertion names."""
+tests/e2e/test_posthoc_kills.py kills each post-hoc command at its last epoch's part, commit marker or publish.
+Here: the first write of a resume and of a post-hoc probe, and random moments of all three. The kills are real
+(tests/forked_cli.py): the fault hook ($ZSQ_PROBE_FAULT) or a SIGKILL after a random delay, whose seed each
+assertion names."""
 
 from __future__ import annotations
 
