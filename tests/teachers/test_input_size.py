@@ -52,7 +52,9 @@ def test_an_inceptionv3_run_feeds_its_teacher_299_px_generated_and_validation_im
     Image.new("RGB", (400, 360), (10, 120, 200)).save(tmp_path / "val" / wnid / f"{wnid}_0.JPEG")
     teacher = SizeRecorder().eval()
     info = models.TeacherInfo("inceptionv3", "imagenet", 1000, None, None, None, "explicit")
-    monkeypatch.setattr(models, "load_teacher", lambda name, **kw: (teacher, info))
+    import zsq_probe.training.build as build
+
+    monkeypatch.setattr(build, "load_teacher", lambda name, **kw: (teacher, info))  # where build_run calls it
     cfg = resolve_config(
         "gdfq",
         teacher="inceptionv3",
