@@ -24,6 +24,7 @@ from zsq_probe.rundir.store import RunDir
 if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
     from matplotlib.typing import ColorType
 
 
@@ -199,12 +200,15 @@ def cosine_figure(runs: R.RunsArg, epoch: int | None = None) -> Figure:
             color, mk = R.kind_color(g[0]), R.marker(g[0])
             R.draw_seed_band(top, [tables[r.name] for r in g], "epoch", "cosine", color, R.label(g[0]), mk)
         top.axvline(e, color="0.5", lw=0.8, ls=":")
-        warm = shade_warmup(top, groups, tables)
+        warm, warm_handle = shade_warmup(top, groups, tables)
         zero_line(top)
         epoch_axis(top)
         top.set_ylabel("cos(∇CE, ∇KL)")
-        top.set_title("CE–KL gradient cosine (mean over seeds n; band: seed min–max where n > 1)")
-        top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        top.set_title("CE–KL gradient cosine")  # seeds and bands: the caption says (fig1_caption)
+        # one legend (curves, then the warm-up shading): two stacked legends overlap on a short panel
+        top.legend(
+            handles=[*top.get_legend_handles_labels()[0], *warm_handle], loc="upper left", bbox_to_anchor=(1.0, 1.0)
+        )
         for i, g in enumerate(groups):
             rows = [tables[r.name][tables[r.name]["epoch"] == e] for r in g]
             mean = rows[0].copy()
@@ -221,19 +225,28 @@ def warmup_epochs(group: Sequence[RunDir], tables: Mapping[str, pd.DataFrame]) -
     return warm if warm and first > warm else 0
 
 
-def shade_warmup(ax: Axes, groups: Sequence[Sequence[RunDir]], tables: Mapping[str, pd.DataFrame]) -> int:
-    """Shade the ZQ warm-up epochs (generator only, the student does not step, so no cosine) in grey with a
-    legend entry; returns the warm-up length shaded (0: none)."""
+def shade_warmup(
+    ax: Axes, groups: Sequence[Sequence[RunDir]], tables: Mapping[str, pd.DataFrame]
+) -> tuple[int, list[Patch]]:
+    """Shade the ZQ warm-up epochs (generator only, the student does not step, so no cosine) in grey.
+
+    Args:
+        ax: The cosine panel.
+        groups: The seed groups drawn.
+        tables: Each run's epoch table, by run name.
+
+    Returns:
+        The warm-up length shaded (0: none) and the shading's legend handle (none when nothing is shaded).
+    """
     from matplotlib.patches import Patch  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     warm = max((warmup_epochs(g, tables) for g in groups), default=0)
     if not warm:
-        return 0
+        return 0, []
     start = min(int(t["epoch"].min()) for t in tables.values())
     ax.axvspan(min(start, 1) - 0.5, warm + 0.5, color="0.9", lw=0, zorder=0)
-    handle = Patch(color="0.9", label=f"ZQ warm-up\n(ep. 1–{warm}):\ngenerator only,\nno student step")
-    ax.add_artist(ax.legend(handles=[handle], loc="lower left", bbox_to_anchor=(1.0, 0.0)))
-    return warm
+    epochs = "ep. 1" if warm == 1 else f"ep. 1–{warm}"
+    return warm, [Patch(color="0.9", label=f"ZQ warm-up ({epochs}):\nno student step")]
 
 
 def fig1_caption(groups: Sequence[Sequence[RunDir]], epoch: int, warm: int) -> str:
