@@ -316,3 +316,28 @@ def run_copy(three_epoch_run, tmp_path) -> Path:
     run = tmp_path / "run"
     shutil.copytree(three_epoch_run, run)
     return run
+
+
+# ------------------------------------------------------------------ the reliability tests' uninterrupted run
+
+
+@pytest.fixture(scope="module")
+def reference(digits_teacher, tmp_path_factory) -> Path:
+    """An uninterrupted run of tiny_runs.TINY_PROBED: the same command as the interrupted ones, in this process (no
+    interpreter to start) with their one intra-op thread. (tests/e2e/test_kill_recovery.py and test_output_kills.py
+    have a `reference` of their own.)"""
+    from forked_cli import main_in_process
+    from tiny_runs import TINY_PROBED
+
+    out = tmp_path_factory.mktemp("reliability") / "reference"
+    r = main_in_process(["train", *TINY_PROBED, "--out", out])
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture
+def reference_copy(reference, tmp_path) -> Path:
+    """A private copy of the reference run that a test may damage."""
+    dst = tmp_path / "copy"
+    shutil.copytree(reference, dst)
+    return dst

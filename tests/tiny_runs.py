@@ -25,6 +25,17 @@ def tiny_train(
 TINY_AIT = ["--teacher", "digits", *tiny_train("ait", extra=["--no-progress"])]
 
 
+# a run of 3 tiny epochs with the probes that write a part per epoch (about 2 s of work on one core, after the imports):
+# the run of tests/conftest.py's `reference`, which the reliability tests interrupt, damage or resume
+TINY_PROBED = tiny_train(
+    "ait",
+    epochs=3,
+    iters=3,
+    sets=["hessian_batch_size=16", "probe_every_steps=1"],  # the probes' batch: the comparisons hold at any size
+    extra=["--probes", "cosine,crossings,inter_epoch", "--no-progress"],
+)
+
+
 # ------------------------------------------------------------------ tiny Tab. 2 jobs (executors' and signals' tests)
 # FAST: the settings of every tiny job; ONLY: the Tab. 2 runs the tests train (a few of them each)
 FAST = [

@@ -3,43 +3,23 @@ the post-hoc probes and for the figures."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
 import pytest
-
-from zsq_probe.cli import main
-
-
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, [line for line in captured.err.splitlines() if line.strip()]
-
-
-def _tree(path: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under `path` (links not followed)."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = Path(root) / f
-            if not p.is_symlink():
-                out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+from cli_checks import cli_err_lines, tree_hashes_without_links
 
 
 @pytest.mark.parametrize("epochs", ["0-2000000", "0-2000000000000", "5", "-1"])
 def test_epoch_ranges_past_the_run_are_refused_in_one_short_line(run_copy, capsys, epochs):
-    before = _tree(run_copy)
-    rc, err = _run(["cosine", "--run", run_copy, "--epochs", epochs], capsys)
+    before = tree_hashes_without_links(run_copy)
+    rc, err = cli_err_lines(["cosine", "--run", run_copy, "--epochs", epochs], capsys)
     assert rc == 2 and len(err) == 1, err
     message = err[0].removeprefix("zsq-probe cosine: error: ")
     assert len(message) <= 200 and "0..3" in message, message
-    assert _tree(run_copy) == before
+    assert tree_hashes_without_links(run_copy) == before
 
 
 def test_figures_epochs_are_bounded_by_the_runs_epochs(three_epoch_run, tmp_path, capsys):
-    rc, err = _run(["figures", "--runs", three_epoch_run, "--out", tmp_path / "f", "--epochs", "0-9999999"], capsys)
+    rc, err = cli_err_lines(
+        ["figures", "--runs", three_epoch_run, "--out", tmp_path / "f", "--epochs", "0-9999999"], capsys
+    )
     assert rc == 2 and len(err) == 1 and "0..3" in err[0] and len(err[0]) <= 250, err
     assert not (tmp_path / "f").exists()

@@ -6,15 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from cli_checks import cli, cli_err_lines
 
 from zsq_probe.cli import main
 from zsq_probe.config import max_workers, usable_cpus
-
-
-def run_cli(args, capsys):
-    rc = main(args)
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 def test_help_lists_the_subcommands():
@@ -49,15 +44,13 @@ def test_eval_8bit_is_within_a_point_of_full_precision(eval_8bit):
 
 
 def test_eval_2bit_is_clearly_worse(eval_8bit, capsys):
-    rc, out, _ = run_cli(["eval", "--teacher", "digits", "--w-bits", "2", "--a-bits", "2", "--json"], capsys)
+    rc, out, _ = cli(["eval", "--teacher", "digits", "--w-bits", "2", "--a-bits", "2", "--json"], capsys)
     r = json.loads(out)
     assert rc == 0 and r["quant_top1"] < eval_8bit["fp_top1"] - 0.2
 
 
 def test_eval_human_table(digits_teacher, capsys):
-    rc, out, _ = run_cli(
-        ["eval", "--teacher", "digits", "--w-bits", "4", "--a-bits", "4", "--max-batches", "1"], capsys
-    )
+    rc, out, _ = cli(["eval", "--teacher", "digits", "--w-bits", "4", "--a-bits", "4", "--max-batches", "1"], capsys)
     assert rc == 0 and "full precision" in out and "quantised 4w4a" in out and "not quantised" in out
 
 
@@ -73,19 +66,19 @@ def test_eval_human_table(digits_teacher, capsys):
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(args, phrase, tmp_path, capsys):
-    rc, _, err = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
+    rc, _, err = cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
     assert rc == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and phrase in lines[0], err
 
 
 def test_missing_weights_message_says_no_download(tmp_path, capsys):
-    rc, _, err = run_cli(["eval", "--teacher", "resnet20_cifar10", "--weights-root", str(tmp_path)], capsys)
+    rc, _, err = cli(["eval", "--teacher", "resnet20_cifar10", "--weights-root", str(tmp_path)], capsys)
     assert rc == 2 and "--download" in err and str(tmp_path) in err
 
 
 def test_presets_lists_the_paper_rows(capsys):
-    rc, out, _ = run_cli(["presets", "--json"], capsys)
+    rc, out, _ = cli(["presets", "--json"], capsys)
     table = json.loads(out)
     assert rc == 0 and {
         "gdfq",
@@ -538,12 +531,6 @@ def test_compare_mentions_runs_trained_with_different_thread_counts(tmp_path, ca
     assert len(warning) == 1 and "different torch thread counts (kd 1, zq 2)" in warning[0], cap.err
 
 
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, [line for line in captured.err.splitlines() if line.strip()]
-
-
 @pytest.mark.parametrize(
     "argv,mention",
     [
@@ -558,6 +545,6 @@ def _run(argv, capsys):
 )
 def test_numeric_flags_out_of_range_are_one_line_exit_2(argv, mention, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rc, err = _run(argv, capsys)
+    rc, err = cli_err_lines(argv, capsys)
     assert rc == 2 and len(err) == 1 and mention in err[0] and err[0].startswith("zsq-probe "), err
     assert list(tmp_path.iterdir()) == []

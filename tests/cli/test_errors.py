@@ -3,32 +3,15 @@ too), before a run folder is touched -- bad settings and config files, devices t
 wrong weight and data files, --out paths that cannot be written, a resume with a changed config or another teacher
 or data set, figures asked for data the runs lack."""
 
-import hashlib
 import json
 import os
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from forked_cli import main_in_process
-from tiny_runs import tiny_train
+from cli_checks import cli, cli_err_lines, fake_run, file_hashes, one_line_error, tree_hashes, unchanged
+from tiny_runs import TINY_PROBED
 
 from zsq_probe.cli import main
-
-
-def one_line_error(err: str, *phrases: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
-    return lines[0]
-
-
-def cli(args, capsys):
-    rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")
@@ -101,50 +84,14 @@ def test_bad_train_input_is_one_line_and_writes_nothing(args, phrases, bad_files
     assert not out.exists()
 
 
-# a run of 3 tiny epochs with the probes that write a part per epoch (about 2 s of work on one core, after the imports)
-TINY = tiny_train(
-    "ait",
-    epochs=3,
-    iters=3,
-    sets=["hessian_batch_size=16", "probe_every_steps=1"],  # the probes' batch: the comparisons hold at any size
-    extra=["--probes", "cosine,crossings,inter_epoch", "--no-progress"],
-)
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file under `folder` (hidden ones too) -> sha256 of its bytes."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
-@pytest.fixture(scope="module")
-def reference(digits_teacher, tmp_path_factory) -> Path:
-    """An uninterrupted run: the same command as the interrupted ones, in this process (no interpreter to
-    start) with their one intra-op thread."""
-    out = tmp_path_factory.mktemp("reliability") / "reference"
-    r = main_in_process(["train", *TINY, "--out", out])
-    assert r.returncode == 0, r.stderr
-    return out
-
-
-# this module's run_copy copies `reference` (tests/conftest.py's, which it hides here, copies three_epoch_run)
-@pytest.fixture
-def run_copy(reference, tmp_path) -> Path:
-    """A private copy of the reference run that a test may damage."""
-    dst = tmp_path / "copy"
-    shutil.copytree(reference, dst)
-    return dst
-
-
-def test_resume_with_a_changed_config_is_refused_and_changes_nothing(run_copy, capsys):
-    before = snapshot(run_copy)
-    rc, _, err = cli(["train", *TINY, "--out", run_copy, "--resume", "--set", "lr=0.5", "--epochs", "4"], capsys)
+def test_resume_with_a_changed_config_is_refused_and_changes_nothing(reference_copy, capsys):
+    before = file_hashes(reference_copy)
+    rc, _, err = cli(
+        ["train", *TINY_PROBED, "--out", reference_copy, "--resume", "--set", "lr=0.5", "--epochs", "4"], capsys
+    )
     assert rc == 2
     one_line_error(err, "changed config", "epochs: 3 -> 4", "lr: ", "--force")
-    assert snapshot(run_copy) == before
+    assert file_hashes(reference_copy) == before
 
 
 def test_figures_asked_for_data_the_run_lacks(reference, tmp_path, capsys):
@@ -156,20 +103,6 @@ def test_figures_asked_for_data_the_run_lacks(reference, tmp_path, capsys):
     rc, _, err = cli(["compare", reference, reference, "--probe", "hessian"], capsys)
     assert rc == 2
     one_line_error(err, "has no probes/hessian_trace")
-
-
-def _tree(path):
-    """{relative path: sha256} of everything under `path` (or of the file itself)."""
-    if not os.path.exists(path):
-        return None
-    if os.path.isfile(path):
-        return {"": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            out[os.path.relpath(p, path)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
 
 
 TRAIN = ["train", "--teacher", "digits", "--no-progress"]
@@ -211,16 +144,10 @@ TRAIN_CASES = [
 ]
 
 
-def _run(argv, capsys):
-    rc = main(argv)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    return rc, err
-
-
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this torch has MPS")
 def test_a_device_this_torch_lacks_is_one_line_exit_2(tmp_path, capsys):
     for command in (TRAIN, ["cosine", "--run", str(tmp_path / "no-run")], ["eval", "--teacher", "digits"]):
-        rc, err = _run(
+        rc, err = cli_err_lines(
             [*command, "--device", "mps", *(["--out", str(tmp_path / "r")] if command is TRAIN else [])], capsys
         )
         assert rc == 2 and err == [
@@ -232,7 +159,7 @@ def test_a_device_this_torch_lacks_is_one_line_exit_2(tmp_path, capsys):
 @pytest.mark.parametrize("argv,mention", [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])
 def test_bad_train_setting_is_one_line_exit_2_before_any_write(tmp_path, capsys, argv, mention):
     out = tmp_path / "run"
-    rc, err = _run(TRAIN + argv + ["--out", str(out)], capsys)
+    rc, err = cli_err_lines(TRAIN + argv + ["--out", str(out)], capsys)
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("zsq-probe train: error:"), err
     assert mention in err[0]
@@ -243,16 +170,16 @@ def test_bad_setting_leaves_an_existing_run_folder_unchanged(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text(json.dumps({"config": {"epochs": 3}}))
-    before = _tree(out)
-    rc, err = _run(TRAIN + ["--set", "lr=inf", "--out", str(out), "--resume"], capsys)
+    before = tree_hashes(out)
+    rc, err = cli_err_lines(TRAIN + ["--set", "lr=inf", "--out", str(out), "--resume"], capsys)
     assert rc == 2 and len(err) == 1
-    assert _tree(out) == before
+    assert tree_hashes(out) == before
 
 
 def test_figures_out_an_existing_file(tmp_path, capsys):
     target = tmp_path / "figs.png"
     target.write_bytes(b"not a folder")
-    rc, err = _run(["figures", "--runs", str(tmp_path / "none"), "--out", str(target)], capsys)
+    rc, err = cli_err_lines(["figures", "--runs", str(tmp_path / "none"), "--out", str(target)], capsys)
     assert rc == 2 and len(err) == 1, err
     assert target.read_bytes() == b"not a folder"
 
@@ -263,7 +190,9 @@ def test_read_only_out_parent(tmp_path, capsys):
     parent.mkdir()
     parent.chmod(0o555)
     try:
-        rc, err = _run(TRAIN + ["--epochs", "1", "--iters-per-epoch", "1", "--out", str(parent / "run")], capsys)
+        rc, err = cli_err_lines(
+            TRAIN + ["--epochs", "1", "--iters-per-epoch", "1", "--out", str(parent / "run")], capsys
+        )
         assert rc == 2 and len(err) == 1, err
         assert list(parent.iterdir()) == []
     finally:
@@ -282,35 +211,8 @@ def test_os_error_is_one_line(monkeypatch, capsys):
         pytest.skip("presets command has no run handler")
     monkeypatch.setattr(presets_cli, "run", boom)
     # handlers are bound at registration: register a fresh parser
-    rc, err = _run(["presets"], capsys)
+    rc, err = cli_err_lines(["presets"], capsys)
     assert rc == 2 and len(err) == 1 and "No space left on device" in err[0], err
-
-
-def _tiny_cfg(**sets):
-    from zsq_probe.presets import resolve_config
-
-    cfg = resolve_config(
-        "ait", teacher="digits", flags={"epochs": 2, "iters_per_epoch": 2, "batch_size": 16, "val_max_batches": 1}
-    )
-    cfg.set("warmup_epochs", 0)
-    for k, v in sets.items():
-        cfg.set(k, v)
-    cfg.validate()
-    return cfg
-
-
-def _unchanged(before, path):
-    """Every file that was there is byte-identical and nothing is new, not even a writer lock file."""
-    assert _tree(path) == before
-
-
-def _fake_run(path, cfg=None):
-    """A run folder holding only a config.json (the tiny digits ZQ config unless `cfg`)."""
-    from zsq_probe.rundir.store import RunDir
-
-    run = RunDir(path)
-    run.write_config((cfg or _tiny_cfg()).to_dict())
-    return run
 
 
 @pytest.mark.parametrize(
@@ -324,13 +226,13 @@ def _fake_run(path, cfg=None):
 )
 def test_resume_refuses_another_teacher_or_data(tmp_path, capsys, argv, mention):
     out = tmp_path / "run"
-    _fake_run(out)
-    before = _tree(out)
-    rc, err = _run(["train", "--no-progress", "--out", str(out), "--resume"] + argv, capsys)
+    fake_run(out)
+    before = tree_hashes(out)
+    rc, err = cli_err_lines(["train", "--no-progress", "--out", str(out), "--resume"] + argv, capsys)
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("zsq-probe train: error:"), err
     assert mention in err[0]
-    _unchanged(before, out)
+    unchanged(before, out)
 
 
 def test_resume_accepts_the_runs_own_teacher_and_data_and_fresh_runs_default_to_digits(tmp_path):
@@ -340,7 +242,7 @@ def test_resume_accepts_the_runs_own_teacher_and_data_and_fresh_runs_default_to_
     from zsq_probe.cli.train import _refuse_other_teacher_or_data, build_config
 
     out = tmp_path / "run"
-    _fake_run(out)
+    fake_run(out)
     for teacher, data in ((None, None), ("digits", None), (None, "digits"), ("digits", "digits")):
         _refuse_other_teacher_or_data(Namespace(teacher=teacher, data=data), out / "config.json")
     args = build_parser().parse_args(["train", "--out", str(tmp_path / "new")])
@@ -351,7 +253,7 @@ def test_resume_accepts_the_runs_own_teacher_and_data_and_fresh_runs_default_to_
 def test_run_that_is_a_file_says_so(tmp_path, capsys):
     target = tmp_path / "run.txt"
     target.write_bytes(b"not a run")
-    rc, err = _run(["cosine", "--run", str(target)], capsys)
+    rc, err = cli_err_lines(["cosine", "--run", str(target)], capsys)
     assert rc == 2 and len(err) == 1, err
     assert "is a file, not a run folder" in err[0] and "does not exist" not in err[0]
     assert target.read_bytes() == b"not a run"

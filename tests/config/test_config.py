@@ -3,12 +3,10 @@ bad values, config files and unknown data sets are errors; probe budgets the est
 before anything is written (issue 24); the normalisation and the loader settings are config fields."""
 
 import dataclasses
-import hashlib
 import json
-import os
-from pathlib import Path
 
 import pytest
+from cli_checks import cli_err_lines, one_error_line, snapshot, tree_hashes
 
 from zsq_probe.cli import main
 from zsq_probe.config import FLAT_KEYS, RunConfig, config_diff, config_from_dict, parse_assignment
@@ -79,7 +77,6 @@ def test_gi_presets_use_the_official_kappa_rule_at_paper_scale(teacher, rule, ca
     for name in ("gdfq", "kl-only", "kl-only-high-lr"):  # no GI: the rule is not set (the config's default)
         assert "gi_rule" not in preset_overrides(name, resolve_config(name, teacher=teacher).dataset.name)
     data = resolve_config("ait", teacher=teacher).dataset.name
-    from zsq_probe.cli import main
 
     assert main(["presets", "--data", data]) == 0
     shown = capsys.readouterr().out
@@ -127,25 +124,6 @@ def test_unknown_data_sets_and_keys_are_errors():
         resolve_config("gdfq", teacher="digits", overrides=["lrr=1"])
 
 
-def snapshot(*folders) -> dict:
-    """{path: (size, mtime_ns, bytes)} of every file and folder under the given paths (missing ones: absent)."""
-    out: dict = {}
-    for top in map(Path, folders):
-        for p in [top, *top.rglob("*")] if top.exists() else []:
-            st = p.lstat()
-            out[str(p)] = (st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
-    return out
-
-
-def one_error_line(argv, capsys, command: str) -> str:
-    """Run the CLI: exit 2 and exactly one `zsq-probe <command>: error:` line on stderr, no traceback."""
-    rc = main([str(a) for a in argv])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert rc == 2 and len(err) == 1, (rc, err)
-    assert err[0].startswith(f"zsq-probe {command}: error:"), err
-    return err[0]
-
-
 HESSIAN_TRAIN = ["train", "--teacher", "digits", "--probes", "hessian", "--epochs", "1", "--no-progress"]
 
 
@@ -190,27 +168,7 @@ def test_config_minimum_samples_are_the_estimators_own():
     assert DEFAULT_MIN_SAMPLES == {"hutch++": config.HUTCHPP_MIN_SAMPLES, "hutchinson": config.HUTCHINSON_MIN_SAMPLES}
 
 
-def _tree(path):
-    """{relative path: sha256} of everything under `path` (or of the file itself)."""
-    if not os.path.exists(path):
-        return None
-    if os.path.isfile(path):
-        return {"": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            out[os.path.relpath(p, path)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
-
-
 TRAIN = ["train", "--teacher", "digits", "--no-progress"]
-
-
-def _run(argv, capsys):
-    rc = main(argv)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    return rc, err
 
 
 @pytest.mark.parametrize(
@@ -221,12 +179,12 @@ def _run(argv, capsys):
 def test_bad_config_file(tmp_path, capsys, doc, mention):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(doc))
-    before = _tree(cfg)
+    before = tree_hashes(cfg)
     out = tmp_path / "run"
-    rc, err = _run(TRAIN + ["--config", str(cfg), "--out", str(out)], capsys)
+    rc, err = cli_err_lines(TRAIN + ["--config", str(cfg), "--out", str(out)], capsys)
     assert rc == 2 and len(err) == 1, err
     assert mention in err[0]
-    assert not out.exists() and _tree(cfg) == before
+    assert not out.exists() and tree_hashes(cfg) == before
 
 
 def test_num_workers_and_pin_memory_are_config_fields_and_flags():

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_checks import snapshot
 from fabricated_data import CIFAR10_PER_BATCH, _pickle, expected_cifar_tensor, make_cifar10, make_cifar100
 from PIL import Image
 
@@ -390,16 +391,6 @@ def test_make_loader_with_workers_is_reproducible():
     a, b = first_batches(4), first_batches(4)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not torch.equal(first_batches(5)[0], a[0])
-
-
-def snapshot(*folders) -> dict:
-    """{path: (size, mtime_ns, bytes)} of every file and folder under the given paths (missing ones: absent)."""
-    out: dict = {}
-    for top in map(Path, folders):
-        for p in [top, *top.rglob("*")] if top.exists() else []:
-            st = p.lstat()
-            out[str(p)] = (st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
-    return out
 
 
 def _cifar10(root: Path, labels=None, data_dtype=np.uint8, n: int = 4) -> None:

@@ -14,22 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from forked_cli import forked_main, main_in_process
-from tiny_runs import tiny_train
+from cli_checks import cli, one_line_error
+from forked_cli import forked_main
+from tiny_runs import TINY_PROBED
 
-from zsq_probe.cli import main
 from zsq_probe.rundir.atomic import FAULT_ENV
 from zsq_probe.rundir.store import RunDir, load_checkpoint_file
-
-# a run of 3 tiny epochs with the probes that write a part per epoch (about 2 s of work on one core, after the imports)
-TINY = tiny_train(
-    "ait",
-    epochs=3,
-    iters=3,
-    sets=["hessian_batch_size=16", "probe_every_steps=1"],  # the probes' batch: the comparisons hold at any size
-    extra=["--probes", "cosine,crossings,inter_epoch", "--no-progress"],
-)
-
 
 # what makes a row unique in each table
 KEYS = {
@@ -50,7 +40,7 @@ def train_process(out: Path, *extra: str, fault: str | None = None, fresh_interp
     """`zsq-probe train` in a process of its own that `fault` may SIGKILL: forked from this one (forked_cli: no
     ~3 s of imports), or with `fresh_interpreter` a `python -m zsq_probe` subprocess.  Both share the session's
     teacher cache ($ZSQ_PROBE_CACHE) and run one intra-op thread."""
-    argv = ["train", *TINY, "--out", str(out), *extra]
+    argv = ["train", *TINY_PROBED, "--out", str(out), *extra]
     if not fresh_interpreter:
         return forked_main(argv, fault=fault, timeout=240)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -64,30 +54,6 @@ def train_process(out: Path, *extra: str, fault: str | None = None, fresh_interp
 
 def temp_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp"))
-
-
-def one_line_error(err: str, *phrases: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
-    return lines[0]
-
-
-def cli(args, capsys):
-    rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
-
-
-@pytest.fixture(scope="module")
-def reference(digits_teacher, tmp_path_factory) -> Path:
-    """An uninterrupted run: the same command as the interrupted ones, in this process (no interpreter to
-    start) with their one intra-op thread."""
-    out = tmp_path_factory.mktemp("reliability") / "reference"
-    r = main_in_process(["train", *TINY, "--out", out])
-    assert r.returncode == 0, r.stderr
-    return out
 
 
 def check_tables_readable_and_unique(run: Path) -> None:
@@ -142,7 +108,7 @@ def test_kill_9_at_any_point_then_resume_equals_an_uninterrupted_run(reference, 
             assert temp_files(out), site
         if site == "write:config.json":
             # --resume has nothing to resume: one line saying so; the same command without --resume starts it
-            rc, _, err = cli(["train", *TINY, "--out", out, "--resume"], capsys)
+            rc, _, err = cli(["train", *TINY_PROBED, "--out", out, "--resume"], capsys)
             assert rc == 2
             one_line_error(err, "stopped before it wrote config.json", "without --resume")
             continue

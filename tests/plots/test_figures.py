@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_checks import tree_bytes
 from fabricated_runs import EPOCHS, LAYERS, STEPS, make_run, paper_runs
 from fabricated_runs import schema_row as _row
 
@@ -447,11 +448,6 @@ def test_figures_cli_reports_a_broken_table(runs, tmp_path, capsys):
     assert last.startswith("zsq-probe figures: error: 1 figure(s) failed") and "fig3a_inter_epoch.png" in last
 
 
-def _tree(folder):
-    """{relative path: bytes} of every file under `folder`."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
 def test_figures_out_refuses_a_foreign_file_and_overwrite_replaces_only_figures(tmp_path, capsys):
     """The output policy (zsq_probe.rundir.output): a folder with a file `figures` did not write is refused
     untouched; --overwrite replaces only the figures, never the user's files, not even one of a figure's name."""
@@ -459,16 +455,16 @@ def test_figures_out_refuses_a_foreign_file_and_overwrite_replaces_only_figures(
     out = tmp_path / "paper"
     out.mkdir()
     (out / "notes.tex").write_text("my paper")
-    before = _tree(out)
+    before = tree_bytes(out)
     argv = ["figures", "--runs", str(run.path), "--out", str(out), "--only", "fig5"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "notes.tex" in err[0] and "did not write" in err[0] and "--overwrite" in err[0]
-    assert _tree(out) == before
+    assert tree_bytes(out) == before
 
     assert main([*argv, "--overwrite"]) == 0
     capsys.readouterr()
-    after = _tree(out)
+    after = tree_bytes(out)
     assert after["notes.tex"] == b"my paper"
     assert {"fig5_training.png", "fig5_training.txt", ".zsq-probe-output.json"} <= set(after)
     (out / "fig5_training.png").write_bytes(b"old")

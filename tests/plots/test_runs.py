@@ -6,13 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from zsq_probe.cli import main
-
-
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, [line for line in captured.err.splitlines() if line.strip()]
+from cli_checks import cli_err_lines
 
 
 def _other_run_named_run(three_epoch_run: Path, where: Path) -> Path:
@@ -45,7 +39,9 @@ def _other_run_named_run(three_epoch_run: Path, where: Path) -> Path:
 
 def test_two_runs_in_folders_named_run_draw_two_fig6_files(three_epoch_run, tmp_path, capsys):
     other = _other_run_named_run(three_epoch_run, tmp_path / "b")
-    rc, err = _run(["figures", "--runs", three_epoch_run, other, "--out", tmp_path / "f", "--only", "fig6"], capsys)
+    rc, err = cli_err_lines(
+        ["figures", "--runs", three_epoch_run, other, "--out", tmp_path / "f", "--only", "fig6"], capsys
+    )
     assert rc == 0, err
     pngs = sorted(p.name for p in (tmp_path / "f").glob("fig6_samples_*.png"))
     from zsq_probe.rundir.store import RunDir

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from cli_checks import tiny_cfg
 
 
 class _Mlp(torch.nn.Module):
@@ -82,19 +83,6 @@ def test_trace_rows_count_hessian_products_with_the_deflation_and_say_what_stopp
     assert {r["loss"]: r["num_hvps"] for r in rows["hessian_eigenvalues"] if r["rank"] == 1}  # unchanged table
 
 
-def _tiny_cfg(**sets):
-    from zsq_probe.presets import resolve_config
-
-    cfg = resolve_config(
-        "ait", teacher="digits", flags={"epochs": 2, "iters_per_epoch": 2, "batch_size": 16, "val_max_batches": 1}
-    )
-    cfg.set("warmup_epochs", 0)
-    for k, v in sets.items():
-        cfg.set(k, v)
-    cfg.validate()
-    return cfg
-
-
 def test_curvature_probe_skips_a_nan_epoch_with_a_warning(caplog):
     from types import SimpleNamespace
 
@@ -102,7 +90,7 @@ def test_curvature_probe_skips_a_nan_epoch_with_a_warning(caplog):
     from zsq_probe.probes import hessian as curv
 
     probe = curv.HessianProbe.__new__(curv.HessianProbe)
-    probe.cfg = _tiny_cfg(hessian_batch_size=200)
+    probe.cfg = tiny_cfg(hessian_batch_size=200)
     probe.last = ("stale",)
 
     def nan_curvature(*a, **k):

@@ -12,28 +12,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_checks import cli_err_lines, tree_hashes_without_links
 from tiny_runs import TINY_AIT as TINY
 
-from zsq_probe.cli import main
 from zsq_probe.errors import ComputeError, UserError
 from zsq_probe.rundir.lock import LOCK_NAME, RunLock, run_lock
-
-
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, [line for line in captured.err.splitlines() if line.strip()]
-
-
-def _tree(path: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under `path` (links not followed)."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = Path(root) / f
-            if not p.is_symlink():
-                out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.mark.parametrize(
@@ -45,11 +28,11 @@ def test_symlinked_lock_pointing_at_a_user_file_is_refused_and_the_file_unchange
     notes.write_text("my notes\n" * 1000)
     (run_copy / LOCK_NAME).unlink(missing_ok=True)
     (run_copy / LOCK_NAME).symlink_to(notes)
-    before = _tree(run_copy)
-    rc, err = _run([a.replace("{run}", str(run_copy)) for a in command], capsys)
+    before = tree_hashes_without_links(run_copy)
+    rc, err = cli_err_lines([a.replace("{run}", str(run_copy)) for a in command], capsys)
     assert rc == 2 and len(err) == 1 and "symbolic link" in err[0], err
     assert notes.read_text() == "my notes\n" * 1000
-    assert _tree(run_copy) == before
+    assert tree_hashes_without_links(run_copy) == before
 
 
 @pytest.mark.parametrize("kind", ["foreign content", "fifo", "hard link", "folder"])
@@ -66,7 +49,7 @@ def test_a_lock_name_zsq_probe_did_not_create_is_refused_never_truncated(run_cop
         os.link(other, lock)
     else:
         lock.mkdir()
-    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1"], capsys)
+    rc, err = cli_err_lines(["cosine", "--run", run_copy, "--epochs", "1"], capsys)
     assert rc == 2 and len(err) == 1 and str(lock) in err[0], err
     if kind == "foreign content":
         assert lock.read_text() == "precious\n"
@@ -76,7 +59,7 @@ def test_a_lock_name_zsq_probe_did_not_create_is_refused_never_truncated(run_cop
 def test_a_lock_owned_by_another_user_is_refused(run_copy, monkeypatch, capsys):
     (run_copy / LOCK_NAME).write_text("")
     monkeypatch.setattr(os, "geteuid", lambda: os.stat(run_copy / LOCK_NAME).st_uid + 1)
-    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1"], capsys)
+    rc, err = cli_err_lines(["cosine", "--run", run_copy, "--epochs", "1"], capsys)
     assert rc == 2 and len(err) == 1 and "owned by another user" in err[0], err
 
 
@@ -90,15 +73,15 @@ def test_symlinked_table_folder_into_another_run_is_refused_before_anything_is_w
     shutil.rmtree(run / "probes" / "metrics")
     (run / "probes" / "metrics").symlink_to(other / "probes" / "metrics", target_is_directory=True)
     (run / "checkpoints" / "epoch-0003.pt").unlink()  # resume redoes epoch 3: it would rewrite metrics/e00003
-    before_other, before_run = _tree(other), _tree(run)
+    before_other, before_run = tree_hashes_without_links(other), tree_hashes_without_links(run)
     for argv in (
         ["train", "--resume", "--force", "--out", run, *TINY, "--epochs", "3", "--set", "lr=0.01"],
         ["cosine", "--run", run, "--epochs", "1"],
     ):
-        rc, err = _run(argv, capsys)
+        rc, err = cli_err_lines(argv, capsys)
         assert rc == 2 and len(err) == 1 and "symbolic link" in err[0] and "metrics" in err[0], err
-        assert _tree(other) == before_other
-        assert _tree(run) == before_run
+        assert tree_hashes_without_links(other) == before_other
+        assert tree_hashes_without_links(run) == before_run
 
 
 DEAD_WRITER = b'{"pid": 999999, "host": "elsewhere", "what": "zsq-probe train"}'

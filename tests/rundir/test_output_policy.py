@@ -7,19 +7,14 @@ output is finished by a plain rerun (the kills themselves: tests/e2e/test_output
 epoch outside the runs' before writing; `figures`, `compare` and `presets` take --threads."""
 
 import os
-from pathlib import Path
 
 import pytest
+from cli_checks import tree_bytes
 from fabricated_runs import make_run
 
 from zsq_probe.cli import main
 from zsq_probe.errors import UserError
 from zsq_probe.rundir.output import MANIFEST, check_output, foreign_entries, manifest_names, record_output
-
-
-def _tree(folder):
-    """{relative path: bytes} of every file under `folder`."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 def _refused(capsys, *words):
@@ -52,10 +47,10 @@ def test_demo_refuses_a_foreign_folder_and_resumes_its_own(tmp_path, capsys):
     out = tmp_path / "demo"
     out.mkdir()
     (out / "thesis.pdf").write_bytes(b"%PDF")
-    before = _tree(out)
+    before = tree_bytes(out)
     assert main(["demo", "--out", str(out)]) == 2
     _refused(capsys, "thesis.pdf", "did not write")
-    assert _tree(out) == before
+    assert tree_bytes(out) == before
     own = tmp_path / "own"
     (own / "runs" / "kd-s0").mkdir(parents=True)
     (own / "FINDINGS.md").write_text("earlier")
@@ -66,13 +61,13 @@ def test_demo_refuses_a_foreign_folder_and_resumes_its_own(tmp_path, capsys):
 def test_train_resume_refuses_a_run_folder_holding_foreign_files(tmp_path, capsys):
     run, _ = make_run(tmp_path / "run", "gdfq", -0.1, 1.0, 0.1, tables=("metrics",))
     (run.path / "notes.txt").write_text("mine")
-    before = _tree(run.path)
+    before = tree_bytes(run.path)
     assert main(["train", "--out", str(run.path), "--resume", "--no-progress"]) == 2
     _refused(capsys, "notes.txt", "did not write")
-    assert _tree(run.path) == before
+    assert tree_bytes(run.path) == before
     assert main(["train", "--out", str(run.path), "--no-progress"]) == 2  # without --resume: new or empty only
     _refused(capsys, "not empty")
-    assert _tree(run.path) == before
+    assert tree_bytes(run.path) == before
 
 
 def test_recipe_refuses_a_foreign_folder_and_resumes_its_own(tmp_path, capsys):
@@ -82,7 +77,7 @@ def test_recipe_refuses_a_foreign_folder_and_resumes_its_own(tmp_path, capsys):
     argv = ["recipe", "tab1", "--scale", "tiny", "--dry-run", "--out", str(out)]
     assert main(argv) == 2
     _refused(capsys, "data.csv", "did not write")
-    assert _tree(out) == {"data.csv": b"1,2"}
+    assert tree_bytes(out) == {"data.csv": b"1,2"}
     (out / "data.csv").unlink()
     (out / "tables").mkdir()
     (out / "tables" / "tab1.txt").write_text("earlier")
@@ -188,7 +183,7 @@ def test_figures_refuses_an_epoch_outside_the_runs_before_writing(tmp_path, caps
     (out / "keep.txt").write_text("mine")
     assert main([*base, "--epoch", "99", "--overwrite"]) == 2
     _refused(capsys, "--epoch 99")
-    assert _tree(out) == {"keep.txt": b"mine"}  # no manifest either
+    assert tree_bytes(out) == {"keep.txt": b"mine"}  # no manifest either
     assert main([*base, "--epoch", "3", "--overwrite"]) == 0  # within them: drawn
     assert (out / "fig1_cosine.png").is_file()
 

@@ -4,34 +4,15 @@ identity")."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from cli_checks import cli_err_lines, tree_hashes_without_links
 from tiny_runs import tiny_train
 
-from zsq_probe.cli import main
-
 TINY = ["--teacher", "digits", *tiny_train("ait", extra=["--no-progress"])]  # --epochs: each test its own
-
-
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, [line for line in captured.err.splitlines() if line.strip()]
-
-
-def _tree(path: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under `path` (links not followed)."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = Path(root) / f
-            if not p.is_symlink():
-                out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 # three_epoch_run and run_copy: tests/conftest.py
@@ -131,23 +112,25 @@ def test_a_tampered_part_is_refused_on_read(tampered, tmp_path, capsys):
     from zsq_probe.errors import UserError
 
     run, says = tampered
-    before = _tree(run)
+    before = tree_hashes_without_links(run)
     with pytest.raises(UserError) as refused:
         zp.read_table(run, "metrics")
     _refused_naming_the_part(str(refused.value).splitlines(), run, says)
-    rc, err = _run(["figures", "--runs", run, "--out", tmp_path / "figs"], capsys)
+    rc, err = cli_err_lines(["figures", "--runs", run, "--out", tmp_path / "figs"], capsys)
     assert rc == 2, err
     _refused_naming_the_part(err, run, says)
-    assert not (tmp_path / "figs").exists() and _tree(run) == before
+    assert not (tmp_path / "figs").exists() and tree_hashes_without_links(run) == before
 
 
 def test_a_tampered_part_is_refused_on_resume_before_anything_is_written(tampered, capsys):
     run, says = tampered
-    before = _tree(run)
-    rc, err = _run(["train", "--resume", "--out", run, *TINY, "--epochs", "3"], capsys)
+    before = tree_hashes_without_links(run)
+    rc, err = cli_err_lines(["train", "--resume", "--out", run, *TINY, "--epochs", "3"], capsys)
     assert rc == 2, err
     _refused_naming_the_part(err, run, says)
-    assert _tree(run) == before  # byte for byte: no checkpoint, part or lock record written, nothing deleted
+    assert (
+        tree_hashes_without_links(run) == before
+    )  # byte for byte: no checkpoint, part or lock record written, nothing deleted
 
 
 def _posthoc_part(run: Path) -> Path:
@@ -175,7 +158,7 @@ def test_a_tampered_posthoc_part_is_refused_with_the_overwrite_hint_and_rebuilt_
     import zsq_probe as zp
     from zsq_probe.errors import UserError
 
-    assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
+    assert cli_err_lines(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
     want = _posthoc_cosine(run_copy)
     tamper(run_copy)
     with pytest.raises(UserError) as refused:
@@ -183,13 +166,13 @@ def test_a_tampered_posthoc_part_is_refused_with_the_overwrite_hint_and_rebuilt_
     message = str(refused.value)
     assert "\n" not in message and str(_posthoc_part(run_copy)) in message and says in message, message
     assert "epoch 2 with --overwrite" in message, message
-    before = _tree(run_copy)
-    rc, err = _run(["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4"], capsys)
+    before = tree_hashes_without_links(run_copy)
+    rc, err = cli_err_lines(["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4"], capsys)
     assert rc == 2 and len(err) == 1 and str(_posthoc_part(run_copy)) in err[0], err
-    assert _tree(run_copy) == before
-    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)  # epoch 2 counts as done: refused
+    assert tree_hashes_without_links(run_copy) == before
+    rc, err = cli_err_lines(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)  # epoch 2 counts as done: refused
     assert rc == 2 and len(err) == 1 and "--overwrite" in err[0], err
-    assert _run(["cosine", "--run", run_copy, "--epochs", "2", "--overwrite"], capsys)[0] == 0
+    assert cli_err_lines(["cosine", "--run", run_copy, "--epochs", "2", "--overwrite"], capsys)[0] == 0
     import pandas.testing as pdt
 
     pdt.assert_frame_equal(_posthoc_cosine(run_copy), want)

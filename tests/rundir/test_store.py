@@ -9,27 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from zsq_probe.cli import main
-
-
-def snapshot(*folders) -> dict:
-    """{path: (size, mtime_ns, bytes)} of every file and folder under the given paths (missing ones: absent)."""
-    out: dict = {}
-    for top in map(Path, folders):
-        for p in [top, *top.rglob("*")] if top.exists() else []:
-            st = p.lstat()
-            out[str(p)] = (st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
-    return out
-
-
-def one_error_line(argv, capsys, command: str) -> str:
-    """Run the CLI: exit 2 and exactly one `zsq-probe <command>: error:` line on stderr, no traceback."""
-    rc = main([str(a) for a in argv])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert rc == 2 and len(err) == 1, (rc, err)
-    assert err[0].startswith(f"zsq-probe {command}: error:"), err
-    return err[0]
+from cli_checks import cli_err_lines, one_error_line, snapshot
 
 
 @pytest.fixture
@@ -71,12 +51,6 @@ def test_a_part_with_numbers_where_numbers_belong_still_reads(kd_and_zq):
     assert df["epoch"].dtype.kind == "i" and df["cosine"].dtype.kind == "f" and len(df)
 
 
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, [line for line in captured.err.splitlines() if line.strip()]
-
-
 def test_an_unreadable_checkpoint_is_called_unreadable_with_its_mode_not_damaged(run_copy, monkeypatch, capsys):
     """Tests run as root, who reads a mode-000 file anyway: the permission check is what root lacks, so it is
     made to answer as it does for any other user."""
@@ -95,7 +69,7 @@ def test_an_unreadable_checkpoint_is_called_unreadable_with_its_mode_not_damaged
 
     monkeypatch.setattr(torch, "load", load)
     try:
-        rc, err = _run(["cosine", "--run", run_copy, "--epochs", "2"], capsys)
+        rc, err = cli_err_lines(["cosine", "--run", run_copy, "--epochs", "2"], capsys)
     finally:
         cp.chmod(0o644)
     assert rc == 2 and len(err) == 1, err

@@ -11,28 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_checks import cli_err_lines, one_error_line, snapshot
 from tiny_runs import TINY_AIT as TINY
 
 from zsq_probe.cli import main
-
-
-def snapshot(*folders) -> dict:
-    """{path: (size, mtime_ns, bytes)} of every file and folder under the given paths (missing ones: absent)."""
-    out: dict = {}
-    for top in map(Path, folders):
-        for p in [top, *top.rglob("*")] if top.exists() else []:
-            st = p.lstat()
-            out[str(p)] = (st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
-    return out
-
-
-def one_error_line(argv, capsys, command: str) -> str:
-    """Run the CLI: exit 2 and exactly one `zsq-probe <command>: error:` line on stderr, no traceback."""
-    rc = main([str(a) for a in argv])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert rc == 2 and len(err) == 1, (rc, err)
-    assert err[0].startswith(f"zsq-probe {command}: error:"), err
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +80,6 @@ def test_a_damaged_posthoc_part_is_refused_without_overwrite_and_rebuilt_with_it
     pd.testing.assert_frame_equal(got, want)
 
 
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, [line for line in captured.err.splitlines() if line.strip()]
-
-
 def _posthoc_cosine(run: Path):
     import pandas as pd
 
@@ -113,14 +89,14 @@ def _posthoc_cosine(run: Path):
 
 
 def test_deleted_checkpoint_resume_then_posthoc_gives_every_row_of_the_uninterrupted_run(run_copy, capsys, caplog):
-    assert _run(["cosine", "--run", run_copy], capsys)[0] == 0
+    assert cli_err_lines(["cosine", "--run", run_copy], capsys)[0] == 0
     reference = _posthoc_cosine(run_copy)
     assert sorted(reference.epoch.unique()) == [1, 2, 3]  # checkpoint 0: activation ranges not set yet
     (run_copy / "checkpoints" / "epoch-0003.pt").unlink()  # what the corrupt-checkpoint error advises
-    assert _run(["train", "--resume", "--out", run_copy, *TINY, "--epochs", "3"], capsys)[0] == 0
+    assert cli_err_lines(["train", "--resume", "--out", run_copy, *TINY, "--epochs", "3"], capsys)[0] == 0
     markers = sorted(p.name for p in (run_copy / "probes" / "_commits").iterdir())
     assert markers == [f"cosine.e0000{e}-posthoc.json" for e in (1, 2)]  # epoch 3's went with its part
-    assert _run(["cosine", "--run", run_copy], capsys)[0] == 0
+    assert cli_err_lines(["cosine", "--run", run_copy], capsys)[0] == 0
     import pandas.testing as pdt
 
     pdt.assert_frame_equal(_posthoc_cosine(run_copy), reference)
@@ -130,13 +106,13 @@ def test_deleted_checkpoint_resume_then_posthoc_gives_every_row_of_the_uninterru
 def test_a_marker_without_its_part_or_a_part_without_its_marker_is_measured_again_with_one_warning(
     run_copy, capsys, damage
 ):
-    assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
+    assert cli_err_lines(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
     reference = _posthoc_cosine(run_copy)
     if damage == "part deleted":
         (run_copy / "probes" / "cosine" / "part-e00002-posthoc.parquet").unlink()
     else:
         (run_copy / "probes" / "_commits" / "cosine.e00002-posthoc.json").unlink()
-    rc, err = _run(["cosine", "--run", run_copy, "--epochs", "1-2", "--quiet"], capsys)  # the warning alone
+    rc, err = cli_err_lines(["cosine", "--run", run_copy, "--epochs", "1-2", "--quiet"], capsys)  # the warning alone
     assert rc == 0 and len(err) == 1 and "epoch(s) 2" in err[0] and "measuring them again" in err[0], err
     import pandas.testing as pdt
 

@@ -4,32 +4,11 @@ own data set is no change; every run has a run id, and a forced resume keeps it.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-from pathlib import Path
 
 import pytest
+from cli_checks import cli_err_lines, tree_hashes_without_links
 from tiny_runs import TINY_AIT as TINY
-
-from zsq_probe.cli import main
-
-
-def _run(argv, capsys):
-    rc = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return rc, [line for line in captured.err.splitlines() if line.strip()]
-
-
-def _tree(path: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under `path` (links not followed)."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = Path(root) / f
-            if not p.is_symlink():
-                out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.mark.parametrize(
@@ -43,11 +22,11 @@ def _tree(path: Path) -> dict[str, str]:
     ids=["--seed", "--set seed", "--preset", "--set data"],
 )
 def test_resume_with_another_seed_preset_or_data_is_refused_even_forced(run_copy, capsys, extra, setting):
-    before = _tree(run_copy)
-    rc, err = _run(["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4", *extra], capsys)
+    before = tree_hashes_without_links(run_copy)
+    rc, err = cli_err_lines(["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4", *extra], capsys)
     assert rc == 2 and len(err) == 1 and f"cannot change {setting}" in err[0], err
     assert len(err[0]) <= 200 + len("zsq-probe train: error: ") + len(str(run_copy))
-    assert _tree(run_copy) == before
+    assert tree_hashes_without_links(run_copy) == before
 
 
 def test_naming_the_teachers_own_data_set_on_resume_is_no_change_of_data(run_copy, capsys):
@@ -57,21 +36,21 @@ def test_naming_the_teachers_own_data_set_on_resume_is_no_change_of_data(run_cop
     doc["config"]["dataset"]["name"] = None  # a config leaving the data set to the teacher's (train(cfg) can)
     (run_copy / "config.json").write_text(json.dumps(doc))
     argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "3", "--set", "data=digits"]
-    rc, err = _run(argv, capsys)
+    rc, err = cli_err_lines(argv, capsys)
     assert rc == 0, err
 
 
 def test_a_retention_change_that_would_delete_measured_checkpoints_is_refused(run_copy, capsys):
-    assert _run(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
-    before = _tree(run_copy)
+    assert cli_err_lines(["cosine", "--run", run_copy, "--epochs", "1-2"], capsys)[0] == 0
+    before = tree_hashes_without_links(run_copy)
     argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4"]
-    rc, err = _run([*argv, "--set", "keep_checkpoints=last"], capsys)
+    rc, err = cli_err_lines([*argv, "--set", "keep_checkpoints=last"], capsys)
     assert rc == 2 and len(err) == 1 and "keep_checkpoints" in err[0] and "1, 2" in err[0], err
-    assert _tree(run_copy) == before
+    assert tree_hashes_without_links(run_copy) == before
     # the checkpoints no table measured may go: a run without post-hoc rows accepts the change
     shutil.rmtree(run_copy / "probes" / "cosine")
     shutil.rmtree(run_copy / "probes" / "_commits")
-    assert _run([*argv, "--set", "keep_checkpoints=last"], capsys)[0] == 0
+    assert cli_err_lines([*argv, "--set", "keep_checkpoints=last"], capsys)[0] == 0
     assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["epoch-0004.pt"]
 
 
@@ -81,5 +60,5 @@ def test_every_run_gets_a_run_id_that_a_forced_resume_keeps(run_copy, capsys):
     rid = json.loads((run_copy / "config.json").read_text())["run_id"]
     assert len(rid) == 32 and int(rid, 16) >= 0
     argv = ["train", "--resume", "--force", "--out", run_copy, *TINY, "--epochs", "4", "--set", "lr=0.01"]
-    assert _run(argv, capsys)[0] == 0
+    assert cli_err_lines(argv, capsys)[0] == 0
     assert json.loads((run_copy / "config.json").read_text())["run_id"] == rid

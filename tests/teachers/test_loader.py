@@ -14,10 +14,10 @@ import zipfile
 import pytest
 import torch
 import torch.nn as nn
+from cli_checks import cli_err_lines
 from pytorchcv.models.common import model_store
 
 import zsq_probe.teachers.digits as digits_module
-from zsq_probe.cli import main
 from zsq_probe.data.datasets import load_dataset, make_loader
 from zsq_probe.errors import UserError
 from zsq_probe.teachers import loader as models
@@ -410,12 +410,6 @@ def test_names_hint_lists_data_sets():
 TRAIN = ["train", "--teacher", "digits", "--no-progress"]
 
 
-def _run(argv, capsys):
-    rc = main(argv)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    return rc, err
-
-
 def test_raw_pickle_weights_are_refused_for_safety_not_called_corrupt(tmp_path, capsys):
     import pickle
 
@@ -424,7 +418,7 @@ def test_raw_pickle_weights_are_refused_for_safety_not_called_corrupt(tmp_path, 
     out = tmp_path / "run"
     with warnings.catch_warnings(record=True) as caught:  # torch's pickle-protocol note would be a second line
         warnings.simplefilter("always")
-        rc, err = _run(TRAIN + ["--weights", str(weights), "--out", str(out)], capsys)
+        rc, err = cli_err_lines(TRAIN + ["--weights", str(weights), "--out", str(out)], capsys)
     assert not [w for w in caught if "pickle protocol" in str(w.message)]
     assert rc == 2 and len(err) == 1, err
     line = err[0]

@@ -8,28 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import cli, cli_err_lines, one_line_error, tiny_cfg
 from tiny_runs import tiny_train
 
-from zsq_probe.cli import main
 from zsq_probe.rundir.store import RunDir
 
 
 def temp_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp"))
-
-
-def one_line_error(err: str, *phrases: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
-    return lines[0]
-
-
-def cli(args, capsys):
-    rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 # --quiet: warnings and errors only, so the error is the one line on stderr
@@ -102,25 +88,6 @@ def test_skip_flag_skips_and_counts_nonfinite_steps(digits_teacher, tmp_path, mo
     assert all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
 
 
-def _run(argv, capsys):
-    rc = main(argv)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    return rc, err
-
-
-def _tiny_cfg(**sets):
-    from zsq_probe.presets import resolve_config
-
-    cfg = resolve_config(
-        "ait", teacher="digits", flags={"epochs": 2, "iters_per_epoch": 2, "batch_size": 16, "val_max_batches": 1}
-    )
-    cfg.set("warmup_epochs", 0)
-    for k, v in sets.items():
-        cfg.set(k, v)
-    cfg.validate()
-    return cfg
-
-
 def test_poisoned_parameters_stop_the_run_without_a_poisoned_checkpoint(tmp_path, monkeypatch):
     from zsq_probe.runs import train
     from zsq_probe.training.loop import NonFiniteError, Trainer
@@ -136,7 +103,7 @@ def test_poisoned_parameters_stop_the_run_without_a_poisoned_checkpoint(tmp_path
 
     monkeypatch.setattr(Trainer, "student_step", poisoning_step)
     with pytest.raises(NonFiniteError, match="became non-finite") as e:
-        train(_tiny_cfg(), tmp_path / "run", progress=False)
+        train(tiny_cfg(), tmp_path / "run", progress=False)
     assert "last good checkpoint" not in str(e.value)
     for cp in (tmp_path / "run" / "checkpoints").glob("*.pt"):
         state = torch.load(cp, weights_only=True)
@@ -159,8 +126,8 @@ def test_parameter_check_does_not_change_the_numbers(tmp_path):
     pins the numbers bit for bit against the stored run)."""
     from zsq_probe.runs import train
 
-    a = train(_tiny_cfg(epochs=1), tmp_path / "a", progress=False)
-    b = train(_tiny_cfg(epochs=1), tmp_path / "b", progress=False)
+    a = train(tiny_cfg(epochs=1), tmp_path / "a", progress=False)
+    b = train(tiny_cfg(epochs=1), tmp_path / "b", progress=False)
     assert a.final_val_top1 == b.final_val_top1
 
 
@@ -178,7 +145,7 @@ def test_summary_records_skipped_steps_and_the_cli_ends_with_them(digits_teacher
     # 11 steps: one skipped is under the per-epoch warning share, so the final line is the only one on stderr
     # --quiet: warnings and errors only, so the closing warning is the one line
     flags = tiny_train("gdfq", epochs=1, iters=11, sets=["on_nonfinite=skip"], extra=["--quiet"])
-    rc, err = _run(["train", *flags, "--out", str(out)], capsys)
+    rc, err = cli_err_lines(["train", *flags, "--out", str(out)], capsys)
     assert rc == 0
     assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
     assert len(err) == 1 and err[0].startswith("warning: 1 training step(s)") and "skipped" in err[0], err

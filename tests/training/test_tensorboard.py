@@ -3,32 +3,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from cli_checks import one_error_line, snapshot
 from tiny_runs import tiny_train
 
 from zsq_probe.cli import main
 from zsq_probe.rundir.store import RunDir
-
-
-def snapshot(*folders) -> dict:
-    """{path: (size, mtime_ns, bytes)} of every file and folder under the given paths (missing ones: absent)."""
-    out: dict = {}
-    for top in map(Path, folders):
-        for p in [top, *top.rglob("*")] if top.exists() else []:
-            st = p.lstat()
-            out[str(p)] = (st.st_size, st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
-    return out
-
-
-def one_error_line(argv, capsys, command: str) -> str:
-    """Run the CLI: exit 2 and exactly one `zsq-probe <command>: error:` line on stderr, no traceback."""
-    rc = main([str(a) for a in argv])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert rc == 2 and len(err) == 1, (rc, err)
-    assert err[0].startswith(f"zsq-probe {command}: error:"), err
-    return err[0]
 
 
 @pytest.mark.parametrize("where", ["file", "under a file"])
@@ -52,8 +32,6 @@ SMALL_HESSIAN = ["hessian_batch_size=16", "trace_max_products=18", "slq_runs=2",
 def test_tensorboard_observer_logs_metrics_and_probe_scalars(tmp_path, digits_teacher):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    from zsq_probe.cli import main
 
     out = tmp_path / "run"
     sets = [
