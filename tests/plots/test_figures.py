@@ -68,10 +68,6 @@ def all_figures(runs, tmp_path_factory):
 # The quick tier draws each figure elsewhere: test_figure_layout (fig1-fig5, fig7_8, fig9), test_slices (fig2c),
 # test_figure_content (fig6).
 @pytest.mark.slow
-# Fig. 2c at --width column: three rows of two slice panels with their legends do not fit 3.3 in, so matplotlib's
-# constrained layout gives up (warns, keeps the PNG): a known layout defect of Fig. 2c at that width (the text width
-# is clean: tests/plots/test_figure_layout.py), allowed here by name so that every other figure stays warning-free
-@pytest.mark.filterwarnings("ignore:constrained_layout not applied because axes sizes collapsed to zero:UserWarning")
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_each_figure_writes_a_png(all_figures, name):
     spec = FIGURES[name]

@@ -27,7 +27,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from zsq_probe.plots import runs as R
-from zsq_probe.plots.style import CE_CMAP, CE_COLOR, KL_CMAP, KL_COLOR, colormap, drawing, note
+from zsq_probe.plots.style import CE_CMAP, CE_COLOR, KL_CMAP, KL_COLOR, WIDTHS, colormap, current_width, drawing, note
 from zsq_probe.rundir.store import RunDir
 
 if TYPE_CHECKING:  # matplotlib loads when a figure is drawn, not with this module
@@ -333,6 +333,9 @@ def _twin_panel(ax: Axes, d: pd.DataFrame, kind: str, scaling: str | None, handl
 
 
 RUNS_PER_PAGE = 4  # rows per file: 4 x ROW_HEIGHT + title stays under style.MAX_HEIGHT; more go to STEM_2, ...
+# at the column width a run's panels stack (side by side they have no room for their legends), so fewer runs a page
+COLUMN_RUNS_PER_PAGE = 2
+COLUMN_PANEL_HEIGHT = 2.0  # inches per stacked panel
 
 
 def slice_figure(runs: R.RunsArg) -> list[tuple[str, Figure]]:
@@ -359,7 +362,7 @@ def slice_figure(runs: R.RunsArg) -> list[tuple[str, Figure]]:
             "'eigenvector'; run `zsq-probe slice --run RUN`)"
         )
     common = any((d["scaling"] == "norm").any() for d in data.values())
-    pages = R.pages(runs, RUNS_PER_PAGE)
+    pages = R.pages(runs, COLUMN_RUNS_PER_PAGE if current_width() == "column" else RUNS_PER_PAGE)
     return [(R.page_stem("fig2c_loss_slice", i), _slice_page(page, data, common)) for i, page in enumerate(pages)]
 
 
@@ -367,12 +370,18 @@ def _slice_page(runs: Sequence[RunDir], data: Mapping[str, pd.DataFrame], common
     import matplotlib  # matplotlib loads when a figure is drawn (zsq_probe.plots)
 
     ncols = 3 if common else 2
-    with drawing((WIDTH, ROW_HEIGHT * len(runs) + 0.35)) as fig, matplotlib.rc_context(TEXT):
+    stacked = current_width() == "column"
+    size = (
+        (WIDTHS["column"], COLUMN_PANEL_HEIGHT * ncols * len(runs) + 0.35)
+        if stacked
+        else (WIDTH, ROW_HEIGHT * len(runs) + 0.35)
+    )
+    with drawing(size) as fig, matplotlib.rc_context(TEXT):
         fig.set_layout_engine("constrained", h_pad=0.06, w_pad=0.04)
         rows = fig.subfigures(len(runs), 1, squeeze=False)[:, 0]
         clipped: list[str] = []
         for sub, r in zip(rows, runs):
-            clipped += _run_row(sub, r, data[r.name], common, ncols)
+            clipped += _run_row(sub, r, data[r.name], common, ncols, stacked)
         fig.suptitle("Loss along the top Hessian eigenvector", fontweight="bold")
     return R.describe(fig, runs, slice_caption(runs, common, clipped))
 
@@ -397,9 +406,13 @@ def slice_caption(runs: Sequence[RunDir], common: bool, clipped: Sequence[str]) 
     return text
 
 
-def _run_row(sub: SubFigure, run: RunDir, d: pd.DataFrame, common: bool, ncols: int) -> list[str]:
-    """One run's row of panels; returns what was clipped off a δ panel's y scale ('KD, CE epoch 4', ...)."""
-    axes = sub.subplots(1, ncols, squeeze=False)[0]
+def _run_row(
+    sub: SubFigure, run: RunDir, d: pd.DataFrame, common: bool, ncols: int, stacked: bool = False
+) -> list[str]:
+    """One run's row of panels (`stacked`: one above the other); returns what was clipped off a δ panel's y scale
+    ('KD, CE epoch 4', ...)."""
+    grid = sub.subplots(ncols, 1, squeeze=False) if stacked else sub.subplots(1, ncols, squeeze=False)
+    axes = grid[:, 0] if stacked else grid[0]
     kind = main_kind(d)
     if kind is None:
         for ax in axes:
