@@ -73,7 +73,7 @@ def read_table(run: PathArg | RunDir, table: str) -> pd.DataFrame:
     Raises:
         UserError: `run` is not a run folder, or a part cannot be read.
     """
-    from zsq_probe.rundir.store import RunDir
+    from zsq_probe.rundir.store import RunDir  # on first use (module docstring)
 
     return (run if isinstance(run, RunDir) else RunDir.open(run)).read_table(table)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from collections.abc import Collection, Mapping, Sequence
@@ -44,7 +45,7 @@ ZEROQ_MAX_IMAGES = 1_000_000
 
 
 def _check_device(device: str) -> None:
-    import torch
+    import torch  # torch: not with zsq_probe.cli, which reads configs
 
     try:
         torch.device(device)
@@ -55,7 +56,7 @@ def _check_device(device: str) -> None:
 def device_available(device: str) -> None:
     """UserError unless this torch can use `device` now (a run's config may name a device of another machine, so
     this is checked where a command is about to compute, not when a config is read)."""
-    import torch
+    import torch  # torch: not with zsq_probe.cli, which reads configs
 
     try:
         dev = torch.device(device)
@@ -99,8 +100,6 @@ def _at_least(obj: DataclassInstance, minimum: int, *names: str) -> None:
 
 def _finite(obj: DataclassInstance) -> None:
     """Every float (and list-of-float) field of a section is finite: inf/NaN never reach the training math."""
-    import math
-
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         for x in v if isinstance(v, list) else [v]:

@@ -7,6 +7,7 @@ turns them into a one-line message and an exit status (2 and 1).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -46,7 +47,5 @@ def did_you_mean(name: str, choices: Iterable[object]) -> str:
     Returns:
         " (did you mean a, b?)" with up to three close matches, or an empty string when none is close.
     """
-    import difflib
-
     m = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3)
     return f" (did you mean {', '.join(m)}?)" if m else ""

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
+from zsq_probe.quantization.losses import student_terms
+from zsq_probe.seeds import PROBE_BATCH_STREAM, epoch_seed
+
 if TYPE_CHECKING:
     from zsq_probe.config import RunConfig
     from zsq_probe.quantization.quantizer import QuantConv2d, QuantLinear
@@ -84,16 +87,12 @@ class ProbeContext:
 
     def probe_batch(self, epoch: int, size: int) -> ProbeBatch:
         """The epoch's probe batch, from the probe stream (seeded by run seed and epoch)."""
-        from zsq_probe.seeds import PROBE_BATCH_STREAM, epoch_seed
-
         return self.draw_probe_batch(epoch_seed(self.cfg.seed, epoch, PROBE_BATCH_STREAM), size)
 
     def loss_terms(
         self, inputs: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(student logits, KL, CE) of the current student, unweighted."""
-        from zsq_probe.quantization.losses import student_terms
-
         return student_terms(
             self.student, inputs, labels, teacher_logits, self.cfg.temperature, self.cfg.label_smoothing
         )

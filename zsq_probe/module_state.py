@@ -8,6 +8,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from zsq_probe.quantization.quantizer import activation_ranges_frozen
+
 if TYPE_CHECKING:
     import torch
 
@@ -28,8 +30,6 @@ def preserved_state(*models: torch.nn.Module, mode: str | None = None, freeze_ra
     Yields:
         None, once the models are prepared.
     """
-    from zsq_probe.quantization.quantizer import activation_ranges_frozen
-
     saved: list[tuple[list[torch.nn.Module], list[bool], list[dict[str, torch.Tensor | None]]]] = []
     for model in models:
         modules = list(model.modules())

@@ -582,7 +582,7 @@ def resolve_config(
     Raises:
         UserError: An unknown preset, data set or key, or a value the config refuses.
     """
-    from zsq_probe.teachers.metadata import dataset_for_teacher
+    from zsq_probe.teachers.metadata import dataset_for_teacher  # torch: not on import (zsq_probe.recipes)
 
     data = data or dataset_for_teacher(teacher)
     values: dict[str, object] = {}

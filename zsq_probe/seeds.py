@@ -4,6 +4,8 @@ moves the training streams."""
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 # stream ids: the trainer's (1, 2, 9) and the probes' own (5, 6)
@@ -27,7 +29,5 @@ def stream(seed: int, epoch: int, stream_id: int) -> torch.Generator:
 def sub_seed(seed: int, *labels: str) -> int:
     """A seed of its own for each labelled consumer of one probe seed (CE and KL, each estimator), so their
     random vectors are independent and their errors do not move together."""
-    import zlib
-
     mix = zlib.crc32("/".join(labels).encode())
     return (int(seed) * 1_000_003 + mix * 7_368_787) % (2**63 - 1)

@@ -429,3 +429,37 @@ def test_function_length_counts_code_not_the_docstring(tmp_path):
     lengths = function_lengths(path, "m")
     assert lengths["m:short"] == 2  # def + return: the 74-line docstring is not counted
     assert lengths["m:long"] == 62 > MAX_FUNCTION_LINES
+
+
+# ------------------------------------------------------------------------------------- function-level imports
+
+
+def uncommented_function_imports(root: Path, package: str) -> list[str]:
+    """Every import inside a function whose first line carries no comment (its reason: docs/architecture.md,
+    "Structure rules"), as "path:line: statement"."""
+    out = []
+    for path in module_files(root, package).values():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and "#" not in lines[node.lineno - 1]:
+                    out.append(f"{path.relative_to(root)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return sorted(set(out))
+
+
+def test_function_level_imports_say_why():
+    problems = uncommented_function_imports(ROOT, PACKAGE)
+    assert not problems, "imports inside functions without a comment saying why:\n" + "\n".join(problems)
+
+
+def test_function_import_rule_flags_an_uncommented_one(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "import json\n",
+            "pkg/m.py": "def f():\n    import torch  # on first use\n\n    def g():\n        import hashlib\n",
+        },
+    )
+    assert uncommented_function_imports(tmp_path, "pkg") == ["pkg/m.py:5: import hashlib"]

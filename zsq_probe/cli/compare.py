@@ -74,9 +74,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Compare the two sides on one probe; print the table (or JSON) and the figure's path."""
-    from zsq_probe.rundir.output import check_output
-    from zsq_probe.runs.compare import compare_runs
-    from zsq_probe.threads import torch_threads
+    from zsq_probe.rundir.output import check_output  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.runs.compare import compare_runs  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.threads import torch_threads  # loads when the command runs (zsq_probe.cli)
 
     kd_runs, zq_runs = [args.kd_run, *args.kd_seeds], [args.zq_run, *args.zq_seeds]
     if args.out:
@@ -100,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
 def _draw(args: argparse.Namespace, kd_runs: list[str], zq_runs: list[str]) -> Path:
     """The overlay into --out, never replacing a file `compare` did not write; listed in its manifest before it
     lands (zsq_probe.rundir.output.writing_output)."""
-    from zsq_probe.plots import plot_compare
-    from zsq_probe.plots.overlay import compare_stem
-    from zsq_probe.plots.style import announce_writes, protect
-    from zsq_probe.rundir.output import foreign_entries, writing_output
+    from zsq_probe.plots import plot_compare  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.plots.overlay import compare_stem  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.plots.style import announce_writes, protect  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.rundir.output import foreign_entries, writing_output  # loads when the command runs (zsq_probe.cli)
 
     stem = compare_stem(args.probe, kd_runs, zq_runs)
     foreign = [Path(args.out) / n for n in foreign_entries(args.out, "compare")]
@@ -132,8 +132,8 @@ def _cell(summary: Mapping[str, Any], span: Mapping[str, Any], key: str, kind: s
 
 def _left_out_and_differences(result: Mapping[str, Any]) -> list[str]:
     """Lines naming the seeds without the probe (left out: n counts the others) and every setting that differs."""
-    from zsq_probe.analysis.probe_tables import PROBE_TABLE
-    from zsq_probe.analysis.run_settings import differences_text
+    from zsq_probe.analysis.probe_tables import PROBE_TABLE  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.analysis.run_settings import differences_text  # loads when the command runs (zsq_probe.cli)
 
     lines: list[str] = []
     left_out = result.get("left_out", {})

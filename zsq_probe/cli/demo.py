@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from zsq_probe.cli.common import add_output_args, show_progress
+from zsq_probe.errors import UserError
 
 HELP = (
     "the whole story on the embedded digits default: teacher, KD/GDFQ/KL-only/AIT runs with every "
@@ -48,9 +49,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo into --out; exit status 0."""
-    from zsq_probe.errors import UserError
     from zsq_probe.runs.demo import DIGITS, laptop_scale, run_demo  # loads when the command runs (zsq_probe.cli)
-    from zsq_probe.threads import torch_threads
+    from zsq_probe.threads import torch_threads  # loads when the command runs (zsq_probe.cli)
 
     if args.scale == "digits" and (args.data_root or args.weights or args.weights_root):
         raise UserError("--data-root, --weights and --weights-root are for --scale laptop (digits is embedded)")

@@ -63,11 +63,15 @@ def run(args: argparse.Namespace) -> int:
     stop the others: ComputeError (exit status 1) naming the files written; none to draw: UserError.  Bad
     options (an epoch outside the runs', an unknown figure) are refused before anything is written."""
     from zsq_probe.plots import write_figures  # loads when the command runs (zsq_probe.cli)
-    from zsq_probe.plots.catalog import figure_options, planned_files
-    from zsq_probe.plots.runs import open_runs
-    from zsq_probe.plots.style import announce_writes, protect
-    from zsq_probe.rundir.output import check_output, foreign_entries, writing_output
-    from zsq_probe.threads import torch_threads
+    from zsq_probe.plots.catalog import figure_options, planned_files  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.plots.runs import open_runs  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.plots.style import announce_writes, protect  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.rundir.output import (  # loads when the command runs (zsq_probe.cli)
+        check_output,
+        foreign_entries,
+        writing_output,
+    )
+    from zsq_probe.threads import torch_threads  # loads when the command runs (zsq_probe.cli)
 
     out = Path(args.out)
     check_output(out, "figures", overwrite=args.overwrite)  # the output policy (zsq_probe.rundir.output)
@@ -122,7 +126,7 @@ def figure_script(name: str, argv: Sequence[str] | None = None, prog: str | None
         The exit status: 0, or 2 for a skip or an error.
     """
     from zsq_probe.plots import FIGURES, SkipFigure  # torch: not with zsq_probe.cli (its docstring)
-    from zsq_probe.plots.style import FORMATS
+    from zsq_probe.plots.style import FORMATS  # loads when the command runs (zsq_probe.cli)
 
     figure = FIGURES[name]
     p = argparse.ArgumentParser(prog=prog, description=f"{figure.name}: {figure.description}")
@@ -136,10 +140,14 @@ def figure_script(name: str, argv: Sequence[str] | None = None, prog: str | None
         p.add_argument("--epochs", help="epochs to compare, e.g. 60,350 or 3-12")
     args = p.parse_args(argv)
     options = {k: getattr(args, k) for k in figure.options}
-    from zsq_probe.plots.catalog import figure_options
-    from zsq_probe.plots.runs import open_runs
-    from zsq_probe.plots.style import announce_writes, protect
-    from zsq_probe.rundir.output import check_output, foreign_entries, writing_output
+    from zsq_probe.plots.catalog import figure_options  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.plots.runs import open_runs  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.plots.style import announce_writes, protect  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.rundir.output import (  # loads when the command runs (zsq_probe.cli)
+        check_output,
+        foreign_entries,
+        writing_output,
+    )
 
     try:
         # one figure per script, several into one folder: the scripts replace their own figures, never a file

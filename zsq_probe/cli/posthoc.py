@@ -33,12 +33,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Probe the run's checkpoints and print the per-epoch summary (rank 0 under torchrun)."""
-    import pandas as pd
+    import pandas as pd  # loads when the command runs (zsq_probe.cli)
 
-    from zsq_probe.analysis.epochs import parse_epochs
-    from zsq_probe.analysis.probe_tables import epoch_summary
-    from zsq_probe.hessian import distributed
-    from zsq_probe.runs.posthoc import last_epoch, probe_run
+    from zsq_probe.analysis.epochs import parse_epochs  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.analysis.probe_tables import epoch_summary  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.hessian import distributed  # loads when the command runs (zsq_probe.cli)
+    from zsq_probe.runs.posthoc import last_epoch, probe_run  # loads when the command runs (zsq_probe.cli)
 
     epochs = parse_epochs(args.epochs, last=last_epoch(args.run), what="this run")  # before any work
     if distributed.launched_by_torchrun():  # torchrun: split the Hessian across the ranks, rank 0 writes

@@ -9,11 +9,13 @@ listing and the dry run are the command's output on stdout; errors are one line 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from zsq_probe.cli.common import add_output_args, console_logging, interrupted_status, show_progress, sigterm_raises
+from zsq_probe.config import max_workers, usable_cpus
 from zsq_probe.errors import ComputeError, UserError, one_line
 from zsq_probe.executors import EXECUTORS, report_text
 from zsq_probe.recipes.catalog import RECIPES, recipe_listing
@@ -137,10 +139,6 @@ def check_numeric_flags(args: argparse.Namespace) -> None:
     Raises:
         UserError: naming the flag, its range and the value given.
     """
-    import math
-
-    from zsq_probe.config import max_workers, usable_cpus
-
     for attr, flag, least, most, why in _NUMERIC_FLAGS:
         value = getattr(args, attr, None)
         if most is None:

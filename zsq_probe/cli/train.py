@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     observers: list[Observer] | None = None
     if args.tensorboard:
         from zsq_probe.probes import build_probes  # loads when the command runs (zsq_probe.cli)
-        from zsq_probe.training.tensorboard import TensorBoardObserver
+        from zsq_probe.training.tensorboard import TensorBoardObserver  # the optional [tensorboard] extra
 
         observers = [*build_probes(cfg), TensorBoardObserver(None if args.tensorboard is True else args.tensorboard)]
     summary = train(

@@ -47,7 +47,7 @@ def __getattr__(name: str) -> type[Any]:
     Raises:
         AttributeError: `name` is not one of the lazy readers.
     """
-    from zsq_probe.data import datasets
+    from zsq_probe.data import datasets  # on first use (module docstring)
 
     if name in datasets.LAZY_READERS:
         reader: type[Any] = getattr(datasets, name)

@@ -295,9 +295,8 @@ def _digits_split_cache() -> Path:
 
 
 def _digits_split_from_sklearn() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    # sklearn (seconds to import) loads only for the digits data, not with this module
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from sklearn.datasets import load_digits  # sklearn (~3 s): the digits data only (zsq_probe.data)
+    from sklearn.model_selection import train_test_split  # sklearn (~3 s): the digits data only (zsq_probe.data)
 
     digits = load_digits()
     images = digits.images.astype(np.float32) / 16.0
@@ -333,13 +332,13 @@ def _load_digits(split: str, augment: bool) -> TensorImageDataset:
 # torchvision (1.7 s to import) loads with the CIFAR and ImageNet readers only, inside these functions: a digits
 # run never imports it (tests/package/test_architecture.py, LIGHT_IMPORTS)
 def _normalize(spec: DatasetSpec) -> Transform:
-    from torchvision import transforms
+    from torchvision import transforms  # torchvision (1.7 s): CIFAR / ImageNet only (zsq_probe.data)
 
     return transforms.Normalize(mean=spec.mean, std=spec.std)
 
 
 def _cifar_transform(spec: DatasetSpec, augment: bool) -> Transform:
-    from torchvision import transforms
+    from torchvision import transforms  # torchvision (1.7 s): CIFAR / ImageNet only (zsq_probe.data)
 
     steps = []
     if augment:
@@ -372,7 +371,10 @@ _CIFAR_INFO = {
 
 
 def _cifar_classes(name: str) -> type[OnDiskCIFAR]:
-    from zsq_probe.data.cifar_readers import OnDiskCIFAR10, OnDiskCIFAR100
+    from zsq_probe.data.cifar_readers import (  # torchvision (1.7 s): CIFAR / ImageNet only (zsq_probe.data)
+        OnDiskCIFAR10,
+        OnDiskCIFAR100,
+    )
 
     return OnDiskCIFAR10 if name == "cifar10" else OnDiskCIFAR100
 
@@ -412,7 +414,7 @@ def _load_cifar(
 
 def _download_cifar(name: str, parent: Path) -> None:
     """Fetch and extract the CIFAR archive into `parent` (torchvision's URL and md5)."""
-    from torchvision.datasets.utils import download_and_extract_archive
+    from torchvision.datasets.utils import download_and_extract_archive  # torchvision: CIFAR only (zsq_probe.data)
 
     label, folder = _CIFAR_INFO[name][:2]
     base = _cifar_classes(name)  # torchvision's URL and archive md5
@@ -510,7 +512,7 @@ def _imagenet_resize(size: int) -> int:
 
 
 def _imagenet_transform(spec: DatasetSpec, augment: bool) -> Transform:
-    from torchvision import transforms
+    from torchvision import transforms  # torchvision (1.7 s): CIFAR / ImageNet only (zsq_probe.data)
 
     size = int(spec.image_shape[1])
     if augment:
@@ -541,7 +543,7 @@ def _load_imagenet(
             f"ImageNet folder {root_path} does not exist: pass --data-root DIR, the val folder "
             f"of WordNet-id class folders or a folder containing val/{how}"
         )
-    from torchvision.datasets import ImageFolder
+    from torchvision.datasets import ImageFolder  # torchvision (1.7 s): CIFAR / ImageNet only (zsq_probe.data)
 
     sub = "train" if split == "train" else "val"
     folder = root_path / sub if (root_path / sub).is_dir() else root_path
@@ -692,7 +694,7 @@ def __getattr__(name: str) -> type[OnDiskCIFAR]:
         AttributeError: any other name.
     """
     if name in LAZY_READERS:
-        from zsq_probe.data import cifar_readers
+        from zsq_probe.data import cifar_readers  # torchvision (1.7 s): CIFAR / ImageNet only (zsq_probe.data)
 
         reader: type[OnDiskCIFAR] = getattr(cifar_readers, name)
         return reader

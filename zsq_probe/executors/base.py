@@ -168,9 +168,9 @@ def execute_job(
         TrainingInterrupted: A signal stopped it after a checkpoint, with `catch_interrupt=False`.
     """
     # torch and the trainer load here, where a job trains: a parent that only dispatches jobs stays light
-    import torch
+    import torch  # torch: not on import (zsq_probe.executors)
 
-    from zsq_probe.training import TrainingInterrupted
+    from zsq_probe.training import TrainingInterrupted  # torch: not on import (zsq_probe.executors)
 
     job = as_job(job)
     if threads:
@@ -214,9 +214,9 @@ def train_job(job: Job, progress: bool = False, tensorboard: bool | PathArg = Fa
         UserError: The folder holds a run of another config, or training failed on bad input.
     """
     # the trainer and probes load where a job trains (a dispatching parent stays light: see the package)
-    from zsq_probe.probes import build_probes
-    from zsq_probe.runs import train
-    from zsq_probe.training.tensorboard import TensorBoardObserver
+    from zsq_probe.probes import build_probes  # torch: not on import (zsq_probe.executors)
+    from zsq_probe.runs import train  # torch: not on import (zsq_probe.executors)
+    from zsq_probe.training.tensorboard import TensorBoardObserver  # [tensorboard] extra, torch (zsq_probe.executors)
 
     cfg = job.config()
     status = job.status()

@@ -79,7 +79,7 @@ class SubmititTask:
             Its outcome ('interrupted' when it was requeued).
         """
         # the trainer loads in the SLURM job, not in the process that submits it (see zsq_probe.executors)
-        from zsq_probe.training import TrainingInterrupted, loop
+        from zsq_probe.training import TrainingInterrupted, loop  # torch: not on import (zsq_probe.executors)
 
         preempt = _preempt_signal()
         old = loop.STOP_SIGNALS

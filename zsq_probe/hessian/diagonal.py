@@ -57,6 +57,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.func import functional_call, vjp, vmap
 
 from zsq_probe.hessian.batches import (
     batch_size,
@@ -357,8 +358,6 @@ def _ggn_func(
     chunk: int,
     acc: dict[str, torch.Tensor],
 ) -> None:
-    from torch.func import functional_call, vjp, vmap
-
     names = [name for name, _ in selected]
     primals = {name: p.detach() for name, p in selected}
 

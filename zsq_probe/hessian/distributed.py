@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 _ACTIVE: contextvars.ContextVar[Group | None] = contextvars.ContextVar("zsq_probe_hessian_group", default=None)
 
@@ -45,8 +46,6 @@ class Group:
     """A process group the Hessian is split over (`None` = torch.distributed's default group)."""
 
     def __init__(self, group: Any = None) -> None:
-        import torch.distributed as dist
-
         self.dist = dist
         self.group = group
         self.rank: int = dist.get_rank(group)
@@ -128,8 +127,6 @@ def split_across_ranks(
     Joins the process group from torchrun's environment when none is set up yet (backend: `backend`, else nccl
     for a CUDA `device` and gloo otherwise) and leaves it afterwards.  One process without a group: nothing is
     split (world_size 1)."""
-    import torch.distributed as dist
-
     created = False
     if dist.is_available() and not dist.is_initialized() and launched_by_torchrun():
         want = backend or ("nccl" if device and str(device).startswith("cuda") else "gloo")

@@ -150,7 +150,7 @@ def slq_trace(
     # standard deviation is the larger of the sample one and one from Var(v^T H v) = 2(||H||_F^2 - sum H_ii^2)
     # <= 2 ||H||_F^2, with ||H||_F^2 = dim * sum(w * x^2) per run (Gauss quadrature is exact for x^2 after
     # two steps): an upper bound that does not collapse when the runs happen to miss the outliers.
-    from scipy.stats import t as student_t
+    from scipy.stats import t as student_t  # scipy.stats (~0.7 s): only where an interval is computed
 
     fro2 = [density.dim * float(np.sum(w * x * x)) for x, w in zip(density.run_nodes, density.run_weights)]
     sd_sample = float(np.std(samples, ddof=1))
@@ -288,7 +288,7 @@ def top_eigenpairs(
         >>> torch.allclose(torch.as_tensor(pairs.eigenvalues, dtype=top_two.dtype), top_two, rtol=1e-4)
         True
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh  # scipy: only where a spectrum is estimated
 
     check_operator(op)
     k = check_int(k, "k")
@@ -338,7 +338,7 @@ def top_eigenpair(op: HessianVectorProduct, tol: float = 1e-6, seed: int = 0, ma
 
 def _top_ritz(alphas: Sequence[float], betas: Sequence[float]) -> tuple[float, np.ndarray]:
     """The largest Ritz value of ``tridiag(betas, alphas, betas)`` and its eigenvector."""
-    from scipy.linalg import eigh_tridiagonal
+    from scipy.linalg import eigh_tridiagonal  # scipy: only where a spectrum is estimated
 
     n = len(alphas)
     vals, vecs = eigh_tridiagonal(np.asarray(alphas, dtype=np.float64), np.asarray(betas[: n - 1], dtype=np.float64))

@@ -72,7 +72,7 @@ def products_of(op: object) -> int:
 
 def as_linear_operator(op: HessianVectorProduct) -> LinearOperator:
     """``op`` as a ``scipy.sparse.linalg.LinearOperator`` in float64 (for ARPACK); products count."""
-    from scipy.sparse.linalg import LinearOperator
+    from scipy.sparse.linalg import LinearOperator  # scipy: only where a spectrum is estimated
 
     def mv(x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(-1)))

@@ -104,7 +104,7 @@ class LanczosResult:
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
         """Ritz values (ascending) and Gauss-quadrature weights (squared first components of
         the eigenvectors of ``T``, normalised to sum 1)."""
-        from scipy.linalg import eigh_tridiagonal
+        from scipy.linalg import eigh_tridiagonal  # scipy: only where a spectrum is estimated
 
         if len(self.alphas) == 1:
             return self.alphas.copy(), np.ones(1)

@@ -294,7 +294,7 @@ class _Look:
 
 def _look(comp: _Complement, low: _LowRank, cfg: _Settings) -> _Look:
     """The estimate after ``comp.n`` samples; ``stopped_by="tolerance"`` once the half-width meets the rule."""
-    from scipy.stats import t as student_t
+    from scipy.stats import t as student_t  # scipy.stats (~0.7 s): only where an interval is computed
 
     n = comp.n
     estimate = low.trace + float(np.mean(comp.samples))

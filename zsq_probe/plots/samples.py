@@ -25,10 +25,12 @@ from torch import nn
 
 from zsq_probe import generators
 from zsq_probe.analysis.epochs import epoch_list
+from zsq_probe.data.datasets import get_spec
 from zsq_probe.errors import UserError, one_line
 from zsq_probe.plots import runs as R
 from zsq_probe.plots.style import drawing
 from zsq_probe.rundir.store import PathArg, RunDir, load_checkpoint_file
+from zsq_probe.teachers.metadata import dataset_for_teacher, teacher_input_size
 
 if TYPE_CHECKING:  # matplotlib and torchvision load when the figure is drawn, not with this module
     from matplotlib.axes import Axes
@@ -226,8 +228,6 @@ def load_samples(run: R.RunSource, epoch: int | None = None) -> Samples:
         UserError: `run` is not a run, or `epoch` has no checkpoint.
     """
     # torchvision: the samples figure only (zsq_probe.plots)
-    from zsq_probe.data.datasets import get_spec
-    from zsq_probe.teachers.metadata import dataset_for_teacher, teacher_input_size
 
     run = R.open_run(run)
     cfg = R.config(run)

@@ -361,8 +361,6 @@ class TopEigenpairs:
 
 def skip_nonfinite_epoch(probe: str, epoch: int, e: Exception) -> None:
     """Probes never crash a run on a non-finite loss surface: the epoch gets no rows, and a warning says so."""
-    import logging
-
     logging.getLogger("zsq_probe.probes").warning(
         f"{probe} probe: no rows for epoch {epoch}: {e}; the student at this epoch is degenerate (see the "
         f"metrics' skipped_steps)"

@@ -4,6 +4,7 @@ reuses the Hessian probe's batch and eigenvectors of the same epoch when that pr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,8 +56,6 @@ def loss_along(
     quantisation offsets frozen at theta (zsq_probe.probes.surrogate; the loss whose Hessian the probe
     reports); else the student as it is (re-quantised at every point for a quantised one).  Parameters,
     flags and buffers are restored exactly."""
-    import contextlib
-
     saved = [p.detach().clone() for p in params]
     values = []
     quantization = frozen_quantization(student, inputs) if surrogate else contextlib.nullcontext()

@@ -70,7 +70,7 @@ class RunLock:
         if self.rank != 0:
             return self
         try:
-            import fcntl
+            import fcntl  # POSIX only: no lock on Windows
         except ImportError:  # pragma: no cover - Windows
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ class RunLock:
             if restore:
                 _put_back(fd, self.path, self._found)
                 return
-            import fcntl
+            import fcntl  # POSIX only: no lock on Windows
 
             try:
                 os.ftruncate(fd, 0)
@@ -168,7 +168,7 @@ def _is_current(fd: int, path: Path) -> bool:
 def _put_back(fd: int, path: Path, found: _Found | None) -> None:
     """Leave the locked file `fd` as it was found and let it go: removed when it was created (`found` None),
     else its bytes and times restored.  Done while the flock is still held."""
-    import fcntl
+    import fcntl  # POSIX only: no lock on Windows
 
     try:
         if found is None:

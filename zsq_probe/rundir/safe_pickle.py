@@ -11,9 +11,12 @@ exactly these and refuses every other global, so a file whose ``__reduce__`` nam
 
 from __future__ import annotations
 
+import codecs
+import importlib
 import io
 import os
 import pickle
+import pickletools
 from typing import IO, Any, NoReturn
 
 import numpy as np
@@ -23,8 +26,6 @@ __all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "UnsafePickleError", "safe_
 
 def _numpy_attr(*path: str) -> object:
     """The first of numpy's dotted attribute paths that exists (numpy 1 vs 2 module names)."""
-    import importlib
-
     for dotted in path:
         module, _, name = dotted.rpartition(".")
         try:
@@ -35,8 +36,6 @@ def _numpy_attr(*path: str) -> object:
 
 
 def _allowed() -> dict[tuple[str, str], object]:
-    import codecs
-
     reconstruct = _numpy_attr("numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct")
     scalar = _numpy_attr("numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar")
     table: dict[tuple[str, str], object] = {
@@ -145,8 +144,6 @@ def sniff_file(path: str | os.PathLike[str]) -> str:
         stream: pickle.dump of a model or dict), 'empty', or 'unknown' (random bytes, text, an unreadable
         file, ...).
     """
-    import pickletools
-
     try:
         with open(path, "rb") as f:
             data = f.read(_SNIFF_LIMIT + 1)

@@ -23,14 +23,21 @@ Example: ZSQ_PROBE_FAULT='part:cosine:e00002'.  Never set it outside tests.
 from __future__ import annotations
 
 import glob
+import hashlib
+import io
 import json
 import os
+import pickle
 import platform
 import re
+import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import numpy
 import pandas as pd
 import pyarrow as pa
 import torch
@@ -50,6 +57,7 @@ from zsq_probe.rundir.parts import (
     unreadable,
     verify_part,
 )
+from zsq_probe.rundir.safe_pickle import sniff_file
 from zsq_probe.version import __version__
 
 PathArg: TypeAlias = str | os.PathLike[str]  # a file or folder, as a string or a path
@@ -82,8 +90,6 @@ def remove_dead_temp_files(path: PathArg) -> list[Path]:
 
 def atomic_torch_save(obj: object, path: Path, site: str | None = None) -> None:
     """`torch.save(obj)` to `path`, atomically (`atomic_write_bytes`)."""
-    import io
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue(), site)
@@ -91,13 +97,10 @@ def atomic_torch_save(obj: object, path: Path, site: str | None = None) -> None:
 
 def package_versions() -> dict[str, str | None]:
     """The versions of zsq-probe, Python and the libraries a run's numbers depend on (None: unknown)."""
-    import numpy
     import pytorchcv  # noqa: F401
 
     def ver(mod: str) -> str | None:
         try:
-            from importlib.metadata import version
-
             return version(mod)
         except Exception:  # noqa: BLE001 - a version we cannot read is recorded as unknown
             return None
@@ -148,7 +151,6 @@ class RunDir:
         rid = doc.get("run_id")
         if isinstance(rid, str) and rid:
             return rid
-        import hashlib
 
         return "config-" + hashlib.sha256(self.config_path.read_bytes()).hexdigest()[:16]
 
@@ -174,8 +176,6 @@ class RunDir:
     def write_config(self, config: Mapping[str, object], extra: Mapping[str, object] | None = None) -> None:
         """Write config.json: the run config, the format and package versions, and `extra` keys; a new run id
         (`run_id`) unless `extra` carries the run's own."""
-        import uuid
-
         doc: dict[str, object] = {
             "format": RUN_FORMAT,
             "run_schema_version": RUN_SCHEMA_VERSION,
@@ -483,9 +483,6 @@ def key_epoch(key: str) -> int | None:
 
 def load_checkpoint_file(path: PathArg, map_location: str | torch.device = "cpu") -> CheckpointState:
     """Load a checkpoint with weights_only=True: no pickled code from a file someone sent you runs."""
-    import pickle
-    import warnings
-
     try:
         with warnings.catch_warnings():  # a plain pickle's protocol note would be a second stderr line
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -496,8 +493,6 @@ def load_checkpoint_file(path: PathArg, map_location: str | torch.device = "cpu"
     except PermissionError:
         raise UserError(unreadable(path, "checkpoint")) from None
     except Exception as e:  # noqa: BLE001 - every failure is one line naming what the file is
-        from zsq_probe.rundir.safe_pickle import sniff_file
-
         if not os.access(path, os.R_OK):
             raise UserError(unreadable(path, "checkpoint")) from None
 

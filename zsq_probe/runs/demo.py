@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from zsq_probe.analysis.probe_tables import interval_verdict, summarize_cosine, summarize_hessian
 from zsq_probe.analysis.run_settings import differences_text, setting_differences, training_setting
+from zsq_probe.data.datasets import load_dataset
 from zsq_probe.errors import UserError
 from zsq_probe.plots import write_figures
 from zsq_probe.plots.runs import tripped_checks_text
@@ -29,6 +30,8 @@ from zsq_probe.rundir.output import DEMO_NAMES, check_output, record_output
 from zsq_probe.rundir.store import PathArg, RunDir
 from zsq_probe.runs import train
 from zsq_probe.teachers.accuracy import evaluate_quantized
+from zsq_probe.teachers.loader import load_teacher
+from zsq_probe.teachers.metadata import dataset_for_teacher
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -242,9 +245,6 @@ def check_real_inputs(scale: DemoScale) -> None:
     """
     if scale.data_root is None:
         return
-    from zsq_probe.data.datasets import load_dataset
-    from zsq_probe.teachers.loader import load_teacher
-    from zsq_probe.teachers.metadata import dataset_for_teacher
 
     weights_root = scale.flags.get("weights_root")
     load_teacher(scale.teacher, weights=scale.weights, root=None if weights_root is None else str(weights_root))

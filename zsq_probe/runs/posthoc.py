@@ -23,8 +23,14 @@ from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.config import config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import ProbeContext
+from zsq_probe.probes import PROBES
+from zsq_probe.quantization.quantizer import activation_quantizers
+from zsq_probe.rundir.lock import RunLock
 from zsq_probe.rundir.store import PathArg, RunDir, epoch_key, key_epoch
 from zsq_probe.threads import torch_threads
+from zsq_probe.training.build import build_run
+from zsq_probe.training.checkpoint import check_checkpoint_identity, check_teacher_fingerprint, restore_models
+from zsq_probe.training.sources import check_iterations
 
 if TYPE_CHECKING:
     from zsq_probe.data.datasets import DatasetSpec
@@ -36,15 +42,11 @@ SUFFIX = "-posthoc"
 
 def ranges_set(model: nn.Module) -> bool:
     """Whether every activation quantiser of `model` has its range set (learned from the first batches)."""
-    from zsq_probe.quantization.quantizer import activation_quantizers
-
     return all(q.is_initialized for q in activation_quantizers(model).values())
 
 
 def posthoc_probes() -> dict[str, type[Probe]]:
     """Name -> probe class, for the registered probes that can measure a checkpoint."""
-    from zsq_probe.probes import PROBES
-
     return {name: cls for name, cls in PROBES.items() if cls.posthoc_tables}
 
 
@@ -58,10 +60,6 @@ def open_run(
     data); the context's `load_checkpoint(epoch)` puts a checkpoint's student (and generator) in place.  A
     one-line UserError when the teacher built now or a checkpoint loaded is not the run's that config.json
     describes (`check_teacher_fingerprint`, `check_checkpoint_identity`)."""
-    from zsq_probe.training.build import build_run
-    from zsq_probe.training.checkpoint import check_checkpoint_identity, check_teacher_fingerprint, restore_models
-    from zsq_probe.training.sources import check_iterations
-
     run = RunDir.open(run_path)
     doc = run.read_config_doc()
     cfg = config_from_dict(doc["config"])
@@ -139,7 +137,6 @@ def _probe_run(
     instance.run_name = run.name
     first = cls.posthoc_tables[0]
     from zsq_probe.hessian import distributed  # split across ranks (torchrun): every rank computes, rank 0 writes
-    from zsq_probe.rundir.lock import RunLock
 
     with RunLock(run.path, what=f"zsq-probe {probe}", rank=0 if distributed.is_writer() else 1):
         _note_threads(run)  # once it is ours: a refused second writer says one line

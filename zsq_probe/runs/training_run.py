@@ -14,12 +14,15 @@ from zsq_probe.analysis.epochs import epoch_list
 from zsq_probe.config import CONFIG_SCHEMA_VERSION, RunConfig, config_diff, config_from_dict
 from zsq_probe.errors import UserError
 from zsq_probe.events import Observer
+from zsq_probe.probes import build_probes
+from zsq_probe.quantization.quantizer import quantization_spec
+from zsq_probe.rundir.lock import RunLock
 from zsq_probe.rundir.output import RUN_NAMES, check_output
 from zsq_probe.rundir.store import PathArg, RunDir, key_epoch
 from zsq_probe.runs.summary import RunSummary
 from zsq_probe.teachers.metadata import dataset_for_teacher
 from zsq_probe.threads import torch_threads
-from zsq_probe.training.build import build_run
+from zsq_probe.training.build import build_run, module_fingerprint
 from zsq_probe.training.checkpoint import check_checkpoint_identity, check_teacher_fingerprint
 from zsq_probe.training.loop import Trainer
 
@@ -78,8 +81,6 @@ def _train(
     data_spec: DatasetSpec | None,
 ) -> dict[str, object]:
     if observers is None:
-        from zsq_probe.probes import build_probes
-
         observers = build_probes(cfg)
     if resume:
         return _resume(cfg, out, force, observers, progress, teacher, data_spec)
@@ -87,10 +88,8 @@ def _train(
     run = RunDir(out)
     parts = build_run(cfg, teacher=teacher, data_spec=data_spec)
     trainer = Trainer(parts, run, observers, progress)
-    from zsq_probe.quantization.quantizer import quantization_spec
 
     spec = None if cfg.quant.full_precision else quantization_spec(parts.student)
-    from zsq_probe.rundir.lock import RunLock
 
     with RunLock(out, what="zsq-probe train"):  # one writer per run folder (rank 0 only under torchrun)
         RunDir.ensure_new(out)  # again, now that we hold the lock: another train may have started meanwhile
@@ -117,8 +116,6 @@ def _resume(
     teacher: nn.Module | None,
     data_spec: DatasetSpec | None,
 ) -> dict[str, object]:
-    from zsq_probe.rundir.lock import RunLock
-
     run = RunDir.open(out)
     check_output(run.path, "train", own=RUN_NAMES, resume=True)  # the output policy (zsq_probe.rundir.output)
     # every part, kept or dropped, is what its place says (table, key, run, content hash) before anything --
@@ -271,7 +268,6 @@ def _check_same_teacher(recorded: Mapping[str, object], teacher: nn.Module | Non
         return
     if teacher is None:
         raise UserError("this run's teacher was a module passed to train(): pass the same module as teacher=")
-    from zsq_probe.training.build import module_fingerprint
 
     if recorded.get("source") != "module" or recorded.get("weights_sha256") != module_fingerprint(teacher):
         raise UserError(

@@ -36,6 +36,8 @@ import inspect
 import os
 import pickle
 import re
+import shutil
+import urllib.request
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -425,9 +427,6 @@ def known_weight_file(name: str, file_name: str) -> WeightFile | None:
 
 def _fetch(url: str, path: Path, timeout: float = 60.0) -> None:
     """Download `url` to `path` (through a temporary file beside it, renamed when complete)."""
-    import shutil
-    import urllib.request
-
     partial = path.with_name(path.name + ".partial")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as f:

@@ -8,6 +8,7 @@ first, so the same config builds the same models.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +51,6 @@ def resolve_device(name: str) -> torch.device:
 
 def module_fingerprint(model: nn.Module) -> str:
     """sha256 over a module's state dict (names, shapes, dtypes, bytes): identifies a custom teacher."""
-    import hashlib
-
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
