@@ -17,6 +17,8 @@ The first three read the source with `ast` (nothing is imported), so they hold f
 * Function length: a function (def line through its last body line, its docstring left out: Args / Returns /
   Example sections are documentation, not code) over `MAX_FUNCTION_LINES` fails, unless ALLOWLIST names it
   with its reason; an allowlisted function that is no longer long fails too.
+* Function-level imports: each import statement inside a function says why on its first line (a `#` comment:
+  an optional extra, a light module, or a slow dependency kept off the paths that do not need it).
 * Light imports: the modules whose docstrings promise it load none of the heavy packages on import (the
   reason their heavy imports stay inside functions); this one does import, in one subprocess: each module in
   turn, judged only while none of its heavy packages is loaded yet (what a fresh interpreter would show; a
