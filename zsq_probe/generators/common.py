@@ -138,6 +138,31 @@ def randint(high: int, shape: Sequence[int], rng: torch.Generator, device: Devic
     return torch.randint(0, high, tuple(shape), generator=rng, device=rng.device).to(device)
 
 
+def latents_and_labels(
+    latent_dim: int, num_classes: int, batch_size: int, generator: object, device: Device, who: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """N(0, 1) latents, then uniform hard labels, both from `generator` (what the GDFQ and ARC generators sample).
+
+    Args:
+        latent_dim: Latent width.
+        num_classes: Label range.
+        batch_size: How many to draw.
+        generator: The stream to draw from.
+        device: Where the results go; None: the generator's device.
+        who: The caller, for the error messages.
+
+    Returns:
+        (z (batch_size, latent_dim), labels (batch_size,)).
+
+    Raises:
+        UserError: `batch_size` is not a positive int or `generator` is not a torch.Generator.
+    """
+    check_batch_size(batch_size, who)
+    rng = check_rng(generator, who)
+    device = device if device is not None else rng.device
+    return randn((batch_size, latent_dim), rng, device), randint(num_classes, (batch_size,), rng, device)
+
+
 def rand(shape: Sequence[int], rng: torch.Generator, device: Device) -> torch.Tensor:
     """Uniform [0, 1) values of `shape`, drawn on the generator's device, then moved to `device`.
 

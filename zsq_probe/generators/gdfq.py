@@ -24,14 +24,11 @@ from torch.types import Device
 from zsq_probe.errors import UserError
 from zsq_probe.generators.common import (
     CategoricalConditionalBatchNorm2d,
-    check_batch_size,
     check_hard_labels,
     check_image_shape,
     check_latent,
     check_num_classes,
-    check_rng,
-    randint,
-    randn,
+    latents_and_labels,
     upsample2,
 )
 
@@ -167,22 +164,6 @@ class GDFQGenerator(nn.Module):
     def sample(
         self, batch_size: int, generator: torch.Generator, device: Device = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """N(0, 1) latents then uniform hard labels, both from `generator`.
-
-        Args:
-            batch_size: How many to draw.
-            generator: The stream to draw from.
-            device: Where the results go; None: the generator's device.
-
-        Returns:
-            (z (batch_size, latent_dim), labels (batch_size,)).
-
-        Raises:
-            UserError: `batch_size` is not a positive int or `generator` is not a torch.Generator.
-        """
-        check_batch_size(batch_size, "GDFQ sample")
-        rng = check_rng(generator, "GDFQ sample")
-        device = device if device is not None else rng.device
-        z = randn((batch_size, self.latent_dim), rng, device)
-        labels = randint(self.num_classes, (batch_size,), rng, device)
-        return z, labels
+        """N(0, 1) latents then uniform hard labels, both from `generator` (`common.latents_and_labels`: its
+        arguments, returns and errors)."""
+        return latents_and_labels(self.latent_dim, self.num_classes, batch_size, generator, device, "GDFQ sample")
