@@ -341,3 +341,38 @@ def reference_copy(reference, tmp_path) -> Path:
     dst = tmp_path / "copy"
     shutil.copytree(reference, dst)
     return dst
+
+
+# ------------------------------------------------- a pytorchcv teacher, no network (teachers, cli, training tests)
+
+R20_FILE = "resnet20_cifar10-0597-9b0024ac.pth"  # pytorchcv's name of its resnet20_cifar10 weight file
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test if anything reaches pytorchcv's download machinery."""
+    from pytorchcv.models.common import model_store
+
+    from zsq_probe.teachers import loader
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(model_store, "_download", refuse)
+    monkeypatch.setattr(model_store, "get_model_file", refuse)
+    monkeypatch.setattr(loader, "_fetch", refuse)  # our own downloader (release files pytorchcv no longer lists)
+
+
+@pytest.fixture(scope="module")
+def r20_root(tmp_path_factory):
+    """pytorchcv's cache with a (random) resnet20_cifar10 file and a fabricated CIFAR-10 folder."""
+    import torch
+    from fabricated_data import make_cifar10
+
+    from zsq_probe.teachers import loader
+
+    root = tmp_path_factory.mktemp("r20")
+    torch.manual_seed(0)
+    torch.save(loader.build_architecture("resnet20_cifar10").state_dict(), root / R20_FILE)
+    make_cifar10(root / "data", per_batch=4, n_test=6)
+    return root

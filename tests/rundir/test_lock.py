@@ -5,14 +5,12 @@ was, any other failure releases it (issue 35)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
-from cli_checks import cli_err_lines, tree_hashes_without_links
+from cli_checks import cli_err_lines, files, set_lock, tree_hashes_without_links
 from tiny_runs import TINY_AIT as TINY
 
 from zsq_probe.errors import ComputeError, UserError
@@ -82,35 +80,6 @@ def test_symlinked_table_folder_into_another_run_is_refused_before_anything_is_w
         assert rc == 2 and len(err) == 1 and "symbolic link" in err[0] and "metrics" in err[0], err
         assert tree_hashes_without_links(other) == before_other
         assert tree_hashes_without_links(run) == before_run
-
-
-DEAD_WRITER = b'{"pid": 999999, "host": "elsewhere", "what": "zsq-probe train"}'
-
-
-def files(folder: Path) -> dict[str, tuple[str, int]]:
-    """{relative path: (sha256, mtime_ns)} of every file under `folder`, hidden ones (the lock) included."""
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = Path(root, name)
-            out[str(path.relative_to(folder))] = (
-                hashlib.sha256(path.read_bytes()).hexdigest(),
-                path.stat().st_mtime_ns,
-            )
-    return out
-
-
-def set_lock(run: Path, state: str) -> None:
-    """The run's lock file as training leaves it ("empty"), missing ("absent", a copy without hidden files) or
-    holding the record of a writer that was killed ("dead writer")."""
-    lock = run / LOCK_NAME
-    lock.unlink(missing_ok=True)
-    if state == "empty":
-        lock.write_bytes(b"")
-    elif state == "dead writer":
-        lock.write_bytes(DEAD_WRITER)
-    if lock.exists():
-        os.utime(lock, ns=(1_000_000_000, 1_000_000_000))  # a time no rewrite would give it back by chance
 
 
 @pytest.mark.parametrize("state", ["absent", "empty", "dead writer"])

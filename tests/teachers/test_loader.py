@@ -38,18 +38,6 @@ def pytorchcv_file_name(name):
     return f"{name}-{error}-{sha1[:8]}.pth"
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Fail the test if anything reaches pytorchcv's download machinery."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a download was attempted")
-
-    monkeypatch.setattr(model_store, "_download", refuse)
-    monkeypatch.setattr(model_store, "get_model_file", refuse)
-    monkeypatch.setattr(models, "_fetch", refuse)  # our own downloader (release files pytorchcv no longer lists)
-
-
 def states_equal(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

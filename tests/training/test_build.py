@@ -5,43 +5,17 @@ import hashlib
 import warnings
 
 import pytest
-import torch
-from fabricated_data import make_cifar10
-from pytorchcv.models.common import model_store
 
 from zsq_probe.data.datasets import get_spec
 from zsq_probe.presets import resolve_config
-from zsq_probe.teachers import loader as models
 
 R20_FILE = "resnet20_cifar10-0597-9b0024ac.pth"
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Fail the test if anything reaches pytorchcv's download machinery."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a download was attempted")
-
-    monkeypatch.setattr(model_store, "_download", refuse)
-    monkeypatch.setattr(model_store, "get_model_file", refuse)
-    monkeypatch.setattr(models, "_fetch", refuse)  # our own downloader (release files pytorchcv no longer lists)
 
 
 def quiet(fn, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return fn(*args, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def r20_root(tmp_path_factory):
-    """pytorchcv's cache with a (random) resnet20_cifar10 file and a fabricated CIFAR-10 folder."""
-    root = tmp_path_factory.mktemp("r20")
-    torch.manual_seed(0)
-    torch.save(models.build_architecture("resnet20_cifar10").state_dict(), root / R20_FILE)
-    make_cifar10(root / "data", per_batch=4, n_test=6)
-    return root
 
 
 @pytest.mark.parametrize("norm", ["reference", "pytorchcv"])

@@ -5,43 +5,12 @@ byte for byte as it was."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-
-from zsq_probe.rundir.lock import LOCK_NAME
-
-DEAD_WRITER = b'{"pid": 999999, "host": "elsewhere", "what": "zsq-probe train"}'
-
-
-def files(folder: Path) -> dict[str, tuple[str, int]]:
-    """{relative path: (sha256, mtime_ns)} of every file under `folder`, hidden ones (the lock) included."""
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = Path(root, name)
-            out[str(path.relative_to(folder))] = (
-                hashlib.sha256(path.read_bytes()).hexdigest(),
-                path.stat().st_mtime_ns,
-            )
-    return out
-
-
-def set_lock(run: Path, state: str) -> None:
-    """The run's lock file as training leaves it ("empty"), missing ("absent", a copy without hidden files) or
-    holding the record of a writer that was killed ("dead writer")."""
-    lock = run / LOCK_NAME
-    lock.unlink(missing_ok=True)
-    if state == "empty":
-        lock.write_bytes(b"")
-    elif state == "dead writer":
-        lock.write_bytes(DEAD_WRITER)
-    if lock.exists():
-        os.utime(lock, ns=(1_000_000_000, 1_000_000_000))  # a time no rewrite would give it back by chance
+from cli_checks import files, set_lock
 
 
 @pytest.fixture(scope="module")
